@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The test command: installs what is needed, builds, and runs every test.
+#   1. g++, optimised (RelWithDebInfo, assertions on): every test, including the
+#      randomized model test at full size.
+#   2. clang, ASan + UBSan: every test again, the model test at a smaller size.
+# Both builds use -Wall -Wextra -Werror.
+#
+#   scripts/test.sh            everything (what CI runs)
+#   scripts/test.sh --fast     the g++ stage only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fast=0
+[ "${1:-}" = "--fast" ] && fast=1
+jobs=$(nproc)
+
+./scripts/install-deps.sh
+
+stage() { printf '\n=== %s ===\n' "$*"; }
+
+stage "g++ build"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=g++ >/dev/null
+cmake --build build -j "$jobs"
+stage "g++ tests"
+ctest --test-dir build --output-on-failure -j "$jobs" --timeout 900
+
+if [ "$fast" = 1 ]; then
+  echo "test.sh: fast mode, sanitizer stage skipped"
+  exit 0
+fi
+
+stage "clang ASan+UBSan build"
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+  -DPAYGATE_SANITIZE=address,undefined >/dev/null
+cmake --build build-asan -j "$jobs"
+stage "clang ASan+UBSan tests"
+PAYGATE_MODEL_COMMANDS=200000 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan --output-on-failure -j "$jobs" --timeout 900 -LE bench
+
+echo
+echo "test.sh: all tests passed"

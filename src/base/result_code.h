@@ -1,0 +1,92 @@
+// The one list of outcome codes. Ledger results, pipeline refusals and the HTTP API's
+// error codes all come from here. The numbers and the snake_case names are stable:
+// they are written into journals and read by merchants' code, so a code is never
+// renumbered, renamed or reused; new codes take new numbers.
+#pragma once
+
+#include <array>
+#include <optional>
+#include <string_view>
+
+#include "base/types.h"
+
+namespace paygate {
+
+// X(name, number)
+#define PAYGATE_RESULT_CODES(X)          \
+  X(ok, 0)                               \
+  /* a command's own fields */           \
+  X(invalid_amount, 1)                   \
+  X(invalid_currency, 2)                 \
+  X(invalid_account_kind, 3)             \
+  X(invalid_command, 4)                  \
+  X(same_account, 5)                     \
+  /* ids that do not name anything */    \
+  X(debit_account_not_found, 10)         \
+  X(credit_account_not_found, 11)        \
+  X(transfer_not_found, 12)              \
+  X(account_not_found, 13)               \
+  /* money rules */                      \
+  X(currency_mismatch, 20)               \
+  X(insufficient_funds, 21)              \
+  X(overflow, 22)                        \
+  X(exceeds_pending_amount, 23)          \
+  /* the life of a pending transfer */   \
+  X(transfer_not_pending, 30)            \
+  X(pending_transfer_already_posted, 31) \
+  X(pending_transfer_already_voided, 32) \
+  X(transfer_expired, 33)                \
+  /* fixed capacities */                 \
+  X(accounts_full, 40)                   \
+  X(pending_transfers_full, 41)          \
+  X(batch_too_large, 42)                 \
+  X(ids_exhausted, 43)                   \
+  /* idempotency */                      \
+  X(idempotency_key_reused, 50)          \
+  X(idempotency_key_in_atomic_batch, 51) \
+  /* batches */                          \
+  X(atomic_batch_failed, 60)             \
+  X(batch_empty, 61)
+
+enum class ResultCode : u16 {
+#define PAYGATE_RESULT_ENUM(name, number) name = number,
+  PAYGATE_RESULT_CODES(PAYGATE_RESULT_ENUM)
+#undef PAYGATE_RESULT_ENUM
+};
+
+namespace detail {
+struct ResultCodeEntry {
+  ResultCode code;
+  std::string_view name;
+};
+inline constexpr ResultCodeEntry kResultCodeTable[] = {
+#define PAYGATE_RESULT_ENTRY(name, number) {ResultCode::name, #name},
+    PAYGATE_RESULT_CODES(PAYGATE_RESULT_ENTRY)
+#undef PAYGATE_RESULT_ENTRY
+};
+}  // namespace detail
+
+// Every code, in declaration order.
+inline constexpr auto all_result_codes() noexcept {
+  std::array<ResultCode, std::size(detail::kResultCodeTable)> codes{};
+  for (std::size_t i = 0; i < codes.size(); ++i)
+    codes[i] = detail::kResultCodeTable[i].code;
+  return codes;
+}
+
+// The stable snake_case name, or "unknown" for a number that is no code.
+constexpr std::string_view name(ResultCode code) noexcept {
+  for (const auto& entry : detail::kResultCodeTable) {
+    if (entry.code == code) return entry.name;
+  }
+  return "unknown";
+}
+
+constexpr std::optional<ResultCode> result_code_from_name(std::string_view text) noexcept {
+  for (const auto& entry : detail::kResultCodeTable) {
+    if (entry.name == text) return entry.code;
+  }
+  return std::nullopt;
+}
+
+}  // namespace paygate

@@ -1,0 +1,65 @@
+#include "base/result_code.h"
+
+#include <gtest/gtest.h>
+
+#include <set>
+#include <string>
+
+namespace paygate {
+namespace {
+
+TEST(ResultCode, NamesAreUniqueSnakeCaseAndRoundTrip) {
+  std::set<std::string_view> names;
+  std::set<u16> numbers;
+  for (ResultCode code : all_result_codes()) {
+    const std::string_view text = name(code);
+    ASSERT_FALSE(text.empty());
+    for (char c : text)
+      EXPECT_TRUE((c >= 'a' && c <= 'z') || c == '_') << text;
+    EXPECT_TRUE(names.insert(text).second) << "duplicate name " << text;
+    EXPECT_TRUE(numbers.insert(static_cast<u16>(code)).second) << "duplicate number " << text;
+    EXPECT_EQ(result_code_from_name(text), code);
+  }
+  EXPECT_EQ(name(static_cast<ResultCode>(9999)), "unknown");
+  EXPECT_EQ(result_code_from_name("no_such_code"), std::nullopt);
+}
+
+// Numbers and names are written to journals and read by merchants: they never change.
+// Adding a code means adding a line here; changing one of these lines is a break.
+TEST(ResultCode, NumbersAndNamesAreStable) {
+  const std::pair<u16, std::string_view> stable[] = {
+      {0, "ok"},
+      {1, "invalid_amount"},
+      {2, "invalid_currency"},
+      {3, "invalid_account_kind"},
+      {4, "invalid_command"},
+      {5, "same_account"},
+      {10, "debit_account_not_found"},
+      {11, "credit_account_not_found"},
+      {12, "transfer_not_found"},
+      {13, "account_not_found"},
+      {20, "currency_mismatch"},
+      {21, "insufficient_funds"},
+      {22, "overflow"},
+      {23, "exceeds_pending_amount"},
+      {30, "transfer_not_pending"},
+      {31, "pending_transfer_already_posted"},
+      {32, "pending_transfer_already_voided"},
+      {33, "transfer_expired"},
+      {40, "accounts_full"},
+      {41, "pending_transfers_full"},
+      {42, "batch_too_large"},
+      {43, "ids_exhausted"},
+      {50, "idempotency_key_reused"},
+      {51, "idempotency_key_in_atomic_batch"},
+      {60, "atomic_batch_failed"},
+      {61, "batch_empty"},
+  };
+  for (const auto& [number, text] : stable) {
+    EXPECT_EQ(name(static_cast<ResultCode>(number)), text) << number;
+  }
+  EXPECT_EQ(std::size(stable), all_result_codes().size()) << "a code is missing from this list";
+}
+
+}  // namespace
+}  // namespace paygate

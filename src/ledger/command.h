@@ -1,0 +1,146 @@
+// Commands the ledger applies, and their results. A Command is 64 bytes of plain
+// data so that rings and journals can hold it in place; every byte is defined
+// (reserved fields are zero), so equal commands are equal byte for byte.
+#pragma once
+
+#include <cstring>
+
+#include "base/result_code.h"
+#include "base/types.h"
+#include "ledger/types.h"
+
+namespace paygate {
+
+enum class CommandKind : u8 {
+  create_account = 1,
+  transfer = 2,      // immediate, or a hold when flags has kTransferPending
+  post_pending = 3,  // capture all (amount 0) or part of a hold; the rest is released
+  void_pending = 4,  // release a hold
+  tick = 5,          // advance time only; holds past their timeout expire
+};
+
+// A client's idempotency key, already hashed at the edge together with the
+// merchant it belongs to (so keys are scoped per merchant). Zero is "no key".
+struct IdempotencyKey {
+  u64 lo = 0;
+  u64 hi = 0;
+
+  constexpr bool empty() const noexcept { return lo == 0 && hi == 0; }
+  constexpr bool operator==(const IdempotencyKey&) const noexcept = default;
+};
+
+struct CreateAccountBody {
+  MerchantId owner;
+  Currency currency;
+  AccountKind kind = AccountKind::user;
+  u8 reserved0[3] = {};
+  u64 reserved1[2] = {};
+};
+
+struct TransferBody {
+  AccountId debit_account_id;
+  AccountId credit_account_id;
+  u64 amount = 0;
+  Currency currency;
+  u32 timeout_s = 0;  // holds only; 0: never expires
+};
+
+struct PendingBody {
+  TransferId transfer_id;
+  u64 amount = 0;  // post only: 0 captures the whole hold
+  u64 reserved[2] = {};
+};
+
+struct Command {
+  CommandKind kind = CommandKind::tick;
+  u8 flags = 0;  // AccountFlags for create_account, TransferFlags for transfer
+  u16 reserved0 = 0;
+  u32 reserved1 = 0;
+  // Fingerprint of request fields the ledger does not keep (a transfer's reference or
+  // metadata), so an idempotent retry that changes only those is still "different".
+  u64 extra_hash = 0;
+  IdempotencyKey key;
+  // The body that kind names. Every body is exactly 32 bytes with no padding, and the
+  // factories assign a whole body, so every byte of a Command is always defined.
+  union {
+    CreateAccountBody create_account;
+    TransferBody transfer;
+    PendingBody pending;
+  };
+
+  Command() noexcept : pending{} {}
+
+  static Command make_create_account(MerchantId owner, Currency currency, AccountKind kind,
+                                     u8 flags = 0) noexcept {
+    Command c;
+    c.kind = CommandKind::create_account;
+    c.flags = flags;
+    c.create_account = CreateAccountBody{.owner = owner, .currency = currency, .kind = kind};
+    return c;
+  }
+  static Command make_transfer(AccountId debit, AccountId credit, u64 amount,
+                               Currency currency) noexcept {
+    Command c;
+    c.kind = CommandKind::transfer;
+    c.transfer = TransferBody{.debit_account_id = debit,
+                              .credit_account_id = credit,
+                              .amount = amount,
+                              .currency = currency};
+    return c;
+  }
+  static Command make_hold(AccountId debit, AccountId credit, u64 amount, Currency currency,
+                           u32 timeout_s) noexcept {
+    Command c = make_transfer(debit, credit, amount, currency);
+    c.flags = kTransferPending;
+    c.transfer.timeout_s = timeout_s;
+    return c;
+  }
+  static Command make_post(TransferId id, u64 amount = 0) noexcept {
+    Command c;
+    c.kind = CommandKind::post_pending;
+    c.pending = PendingBody{.transfer_id = id, .amount = amount};
+    return c;
+  }
+  static Command make_void(TransferId id) noexcept {
+    Command c;
+    c.kind = CommandKind::void_pending;
+    c.pending = PendingBody{.transfer_id = id};
+    return c;
+  }
+  static Command make_tick() noexcept { return Command{}; }
+
+  Command& with_key(IdempotencyKey k) noexcept {
+    key = k;
+    return *this;
+  }
+  Command& with_extra_hash(u64 h) noexcept {
+    extra_hash = h;
+    return *this;
+  }
+
+  bool operator==(const Command& other) const noexcept {
+    return std::memcmp(static_cast<const void*>(this), static_cast<const void*>(&other),
+                       sizeof(Command)) == 0;
+  }
+};
+static_assert(sizeof(CreateAccountBody) == 32);
+static_assert(sizeof(TransferBody) == 32);
+static_assert(sizeof(PendingBody) == 32);
+static_assert(sizeof(Command) == 64);
+static_assert(std::is_trivially_copyable_v<Command>);
+
+// The content of a command for idempotency: everything but the key itself.
+u64 content_hash(const Command& command) noexcept;
+
+struct CommandResult {
+  ResultCode code = ResultCode::ok;
+  u16 reserved0 = 0;
+  u32 reserved1 = 0;
+  u64 id = 0;  // the account or transfer created, or the transfer posted / voided
+
+  constexpr bool ok() const noexcept { return code == ResultCode::ok; }
+  constexpr bool operator==(const CommandResult&) const noexcept = default;
+};
+static_assert(sizeof(CommandResult) == 16);
+
+}  // namespace paygate

@@ -1,0 +1,142 @@
+// Remembered results of commands that carried an idempotency key.
+//
+// Records sit in a FIFO in the order they were made, which is also command-time
+// order, and a map finds them by key. A record is answered while it is younger than
+// the configured window; when the FIFO is full the oldest record is dropped, so
+// memory is bounded and the window actually held can be shorter than configured:
+// held_window_ns() reports it.
+//
+// Lookups honour expiry themselves, so when expired records are physically removed
+// (on insert, or on tick) never changes an answer.
+#pragma once
+
+#include "base/assert.h"
+#include "base/fixed_array.h"
+#include "base/hash.h"
+#include "base/open_address_map.h"
+#include "base/result_code.h"
+#include "ledger/command.h"
+
+namespace paygate {
+
+struct IdempotencyRecord {
+  IdempotencyKey key;
+  u64 content_hash = 0;
+  u64 created_at_ns = 0;
+  u64 result_id = 0;         // a single command's result id; a batch's first transfer id
+  u64 first_account_id = 0;  // an atomic batch's first account created
+  ResultCode code = ResultCode::ok;
+  u16 failed_index = 0;  // an atomic batch that failed: the command that failed
+  u32 reserved = 0;
+};
+static_assert(sizeof(IdempotencyRecord) == 56);
+
+class IdempotencyWindow {
+ public:
+  IdempotencyWindow() = default;
+  IdempotencyWindow(u32 capacity, u64 window_ns)
+      : records_(capacity), index_(capacity), capacity_(capacity), window_ns_(window_ns) {
+    PG_ASSERT(capacity > 0);
+    PG_ASSERT(window_ns > 0);
+  }
+
+  // The record for key, if one was made less than window_ns before now_ns.
+  const IdempotencyRecord* find(const IdempotencyKey& key, u64 now_ns) const noexcept {
+    PG_ASSERT(!key.empty());
+    const u32* slot = index_.find(key);
+    if (slot == nullptr) return nullptr;
+    const IdempotencyRecord& record = records_[*slot];
+    PG_ASSERT(record.key == key);
+    return expired(record, now_ns) ? nullptr : &record;
+  }
+
+  // REQUIRES: find(record.key, record.created_at_ns) == nullptr, and created_at_ns is
+  // not earlier than that of any record inserted before.
+  void insert(const IdempotencyRecord& record) noexcept {
+    PG_ASSERT(!record.key.empty());
+    drop_expired(record.created_at_ns);
+    // A lookup said "absent", and expired records are gone now: the key is free.
+    PG_ASSERT(index_.find(record.key) == nullptr);
+    if (size_ == capacity_) drop_oldest();
+    if (size_ > 0) PG_ASSERT(newest().created_at_ns <= record.created_at_ns);
+    const u32 slot = static_cast<u32>((head_ + size_) % capacity_);
+    records_[slot] = record;
+    index_.insert(record.key, slot);
+    ++size_;
+  }
+
+  // Removes records that can no longer be answered; bounded by capacity().
+  void drop_expired(u64 now_ns) noexcept {
+    while (size_ > 0 && expired(records_[head_], now_ns))
+      drop_oldest();
+  }
+
+  // How far back keys are answered at now_ns: the configured window, unless the
+  // FIFO is full, in which case the oldest record held marks the limit.
+  u64 held_window_ns(u64 now_ns) const noexcept {
+    if (size_ < capacity_) return window_ns_;
+    const u64 age = now_ns - records_[head_].created_at_ns;
+    return age < window_ns_ ? age : window_ns_;
+  }
+
+  u32 size() const noexcept { return size_; }
+  u32 capacity() const noexcept { return capacity_; }
+  u64 window_ns() const noexcept { return window_ns_; }
+
+  // Records still answered at now_ns, oldest first: the order they were made, which
+  // is deterministic. Expired records not yet dropped are skipped, so what is visited
+  // does not depend on when the cleanup ran.
+  template <typename Visit>
+  void for_each_live(u64 now_ns, Visit&& visit) const {
+    for (u32 i = 0; i < size_; ++i) {
+      const IdempotencyRecord& record = records_[(head_ + i) % capacity_];
+      if (!expired(record, now_ns)) visit(record);
+    }
+  }
+
+  bool consistent() const noexcept {
+    if (index_.size() != size_) return false;
+    for (u32 i = 0; i < size_; ++i) {
+      const u32 slot = static_cast<u32>((head_ + i) % capacity_);
+      const u32* found = index_.find(records_[slot].key);
+      if (found == nullptr || *found != slot) return false;
+      if (i > 0 &&
+          records_[(head_ + i - 1) % capacity_].created_at_ns > records_[slot].created_at_ns) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+ private:
+  struct KeyHash {
+    u64 operator()(const IdempotencyKey& key) const noexcept {
+      return mix64(key.lo ^ mix64(key.hi));
+    }
+  };
+
+  bool expired(const IdempotencyRecord& record, u64 now_ns) const noexcept {
+    PG_ASSERT(now_ns >= record.created_at_ns);
+    return now_ns - record.created_at_ns >= window_ns_;
+  }
+  const IdempotencyRecord& newest() const noexcept {
+    return records_[(head_ + size_ - 1) % capacity_];
+  }
+  void drop_oldest() noexcept {
+    PG_ASSERT(size_ > 0);
+    const bool erased = index_.erase(records_[head_].key);
+    PG_ASSERT(erased);
+    records_[head_] = IdempotencyRecord{};
+    head_ = (head_ + 1) % capacity_;
+    --size_;
+  }
+
+  FixedArray<IdempotencyRecord> records_;
+  OpenAddressMap<IdempotencyKey, u32, KeyHash> index_;
+  u32 capacity_ = 0;
+  u32 head_ = 0;
+  u32 size_ = 0;
+  u64 window_ns_ = 0;
+};
+
+}  // namespace paygate

@@ -1,0 +1,673 @@
+#include "ledger/ledger.h"
+
+#include <algorithm>
+#include <bit>
+#include <vector>
+
+#include <fmt/format.h>
+
+namespace paygate {
+
+namespace {
+
+// How far ahead apply_batch() asks the cache for the accounts of later commands.
+constexpr u32 kPrefetchDistance = 8;
+
+// Undo entries one command can make: two accounts, one pool change, one recent slot.
+constexpr u32 kUndoPerCommand = 4;
+
+bool adds_within_limit(u64 value, u64 amount) noexcept {
+  PG_ASSERT(value <= kAmountMax && amount <= kAmountMax);
+  return value + amount <= kAmountMax;  // cannot wrap: both are below 2^63
+}
+
+u64 content_hash_of(std::span<const Command> commands) noexcept {
+  Hasher hasher(0x41544F4D4943ull);  // "ATOMIC"
+  hasher.add(commands.size());
+  for (const Command& command : commands)
+    hasher.add(content_hash(command));
+  return hasher.value();
+}
+
+}  // namespace
+
+Ledger::Ledger(const LedgerConfig& config)
+    : config_(config),
+      prefix_bits_(config.prefix.bits()),
+      accounts_(config.accounts_max),
+      pending_(config.pending_max),
+      free_slots_(config.pending_max),
+      pending_index_(config.pending_max),
+      expiry_(config.pending_max),
+      recent_(std::bit_ceil(std::max<u32>(config.recent_transfers_max, 1))),
+      recent_mask_(recent_.size() - 1),
+      idempotency_(config.idempotency_keys_max, config.idempotency_window_ns),
+      undo_(std::size_t{kBatchMax} * kUndoPerCommand),
+      digest_scratch_(config.pending_max) {
+  PG_ASSERT(config.prefix.valid());
+  static_assert(u64{~u32{0}} <= kSerialMax, "every account index fits in a serial");
+  PG_ASSERT(config.accounts_max > 0);
+  PG_ASSERT(config.pending_max > 0);
+  // Pop order from the free stack is slot 0, 1, 2, ...: push them in reverse.
+  for (u32 i = 0; i < config.pending_max; ++i)
+    free_slots_[i] = config.pending_max - 1 - i;
+  free_top_ = config.pending_max;
+}
+
+// ---------------------------------------------------------------------------
+// Entry points
+
+CommandResult Ledger::apply(Stamp stamp, const Command& command) noexcept {
+  advance(stamp);
+  return execute_keyed(stamp, command);
+}
+
+void Ledger::apply_batch(Stamp stamp, std::span<const Command> commands,
+                         std::span<CommandResult> results) noexcept {
+  PG_ASSERT(results.size() >= commands.size());
+  advance(stamp);
+  const std::size_t count = commands.size();
+  for (std::size_t i = 0; i < std::min<std::size_t>(kPrefetchDistance, count); ++i) {
+    prefetch(commands[i]);
+  }
+  for (std::size_t i = 0; i < count; ++i) {
+    if (i + kPrefetchDistance < count) prefetch(commands[i + kPrefetchDistance]);
+    results[i] = execute_keyed(stamp, commands[i]);
+  }
+}
+
+ResultCode Ledger::apply_atomic(Stamp stamp, std::span<const Command> commands,
+                                const IdempotencyKey& batch_key,
+                                std::span<CommandResult> results) noexcept {
+  PG_ASSERT(results.size() >= commands.size());
+  advance(stamp);
+  const auto fail_all = [&](ResultCode code) {
+    for (std::size_t i = 0; i < commands.size(); ++i)
+      results[i] = CommandResult{code};
+    return code;
+  };
+  if (commands.empty()) return ResultCode::batch_empty;
+  if (commands.size() > kBatchMax) return fail_all(ResultCode::batch_too_large);
+  for (std::size_t i = 0; i < commands.size(); ++i) {
+    if (!commands[i].key.empty()) {
+      fail_all(ResultCode::atomic_batch_failed);
+      results[i] = CommandResult{ResultCode::idempotency_key_in_atomic_batch};
+      return ResultCode::idempotency_key_in_atomic_batch;
+    }
+  }
+
+  u64 content = 0;
+  if (!batch_key.empty()) {
+    content = content_hash_of(commands);
+    if (const IdempotencyRecord* record = idempotency_.find(batch_key, stamp.timestamp_ns)) {
+      if (record->content_hash != content) return fail_all(ResultCode::idempotency_key_reused);
+      replay_atomic_results(*record, commands, results);
+      return record->code;
+    }
+  }
+
+  const u32 account_count_before = account_count_;
+  const u64 next_serial_before = next_transfer_serial_;
+  undo_size_ = 0;
+  ResultCode outcome = ResultCode::ok;
+  u16 failed_index = 0;
+  for (std::size_t i = 0; i < commands.size(); ++i) {
+    results[i] = execute<true>(stamp, commands[i]);
+    if (!results[i].ok()) {
+      outcome = results[i].code;
+      failed_index = static_cast<u16>(i);
+      rollback(account_count_before, next_serial_before);
+      fail_all(ResultCode::atomic_batch_failed);
+      results[i] = CommandResult{outcome};
+      break;
+    }
+  }
+  undo_size_ = 0;
+
+  if (!batch_key.empty()) {
+    idempotency_.insert(IdempotencyRecord{
+        .key = batch_key,
+        .content_hash = content,
+        .created_at_ns = stamp.timestamp_ns,
+        .result_id = make_id(config_.prefix, next_serial_before),
+        .first_account_id = make_id(config_.prefix, u64{account_count_before} + 1),
+        .code = outcome,
+        .failed_index = failed_index,
+    });
+  }
+  return outcome;
+}
+
+const Account* Ledger::find_account(AccountId id) const noexcept {
+  return account_at(id);
+}
+
+std::optional<Transfer> Ledger::find_transfer(TransferId id) const noexcept {
+  if (id.empty()) return std::nullopt;
+  if (const u32* slot = pending_slot(id)) return pending_[*slot];
+  if (!issued_here(id.value)) return std::nullopt;
+  const Transfer& recent = recent_[id_serial(id.value) & recent_mask_];
+  if (recent.id == id) return recent;
+  return std::nullopt;
+}
+
+// ---------------------------------------------------------------------------
+// Time
+
+void Ledger::advance(Stamp stamp) noexcept {
+  PG_ASSERT(stamp.sequence >= last_stamp_.sequence);
+  PG_ASSERT(stamp.timestamp_ns >= last_stamp_.timestamp_ns);
+  last_stamp_ = stamp;
+  // Bounded: each pass removes one hold, and at most pending_max are open.
+  while (!expiry_.empty() && expiry_.top().expires_at_ns <= stamp.timestamp_ns) {
+    close_pending<false>(expiry_.top().slot, TransferStatus::expired, 0, stamp);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Commands
+
+CommandResult Ledger::execute_keyed(Stamp stamp, const Command& command) noexcept {
+  if (command.key.empty()) return execute<false>(stamp, command);
+
+  const u64 content = content_hash(command);
+  if (const IdempotencyRecord* record = idempotency_.find(command.key, stamp.timestamp_ns)) {
+    if (record->content_hash != content) return CommandResult{ResultCode::idempotency_key_reused};
+    return CommandResult{.code = record->code, .id = record->result_id};
+  }
+  const CommandResult result = execute<false>(stamp, command);
+  idempotency_.insert(IdempotencyRecord{
+      .key = command.key,
+      .content_hash = content,
+      .created_at_ns = stamp.timestamp_ns,
+      .result_id = result.id,
+      .code = result.code,
+  });
+  return result;
+}
+
+template <bool kUndo>
+CommandResult Ledger::execute(Stamp stamp, const Command& command) noexcept {
+  switch (command.kind) {
+    case CommandKind::create_account:
+      return create_account<kUndo>(stamp, command);
+    case CommandKind::transfer:
+      return transfer<kUndo>(stamp, command);
+    case CommandKind::post_pending:
+      return post_pending<kUndo>(stamp, command);
+    case CommandKind::void_pending:
+      return void_pending<kUndo>(stamp, command);
+    case CommandKind::tick:
+      // Holds due by now expired in advance(); drop idempotency records past the
+      // window so memory and the held-window metric follow time even when idle.
+      idempotency_.drop_expired(stamp.timestamp_ns);
+      return CommandResult{ResultCode::ok};
+  }
+  return CommandResult{ResultCode::invalid_command};
+}
+
+template <bool kUndo>
+CommandResult Ledger::create_account(Stamp stamp, const Command& command) noexcept {
+  const CreateAccountBody& body = command.create_account;
+  if ((command.flags & ~kAccountFlagsKnown) != 0) return {ResultCode::invalid_command};
+  if (!body.currency.valid()) return {ResultCode::invalid_currency};
+  if (!valid(body.kind)) return {ResultCode::invalid_account_kind};
+  if (account_count_ == config_.accounts_max) return {ResultCode::accounts_full};
+
+  // No undo entry: a rollback restores account_count_ and clears the slots above it.
+  const u32 index = account_count_++;
+  Account& account = accounts_[index];
+  account = Account{};
+  account.id = AccountId{make_id(config_.prefix, u64{index} + 1)};
+  account.owner = body.owner;
+  account.currency = body.currency;
+  account.kind = body.kind;
+  account.flags = command.flags;
+  account.updated_seq = stamp.sequence;
+  return {.code = ResultCode::ok, .id = account.id.value};
+}
+
+template <bool kUndo>
+CommandResult Ledger::transfer(Stamp stamp, const Command& command) noexcept {
+  const TransferBody& body = command.transfer;
+  const bool hold = (command.flags & kTransferPending) != 0;
+  if ((command.flags & ~kTransferFlagsKnown) != 0) return {ResultCode::invalid_command};
+  if (!hold && body.timeout_s != 0) return {ResultCode::invalid_command};
+  if (body.amount == 0 || body.amount > kAmountMax) return {ResultCode::invalid_amount};
+  if (!body.currency.valid()) return {ResultCode::invalid_currency};
+  if (body.debit_account_id == body.credit_account_id) return {ResultCode::same_account};
+  Account* debit = account_at(body.debit_account_id);
+  if (debit == nullptr) return {ResultCode::debit_account_not_found};
+  Account* credit = account_at(body.credit_account_id);
+  if (credit == nullptr) return {ResultCode::credit_account_not_found};
+  if (debit->currency != body.currency || credit->currency != body.currency) {
+    return {ResultCode::currency_mismatch};
+  }
+  if (hold && free_top_ == 0) return {ResultCode::pending_transfers_full};
+  if (next_transfer_serial_ > kSerialMax) return {ResultCode::ids_exhausted};
+  if (debit->restricted()) {
+    PG_ASSERT(debit->debits_posted + debit->debits_pending <= debit->credits_posted);
+    const u64 available = debit->credits_posted - debit->debits_posted - debit->debits_pending;
+    if (body.amount > available) return {ResultCode::insufficient_funds};
+  }
+  // Each side's total (posted + pending) stays within kAmountMax, so balances and
+  // availability always fit an i64 and a later post, which only moves pending to
+  // posted, cannot overflow.
+  if (!adds_within_limit(debit->debits_posted + debit->debits_pending, body.amount) ||
+      !adds_within_limit(credit->credits_posted + credit->credits_pending, body.amount)) {
+    return {ResultCode::overflow};
+  }
+
+  save_account<kUndo>(*debit);
+  save_account<kUndo>(*credit);
+  const u64 serial = next_transfer_serial_++;
+  const TransferId id{make_id(config_.prefix, serial)};
+  u64 expires_at_ns = 0;
+  if (hold) {
+    debit->debits_pending += body.amount;
+    credit->credits_pending += body.amount;
+    if (body.timeout_s != 0) {
+      expires_at_ns = stamp.timestamp_ns + u64{body.timeout_s} * kNanosPerSecond;
+      PG_ASSERT(expires_at_ns > stamp.timestamp_ns);
+    }
+  } else {
+    debit->debits_posted += body.amount;
+    credit->credits_posted += body.amount;
+  }
+  debit->updated_seq = stamp.sequence;
+  credit->updated_seq = stamp.sequence;
+  PG_ASSERT(!debit->restricted() ||
+            debit->debits_posted + debit->debits_pending <= debit->credits_posted);
+
+  // Written in place: the recent ring is where every new transfer lands first.
+  Transfer& made = recent_slot<kUndo>(serial);
+  made.id = id;
+  made.debit_account_id = body.debit_account_id;
+  made.credit_account_id = body.credit_account_id;
+  made.amount = body.amount;
+  made.posted_amount = 0;
+  made.created_at_ns = stamp.timestamp_ns;
+  made.expires_at_ns = expires_at_ns;
+  made.currency = body.currency;
+  made.status = hold ? TransferStatus::pending : TransferStatus::posted;
+  made.flags = command.flags;
+  made.reserved = 0;
+  if (hold) {
+    const u32 slot = free_slots_[--free_top_];
+    pending_[slot] = made;
+    pending_index_.insert(id.value, slot);
+    if (expires_at_ns != 0) expiry_.push(slot, expires_at_ns, id.value, body.timeout_s);
+    if constexpr (kUndo) {
+      UndoEntry& undo = undo_[undo_size_++];
+      undo.kind = UndoEntry::Kind::pending_created;
+      undo.index = slot;
+    }
+  }
+  return {.code = ResultCode::ok, .id = id.value};
+}
+
+template <bool kUndo>
+CommandResult Ledger::post_pending(Stamp stamp, const Command& command) noexcept {
+  const PendingBody& body = command.pending;
+  if (command.flags != 0) return {ResultCode::invalid_command};
+  const u32* slot = pending_slot(body.transfer_id);
+  if (slot == nullptr) return {closed_transfer_code(body.transfer_id)};
+  const Transfer& hold = pending_[*slot];
+  PG_ASSERT(hold.status == TransferStatus::pending);
+  PG_ASSERT(hold.expires_at_ns == 0 || hold.expires_at_ns > stamp.timestamp_ns);
+  const u64 amount = body.amount == 0 ? hold.amount : body.amount;
+  if (amount > hold.amount) return {ResultCode::exceeds_pending_amount};
+  const TransferId id = hold.id;
+  close_pending<kUndo>(*slot, TransferStatus::posted, amount, stamp);
+  return {.code = ResultCode::ok, .id = id.value};
+}
+
+template <bool kUndo>
+CommandResult Ledger::void_pending(Stamp stamp, const Command& command) noexcept {
+  const PendingBody& body = command.pending;
+  if (command.flags != 0 || body.amount != 0) return {ResultCode::invalid_command};
+  const u32* slot = pending_slot(body.transfer_id);
+  if (slot == nullptr) return {closed_transfer_code(body.transfer_id)};
+  close_pending<kUndo>(*slot, TransferStatus::voided, 0, stamp);
+  return {.code = ResultCode::ok, .id = body.transfer_id.value};
+}
+
+// Why a transfer id that is no open hold cannot be posted or voided.
+ResultCode Ledger::closed_transfer_code(TransferId id) const noexcept {
+  if (!issued_here(id.value)) return ResultCode::transfer_not_found;
+  const u64 serial = id_serial(id.value);
+  if (serial == 0 || serial >= next_transfer_serial_) return ResultCode::transfer_not_found;
+  const Transfer& recent = recent_[serial & recent_mask_];
+  // Older than the recent window: it was made, and it is no open hold.
+  if (recent.id != id) return ResultCode::transfer_not_pending;
+  switch (recent.status) {
+    case TransferStatus::posted:
+      return recent.two_phase() ? ResultCode::pending_transfer_already_posted
+                                : ResultCode::transfer_not_pending;
+    case TransferStatus::voided:
+      return ResultCode::pending_transfer_already_voided;
+    case TransferStatus::expired:
+      return ResultCode::transfer_expired;
+    case TransferStatus::pending:
+      break;
+  }
+  PG_ASSERT(false && "an open hold is always in the pending index");
+  return ResultCode::transfer_not_found;
+}
+
+// ---------------------------------------------------------------------------
+// State changes shared by commands
+
+template <bool kUndo>
+void Ledger::close_pending(u32 slot, TransferStatus status, u64 posted_amount,
+                           Stamp stamp) noexcept {
+  const Transfer hold = pending_[slot];
+  PG_ASSERT(hold.status == TransferStatus::pending);
+  PG_ASSERT(posted_amount <= hold.amount);
+  PG_ASSERT((status == TransferStatus::posted) == (posted_amount > 0));
+  Account* debit = account_at(hold.debit_account_id);
+  Account* credit = account_at(hold.credit_account_id);
+  PG_ASSERT(debit != nullptr && credit != nullptr);
+  PG_ASSERT(debit->debits_pending >= hold.amount && credit->credits_pending >= hold.amount);
+
+  save_account<kUndo>(*debit);
+  save_account<kUndo>(*credit);
+  debit->debits_pending -= hold.amount;
+  credit->credits_pending -= hold.amount;
+  debit->debits_posted += posted_amount;
+  credit->credits_posted += posted_amount;
+  PG_ASSERT(debit->debits_posted + debit->debits_pending <= kAmountMax);
+  PG_ASSERT(credit->credits_posted + credit->credits_pending <= kAmountMax);
+  // Capturing at most what was held keeps a restricted account within its credits.
+  PG_ASSERT(!debit->restricted() ||
+            debit->debits_posted + debit->debits_pending <= debit->credits_posted);
+  debit->updated_seq = stamp.sequence;
+  credit->updated_seq = stamp.sequence;
+
+  ExpiryQueue::Position position;
+  if (expiry_.contains(slot)) position = expiry_.remove(slot);
+  const bool erased = pending_index_.erase(hold.id.value);
+  PG_ASSERT(erased);
+  pending_[slot] = Transfer{};
+  free_slots_[free_top_++] = slot;
+  if constexpr (kUndo) {
+    UndoEntry& undo = undo_[undo_size_++];
+    undo.kind = UndoEntry::Kind::pending_closed;
+    undo.index = slot;
+    undo.position = position;
+    undo.transfer = hold;
+  }
+
+  // The recent slot still holds this transfer unless newer ones wrapped over it.
+  const u64 serial = id_serial(hold.id.value);
+  if (recent_[serial & recent_mask_].id == hold.id) {
+    Transfer& recent = recent_slot<kUndo>(serial);
+    recent.status = status;
+    recent.posted_amount = posted_amount;
+  }
+}
+
+template <bool kUndo>
+Transfer& Ledger::recent_slot(u64 serial) noexcept {
+  const u64 slot = serial & recent_mask_;
+  if constexpr (kUndo) {
+    UndoEntry& undo = undo_[undo_size_++];
+    undo.kind = UndoEntry::Kind::recent_slot;
+    undo.index = static_cast<u32>(slot);
+    undo.transfer = recent_[slot];
+  }
+  return recent_[slot];
+}
+
+template <bool kUndo>
+void Ledger::save_account(const Account& account) noexcept {
+  if constexpr (kUndo) {
+    PG_ASSERT(undo_size_ < undo_.size());
+    UndoEntry& undo = undo_[undo_size_++];
+    undo.kind = UndoEntry::Kind::account;
+    undo.index = static_cast<u32>(id_serial(account.id.value) - 1);
+    undo.account = account;
+  }
+}
+
+void Ledger::rollback(u32 account_count, u64 next_transfer_serial) noexcept {
+  // Newest first, so each entry restores what the one before it saw.
+  while (undo_size_ > 0) {
+    const UndoEntry& undo = undo_[--undo_size_];
+    switch (undo.kind) {
+      case UndoEntry::Kind::account:
+        accounts_[undo.index] = undo.account;
+        break;
+      case UndoEntry::Kind::recent_slot:
+        recent_[undo.index] = undo.transfer;
+        break;
+      case UndoEntry::Kind::pending_created: {
+        const Transfer& hold = pending_[undo.index];
+        if (expiry_.contains(undo.index)) expiry_.remove(undo.index);
+        const bool erased = pending_index_.erase(hold.id.value);
+        PG_ASSERT(erased);
+        pending_[undo.index] = Transfer{};
+        free_slots_[free_top_++] = undo.index;
+        break;
+      }
+      case UndoEntry::Kind::pending_closed: {
+        // The slot was pushed on the free stack when the hold closed; it is on top.
+        PG_ASSERT(free_top_ > 0 && free_slots_[free_top_ - 1] == undo.index);
+        --free_top_;
+        pending_[undo.index] = undo.transfer;
+        pending_index_.insert(undo.transfer.id.value, undo.index);
+        if (undo.transfer.expires_at_ns != 0) {
+          expiry_.restore(undo.index, undo.transfer.expires_at_ns, undo.transfer.id.value,
+                          undo.position);
+        }
+        break;
+      }
+    }
+  }
+  for (u32 i = account_count; i < account_count_; ++i)
+    accounts_[i] = Account{};
+  account_count_ = account_count;
+  next_transfer_serial_ = next_transfer_serial;
+}
+
+void Ledger::replay_atomic_results(const IdempotencyRecord& record,
+                                   std::span<const Command> commands,
+                                   std::span<CommandResult> results) const noexcept {
+  if (record.code != ResultCode::ok) {
+    for (std::size_t i = 0; i < commands.size(); ++i) {
+      results[i] = CommandResult{ResultCode::atomic_batch_failed};
+    }
+    results[record.failed_index] = CommandResult{record.code};
+    return;
+  }
+  // A batch that succeeded made its accounts and transfers with consecutive serials.
+  u64 account_serial = id_serial(record.first_account_id);
+  u64 transfer_serial = id_serial(record.result_id);
+  for (std::size_t i = 0; i < commands.size(); ++i) {
+    const Command& command = commands[i];
+    u64 id = 0;
+    switch (command.kind) {
+      case CommandKind::create_account:
+        id = make_id(config_.prefix, account_serial++);
+        break;
+      case CommandKind::transfer:
+        id = make_id(config_.prefix, transfer_serial++);
+        break;
+      case CommandKind::post_pending:
+      case CommandKind::void_pending:
+        id = command.pending.transfer_id.value;
+        break;
+      case CommandKind::tick:
+        break;
+    }
+    results[i] = CommandResult{.code = ResultCode::ok, .id = id};
+  }
+}
+
+void Ledger::prefetch(const Command& command) const noexcept {
+  if (command.kind == CommandKind::transfer) {
+    if (const Account* debit = account_at(command.transfer.debit_account_id)) {
+      __builtin_prefetch(debit, 1);
+    }
+    if (const Account* credit = account_at(command.transfer.credit_account_id)) {
+      __builtin_prefetch(credit, 1);
+    }
+  } else if (command.kind == CommandKind::post_pending ||
+             command.kind == CommandKind::void_pending) {
+    pending_index_.prefetch(command.pending.transfer_id.value);
+  }
+}
+
+Account* Ledger::account_at(AccountId id) noexcept {
+  return const_cast<Account*>(static_cast<const Ledger*>(this)->account_at(id));
+}
+
+const Account* Ledger::account_at(AccountId id) const noexcept {
+  if (!issued_here(id.value)) return nullptr;
+  const u64 serial = id_serial(id.value);
+  if (serial == 0 || serial > account_count_) return nullptr;
+  return &accounts_[serial - 1];
+}
+
+// ---------------------------------------------------------------------------
+// Digest and invariants
+
+namespace {
+
+void hash_transfer(Hasher& hasher, const Transfer& t) {
+  hasher.add(t.id.value)
+      .add(t.debit_account_id.value)
+      .add(t.credit_account_id.value)
+      .add(t.amount)
+      .add(t.posted_amount)
+      .add(t.created_at_ns)
+      .add(t.expires_at_ns)
+      .add(t.currency.code)
+      .add(static_cast<u64>(t.status))
+      .add(t.flags);
+}
+
+}  // namespace
+
+u64 Ledger::state_digest() const {
+  Hasher hasher;
+  hasher.add(prefix_bits_).add(last_stamp_.sequence).add(last_stamp_.timestamp_ns);
+  hasher.add(account_count_).add(next_transfer_serial_);
+  for (u32 i = 0; i < account_count_; ++i) {
+    const Account& a = accounts_[i];
+    hasher.add(a.id.value)
+        .add(a.owner.value)
+        .add(a.debits_pending)
+        .add(a.debits_posted)
+        .add(a.credits_pending)
+        .add(a.credits_posted)
+        .add(a.updated_seq)
+        .add(a.currency.code)
+        .add(static_cast<u64>(a.kind))
+        .add(a.flags);
+  }
+
+  std::size_t open = 0;
+  pending_index_.for_each([&](u64 id, u32) { digest_scratch_[open++] = id; });
+  std::sort(digest_scratch_.data(), digest_scratch_.data() + open);
+  hasher.add(open);
+  for (std::size_t i = 0; i < open; ++i) {
+    hash_transfer(hasher, pending_[*pending_index_.find(digest_scratch_[i])]);
+  }
+
+  const u64 window = recent_mask_ + 1;
+  const u64 first = next_transfer_serial_ > window ? next_transfer_serial_ - window : 1;
+  for (u64 serial = first; serial < next_transfer_serial_; ++serial) {
+    hash_transfer(hasher, recent_[serial & recent_mask_]);
+  }
+
+  idempotency_.for_each_live(last_stamp_.timestamp_ns, [&](const IdempotencyRecord& r) {
+    hasher.add(r.key.lo)
+        .add(r.key.hi)
+        .add(r.content_hash)
+        .add(r.created_at_ns)
+        .add(r.result_id)
+        .add(r.first_account_id)
+        .add(static_cast<u64>(r.code))
+        .add(r.failed_index);
+  });
+  return hasher.value();
+}
+
+InvariantReport Ledger::check_invariants() const {
+  InvariantReport report;
+  const auto fail = [&](std::string message) {
+    if (report.ok) {
+      report.ok = false;
+      report.failure = std::move(message);
+    }
+  };
+
+  // Per-account pending sums from the open holds themselves.
+  std::vector<u128> held_by(account_count_, 0);
+  std::vector<u128> incoming_for(account_count_, 0);
+  u128 held_total = 0;
+  u32 open = 0;
+  u32 with_timeout = 0;
+  pending_index_.for_each([&](u64 id, u32 slot) {
+    ++open;
+    const Transfer& hold = pending_[slot];
+    if (hold.id.value != id) return fail(fmt::format("pending slot {} holds id {}", slot, id));
+    if (hold.status != TransferStatus::pending) {
+      return fail(fmt::format("open hold {} has status {}", id, name(hold.status)));
+    }
+    if (hold.expires_at_ns != 0) {
+      ++with_timeout;
+      if (!expiry_.contains(slot)) fail(fmt::format("hold {} is not in the expiry queue", id));
+      if (hold.expires_at_ns <= last_stamp_.timestamp_ns) {
+        fail(fmt::format("hold {} is open after its expiry", id));
+      }
+    }
+    const Account* debit = account_at(hold.debit_account_id);
+    const Account* credit = account_at(hold.credit_account_id);
+    if (debit == nullptr || credit == nullptr) {
+      return fail(fmt::format("hold {} names an unknown account", id));
+    }
+    held_by[id_serial(debit->id.value) - 1] += hold.amount;
+    incoming_for[id_serial(credit->id.value) - 1] += hold.amount;
+    held_total += hold.amount;
+  });
+  if (open != pending_count()) fail("pending index size differs from the pool's use");
+  if (expiry_.size() != with_timeout) fail("expiry queue size differs from holds with timeouts");
+  if (!expiry_.consistent()) fail("expiry queue lanes, heap or index broken");
+
+  u128 debits_posted = 0, credits_posted = 0, debits_pending = 0, credits_pending = 0;
+  for (u32 i = 0; i < account_count_; ++i) {
+    const Account& a = accounts_[i];
+    if (a.id.value != make_id(config_.prefix, u64{i} + 1)) {
+      fail(fmt::format("account at index {} has id {}", i, a.id.value));
+    }
+    if (u128{a.debits_posted} + a.debits_pending > kAmountMax ||
+        u128{a.credits_posted} + a.credits_pending > kAmountMax) {
+      fail(fmt::format("account {} debits or credits above the limit", a.id.value));
+    }
+    if (a.restricted() && u128{a.debits_posted} + a.debits_pending > a.credits_posted) {
+      fail(fmt::format("restricted account {} below zero", a.id.value));
+    }
+    if (held_by[i] != a.debits_pending) {
+      fail(fmt::format("account {} debits_pending differs from its open holds", a.id.value));
+    }
+    if (incoming_for[i] != a.credits_pending) {
+      fail(fmt::format("account {} credits_pending differs from its open holds", a.id.value));
+    }
+    debits_posted += a.debits_posted;
+    credits_posted += a.credits_posted;
+    debits_pending += a.debits_pending;
+    credits_pending += a.credits_pending;
+  }
+  if (debits_posted != credits_posted) fail("total posted debits differ from posted credits");
+  if (debits_pending != credits_pending) fail("total pending debits differ from pending credits");
+  if (debits_pending != held_total) fail("held differs from the sum of open holds");
+  if (!idempotency_.consistent()) fail("idempotency window index broken");
+  return report;
+}
+
+template CommandResult Ledger::execute<false>(Stamp, const Command&) noexcept;
+template CommandResult Ledger::execute<true>(Stamp, const Command&) noexcept;
+
+}  // namespace paygate

@@ -1,0 +1,172 @@
+// The deterministic, in-memory, double-entry ledger of one group.
+//
+// Thread: exactly one thread (the group's) calls anything here; nothing is locked.
+// Determinism: the ledger reads time only from the Stamp handed to each call, uses
+// no randomness, and never lets hash order reach a result, so the same calls give
+// the same results and the same state_digest(), bit for bit.
+// Memory: everything is allocated in the constructor; applying commands allocates
+// nothing, does no IO and throws nothing.
+//
+// Time: before any command at time t runs, every hold whose timeout is at or before
+// t expires (in (expiry, id) order). A tick command does nothing else, so the group
+// logs ticks to move time on when no other command arrives.
+#pragma once
+
+#include <optional>
+#include <span>
+#include <string>
+
+#include "base/fixed_array.h"
+#include "base/hash.h"
+#include "base/ids.h"
+#include "base/open_address_map.h"
+#include "base/result_code.h"
+#include "ledger/command.h"
+#include "ledger/expiry_queue.h"
+#include "ledger/idempotency_window.h"
+#include "ledger/types.h"
+
+namespace paygate {
+
+// The most commands in one batch (the API's limit, and what the undo log is sized for).
+inline constexpr u32 kBatchMax = 8190;
+
+struct LedgerConfig {
+  IdPrefix prefix;  // region and group written into every id this ledger makes
+  u32 accounts_max = 1u << 20;
+  u32 pending_max = 1u << 20;  // open holds at once
+  // Closed transfers kept for lookups and for precise post/void answers; rounded up
+  // to a power of two. Older ones are the read side's business.
+  u32 recent_transfers_max = 1u << 20;
+  u32 idempotency_keys_max = 1u << 20;
+  u64 idempotency_window_ns = 24 * 3600 * kNanosPerSecond;
+};
+
+struct InvariantReport {
+  bool ok = true;
+  std::string failure;  // the first invariant found broken
+};
+
+class Ledger {
+ public:
+  explicit Ledger(const LedgerConfig& config);
+  Ledger(const Ledger&) = delete;
+  Ledger& operator=(const Ledger&) = delete;
+
+  // Applies one command. REQUIRES: stamps never go backwards between calls.
+  [[nodiscard]] CommandResult apply(Stamp stamp, const Command& command) noexcept;
+
+  // Applies each command on its own, in order, all at one stamp; results[i] answers
+  // commands[i]. The same as calling apply() for each, only faster.
+  void apply_batch(Stamp stamp, std::span<const Command> commands,
+                   std::span<CommandResult> results) noexcept;
+
+  // Applies all commands or none. On failure results[i] holds the failing command's
+  // code, every other result is atomic_batch_failed, and the state is as before
+  // (apart from holds that expired at this stamp). The batch's idempotency key, if
+  // any, covers the whole batch; commands inside it must not carry their own.
+  // Returns ok or the code that made the batch fail.
+  [[nodiscard]] ResultCode apply_atomic(Stamp stamp, std::span<const Command> commands,
+                                        const IdempotencyKey& batch_key,
+                                        std::span<CommandResult> results) noexcept;
+
+  // Lookups. A pointer stays valid until the next command is applied.
+  const Account* find_account(AccountId id) const noexcept;
+  // An open hold, or a transfer among the last recent_transfers_max made.
+  std::optional<Transfer> find_transfer(TransferId id) const noexcept;
+
+  // A hash of the whole logical state: accounts and open holds in id order, recent
+  // transfers, idempotency records, counters and the last stamp.
+  u64 state_digest() const;
+  // Checks every invariant from scratch; O(state). For tests and operators.
+  InvariantReport check_invariants() const;
+
+  const LedgerConfig& config() const noexcept { return config_; }
+  u32 account_count() const noexcept { return account_count_; }
+  u32 pending_count() const noexcept { return config_.pending_max - free_top_; }
+  u64 transfers_made() const noexcept { return next_transfer_serial_ - 1; }
+  u32 idempotency_records() const noexcept { return idempotency_.size(); }
+  u64 idempotency_window_held_ns() const noexcept {
+    return idempotency_.held_window_ns(last_stamp_.timestamp_ns);
+  }
+  Stamp last_stamp() const noexcept { return last_stamp_; }
+
+ private:
+  friend struct LedgerTestAccess;  // tests reach states too costly to reach by commands
+
+  // What an atomic batch changed, to put back if it fails.
+  struct UndoEntry {
+    enum class Kind : u8 { account, pending_created, pending_closed, recent_slot };
+    Kind kind;
+    u32 index;                       // account index, pending slot or recent slot
+    ExpiryQueue::Position position;  // pending_closed: where it sat in the expiry queue
+    union {
+      Account account;
+      Transfer transfer;
+    };
+  };
+
+  template <bool kUndo>
+  CommandResult execute(Stamp stamp, const Command& command) noexcept;
+  CommandResult execute_keyed(Stamp stamp, const Command& command) noexcept;
+  template <bool kUndo>
+  CommandResult create_account(Stamp stamp, const Command& command) noexcept;
+  template <bool kUndo>
+  CommandResult transfer(Stamp stamp, const Command& command) noexcept;
+  template <bool kUndo>
+  CommandResult post_pending(Stamp stamp, const Command& command) noexcept;
+  template <bool kUndo>
+  CommandResult void_pending(Stamp stamp, const Command& command) noexcept;
+
+  template <bool kUndo>
+  void close_pending(u32 slot, TransferStatus status, u64 posted_amount, Stamp stamp) noexcept;
+  // The recent-ring slot for a transfer serial, saved for undo first when kUndo.
+  template <bool kUndo>
+  Transfer& recent_slot(u64 serial) noexcept;
+  template <bool kUndo>
+  void save_account(const Account& account) noexcept;
+  ResultCode closed_transfer_code(TransferId id) const noexcept;
+
+  void advance(Stamp stamp) noexcept;  // checks time order, expires due holds
+  void rollback(u32 account_count, u64 next_transfer_serial) noexcept;
+  void replay_atomic_results(const IdempotencyRecord& record, std::span<const Command> commands,
+                             std::span<CommandResult> results) const noexcept;
+  void prefetch(const Command& command) const noexcept;
+
+  Account* account_at(AccountId id) noexcept;
+  const Account* account_at(AccountId id) const noexcept;
+  const u32* pending_slot(TransferId id) const noexcept {
+    return id.empty() ? nullptr : pending_index_.find(id.value);
+  }
+  bool issued_here(u64 id) const noexcept { return id_prefix_bits(id) == prefix_bits_; }
+
+  struct IdHash {
+    u64 operator()(u64 id) const noexcept { return mix64(id); }
+  };
+
+  LedgerConfig config_;
+  u64 prefix_bits_;
+
+  FixedArray<Account> accounts_;  // index = serial - 1
+  u32 account_count_ = 0;
+
+  FixedArray<Transfer> pending_;                    // the pool of open holds, by slot
+  FixedArray<u32> free_slots_;                      // a stack of free pool slots
+  u32 free_top_ = 0;                                // free_slots_[0, free_top_) are free
+  OpenAddressMap<u64, u32, IdHash> pending_index_;  // transfer id → pool slot
+  ExpiryQueue expiry_;
+
+  FixedArray<Transfer> recent_;  // transfer serial & recent_mask_ → the transfer
+  u64 recent_mask_;
+  u64 next_transfer_serial_ = 1;
+
+  IdempotencyWindow idempotency_;
+
+  FixedArray<UndoEntry> undo_;
+  u32 undo_size_ = 0;
+
+  Stamp last_stamp_;
+  mutable FixedArray<u64> digest_scratch_;  // pending ids, sorted for state_digest()
+};
+
+}  // namespace paygate
