@@ -89,7 +89,7 @@ class Bench {
       const std::size_t offset = done % pool.size();
       const std::size_t take = std::min<u64>({kBatchMax, count - done, pool.size() - offset});
       const auto start = Clock::now();
-      ledger_.apply_batch(next(), std::span(pool.data() + offset, take), results_);
+      ledger_.apply_batch(next(take), std::span(pool.data() + offset, take), results_);
       busy += Clock::now() - start;
       count_failures(take);
       done += take;
@@ -110,7 +110,7 @@ class Bench {
         batch_[half + i] = Command::make_post(TransferId{make_id({0, 1}, first_serial + i)});
       }
       const auto start = Clock::now();
-      ledger_.apply_batch(next(), std::span(batch_.data(), 2 * half), results_);
+      ledger_.apply_batch(next(2 * half), std::span(batch_.data(), 2 * half), results_);
       busy += Clock::now() - start;
       count_failures(2 * half);
     }
@@ -128,7 +128,7 @@ class Bench {
       }
       now_ns_ += kNanosPerSecond;
       const auto start = Clock::now();
-      ledger_.apply_batch(next(), std::span(batch_.data(), kBatchMax), results_);
+      ledger_.apply_batch(next(kBatchMax), std::span(batch_.data(), kBatchMax), results_);
       busy += Clock::now() - start;
       count_failures(kBatchMax);
     }
@@ -149,7 +149,12 @@ class Bench {
 
  private:
   AccountId user(u32 serial) const { return AccountId{make_id({0, 1}, serial)}; }
-  Stamp next() { return Stamp{++sequence_, now_ns_}; }
+  // The stamp of the first of `count` commands: each command has its own sequence.
+  Stamp next(u64 count = 1) {
+    const Stamp first{sequence_ + 1, now_ns_};
+    sequence_ += count;
+    return first;
+  }
 
   void open_accounts() {
     for (u32 i = 0; i < options_.accounts; ++i) {

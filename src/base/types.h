@@ -44,4 +44,13 @@ struct Stamp {
 
 inline constexpr u64 kNanosPerSecond = 1'000'000'000;
 
+// Eight ASCII characters as a little-endian u64: file magics read as text in a hex dump.
+constexpr u64 tag8(const char (&text)[9]) noexcept {
+  u64 value = 0;
+  for (int i = 7; i >= 0; --i)
+    value = (value << 8) | static_cast<unsigned char>(text[i]);
+  return value;
+}
+static_assert((tag8("ABCDEFGH") & 0xFF) == 'A');
+
 }  // namespace paygate

@@ -62,31 +62,34 @@ CommandResult Ledger::apply(Stamp stamp, const Command& command) noexcept {
   return execute_keyed(stamp, command);
 }
 
-void Ledger::apply_batch(Stamp stamp, std::span<const Command> commands,
+void Ledger::apply_batch(Stamp first, std::span<const Command> commands,
                          std::span<CommandResult> results) noexcept {
   PG_ASSERT(results.size() >= commands.size());
-  advance(stamp);
+  advance(first);
   const std::size_t count = commands.size();
   for (std::size_t i = 0; i < std::min<std::size_t>(kPrefetchDistance, count); ++i) {
     prefetch(commands[i]);
   }
   for (std::size_t i = 0; i < count; ++i) {
     if (i + kPrefetchDistance < count) prefetch(commands[i + kPrefetchDistance]);
-    results[i] = execute_keyed(stamp, commands[i]);
+    results[i] = execute_keyed(nth(first, i), commands[i]);
   }
+  finish(first, count);
 }
 
-ResultCode Ledger::apply_atomic(Stamp stamp, std::span<const Command> commands,
+ResultCode Ledger::apply_atomic(Stamp first, std::span<const Command> commands,
                                 const IdempotencyKey& batch_key,
                                 std::span<CommandResult> results) noexcept {
   PG_ASSERT(results.size() >= commands.size());
-  advance(stamp);
+  if (commands.empty()) return ResultCode::batch_empty;  // no sequence used, nothing moves
+  advance(first);
+  finish(first, commands.size());
+  const Stamp stamp = first;
   const auto fail_all = [&](ResultCode code) {
     for (std::size_t i = 0; i < commands.size(); ++i)
       results[i] = CommandResult{code};
     return code;
   };
-  if (commands.empty()) return ResultCode::batch_empty;
   if (commands.size() > kBatchMax) return fail_all(ResultCode::batch_too_large);
   for (std::size_t i = 0; i < commands.size(); ++i) {
     if (!commands[i].key.empty()) {
@@ -112,7 +115,7 @@ ResultCode Ledger::apply_atomic(Stamp stamp, std::span<const Command> commands,
   ResultCode outcome = ResultCode::ok;
   u16 failed_index = 0;
   for (std::size_t i = 0; i < commands.size(); ++i) {
-    results[i] = execute<true>(stamp, commands[i]);
+    results[i] = execute<true>(nth(first, i), commands[i]);
     if (!results[i].ok()) {
       outcome = results[i].code;
       failed_index = static_cast<u16>(i);
@@ -155,7 +158,7 @@ std::optional<Transfer> Ledger::find_transfer(TransferId id) const noexcept {
 // Time
 
 void Ledger::advance(Stamp stamp) noexcept {
-  PG_ASSERT(stamp.sequence >= last_stamp_.sequence);
+  PG_ASSERT(stamp.sequence > last_stamp_.sequence || last_stamp_.sequence == 0);
   PG_ASSERT(stamp.timestamp_ns >= last_stamp_.timestamp_ns);
   last_stamp_ = stamp;
   // Bounded: each pass removes one hold, and at most pending_max are open.
@@ -567,9 +570,7 @@ u64 Ledger::state_digest() const {
         .add(a.flags);
   }
 
-  std::size_t open = 0;
-  pending_index_.for_each([&](u64 id, u32) { digest_scratch_[open++] = id; });
-  std::sort(digest_scratch_.data(), digest_scratch_.data() + open);
+  const std::size_t open = sorted_pending_ids();
   hasher.add(open);
   for (std::size_t i = 0; i < open; ++i) {
     hash_transfer(hasher, pending_[*pending_index_.find(digest_scratch_[i])]);
@@ -592,6 +593,166 @@ u64 Ledger::state_digest() const {
         .add(r.failed_index);
   });
   return hasher.value();
+}
+
+std::size_t Ledger::sorted_pending_ids() const noexcept {
+  std::size_t open = 0;
+  pending_index_.for_each([&](u64 id, u32) { digest_scratch_[open++] = id; });
+  std::sort(digest_scratch_.data(), digest_scratch_.data() + open);
+  return open;
+}
+
+// ---------------------------------------------------------------------------
+// Save and load (the layout is in docs/SNAPSHOT.md)
+
+namespace {
+
+constexpr u64 kStateMagic = tag8("PGLEDGR1");
+constexpr u64 kStateEndMagic = tag8("PGLEDEND");
+
+struct SavedConfig {
+  u32 region, group;
+  u32 accounts_max, pending_max, recent_transfers_max, idempotency_keys_max;
+  u64 idempotency_window_ns;
+
+  static SavedConfig of(const LedgerConfig& c) {
+    return {c.prefix.region,        c.prefix.group,         c.accounts_max,         c.pending_max,
+            c.recent_transfers_max, c.idempotency_keys_max, c.idempotency_window_ns};
+  }
+  bool operator==(const SavedConfig&) const = default;
+};
+static_assert(sizeof(SavedConfig) == 32);
+
+template <typename T>
+void put(StateSink& sink, const T& value) noexcept {
+  static_assert(std::is_trivially_copyable_v<T>);
+  sink.write(&value, sizeof value);
+}
+
+template <typename T>
+bool get(StateSource& source, T* value) noexcept {
+  static_assert(std::is_trivially_copyable_v<T>);
+  return source.read(value, sizeof *value);
+}
+
+}  // namespace
+
+void Ledger::save(StateSink& sink) const noexcept {
+  put(sink, kStateMagic);
+  put(sink, SavedConfig::of(config_));
+  put(sink, last_stamp_);
+  put(sink, u64{account_count_});
+  sink.write(accounts_.data(), sizeof(Account) * account_count_);
+  put(sink, next_transfer_serial_);
+
+  const std::size_t open = sorted_pending_ids();
+  put(sink, u64{open});
+  for (std::size_t i = 0; i < open; ++i)
+    put(sink, pending_[*pending_index_.find(digest_scratch_[i])]);
+
+  const u64 window = recent_mask_ + 1;
+  const u64 first = next_transfer_serial_ > window ? next_transfer_serial_ - window : 1;
+  put(sink, next_transfer_serial_ - first);
+  for (u64 serial = first; serial < next_transfer_serial_; ++serial) {
+    put(sink, recent_[serial & recent_mask_]);
+  }
+
+  u64 live = 0;
+  idempotency_.for_each_live(last_stamp_.timestamp_ns, [&](const IdempotencyRecord&) { ++live; });
+  put(sink, live);
+  idempotency_.for_each_live(last_stamp_.timestamp_ns,
+                             [&](const IdempotencyRecord& record) { put(sink, record); });
+  put(sink, kStateEndMagic);
+}
+
+bool Ledger::load(StateSource& source, std::string* error) {
+  PG_ASSERT(last_stamp_.sequence == 0 && account_count_ == 0 && next_transfer_serial_ == 1);
+  const auto fail = [&](std::string why) {
+    *error = std::move(why);
+    return false;
+  };
+  u64 magic = 0;
+  if (!get(source, &magic) || magic != kStateMagic) return fail("not a ledger state (bad magic)");
+  SavedConfig saved{};
+  if (!get(source, &saved)) return fail("truncated configuration");
+  if (!(saved == SavedConfig::of(config_))) {
+    return fail(fmt::format(
+        "saved with a different configuration (group {}.{}, accounts_max {}, pending_max {}, "
+        "recent_transfers_max {}, idempotency_keys_max {}, window {} ns)",
+        saved.region, saved.group, saved.accounts_max, saved.pending_max,
+        saved.recent_transfers_max, saved.idempotency_keys_max, saved.idempotency_window_ns));
+  }
+  if (!get(source, &last_stamp_)) return fail("truncated stamp");
+
+  u64 accounts = 0;
+  if (!get(source, &accounts) || accounts > config_.accounts_max) return fail("bad account count");
+  if (!source.read(accounts_.data(), sizeof(Account) * accounts)) return fail("truncated accounts");
+  account_count_ = static_cast<u32>(accounts);
+  if (!get(source, &next_transfer_serial_) || next_transfer_serial_ == 0 ||
+      next_transfer_serial_ > kSerialMax + 1) {
+    return fail("bad transfer serial");
+  }
+
+  u64 open = 0;
+  if (!get(source, &open) || open > config_.pending_max) return fail("bad hold count");
+  std::vector<std::pair<std::pair<u64, u64>, u32>> expiring;  // ((expires, id), slot)
+  for (u64 i = 0; i < open; ++i) {
+    Transfer hold{};
+    if (!get(source, &hold)) return fail("truncated holds");
+    if (hold.status != TransferStatus::pending || !issued_here(hold.id.value) ||
+        pending_slot(hold.id) != nullptr) {
+      return fail(fmt::format("bad hold {}", hold.id.value));
+    }
+    const u32 slot = free_slots_[--free_top_];
+    pending_[slot] = hold;
+    pending_index_.insert(hold.id.value, slot);
+    if (hold.expires_at_ns != 0) expiring.push_back({{hold.expires_at_ns, hold.id.value}, slot});
+  }
+  // Lanes need their holds in expiry order; the timeout is what separates lanes.
+  std::sort(expiring.begin(), expiring.end());
+  for (const auto& [key, slot] : expiring) {
+    const Transfer& hold = pending_[slot];
+    const u64 timeout_ns = hold.expires_at_ns - hold.created_at_ns;
+    if (hold.expires_at_ns <= hold.created_at_ns || timeout_ns % kNanosPerSecond != 0 ||
+        timeout_ns / kNanosPerSecond > ~u32{0}) {
+      return fail(fmt::format("bad timeout on hold {}", hold.id.value));
+    }
+    expiry_.push(slot, hold.expires_at_ns, hold.id.value,
+                 static_cast<u32>(timeout_ns / kNanosPerSecond));
+  }
+
+  u64 recent = 0;
+  if (!get(source, &recent) || recent > recent_mask_ + 1 || recent >= next_transfer_serial_) {
+    return fail("bad recent count");
+  }
+  for (u64 serial = next_transfer_serial_ - recent; serial < next_transfer_serial_; ++serial) {
+    Transfer& slot = recent_[serial & recent_mask_];
+    if (!get(source, &slot) || slot.id.value != make_id(config_.prefix, serial)) {
+      return fail(fmt::format("bad recent transfer at serial {}", serial));
+    }
+  }
+
+  u64 records = 0;
+  if (!get(source, &records) || records > idempotency_.capacity()) {
+    return fail("bad idempotency count");
+  }
+  u64 previous_ns = 0;
+  for (u64 i = 0; i < records; ++i) {
+    IdempotencyRecord record{};
+    if (!get(source, &record) || record.key.empty() || record.created_at_ns < previous_ns ||
+        record.created_at_ns > last_stamp_.timestamp_ns ||
+        last_stamp_.timestamp_ns - record.created_at_ns >= idempotency_.window_ns() ||
+        idempotency_.find(record.key, record.created_at_ns) != nullptr) {
+      return fail("bad idempotency record");
+    }
+    previous_ns = record.created_at_ns;
+    idempotency_.insert(record);
+  }
+  if (!get(source, &magic) || magic != kStateEndMagic) return fail("bad end marker");
+
+  const InvariantReport report = check_invariants();
+  if (!report.ok) return fail("invariant broken after load: " + report.failure);
+  return true;
 }
 
 InvariantReport Ledger::check_invariants() const {

@@ -42,6 +42,23 @@ struct LedgerConfig {
   u64 idempotency_window_ns = 24 * 3600 * kNanosPerSecond;
 };
 
+// Where save() writes and load() reads the ledger's state (a snapshot file, memory).
+class StateSink {
+ public:
+  virtual void write(const void* data, std::size_t size) noexcept = 0;
+
+ protected:
+  ~StateSink() = default;
+};
+class StateSource {
+ public:
+  // Fills all `size` bytes, or returns false.
+  [[nodiscard]] virtual bool read(void* data, std::size_t size) noexcept = 0;
+
+ protected:
+  ~StateSource() = default;
+};
+
 struct InvariantReport {
   bool ok = true;
   std::string failure;  // the first invariant found broken
@@ -53,20 +70,25 @@ class Ledger {
   Ledger(const Ledger&) = delete;
   Ledger& operator=(const Ledger&) = delete;
 
-  // Applies one command. REQUIRES: stamps never go backwards between calls.
+  // Every command has its own sequence number. For a batch, `first` is the stamp of
+  // its first command: command i runs at sequence first.sequence + i, all at
+  // first.timestamp_ns. REQUIRES: sequences and times never go backwards.
+
+  // Applies one command.
   [[nodiscard]] CommandResult apply(Stamp stamp, const Command& command) noexcept;
 
-  // Applies each command on its own, in order, all at one stamp; results[i] answers
-  // commands[i]. The same as calling apply() for each, only faster.
-  void apply_batch(Stamp stamp, std::span<const Command> commands,
+  // Applies each command on its own, in order; results[i] answers commands[i]. The
+  // same as calling apply() for each at its sequence, only faster.
+  void apply_batch(Stamp first, std::span<const Command> commands,
                    std::span<CommandResult> results) noexcept;
 
   // Applies all commands or none. On failure results[i] holds the failing command's
   // code, every other result is atomic_batch_failed, and the state is as before
   // (apart from holds that expired at this stamp). The batch's idempotency key, if
   // any, covers the whole batch; commands inside it must not carry their own.
-  // Returns ok or the code that made the batch fail.
-  [[nodiscard]] ResultCode apply_atomic(Stamp stamp, std::span<const Command> commands,
+  // Returns ok or the code that made the batch fail. The batch uses its sequences
+  // whatever the outcome.
+  [[nodiscard]] ResultCode apply_atomic(Stamp first, std::span<const Command> commands,
                                         const IdempotencyKey& batch_key,
                                         std::span<CommandResult> results) noexcept;
 
@@ -74,6 +96,15 @@ class Ledger {
   const Account* find_account(AccountId id) const noexcept;
   // An open hold, or a transfer among the last recent_transfers_max made.
   std::optional<Transfer> find_transfer(TransferId id) const noexcept;
+
+  // Writes the whole logical state (docs/SNAPSHOT.md). Allocates nothing and takes no
+  // lock, so a forked child can call it while the parent goes on.
+  void save(StateSink& sink) const noexcept;
+  // Reads state written by save() into this ledger, which must not have applied
+  // anything yet and must have the same LedgerConfig. On false (malformed input, a
+  // different configuration, a broken invariant) `error` says why and the ledger
+  // must be discarded.
+  [[nodiscard]] bool load(StateSource& source, std::string* error);
 
   // A hash of the whole logical state: accounts and open holds in id order, recent
   // transfers, idempotency records, counters and the last stamp.
@@ -90,6 +121,8 @@ class Ledger {
     return idempotency_.held_window_ns(last_stamp_.timestamp_ns);
   }
   Stamp last_stamp() const noexcept { return last_stamp_; }
+  // When the next hold expires, or 0 if no open hold has a timeout.
+  u64 next_expiry_ns() const noexcept { return expiry_.empty() ? 0 : expiry_.top().expires_at_ns; }
 
  private:
   friend struct LedgerTestAccess;  // tests reach states too costly to reach by commands
@@ -128,10 +161,18 @@ class Ledger {
   ResultCode closed_transfer_code(TransferId id) const noexcept;
 
   void advance(Stamp stamp) noexcept;  // checks time order, expires due holds
+  // Records that commands through `first + count - 1` have run.
+  void finish(Stamp first, std::size_t count) noexcept {
+    if (count > 0) last_stamp_.sequence = first.sequence + count - 1;
+  }
+  static Stamp nth(Stamp first, std::size_t i) noexcept {
+    return Stamp{first.sequence + i, first.timestamp_ns};
+  }
   void rollback(u32 account_count, u64 next_transfer_serial) noexcept;
   void replay_atomic_results(const IdempotencyRecord& record, std::span<const Command> commands,
                              std::span<CommandResult> results) const noexcept;
   void prefetch(const Command& command) const noexcept;
+  std::size_t sorted_pending_ids() const noexcept;  // into digest_scratch_
 
   Account* account_at(AccountId id) noexcept;
   const Account* account_at(AccountId id) const noexcept;

@@ -76,9 +76,9 @@ class Workload {
     for (int i = 0; i < 8; ++i) {
       batch_[i] = Command::make_transfer(accounts_[1 + i], accounts_[2 + i], 1, kUsd);
     }
-    ledger_.apply_batch(next(), std::span(batch_, 8), std::span(results_, 8));
+    ledger_.apply_batch(next(8), std::span(batch_, 8), std::span(results_, 8));
     batch_[7] = Command::make_transfer(accounts_[1], accounts_[2], 1u << 30, kUsd);
-    expect_code(CommandResult{ledger_.apply_atomic(next(), std::span(batch_, 8), {round + 1, 1},
+    expect_code(CommandResult{ledger_.apply_atomic(next(8), std::span(batch_, 8), {round + 1, 1},
                                                    std::span(results_, 8))},
                 ResultCode::insufficient_funds);
     // Time passes: holds expire, keys leave the window.
@@ -99,7 +99,12 @@ class Workload {
  private:
   static constexpr int kAccounts = 32;
 
-  Stamp next() { return Stamp{++sequence_, now_ns_}; }
+  // The stamp of the first of `count` commands.
+  Stamp next(u64 count = 1) {
+    const Stamp first{sequence_ + 1, now_ns_};
+    sequence_ += count;
+    return first;
+  }
   CommandResult apply(const Command& command) { return ledger_.apply(next(), command); }
   // Counted rather than asserted: gtest's failure path allocates.
   void check(CommandResult result) { failures_ += result.ok() ? 0 : 1; }

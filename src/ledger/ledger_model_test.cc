@@ -48,6 +48,10 @@ class ModelRun {
 
   void run(u64 commands_target) {
     while (commands_.size() < commands_target) {
+      if (saved_.empty() && commands_.size() >= commands_target / 2) {
+        saved_ = saved_state(real_);  // restored and replayed forward at the end
+        saved_at_request_ = requests_.size();
+      }
       step();
       if (::testing::Test::HasFatalFailure()) return;
       if (++requests_since_full_check_ == 2000) {
@@ -71,12 +75,14 @@ class ModelRun {
   u64 below(u64 n) { return n == 0 ? 0 : random_() % n; }
   bool chance(u32 percent) { return below(100) < percent; }
 
-  Stamp next_stamp() {
+  // The stamp of a request's first command; its commands take consecutive sequences,
+  // as the group's sequencer gives them.
+  Stamp next_stamp(u32 count) {
     // Whole quarter seconds mostly, so the clock often lands exactly on a hold's
-    // timeout; now and then an odd nanosecond.
+    // timeout; now and then an odd nanosecond. Often no time passes at all.
     if (chance(40)) now_ns_ += below(8) * 250'000'000 + (chance(10) ? 1 + below(999) : 0);
-    if (chance(60) || now_ns_ != last_.timestamp_ns) ++sequence_;
-    last_ = Stamp{sequence_, now_ns_};
+    last_ = Stamp{next_sequence_, now_ns_};
+    next_sequence_ += count;
     return last_;
   }
 
@@ -211,9 +217,8 @@ class ModelRun {
   }
 
   void step() {
-    const Stamp stamp = next_stamp();
     const u32 roll = static_cast<u32>(below(100));
-    Request request{RequestKind::single, stamp, static_cast<u32>(commands_.size()), 1, {}};
+    Request request{RequestKind::single, {}, static_cast<u32>(commands_.size()), 1, {}};
     if (roll < 88 - atomic_percent_) {
       commands_.push_back(maybe_keyed(random_command()));
     } else if (roll < 100 - atomic_percent_) {
@@ -242,6 +247,7 @@ class ModelRun {
         if (!request.batch_key.empty()) atomic_keyed_.push_back(static_cast<u32>(requests_.size()));
       }
     }
+    request.stamp = next_stamp(request.count);
     requests_.push_back(request);
     apply_and_compare(request);
   }
@@ -388,32 +394,65 @@ class ModelRun {
         continue;
       }
       if (request.kind == RequestKind::batch) {
+        // Cut apart: each command alone, at its own sequence.
         as_recorded.apply_batch(request.stamp, commands, a);
-        for (u32 i = 0; i < request.count; ++i)
-          b[i] = recut.apply(request.stamp, commands[i]);
-      } else {
-        // Join this single with the following singles at the same stamp.
-        std::size_t end = r + 1;
-        while (end < requests_.size() && requests_[end].kind == RequestKind::single &&
-               requests_[end].stamp.sequence == request.stamp.sequence &&
-               requests_[end].stamp.timestamp_ns == request.stamp.timestamp_ns) {
-          ++end;
+        for (u32 i = 0; i < request.count; ++i) {
+          b[i] = recut.apply(Stamp{request.stamp.sequence + i, request.stamp.timestamp_ns},
+                             commands[i]);
         }
-        const u32 count = static_cast<u32>(end - r);
-        for (u32 i = 0; i < count; ++i)
-          a[i] = as_recorded.apply(request.stamp, commands_[request.first + i]);
-        recut.apply_batch(request.stamp,
-                          std::span<const Command>(commands_.data() + request.first, count), b);
-        for (u32 i = 0; i < count; ++i)
-          ASSERT_EQ(a[i], b[i]) << "request " << r + i;
-        r = end - 1;
+        for (u32 i = 0; i < request.count; ++i) {
+          ASSERT_EQ(a[i], b[i]) << "request " << r;
+        }
         continue;
       }
-      for (u32 i = 0; i < request.count; ++i)
-        ASSERT_EQ(a[i], b[i]) << "request " << r;
+      // Joined: this single and the singles after it at the same time form one batch
+      // (their sequences follow on, as in a batch).
+      std::size_t end = r + 1;
+      while (end < requests_.size() && requests_[end].kind == RequestKind::single &&
+             requests_[end].stamp.timestamp_ns == request.stamp.timestamp_ns) {
+        ++end;
+      }
+      const u32 count = static_cast<u32>(end - r);
+      for (u32 i = 0; i < count; ++i) {
+        a[i] = as_recorded.apply(requests_[r + i].stamp, commands_[requests_[r + i].first]);
+      }
+      recut.apply_batch(request.stamp,
+                        std::span<const Command>(commands_.data() + request.first, count), b);
+      for (u32 i = 0; i < count; ++i) {
+        ASSERT_EQ(a[i], b[i]) << "request " << r + i;
+      }
+      r = end - 1;
     }
     EXPECT_EQ(as_recorded.state_digest(), expected) << "replay as recorded differs";
     EXPECT_EQ(recut.state_digest(), expected) << "replay with other batch boundaries differs";
+    check_restore_and_replay(expected);
+  }
+
+  // Recovery's path: the state saved halfway, loaded into a fresh ledger, then the
+  // requests after it replayed, ends where the run ended.
+  void check_restore_and_replay(u64 expected) {
+    ASSERT_FALSE(saved_.empty());
+    Ledger restored(config_);
+    BytesSource source(saved_);
+    std::string error;
+    ASSERT_TRUE(restored.load(source, &error)) << error;
+    std::vector<CommandResult> results(kBatchMax);
+    for (std::size_t r = saved_at_request_; r < requests_.size(); ++r) {
+      const Request& request = requests_[r];
+      const std::span<const Command> commands(commands_.data() + request.first, request.count);
+      switch (request.kind) {
+        case RequestKind::single:
+          (void)restored.apply(request.stamp, commands[0]);
+          break;
+        case RequestKind::batch:
+          restored.apply_batch(request.stamp, commands, results);
+          break;
+        case RequestKind::atomic:
+          (void)restored.apply_atomic(request.stamp, commands, request.batch_key, results);
+          break;
+      }
+    }
+    EXPECT_EQ(restored.state_digest(), expected) << "snapshot + replay differs";
   }
 
   std::string where() const {
@@ -432,7 +471,9 @@ class ModelRun {
   std::vector<u32> atomic_keyed_;  // requests that were keyed atomic batches
   std::vector<TransferId> recent_holds_;
   std::vector<u64> code_counts_;
-  u64 sequence_ = 0;
+  u64 next_sequence_ = 1;
+  std::vector<unsigned char> saved_;
+  std::size_t saved_at_request_ = 0;
   u64 now_ns_ = kStartNs;
   Stamp last_{};
   u32 requests_since_full_check_ = 0;

@@ -583,7 +583,7 @@ TEST_F(Ledger_, BatchIsTheSameAsSingleCommands) {
       Command::make_post(TransferId{make_id({1, 2}, 3)}),  // the hold just above
   };
   std::vector<CommandResult> results(commands.size());
-  ledger_->apply_batch(next_stamp(), commands, results);
+  ledger_->apply_batch(batch_stamp(commands.size()), commands, results);
   EXPECT_EQ(results[0].code, ResultCode::ok);
   EXPECT_EQ(results[1].code, ResultCode::insufficient_funds);
   EXPECT_EQ(results[2].code, ResultCode::ok);
@@ -591,6 +591,23 @@ TEST_F(Ledger_, BatchIsTheSameAsSingleCommands) {
   EXPECT_EQ(results[3].id, results[2].id);
   EXPECT_EQ(account(merchant).balance(), 30);
   expect_invariants();
+}
+
+TEST_F(Ledger_, EachCommandOfABatchHasItsOwnSequence) {
+  const AccountId user = funded(100);
+  const AccountId a = open();
+  const AccountId b = open();
+  const std::vector<Command> commands = {Command::make_transfer(user, a, 1, kUsd),
+                                         Command::make_transfer(user, b, 1, kUsd)};
+  std::vector<CommandResult> results(2);
+  const Stamp first = batch_stamp(2);
+  ledger_->apply_batch(first, commands, results);
+  EXPECT_EQ(account(a).updated_seq, first.sequence);
+  EXPECT_EQ(account(b).updated_seq, first.sequence + 1);
+  EXPECT_EQ(account(user).updated_seq, first.sequence + 1);
+  EXPECT_EQ(ledger_->last_stamp().sequence, first.sequence + 1);
+  ASSERT_EQ(ledger_->apply_atomic(batch_stamp(2), commands, {}, results), ResultCode::ok);
+  EXPECT_EQ(account(b).updated_seq, first.sequence + 3);
 }
 
 TEST_F(Ledger_, AtomicBatchAppliesAll) {
@@ -602,7 +619,8 @@ TEST_F(Ledger_, AtomicBatchAppliesAll) {
       Command::make_hold(user, merchant, 20, kUsd, 0),
   };
   std::vector<CommandResult> results(commands.size());
-  ASSERT_EQ(ledger_->apply_atomic(next_stamp(), commands, {}, results), ResultCode::ok);
+  ASSERT_EQ(ledger_->apply_atomic(batch_stamp(commands.size()), commands, {}, results),
+            ResultCode::ok);
   for (const CommandResult& r : results)
     EXPECT_EQ(r.code, ResultCode::ok);
   EXPECT_EQ(ledger_->account_count(), 4u);
@@ -627,7 +645,7 @@ TEST_F(Ledger_, AtomicBatchFailureChangesNothing) {
       Command::make_transfer(user, merchant, 1, kUsd),
   };
   std::vector<CommandResult> results(commands.size());
-  const Stamp stamp = next_stamp();
+  const Stamp stamp = batch_stamp(commands.size());
   EXPECT_EQ(ledger_->apply_atomic(stamp, commands, {}, results), ResultCode::insufficient_funds);
   for (std::size_t i = 0; i < results.size(); ++i) {
     EXPECT_EQ(results[i].code,
@@ -647,34 +665,17 @@ TEST_F(Ledger_, AtomicBatchRollbackRestoresTheExactState) {
   const AccountId user = funded(100);
   const AccountId merchant = open();
   hold(user, merchant, 15, 50);
-  const u64 digest_before = ledger_->state_digest();
-  const Stamp stamp = next_stamp();
-  // A tick at the same stamp moves the clock just as the failed batch does.
   std::vector<CommandResult> results(3);
   const std::vector<Command> failing = {
       Command::make_hold(user, merchant, 20, kUsd, 3),
       Command::make_transfer(user, merchant, 10, kUsd),
       Command::make_transfer(user, user, 1, kUsd),  // same_account
   };
+  const Stamp stamp = batch_stamp(failing.size());
   ASSERT_EQ(ledger_->apply_atomic(stamp, failing, {}, results), ResultCode::same_account);
-  const u64 after_failure = ledger_->state_digest();
-
-  // Rebuild the same history without the batch and compare digests.
-  Ledger twin(config_);
-  u64 sequence = 0;
-  u64 now = kStartNs;
-  const auto twin_run = [&](const Command& c) { return twin.apply({++sequence, now}, c); };
-  const AccountId t_source{
-      twin_run(Command::make_create_account(MerchantId{}, kUsd, AccountKind::system)).id};
-  const AccountId t_user{
-      twin_run(Command::make_create_account(MerchantId{7}, kUsd, AccountKind::user)).id};
-  ASSERT_EQ(twin_run(Command::make_transfer(t_source, t_user, 100, kUsd)).code, ResultCode::ok);
-  const AccountId t_merchant{
-      twin_run(Command::make_create_account(MerchantId{7}, kUsd, AccountKind::user)).id};
-  ASSERT_EQ(twin_run(Command::make_hold(t_user, t_merchant, 15, kUsd, 50)).code, ResultCode::ok);
-  EXPECT_EQ(twin.state_digest(), digest_before);
-  ASSERT_EQ(twin.apply(stamp, Command::make_tick()).code, ResultCode::ok);
-  EXPECT_EQ(twin.state_digest(), after_failure);
+  // The same history with three ticks in the batch's place: the same state, digest
+  // and all (the batch used its sequences, as ticks do).
+  EXPECT_EQ(twin_after_noop(stamp, failing.size())->state_digest(), ledger_->state_digest());
 }
 
 TEST_F(Ledger_, AtomicBatchIdsAreReusedAfterRollback) {
@@ -683,7 +684,8 @@ TEST_F(Ledger_, AtomicBatchIdsAreReusedAfterRollback) {
   std::vector<CommandResult> results(2);
   const std::vector<Command> failing = {Command::make_transfer(user, merchant, 10, kUsd),
                                         Command::make_transfer(user, merchant, 0, kUsd)};
-  ASSERT_EQ(ledger_->apply_atomic(next_stamp(), failing, {}, results), ResultCode::invalid_amount);
+  ASSERT_EQ(ledger_->apply_atomic(batch_stamp(failing.size()), failing, {}, results),
+            ResultCode::invalid_amount);
   const CommandResult next = run(Command::make_transfer(user, merchant, 10, kUsd));
   EXPECT_EQ(id_serial(next.id), 2u);  // serial 1 funded the user; the batch used none
 }
@@ -698,10 +700,12 @@ TEST_F(Ledger_, AtomicBatchKeyReplaysResults) {
       Command::make_tick(),
   };
   std::vector<CommandResult> first(commands.size()), again(commands.size());
-  ASSERT_EQ(ledger_->apply_atomic(next_stamp(), commands, key(7), first), ResultCode::ok);
+  ASSERT_EQ(ledger_->apply_atomic(batch_stamp(commands.size()), commands, key(7), first),
+            ResultCode::ok);
   const TransferId hold_id{first[2].id};
   ASSERT_EQ(code(Command::make_post(hold_id)), ResultCode::ok);
-  ASSERT_EQ(ledger_->apply_atomic(next_stamp(), commands, key(7), again), ResultCode::ok);
+  ASSERT_EQ(ledger_->apply_atomic(batch_stamp(commands.size()), commands, key(7), again),
+            ResultCode::ok);
   EXPECT_EQ(again, first);
   EXPECT_EQ(account(merchant).balance(), 30);  // applied once
   EXPECT_EQ(ledger_->account_count(), 4u);
@@ -709,7 +713,7 @@ TEST_F(Ledger_, AtomicBatchKeyReplaysResults) {
   // Different content under the same key is refused, for every command.
   std::vector<Command> changed = commands;
   changed[1].transfer.amount = 11;
-  ASSERT_EQ(ledger_->apply_atomic(next_stamp(), changed, key(7), again),
+  ASSERT_EQ(ledger_->apply_atomic(batch_stamp(changed.size()), changed, key(7), again),
             ResultCode::idempotency_key_reused);
   for (const CommandResult& r : again)
     EXPECT_EQ(r.code, ResultCode::idempotency_key_reused);
@@ -721,10 +725,10 @@ TEST_F(Ledger_, AtomicBatchKeyReplaysFailure) {
   const std::vector<Command> commands = {Command::make_transfer(user, merchant, 10, kUsd),
                                          Command::make_transfer(user, merchant, 500, kUsd)};
   std::vector<CommandResult> first(2), again(2);
-  ASSERT_EQ(ledger_->apply_atomic(next_stamp(), commands, key(8), first),
+  ASSERT_EQ(ledger_->apply_atomic(batch_stamp(commands.size()), commands, key(8), first),
             ResultCode::insufficient_funds);
   ASSERT_EQ(code(Command::make_transfer(treasury(), user, 1000, kUsd)), ResultCode::ok);
-  EXPECT_EQ(ledger_->apply_atomic(next_stamp(), commands, key(8), again),
+  EXPECT_EQ(ledger_->apply_atomic(batch_stamp(commands.size()), commands, key(8), again),
             ResultCode::insufficient_funds);
   EXPECT_EQ(again, first);
   EXPECT_EQ(account(merchant).balance(), 0);
@@ -738,7 +742,7 @@ TEST_F(Ledger_, AtomicBatchRejectsKeysOnItsCommands) {
       Command::make_transfer(user, merchant, 10, kUsd).with_key(key(1)),
   };
   std::vector<CommandResult> results(2);
-  EXPECT_EQ(ledger_->apply_atomic(next_stamp(), commands, {}, results),
+  EXPECT_EQ(ledger_->apply_atomic(batch_stamp(commands.size()), commands, {}, results),
             ResultCode::idempotency_key_in_atomic_batch);
   EXPECT_EQ(results[0].code, ResultCode::atomic_batch_failed);
   EXPECT_EQ(results[1].code, ResultCode::idempotency_key_in_atomic_batch);
@@ -750,11 +754,13 @@ TEST_F(Ledger_, AtomicBatchTooLargeOrEmpty) {
   const AccountId merchant = open();
   std::vector<Command> commands(kBatchMax + 1, Command::make_transfer(user, merchant, 1, kUsd));
   std::vector<CommandResult> results(commands.size());
-  EXPECT_EQ(ledger_->apply_atomic(next_stamp(), commands, {}, results),
+  EXPECT_EQ(ledger_->apply_atomic(batch_stamp(commands.size()), commands, {}, results),
             ResultCode::batch_too_large);
   EXPECT_EQ(results.back().code, ResultCode::batch_too_large);
   EXPECT_EQ(account(merchant).balance(), 0);
+  const u64 digest = ledger_->state_digest();
   EXPECT_EQ(ledger_->apply_atomic(next_stamp(), {}, {}, results), ResultCode::batch_empty);
+  EXPECT_EQ(ledger_->state_digest(), digest);
 }
 
 TEST_F(Ledger_, AtomicBatchOfTheMaximumSizeRollsBack) {
@@ -765,7 +771,6 @@ TEST_F(Ledger_, AtomicBatchOfTheMaximumSizeRollsBack) {
                            .idempotency_keys_max = 4});
   const AccountId user = funded(1'000'000);
   const AccountId merchant = open();
-  const u64 before = ledger_->state_digest();
   std::vector<Command> commands;
   for (u32 i = 0; i + 1 < kBatchMax; ++i) {
     commands.push_back(i % 2 == 0 ? Command::make_hold(user, merchant, 1, kUsd, 9)
@@ -773,10 +778,86 @@ TEST_F(Ledger_, AtomicBatchOfTheMaximumSizeRollsBack) {
   }
   commands.push_back(Command::make_transfer(user, merchant, 10'000'000, kUsd));
   std::vector<CommandResult> results(commands.size());
-  const Stamp stamp{sequence_, now_ns_};  // the same stamp: the digest must not move
+  const Stamp stamp = batch_stamp(commands.size(), 9);  // the holds would expire now
   EXPECT_EQ(ledger_->apply_atomic(stamp, commands, {}, results), ResultCode::insufficient_funds);
-  EXPECT_EQ(ledger_->state_digest(), before);
+  EXPECT_EQ(twin_after_noop(stamp, commands.size())->state_digest(), ledger_->state_digest());
   expect_invariants();
+}
+
+// ---------------------------------------------------------------------------
+// Save and load
+
+TEST_F(Ledger_, SaveAndLoadGiveTheSameStateAndTheSameFuture) {
+  const AccountId user = funded(1000);
+  const AccountId merchant = open(AccountKind::merchant);
+  const TransferId short_hold = hold(user, merchant, 10, 5);
+  const TransferId long_hold = hold(user, merchant, 20, 50);
+  hold(user, merchant, 30, 5);
+  hold(user, merchant, 40, 0);
+  ASSERT_EQ(code(Command::make_post(hold(user, merchant, 5, 9), 2)), ResultCode::ok);
+  ASSERT_EQ(code(Command::make_transfer(user, merchant, 7, kUsd).with_key({1, 2})), ResultCode::ok);
+  for (int i = 0; i < 12; ++i)
+    run(Command::make_transfer(user, merchant, 1, kUsd), 1);
+
+  const std::vector<unsigned char> state = saved_state(*ledger_);
+  Ledger restored(config_);
+  BytesSource source(state);
+  std::string error;
+  ASSERT_TRUE(restored.load(source, &error)) << error;
+  EXPECT_EQ(restored.state_digest(), ledger_->state_digest());
+  EXPECT_EQ(saved_state(restored), state);  // canonical bytes
+
+  // Both go on the same way: expiry in the same order, keys remembered, ids continued.
+  const auto both = [&](const Command& command, u64 advance_s) {
+    const Stamp stamp = next_stamp(advance_s);
+    const CommandResult a = ledger_->apply(stamp, command);
+    const CommandResult b = restored.apply(stamp, command);
+    EXPECT_EQ(a, b);
+    EXPECT_EQ(ledger_->state_digest(), restored.state_digest());
+  };
+  both(Command::make_transfer(user, merchant, 7, kUsd).with_key({1, 2}), 0);
+  both(Command::make_post(short_hold), 1);
+  both(Command::make_void(long_hold), 0);
+  both(Command::make_hold(user, merchant, 3, kUsd, 5), 0);
+  both(Command::make_tick(), 60);
+  both(Command::make_transfer(user, merchant, 1, kUsd), 0);
+  EXPECT_TRUE(restored.check_invariants().ok);
+}
+
+TEST_F(Ledger_, LoadRefusesAnotherConfiguration) {
+  funded(100);
+  const std::vector<unsigned char> state = saved_state(*ledger_);
+  LedgerConfig other = config_;
+  other.accounts_max += 1;
+  Ledger restored(other);
+  BytesSource source(state);
+  std::string error;
+  EXPECT_FALSE(restored.load(source, &error));
+  EXPECT_NE(error.find("different configuration"), std::string::npos) << error;
+}
+
+// Every truncation, and a flipped byte in every count and magic, is refused without a
+// crash.
+TEST_F(Ledger_, LoadRefusesDamagedInput) {
+  const AccountId user = funded(100);
+  hold(user, open(), 10, 5);
+  run(Command::make_transfer(user, open(), 1, kUsd).with_key({3, 4}));
+  const std::vector<unsigned char> state = saved_state(*ledger_);
+  for (std::size_t length = 0; length < state.size(); ++length) {
+    Ledger restored(config_);
+    BytesSource source(std::span(state.data(), length));
+    std::string error;
+    ASSERT_FALSE(restored.load(source, &error)) << "accepted " << length << " bytes";
+  }
+  // Flip each byte of the first 8 (magic) and of the account count.
+  for (std::size_t at : {0u, 7u, 56u, 60u}) {
+    std::vector<unsigned char> damaged = state;
+    damaged[at] ^= 0x40;
+    Ledger restored(config_);
+    BytesSource source(damaged);
+    std::string error;
+    EXPECT_FALSE(restored.load(source, &error)) << "byte " << at;
+  }
 }
 
 // ---------------------------------------------------------------------------

@@ -3,8 +3,12 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <memory>
 #include <ostream>
+#include <span>
+#include <utility>
+#include <vector>
 
 #include "ledger/ledger.h"
 
@@ -25,6 +29,35 @@ struct LedgerTestAccess {
   }
 };
 
+// A ledger's saved state in memory.
+class BytesSink final : public StateSink {
+ public:
+  void write(const void* data, std::size_t size) noexcept override {
+    const auto* bytes = static_cast<const unsigned char*>(data);
+    buffer.insert(buffer.end(), bytes, bytes + size);
+  }
+  std::vector<unsigned char> buffer;
+};
+class BytesSource final : public StateSource {
+ public:
+  explicit BytesSource(std::span<const unsigned char> bytes) : bytes_(bytes) {}
+  bool read(void* data, std::size_t size) noexcept override {
+    if (size > bytes_.size() - at_) return false;
+    std::memcpy(data, bytes_.data() + at_, size);
+    at_ += size;
+    return true;
+  }
+
+ private:
+  std::span<const unsigned char> bytes_;
+  std::size_t at_ = 0;
+};
+inline std::vector<unsigned char> saved_state(const Ledger& ledger) {
+  BytesSink sink;
+  ledger.save(sink);
+  return sink.buffer;
+}
+
 inline constexpr Currency kUsd = Currency::from("USD");
 inline constexpr Currency kEur = Currency::from("EUR");
 inline constexpr u64 kStartNs = 1'800'000'000ull * kNanosPerSecond;
@@ -40,6 +73,7 @@ class LedgerFixture : public ::testing::Test {
       .idempotency_window_ns = 100 * kNanosPerSecond,
   };
   std::unique_ptr<Ledger> ledger_;
+  std::vector<std::pair<Stamp, Command>> history_;  // what run() applied
   u64 sequence_ = 0;
   u64 now_ns_ = kStartNs;
 
@@ -47,14 +81,32 @@ class LedgerFixture : public ::testing::Test {
   void reconfigure(const LedgerConfig& config) {
     config_ = config;
     ledger_ = std::make_unique<Ledger>(config_);
+    history_.clear();
   }
 
-  Stamp next_stamp(u64 advance_s = 0) {
+  Stamp next_stamp(u64 advance_s = 0) { return batch_stamp(1, advance_s); }
+  // The stamp of the first of `count` commands applied together.
+  Stamp batch_stamp(u64 count, u64 advance_s = 0) {
     now_ns_ += advance_s * kNanosPerSecond;
-    return Stamp{++sequence_, now_ns_};
+    const Stamp first{sequence_ + 1, now_ns_};
+    sequence_ += count;
+    return first;
   }
   CommandResult run(const Command& command, u64 advance_s = 0) {
-    return ledger_->apply(next_stamp(advance_s), command);
+    const Stamp stamp = next_stamp(advance_s);
+    history_.push_back({stamp, command});
+    return ledger_->apply(stamp, command);
+  }
+  // A ledger given every command run() applied, then `count` ticks from `first`:
+  // the state a batch that changes nothing must leave behind.
+  std::unique_ptr<Ledger> twin_after_noop(Stamp first, u64 count) {
+    auto twin = std::make_unique<Ledger>(config_);
+    for (const auto& [stamp, command] : history_)
+      (void)twin->apply(stamp, command);
+    std::vector<Command> ticks(count, Command::make_tick());
+    std::vector<CommandResult> results(count);
+    twin->apply_batch(first, ticks, results);
+    return twin;
   }
   ResultCode code(const Command& command, u64 advance_s = 0) {
     return run(command, advance_s).code;

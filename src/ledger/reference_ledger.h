@@ -54,8 +54,10 @@ class ReferenceLedger {
   void apply_batch(Stamp stamp, std::span<const Command> commands,
                    std::span<CommandResult> results) {
     move_clock(stamp);
-    for (std::size_t i = 0; i < commands.size(); ++i)
-      results[i] = apply_keyed(stamp, commands[i]);
+    // Command i runs at sequence stamp.sequence + i.
+    for (std::size_t i = 0; i < commands.size(); ++i) {
+      results[i] = apply_keyed(Stamp{stamp.sequence + i, stamp.timestamp_ns}, commands[i]);
+    }
   }
 
   ResultCode apply_atomic(Stamp stamp, std::span<const Command> commands, IdempotencyKey batch_key,
@@ -90,7 +92,7 @@ class ReferenceLedger {
     const State before = state_;
     ResultCode outcome = ResultCode::ok;
     for (std::size_t i = 0; i < commands.size(); ++i) {
-      results[i] = execute(stamp, commands[i]);
+      results[i] = execute(Stamp{stamp.sequence + i, stamp.timestamp_ns}, commands[i]);
       if (results[i].code != ResultCode::ok) {
         outcome = results[i].code;
         state_ = before;
