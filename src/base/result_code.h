@@ -13,40 +13,44 @@
 namespace paygate {
 
 // X(name, number)
-#define PAYGATE_RESULT_CODES(X)          \
-  X(ok, 0)                               \
-  /* a command's own fields */           \
-  X(invalid_amount, 1)                   \
-  X(invalid_currency, 2)                 \
-  X(invalid_account_kind, 3)             \
-  X(invalid_command, 4)                  \
-  X(same_account, 5)                     \
-  /* ids that do not name anything */    \
-  X(debit_account_not_found, 10)         \
-  X(credit_account_not_found, 11)        \
-  X(transfer_not_found, 12)              \
-  X(account_not_found, 13)               \
-  /* money rules */                      \
-  X(currency_mismatch, 20)               \
-  X(insufficient_funds, 21)              \
-  X(overflow, 22)                        \
-  X(exceeds_pending_amount, 23)          \
-  /* the life of a pending transfer */   \
-  X(transfer_not_pending, 30)            \
-  X(pending_transfer_already_posted, 31) \
-  X(pending_transfer_already_voided, 32) \
-  X(transfer_expired, 33)                \
-  /* fixed capacities */                 \
-  X(accounts_full, 40)                   \
-  X(pending_transfers_full, 41)          \
-  X(batch_too_large, 42)                 \
-  X(ids_exhausted, 43)                   \
-  /* idempotency */                      \
-  X(idempotency_key_reused, 50)          \
-  X(idempotency_key_in_atomic_batch, 51) \
-  /* batches */                          \
-  X(atomic_batch_failed, 60)             \
-  X(batch_empty, 61)
+#define PAYGATE_RESULT_CODES(X)                              \
+  X(ok, 0)                                                   \
+  /* a command's own fields */                               \
+  X(invalid_amount, 1)                                       \
+  X(invalid_currency, 2)                                     \
+  X(invalid_account_kind, 3)                                 \
+  X(invalid_command, 4)                                      \
+  X(same_account, 5)                                         \
+  /* ids that do not name anything */                        \
+  X(debit_account_not_found, 10)                             \
+  X(credit_account_not_found, 11)                            \
+  X(transfer_not_found, 12)                                  \
+  X(account_not_found, 13)                                   \
+  /* money rules */                                          \
+  X(currency_mismatch, 20)                                   \
+  X(insufficient_funds, 21)                                  \
+  X(overflow, 22)                                            \
+  X(exceeds_pending_amount, 23)                              \
+  /* the life of a pending transfer */                       \
+  X(transfer_not_pending, 30)                                \
+  X(pending_transfer_already_posted, 31)                     \
+  X(pending_transfer_already_voided, 32)                     \
+  X(transfer_expired, 33)                                    \
+  /* fixed capacities */                                     \
+  X(accounts_full, 40)                                       \
+  X(pending_transfers_full, 41)                              \
+  X(batch_too_large, 42)                                     \
+  X(ids_exhausted, 43)                                       \
+  /* idempotency */                                          \
+  X(idempotency_key_reused, 50)                              \
+  X(idempotency_key_in_atomic_batch, 51)                     \
+  /* batches */                                              \
+  X(atomic_batch_failed, 60)                                 \
+  X(batch_empty, 61)                                         \
+  /* the pipeline: not an answer about the command itself */ \
+  X(overloaded, 70)                                          \
+  X(not_durable, 71)                                         \
+  X(shutting_down, 72)
 
 enum class ResultCode : u16 {
 #define PAYGATE_RESULT_ENUM(name, number) name = number,

@@ -54,6 +54,9 @@ TEST(ResultCode, NumbersAndNamesAreStable) {
       {51, "idempotency_key_in_atomic_batch"},
       {60, "atomic_batch_failed"},
       {61, "batch_empty"},
+      {70, "overloaded"},
+      {71, "not_durable"},
+      {72, "shutting_down"},
   };
   for (const auto& [number, text] : stable) {
     EXPECT_EQ(name(static_cast<ResultCode>(number)), text) << number;

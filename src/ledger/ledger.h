@@ -32,7 +32,7 @@ namespace paygate {
 inline constexpr u32 kBatchMax = 8190;
 
 struct LedgerConfig {
-  IdPrefix prefix;  // region and group written into every id this ledger makes
+  IdPrefix prefix{};  // region and group written into every id this ledger makes
   u32 accounts_max = 1u << 20;
   u32 pending_max = 1u << 20;  // open holds at once
   // Closed transfers kept for lookups and for precise post/void answers; rounded up

@@ -1,0 +1,59 @@
+// A futex-backed event count: how the pipeline's threads sleep without burning a core
+// and wake without losing a signal.
+//
+//   waiter:   const u32 epoch = event.prepare_wait();
+//             if (condition()) { event.cancel_wait(); ... } else event.wait(epoch, timeout);
+//   notifier: make condition() true; event.notify_all();
+//
+// Either the notifier sees the waiter (and wakes it), or the waiter sees the condition:
+// both sides use sequentially consistent operations on the waiter count. Notifying
+// when nobody waits costs one fence and one load.
+#pragma once
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <climits>
+
+#include "base/types.h"
+
+namespace paygate {
+
+class Event {
+ public:
+  [[nodiscard]] u32 prepare_wait() noexcept {
+    waiters_.fetch_add(1, std::memory_order_seq_cst);
+    return epoch_.load(std::memory_order_seq_cst);
+  }
+  void cancel_wait() noexcept { waiters_.fetch_sub(1, std::memory_order_seq_cst); }
+
+  // Sleeps until notify_all() moves the epoch past `epoch`, or timeout_ns passes
+  // (0: no limit). Spurious returns are possible; callers re-check their condition.
+  void wait(u32 epoch, u64 timeout_ns) noexcept {
+    if (epoch_.load(std::memory_order_seq_cst) == epoch) {
+      timespec timeout{static_cast<time_t>(timeout_ns / 1'000'000'000),
+                       static_cast<long>(timeout_ns % 1'000'000'000)};
+      ::syscall(SYS_futex, reinterpret_cast<u32*>(&epoch_), FUTEX_WAIT_PRIVATE, epoch,
+                timeout_ns == 0 ? nullptr : &timeout, nullptr, 0);
+    }
+    waiters_.fetch_sub(1, std::memory_order_seq_cst);
+  }
+
+  void notify_all() noexcept {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (waiters_.load(std::memory_order_seq_cst) == 0) return;
+    epoch_.fetch_add(1, std::memory_order_seq_cst);
+    ::syscall(SYS_futex, reinterpret_cast<u32*>(&epoch_), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr,
+              nullptr, 0);
+  }
+
+ private:
+  static_assert(sizeof(std::atomic<u32>) == sizeof(u32));
+  alignas(64) std::atomic<u32> epoch_{0};
+  std::atomic<u32> waiters_{0};
+};
+
+}  // namespace paygate

@@ -1,0 +1,320 @@
+#include "journal/reader.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "base/crc32c.h"
+
+namespace paygate::journal {
+namespace {
+
+// A segment file mapped read-only for the scan.
+class MappedFile {
+ public:
+  explicit MappedFile(const std::filesystem::path& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      error_ = fmt::format("cannot open {}: {}", path.string(), std::strerror(errno));
+      return;
+    }
+    struct stat st {};
+    if (::fstat(fd, &st) == 0 && st.st_size > 0) {
+      size_ = static_cast<u64>(st.st_size);
+      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (p == MAP_FAILED) {
+        error_ = fmt::format("cannot map {}: {}", path.string(), std::strerror(errno));
+        size_ = 0;
+      } else {
+        data_ = static_cast<const unsigned char*>(p);
+        ::madvise(p, size_, MADV_SEQUENTIAL);
+      }
+    }
+    ::close(fd);
+  }
+  ~MappedFile() {
+    if (data_ != nullptr) ::munmap(const_cast<unsigned char*>(data_), size_);
+  }
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const unsigned char* data() const noexcept { return data_; }
+  u64 size() const noexcept { return size_; }
+  const std::string& error() const noexcept { return error_; }
+
+ private:
+  const unsigned char* data_ = nullptr;
+  u64 size_ = 0;
+  std::string error_;
+};
+
+// memcmp against a zero page: a segment's unused tail can be tens of megabytes.
+bool all_zero(const unsigned char* p, u64 size) noexcept {
+  static const unsigned char kZeros[4096] = {};
+  while (size > 0) {
+    const u64 chunk = std::min<u64>(size, sizeof kZeros);
+    if (std::memcmp(p, kZeros, chunk) != 0) return false;
+    p += chunk;
+    size -= chunk;
+  }
+  return true;
+}
+
+// Why the bytes at `offset` are not a record, or "" when they are one (sequence
+// continuity aside).
+std::string check_record(const MappedFile& file, u64 offset, RecordHeader* out) {
+  if (offset + sizeof(RecordHeader) > file.size()) return "header runs past the end of the file";
+  RecordHeader header;
+  std::memcpy(&header, file.data() + offset, sizeof header);
+  if (header.length % kRecordAlign != 0 || header.length < kRecordOverhead ||
+      header.length > kRecordBytesMax) {
+    return fmt::format("implausible length {}", header.length);
+  }
+  if (offset + header.length > file.size()) return "record runs past the end of the file";
+  RecordTrailer trailer;
+  std::memcpy(&trailer, file.data() + offset + header.length - sizeof trailer, sizeof trailer);
+  if (trailer.length != header.length || trailer.magic != kTrailerMagic) return "bad trailer";
+  const u32 crc = crc32c(file.data() + offset + 4, header.length - 4);
+  if (crc != header.crc)
+    return fmt::format("checksum mismatch (stored {:08x}, computed {:08x})", header.crc, crc);
+  if (header.version != kFormatVersion)
+    return fmt::format("unknown format version {}", header.version);
+  const bool known = header.type == RecordType::segment_header ||
+                     header.type == RecordType::commands || header.type == RecordType::atomic;
+  if (!known) return fmt::format("unknown record type {}", static_cast<int>(header.type));
+  if (header.type == RecordType::segment_header ? header.count != 0 : header.count == 0) {
+    return "bad command count";
+  }
+  if (header.count > kRecordCommandsMax ||
+      record_bytes(header.type, header.count) != header.length) {
+    return "length does not match the command count";
+  }
+  *out = header;
+  return {};
+}
+
+// The bytes at `offset` could be the start of a write that stopped early.
+bool looks_torn(const MappedFile& file, u64 offset) {
+  if (offset + sizeof(RecordHeader) > file.size()) return true;
+  RecordHeader header;
+  std::memcpy(&header, file.data() + offset, sizeof header);
+  if (header.length == 0) return true;  // the header itself was cut short
+  if (header.length % kRecordAlign != 0 || header.length < kRecordOverhead ||
+      header.length > kRecordBytesMax) {
+    return false;  // a torn write leaves true bytes or zeros, never a wrong length
+  }
+  if (offset + header.length > file.size()) return true;
+  return all_zero(file.data() + offset + header.length - sizeof(RecordTrailer),
+                  sizeof(RecordTrailer));
+}
+
+// The first offset after `offset` where a complete, valid record starts, or 0.
+u64 valid_record_after(const MappedFile& file, u64 offset) {
+  RecordHeader header;
+  for (u64 at = offset + kRecordAlign; at + kRecordOverhead <= file.size(); at += kRecordAlign) {
+    if (check_record(file, at, &header).empty()) return at;
+  }
+  return 0;
+}
+
+// Where the non-zero bytes of the file end (so a torn region can be cleared).
+u64 end_of_data(const MappedFile& file, u64 from) {
+  u64 end = file.size();
+  while (end > from && file.data()[end - 1] == 0)
+    --end;
+  return std::min<u64>(file.size(), (end + kRecordAlign - 1) & ~u64{kRecordAlign - 1});
+}
+
+}  // namespace
+
+const char* name(LogEnd end) noexcept {
+  switch (end) {
+    case LogEnd::clean:
+      return "clean";
+    case LogEnd::torn_tail:
+      return "torn_tail";
+    case LogEnd::corrupt:
+      return "corrupt";
+  }
+  return "unknown";
+}
+
+std::vector<std::filesystem::path> list_segments(const std::filesystem::path& dir) {
+  std::vector<std::pair<u64, std::filesystem::path>> found;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const u64 first = parse_segment_file_name(entry.path().filename().string());
+    if (first != 0 && entry.is_regular_file()) found.emplace_back(first, entry.path());
+  }
+  std::sort(found.begin(), found.end());
+  std::vector<std::filesystem::path> paths;
+  for (auto& [first, path] : found)
+    paths.push_back(std::move(path));
+  return paths;
+}
+
+u32 remove_covered_segments(const std::filesystem::path& dir, u64 sequence) {
+  const std::vector<std::filesystem::path> files = list_segments(dir);
+  u32 removed = 0;
+  for (std::size_t i = 0; i + 1 < files.size(); ++i) {
+    // A segment's last command is the one just before the next segment's first.
+    const u64 next_first = parse_segment_file_name(files[i + 1].filename().string());
+    if (next_first - 1 > sequence) break;
+    std::error_code ec;
+    if (std::filesystem::remove(files[i], ec)) ++removed;
+  }
+  if (removed > 0) {
+    const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+      ::fsync(fd);
+      ::close(fd);
+    }
+  }
+  return removed;
+}
+
+ScanReport scan(const std::filesystem::path& dir, u64 from_sequence,
+                const std::function<bool(const Record&)>& visit) {
+  ScanReport report;
+  const std::vector<std::filesystem::path> files = list_segments(dir);
+  const auto corrupt = [&](const std::filesystem::path& file, u64 offset, std::string why) {
+    report.end = LogEnd::corrupt;
+    report.file = file;
+    report.offset = offset;
+    report.message =
+        fmt::format("journal corrupt in {} at offset {}: {}", file.string(), offset, why);
+    return report;
+  };
+
+  u64 expected = 0;  // the sequence the next record must start at
+  for (std::size_t index = 0; index < files.size(); ++index) {
+    const std::filesystem::path& path = files[index];
+    const u64 named_first = parse_segment_file_name(path.filename().string());
+    const MappedFile file(path);
+    if (!file.error().empty()) return corrupt(path, 0, file.error());
+    SegmentSummary summary{path, named_first, 0, 0};
+    if (index == 0) expected = named_first;
+    if (named_first != expected) {
+      return corrupt(
+          path, 0,
+          fmt::format("segment starts at sequence {}, expected {}", named_first, expected));
+    }
+
+    u64 offset = 0;
+    for (;;) {
+      RecordHeader header{};
+      std::string why;
+      const bool at_end = offset + sizeof(RecordHeader) > file.size() ||
+                          all_zero(file.data() + offset, sizeof(RecordHeader));
+      if (at_end && all_zero(file.data() + offset, file.size() - std::min(offset, file.size()))) {
+        if (offset == 0) {
+          why = "segment has no header record";  // created, never written
+        } else {
+          break;  // clean end of this segment
+        }
+      } else {
+        why = check_record(file, offset, &header);
+        if (why.empty()) {
+          if (offset == 0 && header.type != RecordType::segment_header)
+            why = "first record is not a segment header";
+          if (offset != 0 && header.type == RecordType::segment_header)
+            why = "segment header in the middle";
+          if (why.empty() && header.sequence != expected) {
+            why = fmt::format("sequence {} where {} was expected", header.sequence, expected);
+          }
+        }
+      }
+
+      if (!why.empty()) {
+        // A bad record. It ends the log cleanly only as a torn last write.
+        bool later_data = false;
+        for (std::size_t later = index + 1; later < files.size(); ++later) {
+          const MappedFile other(files[later]);
+          if (other.size() > 0 &&
+              (check_record(other, 0, &header).empty() || valid_record_after(other, 0) != 0)) {
+            later_data = true;
+          }
+        }
+        const u64 next_valid = valid_record_after(file, offset);
+        if (later_data || next_valid != 0 || !looks_torn(file, offset)) {
+          return corrupt(
+              path, offset,
+              why + (next_valid != 0
+                         ? fmt::format(" (a valid record follows at offset {})", next_valid)
+                     : later_data ? " (later segments hold records)"
+                                  : ""));
+        }
+        report.end = LogEnd::torn_tail;
+        report.file = path;
+        report.offset = offset;
+        report.clear_to = end_of_data(file, offset);
+        report.message =
+            fmt::format("journal ends with a torn write in {} at offset {} ({}): {} bytes to clear",
+                        path.string(), offset, why, report.clear_to - offset);
+        if (offset == 0) report.delete_files.push_back(path);
+        for (std::size_t later = index + 1; later < files.size(); ++later)
+          report.delete_files.push_back(files[later]);
+        summary.end_offset = offset;
+        report.segments.push_back(summary);
+        report.next_sequence = expected;
+        return report;
+      }
+
+      if (header.type == RecordType::segment_header) {
+        SegmentHeader identity;
+        std::memcpy(&identity, file.data() + offset + sizeof(RecordHeader), sizeof identity);
+        if (identity.magic != kSegmentMagic) return corrupt(path, offset, "bad segment magic");
+        if (!report.has_identity) {
+          report.identity = identity;
+          report.has_identity = true;
+          report.first_sequence = header.sequence;
+        } else if (!identity.same_ledger(report.identity)) {
+          return corrupt(path, offset, "segment written for a different ledger configuration");
+        }
+      } else {
+        Record record;
+        record.header = reinterpret_cast<const RecordHeader*>(file.data() + offset);
+        const unsigned char* body = file.data() + offset + sizeof(RecordHeader);
+        if (header.type == RecordType::atomic) {
+          std::memcpy(&record.batch_key, body, sizeof(IdempotencyKey));
+          body += sizeof(IdempotencyKey);
+        }
+        record.commands = std::span(reinterpret_cast<const Command*>(body), header.count);
+        record.file = &path;
+        record.offset = offset;
+        ++report.records;
+        report.commands += header.count;
+        ++summary.records;
+        expected = header.sequence + header.count;
+        if (record.next_sequence() > from_sequence && header.sequence < from_sequence) {
+          return corrupt(path, offset,
+                         fmt::format("record {}+{} straddles sequence {}", header.sequence,
+                                     header.count, from_sequence));
+        }
+        if (header.sequence >= from_sequence && visit && !visit(record)) {
+          summary.end_offset = offset + header.length;
+          report.segments.push_back(summary);
+          report.file = path;
+          report.offset = offset + header.length;
+          report.next_sequence = expected;
+          return report;
+        }
+      }
+      offset += header.length;
+    }
+    summary.end_offset = offset;
+    report.segments.push_back(summary);
+    report.file = path;
+    report.offset = offset;
+  }
+  report.next_sequence = expected;
+  return report;
+}
+
+}  // namespace paygate::journal

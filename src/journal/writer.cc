@@ -1,0 +1,242 @@
+#include "journal/writer.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "base/assert.h"
+
+namespace paygate::journal {
+namespace {
+
+bool pwrite_all(int fd, const unsigned char* data, u64 size, u64 offset) {
+  while (size > 0) {
+    const ssize_t n = ::pwrite(fd, data, size, static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    if (n == 0) {
+      errno = EIO;
+      return false;
+    }
+    data += n;
+    size -= static_cast<u64>(n);
+    offset += static_cast<u64>(n);
+  }
+  return true;
+}
+
+u64 now_ns() {
+  return static_cast<u64>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                              std::chrono::steady_clock::now().time_since_epoch())
+                              .count());
+}
+
+}  // namespace
+
+Writer::Writer(const WriterOptions& options)
+    : options_(options), staging_(options.staging_bytes), writing_(options.staging_bytes) {
+  PG_ASSERT(options.staging_bytes >= kRecordBytesMax);
+  PG_ASSERT(options.segment_bytes >= 2 * kRecordBytesMax);
+}
+
+std::unique_ptr<Writer> Writer::open(const WriterOptions& options, const AppendPosition& at,
+                                     std::string* error) {
+  std::unique_ptr<Writer> writer(new Writer(options));
+  writer->dir_fd_ = ::open(options.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (writer->dir_fd_ < 0) {
+    *error = fmt::format("cannot open journal directory {}: {}", options.dir.string(),
+                         std::strerror(errno));
+    return nullptr;
+  }
+  writer->durable_sequence_.store(at.next_sequence - 1, std::memory_order_release);
+  const bool opened = at.file.empty() ? writer->create_segment(at.next_sequence)
+                                      : writer->open_segment(at.file, at.offset);
+  if (!opened) {
+    *error = writer->failure();
+    return nullptr;
+  }
+  return writer;
+}
+
+Writer::~Writer() {
+  stop();
+  if (fd_ >= 0) ::close(fd_);
+  if (dir_fd_ >= 0) ::close(dir_fd_);
+}
+
+void Writer::start() {
+  PG_ASSERT(!thread_.joinable());
+  thread_ = std::thread([this] { run(); });
+}
+
+void Writer::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  staged_cv_.notify_one();
+  if (thread_.joinable()) thread_.join();
+}
+
+std::string Writer::failure() const {
+  std::lock_guard lock(const_cast<std::mutex&>(mutex_));
+  return failure_;
+}
+
+unsigned char* Writer::reserve(u32 bytes) noexcept {
+  PG_ASSERT(bytes <= options_.staging_bytes);
+  mutex_.lock();
+  if (failed() || staged_ + bytes > staging_.size()) {
+    mutex_.unlock();
+    return nullptr;
+  }
+  return staging_.data() + staged_;  // the lock is held until commit()
+}
+
+void Writer::commit(u32 bytes, u64 last_sequence) noexcept {
+  PG_ASSERT(staged_ + bytes <= staging_.size());
+  staged_ += bytes;
+  if (last_sequence != 0) staged_last_sequence_ = last_sequence;
+  staged_bytes_hint_.store(staged_, std::memory_order_relaxed);
+  mutex_.unlock();
+  staged_cv_.notify_one();
+}
+
+void Writer::run() {
+  for (;;) {
+    u64 size = 0;
+    u64 last_sequence = 0;
+    {
+      std::unique_lock lock(mutex_);
+      staged_cv_.wait(lock, [&] { return staged_ > 0 || stopping_; });
+      if (staged_ == 0) break;  // stopping, and nothing left
+      staging_.swap(writing_);
+      size = staged_;
+      last_sequence = staged_last_sequence_;
+      staged_ = 0;
+      staged_bytes_hint_.store(0, std::memory_order_relaxed);
+    }
+    const u64 started = now_ns();
+    if (!write_all(writing_.data(), size)) break;
+    if (const int injected = fault(FileOp::sync); injected != 0 || ::fdatasync(fd_) != 0) {
+      fail("fdatasync " + path_.string(), injected != 0 ? injected : errno);
+      break;
+    }
+    sync_ns_.record(now_ns() - started);
+    write_bytes_.record(size);
+    if (last_sequence != 0) durable_sequence_.store(last_sequence, std::memory_order_release);
+    if (options_.durable_event != nullptr) options_.durable_event->notify_all();
+  }
+}
+
+bool Writer::write_all(const unsigned char* data, u64 size) {
+  u64 at = 0;
+  while (at < size) {
+    // The whole records that still fit in this segment.
+    u64 fit = 0;
+    while (at + fit < size) {
+      RecordHeader header;
+      std::memcpy(&header, data + at + fit, sizeof header);
+      PG_ASSERT(header.length >= kRecordOverhead && at + fit + header.length <= size);
+      if (offset_ + fit + header.length > options_.segment_bytes) break;
+      fit += header.length;
+    }
+    if (fit > 0) {
+      if (const int injected = fault(FileOp::write);
+          injected != 0 || !pwrite_all(fd_, data + at, fit, offset_)) {
+        return fail("write " + path_.string(), injected != 0 ? injected : errno);
+      }
+      offset_ += fit;
+      at += fit;
+    }
+    if (at < size) {
+      // The next record opens a new segment; what this one holds is synced first.
+      if (const int injected = fault(FileOp::sync); injected != 0 || ::fdatasync(fd_) != 0) {
+        return fail("fdatasync " + path_.string(), injected != 0 ? injected : errno);
+      }
+      RecordHeader next;
+      std::memcpy(&next, data + at, sizeof next);
+      if (!create_segment(next.sequence)) return false;
+    }
+  }
+  return true;
+}
+
+bool Writer::create_segment(u64 first_sequence) {
+  const std::filesystem::path path = options_.dir / segment_file_name(first_sequence);
+  const int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0644);
+  if (fd < 0) return fail("create " + path.string(), errno);
+  // Allocated up front: appends then never change the file's size, and fdatasync
+  // does not have to write size metadata.
+  if (const int injected = fault(FileOp::allocate);
+      injected != 0 || ::fallocate(fd, 0, 0, static_cast<off_t>(options_.segment_bytes)) != 0) {
+    const int error = injected != 0 ? injected : errno;
+    ::close(fd);
+    ::unlink(path.c_str());
+    return fail("allocate " + path.string(), error);
+  }
+  if (::fsync(fd) != 0 || ::fsync(dir_fd_) != 0) {
+    const int error = errno;
+    ::close(fd);
+    return fail("fsync new segment " + path.string(), error);
+  }
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+  path_ = path;
+  offset_ = 0;
+  segments_created_.fetch_add(1, std::memory_order_relaxed);
+
+  unsigned char header[record_bytes(RecordType::segment_header, 0)];
+  const SegmentHeader identity = options_.identity;
+  const u32 length = encode_record(header, RecordType::segment_header, first_sequence, 0, 0,
+                                   &identity, sizeof identity);
+  if (const int injected = fault(FileOp::write);
+      injected != 0 || !pwrite_all(fd_, header, length, 0)) {
+    return fail("write " + path_.string(), injected != 0 ? injected : errno);
+  }
+  offset_ = length;
+  return true;
+}
+
+bool Writer::open_segment(const std::filesystem::path& path, u64 offset) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return fail("open " + path.string(), errno);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const int error = errno;
+    ::close(fd);
+    return fail("stat " + path.string(), error);
+  }
+  // A segment cut short (by a crash or an operator) is allocated to full size again.
+  if (static_cast<u64>(st.st_size) < options_.segment_bytes) {
+    if (::fallocate(fd, 0, 0, static_cast<off_t>(options_.segment_bytes)) != 0 ||
+        ::fsync(fd) != 0) {
+      const int error = errno;
+      ::close(fd);
+      return fail("allocate " + path.string(), error);
+    }
+  }
+  fd_ = fd;
+  path_ = path;
+  offset_ = offset;
+  return true;
+}
+
+bool Writer::fail(const std::string& what, int error) {
+  {
+    std::lock_guard lock(mutex_);
+    if (failure_.empty()) failure_ = fmt::format("{}: {}", what, std::strerror(error));
+  }
+  failed_.store(true, std::memory_order_release);
+  if (options_.durable_event != nullptr) options_.durable_event->notify_all();
+  return false;
+}
+
+}  // namespace paygate::journal

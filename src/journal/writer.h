@@ -1,0 +1,123 @@
+// Appends records to a group's journal with group commit.
+//
+// Threads: the group thread stages encoded records (reserve/commit); the writer's own
+// thread takes everything staged, writes it with one pwrite per segment touched,
+// fdatasyncs, and then moves durable_sequence(). While it syncs, the group thread
+// stages the next batch, so a batch grows with load, capped by staging_bytes (when
+// the stage is full, reserve() says so and the group waits for the sync to finish).
+//
+// Failure: a write, sync or allocation that fails puts the writer in a failed state
+// for good: durable_sequence() stops, nothing is retried (after a failed fdatasync
+// the page cache cannot be trusted), and the group answers not_durable until a
+// restart recovers from what is on disk.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/event.h"
+#include "base/histogram.h"
+#include "journal/format.h"
+
+namespace paygate::journal {
+
+// Where appending continues, as found by scan(): the segment, the offset in it, and
+// the sequence of the next command. An empty file: start a new segment there.
+struct AppendPosition {
+  std::filesystem::path file;
+  u64 offset = 0;
+  u64 next_sequence = 1;
+};
+
+enum class FileOp { write, sync, allocate };
+// For tests: called before each file operation; a non-zero errno makes it fail so.
+using FaultHook = std::function<int(FileOp)>;
+
+struct WriterOptions {
+  std::filesystem::path dir;
+  SegmentHeader identity{};  // written at the start of every segment
+  u64 segment_bytes = 64u << 20;
+  u64 staging_bytes = 4u << 20;    // the group-commit cap, in bytes
+  Event* durable_event = nullptr;  // notified when durable_sequence() moves or on failure
+  FaultHook fault = nullptr;
+};
+
+class Writer {
+ public:
+  // Opens the journal for appending at `at`, creating its first segment if needed.
+  static std::unique_ptr<Writer> open(const WriterOptions& options, const AppendPosition& at,
+                                      std::string* error);
+  ~Writer();
+  Writer(const Writer&) = delete;
+  Writer& operator=(const Writer&) = delete;
+
+  void start();
+  // Writes and syncs whatever is staged, then stops the writer thread.
+  void stop();
+
+  // Group thread only. Space for `bytes` of records in the stage, or null when the
+  // stage cannot take them now (or the writer failed). A non-null reserve() must be
+  // followed by commit() before the next reserve(). REQUIRES: bytes <= staging_bytes.
+  unsigned char* reserve(u32 bytes) noexcept;
+  // `bytes` of whole records were written at the reserved place; the last command in
+  // them has sequence `last_sequence` (0: none, e.g. nothing but padding).
+  void commit(u32 bytes, u64 last_sequence) noexcept;
+
+  // Every command with a sequence up to this one is on disk.
+  u64 durable_sequence() const noexcept {
+    return durable_sequence_.load(std::memory_order_acquire);
+  }
+  bool failed() const noexcept { return failed_.load(std::memory_order_acquire); }
+  std::string failure() const;
+
+  const Histogram& sync_ns() const noexcept { return sync_ns_; }
+  const Histogram& write_bytes() const noexcept { return write_bytes_; }
+  u64 staged_bytes() const noexcept { return staged_bytes_hint_.load(std::memory_order_relaxed); }
+  u64 segments_created() const noexcept {
+    return segments_created_.load(std::memory_order_relaxed);
+  }
+  const std::filesystem::path& current_file() const noexcept { return path_; }
+
+ private:
+  explicit Writer(const WriterOptions& options);
+
+  void run();
+  bool write_all(const unsigned char* data, u64 size);
+  bool create_segment(u64 first_sequence);
+  bool open_segment(const std::filesystem::path& path, u64 offset);
+  bool fail(const std::string& what, int error);
+  int fault(FileOp op) const { return options_.fault ? options_.fault(op) : 0; }
+
+  WriterOptions options_;
+  int dir_fd_ = -1;
+  int fd_ = -1;
+  std::filesystem::path path_;
+  u64 offset_ = 0;
+
+  std::mutex mutex_;  // guards the stage and the swap
+  std::condition_variable staged_cv_;
+  std::vector<unsigned char> staging_;  // filled by the group thread
+  std::vector<unsigned char> writing_;  // written by the writer thread
+  u64 staged_ = 0;
+  u64 staged_last_sequence_ = 0;
+  bool stopping_ = false;
+  std::atomic<u64> staged_bytes_hint_{0};
+
+  std::atomic<u64> durable_sequence_{0};
+  std::atomic<bool> failed_{false};
+  std::string failure_;  // guarded by mutex_
+
+  Histogram sync_ns_;
+  Histogram write_bytes_;
+  std::atomic<u64> segments_created_{0};
+  std::thread thread_;
+};
+
+}  // namespace paygate::journal

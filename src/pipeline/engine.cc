@@ -1,0 +1,65 @@
+#include "pipeline/engine.h"
+
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "base/ids.h"
+
+namespace paygate {
+
+std::filesystem::path Engine::group_dir(const std::filesystem::path& data_dir, u32 group) {
+  return data_dir / fmt::format("group-{:04}", group);
+}
+
+std::unique_ptr<Engine> Engine::open(const EngineConfig& config, std::string* error) {
+  if (config.groups == 0 || config.groups > kGroupMax + 1 || config.region > kRegionMax) {
+    *error = fmt::format("bad engine shape: region {} groups {}", config.region, config.groups);
+    return nullptr;
+  }
+  std::unique_ptr<Engine> engine(new Engine());
+  engine->config_ = config;
+  engine->groups_.resize(config.groups);
+  std::vector<std::string> errors(config.groups);
+  std::vector<std::thread> openers;
+  for (u32 g = 0; g < config.groups; ++g) {
+    openers.emplace_back([&, g] {
+      GroupConfig group = config.group;
+      group.dir = group_dir(config.data_dir, g);
+      group.ledger.prefix = IdPrefix{config.region, g};
+      engine->groups_[g] = Group::open(group, &errors[g]);
+    });
+  }
+  for (auto& opener : openers)
+    opener.join();
+  for (u32 g = 0; g < config.groups; ++g) {
+    if (!engine->groups_[g]) {
+      *error = fmt::format("group {}: {}", g, errors[g]);
+      return nullptr;
+    }
+  }
+  return engine;
+}
+
+Engine::~Engine() {
+  stop();
+}
+
+void Engine::start() {
+  for (auto& group : groups_)
+    group->start();
+}
+
+void Engine::stop() {
+  for (auto& group : groups_) {
+    if (group) group->stop();
+  }
+}
+
+Group* Engine::route(u64 id) noexcept {
+  const IdPrefix prefix = id_prefix(id);
+  if (prefix.region != config_.region || prefix.group >= groups_.size()) return nullptr;
+  return groups_[prefix.group].get();
+}
+
+}  // namespace paygate

@@ -1,0 +1,43 @@
+// One process, N groups: each its own thread, ring, journal and snapshots under
+// data_dir/group-NNNN. Ids carry their group (base/ids.h), so any thread finds the
+// group of an account or transfer without a lookup.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "pipeline/group.h"
+
+namespace paygate {
+
+struct EngineConfig {
+  std::filesystem::path data_dir;
+  u32 region = 0;
+  u32 groups = 1;
+  GroupConfig group{};  // a template: dir and ledger.prefix are set per group
+};
+
+class Engine {
+ public:
+  // Recovers every group (in parallel); fails if any group fails.
+  static std::unique_ptr<Engine> open(const EngineConfig& config, std::string* error);
+  ~Engine();
+
+  void start();
+  void stop();
+
+  u32 groups() const noexcept { return static_cast<u32>(groups_.size()); }
+  Group& group(u32 index) noexcept { return *groups_[index]; }
+  // The group an id belongs to, or null if it is from another region or group count.
+  Group* route(u64 id) noexcept;
+
+  static std::filesystem::path group_dir(const std::filesystem::path& data_dir, u32 group);
+
+ private:
+  EngineConfig config_;
+  std::vector<std::unique_ptr<Group>> groups_;
+};
+
+}  // namespace paygate

@@ -1,0 +1,605 @@
+#include "pipeline/group.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "base/assert.h"
+#include "base/log.h"
+#include "journal/reader.h"
+
+namespace paygate {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Zeroes [from, to) of a file and syncs it: the bytes of a torn write are cleared so
+// that later appends never sit next to stale ones.
+bool clear_range(const std::filesystem::path& file, u64 from, u64 to, std::string* error) {
+  const int fd = ::open(file.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    *error = fmt::format("cannot open {}: {}", file.string(), std::strerror(errno));
+    return false;
+  }
+  static const unsigned char kZeros[65536] = {};
+  bool ok = true;
+  for (u64 at = from; at < to && ok;) {
+    const u64 n = std::min<u64>(sizeof kZeros, to - at);
+    ok = ::pwrite(fd, kZeros, n, static_cast<off_t>(at)) == static_cast<ssize_t>(n);
+    at += n;
+  }
+  ok = ok && ::fdatasync(fd) == 0;
+  if (!ok) *error = fmt::format("cannot clear {}: {}", file.string(), std::strerror(errno));
+  ::close(fd);
+  return ok;
+}
+
+bool is_commands(const Request& r) noexcept {
+  return r.kind == RequestKind::commands;
+}
+bool is_lookup(const Request& r) noexcept {
+  return r.kind == RequestKind::lookup_account || r.kind == RequestKind::lookup_transfer;
+}
+
+}  // namespace
+
+Group::Group(const GroupConfig& config)
+    : config_(config),
+      clock_(config.clock != nullptr ? config.clock : &SystemClock::instance()),
+      snapshotter_(config.dir),
+      ring_(config.ring_capacity),
+      release_(config.release_queue_max),
+      scratch_results_(kBatchMax) {}
+
+std::unique_ptr<Group> Group::open(const GroupConfig& config, std::string* error) {
+  std::unique_ptr<Group> group(new Group(config));
+  if (!group->recover(error)) return nullptr;
+  return group;
+}
+
+Group::~Group() {
+  stop();
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+}
+
+// ---------------------------------------------------------------------------
+// Recovery: newest good snapshot, then every journal record after it.
+
+bool Group::recover(std::string* error) {
+  const auto started = std::chrono::steady_clock::now();
+  std::error_code ec;
+  std::filesystem::create_directories(config_.dir, ec);
+  lock_fd_ = ::open((config_.dir / "LOCK").c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644);
+  if (lock_fd_ < 0 || ::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    *error = fmt::format("cannot lock {}: {} (is another paygate using it?)", config_.dir.string(),
+                         std::strerror(errno));
+    return false;
+  }
+
+  snapshot::LoadResult loaded =
+      snapshot::load_newest(config_.dir, [&] { return std::make_unique<Ledger>(config_.ledger); });
+  for (const std::string& skipped : loaded.skipped) {
+    PG_LOG_WARN("event=snapshot_skipped group={} reason=\"{}\"", config_.ledger.prefix.group,
+                skipped);
+  }
+  recovery_.snapshots_skipped = loaded.skipped;
+  recovery_.snapshot_file = loaded.file;
+  recovery_.snapshot_sequence = loaded.sequence;
+  ledger_ = loaded.ledger ? std::move(loaded.ledger) : std::make_unique<Ledger>(config_.ledger);
+  last_snapshot_sequence_ = loaded.sequence;
+
+  const journal::SegmentHeader identity =
+      journal::SegmentHeader::describe(config_.ledger, config_.journal_segment_bytes);
+  const u64 from = loaded.sequence + 1;
+  bool first = true;
+  std::string replay_error;
+  journal::ScanReport report = journal::scan(config_.dir, from, [&](const journal::Record& record) {
+    if (first && record.header->sequence != from) {
+      replay_error = fmt::format("journal resumes at sequence {} but the snapshot ends at {}",
+                                 record.header->sequence, from - 1);
+      return false;
+    }
+    first = false;
+    if (record.header->type == journal::RecordType::atomic) {
+      (void)ledger_->apply_atomic(record.first_stamp(), record.commands, record.batch_key,
+                                  scratch_results_);
+    } else {
+      ledger_->apply_batch(record.first_stamp(), record.commands, scratch_results_);
+    }
+    ++recovery_.records_replayed;
+    recovery_.commands_replayed += record.commands.size();
+    return true;
+  });
+  if (!replay_error.empty()) {
+    *error = replay_error;
+    return false;
+  }
+  if (report.end == journal::LogEnd::corrupt) {
+    *error = report.message;
+    return false;
+  }
+  if (report.has_identity && !report.identity.same_ledger(identity)) {
+    *error = fmt::format(
+        "journal in {} was written for another ledger configuration (group {}.{}, accounts_max {}, "
+        "pending_max {}); start with the configuration it was created with",
+        config_.dir.string(), report.identity.region, report.identity.group,
+        report.identity.accounts_max, report.identity.pending_max);
+    return false;
+  }
+  if (report.next_sequence != 0 && report.next_sequence < from) {
+    *error = fmt::format(
+        "journal ends at sequence {}, before the snapshot at {}: journal files are missing",
+        report.next_sequence - 1, from - 1);
+    return false;
+  }
+  if (report.next_sequence == 0 && from > 1 && !journal::list_segments(config_.dir).empty()) {
+    *error = "journal has no records after the snapshot but its files exist";
+    return false;
+  }
+
+  // Where appends continue.
+  journal::AppendPosition at{{}, 0, report.next_sequence != 0 ? report.next_sequence : from};
+  if (report.end == journal::LogEnd::torn_tail) {
+    PG_LOG_WARN("event=journal_torn_tail group={} message=\"{}\"", config_.ledger.prefix.group,
+                report.message);
+    recovery_.torn_tail = report.message;
+    bool torn_file_deleted = false;
+    for (const auto& file : report.delete_files) {
+      std::filesystem::remove(file, ec);
+      torn_file_deleted = torn_file_deleted || file == report.file;
+    }
+    if (!torn_file_deleted && !clear_range(report.file, report.offset, report.clear_to, error)) {
+      return false;
+    }
+    if (!report.delete_files.empty()) {
+      const int dir_fd = ::open(config_.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (dir_fd >= 0) {
+        ::fsync(dir_fd);
+        ::close(dir_fd);
+      }
+    }
+  }
+  // The last segment that still exists, and where its records end.
+  for (auto it = report.segments.rbegin(); it != report.segments.rend(); ++it) {
+    if (std::filesystem::exists(it->file)) {
+      at.file = it->file;
+      at.offset = it->end_offset;
+      break;
+    }
+  }
+
+  journal::WriterOptions options{.dir = config_.dir,
+                                 .identity = identity,
+                                 .segment_bytes = config_.journal_segment_bytes,
+                                 .staging_bytes = config_.group_commit_bytes_max,
+                                 .durable_event = &wake_,
+                                 .fault = config_.journal_fault};
+  journal_ = journal::Writer::open(options, at, error);
+  if (!journal_) return false;
+
+  sequencer_ =
+      std::make_unique<Sequencer>(*clock_, at.next_sequence, ledger_->last_stamp().timestamp_ns);
+  recovery_.next_sequence = at.next_sequence;
+  recovery_.seconds = seconds_since(started);
+  const InvariantReport invariants = ledger_->check_invariants();
+  if (!invariants.ok) {
+    *error = "invariant broken after recovery: " + invariants.failure;
+    return false;
+  }
+  PG_LOG_INFO(
+      "event=recovered group={} snapshot_sequence={} records={} commands={} next_sequence={} "
+      "seconds={:.3f}",
+      config_.ledger.prefix.group, recovery_.snapshot_sequence, recovery_.records_replayed,
+      recovery_.commands_replayed, recovery_.next_sequence, recovery_.seconds);
+  return true;
+}
+
+// ---------------------------------------------------------------------------
+// Lifecycle and submission
+
+void Group::start() {
+  PG_ASSERT(!thread_.joinable());
+  journal_->start();
+  accepting_.store(true, std::memory_order_release);
+  thread_ = std::thread([this] { run(); });
+}
+
+void Group::stop() {
+  accepting_.store(false, std::memory_order_seq_cst);
+  wake_.notify_all();
+  space_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  if (journal_) journal_->stop();
+}
+
+ResultCode Group::submit(const Request& request) noexcept {
+  if (is_lookup(request)) {
+    if (request.completion == nullptr) return ResultCode::invalid_command;
+  } else {
+    if (request.count == 0) return ResultCode::batch_empty;
+    if (request.count > kBatchMax) return ResultCode::batch_too_large;
+    if (request.commands == nullptr || request.results == nullptr ||
+        request.completion == nullptr) {
+      return ResultCode::invalid_command;
+    }
+  }
+  // Counted from before the accepting check to after publish: stop() waits for it.
+  submitting_.fetch_add(1, std::memory_order_seq_cst);
+  const ResultCode code = enqueue(request);
+  submitting_.fetch_sub(1, std::memory_order_seq_cst);
+  if (code == ResultCode::ok) wake_.notify_all();
+  return code;
+}
+
+ResultCode Group::enqueue(const Request& request) noexcept {
+  if (!accepting_.load(std::memory_order_seq_cst)) return ResultCode::shutting_down;
+  u64 sequence = 0;
+  if (!ring_.try_claim(&sequence)) {
+    // Back-pressure: wait for room, but not forever.
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::nanoseconds(config_.submit_timeout_ns);
+    for (u32 spins = 0;; ++spins) {
+      if (!accepting_.load(std::memory_order_acquire)) return ResultCode::shutting_down;
+      if (ring_.try_claim(&sequence)) break;
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= deadline) {
+        stats_.overloaded.fetch_add(1, std::memory_order_relaxed);
+        return ResultCode::overloaded;
+      }
+      if (spins < 64) continue;
+      const u32 epoch = space_.prepare_wait();
+      if (ring_.try_claim(&sequence)) {
+        space_.cancel_wait();
+        break;
+      }
+      space_.wait(epoch, static_cast<u64>(std::chrono::nanoseconds(deadline - now).count()));
+    }
+  }
+  ring_.slot(sequence) = request;
+  ring_.publish(sequence);
+  return ResultCode::ok;
+}
+
+// ---------------------------------------------------------------------------
+// The group thread
+
+void Group::run() {
+  for (;;) {
+    release_durable();
+    poll_snapshot();
+    if (journal_->failed() && !failed()) fail_pending();
+
+    const u64 room = release_.size() - release_count_;
+    u32 count = room == 0 ? 0
+                          : ring_.available(next_read_, static_cast<u32>(std::min<u64>(
+                                                            config_.batch_requests_max, room)));
+    if (count > 0) {
+      if (failed()) {
+        refuse_batch(count);
+        continue;
+      }
+      u64 bytes = 0;
+      count = take_batch_bytes(count, &bytes);
+      process(count, bytes);
+      continue;
+    }
+    // Stopped, every accepted request taken and answered: done. Producers that got
+    // past the accepting check are counted in submitting_, so none is left behind.
+    if (!accepting_.load(std::memory_order_seq_cst) &&
+        submitting_.load(std::memory_order_seq_cst) == 0 && ring_.claimed() == next_read_ &&
+        release_count_ == 0) {
+      break;
+    }
+    const bool waiting_for_room = room == 0;
+    if (!waiting_for_room && !failed() && accepting_.load(std::memory_order_relaxed)) {
+      inject_tick();
+      maybe_snapshot();
+    }
+    idle_wait(waiting_for_room);
+  }
+}
+
+bool Group::has_work(bool waiting_for_room) const noexcept {
+  if (release_count_ > 0 && release_[release_head_].durable_at <= journal_->durable_sequence()) {
+    return true;
+  }
+  if (journal_->failed() != failed()) return true;
+  if (waiting_for_room) return false;  // only the journal can help
+  return ring_.available(next_read_, 1) > 0 || !accepting_.load(std::memory_order_acquire);
+}
+
+// Spin a little (a request may be moments away), then sleep until a producer or the
+// journal wakes us, or the next tick or snapshot check is due.
+void Group::idle_wait(bool waiting_for_room) {
+  for (u32 i = 0; i < config_.idle_spin; ++i) {
+    if (has_work(waiting_for_room)) return;
+    __builtin_ia32_pause();
+  }
+  const u32 epoch = wake_.prepare_wait();
+  if (has_work(waiting_for_room)) {
+    wake_.cancel_wait();
+    return;
+  }
+  wake_.wait(epoch, snapshotter_.running() || !accepting_.load(std::memory_order_relaxed)
+                        ? 5'000'000
+                        : config_.tick_interval_ns);
+}
+
+// How many of the next `available` requests to take so their records fit the stage
+// comfortably; at least one.
+u32 Group::take_batch_bytes(u32 available, u64* bytes) const noexcept {
+  const u64 budget = config_.group_commit_bytes_max / 2;
+  u64 total = 0;
+  u32 merged = 0;  // commands in the commands record being built
+  u32 taken = 0;
+  for (; taken < available; ++taken) {
+    const Request& r = ring_.read(next_read_ + taken);
+    u64 extra = 0;
+    if (is_commands(r)) {
+      // Joins the previous record while that stays under the command limit.
+      if (merged > 0 && merged + r.count <= journal::kRecordCommandsMax) {
+        extra = journal::record_bytes(journal::RecordType::commands, merged + r.count) -
+                journal::record_bytes(journal::RecordType::commands, merged);
+        merged += r.count;
+      } else {
+        extra = journal::record_bytes(journal::RecordType::commands, r.count);
+        merged = r.count;
+      }
+    } else if (r.kind == RequestKind::atomic) {
+      extra = journal::record_bytes(journal::RecordType::atomic, r.count);
+      merged = 0;
+    }
+    if (taken > 0 && total + extra > budget) break;
+    total += extra;
+  }
+  *bytes = total;
+  return taken;
+}
+
+void Group::process(u32 count, u64 record_bytes) {
+  const u64 commands_in_batch = [&] {
+    u64 n = 0;
+    for (u32 i = 0; i < count; ++i) {
+      const Request& r = ring_.read(next_read_ + i);
+      if (!is_lookup(r)) n += r.count;
+    }
+    return n;
+  }();
+  const Stamp first = sequencer_->stamp(commands_in_batch);
+  if (record_bytes > 0) journal_batch(count, record_bytes, first);
+  apply_batch(count, first);
+  next_read_ += count;
+  ring_.release(next_read_);
+  space_.notify_all();
+  stats_.requests.fetch_add(count, std::memory_order_relaxed);
+  stats_.commands.fetch_add(commands_in_batch, std::memory_order_relaxed);
+  stats_.batch_requests.record(count);
+}
+
+unsigned char* Group::reserve_stage(u64 bytes) noexcept {
+  for (;;) {
+    if (unsigned char* out = journal_->reserve(static_cast<u32>(bytes))) return out;
+    if (journal_->failed()) return nullptr;
+    // The stage is full: the writer empties it when its current sync is done.
+    release_durable();
+    const u32 epoch = wake_.prepare_wait();
+    if (journal_->staged_bytes() + bytes <= config_.group_commit_bytes_max || journal_->failed()) {
+      wake_.cancel_wait();
+      continue;
+    }
+    wake_.wait(epoch, 1'000'000);
+  }
+}
+
+// Stage 2: the batch's records, in ring order. Consecutive `commands` requests share
+// one record (their sequences follow on); an atomic request is a record of its own.
+void Group::journal_batch(u32 count, u64 bytes, Stamp first) {
+  unsigned char* out = reserve_stage(bytes);
+  if (out == nullptr) return;  // the writer failed: fail_pending() answers these
+  unsigned char* const start = out;
+  u64 sequence = first.sequence;
+  u32 i = 0;
+  u64 records = 0;
+  while (i < count) {
+    const Request& r = ring_.read(next_read_ + i);
+    if (is_lookup(r)) {
+      ++i;
+      continue;
+    }
+    if (r.kind == RequestKind::atomic) {
+      journal::RecordEncoder encoder(out, journal::RecordType::atomic, sequence, first.timestamp_ns,
+                                     r.count);
+      encoder.append(&r.batch_key, sizeof r.batch_key);
+      encoder.append(r.commands, r.count * sizeof(Command));
+      out += encoder.finish();
+      sequence += r.count;
+      ++records;
+      ++i;
+      continue;
+    }
+    // A run of commands requests (lookups in between take no place in the log).
+    u32 merged = 0;
+    u32 end = i;
+    while (end < count) {
+      const Request& next = ring_.read(next_read_ + end);
+      if (is_lookup(next)) {
+        ++end;
+        continue;
+      }
+      if (!is_commands(next) || merged + next.count > journal::kRecordCommandsMax) break;
+      merged += next.count;
+      ++end;
+    }
+    journal::RecordEncoder encoder(out, journal::RecordType::commands, sequence, first.timestamp_ns,
+                                   merged);
+    for (u32 j = i; j < end; ++j) {
+      const Request& part = ring_.read(next_read_ + j);
+      if (is_commands(part)) encoder.append(part.commands, part.count * sizeof(Command));
+    }
+    out += encoder.finish();
+    sequence += merged;
+    ++records;
+    i = end;
+  }
+  PG_ASSERT(static_cast<u64>(out - start) == bytes);
+  journal_->commit(static_cast<u32>(bytes), sequence - 1);
+  stats_.records.fetch_add(records, std::memory_order_relaxed);
+}
+
+// Stage 3: the ledger, in ring order, each request at its own sequences; then each
+// request waits in the release queue for its last command to be durable.
+void Group::apply_batch(u32 count, Stamp first) {
+  u64 sequence = first.sequence;
+  for (u32 i = 0; i < count; ++i) {
+    const Request& r = ring_.read(next_read_ + i);
+    Outcome outcome;
+    switch (r.kind) {
+      case RequestKind::commands:
+        ledger_->apply_batch(Stamp{sequence, first.timestamp_ns}, std::span(r.commands, r.count),
+                             std::span(r.results, r.count));
+        break;
+      case RequestKind::atomic:
+        outcome.atomic = ledger_->apply_atomic(Stamp{sequence, first.timestamp_ns},
+                                               std::span(r.commands, r.count), r.batch_key,
+                                               std::span(r.results, r.count));
+        break;
+      case RequestKind::lookup_account:
+        if (const Account* account = ledger_->find_account(AccountId{r.lookup_id})) {
+          if (r.account_out != nullptr) *r.account_out = *account;
+          outcome.found = true;
+        }
+        break;
+      case RequestKind::lookup_transfer:
+        if (const auto transfer = ledger_->find_transfer(TransferId{r.lookup_id})) {
+          if (r.transfer_out != nullptr) *r.transfer_out = *transfer;
+          outcome.found = true;
+        }
+        break;
+    }
+    if (!is_lookup(r)) {
+      outcome.first_sequence = sequence;
+      sequence += r.count;
+    }
+    // A lookup saw everything applied so far: it waits for all of that to be durable.
+    push_release(Pending{r.completion, sequence - 1, outcome});
+  }
+  stats_.idempotency_window_held_ns.store(ledger_->idempotency_window_held_ns(),
+                                          std::memory_order_relaxed);
+}
+
+void Group::push_release(const Pending& pending) noexcept {
+  PG_ASSERT(!queue_full());
+  release_[(release_head_ + release_count_) % release_.size()] = pending;
+  ++release_count_;
+}
+
+// Stage 4: answer every request whose commands are durable, in order.
+void Group::release_durable() noexcept {
+  const u64 durable = journal_->durable_sequence();
+  while (release_count_ > 0) {
+    Pending& pending = release_[release_head_];
+    if (pending.durable_at > durable) break;
+    pending.completion->complete(pending.outcome);
+    release_head_ = (release_head_ + 1) % release_.size();
+    --release_count_;
+  }
+}
+
+// The journal failed: nothing more is acknowledged. What is durable was released
+// above; everything else is answered not_durable, now and from here on.
+void Group::fail_pending() noexcept {
+  failed_.store(true, std::memory_order_release);
+  PG_LOG_ERROR("event=journal_failed group={} durable_sequence={} error=\"{}\"",
+               config_.ledger.prefix.group, journal_->durable_sequence(), journal_->failure());
+  release_durable();
+  while (release_count_ > 0) {
+    Pending& pending = release_[release_head_];
+    pending.outcome.status = ResultCode::not_durable;
+    pending.completion->complete(pending.outcome);
+    release_head_ = (release_head_ + 1) % release_.size();
+    --release_count_;
+    stats_.not_durable.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void Group::refuse_batch(u32 count) noexcept {
+  for (u32 i = 0; i < count; ++i) {
+    const Request& r = ring_.read(next_read_ + i);
+    Outcome outcome;
+    outcome.status = ResultCode::not_durable;
+    r.completion->complete(outcome);
+  }
+  stats_.not_durable.fetch_add(count, std::memory_order_relaxed);
+  next_read_ += count;
+  ring_.release(next_read_);
+  space_.notify_all();
+}
+
+// When idle: a tick moves time on in the log, so holds expire on time and old
+// idempotency keys leave, and the same happens on replay.
+void Group::inject_tick() {
+  const u64 now = sequencer_->now();
+  const u64 since_last = now - ledger_->last_stamp().timestamp_ns;
+  const u64 next_expiry = ledger_->next_expiry_ns();
+  const bool hold_due = next_expiry != 0 && next_expiry <= now;
+  const bool due = (hold_due && since_last >= config_.tick_interval_ns) ||
+                   since_last >= config_.heartbeat_interval_ns;
+  if (!due || queue_full()) return;
+  static const Command kTick = Command::make_tick();
+  const Stamp stamp = sequencer_->stamp(1);
+  constexpr u32 kBytes = journal::record_bytes(journal::RecordType::commands, 1);
+  unsigned char* out = reserve_stage(kBytes);
+  if (out == nullptr) return;
+  journal::encode_record(out, journal::RecordType::commands, stamp.sequence, stamp.timestamp_ns, 1,
+                         &kTick, sizeof kTick);
+  journal_->commit(kBytes, stamp.sequence);
+  (void)ledger_->apply(stamp, kTick);
+  stats_.ticks.fetch_add(1, std::memory_order_relaxed);
+  stats_.records.fetch_add(1, std::memory_order_relaxed);
+  stats_.commands.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Group::maybe_snapshot() {
+  if (config_.snapshot_every_commands == 0 || snapshotter_.running()) return;
+  const u64 applied = ledger_->last_stamp().sequence;
+  if (applied - last_snapshot_sequence_ < config_.snapshot_every_commands) return;
+  if (snapshotter_.start(*ledger_)) {
+    last_snapshot_sequence_ = applied;
+    PG_LOG_INFO("event=snapshot_started group={} sequence={} pause_us={:.1f}",
+                config_.ledger.prefix.group, applied,
+                static_cast<double>(snapshotter_.last_pause_ns()) / 1e3);
+  }
+}
+
+void Group::poll_snapshot() {
+  if (!snapshotter_.running()) return;
+  std::string message;
+  switch (snapshotter_.poll(journal_->durable_sequence(), &message)) {
+    case snapshot::Snapshotter::Progress::published: {
+      stats_.snapshots.fetch_add(1, std::memory_order_relaxed);
+      stats_.last_snapshot_sequence.store(snapshotter_.last_published(), std::memory_order_relaxed);
+      const u64 oldest_kept =
+          snapshot::prune(config_.dir, std::max<u32>(config_.snapshots_kept, 1));
+      const u32 removed =
+          config_.keep_journal ? 0 : journal::remove_covered_segments(config_.dir, oldest_kept);
+      PG_LOG_INFO("event=snapshot_published group={} message=\"{}\" segments_removed={}",
+                  config_.ledger.prefix.group, message, removed);
+      break;
+    }
+    case snapshot::Snapshotter::Progress::failed:
+      PG_LOG_WARN("event=snapshot_failed group={} message=\"{}\"", config_.ledger.prefix.group,
+                  message);
+      break;
+    default:
+      break;
+  }
+}
+
+}  // namespace paygate

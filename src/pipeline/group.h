@@ -1,0 +1,169 @@
+// A group: one ledger, driven by one thread, made durable by its journal.
+//
+// The whole pipeline, in order (group.cc, Group::process):
+//   0. callers submit()            any thread → the input ring (MpscRing)
+//   1. sequence                    each command its sequence, each batch one time
+//   2. journal                     records staged for the writer thread, which
+//                                  writes and fdatasyncs them (group commit)
+//   3. apply                       the ledger, while the writer syncs
+//   4. release                     a caller's completion runs only once the journal is
+//                                  durable up to its last command
+// Plus: ticks when idle (holds expire on time), snapshots in a forked child, and
+// retention of old snapshots and journal segments.
+//
+// Lifecycle: open() recovers from the directory (newest good snapshot + journal
+// replay; a torn last write is cleared with a warning; corruption refuses to open and
+// names the file and offset). start() runs the threads; stop() stops taking requests,
+// answers everything taken, syncs, and joins.
+#pragma once
+
+#include <atomic>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/event.h"
+#include "base/fixed_array.h"
+#include "base/histogram.h"
+#include "journal/writer.h"
+#include "ledger/ledger.h"
+#include "pipeline/clock.h"
+#include "pipeline/request.h"
+#include "pipeline/ring.h"
+#include "snapshot/snapshot.h"
+
+namespace paygate {
+
+struct GroupConfig {
+  std::filesystem::path dir;         // this group's own directory
+  LedgerConfig ledger;               // ledger.prefix is the group's region and number
+  u32 ring_capacity = 1u << 14;      // requests waiting to be sequenced
+  u32 batch_requests_max = 4096;     // requests taken from the ring at once
+  u32 release_queue_max = 1u << 18;  // requests applied, waiting to be durable
+  u64 journal_segment_bytes = 64u << 20;
+  u64 group_commit_bytes_max = 8u << 20;             // bytes staged while a write + sync runs
+  u64 tick_interval_ns = 100'000'000;                // idle this long with a hold due: log a tick
+  u64 heartbeat_interval_ns = 10 * kNanosPerSecond;  // idle this long: log a tick anyway
+  u64 snapshot_every_commands = 10'000'000;          // 0: never
+  u32 snapshots_kept = 2;
+  bool keep_journal = false;                   // true: never delete journal segments
+  u64 submit_timeout_ns = 50'000'000;          // how long submit() waits on a full ring
+  u32 idle_spin = 2000;                        // polls before the group thread sleeps
+  Clock* clock = nullptr;                      // default: SystemClock
+  journal::FaultHook journal_fault = nullptr;  // tests: fail journal file operations
+};
+
+// What open() found and did.
+struct RecoveryReport {
+  std::filesystem::path snapshot_file;  // empty: none used
+  u64 snapshot_sequence = 0;
+  std::vector<std::string> snapshots_skipped;
+  u64 records_replayed = 0;
+  u64 commands_replayed = 0;
+  u64 next_sequence = 1;
+  std::string torn_tail;  // the warning, when a torn last write was cleared
+  double seconds = 0;
+};
+
+class Group {
+ public:
+  static std::unique_ptr<Group> open(const GroupConfig& config, std::string* error);
+  ~Group();
+  Group(const Group&) = delete;
+  Group& operator=(const Group&) = delete;
+
+  void start();
+  void stop();
+
+  // Any thread. ok: accepted, the completion will run. overloaded: the ring stayed
+  // full for submit_timeout_ns. shutting_down: stopping or stopped. batch_empty,
+  // batch_too_large, invalid_command: a malformed request (no completion).
+  [[nodiscard]] ResultCode submit(const Request& request) noexcept;
+
+  // Only while the group thread is not running (before start(), after stop()).
+  const Ledger& ledger() const noexcept { return *ledger_; }
+
+  const RecoveryReport& recovery() const noexcept { return recovery_; }
+  const GroupConfig& config() const noexcept { return config_; }
+  bool failed() const noexcept { return failed_.load(std::memory_order_acquire); }
+  std::string failure() const { return journal_->failure(); }
+
+  // Counters and histograms, readable from any thread.
+  struct Stats {
+    std::atomic<u64> commands{0};
+    std::atomic<u64> requests{0};
+    std::atomic<u64> records{0};
+    std::atomic<u64> ticks{0};
+    std::atomic<u64> overloaded{0};
+    std::atomic<u64> not_durable{0};
+    std::atomic<u64> snapshots{0};
+    std::atomic<u64> last_snapshot_sequence{0};
+    std::atomic<u64> idempotency_window_held_ns{0};
+    std::atomic<u64> clock_regressions{0};
+    Histogram batch_requests;  // requests per ring batch
+  };
+  const Stats& stats() const noexcept { return stats_; }
+  u64 ring_occupancy() const noexcept { return ring_.occupancy(); }
+  u64 ring_capacity() const noexcept { return ring_.capacity(); }
+  u64 durable_sequence() const noexcept { return journal_->durable_sequence(); }
+  const Histogram& sync_ns() const noexcept { return journal_->sync_ns(); }
+  const Histogram& snapshot_pause_ns() const noexcept { return snapshotter_.pause_ns(); }
+
+ private:
+  struct Pending {
+    Completion* completion;
+    u64 durable_at;  // released when the journal is durable up to here
+    Outcome outcome;
+  };
+
+  explicit Group(const GroupConfig& config);
+  bool recover(std::string* error);
+
+  void run();
+  u32 take_batch_bytes(u32 available, u64* bytes) const noexcept;
+  void process(u32 count, u64 record_bytes);
+  void journal_batch(u32 count, u64 bytes, Stamp first);
+  unsigned char* reserve_stage(u64 bytes) noexcept;
+  void apply_batch(u32 count, Stamp first);
+  void inject_tick();
+  void release_durable() noexcept;
+  void refuse_batch(u32 count) noexcept;
+  void fail_pending() noexcept;
+  void maybe_snapshot();
+  void poll_snapshot();
+  bool has_work(bool waiting_for_room) const noexcept;
+  void idle_wait(bool waiting_for_room);
+  ResultCode enqueue(const Request& request) noexcept;
+  bool queue_full() const noexcept { return release_count_ == release_.size(); }
+  void push_release(const Pending& pending) noexcept;
+
+  GroupConfig config_;
+  Clock* clock_;
+  int lock_fd_ = -1;
+  std::unique_ptr<Ledger> ledger_;
+  RecoveryReport recovery_;
+  std::unique_ptr<Sequencer> sequencer_;
+  std::unique_ptr<journal::Writer> journal_;
+  snapshot::Snapshotter snapshotter_;
+
+  MpscRing<Request> ring_;
+  u64 next_read_ = 0;  // group thread: the next ring sequence to take
+  Event wake_;         // producers published, or the journal moved
+  Event space_;        // the group freed ring slots
+
+  FixedArray<Pending> release_;  // a FIFO of applied requests
+  u64 release_head_ = 0;
+  u64 release_count_ = 0;
+  std::vector<CommandResult> scratch_results_;  // for ticks
+
+  std::atomic<bool> accepting_{false};
+  std::atomic<u32> submitting_{0};  // producers between the accepting check and publish
+  std::atomic<bool> failed_{false};
+  u64 last_snapshot_sequence_ = 0;
+  std::thread thread_;
+  Stats stats_;
+};
+
+}  // namespace paygate

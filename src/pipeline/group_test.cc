@@ -1,0 +1,508 @@
+#include "pipeline/group.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+#include "base/temp_dir.h"
+#include "journal/reader.h"
+#include "ledger/ledger_test_support.h"
+#include "pipeline/engine.h"
+
+namespace paygate {
+namespace {
+
+constexpr Currency kUsdCurrency = Currency::from("USD");
+
+// A request and everything it points at, waited on by one thread.
+struct Call {
+  std::vector<Command> commands;
+  std::vector<CommandResult> results;
+  WaitableCompletion completion;
+  Account account{};
+  Transfer transfer{};
+
+  Request request(RequestKind kind = RequestKind::commands, IdempotencyKey key = {}) {
+    results.assign(commands.size(), CommandResult{});
+    return Request{.kind = kind,
+                   .count = static_cast<u32>(commands.size()),
+                   .commands = commands.data(),
+                   .results = results.data(),
+                   .batch_key = key,
+                   .completion = &completion};
+  }
+};
+
+class GroupTest : public ::testing::Test {
+ protected:
+  GroupConfig config() {
+    GroupConfig c;
+    c.dir = dir_.path() / "group-0000";
+    c.ledger = LedgerConfig{.prefix = {0, 0},
+                            .accounts_max = 1024,
+                            .pending_max = 1024,
+                            .recent_transfers_max = 1024,
+                            .idempotency_keys_max = 1024};
+    c.journal_segment_bytes = 2u << 20;
+    c.group_commit_bytes_max = 1u << 20;
+    c.ring_capacity = 1024;
+    c.snapshot_every_commands = 0;
+    c.idle_spin = 100;
+    return c;
+  }
+  std::unique_ptr<Group> open(const GroupConfig& c) {
+    std::string error;
+    auto group = Group::open(c, &error);
+    EXPECT_NE(group, nullptr) << error;
+    if (group) group->start();
+    return group;
+  }
+  // Submits and waits; the request must be accepted.
+  const Outcome& run(Group& group, Call& call, RequestKind kind = RequestKind::commands,
+                     IdempotencyKey key = {}) {
+    const ResultCode accepted = group.submit(call.request(kind, key));
+    EXPECT_EQ(accepted, ResultCode::ok);
+    return call.completion.wait();
+  }
+  CommandResult one(Group& group, const Command& command) {
+    Call call;
+    call.commands = {command};
+    const Outcome& outcome = run(group, call);
+    EXPECT_EQ(outcome.status, ResultCode::ok);
+    EXPECT_GE(group.durable_sequence(), outcome.first_sequence);  // durable before answered
+    return call.results[0];
+  }
+  AccountId open_account(Group& group, AccountKind kind = AccountKind::user) {
+    const CommandResult r =
+        one(group, Command::make_create_account(MerchantId{1}, kUsdCurrency, kind));
+    EXPECT_EQ(r.code, ResultCode::ok);
+    return AccountId{r.id};
+  }
+  AccountId funded(Group& group, u64 amount) {
+    const AccountId bank = open_account(group, AccountKind::system);
+    const AccountId account = open_account(group);
+    EXPECT_EQ(one(group, Command::make_transfer(bank, account, amount, kUsdCurrency)).code,
+              ResultCode::ok);
+    return account;
+  }
+  Account lookup(Group& group, AccountId id) {
+    Call call;
+    Request r{.kind = RequestKind::lookup_account, .lookup_id = id.value};
+    r.account_out = &call.account;
+    r.completion = &call.completion;
+    EXPECT_EQ(group.submit(r), ResultCode::ok);
+    EXPECT_TRUE(call.completion.wait().found);
+    return call.account;
+  }
+  std::optional<Transfer> lookup(Group& group, TransferId id) {
+    Call call;
+    Request r{.kind = RequestKind::lookup_transfer, .lookup_id = id.value};
+    r.transfer_out = &call.transfer;
+    r.completion = &call.completion;
+    EXPECT_EQ(group.submit(r), ResultCode::ok);
+    if (!call.completion.wait().found) return std::nullopt;
+    return call.transfer;
+  }
+
+  TempDir dir_;
+};
+
+TEST_F(GroupTest, AppliesCommandsAndAnswersOnlyWhenDurable) {
+  auto group = open(config());
+  const AccountId user = funded(*group, 1000);
+  const AccountId shop = open_account(*group, AccountKind::merchant);
+  const CommandResult paid = one(*group, Command::make_transfer(user, shop, 300, kUsdCurrency));
+  EXPECT_EQ(paid.code, ResultCode::ok);
+  EXPECT_EQ(one(*group, Command::make_transfer(user, shop, 800, kUsdCurrency)).code,
+            ResultCode::insufficient_funds);
+  EXPECT_EQ(lookup(*group, shop).balance(), 300);
+  EXPECT_EQ(lookup(*group, TransferId{paid.id})->amount, 300u);
+  EXPECT_FALSE(lookup(*group, TransferId{paid.id + 1000}).has_value());
+  group->stop();
+  EXPECT_TRUE(group->ledger().check_invariants().ok);
+  EXPECT_GE(group->stats().commands.load(), 6u);
+}
+
+TEST_F(GroupTest, RestartRecoversTheSameState) {
+  u64 digest = 0;
+  {
+    auto group = open(config());
+    const AccountId user = funded(*group, 1000);
+    const AccountId shop = open_account(*group);
+    for (int i = 0; i < 50; ++i)
+      one(*group, Command::make_transfer(user, shop, 3, kUsdCurrency));
+    group->stop();
+    digest = group->ledger().state_digest();
+  }
+  auto group = open(config());
+  EXPECT_EQ(group->recovery().records_replayed, 54u);
+  EXPECT_EQ(group->recovery().next_sequence, 55u);
+  group->stop();
+  EXPECT_EQ(group->ledger().state_digest(), digest);
+}
+
+TEST_F(GroupTest, LookupsSeeTheCommandsBeforeThem) {
+  auto group = open(config());
+  const AccountId user = funded(*group, 1000);
+  const AccountId shop = open_account(*group);
+  Call pay;
+  pay.commands = {Command::make_transfer(user, shop, 5, kUsdCurrency)};
+  ASSERT_EQ(group->submit(pay.request()), ResultCode::ok);
+  const Account seen = lookup(*group, shop);  // submitted right after, not awaited first
+  EXPECT_EQ(seen.balance(), 5);
+  EXPECT_EQ(pay.completion.wait().status, ResultCode::ok);
+}
+
+TEST_F(GroupTest, AtomicRequestsAreAllOrNothing) {
+  auto group = open(config());
+  const AccountId user = funded(*group, 100);
+  const AccountId shop = open_account(*group);
+  Call batch;
+  batch.commands = {Command::make_transfer(user, shop, 60, kUsdCurrency),
+                    Command::make_transfer(user, shop, 60, kUsdCurrency)};
+  const Outcome& outcome = run(*group, batch, RequestKind::atomic, IdempotencyKey{5, 6});
+  EXPECT_EQ(outcome.status, ResultCode::ok);
+  EXPECT_EQ(outcome.atomic, ResultCode::insufficient_funds);
+  EXPECT_EQ(batch.results[0].code, ResultCode::atomic_batch_failed);
+  EXPECT_EQ(batch.results[1].code, ResultCode::insufficient_funds);
+  EXPECT_EQ(lookup(*group, shop).balance(), 0);
+  // The same key and content: the same answer, from the idempotency window.
+  Call again;
+  again.commands = batch.commands;
+  EXPECT_EQ(run(*group, again, RequestKind::atomic, IdempotencyKey{5, 6}).atomic,
+            ResultCode::insufficient_funds);
+}
+
+// Many threads pay out of one account holding exactly enough for some of them: the
+// balance ends exact and never below zero.
+TEST_F(GroupTest, ConcurrentProducersOnOneHotAccount) {
+  auto group = open(config());
+  const AccountId hot = funded(*group, 5000);  // 5,000 payments of 1 fit
+  std::vector<AccountId> sinks;
+  for (int i = 0; i < 8; ++i)
+    sinks.push_back(open_account(*group));
+  constexpr int kThreads = 4, kEach = 2000;
+  std::atomic<int> ok{0}, refused{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; i += 10) {
+        Call call;
+        for (int k = 0; k < 10; ++k) {
+          call.commands.push_back(
+              Command::make_transfer(hot, sinks[(t + k) % sinks.size()], 1, kUsdCurrency));
+        }
+        ASSERT_EQ(group->submit(call.request()), ResultCode::ok);
+        ASSERT_EQ(call.completion.wait().status, ResultCode::ok);
+        for (const CommandResult& r : call.results) {
+          (r.code == ResultCode::ok ? ok : refused).fetch_add(1);
+          ASSERT_TRUE(r.code == ResultCode::ok || r.code == ResultCode::insufficient_funds);
+        }
+      }
+    });
+  }
+  for (auto& t : threads)
+    t.join();
+  EXPECT_EQ(ok.load(), 5000);
+  EXPECT_EQ(refused.load(), kThreads * kEach - 5000);
+  EXPECT_EQ(lookup(*group, hot).balance(), 0);
+  group->stop();
+  EXPECT_TRUE(group->ledger().check_invariants().ok);
+}
+
+TEST_F(GroupTest, IdleTicksExpireHoldsOnTimeAndReplayTheSame) {
+  ManualClock clock(1'800'000'000ull * kNanosPerSecond);
+  GroupConfig c = config();
+  c.clock = &clock;
+  c.tick_interval_ns = 2'000'000;  // the group checks every 2 ms of real time
+  u64 digest = 0;
+  {
+    auto group = open(c);
+    const AccountId user = funded(*group, 100);
+    const CommandResult held =
+        one(*group, Command::make_hold(user, open_account(*group), 40, kUsdCurrency, 5));
+    ASSERT_EQ(held.code, ResultCode::ok);
+    EXPECT_EQ(lookup(*group, user).available(), 60);
+    clock.advance(6 * kNanosPerSecond);  // no command arrives: a tick must come by itself
+    for (int i = 0; i < 2000 && lookup(*group, user).available() != 100; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    EXPECT_EQ(lookup(*group, user).available(), 100);
+    EXPECT_EQ(lookup(*group, TransferId{held.id})->status, TransferStatus::expired);
+    EXPECT_GE(group->stats().ticks.load(), 1u);
+    group->stop();
+    digest = group->ledger().state_digest();
+  }
+  auto group = open(c);
+  group->stop();
+  EXPECT_EQ(group->ledger().state_digest(), digest);
+}
+
+TEST_F(GroupTest, TimeNeverGoesBackwardsWhenTheClockDoes) {
+  ManualClock clock(1'800'000'000ull * kNanosPerSecond);
+  GroupConfig c = config();
+  c.clock = &clock;
+  auto group = open(c);
+  const AccountId user = funded(*group, 100);
+  const AccountId shop = open_account(*group);
+  const CommandResult before = one(*group, Command::make_transfer(user, shop, 1, kUsdCurrency));
+  clock.set(clock.now_ns() - 3600 * kNanosPerSecond);  // the wall clock jumps back an hour
+  const CommandResult after = one(*group, Command::make_transfer(user, shop, 1, kUsdCurrency));
+  EXPECT_GE(lookup(*group, TransferId{after.id})->created_at_ns,
+            lookup(*group, TransferId{before.id})->created_at_ns);
+}
+
+TEST_F(GroupTest, MalformedRequestsAreRefusedAtTheDoor) {
+  auto group = open(config());
+  Call empty;
+  EXPECT_EQ(group->submit(empty.request()), ResultCode::batch_empty);
+  Call huge;
+  huge.commands.assign(kBatchMax + 1, Command::make_tick());
+  EXPECT_EQ(group->submit(huge.request()), ResultCode::batch_too_large);
+  Call orphan;
+  orphan.commands = {Command::make_tick()};
+  Request r = orphan.request();
+  r.completion = nullptr;
+  EXPECT_EQ(group->submit(r), ResultCode::invalid_command);
+  group->stop();
+  Call late;
+  late.commands = {Command::make_tick()};
+  EXPECT_EQ(group->submit(late.request()), ResultCode::shutting_down);
+}
+
+TEST_F(GroupTest, StopAnswersEverythingItAccepted) {
+  auto group = open(config());
+  const AccountId user = funded(*group, 1'000'000);
+  const AccountId shop = open_account(*group);
+  std::vector<std::unique_ptr<Call>> calls;
+  for (int i = 0; i < 500; ++i) {
+    auto call = std::make_unique<Call>();
+    call->commands = {Command::make_transfer(user, shop, 1, kUsdCurrency)};
+    ASSERT_EQ(group->submit(call->request()), ResultCode::ok);
+    calls.push_back(std::move(call));
+  }
+  group->stop();
+  for (auto& call : calls) {
+    ASSERT_TRUE(call->completion.done());
+    EXPECT_EQ(call->completion.wait().status, ResultCode::ok);
+    EXPECT_EQ(call->results[0].code, ResultCode::ok);
+  }
+  EXPECT_EQ(group->ledger().find_account(shop)->balance(), 500);
+}
+
+TEST_F(GroupTest, FullRingAnswersOverloaded) {
+  GroupConfig c = config();
+  c.ring_capacity = 4;
+  c.release_queue_max = 4;
+  c.submit_timeout_ns = 20'000'000;
+  std::atomic<bool> slow{false};
+  c.journal_fault = [&](journal::FileOp op) {
+    if (op == journal::FileOp::sync && slow.load())
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    return 0;
+  };
+  auto group = open(c);
+  slow = true;
+  std::vector<std::unique_ptr<Call>> calls;
+  ResultCode last = ResultCode::ok;
+  for (int i = 0; i < 64 && last == ResultCode::ok; ++i) {
+    auto call = std::make_unique<Call>();
+    call->commands = {Command::make_tick()};
+    last = group->submit(call->request());
+    if (last == ResultCode::ok) calls.push_back(std::move(call));
+  }
+  EXPECT_EQ(last, ResultCode::overloaded);
+  EXPECT_GE(group->stats().overloaded.load(), 1u);
+  slow = false;
+  for (auto& call : calls)
+    EXPECT_EQ(call->completion.wait().status, ResultCode::ok);
+}
+
+TEST_F(GroupTest, JournalFailureAnswersNotDurableAndRestartRecovers) {
+  GroupConfig c = config();
+  std::atomic<bool> broken{false};
+  c.journal_fault = [&](journal::FileOp op) {
+    return op == journal::FileOp::sync && broken.load() ? EIO : 0;
+  };
+  std::vector<std::pair<CommandResult, u64>> acknowledged;  // result, sequence
+  AccountId user, shop;
+  {
+    auto group = open(c);
+    user = funded(*group, 1000);
+    shop = open_account(*group);
+    for (int i = 0; i < 10; ++i) {
+      Call call;
+      call.commands = {Command::make_transfer(user, shop, 1, kUsdCurrency)};
+      const Outcome& outcome = run(*group, call);
+      ASSERT_EQ(outcome.status, ResultCode::ok);
+      acknowledged.emplace_back(call.results[0], outcome.first_sequence);
+    }
+    broken = true;
+    Call failing;
+    failing.commands = {Command::make_transfer(user, shop, 1, kUsdCurrency)};
+    EXPECT_EQ(run(*group, failing).status, ResultCode::not_durable);
+    EXPECT_TRUE(group->failed());
+    EXPECT_NE(group->failure().find("Input/output error"), std::string::npos) << group->failure();
+    // From now on nothing is acknowledged, reads included.
+    Call after;
+    after.commands = {Command::make_transfer(user, shop, 1, kUsdCurrency)};
+    EXPECT_EQ(run(*group, after).status, ResultCode::not_durable);
+    Call read;
+    Request r{.kind = RequestKind::lookup_account, .lookup_id = shop.value};
+    r.account_out = &read.account;
+    r.completion = &read.completion;
+    ASSERT_EQ(group->submit(r), ResultCode::ok);
+    EXPECT_EQ(read.completion.wait().status, ResultCode::not_durable);
+    group->stop();
+  }
+  broken = false;
+  auto group = open(c);
+  // Everything acknowledged is there; the not_durable payment may or may not be.
+  const i64 balance = lookup(*group, shop).balance();
+  EXPECT_GE(balance, 10);
+  EXPECT_LE(balance, 12);
+  group->stop();
+  EXPECT_TRUE(group->ledger().check_invariants().ok);
+}
+
+TEST_F(GroupTest, SnapshotsAreTakenAndCoveredSegmentsRemoved) {
+  GroupConfig c = config();
+  c.snapshot_every_commands = 3000;
+  c.snapshots_kept = 1;
+  u64 digest = 0;
+  {
+    auto group = open(c);
+    const AccountId user = funded(*group, 1'000'000'000);
+    const AccountId shop = open_account(*group);
+    for (int round = 0; round < 400; ++round) {
+      Call call;
+      call.commands.assign(100, Command::make_transfer(user, shop, 1, kUsdCurrency));
+      ASSERT_EQ(run(*group, call).status, ResultCode::ok);
+    }
+    // Let the snapshot child finish and publish while idle.
+    for (int i = 0; i < 3000 && group->stats().snapshots.load() < 2; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      Call nudge;
+      nudge.commands = {Command::make_transfer(user, shop, 1, kUsdCurrency)};
+      run(*group, nudge);
+    }
+    EXPECT_GE(group->stats().snapshots.load(), 2u);
+    EXPECT_GE(group->snapshot_pause_ns().count(), 2u);
+    group->stop();
+    digest = group->ledger().state_digest();
+  }
+  EXPECT_EQ(snapshot::list(c.dir).size(), 1u);
+  const auto segments = journal::list_segments(c.dir);
+  EXPECT_GE(journal::parse_segment_file_name(segments.front().filename().string()), 2u)
+      << "the first segment should have been removed";
+  auto group = open(c);
+  EXPECT_GT(group->recovery().snapshot_sequence, 0u);
+  EXPECT_LT(group->recovery().commands_replayed, 40000u);
+  group->stop();
+  EXPECT_EQ(group->ledger().state_digest(), digest);
+}
+
+TEST_F(GroupTest, CorruptJournalRefusesToOpenAndNamesTheSpot) {
+  {
+    auto group = open(config());
+    funded(*group, 100);
+    for (int i = 0; i < 20; ++i)
+      one(*group, Command::make_tick());
+    group->stop();
+  }
+  const auto file = journal::list_segments(config().dir).at(0);
+  const int fd = ::open(file.c_str(), O_RDWR);
+  unsigned char byte = 0;
+  ASSERT_EQ(::pread(fd, &byte, 1, 700), 1);
+  byte ^= 0x20;
+  ASSERT_EQ(::pwrite(fd, &byte, 1, 700), 1);
+  ::close(fd);
+  std::string error;
+  EXPECT_EQ(Group::open(config(), &error), nullptr);
+  EXPECT_NE(error.find(file.string()), std::string::npos) << error;
+  EXPECT_NE(error.find("offset"), std::string::npos) << error;
+}
+
+TEST_F(GroupTest, TornTailIsClearedAndAppendsContinue) {
+  {
+    auto group = open(config());
+    const AccountId user = funded(*group, 100);
+    const AccountId shop = open_account(*group);
+    one(*group, Command::make_transfer(user, shop, 1, kUsdCurrency));
+    group->stop();
+  }
+  // Tear the last record: keep its first 40 bytes, zero the rest.
+  journal::ScanReport report;
+  std::vector<u64> offsets;
+  report = journal::scan(config().dir, 0, [&](const journal::Record& r) {
+    offsets.push_back(r.offset);
+    return true;
+  });
+  const auto file = journal::list_segments(config().dir).at(0);
+  const int fd = ::open(file.c_str(), O_RDWR);
+  const std::vector<unsigned char> zeros(64, 0);
+  ASSERT_EQ(::pwrite(fd, zeros.data(), zeros.size(), static_cast<off_t>(offsets.back() + 40)), 64);
+  ::close(fd);
+
+  auto group = open(config());
+  EXPECT_NE(group->recovery().torn_tail.find("torn"), std::string::npos);
+  EXPECT_EQ(group->recovery().next_sequence, offsets.size());  // the last command is gone
+  one(*group, Command::make_tick());
+  group.reset();  // stops and unlocks the directory
+  auto again = open(config());
+  EXPECT_TRUE(again->recovery().torn_tail.empty());
+  EXPECT_EQ(again->recovery().records_replayed, offsets.size());
+}
+
+TEST_F(GroupTest, AnotherConfigurationOrASecondOpenIsRefused) {
+  {
+    auto group = open(config());
+    funded(*group, 100);
+    std::string error;
+    EXPECT_EQ(Group::open(config(), &error), nullptr);
+    EXPECT_NE(error.find("another paygate"), std::string::npos) << error;
+    group->stop();
+  }
+  GroupConfig other = config();
+  other.ledger.accounts_max = 2048;
+  std::string error;
+  EXPECT_EQ(Group::open(other, &error), nullptr);
+  EXPECT_NE(error.find("configuration"), std::string::npos) << error;
+}
+
+TEST(Engine, RoutesByTheGroupInTheId) {
+  TempDir dir;
+  EngineConfig config{.data_dir = dir.path(), .region = 2, .groups = 3};
+  config.group.ledger = LedgerConfig{.accounts_max = 16,
+                                     .pending_max = 16,
+                                     .recent_transfers_max = 16,
+                                     .idempotency_keys_max = 16};
+  config.group.journal_segment_bytes = 2u << 20;
+  config.group.group_commit_bytes_max = 1u << 20;
+  config.group.ring_capacity = 64;
+  config.group.release_queue_max = 64;
+  std::string error;
+  auto engine = Engine::open(config, &error);
+  ASSERT_NE(engine, nullptr) << error;
+  engine->start();
+  for (u32 g = 0; g < 3; ++g) {
+    Call call;
+    call.commands = {Command::make_create_account(MerchantId{1}, kUsdCurrency, AccountKind::user)};
+    ASSERT_EQ(engine->group(g).submit(call.request()), ResultCode::ok);
+    ASSERT_EQ(call.completion.wait().status, ResultCode::ok);
+    const u64 id = call.results[0].id;
+    EXPECT_EQ(id_prefix(id), (IdPrefix{2, g}));
+    EXPECT_EQ(engine->route(id), &engine->group(g));
+  }
+  EXPECT_EQ(engine->route(make_id({2, 7}, 1)), nullptr);
+  EXPECT_EQ(engine->route(make_id({1, 0}, 1)), nullptr);
+  engine->stop();
+  EXPECT_TRUE(std::filesystem::exists(dir.path() / "group-0002"));
+}
+
+}  // namespace
+}  // namespace paygate
