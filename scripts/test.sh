@@ -3,7 +3,8 @@
 #   1. g++, optimised (RelWithDebInfo, assertions on): every test, including the
 #      randomized model test at full size.
 #   2. clang, ASan + UBSan: every test again, the model test at a smaller size.
-# Both builds use -Wall -Wextra -Werror.
+#   3. clang, TSan: the threaded modules (journal, snapshot, pipeline, crash test).
+# Every build uses -Wall -Wextra -Werror.
 #
 #   scripts/test.sh            everything (what CI runs)
 #   scripts/test.sh --fast     the g++ stage only
@@ -37,6 +38,19 @@ stage "clang ASan+UBSan tests"
 PAYGATE_MODEL_COMMANDS=200000 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs" --timeout 900 -LE bench
+
+stage "clang TSan build (the threaded modules)"
+cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+  -DPAYGATE_SANITIZE=thread >/dev/null
+cmake --build build-tsan -j "$jobs" --target pipeline_test journal_test snapshot_test crash_test \
+  crash_harness paygate
+stage "clang TSan tests"
+export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+./build-tsan/src/journal/journal_test --gtest_brief=1
+./build-tsan/src/snapshot/snapshot_test --gtest_brief=1
+./build-tsan/src/pipeline/pipeline_test --gtest_brief=1
+PAYGATE_CRASH_CYCLES=6 ./build-tsan/src/pipeline/crash_test --gtest_brief=1
+unset TSAN_OPTIONS
 
 echo
 echo "test.sh: all tests passed"

@@ -3,6 +3,7 @@
 
 #include <cstdio>
 
+#include "app/journal_tool.h"
 #include "ledger/ledger.h"
 
 namespace paygate {
@@ -54,7 +55,26 @@ int main(int argc, char** argv) {
   CLI::App app{"paygate: a payment gateway around a durable, deterministic ledger"};
   app.require_subcommand(1);
   CLI::App* demo = app.add_subcommand("demo", "run a short ledger walk-through and exit");
+
+  CLI::App* journal = app.add_subcommand("journal", "inspect a group's journal (read-only)");
+  journal->require_subcommand(1);
+  std::string journal_dir;
+  CLI::App* verify = journal->add_subcommand(
+      "verify", "check every record and replay it; exit 0 clean, 1 torn tail, 2 corrupt");
+  verify->add_option("dir", journal_dir, "the group directory (data-dir/group-NNNN)")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  CLI::App* dump = journal->add_subcommand("dump", "print records and their commands");
+  dump->add_option("dir", journal_dir, "the group directory (data-dir/group-NNNN)")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  paygate::u64 dump_from = 0, dump_limit = 100;
+  dump->add_option("--from", dump_from, "first sequence to print");
+  dump->add_option("--limit", dump_limit, "most records to print");
+
   CLI11_PARSE(app, argc, argv);
   if (demo->parsed()) return paygate::run_demo();
+  if (verify->parsed()) return paygate::journal_verify(journal_dir);
+  if (dump->parsed()) return paygate::journal_dump(journal_dir, dump_from, dump_limit);
   return 0;
 }

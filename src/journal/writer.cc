@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "base/assert.h"
+#include "base/thread.h"
 
 namespace paygate::journal {
 namespace {
@@ -102,6 +103,7 @@ unsigned char* Writer::reserve(u32 bytes) noexcept {
 
 void Writer::commit(u32 bytes, u64 last_sequence) noexcept {
   PG_ASSERT(staged_ + bytes <= staging_.size());
+  if (staged_ == 0) first_staged_ns_ = now_ns();
   staged_ += bytes;
   if (last_sequence != 0) staged_last_sequence_ = last_sequence;
   staged_bytes_hint_.store(staged_, std::memory_order_relaxed);
@@ -110,9 +112,11 @@ void Writer::commit(u32 bytes, u64 last_sequence) noexcept {
 }
 
 void Writer::run() {
+  if (options_.thread_nice != 0) set_thread_nice(options_.thread_nice);
   for (;;) {
     u64 size = 0;
     u64 last_sequence = 0;
+    u64 staged_at = 0;
     {
       std::unique_lock lock(mutex_);
       staged_cv_.wait(lock, [&] { return staged_ > 0 || stopping_; });
@@ -121,16 +125,23 @@ void Writer::run() {
       size = staged_;
       last_sequence = staged_last_sequence_;
       staged_ = 0;
+      staged_at = first_staged_ns_;
       staged_bytes_hint_.store(0, std::memory_order_relaxed);
     }
     const u64 started = now_ns();
+    pickup_ns_.record(started - std::min(started, staged_at));
     if (!write_all(writing_.data(), size)) break;
+    const u64 written = now_ns();
     if (const int injected = fault(FileOp::sync); injected != 0 || ::fdatasync(fd_) != 0) {
       fail("fdatasync " + path_.string(), injected != 0 ? injected : errno);
       break;
     }
-    sync_ns_.record(now_ns() - started);
+    const u64 synced = now_ns();
+    write_ns_.record(written - started);
+    fdatasync_ns_.record(synced - written);
+    sync_ns_.record(synced - started);
     write_bytes_.record(size);
+    durable_at_ns_.store(synced, std::memory_order_release);
     if (last_sequence != 0) durable_sequence_.store(last_sequence, std::memory_order_release);
     if (options_.durable_event != nullptr) options_.durable_event->notify_all();
   }

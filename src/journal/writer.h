@@ -46,6 +46,7 @@ struct WriterOptions {
   u64 segment_bytes = 64u << 20;
   u64 staging_bytes = 4u << 20;    // the group-commit cap, in bytes
   Event* durable_event = nullptr;  // notified when durable_sequence() moves or on failure
+  int thread_nice = 0;             // the writer thread's nice value (best effort)
   FaultHook fault = nullptr;
 };
 
@@ -77,8 +78,15 @@ class Writer {
   bool failed() const noexcept { return failed_.load(std::memory_order_acquire); }
   std::string failure() const;
 
+  // write + fdatasync of one group commit
   const Histogram& sync_ns() const noexcept { return sync_ns_; }
+  // The parts: staged until the writer took it, the writes, the fdatasync alone.
+  const Histogram& pickup_ns() const noexcept { return pickup_ns_; }
+  const Histogram& write_ns() const noexcept { return write_ns_; }
+  const Histogram& fdatasync_ns() const noexcept { return fdatasync_ns_; }
   const Histogram& write_bytes() const noexcept { return write_bytes_; }
+  // When durable_sequence() last moved (steady clock, ns).
+  u64 durable_at_ns() const noexcept { return durable_at_ns_.load(std::memory_order_acquire); }
   u64 staged_bytes() const noexcept { return staged_bytes_hint_.load(std::memory_order_relaxed); }
   u64 segments_created() const noexcept {
     return segments_created_.load(std::memory_order_relaxed);
@@ -114,7 +122,12 @@ class Writer {
   std::atomic<bool> failed_{false};
   std::string failure_;  // guarded by mutex_
 
+  u64 first_staged_ns_ = 0;  // guarded by mutex_: when the stage went from empty to not
+  std::atomic<u64> durable_at_ns_{0};
   Histogram sync_ns_;
+  Histogram pickup_ns_;
+  Histogram write_ns_;
+  Histogram fdatasync_ns_;
   Histogram write_bytes_;
   std::atomic<u64> segments_created_{0};
   std::thread thread_;

@@ -1,8 +1,47 @@
 #include "ledger/command.h"
 
+#include <fmt/format.h>
+
 #include "base/hash.h"
 
 namespace paygate {
+
+std::string describe(const Command& command) {
+  std::string text;
+  switch (command.kind) {
+    case CommandKind::create_account:
+      text = fmt::format(
+          "create_account owner={} currency={} kind={} allow_negative={}",
+          command.create_account.owner.value, command.create_account.currency.letters(),
+          name(command.create_account.kind), (command.flags & kAccountAllowNegative) != 0);
+      break;
+    case CommandKind::transfer:
+      text = fmt::format("{} debit={} credit={} amount={} currency={}",
+                         (command.flags & kTransferPending) ? "hold" : "transfer",
+                         command.transfer.debit_account_id.value,
+                         command.transfer.credit_account_id.value, command.transfer.amount,
+                         command.transfer.currency.letters());
+      if (command.transfer.timeout_s != 0)
+        text += fmt::format(" timeout_s={}", command.transfer.timeout_s);
+      break;
+    case CommandKind::post_pending:
+      text = fmt::format("post transfer={} amount={}", command.pending.transfer_id.value,
+                         command.pending.amount == 0 ? std::string("all")
+                                                     : std::to_string(command.pending.amount));
+      break;
+    case CommandKind::void_pending:
+      text = fmt::format("void transfer={}", command.pending.transfer_id.value);
+      break;
+    case CommandKind::tick:
+      text = "tick";
+      break;
+    default:
+      text = fmt::format("unknown kind={}", static_cast<int>(command.kind));
+  }
+  if (!command.key.empty())
+    text += fmt::format(" key={:016x}{:016x}", command.key.hi, command.key.lo);
+  return text;
+}
 
 u64 content_hash(const Command& command) noexcept {
   Hasher hasher;

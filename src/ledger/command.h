@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstring>
+#include <string>
 
 #include "base/result_code.h"
 #include "base/types.h"
@@ -128,6 +129,9 @@ static_assert(sizeof(TransferBody) == 32);
 static_assert(sizeof(PendingBody) == 32);
 static_assert(sizeof(Command) == 64);
 static_assert(std::is_trivially_copyable_v<Command>);
+
+// One line of text for operators' tools: "transfer debit=… credit=… amount=…".
+std::string describe(const Command& command);
 
 // The content of a command for idempotency: everything but the key itself.
 u64 content_hash(const Command& command) noexcept;

@@ -11,6 +11,7 @@
 
 #include "base/assert.h"
 #include "base/log.h"
+#include "base/thread.h"
 #include "journal/reader.h"
 
 namespace paygate {
@@ -180,12 +181,14 @@ bool Group::recover(std::string* error) {
                                  .segment_bytes = config_.journal_segment_bytes,
                                  .staging_bytes = config_.group_commit_bytes_max,
                                  .durable_event = &wake_,
+                                 .thread_nice = config_.thread_nice,
                                  .fault = config_.journal_fault};
   journal_ = journal::Writer::open(options, at, error);
   if (!journal_) return false;
 
   sequencer_ =
       std::make_unique<Sequencer>(*clock_, at.next_sequence, ledger_->last_stamp().timestamp_ns);
+  opened_at_ns_ = sequencer_->now();
   recovery_.next_sequence = at.next_sequence;
   recovery_.seconds = seconds_since(started);
   const InvariantReport invariants = ledger_->check_invariants();
@@ -271,6 +274,7 @@ ResultCode Group::enqueue(const Request& request) noexcept {
 // The group thread
 
 void Group::run() {
+  if (config_.thread_nice != 0) set_thread_nice(config_.thread_nice);
   for (;;) {
     release_durable();
     poll_snapshot();
@@ -503,6 +507,13 @@ void Group::push_release(const Pending& pending) noexcept {
 // Stage 4: answer every request whose commands are durable, in order.
 void Group::release_durable() noexcept {
   const u64 durable = journal_->durable_sequence();
+  if (release_count_ > 0 && release_[release_head_].durable_at <= durable) {
+    const u64 durable_at = journal_->durable_at_ns();
+    const u64 now = static_cast<u64>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                         std::chrono::steady_clock::now().time_since_epoch())
+                                         .count());
+    stats_.release_delay_ns.record(now - std::min(now, durable_at));
+  }
   while (release_count_ > 0) {
     Pending& pending = release_[release_head_];
     if (pending.durable_at > durable) break;
@@ -546,7 +557,8 @@ void Group::refuse_batch(u32 count) noexcept {
 // idempotency keys leave, and the same happens on replay.
 void Group::inject_tick() {
   const u64 now = sequencer_->now();
-  const u64 since_last = now - ledger_->last_stamp().timestamp_ns;
+  // Idle since the last command logged, or since the group opened if none was.
+  const u64 since_last = now - std::max(ledger_->last_stamp().timestamp_ns, opened_at_ns_);
   const u64 next_expiry = ledger_->next_expiry_ns();
   const bool hold_due = next_expiry != 0 && next_expiry <= now;
   const bool due = (hold_due && since_last >= config_.tick_interval_ns) ||

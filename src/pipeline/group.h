@@ -48,9 +48,13 @@ struct GroupConfig {
   u64 heartbeat_interval_ns = 10 * kNanosPerSecond;  // idle this long: log a tick anyway
   u64 snapshot_every_commands = 10'000'000;          // 0: never
   u32 snapshots_kept = 2;
-  bool keep_journal = false;                   // true: never delete journal segments
-  u64 submit_timeout_ns = 50'000'000;          // how long submit() waits on a full ring
-  u32 idle_spin = 2000;                        // polls before the group thread sleeps
+  bool keep_journal = false;           // true: never delete journal segments
+  u64 submit_timeout_ns = 50'000'000;  // how long submit() waits on a full ring
+  u32 idle_spin = 200;                 // polls before the group thread sleeps
+  // Scheduling priority (nice) of the group and journal threads: they do little work
+  // each but every answer waits on them, so they should run as soon as they can.
+  // Best effort: raising priority needs CAP_SYS_NICE; without it they keep the default.
+  int thread_nice = -10;
   Clock* clock = nullptr;                      // default: SystemClock
   journal::FaultHook journal_fault = nullptr;  // tests: fail journal file operations
 };
@@ -102,13 +106,15 @@ class Group {
     std::atomic<u64> last_snapshot_sequence{0};
     std::atomic<u64> idempotency_window_held_ns{0};
     std::atomic<u64> clock_regressions{0};
-    Histogram batch_requests;  // requests per ring batch
+    Histogram batch_requests;    // requests per ring batch
+    Histogram release_delay_ns;  // from the journal's durable point to the answers
   };
   const Stats& stats() const noexcept { return stats_; }
   u64 ring_occupancy() const noexcept { return ring_.occupancy(); }
   u64 ring_capacity() const noexcept { return ring_.capacity(); }
   u64 durable_sequence() const noexcept { return journal_->durable_sequence(); }
   const Histogram& sync_ns() const noexcept { return journal_->sync_ns(); }
+  const journal::Writer& journal() const noexcept { return *journal_; }
   const Histogram& snapshot_pause_ns() const noexcept { return snapshotter_.pause_ns(); }
 
  private:
@@ -162,6 +168,7 @@ class Group {
   std::atomic<u32> submitting_{0};  // producers between the accepting check and publish
   std::atomic<bool> failed_{false};
   u64 last_snapshot_sequence_ = 0;
+  u64 opened_at_ns_ = 0;  // idle time for ticks is counted from here at the latest
   std::thread thread_;
   Stats stats_;
 };

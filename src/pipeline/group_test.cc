@@ -127,6 +127,34 @@ TEST_F(GroupTest, AppliesCommandsAndAnswersOnlyWhenDurable) {
   EXPECT_GE(group->stats().commands.load(), 6u);
 }
 
+// kill -9 cannot tell "after write()" from "after fdatasync()" (the page cache
+// survives a killed process); this can: with a sync that takes 150 ms, no answer may
+// come sooner.
+TEST_F(GroupTest, NoAnswerBeforeTheSyncReturns) {
+  GroupConfig c = config();
+  std::atomic<bool> slow{false};
+  std::atomic<u64> syncs_done{0};
+  c.journal_fault = [&](journal::FileOp op) {
+    if (op == journal::FileOp::sync && slow.load()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(150));
+      syncs_done.fetch_add(1);
+    }
+    return 0;
+  };
+  auto group = open(c);
+  const AccountId user = funded(*group, 100);
+  const AccountId shop = open_account(*group);
+  slow = true;
+  const u64 syncs_before = syncs_done.load();
+  const auto started = std::chrono::steady_clock::now();
+  Call call;
+  call.commands = {Command::make_transfer(user, shop, 1, kUsdCurrency)};
+  ASSERT_EQ(run(*group, call).status, ResultCode::ok);
+  EXPECT_GE(std::chrono::steady_clock::now() - started, std::chrono::milliseconds(150));
+  EXPECT_GT(syncs_done.load(), syncs_before);
+  slow = false;
+}
+
 TEST_F(GroupTest, RestartRecoversTheSameState) {
   u64 digest = 0;
   {

@@ -8,9 +8,12 @@
 // them, and also only once what they saw is durable.
 #pragma once
 
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <atomic>
 
-#include "base/event.h"
 #include "base/result_code.h"
 #include "ledger/command.h"
 #include "ledger/types.h"
@@ -53,31 +56,46 @@ struct Request {
 };
 
 // A completion a thread can block on: for tests, tools and simple clients.
+//
+// The waiter usually destroys the object as soon as wait() returns, so the notifier
+// must be finished with it by then: wait() returns only after complete() has made
+// its last touch (state released), never merely after it has begun.
 class WaitableCompletion final : public Completion {
  public:
   void complete(const Outcome& outcome) noexcept override {
     outcome_ = outcome;
-    done_.store(true, std::memory_order_release);
-    event_.notify_all();
-  }
-  const Outcome& wait() noexcept {
-    while (!done_.load(std::memory_order_acquire)) {
-      const u32 epoch = event_.prepare_wait();
-      if (done_.load(std::memory_order_acquire)) {
-        event_.cancel_wait();
-        break;
-      }
-      event_.wait(epoch, 0);
+    state_.store(kDone, std::memory_order_seq_cst);
+    if (waiting_.load(std::memory_order_seq_cst)) {
+      ::syscall(SYS_futex, reinterpret_cast<u32*>(&state_), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr,
+                0);
     }
+    state_.store(kReleased, std::memory_order_release);  // the last touch
+  }
+
+  const Outcome& wait() noexcept {
+    while (state_.load(std::memory_order_seq_cst) == kPending) {
+      waiting_.store(true, std::memory_order_seq_cst);
+      if (state_.load(std::memory_order_seq_cst) != kPending) break;
+      ::syscall(SYS_futex, reinterpret_cast<u32*>(&state_), FUTEX_WAIT_PRIVATE, kPending, nullptr,
+                nullptr, 0);
+    }
+    while (state_.load(std::memory_order_acquire) != kReleased)
+      __builtin_ia32_pause();
     return outcome_;
   }
-  bool done() const noexcept { return done_.load(std::memory_order_acquire); }
-  void reset() noexcept { done_.store(false, std::memory_order_relaxed); }
+
+  bool done() const noexcept { return state_.load(std::memory_order_acquire) == kReleased; }
+  void reset() noexcept {
+    state_.store(kPending, std::memory_order_relaxed);
+    waiting_.store(false, std::memory_order_relaxed);
+  }
 
  private:
+  static constexpr u32 kPending = 0, kDone = 1, kReleased = 2;
+  static_assert(sizeof(std::atomic<u32>) == sizeof(u32));
   Outcome outcome_;
-  std::atomic<bool> done_{false};
-  Event event_;
+  std::atomic<u32> state_{kPending};
+  std::atomic<bool> waiting_{false};
 };
 
 }  // namespace paygate

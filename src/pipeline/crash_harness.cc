@@ -1,0 +1,392 @@
+// crash_harness: a process hosting groups, for the crash test (crash_test.cc).
+//
+//   crash_harness run    --data DIR --acks FILE [--seed N] [--seconds S] [--threads T]
+//   crash_harness verify --data DIR --acks FILE
+//
+// Every start recovers the groups and checks them before anything else:
+//   - invariants hold;
+//   - replaying the whole journal from sequence 1 gives the digest recovery reached
+//     (recovery used the newest snapshot plus the tail);
+//   - every request acknowledged by an earlier run, as logged in the ack file, is in
+//     the journal at the acknowledged sequences, with the same commands and results.
+// It prints "verified …" and, in run mode, "ready", then drives load from several
+// threads until --seconds pass or it is killed. Acknowledgements are appended to the
+// ack file only after the group answered ok. Exit codes: 0 fine, 3 recovery failed,
+// 4 verification failed.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <mutex>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "base/hash.h"
+#include "base/log.h"
+#include "journal/reader.h"
+#include "pipeline/engine.h"
+
+namespace paygate {
+namespace {
+
+constexpr u32 kGroups = 2;
+constexpr u32 kUsers = 30;
+constexpr u32 kMerchants = 2;
+constexpr u32 kSetupAccounts = 1 + kUsers + kMerchants;  // serial 1 is the treasury
+constexpr Currency kUsd = Currency::from("USD");
+
+EngineConfig engine_config(const std::string& data) {
+  EngineConfig config{.data_dir = data, .region = 1, .groups = kGroups};
+  config.group.ledger = LedgerConfig{.accounts_max = 64,
+                                     .pending_max = 512,
+                                     .recent_transfers_max = 4096,
+                                     .idempotency_keys_max = 4096,
+                                     .idempotency_window_ns = 3600 * kNanosPerSecond};
+  config.group.journal_segment_bytes = 2u << 20;  // many segments, many rollovers
+  config.group.group_commit_bytes_max = 1u << 20;
+  config.group.ring_capacity = 1024;
+  config.group.release_queue_max = 8192;
+  config.group.snapshot_every_commands = 5000;  // recovery goes through snapshots
+  config.group.snapshots_kept = 3;
+  config.group.keep_journal = true;  // so the whole journal can be replayed
+  config.group.tick_interval_ns = 20'000'000;
+  return config;
+}
+
+u64 fingerprint(const Command* commands, u32 count) {
+  Hasher hasher;
+  for (u32 i = 0; i < count; ++i) {
+    u64 words[8];
+    std::memcpy(words, &commands[i], sizeof words);
+    for (u64 w : words)
+      hasher.add(w);
+  }
+  return hasher.value();
+}
+
+AccountId account(u32 group, u32 serial) {
+  return AccountId{make_id({1, group}, serial)};
+}
+
+// What replaying a group's whole journal gives, sequence by sequence.
+struct Replay {
+  std::vector<CommandResult> results;  // index: sequence
+  std::vector<u64> command_hash;       // index: sequence
+  u64 digest = 0;
+  std::string error;
+};
+
+Replay replay_group(Group& group) {
+  Replay replay;
+  Ledger ledger(group.config().ledger);
+  replay.results.resize(1);
+  replay.command_hash.resize(1);
+  std::vector<CommandResult> results(kBatchMax);
+  const journal::ScanReport report =
+      journal::scan(group.config().dir, 1, [&](const journal::Record& record) {
+        const u32 n = static_cast<u32>(record.commands.size());
+        if (record.header->type == journal::RecordType::atomic) {
+          (void)ledger.apply_atomic(record.first_stamp(), record.commands, record.batch_key,
+                                    results);
+        } else {
+          ledger.apply_batch(record.first_stamp(), record.commands, results);
+        }
+        for (u32 i = 0; i < n; ++i) {
+          replay.results.push_back(results[i]);
+          replay.command_hash.push_back(fingerprint(&record.commands[i], 1));
+        }
+        return true;
+      });
+  if (report.end == journal::LogEnd::corrupt) replay.error = report.message;
+  if (report.first_sequence > 1) replay.error = "journal no longer starts at sequence 1";
+  replay.digest = ledger.state_digest();
+  return replay;
+}
+
+// Checks everything; returns a failure or "".
+std::string verify(Engine& engine, const std::string& acks_path, u64* checked) {
+  std::vector<Replay> replays;
+  for (u32 g = 0; g < engine.groups(); ++g) {
+    Group& group = engine.group(g);
+    const InvariantReport invariants = group.ledger().check_invariants();
+    if (!invariants.ok) return fmt::format("group {}: invariant broken: {}", g, invariants.failure);
+    replays.push_back(replay_group(group));
+    if (!replays.back().error.empty()) return fmt::format("group {}: {}", g, replays.back().error);
+    if (replays.back().digest != group.ledger().state_digest()) {
+      return fmt::format(
+          "group {}: recovered digest {:016x} differs from a full replay {:016x} "
+          "(snapshot {} at {})",
+          g, group.ledger().state_digest(), replays.back().digest,
+          group.recovery().snapshot_file.string(), group.recovery().snapshot_sequence);
+    }
+  }
+  std::ifstream acks(acks_path);
+  std::string line;
+  while (std::getline(acks, line)) {
+    if (acks.eof()) break;  // a last line without its newline: cut by the kill
+    u32 group = 0, count = 0;
+    u64 first = 0, hash = 0;
+    char kind = 0;
+    std::istringstream in(line);
+    std::string tag;
+    in >> tag >> group >> first >> count >> kind >> std::hex >> hash >> std::dec;
+    if (tag != "ack" || group >= replays.size() || count == 0)
+      return "unreadable ack line: " + line;
+    const Replay& replay = replays[group];
+    if (first + count > replay.results.size()) {
+      return fmt::format(
+          "acknowledged sequences {}..{} of group {} are not in the journal (it ends at {})", first,
+          first + count - 1, group, replay.results.size() - 1);
+    }
+    for (u32 i = 0; i < count; ++i) {
+      u32 code = 0;
+      u64 id = 0;
+      char colon = 0;
+      in >> code >> colon >> id;
+      const CommandResult& replayed = replay.results[first + i];
+      if (static_cast<u32>(replayed.code) != code || replayed.id != id) {
+        return fmt::format("group {} sequence {}: acknowledged {}:{} but the journal gives {}:{}",
+                           group, first + i, code, id, static_cast<u32>(replayed.code),
+                           replayed.id);
+      }
+    }
+    // The commands at those sequences are the ones that were submitted.
+    u64 combined = 0;
+    for (u32 i = 0; i < count; ++i)
+      combined = mix64(combined ^ replay.command_hash[first + i]);
+    if (combined != hash)
+      return fmt::format("group {} sequence {}: different commands than acknowledged", group,
+                         first);
+    ++*checked;
+  }
+  return {};
+}
+
+class Load {
+ public:
+  Load(Engine& engine, const std::string& acks_path, u64 seed) : engine_(engine), seed_(seed) {
+    acks_fd_ = ::open(acks_path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  }
+  ~Load() {
+    if (acks_fd_ >= 0) ::close(acks_fd_);
+  }
+
+  // The first run creates and funds the accounts, all at once, in each group that
+  // does not have them yet (`missing`, read before the groups started).
+  bool setup(const std::vector<bool>& missing) {
+    for (u32 g = 0; g < kGroups; ++g) {
+      if (!missing[g]) continue;
+      Group& group = engine_.group(g);
+      std::vector<Command> commands;
+      commands.push_back(Command::make_create_account({}, kUsd, AccountKind::system));
+      for (u32 u = 0; u < kUsers; ++u)
+        commands.push_back(Command::make_create_account({1}, kUsd, AccountKind::user));
+      for (u32 m = 0; m < kMerchants; ++m)
+        commands.push_back(Command::make_create_account({2}, kUsd, AccountKind::merchant));
+      for (u32 u = 0; u < kUsers; ++u) {
+        commands.push_back(
+            Command::make_transfer(account(g, 1), account(g, 2 + u), 1'000'000, kUsd));
+      }
+      std::vector<CommandResult> results(commands.size());
+      WaitableCompletion done;
+      // Under a fixed key: a run killed during setup is answered the same way next time.
+      const Request request{.kind = RequestKind::atomic,
+                            .count = static_cast<u32>(commands.size()),
+                            .commands = commands.data(),
+                            .results = results.data(),
+                            .batch_key = IdempotencyKey{0x5E7u + g, 1},
+                            .completion = &done};
+      if (group.submit(request) != ResultCode::ok) return false;
+      const Outcome& outcome = done.wait();
+      if (outcome.status != ResultCode::ok) return false;
+      // ok, or accounts_full: an earlier run's setup went through and this one found
+      // no room; both leave the same 33 accounts.
+      if (outcome.atomic != ResultCode::ok && outcome.atomic != ResultCode::accounts_full)
+        return false;
+    }
+    return true;
+  }
+
+  void run(u32 threads, double seconds) {
+    const auto deadline = std::chrono::steady_clock::now() +
+                          std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                              std::chrono::duration<double>(seconds));
+    std::vector<std::thread> workers;
+    for (u32 t = 0; t < threads; ++t) {
+      workers.emplace_back([this, t, deadline] { client(seed_ * 131 + t, deadline); });
+    }
+    for (auto& w : workers)
+      w.join();
+  }
+
+ private:
+  struct Keyed {
+    std::vector<Command> commands;
+    bool atomic;
+    IdempotencyKey key;
+  };
+
+  void client(u64 seed, std::chrono::steady_clock::time_point deadline) {
+    std::mt19937_64 random(seed);
+    std::vector<TransferId> holds[kGroups];
+    std::vector<Keyed> keyed;
+    const auto below = [&](u64 n) { return random() % n; };
+    // Bounded in time and in count.
+    for (u64 round = 0; round < 10'000'000 && std::chrono::steady_clock::now() < deadline;
+         ++round) {
+      const u32 g = static_cast<u32>(below(kGroups));
+      std::vector<Command> commands;
+      bool atomic = false;
+      IdempotencyKey batch_key{};
+      const u64 roll = below(100);
+      if (roll < 8 && !keyed.empty()) {
+        const Keyed& again = keyed[below(keyed.size())];  // a faithful retry
+        commands = again.commands;
+        atomic = again.atomic;
+        batch_key = again.key;
+      } else {
+        atomic = roll < 25;
+        const u32 n = static_cast<u32>(1 + below(atomic ? 4 : 8));
+        for (u32 i = 0; i < n; ++i)
+          commands.push_back(random_command(g, random, holds[g]));
+        if (atomic) {
+          if (below(2) == 0) batch_key = IdempotencyKey{random() | 1, random()};
+        } else {
+          for (Command& c : commands) {
+            if (below(4) == 0) c.with_key(IdempotencyKey{random() | 1, random()});
+          }
+        }
+        if (!batch_key.empty() || (!atomic && !commands[0].key.empty())) {
+          if (keyed.size() < 200) keyed.push_back({commands, atomic, batch_key});
+        }
+      }
+      std::vector<CommandResult> results(commands.size());
+      WaitableCompletion done;
+      const Request request{.kind = atomic ? RequestKind::atomic : RequestKind::commands,
+                            .count = static_cast<u32>(commands.size()),
+                            .commands = commands.data(),
+                            .results = results.data(),
+                            .batch_key = batch_key,
+                            .completion = &done};
+      if (engine_.group(g).submit(request) != ResultCode::ok) continue;  // overloaded: try again
+      const Outcome& outcome = done.wait();
+      if (outcome.status != ResultCode::ok) continue;
+      for (std::size_t i = 0; i < commands.size(); ++i) {
+        if (results[i].ok() && commands[i].kind == CommandKind::transfer &&
+            (commands[i].flags & kTransferPending)) {
+          if (holds[g].size() < 64)
+            holds[g].push_back(TransferId{results[i].id});
+          else
+            holds[g][below(64)] = TransferId{results[i].id};
+        }
+      }
+      acknowledge(g, outcome.first_sequence, commands, results, atomic);
+    }
+  }
+
+  Command random_command(u32 g, std::mt19937_64& random, const std::vector<TransferId>& holds) {
+    const auto below = [&](u64 n) { return random() % n; };
+    const auto any = [&] { return account(g, 2 + static_cast<u32>(below(kUsers + kMerchants))); };
+    const u64 roll = below(100);
+    if (roll < 45) return Command::make_transfer(any(), any(), 1 + below(500), kUsd);
+    if (roll < 70)
+      return Command::make_hold(any(), any(), 1 + below(500), kUsd, static_cast<u32>(1 + below(3)));
+    if (roll < 85 && !holds.empty())
+      return Command::make_post(holds[below(holds.size())], below(3) == 0 ? 1 : 0);
+    if (roll < 95 && !holds.empty()) return Command::make_void(holds[below(holds.size())]);
+    return Command::make_transfer(account(g, 1), any(), 1 + below(1000), kUsd);  // top-ups
+  }
+
+  void acknowledge(u32 g, u64 first, const std::vector<Command>& commands,
+                   const std::vector<CommandResult>& results, bool atomic) {
+    u64 combined = 0;
+    for (const Command& c : commands)
+      combined = mix64(combined ^ fingerprint(&c, 1));
+    std::string line = fmt::format("ack {} {} {} {} {:x}", g, first, commands.size(),
+                                   atomic ? 'a' : 'c', combined);
+    for (const CommandResult& r : results)
+      line += fmt::format(" {}:{}", static_cast<u32>(r.code), r.id);
+    line += '\n';
+    std::lock_guard lock(mutex_);
+    if (::write(acks_fd_, line.data(), line.size()) != static_cast<ssize_t>(line.size()))
+      std::abort();
+  }
+
+  Engine& engine_;
+  u64 seed_;
+  int acks_fd_ = -1;
+  std::mutex mutex_;
+};
+
+}  // namespace
+}  // namespace paygate
+
+int main(int argc, char** argv) {
+  using namespace paygate;
+  CLI::App app{"crash_harness: groups under load, for kill -9 testing"};
+  std::string data, acks;
+  u64 seed = 1;
+  double seconds = 30;
+  u32 threads = 4;
+  app.require_subcommand(1);
+  for (const char* mode : {"run", "verify"}) {
+    CLI::App* sub = app.add_subcommand(mode, mode);
+    sub->add_option("--data", data)->required();
+    sub->add_option("--acks", acks)->required();
+    sub->add_option("--seed", seed);
+    sub->add_option("--seconds", seconds);
+    sub->add_option("--threads", threads);
+  }
+  CLI11_PARSE(app, argc, argv);
+  const bool run_mode = app.got_subcommand("run");
+  set_log_level(spdlog::level::warn);
+
+  std::string error;
+  auto engine = Engine::open(engine_config(data), &error);
+  if (!engine) {
+    std::printf("recovery failed: %s\n", error.c_str());
+    return 3;
+  }
+  u64 checked = 0;
+  const std::string failure = verify(*engine, acks, &checked);
+  if (!failure.empty()) {
+    std::printf("verification failed: %s\n", failure.c_str());
+    return 4;
+  }
+  std::string recovered;
+  for (u32 g = 0; g < engine->groups(); ++g) {
+    const RecoveryReport& r = engine->group(g).recovery();
+    recovered += fmt::format(" group{}_snapshot={} group{}_replayed={}", g, r.snapshot_sequence, g,
+                             r.commands_replayed);
+    if (!r.torn_tail.empty()) recovered += " torn_tail_cleared_in_group=" + std::to_string(g);
+  }
+  std::printf("verified acks=%llu%s\n", static_cast<unsigned long long>(checked),
+              recovered.c_str());
+  std::fflush(stdout);
+  if (!run_mode) return 0;
+
+  std::vector<bool> missing(engine->groups());
+  for (u32 g = 0; g < engine->groups(); ++g)
+    missing[g] = engine->group(g).ledger().account_count() < kSetupAccounts;
+  engine->start();
+  Load load(*engine, acks, seed);
+  if (!load.setup(missing)) {
+    std::printf("setup failed\n");
+    return 3;
+  }
+  std::printf("ready\n");
+  std::fflush(stdout);
+  load.run(threads, seconds);
+  engine->stop();
+  return 0;
+}
