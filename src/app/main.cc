@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "app/journal_tool.h"
+#include "app/serve.h"
 #include "ledger/ledger.h"
 
 namespace paygate {
@@ -56,6 +57,30 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   CLI::App* demo = app.add_subcommand("demo", "run a short ledger walk-through and exit");
 
+  paygate::ServeOptions serve_options;
+  CLI::App* serve = app.add_subcommand("serve", "run the gateway (HTTP and binary protocol)");
+  serve->add_option("--data-dir", serve_options.data_dir, "journals, snapshots, merchants, secrets")
+      ->envname("PAYGATE_DATA_DIR")
+      ->capture_default_str();
+  serve->add_option("--http", serve_options.http, "HTTP listen address HOST:PORT")
+      ->envname("PAYGATE_HTTP")
+      ->capture_default_str();
+  serve
+      ->add_option("--binary", serve_options.binary,
+                   "binary-protocol listen address HOST:PORT (\"\" for none)")
+      ->envname("PAYGATE_BINARY")
+      ->capture_default_str();
+  serve
+      ->add_option("--admin-token", serve_options.admin_token,
+                   "operators' bearer token (default: generated once, kept in the data dir)")
+      ->envname("PAYGATE_ADMIN_TOKEN");
+  serve->add_option("--groups", serve_options.groups, "ledger groups (one thread each)")
+      ->envname("PAYGATE_GROUPS")
+      ->capture_default_str();
+  serve->add_option("--config", serve_options.config_file, "TOML file for everything else")
+      ->envname("PAYGATE_CONFIG")
+      ->check(CLI::ExistingFile);
+
   CLI::App* journal = app.add_subcommand("journal", "inspect a group's journal (read-only)");
   journal->require_subcommand(1);
   std::string journal_dir;
@@ -74,6 +99,7 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   if (demo->parsed()) return paygate::run_demo();
+  if (serve->parsed()) return paygate::run_serve(serve_options);
   if (verify->parsed()) return paygate::journal_verify(journal_dir);
   if (dump->parsed()) return paygate::journal_dump(journal_dir, dump_from, dump_limit);
   return 0;

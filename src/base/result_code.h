@@ -50,7 +50,30 @@ namespace paygate {
   /* the pipeline: not an answer about the command itself */ \
   X(overloaded, 70)                                          \
   X(not_durable, 71)                                         \
-  X(shutting_down, 72)
+  X(shutting_down, 72)                                       \
+  X(not_ready, 73)                                           \
+  /* the API's edge: refused before reaching a ledger */     \
+  X(invalid_json, 100)                                       \
+  X(invalid_field, 101)                                      \
+  X(missing_field, 102)                                      \
+  X(unknown_field, 103)                                      \
+  X(body_too_large, 104)                                     \
+  X(unsupported_media_type, 105)                             \
+  X(invalid_idempotency_key, 106)                            \
+  X(not_found, 110)                                          \
+  X(method_not_allowed, 111)                                 \
+  X(merchant_not_found, 112)                                 \
+  X(cross_group_transfer, 113)                               \
+  X(not_implemented, 114)                                    \
+  X(missing_credentials, 120)                                \
+  X(invalid_credentials, 121)                                \
+  X(invalid_signature, 122)                                  \
+  X(timestamp_out_of_window, 123)                            \
+  X(signature_replayed, 124)                                 \
+  X(invalid_token, 125)                                      \
+  X(token_expired, 126)                                      \
+  X(operator_only, 127)                                      \
+  X(rate_limited, 130)
 
 enum class ResultCode : u16 {
 #define PAYGATE_RESULT_ENUM(name, number) name = number,

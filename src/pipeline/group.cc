@@ -214,6 +214,27 @@ void Group::start() {
   thread_ = std::thread([this] { run(); });
 }
 
+// Answers a lookup request into its outputs; true when every id was found. An id
+// not found leaves its output zeroed.
+bool Group::lookup(const Request& r) noexcept {
+  const bool many = r.lookup_ids != nullptr;
+  const u32 count = many ? r.count : 1;
+  bool all_found = true;
+  for (u32 i = 0; i < count; ++i) {
+    const u64 id = many ? r.lookup_ids[i] : r.lookup_id;
+    if (r.kind == RequestKind::lookup_account) {
+      const Account* account = ledger_->find_account(AccountId{id});
+      if (r.account_out != nullptr) r.account_out[i] = account ? *account : Account{};
+      all_found = all_found && account != nullptr;
+    } else {
+      const auto transfer = ledger_->find_transfer(TransferId{id});
+      if (r.transfer_out != nullptr) r.transfer_out[i] = transfer ? *transfer : Transfer{};
+      all_found = all_found && transfer.has_value();
+    }
+  }
+  return all_found;
+}
+
 void Group::stop() {
   accepting_.store(false, std::memory_order_seq_cst);
   wake_.notify_all();
@@ -225,6 +246,10 @@ void Group::stop() {
 ResultCode Group::submit(const Request& request) noexcept {
   if (is_lookup(request)) {
     if (request.completion == nullptr) return ResultCode::invalid_command;
+    if (request.lookup_ids != nullptr && request.count == 0) return ResultCode::batch_empty;
+    if (request.lookup_ids != nullptr && request.count > kBatchMax) {
+      return ResultCode::batch_too_large;
+    }
   } else {
     if (request.count == 0) return ResultCode::batch_empty;
     if (request.count > kBatchMax) return ResultCode::batch_too_large;
@@ -475,16 +500,8 @@ void Group::apply_batch(u32 count, Stamp first) {
                                                std::span(r.results, r.count));
         break;
       case RequestKind::lookup_account:
-        if (const Account* account = ledger_->find_account(AccountId{r.lookup_id})) {
-          if (r.account_out != nullptr) *r.account_out = *account;
-          outcome.found = true;
-        }
-        break;
       case RequestKind::lookup_transfer:
-        if (const auto transfer = ledger_->find_transfer(TransferId{r.lookup_id})) {
-          if (r.transfer_out != nullptr) *r.transfer_out = *transfer;
-          outcome.found = true;
-        }
+        outcome.found = lookup(r);
         break;
     }
     if (!is_lookup(r)) {

@@ -133,6 +133,7 @@ class Group {
   void journal_batch(u32 count, u64 bytes, Stamp first);
   unsigned char* reserve_stage(u64 bytes) noexcept;
   void apply_batch(u32 count, Stamp first);
+  bool lookup(const Request& request) noexcept;
   void inject_tick();
   void release_durable() noexcept;
   void refuse_batch(u32 count) noexcept;

@@ -127,6 +127,29 @@ TEST_F(GroupTest, AppliesCommandsAndAnswersOnlyWhenDurable) {
   EXPECT_GE(group->stats().commands.load(), 6u);
 }
 
+TEST_F(GroupTest, LooksUpManyIdsInOneRequest) {
+  auto group = open(config());
+  const AccountId user = funded(*group, 1000);
+  const AccountId shop = open_account(*group, AccountKind::merchant);
+  const CommandResult paid = one(*group, Command::make_transfer(user, shop, 300, kUsdCurrency));
+  const u64 ids[] = {paid.id, paid.id + 1000, paid.id};
+  Transfer out[3];
+  WaitableCompletion done;
+  Request r{.kind = RequestKind::lookup_transfer, .count = 3};
+  r.lookup_ids = ids;
+  r.transfer_out = out;
+  r.completion = &done;
+  ASSERT_EQ(group->submit(r), ResultCode::ok);
+  EXPECT_FALSE(done.wait().found);  // one of them is unknown
+  EXPECT_EQ(out[0].amount, 300u);
+  EXPECT_EQ(out[1].id.value, 0u);
+  EXPECT_EQ(out[2].debit_account_id, user);
+  Request empty{.kind = RequestKind::lookup_account, .count = 0};
+  empty.lookup_ids = ids;
+  empty.completion = &done;
+  EXPECT_EQ(group->submit(empty), ResultCode::batch_empty);
+}
+
 // kill -9 cannot tell "after write()" from "after fdatasync()" (the page cache
 // survives a killed process); this can: with a sync that takes 150 ms, no answer may
 // come sooner.

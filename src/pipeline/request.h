@@ -23,15 +23,15 @@ namespace paygate {
 enum class RequestKind : u8 {
   commands = 1,         // each command on its own (Ledger::apply_batch)
   atomic = 2,           // all or none (Ledger::apply_atomic), under batch_key
-  lookup_account = 3,   // account_out ← the account lookup_id, if found
-  lookup_transfer = 4,  // transfer_out ← the transfer lookup_id, if found
+  lookup_account = 3,   // account_out[i] ← the account lookup_ids[i] (or lookup_id)
+  lookup_transfer = 4,  // transfer_out[i] ← the transfer lookup_ids[i] (or lookup_id)
 };
 
 struct Outcome {
   ResultCode status = ResultCode::ok;  // ok, not_durable or shutting_down
   ResultCode atomic = ResultCode::ok;  // atomic requests: ok or why the batch failed
   u64 first_sequence = 0;              // the first command's sequence (commands, atomic)
-  bool found = false;                  // lookups
+  bool found = false;                  // lookups: every id was found
 };
 
 class Completion {
@@ -49,7 +49,10 @@ struct Request {
   const Command* commands = nullptr;
   CommandResult* results = nullptr;  // count of them, filled before complete()
   IdempotencyKey batch_key{};        // atomic
+  // Lookups: one id (lookup_id), or count of them (lookup_ids). An id not found
+  // leaves its output zeroed (id 0).
   u64 lookup_id = 0;
+  const u64* lookup_ids = nullptr;
   Account* account_out = nullptr;
   Transfer* transfer_out = nullptr;
   Completion* completion = nullptr;

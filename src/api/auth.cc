@@ -1,0 +1,143 @@
+#include "api/auth.h"
+
+#include <jwt.h>
+
+#include <charconv>
+#include <memory>
+
+#include "api/id_text.h"
+
+namespace paygate::api {
+namespace {
+
+Problem refuse(ResultCode code, std::string message) {
+  return Problem{code, std::move(message)};
+}
+
+struct JwtFree {
+  void operator()(jwt_t* jwt) const noexcept { jwt_free(jwt); }
+};
+using JwtPtr = std::unique_ptr<jwt_t, JwtFree>;
+
+}  // namespace
+
+Problem Authenticator::authenticate(const Credentials& credentials, u64 now_s,
+                                    Principal* principal) {
+  *principal = Principal{};
+  constexpr std::string_view kBearer = "Bearer ";
+  if (!credentials.authorization.empty()) {
+    if (credentials.authorization.substr(0, kBearer.size()) != kBearer) {
+      return refuse(ResultCode::invalid_credentials, "Authorization must be \"Bearer <token>\"");
+    }
+    const std::string_view token = credentials.authorization.substr(kBearer.size());
+    if (!config_.admin_token.empty() && equal_constant_time(token, config_.admin_token)) {
+      principal->is_operator = true;
+      return {};
+    }
+    return bearer_token(token, now_s, principal);
+  }
+  if (!credentials.key_id.empty() || !credentials.signature.empty()) {
+    return signed_request(credentials, now_s, principal);
+  }
+  return refuse(ResultCode::missing_credentials,
+                "send a signed request (X-Paygate-Key, -Timestamp, -Signature) or a bearer token");
+}
+
+Problem Authenticator::signed_request(const Credentials& c, u64 now_s, Principal* principal) {
+  if (c.key_id.empty() || c.timestamp.empty() || c.signature.empty()) {
+    return refuse(ResultCode::missing_credentials,
+                  "a signed request needs X-Paygate-Key, X-Paygate-Timestamp and "
+                  "X-Paygate-Signature");
+  }
+  // Unix seconds, optionally with a fraction ("1795355278.250"): two identical
+  // requests signed within one second would otherwise carry one signature, and the
+  // second would be refused as a replay.
+  u64 timestamp = 0;
+  const char* const begin = c.timestamp.data();
+  const char* const finish = begin + c.timestamp.size();
+  const auto [end, error] = std::from_chars(begin, finish, timestamp);
+  bool well_formed = error == std::errc{} && end != begin;
+  if (well_formed && end != finish) {
+    const std::string_view fraction(end + 1, static_cast<std::size_t>(finish - end - 1));
+    well_formed = *end == '.' && !fraction.empty() && fraction.size() <= 9 &&
+                  fraction.find_first_not_of("0123456789") == std::string_view::npos;
+  }
+  if (!well_formed) {
+    return refuse(ResultCode::timestamp_out_of_window,
+                  "X-Paygate-Timestamp must be unix seconds (a fraction is allowed)");
+  }
+  const u64 skew = timestamp > now_s ? timestamp - now_s : now_s - timestamp;
+  if (skew > config_.window_s) {
+    return refuse(ResultCode::timestamp_out_of_window,
+                  "X-Paygate-Timestamp is more than 300 s from the server's clock");
+  }
+  MerchantRef merchant = merchants_.find_by_key(c.key_id);
+  Digest sent{};
+  const bool hex_ok = from_hex(c.signature, &sent);
+  // Compute the MAC even for an unknown key, so timing does not tell keys apart.
+  static const std::string kNoSecret(67, 'x');
+  const Digest expected = hmac_sha256(merchant ? std::string_view(merchant->secret) : kNoSecret,
+                                      {c.timestamp, "\n", c.method, "\n", c.target, "\n", c.body});
+  if (merchant == nullptr || !hex_ok || !equal_constant_time(sent, expected)) {
+    return refuse(ResultCode::invalid_signature, "the signature does not match");
+  }
+  if (!remember_signature(sent, now_s)) {
+    return refuse(ResultCode::signature_replayed, "this signature was already used");
+  }
+  principal->merchant = std::move(merchant);
+  return {};
+}
+
+bool Authenticator::remember_signature(const Digest& signature, u64 now_s) {
+  std::lock_guard lock(replay_mutex_);
+  // A signature older than twice the window can never pass the timestamp check again.
+  while (!seen_order_.empty() && seen_order_.front().first + 2 * config_.window_s < now_s) {
+    seen_.erase(seen_order_.front().second);
+    seen_order_.pop_front();
+  }
+  if (!seen_.insert(signature).second) return false;
+  seen_order_.emplace_back(now_s, signature);
+  if (seen_order_.size() > config_.replay_cache_max) {
+    // Bounded memory: the oldest is forgotten early (counted; size the cache for
+    // the signed-request rate times the window).
+    seen_.erase(seen_order_.front().second);
+    seen_order_.pop_front();
+    evictions_.fetch_add(1, std::memory_order_relaxed);
+  }
+  return true;
+}
+
+Problem Authenticator::bearer_token(std::string_view token, u64 now_s, Principal* principal) {
+  const std::string text(token);  // libjwt wants a C string
+  // First read the claims without trusting them, to learn whose secret signs it;
+  // then verify with that secret. Nothing from the first pass is used unverified.
+  jwt_t* raw = nullptr;
+  if (jwt_decode(&raw, text.c_str(), nullptr, 0) != 0 || raw == nullptr) {
+    return refuse(ResultCode::invalid_token,
+                  "the bearer token is neither the admin token nor a JWT");
+  }
+  JwtPtr unverified(raw);
+  const char* subject = jwt_get_grant(unverified.get(), "sub");
+  const auto merchant_id = subject ? parse_id(IdKind::merchant, subject) : std::nullopt;
+  MerchantRef merchant = merchant_id ? merchants_.find(*merchant_id) : nullptr;
+  if (merchant == nullptr) return refuse(ResultCode::invalid_token, "the token's sub is unknown");
+
+  raw = nullptr;
+  const int verified = jwt_decode(&raw, text.c_str(),
+                                  reinterpret_cast<const unsigned char*>(merchant->secret.data()),
+                                  static_cast<int>(merchant->secret.size()));
+  JwtPtr checked(raw);
+  if (verified != 0 || checked == nullptr || jwt_get_alg(checked.get()) != JWT_ALG_HS256) {
+    return refuse(ResultCode::invalid_token, "the token's signature does not verify (HS256)");
+  }
+  errno = 0;
+  const long expires = jwt_get_grant_int(checked.get(), "exp");
+  if (errno != 0) return refuse(ResultCode::invalid_token, "the token has no exp claim");
+  if (expires <= 0 || static_cast<u64>(expires) <= now_s) {
+    return refuse(ResultCode::token_expired, "the token has expired");
+  }
+  principal->merchant = std::move(merchant);
+  return {};
+}
+
+}  // namespace paygate::api

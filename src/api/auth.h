@@ -1,0 +1,84 @@
+// Who is calling: the operator (a bearer admin token) or a merchant (a signed request
+// or a JWT), per API.md. Verification only; what each caller may do is decided by
+// the service.
+//
+// Signed requests: X-Paygate-Key, X-Paygate-Timestamp (unix seconds, within
+// ±window_s of our clock) and X-Paygate-Signature = hex HMAC-SHA256(secret,
+// timestamp "\n" METHOD "\n" path-with-query "\n" body), compared in constant time.
+// A signature is accepted once: a replay cache remembers every signature accepted
+// within the window, so a captured request cannot be sent again (a client retrying
+// signs again, with a new timestamp, and relies on Idempotency-Key).
+//
+// JWT: "Authorization: Bearer <token>", HS256 signed with the merchant's secret,
+// claims sub (the merchant id) and exp (required). Verified by libjwt.
+#pragma once
+
+#include <deque>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_set>
+
+#include "api/crypto.h"
+#include "api/merchants.h"
+#include "api/request_decoder.h"
+
+namespace paygate::api {
+
+struct Credentials {
+  std::string_view method;
+  std::string_view target;  // path with query, as sent
+  std::string_view body;
+  std::string_view authorization;  // the whole header
+  std::string_view key_id;
+  std::string_view timestamp;
+  std::string_view signature;
+};
+
+struct Principal {
+  bool is_operator = false;
+  MerchantRef merchant;  // set for merchants
+
+  bool authenticated() const noexcept { return is_operator || merchant != nullptr; }
+};
+
+struct AuthConfig {
+  std::string admin_token;
+  u64 window_s = 300;
+  std::size_t replay_cache_max = 1u << 20;
+};
+
+class Authenticator {
+ public:
+  Authenticator(const MerchantRegistry& merchants, AuthConfig config)
+      : merchants_(merchants), config_(std::move(config)) {}
+
+  // ok with *principal set, or why not (missing_credentials, invalid_credentials,
+  // invalid_signature, timestamp_out_of_window, signature_replayed, invalid_token,
+  // token_expired).
+  Problem authenticate(const Credentials& credentials, u64 now_s, Principal* principal);
+
+  u64 replay_evictions() const noexcept { return evictions_.load(std::memory_order_relaxed); }
+
+ private:
+  Problem signed_request(const Credentials& credentials, u64 now_s, Principal* principal);
+  Problem bearer_token(std::string_view token, u64 now_s, Principal* principal);
+  bool remember_signature(const Digest& signature, u64 now_s);
+
+  struct DigestHash {
+    std::size_t operator()(const Digest& d) const noexcept {
+      std::size_t h;
+      std::memcpy(&h, d.data(), sizeof h);  // a MAC: its bytes are already uniform
+      return h;
+    }
+  };
+
+  const MerchantRegistry& merchants_;
+  const AuthConfig config_;
+  std::mutex replay_mutex_;
+  std::unordered_set<Digest, DigestHash> seen_;
+  std::deque<std::pair<u64, Digest>> seen_order_;  // (accepted at, signature), oldest first
+  std::atomic<u64> evictions_{0};
+};
+
+}  // namespace paygate::api

@@ -1,0 +1,77 @@
+// HTTP/1.1 on Boost.Beast: keep-alive and pipelining (requests on a connection are
+// read and answered in order), several IO threads, and the protections of
+// docs/API.md: a connection limit, header and body limits, and a deadline for each
+// request (a client that sends too slowly, or idles too long, is disconnected).
+//
+// Threads: `io_threads` run one io_context; each connection lives on its own strand,
+// so its handlers never run at once. Group threads only post to that strand.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "api/service.h"
+#include "base/types.h"
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace paygate::api {
+
+struct HttpConfig {
+  std::string address = "127.0.0.1";
+  u16 port = 8080;  // 0: any free port (tests)
+  u32 io_threads = 2;
+  u32 connections_max = 10'000;
+  u64 body_bytes_max = 4u << 20;  // a batch of 8,190 transfers fits
+  u32 header_bytes_max = 16u << 10;
+  // A whole request (headers and body) must arrive within this long of the
+  // previous answer (or of connecting): bounds idle keep-alive connections and
+  // slow senders alike.
+  u32 request_timeout_ms = 30'000;
+};
+
+class IoRuntime;
+
+class HttpServer {
+ public:
+  HttpServer(Service& service, HttpConfig config, IoRuntime& runtime);
+  ~HttpServer();
+
+  // Binds and starts accepting; false with `error` if the address cannot be bound.
+  bool listen(std::string* error);
+  u16 port() const noexcept { return port_; }
+  // Stops accepting new connections (those open carry on until answered).
+  void close();
+  // Requests handed to a group and not answered yet.
+  u64 in_flight() const noexcept { return in_flight_->load(std::memory_order_acquire); }
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  Service& service_;
+  HttpConfig config_;
+  u16 port_ = 0;
+  std::shared_ptr<std::atomic<u64>> in_flight_;
+};
+
+// The io_context and the threads that run it, shared by the HTTP and binary servers.
+class IoRuntime {
+ public:
+  explicit IoRuntime(u32 threads);
+  ~IoRuntime();
+  void start();
+  void stop();
+  boost::asio::io_context& context() noexcept { return *context_; }
+
+ private:
+  u32 threads_count_;
+  std::unique_ptr<boost::asio::io_context> context_;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace paygate::api

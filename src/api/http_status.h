@@ -1,0 +1,124 @@
+// The HTTP status for each result code (API.md, conventions): 400 bad input, 401
+// credentials, 403 not allowed, 404 unknown (or not yours), 409 state conflict or
+// idempotency mismatch, 422 business rule, 429 rate limited, 503 unavailable.
+#pragma once
+
+#include "base/result_code.h"
+
+namespace paygate::api {
+
+constexpr unsigned http_status(ResultCode code) noexcept {
+  switch (code) {
+    case ResultCode::ok:
+      return 200;
+    case ResultCode::invalid_amount:
+    case ResultCode::invalid_currency:
+    case ResultCode::invalid_account_kind:
+    case ResultCode::invalid_command:
+    case ResultCode::same_account:
+    case ResultCode::currency_mismatch:
+    case ResultCode::batch_too_large:
+    case ResultCode::batch_empty:
+    case ResultCode::idempotency_key_in_atomic_batch:
+    case ResultCode::invalid_json:
+    case ResultCode::invalid_field:
+    case ResultCode::missing_field:
+    case ResultCode::unknown_field:
+    case ResultCode::invalid_idempotency_key:
+      return 400;
+    case ResultCode::missing_credentials:
+    case ResultCode::invalid_credentials:
+    case ResultCode::invalid_signature:
+    case ResultCode::timestamp_out_of_window:
+    case ResultCode::signature_replayed:
+    case ResultCode::invalid_token:
+    case ResultCode::token_expired:
+      return 401;
+    case ResultCode::operator_only:
+      return 403;
+    case ResultCode::debit_account_not_found:
+    case ResultCode::credit_account_not_found:
+    case ResultCode::transfer_not_found:
+    case ResultCode::account_not_found:
+    case ResultCode::not_found:
+    case ResultCode::merchant_not_found:
+      return 404;
+    case ResultCode::method_not_allowed:
+      return 405;
+    case ResultCode::transfer_not_pending:
+    case ResultCode::pending_transfer_already_posted:
+    case ResultCode::pending_transfer_already_voided:
+    case ResultCode::transfer_expired:
+    case ResultCode::idempotency_key_reused:
+      return 409;
+    case ResultCode::body_too_large:
+      return 413;
+    case ResultCode::unsupported_media_type:
+      return 415;
+    case ResultCode::insufficient_funds:
+    case ResultCode::overflow:
+    case ResultCode::exceeds_pending_amount:
+    case ResultCode::atomic_batch_failed:
+    case ResultCode::cross_group_transfer:
+      return 422;
+    case ResultCode::rate_limited:
+      return 429;
+    case ResultCode::not_implemented:
+      return 501;
+    case ResultCode::accounts_full:
+    case ResultCode::pending_transfers_full:
+    case ResultCode::ids_exhausted:
+    case ResultCode::overloaded:
+    case ResultCode::not_durable:
+    case ResultCode::shutting_down:
+    case ResultCode::not_ready:
+      return 503;
+  }
+  return 500;
+}
+
+// A sentence for merchants to read next to the stable code.
+constexpr std::string_view describe(ResultCode code) noexcept {
+  switch (code) {
+    case ResultCode::debit_account_not_found:
+      return "no such debit_account";
+    case ResultCode::credit_account_not_found:
+      return "no such credit_account";
+    case ResultCode::transfer_not_found:
+      return "no such transfer";
+    case ResultCode::account_not_found:
+      return "no such account";
+    case ResultCode::currency_mismatch:
+      return "the accounts and the transfer must share one currency";
+    case ResultCode::insufficient_funds:
+      return "the debit account's available balance is short";
+    case ResultCode::overflow:
+      return "the amount would overflow a balance";
+    case ResultCode::exceeds_pending_amount:
+      return "the amount is more than the hold";
+    case ResultCode::transfer_not_pending:
+      return "the transfer is not a hold";
+    case ResultCode::pending_transfer_already_posted:
+      return "the hold was already posted";
+    case ResultCode::pending_transfer_already_voided:
+      return "the hold was already voided";
+    case ResultCode::transfer_expired:
+      return "the hold expired";
+    case ResultCode::accounts_full:
+      return "the group has no room for more accounts";
+    case ResultCode::pending_transfers_full:
+      return "the group has no room for more holds";
+    case ResultCode::ids_exhausted:
+      return "the group has run out of ids";
+    case ResultCode::idempotency_key_reused:
+      return "this Idempotency-Key was used with a different request";
+    case ResultCode::atomic_batch_failed:
+      return "another operation of the atomic batch failed";
+    case ResultCode::same_account:
+      return "debit_account and credit_account must differ";
+    default:
+      return name(code);
+  }
+}
+
+}  // namespace paygate::api

@@ -1,0 +1,122 @@
+// Writes JSON into a caller's reusable buffer: no allocation once the buffer has
+// grown to its working size. Only what the API's responses need.
+#pragma once
+
+#include <charconv>
+#include <string>
+#include <string_view>
+
+#include "api/id_text.h"
+#include "base/types.h"
+
+namespace paygate::api {
+
+class JsonWriter {
+ public:
+  explicit JsonWriter(std::string& out) noexcept : out_(out) {}
+
+  JsonWriter& begin_object() {
+    separate();
+    out_ += '{';
+    first_ = true;
+    return *this;
+  }
+  JsonWriter& end_object() {
+    out_ += '}';
+    first_ = false;
+    return *this;
+  }
+  JsonWriter& begin_array() {
+    separate();
+    out_ += '[';
+    first_ = true;
+    return *this;
+  }
+  JsonWriter& end_array() {
+    out_ += ']';
+    first_ = false;
+    return *this;
+  }
+  JsonWriter& key(std::string_view name) {
+    separate();
+    out_ += '"';
+    out_ += name;  // keys are our own constants: nothing to escape
+    out_ += "\":";
+    first_ = true;  // the value follows without a comma
+    return *this;
+  }
+  JsonWriter& string(std::string_view text) {
+    separate();
+    append_escaped(text);
+    return *this;
+  }
+  JsonWriter& id(IdKind kind, u64 value) {
+    separate();
+    char text[kIdTextSize];
+    format_id(kind, value, text);
+    out_ += '"';
+    out_.append(text, kIdTextSize);
+    out_ += '"';
+    return *this;
+  }
+  JsonWriter& number(i64 value) {
+    separate();
+    char digits[24];
+    const auto end = std::to_chars(digits, digits + sizeof digits, value).ptr;
+    out_.append(digits, end);
+    return *this;
+  }
+  JsonWriter& unsigned_number(u64 value) {
+    separate();
+    char digits[24];
+    const auto end = std::to_chars(digits, digits + sizeof digits, value).ptr;
+    out_.append(digits, end);
+    return *this;
+  }
+  JsonWriter& boolean(bool value) {
+    separate();
+    out_ += value ? "true" : "false";
+    return *this;
+  }
+  JsonWriter& null() {
+    separate();
+    out_ += "null";
+    return *this;
+  }
+  // Already valid JSON (e.g. metadata re-serialised by the parser).
+  JsonWriter& raw(std::string_view json) {
+    separate();
+    out_ += json;
+    return *this;
+  }
+
+  void append_escaped(std::string_view text) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    out_ += '"';
+    for (const char c : text) {
+      const auto byte = static_cast<unsigned char>(c);
+      if (c == '"' || c == '\\') {
+        out_ += '\\';
+        out_ += c;
+      } else if (byte < 0x20) {
+        out_ += "\\u00";
+        out_ += kHex[byte >> 4];
+        out_ += kHex[byte & 0xF];
+      } else {
+        out_ += c;
+      }
+    }
+    out_ += '"';
+  }
+
+ private:
+  void separate() {
+    if (!first_) out_ += ',';
+    first_ = false;
+  }
+
+  std::string& out_;
+  bool first_ = true;
+};
+
+}  // namespace paygate::api

@@ -1,0 +1,264 @@
+#include "api/merchants.h"
+
+#include <fmt/format.h>
+#include <simdjson.h>
+
+#include <algorithm>
+#include <ctime>
+
+#include "api/crypto.h"
+#include "api/id_text.h"
+#include "api/json_writer.h"
+#include "base/assert.h"
+#include "base/durable_file.h"
+#include "base/ids.h"
+
+namespace paygate::api {
+
+bool TokenBucket::take(u64 now_ns, double rate_per_s, double burst, u32* retry_after_s) noexcept {
+  std::lock_guard lock(mutex_);
+  if (tokens_ < 0) {
+    tokens_ = burst;
+    last_ns_ = now_ns;
+  }
+  if (now_ns > last_ns_) {
+    tokens_ = std::min(burst, tokens_ + rate_per_s * static_cast<double>(now_ns - last_ns_) / 1e9);
+    last_ns_ = now_ns;
+  }
+  if (tokens_ >= 1.0) {
+    tokens_ -= 1.0;
+    return true;
+  }
+  const double wait_s = (1.0 - tokens_) / rate_per_s;
+  *retry_after_s = static_cast<u32>(wait_s) + 1;  // whole seconds, rounded up
+  return false;
+}
+
+std::unique_ptr<MerchantRegistry> MerchantRegistry::open(const std::filesystem::path& file,
+                                                         u32 region, u32 groups,
+                                                         std::string* error) {
+  PG_ASSERT(groups >= 1 && groups <= kGroupMax + 1 && region <= kRegionMax);
+  std::unique_ptr<MerchantRegistry> registry(new MerchantRegistry(file, region, groups));
+  if (!registry->load(error)) return nullptr;
+  return registry;
+}
+
+MerchantRef MerchantRegistry::find(u64 id) const {
+  std::shared_lock lock(mutex_);
+  const auto it = by_id_.find(id);
+  return it == by_id_.end() ? nullptr : it->second;
+}
+
+MerchantRef MerchantRegistry::find_by_key(std::string_view key_id) const {
+  std::shared_lock lock(mutex_);
+  const auto it = by_key_.find(std::string(key_id));
+  return it == by_key_.end() ? nullptr : it->second;
+}
+
+bool MerchantRegistry::can_see(u64 viewer, u64 owner) const {
+  std::shared_lock lock(mutex_);
+  // The tree is bounded by the number of merchants; walking up from the owner finds
+  // the viewer if it is an ancestor.
+  for (std::size_t depth = 0; owner != 0 && depth <= by_id_.size(); ++depth) {
+    if (owner == viewer) return true;
+    const auto it = by_id_.find(owner);
+    if (it == by_id_.end()) return false;
+    owner = it->second->parent_id;
+  }
+  return false;
+}
+
+std::size_t MerchantRegistry::size() const {
+  std::shared_lock lock(mutex_);
+  return by_id_.size();
+}
+
+bool MerchantRegistry::replay(const IdempotencyKey& key, u64 content_hash, StoredReply* reply,
+                              ResultCode* code) const {
+  if (key.empty()) return false;
+  const auto it = replies_.find(key);
+  if (it == replies_.end()) return false;
+  *code =
+      it->second.content_hash == content_hash ? ResultCode::ok : ResultCode::idempotency_key_reused;
+  if (*code == ResultCode::ok) *reply = it->second;
+  return true;
+}
+
+void MerchantRegistry::index(MerchantRef merchant) {
+  by_key_[merchant->key_id] = merchant;
+  by_id_[merchant->id] = std::move(merchant);
+}
+
+ResultCode MerchantRegistry::create(const MerchantCreate& request, const IdempotencyKey& key,
+                                    u64 content_hash, const Render& render, StoredReply* reply,
+                                    std::string* error) {
+  std::unique_lock lock(mutex_);
+  ResultCode code = ResultCode::ok;
+  if (replay(key, content_hash, reply, &code)) return code;
+  auto merchant = std::make_shared<Merchant>();
+  if (request.parent_id != 0) {
+    const auto parent = by_id_.find(request.parent_id);
+    if (parent == by_id_.end()) return ResultCode::merchant_not_found;
+    merchant->group = parent->second->group;
+    merchant->region = parent->second->region;
+  } else {
+    merchant->group = static_cast<u32>(top_level_count_ % groups_);
+    merchant->region = request.has_region ? request.region : region_;
+  }
+  if (merchant->region != region_) return ResultCode::invalid_field;  // another deployment's
+  merchant->id = make_id(IdPrefix{merchant->region, merchant->group}, next_serial_);
+  merchant->name = request.name;
+  merchant->parent_id = request.parent_id;
+  merchant->key_id = "key_" + random_hex(12);
+  merchant->secret = "sk_" + random_hex(32);
+  merchant->created_at_s = static_cast<u64>(std::time(nullptr));
+  *reply = render(*merchant);
+  reply->content_hash = content_hash;
+
+  // Change, write, and put back on failure: what is not durable was not done.
+  const auto saved_replies = replies_;
+  index(merchant);
+  ++next_serial_;
+  if (request.parent_id == 0) ++top_level_count_;
+  if (!key.empty()) replies_[key] = *reply;
+  if (!save(error)) {
+    by_id_.erase(merchant->id);
+    by_key_.erase(merchant->key_id);
+    --next_serial_;
+    if (request.parent_id == 0) --top_level_count_;
+    replies_ = saved_replies;
+    return ResultCode::not_durable;
+  }
+  return ResultCode::ok;
+}
+
+ResultCode MerchantRegistry::rotate_key(u64 id, const IdempotencyKey& key, u64 content_hash,
+                                        const Render& render, StoredReply* reply,
+                                        std::string* error) {
+  std::unique_lock lock(mutex_);
+  ResultCode code = ResultCode::ok;
+  if (replay(key, content_hash, reply, &code)) return code;
+  const auto it = by_id_.find(id);
+  if (it == by_id_.end()) return ResultCode::merchant_not_found;
+  const MerchantRef old = it->second;
+  auto rotated = std::make_shared<Merchant>(*old);
+  rotated->key_id = "key_" + random_hex(12);
+  rotated->secret = "sk_" + random_hex(32);
+  *reply = render(*rotated);
+  reply->content_hash = content_hash;
+
+  by_key_.erase(old->key_id);
+  index(rotated);
+  if (!key.empty()) replies_[key] = *reply;
+  if (!save(error)) {
+    by_key_.erase(rotated->key_id);
+    index(old);
+    if (!key.empty()) replies_.erase(key);
+    return ResultCode::not_durable;
+  }
+  return ResultCode::ok;
+}
+
+bool MerchantRegistry::save(std::string* error) const {
+  std::string text;
+  JsonWriter json(text);
+  json.begin_object().key("version").number(1);
+  json.key("next_serial").unsigned_number(next_serial_);
+  json.key("top_level").unsigned_number(top_level_count_);
+  json.key("merchants").begin_array();
+  // In serial order, so the file is stable and diffable.
+  std::vector<MerchantRef> merchants;
+  for (const auto& [id, merchant] : by_id_)
+    merchants.push_back(merchant);
+  std::sort(merchants.begin(), merchants.end(),
+            [](const MerchantRef& a, const MerchantRef& b) { return a->id < b->id; });
+  for (const MerchantRef& m : merchants) {
+    json.begin_object();
+    json.key("id").unsigned_number(m->id);
+    json.key("name").string(m->name);
+    json.key("parent_id").unsigned_number(m->parent_id);
+    json.key("region").unsigned_number(m->region);
+    json.key("group").unsigned_number(m->group);
+    json.key("key_id").string(m->key_id);
+    json.key("secret").string(m->secret);
+    json.key("created_at").unsigned_number(m->created_at_s);
+    json.end_object();
+  }
+  json.end_array();
+  json.key("replies").begin_array();
+  for (const auto& [key, stored] : replies_) {
+    json.begin_object();
+    json.key("key_lo").unsigned_number(key.lo);
+    json.key("key_hi").unsigned_number(key.hi);
+    json.key("hash").unsigned_number(stored.content_hash);
+    json.key("status").unsigned_number(stored.status);
+    json.key("body").string(stored.body);
+    json.end_object();
+  }
+  json.end_array().end_object();
+  text += '\n';
+  return write_file_durably(file_, text, 0600, error);
+}
+
+bool MerchantRegistry::load(std::string* error) {
+  std::string read_error;
+  const auto text = read_file(file_, &read_error);
+  if (!text) {
+    if (!read_error.empty()) *error = read_error;
+    return read_error.empty();  // no file yet: no merchants
+  }
+  const auto fail = [&](std::string_view what) {
+    *error = fmt::format("{}: {}", file_.string(), what);
+    return false;
+  };
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  if (parser.parse(*text).get(root) != simdjson::SUCCESS) return fail("not valid JSON");
+  u64 version = 0;
+  simdjson::dom::array merchants, replies;
+  if (root["version"].get_uint64().get(version) || version != 1 ||
+      root["next_serial"].get_uint64().get(next_serial_) ||
+      root["top_level"].get_uint64().get(top_level_count_) ||
+      root["merchants"].get_array().get(merchants) || root["replies"].get_array().get(replies)) {
+    return fail("missing or malformed header fields");
+  }
+  for (const auto entry : merchants) {
+    auto m = std::make_shared<Merchant>();
+    std::string_view name, key_id, secret;
+    u64 region = 0, group = 0;
+    if (entry["id"].get_uint64().get(m->id) || entry["name"].get_string().get(name) ||
+        entry["parent_id"].get_uint64().get(m->parent_id) ||
+        entry["region"].get_uint64().get(region) || entry["group"].get_uint64().get(group) ||
+        entry["key_id"].get_string().get(key_id) || entry["secret"].get_string().get(secret) ||
+        entry["created_at"].get_uint64().get(m->created_at_s)) {
+      return fail("a merchant entry is malformed");
+    }
+    if (group >= groups_) {
+      return fail(fmt::format("merchant {} is in group {}, but only {} groups are configured",
+                              id_text(IdKind::merchant, m->id), group, groups_));
+    }
+    m->name = name;
+    m->key_id = key_id;
+    m->secret = secret;
+    m->region = static_cast<u32>(region);
+    m->group = static_cast<u32>(group);
+    index(std::move(m));
+  }
+  for (const auto entry : replies) {
+    IdempotencyKey key;
+    StoredReply stored;
+    u64 status = 0;
+    std::string_view body;
+    if (entry["key_lo"].get_uint64().get(key.lo) || entry["key_hi"].get_uint64().get(key.hi) ||
+        entry["hash"].get_uint64().get(stored.content_hash) ||
+        entry["status"].get_uint64().get(status) || entry["body"].get_string().get(body)) {
+      return fail("a stored reply is malformed");
+    }
+    stored.status = static_cast<u16>(status);
+    stored.body = body;
+    replies_[key] = std::move(stored);
+  }
+  return true;
+}
+
+}  // namespace paygate::api

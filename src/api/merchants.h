@@ -1,0 +1,114 @@
+// The merchants the gateway knows: ids, the tree of parents and sub-merchants, API
+// keys, and the group each merchant's accounts live in.
+//
+// Durable: every change rewrites DATA_DIR/merchants.json (mode 0600) through a
+// temporary file, fsync and rename before it is acknowledged (base/durable_file.h).
+// Onboarding and key rotation are rare operator actions, so a whole-file rewrite is
+// the simple and safe choice. Secrets are kept in that file in clear, because
+// HMAC verification needs them; docs/API.md says how to protect the file.
+//
+// Thread-safe: readers (every request) share a lock; changes take it exclusively.
+#pragma once
+
+#include <atomic>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "api/request_decoder.h"
+#include "base/result_code.h"
+#include "base/types.h"
+#include "ledger/command.h"
+
+namespace paygate::api {
+
+// Per-merchant token bucket (docs/API.md, rate limits). Shared by every version of
+// a merchant's record, so rotating a key does not refill it.
+class TokenBucket {
+ public:
+  // Takes one token if there is one; otherwise says in how many whole seconds one
+  // will be there.
+  bool take(u64 now_ns, double rate_per_s, double burst, u32* retry_after_s) noexcept;
+
+ private:
+  std::mutex mutex_;
+  double tokens_ = -1;  // < 0: not yet used (starts full)
+  u64 last_ns_ = 0;
+};
+
+struct Merchant {
+  u64 id = 0;
+  std::string name;
+  u64 parent_id = 0;
+  u32 region = 0;
+  u32 group = 0;
+  std::string key_id;
+  std::string secret;
+  u64 created_at_s = 0;
+  std::shared_ptr<TokenBucket> bucket = std::make_shared<TokenBucket>();
+};
+
+using MerchantRef = std::shared_ptr<const Merchant>;
+
+// What an idempotent operator call answered, kept so a retry gets the same answer.
+struct StoredReply {
+  u64 content_hash = 0;
+  u16 status = 0;
+  std::string body;
+};
+
+class MerchantRegistry {
+ public:
+  // Loads the file if it exists. `groups` is the number of groups merchants are spread
+  // over; merchants already placed in a group beyond it refuse the open.
+  static std::unique_ptr<MerchantRegistry> open(const std::filesystem::path& file, u32 region,
+                                                u32 groups, std::string* error);
+
+  MerchantRef find(u64 id) const;
+  MerchantRef find_by_key(std::string_view key_id) const;
+  // True when `owner` is `viewer` or one of its sub-merchants, at any depth.
+  bool can_see(u64 viewer, u64 owner) const;
+  std::size_t size() const;
+
+  // Creates a merchant: sub-merchants join their parent's group (so a family's
+  // accounts can move money among themselves), others are spread round-robin. The
+  // reply is rendered by `render` and stored under `key` (if not empty) in the same
+  // durable write. Returns merchant_not_found for an unknown parent.
+  using Render = std::function<StoredReply(const Merchant&)>;
+  ResultCode create(const MerchantCreate& request, const IdempotencyKey& key, u64 content_hash,
+                    const Render& render, StoredReply* reply, std::string* error);
+  // New key id and secret; the old key stops working at once.
+  ResultCode rotate_key(u64 id, const IdempotencyKey& key, u64 content_hash, const Render& render,
+                        StoredReply* reply, std::string* error);
+
+ private:
+  MerchantRegistry(std::filesystem::path file, u32 region, u32 groups)
+      : file_(std::move(file)), region_(region), groups_(groups) {}
+  bool load(std::string* error);
+  bool save(std::string* error) const;  // REQUIRES: mutex_ held exclusively
+  // A stored reply for `key`: true if found (then *reply is it, or the mismatch).
+  bool replay(const IdempotencyKey& key, u64 content_hash, StoredReply* reply,
+              ResultCode* code) const;
+  void index(MerchantRef merchant);
+
+  struct KeyHash {
+    std::size_t operator()(const IdempotencyKey& k) const noexcept { return k.lo ^ (k.hi << 1); }
+  };
+
+  const std::filesystem::path file_;
+  const u32 region_;
+  const u32 groups_;
+  mutable std::shared_mutex mutex_;
+  std::unordered_map<u64, MerchantRef> by_id_;
+  std::unordered_map<std::string, MerchantRef> by_key_;
+  std::unordered_map<IdempotencyKey, StoredReply, KeyHash> replies_;
+  u64 next_serial_ = 1;
+  u64 top_level_count_ = 0;
+};
+
+}  // namespace paygate::api

@@ -1,0 +1,185 @@
+#include "api/metrics.h"
+
+#include <fmt/format.h>
+
+#include "pipeline/engine.h"
+
+namespace paygate::api {
+namespace {
+
+// Bucket bounds in seconds for latency histograms; each is converted to ns and
+// counted with Histogram::count_at_most (exact to within its ~6% bucket width).
+constexpr double kLatencyBoundsS[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                      0.01,   0.025,   0.05,   0.1,   0.25,   1.0};
+constexpr double kBatchBounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
+
+void header(std::string& out, std::string_view name, std::string_view type, std::string_view help) {
+  fmt::format_to(std::back_inserter(out), "# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+}
+
+// One Prometheus histogram series from a Histogram of values in `unit` per bound unit.
+void histogram(std::string& out, std::string_view name, std::string_view labels, const Histogram& h,
+               std::span<const double> bounds, double unit) {
+  const std::string_view comma = labels.empty() ? "" : ",";
+  for (const double bound : bounds) {
+    fmt::format_to(std::back_inserter(out), "{}_bucket{{{}{}le=\"{}\"}} {}\n", name, labels, comma,
+                   bound, h.count_at_most(static_cast<u64>(bound * unit)));
+  }
+  const u64 count = h.count();
+  fmt::format_to(std::back_inserter(out), "{}_bucket{{{}{}le=\"+Inf\"}} {}\n", name, labels, comma,
+                 count);
+  fmt::format_to(std::back_inserter(out), "{}_sum{{{}}} {}\n", name, labels,
+                 static_cast<double>(h.sum()) / unit);
+  fmt::format_to(std::back_inserter(out), "{}_count{{{}}} {}\n", name, labels, count);
+}
+
+template <typename... Args>
+void line(std::string& out, fmt::format_string<Args...> format, Args&&... args) {
+  fmt::format_to(std::back_inserter(out), format, std::forward<Args>(args)...);
+}
+
+}  // namespace
+
+std::string_view route_name(Route route) noexcept {
+  switch (route) {
+    case Route::healthz:
+      return "/healthz";
+    case Route::readyz:
+      return "/readyz";
+    case Route::metrics:
+      return "/metrics";
+    case Route::merchants_create:
+      return "POST /v1/merchants";
+    case Route::merchants_get:
+      return "GET /v1/merchants/{id}";
+    case Route::merchants_keys:
+      return "POST /v1/merchants/{id}/keys";
+    case Route::accounts_create:
+      return "POST /v1/accounts";
+    case Route::accounts_get:
+      return "GET /v1/accounts/{id}";
+    case Route::accounts_entries:
+      return "GET /v1/accounts/{id}/entries";
+    case Route::transfers_create:
+      return "POST /v1/transfers";
+    case Route::transfers_get:
+      return "GET /v1/transfers/{id}";
+    case Route::transfers_post:
+      return "POST /v1/transfers/{id}/post";
+    case Route::transfers_void:
+      return "POST /v1/transfers/{id}/void";
+    case Route::batch:
+      return "POST /v1/batch";
+    case Route::events:
+      return "GET /v1/events";
+    case Route::unknown:
+      return "unknown";
+  }
+  return "unknown";
+}
+
+void render_metrics(const MetricsSources& s, std::string& out) {
+  header(out, "paygate_ready", "gauge", "1 once recovery has finished and requests are taken");
+  line(out, "paygate_ready {}\n", s.ready ? 1 : 0);
+  header(out, "paygate_merchants", "gauge", "merchants known");
+  line(out, "paygate_merchants {}\n", s.merchants);
+
+  if (s.engine != nullptr) {
+    Engine& engine = *s.engine;
+    header(out, "paygate_group_commands_total", "counter",
+           "commands applied and made durable (rate() gives commands/s)");
+    for (u32 g = 0; g < engine.groups(); ++g) {
+      line(out, "paygate_group_commands_total{{group=\"{}\"}} {}\n", g,
+           engine.group(g).stats().commands.load(std::memory_order_relaxed));
+    }
+    header(out, "paygate_group_requests_total", "counter", "requests taken from the ring");
+    for (u32 g = 0; g < engine.groups(); ++g) {
+      line(out, "paygate_group_requests_total{{group=\"{}\"}} {}\n", g,
+           engine.group(g).stats().requests.load(std::memory_order_relaxed));
+    }
+    header(out, "paygate_group_ring_occupancy", "gauge", "requests waiting in the input ring");
+    for (u32 g = 0; g < engine.groups(); ++g) {
+      line(out, "paygate_group_ring_occupancy{{group=\"{}\"}} {}\n", g,
+           engine.group(g).ring_occupancy());
+    }
+    header(out, "paygate_group_ring_capacity", "gauge", "input ring slots");
+    for (u32 g = 0; g < engine.groups(); ++g) {
+      line(out, "paygate_group_ring_capacity{{group=\"{}\"}} {}\n", g,
+           engine.group(g).ring_capacity());
+    }
+    header(out, "paygate_group_overloaded_total", "counter", "requests refused: ring full");
+    for (u32 g = 0; g < engine.groups(); ++g) {
+      line(out, "paygate_group_overloaded_total{{group=\"{}\"}} {}\n", g,
+           engine.group(g).stats().overloaded.load(std::memory_order_relaxed));
+    }
+    header(out, "paygate_group_failed", "gauge",
+           "1 when the journal failed (nothing is acknowledged)");
+    for (u32 g = 0; g < engine.groups(); ++g) {
+      line(out, "paygate_group_failed{{group=\"{}\"}} {}\n", g, engine.group(g).failed() ? 1 : 0);
+    }
+    header(out, "paygate_group_durable_sequence", "gauge", "last sequence durable in the journal");
+    for (u32 g = 0; g < engine.groups(); ++g) {
+      line(out, "paygate_group_durable_sequence{{group=\"{}\"}} {}\n", g,
+           engine.group(g).durable_sequence());
+    }
+    header(out, "paygate_idempotency_window_held_seconds", "gauge",
+           "how far back idempotency keys are still remembered (API.md)");
+    for (u32 g = 0; g < engine.groups(); ++g) {
+      line(out, "paygate_idempotency_window_held_seconds{{group=\"{}\"}} {}\n", g,
+           static_cast<double>(
+               engine.group(g).stats().idempotency_window_held_ns.load(std::memory_order_relaxed)) /
+               1e9);
+    }
+    header(out, "paygate_group_batch_requests", "histogram",
+           "requests taken from the ring at once");
+    for (u32 g = 0; g < engine.groups(); ++g) {
+      histogram(out, "paygate_group_batch_requests", fmt::format("group=\"{}\"", g),
+                engine.group(g).stats().batch_requests, kBatchBounds, 1.0);
+    }
+    header(out, "paygate_journal_fdatasync_seconds", "histogram", "journal write + fdatasync time");
+    for (u32 g = 0; g < engine.groups(); ++g) {
+      histogram(out, "paygate_journal_fdatasync_seconds", fmt::format("group=\"{}\"", g),
+                engine.group(g).sync_ns(), kLatencyBoundsS, 1e9);
+    }
+  }
+
+  if (s.http != nullptr) {
+    header(out, "paygate_http_request_duration_seconds", "histogram",
+           "HTTP requests by route and status, from parsed to answered");
+    for (std::size_t r = 0; r < kRouteCount; ++r) {
+      for (std::size_t i = 0; i < HttpMetrics::kStatuses.size(); ++i) {
+        const Histogram& h = s.http->latency(static_cast<Route>(r), i);
+        if (h.count() == 0) continue;
+        histogram(out, "paygate_http_request_duration_seconds",
+                  fmt::format("route=\"{}\",status=\"{}\"", route_name(static_cast<Route>(r)),
+                              HttpMetrics::kStatuses[i]),
+                  h, kLatencyBoundsS, 1e9);
+      }
+    }
+    header(out, "paygate_rate_limited_total", "counter",
+           "requests refused by a merchant's rate limit");
+    line(out, "paygate_rate_limited_total {}\n",
+         s.http->rate_limited.load(std::memory_order_relaxed));
+    header(out, "paygate_auth_failures_total", "counter", "requests refused for their credentials");
+    line(out, "paygate_auth_failures_total {}\n",
+         s.http->auth_failures.load(std::memory_order_relaxed));
+    header(out, "paygate_http_connections_open", "gauge", "HTTP connections open");
+    line(out, "paygate_http_connections_open {}\n",
+         s.http->connections_open.load(std::memory_order_relaxed));
+    header(out, "paygate_http_connections_refused_total", "counter",
+           "connections closed at once: the connection limit was reached");
+    line(out, "paygate_http_connections_refused_total {}\n",
+         s.http->connections_refused.load(std::memory_order_relaxed));
+    header(out, "paygate_http_connections_timed_out_total", "counter",
+           "connections closed for being idle or too slow to send a request");
+    line(out, "paygate_http_connections_timed_out_total {}\n",
+         s.http->connections_timed_out.load(std::memory_order_relaxed));
+  }
+  header(out, "paygate_signature_replay_cache_evictions_total", "counter",
+         "signatures forgotten early because the replay cache was full");
+  line(out, "paygate_signature_replay_cache_evictions_total {}\n", s.replay_evictions);
+  header(out, "paygate_binary_frames_total", "counter", "binary-protocol frames answered");
+  line(out, "paygate_binary_frames_total {}\n", s.binary_frames);
+}
+
+}  // namespace paygate::api

@@ -1,0 +1,80 @@
+// The gateway's own measurements, and the Prometheus text page (/metrics) that
+// shows them together with every group's.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <string>
+#include <string_view>
+
+#include "base/histogram.h"
+#include "base/types.h"
+
+namespace paygate {
+class Engine;
+}
+
+namespace paygate::api {
+
+enum class Route : u8 {
+  healthz,
+  readyz,
+  metrics,
+  merchants_create,
+  merchants_get,
+  merchants_keys,
+  accounts_create,
+  accounts_get,
+  accounts_entries,
+  transfers_create,
+  transfers_get,
+  transfers_post,
+  transfers_void,
+  batch,
+  events,
+  unknown,
+};
+inline constexpr std::size_t kRouteCount = static_cast<std::size_t>(Route::unknown) + 1;
+std::string_view route_name(Route route) noexcept;
+
+class HttpMetrics {
+ public:
+  static constexpr std::array<unsigned, 15> kStatuses = {200, 201, 400, 401, 403, 404, 405, 409,
+                                                         413, 415, 422, 429, 501, 503, 500};
+
+  void record(Route route, unsigned status, u64 latency_ns) noexcept {
+    latency_[static_cast<std::size_t>(route)][slot(status)].record(latency_ns);
+  }
+  const Histogram& latency(Route route, std::size_t status_slot) const noexcept {
+    return latency_[static_cast<std::size_t>(route)][status_slot];
+  }
+
+  std::atomic<u64> rate_limited{0};
+  std::atomic<u64> auth_failures{0};
+  std::atomic<u64> connections_open{0};
+  std::atomic<u64> connections_refused{0};
+  std::atomic<u64> connections_timed_out{0};
+
+ private:
+  static std::size_t slot(unsigned status) noexcept {
+    for (std::size_t i = 0; i + 1 < kStatuses.size(); ++i) {
+      if (kStatuses[i] == status) return i;
+    }
+    return kStatuses.size() - 1;  // anything else is counted as 500
+  }
+  std::array<std::array<Histogram, kStatuses.size()>, kRouteCount> latency_;
+};
+
+struct MetricsSources {
+  Engine* engine = nullptr;
+  const HttpMetrics* http = nullptr;
+  u64 replay_evictions = 0;
+  u64 merchants = 0;
+  u64 binary_frames = 0;
+  bool ready = false;
+};
+
+// Appends the whole Prometheus text exposition (version 0.0.4) to `out`.
+void render_metrics(const MetricsSources& sources, std::string& out);
+
+}  // namespace paygate::api

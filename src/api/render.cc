@@ -1,0 +1,129 @@
+#include "api/render.h"
+
+#include "api/id_text.h"
+#include "api/json_writer.h"
+
+namespace paygate::api {
+namespace {
+
+void owner_field(JsonWriter& json, u64 owner) {
+  json.key("owner");
+  if (owner == 0) {
+    json.null();
+  } else {
+    json.id(IdKind::merchant, owner);
+  }
+}
+
+}  // namespace
+
+void render_error(std::string& out, ResultCode code, std::string_view message) {
+  JsonWriter json(out);
+  json.begin_object().key("error").begin_object();
+  json.key("code").string(name(code));
+  json.key("message").string(message);
+  json.end_object().end_object();
+}
+
+void render_account(std::string& out, const Account& a) {
+  JsonWriter json(out);
+  json.begin_object();
+  json.key("id").id(IdKind::account, a.id.value);
+  json.key("currency").string(a.currency.letters());
+  owner_field(json, a.owner.value);
+  json.key("kind").string(name(a.kind));
+  json.key("allow_negative").boolean((a.flags & kAccountAllowNegative) != 0);
+  json.key("balance").number(a.balance());
+  json.key("available").number(a.available());
+  json.key("held").unsigned_number(a.debits_pending);
+  json.key("debits_posted").unsigned_number(a.debits_posted);
+  json.key("credits_posted").unsigned_number(a.credits_posted);
+  json.key("debits_pending").unsigned_number(a.debits_pending);
+  json.key("credits_pending").unsigned_number(a.credits_pending);
+  json.key("updated_seq").unsigned_number(a.updated_seq);
+  json.end_object();
+}
+
+void render_new_account(std::string& out, u64 id, const AccountCreate& request, u64 owner) {
+  Account account;
+  account.id = AccountId{id};
+  account.owner = MerchantId{owner};
+  account.currency = request.currency;
+  account.kind = request.kind;
+  account.flags = request.allow_negative ? kAccountAllowNegative : 0;
+  JsonWriter json(out);
+  json.begin_object();
+  json.key("id").id(IdKind::account, id);
+  json.key("currency").string(account.currency.letters());
+  owner_field(json, owner);
+  json.key("kind").string(name(account.kind));
+  json.key("allow_negative").boolean(request.allow_negative);
+  for (const char* field : {"balance", "available", "held", "debits_posted", "credits_posted",
+                            "debits_pending", "credits_pending"}) {
+    json.key(field).number(0);
+  }
+  json.end_object();
+}
+
+void render_transfer(std::string& out, const Transfer& t) {
+  JsonWriter json(out);
+  json.begin_object();
+  json.key("id").id(IdKind::transfer, t.id.value);
+  json.key("status").string(name(t.status));
+  json.key("debit_account").id(IdKind::account, t.debit_account_id.value);
+  json.key("credit_account").id(IdKind::account, t.credit_account_id.value);
+  json.key("amount").unsigned_number(t.amount);
+  json.key("currency").string(t.currency.letters());
+  json.key("pending").boolean(t.two_phase());
+  if (t.two_phase() && t.status == TransferStatus::posted) {
+    json.key("posted_amount").unsigned_number(t.posted_amount);
+  }
+  json.key("created_at").unsigned_number(t.created_at_ns / kNanosPerSecond);
+  if (t.expires_at_ns != 0)
+    json.key("expires_at").unsigned_number(t.expires_at_ns / kNanosPerSecond);
+  json.end_object();
+}
+
+void render_new_transfer(std::string& out, u64 id, const TransferCreate& r) {
+  JsonWriter json(out);
+  json.begin_object();
+  json.key("id").id(IdKind::transfer, id);
+  json.key("status").string(r.pending ? "pending" : "posted");
+  json.key("debit_account").id(IdKind::account, r.debit_account_id);
+  json.key("credit_account").id(IdKind::account, r.credit_account_id);
+  json.key("amount").unsigned_number(r.amount);
+  json.key("currency").string(r.currency.letters());
+  json.key("pending").boolean(r.pending);
+  if (r.timeout_s != 0) json.key("timeout_s").unsigned_number(r.timeout_s);
+  if (!r.reference.empty()) json.key("reference").string(r.reference);
+  if (!r.metadata.empty()) json.key("metadata").raw(r.metadata);
+  json.end_object();
+}
+
+void render_closed_hold(std::string& out, const Transfer& hold, bool posted, u64 posted_amount) {
+  Transfer closed = hold;
+  closed.status = posted ? TransferStatus::posted : TransferStatus::voided;
+  closed.posted_amount = posted ? posted_amount : 0;
+  render_transfer(out, closed);
+}
+
+void render_merchant(std::string& out, const Merchant& m, bool with_secret) {
+  JsonWriter json(out);
+  json.begin_object();
+  json.key("id").id(IdKind::merchant, m.id);
+  json.key("name").string(m.name);
+  json.key("parent_id");
+  if (m.parent_id == 0) {
+    json.null();
+  } else {
+    json.id(IdKind::merchant, m.parent_id);
+  }
+  json.key("region").unsigned_number(m.region);
+  json.key("group").unsigned_number(m.group);
+  json.key("key_id").string(m.key_id);
+  if (with_secret) json.key("secret").string(m.secret);
+  json.key("created_at").unsigned_number(m.created_at_s);
+  json.end_object();
+}
+
+}  // namespace paygate::api

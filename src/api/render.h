@@ -1,0 +1,29 @@
+// The JSON bodies of the API's answers (docs/API.md lists every field).
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "api/merchants.h"
+#include "api/request_decoder.h"
+#include "base/result_code.h"
+#include "ledger/types.h"
+
+namespace paygate::api {
+
+void render_error(std::string& out, ResultCode code, std::string_view message);
+// An account as it is now.
+void render_account(std::string& out, const Account& account);
+// A new account, from its creation alone (all balances zero), so that an idempotent
+// retry renders the very same body.
+void render_new_account(std::string& out, u64 id, const AccountCreate& request, u64 owner);
+// A transfer as the ledger holds it now.
+void render_transfer(std::string& out, const Transfer& transfer);
+// A new transfer, from its request and id alone (again: retries render the same).
+void render_new_transfer(std::string& out, u64 id, const TransferCreate& request);
+// A hold just posted or voided: the hold as it was, with its new status.
+void render_closed_hold(std::string& out, const Transfer& hold, bool posted, u64 posted_amount);
+// A merchant; `with_secret` only when a key is created (shown once).
+void render_merchant(std::string& out, const Merchant& merchant, bool with_secret);
+
+}  // namespace paygate::api

@@ -1,0 +1,392 @@
+#include "api/request_decoder.h"
+
+#include <fmt/format.h>
+
+#include <initializer_list>
+
+#include "api/id_text.h"
+#include "base/hash.h"
+#include "base/ids.h"
+
+namespace paygate::api {
+namespace {
+
+using simdjson::dom::element;
+using simdjson::dom::element_type;
+using simdjson::dom::object;
+
+Problem problem(ResultCode code, std::string message) {
+  return Problem{code, std::move(message)};
+}
+
+// A field name for a message: shortened, since it comes from the client.
+std::string_view shown(std::string_view key) {
+  return key.substr(0, 64);
+}
+
+Problem amount_of(element value, std::string_view field, u64* out) {
+  if (value.type() != element_type::INT64) {
+    return problem(ResultCode::invalid_amount,
+                   fmt::format("{} must be an integer amount in minor units, 1 to 2^63-1", field));
+  }
+  const i64 amount = value.get_int64().value_unsafe();
+  if (amount <= 0) {
+    return problem(ResultCode::invalid_amount, fmt::format("{} must be greater than zero", field));
+  }
+  *out = static_cast<u64>(amount);
+  return {};
+}
+
+Problem id_of(element value, std::string_view field, IdKind kind, u64* out) {
+  std::string_view text;
+  if (value.get_string().get(text) == simdjson::SUCCESS) {
+    if (const auto id = parse_id(kind, text)) {
+      *out = *id;
+      return {};
+    }
+  }
+  return problem(
+      ResultCode::invalid_field,
+      fmt::format("{} must be an id such as \"{}0000000000000001\"", field, id_prefix_text(kind)));
+}
+
+Problem string_of(element value, std::string_view field, std::size_t bytes_max, std::string* out) {
+  std::string_view text;
+  if (value.get_string().get(text) != simdjson::SUCCESS) {
+    return problem(ResultCode::invalid_field, fmt::format("{} must be a string", field));
+  }
+  if (text.size() > bytes_max) {
+    return problem(ResultCode::invalid_field,
+                   fmt::format("{} must be at most {} bytes", field, bytes_max));
+  }
+  out->assign(text);
+  return {};
+}
+
+Problem bool_of(element value, std::string_view field, bool* out) {
+  if (value.get_bool().get(*out) != simdjson::SUCCESS) {
+    return problem(ResultCode::invalid_field, fmt::format("{} must be true or false", field));
+  }
+  return {};
+}
+
+Problem u32_of(element value, std::string_view field, u32 min, u32 max, u32* out) {
+  i64 number = 0;
+  if (value.type() != element_type::INT64 || value.get_int64().get(number) != simdjson::SUCCESS ||
+      number < min || number > max) {
+    return problem(ResultCode::invalid_field,
+                   fmt::format("{} must be an integer from {} to {}", field, min, max));
+  }
+  *out = static_cast<u32>(number);
+  return {};
+}
+
+Problem currency_of(element value, Currency* out) {
+  std::string_view text;
+  if (value.get_string().get(text) == simdjson::SUCCESS) {
+    *out = Currency::from(text);
+    if (out->valid()) return {};
+  }
+  return problem(ResultCode::invalid_currency,
+                 "currency must be an ISO 4217 code of three capital letters, such as \"USD\"");
+}
+
+// Visits every member of an object; `known` names the fields allowed. Unknown and
+// repeated fields are refused. Returns the set of fields seen as a bit mask.
+template <typename Visit>
+Problem visit_fields(object members, std::initializer_list<std::string_view> known, u32* seen,
+                     Visit&& visit) {
+  *seen = 0;
+  for (const auto field : members) {
+    u32 index = 0;
+    for (const std::string_view name : known) {
+      if (name == field.key) break;
+      ++index;
+    }
+    if (index == known.size()) {
+      return problem(ResultCode::unknown_field,
+                     fmt::format("unknown field \"{}\"", shown(field.key)));
+    }
+    if (*seen & (1u << index)) {
+      return problem(ResultCode::invalid_field,
+                     fmt::format("field \"{}\" appears twice", shown(field.key)));
+    }
+    *seen |= 1u << index;
+    Problem p = visit(index, field.value);
+    if (!p.ok()) return p;
+  }
+  return {};
+}
+
+Problem require(u32 seen, u32 index, std::string_view field) {
+  if (seen & (1u << index)) return {};
+  return problem(ResultCode::missing_field, fmt::format("{} is required", field));
+}
+
+// Fields of a transfer, shared by POST /v1/transfers and the batch's transfer op.
+enum TransferField : u32 {
+  kDebit,
+  kCredit,
+  kAmount,
+  kCurrency,
+  kPending,
+  kTimeout,
+  kReference,
+  kMetadata,
+  kOp,  // batch only
+};
+
+Problem transfer_field(u32 index, element value, TransferCreate* out, std::string* scratch) {
+  switch (index) {
+    case kDebit:
+      return id_of(value, "debit_account", IdKind::account, &out->debit_account_id);
+    case kCredit:
+      return id_of(value, "credit_account", IdKind::account, &out->credit_account_id);
+    case kAmount:
+      return amount_of(value, "amount", &out->amount);
+    case kCurrency:
+      return currency_of(value, &out->currency);
+    case kPending:
+      return bool_of(value, "pending", &out->pending);
+    case kTimeout:
+      return u32_of(value, "timeout_s", 1, 366 * 24 * 3600, &out->timeout_s);
+    case kReference:
+      return string_of(value, "reference", kReferenceBytesMax, &out->reference);
+    case kMetadata: {
+      if (value.type() != element_type::OBJECT) {
+        return problem(ResultCode::invalid_field, "metadata must be an object");
+      }
+      *scratch = simdjson::minify(value);
+      if (scratch->size() > kMetadataBytesMax) {
+        return problem(ResultCode::invalid_field,
+                       fmt::format("metadata must be at most {} bytes", kMetadataBytesMax));
+      }
+      out->metadata = *scratch;
+      return {};
+    }
+  }
+  return {};
+}
+
+Problem finish_transfer(u32 seen, TransferCreate* out) {
+  for (const auto& [index, field] :
+       {std::pair{kDebit, "debit_account"}, std::pair{kCredit, "credit_account"},
+        std::pair{kAmount, "amount"}, std::pair{kCurrency, "currency"}}) {
+    Problem p = require(seen, index, field);
+    if (!p.ok()) return p;
+  }
+  if ((seen & (1u << kTimeout)) && !out->pending) {
+    return problem(ResultCode::invalid_field, "timeout_s applies only to pending transfers");
+  }
+  if (out->debit_account_id == out->credit_account_id) {
+    return problem(ResultCode::same_account, "debit_account and credit_account must differ");
+  }
+  // Reference and metadata are not kept by the ledger; their fingerprint makes a retry
+  // that changes them a different request for idempotency.
+  out->extra_hash = Hasher{}
+                        .add_bytes(out->reference)
+                        .add(out->reference.size())
+                        .add_bytes(out->metadata)
+                        .value();
+  return {};
+}
+
+const std::initializer_list<std::string_view> kTransferFields = {
+    "debit_account", "credit_account", "amount",    "currency",
+    "pending",       "timeout_s",      "reference", "metadata"};
+const std::initializer_list<std::string_view> kBatchTransferFields = {
+    "debit_account", "credit_account", "amount",   "currency", "pending",
+    "timeout_s",     "reference",      "metadata", "op"};
+
+}  // namespace
+
+Problem RequestDecoder::parse(std::string_view body, object* root) {
+  // simdjson reads up to SIMDJSON_PADDING bytes past the end: parse from a copy
+  // with room to spare (the buffer is reused, so this allocates only while growing).
+  padded_.reserve(body.size() + simdjson::SIMDJSON_PADDING);
+  padded_.assign(body);
+  element document;
+  const auto error = parser_.parse(padded_.data(), padded_.size(), false).get(document);
+  if (error == simdjson::NUMBER_ERROR) {
+    // Amounts are the only numbers without a small bound, so a number too large to
+    // parse is an amount above 2^63-1.
+    return problem(ResultCode::invalid_amount, "a number is out of range (amounts: 1 to 2^63-1)");
+  }
+  if (error != simdjson::SUCCESS) {
+    return problem(ResultCode::invalid_json,
+                   fmt::format("the body is not valid JSON ({})", simdjson::error_message(error)));
+  }
+  if (document.get_object().get(*root) != simdjson::SUCCESS) {
+    return problem(ResultCode::invalid_json, "the body must be a JSON object");
+  }
+  return {};
+}
+
+Problem RequestDecoder::merchant_create(std::string_view body, MerchantCreate* out) {
+  *out = MerchantCreate{};
+  object root;
+  Problem p = parse(body, &root);
+  if (!p.ok()) return p;
+  u32 seen = 0;
+  p = visit_fields(root, {"name", "parent_id", "region"}, &seen, [&](u32 index, element value) {
+    switch (index) {
+      case 0:
+        return string_of(value, "name", kNameBytesMax, &out->name);
+      case 1:
+        return id_of(value, "parent_id", IdKind::merchant, &out->parent_id);
+      default:
+        out->has_region = true;
+        return u32_of(value, "region", 0, kRegionMax, &out->region);
+    }
+  });
+  if (!p.ok()) return p;
+  p = require(seen, 0, "name");
+  if (p.ok() && out->name.empty()) p = problem(ResultCode::invalid_field, "name must not be empty");
+  return p;
+}
+
+Problem RequestDecoder::account_create(std::string_view body, AccountCreate* out) {
+  *out = AccountCreate{};
+  object root;
+  Problem p = parse(body, &root);
+  if (!p.ok()) return p;
+  u32 seen = 0;
+  p = visit_fields(root, {"currency", "owner", "kind", "allow_negative", "group"}, &seen,
+                   [&](u32 index, element value) {
+                     switch (index) {
+                       case 0:
+                         return currency_of(value, &out->currency);
+                       case 1:
+                         return id_of(value, "owner", IdKind::merchant, &out->owner_id);
+                       case 2: {
+                         std::string_view kind;
+                         if (value.get_string().get(kind) == simdjson::SUCCESS) {
+                           if (kind == "merchant") out->kind = AccountKind::merchant;
+                           if (kind == "user") out->kind = AccountKind::user;
+                           if (kind == "system") out->kind = AccountKind::system;
+                           if (kind == "merchant" || kind == "user" || kind == "system")
+                             return Problem{};
+                         }
+                         return problem(ResultCode::invalid_account_kind,
+                                        "kind must be \"merchant\", \"user\" or \"system\"");
+                       }
+                       case 3:
+                         return bool_of(value, "allow_negative", &out->allow_negative);
+                       default:
+                         out->has_group = true;
+                         return u32_of(value, "group", 0, kGroupMax, &out->group);
+                     }
+                   });
+  if (!p.ok()) return p;
+  return require(seen, 0, "currency");
+}
+
+Problem RequestDecoder::transfer_create(std::string_view body, TransferCreate* out) {
+  *out = TransferCreate{};
+  object root;
+  Problem p = parse(body, &root);
+  if (!p.ok()) return p;
+  u32 seen = 0;
+  p = visit_fields(root, kTransferFields, &seen, [&](u32 index, element value) {
+    return transfer_field(index, value, out, &scratch_);
+  });
+  if (!p.ok()) return p;
+  return finish_transfer(seen, out);
+}
+
+Problem RequestDecoder::post_pending(std::string_view body, PendingAction* out) {
+  *out = PendingAction{};
+  if (body.empty()) return {};
+  object root;
+  Problem p = parse(body, &root);
+  if (!p.ok()) return p;
+  u32 seen = 0;
+  return visit_fields(root, {"amount"}, &seen,
+                      [&](u32, element value) { return amount_of(value, "amount", &out->amount); });
+}
+
+Problem RequestDecoder::void_pending(std::string_view body) {
+  if (body.empty()) return {};
+  object root;
+  Problem p = parse(body, &root);
+  if (!p.ok()) return p;
+  u32 seen = 0;
+  return visit_fields(root, {}, &seen, [](u32, element) { return Problem{}; });
+}
+
+Problem RequestDecoder::batch(std::string_view body, BatchRequest* out) {
+  out->atomic = false;
+  out->count = 0;
+  object root;
+  Problem p = parse(body, &root);
+  if (!p.ok()) return p;
+  u32 seen = 0;
+  p = visit_fields(root, {"atomic", "operations"}, &seen, [&](u32 index, element value) {
+    if (index == 0) return bool_of(value, "atomic", &out->atomic);
+    simdjson::dom::array operations;
+    if (value.get_array().get(operations) != simdjson::SUCCESS) {
+      return problem(ResultCode::invalid_field, "operations must be an array");
+    }
+    const std::size_t count = operations.size();
+    if (count == 0) return problem(ResultCode::batch_empty, "operations must not be empty");
+    if (count > kBatchOperationsMax) {
+      return problem(ResultCode::batch_too_large,
+                     fmt::format("at most {} operations per batch", kBatchOperationsMax));
+    }
+    if (out->operations.size() < count) out->operations.resize(count);
+    for (const element operation : operations) {
+      Problem q = decode_operation(operation, &out->operations[out->count]);
+      if (!q.ok()) {
+        q.message = fmt::format("operations[{}]: {}", out->count, q.message);
+        return q;
+      }
+      ++out->count;
+    }
+    return Problem{};
+  });
+  if (!p.ok()) return p;
+  return require(seen, 1, "operations");
+}
+
+Problem RequestDecoder::decode_operation(element value, BatchOperation* out) {
+  object members;
+  if (value.get_object().get(members) != simdjson::SUCCESS) {
+    return problem(ResultCode::invalid_field, "each operation must be an object");
+  }
+  std::string_view op;
+  if (members["op"].get_string().get(op) != simdjson::SUCCESS ||
+      (op != "transfer" && op != "post" && op != "void")) {
+    return problem(ResultCode::invalid_field, "op must be \"transfer\", \"post\" or \"void\"");
+  }
+  u32 seen = 0;
+  if (op == "transfer") {
+    out->op = BatchOp::transfer;
+    out->transfer = TransferCreate{};
+    Problem p = visit_fields(members, kBatchTransferFields, &seen, [&](u32 index, element field) {
+      return index == kOp ? Problem{} : transfer_field(index, field, &out->transfer, &scratch_);
+    });
+    if (!p.ok()) return p;
+    return finish_transfer(seen, &out->transfer);
+  }
+  out->op = op == "post" ? BatchOp::post : BatchOp::void_;
+  out->transfer_id = 0;
+  out->amount = 0;
+  const bool post = out->op == BatchOp::post;
+  Problem p =
+      visit_fields(members, {"op", "transfer_id", "amount"}, &seen, [&](u32 index, element field) {
+        if (index == 1) {
+          return id_of(field, "transfer_id", IdKind::transfer, &out->transfer_id);
+        }
+        if (index == 2) {
+          if (!post) {
+            return problem(ResultCode::unknown_field, "amount applies only to post");
+          }
+          return amount_of(field, "amount", &out->amount);
+        }
+        return Problem{};
+      });
+  if (!p.ok()) return p;
+  return require(seen, 1, "transfer_id");
+}
+
+}  // namespace paygate::api

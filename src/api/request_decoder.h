@@ -1,0 +1,105 @@
+// Turns request bodies (JSON) into typed requests, validating every field at the
+// edge: a request that passes here is well formed, and what is left to refuse is the
+// ledger's business (funds, states, ids that do not exist).
+//
+// Strict by design: unknown fields are rejected (`unknown_field`), so a typo such as
+// "ammount" never silently becomes a default. Amounts follow API.md: JSON integers in
+// 1 .. 2^63-1; fractions, exponents, strings, negatives and zero are invalid_amount.
+//
+// One decoder per IO thread: it reuses its parser and buffers, so decoding allocates
+// nothing once warm (apart from the strings a request keeps, such as a reference).
+#pragma once
+
+#include <simdjson.h>
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/result_code.h"
+#include "base/types.h"
+#include "ledger/types.h"
+
+namespace paygate::api {
+
+// Why a request was refused at the edge. ok() when it was not.
+struct Problem {
+  ResultCode code = ResultCode::ok;
+  std::string message;
+
+  bool ok() const noexcept { return code == ResultCode::ok; }
+};
+
+inline constexpr std::size_t kNameBytesMax = 200;
+inline constexpr std::size_t kReferenceBytesMax = 256;
+inline constexpr std::size_t kMetadataBytesMax = 4096;  // minified
+inline constexpr u32 kBatchOperationsMax = 8190;
+
+struct MerchantCreate {
+  std::string name;
+  u64 parent_id = 0;  // 0: none
+  u32 region = 0;
+  bool has_region = false;
+};
+
+struct AccountCreate {
+  Currency currency;
+  u64 owner_id = 0;  // 0: the caller (a merchant), or none (an operator's system account)
+  AccountKind kind = AccountKind::user;
+  bool allow_negative = false;
+  u32 group = 0;  // operators, for an account without an owner
+  bool has_group = false;
+};
+
+struct TransferCreate {
+  u64 debit_account_id = 0;
+  u64 credit_account_id = 0;
+  u64 amount = 0;
+  Currency currency;
+  bool pending = false;
+  u32 timeout_s = 0;  // holds only; 0: never expires
+  std::string reference;
+  std::string metadata;  // minified JSON object, or empty
+  u64 extra_hash = 0;    // fingerprint of reference + metadata, for idempotency
+};
+
+struct PendingAction {
+  u64 amount = 0;  // post: 0 captures all
+};
+
+enum class BatchOp : u8 { transfer, post, void_ };
+
+struct BatchOperation {
+  BatchOp op = BatchOp::transfer;
+  TransferCreate transfer;  // op transfer
+  u64 transfer_id = 0;      // op post / void
+  u64 amount = 0;           // op post: 0 captures all
+};
+
+struct BatchRequest {
+  bool atomic = false;
+  u32 count = 0;  // operations[0 .. count) are this request's; the vector is reused
+  std::vector<BatchOperation> operations;
+};
+
+class RequestDecoder {
+ public:
+  Problem merchant_create(std::string_view body, MerchantCreate* out);
+  Problem account_create(std::string_view body, AccountCreate* out);
+  Problem transfer_create(std::string_view body, TransferCreate* out);
+  // An empty body is allowed: capture all.
+  Problem post_pending(std::string_view body, PendingAction* out);
+  // An empty body or {} only.
+  Problem void_pending(std::string_view body);
+  Problem batch(std::string_view body, BatchRequest* out);
+
+ private:
+  Problem parse(std::string_view body, simdjson::dom::object* root);
+  Problem decode_operation(simdjson::dom::element value, BatchOperation* out);
+
+  simdjson::dom::parser parser_;
+  std::string padded_;
+  std::string scratch_;
+};
+
+}  // namespace paygate::api

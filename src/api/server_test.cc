@@ -1,0 +1,587 @@
+// The gateway end to end: the real `paygate serve` on 127.0.0.1, driven over HTTP.
+#include <gtest/gtest.h>
+#include <simdjson.h>
+
+#include <atomic>
+#include <thread>
+
+#include "api/server_test_support.h"
+#include "base/temp_dir.h"
+
+namespace paygate::api {
+namespace {
+
+using testing::make_jwt;
+using testing::ServerProcess;
+using testing::signed_headers;
+
+// Fields of a JSON answer.
+std::string text_field(const std::string& body, std::string_view path) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  if (parser.parse(body).get(root)) return "<not json>";
+  std::string_view value;
+  if (root.at_pointer(path).get_string().get(value)) return "<missing>";
+  return std::string(value);
+}
+int64_t number_field(const std::string& body, std::string_view path) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  int64_t value = -999'999;
+  if (parser.parse(body).get(root) == simdjson::SUCCESS) {
+    if (root.at_pointer(path).get_int64().get(value)) value = -999'999;
+  }
+  return value;
+}
+std::string error_code(const HttpResponse& r) {
+  return text_field(r.body, "/error/code");
+}
+
+struct MerchantKeys {
+  std::string id, key_id, secret;
+};
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override { start(); }
+
+  void start(const std::string& config = {}) {
+    ASSERT_TRUE(server_.start(dir_.path() / "data", config)) << server_.log();
+    client_ = std::make_unique<HttpClient>("127.0.0.1", server_.port());
+  }
+  void restart(int signal = SIGTERM) {
+    const int status = server_.stop(signal);
+    if (signal == SIGTERM) {
+      EXPECT_EQ(status, 0) << server_.log();
+    }
+    start();
+  }
+
+  std::vector<std::string> admin(std::vector<std::string> more = {}) {
+    more.push_back("Authorization: Bearer " + server_.admin_token());
+    more.push_back("Content-Type: application/json");
+    return more;
+  }
+  HttpResponse admin_post(const std::string& target, const std::string& body,
+                          std::vector<std::string> more = {}) {
+    return client_->request("POST", target, admin(std::move(more)), body);
+  }
+  HttpResponse admin_get(const std::string& target) {
+    return client_->request("GET", target, admin());
+  }
+  // A request signed by a merchant.
+  HttpResponse merchant_request(const MerchantKeys& m, std::string_view method,
+                                const std::string& target, const std::string& body = {},
+                                std::vector<std::string> more = {}) {
+    auto headers = signed_headers(m.key_id, m.secret, method, target, body);
+    headers.insert(headers.end(), more.begin(), more.end());
+    return client_->request(method, target, headers, body);
+  }
+
+  MerchantKeys merchant(const std::string& name, const std::string& parent = {}) {
+    const std::string body = parent.empty()
+                                 ? R"({"name":")" + name + R"("})"
+                                 : R"({"name":")" + name + R"(","parent_id":")" + parent + R"("})";
+    const HttpResponse r = admin_post("/v1/merchants", body);
+    EXPECT_EQ(r.status, 201u) << r.body;
+    return {text_field(r.body, "/id"), text_field(r.body, "/key_id"),
+            text_field(r.body, "/secret")};
+  }
+  std::string system_account(const std::string& currency = "USD") {
+    const HttpResponse r =
+        admin_post("/v1/accounts", R"({"currency":")" + currency + R"(","kind":"system"})");
+    EXPECT_EQ(r.status, 201u) << r.body;
+    return text_field(r.body, "/id");
+  }
+  std::string account(const MerchantKeys& owner, const std::string& currency = "USD") {
+    const HttpResponse r =
+        merchant_request(owner, "POST", "/v1/accounts", R"({"currency":")" + currency + R"("})");
+    EXPECT_EQ(r.status, 201u) << r.body;
+    return text_field(r.body, "/id");
+  }
+  static std::string transfer_body(const std::string& from, const std::string& to, i64 amount,
+                                   const std::string& extra = {}) {
+    return R"({"debit_account":")" + from + R"(","credit_account":")" + to + R"(","amount":)" +
+           std::to_string(amount) + R"(,"currency":"USD")" + extra + "}";
+  }
+  void fund(const std::string& system, const std::string& to, i64 amount) {
+    const HttpResponse r = admin_post("/v1/transfers", transfer_body(system, to, amount));
+    ASSERT_EQ(r.status, 201u) << r.body;
+  }
+  int64_t balance(const std::string& account_id, std::string_view field = "/balance") {
+    const HttpResponse r = admin_get("/v1/accounts/" + account_id);
+    EXPECT_EQ(r.status, 200u) << r.body;
+    return number_field(r.body, field);
+  }
+
+  TempDir dir_;
+  ServerProcess server_;
+  std::unique_ptr<HttpClient> client_;
+};
+
+TEST_F(ServerTest, HealthReadinessAndMetrics) {
+  EXPECT_EQ(client_->request("GET", "/healthz").status, 200u);
+  EXPECT_EQ(client_->request("GET", "/readyz").status, 200u);
+  const HttpResponse metrics = client_->request("GET", "/metrics");
+  EXPECT_EQ(metrics.status, 200u);
+  for (const char* series :
+       {"paygate_group_commands_total{group=\"0\"}", "paygate_group_ring_occupancy",
+        "paygate_journal_fdatasync_seconds_bucket", "paygate_group_batch_requests_bucket",
+        "paygate_idempotency_window_held_seconds", "paygate_rate_limited_total",
+        "paygate_http_request_duration_seconds_bucket{route=\"/readyz\",status=\"200\""}) {
+    EXPECT_NE(metrics.body.find(series), std::string::npos) << series;
+  }
+}
+
+// The README's curl sequence, in code: a merchant, an account, a transfer.
+TEST_F(ServerTest, OnboardingAccountsAndTransfers) {
+  const MerchantKeys shop = merchant("Shop");
+  EXPECT_EQ(shop.id.substr(0, 4), "mer_");
+  EXPECT_EQ(shop.secret.substr(0, 3), "sk_");
+  const std::string bank = system_account();
+  const std::string wallet = account(shop);
+  const std::string till = account(shop);
+  fund(bank, wallet, 10'000);
+  const HttpResponse paid =
+      merchant_request(shop, "POST", "/v1/transfers",
+                       transfer_body(wallet, till, 2'500, R"(,"reference":"order-1")"));
+  ASSERT_EQ(paid.status, 201u) << paid.body;
+  EXPECT_EQ(text_field(paid.body, "/status"), "posted");
+  EXPECT_EQ(text_field(paid.body, "/reference"), "order-1");
+  const HttpResponse got =
+      merchant_request(shop, "GET", "/v1/transfers/" + text_field(paid.body, "/id"));
+  EXPECT_EQ(got.status, 200u) << got.body;
+  EXPECT_EQ(number_field(got.body, "/amount"), 2'500);
+  EXPECT_EQ(balance(wallet), 7'500);
+  EXPECT_EQ(balance(till), 2'500);
+  EXPECT_EQ(balance(bank), -10'000);
+
+  const HttpResponse short_funds =
+      merchant_request(shop, "POST", "/v1/transfers", transfer_body(wallet, till, 7'501));
+  EXPECT_EQ(short_funds.status, 422u);
+  EXPECT_EQ(error_code(short_funds), "insufficient_funds");
+
+  // Merchants see themselves, not others; only operators onboard.
+  EXPECT_EQ(merchant_request(shop, "GET", "/v1/merchants/" + shop.id).status, 200u);
+  const HttpResponse onboard = merchant_request(shop, "POST", "/v1/merchants", R"({"name":"x"})");
+  EXPECT_EQ(onboard.status, 403u);
+  EXPECT_EQ(error_code(onboard), "operator_only");
+  const HttpResponse system =
+      merchant_request(shop, "POST", "/v1/accounts", R"({"currency":"USD","kind":"system"})");
+  EXPECT_EQ(error_code(system), "operator_only");
+}
+
+TEST_F(ServerTest, TwoPhaseTransfers) {
+  const MerchantKeys shop = merchant("Shop");
+  const std::string bank = system_account();
+  const std::string wallet = account(shop);
+  const std::string till = account(shop);
+  fund(bank, wallet, 1'000);
+  const auto hold = [&](i64 amount, const std::string& extra = {}) {
+    const HttpResponse r =
+        merchant_request(shop, "POST", "/v1/transfers",
+                         transfer_body(wallet, till, amount, R"(,"pending":true)" + extra));
+    EXPECT_EQ(r.status, 201u) << r.body;
+    EXPECT_EQ(text_field(r.body, "/status"), "pending");
+    return text_field(r.body, "/id");
+  };
+  const std::string first = hold(600);
+  EXPECT_EQ(balance(wallet, "/available"), 400);
+  EXPECT_EQ(balance(wallet, "/held"), 600);
+  const HttpResponse over = merchant_request(
+      shop, "POST", "/v1/transfers", transfer_body(wallet, till, 401, R"(,"pending":true)"));
+  EXPECT_EQ(error_code(over), "insufficient_funds");
+
+  const HttpResponse posted =
+      merchant_request(shop, "POST", "/v1/transfers/" + first + "/post", R"({"amount":450})");
+  ASSERT_EQ(posted.status, 200u) << posted.body;
+  EXPECT_EQ(text_field(posted.body, "/status"), "posted");
+  EXPECT_EQ(number_field(posted.body, "/posted_amount"), 450);
+  EXPECT_EQ(balance(wallet), 550);
+  EXPECT_EQ(balance(wallet, "/held"), 0);
+  const HttpResponse again = merchant_request(shop, "POST", "/v1/transfers/" + first + "/void");
+  EXPECT_EQ(again.status, 409u);
+  EXPECT_EQ(error_code(again), "pending_transfer_already_posted");
+
+  const std::string second = hold(100);
+  const HttpResponse voided = merchant_request(shop, "POST", "/v1/transfers/" + second + "/void");
+  EXPECT_EQ(voided.status, 200u) << voided.body;
+  EXPECT_EQ(text_field(voided.body, "/status"), "voided");
+  EXPECT_EQ(balance(wallet, "/available"), 550);
+
+  const std::string third = hold(100, R"(,"timeout_s":1)");
+  std::this_thread::sleep_for(std::chrono::milliseconds(1'500));  // the group ticks it out
+  const HttpResponse late = merchant_request(shop, "POST", "/v1/transfers/" + third + "/post");
+  EXPECT_EQ(late.status, 409u) << late.body;
+  EXPECT_EQ(error_code(late), "transfer_expired");
+  EXPECT_EQ(balance(wallet, "/held"), 0);
+
+  const HttpResponse too_much =
+      merchant_request(shop, "POST", "/v1/transfers/" + hold(50) + "/post", R"({"amount":51})");
+  EXPECT_EQ(too_much.status, 422u);
+  EXPECT_EQ(error_code(too_much), "exceeds_pending_amount");
+}
+
+TEST_F(ServerTest, BadInputIsRefusedWithStableCodes) {
+  const MerchantKeys shop = merchant("Shop");
+  const std::string a = account(shop), b = account(shop);
+  const std::string other_currency = account(shop, "EUR");
+  struct Case {
+    std::string body;
+    unsigned status;
+    const char* code;
+  };
+  const std::string ids = R"("debit_account":")" + a + R"(","credit_account":")" + b + "\"";
+  const Case cases[] = {
+      {"{", 400, "invalid_json"},
+      {"[1,2]", 400, "invalid_json"},
+      {"{" + ids + R"(,"amount":"100","currency":"USD"})", 400, "invalid_amount"},
+      {"{" + ids + R"(,"amount":1.5,"currency":"USD"})", 400, "invalid_amount"},
+      {"{" + ids + R"(,"amount":1e3,"currency":"USD"})", 400, "invalid_amount"},
+      {"{" + ids + R"(,"amount":-5,"currency":"USD"})", 400, "invalid_amount"},
+      {"{" + ids + R"(,"amount":0,"currency":"USD"})", 400, "invalid_amount"},
+      {"{" + ids + R"(,"amount":9223372036854775808,"currency":"USD"})", 400, "invalid_amount"},
+      {"{" + ids + R"(,"amount":100000000000000000000000000,"currency":"USD"})", 400,
+       "invalid_amount"},
+      {"{" + ids + R"(,"amount":5,"currency":"usd"})", 400, "invalid_currency"},
+      {"{" + ids + R"(,"amount":5,"currency":"USD","ammount":5})", 400, "unknown_field"},
+      {"{" + ids + R"(,"amount":5})", 400, "missing_field"},
+      {"{" + ids + R"(,"amount":5,"currency":"USD","pending":"yes"})", 400, "invalid_field"},
+      {"{" + ids + R"(,"amount":5,"currency":"USD","amount":6})", 400, "invalid_field"},
+      {R"({"debit_account":"acc_zz","credit_account":")" + b + R"(","amount":5,"currency":"USD"})",
+       400, "invalid_field"},
+      {R"({"debit_account":")" + a + R"(","credit_account":")" + a +
+           R"(","amount":5,"currency":"USD"})",
+       400, "same_account"},
+      {R"({"debit_account":")" + a + R"(","credit_account":")" + other_currency +
+           R"(","amount":5,"currency":"USD"})",
+       400, "currency_mismatch"},
+      {R"({"debit_account":"acc_0000000000ffffff","credit_account":")" + b +
+           R"(","amount":5,"currency":"USD"})",
+       404, "debit_account_not_found"},
+  };
+  const std::string before = balance(a) == 0 ? "ok" : "moved";
+  for (const Case& c : cases) {
+    const HttpResponse r = merchant_request(shop, "POST", "/v1/transfers", c.body);
+    EXPECT_EQ(r.status, c.status) << c.body << " → " << r.body;
+    EXPECT_EQ(error_code(r), c.code) << c.body;
+    EXPECT_FALSE(text_field(r.body, "/error/message").empty());
+  }
+  EXPECT_EQ(balance(a), 0);  // nothing changed
+  EXPECT_EQ(before, "ok");
+
+  // Transport-level refusals.
+  const HttpResponse media = client_->request(
+      "POST", "/v1/accounts",
+      {"Authorization: Bearer " + server_.admin_token(), "Content-Type: text/plain"},
+      R"({"currency":"USD"})");
+  EXPECT_EQ(media.status, 415u);
+  EXPECT_EQ(client_->request("GET", "/v1/nothing", admin()).status, 404u);
+  const HttpResponse method = client_->request("DELETE", "/v1/accounts", admin());
+  EXPECT_EQ(method.status, 405u);
+  EXPECT_EQ(error_code(method), "method_not_allowed");
+  const HttpResponse bad_key =
+      admin_post("/v1/accounts", R"({"currency":"USD","kind":"system"})", {"Idempotency-Key: a b"});
+  EXPECT_EQ(error_code(bad_key), "invalid_idempotency_key");
+  const HttpResponse huge = admin_post("/v1/batch", std::string(5u << 20, ' '));
+  EXPECT_EQ(huge.status, 413u);
+  EXPECT_EQ(error_code(huge), "body_too_large");
+}
+
+TEST_F(ServerTest, SignedRequestsAndTokens) {
+  const MerchantKeys shop = merchant("Shop");
+  const std::string target = "/v1/merchants/" + shop.id;
+  // No credentials; a wrong admin token.
+  EXPECT_EQ(error_code(client_->request("GET", target)), "missing_credentials");
+  EXPECT_EQ(client_->request("GET", target).status, 401u);
+  EXPECT_EQ(error_code(client_->request("GET", target, {"Authorization: Bearer nope"})),
+            "invalid_token");
+  EXPECT_EQ(error_code(client_->request("GET", target, {"Authorization: Basic abc"})),
+            "invalid_credentials");
+
+  // Signed: good, then the same signature again, then a tampered one.
+  const auto headers = signed_headers(shop.key_id, shop.secret, "GET", target, "");
+  EXPECT_EQ(client_->request("GET", target, headers).status, 200u);
+  const HttpResponse replay = client_->request("GET", target, headers);
+  EXPECT_EQ(replay.status, 401u);
+  EXPECT_EQ(error_code(replay), "signature_replayed");
+  auto tampered = signed_headers(shop.key_id, shop.secret, "GET", target, "");
+  tampered[2].back() = tampered[2].back() == '0' ? '1' : '0';
+  EXPECT_EQ(error_code(client_->request("GET", target, tampered)), "invalid_signature");
+  const auto wrong_secret = signed_headers(shop.key_id, shop.secret + "x", "GET", target, "");
+  EXPECT_EQ(error_code(client_->request("GET", target, wrong_secret)), "invalid_signature");
+  const auto old = signed_headers(shop.key_id, shop.secret, "GET", target, "",
+                                  std::to_string(std::time(nullptr) - 301));
+  EXPECT_EQ(error_code(client_->request("GET", target, old)), "timestamp_out_of_window");
+  const auto future = signed_headers(shop.key_id, shop.secret, "GET", target, "",
+                                     std::to_string(std::time(nullptr) + 301));
+  EXPECT_EQ(error_code(client_->request("GET", target, future)), "timestamp_out_of_window");
+  // The body is signed: the same headers with another body fail.
+  const auto for_body =
+      signed_headers(shop.key_id, shop.secret, "POST", "/v1/accounts", R"({"currency":"USD"})");
+  EXPECT_EQ(error_code(client_->request("POST", "/v1/accounts", for_body, R"({"currency":"EUR"})")),
+            "invalid_signature");
+
+  // JWT: good, expired, signed with another secret, unsigned.
+  const long now = static_cast<long>(std::time(nullptr));
+  const auto bearer = [](const std::string& token) {
+    return std::vector<std::string>{"Authorization: Bearer " + token};
+  };
+  EXPECT_EQ(
+      client_->request("GET", target, bearer(make_jwt(shop.id, shop.secret, now + 60))).status,
+      200u);
+  EXPECT_EQ(
+      error_code(client_->request("GET", target, bearer(make_jwt(shop.id, shop.secret, now - 1)))),
+      "token_expired");
+  EXPECT_EQ(error_code(client_->request("GET", target,
+                                        bearer(make_jwt(shop.id, shop.secret + "x", now + 60)))),
+            "invalid_token");
+  EXPECT_EQ(error_code(client_->request("GET", target,
+                                        bearer(make_jwt(shop.id, "", now + 60, JWT_ALG_NONE)))),
+            "invalid_token");
+
+  // Rotation: the old key stops working, the new one works.
+  const HttpResponse rotated = admin_post("/v1/merchants/" + shop.id + "/keys", "");
+  ASSERT_EQ(rotated.status, 201u) << rotated.body;
+  const MerchantKeys fresh{shop.id, text_field(rotated.body, "/key_id"),
+                           text_field(rotated.body, "/secret")};
+  EXPECT_NE(fresh.secret, shop.secret);
+  EXPECT_EQ(error_code(merchant_request(shop, "GET", target)), "invalid_signature");
+  EXPECT_EQ(merchant_request(fresh, "GET", target).status, 200u);
+}
+
+TEST_F(ServerTest, MerchantsSeeOnlyTheirOwnAndTheirChildren) {
+  const MerchantKeys parent = merchant("Parent");
+  const MerchantKeys child = merchant("Child", parent.id);
+  const MerchantKeys stranger = merchant("Stranger");
+  const std::string bank = system_account();
+  const std::string child_wallet = account(child);
+  const std::string parent_wallet = account(parent);
+  fund(bank, child_wallet, 100);
+
+  EXPECT_EQ(merchant_request(parent, "GET", "/v1/accounts/" + child_wallet).status, 200u);
+  EXPECT_EQ(merchant_request(child, "GET", "/v1/accounts/" + parent_wallet).status, 404u);
+  const HttpResponse peek = merchant_request(stranger, "GET", "/v1/accounts/" + child_wallet);
+  EXPECT_EQ(peek.status, 404u);
+  EXPECT_EQ(error_code(peek), "account_not_found");
+  EXPECT_EQ(merchant_request(stranger, "GET", "/v1/merchants/" + parent.id).status, 404u);
+  // The stranger cannot move the child's money, and is told nothing about it.
+  const std::string stranger_wallet = account(stranger);
+  const HttpResponse steal = merchant_request(stranger, "POST", "/v1/transfers",
+                                              transfer_body(child_wallet, stranger_wallet, 50));
+  EXPECT_EQ(steal.status, 404u);
+  EXPECT_EQ(error_code(steal), "debit_account_not_found");
+  // The parent can move its child's money (same group: a family shares one).
+  const HttpResponse sweep = merchant_request(parent, "POST", "/v1/transfers",
+                                              transfer_body(child_wallet, parent_wallet, 60));
+  EXPECT_EQ(sweep.status, 201u) << sweep.body;
+  const HttpResponse hold =
+      merchant_request(child, "POST", "/v1/transfers",
+                       transfer_body(child_wallet, account(child), 10, R"(,"pending":true)"));
+  ASSERT_EQ(hold.status, 201u);
+  const std::string hold_id = text_field(hold.body, "/id");
+  EXPECT_EQ(merchant_request(stranger, "GET", "/v1/transfers/" + hold_id).status, 404u);
+  EXPECT_EQ(error_code(merchant_request(stranger, "POST", "/v1/transfers/" + hold_id + "/void")),
+            "transfer_not_found");
+  EXPECT_EQ(balance(child_wallet, "/held"), 10);  // untouched
+  // A merchant cannot open accounts for a stranger.
+  const HttpResponse foreign = merchant_request(
+      stranger, "POST", "/v1/accounts", R"({"currency":"USD","owner":")" + parent.id + "\"}");
+  EXPECT_EQ(error_code(foreign), "merchant_not_found");
+}
+
+TEST_F(ServerTest, Batches) {
+  const MerchantKeys shop = merchant("Shop");
+  const std::string bank = system_account();
+  const std::string a = account(shop), b = account(shop);
+  fund(bank, a, 100);
+  const auto op = [](const std::string& from, const std::string& to, i64 amount) {
+    return R"({"op":"transfer","debit_account":")" + from + R"(","credit_account":")" + to +
+           R"(","amount":)" + std::to_string(amount) + R"(,"currency":"USD"})";
+  };
+  // Atomic: the second fails, so neither applies.
+  const HttpResponse atomic = merchant_request(
+      shop, "POST", "/v1/batch",
+      R"({"atomic":true,"operations":[)" + op(a, b, 60) + "," + op(a, b, 60) + "]}");
+  EXPECT_EQ(atomic.status, 422u) << atomic.body;
+  EXPECT_EQ(error_code(atomic), "atomic_batch_failed");
+  EXPECT_EQ(text_field(atomic.body, "/results/1/body/error/code"), "insufficient_funds");
+  EXPECT_EQ(balance(a), 100);
+  // Not atomic: each on its own.
+  const HttpResponse each = merchant_request(
+      shop, "POST", "/v1/batch", R"({"operations":[)" + op(a, b, 60) + "," + op(a, b, 60) + "]}");
+  EXPECT_EQ(each.status, 200u) << each.body;
+  EXPECT_EQ(number_field(each.body, "/results/0/status"), 201);
+  EXPECT_EQ(number_field(each.body, "/results/1/status"), 422);
+  EXPECT_EQ(balance(a), 40);
+  // Holds posted and voided in a batch.
+  const HttpResponse holds =
+      merchant_request(shop, "POST", "/v1/batch",
+                       R"({"operations":[{"op":"transfer","pending":true,"debit_account":")" + a +
+                           R"(","credit_account":")" + b + R"(","amount":10,"currency":"USD"},)" +
+                           R"({"op":"transfer","pending":true,"debit_account":")" + a +
+                           R"(","credit_account":")" + b + R"(","amount":20,"currency":"USD"}]})");
+  ASSERT_EQ(holds.status, 200u);
+  const std::string h1 = text_field(holds.body, "/results/0/body/id");
+  const std::string h2 = text_field(holds.body, "/results/1/body/id");
+  const HttpResponse close = merchant_request(
+      shop, "POST", "/v1/batch",
+      R"({"atomic":true,"operations":[{"op":"post","transfer_id":")" + h1 + R"(","amount":5},)" +
+          R"({"op":"void","transfer_id":")" + h2 + R"("}]})");
+  EXPECT_EQ(close.status, 200u) << close.body;
+  EXPECT_EQ(balance(a), 35);
+  EXPECT_EQ(balance(a, "/held"), 0);
+  EXPECT_EQ(error_code(merchant_request(shop, "POST", "/v1/batch", R"({"operations":[]})")),
+            "batch_empty");
+  std::string many = R"({"operations":[)";
+  for (int i = 0; i < 8191; ++i)
+    many += (i ? "," : "") + op(a, b, 1);
+  EXPECT_EQ(error_code(merchant_request(shop, "POST", "/v1/batch", many + "]}")),
+            "batch_too_large");
+}
+
+TEST_F(ServerTest, IdempotencyHoldsAcrossRestartsAndCrashes) {
+  const MerchantKeys shop = merchant("Shop");
+  const std::string bank = system_account();
+  const std::string a = account(shop), b = account(shop);
+  fund(bank, a, 1'000);
+  const std::string body = transfer_body(a, b, 300);
+  const HttpResponse first =
+      merchant_request(shop, "POST", "/v1/transfers", body, {"Idempotency-Key: order-42"});
+  ASSERT_EQ(first.status, 201u);
+  // Merchant creation is idempotent too.
+  const HttpResponse onboard =
+      admin_post("/v1/merchants", R"({"name":"Again"})", {"Idempotency-Key: m-1"});
+  ASSERT_EQ(onboard.status, 201u);
+
+  for (const int signal : {SIGTERM, SIGKILL}) {
+    restart(signal);
+    const HttpResponse retry =
+        merchant_request(shop, "POST", "/v1/transfers", body, {"Idempotency-Key: order-42"});
+    EXPECT_EQ(retry.status, 201u);
+    EXPECT_EQ(retry.body, first.body);
+    const HttpResponse changed = merchant_request(
+        shop, "POST", "/v1/transfers", transfer_body(a, b, 301), {"Idempotency-Key: order-42"});
+    EXPECT_EQ(changed.status, 409u);
+    EXPECT_EQ(error_code(changed), "idempotency_key_reused");
+    EXPECT_EQ(balance(a), 700);
+    const HttpResponse onboard_again =
+        admin_post("/v1/merchants", R"({"name":"Again"})", {"Idempotency-Key: m-1"});
+    EXPECT_EQ(onboard_again.status, 201u);
+    EXPECT_EQ(onboard_again.body, onboard.body);
+    EXPECT_EQ(
+        error_code(admin_post("/v1/merchants", R"({"name":"Other"})", {"Idempotency-Key: m-1"})),
+        "idempotency_key_reused");
+  }
+  // The same key from another merchant is another key.
+  const MerchantKeys other = merchant("Other");
+  const std::string c = account(other), d = account(other);
+  const HttpResponse theirs = merchant_request(
+      other, "POST", "/v1/transfers", transfer_body(c, d, 1), {"Idempotency-Key: order-42"});
+  EXPECT_EQ(error_code(theirs), "insufficient_funds");
+}
+
+// Hundreds of clients debit one hot account at once: it ends exact, never below zero.
+TEST_F(ServerTest, HotAccountUnderConcurrentClients) {
+  server_.stop();
+  start("[limits]\nrate_per_s = 1000000.0\nrate_burst = 1000000.0\n");
+  const MerchantKeys shop = merchant("Hot");
+  const std::string bank = system_account();
+  const std::string hot = account(shop), sink = account(shop);
+  constexpr int kClients = 200, kEach = 30, kFunds = 4'000;
+  fund(bank, hot, kFunds);
+  const std::string token = make_jwt(shop.id, shop.secret, std::time(nullptr) + 600);
+  const std::string body = transfer_body(hot, sink, 1);
+  std::atomic<int> created{0}, refused{0}, other{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&] {
+      HttpClient client("127.0.0.1", server_.port());
+      const std::vector<std::string> headers = {"Authorization: Bearer " + token,
+                                                "Content-Type: application/json"};
+      for (int i = 0; i < kEach; ++i) {
+        const HttpResponse r = client.request("POST", "/v1/transfers", headers, body);
+        (r.status == 201 ? created : r.status == 422 ? refused : other).fetch_add(1);
+      }
+    });
+  }
+  for (auto& t : clients)
+    t.join();
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_EQ(created.load(), kFunds);
+  EXPECT_EQ(refused.load(), kClients * kEach - kFunds);
+  EXPECT_EQ(balance(hot), 0);
+  EXPECT_EQ(balance(sink), kFunds);
+}
+
+TEST_F(ServerTest, ProtectionsRateLimitsSlowClientsAndConnectionCap) {
+  server_.stop();
+  start(
+      "[limits]\nrate_per_s = 2.0\nrate_burst = 3.0\n"
+      "[http]\nrequest_timeout_ms = 500\nconnections_max = 8\n");
+  const MerchantKeys shop = merchant("Limited");
+  const std::string target = "/v1/merchants/" + shop.id;
+  unsigned last = 0;
+  HttpResponse limited;
+  for (int i = 0; i < 5 && last != 429; ++i) {
+    limited = merchant_request(shop, "GET", target);
+    last = limited.status;
+  }
+  EXPECT_EQ(last, 429u);
+  EXPECT_EQ(error_code(limited), "rate_limited");
+  EXPECT_FALSE(limited.header("retry-after").empty());
+
+  // Slowloris: half a request line, then silence, is cut off at the deadline.
+  HttpClient slow("127.0.0.1", server_.port());
+  ASSERT_TRUE(slow.send_raw("GET /healthz HTT"));
+  const auto started = std::chrono::steady_clock::now();
+  const HttpResponse none = slow.receive(5'000);
+  EXPECT_EQ(none.status, 0u);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(3));
+  // Trickling a header byte by byte does not extend the deadline.
+  HttpClient trickle("127.0.0.1", server_.port());
+  bool cut = false;
+  for (int i = 0; i < 40 && !cut; ++i) {
+    cut = !trickle.send_raw("X");
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(trickle.receive(1'000).status, 0u);
+
+  // Connection cap: beyond it, a connection is answered 503 and closed.
+  std::vector<std::unique_ptr<HttpClient>> held;
+  for (int i = 0; i < 8; ++i) {
+    held.push_back(std::make_unique<HttpClient>("127.0.0.1", server_.port()));
+    ASSERT_TRUE(held.back()->connect());
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  HttpClient extra("127.0.0.1", server_.port());
+  const HttpResponse busy = extra.request("GET", "/healthz");
+  EXPECT_EQ(busy.status, 503u);
+  EXPECT_EQ(error_code(busy), "overloaded");
+  held.clear();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  HttpClient after("127.0.0.1", server_.port());
+  const HttpResponse metrics = after.request("GET", "/metrics");
+  EXPECT_NE(metrics.body.find("paygate_http_connections_refused_total 1"), std::string::npos)
+      << metrics.body;
+  EXPECT_NE(metrics.body.find("paygate_rate_limited_total 1"), std::string::npos);
+}
+
+TEST_F(ServerTest, PipelinedRequestsAreAnsweredInOrder) {
+  const MerchantKeys shop = merchant("Pipe");
+  const std::string bank = system_account();
+  const std::string a = account(shop), b = account(shop);
+  fund(bank, a, 10);
+  const std::string token = make_jwt(shop.id, shop.secret, std::time(nullptr) + 600);
+  const std::vector<std::string> headers = {"Authorization: Bearer " + token,
+                                            "Content-Type: application/json"};
+  for (int i = 0; i < 12; ++i)
+    ASSERT_TRUE(client_->send("POST", "/v1/transfers", headers, transfer_body(a, b, 1)));
+  for (int i = 0; i < 12; ++i) {
+    const HttpResponse r = client_->receive();
+    EXPECT_EQ(r.status, i < 10 ? 201u : 422u) << i;
+  }
+}
+
+}  // namespace
+}  // namespace paygate::api

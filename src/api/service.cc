@@ -1,0 +1,706 @@
+#include "api/service.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstring>
+
+#include "api/http_status.h"
+#include "api/id_text.h"
+#include "api/render.h"
+#include "base/hash.h"
+
+namespace paygate::api {
+namespace {
+
+constexpr u32 kNoCommand = ~u32{0};
+
+// One decoder per IO thread, reused for every request it parses.
+RequestDecoder& decoder() {
+  thread_local RequestDecoder instance;
+  return instance;
+}
+
+u64 wall_seconds() {
+  return static_cast<u64>(std::chrono::duration_cast<std::chrono::seconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count());
+}
+
+// Splits "/v1/accounts/acc_…/entries?x=y" into path segments after "/v1".
+struct Path {
+  std::string_view parts[4];
+  std::size_t count = 0;
+  bool v1 = false;
+};
+
+Path split_path(std::string_view target) {
+  Path path;
+  target = target.substr(0, target.find('?'));
+  if (target.substr(0, 4) != "/v1/") return path;
+  path.v1 = true;
+  target.remove_prefix(4);
+  while (!target.empty() && path.count < std::size(path.parts)) {
+    const std::size_t slash = target.find('/');
+    path.parts[path.count++] = target.substr(0, slash);
+    if (slash == std::string_view::npos) return path;
+    target.remove_prefix(slash + 1);
+  }
+  if (!target.empty()) path.count = std::size(path.parts) + 1;  // too deep: no route
+  return path;
+}
+
+bool valid_idempotency_key(std::string_view key) {
+  if (key.empty() || key.size() > 255) return false;
+  for (const char c : key) {
+    if (c < 0x21 || c > 0x7E) return false;  // visible ASCII only
+  }
+  return true;
+}
+
+}  // namespace
+
+Service::Service(MerchantRegistry& merchants, Authenticator& auth, OwnerIndex& owners,
+                 ServiceConfig config)
+    : merchants_(merchants),
+      auth_(auth),
+      owners_(owners),
+      config_(std::move(config)),
+      metrics_(std::make_unique<HttpMetrics>()) {}
+
+void Service::index_owners(Engine& engine, OwnerIndex& owners) {
+  for (u32 g = 0; g < engine.groups(); ++g) {
+    const Ledger& ledger = engine.group(g).ledger();
+    for (u64 serial = 1; serial <= ledger.account_count(); ++serial) {
+      const Account* account =
+          ledger.find_account(AccountId{make_id(ledger.config().prefix, serial)});
+      PG_ASSERT(account != nullptr);
+      owners.set(account->id.value, account->owner.value);
+    }
+  }
+}
+
+u64 Service::now_ns() const noexcept {
+  return static_cast<u64>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                              std::chrono::steady_clock::now().time_since_epoch())
+                              .count());
+}
+
+void Service::render_metrics_page(std::string& out) const {
+  render_metrics(MetricsSources{.engine = engine_.load(std::memory_order_acquire),
+                                .http = metrics_.get(),
+                                .replay_evictions = auth_.replay_evictions(),
+                                .merchants = merchants_.size(),
+                                .binary_frames = binary_frames_.load(std::memory_order_relaxed),
+                                .ready = ready()},
+                 out);
+}
+
+bool Service::finish(Exchange& ex, unsigned status) {
+  ex.reply.status = status;
+  metrics_->record(ex.route_, status, now_ns() - ex.started_ns_);
+  return true;
+}
+
+bool Service::fail(Exchange& ex, ResultCode code, std::string_view message) {
+  ex.reply.body.clear();
+  ex.reply.text = false;
+  render_error(ex.reply.body, code, message);
+  return finish(ex, http_status(code));
+}
+
+bool Service::fail_problem(Exchange& ex, const Problem& problem) {
+  return fail(ex, problem.code, problem.message);
+}
+
+// Hands a request to its group. True when answered at once (refused).
+bool Service::submit(Exchange& ex, const Request& request) {
+  const ResultCode code = ex.group_->submit(request);
+  if (code == ResultCode::ok) return false;
+  return fail(ex, code,
+              code == ResultCode::overloaded ? "the group is overloaded; retry shortly"
+                                             : "the request could not be taken");
+}
+
+bool Service::begin(const HttpRequestView& request, Exchange& ex) {
+  ex.view_ = request;
+  ex.step_ = 0;
+  ex.started_ns_ = now_ns();
+  ex.route_ = Route::unknown;
+  ex.reply.body.clear();
+  ex.reply.text = false;
+  ex.reply.retry_after_s = 0;
+  ex.principal_ = Principal{};
+  ex.key_ = IdempotencyKey{};
+  return dispatch(ex);
+}
+
+bool Service::dispatch(Exchange& ex) {
+  const std::string_view method = ex.view_.method;
+  const std::string_view target = ex.view_.target;
+  const std::string_view path = target.substr(0, target.find('?'));
+  const bool get = method == "GET";
+  const bool post = method == "POST";
+
+  if (path == "/healthz" || path == "/readyz" || path == "/metrics") {
+    ex.route_ = path == "/healthz"  ? Route::healthz
+                : path == "/readyz" ? Route::readyz
+                                    : Route::metrics;
+    if (!get) return fail(ex, ResultCode::method_not_allowed, "use GET");
+    if (ex.route_ == Route::readyz && !ready()) {
+      return fail(ex, ResultCode::not_ready, "recovery has not finished");
+    }
+    if (ex.route_ == Route::metrics) {
+      ex.reply.text = true;
+      render_metrics_page(ex.reply.body);
+    } else {
+      ex.reply.body = ex.route_ == Route::healthz ? R"({"status":"ok"})" : R"({"status":"ready"})";
+    }
+    return finish(ex, 200);
+  }
+
+  // Routing: which resource, and is the method one it has.
+  const Path p = split_path(target);
+  bool method_ok = false;
+  if (p.v1 && p.count >= 1) {
+    const std::string_view r = p.parts[0];
+    const std::size_t n = p.count;
+    if (r == "merchants" && n == 1) {
+      ex.route_ = Route::merchants_create, method_ok = post;
+    } else if (r == "merchants" && n == 2) {
+      ex.route_ = Route::merchants_get, method_ok = get;
+    } else if (r == "merchants" && n == 3 && p.parts[2] == "keys") {
+      ex.route_ = Route::merchants_keys, method_ok = post;
+    } else if (r == "accounts" && n == 1) {
+      ex.route_ = Route::accounts_create, method_ok = post;
+    } else if (r == "accounts" && n == 2) {
+      ex.route_ = Route::accounts_get, method_ok = get;
+    } else if (r == "accounts" && n == 3 && p.parts[2] == "entries") {
+      ex.route_ = Route::accounts_entries, method_ok = get;
+    } else if (r == "transfers" && n == 1) {
+      ex.route_ = Route::transfers_create, method_ok = post;
+    } else if (r == "transfers" && n == 2) {
+      ex.route_ = Route::transfers_get, method_ok = get;
+    } else if (r == "transfers" && n == 3 && (p.parts[2] == "post" || p.parts[2] == "void")) {
+      ex.route_ = p.parts[2] == "post" ? Route::transfers_post : Route::transfers_void;
+      method_ok = post;
+    } else if (r == "batch" && n == 1) {
+      ex.route_ = Route::batch, method_ok = post;
+    } else if (r == "events" && n == 1) {
+      ex.route_ = Route::events, method_ok = get;
+    }
+  }
+  if (ex.route_ == Route::unknown) return fail(ex, ResultCode::not_found, "no such route");
+  if (!method_ok) return fail(ex, ResultCode::method_not_allowed, "method not allowed here");
+  if (draining_.load(std::memory_order_acquire)) {
+    return fail(ex, ResultCode::shutting_down, "the server is stopping; retry elsewhere or later");
+  }
+  if (!ready()) return fail(ex, ResultCode::not_ready, "recovery has not finished");
+
+  // Who is calling.
+  const Problem auth = auth_.authenticate(Credentials{.method = ex.view_.method,
+                                                      .target = ex.view_.target,
+                                                      .body = ex.view_.body,
+                                                      .authorization = ex.view_.authorization,
+                                                      .key_id = ex.view_.key_id,
+                                                      .timestamp = ex.view_.timestamp,
+                                                      .signature = ex.view_.signature},
+                                          wall_seconds(), &ex.principal_);
+  if (!auth.ok()) {
+    metrics_->auth_failures.fetch_add(1, std::memory_order_relaxed);
+    return fail_problem(ex, auth);
+  }
+  if (ex.principal_.merchant != nullptr &&
+      !ex.principal_.merchant->bucket->take(now_ns(), config_.rate_per_s, config_.rate_burst,
+                                            &ex.reply.retry_after_s)) {
+    metrics_->rate_limited.fetch_add(1, std::memory_order_relaxed);
+    return fail(ex, ResultCode::rate_limited, "rate limit reached; see Retry-After");
+  }
+
+  if (post) {
+    if (!ex.view_.body.empty() && ex.view_.content_type.substr(0, 16) != "application/json") {
+      return fail(ex, ResultCode::unsupported_media_type, "send Content-Type: application/json");
+    }
+    if (!ex.view_.idempotency_key.empty()) {
+      if (!valid_idempotency_key(ex.view_.idempotency_key)) {
+        return fail(ex, ResultCode::invalid_idempotency_key,
+                    "Idempotency-Key must be 1 to 255 visible ASCII characters");
+      }
+      ex.key_ = derive_key(ex);
+    }
+  }
+
+  if (p.count >= 2) {
+    const IdKind kind = p.parts[0] == "merchants"  ? IdKind::merchant
+                        : p.parts[0] == "accounts" ? IdKind::account
+                                                   : IdKind::transfer;
+    const auto id = parse_id(kind, p.parts[1]);
+    // A malformed id names nothing: the same answer as an unknown one.
+    const ResultCode unknown = kind == IdKind::merchant  ? ResultCode::merchant_not_found
+                               : kind == IdKind::account ? ResultCode::account_not_found
+                                                         : ResultCode::transfer_not_found;
+    if (!id) return fail(ex, unknown, "no such id");
+    ex.path_id_ = *id;
+    if (kind != IdKind::merchant) {
+      ex.group_ = engine().route(*id);
+      if (ex.group_ == nullptr) return fail(ex, unknown, "no such id");
+    }
+  }
+  return step(ex);
+}
+
+bool Service::resume(Exchange& ex) {
+  if (ex.outcome_.status != ResultCode::ok) {
+    return fail(ex, ex.outcome_.status,
+                ex.outcome_.status == ResultCode::not_durable
+                    ? "the journal could not make this durable; its outcome is unknown, retry "
+                      "with the same Idempotency-Key"
+                    : "the server is stopping; retry with the same Idempotency-Key");
+  }
+  ++ex.step_;
+  return step(ex);
+}
+
+bool Service::step(Exchange& ex) {
+  switch (ex.route_) {
+    case Route::merchants_create:
+      return create_merchant(ex);
+    case Route::merchants_get:
+      return get_merchant(ex);
+    case Route::merchants_keys:
+      return rotate_key(ex);
+    case Route::accounts_create:
+      return create_account(ex);
+    case Route::accounts_get:
+      return get_account(ex);
+    case Route::transfers_create:
+      return create_transfer(ex);
+    case Route::transfers_get:
+      return get_transfer(ex);
+    case Route::transfers_post:
+    case Route::transfers_void:
+      return pending_action(ex);
+    case Route::batch:
+      return batch(ex);
+    case Route::accounts_entries:
+    case Route::events:
+      return fail(ex, ResultCode::not_implemented,
+                  "statements and the event feed come with the read side (docs/API.md)");
+    default:
+      return fail(ex, ResultCode::not_found, "no such route");
+  }
+}
+
+IdempotencyKey Service::derive_key(const Exchange& ex) const {
+  // Keyed, so that clients cannot aim keys at one slot of the ledger's table;
+  // scoped by caller, so that two merchants' keys never meet.
+  const u64 scope = ex.principal_.merchant ? ex.principal_.merchant->id : 0;
+  char scope_bytes[8];
+  std::memcpy(scope_bytes, &scope, sizeof scope);
+  const Digest digest = hmac_sha256(config_.idempotency_secret,
+                                    {std::string_view(scope_bytes, 8), ex.view_.idempotency_key});
+  IdempotencyKey key;
+  std::memcpy(&key.lo, digest.data(), 8);
+  std::memcpy(&key.hi, digest.data() + 8, 8);
+  if (key.empty()) key.lo = 1;
+  return key;
+}
+
+bool Service::visible_account(const Exchange& ex, u64 account_id) const {
+  const auto owner = owners_.owner(account_id);
+  if (!owner) return false;
+  if (ex.principal_.is_operator) return true;
+  return *owner != 0 && merchants_.can_see(ex.principal_.merchant->id, *owner);
+}
+
+bool Service::visible_transfer(const Exchange& ex, const Transfer& transfer) const {
+  return visible_account(ex, transfer.debit_account_id.value) ||
+         visible_account(ex, transfer.credit_account_id.value);
+}
+
+// ---- merchants (operators) ----
+
+bool Service::create_merchant(Exchange& ex) {
+  if (!ex.principal_.is_operator) return fail(ex, ResultCode::operator_only, "operators only");
+  MerchantCreate request;
+  const Problem problem = decoder().merchant_create(ex.view_.body, &request);
+  if (!problem.ok()) return fail_problem(ex, problem);
+  StoredReply reply;
+  std::string error;
+  const u64 content = Hasher{}.add_bytes(ex.view_.body).add(1).value();
+  const ResultCode code = merchants_.create(
+      request, ex.key_, content,
+      [](const Merchant& m) {
+        StoredReply r{.content_hash = 0, .status = 201, .body = {}};
+        render_merchant(r.body, m, true);
+        return r;
+      },
+      &reply, &error);
+  if (code == ResultCode::invalid_field) return fail(ex, code, "region is not this deployment's");
+  if (code != ResultCode::ok) return fail(ex, code, error.empty() ? name(code) : error);
+  ex.reply.body = reply.body;
+  return finish(ex, reply.status);
+}
+
+bool Service::get_merchant(Exchange& ex) {
+  const MerchantRef merchant = merchants_.find(ex.path_id_);
+  if (merchant == nullptr || (!ex.principal_.is_operator &&
+                              !merchants_.can_see(ex.principal_.merchant->id, merchant->id))) {
+    return fail(ex, ResultCode::merchant_not_found, "no such merchant");
+  }
+  render_merchant(ex.reply.body, *merchant, false);
+  return finish(ex, 200);
+}
+
+bool Service::rotate_key(Exchange& ex) {
+  if (!ex.principal_.is_operator) return fail(ex, ResultCode::operator_only, "operators only");
+  const Problem problem = decoder().void_pending(ex.view_.body);  // {} or nothing
+  if (!problem.ok()) return fail_problem(ex, problem);
+  StoredReply reply;
+  std::string error;
+  const u64 content = Hasher{}.add(ex.path_id_).add(2).value();
+  const ResultCode code = merchants_.rotate_key(
+      ex.path_id_, ex.key_, content,
+      [](const Merchant& m) {
+        StoredReply r{.content_hash = 0, .status = 201, .body = {}};
+        render_merchant(r.body, m, true);
+        return r;
+      },
+      &reply, &error);
+  if (code != ResultCode::ok) return fail(ex, code, error.empty() ? name(code) : error);
+  ex.reply.body = reply.body;
+  return finish(ex, reply.status);
+}
+
+// ---- accounts ----
+
+bool Service::create_account(Exchange& ex) {
+  AccountCreate& r = ex.account_create_;
+  if (ex.step_ == 0) {
+    const Problem problem = decoder().account_create(ex.view_.body, &r);
+    if (!problem.ok()) return fail_problem(ex, problem);
+    const bool is_operator = ex.principal_.is_operator;
+    if (!is_operator && (r.kind == AccountKind::system || r.allow_negative || r.has_group)) {
+      return fail(ex, ResultCode::operator_only,
+                  "only operators open system or allow_negative accounts or choose a group");
+    }
+    u32 group = r.has_group ? r.group : 0;
+    if (r.owner_id == 0 && !is_operator) r.owner_id = ex.principal_.merchant->id;
+    if (r.owner_id != 0) {
+      const MerchantRef owner = merchants_.find(r.owner_id);
+      if (owner == nullptr ||
+          (!is_operator && !merchants_.can_see(ex.principal_.merchant->id, owner->id))) {
+        return fail(ex, ResultCode::merchant_not_found, "no such merchant");
+      }
+      if (r.has_group && r.group != owner->group) {
+        return fail(ex, ResultCode::invalid_field, "an owned account lives in its owner's group");
+      }
+      group = owner->group;
+    }
+    if (group >= engine().groups()) {
+      return fail(ex, ResultCode::invalid_field, "group is beyond the configured groups");
+    }
+    ex.group_ = &engine().group(group);
+    ex.commands_.resize(1);
+    ex.results_.resize(1);
+    ex.commands_[0] = Command::make_create_account(MerchantId{r.owner_id}, r.currency, r.kind,
+                                                   r.allow_negative ? kAccountAllowNegative : 0)
+                          .with_key(ex.key_);
+    return submit(ex, Request{.kind = RequestKind::commands,
+                              .count = 1,
+                              .commands = ex.commands_.data(),
+                              .results = ex.results_.data(),
+                              .completion = &ex});
+  }
+  const CommandResult result = ex.results_[0];
+  if (!result.ok()) return fail(ex, result.code, describe(result.code));
+  owners_.set(result.id, r.owner_id);
+  render_new_account(ex.reply.body, result.id, r, r.owner_id);
+  return finish(ex, 201);
+}
+
+bool Service::get_account(Exchange& ex) {
+  if (ex.step_ == 0) {
+    if (!visible_account(ex, ex.path_id_)) {
+      return fail(ex, ResultCode::account_not_found, "no such account");
+    }
+    Request request{.kind = RequestKind::lookup_account, .lookup_id = ex.path_id_};
+    request.account_out = &ex.account_;
+    request.completion = &ex;
+    return submit(ex, request);
+  }
+  if (!ex.outcome_.found) return fail(ex, ResultCode::account_not_found, "no such account");
+  render_account(ex.reply.body, ex.account_);
+  return finish(ex, 200);
+}
+
+// ---- transfers ----
+
+bool Service::create_transfer(Exchange& ex) {
+  TransferCreate& r = ex.transfer_;
+  if (ex.step_ == 0) {
+    const Problem problem = decoder().transfer_create(ex.view_.body, &r);
+    if (!problem.ok()) return fail_problem(ex, problem);
+    if (!visible_account(ex, r.debit_account_id)) {
+      return fail(ex, ResultCode::debit_account_not_found, "no such debit_account");
+    }
+    if (!visible_account(ex, r.credit_account_id)) {
+      return fail(ex, ResultCode::credit_account_not_found, "no such credit_account");
+    }
+    Group* debit_group = engine().route(r.debit_account_id);
+    if (debit_group != engine().route(r.credit_account_id)) {
+      return fail(ex, ResultCode::cross_group_transfer,
+                  "the accounts are in different groups; transfers between groups are not "
+                  "supported yet");
+    }
+    ex.group_ = debit_group;
+    ex.commands_.resize(1);
+    ex.results_.resize(1);
+    Command command =
+        r.pending
+            ? Command::make_hold(AccountId{r.debit_account_id}, AccountId{r.credit_account_id},
+                                 r.amount, r.currency, r.timeout_s)
+            : Command::make_transfer(AccountId{r.debit_account_id}, AccountId{r.credit_account_id},
+                                     r.amount, r.currency);
+    ex.commands_[0] = command.with_key(ex.key_).with_extra_hash(r.extra_hash);
+    return submit(ex, Request{.kind = RequestKind::commands,
+                              .count = 1,
+                              .commands = ex.commands_.data(),
+                              .results = ex.results_.data(),
+                              .completion = &ex});
+  }
+  const CommandResult result = ex.results_[0];
+  if (!result.ok()) return fail(ex, result.code, describe(result.code));
+  render_new_transfer(ex.reply.body, result.id, r);
+  return finish(ex, 201);
+}
+
+bool Service::get_transfer(Exchange& ex) {
+  if (ex.step_ == 0) {
+    ex.transfers_.resize(1);
+    Request request{.kind = RequestKind::lookup_transfer, .lookup_id = ex.path_id_};
+    request.transfer_out = ex.transfers_.data();
+    request.completion = &ex;
+    return submit(ex, request);
+  }
+  if (!ex.outcome_.found || !visible_transfer(ex, ex.transfers_[0])) {
+    return fail(ex, ResultCode::transfer_not_found, "no such transfer");
+  }
+  render_transfer(ex.reply.body, ex.transfers_[0]);
+  return finish(ex, 200);
+}
+
+// Post or void: look the hold up (is it yours? what does it hold?), then act.
+bool Service::pending_action(Exchange& ex) {
+  const bool post = ex.route_ == Route::transfers_post;
+  if (ex.step_ == 0) {
+    const Problem problem = post ? decoder().post_pending(ex.view_.body, &ex.pending_)
+                                 : decoder().void_pending(ex.view_.body);
+    if (!problem.ok()) return fail_problem(ex, problem);
+    if (!post) ex.pending_ = PendingAction{};
+    ex.transfers_.resize(1);
+    Request request{.kind = RequestKind::lookup_transfer, .lookup_id = ex.path_id_};
+    request.transfer_out = ex.transfers_.data();
+    request.completion = &ex;
+    return submit(ex, request);
+  }
+  const Transfer& hold = ex.transfers_[0];
+  if (ex.step_ == 1) {
+    if (!ex.outcome_.found || !visible_transfer(ex, hold)) {
+      return fail(ex, ResultCode::transfer_not_found, "no such transfer");
+    }
+    ex.commands_.resize(1);
+    ex.results_.resize(1);
+    const TransferId id{ex.path_id_};
+    ex.commands_[0] = (post ? Command::make_post(id, ex.pending_.amount) : Command::make_void(id))
+                          .with_key(ex.key_);
+    return submit(ex, Request{.kind = RequestKind::commands,
+                              .count = 1,
+                              .commands = ex.commands_.data(),
+                              .results = ex.results_.data(),
+                              .completion = &ex});
+  }
+  const CommandResult result = ex.results_[0];
+  if (!result.ok()) return fail(ex, result.code, describe(result.code));
+  render_closed_hold(ex.reply.body, hold, post,
+                     ex.pending_.amount != 0 ? ex.pending_.amount : hold.amount);
+  return finish(ex, 200);
+}
+
+// ---- batch ----
+//
+// Step 0 decodes and checks every operation at the edge; post/void operations need
+// their holds looked up first (step 1), then all commands go in one request.
+
+bool Service::batch(Exchange& ex) {
+  BatchRequest& b = ex.batch_;
+  if (ex.step_ == 0) {
+    const Problem problem = decoder().batch(ex.view_.body, &b);
+    if (!problem.ok()) return fail_problem(ex, problem);
+    ex.op_refused_.assign(b.count, ResultCode::ok);
+    ex.lookup_ids_.clear();
+    ex.group_ = nullptr;
+    for (u32 i = 0; i < b.count; ++i) {
+      const BatchOperation& op = b.operations[i];
+      u64 route_id = op.transfer_id;
+      if (op.op == BatchOp::transfer) {
+        route_id = op.transfer.debit_account_id;
+        if (!visible_account(ex, op.transfer.debit_account_id)) {
+          ex.op_refused_[i] = ResultCode::debit_account_not_found;
+        } else if (!visible_account(ex, op.transfer.credit_account_id)) {
+          ex.op_refused_[i] = ResultCode::credit_account_not_found;
+        } else if (engine().route(op.transfer.credit_account_id) != engine().route(route_id)) {
+          ex.op_refused_[i] = ResultCode::cross_group_transfer;
+        }
+      } else {
+        ex.lookup_ids_.push_back(op.transfer_id);
+      }
+      Group* group = engine().route(route_id);
+      if (group == nullptr) {
+        ex.op_refused_[i] = op.op == BatchOp::transfer ? ResultCode::debit_account_not_found
+                                                       : ResultCode::transfer_not_found;
+        continue;
+      }
+      if (ex.group_ != nullptr && group != ex.group_) {
+        return fail(ex, ResultCode::cross_group_transfer,
+                    fmt::format("operations[{}] is in another group than operations[0]; a batch "
+                                "runs in one group",
+                                i));
+      }
+      ex.group_ = group;
+    }
+    ex.transfers_.assign(ex.lookup_ids_.size(), Transfer{});
+    if (ex.group_ == nullptr || ex.lookup_ids_.empty()) {
+      ex.step_ = 1;
+      return batch_submit(ex);
+    }
+    ex.transfers_.resize(ex.lookup_ids_.size());
+    Request request{.kind = RequestKind::lookup_transfer,
+                    .count = static_cast<u32>(ex.lookup_ids_.size())};
+    request.lookup_ids = ex.lookup_ids_.data();
+    request.transfer_out = ex.transfers_.data();
+    request.completion = &ex;
+    return submit(ex, request);
+  }
+  if (ex.step_ == 1) {
+    // The holds looked up, in operation order.
+    u32 next = 0;
+    for (u32 i = 0; i < b.count; ++i) {
+      if (b.operations[i].op == BatchOp::transfer) continue;
+      const Transfer& hold = ex.transfers_[next++];
+      if (ex.op_refused_[i] == ResultCode::ok && (hold.id.empty() || !visible_transfer(ex, hold))) {
+        ex.op_refused_[i] = ResultCode::transfer_not_found;
+      }
+    }
+    return batch_submit(ex);
+  }
+  return batch_reply(ex);
+}
+
+bool Service::batch_submit(Exchange& ex) {
+  BatchRequest& b = ex.batch_;
+  ex.commands_.clear();
+  ex.op_command_.assign(b.count, kNoCommand);
+  u32 first_refused = kNoCommand;
+  for (u32 i = 0; i < b.count; ++i) {
+    if (ex.op_refused_[i] != ResultCode::ok) {
+      if (first_refused == kNoCommand) first_refused = i;
+      continue;
+    }
+    const BatchOperation& op = b.operations[i];
+    Command command;
+    if (op.op == BatchOp::transfer) {
+      const TransferCreate& t = op.transfer;
+      command =
+          t.pending
+              ? Command::make_hold(AccountId{t.debit_account_id}, AccountId{t.credit_account_id},
+                                   t.amount, t.currency, t.timeout_s)
+              : Command::make_transfer(AccountId{t.debit_account_id},
+                                       AccountId{t.credit_account_id}, t.amount, t.currency);
+      command.with_extra_hash(t.extra_hash);
+    } else if (op.op == BatchOp::post) {
+      command = Command::make_post(TransferId{op.transfer_id}, op.amount);
+    } else {
+      command = Command::make_void(TransferId{op.transfer_id});
+    }
+    if (!b.atomic && !ex.key_.empty()) {
+      // Each operation of a batch is its own idempotent command, keyed by position.
+      command.with_key(IdempotencyKey{mix64(ex.key_.lo + (u64{i} + 1) * 0x9E3779B97F4A7C15ull),
+                                      mix64(ex.key_.hi ^ i)});
+    }
+    ex.op_command_[i] = static_cast<u32>(ex.commands_.size());
+    ex.commands_.push_back(command);
+  }
+  if (b.atomic && first_refused != kNoCommand) {
+    return fail(
+        ex, ResultCode::atomic_batch_failed,
+        fmt::format("operations[{}]: {}", first_refused, name(ex.op_refused_[first_refused])));
+  }
+  if (ex.commands_.empty()) {
+    ex.step_ = 2;
+    return batch_reply(ex);
+  }
+  ex.results_.resize(ex.commands_.size());
+  ex.step_ = 1;  // resume() moves on to 2: the reply
+  return submit(ex, Request{.kind = b.atomic ? RequestKind::atomic : RequestKind::commands,
+                            .count = static_cast<u32>(ex.commands_.size()),
+                            .commands = ex.commands_.data(),
+                            .results = ex.results_.data(),
+                            .batch_key = b.atomic ? ex.key_ : IdempotencyKey{},
+                            .completion = &ex});
+}
+
+bool Service::batch_reply(Exchange& ex) {
+  const BatchRequest& b = ex.batch_;
+  std::string& out = ex.reply.body;
+  out.clear();
+  bool atomic_failed = false;
+  u32 failed_op = 0;
+  ResultCode failed_code = ResultCode::ok;
+  out += R"({"results":[)";
+  u32 next_hold = 0;
+  std::string body;
+  for (u32 i = 0; i < b.count; ++i) {
+    const BatchOperation& op = b.operations[i];
+    const Transfer* hold = op.op == BatchOp::transfer ? nullptr : &ex.transfers_[next_hold++];
+    ResultCode code = ex.op_refused_[i];
+    u64 id = 0;
+    if (code == ResultCode::ok) {
+      const CommandResult& result = ex.results_[ex.op_command_[i]];
+      code = result.code;
+      id = result.id;
+    }
+    if (b.atomic && code != ResultCode::ok && code != ResultCode::atomic_batch_failed &&
+        !atomic_failed) {
+      atomic_failed = true;
+      failed_op = i;
+      failed_code = code;
+    }
+    body.clear();
+    unsigned status;
+    if (code != ResultCode::ok) {
+      render_error(body, code, describe(code));
+      status = http_status(code);
+    } else if (op.op == BatchOp::transfer) {
+      render_new_transfer(body, id, op.transfer);
+      status = 201;
+    } else {
+      const bool post = op.op == BatchOp::post;
+      render_closed_hold(body, *hold, post, op.amount != 0 ? op.amount : hold->amount);
+      status = 200;
+    }
+    if (i != 0) out += ',';
+    fmt::format_to(std::back_inserter(out), R"({{"status":{},"body":{}}})", status, body);
+  }
+  out += "]";
+  if (atomic_failed) {
+    fmt::format_to(std::back_inserter(out),
+                   R"(,"error":{{"code":"atomic_batch_failed","message":"operations[{}]: {}"}}}})",
+                   failed_op, name(failed_code));
+    return finish(ex, http_status(ResultCode::atomic_batch_failed));
+  }
+  out += "}";
+  return finish(ex, 200);
+}
+
+}  // namespace paygate::api

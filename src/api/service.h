@@ -1,0 +1,165 @@
+// The HTTP API's behaviour, apart from the sockets: routing, authentication, rate
+// limits, validation, turning requests into ledger commands, and rendering answers.
+// http_server.cc feeds it parsed requests and writes out its replies; tests and the
+// fuzzer can drive it directly.
+//
+// A request that needs a group is answered asynchronously: begin() submits it and
+// returns false; the group thread calls the Exchange's completion once the result
+// is durable, which wakes the connection; the connection's IO thread then calls
+// resume(), which either answers or takes the next step (a lookup, then a command).
+// One Exchange per connection, reused for each of its requests in turn, so the hot
+// routes allocate nothing once the connection is warm.
+#pragma once
+
+#include <atomic>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "api/auth.h"
+#include "api/merchants.h"
+#include "api/metrics.h"
+#include "api/owner_index.h"
+#include "api/request_decoder.h"
+#include "pipeline/engine.h"
+
+namespace paygate::api {
+
+struct HttpRequestView {
+  std::string_view method;  // "GET", "POST", ...
+  std::string_view target;  // path and query
+  std::string_view body;
+  std::string_view content_type;
+  std::string_view idempotency_key;
+  std::string_view authorization;
+  std::string_view key_id;
+  std::string_view timestamp;
+  std::string_view signature;
+};
+
+struct HttpReply {
+  unsigned status = 200;
+  std::string body;   // reused from request to request
+  bool text = false;  // text/plain (metrics) rather than JSON
+  u32 retry_after_s = 0;
+};
+
+class Waker {
+ public:
+  // Runs on a group thread: hand the exchange back to its IO thread and return.
+  virtual void wake() noexcept = 0;
+
+ protected:
+  ~Waker() = default;
+};
+
+// One request in progress, with everything it needs between steps.
+class Exchange final : public Completion {
+ public:
+  explicit Exchange(Waker* waker) noexcept : waker_(waker) {}
+  void complete(const Outcome& outcome) noexcept override {
+    outcome_ = outcome;
+    waker_->wake();
+  }
+
+  HttpReply reply;
+
+ private:
+  friend class Service;
+
+  Waker* waker_;
+  HttpRequestView view_;
+  Route route_ = Route::unknown;
+  u8 step_ = 0;
+  u64 started_ns_ = 0;
+  Principal principal_;
+  IdempotencyKey key_;
+  u64 path_id_ = 0;
+  Group* group_ = nullptr;
+  Outcome outcome_;
+
+  AccountCreate account_create_;
+  TransferCreate transfer_;
+  PendingAction pending_;
+  BatchRequest batch_;
+
+  std::vector<Command> commands_;
+  std::vector<CommandResult> results_;
+  std::vector<u64> lookup_ids_;
+  std::vector<Transfer> transfers_;
+  std::vector<u32> op_command_;         // batch: op → its command, or kNoCommand
+  std::vector<ResultCode> op_refused_;  // batch: why an op was refused at the edge
+  Account account_;
+};
+
+struct ServiceConfig {
+  double rate_per_s = 2000;  // per merchant, sustained
+  double rate_burst = 4000;  // per merchant, at once
+  // Keys the hash of Idempotency-Key headers (kept in the data dir, never shown).
+  std::string idempotency_secret;
+};
+
+class Service {
+ public:
+  // Serves /healthz and answers not_ready until attach() and set_ready(true), so the
+  // server can listen while the groups recover.
+  Service(MerchantRegistry& merchants, Authenticator& auth, OwnerIndex& owners,
+          ServiceConfig config);
+  void attach(Engine* engine) noexcept { engine_.store(engine, std::memory_order_release); }
+
+  // True: exchange.reply is the answer. False: a group has it; see the header.
+  bool begin(const HttpRequestView& request, Exchange& exchange);
+  bool resume(Exchange& exchange);
+
+  // REQUIRES: attach()ed before ready.
+  void set_ready(bool ready) noexcept { ready_.store(ready, std::memory_order_release); }
+  bool ready() const noexcept { return ready_.load(std::memory_order_acquire); }
+  // SIGTERM: new API requests are refused with shutting_down while the taken ones
+  // are answered.
+  void set_draining() noexcept { draining_.store(true, std::memory_order_release); }
+  HttpMetrics& metrics() noexcept { return *metrics_; }
+  void count_binary_frame() noexcept { binary_frames_.fetch_add(1, std::memory_order_relaxed); }
+  void render_metrics_page(std::string& out) const;
+
+  // Fills the owner index from every group's ledger. REQUIRES: groups not running.
+  static void index_owners(Engine& engine, OwnerIndex& owners);
+
+ private:
+  bool dispatch(Exchange& ex);
+  bool step(Exchange& ex);
+  bool finish(Exchange& ex, unsigned status);
+  bool fail(Exchange& ex, ResultCode code, std::string_view message);
+  bool fail_problem(Exchange& ex, const Problem& problem);
+  bool submit(Exchange& ex, const Request& request);
+
+  bool create_merchant(Exchange& ex);
+  bool get_merchant(Exchange& ex);
+  bool rotate_key(Exchange& ex);
+  bool create_account(Exchange& ex);
+  bool get_account(Exchange& ex);
+  bool create_transfer(Exchange& ex);
+  bool get_transfer(Exchange& ex);
+  bool pending_action(Exchange& ex);
+  bool batch(Exchange& ex);
+  bool batch_submit(Exchange& ex);
+  bool batch_reply(Exchange& ex);
+
+  bool visible_account(const Exchange& ex, u64 account_id) const;
+  bool visible_transfer(const Exchange& ex, const Transfer& transfer) const;
+  IdempotencyKey derive_key(const Exchange& ex) const;
+  u64 now_ns() const noexcept;
+
+  Engine& engine() const noexcept { return *engine_.load(std::memory_order_acquire); }
+
+  std::atomic<Engine*> engine_{nullptr};
+  MerchantRegistry& merchants_;
+  Authenticator& auth_;
+  OwnerIndex& owners_;
+  const ServiceConfig config_;
+  std::unique_ptr<HttpMetrics> metrics_;
+  std::atomic<bool> ready_{false};
+  std::atomic<bool> draining_{false};
+  std::atomic<u64> binary_frames_{0};
+};
+
+}  // namespace paygate::api
