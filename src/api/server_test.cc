@@ -3,9 +3,12 @@
 #include <simdjson.h>
 
 #include <atomic>
+#include <set>
 #include <thread>
 
+#include "api/binary_client.h"
 #include "api/server_test_support.h"
+#include "api/id_text.h"
 #include "base/temp_dir.h"
 
 namespace paygate::api {
@@ -581,6 +584,55 @@ TEST_F(ServerTest, PipelinedRequestsAreAnsweredInOrder) {
     const HttpResponse r = client_->receive();
     EXPECT_EQ(r.status, i < 10 ? 201u : 422u) << i;
   }
+}
+
+TEST_F(ServerTest, BinaryProtocolBatchesPipelinedFrames) {
+  std::string error;
+  binary::Client refused;
+  EXPECT_FALSE(refused.connect("127.0.0.1", server_.binary_port(), "wrong", &error));
+  binary::Client client;
+  ASSERT_TRUE(client.connect("127.0.0.1", server_.binary_port(), server_.admin_token(), &error))
+      << error;
+  const MerchantKeys shop = merchant("Binary");
+  const u64 owner = *parse_id(IdKind::merchant, shop.id);
+  constexpr Currency usd = Currency::from("USD");
+  const Command opens[] = {Command::make_create_account({}, usd, AccountKind::system),
+                           Command::make_create_account(MerchantId{owner}, usd, AccountKind::user),
+                           Command::make_create_account(MerchantId{owner}, usd, AccountKind::user)};
+  binary::Answer answer;
+  ASSERT_TRUE(client.send(1, 0, opens));
+  ASSERT_TRUE(client.receive(&answer));
+  ASSERT_EQ(answer.header.status, 0u);
+  ASSERT_EQ(answer.results.size(), 3u);
+  const AccountId bank{answer.results[0].id}, a{answer.results[1].id}, b{answer.results[2].id};
+  // 20 frames in flight at once (more than the window): all answered, by request id.
+  std::vector<Command> frame(100, Command::make_transfer(bank, a, 1, usd));
+  for (u32 id = 100; id < 120; ++id)
+    ASSERT_TRUE(client.send(id, 0, frame));
+  std::set<u32> seen;
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(client.receive(&answer));
+    EXPECT_EQ(answer.header.status, 0u);
+    for (const CommandResult& r : answer.results)
+      EXPECT_TRUE(r.ok()) << name(r.code);
+    seen.insert(answer.header.request_id);
+  }
+  EXPECT_EQ(seen.size(), 20u);
+  // Atomic: one short transfer fails the frame.
+  const Command both[] = {Command::make_transfer(a, b, 1'500, usd),
+                          Command::make_transfer(a, b, 600, usd)};
+  ASSERT_TRUE(client.send(7, 0, both, true));
+  ASSERT_TRUE(client.receive(&answer));
+  EXPECT_EQ(answer.results[1].code, ResultCode::insufficient_funds);
+  EXPECT_EQ(answer.results[0].code, ResultCode::atomic_batch_failed);
+  // The accounts made over the binary protocol belong to their merchant over HTTP too.
+  const std::string a_id = id_text(IdKind::account, a.value);
+  EXPECT_EQ(number_field(merchant_request(shop, "GET", "/v1/accounts/" + a_id).body, "/balance"),
+            2'000);
+  // A malformed frame is answered with an error and the connection is closed.
+  ASSERT_TRUE(client.send(9, 4'000, both));  // no such group
+  ASSERT_TRUE(client.receive(&answer));
+  EXPECT_EQ(static_cast<ResultCode>(answer.header.status), ResultCode::invalid_command);
 }
 
 }  // namespace

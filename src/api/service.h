@@ -106,6 +106,7 @@ class Service {
   Service(MerchantRegistry& merchants, Authenticator& auth, OwnerIndex& owners,
           ServiceConfig config);
   void attach(Engine* engine) noexcept { engine_.store(engine, std::memory_order_release); }
+  Engine* attached_engine() const noexcept { return engine_.load(std::memory_order_acquire); }
 
   // True: exchange.reply is the answer. False: a group has it; see the header.
   bool begin(const HttpRequestView& request, Exchange& exchange);
@@ -117,6 +118,10 @@ class Service {
   // SIGTERM: new API requests are refused with shutting_down while the taken ones
   // are answered.
   void set_draining() noexcept { draining_.store(true, std::memory_order_release); }
+  // Ready and not stopping: new work may be taken.
+  bool accepting() const noexcept {
+    return ready() && !draining_.load(std::memory_order_acquire);
+  }
   HttpMetrics& metrics() noexcept { return *metrics_; }
   void count_binary_frame() noexcept { binary_frames_.fetch_add(1, std::memory_order_relaxed); }
   void render_metrics_page(std::string& out) const;

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "api/auth.h"
+#include "api/binary_server.h"
 #include "api/crypto.h"
 #include "api/http_server.h"
 #include "api/merchants.h"
@@ -24,6 +25,7 @@ namespace {
 
 struct Settings {
   api::HttpConfig http;
+  api::BinaryConfig binary;
   api::ServiceConfig service;
   api::AuthConfig auth;
   EngineConfig engine;
@@ -84,6 +86,9 @@ bool apply_config_file(const std::filesystem::path& file, Settings* s, std::stri
       {"http", "body_bytes_max", unsigned_into(&s->http.body_bytes_max)},
       {"http", "header_bytes_max", unsigned_into(&s->http.header_bytes_max)},
       {"http", "request_timeout_ms", unsigned_into(&s->http.request_timeout_ms)},
+      {"binary", "window", unsigned_into(&s->binary.window)},
+      {"binary", "connections_max", unsigned_into(&s->binary.connections_max)},
+      {"binary", "idle_timeout_ms", unsigned_into(&s->binary.idle_timeout_ms)},
       {"limits", "rate_per_s", double_into(&s->service.rate_per_s)},
       {"limits", "rate_burst", double_into(&s->service.rate_burst)},
       {"auth", "window_s", unsigned_into(&s->auth.window_s)},
@@ -171,6 +176,8 @@ int run_serve(const ServeOptions& options) {
     return 2;
   }
   if (!split_address(options.http, &s.http.address, &s.http.port, &error) ||
+      (!options.binary.empty() &&
+       !split_address(options.binary, &s.binary.address, &s.binary.port, &error)) ||
       (!options.config_file.empty() && !apply_config_file(options.config_file, &s, &error))) {
     PG_LOG_ERROR("event=bad_config message=\"{}\"", error);
     return 2;
@@ -223,7 +230,19 @@ int run_serve(const ServeOptions& options) {
     PG_LOG_ERROR("event=listen_failed message=\"{}\"", error);
     return 2;
   }
+  std::unique_ptr<api::BinaryServer> binary;
+  if (!options.binary.empty()) {
+    binary = std::make_unique<api::BinaryServer>(service, owners, s.auth.admin_token, s.binary,
+                                                 runtime);
+    if (!binary->listen(&error)) {
+      PG_LOG_ERROR("event=listen_failed message=\"{}\"", error);
+      return 2;
+    }
+  }
   runtime.start();
+  if (binary) {
+    PG_LOG_INFO("event=listening_binary address={}:{}", s.binary.address, binary->port());
+  }
   PG_LOG_INFO("event=listening http={}:{} data_dir={} groups={}", s.http.address, http.port(),
               options.data_dir.string(), s.engine.groups);
 
@@ -249,16 +268,18 @@ int run_serve(const ServeOptions& options) {
 
   // Stop taking work, let what was taken finish, then make it all durable.
   http.close();
+  if (binary) binary->close();
   service.set_draining();
+  const auto in_flight = [&] { return http.in_flight() + (binary ? binary->in_flight() : 0); };
   const auto drain_deadline =
       std::chrono::steady_clock::now() + std::chrono::milliseconds(s.drain_timeout_ms);
-  while (http.in_flight() != 0 && std::chrono::steady_clock::now() < drain_deadline) {
+  while (in_flight() != 0 && std::chrono::steady_clock::now() < drain_deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   engine->stop();  // answers anything still taken, syncs, joins
   // Let the answers queued by the final stop reach their connections.
   const auto flush_deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
-  while (http.in_flight() != 0 && std::chrono::steady_clock::now() < flush_deadline) {
+  while (in_flight() != 0 && std::chrono::steady_clock::now() < flush_deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   runtime.stop();

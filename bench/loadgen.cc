@@ -1,0 +1,307 @@
+// loadgen: drives a running paygate over HTTP or the binary protocol and reports
+// throughput and latency. By default it starts its own `paygate serve` on 127.0.0.1
+// with a fresh data directory on the real disk (--data-dir), sets up a merchant and
+// funded accounts, runs the load, and stops the server.
+//
+// Modes:
+//   http-batch     POST /v1/batch, --ops-per-request transfers for one merchant each
+//                  (the seeds' benchmark shape: 20)
+//   http-transfer  POST /v1/transfers, one transfer per request
+//   binary         binary-protocol frames of --ops-per-request transfers
+//
+// Every connection is one thread keeping --depth requests pipelined. The run stops
+// after --seconds or --requests, whichever comes first; progress once a second on
+// stderr. The last line: requests_per_sec=… ops_per_sec=… p50_us=… p99_us=….
+//
+//   ./build/bench/loadgen --mode http-batch --connections 32 --depth 4 --seconds 5
+#include <CLI/CLI.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "api/binary_client.h"
+#include "api/http_client.h"
+#include "api/id_text.h"
+#include "api/server_test_support.h"
+#include "base/histogram.h"
+
+namespace paygate {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using api::HttpClient;
+using api::HttpResponse;
+
+u64 now_ns() {
+  return static_cast<u64>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+          .count());
+}
+
+struct Options {
+  std::string mode = "http-batch";
+  u32 connections = 32;
+  u32 depth = 4;
+  u32 ops_per_request = 20;
+  u32 accounts = 1'000;
+  double seconds = 5;
+  u64 requests = 0;  // 0: no bound but time
+  std::string data_dir = "loadgen-data";
+  u32 groups = 1;
+};
+
+struct Totals {
+  std::atomic<u64> requests{0};
+  std::atomic<u64> ops{0};
+  std::atomic<u64> failures{0};
+  Histogram latency_ns;
+};
+
+std::string text_field(const std::string& body, std::string_view field) {
+  const std::string key = "\"" + std::string(field) + "\":\"";
+  const std::size_t at = body.find(key);
+  if (at == std::string::npos) return {};
+  const std::size_t start = at + key.size();
+  return body.substr(start, body.find('"', start) - start);
+}
+
+struct Setup {
+  std::string merchant_id, secret, token;
+  std::vector<std::string> sources;  // funded user accounts
+  std::string sink;                  // the hot merchant account
+  std::vector<u64> source_ids;
+  u64 sink_id = 0;
+};
+
+bool set_up(HttpClient& admin_client, const std::string& admin_token, u32 accounts, Setup* s) {
+  const std::vector<std::string> admin = {"Authorization: Bearer " + admin_token,
+                                          "Content-Type: application/json"};
+  HttpResponse r = admin_client.request("POST", "/v1/merchants", admin, R"({"name":"loadgen"})");
+  if (r.status != 201) return false;
+  s->merchant_id = text_field(r.body, "id");
+  s->secret = text_field(r.body, "secret");
+  s->token = api::testing::make_jwt(s->merchant_id, s->secret, std::time(nullptr) + 3600);
+  r = admin_client.request("POST", "/v1/accounts", admin, R"({"currency":"USD","kind":"system"})");
+  const std::string bank = text_field(r.body, "id");
+  const auto open = [&] {
+    const HttpResponse a = admin_client.request(
+        "POST", "/v1/accounts", admin, R"({"currency":"USD","owner":")" + s->merchant_id + "\"}");
+    return text_field(a.body, "id");
+  };
+  s->sink = open();
+  s->sink_id = *api::parse_id(api::IdKind::account, s->sink);
+  for (u32 i = 0; i < accounts; ++i) {
+    s->sources.push_back(open());
+    s->source_ids.push_back(*api::parse_id(api::IdKind::account, s->sources.back()));
+    const HttpResponse f = admin_client.request(
+        "POST", "/v1/transfers", admin,
+        R"({"debit_account":")" + bank + R"(","credit_account":")" + s->sources.back() +
+            R"(","amount":4000000000000000,"currency":"USD"})");
+    if (f.status != 201) return false;
+  }
+  return !s->sink.empty() && s->sink_id != 0;
+}
+
+std::string transfer_json(const std::string& from, const std::string& to) {
+  return R"({"debit_account":")" + from + R"(","credit_account":")" + to +
+         R"(","amount":1,"currency":"USD")";
+}
+
+// One connection's loop over HTTP: keep `depth` requests in flight.
+void http_worker(const Options& o, const Setup& s, u16 port, u64 deadline_ns, u64 request_cap,
+                 u32 seed, Totals* totals) {
+  HttpClient client("127.0.0.1", port);
+  const std::vector<std::string> headers = {"Authorization: Bearer " + s.token,
+                                            "Content-Type: application/json"};
+  std::mt19937 random(seed);
+  const bool batch = o.mode == "http-batch";
+  const u32 ops = batch ? o.ops_per_request : 1;
+  std::string body;
+  std::vector<u64> sent_at;
+  std::size_t head = 0;
+  const auto make_body = [&] {
+    body.clear();
+    if (batch) body = R"({"operations":[)";
+    for (u32 i = 0; i < ops; ++i) {
+      const std::string& from = s.sources[random() % s.sources.size()];
+      if (batch) {
+        body += (i ? "," : "");
+        body += R"({"op":"transfer",)" + transfer_json(from, s.sink).substr(1) + "}";
+      } else {
+        body += transfer_json(from, s.sink) + "}";
+      }
+    }
+    if (batch) body += "]}";
+  };
+  const auto send_one = [&] {
+    make_body();
+    sent_at.push_back(now_ns());
+    return client.send("POST", batch ? "/v1/batch" : "/v1/transfers", headers, body);
+  };
+  for (u32 i = 0; i < o.depth; ++i)
+    if (!send_one()) return;
+  while (head < sent_at.size()) {
+    const HttpResponse r = client.receive();
+    if (r.status == 0) {
+      totals->failures.fetch_add(1);
+      return;
+    }
+    totals->latency_ns.record(now_ns() - sent_at[head++]);
+    const bool ok = batch ? r.status == 200 && r.body.find("\"status\":4") == std::string::npos
+                          : r.status == 201;
+    if (!ok) totals->failures.fetch_add(1);
+    totals->ops.fetch_add(ops, std::memory_order_relaxed);
+    const u64 done = totals->requests.fetch_add(1, std::memory_order_relaxed) + 1;
+    if (now_ns() < deadline_ns && (request_cap == 0 || done + o.depth <= request_cap)) {
+      if (!send_one()) return;
+    }
+  }
+}
+
+void binary_worker(const Options& o, const Setup& s, u16 port, const std::string& token,
+                   u64 deadline_ns, u64 request_cap, u32 seed, Totals* totals) {
+  api::binary::Client client;
+  std::string error;
+  if (!client.connect("127.0.0.1", port, token, &error)) {
+    std::fprintf(stderr, "loadgen: %s\n", error.c_str());
+    totals->failures.fetch_add(1);
+    return;
+  }
+  constexpr Currency usd = Currency::from("USD");
+  std::mt19937 random(seed);
+  std::vector<Command> frame(o.ops_per_request);
+  std::vector<u64> sent_at(o.depth);
+  u32 next_id = 0, outstanding = 0;
+  const auto send_one = [&] {
+    for (Command& c : frame) {
+      c = Command::make_transfer(AccountId{s.source_ids[random() % s.source_ids.size()]},
+                                 AccountId{s.sink_id}, 1, usd);
+    }
+    sent_at[next_id % o.depth] = now_ns();
+    ++outstanding;
+    return client.send(next_id++, 0, frame);
+  };
+  for (u32 i = 0; i < o.depth; ++i)
+    if (!send_one()) return;
+  api::binary::Answer answer;
+  while (outstanding > 0) {
+    if (!client.receive(&answer)) {
+      totals->failures.fetch_add(1);
+      return;
+    }
+    --outstanding;
+    totals->latency_ns.record(now_ns() - sent_at[answer.header.request_id % o.depth]);
+    bool ok = answer.header.status == 0;
+    for (const CommandResult& r : answer.results)
+      ok = ok && r.ok();
+    if (!ok) totals->failures.fetch_add(1);
+    totals->ops.fetch_add(answer.results.size(), std::memory_order_relaxed);
+    const u64 done = totals->requests.fetch_add(1, std::memory_order_relaxed) + 1;
+    if (now_ns() < deadline_ns && (request_cap == 0 || done + o.depth <= request_cap)) {
+      if (!send_one()) return;
+    }
+  }
+}
+
+int run(const Options& o) {
+  if (o.mode != "http-batch" && o.mode != "http-transfer" && o.mode != "binary") {
+    std::fprintf(stderr, "loadgen: unknown mode %s\n", o.mode.c_str());
+    return 2;
+  }
+  std::filesystem::remove_all(o.data_dir);
+  api::testing::ServerProcess server;
+  const std::string config =
+      "[limits]\nrate_per_s = 100000000.0\nrate_burst = 100000000.0\n"
+      "[binary]\nwindow = 64\n";
+  std::fprintf(stderr, "loadgen: starting paygate serve in %s\n", o.data_dir.c_str());
+  if (!server.start(o.data_dir, config, {"--groups", std::to_string(o.groups)})) {
+    std::fprintf(stderr, "loadgen: the server did not start:\n%s\n", server.log().c_str());
+    return 1;
+  }
+  HttpClient admin("127.0.0.1", server.port());
+  Setup setup;
+  if (!set_up(admin, server.admin_token(), o.accounts, &setup)) {
+    std::fprintf(stderr, "loadgen: setup failed\n");
+    return 1;
+  }
+  std::fprintf(stderr, "loadgen: %u funded accounts; running %s for %.1f s\n", o.accounts,
+               o.mode.c_str(), o.seconds);
+
+  Totals totals;
+  const u64 started = now_ns();
+  const u64 deadline = started + static_cast<u64>(o.seconds * 1e9);
+  const u64 cap_per_connection = o.requests == 0 ? 0 : std::max<u64>(1, o.requests / o.connections);
+  std::vector<std::thread> workers;
+  for (u32 c = 0; c < o.connections; ++c) {
+    workers.emplace_back([&, c] {
+      if (o.mode == "binary") {
+        binary_worker(o, setup, server.binary_port(), server.admin_token(), deadline,
+                      cap_per_connection, c + 1, &totals);
+      } else {
+        http_worker(o, setup, server.port(), deadline, cap_per_connection, c + 1, &totals);
+      }
+    });
+  }
+  std::atomic<bool> done{false};
+  std::thread progress([&] {
+    u64 last = 0;
+    for (int second = 1; !done.load(); ++second) {
+      for (int i = 0; i < 10 && !done.load(); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      const u64 ops = totals.ops.load();
+      std::fprintf(stderr, "progress t=%ds requests=%llu ops=%llu ops_last_s=%llu\n", second,
+                   static_cast<unsigned long long>(totals.requests.load()),
+                   static_cast<unsigned long long>(ops),
+                   static_cast<unsigned long long>(ops - last));
+      last = ops;
+    }
+  });
+  for (auto& w : workers)
+    w.join();
+  const double elapsed = static_cast<double>(now_ns() - started) / 1e9;
+  done = true;
+  progress.join();
+  const int stopped = server.stop();
+
+  const double requests = static_cast<double>(totals.requests.load());
+  const double ops = static_cast<double>(totals.ops.load());
+  std::printf(
+      "loadgen mode=%s connections=%u depth=%u ops_per_request=%u seconds=%.2f failures=%llu "
+      "server_exit=%d requests_per_sec=%.0f ops_per_sec=%.0f p50_us=%.0f p99_us=%.0f\n",
+      o.mode.c_str(), o.connections, o.depth, o.mode == "http-transfer" ? 1 : o.ops_per_request,
+      elapsed, static_cast<unsigned long long>(totals.failures.load()), stopped, requests / elapsed,
+      ops / elapsed, static_cast<double>(totals.latency_ns.percentile(0.50)) / 1e3,
+      static_cast<double>(totals.latency_ns.percentile(0.99)) / 1e3);
+  std::filesystem::remove_all(o.data_dir);
+  return totals.failures.load() == 0 && stopped == 0 ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace paygate
+
+int main(int argc, char** argv) {
+  paygate::Options o;
+  CLI::App app{"loadgen: load for paygate over HTTP or the binary protocol"};
+  app.add_option("--mode", o.mode, "http-batch | http-transfer | binary")->capture_default_str();
+  app.add_option("--connections", o.connections, "connections, one thread each")
+      ->capture_default_str();
+  app.add_option("--depth", o.depth, "requests pipelined per connection")->capture_default_str();
+  app.add_option("--ops-per-request", o.ops_per_request, "transfers per batch or frame")
+      ->capture_default_str();
+  app.add_option("--accounts", o.accounts, "funded source accounts")->capture_default_str();
+  app.add_option("--seconds", o.seconds, "run at most this long")->capture_default_str();
+  app.add_option("--requests", o.requests, "run at most this many requests (0: no bound)");
+  app.add_option("--data-dir", o.data_dir, "the server's data directory (removed after)")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  if (o.connections == 0 || o.depth == 0 || o.ops_per_request == 0 ||
+      o.ops_per_request > paygate::kBatchMax || o.seconds <= 0 || o.seconds > 600) {
+    std::fprintf(stderr, "loadgen: bad options\n");
+    return 2;
+  }
+  return paygate::run(o);
+}

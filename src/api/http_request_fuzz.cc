@@ -1,0 +1,86 @@
+// libFuzzer target: bytes → HTTP request (Beast's parser, as the server uses it) →
+// the JSON decoder for its route. Nothing may crash or leak, and whatever decodes
+// must satisfy the decoder's promises (positive amounts, valid currencies, ...).
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include <cstdint>
+#include <cstdlib>
+
+#include "api/request_decoder.h"
+#include "base/ids.h"
+
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+using namespace paygate;
+using namespace paygate::api;
+
+void require(bool condition) {
+  if (!condition) std::abort();
+}
+
+void check_transfer(const TransferCreate& t) {
+  require(t.amount > 0 && t.amount <= static_cast<u64>(INT64_MAX));
+  require(t.currency.valid());
+  require(t.debit_account_id != 0 && t.credit_account_id != 0);
+  require(t.debit_account_id != t.credit_account_id);
+  require(t.pending || t.timeout_s == 0);
+  require(t.reference.size() <= kReferenceBytesMax && t.metadata.size() <= kMetadataBytesMax);
+}
+
+void decode(std::string_view target, std::string_view body) {
+  static RequestDecoder decoder;
+  if (target.starts_with("/v1/merchants")) {
+    MerchantCreate m;
+    if (decoder.merchant_create(body, &m).ok()) {
+      require(!m.name.empty() && m.name.size() <= kNameBytesMax && m.region <= kRegionMax);
+    }
+  } else if (target.starts_with("/v1/accounts")) {
+    AccountCreate a;
+    if (decoder.account_create(body, &a).ok()) require(a.currency.valid() && valid(a.kind));
+  } else if (target.ends_with("/post")) {
+    PendingAction p;
+    (void)decoder.post_pending(body, &p);
+  } else if (target.ends_with("/void")) {
+    (void)decoder.void_pending(body);
+  } else if (target.starts_with("/v1/batch")) {
+    BatchRequest b;
+    if (decoder.batch(body, &b).ok()) {
+      require(b.count >= 1 && b.count <= kBatchOperationsMax);
+      for (u32 i = 0; i < b.count; ++i) {
+        const BatchOperation& op = b.operations[i];
+        if (op.op == BatchOp::transfer) check_transfer(op.transfer);
+        if (op.op != BatchOp::transfer) require(op.transfer_id != 0);
+      }
+    }
+  } else {
+    TransferCreate t;
+    if (decoder.transfer_create(body, &t).ok()) check_transfer(t);
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  http::request_parser<http::string_body> parser;
+  parser.header_limit(16 * 1024);
+  parser.body_limit(1 << 20);
+  parser.eager(true);
+  beast::error_code ec;
+  parser.put(boost::asio::buffer(data, size), ec);
+  if (!ec && parser.is_done()) {
+    const auto& request = parser.get();
+    decode(std::string_view(request.target().data(), request.target().size()), request.body());
+  }
+  // The body decoders also see the raw bytes, so JSON gets fuzzed without HTTP around it.
+  if (size > 0) {
+    static constexpr std::string_view kTargets[] = {"/v1/merchants", "/v1/accounts", "/v1/transfers",
+                                                    "/v1/transfers/x/post", "/v1/transfers/x/void",
+                                                    "/v1/batch"};
+    decode(kTargets[data[0] % std::size(kTargets)],
+           std::string_view(reinterpret_cast<const char*>(data) + 1, size - 1));
+  }
+  return 0;
+}
