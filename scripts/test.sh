@@ -2,8 +2,10 @@
 # The test command: installs what is needed, builds, and runs every test.
 #   1. g++, optimised (RelWithDebInfo, assertions on): every test, including the
 #      randomized model test at full size.
-#   2. clang, ASan + UBSan: every test again, the model test at a smaller size.
-#   3. clang, TSan: the threaded modules (journal, snapshot, pipeline, crash test).
+#   2. clang, ASan + UBSan: every test again, the model test at a smaller size; then
+#      each fuzz target (libFuzzer) for PAYGATE_FUZZ_SECONDS (default 20) from its seeds.
+#   3. clang, TSan: the threaded modules (journal, snapshot, pipeline, crash test, and
+#      the gateway end to end).
 # Every build uses -Wall -Wextra -Werror.
 #
 #   scripts/test.sh            everything (what CI runs)
@@ -32,24 +34,42 @@ fi
 
 stage "clang ASan+UBSan build"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
-  -DPAYGATE_SANITIZE=address,undefined >/dev/null
+  -DPAYGATE_SANITIZE=address,undefined -DPAYGATE_FUZZ=ON >/dev/null
 cmake --build build-asan -j "$jobs"
 stage "clang ASan+UBSan tests"
 PAYGATE_MODEL_COMMANDS=200000 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs" --timeout 900 -LE bench
 
+stage "fuzzing (libFuzzer, ASan+UBSan), ${PAYGATE_FUZZ_SECONDS:-20} s per target"
+for target in http_request_fuzz binary_protocol_fuzz; do
+  seeds=src/api/fuzz_corpus/http
+  [ "$target" = binary_protocol_fuzz ] && seeds=src/api/fuzz_corpus/binary
+  work=$(mktemp -d)  # new inputs and any crash go here, not into the checked-in seeds
+  mkdir "$work/corpus"
+  if ! ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    "./build-asan/src/api/$target" -max_total_time="${PAYGATE_FUZZ_SECONDS:-20}" \
+    -artifact_prefix="$work/" -print_final_stats=1 "$work/corpus" "$seeds" >"$work/log" 2>&1; then
+    tail -60 "$work/log"
+    echo "test.sh: $target found a failure; the input is in $work"
+    exit 1
+  fi
+  echo "$target: $(grep -E '^Done' "$work/log")"
+  rm -rf "$work"
+done
+
 stage "clang TSan build (the threaded modules)"
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
   -DPAYGATE_SANITIZE=thread >/dev/null
 cmake --build build-tsan -j "$jobs" --target pipeline_test journal_test snapshot_test crash_test \
-  crash_harness paygate
+  crash_harness paygate api_server_test
 stage "clang TSan tests"
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 ./build-tsan/src/journal/journal_test --gtest_brief=1
 ./build-tsan/src/snapshot/snapshot_test --gtest_brief=1
 ./build-tsan/src/pipeline/pipeline_test --gtest_brief=1
 PAYGATE_CRASH_CYCLES=6 ./build-tsan/src/pipeline/crash_test --gtest_brief=1
+./build-tsan/src/api/api_server_test --gtest_brief=1
 unset TSAN_OPTIONS
 
 echo

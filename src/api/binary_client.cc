@@ -11,7 +11,9 @@
 
 namespace paygate::api::binary {
 
-Client::~Client() { close(); }
+Client::~Client() {
+  close();
+}
 
 void Client::close() {
   if (fd_ >= 0) ::close(fd_);

@@ -53,7 +53,8 @@ static_assert(std::is_trivially_copyable_v<FrameHeader>);
 
 inline constexpr std::size_t kHeaderBytes = sizeof(FrameHeader);
 inline constexpr std::size_t kTokenBytesMax = 256;
-inline constexpr std::size_t kFrameBytesMax = kHeaderBytes + std::size_t{kBatchMax} * sizeof(Command);
+inline constexpr std::size_t kFrameBytesMax =
+    kHeaderBytes + std::size_t{kBatchMax} * sizeof(Command);
 
 // Checks a header as read from a client: ok, or why the frame is refused
 // (invalid_command: malformed; batch_empty / batch_too_large: count).

@@ -1,7 +1,7 @@
 #include "api/binary_server.h"
 
-#include <boost/asio.hpp>
 #include <fmt/format.h>
+#include <boost/asio.hpp>
 
 #include <deque>
 #include <vector>
@@ -13,9 +13,9 @@ namespace paygate::api {
 
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
-using boost::system::error_code;
 using binary::FrameHeader;
 using binary::FrameType;
+using boost::system::error_code;
 
 struct BinaryServer::Impl {
   Impl(Service& s, OwnerIndex& o, std::string token, const BinaryConfig& c, asio::io_context& io,
@@ -158,13 +158,13 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     } else {
       holds_.push_back(shared_from_this());
       server_.in_flight->fetch_add(1, std::memory_order_acq_rel);
-      code = engine->group(h.group).submit(Request{
-          .kind = h.type == FrameType::atomic ? RequestKind::atomic : RequestKind::commands,
-          .count = h.count,
-          .commands = slot->commands.data(),
-          .results = slot->results.data(),
-          .batch_key = h.key,
-          .completion = slot});
+      code = engine->group(h.group).submit(
+          Request{.kind = h.type == FrameType::atomic ? RequestKind::atomic : RequestKind::commands,
+                  .count = h.count,
+                  .commands = slot->commands.data(),
+                  .results = slot->results.data(),
+                  .batch_key = h.key,
+                  .completion = slot});
       if (code != ResultCode::ok) {
         holds_.pop_back();
         server_.in_flight->fetch_sub(1, std::memory_order_acq_rel);
@@ -209,16 +209,17 @@ class Connection final : public std::enable_shared_from_this<Connection> {
         asio::buffer(&slot->header, sizeof(FrameHeader)),
         asio::buffer(static_cast<const void*>(slot->results.data()),
                      slot->results.size() * sizeof(CommandResult))};
-    asio::async_write(socket_, buffers, [self = shared_from_this(), slot](error_code ec, std::size_t) {
-      self->answers_.pop_front();
-      self->free_.push_back(slot);
-      if (ec) return self->close();
-      if (self->reading_paused_) {
-        self->reading_paused_ = false;
-        self->read_header();
-      }
-      self->write_next();
-    });
+    asio::async_write(socket_, buffers,
+                      [self = shared_from_this(), slot](error_code ec, std::size_t) {
+                        self->answers_.pop_front();
+                        self->free_.push_back(slot);
+                        if (ec) return self->close();
+                        if (self->reading_paused_) {
+                          self->reading_paused_ = false;
+                          self->read_header();
+                        }
+                        self->write_next();
+                      });
   }
 
   void write_raw(const FrameHeader* header) {
@@ -283,8 +284,8 @@ void BinaryServer::Impl::accept() {
 BinaryServer::BinaryServer(Service& service, OwnerIndex& owners, std::string admin_token,
                            BinaryConfig config, IoRuntime& runtime)
     : config_(std::move(config)), in_flight_(std::make_shared<std::atomic<u64>>(0)) {
-  impl_ = std::make_unique<Impl>(service, owners, std::move(admin_token), config_, runtime.context(),
-                                 in_flight_);
+  impl_ = std::make_unique<Impl>(service, owners, std::move(admin_token), config_,
+                                 runtime.context(), in_flight_);
 }
 
 BinaryServer::~BinaryServer() = default;

@@ -76,9 +76,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   // The body decoders also see the raw bytes, so JSON gets fuzzed without HTTP around it.
   if (size > 0) {
-    static constexpr std::string_view kTargets[] = {"/v1/merchants", "/v1/accounts", "/v1/transfers",
-                                                    "/v1/transfers/x/post", "/v1/transfers/x/void",
-                                                    "/v1/batch"};
+    static constexpr std::string_view kTargets[] = {"/v1/merchants",        "/v1/accounts",
+                                                    "/v1/transfers",        "/v1/transfers/x/post",
+                                                    "/v1/transfers/x/void", "/v1/batch"};
     decode(kTargets[data[0] % std::size(kTargets)],
            std::string_view(reinterpret_cast<const char*>(data) + 1, size - 1));
   }

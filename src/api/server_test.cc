@@ -7,8 +7,8 @@
 #include <thread>
 
 #include "api/binary_client.h"
-#include "api/server_test_support.h"
 #include "api/id_text.h"
+#include "api/server_test_support.h"
 #include "base/temp_dir.h"
 
 namespace paygate::api {

@@ -119,9 +119,7 @@ class Service {
   // are answered.
   void set_draining() noexcept { draining_.store(true, std::memory_order_release); }
   // Ready and not stopping: new work may be taken.
-  bool accepting() const noexcept {
-    return ready() && !draining_.load(std::memory_order_acquire);
-  }
+  bool accepting() const noexcept { return ready() && !draining_.load(std::memory_order_acquire); }
   HttpMetrics& metrics() noexcept { return *metrics_; }
   void count_binary_frame() noexcept { binary_frames_.fetch_add(1, std::memory_order_relaxed); }
   void render_metrics_page(std::string& out) const;

@@ -232,8 +232,8 @@ int run_serve(const ServeOptions& options) {
   }
   std::unique_ptr<api::BinaryServer> binary;
   if (!options.binary.empty()) {
-    binary = std::make_unique<api::BinaryServer>(service, owners, s.auth.admin_token, s.binary,
-                                                 runtime);
+    binary =
+        std::make_unique<api::BinaryServer>(service, owners, s.auth.admin_token, s.binary, runtime);
     if (!binary->listen(&error)) {
       PG_LOG_ERROR("event=listen_failed message=\"{}\"", error);
       return 2;
