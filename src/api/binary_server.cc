@@ -1,7 +1,9 @@
 #include "api/binary_server.h"
 
 #include <fmt/format.h>
+
 #include <boost/asio.hpp>
+#include "api/listen.h"
 
 #include <deque>
 #include <vector>
@@ -291,22 +293,8 @@ BinaryServer::BinaryServer(Service& service, OwnerIndex& owners, std::string adm
 BinaryServer::~BinaryServer() = default;
 
 bool BinaryServer::listen(std::string* error) {
-  error_code ec;
-  const auto address = asio::ip::make_address(config_.address, ec);
-  if (ec) {
-    *error = fmt::format("bad binary address {}: {}", config_.address, ec.message());
-    return false;
-  }
-  const tcp::endpoint endpoint(address, config_.port);
   tcp::acceptor& acceptor = impl_->acceptor;
-  acceptor.open(endpoint.protocol(), ec);
-  if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) acceptor.bind(endpoint, ec);
-  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    *error = fmt::format("cannot listen on {}:{}: {}", config_.address, config_.port, ec.message());
-    return false;
-  }
+  if (!open_listener(acceptor, config_.address, config_.port, error)) return false;
   port_ = acceptor.local_endpoint().port();
   impl_->accept();
   return true;

@@ -1,9 +1,11 @@
 #include "api/http_server.h"
 
 #include <fmt/format.h>
+
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include "api/listen.h"
 
 #include <optional>
 
@@ -259,22 +261,8 @@ HttpServer::HttpServer(Service& service, HttpConfig config, IoRuntime& runtime)
 HttpServer::~HttpServer() = default;
 
 bool HttpServer::listen(std::string* error) {
-  beast::error_code ec;
-  const auto address = asio::ip::make_address(config_.address, ec);
-  if (ec) {
-    *error = fmt::format("bad HTTP address {}: {}", config_.address, ec.message());
-    return false;
-  }
-  const tcp::endpoint endpoint(address, config_.port);
   tcp::acceptor& acceptor = impl_->acceptor;
-  acceptor.open(endpoint.protocol(), ec);
-  if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) acceptor.bind(endpoint, ec);
-  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    *error = fmt::format("cannot listen on {}:{}: {}", config_.address, config_.port, ec.message());
-    return false;
-  }
+  if (!open_listener(acceptor, config_.address, config_.port, error)) return false;
   port_ = acceptor.local_endpoint().port();
   impl_->accept(service_, config_, in_flight_);
   return true;
