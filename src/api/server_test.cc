@@ -436,6 +436,32 @@ TEST_F(ServerTest, Batches) {
   EXPECT_EQ(balance(a, "/held"), 0);
   EXPECT_EQ(error_code(merchant_request(shop, "POST", "/v1/batch", R"({"operations":[]})")),
             "batch_empty");
+
+  // Idempotent batches: a retry answers the same and moves nothing again; another
+  // body under the same key is refused. Atomic and not.
+  for (const bool is_atomic : {false, true}) {
+    const std::string key = is_atomic ? "Idempotency-Key: batch-atomic" : "Idempotency-Key: batch";
+    const std::string flag = is_atomic ? R"("atomic":true,)" : "";
+    const std::string body =
+        "{" + flag + R"("operations":[)" + op(a, b, 1) + "," + op(a, b, 2) + "]}";
+    const int64_t before = balance(a);
+    const HttpResponse once = merchant_request(shop, "POST", "/v1/batch", body, {key});
+    ASSERT_EQ(once.status, 200u) << once.body;
+    const HttpResponse twice = merchant_request(shop, "POST", "/v1/batch", body, {key});
+    EXPECT_EQ(twice.status, 200u);
+    EXPECT_EQ(twice.body, once.body);
+    EXPECT_EQ(balance(a), before - 3);
+    const std::string other =
+        "{" + flag + R"("operations":[)" + op(a, b, 1) + "," + op(a, b, 5) + "]}";
+    const HttpResponse changed = merchant_request(shop, "POST", "/v1/batch", other, {key});
+    if (is_atomic) {
+      EXPECT_EQ(changed.status, 409u) << changed.body;
+      EXPECT_EQ(error_code(changed), "idempotency_key_reused");
+    } else {
+      EXPECT_EQ(text_field(changed.body, "/results/1/body/error/code"), "idempotency_key_reused");
+    }
+    EXPECT_EQ(balance(a), before - 3);
+  }
   std::string many = R"({"operations":[)";
   for (int i = 0; i < 8191; ++i)
     many += (i ? "," : "") + op(a, b, 1);

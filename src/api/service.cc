@@ -313,6 +313,25 @@ bool Service::visible_account(const Exchange& ex, u64 account_id) const {
   return *owner != 0 && merchants_.can_see(ex.principal_.merchant->id, *owner);
 }
 
+// Both accounts are the caller's to move (unknown ones are not), and in one group.
+ResultCode Service::check_transfer_accounts(const Exchange& ex, const TransferCreate& t) const {
+  if (!visible_account(ex, t.debit_account_id)) return ResultCode::debit_account_not_found;
+  if (!visible_account(ex, t.credit_account_id)) return ResultCode::credit_account_not_found;
+  if (engine().route(t.debit_account_id) != engine().route(t.credit_account_id)) {
+    return ResultCode::cross_group_transfer;
+  }
+  return ResultCode::ok;
+}
+
+// The ledger command for a transfer request (immediate or hold), with the
+// fingerprint of what the ledger does not keep.
+Command Service::transfer_command(const TransferCreate& t) {
+  const AccountId debit{t.debit_account_id}, credit{t.credit_account_id};
+  Command command = t.pending ? Command::make_hold(debit, credit, t.amount, t.currency, t.timeout_s)
+                              : Command::make_transfer(debit, credit, t.amount, t.currency);
+  return command.with_extra_hash(t.extra_hash);
+}
+
 bool Service::visible_transfer(const Exchange& ex, const Transfer& transfer) const {
   return visible_account(ex, transfer.debit_account_id.value) ||
          visible_account(ex, transfer.credit_account_id.value);
@@ -441,28 +460,19 @@ bool Service::create_transfer(Exchange& ex) {
   if (ex.step_ == 0) {
     const Problem problem = decoder().transfer_create(ex.view_.body, &r);
     if (!problem.ok()) return fail_problem(ex, problem);
-    if (!visible_account(ex, r.debit_account_id)) {
-      return fail(ex, ResultCode::debit_account_not_found, "no such debit_account");
-    }
-    if (!visible_account(ex, r.credit_account_id)) {
-      return fail(ex, ResultCode::credit_account_not_found, "no such credit_account");
+    const ResultCode refused = check_transfer_accounts(ex, r);
+    if (refused != ResultCode::ok) {
+      return fail(ex, refused,
+                  refused == ResultCode::cross_group_transfer
+                      ? "the accounts are in different groups; transfers between groups are not "
+                        "supported yet"
+                      : describe(refused));
     }
     Group* debit_group = engine().route(r.debit_account_id);
-    if (debit_group != engine().route(r.credit_account_id)) {
-      return fail(ex, ResultCode::cross_group_transfer,
-                  "the accounts are in different groups; transfers between groups are not "
-                  "supported yet");
-    }
     ex.group_ = debit_group;
     ex.commands_.resize(1);
     ex.results_.resize(1);
-    Command command =
-        r.pending
-            ? Command::make_hold(AccountId{r.debit_account_id}, AccountId{r.credit_account_id},
-                                 r.amount, r.currency, r.timeout_s)
-            : Command::make_transfer(AccountId{r.debit_account_id}, AccountId{r.credit_account_id},
-                                     r.amount, r.currency);
-    ex.commands_[0] = command.with_key(ex.key_).with_extra_hash(r.extra_hash);
+    ex.commands_[0] = transfer_command(r).with_key(ex.key_);
     return submit(ex, Request{.kind = RequestKind::commands,
                               .count = 1,
                               .commands = ex.commands_.data(),
@@ -545,13 +555,7 @@ bool Service::batch(Exchange& ex) {
       u64 route_id = op.transfer_id;
       if (op.op == BatchOp::transfer) {
         route_id = op.transfer.debit_account_id;
-        if (!visible_account(ex, op.transfer.debit_account_id)) {
-          ex.op_refused_[i] = ResultCode::debit_account_not_found;
-        } else if (!visible_account(ex, op.transfer.credit_account_id)) {
-          ex.op_refused_[i] = ResultCode::credit_account_not_found;
-        } else if (engine().route(op.transfer.credit_account_id) != engine().route(route_id)) {
-          ex.op_refused_[i] = ResultCode::cross_group_transfer;
-        }
+        ex.op_refused_[i] = check_transfer_accounts(ex, op.transfer);
       } else {
         ex.lookup_ids_.push_back(op.transfer_id);
       }
@@ -610,14 +614,7 @@ bool Service::batch_submit(Exchange& ex) {
     const BatchOperation& op = b.operations[i];
     Command command;
     if (op.op == BatchOp::transfer) {
-      const TransferCreate& t = op.transfer;
-      command =
-          t.pending
-              ? Command::make_hold(AccountId{t.debit_account_id}, AccountId{t.credit_account_id},
-                                   t.amount, t.currency, t.timeout_s)
-              : Command::make_transfer(AccountId{t.debit_account_id},
-                                       AccountId{t.credit_account_id}, t.amount, t.currency);
-      command.with_extra_hash(t.extra_hash);
+      command = transfer_command(op.transfer);
     } else if (op.op == BatchOp::post) {
       command = Command::make_post(TransferId{op.transfer_id}, op.amount);
     } else {
@@ -652,6 +649,11 @@ bool Service::batch_submit(Exchange& ex) {
 
 bool Service::batch_reply(Exchange& ex) {
   const BatchRequest& b = ex.batch_;
+  if (b.atomic && ex.outcome_.atomic == ResultCode::idempotency_key_reused) {
+    // The key names another batch: that is about the request, not its operations.
+    return fail(ex, ResultCode::idempotency_key_reused,
+                describe(ResultCode::idempotency_key_reused));
+  }
   std::string& out = ex.reply.body;
   out.clear();
   bool atomic_failed = false;

@@ -149,6 +149,8 @@ class Service {
 
   bool visible_account(const Exchange& ex, u64 account_id) const;
   bool visible_transfer(const Exchange& ex, const Transfer& transfer) const;
+  ResultCode check_transfer_accounts(const Exchange& ex, const TransferCreate& transfer) const;
+  static Command transfer_command(const TransferCreate& transfer);
   IdempotencyKey derive_key(const Exchange& ex) const;
   u64 now_ns() const noexcept;
 

@@ -1,4 +1,5 @@
 #include "journal/format.h"
+#include "base/sequence_file_name.h"
 
 #include <charconv>
 #include <cstring>
@@ -53,19 +54,11 @@ u32 encode_record(unsigned char* out, RecordType type, u64 sequence, u64 timesta
 }
 
 std::string segment_file_name(u64 first_sequence) {
-  return fmt::format("journal-{:020}.seg", first_sequence);
+  return sequence_file_name("journal-", first_sequence, ".seg");
 }
 
 u64 parse_segment_file_name(std::string_view name) noexcept {
-  constexpr std::string_view prefix = "journal-", suffix = ".seg";
-  if (name.size() != prefix.size() + 20 + suffix.size() || !name.starts_with(prefix) ||
-      !name.ends_with(suffix)) {
-    return 0;
-  }
-  u64 value = 0;
-  const char* first = name.data() + prefix.size();
-  const auto [end, error] = std::from_chars(first, first + 20, value);
-  return error == std::errc{} && end == first + 20 ? value : 0;
+  return parse_sequence_file_name(name, "journal-", ".seg");
 }
 
 }  // namespace paygate::journal

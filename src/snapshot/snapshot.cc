@@ -1,4 +1,5 @@
 #include "snapshot/snapshot.h"
+#include "base/sequence_file_name.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -152,19 +153,11 @@ std::string load_file(const std::filesystem::path& path, Ledger& ledger, u64* se
 }  // namespace
 
 std::string file_name(u64 sequence) {
-  return fmt::format("snapshot-{:020}.snap", sequence);
+  return sequence_file_name("snapshot-", sequence, ".snap");
 }
 
 u64 parse_file_name(std::string_view name) noexcept {
-  constexpr std::string_view prefix = "snapshot-", suffix = ".snap";
-  if (name.size() != prefix.size() + 20 + suffix.size() || !name.starts_with(prefix) ||
-      !name.ends_with(suffix)) {
-    return 0;
-  }
-  u64 value = 0;
-  const char* first = name.data() + prefix.size();
-  const auto [end, error] = std::from_chars(first, first + 20, value);
-  return error == std::errc{} && end == first + 20 ? value : 0;
+  return parse_sequence_file_name(name, "snapshot-", ".snap");
 }
 
 std::vector<std::pair<u64, std::filesystem::path>> list(const std::filesystem::path& dir) {
