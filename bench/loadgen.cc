@@ -9,13 +9,15 @@
 //   http-transfer  POST /v1/transfers, one transfer per request
 //   binary         binary-protocol frames of --ops-per-request transfers
 //
-// Every connection is one thread keeping --depth requests pipelined. The run stops
+// Every connection is one thread keeping --depth requests pipelined. A run stops
 // after --seconds or --requests, whichever comes first; progress once a second on
-// stderr. The last line: requests_per_sec=… ops_per_sec=… p50_us=… p99_us=….
+// stderr; its line: requests_per_sec=… ops_per_sec=… p50_us=… p99_us=…. --runs N
+// repeats on a fresh server and ends with a line of the medians.
 //
 //   ./build/bench/loadgen --mode http-batch --connections 32 --depth 4 --seconds 5
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -52,6 +54,8 @@ struct Options {
   u64 requests = 0;  // 0: no bound but time
   std::string data_dir = "loadgen-data";
   u32 groups = 1;
+  u32 runs = 1;             // fresh server each; medians printed after
+  std::string server_toml;  // more of the server's TOML config, e.g. "[group]\n…"
 };
 
 struct Totals {
@@ -111,21 +115,22 @@ std::string transfer_json(const std::string& from, const std::string& to) {
          R"(","amount":1,"currency":"USD")";
 }
 
-// One connection's loop over HTTP: keep `depth` requests in flight.
+// One connection's loop over HTTP: keep `depth` requests in flight. The load
+// generator shares the server's cores, so it spends as little as it can: requests
+// are written up front (kPrepared of them, picked at random), the answers that
+// arrive together are handled together, and their replacements leave in one send.
 void http_worker(const Options& o, const Setup& s, u16 port, u64 deadline_ns, u64 request_cap,
                  u32 seed, Totals* totals) {
+  constexpr u32 kPrepared = 256;
   HttpClient client("127.0.0.1", port);
   const std::vector<std::string> headers = {"Authorization: Bearer " + s.token,
                                             "Content-Type: application/json"};
   std::mt19937 random(seed);
   const bool batch = o.mode == "http-batch";
   const u32 ops = batch ? o.ops_per_request : 1;
-  std::string body;
-  std::vector<u64> sent_at;
-  std::size_t head = 0;
-  const auto make_body = [&] {
-    body.clear();
-    if (batch) body = R"({"operations":[)";
+  std::vector<std::string> prepared(kPrepared);
+  for (std::string& request : prepared) {
+    std::string body = batch ? R"({"operations":[)" : "";
     for (u32 i = 0; i < ops; ++i) {
       const std::string& from = s.sources[random() % s.sources.size()];
       if (batch) {
@@ -136,28 +141,46 @@ void http_worker(const Options& o, const Setup& s, u16 port, u64 deadline_ns, u6
       }
     }
     if (batch) body += "]}";
-  };
-  const auto send_one = [&] {
-    make_body();
-    sent_at.push_back(now_ns());
-    return client.send("POST", batch ? "/v1/batch" : "/v1/transfers", headers, body);
+    api::append_request(request, "127.0.0.1", "POST", batch ? "/v1/batch" : "/v1/transfers",
+                        headers, body);
+  }
+  std::vector<u64> sent_at;  // a ring of depth: answers come in order
+  sent_at.resize(o.depth);
+  u64 sent = 0, answered = 0;
+  std::string out;
+  const auto queue_one = [&] {
+    out += prepared[random() % kPrepared];
+    sent_at[sent++ % o.depth] = now_ns();
   };
   for (u32 i = 0; i < o.depth; ++i)
-    if (!send_one()) return;
-  while (head < sent_at.size()) {
-    const HttpResponse r = client.receive();
-    if (r.status == 0) {
+    queue_one();
+  if (!client.send_raw(out)) {
+    totals->failures.fetch_add(1);
+    return;
+  }
+  while (answered < sent) {
+    if (!client.fill(10'000)) {
       totals->failures.fetch_add(1);
       return;
     }
-    totals->latency_ns.record(now_ns() - sent_at[head++]);
-    const bool ok = batch ? r.status == 200 && r.body.find("\"status\":4") == std::string::npos
-                          : r.status == 201;
-    if (!ok) totals->failures.fetch_add(1);
-    totals->ops.fetch_add(ops, std::memory_order_relaxed);
-    const u64 done = totals->requests.fetch_add(1, std::memory_order_relaxed) + 1;
-    if (now_ns() < deadline_ns && (request_cap == 0 || done + o.depth <= request_cap)) {
-      if (!send_one()) return;
+    out.clear();
+    std::string_view in = client.buffered();
+    std::size_t used = 0;
+    while (const auto r = api::split_response(in.substr(used))) {
+      used += r->size;
+      const u64 now = now_ns();
+      totals->latency_ns.record(now - sent_at[answered++ % o.depth]);
+      const bool ok = batch ? r->status == 200 && r->body.find("\"status\":4") == std::string::npos
+                            : r->status == 201;
+      if (!ok) totals->failures.fetch_add(1);
+      totals->ops.fetch_add(ops, std::memory_order_relaxed);
+      const u64 done = totals->requests.fetch_add(1, std::memory_order_relaxed) + 1;
+      if (now < deadline_ns && (request_cap == 0 || done + o.depth <= request_cap)) queue_one();
+    }
+    client.consume(used);
+    if (!out.empty() && !client.send_raw(out)) {
+      totals->failures.fetch_add(1);
+      return;
     }
   }
 }
@@ -207,26 +230,30 @@ void binary_worker(const Options& o, const Setup& s, u16 port, const std::string
   }
 }
 
-int run(const Options& o) {
-  if (o.mode != "http-batch" && o.mode != "http-transfer" && o.mode != "binary") {
-    std::fprintf(stderr, "loadgen: unknown mode %s\n", o.mode.c_str());
-    return 2;
-  }
+struct RunResult {
+  bool ok = false;
+  double requests_per_sec = 0, ops_per_sec = 0, p50_us = 0, p99_us = 0;
+};
+
+// One run against a fresh server.
+RunResult run_once(const Options& o) {
+  RunResult result;
   std::filesystem::remove_all(o.data_dir);
   api::testing::ServerProcess server;
   const std::string config =
       "[limits]\nrate_per_s = 100000000.0\nrate_burst = 100000000.0\n"
-      "[binary]\nwindow = 64\n";
+      "[binary]\nwindow = 64\n" +
+      o.server_toml;
   std::fprintf(stderr, "loadgen: starting paygate serve in %s\n", o.data_dir.c_str());
   if (!server.start(o.data_dir, config, {"--groups", std::to_string(o.groups)})) {
     std::fprintf(stderr, "loadgen: the server did not start:\n%s\n", server.log().c_str());
-    return 1;
+    return result;
   }
   HttpClient admin("127.0.0.1", server.port());
   Setup setup;
   if (!set_up(admin, server.admin_token(), o.accounts, &setup)) {
     std::fprintf(stderr, "loadgen: setup failed\n");
-    return 1;
+    return result;
   }
   std::fprintf(stderr, "loadgen: %u funded accounts; running %s for %.1f s\n", o.accounts,
                o.mode.c_str(), o.seconds);
@@ -267,17 +294,53 @@ int run(const Options& o) {
   progress.join();
   const int stopped = server.stop();
 
-  const double requests = static_cast<double>(totals.requests.load());
-  const double ops = static_cast<double>(totals.ops.load());
+  result.requests_per_sec = static_cast<double>(totals.requests.load()) / elapsed;
+  result.ops_per_sec = static_cast<double>(totals.ops.load()) / elapsed;
+  result.p50_us = static_cast<double>(totals.latency_ns.percentile(0.50)) / 1e3;
+  result.p99_us = static_cast<double>(totals.latency_ns.percentile(0.99)) / 1e3;
   std::printf(
       "loadgen mode=%s connections=%u depth=%u ops_per_request=%u seconds=%.2f failures=%llu "
       "server_exit=%d requests_per_sec=%.0f ops_per_sec=%.0f p50_us=%.0f p99_us=%.0f\n",
       o.mode.c_str(), o.connections, o.depth, o.mode == "http-transfer" ? 1 : o.ops_per_request,
-      elapsed, static_cast<unsigned long long>(totals.failures.load()), stopped, requests / elapsed,
-      ops / elapsed, static_cast<double>(totals.latency_ns.percentile(0.50)) / 1e3,
-      static_cast<double>(totals.latency_ns.percentile(0.99)) / 1e3);
+      elapsed, static_cast<unsigned long long>(totals.failures.load()), stopped,
+      result.requests_per_sec, result.ops_per_sec, result.p50_us, result.p99_us);
+  std::fflush(stdout);
   std::filesystem::remove_all(o.data_dir);
-  return totals.failures.load() == 0 && stopped == 0 ? 0 : 1;
+  result.ok = totals.failures.load() == 0 && stopped == 0;
+  return result;
+}
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const std::size_t n = values.size();
+  return n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+}
+
+// --runs fresh runs, each line printed, then the medians of each figure.
+int run(const Options& o) {
+  if (o.mode != "http-batch" && o.mode != "http-transfer" && o.mode != "binary") {
+    std::fprintf(stderr, "loadgen: unknown mode %s\n", o.mode.c_str());
+    return 2;
+  }
+  std::vector<double> requests, ops, p50, p99;
+  bool ok = true;
+  for (u32 i = 0; i < o.runs; ++i) {
+    std::fprintf(stderr, "loadgen: run %u of %u\n", i + 1, o.runs);
+    const RunResult r = run_once(o);
+    ok = ok && r.ok;
+    if (!r.ok) break;
+    requests.push_back(r.requests_per_sec);
+    ops.push_back(r.ops_per_sec);
+    p50.push_back(r.p50_us);
+    p99.push_back(r.p99_us);
+  }
+  if (ok && o.runs > 1) {
+    std::printf(
+        "loadgen median_of=%u mode=%s requests_per_sec=%.0f ops_per_sec=%.0f p50_us=%.0f "
+        "p99_us=%.0f\n",
+        o.runs, o.mode.c_str(), median(requests), median(ops), median(p50), median(p99));
+  }
+  return ok ? 0 : 1;
 }
 
 }  // namespace
@@ -297,8 +360,12 @@ int main(int argc, char** argv) {
   app.add_option("--requests", o.requests, "run at most this many requests (0: no bound)");
   app.add_option("--data-dir", o.data_dir, "the server's data directory (removed after)")
       ->capture_default_str();
+  app.add_option("--runs", o.runs, "runs, each on a fresh server; medians after")
+      ->capture_default_str();
+  app.add_option("--server-toml", o.server_toml,
+                 "appended to the server's TOML config (not [limits] or [binary])");
   CLI11_PARSE(app, argc, argv);
-  if (o.connections == 0 || o.depth == 0 || o.ops_per_request == 0 ||
+  if (o.connections == 0 || o.depth == 0 || o.runs == 0 || o.runs > 100 || o.ops_per_request == 0 ||
       o.ops_per_request > paygate::kBatchMax || o.seconds <= 0 || o.seconds > 600) {
     std::fprintf(stderr, "loadgen: bad options\n");
     return 2;

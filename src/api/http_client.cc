@@ -47,6 +47,10 @@ void HttpClient::close() {
   in_.clear();
 }
 
+void HttpClient::shutdown_send() {
+  if (fd_ >= 0) ::shutdown(fd_, SHUT_WR);
+}
+
 bool HttpClient::send_raw(std::string_view bytes) {
   if (fd_ < 0 && !connect()) return false;
   while (!bytes.empty()) {
@@ -62,77 +66,118 @@ bool HttpClient::send_raw(std::string_view bytes) {
   return true;
 }
 
+void append_request(std::string& out, std::string_view host, std::string_view method,
+                    std::string_view target, const std::vector<std::string>& headers,
+                    std::string_view body) {
+  out.append(method).append(" ").append(target).append(" HTTP/1.1\r\nHost: ").append(host);
+  out.append("\r\n");
+  for (const std::string& header : headers)
+    out.append(header).append("\r\n");
+  if (!body.empty() || method == "POST") {
+    out.append("Content-Length: ").append(std::to_string(body.size())).append("\r\n");
+  }
+  out.append("\r\n").append(body);
+}
+
 bool HttpClient::send(std::string_view method, std::string_view target,
                       const std::vector<std::string>& headers, std::string_view body) {
   out_.clear();
-  out_.append(method).append(" ").append(target).append(" HTTP/1.1\r\nHost: ").append(host_);
-  out_.append("\r\n");
-  for (const std::string& header : headers)
-    out_.append(header).append("\r\n");
-  if (!body.empty() || method == "POST") {
-    out_.append("Content-Length: ").append(std::to_string(body.size())).append("\r\n");
-  }
-  out_.append("\r\n").append(body);
+  append_request(out_, host_, method, target, headers, body);
   return send_raw(out_);
 }
 
-HttpResponse HttpClient::receive(int timeout_ms) {
-  HttpResponse response;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  std::size_t header_end = std::string::npos;
-  std::size_t content_length = 0;
-  for (;;) {
-    if (header_end == std::string::npos) {
-      header_end = in_.find("\r\n\r\n");
-      if (header_end != std::string::npos) {
-        // Status line and headers.
-        std::string_view head(in_.data(), header_end);
-        const std::size_t line_end = head.find("\r\n");
-        const std::string_view status_line = head.substr(0, line_end);
-        if (status_line.size() >= 12) {
-          std::from_chars(status_line.data() + 9, status_line.data() + 12, response.status);
-        }
-        head.remove_prefix(line_end == std::string_view::npos ? head.size() : line_end + 2);
-        while (!head.empty()) {
-          const std::size_t end = head.find("\r\n");
-          const std::string_view line = head.substr(0, end);
-          const std::size_t colon = line.find(':');
-          if (colon != std::string_view::npos) {
-            std::string name(line.substr(0, colon));
-            for (char& c : name)
-              c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-            std::string_view value = line.substr(colon + 1);
-            while (!value.empty() && value.front() == ' ')
-              value.remove_prefix(1);
-            response.headers.emplace_back(std::move(name), std::string(value));
-          }
-          head.remove_prefix(end == std::string_view::npos ? head.size() : end + 2);
-        }
-        const std::string length = response.header("content-length");
-        std::from_chars(length.data(), length.data() + length.size(), content_length);
-      }
+namespace {
+
+bool equal_ignoring_case(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) !=
+        std::tolower(static_cast<unsigned char>(b[i]))) {
+      return false;
     }
-    if (header_end != std::string::npos && in_.size() >= header_end + 4 + content_length) {
-      response.body = in_.substr(header_end + 4, content_length);
-      in_.erase(0, header_end + 4 + content_length);
+  }
+  return true;
+}
+
+// Calls visit(name, value) for each "Name: value" line of a response head.
+template <typename Visit>
+void for_each_header(std::string_view head, Visit visit) {
+  while (!head.empty()) {
+    const std::size_t end = head.find("\r\n");
+    const std::string_view line = head.substr(0, end);
+    const std::size_t colon = line.find(':');
+    if (colon != std::string_view::npos) {
+      std::string_view value = line.substr(colon + 1);
+      while (!value.empty() && value.front() == ' ')
+        value.remove_prefix(1);
+      visit(line.substr(0, colon), value);
+    }
+    head.remove_prefix(end == std::string_view::npos ? head.size() : end + 2);
+  }
+}
+
+}  // namespace
+
+std::optional<ResponseFrame> split_response(std::string_view bytes) {
+  const std::size_t header_end = bytes.find("\r\n\r\n");
+  if (header_end == std::string_view::npos) return std::nullopt;
+  ResponseFrame frame;
+  std::string_view head = bytes.substr(0, header_end);
+  const std::size_t line_end = head.find("\r\n");
+  const std::string_view status_line = head.substr(0, line_end);
+  if (status_line.size() >= 12) {
+    std::from_chars(status_line.data() + 9, status_line.data() + 12, frame.status);
+  }
+  frame.head = line_end == std::string_view::npos ? std::string_view{} : head.substr(line_end + 2);
+  std::size_t content_length = 0;
+  for_each_header(frame.head, [&](std::string_view name, std::string_view value) {
+    if (equal_ignoring_case(name, "content-length")) {
+      std::from_chars(value.data(), value.data() + value.size(), content_length);
+    }
+  });
+  if (bytes.size() < header_end + 4 + content_length) return std::nullopt;
+  frame.body = bytes.substr(header_end + 4, content_length);
+  frame.size = header_end + 4 + content_length;
+  return frame;
+}
+
+bool HttpClient::fill(int timeout_ms) {
+  pollfd poll_fd{.fd = fd_, .events = POLLIN, .revents = 0};
+  if (fd_ < 0 || timeout_ms <= 0 || ::poll(&poll_fd, 1, timeout_ms) <= 0) {
+    close();
+    return false;
+  }
+  char buffer[1 << 16];
+  const ssize_t n = ::recv(fd_, buffer, sizeof buffer, 0);
+  if (n <= 0) {
+    close();
+    return false;
+  }
+  in_.append(buffer, static_cast<std::size_t>(n));
+  return true;
+}
+
+HttpResponse HttpClient::receive(int timeout_ms) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    if (const auto frame = split_response(in_)) {
+      HttpResponse response;
+      response.status = frame->status;
+      for_each_header(frame->head, [&](std::string_view name, std::string_view value) {
+        std::string lower(name);
+        for (char& c : lower)
+          c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        response.headers.emplace_back(std::move(lower), std::string(value));
+      });
+      response.body = std::string(frame->body);
+      consume(frame->size);
       if (response.header("connection") == "close") close();
       return response;
     }
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
                           deadline - std::chrono::steady_clock::now())
                           .count();
-    pollfd poll_fd{.fd = fd_, .events = POLLIN, .revents = 0};
-    if (fd_ < 0 || left <= 0 || ::poll(&poll_fd, 1, static_cast<int>(left)) <= 0) {
-      close();
-      return HttpResponse{};
-    }
-    char buffer[1 << 16];
-    const ssize_t n = ::recv(fd_, buffer, sizeof buffer, 0);
-    if (n <= 0) {
-      close();
-      return HttpResponse{};
-    }
-    in_.append(buffer, static_cast<std::size_t>(n));
+    if (!fill(static_cast<int>(left))) return HttpResponse{};
   }
 }
 

@@ -66,61 +66,162 @@ std::string_view header(const http::request_parser<http::string_body>::value_typ
   return std::string_view(value.data(), value.size());
 }
 
-// One connection: read a request, answer it, repeat. At most one request is being
-// answered at a time; later pipelined requests wait in the read buffer.
-class Session final : public std::enable_shared_from_this<Session>, public Waker {
+class Session;
+
+// One request of a connection's pipeline: the parsed message, which the exchange's
+// views point into, and the exchange answering it. Reused request after request.
+struct Slot final : Waker {
+  explicit Slot(Session* s) : session(s), exchange(this) {}
+  void wake() noexcept override;
+
+  enum class State : u8 { free, waiting, answered };
+  Session* session;
+  std::optional<http::request_parser<http::string_body>> parser;
+  Exchange exchange;
+  std::atomic<bool> woken{false};  // a group finished a step; set on the group thread
+  State state = State::free;
+  bool keep_alive = true;
+  bool refused = false;  // an answer to bytes we could not parse: linger, then close
+};
+
+// One connection. Pipelined requests are read together and answered in order: up
+// to `pipeline_max` of them are with the groups at once, so the ledger sees one
+// connection's requests in the order they were sent, and their answers leave in one
+// write. A request that needs several group steps (a lookup, then a command) holds
+// back the requests after it until its last step is submitted, so a connection's
+// requests reach each group in order.
+//
+// Threads: everything but Slot::wake() runs on the connection's strand. Group
+// threads set a slot's `woken` flag and post one wake-up per burst of completions.
+class Session final : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket socket, Service& service, const HttpConfig& config,
           std::shared_ptr<std::atomic<u64>> in_flight)
-      : stream_(std::move(socket)),
+      : socket_(std::move(socket)),
+        timer_(socket_.get_executor()),
         service_(service),
         config_(config),
-        in_flight_(std::move(in_flight)),
-        exchange_(this) {
+        in_flight_(std::move(in_flight)) {
+    slots_.reserve(config_.pipeline_max);
     service_.metrics().connections_open.fetch_add(1, std::memory_order_relaxed);
   }
   ~Session() { service_.metrics().connections_open.fetch_sub(1, std::memory_order_relaxed); }
 
   void start() {
-    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read(); });
+    asio::dispatch(socket_.get_executor(), [self = shared_from_this()] {
+      self->progress();
+      self->watch();
+      self->read();
+    });
   }
 
-  // A group finished a step: continue on this connection's strand.
-  void wake() noexcept override {
-    asio::post(stream_.get_executor(), [this] { resumed(); });
+  // Group thread: one wake-up in flight at a time; it looks at every waiting slot.
+  void wake() noexcept {
+    if (wake_posted_.exchange(true, std::memory_order_acq_rel)) return;
+    asio::post(socket_.get_executor(), [self = shared_from_this()] { self->on_wake(); });
   }
 
  private:
-  void read() {
-    parser_.emplace();
-    parser_->header_limit(config_.header_bytes_max);
-    parser_->body_limit(config_.body_bytes_max);
-    stream_.expires_after(std::chrono::milliseconds(config_.request_timeout_ms));
-    http::async_read(
-        stream_, buffer_, *parser_,
-        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+  static constexpr std::size_t kReadChunk = 64 * 1024;
+  // Answers rendered but not yet written; beyond this, stop taking requests from a
+  // client that sends without reading.
+  static constexpr std::size_t kPendingOutMax = 1u << 20;
+
+  Slot& slot_at(u32 index) {
+    const u32 i = index % config_.pipeline_max;
+    while (slots_.size() <= i)
+      slots_.push_back(std::make_unique<Slot>(this));
+    return *slots_[i];
   }
 
-  void on_read(beast::error_code ec) {
-    if (ec == beast::error::timeout) {
-      service_.metrics().connections_timed_out.fetch_add(1, std::memory_order_relaxed);
-      return close();
-    }
-    if (ec == http::error::body_limit) {
-      return refuse(413, ResultCode::body_too_large,
-                    fmt::format("the body is larger than {} bytes", config_.body_bytes_max));
-    }
-    if (ec == http::error::header_limit) {
-      return refuse(431, ResultCode::invalid_field, "the headers are too large");
-    }
-    if (ec == http::error::end_of_stream || ec == asio::error::eof ||
-        ec == asio::error::connection_reset || ec == asio::error::operation_aborted) {
-      return close();
-    }
-    if (ec) return refuse(400, ResultCode::invalid_field, "malformed HTTP request");
+  void progress() { last_progress_ = std::chrono::steady_clock::now(); }
 
-    auto& request = parser_->get();
-    keep_alive_ = request.keep_alive();
+  // The deadline: a whole request must arrive within request_timeout_ms of the last
+  // progress (a request read, an answer written). Time a group has our request is
+  // ours, not the client's.
+  void watch() {
+    timer_.expires_at(last_progress_ + std::chrono::milliseconds(config_.request_timeout_ms));
+    timer_.async_wait([weak = weak_from_this()](beast::error_code ec) {
+      if (ec) return;
+      const auto self = weak.lock();
+      if (!self || self->closed_) return;
+      if (self->waiting_ > 0) self->progress();
+      if (std::chrono::steady_clock::now() - self->last_progress_ >=
+          std::chrono::milliseconds(self->config_.request_timeout_ms)) {
+        self->service_.metrics().connections_timed_out.fetch_add(1, std::memory_order_relaxed);
+        return self->close();
+      }
+      self->watch();
+    });
+  }
+
+  void read() {
+    if (reading_ || read_closed_ || closed_) return;
+    reading_ = true;
+    socket_.async_read_some(buffer_.prepare(kReadChunk),
+                            [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+                              self->reading_ = false;
+                              if (ec) return self->on_read_error(ec);
+                              self->buffer_.commit(n);
+                              self->parse();
+                            });
+  }
+
+  void on_read_error(beast::error_code ec) {
+    read_closed_ = true;
+    if (ec == asio::error::operation_aborted || ec == asio::error::connection_reset) {
+      return close();
+    }
+    // End of stream: answer what was asked, then close.
+    if (used_ == 0 && !writing_) close();
+  }
+
+  // No request starts while an earlier one of this connection still has to submit
+  // another step, nor while the client leaves a megabyte of answers unread.
+  bool may_begin() {
+    if (used_ == config_.pipeline_max || pending_out_.size() >= kPendingOutMax) return false;
+    for (u32 i = 0; i < used_; ++i) {
+      const Slot& slot = slot_at(head_ + i);
+      if (slot.state == Slot::State::waiting && !slot.exchange.in_last_step()) return false;
+    }
+    return true;
+  }
+
+  // Takes every whole request in the buffer that may begin; reads when it needs more.
+  void parse() {
+    while (!stop_parsing_ && may_begin()) {
+      Slot& slot = slot_at(head_ + used_);
+      if (!slot.parser) {
+        slot.parser.emplace();
+        slot.parser->header_limit(config_.header_bytes_max);
+        slot.parser->body_limit(config_.body_bytes_max);
+        slot.parser->eager(true);
+      }
+      beast::error_code ec;
+      while (!slot.parser->is_done() && buffer_.size() > 0) {
+        buffer_.consume(slot.parser->put(buffer_.data(), ec));
+        if (ec == http::error::need_more) {
+          ec = {};
+          break;
+        }
+        if (ec) break;
+      }
+      if (ec) return refuse(slot, ec);
+      if (!slot.parser->is_done()) {
+        if (read_closed_ && used_ == 0 && !writing_) return close();
+        return read();
+      }
+      ++used_;
+      progress();
+      begin(slot);
+    }
+  }
+
+  void begin(Slot& slot) {
+    auto& request = slot.parser->get();
+    slot.keep_alive = request.keep_alive();
+    slot.refused = false;
+    if (!slot.keep_alive) stop_parsing_ = true;
     const auto method = request.method_string();
     const auto target = request.target();
     const HttpRequestView view{
@@ -134,29 +235,113 @@ class Session final : public std::enable_shared_from_this<Session>, public Waker
         .timestamp = header(request, "X-Paygate-Timestamp"),
         .signature = header(request, "X-Paygate-Signature"),
     };
-    stream_.expires_never();  // answering is our time, not the client's
-    if (service_.begin(view, exchange_)) return write();
-    hold_ = shared_from_this();
+    if (service_.begin(view, slot.exchange)) {
+      slot.state = Slot::State::answered;
+      return flush();
+    }
+    slot.state = Slot::State::waiting;
+    if (waiting_++ == 0) hold_ = shared_from_this();
     in_flight_->fetch_add(1, std::memory_order_acq_rel);
   }
 
-  void resumed() {
-    if (!service_.resume(exchange_)) return;  // another step: hold_ keeps us alive
-    in_flight_->fetch_sub(1, std::memory_order_acq_rel);
-    const auto self = std::move(hold_);
+  void on_wake() {
+    const auto self = shared_from_this();  // hold_ may be released below
+    wake_posted_.exchange(false, std::memory_order_acq_rel);
+    for (u32 i = 0; i < used_; ++i) {
+      Slot& slot = slot_at(head_ + i);
+      if (slot.state != Slot::State::waiting ||
+          !slot.woken.exchange(false, std::memory_order_acquire)) {
+        continue;
+      }
+      if (!service_.resume(slot.exchange)) continue;  // another step
+      slot.state = Slot::State::answered;
+      in_flight_->fetch_sub(1, std::memory_order_acq_rel);
+      if (--waiting_ == 0) hold_.reset();
+    }
+    flush();
+    parse();
+  }
+
+  // An answer to bytes that are not a request we can take; the connection is closed
+  // after it.
+  void refuse(Slot& slot, beast::error_code ec) {
+    HttpReply& reply = slot.exchange.reply;
+    reply.body.clear();
+    reply.text = false;
+    reply.retry_after_s = 0;
+    if (ec == http::error::body_limit) {
+      reply.status = 413;
+      render_error(reply.body, ResultCode::body_too_large,
+                   fmt::format("the body is larger than {} bytes", config_.body_bytes_max));
+    } else if (ec == http::error::header_limit) {
+      reply.status = 431;
+      render_error(reply.body, ResultCode::invalid_field, "the headers are too large");
+    } else {
+      reply.status = 400;
+      render_error(reply.body, ResultCode::invalid_field, "malformed HTTP request");
+    }
+    slot.keep_alive = false;
+    slot.refused = true;
+    slot.state = Slot::State::answered;
+    stop_parsing_ = true;
+    ++used_;
+    flush();
+  }
+
+  // Renders the answered requests at the head of the pipeline, in order, and frees
+  // their slots; writes them unless a write is under way (its completion will).
+  void flush() {
+    while (used_ > 0) {
+      Slot& slot = slot_at(head_);
+      if (slot.state != Slot::State::answered) break;
+      render(slot);
+      if (!slot.keep_alive) {
+        close_after_write_ = true;
+        linger_ = slot.refused;
+      }
+      slot.state = Slot::State::free;
+      slot.parser.reset();
+      ++head_;
+      --used_;
+    }
     write();
   }
 
-  // An answer to a request that could not be parsed; the connection is closed after.
-  void refuse(unsigned status, ResultCode code, std::string_view message) {
-    exchange_.reply.body.clear();
-    exchange_.reply.text = false;
-    exchange_.reply.retry_after_s = 0;
-    exchange_.reply.status = status;
-    render_error(exchange_.reply.body, code, message);
-    keep_alive_ = false;
-    linger_ = true;
-    write();
+  void render(const Slot& slot) {
+    const HttpReply& reply = slot.exchange.reply;
+    std::string& out = pending_out_;
+    fmt::format_to(
+        std::back_inserter(out), "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+        reply.status, reason(reply.status),
+        reply.text ? "text/plain; version=0.0.4" : "application/json", reply.body.size());
+    if (reply.retry_after_s != 0)
+      fmt::format_to(std::back_inserter(out), "Retry-After: {}\r\n", reply.retry_after_s);
+    if (!slot.keep_alive) out += "Connection: close\r\n";
+    out += "\r\n";
+    out += reply.body;
+  }
+
+  void write() {
+    if (writing_ || closed_) return;
+    if (pending_out_.empty()) {
+      if (close_after_write_ && used_ == 0) {
+        if (linger_) return linger();
+        return close();
+      }
+      if (read_closed_ && used_ == 0) return close();
+      return;
+    }
+    writing_ = true;
+    out_.swap(pending_out_);
+    pending_out_.clear();
+    asio::async_write(socket_, asio::buffer(out_),
+                      [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                        self->writing_ = false;
+                        if (ec) return self->close();
+                        self->progress();
+                        self->write();
+                        self->parse();  // it may have waited for answers to be read
+                      });
   }
 
   // After refusing a request whose body we did not read, keep reading (and dropping)
@@ -164,57 +349,63 @@ class Session final : public std::enable_shared_from_this<Session>, public Waker
   // and the client could lose our answer before reading it.
   void linger() {
     beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-    stream_.expires_after(std::chrono::seconds(2));
+    socket_.shutdown(tcp::socket::shutdown_send, ignored);
+    timer_.cancel();
+    timer_.expires_after(std::chrono::seconds(2));
+    timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (!ec) self->close();
+    });
     drain_.resize(64 * 1024);
-    stream_.async_read_some(asio::buffer(drain_),
+    discard();
+  }
+
+  void discard() {
+    socket_.async_read_some(asio::buffer(drain_),
                             [self = shared_from_this()](beast::error_code ec, std::size_t) {
                               if (ec) return self->close();
-                              self->linger();
+                              self->discard();
                             });
   }
 
-  void write() {
-    const HttpReply& reply = exchange_.reply;
-    out_.clear();
-    fmt::format_to(
-        std::back_inserter(out_), "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
-        reply.status, reason(reply.status),
-        reply.text ? "text/plain; version=0.0.4" : "application/json", reply.body.size());
-    if (reply.retry_after_s != 0)
-      fmt::format_to(std::back_inserter(out_), "Retry-After: {}\r\n", reply.retry_after_s);
-    if (!keep_alive_) out_ += "Connection: close\r\n";
-    out_ += "\r\n";
-    out_ += reply.body;
-    stream_.expires_after(std::chrono::milliseconds(config_.request_timeout_ms));
-    asio::async_write(stream_, asio::buffer(out_),
-                      [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                        if (ec) return self->close();
-                        if (self->linger_) return self->linger();
-                        if (!self->keep_alive_) return self->close();
-                        self->read();
-                      });
-  }
-
   void close() {
+    if (closed_) return;
+    closed_ = true;
+    stop_parsing_ = true;
     beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-    stream_.close();
+    timer_.cancel();
+    socket_.shutdown(tcp::socket::shutdown_send, ignored);
+    socket_.close(ignored);
   }
 
-  beast::tcp_stream stream_;
+  tcp::socket socket_;
+  asio::steady_timer timer_;
   beast::flat_buffer buffer_;
-  std::optional<http::request_parser<http::string_body>> parser_;
   Service& service_;
   const HttpConfig& config_;
   std::shared_ptr<std::atomic<u64>> in_flight_;
-  Exchange exchange_;
-  std::string out_;
-  bool keep_alive_ = true;
+  std::vector<std::unique_ptr<Slot>> slots_;  // a ring of pipeline_max, made as needed
+  u32 head_ = 0;                              // the oldest request not yet answered
+  u32 used_ = 0;                              // requests taken and not yet answered, from head_
+  u32 waiting_ = 0;                           // of those, the ones a group has
+  std::atomic<bool> wake_posted_{false};
+  std::string out_;          // being written
+  std::string pending_out_;  // answers rendered while a write was under way
+  bool reading_ = false;
+  bool writing_ = false;
+  bool read_closed_ = false;  // the client sent end of stream
+  bool stop_parsing_ = false;
+  bool close_after_write_ = false;
   bool linger_ = false;
+  bool closed_ = false;
+  std::chrono::steady_clock::time_point last_progress_;
   std::string drain_;
-  std::shared_ptr<Session> hold_;  // set while a group has our request
+  std::shared_ptr<Session> hold_;  // set while a group has one of our requests
 };
+
+void Slot::wake() noexcept {
+  woken.store(true, std::memory_order_release);
+  session->wake();
+}
 
 }  // namespace
 

@@ -1,5 +1,6 @@
-// HTTP/1.1 on Boost.Beast: keep-alive and pipelining (requests on a connection are
-// read and answered in order), several IO threads, and the protections of
+// HTTP/1.1 on Boost.Beast: keep-alive and pipelining (a connection's requests
+// reach the groups in the order sent, up to pipeline_max at once, and are answered
+// in that order, several answers per write), several IO threads, and the protections of
 // docs/API.md: a connection limit, header and body limits, and a deadline for each
 // request (a client that sends too slowly, or idles too long, is disconnected).
 //
@@ -29,6 +30,8 @@ struct HttpConfig {
   u32 connections_max = 10'000;
   u64 body_bytes_max = 4u << 20;  // a batch of 8,190 transfers fits
   u32 header_bytes_max = 16u << 10;
+  // Pipelined requests of one connection taken at once (answered in order).
+  u32 pipeline_max = 64;
   // A whole request (headers and body) must arrive within this long of the
   // previous answer (or of connecting): bounds idle keep-alive connections and
   // slow senders alike.

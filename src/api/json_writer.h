@@ -3,6 +3,7 @@
 #pragma once
 
 #include <charconv>
+#include <cstring>
 #include <string>
 #include <string_view>
 
@@ -54,9 +55,11 @@ class JsonWriter {
     separate();
     char text[kIdTextSize];
     format_id(kind, value, text);
-    out_ += '"';
-    out_.append(text, kIdTextSize);
-    out_ += '"';
+    char quoted[kIdTextSize + 2];
+    quoted[0] = '"';
+    std::memcpy(quoted + 1, text, kIdTextSize);
+    quoted[kIdTextSize + 1] = '"';
+    out_.append(quoted, sizeof quoted);
     return *this;
   }
   JsonWriter& number(i64 value) {
@@ -93,19 +96,22 @@ class JsonWriter {
   void append_escaped(std::string_view text) {
     static constexpr char kHex[] = "0123456789abcdef";
     out_ += '"';
-    for (const char c : text) {
+    std::size_t run = 0;  // the start of the characters that need no escape
+    for (std::size_t i = 0; i < text.size(); ++i) {
+      const char c = text[i];
       const auto byte = static_cast<unsigned char>(c);
-      if (c == '"' || c == '\\') {
-        out_ += '\\';
-        out_ += c;
-      } else if (byte < 0x20) {
-        out_ += "\\u00";
-        out_ += kHex[byte >> 4];
-        out_ += kHex[byte & 0xF];
+      if (c != '"' && c != '\\' && byte >= 0x20) continue;
+      out_.append(text.data() + run, i - run);
+      run = i + 1;
+      if (byte < 0x20) {
+        const char escape[] = {'\\', 'u', '0', '0', kHex[byte >> 4], kHex[byte & 0xF]};
+        out_.append(escape, sizeof escape);
       } else {
-        out_ += c;
+        const char escape[] = {'\\', c};
+        out_.append(escape, sizeof escape);
       }
     }
+    out_.append(text.data() + run, text.size() - run);
     out_ += '"';
   }
 

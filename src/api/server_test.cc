@@ -612,6 +612,63 @@ TEST_F(ServerTest, PipelinedRequestsAreAnsweredInOrder) {
   }
 }
 
+// Pipelined requests run concurrently but in order: a request that needs two steps
+// (a void looks its hold up first) holds back the requests after it, a small
+// pipeline window still answers everything in order, and a connection closes
+// cleanly after Connection: close or the client's end of stream.
+TEST_F(ServerTest, PipelinesKeepOrderAcrossStepsAndCloseCleanly) {
+  server_.stop();
+  start("[http]\npipeline_max = 3\n");
+  const MerchantKeys shop = merchant("Order");
+  const std::string bank = system_account();
+  const std::string wallet = account(shop), till = account(shop);
+  fund(bank, wallet, 1'000);
+  const std::string token = make_jwt(shop.id, shop.secret, std::time(nullptr) + 600);
+  const std::vector<std::string> headers = {"Authorization: Bearer " + token,
+                                            "Content-Type: application/json"};
+  const HttpResponse hold = client_->request(
+      "POST", "/v1/transfers", headers, transfer_body(wallet, till, 600, R"(,"pending":true)"));
+  ASSERT_EQ(hold.status, 201u) << hold.body;
+  const std::string hold_id = text_field(hold.body, "/id");
+  // Sent in order, the void frees 600 before the transfer of 1,000 needs it.
+  ASSERT_TRUE(client_->send("POST", "/v1/transfers/" + hold_id + "/void", headers, "{}"));
+  ASSERT_TRUE(client_->send("POST", "/v1/transfers", headers, transfer_body(wallet, till, 1'000)));
+  ASSERT_TRUE(client_->send("POST", "/v1/transfers", headers, transfer_body(wallet, till, 1)));
+  EXPECT_EQ(client_->receive().status, 200u);
+  EXPECT_EQ(client_->receive().status, 201u);
+  EXPECT_EQ(error_code(client_->receive()), "insufficient_funds");
+
+  // Forty pipelined through a window of three: thirty fit the balance, in order.
+  fund(bank, wallet, 30);
+  for (int i = 0; i < 40; ++i)
+    ASSERT_TRUE(client_->send("POST", "/v1/transfers", headers, transfer_body(wallet, till, 1)));
+  for (int i = 0; i < 40; ++i)
+    EXPECT_EQ(client_->receive().status, i < 30 ? 201u : 422u) << i;
+  EXPECT_EQ(balance(wallet), 0);
+  EXPECT_EQ(balance(till), 1'030);
+
+  // Connection: close in the middle: answered, and nothing after it is.
+  HttpClient closing("127.0.0.1", server_.port());
+  ASSERT_TRUE(closing.send("GET", "/healthz"));
+  ASSERT_TRUE(closing.send("GET", "/healthz", {"Connection: close"}));
+  ASSERT_TRUE(closing.send("GET", "/healthz"));
+  EXPECT_EQ(closing.receive().status, 200u);
+  const HttpResponse last = closing.receive();
+  EXPECT_EQ(last.status, 200u);
+  EXPECT_EQ(last.header("connection"), "close");
+  EXPECT_EQ(closing.receive(2'000).status, 0u);
+
+  // End of stream after three requests: all three answered, then closed.
+  HttpClient done("127.0.0.1", server_.port());
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE(done.send("POST", "/v1/transfers", headers, transfer_body(till, wallet, 1)));
+  done.shutdown_send();
+  for (int i = 0; i < 3; ++i)
+    EXPECT_EQ(done.receive().status, 201u) << i;
+  EXPECT_EQ(done.receive(2'000).status, 0u);
+  EXPECT_EQ(balance(wallet), 3);
+}
+
 TEST_F(ServerTest, BinaryProtocolBatchesPipelinedFrames) {
   std::string error;
   binary::Client refused;

@@ -114,7 +114,8 @@ bool Service::fail_problem(Exchange& ex, const Problem& problem) {
 }
 
 // Hands a request to its group. True when answered at once (refused).
-bool Service::submit(Exchange& ex, const Request& request) {
+bool Service::submit(Exchange& ex, const Request& request, bool last_step) {
+  ex.last_step_ = last_step;
   const ResultCode code = ex.group_->submit(request);
   if (code == ResultCode::ok) return false;
   return fail(ex, code,
@@ -125,6 +126,7 @@ bool Service::submit(Exchange& ex, const Request& request) {
 bool Service::begin(const HttpRequestView& request, Exchange& ex) {
   ex.view_ = request;
   ex.step_ = 0;
+  ex.last_step_ = true;
   ex.started_ns_ = now_ns();
   ex.route_ = Route::unknown;
   ex.reply.body.clear();
@@ -512,7 +514,7 @@ bool Service::pending_action(Exchange& ex) {
     Request request{.kind = RequestKind::lookup_transfer, .lookup_id = ex.path_id_};
     request.transfer_out = ex.transfers_.data();
     request.completion = &ex;
-    return submit(ex, request);
+    return submit(ex, request, /*last_step=*/false);
   }
   const Transfer& hold = ex.transfers_[0];
   if (ex.step_ == 1) {
@@ -584,7 +586,7 @@ bool Service::batch(Exchange& ex) {
     request.lookup_ids = ex.lookup_ids_.data();
     request.transfer_out = ex.transfers_.data();
     request.completion = &ex;
-    return submit(ex, request);
+    return submit(ex, request, /*last_step=*/false);
   }
   if (ex.step_ == 1) {
     // The holds looked up, in operation order.

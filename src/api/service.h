@@ -64,6 +64,11 @@ class Exchange final : public Completion {
 
   HttpReply reply;
 
+  // False while the group has a step that another will follow (a lookup before the
+  // command): a connection holds its later requests back until then, so that they
+  // reach the group in the order they were sent.
+  bool in_last_step() const noexcept { return last_step_; }
+
  private:
   friend class Service;
 
@@ -71,6 +76,7 @@ class Exchange final : public Completion {
   HttpRequestView view_;
   Route route_ = Route::unknown;
   u8 step_ = 0;
+  bool last_step_ = true;
   u64 started_ns_ = 0;
   Principal principal_;
   IdempotencyKey key_;
@@ -133,7 +139,7 @@ class Service {
   bool finish(Exchange& ex, unsigned status);
   bool fail(Exchange& ex, ResultCode code, std::string_view message);
   bool fail_problem(Exchange& ex, const Problem& problem);
-  bool submit(Exchange& ex, const Request& request);
+  bool submit(Exchange& ex, const Request& request, bool last_step = true);
 
   bool create_merchant(Exchange& ex);
   bool get_merchant(Exchange& ex);

@@ -7,7 +7,8 @@
 //
 // Either the notifier sees the waiter (and wakes it), or the waiter sees the condition:
 // both sides use sequentially consistent operations on the waiter count. Notifying
-// when nobody waits costs one fence and one load.
+// when nobody waits costs one fence and one load; notifying again before the
+// waiters have run costs one exchange more.
 #pragma once
 
 #include <linux/futex.h>
@@ -26,6 +27,7 @@ class Event {
  public:
   [[nodiscard]] u32 prepare_wait() noexcept {
     waiters_.fetch_add(1, std::memory_order_seq_cst);
+    armed_.store(true, std::memory_order_seq_cst);
     return epoch_.load(std::memory_order_seq_cst);
   }
   void cancel_wait() noexcept { waiters_.fetch_sub(1, std::memory_order_seq_cst); }
@@ -45,6 +47,11 @@ class Event {
   void notify_all() noexcept {
     std::atomic_thread_fence(std::memory_order_seq_cst);
     if (waiters_.load(std::memory_order_seq_cst) == 0) return;
+    // Only the first notify after a prepare_wait() needs the system call: the ones
+    // after it, before the woken thread has even run (a burst of submits), would
+    // wake nobody new. A waiter that prepares later re-arms, and either this
+    // exchange sees that or the waiter sees the condition made true before it.
+    if (!armed_.exchange(false, std::memory_order_seq_cst)) return;
     epoch_.fetch_add(1, std::memory_order_seq_cst);
     ::syscall(SYS_futex, reinterpret_cast<u32*>(&epoch_), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr,
               nullptr, 0);
@@ -54,6 +61,7 @@ class Event {
   static_assert(sizeof(std::atomic<u32>) == sizeof(u32));
   alignas(64) std::atomic<u32> epoch_{0};
   std::atomic<u32> waiters_{0};
+  std::atomic<bool> armed_{false};  // a waiter prepared since the last wake-up
 };
 
 }  // namespace paygate

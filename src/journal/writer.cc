@@ -144,6 +144,13 @@ void Writer::run() {
     durable_at_ns_.store(synced, std::memory_order_release);
     if (last_sequence != 0) durable_sequence_.store(last_sequence, std::memory_order_release);
     if (options_.durable_event != nullptr) options_.durable_event->notify_all();
+    // Under load (more is staged already), let the next batch grow until the gap
+    // has passed; a lone request after an idle moment is synced at once.
+    if (options_.sync_gap_ns != 0 && synced - started < options_.sync_gap_ns &&
+        staged_bytes_hint_.load(std::memory_order_relaxed) != 0) {
+      std::this_thread::sleep_for(
+          std::chrono::nanoseconds(options_.sync_gap_ns - (synced - started)));
+    }
   }
 }
 

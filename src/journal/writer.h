@@ -47,6 +47,12 @@ struct WriterOptions {
   u64 staging_bytes = 4u << 20;    // the group-commit cap, in bytes
   Event* durable_event = nullptr;  // notified when durable_sequence() moves or on failure
   int thread_nice = 0;             // the writer thread's nice value (best effort)
+  // Under load, at most one write + sync starts per this interval: when a sync ends
+  // with records already staged, the writer waits out the rest of the interval so
+  // that the batch grows and syncs (each a context switch and a device round trip)
+  // become fewer, for at most this much more latency. A record staged while the
+  // writer is idle is synced at once. 0: sync as soon as the previous one ends.
+  u64 sync_gap_ns = 0;
   FaultHook fault = nullptr;
 };
 

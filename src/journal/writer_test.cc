@@ -76,6 +76,50 @@ TEST(JournalWriter, GroupCommitSyncsManyRecordsAtOnce) {
   EXPECT_GT(writer->write_bytes().percentile(0.5), record_bytes(RecordType::commands, 1));
 }
 
+// With a sync gap, a steady stream of records is made durable in at most one sync
+// per gap (plus the first), and every record still becomes durable.
+TEST(JournalWriter, SyncGapBoundsTheSyncRate) {
+  TempDir dir;
+  WriterOptions options = test_writer_options(dir.path());
+  options.sync_gap_ns = 20'000'000;  // 20 ms
+  std::string error;
+  auto writer = Writer::open(options, {{}, 0, 1}, &error);
+  ASSERT_NE(writer, nullptr) << error;
+  writer->start();
+  const auto started = std::chrono::steady_clock::now();
+  u64 sequence = 1;
+  while (std::chrono::steady_clock::now() - started < std::chrono::milliseconds(200)) {
+    if (stage(*writer, sequence, 1)) ++sequence;
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  ASSERT_TRUE(wait_durable(*writer, sequence - 1));
+  const auto elapsed = std::chrono::steady_clock::now() - started;
+  writer->stop();
+  const u64 gaps = static_cast<u64>(elapsed / std::chrono::milliseconds(20));
+  EXPECT_LE(writer->sync_ns().count(), gaps + 2) << "syncs in " << gaps << " gaps";
+  EXPECT_GT(sequence, 100u);
+}
+
+// The gap is for load only: a record that comes when nothing was waiting is synced
+// at once, however recent the last sync.
+TEST(JournalWriter, SyncGapDoesNotDelayALoneRecord) {
+  TempDir dir;
+  WriterOptions options = test_writer_options(dir.path());
+  options.sync_gap_ns = 2'000'000'000;  // 2 s
+  std::string error;
+  auto writer = Writer::open(options, {{}, 0, 1}, &error);
+  ASSERT_NE(writer, nullptr) << error;
+  writer->start();
+  for (u64 s = 1; s <= 3; ++s) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the writer goes idle
+    const auto started = std::chrono::steady_clock::now();
+    ASSERT_TRUE(stage(*writer, s, 1));
+    ASSERT_TRUE(wait_durable(*writer, s));
+    EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(1)) << s;
+  }
+  writer->stop();
+}
+
 TEST(JournalWriter, ReopensAndAppendsWhereTheLogEnds) {
   TempDir dir;
   write_journal(dir.path(), 100, 2);

@@ -182,6 +182,7 @@ bool Group::recover(std::string* error) {
                                  .staging_bytes = config_.group_commit_bytes_max,
                                  .durable_event = &wake_,
                                  .thread_nice = config_.thread_nice,
+                                 .sync_gap_ns = config_.journal_sync_gap_ns,
                                  .fault = config_.journal_fault};
   journal_ = journal::Writer::open(options, at, error);
   if (!journal_) return false;
