@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <boost/beast/core/string.hpp>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
@@ -88,17 +89,6 @@ bool HttpClient::send(std::string_view method, std::string_view target,
 
 namespace {
 
-bool equal_ignoring_case(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) !=
-        std::tolower(static_cast<unsigned char>(b[i]))) {
-      return false;
-    }
-  }
-  return true;
-}
-
 // Calls visit(name, value) for each "Name: value" line of a response head.
 template <typename Visit>
 void for_each_header(std::string_view head, Visit visit) {
@@ -131,7 +121,7 @@ std::optional<ResponseFrame> split_response(std::string_view bytes) {
   frame.head = line_end == std::string_view::npos ? std::string_view{} : head.substr(line_end + 2);
   std::size_t content_length = 0;
   for_each_header(frame.head, [&](std::string_view name, std::string_view value) {
-    if (equal_ignoring_case(name, "content-length")) {
+    if (boost::beast::iequals({name.data(), name.size()}, "content-length")) {
       std::from_chars(value.data(), value.data() + value.size(), content_length);
     }
   });

@@ -127,6 +127,7 @@ class Session final : public std::enable_shared_from_this<Session> {
   // client that sends without reading.
   static constexpr std::size_t kPendingOutMax = 1u << 20;
 
+  // REQUIRES: index < 2 * pipeline_max (head_ stays below pipeline_max).
   Slot& slot_at(u32 index) {
     const u32 i = index % config_.pipeline_max;
     while (slots_.size() <= i)
@@ -301,7 +302,7 @@ class Session final : public std::enable_shared_from_this<Session> {
       }
       slot.state = Slot::State::free;
       slot.parser.reset();
-      ++head_;
+      head_ = (head_ + 1) % config_.pipeline_max;
       --used_;
     }
     write();
@@ -384,7 +385,7 @@ class Session final : public std::enable_shared_from_this<Session> {
   const HttpConfig& config_;
   std::shared_ptr<std::atomic<u64>> in_flight_;
   std::vector<std::unique_ptr<Slot>> slots_;  // a ring of pipeline_max, made as needed
-  u32 head_ = 0;                              // the oldest request not yet answered
+  u32 head_ = 0;                              // the oldest request not yet answered (ring index)
   u32 used_ = 0;                              // requests taken and not yet answered, from head_
   u32 waiting_ = 0;                           // of those, the ones a group has
   std::atomic<bool> wake_posted_{false};
