@@ -76,8 +76,10 @@ TEST(JournalWriter, GroupCommitSyncsManyRecordsAtOnce) {
   EXPECT_GT(writer->write_bytes().percentile(0.5), record_bytes(RecordType::commands, 1));
 }
 
-// With a sync gap, a steady stream of records is made durable in at most one sync
-// per gap (plus the first), and every record still becomes durable.
+// With a sync gap, a steady stream of records is made durable in about one sync per
+// gap, and every record still becomes durable. The bound allows two per gap: when
+// the stager happens to lag (a loaded machine), a sync ends with nothing queued and
+// the next record is synced at once. Without the gap this stream takes hundreds.
 TEST(JournalWriter, SyncGapBoundsTheSyncRate) {
   TempDir dir;
   WriterOptions options = test_writer_options(dir.path());
@@ -96,7 +98,7 @@ TEST(JournalWriter, SyncGapBoundsTheSyncRate) {
   const auto elapsed = std::chrono::steady_clock::now() - started;
   writer->stop();
   const u64 gaps = static_cast<u64>(elapsed / std::chrono::milliseconds(20));
-  EXPECT_LE(writer->sync_ns().count(), gaps + 2) << "syncs in " << gaps << " gaps";
+  EXPECT_LE(writer->sync_ns().count(), 2 * gaps + 2) << "syncs in " << gaps << " gaps";
   EXPECT_GT(sequence, 100u);
 }
 
