@@ -1,12 +1,14 @@
 // libFuzzer target: bytes → HTTP request (Beast's parser, as the server uses it) →
-// the JSON decoder for its route. Nothing may crash or leak, and whatever decodes
-// must satisfy the decoder's promises (positive amounts, valid currencies, ...).
+// the JSON decoder for its route, and the paged reads' query parser. Nothing may crash or leak, and
+// whatever decodes must satisfy the decoder's promises (positive amounts, valid currencies, ...).
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
 #include <cstdint>
 #include <cstdlib>
+#include <string>
 
+#include "api/page_query.h"
 #include "api/request_decoder.h"
 #include "base/ids.h"
 
@@ -30,8 +32,21 @@ void check_transfer(const TransferCreate& t) {
   require(t.reference.size() <= kReferenceBytesMax && t.metadata.size() <= kMetadataBytesMax);
 }
 
+// The paged reads' query strings: whatever parses is within bounds, and a cursor
+// reads back as the same text it was written as.
+void check_page_query(std::string_view target) {
+  for (const PageRoute route : {PageRoute::events, PageRoute::entries}) {
+    PageQuery q;
+    if (!parse_page_query(target, route, &q).ok()) continue;
+    require(q.limit >= 1 && q.limit <= kPageMax);
+    require(!q.group || (route == PageRoute::events && *q.group <= kGroupMax));
+    if (q.cursor) require(parse_cursor(cursor_text(*q.cursor)) == q.cursor);
+  }
+}
+
 void decode(std::string_view target, std::string_view body) {
   static RequestDecoder decoder;
+  if (target.find('?') != std::string_view::npos) check_page_query(target);
   if (target.starts_with("/v1/merchants")) {
     MerchantCreate m;
     if (decoder.merchant_create(body, &m).ok()) {
@@ -79,8 +94,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     static constexpr std::string_view kTargets[] = {"/v1/merchants",        "/v1/accounts",
                                                     "/v1/transfers",        "/v1/transfers/x/post",
                                                     "/v1/transfers/x/void", "/v1/batch"};
-    decode(kTargets[data[0] % std::size(kTargets)],
-           std::string_view(reinterpret_cast<const char*>(data) + 1, size - 1));
+    const std::string_view rest(reinterpret_cast<const char*>(data) + 1, size - 1);
+    decode(kTargets[data[0] % std::size(kTargets)], rest);
+    check_page_query(std::string("/v1/events?") + std::string(rest));
   }
   return 0;
 }

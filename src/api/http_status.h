@@ -1,6 +1,7 @@
 // The HTTP status for each result code (API.md, conventions): 400 bad input, 401
 // credentials, 403 not allowed, 404 unknown (or not yours), 409 state conflict or
-// idempotency mismatch, 422 business rule, 429 rate limited, 503 unavailable.
+// idempotency mismatch, 410 a cursor past what is still held, 422 business rule, 429 rate limited,
+// 503 unavailable.
 #pragma once
 
 #include "base/result_code.h"
@@ -25,6 +26,7 @@ constexpr unsigned http_status(ResultCode code) noexcept {
     case ResultCode::missing_field:
     case ResultCode::unknown_field:
     case ResultCode::invalid_idempotency_key:
+    case ResultCode::invalid_cursor:
       return 400;
     case ResultCode::missing_credentials:
     case ResultCode::invalid_credentials:
@@ -53,6 +55,8 @@ constexpr unsigned http_status(ResultCode code) noexcept {
       return 409;
     case ResultCode::body_too_large:
       return 413;
+    case ResultCode::cursor_expired:
+      return 410;
     case ResultCode::unsupported_media_type:
       return 415;
     case ResultCode::insufficient_funds:

@@ -2,6 +2,7 @@
 
 #include "api/id_text.h"
 #include "api/json_writer.h"
+#include "api/page_query.h"
 
 namespace paygate::api {
 namespace {
@@ -15,7 +16,85 @@ void owner_field(JsonWriter& json, u64 owner) {
   }
 }
 
+void cursor_field(JsonWriter& json, std::string_view name, u32 group, std::optional<EventKey> key) {
+  json.key(name);
+  if (key) {
+    json.string(cursor_text(Cursor{group, *key}));
+  } else {
+    json.null();
+  }
+}
+
+// The fields every event and statement line shares.
+void event_head(JsonWriter& json, u32 group, const LedgerEvent& e) {
+  cursor_field(json, "cursor", group, key_of(e));
+  json.key("sequence").unsigned_number(e.sequence);
+  json.key("type").string(name(e.kind));
+  json.key("at").unsigned_number(e.timestamp_ns / kNanosPerSecond);
+}
+
+// What a hold's closing gave back to the debit account (a capture's rest, a void, an
+// expiry).
+void released_field(JsonWriter& json, const LedgerEvent& e) {
+  if (e.kind == LedgerEventKind::pending_posted || e.kind == LedgerEventKind::pending_voided ||
+      e.kind == LedgerEventKind::pending_expired) {
+    json.key("released").unsigned_number(e.released);
+  }
+}
+
 }  // namespace
+
+void render_events(std::string& out, u32 group, std::span<const LedgerEvent> events,
+                   std::optional<EventKey> next, bool more) {
+  JsonWriter json(out);
+  json.begin_object().key("events").begin_array();
+  for (const LedgerEvent& e : events) {
+    json.begin_object();
+    event_head(json, group, e);
+    json.key("currency").string(e.currency.letters());
+    if (e.kind == LedgerEventKind::account_created) {
+      json.key("account_id").id(IdKind::account, e.id);
+      owner_field(json, e.owner.value);
+      json.key("kind").string(name(static_cast<AccountKind>(e.detail)));
+    } else {
+      json.key("transfer_id").id(IdKind::transfer, e.id);
+      json.key("debit_account").id(IdKind::account, e.debit_account_id.value);
+      json.key("credit_account").id(IdKind::account, e.credit_account_id.value);
+      json.key("amount").unsigned_number(e.amount);
+      released_field(json, e);
+    }
+    json.end_object();
+  }
+  json.end_array();
+  cursor_field(json, "next_cursor", group, next);
+  json.key("has_more").boolean(more);
+  json.end_object();
+}
+
+void render_entries(std::string& out, u32 group, u64 account, std::span<const LedgerEvent> lines,
+                    bool more, bool complete) {
+  JsonWriter json(out);
+  json.begin_object().key("entries").begin_array();
+  for (const LedgerEvent& e : lines) {
+    const bool debit = e.debit_account_id.value == account;
+    json.begin_object();
+    event_head(json, group, e);
+    json.key("transfer_id").id(IdKind::transfer, e.id);
+    json.key("direction").string(debit ? "debit" : "credit");
+    json.key("counterparty")
+        .id(IdKind::account, debit ? e.credit_account_id.value : e.debit_account_id.value);
+    json.key("amount").unsigned_number(e.amount);
+    released_field(json, e);
+    json.key("currency").string(e.currency.letters());
+    json.end_object();
+  }
+  json.end_array();
+  cursor_field(json, "next_cursor", group,
+               more && !lines.empty() ? std::optional(key_of(lines.back())) : std::nullopt);
+  json.key("has_more").boolean(more);
+  json.key("history_complete").boolean(!more && complete);
+  json.end_object();
+}
 
 void render_error(std::string& out, ResultCode code, std::string_view message) {
   JsonWriter json(out);

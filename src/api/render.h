@@ -1,13 +1,17 @@
 // The JSON bodies of the API's answers (docs/API.md lists every field).
 #pragma once
 
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
 #include "api/merchants.h"
 #include "api/request_decoder.h"
 #include "base/result_code.h"
+#include "ledger/event.h"
 #include "ledger/types.h"
+#include "pipeline/event_log.h"
 
 namespace paygate::api {
 
@@ -25,5 +29,12 @@ void render_new_transfer(std::string& out, u64 id, const TransferCreate& request
 void render_closed_hold(std::string& out, const Transfer& hold, bool posted, u64 posted_amount);
 // A merchant; `with_secret` only when a key is created (shown once).
 void render_merchant(std::string& out, const Merchant& merchant, bool with_secret);
+
+// A page of GET /v1/events. `next`: where the next page starts (none: nothing read yet).
+void render_events(std::string& out, u32 group, std::span<const LedgerEvent> events,
+                   std::optional<EventKey> next, bool more);
+// A page of an account's statement, newest line first.
+void render_entries(std::string& out, u32 group, u64 account, std::span<const LedgerEvent> lines,
+                    bool more, bool complete);
 
 }  // namespace paygate::api

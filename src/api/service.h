@@ -20,6 +20,7 @@
 #include "api/merchants.h"
 #include "api/metrics.h"
 #include "api/owner_index.h"
+#include "api/page_query.h"
 #include "api/request_decoder.h"
 #include "pipeline/engine.h"
 
@@ -96,6 +97,8 @@ class Exchange final : public Completion {
   std::vector<u32> op_command_;         // batch: op → its command, or kNoCommand
   std::vector<ResultCode> op_refused_;  // batch: why an op was refused at the edge
   Account account_;
+  PageQuery page_;
+  std::vector<LedgerEvent> events_;  // reads: what the group filled
 };
 
 struct ServiceConfig {
@@ -152,6 +155,8 @@ class Service {
   bool batch(Exchange& ex);
   bool batch_submit(Exchange& ex);
   bool batch_reply(Exchange& ex);
+  bool read_events(Exchange& ex);
+  bool read_entries(Exchange& ex);
 
   bool visible_account(const Exchange& ex, u64 account_id) const;
   bool visible_transfer(const Exchange& ex, const Transfer& transfer) const;

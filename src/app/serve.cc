@@ -115,6 +115,7 @@ bool apply_config_file(const std::filesystem::path& file, Settings* s, std::stri
       {"ledger", "idempotency_keys_max", unsigned_into(&ledger.idempotency_keys_max)},
       {"ledger", "idempotency_window_s", unsigned_into(&window_s)},
       {"group", "ring_capacity", unsigned_into(&group.ring_capacity)},
+      {"group", "events_max", unsigned_into(&group.events_max)},
       {"group", "tick_interval_ms", unsigned_into(&tick_ms)},
       {"group", "snapshot_every_commands", unsigned_into(&group.snapshot_every_commands)},
       {"group", "snapshots_kept", unsigned_into(&group.snapshots_kept)},

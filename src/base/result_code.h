@@ -60,11 +60,13 @@ namespace paygate {
   X(body_too_large, 104)                                     \
   X(unsupported_media_type, 105)                             \
   X(invalid_idempotency_key, 106)                            \
+  X(invalid_cursor, 107)                                     \
   X(not_found, 110)                                          \
   X(method_not_allowed, 111)                                 \
   X(merchant_not_found, 112)                                 \
   X(cross_group_transfer, 113)                               \
   X(not_implemented, 114)                                    \
+  X(cursor_expired, 115)                                     \
   X(missing_credentials, 120)                                \
   X(invalid_credentials, 121)                                \
   X(invalid_signature, 122)                                  \

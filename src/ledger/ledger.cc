@@ -29,6 +29,16 @@ u64 content_hash_of(std::span<const Command> commands) noexcept {
   return hasher.value();
 }
 
+LedgerEvent event_at(Stamp stamp, LedgerEventKind kind, u64 id, Currency currency) noexcept {
+  LedgerEvent event;
+  event.sequence = stamp.sequence;
+  event.timestamp_ns = stamp.timestamp_ns;
+  event.kind = kind;
+  event.id = id;
+  event.currency = currency;
+  return event;
+}
+
 }  // namespace
 
 Ledger::Ledger(const LedgerConfig& config)
@@ -111,6 +121,7 @@ ResultCode Ledger::apply_atomic(Stamp first, std::span<const Command> commands,
 
   const u32 account_count_before = account_count_;
   const u64 next_serial_before = next_transfer_serial_;
+  const u64 events_before = events_ != nullptr ? events_->mark() : 0;
   undo_size_ = 0;
   ResultCode outcome = ResultCode::ok;
   u16 failed_index = 0;
@@ -120,6 +131,7 @@ ResultCode Ledger::apply_atomic(Stamp first, std::span<const Command> commands,
       outcome = results[i].code;
       failed_index = static_cast<u16>(i);
       rollback(account_count_before, next_serial_before);
+      if (events_ != nullptr) events_->rewind(events_before);
       fail_all(ResultCode::atomic_batch_failed);
       results[i] = CommandResult{outcome};
       break;
@@ -227,6 +239,13 @@ CommandResult Ledger::create_account(Stamp stamp, const Command& command) noexce
   account.kind = body.kind;
   account.flags = command.flags;
   account.updated_seq = stamp.sequence;
+  if (events_ != nullptr) {
+    LedgerEvent event =
+        event_at(stamp, LedgerEventKind::account_created, account.id.value, account.currency);
+    event.owner = account.owner;
+    event.detail = static_cast<u8>(account.kind);
+    events_->append(event);
+  }
   return {.code = ResultCode::ok, .id = account.id.value};
 }
 
@@ -305,6 +324,15 @@ CommandResult Ledger::transfer(Stamp stamp, const Command& command) noexcept {
       undo.kind = UndoEntry::Kind::pending_created;
       undo.index = slot;
     }
+  }
+  if (events_ != nullptr) {
+    LedgerEvent event =
+        event_at(stamp, hold ? LedgerEventKind::transfer_pending : LedgerEventKind::transfer_posted,
+                 id.value, body.currency);
+    event.debit_account_id = body.debit_account_id;
+    event.credit_account_id = body.credit_account_id;
+    event.amount = body.amount;
+    events_->append(event);
   }
   return {.code = ResultCode::ok, .id = id.value};
 }
@@ -399,6 +427,19 @@ void Ledger::close_pending(u32 slot, TransferStatus status, u64 posted_amount,
     undo.index = slot;
     undo.position = position;
     undo.transfer = hold;
+  }
+
+  if (events_ != nullptr) {
+    const LedgerEventKind kind = status == TransferStatus::posted ? LedgerEventKind::pending_posted
+                                 : status == TransferStatus::voided
+                                     ? LedgerEventKind::pending_voided
+                                     : LedgerEventKind::pending_expired;
+    LedgerEvent event = event_at(stamp, kind, hold.id.value, hold.currency);
+    event.debit_account_id = hold.debit_account_id;
+    event.credit_account_id = hold.credit_account_id;
+    event.amount = posted_amount;
+    event.released = hold.amount - posted_amount;
+    events_->append(event);
   }
 
   // The recent slot still holds this transfer unless newer ones wrapped over it.

@@ -22,6 +22,7 @@
 #include "base/open_address_map.h"
 #include "base/result_code.h"
 #include "ledger/command.h"
+#include "ledger/event.h"
 #include "ledger/expiry_queue.h"
 #include "ledger/idempotency_window.h"
 #include "ledger/types.h"
@@ -91,6 +92,10 @@ class Ledger {
   [[nodiscard]] ResultCode apply_atomic(Stamp first, std::span<const Command> commands,
                                         const IdempotencyKey& batch_key,
                                         std::span<CommandResult> results) noexcept;
+
+  // Every change from now on is also told to `sink` (nullptr: to no one). The sink is
+  // not state: a snapshot neither saves nor needs it.
+  void set_event_sink(LedgerEventSink* sink) noexcept { events_ = sink; }
 
   // Lookups. A pointer stays valid until the next command is applied.
   const Account* find_account(AccountId id) const noexcept;
@@ -207,6 +212,7 @@ class Ledger {
   u32 undo_size_ = 0;
 
   Stamp last_stamp_;
+  LedgerEventSink* events_ = nullptr;
   mutable FixedArray<u64> digest_scratch_;  // pending ids, sorted for state_digest()
 };
 

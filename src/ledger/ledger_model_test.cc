@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <map>
 #include <random>
 #include <vector>
 
@@ -35,6 +36,15 @@ struct Request {
   IdempotencyKey batch_key;
 };
 
+// Keeps every event the ledger tells, and takes back those of failed atomic batches.
+class RecordingSink final : public LedgerEventSink {
+ public:
+  void append(const LedgerEvent& event) noexcept override { events.push_back(event); }
+  u64 mark() const noexcept override { return events.size(); }
+  void rewind(u64 mark) noexcept override { events.resize(mark); }
+  std::vector<LedgerEvent> events;
+};
+
 class ModelRun {
  public:
   // atomic_percent: how many requests are atomic batches. The reference copies its whole
@@ -44,7 +54,9 @@ class ModelRun {
         config_(config),
         atomic_percent_(atomic_percent),
         real_(config),
-        reference_(config) {}
+        reference_(config) {
+    real_.set_event_sink(&events_);
+  }
 
   void run(u64 commands_target) {
     while (commands_.size() < commands_target) {
@@ -63,6 +75,8 @@ class ModelRun {
     const InvariantReport report = real_.check_invariants();
     ASSERT_TRUE(report.ok) << report.failure;
     ASSERT_EQ(reference_.broken_invariant(), "");
+    check_events_add_up();
+    if (::testing::Test::HasFatalFailure()) return;
     check_replays_match();
   }
 
@@ -373,6 +387,56 @@ class ModelRun {
     }
   }
 
+  // ---- events ----
+
+  // Folding the event stream from the start gives every account's four counters: the
+  // stream misses no change and invents none.
+  void check_events_add_up() {
+    struct Sums {
+      u64 debits_posted = 0, debits_pending = 0, credits_posted = 0, credits_pending = 0;
+    };
+    std::map<u64, Sums> sums;
+    Stamp last{};
+    for (const LedgerEvent& e : events_.events) {
+      ASSERT_TRUE(e.sequence >= last.sequence && e.timestamp_ns >= last.timestamp_ns);
+      last = Stamp{e.sequence, e.timestamp_ns};
+      if (e.kind == LedgerEventKind::account_created) {
+        ASSERT_TRUE(sums.emplace(e.id, Sums{}).second) << "created twice: " << e.id;
+        continue;
+      }
+      ASSERT_TRUE(sums.count(e.debit_account_id.value) && sums.count(e.credit_account_id.value));
+      Sums& debit = sums[e.debit_account_id.value];
+      Sums& credit = sums[e.credit_account_id.value];
+      switch (e.kind) {
+        case LedgerEventKind::transfer_posted:
+          debit.debits_posted += e.amount, credit.credits_posted += e.amount;
+          break;
+        case LedgerEventKind::transfer_pending:
+          debit.debits_pending += e.amount, credit.credits_pending += e.amount;
+          break;
+        case LedgerEventKind::pending_posted:
+        case LedgerEventKind::pending_voided:
+        case LedgerEventKind::pending_expired:
+          ASSERT_TRUE(e.kind == LedgerEventKind::pending_posted ? e.amount > 0 : e.amount == 0);
+          debit.debits_pending -= e.amount + e.released;
+          credit.credits_pending -= e.amount + e.released;
+          debit.debits_posted += e.amount, credit.credits_posted += e.amount;
+          break;
+        case LedgerEventKind::account_created:
+          break;
+      }
+    }
+    ASSERT_EQ(sums.size(), real_.account_count());
+    for (const auto& [id, sum] : sums) {
+      const Account* account = real_.find_account(AccountId{id});
+      ASSERT_NE(account, nullptr) << id;
+      EXPECT_EQ(sum.debits_posted, account->debits_posted) << id;
+      EXPECT_EQ(sum.debits_pending, account->debits_pending) << id;
+      EXPECT_EQ(sum.credits_posted, account->credits_posted) << id;
+      ASSERT_EQ(sum.credits_pending, account->credits_pending) << id;
+    }
+  }
+
   // ---- determinism ----
 
   // Replays every request into fresh ledgers: once as recorded, once with batches cut
@@ -382,6 +446,8 @@ class ModelRun {
     const u64 expected = real_.state_digest();
     Ledger as_recorded(config_);
     Ledger recut(config_);
+    RecordingSink as_recorded_events;
+    as_recorded.set_event_sink(&as_recorded_events);
     std::vector<CommandResult> a(kBatchMax), b(kBatchMax);
     for (std::size_t r = 0; r < requests_.size(); ++r) {
       const Request& request = requests_[r];
@@ -424,6 +490,7 @@ class ModelRun {
       r = end - 1;
     }
     EXPECT_EQ(as_recorded.state_digest(), expected) << "replay as recorded differs";
+    EXPECT_TRUE(as_recorded_events.events == events_.events) << "replay tells other events";
     EXPECT_EQ(recut.state_digest(), expected) << "replay with other batch boundaries differs";
     check_restore_and_replay(expected);
   }
@@ -464,6 +531,7 @@ class ModelRun {
   LedgerConfig config_;
   u32 atomic_percent_;
   Ledger real_;
+  RecordingSink events_;  // real_'s
   ReferenceLedger reference_;
   std::vector<Command> commands_;
   std::vector<Request> requests_;

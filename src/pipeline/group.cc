@@ -4,6 +4,8 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cstring>
 
@@ -45,8 +47,13 @@ bool clear_range(const std::filesystem::path& file, u64 from, u64 to, std::strin
 bool is_commands(const Request& r) noexcept {
   return r.kind == RequestKind::commands;
 }
+// Requests that read state and take no place in the log.
 bool is_lookup(const Request& r) noexcept {
-  return r.kind == RequestKind::lookup_account || r.kind == RequestKind::lookup_transfer;
+  return r.kind == RequestKind::lookup_account || r.kind == RequestKind::lookup_transfer ||
+         r.kind == RequestKind::read_events || r.kind == RequestKind::read_entries;
+}
+bool is_read(const Request& r) noexcept {
+  return r.kind == RequestKind::read_events || r.kind == RequestKind::read_entries;
 }
 
 }  // namespace
@@ -95,6 +102,11 @@ bool Group::recover(std::string* error) {
   recovery_.snapshot_sequence = loaded.sequence;
   ledger_ = loaded.ledger ? std::move(loaded.ledger) : std::make_unique<Ledger>(config_.ledger);
   last_snapshot_sequence_ = loaded.sequence;
+  // Replay makes the events after the snapshot again; those before it are not held.
+  const u32 events_max = std::bit_ceil(std::clamp<u32>(config_.events_max, kBatchMax, 1u << 30));
+  events_ = std::make_unique<EventLog>(events_max, config_.ledger.accounts_max);
+  events_->start_after(loaded.sequence);
+  ledger_->set_event_sink(events_.get());
 
   const journal::SegmentHeader identity =
       journal::SegmentHeader::describe(config_.ledger, config_.journal_segment_bytes);
@@ -236,6 +248,17 @@ bool Group::lookup(const Request& r) noexcept {
   return all_found;
 }
 
+EventPage Group::read(const Request& r) noexcept {
+  const std::span<LedgerEvent> out(r.events_out, r.count);
+  if (r.kind == RequestKind::read_events) return events_->read_after(r.cursor, out);
+  if (ledger_->find_account(AccountId{r.lookup_id}) == nullptr) {
+    EventPage unknown;
+    unknown.unknown = true;
+    return unknown;
+  }
+  return events_->read_account(r.lookup_id, r.cursor, out);
+}
+
 void Group::stop() {
   accepting_.store(false, std::memory_order_seq_cst);
   wake_.notify_all();
@@ -245,7 +268,13 @@ void Group::stop() {
 }
 
 ResultCode Group::submit(const Request& request) noexcept {
-  if (is_lookup(request)) {
+  if (is_read(request)) {
+    if (request.completion == nullptr || request.events_out == nullptr) {
+      return ResultCode::invalid_command;
+    }
+    if (request.count == 0) return ResultCode::batch_empty;
+    if (request.count > kBatchMax) return ResultCode::batch_too_large;
+  } else if (is_lookup(request)) {
     if (request.completion == nullptr) return ResultCode::invalid_command;
     if (request.lookup_ids != nullptr && request.count == 0) return ResultCode::batch_empty;
     if (request.lookup_ids != nullptr && request.count > kBatchMax) {
@@ -503,6 +532,10 @@ void Group::apply_batch(u32 count, Stamp first) {
       case RequestKind::lookup_account:
       case RequestKind::lookup_transfer:
         outcome.found = lookup(r);
+        break;
+      case RequestKind::read_events:
+      case RequestKind::read_entries:
+        outcome.page = read(r);
         break;
     }
     if (!is_lookup(r)) {

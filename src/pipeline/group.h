@@ -30,6 +30,7 @@
 #include "journal/writer.h"
 #include "ledger/ledger.h"
 #include "pipeline/clock.h"
+#include "pipeline/event_log.h"
 #include "pipeline/request.h"
 #include "pipeline/ring.h"
 #include "snapshot/snapshot.h"
@@ -42,6 +43,9 @@ struct GroupConfig {
   u32 ring_capacity = 1u << 14;      // requests waiting to be sequenced
   u32 batch_requests_max = 4096;     // requests taken from the ring at once
   u32 release_queue_max = 1u << 18;  // requests applied, waiting to be durable
+  // Recent events held for /v1/events and statements (EventLog), rounded up to a power
+  // of two of at least kBatchMax. 96 bytes each, plus 8 bytes per account of the ledger.
+  u32 events_max = 1u << 18;
   u64 journal_segment_bytes = 64u << 20;
   u64 group_commit_bytes_max = 8u << 20;             // bytes staged while a write + sync runs
   u64 journal_sync_gap_ns = 0;                       // see journal::WriterOptions::sync_gap_ns
@@ -89,6 +93,7 @@ class Group {
 
   // Only while the group thread is not running (before start(), after stop()).
   const Ledger& ledger() const noexcept { return *ledger_; }
+  const EventLog& events() const noexcept { return *events_; }
 
   const RecoveryReport& recovery() const noexcept { return recovery_; }
   const GroupConfig& config() const noexcept { return config_; }
@@ -135,6 +140,7 @@ class Group {
   unsigned char* reserve_stage(u64 bytes) noexcept;
   void apply_batch(u32 count, Stamp first);
   bool lookup(const Request& request) noexcept;
+  EventPage read(const Request& request) noexcept;
   void inject_tick();
   void release_durable() noexcept;
   void refuse_batch(u32 count) noexcept;
@@ -151,6 +157,7 @@ class Group {
   Clock* clock_;
   int lock_fd_ = -1;
   std::unique_ptr<Ledger> ledger_;
+  std::unique_ptr<EventLog> events_;  // the ledger's event sink
   RecoveryReport recovery_;
   std::unique_ptr<Sequencer> sequencer_;
   std::unique_ptr<journal::Writer> journal_;

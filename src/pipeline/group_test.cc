@@ -98,6 +98,20 @@ class GroupTest : public ::testing::Test {
     EXPECT_TRUE(call.completion.wait().found);
     return call.account;
   }
+  // One page of events (read_events) or of an account's statement (read_entries).
+  std::vector<LedgerEvent> read(Group& group, RequestKind kind, std::optional<EventKey> cursor,
+                                u32 limit, EventPage* page, AccountId account = {}) {
+    Call call;
+    std::vector<LedgerEvent> out(limit);
+    Request r{.kind = kind, .count = limit, .lookup_id = account.value};
+    r.events_out = out.data();
+    r.cursor = cursor;
+    r.completion = &call.completion;
+    EXPECT_EQ(group.submit(r), ResultCode::ok);
+    *page = call.completion.wait().page;
+    out.resize(page->count);
+    return out;
+  }
   std::optional<Transfer> lookup(Group& group, TransferId id) {
     Call call;
     Request r{.kind = RequestKind::lookup_transfer, .lookup_id = id.value};
@@ -293,6 +307,83 @@ TEST_F(GroupTest, IdleTicksExpireHoldsOnTimeAndReplayTheSame) {
   EXPECT_EQ(group->ledger().state_digest(), digest);
 }
 
+TEST_F(GroupTest, EventsAndStatementsAreReadInOrderAndReplayTheSame) {
+  ManualClock clock(1'800'000'000ull * kNanosPerSecond);
+  GroupConfig c = config();
+  c.clock = &clock;
+  c.tick_interval_ns = 2'000'000;
+  std::vector<LedgerEvent> before_restart;
+  AccountId user;
+  {
+    auto group = open(c);
+    user = funded(*group, 100);
+    const AccountId shop = open_account(*group);
+    ASSERT_TRUE(one(*group, Command::make_hold(user, shop, 40, kUsdCurrency, 5)).ok());
+    ASSERT_TRUE(one(*group, Command::make_transfer(user, shop, 10, kUsdCurrency)).ok());
+    const CommandResult hold = one(*group, Command::make_hold(user, shop, 20, kUsdCurrency, 0));
+    ASSERT_TRUE(one(*group, Command::make_post(TransferId{hold.id}, 15)).ok());
+    // A failed command tells nothing.
+    ASSERT_EQ(one(*group, Command::make_transfer(user, shop, 1000, kUsdCurrency)).code,
+              ResultCode::insufficient_funds);
+    clock.advance(6 * kNanosPerSecond);  // the first hold expires on an idle tick
+    for (int i = 0; i < 2000 && lookup(*group, user).debits_pending != 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+
+    // The whole stream, two events a page.
+    EventPage page;
+    std::optional<EventKey> cursor;
+    do {
+      const std::vector<LedgerEvent> events =
+          read(*group, RequestKind::read_events, cursor, 2, &page);
+      before_restart.insert(before_restart.end(), events.begin(), events.end());
+      if (!events.empty()) cursor = key_of(events.back());
+    } while (page.more);
+    using K = LedgerEventKind;
+    std::vector<K> kinds;
+    for (const LedgerEvent& e : before_restart)
+      kinds.push_back(e.kind);
+    EXPECT_EQ(kinds, (std::vector<K>{K::account_created, K::account_created, K::transfer_posted,
+                                     K::account_created, K::transfer_pending, K::transfer_posted,
+                                     K::transfer_pending, K::pending_posted, K::pending_expired}));
+    ASSERT_EQ(before_restart.size(), 9u);
+    EXPECT_EQ(before_restart[7].amount, 15u);
+    EXPECT_EQ(before_restart[7].released, 5u);
+    EXPECT_EQ(before_restart[8].released, 40u);
+    EXPECT_GT(before_restart[8].sequence, before_restart[7].sequence);  // a tick's sequence
+
+    // The user's statement, newest first, down to its opening.
+    const std::vector<LedgerEvent> lines =
+        read(*group, RequestKind::read_entries, std::nullopt, 10, &page, user);
+    std::vector<u64> amounts;
+    for (const LedgerEvent& e : lines)
+      amounts.push_back(e.amount + e.released);
+    EXPECT_EQ(amounts, (std::vector<u64>{40, 20, 20, 10, 40, 100}));
+    EXPECT_TRUE(page.complete);
+    EXPECT_FALSE(page.more);
+    // Paged by the cursor of the last line.
+    const std::vector<LedgerEvent> older =
+        read(*group, RequestKind::read_entries, key_of(lines[1]), 2, &page, user);
+    ASSERT_EQ(older.size(), 2u);
+    EXPECT_EQ(key_of(older[0]), key_of(lines[2]));
+    EXPECT_TRUE(page.more);
+    // An unknown account, or a cursor that is not one of its events.
+    read(*group, RequestKind::read_entries, std::nullopt, 10, &page,
+         AccountId{make_id({0, 0}, 999)});
+    EXPECT_TRUE(page.unknown);
+    read(*group, RequestKind::read_entries, key_of(before_restart[0]), 10, &page, user);
+    EXPECT_TRUE(page.unknown);
+    group->stop();
+  }
+  // Replay tells the same events again.
+  auto group = open(c);
+  EventPage page;
+  const std::vector<LedgerEvent> replayed =
+      read(*group, RequestKind::read_events, std::nullopt, 100, &page);
+  EXPECT_TRUE(replayed == before_restart);
+  group->stop();
+}
+
 TEST_F(GroupTest, TimeNeverGoesBackwardsWhenTheClockDoes) {
   ManualClock clock(1'800'000'000ull * kNanosPerSecond);
   GroupConfig c = config();
@@ -425,10 +516,12 @@ TEST_F(GroupTest, SnapshotsAreTakenAndCoveredSegmentsRemoved) {
   c.snapshot_every_commands = 3000;
   c.snapshots_kept = 1;
   u64 digest = 0;
+  AccountId shop_account;
   {
     auto group = open(c);
     const AccountId user = funded(*group, 1'000'000'000);
     const AccountId shop = open_account(*group);
+    shop_account = shop;
     for (int round = 0; round < 400; ++round) {
       Call call;
       call.commands.assign(100, Command::make_transfer(user, shop, 1, kUsdCurrency));
@@ -451,8 +544,21 @@ TEST_F(GroupTest, SnapshotsAreTakenAndCoveredSegmentsRemoved) {
   EXPECT_GE(journal::parse_segment_file_name(segments.front().filename().string()), 2u)
       << "the first segment should have been removed";
   auto group = open(c);
-  EXPECT_GT(group->recovery().snapshot_sequence, 0u);
+  const u64 snapshot_at = group->recovery().snapshot_sequence;
+  EXPECT_GT(snapshot_at, 0u);
   EXPECT_LT(group->recovery().commands_replayed, 40000u);
+  // Events made again by replay are held; those the snapshot covers are gone, and a
+  // reader asking for them is told so rather than handed a gap.
+  EventPage page;
+  const std::vector<LedgerEvent> held =
+      read(*group, RequestKind::read_events, std::nullopt, 10, &page);
+  ASSERT_FALSE(held.empty());
+  EXPECT_EQ(held.front().sequence, snapshot_at + 1);
+  read(*group, RequestKind::read_events, EventKey{snapshot_at - 1, 0}, 10, &page);
+  EXPECT_TRUE(page.expired);
+  read(*group, RequestKind::read_entries, std::nullopt, 10, &page, shop_account);
+  EXPECT_GT(page.count, 0u);
+  EXPECT_FALSE(page.complete) << "the shop's older lines are behind the snapshot";
   group->stop();
   EXPECT_EQ(group->ledger().state_digest(), digest);
 }

@@ -4,8 +4,8 @@
 // the Completion is called. The group calls complete() exactly once, on its own
 // thread, after the request's commands are durable in the journal (status ok), or
 // when they cannot be made durable (not_durable: the outcome is unknown; retry with
-// the same idempotency key). Lookups are answered in order with the commands around
-// them, and also only once what they saw is durable.
+// the same idempotency key). Lookups and reads are answered in order with the commands
+// around them, and also only once what they saw is durable.
 #pragma once
 
 #include <linux/futex.h>
@@ -13,10 +13,12 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <optional>
 
 #include "base/result_code.h"
 #include "ledger/command.h"
 #include "ledger/types.h"
+#include "pipeline/event_log.h"
 
 namespace paygate {
 
@@ -25,6 +27,8 @@ enum class RequestKind : u8 {
   atomic = 2,           // all or none (Ledger::apply_atomic), under batch_key
   lookup_account = 3,   // account_out[i] ← the account lookup_ids[i] (or lookup_id)
   lookup_transfer = 4,  // transfer_out[i] ← the transfer lookup_ids[i] (or lookup_id)
+  read_events = 5,      // events_out ← up to count events after `cursor` (EventLog)
+  read_entries = 6,     // events_out ← up to count events of account lookup_id, before `cursor`
 };
 
 struct Outcome {
@@ -32,6 +36,7 @@ struct Outcome {
   ResultCode atomic = ResultCode::ok;  // atomic requests: ok or why the batch failed
   u64 first_sequence = 0;              // the first command's sequence (commands, atomic)
   bool found = false;                  // lookups: every id was found
+  EventPage page;                      // reads: what events_out holds
 };
 
 class Completion {
@@ -56,6 +61,10 @@ struct Request {
   Account* account_out = nullptr;
   Transfer* transfer_out = nullptr;
   Completion* completion = nullptr;
+  // Reads: count is how many events_out has room for (1 .. kBatchMax); no cursor reads
+  // from the oldest event held (read_events) or the account's newest (read_entries).
+  LedgerEvent* events_out = nullptr;
+  std::optional<EventKey> cursor = std::nullopt;
 };
 
 // A completion a thread can block on: for tests, tools and simple clients.

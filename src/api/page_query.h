@@ -1,0 +1,47 @@
+// The query strings of the paged reads (docs/API.md, events and statements):
+//   GET /v1/events?group=<n>&after=<cursor>&limit=<n>
+//   GET /v1/accounts/{id}/entries?cursor=<cursor>&limit=<n>
+// A cursor is "<group>.<sequence>.<index>" in decimal: where an event sits in its
+// group's stream (pipeline/event_log.h). Clients treat it as opaque.
+//
+// Strict, like the JSON decoder: an unknown or repeated parameter, an empty or
+// malformed value, or a limit outside 1..kPageMax is refused, never guessed at.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "api/request_decoder.h"
+#include "base/types.h"
+#include "pipeline/event_log.h"
+
+namespace paygate::api {
+
+inline constexpr u32 kPageDefault = 100;
+inline constexpr u32 kPageMax = 1000;
+
+struct Cursor {
+  u32 group = 0;
+  EventKey key;
+  constexpr bool operator==(const Cursor&) const noexcept = default;
+};
+
+struct PageQuery {
+  u32 limit = kPageDefault;
+  std::optional<u32> group;  // events only
+  std::optional<Cursor> cursor;
+};
+
+enum class PageRoute : u8 {
+  events,   // group, after, limit
+  entries,  // cursor, limit
+};
+
+// Parses the query part of `target` (everything after '?'; none is fine).
+Problem parse_page_query(std::string_view target, PageRoute route, PageQuery* out);
+
+std::optional<Cursor> parse_cursor(std::string_view text) noexcept;
+std::string cursor_text(const Cursor& cursor);
+
+}  // namespace paygate::api
