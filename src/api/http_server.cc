@@ -7,6 +7,7 @@
 #include <boost/beast/http.hpp>
 #include "api/listen.h"
 
+#include <charconv>
 #include <optional>
 
 #include "api/render.h"
@@ -311,12 +312,25 @@ class Session final : public std::enable_shared_from_this<Session> {
   void render(const Slot& slot) {
     const HttpReply& reply = slot.exchange.reply;
     std::string& out = pending_out_;
-    fmt::format_to(
-        std::back_inserter(out), "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
-        reply.status, reason(reply.status),
-        reply.text ? "text/plain; version=0.0.4" : "application/json", reply.body.size());
-    if (reply.retry_after_s != 0)
-      fmt::format_to(std::back_inserter(out), "Retry-After: {}\r\n", reply.retry_after_s);
+    // Appended piece by piece: this runs for every answer, and formatting through
+    // fmt's back_inserter grew the string a character at a time.
+    const auto decimal = [&out](u64 value) {
+      char digits[24];
+      out.append(digits, std::to_chars(digits, digits + sizeof digits, value).ptr);
+    };
+    out += "HTTP/1.1 ";
+    decimal(reply.status);
+    out += ' ';
+    out += reason(reply.status);
+    out += reply.text ? "\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: "
+                      : "\r\nContent-Type: application/json\r\nContent-Length: ";
+    decimal(reply.body.size());
+    out += "\r\n";
+    if (reply.retry_after_s != 0) {
+      out += "Retry-After: ";
+      decimal(reply.retry_after_s);
+      out += "\r\n";
+    }
     if (!slot.keep_alive) out += "Connection: close\r\n";
     out += "\r\n";
     out += reply.body;

@@ -7,6 +7,7 @@
 
 #include "api/http_status.h"
 #include "api/id_text.h"
+#include "api/json_writer.h"
 #include "api/render.h"
 #include "base/hash.h"
 
@@ -663,7 +664,6 @@ bool Service::batch_reply(Exchange& ex) {
   ResultCode failed_code = ResultCode::ok;
   out += R"({"results":[)";
   u32 next_hold = 0;
-  std::string body;
   for (u32 i = 0; i < b.count; ++i) {
     const BatchOperation& op = b.operations[i];
     const Transfer* hold = op.op == BatchOp::transfer ? nullptr : &ex.transfers_[next_hold++];
@@ -680,21 +680,21 @@ bool Service::batch_reply(Exchange& ex) {
       failed_op = i;
       failed_code = code;
     }
-    body.clear();
-    unsigned status;
+    // {"status":…,"body":…}, each body rendered straight into the answer.
+    if (i != 0) out += ',';
+    const unsigned status = code != ResultCode::ok       ? http_status(code)
+                            : op.op == BatchOp::transfer ? 201u
+                                                         : 200u;
+    JsonWriter(out).begin_object().key("status").unsigned_number(status).key("body");
     if (code != ResultCode::ok) {
-      render_error(body, code, describe(code));
-      status = http_status(code);
+      render_error(out, code, describe(code));
     } else if (op.op == BatchOp::transfer) {
-      render_new_transfer(body, id, op.transfer);
-      status = 201;
+      render_new_transfer(out, id, op.transfer);
     } else {
       const bool post = op.op == BatchOp::post;
-      render_closed_hold(body, *hold, post, op.amount != 0 ? op.amount : hold->amount);
-      status = 200;
+      render_closed_hold(out, *hold, post, op.amount != 0 ? op.amount : hold->amount);
     }
-    if (i != 0) out += ',';
-    fmt::format_to(std::back_inserter(out), R"({{"status":{},"body":{}}})", status, body);
+    out += '}';
   }
   out += "]";
   if (atomic_failed) {
