@@ -7,6 +7,7 @@
 #include <boost/beast/http.hpp>
 #include "api/listen.h"
 
+#include <algorithm>
 #include <charconv>
 #include <optional>
 
@@ -482,7 +483,7 @@ void HttpServer::close() {
 }
 
 IoRuntime::IoRuntime(u32 threads)
-    : threads_count_(threads),
+    : threads_count_(std::max(threads, 1u)),
       context_(std::make_unique<asio::io_context>(static_cast<int>(threads))) {}
 
 IoRuntime::~IoRuntime() {

@@ -25,8 +25,8 @@ namespace paygate::api {
 
 struct HttpConfig {
   std::string address = "127.0.0.1";
-  u16 port = 8080;  // 0: any free port (tests)
-  u32 io_threads = 2;
+  u16 port = 8080;     // 0: any free port (tests)
+  u32 io_threads = 0;  // 0: the caller picks (paygate serve: the cores the groups leave)
   u32 connections_max = 10'000;
   u64 body_bytes_max = 4u << 20;  // a batch of 8,190 transfers fits
   u32 header_bytes_max = 16u << 10;

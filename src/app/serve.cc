@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <toml++/toml.h>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <limits>
@@ -201,6 +202,13 @@ int run_serve(const ServeOptions& options) {
     PG_LOG_ERROR("event=bad_config message=\"{}\"", error);
     return 2;
   }
+  if (s.http.io_threads == 0) {
+    // Each group's thread wants a core of its own; the IO threads share the rest. On
+    // a small machine more IO threads than cores only add context switches
+    // (docs/BENCHMARKS.md: one IO thread on 2 cores gave 1.18x the HTTP batch ops/s).
+    const u32 cores = std::max(1u, std::thread::hardware_concurrency());
+    s.http.io_threads = cores > s.engine.groups ? cores - s.engine.groups : 1;
+  }
   std::error_code ec;
   std::filesystem::create_directories(options.data_dir, ec);
   if (ec) {
@@ -262,8 +270,8 @@ int run_serve(const ServeOptions& options) {
   if (binary) {
     PG_LOG_INFO("event=listening_binary address={}:{}", s.binary.address, binary->port());
   }
-  PG_LOG_INFO("event=listening http={}:{} data_dir={} groups={}", s.http.address, http.port(),
-              options.data_dir.string(), s.engine.groups);
+  PG_LOG_INFO("event=listening http={}:{} data_dir={} groups={} io_threads={}", s.http.address,
+              http.port(), options.data_dir.string(), s.engine.groups, s.http.io_threads);
 
   const auto recovery_started = std::chrono::steady_clock::now();
   std::unique_ptr<Engine> engine = Engine::open(s.engine, &error);
