@@ -4,6 +4,8 @@
 // any id: acc_0001000000000005 is region 0, group 1, serial 5. docs/API.md says so.
 #pragma once
 
+#include <bit>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -28,14 +30,32 @@ constexpr std::string_view id_prefix_text(IdKind kind) noexcept {
   return "???_";
 }
 
+// Eight hex digits of `value`, most significant first, as eight bytes in memory order.
+// Branch-free: every answer of a batch carries three ids (SWAR: each nibble is
+// spread into a byte of its own, then 0-9 and a-f are made in one step each).
+constexpr u64 hex_digits8(u32 value) noexcept {
+  u64 x = value;
+  x = ((x & 0xFFFF0000ull) << 16) | (x & 0xFFFFull);
+  x = ((x & 0x0000FF000000FF00ull) << 8) | (x & 0x000000FF000000FFull);
+  x = ((x & 0x00F000F000F000F0ull) << 4) | (x & 0x000F000F000F000Full);
+  // Byte i (from the least significant) now holds nibble i. A digit above 9 gets 'a'
+  // - '0' - 10 = 39 more: adding 6 carries into bit 4 exactly for those.
+  const u64 letters = ((x + 0x0606060606060606ull) >> 4) & 0x0101010101010101ull;
+  x += 0x3030303030303030ull + letters * 39;
+  return __builtin_bswap64(x);  // the most significant digit first in memory
+}
+// "0123abcf" in memory: read as a little-endian u64, the last digit is the top byte.
+static_assert(hex_digits8(0x0123abcf) == 0x6663626133323130ull);
+
 // Writes exactly kIdTextSize characters.
 inline void format_id(IdKind kind, u64 id, char* out) noexcept {
-  static constexpr char kHex[] = "0123456789abcdef";
-  const std::string_view prefix = id_prefix_text(kind);
-  for (std::size_t i = 0; i < 4; ++i)
-    out[i] = prefix[i];
-  for (int i = 0; i < 16; ++i)
-    out[4 + i] = kHex[(id >> (60 - 4 * i)) & 0xF];
+  std::memcpy(out, id_prefix_text(kind).data(), 4);
+  // hex_digits8 gives the digits in memory order for a little-endian store.
+  static_assert(std::endian::native == std::endian::little);
+  const u64 high = hex_digits8(static_cast<u32>(id >> 32));
+  const u64 low = hex_digits8(static_cast<u32>(id));
+  std::memcpy(out + 4, &high, 8);
+  std::memcpy(out + 12, &low, 8);
 }
 
 inline std::string id_text(IdKind kind, u64 id) {

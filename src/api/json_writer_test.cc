@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <random>
+#include <vector>
+
 namespace paygate::api {
 namespace {
 
@@ -34,6 +37,31 @@ TEST(JsonWriter, WritesIdsAsQuotedText) {
   JsonWriter w(out);
   w.begin_object().key("id").id(IdKind::account, 0x0123456789abcdefull).end_object();
   EXPECT_EQ(out, R"({"id":"acc_0123456789abcdef"})");
+}
+
+// The branch-free hex against the obvious loop, over the digits' every value and
+// random ids; and back through parse_id.
+TEST(JsonWriter, IdTextMatchesPlainHexAndParsesBack) {
+  const auto plain = [](IdKind kind, u64 id) {
+    std::string text(id_prefix_text(kind));
+    for (int shift = 60; shift >= 0; shift -= 4)
+      text += "0123456789abcdef"[(id >> shift) & 0xF];
+    return text;
+  };
+  std::mt19937_64 random(7);
+  std::vector<u64> ids = {1, 0xFFFFFFFFFFFFFFFFull, 0x0123456789ABCDEFull, 0xFEDCBA9876543210ull};
+  for (u64 digit = 0; digit < 16; ++digit)
+    ids.push_back(digit * 0x1111111111111111ull);
+  for (int i = 0; i < 10000; ++i)
+    ids.push_back(random());
+  for (const u64 id : ids) {
+    for (const IdKind kind : {IdKind::merchant, IdKind::account, IdKind::transfer}) {
+      ASSERT_EQ(id_text(kind, id), plain(kind, id)) << id;
+      if (id != 0) {
+        ASSERT_EQ(parse_id(kind, id_text(kind, id)), id) << id;
+      }
+    }
+  }
 }
 
 TEST(JsonWriter, AppendsToWhatIsThere) {
