@@ -17,7 +17,8 @@ namespace paygate::api {
 struct BinaryConfig {
   std::string address = "127.0.0.1";
   u16 port = 8081;
-  u32 window = 16;  // frames in flight per connection
+  u32 io_threads = 0;  // 0: the caller picks (paygate serve: one per core)
+  u32 window = 16;     // frames in flight per connection
   u32 connections_max = 1'000;
   u32 idle_timeout_ms = 60'000;
 };

@@ -103,6 +103,7 @@ bool apply_config_file(const std::filesystem::path& file, Settings* s, std::stri
       {"http", "header_bytes_max", unsigned_into(&s->http.header_bytes_max)},
       {"http", "pipeline_max", unsigned_into(&s->http.pipeline_max, 1)},
       {"http", "request_timeout_ms", unsigned_into(&s->http.request_timeout_ms)},
+      {"binary", "io_threads", unsigned_into(&s->binary.io_threads, 1)},
       {"binary", "window", unsigned_into(&s->binary.window, 1)},
       {"binary", "connections_max", unsigned_into(&s->binary.connections_max)},
       {"binary", "idle_timeout_ms", unsigned_into(&s->binary.idle_timeout_ms)},
@@ -202,13 +203,14 @@ int run_serve(const ServeOptions& options) {
     PG_LOG_ERROR("event=bad_config message=\"{}\"", error);
     return 2;
   }
+  const u32 cores = std::max(1u, std::thread::hardware_concurrency());
   if (s.http.io_threads == 0) {
     // Each group's thread wants a core of its own; the IO threads share the rest. On
     // a small machine more IO threads than cores only add context switches
     // (docs/BENCHMARKS.md: one IO thread on 2 cores gave 1.18x the HTTP batch ops/s).
-    const u32 cores = std::max(1u, std::thread::hardware_concurrency());
     s.http.io_threads = cores > s.engine.groups ? cores - s.engine.groups : 1;
   }
+  if (s.binary.io_threads == 0) s.binary.io_threads = cores;
   std::error_code ec;
   std::filesystem::create_directories(options.data_dir, ec);
   if (ec) {
@@ -257,10 +259,15 @@ int run_serve(const ServeOptions& options) {
     PG_LOG_ERROR("event=listen_failed message=\"{}\"", error);
     return 2;
   }
+  // The binary protocol runs on IO threads of its own: its frames carry up to 8,190
+  // commands each to decode and check, work that spreads over cores, while HTTP's
+  // many small requests do best on fewer threads (docs/BENCHMARKS.md).
+  std::unique_ptr<api::IoRuntime> binary_runtime;
   std::unique_ptr<api::BinaryServer> binary;
   if (!options.binary.empty()) {
-    binary =
-        std::make_unique<api::BinaryServer>(service, owners, s.auth.admin_token, s.binary, runtime);
+    binary_runtime = std::make_unique<api::IoRuntime>(s.binary.io_threads);
+    binary = std::make_unique<api::BinaryServer>(service, owners, s.auth.admin_token, s.binary,
+                                                 *binary_runtime);
     if (!binary->listen(&error)) {
       PG_LOG_ERROR("event=listen_failed message=\"{}\"", error);
       return 2;
@@ -268,7 +275,9 @@ int run_serve(const ServeOptions& options) {
   }
   runtime.start();
   if (binary) {
-    PG_LOG_INFO("event=listening_binary address={}:{}", s.binary.address, binary->port());
+    binary_runtime->start();
+    PG_LOG_INFO("event=listening_binary address={}:{} io_threads={}", s.binary.address,
+                binary->port(), s.binary.io_threads);
   }
   PG_LOG_INFO("event=listening http={}:{} data_dir={} groups={} io_threads={}", s.http.address,
               http.port(), options.data_dir.string(), s.engine.groups, s.http.io_threads);
@@ -278,6 +287,7 @@ int run_serve(const ServeOptions& options) {
   if (!engine) {
     PG_LOG_ERROR("event=recovery_failed message=\"{}\"", error);
     runtime.stop();
+    if (binary_runtime) binary_runtime->stop();
     return 3;
   }
   api::Service::index_owners(*engine, owners);
@@ -310,6 +320,7 @@ int run_serve(const ServeOptions& options) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   runtime.stop();
+  if (binary_runtime) binary_runtime->stop();
   PG_LOG_INFO("event=stopped");
   return 0;
 }
