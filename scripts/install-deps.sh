@@ -15,7 +15,7 @@ packages=(
   libcli11-dev libtomlplusplus-dev libjwt-dev librdkafka-dev libsqlite3-dev
   libmariadb-dev libhiredis-dev
   # tools the tests call
-  curl procps
+  curl procps python3 python3-yaml
 )
 
 sudo_cmd=()

@@ -484,7 +484,7 @@ void HttpServer::close() {
 
 IoRuntime::IoRuntime(u32 threads)
     : threads_count_(std::max(threads, 1u)),
-      context_(std::make_unique<asio::io_context>(static_cast<int>(threads))) {}
+      context_(std::make_unique<asio::io_context>(static_cast<int>(threads_count_))) {}
 
 IoRuntime::~IoRuntime() {
   stop();
