@@ -489,6 +489,7 @@ TEST_F(ServerTest, EventsAndStatements) {
   EXPECT_EQ(bad_limit.status, 400u);
   EXPECT_EQ(error_code(bad_limit), "invalid_field");
   EXPECT_EQ(error_code(admin_get("/v1/events?after=zz")), "invalid_cursor");
+  EXPECT_EQ(error_code(admin_get("/v1/events?after=0.99999999.0")), "invalid_cursor");
   EXPECT_EQ(error_code(admin_get("/v1/events?since=1")), "invalid_field");
   EXPECT_EQ(error_code(admin_get("/v1/events?group=7")), "invalid_field");  // one group here
   EXPECT_EQ(error_code(admin_get("/v1/events?group=0&after=1.1.0")), "invalid_cursor");

@@ -764,6 +764,9 @@ bool Service::read_events(Exchange& ex) {
                 "the events after this cursor are no longer held; start again without one "
                 "(docs/API.md, events)");
   }
+  if (page.unknown) {
+    return fail(ex, ResultCode::invalid_cursor, "the cursor is ahead of this group's stream");
+  }
   // Keep what the caller may see, up to the limit; the next page starts after the
   // last event looked at (so a merchant's empty page still moves its cursor on).
   std::optional<EventKey> next = cursor_key(q.cursor);

@@ -250,7 +250,16 @@ bool Group::lookup(const Request& r) noexcept {
 
 EventPage Group::read(const Request& r) noexcept {
   const std::span<LedgerEvent> out(r.events_out, r.count);
-  if (r.kind == RequestKind::read_events) return events_->read_after(r.cursor, out);
+  if (r.kind == RequestKind::read_events) {
+    // A cursor past every sequence used was never handed out (only durable events
+    // are shown, and a restart keeps those): refuse it rather than wait on it forever.
+    if (r.cursor && r.cursor->sequence > ledger_->last_stamp().sequence) {
+      EventPage ahead;
+      ahead.unknown = true;
+      return ahead;
+    }
+    return events_->read_after(r.cursor, out);
+  }
   if (ledger_->find_account(AccountId{r.lookup_id}) == nullptr) {
     EventPage unknown;
     unknown.unknown = true;

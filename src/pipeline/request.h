@@ -27,7 +27,8 @@ enum class RequestKind : u8 {
   atomic = 2,           // all or none (Ledger::apply_atomic), under batch_key
   lookup_account = 3,   // account_out[i] ← the account lookup_ids[i] (or lookup_id)
   lookup_transfer = 4,  // transfer_out[i] ← the transfer lookup_ids[i] (or lookup_id)
-  read_events = 5,      // events_out ← up to count events after `cursor` (EventLog)
+  read_events = 5,      // events_out ← up to count events after `cursor` (EventLog);
+                        // page.unknown: the cursor is past every sequence used
   read_entries = 6,     // events_out ← up to count events of account lookup_id, before `cursor`
 };
 
