@@ -311,9 +311,14 @@ IdempotencyKey Service::derive_key(const Exchange& ex) const {
 
 bool Service::visible_account(const Exchange& ex, u64 account_id) const {
   const auto owner = owners_.owner(account_id);
-  if (!owner) return false;
+  return owner && visible_owner(ex, *owner);
+}
+
+// Operators see every account; a merchant its own and its sub-merchants' (an
+// account without an owner is an operator's).
+bool Service::visible_owner(const Exchange& ex, u64 owner) const {
   if (ex.principal_.is_operator) return true;
-  return *owner != 0 && merchants_.can_see(ex.principal_.merchant->id, *owner);
+  return owner != 0 && merchants_.can_see(ex.principal_.merchant->id, owner);
 }
 
 // Both accounts are the caller's to move (unknown ones are not), and in one group.
@@ -774,12 +779,12 @@ bool Service::read_events(Exchange& ex) {
   for (; looked < page.count && kept < q.limit; ++looked) {
     const LedgerEvent e = ex.events_[looked];
     next = key_of(e);
-    const bool visible =
-        is_operator ||
-        (e.kind == LedgerEventKind::account_created
-             ? e.owner.value != 0 && merchants_.can_see(ex.principal_.merchant->id, e.owner.value)
-             : visible_account(ex, e.debit_account_id.value) ||
-                   visible_account(ex, e.credit_account_id.value));
+    // A creation carries its owner: the owner index may not have the account yet
+    // (it is filled when the creation is answered, which can come after this read).
+    const bool visible = is_operator || (e.kind == LedgerEventKind::account_created
+                                             ? visible_owner(ex, e.owner.value)
+                                             : visible_account(ex, e.debit_account_id.value) ||
+                                                   visible_account(ex, e.credit_account_id.value));
     if (visible) ex.events_[kept++] = e;
   }
   render_events(ex.reply.body, ex.group_->config().ledger.prefix.group,

@@ -159,6 +159,7 @@ class Service {
   bool read_entries(Exchange& ex);
 
   bool visible_account(const Exchange& ex, u64 account_id) const;
+  bool visible_owner(const Exchange& ex, u64 owner) const;
   bool visible_transfer(const Exchange& ex, const Transfer& transfer) const;
   ResultCode check_transfer_accounts(const Exchange& ex, const TransferCreate& transfer) const;
   static Command transfer_command(const TransferCreate& transfer);

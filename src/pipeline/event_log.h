@@ -63,7 +63,6 @@ class EventLog final : public LedgerEventSink {
                          std::span<LedgerEvent> out) const noexcept;
 
   u64 held() const noexcept { return head_ - floor_; }
-  u64 capacity() const noexcept { return ring_.size(); }
 
  private:
   // A chain link is a position + 1; 0 ends the chain.

@@ -93,7 +93,6 @@ class Group {
 
   // Only while the group thread is not running (before start(), after stop()).
   const Ledger& ledger() const noexcept { return *ledger_; }
-  const EventLog& events() const noexcept { return *events_; }
 
   const RecoveryReport& recovery() const noexcept { return recovery_; }
   const GroupConfig& config() const noexcept { return config_; }
