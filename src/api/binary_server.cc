@@ -5,6 +5,7 @@
 #include <boost/asio.hpp>
 #include "api/listen.h"
 
+#include <algorithm>
 #include <deque>
 #include <vector>
 
@@ -155,7 +156,9 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     Engine* engine = service.accepting() ? service.attached_engine() : nullptr;
     if (engine == nullptr) {
       code = ResultCode::not_ready;
-    } else if (h.group >= engine->groups()) {
+    } else if (h.group >= engine->groups() ||
+               std::any_of(slot->commands.begin(), slot->commands.end(), gateway_only)) {
+      // Transfers between groups go through the HTTP API, which carries their steps.
       code = ResultCode::invalid_command;
     } else {
       holds_.push_back(shared_from_this());

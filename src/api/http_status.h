@@ -1,6 +1,7 @@
 // The HTTP status for each result code (API.md, conventions): 400 bad input, 401
 // credentials, 403 not allowed, 404 unknown (or not yours), 409 state conflict or
-// idempotency mismatch, 410 a cursor past what is still held, 422 business rule, 429 rate limited,
+// idempotency mismatch, 410 a cursor or an
+// outcome past what is still held, 422 business rule, 429 rate limited,
 // 503 unavailable.
 #pragma once
 
@@ -56,6 +57,7 @@ constexpr unsigned http_status(ResultCode code) noexcept {
     case ResultCode::body_too_large:
       return 413;
     case ResultCode::cursor_expired:
+    case ResultCode::outcome_expired:
       return 410;
     case ResultCode::unsupported_media_type:
       return 415;
@@ -77,6 +79,8 @@ constexpr unsigned http_status(ResultCode code) noexcept {
     case ResultCode::shutting_down:
     case ResultCode::not_ready:
       return 503;
+    case ResultCode::stale_delivery:  // between groups only, never an answer
+      return 500;
   }
   return 500;
 }
@@ -120,6 +124,8 @@ constexpr std::string_view describe(ResultCode code) noexcept {
       return "another operation of the atomic batch failed";
     case ResultCode::same_account:
       return "debit_account and credit_account must differ";
+    case ResultCode::outcome_expired:
+      return "the transfer was made, but its outcome is older than what the group still holds";
     default:
       return name(code);
   }

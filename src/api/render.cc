@@ -160,10 +160,14 @@ void render_transfer(std::string& out, const Transfer& t) {
   json.key("created_at").unsigned_number(t.created_at_ns / kNanosPerSecond);
   if (t.expires_at_ns != 0)
     json.key("expires_at").unsigned_number(t.expires_at_ns / kNanosPerSecond);
+  if (t.between_groups()) {
+    json.key("between_groups").boolean(true);
+    if (t.refused != ResultCode::ok) json.key("refused").string(name(t.refused));
+  }
   json.end_object();
 }
 
-void render_new_transfer(std::string& out, u64 id, const TransferCreate& r) {
+void render_new_transfer(std::string& out, u64 id, const TransferCreate& r, bool between_groups) {
   JsonWriter json(out);
   json.begin_object();
   json.key("id").id(IdKind::transfer, id);
@@ -176,6 +180,7 @@ void render_new_transfer(std::string& out, u64 id, const TransferCreate& r) {
   if (r.timeout_s != 0) json.key("timeout_s").unsigned_number(r.timeout_s);
   if (!r.reference.empty()) json.key("reference").string(r.reference);
   if (!r.metadata.empty()) json.key("metadata").raw(r.metadata);
+  if (between_groups) json.key("between_groups").boolean(true);
   json.end_object();
 }
 

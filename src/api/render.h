@@ -24,7 +24,9 @@ void render_new_account(std::string& out, u64 id, const AccountCreate& request, 
 // A transfer as the ledger holds it now.
 void render_transfer(std::string& out, const Transfer& transfer);
 // A new transfer, from its request and id alone (again: retries render the same).
-void render_new_transfer(std::string& out, u64 id, const TransferCreate& request);
+// between_groups: the transfer crossed groups (and was posted once the other group credited).
+void render_new_transfer(std::string& out, u64 id, const TransferCreate& request,
+                         bool between_groups = false);
 // A hold just posted or voided: the hold as it was, with its new status.
 void render_closed_hold(std::string& out, const Transfer& hold, bool posted, u64 posted_amount);
 // A merchant; `with_secret` only when a key is created (shown once).

@@ -49,7 +49,7 @@ class ServerTest : public ::testing::Test {
   void SetUp() override { start(); }
 
   void start(const std::string& config = {}) {
-    ASSERT_TRUE(server_.start(dir_.path() / "data", config)) << server_.log();
+    ASSERT_TRUE(server_.start(dir_.path() / "data", config, extra_args_)) << server_.log();
     client_ = std::make_unique<HttpClient>("127.0.0.1", server_.port());
   }
   void restart(int signal = SIGTERM) {
@@ -120,6 +120,16 @@ class ServerTest : public ::testing::Test {
   TempDir dir_;
   ServerProcess server_;
   std::unique_ptr<HttpClient> client_;
+  std::vector<std::string> extra_args_;  // for every start
+};
+
+// The same, with two groups.
+class TwoGroupServerTest : public ServerTest {
+ protected:
+  void SetUp() override {
+    extra_args_ = {"--groups", "2"};
+    start();
+  }
 };
 
 TEST_F(ServerTest, HealthReadinessAndMetrics) {
@@ -620,6 +630,111 @@ TEST_F(ServerTest, IdempotencyHoldsAcrossRestartsAndCrashes) {
   EXPECT_EQ(error_code(theirs), "insufficient_funds");
 }
 
+TEST_F(TwoGroupServerTest, TransfersBetweenGroups) {
+  // Top-level merchants take the groups in turn.
+  const MerchantKeys first = merchant("First"), second = merchant("Second");
+  ASSERT_EQ(number_field(admin_get("/v1/merchants/" + first.id).body, "/group"), 0);
+  ASSERT_EQ(number_field(admin_get("/v1/merchants/" + second.id).body, "/group"), 1);
+  const std::string bank = system_account();
+  const std::string payer = account(first), payee = account(second);
+  const std::string euros = account(second, "EUR");
+  fund(bank, payer, 1'000);
+
+  // Posted once the other group has credited it; the answer says it crossed.
+  const std::string body = transfer_body(payer, payee, 300);
+  const HttpResponse sent = admin_post("/v1/transfers", body, {"Idempotency-Key: cross-1"});
+  ASSERT_EQ(sent.status, 201u) << sent.body;
+  EXPECT_EQ(text_field(sent.body, "/status"), "posted");
+  EXPECT_EQ(text_field(sent.body, "/credit_account"), payee);
+  EXPECT_NE(sent.body.find(R"("between_groups":true)"), std::string::npos) << sent.body;
+  EXPECT_EQ(balance(payer), 700);
+  EXPECT_EQ(balance(payee), 300);
+  const std::string id = text_field(sent.body, "/id");
+  const HttpResponse looked = admin_get("/v1/transfers/" + id);
+  EXPECT_EQ(text_field(looked.body, "/status"), "posted");
+  EXPECT_EQ(text_field(looked.body, "/credit_account"), payee);
+  // Only settlement closes it.
+  EXPECT_EQ(error_code(admin_post("/v1/transfers/" + id + "/void", "{}")), "transfer_not_pending");
+
+  // Refused by the other group: voided, the money back, the reason in the answer and
+  // on the transfer.
+  const HttpResponse wrong_currency = admin_post("/v1/transfers", transfer_body(payer, euros, 50));
+  EXPECT_EQ(wrong_currency.status, 400u) << wrong_currency.body;
+  EXPECT_EQ(error_code(wrong_currency), "currency_mismatch");
+  const HttpResponse nobody =
+      admin_post("/v1/transfers", transfer_body(payer, "acc_0001000000000fff", 50));
+  EXPECT_EQ(nobody.status, 404u) << nobody.body;
+  EXPECT_EQ(error_code(nobody), "credit_account_not_found");
+  const std::string message = text_field(nobody.body, "/error/message");
+  const std::size_t at = message.find("trf_");
+  ASSERT_NE(at, std::string::npos) << message;
+  const HttpResponse voided = admin_get("/v1/transfers/" + message.substr(at, 20));
+  EXPECT_EQ(text_field(voided.body, "/status"), "voided") << voided.body;
+  EXPECT_EQ(text_field(voided.body, "/refused"), "credit_account_not_found");
+  EXPECT_EQ(balance(payer), 700);
+  EXPECT_EQ(balance(payer, "/available"), 700);
+
+  // Refused here, before anything moves: short funds, two-phase, a merchant that cannot see
+  // the other account.
+  EXPECT_EQ(error_code(admin_post("/v1/transfers", transfer_body(payer, payee, 701))),
+            "insufficient_funds");
+  EXPECT_EQ(
+      error_code(admin_post("/v1/transfers", transfer_body(payer, payee, 1, R"(,"pending":true)"))),
+      "cross_group_transfer");
+  EXPECT_EQ(
+      error_code(merchant_request(first, "POST", "/v1/transfers", transfer_body(payer, payee, 1))),
+      "credit_account_not_found");
+  // Ids of another region or of a group beyond the two name nothing, for operators too.
+  EXPECT_EQ(
+      error_code(admin_post("/v1/transfers", transfer_body("acc_f000000000000001", payee, 1))),
+      "debit_account_not_found");
+  EXPECT_EQ(
+      error_code(admin_post("/v1/transfers", transfer_body(payer, "acc_0002000000000001", 1))),
+      "credit_account_not_found");
+  EXPECT_EQ(admin_get("/v1/accounts/acc_0002000000000001").status, 404u);
+  // Operators read clearing accounts too (the ledger made them; no owner lists them).
+  const HttpResponse clearing = admin_get("/v1/accounts/acc_0000000000000003");
+  EXPECT_EQ(clearing.status, 200u) << clearing.body;
+  EXPECT_EQ(text_field(clearing.body, "/kind"), "system");
+  EXPECT_EQ(number_field(clearing.body, "/balance"), 300);
+
+  // The same key and body answer the same, across a crash too; another body is refused.
+  for (const int signal : {SIGTERM, SIGKILL}) {
+    restart(signal);
+    const HttpResponse again = admin_post("/v1/transfers", body, {"Idempotency-Key: cross-1"});
+    EXPECT_EQ(again.status, 201u);
+    EXPECT_EQ(again.body, sent.body);
+    EXPECT_EQ(error_code(admin_post("/v1/transfers", transfer_body(payer, payee, 301),
+                                    {"Idempotency-Key: cross-1"})),
+              "idempotency_key_reused");
+    EXPECT_EQ(balance(payer), 700);
+    EXPECT_EQ(balance(payee), 300);
+  }
+
+  // Many at once, both ways: every cent arrives once.
+  const std::string back = account(first);
+  std::vector<std::thread> clients;
+  std::atomic<int> posted{0};
+  for (int c = 0; c < 8; ++c) {
+    clients.emplace_back([&, c] {
+      HttpClient client("127.0.0.1", server_.port());
+      for (int i = 0; i < 25; ++i) {
+        const std::string& from = c % 2 == 0 ? payer : payee;
+        const std::string& to = c % 2 == 0 ? payee : back;
+        const HttpResponse r =
+            client.request("POST", "/v1/transfers", admin(), transfer_body(from, to, 1));
+        if (r.status == 201u) posted.fetch_add(1);
+      }
+    });
+  }
+  for (auto& t : clients)
+    t.join();
+  EXPECT_EQ(posted.load(), 200);
+  EXPECT_EQ(balance(payer), 600);
+  EXPECT_EQ(balance(payee), 300);
+  EXPECT_EQ(balance(back), 100);
+}
+
 // Hundreds of clients debit one hot account at once: it ends exact, never below zero.
 TEST_F(ServerTest, HotAccountUnderConcurrentClients) {
   server_.stop();
@@ -820,6 +935,19 @@ TEST_F(ServerTest, BinaryProtocolBatchesPipelinedFrames) {
   EXPECT_EQ(answer.results[0].code, ResultCode::atomic_batch_failed);
   // The accounts made over the binary protocol belong to their merchant over HTTP too.
   const std::string a_id = id_text(IdKind::account, a.value);
+  EXPECT_EQ(number_field(merchant_request(shop, "GET", "/v1/accounts/" + a_id).body, "/balance"),
+            2'000);
+  // The steps of a transfer between groups are the gateway's own: a frame carrying one is
+  // refused whole, and nothing in it is applied.
+  Command flagged = Command::make_transfer(a, b, 1, usd);
+  flagged.flags = kTransferBetweenGroups;
+  for (const Command& internal : {flagged, Command::make_deliver(TransferId{1}, b, 1, usd, 0),
+                                  Command::make_settle(TransferId{1}, 0, ResultCode::ok)}) {
+    const Command mixed[] = {Command::make_transfer(a, b, 1, usd), internal};
+    ASSERT_TRUE(client.send(8, 0, mixed));
+    ASSERT_TRUE(client.receive(&answer));
+    EXPECT_EQ(static_cast<ResultCode>(answer.header.status), ResultCode::invalid_command);
+  }
   EXPECT_EQ(number_field(merchant_request(shop, "GET", "/v1/accounts/" + a_id).body, "/balance"),
             2'000);
   // A malformed frame is answered with an error and the connection is closed.

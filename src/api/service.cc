@@ -124,6 +124,17 @@ bool Service::submit(Exchange& ex, const Request& request, bool last_step) {
                                              : "the request could not be taken");
 }
 
+// Submits ex.commands_[0], whose result lands in ex.results_[0].
+bool Service::submit_one(Exchange& ex, bool last_step) {
+  return submit(ex,
+                Request{.kind = RequestKind::commands,
+                        .count = 1,
+                        .commands = ex.commands_.data(),
+                        .results = ex.results_.data(),
+                        .completion = &ex},
+                last_step);
+}
+
 bool Service::begin(const HttpRequestView& request, Exchange& ex) {
   ex.view_ = request;
   ex.step_ = 0;
@@ -310,6 +321,9 @@ IdempotencyKey Service::derive_key(const Exchange& ex) const {
 }
 
 bool Service::visible_account(const Exchange& ex, u64 account_id) const {
+  // Operators see every account, the ledger's clearing accounts too (which the owner
+  // index does not list); the group's lookup then says whether it exists.
+  if (ex.principal_.is_operator) return true;
   const auto owner = owners_.owner(account_id);
   return owner && visible_owner(ex, *owner);
 }
@@ -323,9 +337,16 @@ bool Service::visible_owner(const Exchange& ex, u64 owner) const {
 
 // Both accounts are the caller's to move (unknown ones are not), and in one group.
 ResultCode Service::check_transfer_accounts(const Exchange& ex, const TransferCreate& t) const {
-  if (!visible_account(ex, t.debit_account_id)) return ResultCode::debit_account_not_found;
-  if (!visible_account(ex, t.credit_account_id)) return ResultCode::credit_account_not_found;
-  if (engine().route(t.debit_account_id) != engine().route(t.credit_account_id)) {
+  // An id of another region or of a group beyond ours names nothing here.
+  Group* debit_group = engine().route(t.debit_account_id);
+  Group* credit_group = engine().route(t.credit_account_id);
+  if (debit_group == nullptr || !visible_account(ex, t.debit_account_id)) {
+    return ResultCode::debit_account_not_found;
+  }
+  if (credit_group == nullptr || !visible_account(ex, t.credit_account_id)) {
+    return ResultCode::credit_account_not_found;
+  }
+  if (debit_group != credit_group) {
     return ResultCode::cross_group_transfer;
   }
   return ResultCode::ok;
@@ -433,11 +454,7 @@ bool Service::create_account(Exchange& ex) {
     ex.commands_[0] = Command::make_create_account(MerchantId{r.owner_id}, r.currency, r.kind,
                                                    r.allow_negative ? kAccountAllowNegative : 0)
                           .with_key(ex.key_);
-    return submit(ex, Request{.kind = RequestKind::commands,
-                              .count = 1,
-                              .commands = ex.commands_.data(),
-                              .results = ex.results_.data(),
-                              .completion = &ex});
+    return submit_one(ex);
   }
   const CommandResult result = ex.results_[0];
   if (!result.ok()) return fail(ex, result.code, describe(result.code));
@@ -469,28 +486,71 @@ bool Service::create_transfer(Exchange& ex) {
     const Problem problem = decoder().transfer_create(ex.view_.body, &r);
     if (!problem.ok()) return fail_problem(ex, problem);
     const ResultCode refused = check_transfer_accounts(ex, r);
-    if (refused != ResultCode::ok) {
+    const bool between_groups = refused == ResultCode::cross_group_transfer;
+    if (between_groups && r.pending) {
       return fail(ex, refused,
-                  refused == ResultCode::cross_group_transfer
-                      ? "the accounts are in different groups; transfers between groups are not "
-                        "supported yet"
-                      : describe(refused));
+                  "the accounts are in different groups; a transfer between groups is "
+                  "immediate (pending: false)");
     }
-    Group* debit_group = engine().route(r.debit_account_id);
-    ex.group_ = debit_group;
+    if (refused != ResultCode::ok && !between_groups) return fail(ex, refused, describe(refused));
+    ex.group_ = engine().route(r.debit_account_id);
     ex.commands_.resize(1);
     ex.results_.resize(1);
-    ex.commands_[0] = transfer_command(r).with_key(ex.key_);
-    return submit(ex, Request{.kind = RequestKind::commands,
-                              .count = 1,
-                              .commands = ex.commands_.data(),
-                              .results = ex.results_.data(),
-                              .completion = &ex});
+    Command command = transfer_command(r).with_key(ex.key_);
+    if (between_groups) command.flags |= kTransferBetweenGroups;
+    ex.commands_[0] = command;
+    ex.between_groups_ = between_groups;
+    return submit_one(ex, /*last_step=*/!between_groups);
   }
+  if (ex.between_groups_) return transfer_between_groups(ex);
   const CommandResult result = ex.results_[0];
   if (!result.ok()) return fail(ex, result.code, describe(result.code));
   render_new_transfer(ex.reply.body, result.id, r);
   return finish(ex, 201);
+}
+
+// Steps 2 and 3 of a transfer between groups (docs/LEDGER.md): once the hold in the
+// debit account's group is durable, the credit in the other group, then the hold's
+// settlement. A retry with the same Idempotency-Key finds the hold already made and
+// carries the same steps again; repeating them changes nothing. If a step cannot be
+// taken (the server stops, a group is overloaded), the next start finishes it.
+bool Service::transfer_between_groups(Exchange& ex) {
+  const TransferCreate& r = ex.transfer_;
+  CommandResult& result = ex.results_[0];
+  switch (ex.step_) {
+    case 1: {  // the hold is durable (or was refused)
+      if (!result.ok()) return fail(ex, result.code, describe(result.code));
+      ex.between_ = result;
+      ex.group_ = engine().route(r.credit_account_id);
+      ex.commands_[0] = Command::make_deliver(TransferId{result.id}, AccountId{r.credit_account_id},
+                                              r.amount, r.currency, result.channel_number);
+      return submit_one(ex, /*last_step=*/false);
+    }
+    case 2: {  // the other group answered
+      ex.group_ = engine().route(r.debit_account_id);
+      ex.commands_[0] =
+          Command::make_settle(TransferId{ex.between_.id}, ex.between_.channel_number, result.code);
+      return submit_one(ex);
+    }
+    default: {  // settled: posted (ok), or voided because the other group refused
+      if (result.ok()) {
+        render_new_transfer(ex.reply.body, ex.between_.id, r, /*between_groups=*/true);
+        return finish(ex, 201);
+      }
+      if (result.code == ResultCode::invalid_command) {
+        return fail(ex, ResultCode::not_durable,
+                    "the transfer between groups could not be settled now; it is settled at "
+                    "the next start");
+      }
+      return fail(
+          ex, result.code,
+          result.code == ResultCode::outcome_expired
+              ? describe(result.code)
+              : fmt::format("the other group refused the credit ({}); the transfer {} "
+                            "was voided and the money released",
+                            describe(result.code), id_text(IdKind::transfer, ex.between_.id)));
+    }
+  }
 }
 
 bool Service::get_transfer(Exchange& ex) {
@@ -532,11 +592,7 @@ bool Service::pending_action(Exchange& ex) {
     const TransferId id{ex.path_id_};
     ex.commands_[0] = (post ? Command::make_post(id, ex.pending_.amount) : Command::make_void(id))
                           .with_key(ex.key_);
-    return submit(ex, Request{.kind = RequestKind::commands,
-                              .count = 1,
-                              .commands = ex.commands_.data(),
-                              .results = ex.results_.data(),
-                              .completion = &ex});
+    return submit_one(ex);
   }
   const CommandResult result = ex.results_[0];
   if (!result.ok()) return fail(ex, result.code, describe(result.code));

@@ -89,6 +89,8 @@ class Exchange final : public Completion {
   TransferCreate transfer_;
   PendingAction pending_;
   BatchRequest batch_;
+  bool between_groups_ = false;  // a transfer between groups (create_transfer)
+  CommandResult between_;        // its hold: id, channel number
 
   std::vector<Command> commands_;
   std::vector<CommandResult> results_;
@@ -143,6 +145,7 @@ class Service {
   bool fail(Exchange& ex, ResultCode code, std::string_view message);
   bool fail_problem(Exchange& ex, const Problem& problem);
   bool submit(Exchange& ex, const Request& request, bool last_step = true);
+  bool submit_one(Exchange& ex, bool last_step = true);
 
   bool create_merchant(Exchange& ex);
   bool get_merchant(Exchange& ex);
@@ -150,6 +153,7 @@ class Service {
   bool create_account(Exchange& ex);
   bool get_account(Exchange& ex);
   bool create_transfer(Exchange& ex);
+  bool transfer_between_groups(Exchange& ex);
   bool get_transfer(Exchange& ex);
   bool pending_action(Exchange& ex);
   bool batch(Exchange& ex);

@@ -292,6 +292,13 @@ int run_serve(const ServeOptions& options) {
   }
   api::Service::index_owners(*engine, owners);
   engine->start();
+  if (const BetweenGroupsReport& report = engine->between_groups_at_start(); report.unsettled > 0) {
+    PG_LOG_INFO("event=between_groups_finished unsettled={} posted={} voided={}", report.unsettled,
+                report.posted, report.voided);
+    if (!report.problem.empty()) {
+      PG_LOG_ERROR("event=between_groups_unfinished message=\"{}\"", report.problem);
+    }
+  }
   service.attach(engine.get());
   service.set_ready(true);
   PG_LOG_INFO(

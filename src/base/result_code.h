@@ -52,6 +52,8 @@ namespace paygate {
   X(not_durable, 71)                                         \
   X(shutting_down, 72)                                       \
   X(not_ready, 73)                                           \
+  /* between groups */                                       \
+  X(stale_delivery, 80)                                      \
   /* the API's edge: refused before reaching a ledger */     \
   X(invalid_json, 100)                                       \
   X(invalid_field, 101)                                      \
@@ -67,6 +69,7 @@ namespace paygate {
   X(cross_group_transfer, 113)                               \
   X(not_implemented, 114)                                    \
   X(cursor_expired, 115)                                     \
+  X(outcome_expired, 116)                                    \
   X(missing_credentials, 120)                                \
   X(invalid_credentials, 121)                                \
   X(invalid_signature, 122)                                  \

@@ -32,6 +32,17 @@ std::string describe(const Command& command) {
     case CommandKind::void_pending:
       text = fmt::format("void transfer={}", command.pending.transfer_id.value);
       break;
+    case CommandKind::deliver:
+      text = fmt::format("deliver from={} credit={} amount={} currency={} number={}",
+                         command.deliver.source_transfer_id.value,
+                         command.deliver.credit_account_id.value, command.deliver.amount,
+                         command.deliver.currency.letters(), command.deliver.channel_number);
+      break;
+    case CommandKind::settle:
+      text =
+          fmt::format("settle transfer={} number={} delivery={}", command.settle.transfer_id.value,
+                      command.settle.channel_number, name(command.settle.delivery));
+      break;
     case CommandKind::tick:
       text = "tick";
       break;
@@ -62,6 +73,18 @@ u64 content_hash(const Command& command) noexcept {
     case CommandKind::post_pending:
     case CommandKind::void_pending:
       hasher.add(command.pending.transfer_id.value).add(command.pending.amount);
+      break;
+    case CommandKind::deliver:
+      hasher.add(command.deliver.source_transfer_id.value)
+          .add(command.deliver.credit_account_id.value)
+          .add(command.deliver.amount)
+          .add(command.deliver.currency.code)
+          .add(command.deliver.channel_number);
+      break;
+    case CommandKind::settle:
+      hasher.add(command.settle.transfer_id.value)
+          .add(command.settle.channel_number)
+          .add(static_cast<u64>(command.settle.delivery));
       break;
     case CommandKind::tick:
       break;

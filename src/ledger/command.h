@@ -18,6 +18,10 @@ enum class CommandKind : u8 {
   post_pending = 3,  // capture all (amount 0) or part of a hold; the rest is released
   void_pending = 4,  // release a hold
   tick = 5,          // advance time only; holds past their timeout expire
+  // A transfer between groups (docs/LEDGER.md): the credit in the other group, and the
+  // answer back to the group that holds the money. Only groups send these.
+  deliver = 6,
+  settle = 7,
 };
 
 // A client's idempotency key, already hashed at the edge together with the
@@ -46,6 +50,24 @@ struct TransferBody {
   u32 timeout_s = 0;  // holds only; 0: never expires
 };
 
+// The credit side of a transfer between groups, applied in the credit account's group.
+struct DeliverBody {
+  TransferId source_transfer_id;  // the hold in the sending group (its id names that group)
+  AccountId credit_account_id;
+  u64 amount = 0;
+  Currency currency;
+  u32 channel_number = 0;  // the hold's number on the channel (GroupChannels)
+};
+
+// The sending group learns what the delivery came to: post the hold, or void it.
+struct SettleBody {
+  TransferId transfer_id;
+  u32 channel_number = 0;
+  ResultCode delivery = ResultCode::ok;  // what the deliver command answered
+  u16 reserved0 = 0;
+  u64 reserved1[2] = {};
+};
+
 struct PendingBody {
   TransferId transfer_id;
   u64 amount = 0;  // post only: 0 captures the whole hold
@@ -67,6 +89,8 @@ struct Command {
     CreateAccountBody create_account;
     TransferBody transfer;
     PendingBody pending;
+    DeliverBody deliver;
+    SettleBody settle;
   };
 
   Command() noexcept : pending{} {}
@@ -109,6 +133,24 @@ struct Command {
     return c;
   }
   static Command make_tick() noexcept { return Command{}; }
+  static Command make_deliver(TransferId source, AccountId credit, u64 amount, Currency currency,
+                              u32 channel_number) noexcept {
+    Command c;
+    c.kind = CommandKind::deliver;
+    c.deliver = DeliverBody{.source_transfer_id = source,
+                            .credit_account_id = credit,
+                            .amount = amount,
+                            .currency = currency,
+                            .channel_number = channel_number};
+    return c;
+  }
+  static Command make_settle(TransferId id, u32 channel_number, ResultCode delivery) noexcept {
+    Command c;
+    c.kind = CommandKind::settle;
+    c.settle =
+        SettleBody{.transfer_id = id, .channel_number = channel_number, .delivery = delivery};
+    return c;
+  }
 
   Command& with_key(IdempotencyKey k) noexcept {
     key = k;
@@ -127,8 +169,17 @@ struct Command {
 static_assert(sizeof(CreateAccountBody) == 32);
 static_assert(sizeof(TransferBody) == 32);
 static_assert(sizeof(PendingBody) == 32);
+static_assert(sizeof(DeliverBody) == 32);
+static_assert(sizeof(SettleBody) == 32);
 static_assert(sizeof(Command) == 64);
 static_assert(std::is_trivially_copyable_v<Command>);
+
+// Commands only the gateway itself sends (the steps of a transfer between groups,
+// which it carries from group to group): never taken from a client as they are.
+constexpr bool gateway_only(const Command& command) noexcept {
+  return command.kind == CommandKind::deliver || command.kind == CommandKind::settle ||
+         (command.kind == CommandKind::transfer && (command.flags & kTransferBetweenGroups) != 0);
+}
 
 // One line of text for operators' tools: "transfer debit=… credit=… amount=…".
 std::string describe(const Command& command);
@@ -139,7 +190,8 @@ u64 content_hash(const Command& command) noexcept;
 struct CommandResult {
   ResultCode code = ResultCode::ok;
   u16 reserved0 = 0;
-  u32 reserved1 = 0;
+  // A transfer between groups: its number on the channel to the credit account's group.
+  u32 channel_number = 0;
   u64 id = 0;  // the account or transfer created, or the transfer posted / voided
 
   constexpr bool ok() const noexcept { return code == ResultCode::ok; }

@@ -26,8 +26,8 @@ struct IdempotencyRecord {
   u64 result_id = 0;         // a single command's result id; a batch's first transfer id
   u64 first_account_id = 0;  // an atomic batch's first account created
   ResultCode code = ResultCode::ok;
-  u16 failed_index = 0;  // an atomic batch that failed: the command that failed
-  u32 reserved = 0;
+  u16 failed_index = 0;    // an atomic batch that failed: the command that failed
+  u32 channel_number = 0;  // a transfer between groups: CommandResult::channel_number
 };
 static_assert(sizeof(IdempotencyRecord) == 56);
 

@@ -53,11 +53,14 @@ Ledger::Ledger(const LedgerConfig& config)
       recent_mask_(recent_.size() - 1),
       idempotency_(config.idempotency_keys_max, config.idempotency_window_ns),
       undo_(std::size_t{kBatchMax} * kUndoPerCommand),
-      digest_scratch_(config.pending_max) {
+      digest_scratch_(config.pending_max),
+      channels_(config.groups),
+      clearing_index_(kClearingAccountsMax) {
   PG_ASSERT(config.prefix.valid());
   static_assert(u64{~u32{0}} <= kSerialMax, "every account index fits in a serial");
   PG_ASSERT(config.accounts_max > 0);
   PG_ASSERT(config.pending_max > 0);
+  PG_ASSERT(config.groups >= 1 && config.groups <= kGroupMax + 1);
   // Pop order from the free stack is slot 0, 1, 2, ...: push them in reverse.
   for (u32 i = 0; i < config.pending_max; ++i)
     free_slots_[i] = config.pending_max - 1 - i;
@@ -188,7 +191,8 @@ CommandResult Ledger::execute_keyed(Stamp stamp, const Command& command) noexcep
   const u64 content = content_hash(command);
   if (const IdempotencyRecord* record = idempotency_.find(command.key, stamp.timestamp_ns)) {
     if (record->content_hash != content) return CommandResult{ResultCode::idempotency_key_reused};
-    return CommandResult{.code = record->code, .id = record->result_id};
+    return CommandResult{
+        .code = record->code, .channel_number = record->channel_number, .id = record->result_id};
   }
   const CommandResult result = execute<false>(stamp, command);
   idempotency_.insert(IdempotencyRecord{
@@ -197,6 +201,7 @@ CommandResult Ledger::execute_keyed(Stamp stamp, const Command& command) noexcep
       .created_at_ns = stamp.timestamp_ns,
       .result_id = result.id,
       .code = result.code,
+      .channel_number = result.channel_number,
   });
   return result;
 }
@@ -212,6 +217,12 @@ CommandResult Ledger::execute(Stamp stamp, const Command& command) noexcept {
       return post_pending<kUndo>(stamp, command);
     case CommandKind::void_pending:
       return void_pending<kUndo>(stamp, command);
+    case CommandKind::deliver:
+      if constexpr (kUndo) return CommandResult{ResultCode::invalid_command};
+      return deliver(stamp, command);
+    case CommandKind::settle:
+      if constexpr (kUndo) return CommandResult{ResultCode::invalid_command};
+      return settle(stamp, command);
     case CommandKind::tick:
       // Holds due by now expired in advance(); drop idempotency records past the
       // window so memory and the held-window metric follow time even when idle.
@@ -258,67 +269,127 @@ CommandResult Ledger::transfer(Stamp stamp, const Command& command) noexcept {
   if (body.amount == 0 || body.amount > kAmountMax) return {ResultCode::invalid_amount};
   if (!body.currency.valid()) return {ResultCode::invalid_currency};
   if (body.debit_account_id == body.credit_account_id) return {ResultCode::same_account};
+  if ((command.flags & kTransferBetweenGroups) != 0) [[unlikely]] {
+    // Immediate only, and never inside an atomic batch (the other group's credit
+    // cannot be taken back with the batch).
+    if (hold || kUndo) return {ResultCode::cross_group_transfer};
+    return send_between_groups(stamp, command);
+  }
   Account* debit = account_at(body.debit_account_id);
   if (debit == nullptr) return {ResultCode::debit_account_not_found};
   Account* credit = account_at(body.credit_account_id);
   if (credit == nullptr) return {ResultCode::credit_account_not_found};
+  if (((debit->flags | credit->flags) & kAccountClearing) != 0) [[unlikely]] {
+    // Clearing accounts move only with the transfers between groups they serve.
+    return {(debit->flags & kAccountClearing) != 0 ? ResultCode::debit_account_not_found
+                                                   : ResultCode::credit_account_not_found};
+  }
   if (debit->currency != body.currency || credit->currency != body.currency) {
     return {ResultCode::currency_mismatch};
   }
   if (hold && free_top_ == 0) return {ResultCode::pending_transfers_full};
-  if (next_transfer_serial_ > kSerialMax) return {ResultCode::ids_exhausted};
-  if (debit->restricted()) {
-    PG_ASSERT(debit->debits_posted + debit->debits_pending <= debit->credits_posted);
-    const u64 available = debit->credits_posted - debit->debits_posted - debit->debits_pending;
-    if (body.amount > available) return {ResultCode::insufficient_funds};
+  const ResultCode refused = check_funds(*debit, credit, body.amount);
+  if (refused != ResultCode::ok) return {refused};
+  const TransferId id = move<kUndo>(stamp, *debit, *credit, body.credit_account_id, body.amount,
+                                    body.currency, command.flags, hold, body.timeout_s);
+  return {.code = ResultCode::ok, .id = id.value};
+}
+
+// Step 1 of a transfer between groups: hold the amount, credited to the clearing
+// account for the credit account's group, and number it on that channel.
+CommandResult Ledger::send_between_groups(Stamp stamp, const Command& command) noexcept {
+  const TransferBody& body = command.transfer;
+  Account* debit = account_at(body.debit_account_id);
+  if (debit == nullptr || (debit->flags & kAccountClearing) != 0) {
+    return {ResultCode::debit_account_not_found};
+  }
+  // The credit account is the other group's to check (step 2).
+  const i64 peer = peer_group(body.credit_account_id.value);
+  if (peer < 0) return {ResultCode::credit_account_not_found};
+  if (debit->currency != body.currency) return {ResultCode::currency_mismatch};
+  if (free_top_ == 0 || !channels_.can_send(static_cast<u32>(peer))) {
+    return {ResultCode::pending_transfers_full};
+  }
+  Account* clearing = clearing_account(static_cast<u32>(peer), body.currency);
+  const ResultCode refused = check_funds(*debit, clearing, body.amount);
+  if (refused != ResultCode::ok) return {refused};
+  if (clearing == nullptr) {
+    if (account_count_ == config_.accounts_max || clearing_index_.size() == kClearingAccountsMax) {
+      return {ResultCode::accounts_full};
+    }
+    clearing = &make_clearing_account(stamp, static_cast<u32>(peer), body.currency);
+  }
+  // Held, without a timeout, until the other group answers (settle).
+  const TransferId id = move<false>(stamp, *debit, *clearing, body.credit_account_id, body.amount,
+                                    body.currency, kTransferBetweenGroups, /*hold=*/true, 0);
+  const u32 number = channels_.send(static_cast<u32>(peer), id.value);
+  return {.code = ResultCode::ok, .channel_number = number, .id = id.value};
+}
+
+// The checks every new transfer ends with: serials left, the debit account's funds,
+// and both sides' totals (a credit account not made yet holds nothing).
+inline ResultCode Ledger::check_funds(const Account& debit, const Account* credit,
+                                      u64 amount) const noexcept {
+  if (next_transfer_serial_ > kSerialMax) return ResultCode::ids_exhausted;
+  if (debit.restricted()) {
+    PG_ASSERT(debit.debits_posted + debit.debits_pending <= debit.credits_posted);
+    const u64 available = debit.credits_posted - debit.debits_posted - debit.debits_pending;
+    if (amount > available) return ResultCode::insufficient_funds;
   }
   // Each side's total (posted + pending) stays within kAmountMax, so balances and
   // availability always fit an i64 and a later post, which only moves pending to
   // posted, cannot overflow.
-  if (!adds_within_limit(debit->debits_posted + debit->debits_pending, body.amount) ||
-      !adds_within_limit(credit->credits_posted + credit->credits_pending, body.amount)) {
-    return {ResultCode::overflow};
+  if (!adds_within_limit(debit.debits_posted + debit.debits_pending, amount) ||
+      (credit != nullptr &&
+       !adds_within_limit(credit->credits_posted + credit->credits_pending, amount))) {
+    return ResultCode::overflow;
   }
+  return ResultCode::ok;
+}
 
-  save_account<kUndo>(*debit);
-  save_account<kUndo>(*credit);
+template <bool kUndo>
+inline TransferId Ledger::move(Stamp stamp, Account& debit, Account& credit,
+                               AccountId recorded_credit, u64 amount, Currency currency, u8 flags,
+                               bool hold, u32 timeout_s) noexcept {
+  save_account<kUndo>(debit);
+  save_account<kUndo>(credit);
   const u64 serial = next_transfer_serial_++;
   const TransferId id{make_id(config_.prefix, serial)};
   u64 expires_at_ns = 0;
   if (hold) {
-    debit->debits_pending += body.amount;
-    credit->credits_pending += body.amount;
-    if (body.timeout_s != 0) {
-      expires_at_ns = stamp.timestamp_ns + u64{body.timeout_s} * kNanosPerSecond;
+    debit.debits_pending += amount;
+    credit.credits_pending += amount;
+    if (timeout_s != 0) {
+      expires_at_ns = stamp.timestamp_ns + u64{timeout_s} * kNanosPerSecond;
       PG_ASSERT(expires_at_ns > stamp.timestamp_ns);
     }
   } else {
-    debit->debits_posted += body.amount;
-    credit->credits_posted += body.amount;
+    debit.debits_posted += amount;
+    credit.credits_posted += amount;
   }
-  debit->updated_seq = stamp.sequence;
-  credit->updated_seq = stamp.sequence;
-  PG_ASSERT(!debit->restricted() ||
-            debit->debits_posted + debit->debits_pending <= debit->credits_posted);
+  debit.updated_seq = stamp.sequence;
+  credit.updated_seq = stamp.sequence;
+  PG_ASSERT(!debit.restricted() ||
+            debit.debits_posted + debit.debits_pending <= debit.credits_posted);
 
   // Written in place: the recent ring is where every new transfer lands first.
   Transfer& made = recent_slot<kUndo>(serial);
   made.id = id;
-  made.debit_account_id = body.debit_account_id;
-  made.credit_account_id = body.credit_account_id;
-  made.amount = body.amount;
+  made.debit_account_id = debit.id;
+  made.credit_account_id = recorded_credit;
+  made.amount = amount;
   made.posted_amount = 0;
   made.created_at_ns = stamp.timestamp_ns;
   made.expires_at_ns = expires_at_ns;
-  made.currency = body.currency;
+  made.currency = currency;
   made.status = hold ? TransferStatus::pending : TransferStatus::posted;
-  made.flags = command.flags;
-  made.reserved = 0;
+  made.flags = flags;
+  made.refused = ResultCode::ok;
   if (hold) {
     const u32 slot = free_slots_[--free_top_];
     pending_[slot] = made;
     pending_index_.insert(id.value, slot);
-    if (expires_at_ns != 0) expiry_.push(slot, expires_at_ns, id.value, body.timeout_s);
+    if (expires_at_ns != 0) expiry_.push(slot, expires_at_ns, id.value, timeout_s);
     if constexpr (kUndo) {
       UndoEntry& undo = undo_[undo_size_++];
       undo.kind = UndoEntry::Kind::pending_created;
@@ -326,15 +397,16 @@ CommandResult Ledger::transfer(Stamp stamp, const Command& command) noexcept {
     }
   }
   if (events_ != nullptr) {
+    // Events are this group's books: they name the account the money went to here.
     LedgerEvent event =
         event_at(stamp, hold ? LedgerEventKind::transfer_pending : LedgerEventKind::transfer_posted,
-                 id.value, body.currency);
-    event.debit_account_id = body.debit_account_id;
-    event.credit_account_id = body.credit_account_id;
-    event.amount = body.amount;
+                 id.value, currency);
+    event.debit_account_id = debit.id;
+    event.credit_account_id = credit.id;
+    event.amount = amount;
     events_->append(event);
   }
-  return {.code = ResultCode::ok, .id = id.value};
+  return id;
 }
 
 template <bool kUndo>
@@ -346,6 +418,7 @@ CommandResult Ledger::post_pending(Stamp stamp, const Command& command) noexcept
   const Transfer& hold = pending_[*slot];
   PG_ASSERT(hold.status == TransferStatus::pending);
   PG_ASSERT(hold.expires_at_ns == 0 || hold.expires_at_ns > stamp.timestamp_ns);
+  if (hold.between_groups()) return {ResultCode::transfer_not_pending};  // only settle closes it
   const u64 amount = body.amount == 0 ? hold.amount : body.amount;
   if (amount > hold.amount) return {ResultCode::exceeds_pending_amount};
   const TransferId id = hold.id;
@@ -359,8 +432,143 @@ CommandResult Ledger::void_pending(Stamp stamp, const Command& command) noexcept
   if (command.flags != 0 || body.amount != 0) return {ResultCode::invalid_command};
   const u32* slot = pending_slot(body.transfer_id);
   if (slot == nullptr) return {closed_transfer_code(body.transfer_id)};
+  if (pending_[*slot].between_groups()) return {ResultCode::transfer_not_pending};
   close_pending<kUndo>(*slot, TransferStatus::voided, 0, stamp);
   return {.code = ResultCode::ok, .id = body.transfer_id.value};
+}
+
+// Step 2 of a transfer between groups, in the credit account's group: credit it from
+// the clearing account of the sending group, once per channel number.
+CommandResult Ledger::deliver(Stamp stamp, const Command& command) noexcept {
+  const DeliverBody& body = command.deliver;
+  if (command.flags != 0 || !command.key.empty()) return {ResultCode::invalid_command};
+  const i64 peer = peer_group(body.source_transfer_id.value);
+  if (peer < 0 || id_serial(body.source_transfer_id.value) == 0) {
+    return {ResultCode::invalid_command};
+  }
+  const u32 from = static_cast<u32>(peer);
+  ResultCode recorded = ResultCode::ok;
+  switch (channels_.arrival(from, body.channel_number, &recorded)) {
+    case GroupChannels::Arrival::repeat:
+      return {recorded};
+    case GroupChannels::Arrival::stale:
+      return {ResultCode::stale_delivery};
+    case GroupChannels::Arrival::fresh:
+      break;
+  }
+  // Whatever comes of it is recorded, so that a repeat answers the same.
+  const auto outcome = [&]() -> CommandResult {
+    if (body.amount == 0 || body.amount > kAmountMax) return {ResultCode::invalid_amount};
+    if (!body.currency.valid()) return {ResultCode::invalid_currency};
+    Account* credit = account_at(body.credit_account_id);
+    if (credit == nullptr || (credit->flags & kAccountClearing) != 0) {
+      return {ResultCode::credit_account_not_found};
+    }
+    if (credit->currency != body.currency) return {ResultCode::currency_mismatch};
+    // The clearing account is the debit side; one not made yet holds nothing.
+    Account* clearing = clearing_account(from, body.currency);
+    Account unmade;
+    unmade.kind = AccountKind::system;
+    const ResultCode refused =
+        check_funds(clearing != nullptr ? *clearing : unmade, credit, body.amount);
+    if (refused != ResultCode::ok) return {refused};
+    if (clearing == nullptr) {
+      if (account_count_ == config_.accounts_max ||
+          clearing_index_.size() == kClearingAccountsMax) {
+        return {ResultCode::accounts_full};
+      }
+      clearing = &make_clearing_account(stamp, from, body.currency);
+    }
+    const TransferId id = move<false>(stamp, *clearing, *credit, credit->id, body.amount,
+                                      body.currency, kTransferBetweenGroups, /*hold=*/false, 0);
+    return {.code = ResultCode::ok, .id = id.value};
+  }();
+  channels_.record(from, body.channel_number, outcome.code);
+  return outcome;
+}
+
+// Step 3, back in the sending group: post the hold if the other group credited, void
+// it if it refused. Settling again answers how it settled.
+CommandResult Ledger::settle(Stamp stamp, const Command& command) noexcept {
+  const SettleBody& body = command.settle;
+  if (command.flags != 0 || !command.key.empty() || body.reserved0 != 0) {
+    return {ResultCode::invalid_command};
+  }
+  const TransferId id = body.transfer_id;
+  if (const u32* slot = pending_slot(id)) {
+    const Transfer& hold = pending_[*slot];
+    const i64 peer = peer_group(hold.credit_account_id.value);
+    if (!hold.between_groups() || peer < 0 ||
+        !channels_.is_open(static_cast<u32>(peer), body.channel_number, id.value) ||
+        body.delivery == ResultCode::stale_delivery) {
+      // Not this channel's open transfer, or an answer that cannot come while it is
+      // open: change nothing.
+      return {ResultCode::invalid_command};
+    }
+    channels_.settle(static_cast<u32>(peer), body.channel_number);
+    if (body.delivery == ResultCode::ok) {
+      close_pending<false>(*slot, TransferStatus::posted, hold.amount, stamp);
+    } else {
+      close_pending<false>(*slot, TransferStatus::voided, 0, stamp, body.delivery);
+    }
+    return {.code = body.delivery, .id = id.value};
+  }
+  // Settled before: answer from the record while the recent ring holds it.
+  if (const std::optional<Transfer> settled = find_transfer(id)) {
+    // (A transfer this group delivered is between groups too, but its credit is here.)
+    if (!settled->between_groups() || issued_here(settled->credit_account_id.value)) {
+      return {ResultCode::invalid_command};
+    }
+    const ResultCode code =
+        settled->status == TransferStatus::posted ? ResultCode::ok : settled->refused;
+    return {.code = code, .id = id.value};
+  }
+  return {closed_transfer_code(id) == ResultCode::transfer_not_found
+              ? ResultCode::transfer_not_found
+              : ResultCode::outcome_expired};
+}
+
+i64 Ledger::peer_group(u64 id) const noexcept {
+  const IdPrefix prefix = id_prefix(id);
+  if (prefix.region != config_.prefix.region || prefix.group == config_.prefix.group ||
+      prefix.group >= channels_.groups()) {
+    return -1;
+  }
+  return prefix.group;
+}
+
+Account* Ledger::clearing_account(u32 group, Currency currency) noexcept {
+  const u32* index = clearing_index_.find(clearing_key(group, currency));
+  return index == nullptr ? nullptr : &accounts_[*index];
+}
+
+const Account* Ledger::find_clearing_account(u32 group, Currency currency) const noexcept {
+  const u32* index = clearing_index_.find(clearing_key(group, currency));
+  return index == nullptr ? nullptr : &accounts_[*index];
+}
+
+Account& Ledger::make_clearing_account(Stamp stamp, u32 group, Currency currency) noexcept {
+  PG_ASSERT(account_count_ < config_.accounts_max &&
+            clearing_index_.find(clearing_key(group, currency)) == nullptr);
+  Command command = Command::make_create_account(MerchantId{}, currency, AccountKind::system);
+  const CommandResult made = create_account<false>(stamp, command);
+  PG_ASSERT(made.ok());
+  const u32 index = static_cast<u32>(id_serial(made.id) - 1);
+  Account& account = accounts_[index];
+  account.flags = kAccountClearing;
+  account.clearing_group = static_cast<u16>(group);
+  clearing_index_.insert(clearing_key(group, currency), index);
+  return account;
+}
+
+Account* Ledger::credit_side(const Transfer& hold) noexcept {
+  return const_cast<Account*>(static_cast<const Ledger*>(this)->credit_side(hold));
+}
+
+const Account* Ledger::credit_side(const Transfer& hold) const noexcept {
+  if (!hold.between_groups()) return account_at(hold.credit_account_id);
+  const IdPrefix prefix = id_prefix(hold.credit_account_id.value);
+  return find_clearing_account(prefix.group, hold.currency);
 }
 
 // Why a transfer id that is no open hold cannot be posted or voided.
@@ -390,14 +598,14 @@ ResultCode Ledger::closed_transfer_code(TransferId id) const noexcept {
 // State changes shared by commands
 
 template <bool kUndo>
-void Ledger::close_pending(u32 slot, TransferStatus status, u64 posted_amount,
-                           Stamp stamp) noexcept {
+void Ledger::close_pending(u32 slot, TransferStatus status, u64 posted_amount, Stamp stamp,
+                           ResultCode refused) noexcept {
   const Transfer hold = pending_[slot];
   PG_ASSERT(hold.status == TransferStatus::pending);
   PG_ASSERT(posted_amount <= hold.amount);
   PG_ASSERT((status == TransferStatus::posted) == (posted_amount > 0));
   Account* debit = account_at(hold.debit_account_id);
-  Account* credit = account_at(hold.credit_account_id);
+  Account* credit = credit_side(hold);
   PG_ASSERT(debit != nullptr && credit != nullptr);
   PG_ASSERT(debit->debits_pending >= hold.amount && credit->credits_pending >= hold.amount);
 
@@ -436,7 +644,7 @@ void Ledger::close_pending(u32 slot, TransferStatus status, u64 posted_amount,
                                      : LedgerEventKind::pending_expired;
     LedgerEvent event = event_at(stamp, kind, hold.id.value, hold.currency);
     event.debit_account_id = hold.debit_account_id;
-    event.credit_account_id = hold.credit_account_id;
+    event.credit_account_id = credit->id;
     event.amount = posted_amount;
     event.released = hold.amount - posted_amount;
     events_->append(event);
@@ -448,6 +656,7 @@ void Ledger::close_pending(u32 slot, TransferStatus status, u64 posted_amount,
     Transfer& recent = recent_slot<kUndo>(serial);
     recent.status = status;
     recent.posted_amount = posted_amount;
+    recent.refused = refused;
   }
 }
 
@@ -541,6 +750,8 @@ void Ledger::replay_atomic_results(const IdempotencyRecord& record,
       case CommandKind::void_pending:
         id = command.pending.transfer_id.value;
         break;
+      case CommandKind::deliver:
+      case CommandKind::settle:  // never in an atomic batch
       case CommandKind::tick:
         break;
     }
@@ -588,7 +799,8 @@ void hash_transfer(Hasher& hasher, const Transfer& t) {
       .add(t.expires_at_ns)
       .add(t.currency.code)
       .add(static_cast<u64>(t.status))
-      .add(t.flags);
+      .add(t.flags)
+      .add(static_cast<u64>(t.refused));
 }
 
 }  // namespace
@@ -608,7 +820,8 @@ u64 Ledger::state_digest() const {
         .add(a.updated_seq)
         .add(a.currency.code)
         .add(static_cast<u64>(a.kind))
-        .add(a.flags);
+        .add(a.flags)
+        .add(a.clearing_group);
   }
 
   const std::size_t open = sorted_pending_ids();
@@ -631,8 +844,10 @@ u64 Ledger::state_digest() const {
         .add(r.result_id)
         .add(r.first_account_id)
         .add(static_cast<u64>(r.code))
-        .add(r.failed_index);
+        .add(r.failed_index)
+        .add(r.channel_number);
   });
+  channels_.hash_into(hasher);
   return hasher.value();
 }
 
@@ -648,7 +863,9 @@ std::size_t Ledger::sorted_pending_ids() const noexcept {
 
 namespace {
 
-constexpr u64 kStateMagic = tag8("PGLEDGR1");
+// 2: transfers between groups (channels, clearing accounts). Version 1 states are
+// refused; docs/SNAPSHOT.md says what recovery then does.
+constexpr u64 kStateMagic = tag8("PGLEDGR2");
 constexpr u64 kStateEndMagic = tag8("PGLEDEND");
 
 struct SavedConfig {
@@ -703,6 +920,22 @@ void Ledger::save(StateSink& sink) const noexcept {
   put(sink, live);
   idempotency_.for_each_live(last_stamp_.timestamp_ns,
                              [&](const IdempotencyRecord& record) { put(sink, record); });
+
+  // Channels: those of groups that have used one (a state may be loaded by a ledger
+  // configured with more groups).
+  u32 channel_groups = 0;
+  for (u32 g = 0; g < channels_.groups(); ++g) {
+    const GroupChannels::Outbound& out = channels_.outbound()[g];
+    bool used = out.next != 0;
+    for (u32 i = 0; i < kChannelWindow && !used; ++i)
+      used = channels_.inbound()[std::size_t{g} * kChannelWindow + i].used != 0;
+    if (used) channel_groups = g + 1;
+  }
+  put(sink, u64{channel_groups});
+  sink.write(channels_.outbound().data(), sizeof(GroupChannels::Outbound) * channel_groups);
+  sink.write(channels_.outbound_open().data(), sizeof(u64) * kChannelWindow * channel_groups);
+  sink.write(channels_.inbound().data(),
+             sizeof(GroupChannels::Inbound) * kChannelWindow * channel_groups);
   put(sink, kStateEndMagic);
 }
 
@@ -789,6 +1022,28 @@ bool Ledger::load(StateSource& source, std::string* error) {
     previous_ns = record.created_at_ns;
     idempotency_.insert(record);
   }
+
+  u64 channel_groups = 0;
+  if (!get(source, &channel_groups) || channel_groups > channels_.groups()) {
+    return fail(fmt::format("state has channels to {} groups; this ledger is configured for {}",
+                            channel_groups, channels_.groups()));
+  }
+  if (!source.read(channels_.outbound().data(), sizeof(GroupChannels::Outbound) * channel_groups) ||
+      !source.read(channels_.outbound_open().data(),
+                   sizeof(u64) * kChannelWindow * channel_groups) ||
+      !source.read(channels_.inbound().data(),
+                   sizeof(GroupChannels::Inbound) * kChannelWindow * channel_groups)) {
+    return fail("truncated channels");
+  }
+  for (u32 i = 0; i < account_count_; ++i) {
+    const Account& account = accounts_[i];
+    if ((account.flags & kAccountClearing) == 0) continue;
+    const u64 key = clearing_key(account.clearing_group, account.currency);
+    if (clearing_index_.find(key) != nullptr || clearing_index_.size() == kClearingAccountsMax) {
+      return fail(fmt::format("bad clearing account {}", account.id.value));
+    }
+    clearing_index_.insert(key, i);
+  }
   if (!get(source, &magic) || magic != kStateEndMagic) return fail("bad end marker");
 
   const InvariantReport report = check_invariants();
@@ -811,6 +1066,7 @@ InvariantReport Ledger::check_invariants() const {
   u128 held_total = 0;
   u32 open = 0;
   u32 with_timeout = 0;
+  u32 between_groups = 0;
   pending_index_.for_each([&](u64 id, u32 slot) {
     ++open;
     const Transfer& hold = pending_[slot];
@@ -826,9 +1082,13 @@ InvariantReport Ledger::check_invariants() const {
       }
     }
     const Account* debit = account_at(hold.debit_account_id);
-    const Account* credit = account_at(hold.credit_account_id);
+    const Account* credit = credit_side(hold);
     if (debit == nullptr || credit == nullptr) {
       return fail(fmt::format("hold {} names an unknown account", id));
+    }
+    if (hold.between_groups()) {
+      ++between_groups;
+      if (hold.expires_at_ns != 0) fail(fmt::format("hold {} between groups can expire", id));
     }
     held_by[id_serial(debit->id.value) - 1] += hold.amount;
     incoming_for[id_serial(credit->id.value) - 1] += hold.amount;
@@ -866,6 +1126,31 @@ InvariantReport Ledger::check_invariants() const {
   if (debits_pending != credits_pending) fail("total pending debits differ from pending credits");
   if (debits_pending != held_total) fail("held differs from the sum of open holds");
   if (!idempotency_.consistent()) fail("idempotency window index broken");
+
+  // Every hold between groups is open on its channel, and every open channel number
+  // names such a hold.
+  if (!channels_.consistent()) fail("channel windows broken");
+  u32 unsettled = 0;
+  channels_.for_each_unsettled([&](u32 peer, u32 number, u64 id) {
+    ++unsettled;
+    const u32* slot = pending_slot(TransferId{id});
+    if (slot == nullptr || !pending_[*slot].between_groups() ||
+        id_prefix(pending_[*slot].credit_account_id.value).group != peer) {
+      fail(fmt::format("channel {} number {} names {}, no hold to that group", peer, number, id));
+    }
+  });
+  if (unsettled != between_groups) fail("holds between groups differ from the channels' count");
+  u32 clearing = 0;
+  for (u32 i = 0; i < account_count_; ++i) {
+    const Account& a = accounts_[i];
+    if ((a.flags & kAccountClearing) == 0) continue;
+    ++clearing;
+    const u32* index = clearing_index_.find(clearing_key(a.clearing_group, a.currency));
+    if (index == nullptr || *index != i || a.kind != AccountKind::system) {
+      fail(fmt::format("clearing account {} not indexed", a.id.value));
+    }
+  }
+  if (clearing != clearing_index_.size()) fail("clearing index names other accounts");
   return report;
 }
 

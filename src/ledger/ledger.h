@@ -24,6 +24,7 @@
 #include "ledger/command.h"
 #include "ledger/event.h"
 #include "ledger/expiry_queue.h"
+#include "ledger/group_channels.h"
 #include "ledger/idempotency_window.h"
 #include "ledger/types.h"
 
@@ -41,7 +42,13 @@ struct LedgerConfig {
   u32 recent_transfers_max = 1u << 20;
   u32 idempotency_keys_max = 1u << 20;
   u64 idempotency_window_ns = 24 * 3600 * kNanosPerSecond;
+  // Groups of this region that transfers may cross to (prefix.group is one of them);
+  // 1: transfers stay in the group. Each other group costs 24 KiB (GroupChannels).
+  u32 groups = 1;
 };
+
+// Clearing accounts (one per other group and currency) the ledger can make.
+inline constexpr u32 kClearingAccountsMax = 4096;
 
 // Where save() writes and load() reads the ledger's state (a snapshot file, memory).
 class StateSink {
@@ -126,6 +133,20 @@ class Ledger {
     return idempotency_.held_window_ns(last_stamp_.timestamp_ns);
   }
   Stamp last_stamp() const noexcept { return last_stamp_; }
+  // Every transfer to another group whose outcome this group has not yet heard (step 1
+  // done, step 3 not): visit(hold, channel number), by group and then in number order.
+  // After a restart these are delivered and settled again (pipeline/between_groups.h).
+  template <typename Visit>
+  void for_each_unsettled(Visit&& visit) const {
+    channels_.for_each_unsettled([&](u32, u32 number, u64 id) {
+      const u32* slot = pending_slot(TransferId{id});
+      PG_ASSERT(slot != nullptr);
+      visit(pending_[*slot], number);
+    });
+  }
+  // The clearing account for money to and from `group` in `currency`, if made yet.
+  const Account* find_clearing_account(u32 group, Currency currency) const noexcept;
+
   // When the next hold expires, or 0 if no open hold has a timeout.
   u64 next_expiry_ns() const noexcept { return expiry_.empty() ? 0 : expiry_.top().expires_at_ns; }
 
@@ -155,9 +176,37 @@ class Ledger {
   CommandResult post_pending(Stamp stamp, const Command& command) noexcept;
   template <bool kUndo>
   CommandResult void_pending(Stamp stamp, const Command& command) noexcept;
+  CommandResult send_between_groups(Stamp stamp, const Command& command) noexcept;
+  CommandResult deliver(Stamp stamp, const Command& command) noexcept;
+  [[gnu::always_inline]] ResultCode check_funds(const Account& debit, const Account* credit,
+                                                u64 amount) const noexcept;
+  CommandResult settle(Stamp stamp, const Command& command) noexcept;
+
+  // Moves `amount` (held or posted) from debit to credit as a new transfer, which
+  // records `recorded_credit` as its credit account (another group's account, for a
+  // transfer between groups). All checks are done; this cannot fail.
+  // Inlined into the transfer path: as a call it was measurably slower.
+  template <bool kUndo>
+  [[gnu::always_inline]] TransferId move(Stamp stamp, Account& debit, Account& credit,
+                                         AccountId recorded_credit, u64 amount, Currency currency,
+                                         u8 flags, bool hold, u32 timeout_s) noexcept;
+  // The account that a hold's credit counts against: its credit account, or the
+  // clearing account of a hold bound for another group.
+  Account* credit_side(const Transfer& hold) noexcept;
+  const Account* credit_side(const Transfer& hold) const noexcept;
+  // The group of the region that `id` names, if it is another group of this ledger's
+  // channels; otherwise -1.
+  i64 peer_group(u64 id) const noexcept;
+  Account* clearing_account(u32 group, Currency currency) noexcept;
+  // REQUIRES: none yet for (group, currency), and room for an account.
+  Account& make_clearing_account(Stamp stamp, u32 group, Currency currency) noexcept;
+  static u64 clearing_key(u32 group, Currency currency) noexcept {
+    return (u64{group} << 32) | currency.code;
+  }
 
   template <bool kUndo>
-  void close_pending(u32 slot, TransferStatus status, u64 posted_amount, Stamp stamp) noexcept;
+  void close_pending(u32 slot, TransferStatus status, u64 posted_amount, Stamp stamp,
+                     ResultCode refused = ResultCode::ok) noexcept;
   // The recent-ring slot for a transfer serial, saved for undo first when kUndo.
   template <bool kUndo>
   Transfer& recent_slot(u64 serial) noexcept;
@@ -214,6 +263,10 @@ class Ledger {
   Stamp last_stamp_;
   LedgerEventSink* events_ = nullptr;
   mutable FixedArray<u64> digest_scratch_;  // pending ids, sorted for state_digest()
+
+  // Transfers between groups. Last, so that the hot members above keep their places.
+  GroupChannels channels_;                           // to and from the region's other groups
+  OpenAddressMap<u64, u32, IdHash> clearing_index_;  // clearing_key → account index
 };
 
 }  // namespace paygate

@@ -4,6 +4,7 @@
 #include <string>
 #include <string_view>
 
+#include "base/result_code.h"
 #include "base/types.h"
 
 namespace paygate {
@@ -55,8 +56,11 @@ constexpr bool valid(AccountKind kind) noexcept {
 
 enum AccountFlags : u8 {
   kAccountAllowNegative = 1 << 0,
+  // Made by the ledger itself: the account through which money leaves for, or arrives
+  // from, group `clearing_group` (docs/LEDGER.md). Never set by a command.
+  kAccountClearing = 1 << 1,
 };
-inline constexpr u8 kAccountFlagsKnown = kAccountAllowNegative;
+inline constexpr u8 kAccountFlagsKnown = kAccountAllowNegative;  // what commands may set
 
 // One account, one cache line. Balances are four monotone-or-released counters, as
 // in double entry: posted moves are final, pending ones are holds.
@@ -71,7 +75,7 @@ struct alignas(64) Account {
   Currency currency;
   AccountKind kind = AccountKind::user;
   u8 flags = 0;
-  u16 reserved = 0;
+  u16 clearing_group = 0;  // kAccountClearing: the other group
 
   // Restricted accounts never let debits (posted + pending) exceed posted credits.
   constexpr bool restricted() const noexcept {
@@ -95,8 +99,11 @@ enum class TransferStatus : u8 {
 
 enum TransferFlags : u8 {
   kTransferPending = 1 << 0,  // created as a hold (two-phase)
+  // The credit account is in another group: the money is held here until that group
+  // has credited it, then posted to the clearing account (docs/LEDGER.md).
+  kTransferBetweenGroups = 1 << 1,
 };
-inline constexpr u8 kTransferFlagsKnown = kTransferPending;
+inline constexpr u8 kTransferFlagsKnown = kTransferPending | kTransferBetweenGroups;
 
 struct alignas(64) Transfer {
   TransferId id;
@@ -109,9 +116,11 @@ struct alignas(64) Transfer {
   Currency currency;
   TransferStatus status = TransferStatus::posted;
   u8 flags = 0;
-  u16 reserved = 0;
+  // A transfer between groups that was voided: why the other group refused the credit.
+  ResultCode refused = ResultCode::ok;
 
   constexpr bool two_phase() const noexcept { return (flags & kTransferPending) != 0; }
+  constexpr bool between_groups() const noexcept { return (flags & kTransferBetweenGroups) != 0; }
 };
 static_assert(sizeof(Transfer) == 64);
 

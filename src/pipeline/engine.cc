@@ -27,6 +27,7 @@ std::unique_ptr<Engine> Engine::open(const EngineConfig& config, std::string* er
       GroupConfig group = config.group;
       group.dir = group_dir(config.data_dir, g);
       group.ledger.prefix = IdPrefix{config.region, g};
+      group.ledger.groups = config.groups;
       engine->groups_[g] = Group::open(group, &errors[g]);
     });
   }
@@ -46,8 +47,10 @@ Engine::~Engine() {
 }
 
 void Engine::start() {
+  const std::vector<UnsettledTransfer> unsettled = unsettled_transfers(*this);
   for (auto& group : groups_)
     group->start();
+  between_groups_ = finish_unsettled(*this, unsettled);
 }
 
 void Engine::stop() {

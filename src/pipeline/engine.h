@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "pipeline/between_groups.h"
 #include "pipeline/group.h"
 
 namespace paygate {
@@ -25,8 +26,11 @@ class Engine {
   static std::unique_ptr<Engine> open(const EngineConfig& config, std::string* error);
   ~Engine();
 
+  // Starts every group, then finishes the transfers between groups that the last run
+  // left unsettled (pipeline/between_groups.h) before returning.
   void start();
   void stop();
+  const BetweenGroupsReport& between_groups_at_start() const noexcept { return between_groups_; }
 
   u32 groups() const noexcept { return static_cast<u32>(groups_.size()); }
   Group& group(u32 index) noexcept { return *groups_[index]; }
@@ -38,6 +42,7 @@ class Engine {
  private:
   EngineConfig config_;
   std::vector<std::unique_ptr<Group>> groups_;
+  BetweenGroupsReport between_groups_;
 };
 
 }  // namespace paygate

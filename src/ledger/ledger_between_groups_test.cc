@@ -1,0 +1,521 @@
+// Transfers between groups (docs/LEDGER.md): several ledgers of one region, with the
+// three steps — hold, deliver, settle — carried between them by the test, which can
+// repeat, reorder and lose them the way a crash would.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "ledger/ledger.h"
+#include "ledger/ledger_test_support.h"
+
+namespace paygate {
+namespace {
+
+// The ledgers of one region's groups, each with its own sequence, on one clock.
+class Region {
+ public:
+  explicit Region(u32 groups, u32 pending_max = 64) {
+    for (u32 g = 0; g < groups; ++g) {
+      configs_.push_back(LedgerConfig{.prefix = {1, g},
+                                      .accounts_max = 64,
+                                      .pending_max = pending_max,
+                                      .recent_transfers_max = 64,
+                                      .idempotency_keys_max = 16,
+                                      .idempotency_window_ns = 100 * kNanosPerSecond,
+                                      .groups = groups});
+      ledgers_.push_back(std::make_unique<Ledger>(configs_.back()));
+      sequences_.push_back(0);
+      history_.emplace_back();
+    }
+  }
+
+  Ledger& operator[](u32 g) { return *ledgers_[g]; }
+  u32 size() const { return static_cast<u32>(ledgers_.size()); }
+
+  CommandResult run(u32 g, const Command& command) {
+    now_ns_ += kNanosPerSecond / 1000;
+    const Stamp stamp{++sequences_[g], now_ns_};
+    history_[g].push_back({stamp, command});
+    return ledgers_[g]->apply(stamp, command);
+  }
+  ResultCode atomic(u32 g, std::span<const Command> commands) {
+    now_ns_ += kNanosPerSecond / 1000;
+    const Stamp first{sequences_[g] + 1, now_ns_};
+    sequences_[g] += commands.size();
+    std::vector<CommandResult> results(commands.size());
+    history_[g].push_back({first, Command::make_tick()});  // what a failed batch leaves
+    for (std::size_t i = 1; i < commands.size(); ++i)
+      history_[g].push_back({Stamp{first.sequence + i, now_ns_}, Command::make_tick()});
+    return ledgers_[g]->apply_atomic(first, commands, {}, results);
+  }
+  AccountId open(u32 g, Currency currency = kUsd, AccountKind kind = AccountKind::user) {
+    const CommandResult made = run(g, Command::make_create_account(MerchantId{7}, currency, kind));
+    EXPECT_EQ(made.code, ResultCode::ok);
+    return AccountId{made.id};
+  }
+  AccountId funded(u32 g, u64 amount, Currency currency = kUsd) {
+    const AccountId treasury = open(g, currency, AccountKind::system);
+    const AccountId account = open(g, currency);
+    EXPECT_EQ(run(g, Command::make_transfer(treasury, account, amount, currency)).code,
+              ResultCode::ok);
+    return account;
+  }
+  static Command between(AccountId debit, AccountId credit, u64 amount, Currency c = kUsd) {
+    Command command = Command::make_transfer(debit, credit, amount, c);
+    command.flags = kTransferBetweenGroups;
+    return command;
+  }
+  // Steps 2 and 3 for a hold made by step 1 in group `from`.
+  ResultCode deliver(u32 to, const Transfer& hold, u32 number) {
+    return run(to, Command::make_deliver(hold.id, hold.credit_account_id, hold.amount,
+                                         hold.currency, number))
+        .code;
+  }
+  ResultCode settle(u32 from, TransferId id, u32 number, ResultCode delivery) {
+    return run(from, Command::make_settle(id, number, delivery)).code;
+  }
+
+  // Snapshot and reload group g, as a restart does.
+  void restart(u32 g) {
+    const std::vector<unsigned char> state = saved_state(*ledgers_[g]);
+    auto fresh = std::make_unique<Ledger>(configs_[g]);
+    BytesSource source(state);
+    std::string error;
+    ASSERT_TRUE(fresh->load(source, &error)) << error;
+    ASSERT_EQ(fresh->state_digest(), ledgers_[g]->state_digest());
+    ledgers_[g] = std::move(fresh);
+  }
+  // Every command applied again on a fresh ledger gives the same state.
+  void expect_replay_equal(u32 g) {
+    Ledger replayed(configs_[g]);
+    for (const auto& [stamp, command] : history_[g])
+      (void)replayed.apply(stamp, command);
+    EXPECT_EQ(replayed.state_digest(), ledgers_[g]->state_digest()) << "group " << g;
+  }
+  void expect_invariants() {
+    for (u32 g = 0; g < size(); ++g) {
+      const InvariantReport report = ledgers_[g]->check_invariants();
+      EXPECT_TRUE(report.ok) << "group " << g << ": " << report.failure;
+    }
+  }
+  i64 balance(AccountId id) {
+    const Account* account = ledgers_[id_prefix(id.value).group]->find_account(id);
+    EXPECT_NE(account, nullptr);
+    return account == nullptr ? 0 : account->balance();
+  }
+  const Account& clearing(u32 g, u32 peer, Currency currency = kUsd) {
+    const Account* account = ledgers_[g]->find_clearing_account(peer, currency);
+    EXPECT_NE(account, nullptr);
+    return *account;
+  }
+
+ private:
+  std::vector<LedgerConfig> configs_;
+  std::vector<std::unique_ptr<Ledger>> ledgers_;
+  std::vector<u64> sequences_;
+  std::vector<std::vector<std::pair<Stamp, Command>>> history_;
+  u64 now_ns_ = kStartNs;
+};
+
+Transfer open_hold(Ledger& ledger, TransferId id) {
+  const std::optional<Transfer> hold = ledger.find_transfer(id);
+  EXPECT_TRUE(hold.has_value());
+  return hold.value_or(Transfer{});
+}
+
+TEST(LedgerBetweenGroups, HoldDeliverSettleMovesTheMoneyOnce) {
+  Region region(2);
+  const AccountId payer = region.funded(0, 1000);
+  const AccountId payee = region.open(1);
+
+  const CommandResult sent = region.run(0, Region::between(payer, payee, 300));
+  ASSERT_EQ(sent.code, ResultCode::ok);
+  EXPECT_EQ(sent.channel_number, 0u);
+  const TransferId id{sent.id};
+  const Transfer hold = open_hold(region[0], id);
+  EXPECT_EQ(hold.status, TransferStatus::pending);
+  EXPECT_EQ(hold.credit_account_id, payee);  // the transfer names where the money goes
+  EXPECT_TRUE(hold.between_groups());
+  EXPECT_EQ(hold.expires_at_ns, 0u);
+  EXPECT_EQ(region[0].find_account(payer)->available(), 700);
+  EXPECT_EQ(region.clearing(0, 1).credits_pending, 300u);
+  u32 unsettled = 0;
+  region[0].for_each_unsettled([&](const Transfer& t, u32 number) {
+    ++unsettled;
+    EXPECT_EQ(t.id, id);
+    EXPECT_EQ(number, 0u);
+  });
+  EXPECT_EQ(unsettled, 1u);
+  region.expect_invariants();
+
+  // Step 2, twice: the second changes nothing and answers the same.
+  ASSERT_EQ(region.deliver(1, hold, 0), ResultCode::ok);
+  EXPECT_EQ(region.balance(payee), 300);
+  EXPECT_EQ(region.clearing(1, 0).balance(), -300);
+  const u64 after_delivery = region[1].state_digest();
+  EXPECT_EQ(region.deliver(1, hold, 0), ResultCode::ok);
+  EXPECT_EQ(region.balance(payee), 300);
+  EXPECT_NE(region[1].state_digest(), after_delivery);  // only the stamp moved on...
+  EXPECT_EQ(region[1].transfers_made(), 1u);            // ...no second transfer was made
+
+  // Step 3, twice.
+  ASSERT_EQ(region.settle(0, id, 0, ResultCode::ok), ResultCode::ok);
+  EXPECT_EQ(region.balance(payer), 700);
+  EXPECT_EQ(region.clearing(0, 1).balance(), 300);
+  EXPECT_EQ(region.clearing(0, 1).credits_pending, 0u);
+  EXPECT_EQ(open_hold(region[0], id).status, TransferStatus::posted);
+  EXPECT_EQ(region.settle(0, id, 0, ResultCode::ok), ResultCode::ok);
+  EXPECT_EQ(region.balance(payer), 700);
+  // The two clearing accounts mirror each other once settled.
+  EXPECT_EQ(region.clearing(0, 1).balance() + region.clearing(1, 0).balance(), 0);
+  region[0].for_each_unsettled([](const Transfer&, u32) { ADD_FAILURE() << "still unsettled"; });
+  region.expect_invariants();
+  region.expect_replay_equal(0);
+  region.expect_replay_equal(1);
+}
+
+TEST(LedgerBetweenGroups, ARefusedDeliveryVoidsTheHoldAndSaysWhy) {
+  Region region(2);
+  const AccountId payer = region.funded(0, 1000);
+  const AccountId euros = region.open(1, kEur);
+  const AccountId missing{make_id({1, 1}, 60)};
+
+  for (const auto& [credit, why] : {std::pair{missing, ResultCode::credit_account_not_found},
+                                    std::pair{euros, ResultCode::currency_mismatch}}) {
+    const CommandResult sent = region.run(0, Region::between(payer, credit, 400));
+    ASSERT_EQ(sent.code, ResultCode::ok);
+    const Transfer hold = open_hold(region[0], TransferId{sent.id});
+    EXPECT_EQ(region.deliver(1, hold, sent.channel_number), why);
+    EXPECT_EQ(region.deliver(1, hold, sent.channel_number), why);  // a repeat, the same
+    EXPECT_EQ(region.settle(0, hold.id, sent.channel_number, why), why);
+    EXPECT_EQ(region.settle(0, hold.id, sent.channel_number, why), why);
+    const Transfer closed = open_hold(region[0], hold.id);
+    EXPECT_EQ(closed.status, TransferStatus::voided);
+    EXPECT_EQ(closed.refused, why);
+    EXPECT_EQ(region.balance(payer), 1000);
+    EXPECT_EQ(region[0].find_account(payer)->available(), 1000);
+  }
+  EXPECT_EQ(region.clearing(0, 1).balance(), 0);
+  region.expect_invariants();
+}
+
+TEST(LedgerBetweenGroups, RefusesWhatCannotCrossOrIsNotTheirs) {
+  Region region(3);
+  const AccountId payer = region.funded(0, 1000);
+  const AccountId local = region.open(0);
+  const AccountId payee = region.open(1);
+
+  // Immediate only, never in an atomic batch, only to a group of this region.
+  Command two_phase = Region::between(payer, payee, 10);
+  two_phase.flags |= kTransferPending;
+  EXPECT_EQ(region.run(0, two_phase).code, ResultCode::cross_group_transfer);
+  std::vector<Command> batch{Region::between(payer, payee, 10)};
+  EXPECT_EQ(region.atomic(0, batch), ResultCode::cross_group_transfer);
+  EXPECT_EQ(region.run(0, Region::between(payer, AccountId{make_id({1, 3}, 1)}, 10)).code,
+            ResultCode::credit_account_not_found);  // no group 3
+  EXPECT_EQ(region.run(0, Region::between(payer, AccountId{make_id({2, 1}, 1)}, 10)).code,
+            ResultCode::credit_account_not_found);  // another region
+  EXPECT_EQ(region.run(0, Region::between(payer, payee, 1001)).code,
+            ResultCode::insufficient_funds);
+  // Without the flag, another group's account is simply unknown here.
+  EXPECT_EQ(region.run(0, Command::make_transfer(payer, payee, 10, kUsd)).code,
+            ResultCode::credit_account_not_found);
+
+  const CommandResult sent = region.run(0, Region::between(payer, payee, 10));
+  ASSERT_EQ(sent.code, ResultCode::ok);
+  const TransferId id{sent.id};
+  // Only settle closes it: not a client's post or void, and no wrong number or answer.
+  EXPECT_EQ(region.run(0, Command::make_post(id)).code, ResultCode::transfer_not_pending);
+  EXPECT_EQ(region.run(0, Command::make_void(id)).code, ResultCode::transfer_not_pending);
+  EXPECT_EQ(region.settle(0, id, sent.channel_number + 1, ResultCode::ok),
+            ResultCode::invalid_command);
+  EXPECT_EQ(region.settle(0, id, sent.channel_number, ResultCode::stale_delivery),
+            ResultCode::invalid_command);
+  Command keyed = Command::make_settle(id, sent.channel_number, ResultCode::ok);
+  keyed.key = IdempotencyKey{1, 2};
+  EXPECT_EQ(region.run(0, keyed).code, ResultCode::invalid_command);
+  EXPECT_EQ(open_hold(region[0], id).status, TransferStatus::pending);
+
+  // Clearing accounts move only with the transfers they serve.
+  const AccountId clearing = region.clearing(0, 1).id;
+  EXPECT_EQ(region.run(0, Command::make_transfer(clearing, local, 1, kUsd)).code,
+            ResultCode::debit_account_not_found);
+  EXPECT_EQ(region.run(0, Command::make_transfer(payer, clearing, 1, kUsd)).code,
+            ResultCode::credit_account_not_found);
+  // A delivery names a transfer of another group, and credits no clearing account.
+  const Transfer hold = open_hold(region[0], id);
+  EXPECT_EQ(
+      region.run(1, Command::make_deliver(TransferId{make_id({1, 1}, 1)}, payee, 10, kUsd, 0)).code,
+      ResultCode::invalid_command);
+  EXPECT_EQ(
+      region.run(2, Command::make_deliver(hold.id, region.clearing(0, 1).id, 10, kUsd, 0)).code,
+      ResultCode::credit_account_not_found);
+  region.expect_invariants();
+}
+
+TEST(LedgerBetweenGroups, AFullChannelRefusesUntilTheOldestSettles) {
+  Region region(2, /*pending_max=*/kChannelWindow + 8);
+  const AccountId payer = region.funded(0, 1u << 20);
+  const AccountId payee = region.open(1);
+  std::vector<CommandResult> sent;
+  for (u32 i = 0; i < kChannelWindow; ++i) {
+    sent.push_back(region.run(0, Region::between(payer, payee, 1)));
+    ASSERT_EQ(sent.back().code, ResultCode::ok);
+  }
+  EXPECT_EQ(region.run(0, Region::between(payer, payee, 1)).code,
+            ResultCode::pending_transfers_full);
+  // Settling a later one does not make room; settling the oldest does.
+  const auto complete = [&](const CommandResult& r) {
+    const Transfer hold = open_hold(region[0], TransferId{r.id});
+    ASSERT_EQ(region.deliver(1, hold, r.channel_number), ResultCode::ok);
+    ASSERT_EQ(region.settle(0, hold.id, r.channel_number, ResultCode::ok), ResultCode::ok);
+  };
+  complete(sent[1]);
+  EXPECT_EQ(region.run(0, Region::between(payer, payee, 1)).code,
+            ResultCode::pending_transfers_full);
+  complete(sent[0]);
+  const CommandResult next = region.run(0, Region::between(payer, payee, 1));
+  ASSERT_EQ(next.code, ResultCode::ok);
+  EXPECT_EQ(next.channel_number, kChannelWindow);
+  // The slot of number 0 now serves number kChannelWindow: a late copy of number 0's
+  // delivery is stale and changes nothing.
+  complete(next);
+  const Transfer first{.id = TransferId{sent[0].id},
+                       .debit_account_id = payer,
+                       .credit_account_id = payee,
+                       .amount = 1,
+                       .currency = kUsd};
+  const i64 before = region.balance(payee);
+  EXPECT_EQ(region.deliver(1, first, 0), ResultCode::stale_delivery);
+  EXPECT_EQ(region.balance(payee), before);
+  region.expect_invariants();
+}
+
+TEST(LedgerBetweenGroups, UnsettledTransfersSurviveASnapshotAndFinishAfter) {
+  Region region(2);
+  const AccountId payer = region.funded(0, 1000);
+  const AccountId payee = region.open(1);
+  const CommandResult a = region.run(0, Region::between(payer, payee, 100));
+  const CommandResult b = region.run(0, Region::between(payer, payee, 200));
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_EQ(region.deliver(1, open_hold(region[0], TransferId{a.id}), a.channel_number),
+            ResultCode::ok);
+  region.restart(0);
+  region.restart(1);
+
+  // What a restart does: deliver and settle every unsettled transfer again.
+  std::vector<std::pair<Transfer, u32>> unsettled;
+  region[0].for_each_unsettled([&](const Transfer& t, u32 n) { unsettled.push_back({t, n}); });
+  ASSERT_EQ(unsettled.size(), 2u);
+  for (const auto& [hold, number] : unsettled) {
+    const ResultCode delivered = region.deliver(1, hold, number);
+    EXPECT_EQ(delivered, ResultCode::ok);
+    EXPECT_EQ(region.settle(0, hold.id, number, delivered), ResultCode::ok);
+  }
+  EXPECT_EQ(region.balance(payee), 300);  // a's delivery was not made twice
+  EXPECT_EQ(region.balance(payer), 700);
+  region.expect_invariants();
+
+  // A state with channels to two groups does not load where only one is configured.
+  const std::vector<unsigned char> state = saved_state(region[0]);
+  Ledger alone(LedgerConfig{.prefix = {1, 0},
+                            .accounts_max = 64,
+                            .pending_max = 64,
+                            .recent_transfers_max = 64,
+                            .idempotency_keys_max = 16,
+                            .idempotency_window_ns = 100 * kNanosPerSecond});
+  BytesSource source(state);
+  std::string error;
+  EXPECT_FALSE(alone.load(source, &error));
+  EXPECT_NE(error.find("configured"), std::string::npos) << error;
+}
+
+// Randomized: transfers inside and between three groups, with the steps between
+// groups delivered late, out of order, twice, or lost (a crash) and redone from what
+// the ledgers hold, and snapshots taken and reloaded at random. A plain map of
+// balances is the reference. After every run: each ledger's invariants, every
+// balance, the clearing accounts mirroring each other, and replay giving the same.
+TEST(LedgerBetweenGroups, RandomizedAgainstAPlainMap) {
+  for (u64 seed : {11u, 12u, 13u}) {
+    SCOPED_TRACE(seed);
+    std::mt19937_64 random(seed);
+    const auto below = [&](u64 n) { return random() % n; };
+    constexpr u32 kGroups = 3;
+    Region region(kGroups, /*pending_max=*/4096);
+
+    std::vector<AccountId> accounts;  // USD user accounts, funded
+    std::map<u64, i64> balance;       // the reference: posted balances
+    std::map<u64, i64> held;          // ... and what is held on the debit side
+    for (u32 g = 0; g < kGroups; ++g) {
+      for (int i = 0; i < 4; ++i) {
+        accounts.push_back(region.funded(g, 1000));
+        balance[accounts.back().value] = 1000;
+      }
+    }
+    // Credits that every delivery refuses: an unknown account, another currency.
+    std::vector<AccountId> refusing{AccountId{make_id({1, 1}, 63)}, region.open(2, kEur)};
+
+    struct Message {
+      u32 from, to;
+      TransferId id;
+      AccountId debit, credit;
+      u64 amount;
+      u32 number;
+      ResultCode delivery = ResultCode::ok;  // back wire: what the delivery said
+    };
+    std::vector<Message> wire, back;           // deliveries and settlements in flight
+    std::map<u64, ResultCode> first_delivery;  // transfer id → what it first answered
+    std::map<u64, bool> settled;
+    u64 expected_refusals = 0, refusals = 0;
+
+    const auto take = [&](std::vector<Message>& from) {
+      const std::size_t at = below(from.size());
+      Message m = from[at];
+      if (below(4) != 0) {  // sometimes leave a copy behind: it will come again
+        from[at] = from.back();
+        from.pop_back();
+      }
+      return m;
+    };
+    const auto redo_unsettled = [&] {
+      for (u32 g = 0; g < kGroups; ++g) {
+        region[g].for_each_unsettled([&](const Transfer& t, u32 number) {
+          wire.push_back(Message{g, id_prefix(t.credit_account_id.value).group, t.id,
+                                 t.debit_account_id, t.credit_account_id, t.amount, number});
+        });
+      }
+    };
+    const auto deliver = [&](const Message& m) {
+      const Transfer hold{.id = m.id,
+                          .debit_account_id = m.debit,
+                          .credit_account_id = m.credit,
+                          .amount = m.amount,
+                          .currency = kUsd};
+      const ResultCode code = region.deliver(m.to, hold, m.number);
+      if (code == ResultCode::stale_delivery) {
+        // Only a late copy of one settled long ago (a window of numbers since).
+        ASSERT_TRUE(settled[m.id.value]);
+        return;
+      }
+      const auto [first, inserted] = first_delivery.try_emplace(m.id.value, code);
+      if (!inserted) {
+        ASSERT_EQ(code, first->second) << "a repeated delivery answered differently";
+      } else if (code == ResultCode::ok) {
+        balance[m.credit.value] += static_cast<i64>(m.amount);
+      } else {
+        ++refusals;
+      }
+      Message answer = m;
+      answer.delivery = code;
+      back.push_back(answer);
+    };
+    const auto settle = [&](const Message& m) {
+      const ResultCode code = region.settle(m.from, m.id, m.number, m.delivery);
+      if (code == ResultCode::outcome_expired) {
+        // Settled before, and its record has left the recent ring since.
+        ASSERT_TRUE(settled[m.id.value]);
+        return;
+      }
+      ASSERT_EQ(code, m.delivery);
+      if (!settled[m.id.value]) {
+        settled[m.id.value] = true;
+        held[m.debit.value] -= static_cast<i64>(m.amount);
+        if (code == ResultCode::ok) balance[m.debit.value] -= static_cast<i64>(m.amount);
+      }
+    };
+
+    for (int step = 0; step < 20000 && !::testing::Test::HasFatalFailure(); ++step) {
+      const u64 roll = below(1000);
+      if (roll < 300) {
+        // Between groups.
+        const AccountId debit = accounts[below(accounts.size())];
+        const u32 from = id_prefix(debit.value).group;
+        const bool refuse = below(10) == 0;
+        AccountId credit =
+            refuse ? refusing[below(refusing.size())] : accounts[below(accounts.size())];
+        if (id_prefix(credit.value).group == from) continue;
+        const u64 amount = 1 + below(300);
+        const CommandResult sent = region.run(from, Region::between(debit, credit, amount));
+        const i64 available = balance[debit.value] - held[debit.value];
+        if (static_cast<i64>(amount) > available) {
+          ASSERT_EQ(sent.code, ResultCode::insufficient_funds);
+          continue;
+        }
+        if (sent.code == ResultCode::pending_transfers_full) continue;  // a full channel
+        ASSERT_EQ(sent.code, ResultCode::ok);
+        held[debit.value] += static_cast<i64>(amount);
+        if (refuse) ++expected_refusals;
+        wire.push_back(Message{from, id_prefix(credit.value).group, TransferId{sent.id}, debit,
+                               credit, amount, sent.channel_number});
+      } else if (roll < 450) {
+        // Inside one group.
+        const AccountId debit = accounts[below(accounts.size())];
+        const u32 g = id_prefix(debit.value).group;
+        const AccountId credit = accounts[g * 4 + below(4)];
+        if (credit == debit) continue;
+        const u64 amount = 1 + below(300);
+        const CommandResult r = region.run(g, Command::make_transfer(debit, credit, amount, kUsd));
+        if (static_cast<i64>(amount) > balance[debit.value] - held[debit.value]) {
+          ASSERT_EQ(r.code, ResultCode::insufficient_funds);
+          continue;
+        }
+        ASSERT_EQ(r.code, ResultCode::ok);
+        balance[debit.value] -= static_cast<i64>(amount);
+        balance[credit.value] += static_cast<i64>(amount);
+      } else if (roll < 700) {
+        if (!wire.empty()) deliver(take(wire));
+      } else if (roll < 980) {
+        if (!back.empty()) settle(take(back));
+      } else if (roll < 995) {
+        // A crash: whatever was in flight is lost, and restarts redo it from the ledgers.
+        wire.clear();
+        back.clear();
+        redo_unsettled();
+      } else {
+        region.restart(static_cast<u32>(below(kGroups)));
+      }
+    }
+    if (::testing::Test::HasFatalFailure()) return;
+
+    // Finish everything, the way a restart does.
+    wire.clear();
+    back.clear();
+    redo_unsettled();
+    while (!wire.empty() || !back.empty()) {
+      if (!wire.empty()) {
+        const Message m = wire.back();
+        wire.pop_back();
+        deliver(m);
+      }
+      if (!back.empty()) {
+        const Message m = back.back();
+        back.pop_back();
+        settle(m);
+      }
+      if (::testing::Test::HasFatalFailure()) return;
+    }
+    for (u32 g = 0; g < kGroups; ++g) {
+      region[g].for_each_unsettled([](const Transfer&, u32) { ADD_FAILURE() << "unsettled"; });
+    }
+    EXPECT_EQ(refusals, expected_refusals);
+    EXPECT_GT(first_delivery.size(), 1000u);
+    for (const AccountId account : accounts) {
+      EXPECT_EQ(region.balance(account), balance[account.value]) << account.value;
+      EXPECT_EQ(held[account.value], 0);
+    }
+    for (u32 g = 0; g < kGroups; ++g) {
+      for (u32 h = g + 1; h < kGroups; ++h) {
+        EXPECT_EQ(region.clearing(g, h).balance() + region.clearing(h, g).balance(), 0);
+      }
+    }
+    region.expect_invariants();
+    for (u32 g = 0; g < kGroups; ++g)
+      region.expect_replay_equal(g);
+  }
+}
+
+}  // namespace
+}  // namespace paygate

@@ -1,0 +1,99 @@
+#include "pipeline/between_groups.h"
+
+#include <map>
+#include <utility>
+
+#include <fmt/format.h>
+
+#include "base/ids.h"
+#include "pipeline/engine.h"
+
+namespace paygate {
+
+namespace {
+
+// Applies `commands` in `group` (each on its own) and waits until they are durable.
+ResultCode run_and_wait(Group& group, const std::vector<Command>& commands,
+                        std::vector<CommandResult>& results) {
+  results.assign(commands.size(), CommandResult{});
+  for (std::size_t first = 0; first < commands.size(); first += kBatchMax) {
+    const auto count = static_cast<u32>(std::min<std::size_t>(kBatchMax, commands.size() - first));
+    WaitableCompletion done;
+    const ResultCode submitted = group.submit(Request{.kind = RequestKind::commands,
+                                                      .count = count,
+                                                      .commands = commands.data() + first,
+                                                      .results = results.data() + first,
+                                                      .completion = &done});
+    if (submitted != ResultCode::ok) return submitted;
+    const Outcome& outcome = done.wait();
+    if (outcome.status != ResultCode::ok) return outcome.status;
+  }
+  return ResultCode::ok;
+}
+
+}  // namespace
+
+std::vector<UnsettledTransfer> unsettled_transfers(Engine& engine) {
+  std::vector<UnsettledTransfer> found;
+  for (u32 g = 0; g < engine.groups(); ++g) {
+    engine.group(g).ledger().for_each_unsettled([&](const Transfer& hold, u32 number) {
+      found.push_back(UnsettledTransfer{.group = g, .hold = hold, .channel_number = number});
+    });
+  }
+  return found;
+}
+
+BetweenGroupsReport finish_unsettled(Engine& engine, const std::vector<UnsettledTransfer>& found) {
+  BetweenGroupsReport report;
+  report.unsettled = found.size();
+  // One batch of deliveries per channel, then one batch of settlements back.
+  std::map<std::pair<u32, u32>, std::vector<const UnsettledTransfer*>> channels;
+  for (const UnsettledTransfer& t : found) {
+    channels[{t.group, id_prefix(t.hold.credit_account_id.value).group}].push_back(&t);
+  }
+  std::vector<Command> commands;
+  std::vector<CommandResult> delivered, settled;
+  for (const auto& [channel, transfers] : channels) {
+    const auto [from, to] = channel;
+    Group* receiver = engine.route(transfers.front()->hold.credit_account_id.value);
+    if (receiver == nullptr) {
+      report.problem =
+          fmt::format("group {} has transfers to group {}, which is not running", from, to);
+      continue;
+    }
+    commands.clear();
+    for (const UnsettledTransfer* t : transfers) {
+      commands.push_back(Command::make_deliver(t->hold.id, t->hold.credit_account_id,
+                                               t->hold.amount, t->hold.currency,
+                                               t->channel_number));
+    }
+    ResultCode code = run_and_wait(*receiver, commands, delivered);
+    if (code != ResultCode::ok) {
+      report.problem = fmt::format("delivering to group {}: {}", to, name(code));
+      continue;
+    }
+    commands.clear();
+    for (std::size_t i = 0; i < transfers.size(); ++i) {
+      commands.push_back(Command::make_settle(transfers[i]->hold.id, transfers[i]->channel_number,
+                                              delivered[i].code));
+    }
+    code = run_and_wait(engine.group(from), commands, settled);
+    if (code != ResultCode::ok) {
+      report.problem = fmt::format("settling in group {}: {}", from, name(code));
+      continue;
+    }
+    for (std::size_t i = 0; i < transfers.size(); ++i) {
+      if (settled[i].code == ResultCode::ok) {
+        ++report.posted;
+      } else if (settled[i].code == delivered[i].code) {
+        ++report.voided;
+      } else {
+        report.problem = fmt::format("settling transfer {} in group {}: {}",
+                                     transfers[i]->hold.id.value, from, name(settled[i].code));
+      }
+    }
+  }
+  return report;
+}
+
+}  // namespace paygate

@@ -1,0 +1,120 @@
+// Transfers between groups left unsettled by a crash are finished when the engine
+// starts again, exactly once.
+#include "pipeline/between_groups.h"
+
+#include <gtest/gtest.h>
+
+#include "base/temp_dir.h"
+#include "ledger/ledger_test_support.h"
+#include "pipeline/engine.h"
+
+namespace paygate {
+namespace {
+
+class BetweenGroupsTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<Engine> open_engine() {
+    EngineConfig config{.data_dir = dir_.path(), .region = 0, .groups = 2};
+    config.group.ledger = LedgerConfig{.accounts_max = 64,
+                                       .pending_max = 64,
+                                       .recent_transfers_max = 64,
+                                       .idempotency_keys_max = 64};
+    config.group.snapshot_every_commands = 0;
+    config.group.idle_spin = 100;
+    std::string error;
+    auto engine = Engine::open(config, &error);
+    EXPECT_NE(engine, nullptr) << error;
+    return engine;
+  }
+  static CommandResult one(Group& group, const Command& command) {
+    CommandResult result;
+    WaitableCompletion done;
+    EXPECT_EQ(group.submit(Request{.kind = RequestKind::commands,
+                                   .count = 1,
+                                   .commands = &command,
+                                   .results = &result,
+                                   .completion = &done}),
+              ResultCode::ok);
+    EXPECT_EQ(done.wait().status, ResultCode::ok);
+    return result;
+  }
+  static AccountId open(Group& group, AccountKind kind = AccountKind::user) {
+    return AccountId{one(group, Command::make_create_account(MerchantId{1}, kUsd, kind)).id};
+  }
+  static CommandResult hold(Group& group, AccountId debit, AccountId credit, u64 amount) {
+    Command command = Command::make_transfer(debit, credit, amount, kUsd);
+    command.flags = kTransferBetweenGroups;
+    return one(group, command);
+  }
+
+  TempDir dir_;
+};
+
+TEST_F(BetweenGroupsTest, ARestartFinishesWhatACrashLeftUnsettled) {
+  AccountId payer, payee;
+  CommandResult only_held, delivered, refused;
+  {
+    auto engine = open_engine();
+    engine->start();
+    EXPECT_EQ(engine->between_groups_at_start().unsettled, 0u);
+    Group& g0 = engine->group(0);
+    Group& g1 = engine->group(1);
+    const AccountId bank = open(g0, AccountKind::system);
+    payer = open(g0);
+    ASSERT_TRUE(one(g0, Command::make_transfer(bank, payer, 1000, kUsd)).ok());
+    payee = open(g1);
+    // The "crash" comes after step 1 of one transfer, after step 2 of another, and
+    // after step 1 of one the other group will refuse.
+    only_held = hold(g0, payer, payee, 100);
+    delivered = hold(g0, payer, payee, 200);
+    refused = hold(g0, payer, AccountId{make_id({0, 1}, 60)}, 300);
+    ASSERT_TRUE(only_held.ok() && delivered.ok() && refused.ok());
+    ASSERT_TRUE(one(g1, Command::make_deliver(TransferId{delivered.id}, payee, 200, kUsd,
+                                              delivered.channel_number))
+                    .ok());
+    engine->stop();
+    EXPECT_EQ(engine->group(0).ledger().find_account(payer)->available(), 400);
+  }
+  auto engine = open_engine();
+  engine->start();
+  const BetweenGroupsReport& report = engine->between_groups_at_start();
+  EXPECT_EQ(report.unsettled, 3u);
+  EXPECT_EQ(report.posted, 2u);
+  EXPECT_EQ(report.voided, 1u);
+  EXPECT_EQ(report.problem, "");
+  engine->stop();
+  const Ledger& l0 = engine->group(0).ledger();
+  const Ledger& l1 = engine->group(1).ledger();
+  EXPECT_EQ(l0.find_account(payer)->balance(), 700);
+  EXPECT_EQ(l0.find_account(payer)->available(), 700);
+  EXPECT_EQ(l1.find_account(payee)->balance(), 300);  // the delivered one was not applied twice
+  EXPECT_EQ(l0.find_transfer(TransferId{refused.id})->status, TransferStatus::voided);
+  EXPECT_EQ(l0.find_transfer(TransferId{refused.id})->refused,
+            ResultCode::credit_account_not_found);
+  EXPECT_EQ(
+      l0.find_clearing_account(1, kUsd)->balance() + l1.find_clearing_account(0, kUsd)->balance(),
+      0);
+  EXPECT_TRUE(l0.check_invariants().ok);
+  EXPECT_TRUE(l1.check_invariants().ok);
+}
+
+TEST_F(BetweenGroupsTest, NothingIsLeftForTheStartAfter) {
+  {
+    auto engine = open_engine();
+    engine->start();
+    Group& g0 = engine->group(0);
+    const AccountId bank = open(g0, AccountKind::system);
+    const AccountId payee = open(engine->group(1));
+    ASSERT_TRUE(hold(g0, bank, payee, 5).ok());
+    engine->stop();
+  }
+  for (u64 expected : {1u, 0u}) {
+    auto engine = open_engine();
+    engine->start();
+    EXPECT_EQ(engine->between_groups_at_start().unsettled, expected);
+    engine->stop();
+  }
+}
+
+}  // namespace
+}  // namespace paygate
