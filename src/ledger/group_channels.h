@@ -9,9 +9,9 @@
 //   3. in A: post the hold if B credited, void it if B refused (settle)
 // Each side keeps a window of kChannelWindow numbers per peer group, so memory is
 // bounded and nothing depends on time:
-//   - A never has more than kChannelWindow holds unsettled on one channel, so every
-//     unsettled number lies in [oldest, next) and is no more than a window ahead of
-//     any number B still remembers;
+//   - A numbers no transfer a window or more past the oldest one still unsettled on
+//     that channel, so every unsettled number lies in [oldest, next) and is less than
+//     a window ahead of any number B still remembers;
 //   - B remembers, per number mod the window, the last number it applied and what
 //     came of it. A number it finds there again is a repeat (answer the same); a
 //     newer one there means A settled this one long ago (stale: change nothing); an
@@ -33,7 +33,7 @@
 
 namespace paygate {
 
-inline constexpr u32 kChannelWindow = 1024;
+inline constexpr u32 kChannelWindow = 8192;
 static_assert((kChannelWindow & (kChannelWindow - 1)) == 0);
 
 class GroupChannels {
@@ -56,7 +56,7 @@ class GroupChannels {
 
   // ---- the sending side (this group holds the debit account) ----
 
-  // False when kChannelWindow transfers to `peer` are unsettled.
+  // False when the next number would be a window past the oldest unsettled one.
   bool can_send(u32 peer) const noexcept {
     const Outbound& out = out_[peer];
     return out.next - out.oldest < kChannelWindow;

@@ -43,7 +43,7 @@ struct LedgerConfig {
   u32 idempotency_keys_max = 1u << 20;
   u64 idempotency_window_ns = 24 * 3600 * kNanosPerSecond;
   // Groups of this region that transfers may cross to (prefix.group is one of them);
-  // 1: transfers stay in the group. Each other group costs 24 KiB (GroupChannels).
+  // 1: transfers stay in the group. Each other group costs 128 KiB (GroupChannels).
   u32 groups = 1;
 };
 

@@ -1,5 +1,6 @@
 #include "pipeline/between_groups.h"
 
+#include <chrono>
 #include <map>
 #include <utility>
 
@@ -94,6 +95,58 @@ BetweenGroupsReport finish_unsettled(Engine& engine, const std::vector<Unsettled
     }
   }
   return report;
+}
+
+BetweenGroupsFinisher::BetweenGroupsFinisher(Engine& engine, u64 interval_ns)
+    : engine_(engine), interval_ns_(interval_ns), thread_([this] { run(); }) {}
+
+BetweenGroupsFinisher::~BetweenGroupsFinisher() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  thread_.join();
+}
+
+void BetweenGroupsFinisher::run() {
+  std::unique_lock lock(mutex_);
+  while (!stopping_) {
+    wake_.wait_for(lock, std::chrono::nanoseconds(interval_ns_), [&] { return stopping_; });
+    if (stopping_) break;
+    lock.unlock();
+    look();
+    lock.lock();
+  }
+}
+
+void BetweenGroupsFinisher::look() {
+  std::vector<UnsettledTransfer> stuck;
+  std::set<std::pair<u64, u32>> now;
+  std::vector<Transfer> holds(kBatchMax);
+  std::vector<u32> numbers(kBatchMax);
+  for (u32 g = 0; g < engine_.groups(); ++g) {
+    WaitableCompletion done;
+    Request request{.kind = RequestKind::read_unsettled, .count = kBatchMax};
+    request.transfer_out = holds.data();
+    request.channel_numbers_out = numbers.data();
+    request.completion = &done;
+    if (engine_.group(g).submit(request) != ResultCode::ok) continue;  // stopping, overloaded
+    const Outcome& outcome = done.wait();
+    if (outcome.status != ResultCode::ok) continue;
+    for (u32 i = 0; i < outcome.filled; ++i) {
+      const std::pair<u64, u32> key{holds[i].id.value, numbers[i]};
+      now.insert(key);
+      if (seen_.count(key) != 0) {
+        stuck.push_back(
+            UnsettledTransfer{.group = g, .hold = holds[i], .channel_number = numbers[i]});
+      }
+    }
+  }
+  seen_ = std::move(now);
+  if (stuck.empty()) return;
+  const BetweenGroupsReport report = finish_unsettled(engine_, stuck);
+  finished_.fetch_add(report.posted + report.voided, std::memory_order_relaxed);
 }
 
 }  // namespace paygate

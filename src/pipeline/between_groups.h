@@ -10,7 +10,12 @@
 // again answers how it settled.
 #pragma once
 
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ledger/types.h"
@@ -38,5 +43,35 @@ std::vector<UnsettledTransfer> unsettled_transfers(Engine& engine);
 
 // Delivers and settles them. REQUIRES: the groups are running.
 BetweenGroupsReport finish_unsettled(Engine& engine, const std::vector<UnsettledTransfer>& found);
+
+// While the groups run: a step the gateway could not take (a group overloaded or
+// stopping, a client gone) leaves its transfer unsettled, holding the money and a
+// place in its channel's window. Every `interval_ns` this thread reads each group's
+// unsettled transfers (through the group, like any read) and finishes those that
+// were already unsettled at its previous look; fresh ones are the gateway's to carry.
+// Finishing a transfer the gateway is also carrying is harmless: repeated steps
+// change nothing.
+class BetweenGroupsFinisher {
+ public:
+  BetweenGroupsFinisher(Engine& engine, u64 interval_ns);
+  ~BetweenGroupsFinisher();  // stops the thread
+  BetweenGroupsFinisher(const BetweenGroupsFinisher&) = delete;
+  BetweenGroupsFinisher& operator=(const BetweenGroupsFinisher&) = delete;
+
+  u64 finished() const noexcept { return finished_.load(std::memory_order_relaxed); }
+
+ private:
+  void run();
+  void look();
+
+  Engine& engine_;
+  const u64 interval_ns_;
+  std::set<std::pair<u64, u32>> seen_;  // (transfer id, channel number) at the last look
+  std::atomic<u64> finished_{0};
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
 
 }  // namespace paygate

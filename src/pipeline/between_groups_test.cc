@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <thread>
+
 #include "base/temp_dir.h"
 #include "ledger/ledger_test_support.h"
 #include "pipeline/engine.h"
@@ -13,8 +16,9 @@ namespace {
 
 class BetweenGroupsTest : public ::testing::Test {
  protected:
-  std::unique_ptr<Engine> open_engine() {
+  std::unique_ptr<Engine> open_engine(u64 retry_ns = 60 * kNanosPerSecond) {
     EngineConfig config{.data_dir = dir_.path(), .region = 0, .groups = 2};
+    config.between_groups_retry_ns = retry_ns;
     config.group.ledger = LedgerConfig{.accounts_max = 64,
                                        .pending_max = 64,
                                        .recent_transfers_max = 64,
@@ -96,6 +100,32 @@ TEST_F(BetweenGroupsTest, ARestartFinishesWhatACrashLeftUnsettled) {
       0);
   EXPECT_TRUE(l0.check_invariants().ok);
   EXPECT_TRUE(l1.check_invariants().ok);
+}
+
+TEST_F(BetweenGroupsTest, WhileRunningALeftTransferIsFinishedAtTheSecondLook) {
+  auto engine = open_engine(/*retry_ns=*/50'000'000);
+  engine->start();
+  Group& g0 = engine->group(0);
+  const AccountId bank = open(g0, AccountKind::system);
+  const AccountId payee = open(engine->group(1));
+  // Step 1 only, as if the gateway had failed to carry the rest.
+  const CommandResult held = hold(g0, bank, payee, 5);
+  ASSERT_TRUE(held.ok());
+  Transfer seen{};
+  seen.status = TransferStatus::pending;
+  for (int i = 0; i < 200 && seen.status != TransferStatus::posted; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    WaitableCompletion done;
+    Request request{.kind = RequestKind::lookup_transfer, .lookup_id = held.id};
+    request.transfer_out = &seen;
+    request.completion = &done;
+    ASSERT_EQ(g0.submit(request), ResultCode::ok);
+    done.wait();
+  }
+  EXPECT_EQ(seen.status, TransferStatus::posted);
+  EXPECT_EQ(engine->between_groups_finished(), 1u);
+  engine->stop();
+  EXPECT_EQ(engine->group(1).ledger().find_account(payee)->balance(), 5);
 }
 
 TEST_F(BetweenGroupsTest, NothingIsLeftForTheStartAfter) {

@@ -51,9 +51,13 @@ void Engine::start() {
   for (auto& group : groups_)
     group->start();
   between_groups_ = finish_unsettled(*this, unsettled);
+  if (groups_.size() > 1) {
+    finisher_ = std::make_unique<BetweenGroupsFinisher>(*this, config_.between_groups_retry_ns);
+  }
 }
 
 void Engine::stop() {
+  finisher_.reset();  // it submits to the groups: first
   for (auto& group : groups_) {
     if (group) group->stop();
   }

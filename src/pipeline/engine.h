@@ -18,6 +18,9 @@ struct EngineConfig {
   u32 region = 0;
   u32 groups = 1;
   GroupConfig group{};  // a template: dir and ledger.prefix are set per group
+  // How often transfers between groups left unsettled while running are looked for
+  // (BetweenGroupsFinisher); one is finished at the second look that finds it.
+  u64 between_groups_retry_ns = kNanosPerSecond;
 };
 
 class Engine {
@@ -27,10 +30,15 @@ class Engine {
   ~Engine();
 
   // Starts every group, then finishes the transfers between groups that the last run
-  // left unsettled (pipeline/between_groups.h) before returning.
+  // left unsettled (pipeline/between_groups.h) before returning; from then on a
+  // BetweenGroupsFinisher finishes those that the gateway leaves (with 2+ groups).
   void start();
   void stop();
   const BetweenGroupsReport& between_groups_at_start() const noexcept { return between_groups_; }
+  // Transfers between groups finished by the finisher since start().
+  u64 between_groups_finished() const noexcept {
+    return finisher_ ? finisher_->finished() : 0;
+  }
 
   u32 groups() const noexcept { return static_cast<u32>(groups_.size()); }
   Group& group(u32 index) noexcept { return *groups_[index]; }
@@ -43,6 +51,7 @@ class Engine {
   EngineConfig config_;
   std::vector<std::unique_ptr<Group>> groups_;
   BetweenGroupsReport between_groups_;
+  std::unique_ptr<BetweenGroupsFinisher> finisher_;
 };
 
 }  // namespace paygate

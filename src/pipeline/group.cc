@@ -50,7 +50,8 @@ bool is_commands(const Request& r) noexcept {
 // Requests that read state and take no place in the log.
 bool is_lookup(const Request& r) noexcept {
   return r.kind == RequestKind::lookup_account || r.kind == RequestKind::lookup_transfer ||
-         r.kind == RequestKind::read_events || r.kind == RequestKind::read_entries;
+         r.kind == RequestKind::read_events || r.kind == RequestKind::read_entries ||
+         r.kind == RequestKind::read_unsettled;
 }
 bool is_read(const Request& r) noexcept {
   return r.kind == RequestKind::read_events || r.kind == RequestKind::read_entries;
@@ -277,7 +278,12 @@ void Group::stop() {
 }
 
 ResultCode Group::submit(const Request& request) noexcept {
-  if (is_read(request)) {
+  if (request.kind == RequestKind::read_unsettled) {
+    if (request.completion == nullptr || request.transfer_out == nullptr ||
+        request.channel_numbers_out == nullptr || request.count == 0) {
+      return ResultCode::invalid_command;
+    }
+  } else if (is_read(request)) {
     if (request.completion == nullptr || request.events_out == nullptr) {
       return ResultCode::invalid_command;
     }
@@ -545,6 +551,14 @@ void Group::apply_batch(u32 count, Stamp first) {
       case RequestKind::read_events:
       case RequestKind::read_entries:
         outcome.page = read(r);
+        break;
+      case RequestKind::read_unsettled:
+        ledger_->for_each_unsettled([&](const Transfer& hold, u32 number) {
+          if (outcome.filled == r.count) return;
+          r.transfer_out[outcome.filled] = hold;
+          r.channel_numbers_out[outcome.filled] = number;
+          ++outcome.filled;
+        });
         break;
     }
     if (!is_lookup(r)) {

@@ -30,6 +30,9 @@ enum class RequestKind : u8 {
   read_events = 5,      // events_out ← up to count events after `cursor` (EventLog);
                         // page.unknown: the cursor is past every sequence used
   read_entries = 6,     // events_out ← up to count events of account lookup_id, before `cursor`
+  // transfer_out[i], channel_numbers_out[i] ← up to count transfers to other groups not
+  // yet settled (Ledger::for_each_unsettled); Outcome::filled says how many
+  read_unsettled = 7,
 };
 
 struct Outcome {
@@ -38,6 +41,7 @@ struct Outcome {
   u64 first_sequence = 0;              // the first command's sequence (commands, atomic)
   bool found = false;                  // lookups: every id was found
   EventPage page;                      // reads: what events_out holds
+  u32 filled = 0;                      // read_unsettled: how many it found (up to count)
 };
 
 class Completion {
@@ -66,6 +70,7 @@ struct Request {
   // from the oldest event held (read_events) or the account's newest (read_entries).
   LedgerEvent* events_out = nullptr;
   std::optional<EventKey> cursor = std::nullopt;
+  u32* channel_numbers_out = nullptr;  // read_unsettled
 };
 
 // A completion a thread can block on: for tests, tools and simple clients.
