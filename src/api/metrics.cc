@@ -130,6 +130,12 @@ void render_metrics(const MetricsSources& s, std::string& out) {
                engine.group(g).stats().idempotency_window_held_ns.load(std::memory_order_relaxed)) /
                1e9);
     }
+    header(out, "paygate_between_groups_finished_total", "counter",
+           "transfers between groups finished after the gateway left them (at start and by the "
+           "finisher)");
+    line(out, "paygate_between_groups_finished_total {}\n",
+         engine.between_groups_at_start().posted + engine.between_groups_at_start().voided +
+             engine.between_groups_finished());
     header(out, "paygate_group_batch_requests", "histogram",
            "requests taken from the ring at once");
     for (u32 g = 0; g < engine.groups(); ++g) {

@@ -141,6 +141,7 @@ TEST_F(ServerTest, HealthReadinessAndMetrics) {
        {"paygate_group_commands_total{group=\"0\"}", "paygate_group_ring_occupancy",
         "paygate_journal_fdatasync_seconds_bucket", "paygate_group_batch_requests_bucket",
         "paygate_idempotency_window_held_seconds", "paygate_rate_limited_total",
+        "paygate_between_groups_finished_total 0",
         "paygate_http_request_duration_seconds_bucket{route=\"/readyz\",status=\"200\""}) {
     EXPECT_NE(metrics.body.find(series), std::string::npos) << series;
   }

@@ -513,7 +513,8 @@ bool Service::create_transfer(Exchange& ex) {
 // debit account's group is durable, the credit in the other group, then the hold's
 // settlement. A retry with the same Idempotency-Key finds the hold already made and
 // carries the same steps again; repeating them changes nothing. If a step cannot be
-// taken (the server stops, a group is overloaded), the next start finishes it.
+// taken (the server stops, a group is overloaded), the engine's finisher or the next
+// start finishes it (pipeline/between_groups.h).
 bool Service::transfer_between_groups(Exchange& ex) {
   const TransferCreate& r = ex.transfer_;
   CommandResult& result = ex.results_[0];
@@ -539,8 +540,8 @@ bool Service::transfer_between_groups(Exchange& ex) {
       }
       if (result.code == ResultCode::invalid_command) {
         return fail(ex, ResultCode::not_durable,
-                    "the transfer between groups could not be settled now; it is settled at "
-                    "the next start");
+                    "the transfer between groups could not be settled now; the engine settles "
+                    "it shortly, and a retry with the same Idempotency-Key answers its outcome");
       }
       return fail(
           ex, result.code,
