@@ -48,18 +48,9 @@ struct Result {
   u64 refused_full = 0;  // holds refused by a full channel
 };
 
-// Applies commands in a group (each on its own) and waits until they are durable.
 bool apply(Group& group, const std::vector<Command>& commands,
            std::vector<CommandResult>& results) {
-  results.resize(commands.size());
-  WaitableCompletion done;
-  const Request request{.kind = RequestKind::commands,
-                        .count = static_cast<u32>(commands.size()),
-                        .commands = commands.data(),
-                        .results = results.data(),
-                        .completion = &done};
-  if (group.submit(request) != ResultCode::ok) return false;
-  return done.wait().status == ResultCode::ok;
+  return apply_and_wait(group, commands, results) == ResultCode::ok;
 }
 
 AccountId account(u32 group, u32 serial) {
@@ -82,14 +73,9 @@ class Bench {
             Command::make_transfer(account(g, 1), account(g, 2 + i), u64{1} << 40, kUsd));
       }
       std::vector<CommandResult> results;
-      for (std::size_t at = 0; at < commands.size(); at += kBatchMax) {
-        const std::vector<Command> part(commands.begin() + static_cast<std::ptrdiff_t>(at),
-                                        commands.begin() + static_cast<std::ptrdiff_t>(std::min(
-                                                               at + kBatchMax, commands.size())));
-        if (!apply(engine_.group(g), part, results)) return false;
-        for (const CommandResult& r : results) {
-          if (!r.ok()) return false;
-        }
+      if (!apply(engine_.group(g), commands, results)) return false;
+      for (const CommandResult& r : results) {
+        if (!r.ok()) return false;
       }
     }
     return true;

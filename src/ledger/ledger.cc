@@ -538,8 +538,7 @@ i64 Ledger::peer_group(u64 id) const noexcept {
 }
 
 Account* Ledger::clearing_account(u32 group, Currency currency) noexcept {
-  const u32* index = clearing_index_.find(clearing_key(group, currency));
-  return index == nullptr ? nullptr : &accounts_[*index];
+  return const_cast<Account*>(find_clearing_account(group, currency));
 }
 
 const Account* Ledger::find_clearing_account(u32 group, Currency currency) const noexcept {

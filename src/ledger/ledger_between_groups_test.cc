@@ -17,10 +17,10 @@ namespace {
 // The ledgers of one region's groups, each with its own sequence, on one clock.
 class Region {
  public:
-  explicit Region(u32 groups, u32 pending_max = 64) {
+  explicit Region(u32 groups, u32 pending_max = 64, u32 accounts_max = 64) {
     for (u32 g = 0; g < groups; ++g) {
       configs_.push_back(LedgerConfig{.prefix = {1, g},
-                                      .accounts_max = 64,
+                                      .accounts_max = accounts_max,
                                       .pending_max = pending_max,
                                       .recent_transfers_max = 64,
                                       .idempotency_keys_max = 16,
@@ -199,6 +199,76 @@ TEST(LedgerBetweenGroups, ARefusedDeliveryVoidsTheHoldAndSaysWhy) {
     EXPECT_EQ(region[0].find_account(payer)->available(), 1000);
   }
   EXPECT_EQ(region.clearing(0, 1).balance(), 0);
+  region.expect_invariants();
+}
+
+TEST(LedgerBetweenGroups, NoRoomOrAnOverflowRefusesWithoutMovingMoney) {
+  {
+    // No room here for the clearing account: refused at once, nothing held.
+    Region region(2, 64, /*accounts_max=*/4);
+    const AccountId payer = region.funded(0, 1000);
+    region.open(0);
+    region.open(0);
+    const AccountId payee = region.open(1);
+    EXPECT_EQ(region.run(0, Region::between(payer, payee, 10)).code, ResultCode::accounts_full);
+    EXPECT_EQ(region[0].find_account(payer)->available(), 1000);
+    region[0].for_each_unsettled([](const Transfer&, u32) { ADD_FAILURE() << "unsettled"; });
+    region.expect_invariants();
+  }
+  {
+    // No room there: the other group refuses, and the hold is voided.
+    Region region(2, 64, /*accounts_max=*/4);
+    const AccountId payer = region.funded(0, 1000);
+    const AccountId payee = region.open(1);
+    for (int i = 0; i < 3; ++i)
+      region.open(1);
+    const CommandResult sent = region.run(0, Region::between(payer, payee, 10));
+    ASSERT_TRUE(sent.ok());
+    const Transfer hold = open_hold(region[0], TransferId{sent.id});
+    EXPECT_EQ(region.deliver(1, hold, sent.channel_number), ResultCode::accounts_full);
+    EXPECT_EQ(region.settle(0, hold.id, sent.channel_number, ResultCode::accounts_full),
+              ResultCode::accounts_full);
+    EXPECT_EQ(region.balance(payer), 1000);
+    EXPECT_EQ(region.balance(payee), 0);
+    region.expect_invariants();
+  }
+  {
+    // The credit would pass the largest amount a side may total.
+    Region region(2);
+    const AccountId payer = region.funded(0, 1000);
+    const AccountId payee = region.funded(1, kAmountMax - 50);
+    const CommandResult sent = region.run(0, Region::between(payer, payee, 100));
+    ASSERT_TRUE(sent.ok());
+    const Transfer hold = open_hold(region[0], TransferId{sent.id});
+    EXPECT_EQ(region.deliver(1, hold, sent.channel_number), ResultCode::overflow);
+    EXPECT_EQ(region.settle(0, hold.id, sent.channel_number, ResultCode::overflow),
+              ResultCode::overflow);
+    EXPECT_EQ(region.balance(payer), 1000);
+    EXPECT_EQ(region.balance(payee), static_cast<i64>(kAmountMax - 50));
+    EXPECT_EQ(region[1].find_clearing_account(0, kUsd), nullptr);  // refused before it was made
+    region.expect_invariants();
+  }
+}
+
+TEST(LedgerBetweenGroups, SettlingAgainAnswersUntilTheRecordIsGone) {
+  Region region(2);  // recent_transfers_max 64
+  const AccountId payer = region.funded(0, 1000);
+  const AccountId other = region.open(0);
+  const AccountId payee = region.open(1);
+  const CommandResult sent = region.run(0, Region::between(payer, payee, 10));
+  ASSERT_TRUE(sent.ok());
+  const Transfer hold = open_hold(region[0], TransferId{sent.id});
+  ASSERT_EQ(region.deliver(1, hold, sent.channel_number), ResultCode::ok);
+  ASSERT_EQ(region.settle(0, hold.id, sent.channel_number, ResultCode::ok), ResultCode::ok);
+  EXPECT_EQ(region.settle(0, hold.id, sent.channel_number, ResultCode::ok), ResultCode::ok);
+  for (int i = 0; i < 64; ++i) {
+    ASSERT_TRUE(region.run(0, Command::make_transfer(payer, other, 1, kUsd)).ok());
+  }
+  // Older than the recent ring: made, settled, but how is no longer held here.
+  EXPECT_EQ(region.settle(0, hold.id, sent.channel_number, ResultCode::ok),
+            ResultCode::outcome_expired);
+  EXPECT_EQ(region.balance(payer), 1000 - 10 - 64);
+  EXPECT_EQ(region.balance(payee), 10);
   region.expect_invariants();
 }
 

@@ -11,29 +11,6 @@
 
 namespace paygate {
 
-namespace {
-
-// Applies `commands` in `group` (each on its own) and waits until they are durable.
-ResultCode run_and_wait(Group& group, const std::vector<Command>& commands,
-                        std::vector<CommandResult>& results) {
-  results.assign(commands.size(), CommandResult{});
-  for (std::size_t first = 0; first < commands.size(); first += kBatchMax) {
-    const auto count = static_cast<u32>(std::min<std::size_t>(kBatchMax, commands.size() - first));
-    WaitableCompletion done;
-    const ResultCode submitted = group.submit(Request{.kind = RequestKind::commands,
-                                                      .count = count,
-                                                      .commands = commands.data() + first,
-                                                      .results = results.data() + first,
-                                                      .completion = &done});
-    if (submitted != ResultCode::ok) return submitted;
-    const Outcome& outcome = done.wait();
-    if (outcome.status != ResultCode::ok) return outcome.status;
-  }
-  return ResultCode::ok;
-}
-
-}  // namespace
-
 std::vector<UnsettledTransfer> unsettled_transfers(Engine& engine) {
   std::vector<UnsettledTransfer> found;
   for (u32 g = 0; g < engine.groups(); ++g) {
@@ -68,7 +45,7 @@ BetweenGroupsReport finish_unsettled(Engine& engine, const std::vector<Unsettled
                                                t->hold.amount, t->hold.currency,
                                                t->channel_number));
     }
-    ResultCode code = run_and_wait(*receiver, commands, delivered);
+    ResultCode code = apply_and_wait(*receiver, commands, delivered);
     if (code != ResultCode::ok) {
       report.problem = fmt::format("delivering to group {}: {}", to, name(code));
       continue;
@@ -78,7 +55,7 @@ BetweenGroupsReport finish_unsettled(Engine& engine, const std::vector<Unsettled
       commands.push_back(Command::make_settle(transfers[i]->hold.id, transfers[i]->channel_number,
                                               delivered[i].code));
     }
-    code = run_and_wait(engine.group(from), commands, settled);
+    code = apply_and_wait(engine.group(from), commands, settled);
     if (code != ResultCode::ok) {
       report.problem = fmt::format("settling in group {}: {}", from, name(code));
       continue;

@@ -688,4 +688,22 @@ void Group::poll_snapshot() {
   }
 }
 
+ResultCode apply_and_wait(Group& group, std::span<const Command> commands,
+                          std::vector<CommandResult>& results) {
+  results.assign(commands.size(), CommandResult{});
+  for (std::size_t first = 0; first < commands.size(); first += kBatchMax) {
+    const auto count = static_cast<u32>(std::min<std::size_t>(kBatchMax, commands.size() - first));
+    WaitableCompletion done;
+    const ResultCode submitted = group.submit(Request{.kind = RequestKind::commands,
+                                                      .count = count,
+                                                      .commands = commands.data() + first,
+                                                      .results = results.data() + first,
+                                                      .completion = &done});
+    if (submitted != ResultCode::ok) return submitted;
+    const Outcome& outcome = done.wait();
+    if (outcome.status != ResultCode::ok) return outcome.status;
+  }
+  return ResultCode::ok;
+}
+
 }  // namespace paygate

@@ -20,6 +20,7 @@
 #include <atomic>
 #include <filesystem>
 #include <memory>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -180,5 +181,12 @@ class Group {
   std::thread thread_;
   Stats stats_;
 };
+
+// Applies `commands`, each on its own, in requests of up to kBatchMax, and waits until
+// each is durable: for setup, tools and the engine's own steps, not for hot paths.
+// results[i] answers commands[i]. Returns ok, or why a request was not taken or not
+// made durable (the commands after it were not submitted).
+ResultCode apply_and_wait(Group& group, std::span<const Command> commands,
+                          std::vector<CommandResult>& results);
 
 }  // namespace paygate
