@@ -52,6 +52,7 @@ constexpr unsigned http_status(ResultCode code) noexcept {
     case ResultCode::pending_transfer_already_posted:
     case ResultCode::pending_transfer_already_voided:
     case ResultCode::transfer_expired:
+    case ResultCode::transfer_settling:
     case ResultCode::idempotency_key_reused:
       return 409;
     case ResultCode::body_too_large:
@@ -112,6 +113,9 @@ constexpr std::string_view describe(ResultCode code) noexcept {
       return "the hold was already voided";
     case ResultCode::transfer_expired:
       return "the hold expired";
+    case ResultCode::transfer_settling:
+      return "a post of this hold is on its way to the other group; read the transfer for how "
+             "it ends";
     case ResultCode::accounts_full:
       return "the group has no room for more accounts";
     case ResultCode::pending_transfers_full:
@@ -124,6 +128,9 @@ constexpr std::string_view describe(ResultCode code) noexcept {
       return "another operation of the atomic batch failed";
     case ResultCode::same_account:
       return "debit_account and credit_account must differ";
+    case ResultCode::cross_group_transfer:
+      return "the operation crosses groups; send it as a request of its own (POST "
+             "/v1/transfers, or /v1/transfers/{id}/post), not in a batch";
     case ResultCode::outcome_expired:
       return "the transfer was made, but its outcome is older than what the group still holds";
     default:

@@ -162,6 +162,8 @@ void render_transfer(std::string& out, const Transfer& t) {
     json.key("expires_at").unsigned_number(t.expires_at_ns / kNanosPerSecond);
   if (t.between_groups()) {
     json.key("between_groups").boolean(true);
+    // Open, and its credit on the way to the other group: it ends posted or refused.
+    if (t.status == TransferStatus::pending && t.on_channel()) json.key("settling").boolean(true);
     if (t.refused != ResultCode::ok) json.key("refused").string(name(t.refused));
   }
   json.end_object();

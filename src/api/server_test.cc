@@ -675,13 +675,10 @@ TEST_F(TwoGroupServerTest, TransfersBetweenGroups) {
   EXPECT_EQ(balance(payer), 700);
   EXPECT_EQ(balance(payer, "/available"), 700);
 
-  // Refused here, before anything moves: short funds, two-phase, a merchant that cannot see
-  // the other account.
+  // Refused here, before anything moves: short funds, a merchant that cannot see the
+  // other account.
   EXPECT_EQ(error_code(admin_post("/v1/transfers", transfer_body(payer, payee, 701))),
             "insufficient_funds");
-  EXPECT_EQ(
-      error_code(admin_post("/v1/transfers", transfer_body(payer, payee, 1, R"(,"pending":true)"))),
-      "cross_group_transfer");
   EXPECT_EQ(
       error_code(merchant_request(first, "POST", "/v1/transfers", transfer_body(payer, payee, 1))),
       "credit_account_not_found");
@@ -734,6 +731,103 @@ TEST_F(TwoGroupServerTest, TransfersBetweenGroups) {
   EXPECT_EQ(balance(payer), 600);
   EXPECT_EQ(balance(payee), 300);
   EXPECT_EQ(balance(back), 100);
+}
+
+TEST_F(TwoGroupServerTest, TwoPhaseTransfersBetweenGroups) {
+  const MerchantKeys first = merchant("First"), second = merchant("Second");
+  const std::string bank = system_account();
+  const std::string payer = account(first), payee = account(second);
+  const std::string euros = account(second, "EUR");
+  fund(bank, payer, 1'000);
+  const std::string pending = R"(,"pending":true,"timeout_s":600)";
+
+  // Held in the payer's group; the payee's group hears of it only when it is posted.
+  const HttpResponse held = admin_post("/v1/transfers", transfer_body(payer, payee, 400, pending));
+  ASSERT_EQ(held.status, 201u) << held.body;
+  EXPECT_EQ(text_field(held.body, "/status"), "pending");
+  EXPECT_NE(held.body.find(R"("between_groups":true)"), std::string::npos) << held.body;
+  const std::string id = text_field(held.body, "/id");
+  EXPECT_EQ(balance(payer, "/available"), 600);
+  EXPECT_EQ(balance(payee), 0);
+  EXPECT_EQ(text_field(admin_get("/v1/transfers/" + id).body, "/status"), "pending");
+
+  // The credit account is checked when the hold is made: nothing is held for an account
+  // that could never take it.
+  const HttpResponse nobody =
+      admin_post("/v1/transfers", transfer_body(payer, "acc_0001000000000fff", 50, pending));
+  EXPECT_EQ(nobody.status, 404u) << nobody.body;
+  EXPECT_EQ(error_code(nobody), "credit_account_not_found");
+  EXPECT_EQ(error_code(admin_post("/v1/transfers", transfer_body(payer, euros, 50, pending))),
+            "currency_mismatch");
+  EXPECT_EQ(balance(payer, "/available"), 600);
+
+  // In a batch, a post would leave its credit to the finisher: refused, sent on its own.
+  const HttpResponse batched =
+      admin_post("/v1/batch", R"({"operations":[{"op":"post","transfer_id":")" + id + R"("}]})");
+  ASSERT_EQ(batched.status, 200u) << batched.body;
+  EXPECT_EQ(number_field(batched.body, "/results/0/status"), 422);
+  EXPECT_EQ(text_field(batched.body, "/results/0/body/error/code"), "cross_group_transfer");
+
+  // Posting part of it credits the other group and releases the rest.
+  const std::string post_path = "/v1/transfers/" + id + "/post";
+  const HttpResponse posted =
+      admin_post(post_path, R"({"amount":250})", {"Idempotency-Key: capture-1"});
+  ASSERT_EQ(posted.status, 200u) << posted.body;
+  EXPECT_EQ(text_field(posted.body, "/status"), "posted");
+  EXPECT_EQ(number_field(posted.body, "/posted_amount"), 250);
+  EXPECT_EQ(balance(payer), 750);
+  EXPECT_EQ(balance(payer, "/available"), 750);
+  EXPECT_EQ(balance(payee), 250);
+  const HttpResponse looked = admin_get("/v1/transfers/" + id);
+  EXPECT_EQ(text_field(looked.body, "/status"), "posted");
+  EXPECT_EQ(number_field(looked.body, "/posted_amount"), 250);
+  EXPECT_EQ(error_code(admin_post(post_path, "{}")), "pending_transfer_already_posted");
+  EXPECT_EQ(error_code(admin_post("/v1/transfers/" + id + "/void", "{}")),
+            "pending_transfer_already_posted");
+  // The same key answers the same, across a crash too, and moves nothing again.
+  restart(SIGKILL);
+  const HttpResponse again =
+      admin_post(post_path, R"({"amount":250})", {"Idempotency-Key: capture-1"});
+  EXPECT_EQ(again.status, 200u);
+  EXPECT_EQ(again.body, posted.body);
+  EXPECT_EQ(balance(payee), 250);
+
+  // Voided, or expired, in the payer's group alone.
+  const HttpResponse to_void =
+      admin_post("/v1/transfers", transfer_body(payer, payee, 100, pending));
+  ASSERT_EQ(to_void.status, 201u);
+  const HttpResponse voided =
+      admin_post("/v1/transfers/" + text_field(to_void.body, "/id") + "/void", "{}");
+  EXPECT_EQ(voided.status, 200u) << voided.body;
+  EXPECT_EQ(text_field(voided.body, "/status"), "voided");
+  const HttpResponse short_lived = admin_post(
+      "/v1/transfers", transfer_body(payer, payee, 100, R"(,"pending":true,"timeout_s":1)"));
+  ASSERT_EQ(short_lived.status, 201u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2'100));
+  EXPECT_EQ(error_code(
+                admin_post("/v1/transfers/" + text_field(short_lived.body, "/id") + "/post", "{}")),
+            "transfer_expired");
+  EXPECT_EQ(balance(payer, "/available"), 750);
+
+  // The credit refused at post time (the payee's group has no room to take it): voided,
+  // and the money released.
+  const std::string big = account(second);
+  const HttpResponse bank_there =
+      admin_post("/v1/accounts", R"({"currency":"USD","kind":"system","group":1})");
+  ASSERT_EQ(bank_there.status, 201u) << bank_there.body;
+  fund(text_field(bank_there.body, "/id"), big, 0x7fff'ffff'ffff'ff00);
+  const HttpResponse overflowing =
+      admin_post("/v1/transfers", transfer_body(payer, big, 500, pending));
+  ASSERT_EQ(overflowing.status, 201u) << overflowing.body;
+  const std::string overflow_id = text_field(overflowing.body, "/id");
+  const HttpResponse refused = admin_post("/v1/transfers/" + overflow_id + "/post", "{}");
+  EXPECT_EQ(refused.status, 422u) << refused.body;
+  EXPECT_EQ(error_code(refused), "overflow");
+  const HttpResponse after = admin_get("/v1/transfers/" + overflow_id);
+  EXPECT_EQ(text_field(after.body, "/status"), "voided");
+  EXPECT_EQ(text_field(after.body, "/refused"), "overflow");
+  EXPECT_EQ(balance(payer), 750);
+  EXPECT_EQ(balance(payer, "/available"), 750);
 }
 
 // Hundreds of clients debit one hot account at once: it ends exact, never below zero.

@@ -487,20 +487,21 @@ bool Service::create_transfer(Exchange& ex) {
     if (!problem.ok()) return fail_problem(ex, problem);
     const ResultCode refused = check_transfer_accounts(ex, r);
     const bool between_groups = refused == ResultCode::cross_group_transfer;
-    if (between_groups && r.pending) {
-      return fail(ex, refused,
-                  "the accounts are in different groups; a transfer between groups is "
-                  "immediate (pending: false)");
-    }
     if (refused != ResultCode::ok && !between_groups) return fail(ex, refused, describe(refused));
-    ex.group_ = engine().route(r.debit_account_id);
+    ex.between_groups_ = between_groups;
     ex.commands_.resize(1);
     ex.results_.resize(1);
-    Command command = transfer_command(r).with_key(ex.key_);
-    if (between_groups) command.flags |= kTransferBetweenGroups;
-    ex.commands_[0] = command;
-    ex.between_groups_ = between_groups;
-    return submit_one(ex, /*last_step=*/!between_groups);
+    if (between_groups && r.pending) {
+      // A two-phase hold between groups stays in the debit account's group until it
+      // is posted; the credit account is checked now, so that a hold is not made for
+      // an account that could never take it.
+      ex.group_ = engine().route(r.credit_account_id);
+      Request request{.kind = RequestKind::lookup_account, .lookup_id = r.credit_account_id};
+      request.account_out = &ex.account_;
+      request.completion = &ex;
+      return submit(ex, request, /*last_step=*/false);
+    }
+    return submit_transfer(ex, /*last_step=*/!between_groups);
   }
   if (ex.between_groups_) return transfer_between_groups(ex);
   const CommandResult result = ex.results_[0];
@@ -509,35 +510,75 @@ bool Service::create_transfer(Exchange& ex) {
   return finish(ex, 201);
 }
 
-// Steps 2 and 3 of a transfer between groups (docs/LEDGER.md): once the hold in the
-// debit account's group is durable, the credit in the other group, then the hold's
-// settlement. A retry with the same Idempotency-Key finds the hold already made and
-// carries the same steps again; repeating them changes nothing. If a step cannot be
-// taken (the server stops, a group is overloaded), the engine's finisher or the next
-// start finishes it (pipeline/between_groups.h).
+// The ledger command of a transfer request, in the debit account's group.
+bool Service::submit_transfer(Exchange& ex, bool last_step) {
+  const TransferCreate& r = ex.transfer_;
+  ex.group_ = engine().route(r.debit_account_id);
+  Command command = transfer_command(r).with_key(ex.key_);
+  if (ex.between_groups_) command.flags |= kTransferBetweenGroups;
+  ex.commands_[0] = command;
+  return submit_one(ex, last_step);
+}
+
+// A transfer between groups after its first step. Immediate: the hold is made and
+// numbered (step 1), and carry_between_groups takes it on. Two-phase: the credit
+// account was looked up (step 1), then the hold made (step 2), to be carried on when
+// it is posted (pending_action).
 bool Service::transfer_between_groups(Exchange& ex) {
   const TransferCreate& r = ex.transfer_;
+  if (r.pending) {
+    if (ex.step_ == 1) {
+      const Account& credit = ex.account_;
+      if (!ex.outcome_.found || (credit.flags & kAccountClearing) != 0) {
+        return fail(ex, ResultCode::credit_account_not_found,
+                    describe(ResultCode::credit_account_not_found));
+      }
+      if (credit.currency != r.currency) {
+        return fail(ex, ResultCode::currency_mismatch, describe(ResultCode::currency_mismatch));
+      }
+      return submit_transfer(ex, /*last_step=*/true);
+    }
+    const CommandResult result = ex.results_[0];
+    if (!result.ok()) return fail(ex, result.code, describe(result.code));
+    render_new_transfer(ex.reply.body, result.id, r, /*between_groups=*/true);
+    return finish(ex, 201);
+  }
+  const std::optional<bool> answered =
+      carry_between_groups(ex, ex.step_ - 1, r.credit_account_id, r.amount, r.currency);
+  if (answered) return *answered;
+  render_new_transfer(ex.reply.body, ex.between_.id, r, /*between_groups=*/true);
+  return finish(ex, 201);
+}
+
+// Steps 2 and 3 of a transfer between groups (docs/LEDGER.md), once the command that
+// numbered its hold on the channel (an immediate transfer, or the post of a two-phase
+// one) has answered in ex.results_[0]: stage 0 sends the credit to the other group,
+// stage 1 the settlement back. Returns whether it answered, or nothing once the
+// transfer is settled and posted (stage 2), for the caller to answer. A retry with
+// the same Idempotency-Key gets the same numbered hold from the ledger and carries the
+// same steps again; repeating them changes nothing. If a step cannot be taken (the
+// server stops, a group is overloaded), the engine's finisher or the next start
+// finishes it (pipeline/between_groups.h).
+std::optional<bool> Service::carry_between_groups(Exchange& ex, u32 stage, u64 credit_account,
+                                                  u64 amount, Currency currency) {
   CommandResult& result = ex.results_[0];
-  switch (ex.step_) {
-    case 1: {  // the hold is durable (or was refused)
+  switch (stage) {
+    case 0: {  // the hold is numbered, durably (or was refused)
       if (!result.ok()) return fail(ex, result.code, describe(result.code));
       ex.between_ = result;
-      ex.group_ = engine().route(r.credit_account_id);
-      ex.commands_[0] = Command::make_deliver(TransferId{result.id}, AccountId{r.credit_account_id},
-                                              r.amount, r.currency, result.channel_number);
+      ex.group_ = engine().route(credit_account);
+      ex.commands_[0] = Command::make_deliver(TransferId{result.id}, AccountId{credit_account},
+                                              amount, currency, result.channel_number);
       return submit_one(ex, /*last_step=*/false);
     }
-    case 2: {  // the other group answered
-      ex.group_ = engine().route(r.debit_account_id);
+    case 1: {  // the other group answered
+      ex.group_ = engine().route(ex.between_.id);
       ex.commands_[0] =
           Command::make_settle(TransferId{ex.between_.id}, ex.between_.channel_number, result.code);
       return submit_one(ex);
     }
     default: {  // settled: posted (ok), or voided because the other group refused
-      if (result.ok()) {
-        render_new_transfer(ex.reply.body, ex.between_.id, r, /*between_groups=*/true);
-        return finish(ex, 201);
-      }
+      if (result.ok()) return std::nullopt;
       if (result.code == ResultCode::invalid_command) {
         return fail(ex, ResultCode::not_durable,
                     "the transfer between groups could not be settled now; the engine settles "
@@ -584,6 +625,7 @@ bool Service::pending_action(Exchange& ex) {
     return submit(ex, request, /*last_step=*/false);
   }
   const Transfer& hold = ex.transfers_[0];
+  const u64 posted_amount = ex.pending_.amount != 0 ? ex.pending_.amount : hold.amount;
   if (ex.step_ == 1) {
     if (!ex.outcome_.found || !visible_transfer(ex, hold)) {
       return fail(ex, ResultCode::transfer_not_found, "no such transfer");
@@ -591,14 +633,24 @@ bool Service::pending_action(Exchange& ex) {
     ex.commands_.resize(1);
     ex.results_.resize(1);
     const TransferId id{ex.path_id_};
-    ex.commands_[0] = (post ? Command::make_post(id, ex.pending_.amount) : Command::make_void(id))
-                          .with_key(ex.key_);
-    return submit_one(ex);
+    // Posting a hold between groups carries the credit to the other group (voiding
+    // one is local, like any other).
+    ex.between_groups_ = post && hold.between_groups();
+    ex.commands_[0] =
+        (!post                ? Command::make_void(id)
+         : ex.between_groups_ ? Command::make_post_between_groups(id, ex.pending_.amount)
+                              : Command::make_post(id, ex.pending_.amount))
+            .with_key(ex.key_);
+    return submit_one(ex, /*last_step=*/!ex.between_groups_);
   }
-  const CommandResult result = ex.results_[0];
-  if (!result.ok()) return fail(ex, result.code, describe(result.code));
-  render_closed_hold(ex.reply.body, hold, post,
-                     ex.pending_.amount != 0 ? ex.pending_.amount : hold.amount);
+  if (ex.between_groups_) {
+    const std::optional<bool> answered = carry_between_groups(
+        ex, ex.step_ - 2, hold.credit_account_id.value, posted_amount, hold.currency);
+    if (answered) return *answered;
+  } else if (const CommandResult result = ex.results_[0]; !result.ok()) {
+    return fail(ex, result.code, describe(result.code));
+  }
+  render_closed_hold(ex.reply.body, hold, post, posted_amount);
   return finish(ex, 200);
 }
 

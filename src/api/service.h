@@ -12,6 +12,7 @@
 #pragma once
 
 #include <atomic>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -89,8 +90,10 @@ class Exchange final : public Completion {
   TransferCreate transfer_;
   PendingAction pending_;
   BatchRequest batch_;
-  bool between_groups_ = false;  // a transfer between groups (create_transfer)
-  CommandResult between_;        // its hold: id, channel number
+  // A transfer between groups (create_transfer), or the post of a hold between
+  // groups (pending_action).
+  bool between_groups_ = false;
+  CommandResult between_;  // its hold: id, channel number
 
   std::vector<Command> commands_;
   std::vector<CommandResult> results_;
@@ -153,7 +156,10 @@ class Service {
   bool create_account(Exchange& ex);
   bool get_account(Exchange& ex);
   bool create_transfer(Exchange& ex);
+  bool submit_transfer(Exchange& ex, bool last_step);
   bool transfer_between_groups(Exchange& ex);
+  std::optional<bool> carry_between_groups(Exchange& ex, u32 stage, u64 credit_account, u64 amount,
+                                           Currency currency);
   bool get_transfer(Exchange& ex);
   bool pending_action(Exchange& ex);
   bool batch(Exchange& ex);

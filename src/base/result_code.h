@@ -36,6 +36,7 @@ namespace paygate {
   X(pending_transfer_already_posted, 31)                     \
   X(pending_transfer_already_voided, 32)                     \
   X(transfer_expired, 33)                                    \
+  X(transfer_settling, 34)                                   \
   /* fixed capacities */                                     \
   X(accounts_full, 40)                                       \
   X(pending_transfers_full, 41)                              \

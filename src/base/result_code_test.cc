@@ -46,6 +46,7 @@ TEST(ResultCode, NumbersAndNamesAreStable) {
       {31, "pending_transfer_already_posted"},
       {32, "pending_transfer_already_voided"},
       {33, "transfer_expired"},
+      {34, "transfer_settling"},
       {40, "accounts_full"},
       {41, "pending_transfers_full"},
       {42, "batch_too_large"},

@@ -126,6 +126,13 @@ struct Command {
     c.pending = PendingBody{.transfer_id = id, .amount = amount};
     return c;
   }
+  // Posts a two-phase hold between groups: the caller carries the credit to the other
+  // group and the settlement back (docs/LEDGER.md). Only the gateway sends it.
+  static Command make_post_between_groups(TransferId id, u64 amount = 0) noexcept {
+    Command c = make_post(id, amount);
+    c.flags = kTransferBetweenGroups;
+    return c;
+  }
   static Command make_void(TransferId id) noexcept {
     Command c;
     c.kind = CommandKind::void_pending;
@@ -178,7 +185,8 @@ static_assert(std::is_trivially_copyable_v<Command>);
 // which it carries from group to group): never taken from a client as they are.
 constexpr bool gateway_only(const Command& command) noexcept {
   return command.kind == CommandKind::deliver || command.kind == CommandKind::settle ||
-         (command.kind == CommandKind::transfer && (command.flags & kTransferBetweenGroups) != 0);
+         ((command.kind == CommandKind::transfer || command.kind == CommandKind::post_pending) &&
+          (command.flags & kTransferBetweenGroups) != 0);
 }
 
 // One line of text for operators' tools: "transfer debit=… credit=… amount=…".

@@ -270,9 +270,9 @@ CommandResult Ledger::transfer(Stamp stamp, const Command& command) noexcept {
   if (!body.currency.valid()) return {ResultCode::invalid_currency};
   if (body.debit_account_id == body.credit_account_id) return {ResultCode::same_account};
   if ((command.flags & kTransferBetweenGroups) != 0) [[unlikely]] {
-    // Immediate only, and never inside an atomic batch (the other group's credit
-    // cannot be taken back with the batch).
-    if (hold || kUndo) return {ResultCode::cross_group_transfer};
+    // Never inside an atomic batch: the other group's credit cannot be taken back
+    // with the batch.
+    if (kUndo) return {ResultCode::cross_group_transfer};
     return send_between_groups(stamp, command);
   }
   Account* debit = account_at(body.debit_account_id);
@@ -296,7 +296,9 @@ CommandResult Ledger::transfer(Stamp stamp, const Command& command) noexcept {
 }
 
 // Step 1 of a transfer between groups: hold the amount, credited to the clearing
-// account for the credit account's group, and number it on that channel.
+// account for the credit account's group, and number it on that channel. A two-phase
+// hold is numbered when it is posted (post_between_groups): until then it is an
+// ordinary hold here, which may be voided or expire.
 CommandResult Ledger::send_between_groups(Stamp stamp, const Command& command) noexcept {
   const TransferBody& body = command.transfer;
   Account* debit = account_at(body.debit_account_id);
@@ -307,7 +309,8 @@ CommandResult Ledger::send_between_groups(Stamp stamp, const Command& command) n
   const i64 peer = peer_group(body.credit_account_id.value);
   if (peer < 0) return {ResultCode::credit_account_not_found};
   if (debit->currency != body.currency) return {ResultCode::currency_mismatch};
-  if (free_top_ == 0 || !channels_.can_send(static_cast<u32>(peer))) {
+  const bool two_phase = (command.flags & kTransferPending) != 0;
+  if (free_top_ == 0 || (!two_phase && !channels_.can_send(static_cast<u32>(peer)))) {
     return {ResultCode::pending_transfers_full};
   }
   Account* clearing = clearing_account(static_cast<u32>(peer), body.currency);
@@ -319,11 +322,32 @@ CommandResult Ledger::send_between_groups(Stamp stamp, const Command& command) n
     }
     clearing = &make_clearing_account(stamp, static_cast<u32>(peer), body.currency);
   }
-  // Held, without a timeout, until the other group answers (settle).
-  const TransferId id = move<false>(stamp, *debit, *clearing, body.credit_account_id, body.amount,
-                                    body.currency, kTransferBetweenGroups, /*hold=*/true, 0);
+  // An immediate one is held, without a timeout, until the other group answers
+  // (settle); a two-phase one keeps the timeout it was given until it is posted.
+  const TransferId id =
+      move<false>(stamp, *debit, *clearing, body.credit_account_id, body.amount, body.currency,
+                  command.flags, /*hold=*/true, two_phase ? body.timeout_s : 0);
+  if (two_phase) return {.code = ResultCode::ok, .id = id.value};
   const u32 number = channels_.send(static_cast<u32>(peer), id.value);
   return {.code = ResultCode::ok, .channel_number = number, .id = id.value};
+}
+
+// Posting a two-phase hold between groups: number it on the channel with the amount
+// to deliver. From here it no longer expires and cannot be voided: the other group
+// credits it (settle posts it) or refuses (settle voids it).
+CommandResult Ledger::post_between_groups(u32 slot, u64 amount) noexcept {
+  Transfer& hold = pending_[slot];
+  PG_ASSERT(hold.between_groups() && amount != 0 && amount <= hold.amount);
+  if (hold.on_channel())
+    return {hold.two_phase() ? ResultCode::transfer_settling : ResultCode::transfer_not_pending};
+  const i64 peer = peer_group(hold.credit_account_id.value);
+  PG_ASSERT(peer >= 0);
+  if (!channels_.can_send(static_cast<u32>(peer))) return {ResultCode::pending_transfers_full};
+  if (expiry_.contains(slot)) expiry_.remove(slot);
+  hold.expires_at_ns = 0;
+  hold.posted_amount = amount;
+  const u32 number = channels_.send(static_cast<u32>(peer), hold.id.value);
+  return {.code = ResultCode::ok, .channel_number = number, .id = hold.id.value};
 }
 
 // The checks every new transfer ends with: serials left, the debit account's funds,
@@ -412,15 +436,24 @@ inline TransferId Ledger::move(Stamp stamp, Account& debit, Account& credit,
 template <bool kUndo>
 CommandResult Ledger::post_pending(Stamp stamp, const Command& command) noexcept {
   const PendingBody& body = command.pending;
-  if (command.flags != 0) return {ResultCode::invalid_command};
+  if ((command.flags & ~kTransferBetweenGroups) != 0) return {ResultCode::invalid_command};
   const u32* slot = pending_slot(body.transfer_id);
   if (slot == nullptr) return {closed_transfer_code(body.transfer_id)};
   const Transfer& hold = pending_[*slot];
   PG_ASSERT(hold.status == TransferStatus::pending);
   PG_ASSERT(hold.expires_at_ns == 0 || hold.expires_at_ns > stamp.timestamp_ns);
-  if (hold.between_groups()) return {ResultCode::transfer_not_pending};  // only settle closes it
+  if (!hold.two_phase()) return {ResultCode::transfer_not_pending};  // only settle closes it
   const u64 amount = body.amount == 0 ? hold.amount : body.amount;
   if (amount > hold.amount) return {ResultCode::exceeds_pending_amount};
+  if (hold.between_groups() != ((command.flags & kTransferBetweenGroups) != 0)) [[unlikely]] {
+    // A hold between groups is posted only by a caller that carries the credit to the
+    // other group (the gateway), and never inside an atomic batch.
+    return {ResultCode::cross_group_transfer};
+  }
+  if (hold.between_groups()) [[unlikely]] {
+    if constexpr (kUndo) return {ResultCode::cross_group_transfer};
+    return post_between_groups(*slot, amount);
+  }
   const TransferId id = hold.id;
   close_pending<kUndo>(*slot, TransferStatus::posted, amount, stamp);
   return {.code = ResultCode::ok, .id = id.value};
@@ -432,7 +465,10 @@ CommandResult Ledger::void_pending(Stamp stamp, const Command& command) noexcept
   if (command.flags != 0 || body.amount != 0) return {ResultCode::invalid_command};
   const u32* slot = pending_slot(body.transfer_id);
   if (slot == nullptr) return {closed_transfer_code(body.transfer_id)};
-  if (pending_[*slot].between_groups()) return {ResultCode::transfer_not_pending};
+  const Transfer& hold = pending_[*slot];
+  if (hold.on_channel()) {
+    return {hold.two_phase() ? ResultCode::transfer_settling : ResultCode::transfer_not_pending};
+  }
   close_pending<kUndo>(*slot, TransferStatus::voided, 0, stamp);
   return {.code = ResultCode::ok, .id = body.transfer_id.value};
 }
@@ -498,7 +534,7 @@ CommandResult Ledger::settle(Stamp stamp, const Command& command) noexcept {
   if (const u32* slot = pending_slot(id)) {
     const Transfer& hold = pending_[*slot];
     const i64 peer = peer_group(hold.credit_account_id.value);
-    if (!hold.between_groups() || peer < 0 ||
+    if (!hold.on_channel() || peer < 0 ||
         !channels_.is_open(static_cast<u32>(peer), body.channel_number, id.value) ||
         body.delivery == ResultCode::stale_delivery) {
       // Not this channel's open transfer, or an answer that cannot come while it is
@@ -507,7 +543,7 @@ CommandResult Ledger::settle(Stamp stamp, const Command& command) noexcept {
     }
     channels_.settle(static_cast<u32>(peer), body.channel_number);
     if (body.delivery == ResultCode::ok) {
-      close_pending<false>(*slot, TransferStatus::posted, hold.amount, stamp);
+      close_pending<false>(*slot, TransferStatus::posted, hold.delivery_amount(), stamp);
     } else {
       close_pending<false>(*slot, TransferStatus::voided, 0, stamp, body.delivery);
     }
@@ -516,7 +552,9 @@ CommandResult Ledger::settle(Stamp stamp, const Command& command) noexcept {
   // Settled before: answer from the record while the recent ring holds it.
   if (const std::optional<Transfer> settled = find_transfer(id)) {
     // (A transfer this group delivered is between groups too, but its credit is here.)
-    if (!settled->between_groups() || issued_here(settled->credit_account_id.value)) {
+    // (Nor was one voided or expired by hand: only one that was never on the channel.)
+    if (!settled->between_groups() || issued_here(settled->credit_account_id.value) ||
+        (settled->status != TransferStatus::posted && settled->refused == ResultCode::ok)) {
       return {ResultCode::invalid_command};
     }
     const ResultCode code =
@@ -1085,9 +1123,12 @@ InvariantReport Ledger::check_invariants() const {
     if (debit == nullptr || credit == nullptr) {
       return fail(fmt::format("hold {} names an unknown account", id));
     }
-    if (hold.between_groups()) {
+    if (hold.posted_amount > hold.amount || (hold.posted_amount != 0 && !hold.on_channel())) {
+      fail(fmt::format("open hold {} has a posted amount", id));
+    }
+    if (hold.on_channel()) {
       ++between_groups;
-      if (hold.expires_at_ns != 0) fail(fmt::format("hold {} between groups can expire", id));
+      if (hold.expires_at_ns != 0) fail(fmt::format("hold {} on its channel can expire", id));
     }
     held_by[id_serial(debit->id.value) - 1] += hold.amount;
     incoming_for[id_serial(credit->id.value) - 1] += hold.amount;
@@ -1133,12 +1174,12 @@ InvariantReport Ledger::check_invariants() const {
   channels_.for_each_unsettled([&](u32 peer, u32 number, u64 id) {
     ++unsettled;
     const u32* slot = pending_slot(TransferId{id});
-    if (slot == nullptr || !pending_[*slot].between_groups() ||
+    if (slot == nullptr || !pending_[*slot].on_channel() ||
         id_prefix(pending_[*slot].credit_account_id.value).group != peer) {
       fail(fmt::format("channel {} number {} names {}, no hold to that group", peer, number, id));
     }
   });
-  if (unsettled != between_groups) fail("holds between groups differ from the channels' count");
+  if (unsettled != between_groups) fail("holds on channels differ from the channels' count");
   u32 clearing = 0;
   for (u32 i = 0; i < account_count_; ++i) {
     const Account& a = accounts_[i];

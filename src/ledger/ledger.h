@@ -177,6 +177,7 @@ class Ledger {
   template <bool kUndo>
   CommandResult void_pending(Stamp stamp, const Command& command) noexcept;
   CommandResult send_between_groups(Stamp stamp, const Command& command) noexcept;
+  CommandResult post_between_groups(u32 slot, u64 amount) noexcept;
   CommandResult deliver(Stamp stamp, const Command& command) noexcept;
   [[gnu::always_inline]] ResultCode check_funds(const Account& debit, const Account* credit,
                                                 u64 amount) const noexcept;

@@ -34,9 +34,13 @@ class Region {
 
   Ledger& operator[](u32 g) { return *ledgers_[g]; }
   u32 size() const { return static_cast<u32>(ledgers_.size()); }
+  // Every command runs a millisecond after the one before, in whichever group.
+  static constexpr u64 kTickNs = kNanosPerSecond / 1000;
+  u64 next_command_ns() const { return now_ns_ + kTickNs; }
+  void pass(u64 ns) { now_ns_ += ns; }
 
   CommandResult run(u32 g, const Command& command) {
-    now_ns_ += kNanosPerSecond / 1000;
+    now_ns_ += kTickNs;
     const Stamp stamp{++sequences_[g], now_ns_};
     history_[g].push_back({stamp, command});
     return ledgers_[g]->apply(stamp, command);
@@ -68,9 +72,14 @@ class Region {
     command.flags = kTransferBetweenGroups;
     return command;
   }
+  static Command hold_between(AccountId debit, AccountId credit, u64 amount, u32 timeout_s = 0) {
+    Command command = Command::make_hold(debit, credit, amount, kUsd, timeout_s);
+    command.flags |= kTransferBetweenGroups;
+    return command;
+  }
   // Steps 2 and 3 for a hold made by step 1 in group `from`.
   ResultCode deliver(u32 to, const Transfer& hold, u32 number) {
-    return run(to, Command::make_deliver(hold.id, hold.credit_account_id, hold.amount,
+    return run(to, Command::make_deliver(hold.id, hold.credit_account_id, hold.delivery_amount(),
                                          hold.currency, number))
         .code;
   }
@@ -278,11 +287,10 @@ TEST(LedgerBetweenGroups, RefusesWhatCannotCrossOrIsNotTheirs) {
   const AccountId local = region.open(0);
   const AccountId payee = region.open(1);
 
-  // Immediate only, never in an atomic batch, only to a group of this region.
-  Command two_phase = Region::between(payer, payee, 10);
-  two_phase.flags |= kTransferPending;
-  EXPECT_EQ(region.run(0, two_phase).code, ResultCode::cross_group_transfer);
+  // Never in an atomic batch, only to a group of this region.
   std::vector<Command> batch{Region::between(payer, payee, 10)};
+  EXPECT_EQ(region.atomic(0, batch), ResultCode::cross_group_transfer);
+  batch[0] = Region::hold_between(payer, payee, 10);
   EXPECT_EQ(region.atomic(0, batch), ResultCode::cross_group_transfer);
   EXPECT_EQ(region.run(0, Region::between(payer, AccountId{make_id({1, 3}, 1)}, 10)).code,
             ResultCode::credit_account_not_found);  // no group 3
@@ -299,6 +307,8 @@ TEST(LedgerBetweenGroups, RefusesWhatCannotCrossOrIsNotTheirs) {
   const TransferId id{sent.id};
   // Only settle closes it: not a client's post or void, and no wrong number or answer.
   EXPECT_EQ(region.run(0, Command::make_post(id)).code, ResultCode::transfer_not_pending);
+  EXPECT_EQ(region.run(0, Command::make_post_between_groups(id)).code,
+            ResultCode::transfer_not_pending);
   EXPECT_EQ(region.run(0, Command::make_void(id)).code, ResultCode::transfer_not_pending);
   EXPECT_EQ(region.settle(0, id, sent.channel_number + 1, ResultCode::ok),
             ResultCode::invalid_command);
@@ -324,6 +334,124 @@ TEST(LedgerBetweenGroups, RefusesWhatCannotCrossOrIsNotTheirs) {
       region.run(2, Command::make_deliver(hold.id, region.clearing(0, 1).id, 10, kUsd, 0)).code,
       ResultCode::credit_account_not_found);
   region.expect_invariants();
+}
+
+TEST(LedgerBetweenGroups, ATwoPhaseHoldIsLocalUntilPostedThenSettlesWhatWasPosted) {
+  Region region(2);
+  const AccountId payer = region.funded(0, 1000);
+  const AccountId payee = region.open(1);
+  const AccountId local = region.open(0);
+  const auto none_unsettled = [&] {
+    region[0].for_each_unsettled([](const Transfer&, u32) { ADD_FAILURE() << "unsettled"; });
+  };
+
+  // Held here, against the clearing account, with its timeout and no channel number.
+  const CommandResult made = region.run(0, Region::hold_between(payer, payee, 400, 5));
+  ASSERT_EQ(made.code, ResultCode::ok);
+  const TransferId id{made.id};
+  Transfer hold = open_hold(region[0], id);
+  EXPECT_TRUE(hold.two_phase() && hold.between_groups() && !hold.on_channel());
+  EXPECT_NE(hold.expires_at_ns, 0u);
+  EXPECT_EQ(region[0].find_account(payer)->available(), 600);
+  EXPECT_EQ(region.clearing(0, 1).credits_pending, 400u);
+  none_unsettled();
+  region.expect_invariants();
+
+  // Posted only by the caller that carries it on, and never in an atomic batch; a
+  // local hold is not posted as one between groups.
+  EXPECT_EQ(region.run(0, Command::make_post(id)).code, ResultCode::cross_group_transfer);
+  std::vector<Command> batch{Command::make_post_between_groups(id)};
+  EXPECT_EQ(region.atomic(0, batch), ResultCode::cross_group_transfer);
+  const CommandResult local_hold =
+      region.run(0, Command::make_hold(payer, local, 1, kUsd, /*timeout_s=*/0));
+  ASSERT_TRUE(local_hold.ok());
+  EXPECT_EQ(region.run(0, Command::make_post_between_groups(TransferId{local_hold.id})).code,
+            ResultCode::cross_group_transfer);
+  EXPECT_EQ(region.run(0, Command::make_post_between_groups(id, 401)).code,
+            ResultCode::exceeds_pending_amount);
+
+  // Posting 250 of it numbers it on the channel; from then on it neither expires nor
+  // can be voided or posted again.
+  const CommandResult posted = region.run(0, Command::make_post_between_groups(id, 250));
+  ASSERT_EQ(posted.code, ResultCode::ok);
+  EXPECT_EQ(posted.id, id.value);
+  hold = open_hold(region[0], id);
+  EXPECT_TRUE(hold.on_channel());
+  EXPECT_EQ(hold.status, TransferStatus::pending);
+  EXPECT_EQ(hold.delivery_amount(), 250u);
+  EXPECT_EQ(hold.expires_at_ns, 0u);
+  EXPECT_EQ(region.run(0, Command::make_void(id)).code, ResultCode::transfer_settling);
+  EXPECT_EQ(region.run(0, Command::make_post_between_groups(id)).code,
+            ResultCode::transfer_settling);
+  region.pass(10 * kNanosPerSecond);
+  EXPECT_EQ(region.run(0, Command::make_tick()).code, ResultCode::ok);
+  EXPECT_EQ(open_hold(region[0], id).status, TransferStatus::pending);
+  u32 unsettled = 0;
+  region[0].for_each_unsettled([&](const Transfer& t, u32 number) {
+    ++unsettled;
+    EXPECT_EQ(t.id, id);
+    EXPECT_EQ(number, posted.channel_number);
+  });
+  EXPECT_EQ(unsettled, 1u);
+  region.restart(0);  // a hold on its way survives a snapshot
+  region.expect_invariants();
+
+  ASSERT_EQ(region.deliver(1, hold, posted.channel_number), ResultCode::ok);
+  EXPECT_EQ(region.balance(payee), 250);
+  ASSERT_EQ(region.settle(0, id, posted.channel_number, ResultCode::ok), ResultCode::ok);
+  EXPECT_EQ(region.settle(0, id, posted.channel_number, ResultCode::ok), ResultCode::ok);
+  const Transfer closed = open_hold(region[0], id);
+  EXPECT_EQ(closed.status, TransferStatus::posted);
+  EXPECT_EQ(closed.posted_amount, 250u);
+  EXPECT_EQ(region.balance(payer), 1000 - 250);                    // the other 150 was released
+  EXPECT_EQ(region[0].find_account(payer)->available(), 750 - 1);  // (the local hold of 1)
+  EXPECT_EQ(region.clearing(0, 1).balance() + region.clearing(1, 0).balance(), 0);
+  none_unsettled();
+  region.expect_invariants();
+  region.expect_replay_equal(0);
+  region.expect_replay_equal(1);
+}
+
+TEST(LedgerBetweenGroups, ATwoPhaseHoldIsVoidedOrExpiresHereOrIsRefusedThere) {
+  Region region(2);
+  const AccountId payer = region.funded(0, 1000);
+  const AccountId payee = region.open(1);
+  const AccountId euros = region.open(1, kEur);
+
+  const CommandResult voided = region.run(0, Region::hold_between(payer, payee, 100));
+  ASSERT_TRUE(voided.ok());
+  EXPECT_EQ(region.run(0, Command::make_void(TransferId{voided.id})).code, ResultCode::ok);
+  EXPECT_EQ(open_hold(region[0], TransferId{voided.id}).status, TransferStatus::voided);
+
+  const CommandResult expiring = region.run(0, Region::hold_between(payer, payee, 100, 1));
+  ASSERT_TRUE(expiring.ok());
+  region.pass(2 * kNanosPerSecond);
+  EXPECT_EQ(region.run(0, Command::make_post_between_groups(TransferId{expiring.id})).code,
+            ResultCode::transfer_expired);
+
+  // A settle for a hold that never went out changes nothing.
+  EXPECT_EQ(region.settle(0, TransferId{voided.id}, 0, ResultCode::ok),
+            ResultCode::invalid_command);
+
+  const CommandResult refused = region.run(0, Region::hold_between(payer, euros, 100));
+  ASSERT_TRUE(refused.ok());
+  const CommandResult posted =
+      region.run(0, Command::make_post_between_groups(TransferId{refused.id}));
+  ASSERT_TRUE(posted.ok());
+  const Transfer hold = open_hold(region[0], TransferId{refused.id});
+  EXPECT_EQ(region.deliver(1, hold, posted.channel_number), ResultCode::currency_mismatch);
+  EXPECT_EQ(region.settle(0, hold.id, posted.channel_number, ResultCode::currency_mismatch),
+            ResultCode::currency_mismatch);
+  const Transfer closed = open_hold(region[0], hold.id);
+  EXPECT_EQ(closed.status, TransferStatus::voided);
+  EXPECT_EQ(closed.refused, ResultCode::currency_mismatch);
+
+  EXPECT_EQ(region.balance(payer), 1000);
+  EXPECT_EQ(region[0].find_account(payer)->available(), 1000);
+  EXPECT_EQ(region.clearing(0, 1).credits_pending, 0u);
+  EXPECT_EQ(region.clearing(0, 1).balance(), 0);
+  region.expect_invariants();
+  region.expect_replay_equal(0);
 }
 
 TEST(LedgerBetweenGroups, AFullChannelRefusesUntilTheOldestSettles) {
@@ -432,9 +560,33 @@ TEST(LedgerBetweenGroups, RandomizedAgainstAPlainMap) {
       u32 from, to;
       TransferId id;
       AccountId debit, credit;
-      u64 amount;
+      u64 amount;  // what is delivered
+      u64 held;    // what the hold holds (more than amount for a part posted)
       u32 number;
       ResultCode delivery = ResultCode::ok;  // back wire: what the delivery said
+    };
+    // Two-phase holds between groups not yet posted: they may be voided or expire.
+    struct OpenHold {
+      AccountId debit, credit;
+      u64 amount;
+      u64 expires_at_ns;  // 0: never
+      bool refusing;
+    };
+    std::map<u64, OpenHold> two_phase;
+    // Runs a command in group g, first expiring in the reference what the ledger will
+    // expire before it (a group expires its holds when it next runs a command).
+    const auto run = [&](u32 g, const Command& command) {
+      const u64 at = region.next_command_ns();
+      for (auto it = two_phase.begin(); it != two_phase.end();) {
+        const OpenHold& h = it->second;
+        if (id_prefix(h.debit.value).group == g && h.expires_at_ns != 0 && h.expires_at_ns <= at) {
+          held[h.debit.value] -= static_cast<i64>(h.amount);
+          it = two_phase.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      return region.run(g, command);
     };
     std::vector<Message> wire, back;           // deliveries and settlements in flight
     std::map<u64, ResultCode> first_delivery;  // transfer id → what it first answered
@@ -454,17 +606,14 @@ TEST(LedgerBetweenGroups, RandomizedAgainstAPlainMap) {
       for (u32 g = 0; g < kGroups; ++g) {
         region[g].for_each_unsettled([&](const Transfer& t, u32 number) {
           wire.push_back(Message{g, id_prefix(t.credit_account_id.value).group, t.id,
-                                 t.debit_account_id, t.credit_account_id, t.amount, number});
+                                 t.debit_account_id, t.credit_account_id, t.delivery_amount(),
+                                 t.amount, number});
         });
       }
     };
     const auto deliver = [&](const Message& m) {
-      const Transfer hold{.id = m.id,
-                          .debit_account_id = m.debit,
-                          .credit_account_id = m.credit,
-                          .amount = m.amount,
-                          .currency = kUsd};
-      const ResultCode code = region.deliver(m.to, hold, m.number);
+      const ResultCode code =
+          run(m.to, Command::make_deliver(m.id, m.credit, m.amount, kUsd, m.number)).code;
       if (code == ResultCode::stale_delivery) {
         // Only a late copy of one settled long ago (a window of numbers since).
         ASSERT_TRUE(settled[m.id.value]);
@@ -483,7 +632,7 @@ TEST(LedgerBetweenGroups, RandomizedAgainstAPlainMap) {
       back.push_back(answer);
     };
     const auto settle = [&](const Message& m) {
-      const ResultCode code = region.settle(m.from, m.id, m.number, m.delivery);
+      const ResultCode code = run(m.from, Command::make_settle(m.id, m.number, m.delivery)).code;
       if (code == ResultCode::outcome_expired) {
         // Settled before, and its record has left the recent ring since.
         ASSERT_TRUE(settled[m.id.value]);
@@ -492,7 +641,7 @@ TEST(LedgerBetweenGroups, RandomizedAgainstAPlainMap) {
       ASSERT_EQ(code, m.delivery);
       if (!settled[m.id.value]) {
         settled[m.id.value] = true;
-        held[m.debit.value] -= static_cast<i64>(m.amount);
+        held[m.debit.value] -= static_cast<i64>(m.held);
         if (code == ResultCode::ok) balance[m.debit.value] -= static_cast<i64>(m.amount);
       }
     };
@@ -508,7 +657,13 @@ TEST(LedgerBetweenGroups, RandomizedAgainstAPlainMap) {
             refuse ? refusing[below(refusing.size())] : accounts[below(accounts.size())];
         if (id_prefix(credit.value).group == from) continue;
         const u64 amount = 1 + below(300);
-        const CommandResult sent = region.run(from, Region::between(debit, credit, amount));
+        const bool hold = below(3) == 0;
+        const u32 timeout_s = hold ? static_cast<u32>(below(4)) : 0;
+        const u64 expires_at_ns =
+            timeout_s == 0 ? 0 : region.next_command_ns() + u64{timeout_s} * kNanosPerSecond;
+        const CommandResult sent =
+            run(from, hold ? Region::hold_between(debit, credit, amount, timeout_s)
+                           : Region::between(debit, credit, amount));
         const i64 available = balance[debit.value] - held[debit.value];
         if (static_cast<i64>(amount) > available) {
           ASSERT_EQ(sent.code, ResultCode::insufficient_funds);
@@ -517,9 +672,44 @@ TEST(LedgerBetweenGroups, RandomizedAgainstAPlainMap) {
         if (sent.code == ResultCode::pending_transfers_full) continue;  // a full channel
         ASSERT_EQ(sent.code, ResultCode::ok);
         held[debit.value] += static_cast<i64>(amount);
+        if (hold) {
+          two_phase[sent.id] = OpenHold{debit, credit, amount, expires_at_ns, refuse};
+          continue;
+        }
         if (refuse) ++expected_refusals;
         wire.push_back(Message{from, id_prefix(credit.value).group, TransferId{sent.id}, debit,
-                               credit, amount, sent.channel_number});
+                               credit, amount, amount, sent.channel_number});
+      } else if (roll < 380) {
+        // A two-phase hold between groups: post all or part of it, or void it.
+        if (two_phase.empty()) continue;
+        auto it = two_phase.begin();
+        std::advance(it, below(two_phase.size()));
+        const u64 id = it->first;
+        const OpenHold h = it->second;
+        const u32 from = id_prefix(h.debit.value).group;
+        const bool post = below(4) != 0;
+        const u64 amount = below(2) == 0 ? h.amount : 1 + below(h.amount);
+        const CommandResult r =
+            run(from, post ? Command::make_post_between_groups(TransferId{id},
+                                                               amount == h.amount ? 0 : amount)
+                           : Command::make_void(TransferId{id}));
+        if (!two_phase.contains(id)) {  // it expired just before
+          ASSERT_EQ(r.code, ResultCode::transfer_expired);
+          continue;
+        }
+        if (r.code == ResultCode::pending_transfers_full) continue;  // a full channel
+        ASSERT_EQ(r.code, ResultCode::ok);
+        two_phase.erase(id);
+        if (!post) {
+          held[h.debit.value] -= static_cast<i64>(h.amount);
+          continue;
+        }
+        // On its way now: neither void nor post again, nor expiry, can touch it.
+        ASSERT_EQ(run(from, Command::make_void(TransferId{id})).code,
+                  ResultCode::transfer_settling);
+        if (h.refusing) ++expected_refusals;
+        wire.push_back(Message{from, id_prefix(h.credit.value).group, TransferId{id}, h.debit,
+                               h.credit, amount, h.amount, r.channel_number});
       } else if (roll < 450) {
         // Inside one group.
         const AccountId debit = accounts[below(accounts.size())];
@@ -527,7 +717,7 @@ TEST(LedgerBetweenGroups, RandomizedAgainstAPlainMap) {
         const AccountId credit = accounts[g * 4 + below(4)];
         if (credit == debit) continue;
         const u64 amount = 1 + below(300);
-        const CommandResult r = region.run(g, Command::make_transfer(debit, credit, amount, kUsd));
+        const CommandResult r = run(g, Command::make_transfer(debit, credit, amount, kUsd));
         if (static_cast<i64>(amount) > balance[debit.value] - held[debit.value]) {
           ASSERT_EQ(r.code, ResultCode::insufficient_funds);
           continue;
@@ -550,7 +740,19 @@ TEST(LedgerBetweenGroups, RandomizedAgainstAPlainMap) {
     }
     if (::testing::Test::HasFatalFailure()) return;
 
-    // Finish everything, the way a restart does.
+    // Void the holds never posted, then finish everything, the way a restart does.
+    while (!two_phase.empty() && !::testing::Test::HasFatalFailure()) {
+      const auto [id, h] = *two_phase.begin();
+      const ResultCode code =
+          run(id_prefix(h.debit.value).group, Command::make_void(TransferId{id})).code;
+      if (two_phase.contains(id)) {
+        ASSERT_EQ(code, ResultCode::ok);
+        held[h.debit.value] -= static_cast<i64>(h.amount);
+        two_phase.erase(id);
+      } else {
+        ASSERT_EQ(code, ResultCode::transfer_expired);
+      }
+    }
     wire.clear();
     back.clear();
     redo_unsettled();

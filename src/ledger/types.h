@@ -109,8 +109,10 @@ struct alignas(64) Transfer {
   TransferId id;
   AccountId debit_account_id;
   AccountId credit_account_id;
-  u64 amount = 0;         // immediate: the amount moved; pending: the amount held
-  u64 posted_amount = 0;  // a posted hold: the part captured (the rest was released)
+  u64 amount = 0;  // immediate: the amount moved; pending: the amount held
+  // A posted hold: the part captured (the rest was released). An open two-phase hold
+  // between groups that is being posted: the part on its way (on_channel()).
+  u64 posted_amount = 0;
   u64 created_at_ns = 0;
   u64 expires_at_ns = 0;  // 0: the hold never expires
   Currency currency;
@@ -121,6 +123,14 @@ struct alignas(64) Transfer {
 
   constexpr bool two_phase() const noexcept { return (flags & kTransferPending) != 0; }
   constexpr bool between_groups() const noexcept { return (flags & kTransferBetweenGroups) != 0; }
+  // An open hold between groups whose credit is on its way to the other group (it
+  // has a number on the channel): an immediate one from the start; a two-phase one
+  // once posted, when posted_amount says what the other group is to credit.
+  constexpr bool on_channel() const noexcept {
+    return between_groups() && (!two_phase() || posted_amount != 0);
+  }
+  // What the other group is to credit for an open hold on its channel.
+  constexpr u64 delivery_amount() const noexcept { return two_phase() ? posted_amount : amount; }
 };
 static_assert(sizeof(Transfer) == 64);
 

@@ -42,7 +42,7 @@ BetweenGroupsReport finish_unsettled(Engine& engine, const std::vector<Unsettled
     commands.clear();
     for (const UnsettledTransfer* t : transfers) {
       commands.push_back(Command::make_deliver(t->hold.id, t->hold.credit_account_id,
-                                               t->hold.amount, t->hold.currency,
+                                               t->hold.delivery_amount(), t->hold.currency,
                                                t->channel_number));
     }
     ResultCode code = apply_and_wait(*receiver, commands, delivered);

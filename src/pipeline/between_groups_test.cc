@@ -56,7 +56,7 @@ class BetweenGroupsTest : public ::testing::Test {
 
 TEST_F(BetweenGroupsTest, ARestartFinishesWhatACrashLeftUnsettled) {
   AccountId payer, payee;
-  CommandResult only_held, delivered, refused;
+  CommandResult only_held, delivered, refused, part_posted, not_posted;
   {
     auto engine = open_engine();
     engine->start();
@@ -73,25 +73,37 @@ TEST_F(BetweenGroupsTest, ARestartFinishesWhatACrashLeftUnsettled) {
     delivered = hold(g0, payer, payee, 200);
     refused = hold(g0, payer, AccountId{make_id({0, 1}, 60)}, 300);
     ASSERT_TRUE(only_held.ok() && delivered.ok() && refused.ok());
+    // Two two-phase holds: one posted in part (its credit not yet carried), one not
+    // posted at all, which is no business of the restart.
+    Command two_phase = Command::make_hold(payer, payee, 300, kUsd, /*timeout_s=*/0);
+    two_phase.flags |= kTransferBetweenGroups;
+    part_posted = one(g0, two_phase);
+    two_phase.transfer.amount = 50;
+    not_posted = one(g0, two_phase);
+    ASSERT_TRUE(part_posted.ok() && not_posted.ok());
+    ASSERT_TRUE(one(g0, Command::make_post_between_groups(TransferId{part_posted.id}, 150)).ok());
     ASSERT_TRUE(one(g1, Command::make_deliver(TransferId{delivered.id}, payee, 200, kUsd,
                                               delivered.channel_number))
                     .ok());
     engine->stop();
-    EXPECT_EQ(engine->group(0).ledger().find_account(payer)->available(), 400);
+    EXPECT_EQ(engine->group(0).ledger().find_account(payer)->available(), 1000 - 600 - 350);
   }
   auto engine = open_engine();
   engine->start();
   const BetweenGroupsReport& report = engine->between_groups_at_start();
-  EXPECT_EQ(report.unsettled, 3u);
-  EXPECT_EQ(report.posted, 2u);
+  EXPECT_EQ(report.unsettled, 4u);
+  EXPECT_EQ(report.posted, 3u);
   EXPECT_EQ(report.voided, 1u);
   EXPECT_EQ(report.problem, "");
   engine->stop();
   const Ledger& l0 = engine->group(0).ledger();
   const Ledger& l1 = engine->group(1).ledger();
-  EXPECT_EQ(l0.find_account(payer)->balance(), 700);
-  EXPECT_EQ(l0.find_account(payer)->available(), 700);
-  EXPECT_EQ(l1.find_account(payee)->balance(), 300);  // the delivered one was not applied twice
+  EXPECT_EQ(l0.find_account(payer)->balance(), 1000 - 300 - 150);
+  EXPECT_EQ(l0.find_account(payer)->available(), 1000 - 300 - 150 - 50);
+  // The delivered one was not applied twice; of the two-phase one, the part posted.
+  EXPECT_EQ(l1.find_account(payee)->balance(), 300 + 150);
+  EXPECT_EQ(l0.find_transfer(TransferId{part_posted.id})->posted_amount, 150u);
+  EXPECT_EQ(l0.find_transfer(TransferId{not_posted.id})->status, TransferStatus::pending);
   EXPECT_EQ(l0.find_transfer(TransferId{refused.id})->status, TransferStatus::voided);
   EXPECT_EQ(l0.find_transfer(TransferId{refused.id})->refused,
             ResultCode::credit_account_not_found);

@@ -309,21 +309,33 @@ class Load {
   }
 
   // The gateway's three steps for a transfer to the other group (one in ten to an
-  // account that does not exist, which that group refuses). A kill between them
-  // leaves the hold for the next start to finish.
+  // account that does not exist, which that group refuses); half of them two-phase,
+  // posted in part before the credit is carried. A kill between the steps leaves the
+  // hold for the next start to finish (a two-phase one, once posted).
   void between_groups(u32 g, std::mt19937_64& random) {
     const u32 other = 1 - g;
     const u32 payee = random() % 10 == 0 ? 60 : 2 + static_cast<u32>(random() % kUsers);
-    Command hold = Command::make_transfer(account(g, 2 + static_cast<u32>(random() % kUsers)),
-                                          account(other, payee), 1 + random() % 500, kUsd);
-    hold.flags = kTransferBetweenGroups;
+    const u64 amount = 1 + random() % 500;
+    const bool two_phase = random() % 2 == 0;
+    Command hold = two_phase
+                       ? Command::make_hold(account(g, 2 + static_cast<u32>(random() % kUsers)),
+                                            account(other, payee), amount, kUsd, /*timeout_s=*/0)
+                       : Command::make_transfer(account(g, 2 + static_cast<u32>(random() % kUsers)),
+                                                account(other, payee), amount, kUsd);
+    hold.flags |= kTransferBetweenGroups;
     std::vector<Command> step{hold};
     std::vector<CommandResult> held(1), delivered(1), settled(1);
     if (!run_acked(g, step, held) || !held[0].ok()) return;
     const TransferId id{held[0].id};
+    u64 delivered_amount = amount;
+    if (two_phase) {
+      delivered_amount = 1 + random() % amount;
+      step[0] = Command::make_post_between_groups(id, delivered_amount);
+      if (!run_acked(g, step, held) || !held[0].ok()) return;
+    }
     const u32 number = held[0].channel_number;
-    step[0] = Command::make_deliver(id, hold.transfer.credit_account_id, hold.transfer.amount, kUsd,
-                                    number);
+    step[0] =
+        Command::make_deliver(id, hold.transfer.credit_account_id, delivered_amount, kUsd, number);
     if (!run_acked(other, step, delivered)) return;
     step[0] = Command::make_settle(id, number, delivered[0].code);
     if (!run_acked(g, step, settled)) return;
