@@ -830,6 +830,70 @@ TEST_F(TwoGroupServerTest, TwoPhaseTransfersBetweenGroups) {
   EXPECT_EQ(balance(payer, "/available"), 750);
 }
 
+TEST_F(TwoGroupServerTest, BatchesAcrossGroupsRunInOrder) {
+  const MerchantKeys first = merchant("First"), second = merchant("Second");
+  const std::string a0 = account(first), a1 = account(first);
+  const std::string b0 = account(second), b1 = account(second);
+  fund(system_account(), a0, 1'000);
+  const HttpResponse bank_there =
+      admin_post("/v1/accounts", R"({"currency":"USD","kind":"system","group":1})");
+  ASSERT_EQ(bank_there.status, 201u) << bank_there.body;
+  fund(text_field(bank_there.body, "/id"), b0, 1'000);
+  const std::string pending = R"(,"pending":true)";
+  const HttpResponse local_hold = admin_post("/v1/transfers", transfer_body(b0, b1, 50, pending));
+  const HttpResponse cross_hold = admin_post("/v1/transfers", transfer_body(a0, b1, 30, pending));
+  ASSERT_EQ(local_hold.status, 201u);
+  ASSERT_EQ(cross_hold.status, 201u);
+  const std::string h1 = text_field(local_hold.body, "/id");
+  const std::string hx = text_field(cross_hold.body, "/id");
+  const auto op = [](const std::string& from, const std::string& to, int amount) {
+    return R"({"op":"transfer",)" + transfer_body(from, to, amount).substr(1);
+  };
+  // Operation 2 can be paid only once operation 1 has arrived: order is kept.
+  const std::string body =
+      R"({"operations":[)" + op(a0, a1, 100) + "," + op(a0, b0, 200) + "," + op(b0, b1, 1150) +
+      R"(,{"op":"post","transfer_id":")" + h1 + R"(","amount":20},)" + op(a1, a0, 5) + "," +
+      op(a0, "acc_0001000000000fff", 7) + R"(,{"op":"post","transfer_id":")" + hx +
+      R"("},{"op":"void","transfer_id":")" + hx + R"("},)" + op(b1, a1, 10) + "]}";
+  const HttpResponse done = admin_post("/v1/batch", body, {"Idempotency-Key: mixed-1"});
+  ASSERT_EQ(done.status, 200u) << done.body;
+  const std::vector<int> statuses = {201, 201, 201, 200, 201, 404, 422, 200, 201};
+  for (std::size_t i = 0; i < statuses.size(); ++i) {
+    EXPECT_EQ(number_field(done.body, "/results/" + std::to_string(i) + "/status"), statuses[i])
+        << i << ": " << done.body;
+  }
+  EXPECT_NE(done.body.find(R"("between_groups":true)"), std::string::npos) << done.body;
+  EXPECT_EQ(text_field(done.body, "/results/5/body/error/code"), "credit_account_not_found");
+  EXPECT_EQ(text_field(done.body, "/results/6/body/error/code"), "cross_group_transfer");
+  EXPECT_EQ(text_field(done.body, "/results/7/body/status"), "voided");
+  const auto expect_balances = [&] {
+    EXPECT_EQ(balance(a0), 1'000 - 100 - 200 + 5);
+    EXPECT_EQ(balance(a0, "/available"), 1'000 - 100 - 200 + 5);
+    EXPECT_EQ(balance(a1), 100 - 5 + 10);
+    EXPECT_EQ(balance(b0), 1'000 + 200 - 1'150 - 20);
+    EXPECT_EQ(balance(b0, "/available"), 1'000 + 200 - 1'150 - 20);
+    EXPECT_EQ(balance(b1), 1'150 + 20 - 10);
+  };
+  expect_balances();
+  // The same key answers the same and moves nothing again, across a crash too.
+  restart(SIGKILL);
+  const HttpResponse again = admin_post("/v1/batch", body, {"Idempotency-Key: mixed-1"});
+  EXPECT_EQ(again.status, 200u);
+  EXPECT_EQ(again.body, done.body);
+  expect_balances();
+
+  // An atomic batch stays in one group.
+  const HttpResponse atomic = admin_post(
+      "/v1/batch", R"({"atomic":true,"operations":[)" + op(a0, a1, 1) + "," + op(b0, b1, 1) + "]}");
+  EXPECT_EQ(atomic.status, 422u);
+  EXPECT_EQ(error_code(atomic), "cross_group_transfer");
+  const HttpResponse atomic_cross =
+      admin_post("/v1/batch", R"({"atomic":true,"operations":[)" + op(a0, b0, 1) + "]}");
+  EXPECT_EQ(atomic_cross.status, 422u) << atomic_cross.body;
+  EXPECT_EQ(error_code(atomic_cross), "atomic_batch_failed");
+  expect_balances();
+}
+
 // Hundreds of clients debit one hot account at once: it ends exact, never below zero.
 TEST_F(ServerTest, HotAccountUnderConcurrentClients) {
   server_.stop();

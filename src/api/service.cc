@@ -146,6 +146,7 @@ bool Service::begin(const HttpRequestView& request, Exchange& ex) {
   ex.reply.retry_after_s = 0;
   ex.principal_ = Principal{};
   ex.key_ = IdempotencyKey{};
+  ex.batch_across_ = false;
   return dispatch(ex);
 }
 
@@ -521,7 +522,7 @@ bool Service::submit_transfer(Exchange& ex, bool last_step) {
 }
 
 // A transfer between groups after its first step. Immediate: the hold is made and
-// numbered (step 1), and carry_between_groups takes it on. Two-phase: the credit
+// numbered (step 1), and carry_request takes it on. Two-phase: the credit
 // account was looked up (step 1), then the hold made (step 2), to be carried on when
 // it is posted (pending_action).
 bool Service::transfer_between_groups(Exchange& ex) {
@@ -544,7 +545,7 @@ bool Service::transfer_between_groups(Exchange& ex) {
     return finish(ex, 201);
   }
   const std::optional<bool> answered =
-      carry_between_groups(ex, ex.step_ - 1, r.credit_account_id, r.amount, r.currency);
+      carry_request(ex, ex.step_ - 1, r.credit_account_id, r.amount, r.currency);
   if (answered) return *answered;
   render_new_transfer(ex.reply.body, ex.between_.id, r, /*between_groups=*/true);
   return finish(ex, 201);
@@ -552,46 +553,61 @@ bool Service::transfer_between_groups(Exchange& ex) {
 
 // Steps 2 and 3 of a transfer between groups (docs/LEDGER.md), once the command that
 // numbered its hold on the channel (an immediate transfer, or the post of a two-phase
-// one) has answered in ex.results_[0]: stage 0 sends the credit to the other group,
-// stage 1 the settlement back. Returns whether it answered, or nothing once the
-// transfer is settled and posted (stage 2), for the caller to answer. A retry with
-// the same Idempotency-Key gets the same numbered hold from the ledger and carries the
-// same steps again; repeating them changes nothing. If a step cannot be taken (the
-// server stops, a group is overloaded), the engine's finisher or the next start
-// finishes it (pipeline/between_groups.h).
-std::optional<bool> Service::carry_between_groups(Exchange& ex, u32 stage, u64 credit_account,
-                                                  u64 amount, Currency currency) {
-  CommandResult& result = ex.results_[0];
-  switch (stage) {
-    case 0: {  // the hold is numbered, durably (or was refused)
-      if (!result.ok()) return fail(ex, result.code, describe(result.code));
-      ex.between_ = result;
-      ex.group_ = engine().route(credit_account);
-      ex.commands_[0] = Command::make_deliver(TransferId{result.id}, AccountId{credit_account},
-                                              amount, currency, result.channel_number);
-      return submit_one(ex, /*last_step=*/false);
-    }
-    case 1: {  // the other group answered
-      ex.group_ = engine().route(ex.between_.id);
-      ex.commands_[0] =
-          Command::make_settle(TransferId{ex.between_.id}, ex.between_.channel_number, result.code);
-      return submit_one(ex);
-    }
-    default: {  // settled: posted (ok), or voided because the other group refused
-      if (result.ok()) return std::nullopt;
-      if (result.code == ResultCode::invalid_command) {
-        return fail(ex, ResultCode::not_durable,
-                    "the transfer between groups could not be settled now; the engine settles "
-                    "it shortly, and a retry with the same Idempotency-Key answers its outcome");
-      }
-      return fail(
-          ex, result.code,
-          result.code == ResultCode::outcome_expired
-              ? describe(result.code)
-              : fmt::format("the other group refused the credit ({}); the transfer {} "
-                            "was voided and the money released",
-                            describe(result.code), id_text(IdKind::transfer, ex.between_.id)));
-    }
+// one) has answered ok in ex.results_[0]: stage 0 sends the credit to the other
+// group, stage 1 the settlement back; settled_code() then reads the outcome. A retry
+// with the same Idempotency-Key gets the same numbered hold from the ledger and
+// carries the same steps again; repeating them changes nothing. If a step cannot be
+// taken (the server stops, a group is overloaded), the engine's finisher or the next
+// start finishes it (pipeline/between_groups.h).
+bool Service::carry_between_groups(Exchange& ex, u32 stage, u64 credit_account, u64 amount,
+                                   Currency currency, bool last_step) {
+  const CommandResult result = ex.results_[0];
+  if (stage == 0) {  // the hold is numbered, durably
+    PG_ASSERT(result.ok());
+    ex.between_ = result;
+    ex.group_ = engine().route(credit_account);
+    ex.commands_[0] = Command::make_deliver(TransferId{result.id}, AccountId{credit_account},
+                                            amount, currency, result.channel_number);
+    return submit_one(ex, /*last_step=*/false);
+  }
+  // The other group answered: settle.
+  ex.group_ = engine().route(ex.between_.id);
+  ex.commands_[0] =
+      Command::make_settle(TransferId{ex.between_.id}, ex.between_.channel_number, result.code);
+  return submit_one(ex, last_step);
+}
+
+// What the settlement in ex.results_[0] comes to: ok (posted), the other group's
+// refusal (voided), outcome_expired, or not_durable for a settle refused now (the
+// engine settles it shortly).
+ResultCode Service::settled_code(const Exchange& ex) {
+  const ResultCode code = ex.results_[0].code;
+  return code == ResultCode::invalid_command ? ResultCode::not_durable : code;
+}
+
+// A request that is one transfer between groups, after the command that numbered its
+// hold (stage 0) and each step after. Returns whether it answered, or nothing once the
+// transfer is settled and posted, for the caller to answer.
+std::optional<bool> Service::carry_request(Exchange& ex, u32 stage, u64 credit_account, u64 amount,
+                                           Currency currency) {
+  if (stage == 0 && !ex.results_[0].ok()) {
+    return fail(ex, ex.results_[0].code, describe(ex.results_[0].code));
+  }
+  if (stage < 2) return carry_between_groups(ex, stage, credit_account, amount, currency);
+  const ResultCode code = settled_code(ex);
+  if (code == ResultCode::ok) return std::nullopt;
+  switch (code) {
+    case ResultCode::not_durable:
+      return fail(ex, code,
+                  "the transfer between groups could not be settled now; the engine settles "
+                  "it shortly, and a retry with the same Idempotency-Key answers its outcome");
+    case ResultCode::outcome_expired:
+      return fail(ex, code, describe(code));
+    default:
+      return fail(ex, code,
+                  fmt::format("the other group refused the credit ({}); the transfer {} "
+                              "was voided and the money released",
+                              describe(code), id_text(IdKind::transfer, ex.between_.id)));
   }
 }
 
@@ -644,8 +660,8 @@ bool Service::pending_action(Exchange& ex) {
     return submit_one(ex, /*last_step=*/!ex.between_groups_);
   }
   if (ex.between_groups_) {
-    const std::optional<bool> answered = carry_between_groups(
-        ex, ex.step_ - 2, hold.credit_account_id.value, posted_amount, hold.currency);
+    const std::optional<bool> answered =
+        carry_request(ex, ex.step_ - 2, hold.credit_account_id.value, posted_amount, hold.currency);
     if (answered) return *answered;
   } else if (const CommandResult result = ex.results_[0]; !result.ok()) {
     return fail(ex, result.code, describe(result.code));
@@ -657,22 +673,34 @@ bool Service::pending_action(Exchange& ex) {
 // ---- batch ----
 //
 // Step 0 decodes and checks every operation at the edge; post/void operations need
-// their holds looked up first (step 1), then all commands go in one request.
+// their holds looked up first (step 1), then all commands go in one request. A
+// non-atomic batch whose operations are not all in one group goes its own way
+// (batch_across_groups).
 
 bool Service::batch(Exchange& ex) {
   BatchRequest& b = ex.batch_;
+  if (ex.batch_across_) return batch_across_groups(ex);
   if (ex.step_ == 0) {
     const Problem problem = decoder().batch(ex.view_.body, &b);
     if (!problem.ok()) return fail_problem(ex, problem);
     ex.op_refused_.assign(b.count, ResultCode::ok);
+    ex.op_group_.assign(b.count, nullptr);
+    ex.op_crosses_.assign(b.count, 0);
     ex.lookup_ids_.clear();
     ex.group_ = nullptr;
+    bool one_group = true;
     for (u32 i = 0; i < b.count; ++i) {
       const BatchOperation& op = b.operations[i];
       u64 route_id = op.transfer_id;
       if (op.op == BatchOp::transfer) {
         route_id = op.transfer.debit_account_id;
-        ex.op_refused_[i] = check_transfer_accounts(ex, op.transfer);
+        ResultCode refused = check_transfer_accounts(ex, op.transfer);
+        if (refused == ResultCode::cross_group_transfer && !b.atomic) {
+          ex.op_crosses_[i] = 1;
+          one_group = false;
+          refused = ResultCode::ok;
+        }
+        ex.op_refused_[i] = refused;
       } else {
         ex.lookup_ids_.push_back(op.transfer_id);
       }
@@ -682,14 +710,19 @@ bool Service::batch(Exchange& ex) {
                                                        : ResultCode::transfer_not_found;
         continue;
       }
+      ex.op_group_[i] = group;
       if (ex.group_ != nullptr && group != ex.group_) {
-        return fail(ex, ResultCode::cross_group_transfer,
-                    fmt::format("operations[{}] is in another group than operations[0]; a batch "
-                                "runs in one group",
-                                i));
+        if (b.atomic) {
+          return fail(ex, ResultCode::cross_group_transfer,
+                      fmt::format("operations[{}] is in another group than operations[0]; an "
+                                  "atomic batch runs in one group",
+                                  i));
+        }
+        one_group = false;
       }
       ex.group_ = group;
     }
+    if (!one_group) return batch_across_groups(ex);
     ex.transfers_.assign(ex.lookup_ids_.size(), Transfer{});
     if (ex.group_ == nullptr || ex.lookup_ids_.empty()) {
       ex.step_ = 1;
@@ -718,6 +751,27 @@ bool Service::batch(Exchange& ex) {
   return batch_reply(ex);
 }
 
+// The ledger command of operation i of a batch.
+Command Service::batch_command(const Exchange& ex, u32 i) {
+  const BatchRequest& b = ex.batch_;
+  const BatchOperation& op = b.operations[i];
+  Command command;
+  if (op.op == BatchOp::transfer) {
+    command = transfer_command(op.transfer);
+    if (ex.op_crosses_[i] != 0) command.flags |= kTransferBetweenGroups;
+  } else if (op.op == BatchOp::post) {
+    command = Command::make_post(TransferId{op.transfer_id}, op.amount);
+  } else {
+    command = Command::make_void(TransferId{op.transfer_id});
+  }
+  if (!b.atomic && !ex.key_.empty()) {
+    // Each operation of a batch is its own idempotent command, keyed by position.
+    command.with_key(IdempotencyKey{mix64(ex.key_.lo + (u64{i} + 1) * 0x9E3779B97F4A7C15ull),
+                                    mix64(ex.key_.hi ^ i)});
+  }
+  return command;
+}
+
 bool Service::batch_submit(Exchange& ex) {
   BatchRequest& b = ex.batch_;
   ex.commands_.clear();
@@ -728,22 +782,8 @@ bool Service::batch_submit(Exchange& ex) {
       if (first_refused == kNoCommand) first_refused = i;
       continue;
     }
-    const BatchOperation& op = b.operations[i];
-    Command command;
-    if (op.op == BatchOp::transfer) {
-      command = transfer_command(op.transfer);
-    } else if (op.op == BatchOp::post) {
-      command = Command::make_post(TransferId{op.transfer_id}, op.amount);
-    } else {
-      command = Command::make_void(TransferId{op.transfer_id});
-    }
-    if (!b.atomic && !ex.key_.empty()) {
-      // Each operation of a batch is its own idempotent command, keyed by position.
-      command.with_key(IdempotencyKey{mix64(ex.key_.lo + (u64{i} + 1) * 0x9E3779B97F4A7C15ull),
-                                      mix64(ex.key_.hi ^ i)});
-    }
     ex.op_command_[i] = static_cast<u32>(ex.commands_.size());
-    ex.commands_.push_back(command);
+    ex.commands_.push_back(batch_command(ex, i));
   }
   if (b.atomic && first_refused != kNoCommand) {
     return fail(
@@ -803,7 +843,7 @@ bool Service::batch_reply(Exchange& ex) {
     if (code != ResultCode::ok) {
       render_error(out, code, describe(code));
     } else if (op.op == BatchOp::transfer) {
-      render_new_transfer(out, id, op.transfer);
+      render_new_transfer(out, id, op.transfer, ex.op_crosses_[i] != 0);
     } else {
       const bool post = op.op == BatchOp::post;
       render_closed_hold(out, *hold, post, op.amount != 0 ? op.amount : hold->amount);
@@ -819,6 +859,139 @@ bool Service::batch_reply(Exchange& ex) {
   }
   out += "}";
   return finish(ex, 200);
+}
+
+// A non-atomic batch whose operations are in more than one group, or that holds
+// transfers between groups, runs as a sequence of segments, in operation order, so
+// that it has the effect of its operations one after another: a run of operations in
+// one group (its holds looked up first, then its commands in one request), or one
+// transfer between groups (its three steps). Each operation's result is kept in
+// op_results_; the answer is rendered as for one group. If a step cannot be taken
+// (503), the batch answers that, and the operations already applied stay applied:
+// a retry with the same Idempotency-Key answers them the same and applies the rest.
+bool Service::batch_across_groups(Exchange& ex) {
+  const BatchRequest& b = ex.batch_;
+  if (!ex.batch_across_) {
+    ex.batch_across_ = true;
+    ex.op_results_.assign(b.count, CommandResult{});
+    ex.op_hold_.resize(b.count);
+    u32 holds = 0;
+    for (u32 i = 0; i < b.count; ++i)
+      ex.op_hold_[i] = b.operations[i].op == BatchOp::transfer ? kNoCommand : holds++;
+    ex.transfers_.assign(holds, Transfer{});
+    ex.segment_end_ = 0;
+    return next_segment(ex);
+  }
+  const u32 begin = ex.segment_begin_, end = ex.segment_end_;
+  switch (ex.segment_stage_) {
+    case Exchange::SegmentStage::lookup:
+      for (u32 i = begin; i < end; ++i) {
+        if (ex.op_hold_[i] == kNoCommand || ex.op_refused_[i] != ResultCode::ok) continue;
+        const Transfer& hold = ex.transfers_[ex.op_hold_[i]];
+        if (hold.id.empty() || !visible_transfer(ex, hold)) {
+          ex.op_refused_[i] = ResultCode::transfer_not_found;
+        }
+      }
+      return submit_segment(ex);
+    case Exchange::SegmentStage::commands: {
+      u32 next = 0;
+      for (u32 i = begin; i < end; ++i) {
+        if (ex.op_refused_[i] == ResultCode::ok) ex.op_results_[i] = ex.results_[next++];
+      }
+      return next_segment(ex);
+    }
+    case Exchange::SegmentStage::hold_between_groups: {
+      const TransferCreate& t = b.operations[begin].transfer;
+      if (!ex.results_[0].ok()) {
+        ex.op_results_[begin] = ex.results_[0];
+        return next_segment(ex);
+      }
+      ex.segment_stage_ = Exchange::SegmentStage::deliver;
+      return carry_between_groups(ex, 0, t.credit_account_id, t.amount, t.currency);
+    }
+    case Exchange::SegmentStage::deliver: {
+      const TransferCreate& t = b.operations[begin].transfer;
+      ex.segment_stage_ = Exchange::SegmentStage::settle;
+      return carry_between_groups(ex, 1, t.credit_account_id, t.amount, t.currency,
+                                  /*last_step=*/!more_after(ex, end));
+    }
+    case Exchange::SegmentStage::settle:
+      ex.op_results_[begin] = CommandResult{.code = settled_code(ex), .id = ex.between_.id};
+      return next_segment(ex);
+  }
+  return fail(ex, ResultCode::not_durable, "the batch lost its place");
+}
+
+// Whether operation `from` or a later one still has a command to run.
+bool Service::more_after(const Exchange& ex, u32 from) {
+  for (u32 i = from; i < ex.batch_.count; ++i) {
+    if (ex.op_refused_[i] == ResultCode::ok) return true;
+  }
+  return false;
+}
+
+bool Service::next_segment(Exchange& ex) {
+  const BatchRequest& b = ex.batch_;
+  u32 begin = ex.segment_end_;
+  while (begin < b.count && ex.op_refused_[begin] != ResultCode::ok)
+    ++begin;
+  if (begin == b.count) {
+    // Every operation answered: render as for one group.
+    ex.results_ = ex.op_results_;
+    ex.op_command_.resize(b.count);
+    for (u32 i = 0; i < b.count; ++i)
+      ex.op_command_[i] = i;
+    return batch_reply(ex);
+  }
+  ex.segment_begin_ = begin;
+  Group* group = ex.op_group_[begin];
+  ex.group_ = group;
+  if (ex.op_crosses_[begin] != 0) {
+    ex.segment_end_ = begin + 1;
+    ex.segment_stage_ = Exchange::SegmentStage::hold_between_groups;
+    ex.commands_.assign(1, batch_command(ex, begin));
+    ex.results_.resize(1);
+    return submit_one(ex, /*last_step=*/false);
+  }
+  u32 end = begin + 1;
+  while (end < b.count && (ex.op_refused_[end] != ResultCode::ok ||
+                           (ex.op_group_[end] == group && ex.op_crosses_[end] == 0))) {
+    ++end;
+  }
+  ex.segment_end_ = end;
+  // The segment's holds, which are consecutive in transfers_.
+  ex.lookup_ids_.clear();
+  u32 first_hold = kNoCommand;
+  for (u32 i = begin; i < end; ++i) {
+    if (ex.op_hold_[i] == kNoCommand) continue;
+    if (first_hold == kNoCommand) first_hold = ex.op_hold_[i];
+    ex.lookup_ids_.push_back(b.operations[i].transfer_id);
+  }
+  if (ex.lookup_ids_.empty()) return submit_segment(ex);
+  ex.segment_stage_ = Exchange::SegmentStage::lookup;
+  Request request{.kind = RequestKind::lookup_transfer,
+                  .count = static_cast<u32>(ex.lookup_ids_.size())};
+  request.lookup_ids = ex.lookup_ids_.data();
+  request.transfer_out = ex.transfers_.data() + first_hold;
+  request.completion = &ex;
+  return submit(ex, request, /*last_step=*/false);
+}
+
+bool Service::submit_segment(Exchange& ex) {
+  ex.commands_.clear();
+  for (u32 i = ex.segment_begin_; i < ex.segment_end_; ++i) {
+    if (ex.op_refused_[i] == ResultCode::ok) ex.commands_.push_back(batch_command(ex, i));
+  }
+  if (ex.commands_.empty()) return next_segment(ex);
+  ex.results_.resize(ex.commands_.size());
+  ex.segment_stage_ = Exchange::SegmentStage::commands;
+  return submit(ex,
+                Request{.kind = RequestKind::commands,
+                        .count = static_cast<u32>(ex.commands_.size()),
+                        .commands = ex.commands_.data(),
+                        .results = ex.results_.data(),
+                        .completion = &ex},
+                /*last_step=*/!more_after(ex, ex.segment_end_));
 }
 
 // ---- events and statements ----

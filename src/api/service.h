@@ -101,6 +101,15 @@ class Exchange final : public Completion {
   std::vector<Transfer> transfers_;
   std::vector<u32> op_command_;         // batch: op → its command, or kNoCommand
   std::vector<ResultCode> op_refused_;  // batch: why an op was refused at the edge
+  std::vector<Group*> op_group_;        // batch: the group an op runs in
+  std::vector<u8> op_crosses_;          // batch: the op is a transfer between groups
+  // A batch across groups (Service::batch_across_groups): where it is.
+  enum class SegmentStage : u8 { lookup, commands, hold_between_groups, deliver, settle };
+  bool batch_across_ = false;
+  SegmentStage segment_stage_ = SegmentStage::lookup;
+  u32 segment_begin_ = 0, segment_end_ = 0;  // the ops of the segment in flight
+  std::vector<u32> op_hold_;                 // a post/void op → its hold in transfers_
+  std::vector<CommandResult> op_results_;    // each op's result
   Account account_;
   PageQuery page_;
   std::vector<LedgerEvent> events_;  // reads: what the group filled
@@ -158,13 +167,21 @@ class Service {
   bool create_transfer(Exchange& ex);
   bool submit_transfer(Exchange& ex, bool last_step);
   bool transfer_between_groups(Exchange& ex);
-  std::optional<bool> carry_between_groups(Exchange& ex, u32 stage, u64 credit_account, u64 amount,
-                                           Currency currency);
+  bool carry_between_groups(Exchange& ex, u32 stage, u64 credit_account, u64 amount,
+                            Currency currency, bool last_step = true);
+  static ResultCode settled_code(const Exchange& ex);
+  std::optional<bool> carry_request(Exchange& ex, u32 stage, u64 credit_account, u64 amount,
+                                    Currency currency);
   bool get_transfer(Exchange& ex);
   bool pending_action(Exchange& ex);
   bool batch(Exchange& ex);
   bool batch_submit(Exchange& ex);
   bool batch_reply(Exchange& ex);
+  static Command batch_command(const Exchange& ex, u32 i);
+  bool batch_across_groups(Exchange& ex);
+  bool next_segment(Exchange& ex);
+  bool submit_segment(Exchange& ex);
+  static bool more_after(const Exchange& ex, u32 from);
   bool read_events(Exchange& ex);
   bool read_entries(Exchange& ex);
 
