@@ -237,6 +237,7 @@ class Session final : public std::enable_shared_from_this<Session> {
         .key_id = header(request, "X-Paygate-Key"),
         .timestamp = header(request, "X-Paygate-Timestamp"),
         .signature = header(request, "X-Paygate-Signature"),
+        .prefer = header(request, "Prefer"),
     };
     if (service_.begin(view, slot.exchange)) {
       slot.state = Slot::State::answered;
@@ -272,6 +273,7 @@ class Session final : public std::enable_shared_from_this<Session> {
     reply.body.clear();
     reply.text = false;
     reply.retry_after_s = 0;
+    reply.minimal = false;
     if (ec == http::error::body_limit) {
       reply.status = 413;
       render_error(reply.body, ResultCode::body_too_large,
@@ -332,6 +334,7 @@ class Session final : public std::enable_shared_from_this<Session> {
       decimal(reply.retry_after_s);
       out += "\r\n";
     }
+    if (reply.minimal) out += "Preference-Applied: return=minimal\r\n";
     if (!slot.keep_alive) out += "Connection: close\r\n";
     out += "\r\n";
     out += reply.body;

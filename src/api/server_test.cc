@@ -583,6 +583,32 @@ TEST_F(ServerTest, Batches) {
     }
     EXPECT_EQ(balance(a), before - 3);
   }
+  // Prefer: return=minimal answers each operation with its status and id, or its code;
+  // a retry with the same key and preference answers the same.
+  const std::string minimal_body = R"({"operations":[)" + op(a, b, 1) + "," + op(a, b, 1000) +
+                                   R"(,{"op":"void","transfer_id":")" + h2 + R"("}]})";
+  const HttpResponse compact =
+      merchant_request(shop, "POST", "/v1/batch", minimal_body,
+                       {"Prefer: return=minimal", "Idempotency-Key: batch-minimal"});
+  ASSERT_EQ(compact.status, 200u) << compact.body;
+  EXPECT_EQ(compact.header("preference-applied"), "return=minimal");
+  EXPECT_EQ(number_field(compact.body, "/results/0/status"), 201);
+  EXPECT_EQ(text_field(compact.body, "/results/0/id").substr(0, 4), "trf_");
+  EXPECT_EQ(number_field(compact.body, "/results/1/status"), 422);
+  EXPECT_EQ(text_field(compact.body, "/results/1/code"), "insufficient_funds");
+  EXPECT_EQ(number_field(compact.body, "/results/2/status"), 409);
+  EXPECT_EQ(text_field(compact.body, "/results/2/code"), "pending_transfer_already_voided");
+  EXPECT_EQ(compact.body.find("body"), std::string::npos) << compact.body;
+  const HttpResponse compact_again =
+      merchant_request(shop, "POST", "/v1/batch", minimal_body,
+                       {"Prefer: return=minimal", "Idempotency-Key: batch-minimal"});
+  EXPECT_EQ(compact_again.body, compact.body);
+  const HttpResponse full_again =
+      merchant_request(shop, "POST", "/v1/batch", minimal_body, {"Idempotency-Key: batch-minimal"});
+  EXPECT_EQ(full_again.header("preference-applied"), "");
+  EXPECT_EQ(text_field(full_again.body, "/results/0/body/id"),
+            text_field(compact.body, "/results/0/id"));
+
   std::string many = R"({"operations":[)";
   for (int i = 0; i < 8191; ++i)
     many += (i ? "," : "") + op(a, b, 1);

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <charconv>
 #include <chrono>
 #include <cstring>
 
@@ -106,6 +107,7 @@ bool Service::finish(Exchange& ex, unsigned status) {
 bool Service::fail(Exchange& ex, ResultCode code, std::string_view message) {
   ex.reply.body.clear();
   ex.reply.text = false;
+  ex.reply.minimal = false;
   render_error(ex.reply.body, code, message);
   return finish(ex, http_status(code));
 }
@@ -144,6 +146,7 @@ bool Service::begin(const HttpRequestView& request, Exchange& ex) {
   ex.reply.body.clear();
   ex.reply.text = false;
   ex.reply.retry_after_s = 0;
+  ex.reply.minimal = false;
   ex.principal_ = Principal{};
   ex.key_ = IdempotencyKey{};
   ex.batch_across_ = false;
@@ -813,6 +816,11 @@ bool Service::batch_reply(Exchange& ex) {
   }
   std::string& out = ex.reply.body;
   out.clear();
+  // Prefer: return=minimal (RFC 7240) answers each operation with its status and the
+  // transfer's id, or its error code: the compact form for clients that send many.
+  const bool minimal = ex.view_.prefer.find("return=minimal") != std::string_view::npos;
+  ex.reply.minimal = minimal;
+  if (minimal) out.reserve(32 + std::size_t{b.count} * 48);
   bool atomic_failed = false;
   u32 failed_op = 0;
   ResultCode failed_code = ResultCode::ok;
@@ -839,6 +847,30 @@ bool Service::batch_reply(Exchange& ex) {
     const unsigned status = code != ResultCode::ok       ? http_status(code)
                             : op.op == BatchOp::transfer ? 201u
                                                          : 200u;
+    if (minimal) {
+      // {"status":201,"id":"trf_…"} or {"status":422,"code":"…"}
+      char text[kIdTextSize + 40];
+      char* at = text;
+      const auto put = [&at](std::string_view piece) {
+        std::memcpy(at, piece.data(), piece.size());
+        at += piece.size();
+      };
+      put(R"({"status":)");
+      at = std::to_chars(at, text + sizeof text, status).ptr;
+      if (code == ResultCode::ok) {
+        put(R"(,"id":")");
+        format_id(IdKind::transfer, id, at);
+        at += kIdTextSize;
+        put(R"("})");
+        out.append(text, at);
+      } else {
+        put(R"(,"code":")");
+        out.append(text, at);
+        out += name(code);
+        out += R"("})";
+      }
+      continue;
+    }
     JsonWriter(out).begin_object().key("status").unsigned_number(status).key("body");
     if (code != ResultCode::ok) {
       render_error(out, code, describe(code));

@@ -37,6 +37,7 @@ struct HttpRequestView {
   std::string_view key_id;
   std::string_view timestamp;
   std::string_view signature;
+  std::string_view prefer;  // RFC 7240: "return=minimal" asks for a compact batch answer
 };
 
 struct HttpReply {
@@ -44,6 +45,7 @@ struct HttpReply {
   std::string body;   // reused from request to request
   bool text = false;  // text/plain (metrics) rather than JSON
   u32 retry_after_s = 0;
+  bool minimal = false;  // answered in the compact form asked for (Preference-Applied)
 };
 
 class Waker {

@@ -130,10 +130,19 @@ void Writer::run() {
     }
     const u64 started = now_ns();
     pickup_ns_.record(started - std::min(started, staged_at));
-    if (!write_all(writing_.data(), size)) break;
+    syncing_.store(true, std::memory_order_seq_cst);
+    if (!write_all(writing_.data(), size)) {
+      syncing_.store(false, std::memory_order_seq_cst);
+      break;  // write_all failed, and notified
+    }
     const u64 written = now_ns();
-    if (const int injected = fault(FileOp::sync); injected != 0 || ::fdatasync(fd_) != 0) {
-      fail("fdatasync " + path_.string(), injected != 0 ? injected : errno);
+    const int injected = fault(FileOp::sync);
+    const bool synced_ok = injected == 0 && ::fdatasync(fd_) == 0;
+    const int error = injected != 0 ? injected : errno;
+    // Before the notify below (or fail()'s): see syncing().
+    syncing_.store(false, std::memory_order_seq_cst);
+    if (!synced_ok) {
+      fail("fdatasync " + path_.string(), error);
       break;
     }
     const u64 synced = now_ns();

@@ -83,6 +83,10 @@ class Writer {
   }
   bool failed() const noexcept { return failed_.load(std::memory_order_acquire); }
   std::string failure() const;
+  // True from when the writer takes a batch until its write and fdatasync are over,
+  // after which it notifies durable_event: a producer that reads true (after a
+  // seq_cst fence) may count on that notify to wake the group.
+  bool syncing() const noexcept { return syncing_.load(std::memory_order_seq_cst); }
 
   // write + fdatasync of one group commit
   const Histogram& sync_ns() const noexcept { return sync_ns_; }
@@ -126,6 +130,7 @@ class Writer {
 
   std::atomic<u64> durable_sequence_{0};
   std::atomic<bool> failed_{false};
+  std::atomic<bool> syncing_{false};
   std::string failure_;  // guarded by mutex_
 
   u64 first_staged_ns_ = 0;  // guarded by mutex_: when the stage went from empty to not

@@ -307,7 +307,13 @@ ResultCode Group::submit(const Request& request) noexcept {
   submitting_.fetch_add(1, std::memory_order_seq_cst);
   const ResultCode code = enqueue(request);
   submitting_.fetch_sub(1, std::memory_order_seq_cst);
-  if (code == ResultCode::ok) wake_.notify_all();
+  if (code != ResultCode::ok) return code;
+  // While the journal syncs, commands need not wake the group: what it would stage now
+  // waits for the next sync anyway, and the journal's notify when this sync ends wakes
+  // the group, which then takes them (docs/PIPELINE.md). Under load this spares most
+  // of the producers' system calls. Reads and lookups are answered at once.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (is_lookup(request) || !journal_->syncing()) wake_.notify_all();
   return code;
 }
 
