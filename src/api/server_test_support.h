@@ -107,6 +107,7 @@ class ServerProcess {
 
   u16 port() const { return port_; }
   u16 binary_port() const { return binary_port_; }
+  pid_t pid() const { return pid_; }
   const std::string& admin_token() const { return admin_token_; }
   std::string log() const {
     std::ifstream in(log_path_);
