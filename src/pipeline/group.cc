@@ -44,6 +44,10 @@ bool clear_range(const std::filesystem::path& file, u64 from, u64 to, std::strin
   return ok;
 }
 
+// A request this large is worth waking the group for even while the journal syncs:
+// applying it takes longer than the wake-up costs, and can overlap the sync.
+constexpr u32 kWakeAtOnceCommands = 256;
+
 bool is_commands(const Request& r) noexcept {
   return r.kind == RequestKind::commands;
 }
@@ -308,12 +312,15 @@ ResultCode Group::submit(const Request& request) noexcept {
   const ResultCode code = enqueue(request);
   submitting_.fetch_sub(1, std::memory_order_seq_cst);
   if (code != ResultCode::ok) return code;
-  // While the journal syncs, commands need not wake the group: what it would stage now
-  // waits for the next sync anyway, and the journal's notify when this sync ends wakes
-  // the group, which then takes them (docs/PIPELINE.md). Under load this spares most
-  // of the producers' system calls. Reads and lookups are answered at once.
+  // While the journal syncs, small requests need not wake the group: what it would
+  // stage now waits for the next sync anyway, and the journal's notify when this sync
+  // ends wakes the group, which then takes them (docs/PIPELINE.md). Under load this
+  // spares most of the producers' system calls. Reads and lookups are answered at
+  // once, and a large request wakes the group so that applying it overlaps the sync.
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (is_lookup(request) || !journal_->syncing()) wake_.notify_all();
+  if (is_lookup(request) || request.count >= kWakeAtOnceCommands || !journal_->syncing()) {
+    wake_.notify_all();
+  }
   return code;
 }
 
