@@ -892,6 +892,13 @@ TEST_F(TwoGroupServerTest, BatchesAcrossGroupsRunInOrder) {
   EXPECT_EQ(text_field(done.body, "/results/5/body/error/code"), "credit_account_not_found");
   EXPECT_EQ(text_field(done.body, "/results/6/body/error/code"), "cross_group_transfer");
   EXPECT_EQ(text_field(done.body, "/results/7/body/status"), "voided");
+  // A two-phase transfer between groups is sent on its own: refused in the batch.
+  const HttpResponse held_across =
+      admin_post("/v1/batch", R"({"operations":[{"op":"transfer","pending":true,)" +
+                                  transfer_body(a0, b1, 3).substr(1) + "]}");
+  ASSERT_EQ(held_across.status, 200u) << held_across.body;
+  EXPECT_EQ(number_field(held_across.body, "/results/0/status"), 422);
+  EXPECT_EQ(text_field(held_across.body, "/results/0/body/error/code"), "cross_group_transfer");
   const auto expect_balances = [&] {
     EXPECT_EQ(balance(a0), 1'000 - 100 - 200 + 5);
     EXPECT_EQ(balance(a0, "/available"), 1'000 - 100 - 200 + 5);

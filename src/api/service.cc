@@ -566,7 +566,12 @@ bool Service::carry_between_groups(Exchange& ex, u32 stage, u64 credit_account, 
                                    Currency currency, bool last_step) {
   const CommandResult result = ex.results_[0];
   if (stage == 0) {  // the hold is numbered, durably
-    PG_ASSERT(result.ok());
+    // Only a command that numbers a hold leads here: an immediate transfer between
+    // groups, or the post of a two-phase one. (A two-phase hold just made is not
+    // numbered, and a credit carried for it would be money from nowhere.)
+    PG_ASSERT(result.ok() && (ex.commands_[0].kind == CommandKind::post_pending ||
+                              (ex.commands_[0].kind == CommandKind::transfer &&
+                               (ex.commands_[0].flags & kTransferPending) == 0)));
     ex.between_ = result;
     ex.group_ = engine().route(credit_account);
     ex.commands_[0] = Command::make_deliver(TransferId{result.id}, AccountId{credit_account},
@@ -698,7 +703,10 @@ bool Service::batch(Exchange& ex) {
       if (op.op == BatchOp::transfer) {
         route_id = op.transfer.debit_account_id;
         ResultCode refused = check_transfer_accounts(ex, op.transfer);
-        if (refused == ResultCode::cross_group_transfer && !b.atomic) {
+        // An immediate transfer between groups runs in a non-atomic batch; a two-phase
+        // one is sent on its own (its credit account is checked first, and a hold not
+        // yet numbered must never be carried to the other group).
+        if (refused == ResultCode::cross_group_transfer && !b.atomic && !op.transfer.pending) {
           ex.op_crosses_[i] = 1;
           one_group = false;
           refused = ResultCode::ok;
