@@ -131,10 +131,7 @@ void Writer::run() {
     const u64 started = now_ns();
     pickup_ns_.record(started - std::min(started, staged_at));
     syncing_.store(true, std::memory_order_seq_cst);
-    if (!write_all(writing_.data(), size)) {
-      syncing_.store(false, std::memory_order_seq_cst);
-      break;  // write_all failed, and notified
-    }
+    if (!write_all(writing_.data(), size)) break;  // fail() cleared syncing_ and notified
     const u64 written = now_ns();
     const int injected = fault(FileOp::sync);
     const bool synced_ok = injected == 0 && ::fdatasync(fd_) == 0;
@@ -262,6 +259,7 @@ bool Writer::fail(const std::string& what, int error) {
     if (failure_.empty()) failure_ = fmt::format("{}: {}", what, std::strerror(error));
   }
   failed_.store(true, std::memory_order_release);
+  syncing_.store(false, std::memory_order_seq_cst);  // before the notify: see syncing()
   if (options_.durable_event != nullptr) options_.durable_event->notify_all();
   return false;
 }
