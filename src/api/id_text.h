@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include "base/types.h"
 
@@ -64,23 +65,49 @@ inline std::string id_text(IdKind kind, u64 id) {
   return text;
 }
 
+// Eight lower-case hex digits, the first in the lowest byte of `chars` (as loaded from
+// memory), as their 32-bit value; nothing if any byte is not 0-9 or a-f. Branch-free
+// (SWAR): every operation of a batch carries two ids. Each byte is range-checked by
+// adding a bias that sets its top bit exactly when it is at or above a bound; bytes
+// below 0x80 cannot carry into the next.
+constexpr std::optional<u32> parse_hex_digits8(u64 chars) noexcept {
+  constexpr u64 kOnes = 0x0101010101010101ull;
+  constexpr u64 kTop = 0x8080808080808080ull;
+  const auto at_least = [&](u64 bound) { return chars + (0x80 - bound) * kOnes; };
+  const u64 digit = at_least('0') & ~at_least('9' + 1);
+  const u64 letter = at_least('a') & ~at_least('f' + 1);
+  if ((chars & kTop) != 0 || ((digit | letter) & kTop) != kTop) return std::nullopt;
+  // '0'-'9' are 0x30-0x39 and 'a'-'f' 0x61-0x66: the low nibble, plus 9 for letters.
+  u64 x = (chars & 0x0F0F0F0F0F0F0F0Full) + ((letter & kTop) >> 7) * 9;
+  // Byte i holds digit i, the most significant first: pack them into one number.
+  x = ((x << 4) | (x >> 8)) & 0x00FF00FF00FF00FFull;
+  x = ((x << 8) | (x >> 16)) & 0x0000FFFF0000FFFFull;
+  x = ((x << 16) | (x >> 32)) & 0xFFFFFFFFull;
+  return static_cast<u32>(x);
+}
+static_assert(parse_hex_digits8(0x6663626133323130ull) == 0x0123abcfu);  // "0123abcf"
+static_assert(!parse_hex_digits8(0x4663626133323130ull));                // "0123abcF"
+static_assert(!parse_hex_digits8(0x6663626133323A30ull));                // "0:23abcf"
+
 // The id, or nothing when the text is not exactly a well-formed id of this kind.
 // Zero is never an id.
 constexpr std::optional<u64> parse_id(IdKind kind, std::string_view text) noexcept {
   if (text.size() != kIdTextSize || text.substr(0, 4) != id_prefix_text(kind)) return std::nullopt;
-  u64 id = 0;
-  for (std::size_t i = 4; i < kIdTextSize; ++i) {
-    const char c = text[i];
-    u64 digit;
-    if (c >= '0' && c <= '9') {
-      digit = static_cast<u64>(c - '0');
-    } else if (c >= 'a' && c <= 'f') {
-      digit = static_cast<u64>(c - 'a' + 10);
-    } else {
-      return std::nullopt;
+  const auto load8 = [&](std::size_t at) {
+    u64 chars = 0;
+    if (!std::is_constant_evaluated()) {
+      static_assert(std::endian::native == std::endian::little);
+      std::memcpy(&chars, text.data() + at, 8);
+      return chars;
     }
-    id = (id << 4) | digit;
-  }
+    for (std::size_t i = 0; i < 8; ++i)
+      chars |= u64{static_cast<unsigned char>(text[at + i])} << (8 * i);
+    return chars;
+  };
+  const std::optional<u32> high = parse_hex_digits8(load8(4));
+  const std::optional<u32> low = parse_hex_digits8(load8(12));
+  if (!high || !low) return std::nullopt;
+  const u64 id = (u64{*high} << 32) | *low;
   if (id == 0) return std::nullopt;
   return id;
 }

@@ -64,6 +64,37 @@ TEST(JsonWriter, IdTextMatchesPlainHexAndParsesBack) {
   }
 }
 
+// The branch-free parse against the obvious loop: every byte value at every digit
+// position of several ids, and the prefix and the length.
+TEST(JsonWriter, ParseIdMatchesThePlainLoopForEveryByte) {
+  const auto plain = [](IdKind kind, std::string_view text) -> std::optional<u64> {
+    if (text.size() != kIdTextSize || text.substr(0, 4) != id_prefix_text(kind)) return {};
+    u64 id = 0;
+    for (std::size_t i = 4; i < text.size(); ++i) {
+      const char c = text[i];
+      const std::size_t digit = std::string_view("0123456789abcdef").find(c);
+      if (digit == std::string_view::npos) return {};
+      id = id << 4 | digit;
+    }
+    if (id == 0) return {};
+    return id;
+  };
+  for (const u64 id : {u64{1}, u64{0}, u64{0x0123456789abcdefull}, u64{0xfedcba9876543210ull}}) {
+    std::string text = id == 0 ? "acc_0000000000000000" : id_text(IdKind::account, id);
+    for (std::size_t at = 0; at < kIdTextSize; ++at) {
+      const char kept = text[at];
+      for (int byte = 0; byte < 256; ++byte) {
+        text[at] = static_cast<char>(byte);
+        ASSERT_EQ(parse_id(IdKind::account, text), plain(IdKind::account, text))
+            << "position " << at << " byte " << byte << " in " << id;
+      }
+      text[at] = kept;
+    }
+    EXPECT_EQ(parse_id(IdKind::account, text.substr(0, 19)), std::nullopt);
+    EXPECT_EQ(parse_id(IdKind::transfer, text), std::nullopt);
+  }
+}
+
 TEST(JsonWriter, AppendsToWhatIsThere) {
   std::string out = "x";
   JsonWriter(out).string("y");
