@@ -15,7 +15,7 @@
 namespace paygate::api {
 namespace {
 
-constexpr u32 kNoCommand = ~u32{0};
+constexpr u32 kNoHold = ~u32{0};  // a batch operation that names no hold (op_hold_)
 
 // One decoder per IO thread, reused for every request it parses.
 RequestDecoder& decoder() {
@@ -149,7 +149,7 @@ bool Service::begin(const HttpRequestView& request, Exchange& ex) {
   ex.reply.minimal = false;
   ex.principal_ = Principal{};
   ex.key_ = IdempotencyKey{};
-  ex.batch_across_ = false;
+  ex.batch_running_ = false;
   return dispatch(ex);
 }
 
@@ -680,86 +680,49 @@ bool Service::pending_action(Exchange& ex) {
 
 // ---- batch ----
 //
-// Step 0 decodes and checks every operation at the edge; post/void operations need
-// their holds looked up first (step 1), then all commands go in one request. A
-// non-atomic batch whose operations are not all in one group goes its own way
-// (batch_across_groups).
+// Step 0 decodes and checks every operation at the edge; then run_batch carries the
+// operations to their groups, in order.
 
 bool Service::batch(Exchange& ex) {
+  if (ex.batch_running_) return run_batch(ex);
   BatchRequest& b = ex.batch_;
-  if (ex.batch_across_) return batch_across_groups(ex);
-  if (ex.step_ == 0) {
-    const Problem problem = decoder().batch(ex.view_.body, &b);
-    if (!problem.ok()) return fail_problem(ex, problem);
-    ex.op_refused_.assign(b.count, ResultCode::ok);
-    ex.op_group_.assign(b.count, nullptr);
-    ex.op_crosses_.assign(b.count, 0);
-    ex.lookup_ids_.clear();
-    ex.group_ = nullptr;
-    bool one_group = true;
-    for (u32 i = 0; i < b.count; ++i) {
-      const BatchOperation& op = b.operations[i];
-      u64 route_id = op.transfer_id;
-      if (op.op == BatchOp::transfer) {
-        route_id = op.transfer.debit_account_id;
-        ResultCode refused = check_transfer_accounts(ex, op.transfer);
-        // An immediate transfer between groups runs in a non-atomic batch; a two-phase
-        // one is sent on its own (its credit account is checked first, and a hold not
-        // yet numbered must never be carried to the other group).
-        if (refused == ResultCode::cross_group_transfer && !b.atomic && !op.transfer.pending) {
-          ex.op_crosses_[i] = 1;
-          one_group = false;
-          refused = ResultCode::ok;
-        }
-        ex.op_refused_[i] = refused;
-      } else {
-        ex.lookup_ids_.push_back(op.transfer_id);
+  const Problem problem = decoder().batch(ex.view_.body, &b);
+  if (!problem.ok()) return fail_problem(ex, problem);
+  ex.op_refused_.assign(b.count, ResultCode::ok);
+  ex.op_group_.assign(b.count, nullptr);
+  ex.op_crosses_.assign(b.count, 0);
+  Group* first_group = nullptr;
+  for (u32 i = 0; i < b.count; ++i) {
+    const BatchOperation& op = b.operations[i];
+    u64 route_id = op.transfer_id;
+    if (op.op == BatchOp::transfer) {
+      route_id = op.transfer.debit_account_id;
+      ResultCode refused = check_transfer_accounts(ex, op.transfer);
+      // An immediate transfer between groups runs in a non-atomic batch; a two-phase
+      // one is sent on its own (its credit account is checked first, and a hold not
+      // yet numbered must never be carried to the other group).
+      if (refused == ResultCode::cross_group_transfer && !b.atomic && !op.transfer.pending) {
+        ex.op_crosses_[i] = 1;
+        refused = ResultCode::ok;
       }
-      Group* group = engine().route(route_id);
-      if (group == nullptr) {
-        ex.op_refused_[i] = op.op == BatchOp::transfer ? ResultCode::debit_account_not_found
-                                                       : ResultCode::transfer_not_found;
-        continue;
-      }
-      ex.op_group_[i] = group;
-      if (ex.group_ != nullptr && group != ex.group_) {
-        if (b.atomic) {
-          return fail(ex, ResultCode::cross_group_transfer,
-                      fmt::format("operations[{}] is in another group than operations[0]; an "
-                                  "atomic batch runs in one group",
-                                  i));
-        }
-        one_group = false;
-      }
-      ex.group_ = group;
+      ex.op_refused_[i] = refused;
     }
-    if (!one_group) return batch_across_groups(ex);
-    ex.transfers_.assign(ex.lookup_ids_.size(), Transfer{});
-    if (ex.group_ == nullptr || ex.lookup_ids_.empty()) {
-      ex.step_ = 1;
-      return batch_submit(ex);
+    Group* group = engine().route(route_id);
+    if (group == nullptr) {
+      ex.op_refused_[i] = op.op == BatchOp::transfer ? ResultCode::debit_account_not_found
+                                                     : ResultCode::transfer_not_found;
+      continue;
     }
-    ex.transfers_.resize(ex.lookup_ids_.size());
-    Request request{.kind = RequestKind::lookup_transfer,
-                    .count = static_cast<u32>(ex.lookup_ids_.size())};
-    request.lookup_ids = ex.lookup_ids_.data();
-    request.transfer_out = ex.transfers_.data();
-    request.completion = &ex;
-    return submit(ex, request, /*last_step=*/false);
+    ex.op_group_[i] = group;
+    if (first_group == nullptr) first_group = group;
+    if (b.atomic && group != first_group) {
+      return fail(ex, ResultCode::cross_group_transfer,
+                  fmt::format("operations[{}] is in another group than the first; an atomic "
+                              "batch runs in one group",
+                              i));
+    }
   }
-  if (ex.step_ == 1) {
-    // The holds looked up, in operation order.
-    u32 next = 0;
-    for (u32 i = 0; i < b.count; ++i) {
-      if (b.operations[i].op == BatchOp::transfer) continue;
-      const Transfer& hold = ex.transfers_[next++];
-      if (ex.op_refused_[i] == ResultCode::ok && (hold.id.empty() || !visible_transfer(ex, hold))) {
-        ex.op_refused_[i] = ResultCode::transfer_not_found;
-      }
-    }
-    return batch_submit(ex);
-  }
-  return batch_reply(ex);
+  return run_batch(ex);
 }
 
 // The ledger command of operation i of a batch.
@@ -781,38 +744,6 @@ Command Service::batch_command(const Exchange& ex, u32 i) {
                                     mix64(ex.key_.hi ^ i)});
   }
   return command;
-}
-
-bool Service::batch_submit(Exchange& ex) {
-  BatchRequest& b = ex.batch_;
-  ex.commands_.clear();
-  ex.op_command_.assign(b.count, kNoCommand);
-  u32 first_refused = kNoCommand;
-  for (u32 i = 0; i < b.count; ++i) {
-    if (ex.op_refused_[i] != ResultCode::ok) {
-      if (first_refused == kNoCommand) first_refused = i;
-      continue;
-    }
-    ex.op_command_[i] = static_cast<u32>(ex.commands_.size());
-    ex.commands_.push_back(batch_command(ex, i));
-  }
-  if (b.atomic && first_refused != kNoCommand) {
-    return fail(
-        ex, ResultCode::atomic_batch_failed,
-        fmt::format("operations[{}]: {}", first_refused, name(ex.op_refused_[first_refused])));
-  }
-  if (ex.commands_.empty()) {
-    ex.step_ = 2;
-    return batch_reply(ex);
-  }
-  ex.results_.resize(ex.commands_.size());
-  ex.step_ = 1;  // resume() moves on to 2: the reply
-  return submit(ex, Request{.kind = b.atomic ? RequestKind::atomic : RequestKind::commands,
-                            .count = static_cast<u32>(ex.commands_.size()),
-                            .commands = ex.commands_.data(),
-                            .results = ex.results_.data(),
-                            .batch_key = b.atomic ? ex.key_ : IdempotencyKey{},
-                            .completion = &ex});
 }
 
 bool Service::batch_reply(Exchange& ex) {
@@ -840,7 +771,7 @@ bool Service::batch_reply(Exchange& ex) {
     ResultCode code = ex.op_refused_[i];
     u64 id = 0;
     if (code == ResultCode::ok) {
-      const CommandResult& result = ex.results_[ex.op_command_[i]];
+      const CommandResult& result = ex.op_results_[i];
       code = result.code;
       id = result.id;
     }
@@ -901,23 +832,22 @@ bool Service::batch_reply(Exchange& ex) {
   return finish(ex, 200);
 }
 
-// A non-atomic batch whose operations are in more than one group, or that holds
-// transfers between groups, runs as a sequence of segments, in operation order, so
-// that it has the effect of its operations one after another: a run of operations in
-// one group (its holds looked up first, then its commands in one request), or one
-// transfer between groups (its three steps). Each operation's result is kept in
-// op_results_; the answer is rendered as for one group. If a step cannot be taken
-// (503), the batch answers that, and the operations already applied stay applied:
-// a retry with the same Idempotency-Key answers them the same and applies the rest.
-bool Service::batch_across_groups(Exchange& ex) {
+// A batch runs as a sequence of segments, in operation order, so that it has the
+// effect of its operations one after another: a run of operations in one group (its
+// holds looked up first, then its commands in one request), or one transfer between
+// groups (its three steps). A batch in one group, and every atomic one, is a single
+// segment. Each operation's result is kept in op_results_. If a step cannot be taken
+// (503), the batch answers that, and the operations already applied stay applied: a
+// retry with the same Idempotency-Key answers them the same and applies the rest.
+bool Service::run_batch(Exchange& ex) {
   const BatchRequest& b = ex.batch_;
-  if (!ex.batch_across_) {
-    ex.batch_across_ = true;
+  if (!ex.batch_running_) {
+    ex.batch_running_ = true;
     ex.op_results_.assign(b.count, CommandResult{});
     ex.op_hold_.resize(b.count);
     u32 holds = 0;
     for (u32 i = 0; i < b.count; ++i)
-      ex.op_hold_[i] = b.operations[i].op == BatchOp::transfer ? kNoCommand : holds++;
+      ex.op_hold_[i] = b.operations[i].op == BatchOp::transfer ? kNoHold : holds++;
     ex.transfers_.assign(holds, Transfer{});
     ex.segment_end_ = 0;
     return next_segment(ex);
@@ -926,7 +856,7 @@ bool Service::batch_across_groups(Exchange& ex) {
   switch (ex.segment_stage_) {
     case Exchange::SegmentStage::lookup:
       for (u32 i = begin; i < end; ++i) {
-        if (ex.op_hold_[i] == kNoCommand || ex.op_refused_[i] != ResultCode::ok) continue;
+        if (ex.op_hold_[i] == kNoHold || ex.op_refused_[i] != ResultCode::ok) continue;
         const Transfer& hold = ex.transfers_[ex.op_hold_[i]];
         if (hold.id.empty() || !visible_transfer(ex, hold)) {
           ex.op_refused_[i] = ResultCode::transfer_not_found;
@@ -976,12 +906,8 @@ bool Service::next_segment(Exchange& ex) {
   while (begin < b.count && ex.op_refused_[begin] != ResultCode::ok)
     ++begin;
   if (begin == b.count) {
-    // Every operation answered: render as for one group.
-    ex.results_ = ex.op_results_;
-    ex.op_command_.resize(b.count);
-    for (u32 i = 0; i < b.count; ++i)
-      ex.op_command_[i] = i;
-    return batch_reply(ex);
+    if (const std::optional<bool> refused = fail_atomic_refused(ex)) return *refused;
+    return batch_reply(ex);  // every operation answered
   }
   ex.segment_begin_ = begin;
   Group* group = ex.op_group_[begin];
@@ -1001,10 +927,10 @@ bool Service::next_segment(Exchange& ex) {
   ex.segment_end_ = end;
   // The segment's holds, which are consecutive in transfers_.
   ex.lookup_ids_.clear();
-  u32 first_hold = kNoCommand;
+  u32 first_hold = kNoHold;
   for (u32 i = begin; i < end; ++i) {
-    if (ex.op_hold_[i] == kNoCommand) continue;
-    if (first_hold == kNoCommand) first_hold = ex.op_hold_[i];
+    if (ex.op_hold_[i] == kNoHold) continue;
+    if (first_hold == kNoHold) first_hold = ex.op_hold_[i];
     ex.lookup_ids_.push_back(b.operations[i].transfer_id);
   }
   if (ex.lookup_ids_.empty()) return submit_segment(ex);
@@ -1017,7 +943,21 @@ bool Service::next_segment(Exchange& ex) {
   return submit(ex, request, /*last_step=*/false);
 }
 
+// An atomic batch with an operation refused at the edge fails whole, before the ledger.
+std::optional<bool> Service::fail_atomic_refused(Exchange& ex) {
+  if (!ex.batch_.atomic) return std::nullopt;
+  for (u32 i = 0; i < ex.batch_.count; ++i) {
+    if (ex.op_refused_[i] != ResultCode::ok) {
+      return fail(ex, ResultCode::atomic_batch_failed,
+                  fmt::format("operations[{}]: {}", i, name(ex.op_refused_[i])));
+    }
+  }
+  return std::nullopt;
+}
+
 bool Service::submit_segment(Exchange& ex) {
+  const BatchRequest& b = ex.batch_;
+  if (const std::optional<bool> refused = fail_atomic_refused(ex)) return *refused;
   ex.commands_.clear();
   for (u32 i = ex.segment_begin_; i < ex.segment_end_; ++i) {
     if (ex.op_refused_[i] == ResultCode::ok) ex.commands_.push_back(batch_command(ex, i));
@@ -1026,10 +966,11 @@ bool Service::submit_segment(Exchange& ex) {
   ex.results_.resize(ex.commands_.size());
   ex.segment_stage_ = Exchange::SegmentStage::commands;
   return submit(ex,
-                Request{.kind = RequestKind::commands,
+                Request{.kind = b.atomic ? RequestKind::atomic : RequestKind::commands,
                         .count = static_cast<u32>(ex.commands_.size()),
                         .commands = ex.commands_.data(),
                         .results = ex.results_.data(),
+                        .batch_key = b.atomic ? ex.key_ : IdempotencyKey{},
                         .completion = &ex},
                 /*last_step=*/!more_after(ex, ex.segment_end_));
 }

@@ -101,13 +101,12 @@ class Exchange final : public Completion {
   std::vector<CommandResult> results_;
   std::vector<u64> lookup_ids_;
   std::vector<Transfer> transfers_;
-  std::vector<u32> op_command_;         // batch: op → its command, or kNoCommand
   std::vector<ResultCode> op_refused_;  // batch: why an op was refused at the edge
   std::vector<Group*> op_group_;        // batch: the group an op runs in
   std::vector<u8> op_crosses_;          // batch: the op is a transfer between groups
-  // A batch across groups (Service::batch_across_groups): where it is.
+  // A batch in progress (Service::run_batch): where it is.
   enum class SegmentStage : u8 { lookup, commands, hold_between_groups, deliver, settle };
-  bool batch_across_ = false;
+  bool batch_running_ = false;
   SegmentStage segment_stage_ = SegmentStage::lookup;
   u32 segment_begin_ = 0, segment_end_ = 0;  // the ops of the segment in flight
   std::vector<u32> op_hold_;                 // a post/void op → its hold in transfers_
@@ -177,10 +176,10 @@ class Service {
   bool get_transfer(Exchange& ex);
   bool pending_action(Exchange& ex);
   bool batch(Exchange& ex);
-  bool batch_submit(Exchange& ex);
   bool batch_reply(Exchange& ex);
   static Command batch_command(const Exchange& ex, u32 i);
-  bool batch_across_groups(Exchange& ex);
+  bool run_batch(Exchange& ex);
+  std::optional<bool> fail_atomic_refused(Exchange& ex);
   bool next_segment(Exchange& ex);
   bool submit_segment(Exchange& ex);
   static bool more_after(const Exchange& ex, u32 from);

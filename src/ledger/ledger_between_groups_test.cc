@@ -458,6 +458,9 @@ TEST(LedgerBetweenGroups, AFullChannelRefusesUntilTheOldestSettles) {
   Region region(2, /*pending_max=*/kChannelWindow + 8);
   const AccountId payer = region.funded(0, 1u << 20);
   const AccountId payee = region.open(1);
+  // A two-phase hold takes no number until posted, so it does not fill the channel.
+  const CommandResult waiting = region.run(0, Region::hold_between(payer, payee, 5));
+  ASSERT_TRUE(waiting.ok());
   std::vector<CommandResult> sent;
   for (u32 i = 0; i < kChannelWindow; ++i) {
     sent.push_back(region.run(0, Region::between(payer, payee, 1)));
@@ -465,6 +468,14 @@ TEST(LedgerBetweenGroups, AFullChannelRefusesUntilTheOldestSettles) {
   }
   EXPECT_EQ(region.run(0, Region::between(payer, payee, 1)).code,
             ResultCode::pending_transfers_full);
+  // Nor can it be posted now: refused, and it stays an ordinary hold that may be voided.
+  EXPECT_EQ(region.run(0, Command::make_post_between_groups(TransferId{waiting.id})).code,
+            ResultCode::pending_transfers_full);
+  EXPECT_FALSE(open_hold(region[0], TransferId{waiting.id}).on_channel());
+  region.expect_invariants();
+  const u64 held = region[0].find_account(payer)->debits_pending;
+  EXPECT_EQ(region.run(0, Command::make_void(TransferId{waiting.id})).code, ResultCode::ok);
+  EXPECT_EQ(region[0].find_account(payer)->debits_pending, held - 5);
   // Settling a later one does not make room; settling the oldest does.
   const auto complete = [&](const CommandResult& r) {
     const Transfer hold = open_hold(region[0], TransferId{r.id});
