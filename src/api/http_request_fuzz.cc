@@ -1,6 +1,7 @@
-// libFuzzer target: bytes → HTTP request (Beast's parser, as the server uses it) →
-// the JSON decoder for its route, and the paged reads' query parser. Nothing may crash or leak, and
-// whatever decodes must satisfy the decoder's promises (positive amounts, valid currencies, ...).
+// libFuzzer target: bytes → HTTP request (the server's own parser over a reused arena,
+// and its header pass) → the JSON decoder for its route, and the paged reads' query parser. Nothing
+// may crash or leak, and whatever decodes must satisfy the decoder's promises (positive amounts,
+// valid currencies, ...).
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
@@ -8,6 +9,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "api/http_request.h"
 #include "api/page_query.h"
 #include "api/request_decoder.h"
 #include "base/ids.h"
@@ -79,16 +81,27 @@ void decode(std::string_view target, std::string_view body) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  http::request_parser<http::string_body> parser;
-  parser.header_limit(16 * 1024);
-  parser.body_limit(1 << 20);
-  parser.eager(true);
-  beast::error_code ec;
-  parser.put(boost::asio::buffer(data, size), ec);
-  if (!ec && parser.is_done()) {
-    const auto& request = parser.get();
-    decode(std::string_view(request.target().data(), request.target().size()), request.body());
+  // One arena for every input, reset after each, as a connection's slot reuses its own.
+  static RequestArena arena;
+  {
+    const ArenaAllocator<char> allocator(&arena);
+    RequestParser parser(std::piecewise_construct, std::make_tuple(allocator),
+                         std::make_tuple(allocator));
+    parser.header_limit(16 * 1024);
+    parser.body_limit(1 << 20);
+    parser.eager(true);
+    beast::error_code ec;
+    parser.put(boost::asio::buffer(data, size), ec);
+    if (!ec && parser.is_done()) {
+      const auto& request = parser.get();
+      HttpRequestView view;
+      view.body = request.body();
+      read_headers(request, &view);
+      require(view.body.size() == request.body().size());
+      decode(view_of(request.target()), view.body);
+    }
   }
+  arena.reset();
   // The body decoders also see the raw bytes, so JSON gets fuzzed without HTTP around it.
   if (size > 0) {
     static constexpr std::string_view kTargets[] = {"/v1/merchants",        "/v1/accounts",

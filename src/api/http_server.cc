@@ -11,6 +11,7 @@
 #include <charconv>
 #include <optional>
 
+#include "api/http_request.h"
 #include "api/render.h"
 #include "base/log.h"
 
@@ -60,14 +61,6 @@ std::string_view reason(unsigned status) {
   }
 }
 
-std::string_view header(const http::request_parser<http::string_body>::value_type& request,
-                        std::string_view name) {
-  const auto it = request.find(beast::string_view(name.data(), name.size()));
-  if (it == request.end()) return {};
-  const auto value = it->value();
-  return std::string_view(value.data(), value.size());
-}
-
 class Session;
 
 // One request of a connection's pipeline: the parsed message, which the exchange's
@@ -78,7 +71,8 @@ struct Slot final : Waker {
 
   enum class State : u8 { free, waiting, answered };
   Session* session;
-  std::optional<http::request_parser<http::string_body>> parser;
+  RequestArena arena;                   // the parser's memory; reset when it is
+  std::optional<RequestParser> parser;  // destroyed, after the answer is rendered
   Exchange exchange;
   std::atomic<bool> woken{false};  // a group finished a step; set on the group thread
   State state = State::free;
@@ -195,7 +189,9 @@ class Session final : public std::enable_shared_from_this<Session> {
     while (!stop_parsing_ && may_begin()) {
       Slot& slot = slot_at(head_ + used_);
       if (!slot.parser) {
-        slot.parser.emplace();
+        const ArenaAllocator<char> allocator(&slot.arena);
+        slot.parser.emplace(std::piecewise_construct, std::make_tuple(allocator),
+                            std::make_tuple(allocator));
         slot.parser->header_limit(config_.header_bytes_max);
         slot.parser->body_limit(config_.body_bytes_max);
         slot.parser->eager(true);
@@ -225,20 +221,11 @@ class Session final : public std::enable_shared_from_this<Session> {
     slot.keep_alive = request.keep_alive();
     slot.refused = false;
     if (!slot.keep_alive) stop_parsing_ = true;
-    const auto method = request.method_string();
-    const auto target = request.target();
-    const HttpRequestView view{
-        .method = std::string_view(method.data(), method.size()),
-        .target = std::string_view(target.data(), target.size()),
-        .body = request.body(),
-        .content_type = header(request, "Content-Type"),
-        .idempotency_key = header(request, "Idempotency-Key"),
-        .authorization = header(request, "Authorization"),
-        .key_id = header(request, "X-Paygate-Key"),
-        .timestamp = header(request, "X-Paygate-Timestamp"),
-        .signature = header(request, "X-Paygate-Signature"),
-        .prefer = header(request, "Prefer"),
-    };
+    HttpRequestView view;
+    view.method = view_of(request.method_string());
+    view.target = view_of(request.target());
+    view.body = request.body();
+    read_headers(request, &view);
     if (service_.begin(view, slot.exchange)) {
       slot.state = Slot::State::answered;
       return flush();
@@ -306,6 +293,7 @@ class Session final : public std::enable_shared_from_this<Session> {
       }
       slot.state = Slot::State::free;
       slot.parser.reset();
+      slot.arena.reset();
       head_ = (head_ + 1) % config_.pipeline_max;
       --used_;
     }

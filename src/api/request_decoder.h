@@ -61,6 +61,23 @@ struct TransferCreate {
   std::string reference;
   std::string metadata;  // minified JSON object, or empty
   u64 extra_hash = 0;    // fingerprint of reference + metadata, for idempotency
+
+  // As `*this = TransferCreate{}`, keeping the strings' buffers: a batch resets one per
+  // operation, and building a blank and moving it in was a quarter of its decoding.
+  void reset() noexcept {
+    static_assert(sizeof(Currency) == 4 && sizeof(std::string) == 32 &&
+                      sizeof(TransferCreate) == 3 * 8 + 4 + 4 + 4 + 4 + 2 * 32 + 8,
+                  "a field was added: reset it here");
+    debit_account_id = 0;
+    credit_account_id = 0;
+    amount = 0;
+    currency = Currency{};
+    pending = false;
+    timeout_s = 0;
+    reference.clear();
+    metadata.clear();
+    extra_hash = 0;
+  }
 };
 
 struct PendingAction {

@@ -601,7 +601,7 @@ TEST_F(ServerTest, Batches) {
   EXPECT_EQ(compact.body.find("body"), std::string::npos) << compact.body;
   const HttpResponse compact_again =
       merchant_request(shop, "POST", "/v1/batch", minimal_body,
-                       {"Prefer: return=minimal", "Idempotency-Key: batch-minimal"});
+                       {"prefer: return=minimal", "idempotency-key: batch-minimal"});
   EXPECT_EQ(compact_again.body, compact.body);
   const HttpResponse full_again =
       merchant_request(shop, "POST", "/v1/batch", minimal_body, {"Idempotency-Key: batch-minimal"});
@@ -625,6 +625,14 @@ TEST_F(ServerTest, IdempotencyHoldsAcrossRestartsAndCrashes) {
   const HttpResponse first =
       merchant_request(shop, "POST", "/v1/transfers", body, {"Idempotency-Key: order-42"});
   ASSERT_EQ(first.status, 201u);
+  // Header names are case-insensitive, and of a repeated header the first counts.
+  EXPECT_EQ(
+      merchant_request(shop, "POST", "/v1/transfers", body, {"idempotency-key: order-42"}).body,
+      first.body);
+  EXPECT_EQ(merchant_request(shop, "POST", "/v1/transfers", body,
+                             {"IDEMPOTENCY-KEY: order-42", "Idempotency-Key: order-43"})
+                .body,
+            first.body);
   // Merchant creation is idempotent too.
   const HttpResponse onboard =
       admin_post("/v1/merchants", R"({"name":"Again"})", {"Idempotency-Key: m-1"});

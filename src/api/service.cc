@@ -362,7 +362,8 @@ Command Service::transfer_command(const TransferCreate& t) {
   const AccountId debit{t.debit_account_id}, credit{t.credit_account_id};
   Command command = t.pending ? Command::make_hold(debit, credit, t.amount, t.currency, t.timeout_s)
                               : Command::make_transfer(debit, credit, t.amount, t.currency);
-  return command.with_extra_hash(t.extra_hash);
+  command.with_extra_hash(t.extra_hash);
+  return command;  // by name, so it is built where the caller wants it
 }
 
 bool Service::visible_transfer(const Exchange& ex, const Transfer& transfer) const {
@@ -729,15 +730,11 @@ bool Service::batch(Exchange& ex) {
 Command Service::batch_command(const Exchange& ex, u32 i) {
   const BatchRequest& b = ex.batch_;
   const BatchOperation& op = b.operations[i];
-  Command command;
-  if (op.op == BatchOp::transfer) {
-    command = transfer_command(op.transfer);
-    if (ex.op_crosses_[i] != 0) command.flags |= kTransferBetweenGroups;
-  } else if (op.op == BatchOp::post) {
-    command = Command::make_post(TransferId{op.transfer_id}, op.amount);
-  } else {
-    command = Command::make_void(TransferId{op.transfer_id});
-  }
+  Command command = op.op == BatchOp::transfer ? transfer_command(op.transfer)
+                    : op.op == BatchOp::post
+                        ? Command::make_post(TransferId{op.transfer_id}, op.amount)
+                        : Command::make_void(TransferId{op.transfer_id});
+  if (op.op == BatchOp::transfer && ex.op_crosses_[i] != 0) command.flags |= kTransferBetweenGroups;
   if (!b.atomic && !ex.key_.empty()) {
     // Each operation of a batch is its own idempotent command, keyed by position.
     command.with_key(IdempotencyKey{mix64(ex.key_.lo + (u64{i} + 1) * 0x9E3779B97F4A7C15ull),
@@ -958,11 +955,19 @@ std::optional<bool> Service::fail_atomic_refused(Exchange& ex) {
 bool Service::submit_segment(Exchange& ex) {
   const BatchRequest& b = ex.batch_;
   if (const std::optional<bool> refused = fail_atomic_refused(ex)) return *refused;
-  ex.commands_.clear();
+  u32 count = 0;
   for (u32 i = ex.segment_begin_; i < ex.segment_end_; ++i) {
-    if (ex.op_refused_[i] == ResultCode::ok) ex.commands_.push_back(batch_command(ex, i));
+    count += ex.op_refused_[i] == ResultCode::ok;
   }
-  if (ex.commands_.empty()) return next_segment(ex);
+  if (count == 0) return next_segment(ex);
+  // Each command is built in its place: returned through a temporary and copied in,
+  // the copy read back in 16-byte pieces what had just been written in smaller ones,
+  // and stalled on it for most of this function's time.
+  ex.commands_.resize(count);
+  Command* next = ex.commands_.data();
+  for (u32 i = ex.segment_begin_; i < ex.segment_end_; ++i) {
+    if (ex.op_refused_[i] == ResultCode::ok) ::new (next++) Command(batch_command(ex, i));
+  }
   ex.results_.resize(ex.commands_.size());
   ex.segment_stage_ = Exchange::SegmentStage::commands;
   return submit(ex,

@@ -1,0 +1,66 @@
+// The HTTP request as the server parses it: Beast's parser over a RequestArena (its
+// fields and body allocate nothing from the heap once warm), and the headers the
+// service reads, taken from it in one pass. Shared by the server and the fuzz target,
+// so what is fuzzed is what runs.
+#pragma once
+
+#include <boost/beast/http.hpp>
+
+#include <string_view>
+#include <type_traits>
+
+#include "api/request_arena.h"
+#include "api/service.h"
+
+namespace paygate::api {
+
+namespace http = boost::beast::http;
+
+// A request's fields and body live in its slot's arena (request_arena.h).
+using ArenaFields = http::basic_fields<ArenaAllocator<char>>;
+using ArenaBody = http::basic_string_body<char, std::char_traits<char>, ArenaAllocator<char>>;
+using RequestParser = http::request_parser<ArenaBody, ArenaAllocator<char>>;
+static_assert(std::is_same_v<RequestParser::value_type, http::request<ArenaBody, ArenaFields>>);
+
+inline std::string_view view_of(boost::beast::string_view text) {
+  return std::string_view(text.data(), text.size());
+}
+
+// The headers the service reads, in one pass over the request's fields rather than a
+// lookup for each. Of a repeated header the first counts, as find() would give.
+inline void read_headers(const RequestParser::value_type& request, HttpRequestView* view) {
+  std::string_view* const wanted[] = {
+      &view->content_type, &view->authorization, &view->prefer,   &view->idempotency_key,
+      &view->key_id,       &view->timestamp,     &view->signature};
+  constexpr u32 kNone = sizeof wanted / sizeof wanted[0];
+  u32 seen = 0;
+  for (const auto& f : request) {
+    u32 which = kNone;
+    switch (f.name()) {
+      case http::field::content_type:
+        which = 0;
+        break;
+      case http::field::authorization:
+        which = 1;
+        break;
+      case http::field::prefer:
+        which = 2;
+        break;
+      case http::field::unknown: {
+        const boost::beast::string_view name = f.name_string();
+        if (boost::beast::iequals(name, "Idempotency-Key")) which = 3;
+        if (boost::beast::iequals(name, "X-Paygate-Key")) which = 4;
+        if (boost::beast::iequals(name, "X-Paygate-Timestamp")) which = 5;
+        if (boost::beast::iequals(name, "X-Paygate-Signature")) which = 6;
+        break;
+      }
+      default:
+        break;
+    }
+    if (which == kNone || (seen & (1u << which))) continue;
+    seen |= 1u << which;
+    *wanted[which] = view_of(f.value());
+  }
+}
+
+}  // namespace paygate::api
