@@ -16,6 +16,8 @@ packages=(
   libmariadb-dev libhiredis-dev
   # tools the tests call
   curl procps python3 python3-yaml
+  # bench/compare: the systems paygate is compared with (its quick run is a test)
+  postgresql-15 libpq-dev mariadb-server mariadb-client redis-server gnuplot-nox
 )
 
 sudo_cmd=()

@@ -1,0 +1,484 @@
+// compare_client: the balance-reservation workloads of bench/compare, run against
+// the usual designs, so that paygate's figures have a baseline measured the same way.
+//
+// One operation checks and reserves 1 on a merchant's balance:
+//   postgres, mariadb  BEGIN; SELECT balance, held … FOR UPDATE; (refuse if the balance
+//                      cannot cover it) UPDATE … SET held = held + 1; INSERT a log row;
+//                      COMMIT — the design of a payment service on a SQL database
+//   redis              one Lua script per operation (check, HINCRBY, RPUSH of a log
+//                      entry): the seeds' cache-and-lock design, on an append-only
+//                      file synced at every write
+// Workloads: --merchants 1 is the hot merchant; 10,000 the uniform one. With
+// --ops-per-request K a request carries K operations on one merchant: in SQL one
+// transaction, in Redis K scripts pipelined in one round trip.
+//
+// --clients threads, one connection each, one request in flight each, for --seconds
+// or until --max-ops operations, whichever is first. Progress once a second on
+// stderr. At the end every operation is checked: the merchants' held amounts and the
+// log's rows must each equal the operations acknowledged. Prints one line:
+//   compare system=… workload=… clients=… ops_per_request=… ops=… ops_per_sec=…
+//           p50_us=… p99_us=… failures=…
+//
+//   compare_client --system postgres --port 55432 --setup --merchants 10000
+//   compare_client --system postgres --port 55432 --merchants 1 --clients 16 --seconds 10
+#include <hiredis/hiredis.h>
+#include <libpq-fe.h>
+#include <mysql.h>
+
+#include <CLI/CLI.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../progress.h"
+#include "base/histogram.h"
+
+namespace paygate {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  std::string system;
+  std::string host = "127.0.0.1";
+  u16 port = 0;
+  std::string user = "bench";
+  std::string database = "bench";
+  bool setup = false;
+  u32 merchants = 1;
+  u32 ops_per_request = 1;
+  u32 clients = 16;
+  double seconds = 10;
+  u64 max_ops = 10'000'000;
+};
+
+// What every system offers the workload: one request of `count` operations on one
+// merchant; false on a failure of the system (not a refusal for funds, which
+// cannot happen here: balances are set far above what a run can reserve).
+class Connection {
+ public:
+  virtual ~Connection() = default;
+  virtual bool reserve(u32 merchant, u32 count) = 0;
+};
+
+constexpr long long kStartBalance = 1'000'000'000'000;
+
+// ---- PostgreSQL (libpq) ----
+
+class Postgres final : public Connection {
+ public:
+  // `for_setup`: the tables may not exist yet, so nothing is prepared.
+  explicit Postgres(const Options& o, bool for_setup = false) {
+    const std::string info = "host=" + o.host + " port=" + std::to_string(o.port) +
+                             " user=" + o.user + " dbname=" + o.database;
+    conn_ = PQconnectdb(info.c_str());
+    if (PQstatus(conn_) != CONNECTION_OK) {
+      std::fprintf(stderr, "compare_client: postgres: %s", PQerrorMessage(conn_));
+      ok_ = false;
+      return;
+    }
+    ok_ = for_setup ||
+          (prepare("lock", "SELECT balance, held FROM merchants WHERE id = $1 FOR UPDATE") &&
+           prepare("hold", "UPDATE merchants SET held = held + 1 WHERE id = $1") &&
+           prepare("log", "INSERT INTO holds (merchant_id, amount) VALUES ($1, 1)"));
+  }
+  ~Postgres() override { PQfinish(conn_); }
+  bool ok() const { return ok_; }
+
+  bool exec(const char* sql) {
+    PGresult* r = PQexec(conn_, sql);
+    const ExecStatusType status = PQresultStatus(r);
+    const bool good = status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK;
+    if (!good) std::fprintf(stderr, "compare_client: postgres: %s", PQerrorMessage(conn_));
+    PQclear(r);
+    return good;
+  }
+
+  bool reserve(u32 merchant, u32 count) override {
+    const std::string id = std::to_string(merchant);
+    const char* params[] = {id.c_str()};
+    if (!exec("BEGIN")) return false;
+    for (u32 i = 0; i < count; ++i) {
+      PGresult* r = PQexecPrepared(conn_, "lock", 1, params, nullptr, nullptr, 0);
+      bool good = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+      // The check: the balance must cover what is held plus this reservation.
+      good = good && std::atoll(PQgetvalue(r, 0, 0)) - std::atoll(PQgetvalue(r, 0, 1)) >= 1;
+      PQclear(r);
+      good = good && step("hold", params) && step("log", params);
+      if (!good) {
+        exec("ROLLBACK");
+        return false;
+      }
+    }
+    return exec("COMMIT");
+  }
+
+  // Sums the merchants' held amounts and counts the log's rows.
+  bool totals(long long* held, long long* rows) {
+    PGresult* r = PQexec(conn_,
+                         "SELECT (SELECT COALESCE(SUM(held), 0) FROM merchants), "
+                         "(SELECT COUNT(*) FROM holds)");
+    const bool good = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    if (good) {
+      *held = std::atoll(PQgetvalue(r, 0, 0));
+      *rows = std::atoll(PQgetvalue(r, 0, 1));
+    }
+    PQclear(r);
+    return good;
+  }
+
+ private:
+  bool prepare(const char* name, const char* sql) {
+    PGresult* r = PQprepare(conn_, name, sql, 1, nullptr);
+    const bool good = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!good) std::fprintf(stderr, "compare_client: postgres: %s", PQerrorMessage(conn_));
+    PQclear(r);
+    return good;
+  }
+  bool step(const char* name, const char* const* params) {
+    PGresult* r = PQexecPrepared(conn_, name, 1, params, nullptr, nullptr, 0);
+    const bool good = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    return good;
+  }
+
+  PGconn* conn_ = nullptr;
+  bool ok_ = false;
+};
+
+// ---- MariaDB (libmariadb) ----
+
+class Mariadb final : public Connection {
+ public:
+  explicit Mariadb(const Options& o) {
+    conn_ = mysql_init(nullptr);
+    if (mysql_real_connect(conn_, o.host.c_str(), o.user.c_str(), nullptr, o.database.c_str(),
+                           o.port, nullptr, 0) == nullptr) {
+      std::fprintf(stderr, "compare_client: mariadb: %s\n", mysql_error(conn_));
+      return;
+    }
+    ok_ = true;
+  }
+  ~Mariadb() override { mysql_close(conn_); }
+  bool ok() const { return ok_; }
+
+  bool exec(const std::string& sql) {
+    if (mysql_real_query(conn_, sql.data(), sql.size()) != 0) {
+      std::fprintf(stderr, "compare_client: mariadb: %s\n", mysql_error(conn_));
+      return false;
+    }
+    if (MYSQL_RES* r = mysql_store_result(conn_)) mysql_free_result(r);
+    return true;
+  }
+
+  bool reserve(u32 merchant, u32 count) override {
+    const std::string id = std::to_string(merchant);
+    const std::string lock = "SELECT balance, held FROM merchants WHERE id = " + id + " FOR UPDATE";
+    const std::string hold = "UPDATE merchants SET held = held + 1 WHERE id = " + id;
+    const std::string log = "INSERT INTO holds (merchant_id, amount) VALUES (" + id + ", 1)";
+    if (!exec("BEGIN")) return false;
+    for (u32 i = 0; i < count; ++i) {
+      bool good = mysql_real_query(conn_, lock.data(), lock.size()) == 0;
+      MYSQL_RES* r = good ? mysql_store_result(conn_) : nullptr;
+      MYSQL_ROW row = r ? mysql_fetch_row(r) : nullptr;
+      good = row != nullptr && std::atoll(row[0]) - std::atoll(row[1]) >= 1;
+      if (r) mysql_free_result(r);
+      good = good && exec(hold) && exec(log);
+      if (!good) {
+        exec("ROLLBACK");
+        return false;
+      }
+    }
+    return exec("COMMIT");
+  }
+
+  bool totals(long long* held, long long* rows) {
+    const std::string sql =
+        "SELECT (SELECT COALESCE(SUM(held), 0) FROM merchants), (SELECT COUNT(*) FROM holds)";
+    if (mysql_real_query(conn_, sql.data(), sql.size()) != 0) return false;
+    MYSQL_RES* r = mysql_store_result(conn_);
+    MYSQL_ROW row = r ? mysql_fetch_row(r) : nullptr;
+    const bool good = row != nullptr;
+    if (good) {
+      *held = std::atoll(row[0]);
+      *rows = std::atoll(row[1]);
+    }
+    if (r) mysql_free_result(r);
+    return good;
+  }
+
+ private:
+  MYSQL* conn_ = nullptr;
+  bool ok_ = false;
+};
+
+// ---- Redis with Lua (hiredis) ----
+
+// KEYS[1] the merchant's hash, KEYS[2] the log; refuses (0) when the balance cannot
+// cover what is held plus 1.
+constexpr const char* kReserveScript = R"(
+local b = tonumber(redis.call('HGET', KEYS[1], 'balance'))
+local h = tonumber(redis.call('HGET', KEYS[1], 'held'))
+if b == nil or b - h < 1 then return 0 end
+redis.call('HINCRBY', KEYS[1], 'held', 1)
+redis.call('RPUSH', KEYS[2], ARGV[1])
+return 1
+)";
+
+class Redis final : public Connection {
+ public:
+  explicit Redis(const Options& o) {
+    ctx_ = redisConnect(o.host.c_str(), o.port);
+    if (ctx_ == nullptr || ctx_->err) {
+      std::fprintf(stderr, "compare_client: redis: %s\n", ctx_ ? ctx_->errstr : "no memory");
+      return;
+    }
+    auto* r = static_cast<redisReply*>(redisCommand(ctx_, "SCRIPT LOAD %s", kReserveScript));
+    if (r && r->type == REDIS_REPLY_STRING) {
+      sha_ = r->str;
+      ok_ = true;
+    }
+    if (r) freeReplyObject(r);
+  }
+  ~Redis() override {
+    if (ctx_) redisFree(ctx_);
+  }
+  bool ok() const { return ok_; }
+  redisContext* context() { return ctx_; }
+
+  // `count` scripts in one round trip: each its own operation, as paygate's batch is.
+  bool reserve(u32 merchant, u32 count) override {
+    const std::string key = "merchant:" + std::to_string(merchant);
+    for (u32 i = 0; i < count; ++i) {
+      redisAppendCommand(ctx_, "EVALSHA %s 2 %s holds %s", sha_.c_str(), key.c_str(), key.c_str());
+    }
+    bool good = true;
+    for (u32 i = 0; i < count; ++i) {
+      void* reply = nullptr;
+      if (redisGetReply(ctx_, &reply) != REDIS_OK || reply == nullptr) return false;
+      auto* r = static_cast<redisReply*>(reply);
+      good = good && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+      freeReplyObject(r);
+    }
+    return good;
+  }
+
+ private:
+  redisContext* ctx_ = nullptr;
+  std::string sha_;
+  bool ok_ = false;
+};
+
+std::unique_ptr<Connection> connect(const Options& o) {
+  if (o.system == "postgres") {
+    auto c = std::make_unique<Postgres>(o);
+    if (c->ok()) return c;
+  } else if (o.system == "mariadb") {
+    auto c = std::make_unique<Mariadb>(o);
+    if (c->ok()) return c;
+  } else if (o.system == "redis") {
+    auto c = std::make_unique<Redis>(o);
+    if (c->ok()) return c;
+  }
+  return nullptr;
+}
+
+// ---- setup: the schema and `merchants` merchants, each with a large balance ----
+
+bool set_up(const Options& o) {
+  const std::string n = std::to_string(o.merchants);
+  const std::string balance = std::to_string(kStartBalance);
+  if (o.system == "postgres") {
+    Postgres pg(o, /*for_setup=*/true);
+    return pg.ok() && pg.exec("DROP TABLE IF EXISTS holds, merchants") &&
+           pg.exec(
+               "CREATE TABLE merchants (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL, "
+               "held BIGINT NOT NULL)") &&
+           pg.exec(
+               "CREATE TABLE holds (id BIGSERIAL PRIMARY KEY, merchant_id BIGINT NOT NULL, "
+               "amount BIGINT NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())") &&
+           pg.exec(("INSERT INTO merchants SELECT g, " + balance + ", 0 FROM generate_series(1, " +
+                    n + ") AS g")
+                       .c_str()) &&
+           pg.exec("VACUUM ANALYZE merchants");
+  }
+  if (o.system == "mariadb") {
+    Mariadb db(o);
+    if (!db.ok() || !db.exec("DROP TABLE IF EXISTS holds, merchants") ||
+        !db.exec("CREATE TABLE merchants (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL, "
+                 "held BIGINT NOT NULL) ENGINE=InnoDB") ||
+        !db.exec("CREATE TABLE holds (id BIGINT AUTO_INCREMENT PRIMARY KEY, merchant_id BIGINT "
+                 "NOT NULL, amount BIGINT NOT NULL, created_at TIMESTAMP(6) NOT NULL DEFAULT "
+                 "CURRENT_TIMESTAMP(6)) ENGINE=InnoDB")) {
+      return false;
+    }
+    for (u32 first = 1; first <= o.merchants; first += 1000) {
+      std::string insert = "INSERT INTO merchants VALUES ";
+      for (u32 id = first; id < first + 1000 && id <= o.merchants; ++id) {
+        insert += (id == first ? "(" : ",(") + std::to_string(id) + "," + balance + ",0)";
+      }
+      if (!db.exec(insert)) return false;
+    }
+    return true;
+  }
+  if (o.system == "redis") {
+    Redis redis(o);
+    if (!redis.ok()) return false;
+    redisContext* c = redis.context();
+    redisAppendCommand(c, "FLUSHALL");
+    for (u32 id = 1; id <= o.merchants; ++id) {
+      redisAppendCommand(c, "HSET merchant:%u balance %lld held 0", id, kStartBalance);
+    }
+    for (u32 i = 0; i <= o.merchants; ++i) {
+      void* reply = nullptr;
+      if (redisGetReply(c, &reply) != REDIS_OK || reply == nullptr) return false;
+      const bool error = static_cast<redisReply*>(reply)->type == REDIS_REPLY_ERROR;
+      freeReplyObject(reply);
+      if (error) return false;
+    }
+    return true;
+  }
+  return false;
+}
+
+// The merchants' held amounts and the log's entries.
+bool totals(const Options& o, long long* held, long long* rows) {
+  if (o.system == "postgres") {
+    Postgres pg(o);
+    return pg.ok() && pg.totals(held, rows);
+  }
+  if (o.system == "mariadb") {
+    Mariadb db(o);
+    return db.ok() && db.totals(held, rows);
+  }
+  Redis redis(o);
+  if (!redis.ok()) return false;
+  *held = 0;
+  redisContext* c = redis.context();
+  for (u32 id = 1; id <= o.merchants; ++id)
+    redisAppendCommand(c, "HGET merchant:%u held", id);
+  for (u32 id = 1; id <= o.merchants; ++id) {
+    void* reply = nullptr;
+    if (redisGetReply(c, &reply) != REDIS_OK || reply == nullptr) return false;
+    auto* r = static_cast<redisReply*>(reply);
+    if (r->type == REDIS_REPLY_STRING) *held += std::atoll(r->str);
+    freeReplyObject(r);
+  }
+  auto* r = static_cast<redisReply*>(redisCommand(c, "LLEN holds"));
+  if (r == nullptr || r->type != REDIS_REPLY_INTEGER) return false;
+  *rows = r->integer;
+  freeReplyObject(r);
+  return true;
+}
+
+int run(const Options& o) {
+  std::atomic<u64> ops{0}, requests{0}, failures{0};
+  std::atomic<u64> budget{o.max_ops};  // operations not yet claimed by a client
+  Histogram latency_ns;
+  const auto start = Clock::now();
+  const auto deadline = start + std::chrono::duration<double>(o.seconds);
+  std::vector<std::thread> clients;
+  std::atomic<u32> connected{0};
+  for (u32 c = 0; c < o.clients; ++c) {
+    clients.emplace_back([&, c] {
+      std::unique_ptr<Connection> connection = connect(o);
+      if (!connection) {
+        failures.fetch_add(1);
+        return;
+      }
+      connected.fetch_add(1);
+      std::mt19937 random(c + 1);
+      while (Clock::now() < deadline) {
+        // Claim this request's operations from the run's bound.
+        u64 left = budget.load();
+        while (left >= o.ops_per_request &&
+               !budget.compare_exchange_weak(left, left - o.ops_per_request)) {
+        }
+        if (left < o.ops_per_request) break;
+        const u32 merchant = o.merchants == 1 ? 1 : 1 + random() % o.merchants;
+        const auto sent = Clock::now();
+        if (!connection->reserve(merchant, o.ops_per_request)) {
+          failures.fetch_add(1);
+          return;
+        }
+        latency_ns.record(static_cast<u64>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - sent).count()));
+        ops.fetch_add(o.ops_per_request, std::memory_order_relaxed);
+        requests.fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+  }
+  u64 last = 0;
+  Progress progress([&](int second) {
+    const u64 now = ops.load();
+    std::fprintf(stderr, "progress system=%s t=%ds ops=%llu ops_last_s=%llu\n", o.system.c_str(),
+                 second, static_cast<unsigned long long>(now),
+                 static_cast<unsigned long long>(now - last));
+    last = now;
+  });
+  for (auto& t : clients)
+    t.join();
+  const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  progress.stop();
+  long long held = -1, rows = -1;
+  if (!totals(o, &held, &rows) || held != static_cast<long long>(ops.load()) ||
+      rows != static_cast<long long>(ops.load())) {
+    std::fprintf(stderr, "compare_client: %s holds %lld in %lld log rows, but %llu were answered\n",
+                 o.system.c_str(), held, rows, static_cast<unsigned long long>(ops.load()));
+    failures.fetch_add(1);
+  }
+  std::printf(
+      "compare system=%s workload=%s clients=%u ops_per_request=%u ops=%llu seconds=%.2f "
+      "ops_per_sec=%.0f p50_us=%.0f p99_us=%.0f failures=%llu\n",
+      o.system.c_str(), o.merchants == 1 ? "hot" : "uniform", o.clients, o.ops_per_request,
+      static_cast<unsigned long long>(ops.load()), elapsed,
+      static_cast<double>(ops.load()) / elapsed,
+      static_cast<double>(latency_ns.percentile(0.50)) / 1e3,
+      static_cast<double>(latency_ns.percentile(0.99)) / 1e3,
+      static_cast<unsigned long long>(failures.load()));
+  return failures.load() == 0 && connected.load() == o.clients ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace paygate
+
+int main(int argc, char** argv) {
+  paygate::Options o;
+  CLI::App app{"compare_client: balance reservations against PostgreSQL, MariaDB or Redis"};
+  app.add_option("--system", o.system, "postgres | mariadb | redis")->required();
+  app.add_option("--host", o.host)->capture_default_str();
+  app.add_option("--port", o.port)->required();
+  app.add_option("--user", o.user)->capture_default_str();
+  app.add_option("--database", o.database)->capture_default_str();
+  app.add_flag("--setup", o.setup, "create the schema and the merchants, then exit");
+  app.add_option("--merchants", o.merchants, "1: the hot merchant; more: uniform over them")
+      ->capture_default_str();
+  app.add_option("--ops-per-request", o.ops_per_request,
+                 "operations per request on one merchant (SQL: one transaction)")
+      ->capture_default_str();
+  app.add_option("--clients", o.clients, "connections, one thread and one request each")
+      ->capture_default_str();
+  app.add_option("--seconds", o.seconds, "run at most this long")->capture_default_str();
+  app.add_option("--max-ops", o.max_ops, "run at most this many operations")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  if (o.merchants == 0 || o.ops_per_request == 0 || o.clients == 0 || o.clients > 256 ||
+      o.seconds <= 0 || o.seconds > 600) {
+    std::fprintf(stderr, "compare_client: bad options\n");
+    return 2;
+  }
+  if (o.setup) {
+    if (!paygate::set_up(o)) {
+      std::fprintf(stderr, "compare_client: setup of %s failed\n", o.system.c_str());
+      return 1;
+    }
+    std::printf("compare_client: %s has %u merchants\n", o.system.c_str(), o.merchants);
+    return 0;
+  }
+  return paygate::run(o);
+}
