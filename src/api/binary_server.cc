@@ -21,14 +21,15 @@ using binary::FrameType;
 using boost::system::error_code;
 
 struct BinaryServer::Impl {
-  Impl(Service& s, OwnerIndex& o, std::string token, const BinaryConfig& c, asio::io_context& io,
+  Impl(Service& s, OwnerIndex& o, std::string token, const BinaryConfig& c, IoRuntime& io,
        std::shared_ptr<std::atomic<u64>> flight)
       : service(s),
         owners(o),
         admin_token(std::move(token)),
         config(c),
-        context(io),
-        acceptor(io),
+        runtime(io),
+        context(io.context()),
+        acceptor(io.context()),
         in_flight(std::move(flight)) {}
 
   void accept();
@@ -37,7 +38,8 @@ struct BinaryServer::Impl {
   OwnerIndex& owners;
   const std::string admin_token;
   const BinaryConfig config;
-  asio::io_context& context;
+  IoRuntime& runtime;
+  asio::io_context& context;  // the listener's
   tcp::acceptor acceptor;
   std::shared_ptr<std::atomic<u64>> in_flight;
   std::atomic<u32> connections{0};
@@ -272,25 +274,26 @@ void Slot::complete(const Outcome& o) noexcept {
 }  // namespace
 
 void BinaryServer::Impl::accept() {
-  acceptor.async_accept(asio::make_strand(context), [this](error_code ec, tcp::socket socket) {
-    if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
-    if (!ec) {
-      if (connections.load(std::memory_order_relaxed) >= config.connections_max) {
-        socket.close(ec);
-      } else {
-        socket.set_option(tcp::no_delay(true), ec);
-        std::make_shared<Connection>(std::move(socket), *this)->start();
-      }
-    }
-    accept();
-  });
+  acceptor.async_accept(
+      asio::make_strand(runtime.next_context()), [this](error_code ec, tcp::socket socket) {
+        if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
+        if (!ec) {
+          if (connections.load(std::memory_order_relaxed) >= config.connections_max) {
+            socket.close(ec);
+          } else {
+            socket.set_option(tcp::no_delay(true), ec);
+            std::make_shared<Connection>(std::move(socket), *this)->start();
+          }
+        }
+        accept();
+      });
 }
 
 BinaryServer::BinaryServer(Service& service, OwnerIndex& owners, std::string admin_token,
                            BinaryConfig config, IoRuntime& runtime)
     : config_(std::move(config)), in_flight_(std::make_shared<std::atomic<u64>>(0)) {
-  impl_ = std::make_unique<Impl>(service, owners, std::move(admin_token), config_,
-                                 runtime.context(), in_flight_);
+  impl_ =
+      std::make_unique<Impl>(service, owners, std::move(admin_token), config_, runtime, in_flight_);
 }
 
 BinaryServer::~BinaryServer() = default;

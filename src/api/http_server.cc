@@ -417,41 +417,42 @@ void Slot::wake() noexcept {
 }  // namespace
 
 struct HttpServer::Impl {
-  explicit Impl(asio::io_context& io) : context(io), acceptor(io) {}
+  explicit Impl(IoRuntime& io) : runtime(io), acceptor(io.context()) {}
 
   void accept(Service& service, const HttpConfig& config,
               const std::shared_ptr<std::atomic<u64>>& in_flight) {
-    acceptor.async_accept(asio::make_strand(context), [this, &service, &config, in_flight](
-                                                          beast::error_code ec,
-                                                          tcp::socket socket) {
-      if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
-      if (!ec) {
-        HttpMetrics& metrics = service.metrics();
-        if (metrics.connections_open.load(std::memory_order_relaxed) >= config.connections_max) {
-          metrics.connections_refused.fetch_add(1, std::memory_order_relaxed);
-          static constexpr std::string_view kBusy =
-              "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-              "Content-Length: 71\r\nConnection: close\r\n\r\n"
-              R"({"error":{"code":"overloaded","message":"too many connections, retry"}})";
-          static_assert(kBusy.size() - kBusy.find("\r\n\r\n") - 4 == 71);
-          beast::error_code ignored;
-          asio::write(socket, asio::buffer(kBusy), ignored);
-          socket.close(ignored);
-        } else {
-          socket.set_option(tcp::no_delay(true), ec);
-          std::make_shared<Session>(std::move(socket), service, config, in_flight)->start();
-        }
-      }
-      accept(service, config, in_flight);
-    });
+    acceptor.async_accept(
+        asio::make_strand(runtime.next_context()),
+        [this, &service, &config, in_flight](beast::error_code ec, tcp::socket socket) {
+          if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
+          if (!ec) {
+            HttpMetrics& metrics = service.metrics();
+            if (metrics.connections_open.load(std::memory_order_relaxed) >=
+                config.connections_max) {
+              metrics.connections_refused.fetch_add(1, std::memory_order_relaxed);
+              static constexpr std::string_view kBusy =
+                  "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                  "Content-Length: 71\r\nConnection: close\r\n\r\n"
+                  R"({"error":{"code":"overloaded","message":"too many connections, retry"}})";
+              static_assert(kBusy.size() - kBusy.find("\r\n\r\n") - 4 == 71);
+              beast::error_code ignored;
+              asio::write(socket, asio::buffer(kBusy), ignored);
+              socket.close(ignored);
+            } else {
+              socket.set_option(tcp::no_delay(true), ec);
+              std::make_shared<Session>(std::move(socket), service, config, in_flight)->start();
+            }
+          }
+          accept(service, config, in_flight);
+        });
   }
 
-  asio::io_context& context;
+  IoRuntime& runtime;
   tcp::acceptor acceptor;
 };
 
 HttpServer::HttpServer(Service& service, HttpConfig config, IoRuntime& runtime)
-    : impl_(std::make_unique<Impl>(runtime.context())),
+    : impl_(std::make_unique<Impl>(runtime)),
       service_(service),
       config_(std::move(config)),
       in_flight_(std::make_shared<std::atomic<u64>>(0)) {}
@@ -467,32 +468,34 @@ bool HttpServer::listen(std::string* error) {
 }
 
 void HttpServer::close() {
-  asio::post(impl_->context, [impl = impl_.get()] {
+  asio::post(impl_->runtime.context(), [impl = impl_.get()] {
     beast::error_code ignored;
     impl->acceptor.close(ignored);
   });
 }
 
-IoRuntime::IoRuntime(u32 threads)
-    : threads_count_(std::max(threads, 1u)),
-      context_(std::make_unique<asio::io_context>(static_cast<int>(threads_count_))) {}
+IoRuntime::IoRuntime(u32 threads) {
+  for (u32 i = 0; i < std::max(threads, 1u); ++i)
+    contexts_.push_back(std::make_unique<asio::io_context>(1));
+}
 
 IoRuntime::~IoRuntime() {
   stop();
 }
 
 void IoRuntime::start() {
-  for (u32 i = 0; i < threads_count_; ++i) {
-    threads_.emplace_back([this] {
-      // Keep running when there is nothing to do yet (before the first accept).
-      auto guard = asio::make_work_guard(*context_);
-      context_->run();
+  for (auto& context : contexts_) {
+    threads_.emplace_back([io = context.get()] {
+      // Keep running when there is nothing to do yet (before the first connection).
+      auto guard = asio::make_work_guard(*io);
+      io->run();
     });
   }
 }
 
 void IoRuntime::stop() {
-  context_->stop();
+  for (auto& context : contexts_)
+    context->stop();
   for (auto& thread : threads_)
     thread.join();
   threads_.clear();

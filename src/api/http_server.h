@@ -62,19 +62,28 @@ class HttpServer {
   std::shared_ptr<std::atomic<u64>> in_flight_;
 };
 
-// The io_context and the threads that run it, shared by the HTTP and binary servers.
+// The IO threads of a server: one io_context each, and each connection on one of
+// them for its life (handed out in turn), so the threads share no scheduler queue and
+// no lock. With one io_context run by several threads, a second HTTP IO thread made
+// the gateway slower on this project's 2 cores (docs/BENCHMARKS.md).
 class IoRuntime {
  public:
   explicit IoRuntime(u32 threads);
   ~IoRuntime();
   void start();
   void stop();
-  boost::asio::io_context& context() noexcept { return *context_; }
+  // For the listener and its timers.
+  boost::asio::io_context& context() noexcept { return *contexts_[0]; }
+  // The IO thread a new connection lives on: each in turn. Called from the
+  // listener's handler only (one at a time).
+  boost::asio::io_context& next_context() noexcept {
+    return *contexts_[next_++ % contexts_.size()];
+  }
 
  private:
-  u32 threads_count_;
-  std::unique_ptr<boost::asio::io_context> context_;
+  std::vector<std::unique_ptr<boost::asio::io_context>> contexts_;
   std::vector<std::thread> threads_;
+  std::size_t next_ = 0;
 };
 
 }  // namespace paygate::api

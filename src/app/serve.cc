@@ -205,10 +205,12 @@ int run_serve(const ServeOptions& options) {
   }
   const u32 cores = std::max(1u, std::thread::hardware_concurrency());
   if (s.http.io_threads == 0) {
-    // Each group's thread wants a core of its own; the IO threads share the rest. On
-    // a small machine more IO threads than cores only add context switches
-    // (docs/BENCHMARKS.md: one IO thread on 2 cores gave 1.18x the HTTP batch ops/s).
-    s.http.io_threads = cores > s.engine.groups ? cores - s.engine.groups : 1;
+    // Each group's thread wants a core of its own; the IO threads share the rest, and
+    // are at least two where there are two cores: with an io_context per IO thread,
+    // two on 2 cores and one group gave 1.10-1.40x the one-transfer requests/s and the
+    // same batch ops/s as one (docs/BENCHMARKS.md).
+    s.http.io_threads =
+        std::max(cores > s.engine.groups ? cores - s.engine.groups : 1, std::min(cores, 2u));
   }
   if (s.binary.io_threads == 0) s.binary.io_threads = cores;
   std::error_code ec;
