@@ -608,6 +608,23 @@ TEST_F(ServerTest, Batches) {
   EXPECT_EQ(full_again.header("preference-applied"), "");
   EXPECT_EQ(text_field(full_again.body, "/results/0/body/id"),
             text_field(compact.body, "/results/0/id"));
+  // The preference among others, any case, spaces around '=', a parameter, quoted;
+  // a longer value is another preference.
+  for (const std::string prefer :
+       {"respond-async, Return = minimal", "RETURN=MINIMAL; x=1", "wait=5,return=\"minimal\""}) {
+    EXPECT_EQ(merchant_request(shop, "POST", "/v1/batch", minimal_body,
+                               {"Prefer: " + prefer, "Idempotency-Key: batch-minimal"})
+                  .body,
+              compact.body)
+        << prefer;
+  }
+  for (const std::string prefer : {"return=minimalist", "return=representation", "minimal"}) {
+    EXPECT_EQ(merchant_request(shop, "POST", "/v1/batch", minimal_body,
+                               {"Prefer: " + prefer, "Idempotency-Key: batch-minimal"})
+                  .header("preference-applied"),
+              "")
+        << prefer;
+  }
 
   std::string many = R"({"operations":[)";
   for (int i = 0; i < 8191; ++i)

@@ -17,6 +17,40 @@ namespace {
 
 constexpr u32 kNoHold = ~u32{0};  // a batch operation that names no hold (op_hold_)
 
+// Whether a Prefer header (RFC 7240) asks for return=minimal: one of its
+// comma-separated preferences, parameters after ';' aside, is the token `return`
+// (any case) with the value `minimal`, spaces allowed around '='. A substring search
+// took "return=minimalist" and missed "Return = minimal".
+bool prefers_return_minimal(std::string_view prefer) {
+  const auto trim = [](std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
+      s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
+      s.remove_suffix(1);
+    return s;
+  };
+  const auto same = [](std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i)
+      if ((a[i] | 0x20) != b[i]) return false;  // b: lower-case letters only
+    return true;
+  };
+  while (!prefer.empty()) {
+    const std::size_t comma = prefer.find(',');
+    std::string_view preference = prefer.substr(0, comma);
+    prefer = comma == std::string_view::npos ? std::string_view{} : prefer.substr(comma + 1);
+    preference = preference.substr(0, preference.find(';'));
+    const std::size_t equals = preference.find('=');
+    if (equals == std::string_view::npos) continue;
+    std::string_view value = trim(preference.substr(equals + 1));
+    if (value.size() >= 2 && value.front() == '"' && value.back() == '"') {
+      value = value.substr(1, value.size() - 2);
+    }
+    if (same(trim(preference.substr(0, equals)), "return") && same(value, "minimal")) return true;
+  }
+  return false;
+}
+
 // One decoder per IO thread, reused for every request it parses.
 RequestDecoder& decoder() {
   thread_local RequestDecoder instance;
@@ -754,7 +788,7 @@ bool Service::batch_reply(Exchange& ex) {
   out.clear();
   // Prefer: return=minimal (RFC 7240) answers each operation with its status and the
   // transfer's id, or its error code: the compact form for clients that send many.
-  const bool minimal = ex.view_.prefer.find("return=minimal") != std::string_view::npos;
+  const bool minimal = prefers_return_minimal(ex.view_.prefer);
   ex.reply.minimal = minimal;
   if (minimal) out.reserve(32 + std::size_t{b.count} * 48);
   bool atomic_failed = false;
