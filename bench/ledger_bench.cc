@@ -5,6 +5,8 @@
 //   hot_merchant every transfer debits one account; credits spread over N accounts
 //   hold_post    a hold, then its post (one cycle = both commands)
 //   hold_expire  a hold with a 1 s timeout, then its expiry when time passes
+//   hold_open    holds on one merchant that stay open (bench/compare's hot merchant),
+//                up to pending_max (1 M) of them; voided, untimed, after each run
 // Each workload runs several times; the line reports the median rate and ends in
 // ops_per_sec=<N> (cycles per second for the two hold workloads).
 //
@@ -42,10 +44,12 @@ struct Options {
 
 using Clock = std::chrono::steady_clock;
 
+constexpr u32 kPendingMax = 1u << 20;
+
 LedgerConfig bench_config(const Options& options) {
   return LedgerConfig{.prefix = {0, 1},
                       .accounts_max = options.accounts + 16,
-                      .pending_max = 1u << 20,
+                      .pending_max = kPendingMax,
                       .recent_transfers_max = 1u << 20,
                       .idempotency_keys_max = 1u << 16};
 }
@@ -115,6 +119,36 @@ class Bench {
       count_failures(2 * half);
     }
     return static_cast<double>(cycles) / std::chrono::duration<double>(busy).count();
+  }
+
+  // Holds that stay open, every one debiting the merchant: the pending index grows to
+  // count entries (a million by default), so where each new hold's entry lands in
+  // memory is what this measures. Voided after the clock stops.
+  double hold_open(u64 count) {
+    std::mt19937_64 random(11);
+    count = std::min<u64>(count, kPendingMax - open_holds(ledger_));
+    const u64 first_serial = ledger_.transfers_made() + 1;
+    Clock::duration busy{};
+    for (u64 done = 0; done < count;) {
+      const u32 take = static_cast<u32>(std::min<u64>(kBatchMax, count - done));
+      for (u32 i = 0; i < take; ++i)
+        batch_[i] = Command::make_hold(merchant_, random_user(random), 1 + random() % 100, kUsd, 0);
+      const auto start = Clock::now();
+      ledger_.apply_batch(next(take), std::span(batch_.data(), take), results_);
+      busy += Clock::now() - start;
+      count_failures(take);
+      done += take;
+    }
+    for (u64 done = 0; done < count;) {
+      const u32 take = static_cast<u32>(std::min<u64>(kBatchMax, count - done));
+      for (u32 i = 0; i < take; ++i)
+        batch_[i] = Command::make_void(TransferId{make_id({0, 1}, first_serial + done + i)});
+      ledger_.apply_batch(next(take), std::span(batch_.data(), take), results_);
+      count_failures(take);
+      done += take;
+    }
+    if (open_holds(ledger_) != 0) ++failures_;
+    return static_cast<double>(count) / std::chrono::duration<double>(busy).count();
   }
 
   // Cycles of hold then expiry: each batch holds for 1 s; the next batch's stamp is
@@ -214,7 +248,7 @@ double report(const char* prefix, const char* workload, const Options& options, 
   return rate;
 }
 
-// All four workloads on one kind of ledger. baselines: the reference's rates, or
+// Every workload on one kind of ledger. baselines: the reference's rates, or
 // empty when this is the reference.
 template <typename LedgerType>
 bool run_workloads(const char* prefix, const Options& options, std::vector<double>* rates,
@@ -222,15 +256,18 @@ bool run_workloads(const char* prefix, const Options& options, std::vector<doubl
   std::fprintf(stderr, "ledger_bench: %sopening and funding %u accounts\n", prefix,
                options.accounts);
   Bench<LedgerType> bench(options);
-  const char* names[] = {"uniform", "hot_merchant", "hold_post", "hold_expire"};
-  for (int w = 0; w < 4; ++w) {
+  const char* names[] = {"uniform", "hot_merchant", "hold_post", "hold_expire", "hold_open"};
+  for (int w = 0; w < 5; ++w) {
     if (!options.only.empty() && options.only != names[w]) {
       rates->push_back(0);
       continue;
     }
     const double baseline = baselines.empty() ? 0 : baselines[w];
-    const u64 ops = w < 2 ? options.ops : options.ops / 2;
-    const char* unit = w < 2 ? "ops" : "cycles";
+    const bool cycles = w == 2 || w == 3;
+    const u64 ops = cycles   ? options.ops / 2
+                    : w == 4 ? std::min<u64>(options.ops, kPendingMax)
+                             : options.ops;
+    const char* unit = cycles ? "cycles" : "ops";
     rates->push_back(report(prefix, names[w], options, ops, unit, baseline, [&] {
       switch (w) {
         case 0:
@@ -239,8 +276,10 @@ bool run_workloads(const char* prefix, const Options& options, std::vector<doubl
           return bench.transfers(ops, [&](auto&) { return bench.merchant(); });
         case 2:
           return bench.hold_post(ops);
-        default:
+        case 3:
           return bench.hold_expire(ops);
+        default:
+          return bench.hold_open(ops);
       }
     }));
   }
@@ -283,7 +322,7 @@ int main(int argc, char** argv) {
   app.add_option("--runs", options.runs, "runs per workload (the median is reported)")
       ->check(CLI::Range(1, 99));
   app.add_option("--only", options.only, "run one workload")
-      ->check(CLI::IsMember({"uniform", "hot_merchant", "hold_post", "hold_expire"}));
+      ->check(CLI::IsMember({"uniform", "hot_merchant", "hold_post", "hold_expire", "hold_open"}));
   app.add_flag("--quick", quick, "a few seconds in all: for the smoke test");
   CLI11_PARSE(app, argc, argv);
   if (quick) {

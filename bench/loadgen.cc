@@ -76,6 +76,7 @@ struct Options {
   bool one_account_per_request = false;  // a request's operations all debit one account
   bool random_pairs = false;             // credit a random funded account, not the sink
   u64 ops = 0;                           // binary: at most this many operations (0: no bound)
+  std::string server_metrics;            // where to save the server's /metrics after a run
 };
 
 struct Totals {
@@ -464,6 +465,13 @@ RunResult run_once(const Options& o) {
                  static_cast<unsigned long long>(totals.ops.load()));
     totals.failures.fetch_add(1);
   }
+  if (!o.server_metrics.empty()) {
+    // The server's own account of the run (stage latencies, group commit sizes), to
+    // read beside the client's figures: docs/OPERATING.md names the series.
+    const HttpResponse metrics =
+        admin.request("GET", "/metrics", {"Authorization: Bearer " + server.admin_token()});
+    std::ofstream(o.server_metrics) << metrics.body;
+  }
   const int stopped = server.stop();
 
   result.requests_per_sec = static_cast<double>(totals.requests.load()) / elapsed;
@@ -565,6 +573,8 @@ int main(int argc, char** argv) {
   app.add_flag("--random-pairs", o.random_pairs,
                "credit a random other funded account instead of the sink (needs --accounts 2+)");
   app.add_option("--ops", o.ops, "binary: run at most this many operations (0: no bound)");
+  app.add_option("--server-metrics", o.server_metrics,
+                 "save the server's /metrics text here after each run (the last run's stays)");
   CLI11_PARSE(app, argc, argv);
   if ((o.pending && o.requests == 0 && o.ops == 0) || (o.random_pairs && o.accounts < 2) ||
       (o.ops != 0 && o.mode != "binary") || o.accounts == 0) {

@@ -16,6 +16,7 @@
 
 #include "base/assert.h"
 #include "base/fixed_array.h"
+#include "base/prefetch.h"
 #include "base/types.h"
 
 namespace paygate {
@@ -93,8 +94,14 @@ class OpenAddressMap {
     size_ = 0;
   }
 
-  // Hints the cache about the slot a later find(key) will start at.
-  void prefetch(const Key& key) const noexcept { __builtin_prefetch(&slots_[home(key)]); }
+  // Hints the cache about the slot a later find(key) or insert(key) will start at.
+  void prefetch(const Key& key, bool for_write = false) const noexcept {
+    if (for_write) {
+      prefetch_for_write(&slots_[home(key)]);
+    } else {
+      prefetch_for_read(&slots_[home(key)]);
+    }
+  }
 
   // For invariant checks and snapshots: every occupied slot, in slot order.
   template <typename Visit>

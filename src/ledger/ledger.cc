@@ -6,11 +6,13 @@
 
 #include <fmt/format.h>
 
+#include "base/prefetch.h"
+
 namespace paygate {
 
 namespace {
 
-// How far ahead apply_batch() asks the cache for the accounts of later commands.
+// How far ahead apply_batch() asks the cache for what later commands will touch.
 constexpr u32 kPrefetchDistance = 8;
 
 // Undo entries one command can make: two accounts, one pool change, one recent slot.
@@ -80,11 +82,12 @@ void Ledger::apply_batch(Stamp first, std::span<const Command> commands,
   PG_ASSERT(results.size() >= commands.size());
   advance(first);
   const std::size_t count = commands.size();
+  Lookahead ahead{.serial = next_transfer_serial_, .holds = 0};
   for (std::size_t i = 0; i < std::min<std::size_t>(kPrefetchDistance, count); ++i) {
-    prefetch(commands[i]);
+    prefetch(commands[i], ahead);
   }
   for (std::size_t i = 0; i < count; ++i) {
-    if (i + kPrefetchDistance < count) prefetch(commands[i + kPrefetchDistance]);
+    if (i + kPrefetchDistance < count) prefetch(commands[i + kPrefetchDistance], ahead);
     results[i] = execute_keyed(nth(first, i), commands[i]);
   }
   finish(first, count);
@@ -796,14 +799,25 @@ void Ledger::replay_atomic_results(const IdempotencyRecord& record,
   }
 }
 
-void Ledger::prefetch(const Command& command) const noexcept {
+void Ledger::prefetch(const Command& command, Lookahead& ahead) const noexcept {
   if (command.kind == CommandKind::transfer) {
     if (const Account* debit = account_at(command.transfer.debit_account_id)) {
-      __builtin_prefetch(debit, 1);
+      prefetch_for_write(debit);
     }
     if (const Account* credit = account_at(command.transfer.credit_account_id)) {
-      __builtin_prefetch(credit, 1);
+      prefetch_for_write(credit);
     }
+    // What a new transfer writes is known before it runs: the next entry of the
+    // recent ring and, for a hold, the next free pool slot and the index entry after
+    // the last hold's. Fresh lines each time, so each would otherwise be a miss.
+    prefetch_for_write(&recent_[ahead.serial & recent_mask_]);
+    if ((command.flags & kTransferPending) != 0) {
+      pending_index_.prefetch(make_id(config_.prefix, ahead.serial), /*for_write=*/true);
+      if (ahead.holds < free_top_)
+        prefetch_for_write(&pending_[free_slots_[free_top_ - 1 - ahead.holds]]);
+      ++ahead.holds;
+    }
+    ++ahead.serial;
   } else if (command.kind == CommandKind::post_pending ||
              command.kind == CommandKind::void_pending) {
     pending_index_.prefetch(command.pending.transfer_id.value);

@@ -26,6 +26,7 @@
 #include "ledger/expiry_queue.h"
 #include "ledger/group_channels.h"
 #include "ledger/idempotency_window.h"
+#include "ledger/pending_index.h"
 #include "ledger/types.h"
 
 namespace paygate {
@@ -226,7 +227,15 @@ class Ledger {
   void rollback(u32 account_count, u64 next_transfer_serial) noexcept;
   void replay_atomic_results(const IdempotencyRecord& record, std::span<const Command> commands,
                              std::span<CommandResult> results) const noexcept;
-  void prefetch(const Command& command) const noexcept;
+  // What apply_batch() expects the commands it has asked the cache for to take: the
+  // serial and pool slot the next of them will get if every transfer before it
+  // succeeds. A guess (a refused transfer shifts it by one) that costs a stray load.
+  struct Lookahead {
+    u64 serial;
+    u32 holds;  // holds among the commands already asked for
+  };
+  // Asks the cache for what executing `command` will touch, and moves `ahead` past it.
+  void prefetch(const Command& command, Lookahead& ahead) const noexcept;
   std::size_t sorted_pending_ids() const noexcept;  // into digest_scratch_
 
   Account* account_at(AccountId id) noexcept;
@@ -246,10 +255,10 @@ class Ledger {
   FixedArray<Account> accounts_;  // index = serial - 1
   u32 account_count_ = 0;
 
-  FixedArray<Transfer> pending_;                    // the pool of open holds, by slot
-  FixedArray<u32> free_slots_;                      // a stack of free pool slots
-  u32 free_top_ = 0;                                // free_slots_[0, free_top_) are free
-  OpenAddressMap<u64, u32, IdHash> pending_index_;  // transfer id → pool slot
+  FixedArray<Transfer> pending_;  // the pool of open holds, by slot
+  FixedArray<u32> free_slots_;    // a stack of free pool slots
+  u32 free_top_ = 0;              // free_slots_[0, free_top_) are free
+  PendingIndex pending_index_;    // transfer id → pool slot
   ExpiryQueue expiry_;
 
   FixedArray<Transfer> recent_;  // transfer serial & recent_mask_ → the transfer
