@@ -8,7 +8,7 @@
 //   hold_open    holds on one merchant that stay open (bench/compare's hot merchant),
 //                up to pending_max (1 M) of them; voided, untimed, after each run
 // Each workload runs several times; the line reports the median rate and ends in
-// ops_per_sec=<N> (cycles per second for the two hold workloads).
+// ops_per_sec=<N> (cycles per second for hold_post and hold_expire).
 //
 // Baseline: the same workloads, in the same process, through the model test's
 // ReferenceLedger (std::map, written for clarity, not speed), so the ratio stands
