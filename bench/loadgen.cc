@@ -243,13 +243,13 @@ struct Pick {
 
 // One connection's loop over HTTP: keep `depth` requests in flight. The load
 // generator shares the server's cores, so it spends as little as it can: requests
-// are written up front (kPrepared of them, picked at random), the answers that
+// are written up front (prepared_count of them, picked at random), the answers that
 // arrive together are handled together, and their replacements leave in one send.
 void http_worker(const Options& o, const Setup& s, u16 port, u64 deadline_ns, u64 request_cap,
                  u32 seed, Totals* totals) {
   // Requests written up front: about 5,000 operations' worth, at least 8 (the time to
   // write them counts in the run).
-  const u32 kPrepared = std::clamp(5120 / std::max(o.ops_per_request, 1u), 8u, 256u);
+  const u32 prepared_count = std::clamp(5120 / std::max(o.ops_per_request, 1u), 8u, 256u);
   HttpClient client("127.0.0.1", port);
   std::vector<std::string> headers = {"Authorization: Bearer " + s.token,
                                       "Content-Type: application/json"};
@@ -260,7 +260,7 @@ void http_worker(const Options& o, const Setup& s, u16 port, u64 deadline_ns, u6
   // (GET /healthz with the same headers), over the same connections and pipeline.
   const bool health = o.mode == "http-health";
   const u32 ops = batch ? o.ops_per_request : health ? 0 : 1;
-  std::vector<std::string> prepared(kPrepared);
+  std::vector<std::string> prepared(prepared_count);
   Pick pick{o, s, random};
   for (std::string& request : prepared) {
     if (health) {
@@ -289,7 +289,7 @@ void http_worker(const Options& o, const Setup& s, u16 port, u64 deadline_ns, u6
   u64 sent = 0, answered = 0;
   std::string out;
   const auto queue_one = [&] {
-    out += prepared[random() % kPrepared];
+    out += prepared[random() % prepared_count];
     sent_at[sent++ % o.depth] = now_ns();
   };
   // request_cap bounds this connection's requests (it was once compared with the

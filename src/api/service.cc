@@ -1,6 +1,7 @@
 #include "api/service.h"
 
 #include <fmt/format.h>
+#include <boost/beast/core/string.hpp>
 
 #include <charconv>
 #include <chrono>
@@ -30,10 +31,7 @@ bool prefers_return_minimal(std::string_view prefer) {
     return s;
   };
   const auto same = [](std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-      if ((a[i] | 0x20) != b[i]) return false;  // b: lower-case letters only
-    return true;
+    return boost::beast::iequals({a.data(), a.size()}, {b.data(), b.size()});
   };
   while (!prefer.empty()) {
     const std::size_t comma = prefer.find(',');

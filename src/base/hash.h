@@ -19,6 +19,11 @@ constexpr u64 mix64(u64 x) noexcept {
   return x;
 }
 
+// mix64 as the hash of a u64-keyed table (OpenAddressMap and the like).
+struct Mix64Hash {
+  constexpr u64 operator()(u64 key) const noexcept { return mix64(key); }
+};
+
 // Folds values one at a time; the result depends on their order.
 class Hasher {
  public:

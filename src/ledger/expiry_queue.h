@@ -188,10 +188,6 @@ class ExpiryQueue {
     u32 tail;
     u32 heap_pos;
   };
-  struct KeyHash {
-    u64 operator()(u64 key) const noexcept { return mix64(key); }
-  };
-
   static bool before(const Node& a, const Node& b) noexcept {
     return a.expires_at_ns != b.expires_at_ns ? a.expires_at_ns < b.expires_at_ns
                                               : a.transfer_id < b.transfer_id;
@@ -260,7 +256,7 @@ class ExpiryQueue {
   u32 free_lane_top_ = 0;
   FixedArray<u32> lane_heap_;  // lane numbers, ordered by their heads
   u32 lane_count_ = 0;
-  OpenAddressMap<u64, u32, KeyHash> lane_index_;  // timeout → lane number
+  OpenAddressMap<u64, u32, Mix64Hash> lane_index_;  // timeout → lane number
   u32 size_ = 0;
 };
 

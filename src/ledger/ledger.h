@@ -245,10 +245,6 @@ class Ledger {
   }
   bool issued_here(u64 id) const noexcept { return id_prefix_bits(id) == prefix_bits_; }
 
-  struct IdHash {
-    u64 operator()(u64 id) const noexcept { return mix64(id); }
-  };
-
   LedgerConfig config_;
   u64 prefix_bits_;
 
@@ -275,8 +271,8 @@ class Ledger {
   mutable FixedArray<u64> digest_scratch_;  // pending ids, sorted for state_digest()
 
   // Transfers between groups. Last, so that the hot members above keep their places.
-  GroupChannels channels_;                           // to and from the region's other groups
-  OpenAddressMap<u64, u32, IdHash> clearing_index_;  // clearing_key → account index
+  GroupChannels channels_;                              // to and from the region's other groups
+  OpenAddressMap<u64, u32, Mix64Hash> clearing_index_;  // clearing_key → account index
 };
 
 }  // namespace paygate

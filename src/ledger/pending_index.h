@@ -106,16 +106,12 @@ class PendingIndex {
     u64 id;  // 0: empty
     u32 slot;
   };
-  struct IdHash {
-    u64 operator()(u64 id) const noexcept { return mix64(id); }
-  };
-
   std::size_t position(u64 id) const noexcept { return id_serial(id) & ring_mask_; }
 
   FixedArray<Entry> ring_;
   std::size_t ring_mask_ = 0;
   std::size_t in_ring_ = 0;
-  OpenAddressMap<u64, u32, IdHash> spilled_;
+  OpenAddressMap<u64, u32, Mix64Hash> spilled_;
   std::size_t max_size_ = 0;
 };
 
