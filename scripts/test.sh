@@ -42,13 +42,14 @@ PAYGATE_MODEL_COMMANDS=200000 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs" --timeout 900 -LE bench
 
 stage "fuzzing (libFuzzer, ASan+UBSan), ${PAYGATE_FUZZ_SECONDS:-20} s per target"
-for target in http_request_fuzz binary_protocol_fuzz; do
-  seeds=src/api/fuzz_corpus/http
-  [ "$target" = binary_protocol_fuzz ] && seeds=src/api/fuzz_corpus/binary
+for entry in api/http_request_fuzz:api/fuzz_corpus/http api/binary_protocol_fuzz:api/fuzz_corpus/binary \
+  journal/command_packing_fuzz:journal/fuzz_corpus; do
+  target=${entry%%:*}
+  seeds=src/${entry#*:}
   work=$(mktemp -d)  # new inputs and any crash go here, not into the checked-in seeds
   mkdir "$work/corpus"
   if ! ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    "./build-asan/src/api/$target" -max_total_time="${PAYGATE_FUZZ_SECONDS:-20}" \
+    "./build-asan/src/$target" -max_total_time="${PAYGATE_FUZZ_SECONDS:-20}" \
     -artifact_prefix="$work/" -print_final_stats=1 "$work/corpus" "$seeds" >"$work/log" 2>&1; then
     tail -60 "$work/log"
     echo "test.sh: $target found a failure; the input is in $work"

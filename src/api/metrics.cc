@@ -142,6 +142,12 @@ void render_metrics(const MetricsSources& s, std::string& out) {
       histogram(out, "paygate_group_batch_requests", fmt::format("group=\"{}\"", g),
                 engine.group(g).stats().batch_requests, kBatchBounds, 1.0);
     }
+    header(out, "paygate_journal_written_bytes_total", "counter",
+           "bytes the journal wrote (packed records: docs/JOURNAL.md)");
+    for (u32 g = 0; g < engine.groups(); ++g) {
+      line(out, "paygate_journal_written_bytes_total{{group=\"{}\"}} {}\n", g,
+           engine.group(g).journal_written_bytes());
+    }
     header(out, "paygate_journal_fdatasync_seconds", "histogram", "journal write + fdatasync time");
     for (u32 g = 0; g < engine.groups(); ++g) {
       histogram(out, "paygate_journal_fdatasync_seconds", fmt::format("group=\"{}\"", g),

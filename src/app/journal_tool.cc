@@ -131,10 +131,11 @@ int journal_dump(const std::filesystem::path& dir, u64 from, u64 limit) {
   const journal::ScanReport report = journal::scan(dir, from, [&](const journal::Record& record) {
     if (printed++ >= limit) return false;
     const journal::RecordHeader& h = *record.header;
-    std::printf("record sequence=%llu count=%u type=%s time=%s file=%s offset=%llu length=%u\n",
-                static_cast<unsigned long long>(h.sequence), h.count, type_name(h.type),
-                utc(h.timestamp_ns).c_str(), record.file->filename().string().c_str(),
-                static_cast<unsigned long long>(record.offset), h.length);
+    std::printf(
+        "record sequence=%llu count=%u type=%s version=%u time=%s file=%s offset=%llu length=%u\n",
+        static_cast<unsigned long long>(h.sequence), h.count, type_name(h.type), h.version,
+        utc(h.timestamp_ns).c_str(), record.file->filename().string().c_str(),
+        static_cast<unsigned long long>(record.offset), h.length);
     if (h.type == journal::RecordType::atomic) {
       std::printf("  atomic key=%016llx%016llx\n",
                   static_cast<unsigned long long>(record.batch_key.hi),

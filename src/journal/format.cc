@@ -12,44 +12,75 @@
 namespace paygate::journal {
 
 RecordEncoder::RecordEncoder(unsigned char* out, RecordType type, u64 sequence, u64 timestamp_ns,
-                             u32 count) noexcept
-    : out_(out),
-      length_(record_bytes(type, count)),
-      body_expected_(body_bytes(type, count)),
-      used_(sizeof(RecordHeader)) {
-  PG_ASSERT(length_ <= kRecordBytesMax);
+                             u32 count, u8 version) noexcept
+    : out_(out), type_(type), version_(version), count_(count), used_(sizeof(RecordHeader)) {
+  PG_ASSERT(version >= kFormatVersionOldest && version <= kFormatVersion);
+  PG_ASSERT(record_bytes_max(type, count, version) <= kRecordBytesMax);
+  PG_ASSERT((type == RecordType::segment_header) == (count == 0));
   RecordHeader header{};
-  header.length = length_;
   header.sequence = sequence;
   header.timestamp_ns = timestamp_ns;
   header.type = type;
-  header.version = kFormatVersion;
+  header.version = version;
   header.count = count;
   std::memcpy(out_, &header, sizeof header);
 }
 
-void RecordEncoder::append(const void* data, std::size_t bytes) noexcept {
-  PG_ASSERT(used_ + bytes <= sizeof(RecordHeader) + body_expected_);
-  std::memcpy(out_ + used_, data, bytes);
-  used_ += static_cast<u32>(bytes);
+void RecordEncoder::append_key(const IdempotencyKey& key) noexcept {
+  PG_ASSERT(type_ == RecordType::atomic && used_ == sizeof(RecordHeader));
+  std::memcpy(out_ + used_, &key, sizeof key);
+  used_ += sizeof key;
+}
+
+void RecordEncoder::append_identity(const SegmentHeader& identity) noexcept {
+  PG_ASSERT(type_ == RecordType::segment_header && used_ == sizeof(RecordHeader));
+  std::memcpy(out_ + used_, &identity, sizeof identity);
+  used_ += sizeof identity;
+}
+
+void RecordEncoder::append(std::span<const Command> commands) noexcept {
+  PG_ASSERT(appended_ + commands.size() <= count_);
+  PG_ASSERT(type_ != RecordType::atomic || used_ >= sizeof(RecordHeader) + sizeof(IdempotencyKey));
+  appended_ += static_cast<u32>(commands.size());
+  if (version_ == 1) {
+    std::memcpy(out_ + used_, commands.data(), commands.size_bytes());
+    used_ += static_cast<u32>(commands.size_bytes());
+    return;
+  }
+  unsigned char* at = out_ + used_;
+  for (const Command& command : commands)
+    at = packer_.pack(command, at);
+  used_ = static_cast<u32>(at - out_);
 }
 
 u32 RecordEncoder::finish() noexcept {
-  PG_ASSERT(used_ == sizeof(RecordHeader) + body_expected_);
-  std::memset(out_ + used_, 0, length_ - sizeof(RecordTrailer) - used_);
-  const RecordTrailer trailer{length_, kTrailerMagic};
-  std::memcpy(out_ + length_ - sizeof(RecordTrailer), &trailer, sizeof trailer);
-  const u32 crc = crc32c(out_ + 4, length_ - 4);
+  PG_ASSERT(appended_ == count_);
+  PG_ASSERT(used_ <= sizeof(RecordHeader) + body_bytes_max(type_, count_, version_));
+  const u32 length = align_up(used_ + sizeof(RecordTrailer));
+  std::memset(out_ + used_, 0, length - sizeof(RecordTrailer) - used_);
+  const RecordTrailer trailer{length, kTrailerMagic};
+  std::memcpy(out_ + length - sizeof(RecordTrailer), &trailer, sizeof trailer);
+  std::memcpy(out_ + offsetof(RecordHeader, length), &length, sizeof length);
+  const u32 crc = crc32c(out_ + 4, length - 4);
   std::memcpy(out_, &crc, sizeof crc);
-  return length_;
+  return length;
 }
 
-u32 encode_record(unsigned char* out, RecordType type, u64 sequence, u64 timestamp_ns, u32 count,
-                  const void* body_a, std::size_t body_a_bytes, const void* body_b,
-                  std::size_t body_b_bytes) noexcept {
-  RecordEncoder encoder(out, type, sequence, timestamp_ns, count);
-  if (body_a_bytes > 0) encoder.append(body_a, body_a_bytes);
-  if (body_b_bytes > 0) encoder.append(body_b, body_b_bytes);
+u32 encode_record(unsigned char* out, RecordType type, u64 sequence, u64 timestamp_ns,
+                  std::span<const Command> commands, const IdempotencyKey* batch_key,
+                  u8 version) noexcept {
+  PG_ASSERT((type == RecordType::atomic) == (batch_key != nullptr));
+  RecordEncoder encoder(out, type, sequence, timestamp_ns, static_cast<u32>(commands.size()),
+                        version);
+  if (batch_key != nullptr) encoder.append_key(*batch_key);
+  encoder.append(commands);
+  return encoder.finish();
+}
+
+u32 encode_segment_header(unsigned char* out, u64 first_sequence,
+                          const SegmentHeader& identity) noexcept {
+  RecordEncoder encoder(out, RecordType::segment_header, first_sequence, 0, 0);
+  encoder.append_identity(identity);
   return encoder.finish();
 }
 

@@ -1,5 +1,5 @@
 // The journal's on-disk format. docs/JOURNAL.md gives the same in prose; a change here
-// is a new kFormatVersion.
+// is a new kFormatVersion, and the reader keeps reading every older one.
 //
 // A group's journal is a directory of segment files, journal-<first sequence, 20
 // digits>.seg, each preallocated to segment_bytes and zero beyond its last record.
@@ -11,7 +11,7 @@
 //   8       8     sequence   the first command's sequence (segment_header: the next one)
 //   16      8     timestamp  the stamp's time, ns since the Unix epoch
 //   24      1     type       RecordType
-//   25      1     version    kFormatVersion
+//   25      1     version    the format version that wrote the record (below)
 //   26      2     reserved   0
 //   28      4     count      commands in the body
 //   32      ...   body       by type (below), then zero padding to a multiple of 8
@@ -20,21 +20,29 @@
 //
 // Bodies:
 //   segment_header  SegmentHeader (first record of every segment; count 0)
-//   commands        count × Command (64 bytes each); command i has sequence + i
-//   atomic          IdempotencyKey (16 bytes), then count × Command: one atomic batch
+//   commands        count commands; command i has sequence + i
+//   atomic          IdempotencyKey (16 bytes), then count commands: one atomic batch
+// The record's version says how its commands are written:
+//   1  as they are: count × Command (64 bytes each)
+//   2  packed (command_packing.h): each as its difference from the one before it
+// A writer writes kFormatVersion; a journal may hold records of both (an upgrade
+// appends version 2 to a version 1 journal).
 //
 // Integers are little-endian (the only byte order paygate runs on).
 #pragma once
 
 #include <cstddef>
+#include <span>
 
 #include "base/types.h"
+#include "journal/command_packing.h"
 #include "ledger/command.h"
 #include "ledger/ledger.h"
 
 namespace paygate::journal {
 
-inline constexpr u8 kFormatVersion = 1;
+inline constexpr u8 kFormatVersion = 2;
+inline constexpr u8 kFormatVersionOldest = 1;      // the oldest the reader reads
 inline constexpr u32 kTrailerMagic = 0x45524750u;  // "PGRE"
 inline constexpr u64 kSegmentMagic = tag8("PGJOURNL");
 inline constexpr u32 kRecordAlign = 8;
@@ -96,10 +104,10 @@ struct SegmentHeader {
     h.segment_bytes = segment_bytes;
     return h;
   }
-  // The same ledger (segment size may differ between segments).
+  // The same ledger (segment size and format version may differ between segments).
   bool same_ledger(const SegmentHeader& o) const noexcept {
-    return magic == o.magic && format_version == o.format_version && region == o.region &&
-           group == o.group && accounts_max == o.accounts_max && pending_max == o.pending_max &&
+    return magic == o.magic && region == o.region && group == o.group &&
+           accounts_max == o.accounts_max && pending_max == o.pending_max &&
            recent_transfers_max == o.recent_transfers_max &&
            idempotency_keys_max == o.idempotency_keys_max &&
            idempotency_window_ns == o.idempotency_window_ns;
@@ -110,54 +118,68 @@ static_assert(sizeof(SegmentHeader) == 72);
 inline constexpr u32 kRecordOverhead = sizeof(RecordHeader) + sizeof(RecordTrailer);
 // The most commands one record carries (the group splits larger runs).
 inline constexpr u32 kRecordCommandsMax = 8190;
-inline constexpr u32 kRecordBytesMax =
-    kRecordOverhead + sizeof(IdempotencyKey) + kRecordCommandsMax * sizeof(Command);
-static_assert(kRecordBytesMax % kRecordAlign == 0);
 
 constexpr u32 align_up(u32 bytes) noexcept {
   return (bytes + kRecordAlign - 1) & ~(kRecordAlign - 1);
 }
 
-constexpr u32 body_bytes(RecordType type, u32 count) noexcept {
+constexpr u32 command_bytes_max(u8 version) noexcept {
+  return version >= 2 ? kPackedCommandBytesMax : static_cast<u32>(sizeof(Command));
+}
+// The most bytes a body takes (for version 1 commands, and for segment headers, the
+// exact size).
+constexpr u32 body_bytes_max(RecordType type, u32 count, u8 version = kFormatVersion) noexcept {
   switch (type) {
     case RecordType::segment_header:
       return sizeof(SegmentHeader);
     case RecordType::commands:
-      return count * static_cast<u32>(sizeof(Command));
+      return count * command_bytes_max(version);
     case RecordType::atomic:
-      return static_cast<u32>(sizeof(IdempotencyKey)) + count * static_cast<u32>(sizeof(Command));
+      return static_cast<u32>(sizeof(IdempotencyKey)) + count * command_bytes_max(version);
   }
   return 0;
 }
-constexpr u32 record_bytes(RecordType type, u32 count) noexcept {
-  return align_up(kRecordOverhead + body_bytes(type, count));
+// The most bytes a record takes: what to reserve for it before encoding.
+constexpr u32 record_bytes_max(RecordType type, u32 count, u8 version = kFormatVersion) noexcept {
+  return align_up(kRecordOverhead + body_bytes_max(type, count, version));
 }
-static_assert(record_bytes(RecordType::commands, 1) == 104);
-static_assert(record_bytes(RecordType::atomic, kRecordCommandsMax) == kRecordBytesMax);
+inline constexpr u32 kRecordBytesMax = record_bytes_max(RecordType::atomic, kRecordCommandsMax);
+static_assert(record_bytes_max(RecordType::commands, 1, 1) == 104);
+static_assert(kRecordBytesMax >= record_bytes_max(RecordType::atomic, kRecordCommandsMax, 1));
+static_assert(kRecordBytesMax % kRecordAlign == 0);
 static_assert(sizeof(Command) % kRecordAlign == 0 && sizeof(IdempotencyKey) % kRecordAlign == 0);
 
-// Writes one record piece by piece: the body is appended in parts (so commands from
-// several callers go straight into one record), then finish() pads it, adds the
-// trailer and the CRC. Writes all record_bytes(type, count) bytes.
+// Writes one record piece by piece: the batch key (atomic records), then the commands
+// in parts (so commands from several callers go straight into one record), then
+// finish() pads it, adds the trailer and the CRC. Writes at most
+// record_bytes_max(type, count, version) bytes; finish() says how many it used.
 class RecordEncoder {
  public:
-  RecordEncoder(unsigned char* out, RecordType type, u64 sequence, u64 timestamp_ns,
-                u32 count) noexcept;
-  void append(const void* data, std::size_t bytes) noexcept;
+  RecordEncoder(unsigned char* out, RecordType type, u64 sequence, u64 timestamp_ns, u32 count,
+                u8 version = kFormatVersion) noexcept;
+  void append_key(const IdempotencyKey& key) noexcept;           // atomic only, before the commands
+  void append_identity(const SegmentHeader& identity) noexcept;  // segment_header only
+  void append(std::span<const Command> commands) noexcept;
   u32 finish() noexcept;  // the record's length
 
  private:
   unsigned char* out_;
-  u32 length_;
-  u32 body_expected_;
-  u32 used_;
+  RecordType type_;
+  u8 version_;
+  u32 count_;
+  u32 appended_ = 0;  // commands so far
+  u32 used_;          // header + body so far
+  CommandPacker packer_;
 };
 
-// Writes one record at `out` (record_bytes(type, count) bytes, all of them) and returns
-// its length. The two body parts are copied back to back into the body.
-u32 encode_record(unsigned char* out, RecordType type, u64 sequence, u64 timestamp_ns, u32 count,
-                  const void* body_a, std::size_t body_a_bytes, const void* body_b = nullptr,
-                  std::size_t body_b_bytes = 0) noexcept;
+// Writes one commands or atomic record (batch_key for atomic ones) and returns its
+// length, at most record_bytes_max(type, commands.size(), version).
+u32 encode_record(unsigned char* out, RecordType type, u64 sequence, u64 timestamp_ns,
+                  std::span<const Command> commands, const IdempotencyKey* batch_key = nullptr,
+                  u8 version = kFormatVersion) noexcept;
+// Writes a segment's first record: its identity, the sequence the segment starts at.
+u32 encode_segment_header(unsigned char* out, u64 first_sequence,
+                          const SegmentHeader& identity) noexcept;
 
 // The segment file for a first sequence: journal-00000000000000000001.seg
 std::string segment_file_name(u64 first_sequence);

@@ -38,16 +38,22 @@ inline std::vector<Command> numbered_commands(u64 first, u32 count) {
   return commands;
 }
 
-// Stages one commands record at `sequence`; returns false if the stage is full.
-inline bool stage(Writer& writer, u64 sequence, u32 count, u64 timestamp_ns = 1000) {
-  const std::vector<Command> commands = numbered_commands(sequence, count);
-  const u32 length = record_bytes(RecordType::commands, count);
-  unsigned char* out = writer.reserve(length);
+// Stages one commands record at `sequence`, written in format `version`; returns
+// false if the stage is full.
+inline bool stage_commands(Writer& writer, u64 sequence, const std::vector<Command>& commands,
+                           u64 timestamp_ns = 1000, u8 version = kFormatVersion) {
+  const u32 count = static_cast<u32>(commands.size());
+  unsigned char* out = writer.reserve(record_bytes_max(RecordType::commands, count, version));
   if (out == nullptr) return false;
-  encode_record(out, RecordType::commands, sequence, timestamp_ns, count, commands.data(),
-                commands.size() * sizeof(Command));
+  const u32 length =
+      encode_record(out, RecordType::commands, sequence, timestamp_ns, commands, nullptr, version);
   writer.commit(length, sequence + count - 1);
   return true;
+}
+inline bool stage(Writer& writer, u64 sequence, u32 count, u64 timestamp_ns = 1000,
+                  u8 version = kFormatVersion) {
+  return stage_commands(writer, sequence, numbered_commands(sequence, count), timestamp_ns,
+                        version);
 }
 
 inline bool wait_durable(const Writer& writer, u64 sequence) {
@@ -60,14 +66,15 @@ inline bool wait_durable(const Writer& writer, u64 sequence) {
 }
 
 // Writes `records` records of `per_record` commands from sequence 1 and stops.
-inline void write_journal(const std::filesystem::path& dir, u64 records, u32 per_record) {
+inline void write_journal(const std::filesystem::path& dir, u64 records, u32 per_record,
+                          u8 version = kFormatVersion) {
   std::string error;
   auto writer = Writer::open(test_writer_options(dir), AppendPosition{{}, 0, 1}, &error);
   ASSERT_NE(writer, nullptr) << error;
   writer->start();
   u64 sequence = 1;
   for (u64 r = 0; r < records; ++r) {
-    while (!stage(*writer, sequence, per_record))
+    while (!stage(*writer, sequence, per_record, 1000, version))
       std::this_thread::yield();
     sequence += per_record;
   }

@@ -21,7 +21,8 @@
 
 namespace paygate::journal {
 
-// One record as read. Valid only during the visit (it points into a mapping).
+// One record as read. Valid only during the visit (it points into a mapping, or into
+// the reader's buffer for packed commands).
 struct Record {
   const RecordHeader* header = nullptr;
   IdempotencyKey batch_key;           // atomic records

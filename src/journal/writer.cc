@@ -151,11 +151,20 @@ void Writer::run() {
     if (last_sequence != 0) durable_sequence_.store(last_sequence, std::memory_order_release);
     if (options_.durable_event != nullptr) options_.durable_event->notify_all();
     // Under load (more is staged already), let the next batch grow until the gap
-    // has passed; a lone request after an idle moment is synced at once.
-    if (options_.sync_gap_ns != 0 && synced - started < options_.sync_gap_ns &&
-        staged_bytes_hint_.load(std::memory_order_relaxed) != 0) {
-      std::this_thread::sleep_for(
-          std::chrono::nanoseconds(options_.sync_gap_ns - (synced - started)));
+    // has passed or it holds sync_gap_commands; a lone request after an idle moment
+    // is synced at once.
+    if (options_.sync_gap_ns != 0 && synced - started < options_.sync_gap_ns) {
+      const u64 synced_through = durable_sequence_.load(std::memory_order_relaxed);
+      const auto deadline = std::chrono::steady_clock::now() +
+                            std::chrono::nanoseconds(options_.sync_gap_ns - (synced - started));
+      std::unique_lock lock(mutex_);
+      if (staged_ != 0) {
+        staged_cv_.wait_until(lock, deadline, [&] {
+          return stopping_ ||
+                 (options_.sync_gap_commands != 0 &&
+                  staged_last_sequence_ >= synced_through + options_.sync_gap_commands);
+        });
+      }
     }
   }
 }
@@ -217,10 +226,8 @@ bool Writer::create_segment(u64 first_sequence) {
   offset_ = 0;
   segments_created_.fetch_add(1, std::memory_order_relaxed);
 
-  unsigned char header[record_bytes(RecordType::segment_header, 0)];
-  const SegmentHeader identity = options_.identity;
-  const u32 length = encode_record(header, RecordType::segment_header, first_sequence, 0, 0,
-                                   &identity, sizeof identity);
+  unsigned char header[record_bytes_max(RecordType::segment_header, 0)];
+  const u32 length = encode_segment_header(header, first_sequence, options_.identity);
   if (const int injected = fault(FileOp::write);
       injected != 0 || !pwrite_all(fd_, header, length, 0)) {
     return fail("write " + path_.string(), injected != 0 ? injected : errno);

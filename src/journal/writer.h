@@ -53,6 +53,10 @@ struct WriterOptions {
   // become fewer, for at most this much more latency. A record staged while the
   // writer is idle is synced at once. 0: sync as soon as the previous one ends.
   u64 sync_gap_ns = 0;
+  // The gap ends early once this many commands are staged: a batch that big already
+  // shares its sync widely, and its requests (closed-loop clients waiting on them)
+  // need not wait longer. 0: the gap always runs its length.
+  u64 sync_gap_commands = 0;
   FaultHook fault = nullptr;
 };
 

@@ -2,8 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <random>
 
 #include "base/temp_dir.h"
 #include "journal/journal_test_support.h"
@@ -42,21 +46,117 @@ TEST(JournalWriter, CommandsReadBackByteForByte) {
   EXPECT_EQ(checked, 350u);
 }
 
-TEST(JournalWriter, RollsOverToNewSegmentsWithContinuousSequences) {
-  TempDir dir;
-  // ~5,800 bytes per record, 2 MiB segments: several segments.
-  write_journal(dir.path(), 1200, 90);
-  ScanReport report;
-  const auto seen = read_all(dir.path(), &report);
-  ASSERT_EQ(report.end, LogEnd::clean) << report.message;
-  ASSERT_EQ(seen.size(), 1200u);
-  ASSERT_GE(report.segments.size(), 3u);
-  u64 expected = 1;
-  for (const SegmentSummary& segment : report.segments) {
-    EXPECT_EQ(segment.first_sequence, expected);
-    expected += segment.records * 90;
+// Commands whose every word is random: packing cannot shrink them.
+std::vector<Command> random_commands(std::mt19937_64& rng, u32 count) {
+  std::vector<Command> commands(count);
+  for (Command& c : commands) {
+    u64 words[8];
+    for (u64& w : words)
+      w = rng();
+    std::memcpy(static_cast<void*>(&c), words, sizeof words);
   }
-  EXPECT_EQ(list_segments(dir.path()).size(), report.segments.size());
+  return commands;
+}
+
+TEST(JournalWriter, RollsOverToNewSegmentsWithContinuousSequences) {
+  for (u8 version = kFormatVersionOldest; version <= kFormatVersion; ++version) {
+    SCOPED_TRACE(static_cast<int>(version));
+    TempDir dir;
+    std::mt19937_64 rng(version);
+    std::vector<std::vector<Command>> written;
+    {
+      std::string error;
+      auto writer = Writer::open(test_writer_options(dir.path()), {{}, 0, 1}, &error);
+      ASSERT_NE(writer, nullptr) << error;
+      writer->start();
+      // ~5,800 bytes per record, 2 MiB segments: several segments.
+      u64 sequence = 1;
+      for (int r = 0; r < 1200; ++r) {
+        written.push_back(random_commands(rng, 90));
+        while (!stage_commands(*writer, sequence, written.back(), 1000, version))
+          std::this_thread::yield();
+        sequence += 90;
+      }
+      ASSERT_TRUE(wait_durable(*writer, sequence - 1));
+      writer->stop();
+    }
+    std::size_t index = 0;
+    const ScanReport report = scan(dir.path(), 0, [&](const Record& r) {
+      EXPECT_EQ(r.header->version, version);
+      EXPECT_TRUE(std::equal(r.commands.begin(), r.commands.end(), written.at(index).begin(),
+                             written.at(index).end()))
+          << "record " << index;
+      ++index;
+      return true;
+    });
+    ASSERT_EQ(report.end, LogEnd::clean) << report.message;
+    ASSERT_EQ(index, 1200u);
+    ASSERT_GE(report.segments.size(), 3u);
+    u64 expected = 1;
+    for (const SegmentSummary& segment : report.segments) {
+      EXPECT_EQ(segment.first_sequence, expected);
+      expected += segment.records * 90;
+    }
+    EXPECT_EQ(list_segments(dir.path()).size(), report.segments.size());
+  }
+}
+
+// An upgraded server appends version 2 records to a version 1 journal, in the same
+// segment and in new ones; the reader reads both, each as it was written.
+TEST(JournalWriter, VersionTwoRecordsFollowVersionOneInOneJournal) {
+  TempDir dir;
+  write_journal(dir.path(), 300, 90, 1);  // 27,000 commands, about 1.7 MB: one segment
+  {
+    // As version 1 wrote it: its segment header too.
+    SegmentHeader identity = test_writer_options(dir.path()).identity;
+    identity.format_version = 1;
+    unsigned char header[record_bytes_max(RecordType::segment_header, 0)];
+    RecordEncoder encoder(header, RecordType::segment_header, 1, 0, 0, 1);
+    encoder.append_identity(identity);
+    const u32 length = encoder.finish();
+    std::fstream file(list_segments(dir.path()).at(0),
+                      std::ios::in | std::ios::out | std::ios::binary);
+    file.write(reinterpret_cast<const char*>(header), length);
+  }
+  ScanReport before;
+  read_all(dir.path(), &before);
+  ASSERT_EQ(before.end, LogEnd::clean) << before.message;
+  ASSERT_EQ(before.segments.size(), 1u);
+  {
+    std::string error;
+    auto writer = Writer::open(test_writer_options(dir.path()),
+                               {before.file, before.offset, before.next_sequence}, &error);
+    ASSERT_NE(writer, nullptr) << error;
+    writer->start();
+    std::mt19937_64 rng(3);
+    u64 sequence = before.next_sequence;
+    for (int r = 0; r < 100; ++r) {  // enough to open a second segment
+      while (!stage_commands(*writer, sequence, random_commands(rng, 90)))
+        std::this_thread::yield();
+      sequence += 90;
+    }
+    ASSERT_TRUE(wait_durable(*writer, sequence - 1));
+    writer->stop();
+  }
+  u64 v1 = 0;
+  u64 v2 = 0;
+  const ScanReport after = scan(dir.path(), 0, [&](const Record& r) {
+    if (r.header->version == 1) {
+      ++v1;
+      EXPECT_EQ(v2, 0u) << "a version 1 record after a version 2 one";
+      EXPECT_EQ(std::vector<Command>(r.commands.begin(), r.commands.end()),
+                numbered_commands(r.header->sequence, r.header->count));
+    } else {
+      ++v2;
+    }
+    return true;
+  });
+  EXPECT_EQ(after.end, LogEnd::clean) << after.message;
+  EXPECT_EQ(after.identity.format_version, 1u);
+  EXPECT_EQ(v1, 300u);
+  EXPECT_EQ(v2, 100u);
+  EXPECT_GE(after.segments.size(), 2u);
+  EXPECT_EQ(after.next_sequence, 1 + 400u * 90);
 }
 
 TEST(JournalWriter, GroupCommitSyncsManyRecordsAtOnce) {
@@ -73,7 +173,7 @@ TEST(JournalWriter, GroupCommitSyncsManyRecordsAtOnce) {
   writer->stop();
   // 20,000 records, each needing fdatasync before it counts, in far fewer syncs.
   EXPECT_LT(writer->sync_ns().count(), 20000u / 4) << "syncs: " << writer->sync_ns().count();
-  EXPECT_GT(writer->write_bytes().percentile(0.5), record_bytes(RecordType::commands, 1));
+  EXPECT_GT(writer->write_bytes().percentile(0.5), record_bytes_max(RecordType::commands, 1));
 }
 
 // With a sync gap, a steady stream of records is made durable in about one sync per
@@ -122,6 +222,33 @@ TEST(JournalWriter, SyncGapDoesNotDelayALoneRecord) {
   writer->stop();
 }
 
+// Under load the gap ends early once sync_gap_commands are staged: a big batch is
+// synced at once, not held for the rest of a (here very long) gap.
+TEST(JournalWriter, SyncGapEndsOnceEnoughCommandsWait) {
+  TempDir dir;
+  WriterOptions options = test_writer_options(dir.path());
+  options.sync_gap_ns = 3'000'000'000;  // 3 s
+  options.sync_gap_commands = 100;
+  std::string error;
+  auto writer = Writer::open(options, {{}, 0, 1}, &error);
+  ASSERT_NE(writer, nullptr) << error;
+  writer->start();
+  // A few single commands, some staged while a sync runs: the writer is in its gap.
+  u64 sequence = 1;
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(stage(*writer, sequence++, 1));
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_LT(writer->durable_sequence(), sequence - 1) << "expected records held by the gap";
+  const auto started = std::chrono::steady_clock::now();
+  ASSERT_TRUE(stage(*writer, sequence, 150));
+  sequence += 150;
+  ASSERT_TRUE(wait_durable(*writer, sequence - 1));
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(1));
+  writer->stop();
+}
+
 TEST(JournalWriter, ReopensAndAppendsWhereTheLogEnds) {
   TempDir dir;
   write_journal(dir.path(), 100, 2);
@@ -164,7 +291,7 @@ void expect_fails_on(FileOp failing, int error_number, u32 records_per_stage) {
   EXPECT_LT(durable, sequence - 1);
   EXPECT_NE(writer->failure().find(std::strerror(error_number)), std::string::npos)
       << writer->failure();
-  EXPECT_EQ(writer->reserve(record_bytes(RecordType::commands, 1)), nullptr);
+  EXPECT_EQ(writer->reserve(record_bytes_max(RecordType::commands, 1)), nullptr);
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   EXPECT_EQ(writer->durable_sequence(), durable) << "durability moved after a failure";
   writer->stop();

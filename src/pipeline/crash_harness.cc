@@ -55,7 +55,9 @@ EngineConfig engine_config(const std::string& data) {
                                      .recent_transfers_max = 4096,
                                      .idempotency_keys_max = 4096,
                                      .idempotency_window_ns = 3600 * kNanosPerSecond};
-  config.group.journal_segment_bytes = 2u << 20;  // many segments, many rollovers
+  // Small segments, so that a long run rolls over: packed, the commands take only
+  // a few bytes each, and 150 cycles (PAYGATE_CRASH_CYCLES) reach a third segment.
+  config.group.journal_segment_bytes = 2u << 20;
   config.group.group_commit_bytes_max = 1u << 20;
   config.group.ring_capacity = 1024;
   config.group.release_queue_max = 8192;

@@ -72,6 +72,18 @@ Group::Group(const GroupConfig& config)
       scratch_results_(kBatchMax) {}
 
 std::unique_ptr<Group> Group::open(const GroupConfig& config, std::string* error) {
+  // The stage takes the largest record whole, and a segment two of them.
+  const auto too_small = [&](const char* name, u64 least) {
+    *error = fmt::format("group.{} must be at least {} (a journal record takes up to {} bytes)",
+                         name, least, journal::kRecordBytesMax);
+    return nullptr;
+  };
+  if (config.group_commit_bytes_max < journal::kRecordBytesMax) {
+    return too_small("group_commit_bytes_max", journal::kRecordBytesMax);
+  }
+  if (config.journal_segment_bytes < 2 * u64{journal::kRecordBytesMax}) {
+    return too_small("journal_segment_bytes", 2 * u64{journal::kRecordBytesMax});
+  }
   std::unique_ptr<Group> group(new Group(config));
   if (!group->recover(error)) return nullptr;
   return group;
@@ -200,6 +212,7 @@ bool Group::recover(std::string* error) {
                                  .durable_event = &wake_,
                                  .thread_nice = config_.thread_nice,
                                  .sync_gap_ns = config_.journal_sync_gap_ns,
+                                 .sync_gap_commands = config_.journal_sync_gap_commands,
                                  .fault = config_.journal_fault};
   journal_ = journal::Writer::open(options, at, error);
   if (!journal_) return false;
@@ -432,15 +445,15 @@ u32 Group::take_batch_bytes(u32 available, u64* bytes) const noexcept {
     if (is_commands(r)) {
       // Joins the previous record while that stays under the command limit.
       if (merged > 0 && merged + r.count <= journal::kRecordCommandsMax) {
-        extra = journal::record_bytes(journal::RecordType::commands, merged + r.count) -
-                journal::record_bytes(journal::RecordType::commands, merged);
+        extra = journal::record_bytes_max(journal::RecordType::commands, merged + r.count) -
+                journal::record_bytes_max(journal::RecordType::commands, merged);
         merged += r.count;
       } else {
-        extra = journal::record_bytes(journal::RecordType::commands, r.count);
+        extra = journal::record_bytes_max(journal::RecordType::commands, r.count);
         merged = r.count;
       }
     } else if (r.kind == RequestKind::atomic) {
-      extra = journal::record_bytes(journal::RecordType::atomic, r.count);
+      extra = journal::record_bytes_max(journal::RecordType::atomic, r.count);
       merged = 0;
     }
     if (taken > 0 && total + extra > budget) break;
@@ -503,8 +516,8 @@ void Group::journal_batch(u32 count, u64 bytes, Stamp first) {
     if (r.kind == RequestKind::atomic) {
       journal::RecordEncoder encoder(out, journal::RecordType::atomic, sequence, first.timestamp_ns,
                                      r.count);
-      encoder.append(&r.batch_key, sizeof r.batch_key);
-      encoder.append(r.commands, r.count * sizeof(Command));
+      encoder.append_key(r.batch_key);
+      encoder.append(std::span(r.commands, r.count));
       out += encoder.finish();
       sequence += r.count;
       ++records;
@@ -528,15 +541,16 @@ void Group::journal_batch(u32 count, u64 bytes, Stamp first) {
                                    merged);
     for (u32 j = i; j < end; ++j) {
       const Request& part = ring_.read(next_read_ + j);
-      if (is_commands(part)) encoder.append(part.commands, part.count * sizeof(Command));
+      if (is_commands(part)) encoder.append(std::span(part.commands, part.count));
     }
     out += encoder.finish();
     sequence += merged;
     ++records;
     i = end;
   }
-  PG_ASSERT(static_cast<u64>(out - start) == bytes);
-  journal_->commit(static_cast<u32>(bytes), sequence - 1);
+  // Packed records take at most what was reserved for them, and usually far less.
+  PG_ASSERT(static_cast<u64>(out - start) <= bytes);
+  journal_->commit(static_cast<u32>(out - start), sequence - 1);
   stats_.records.fetch_add(records, std::memory_order_relaxed);
 }
 
@@ -653,12 +667,11 @@ void Group::inject_tick() {
   if (!due || queue_full()) return;
   static const Command kTick = Command::make_tick();
   const Stamp stamp = sequencer_->stamp(1);
-  constexpr u32 kBytes = journal::record_bytes(journal::RecordType::commands, 1);
-  unsigned char* out = reserve_stage(kBytes);
+  unsigned char* out = reserve_stage(journal::record_bytes_max(journal::RecordType::commands, 1));
   if (out == nullptr) return;
-  journal::encode_record(out, journal::RecordType::commands, stamp.sequence, stamp.timestamp_ns, 1,
-                         &kTick, sizeof kTick);
-  journal_->commit(kBytes, stamp.sequence);
+  const u32 bytes = journal::encode_record(out, journal::RecordType::commands, stamp.sequence,
+                                           stamp.timestamp_ns, std::span(&kTick, 1));
+  journal_->commit(bytes, stamp.sequence);
   (void)ledger_->apply(stamp, kTick);
   stats_.ticks.fetch_add(1, std::memory_order_relaxed);
   stats_.records.fetch_add(1, std::memory_order_relaxed);

@@ -50,6 +50,7 @@ struct GroupConfig {
   u64 journal_segment_bytes = 64u << 20;
   u64 group_commit_bytes_max = 8u << 20;             // bytes staged while a write + sync runs
   u64 journal_sync_gap_ns = 0;                       // see journal::WriterOptions::sync_gap_ns
+  u64 journal_sync_gap_commands = 0;                 // ... and sync_gap_commands
   u64 tick_interval_ns = 100'000'000;                // idle this long with a hold due: log a tick
   u64 heartbeat_interval_ns = 10 * kNanosPerSecond;  // idle this long: log a tick anyway
   u64 snapshot_every_commands = 10'000'000;          // 0: never
@@ -120,6 +121,8 @@ class Group {
   u64 ring_capacity() const noexcept { return ring_.capacity(); }
   u64 durable_sequence() const noexcept { return journal_->durable_sequence(); }
   const Histogram& sync_ns() const noexcept { return journal_->sync_ns(); }
+  // Bytes written to the journal (each group commit's write): the disk bandwidth used.
+  u64 journal_written_bytes() const noexcept { return journal_->write_bytes().sum(); }
   const journal::Writer& journal() const noexcept { return *journal_; }
   const Histogram& snapshot_pause_ns() const noexcept { return snapshotter_.pause_ns(); }
 

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <random>
 #include <thread>
 
 #include "base/temp_dir.h"
@@ -139,6 +140,29 @@ TEST_F(GroupTest, AppliesCommandsAndAnswersOnlyWhenDurable) {
   group->stop();
   EXPECT_TRUE(group->ledger().check_invariants().ok);
   EXPECT_GE(group->stats().commands.load(), 6u);
+}
+
+// A journal too small for its largest record is a configuration error, said so,
+// before anything is created.
+TEST_F(GroupTest, JournalSizesTooSmallForARecordAreRefused) {
+  for (const bool stage : {true, false}) {
+    GroupConfig c = config();
+    if (stage) {
+      c.group_commit_bytes_max = journal::kRecordBytesMax - 8;
+    } else {
+      c.journal_segment_bytes = 2 * u64{journal::kRecordBytesMax} - 8;
+    }
+    std::string error;
+    EXPECT_EQ(Group::open(c, &error), nullptr);
+    EXPECT_NE(error.find(stage ? "group_commit_bytes_max" : "journal_segment_bytes"),
+              std::string::npos)
+        << error;
+    EXPECT_FALSE(std::filesystem::exists(c.dir)) << "nothing is created for a refused config";
+  }
+  GroupConfig c = config();
+  c.group_commit_bytes_max = journal::kRecordBytesMax;
+  c.journal_segment_bytes = 2 * u64{journal::kRecordBytesMax};
+  EXPECT_NE(open(c), nullptr);
 }
 
 TEST_F(GroupTest, LooksUpManyIdsInOneRequest) {
@@ -522,9 +546,15 @@ TEST_F(GroupTest, SnapshotsAreTakenAndCoveredSegmentsRemoved) {
     const AccountId user = funded(*group, 1'000'000'000);
     const AccountId shop = open_account(*group);
     shop_account = shop;
-    for (int round = 0; round < 400; ++round) {
+    // 250,000 transfers with random hashes (the journal packs alike commands to a
+    // byte or so; these take about 10 bytes each): 2.5 MB, more than one segment.
+    std::mt19937_64 rng(514);
+    for (int round = 0; round < 250; ++round) {
       Call call;
-      call.commands.assign(100, Command::make_transfer(user, shop, 1, kUsdCurrency));
+      for (int i = 0; i < 1000; ++i) {
+        call.commands.push_back(
+            Command::make_transfer(user, shop, 1, kUsdCurrency).with_extra_hash(rng()));
+      }
       ASSERT_EQ(run(*group, call).status, ResultCode::ok);
     }
     // Let the snapshot child finish and publish while idle.
@@ -546,7 +576,7 @@ TEST_F(GroupTest, SnapshotsAreTakenAndCoveredSegmentsRemoved) {
   auto group = open(c);
   const u64 snapshot_at = group->recovery().snapshot_sequence;
   EXPECT_GT(snapshot_at, 0u);
-  EXPECT_LT(group->recovery().commands_replayed, 40000u);
+  EXPECT_LT(group->recovery().commands_replayed, 250000u);
   // Events made again by replay are held; those the snapshot covers are gone, and a
   // reader asking for them is told so rather than handed a gap.
   EventPage page;
