@@ -49,7 +49,7 @@ unsigned char* CommandPacker::pack(const Command& command, unsigned char* out) n
   *out++ = static_cast<unsigned char>(mask);
   const u32 class_bytes = (differing + 3) / 4;
   out[0] = static_cast<unsigned char>(classes);
-  out[1] = static_cast<unsigned char>(classes >> 8);
+  out[1] = static_cast<unsigned char>(classes >> 8);  // the first payload, if one byte
   out += class_bytes;
   for (u32 i = 0; i < differing; ++i) {
     // A whole word is stored, the cursor moves by the value's size: the rest is
