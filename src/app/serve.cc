@@ -36,12 +36,14 @@ struct Settings {
   // The server's journals wait out a 1 ms sync gap under load: measured in
   // docs/BENCHMARKS.md, it raises HTTP throughput and cuts p99 several-fold on a
   // busy machine, and a lone request is still synced at once. The gap ends early
-  // once 1,024 commands wait: big batches gain nothing from waiting longer, and
-  // their clients would (docs/OPERATING.md).
+  // once 1,024 commands wait (big batches gain nothing from waiting longer, and
+  // their clients would), or when nothing has come for 100 µs (clients that each
+  // wait for their answer are all waiting): docs/OPERATING.md.
   static EngineConfig served_engine_defaults() {
     EngineConfig engine;
     engine.group.journal_sync_gap_ns = 1'000'000;
     engine.group.journal_sync_gap_commands = 1024;
+    engine.group.journal_sync_gap_quiet_ns = 100'000;
     return engine;
   }
 };
@@ -74,6 +76,7 @@ bool apply_config_file(const std::filesystem::path& file, Settings* s, std::stri
   u64 window_s = ledger.idempotency_window_ns / kNanosPerSecond;
   u64 tick_ms = group.tick_interval_ns / 1'000'000;
   u64 sync_gap_us = group.journal_sync_gap_ns / 1'000;
+  u64 sync_gap_quiet_us = group.journal_sync_gap_quiet_ns / 1'000;
   struct Key {
     const char* section;
     const char* name;
@@ -127,6 +130,7 @@ bool apply_config_file(const std::filesystem::path& file, Settings* s, std::stri
       {"group", "journal_segment_bytes", unsigned_into(&group.journal_segment_bytes)},
       {"group", "journal_sync_gap_us", unsigned_into(&sync_gap_us)},
       {"group", "journal_sync_gap_commands", unsigned_into(&group.journal_sync_gap_commands)},
+      {"group", "journal_sync_gap_quiet_us", unsigned_into(&sync_gap_quiet_us)},
       {"server", "drain_timeout_ms", unsigned_into(&s->drain_timeout_ms)},
   };
   for (const auto& [section_name, section] : root) {
@@ -155,6 +159,7 @@ bool apply_config_file(const std::filesystem::path& file, Settings* s, std::stri
   ledger.idempotency_window_ns = window_s * kNanosPerSecond;
   group.tick_interval_ns = tick_ms * 1'000'000;
   group.journal_sync_gap_ns = sync_gap_us * 1'000;
+  group.journal_sync_gap_quiet_ns = sync_gap_quiet_us * 1'000;
   return true;
 }
 

@@ -150,22 +150,36 @@ void Writer::run() {
     durable_at_ns_.store(synced, std::memory_order_release);
     if (last_sequence != 0) durable_sequence_.store(last_sequence, std::memory_order_release);
     if (options_.durable_event != nullptr) options_.durable_event->notify_all();
-    // Under load (more is staged already), let the next batch grow until the gap
-    // has passed or it holds sync_gap_commands; a lone request after an idle moment
-    // is synced at once.
     if (options_.sync_gap_ns != 0 && synced - started < options_.sync_gap_ns) {
-      const u64 synced_through = durable_sequence_.load(std::memory_order_relaxed);
-      const auto deadline = std::chrono::steady_clock::now() +
-                            std::chrono::nanoseconds(options_.sync_gap_ns - (synced - started));
-      std::unique_lock lock(mutex_);
-      if (staged_ != 0) {
-        staged_cv_.wait_until(lock, deadline, [&] {
-          return stopping_ ||
-                 (options_.sync_gap_commands != 0 &&
-                  staged_last_sequence_ >= synced_through + options_.sync_gap_commands);
-        });
-      }
+      wait_out_sync_gap(std::chrono::steady_clock::now() +
+                            std::chrono::nanoseconds(options_.sync_gap_ns - (synced - started)),
+                        durable_sequence_.load(std::memory_order_relaxed));
     }
+  }
+}
+
+// Under load (more is staged already) the next batch grows until the gap has passed,
+// or it holds sync_gap_commands, or nothing more has come for sync_gap_quiet_ns (its
+// clients are all waiting on it). A lone request after an idle moment is synced at
+// once.
+void Writer::wait_out_sync_gap(std::chrono::steady_clock::time_point deadline, u64 synced_through) {
+  std::unique_lock lock(mutex_);
+  if (staged_ == 0) return;
+  const auto enough = [&] {
+    return stopping_ || (options_.sync_gap_commands != 0 &&
+                         staged_last_sequence_ >= synced_through + options_.sync_gap_commands);
+  };
+  const bool quiet_ends = options_.sync_gap_quiet_ns != 0;
+  for (;;) {
+    const u64 seen = staged_last_sequence_;
+    const auto until =
+        quiet_ends ? std::min(deadline, std::chrono::steady_clock::now() +
+                                            std::chrono::nanoseconds(options_.sync_gap_quiet_ns))
+                   : deadline;
+    staged_cv_.wait_until(
+        lock, until, [&] { return enough() || (quiet_ends && staged_last_sequence_ != seen); });
+    if (enough() || std::chrono::steady_clock::now() >= deadline) return;
+    if (staged_last_sequence_ == seen) return;  // quiet: nothing came
   }
 }
 

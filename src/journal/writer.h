@@ -13,6 +13,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <filesystem>
 #include <functional>
@@ -57,6 +58,10 @@ struct WriterOptions {
   // shares its sync widely, and its requests (closed-loop clients waiting on them)
   // need not wait longer. 0: the gap always runs its length.
   u64 sync_gap_commands = 0;
+  // ...and once nothing more has been staged for this long: in a closed loop (each
+  // client waits for its answer before sending more) every client is waiting on the
+  // staged batch, and the rest of the gap would only delay them. 0: no such end.
+  u64 sync_gap_quiet_ns = 0;
   FaultHook fault = nullptr;
 };
 
@@ -111,6 +116,7 @@ class Writer {
   explicit Writer(const WriterOptions& options);
 
   void run();
+  void wait_out_sync_gap(std::chrono::steady_clock::time_point deadline, u64 synced_through);
   bool write_all(const unsigned char* data, u64 size);
   bool create_segment(u64 first_sequence);
   bool open_segment(const std::filesystem::path& path, u64 offset);

@@ -222,6 +222,29 @@ TEST(JournalWriter, SyncGapDoesNotDelayALoneRecord) {
   writer->stop();
 }
 
+// Opens a writer whose first sync takes 30 ms, stages a record, and another during
+// that sync: when it ends, the writer is in its gap with the second one staged.
+std::unique_ptr<Writer> writer_in_its_gap(WriterOptions options, std::atomic<int>* slow_syncs) {
+  slow_syncs->store(1);
+  options.fault = [slow_syncs](FileOp op) {
+    if (op == FileOp::sync && slow_syncs->fetch_sub(1) > 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    }
+    return 0;
+  };
+  std::string error;
+  auto writer = Writer::open(options, {{}, 0, 1}, &error);
+  EXPECT_NE(writer, nullptr) << error;
+  if (!writer) return writer;
+  writer->start();
+  EXPECT_TRUE(stage(*writer, 1, 1));
+  while (!writer->syncing() && writer->durable_sequence() == 0)
+    std::this_thread::yield();
+  EXPECT_TRUE(stage(*writer, 2, 1));
+  EXPECT_TRUE(wait_durable(*writer, 1));
+  return writer;
+}
+
 // Under load the gap ends early once sync_gap_commands are staged: a big batch is
 // synced at once, not held for the rest of a (here very long) gap.
 TEST(JournalWriter, SyncGapEndsOnceEnoughCommandsWait) {
@@ -229,22 +252,30 @@ TEST(JournalWriter, SyncGapEndsOnceEnoughCommandsWait) {
   WriterOptions options = test_writer_options(dir.path());
   options.sync_gap_ns = 3'000'000'000;  // 3 s
   options.sync_gap_commands = 100;
-  std::string error;
-  auto writer = Writer::open(options, {{}, 0, 1}, &error);
-  ASSERT_NE(writer, nullptr) << error;
-  writer->start();
-  // A few single commands, some staged while a sync runs: the writer is in its gap.
-  u64 sequence = 1;
-  for (int i = 0; i < 20; ++i) {
-    ASSERT_TRUE(stage(*writer, sequence++, 1));
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
-  }
+  std::atomic<int> slow_syncs{0};
+  auto writer = writer_in_its_gap(options, &slow_syncs);
+  ASSERT_NE(writer, nullptr);
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  ASSERT_LT(writer->durable_sequence(), sequence - 1) << "expected records held by the gap";
+  ASSERT_EQ(writer->durable_sequence(), 1u) << "the second record should wait out the gap";
   const auto started = std::chrono::steady_clock::now();
-  ASSERT_TRUE(stage(*writer, sequence, 150));
-  sequence += 150;
-  ASSERT_TRUE(wait_durable(*writer, sequence - 1));
+  ASSERT_TRUE(stage(*writer, 3, 150));
+  ASSERT_TRUE(wait_durable(*writer, 152));
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(1));
+  writer->stop();
+}
+
+// The gap also ends once nothing more comes for sync_gap_quiet_ns: clients that each
+// wait for their answer are all waiting, and the rest of the gap would only delay them.
+TEST(JournalWriter, SyncGapEndsWhenNothingMoreComes) {
+  TempDir dir;
+  WriterOptions options = test_writer_options(dir.path());
+  options.sync_gap_ns = 3'000'000'000;    // 3 s
+  options.sync_gap_quiet_ns = 5'000'000;  // 5 ms
+  std::atomic<int> slow_syncs{0};
+  const auto started = std::chrono::steady_clock::now();
+  auto writer = writer_in_its_gap(options, &slow_syncs);
+  ASSERT_NE(writer, nullptr);
+  ASSERT_TRUE(wait_durable(*writer, 2));
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(1));
   writer->stop();
 }

@@ -213,6 +213,7 @@ bool Group::recover(std::string* error) {
                                  .thread_nice = config_.thread_nice,
                                  .sync_gap_ns = config_.journal_sync_gap_ns,
                                  .sync_gap_commands = config_.journal_sync_gap_commands,
+                                 .sync_gap_quiet_ns = config_.journal_sync_gap_quiet_ns,
                                  .fault = config_.journal_fault};
   journal_ = journal::Writer::open(options, at, error);
   if (!journal_) return false;
