@@ -6,6 +6,7 @@
 #include <charconv>
 #include <memory>
 
+#include "api/http_status.h"
 #include "api/id_text.h"
 
 namespace paygate::api {
@@ -82,30 +83,59 @@ Problem Authenticator::signed_request(const Credentials& c, u64 now_s, Principal
   if (merchant == nullptr || !hex_ok || !equal_constant_time(sent, expected)) {
     return refuse(ResultCode::invalid_signature, "the signature does not match");
   }
-  if (!remember_signature(sent, now_s)) {
-    return refuse(ResultCode::signature_replayed, "this signature was already used");
+  if (c.check_replay) {
+    switch (remember_signature(sent, now_s)) {
+      case Remembered::accepted:
+        break;
+      case Remembered::replayed:
+        return refuse(ResultCode::signature_replayed,
+                      std::string(describe(ResultCode::signature_replayed)));
+      case Remembered::full:
+        refusals_.fetch_add(1, std::memory_order_relaxed);
+        return refuse(ResultCode::replay_cache_full,
+                      "the server remembers as many signatures as it may; retry after Retry-After "
+                      "(docs/OPERATING.md, auth.replay_cache_max)");
+    }
   }
   principal->merchant = std::move(merchant);
+  principal->signed_request = true;
+  principal->signature = sent;
   return {};
 }
 
-bool Authenticator::remember_signature(const Digest& signature, u64 now_s) {
-  std::lock_guard lock(replay_mutex_);
+void Authenticator::forget_expired(u64 now_s) {
   // A signature older than twice the window can never pass the timestamp check again.
   while (!seen_order_.empty() && seen_order_.front().first + 2 * config_.window_s < now_s) {
     seen_.erase(seen_order_.front().second);
     seen_order_.pop_front();
   }
-  if (!seen_.insert(signature).second) return false;
+}
+
+Authenticator::Remembered Authenticator::remember_signature(const Digest& signature, u64 now_s) {
+  std::lock_guard lock(replay_mutex_);
+  forget_expired(now_s);
+  if (seen_.count(signature) != 0) return Remembered::replayed;
+  // Bounded memory, and never forget a signature that could still be replayed: when
+  // full, refuse the new request instead (size the cache for the signed-request rate
+  // times twice the window).
+  if (seen_order_.size() >= config_.replay_cache_max) return Remembered::full;
+  seen_.insert(signature);
   seen_order_.emplace_back(now_s, signature);
-  if (seen_order_.size() > config_.replay_cache_max) {
-    // Bounded memory: the oldest is forgotten early (counted; size the cache for
-    // the signed-request rate times the window).
-    seen_.erase(seen_order_.front().second);
-    seen_order_.pop_front();
-    evictions_.fetch_add(1, std::memory_order_relaxed);
-  }
-  return true;
+  return Remembered::accepted;
+}
+
+std::size_t Authenticator::replay_cache_size() {
+  std::lock_guard lock(replay_mutex_);
+  return seen_order_.size();
+}
+
+u32 Authenticator::replay_cache_room_in_s(u64 now_s) {
+  std::lock_guard lock(replay_mutex_);
+  forget_expired(now_s);
+  if (seen_order_.size() < config_.replay_cache_max || seen_order_.empty()) return 0;
+  // The oldest leaves once it is more than twice the window old.
+  const u64 leaves_at = seen_order_.front().first + 2 * config_.window_s + 1;
+  return static_cast<u32>(leaves_at > now_s ? leaves_at - now_s : 1);
 }
 
 namespace {

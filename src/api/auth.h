@@ -5,9 +5,16 @@
 // Signed requests: X-Paygate-Key, X-Paygate-Timestamp (unix seconds, within
 // ±window_s of our clock) and X-Paygate-Signature = hex HMAC-SHA256(secret,
 // timestamp "\n" METHOD "\n" path-with-query "\n" body), compared in constant time.
-// A signature is accepted once: a replay cache remembers every signature accepted
-// within the window, so a captured request cannot be sent again (a client retrying
-// signs again, with a new timestamp, and relies on Idempotency-Key).
+// A signature of a request that changes state (not GET or HEAD) is accepted once: a
+// replay cache remembers every such signature accepted within twice the window, so a
+// captured request cannot be sent again (a client retrying signs again, with a new
+// timestamp, and relies on Idempotency-Key). The cache is bounded: when it is full of
+// signatures that could still be replayed, new signed requests are refused
+// (replay_cache_full) rather than an old signature forgotten. It lives in memory; the
+// ledger keeps the signature of a request without an Idempotency-Key durably
+// (KeyLane::signature), so a replay after a restart moves nothing either.
+// Reads (GET, HEAD) are not replay-checked: a client polling twice in a second with
+// whole-second timestamps sends the same signature twice, and reading again is safe.
 //
 // JWT: "Authorization: Bearer <token>", HS256 signed with the merchant's secret,
 // claims sub (the merchant id) and exp (required). Verified by libjwt.
@@ -33,11 +40,15 @@ struct Credentials {
   std::string_view key_id;
   std::string_view timestamp;
   std::string_view signature;
+  bool check_replay = true;  // false for reads (GET, HEAD)
 };
 
 struct Principal {
   bool is_operator = false;
   MerchantRef merchant;  // set for merchants
+  // A signed request: its signature (the key of KeyLane::signature, once scoped).
+  bool signed_request = false;
+  Digest signature{};
 
   bool authenticated() const noexcept { return is_operator || merchant != nullptr; }
 };
@@ -58,12 +69,18 @@ class Authenticator {
   // token_expired).
   Problem authenticate(const Credentials& credentials, u64 now_s, Principal* principal);
 
-  u64 replay_evictions() const noexcept { return evictions_.load(std::memory_order_relaxed); }
+  // Signed requests refused because the replay cache was full.
+  u64 replay_cache_refusals() const noexcept { return refusals_.load(std::memory_order_relaxed); }
+  std::size_t replay_cache_size();
+  // Seconds until the replay cache has room again (0: it has room now).
+  u32 replay_cache_room_in_s(u64 now_s);
 
  private:
+  enum class Remembered : u8 { accepted, replayed, full };
   Problem signed_request(const Credentials& credentials, u64 now_s, Principal* principal);
   Problem bearer_token(std::string_view token, u64 now_s, Principal* principal);
-  bool remember_signature(const Digest& signature, u64 now_s);
+  Remembered remember_signature(const Digest& signature, u64 now_s);
+  void forget_expired(u64 now_s);  // REQUIRES: replay_mutex_ held
 
   struct DigestHash {
     std::size_t operator()(const Digest& d) const noexcept {
@@ -78,7 +95,7 @@ class Authenticator {
   std::mutex replay_mutex_;
   std::unordered_set<Digest, DigestHash> seen_;
   std::deque<std::pair<u64, Digest>> seen_order_;  // (accepted at, signature), oldest first
-  std::atomic<u64> evictions_{0};
+  std::atomic<u64> refusals_{0};
 };
 
 }  // namespace paygate::api

@@ -38,6 +38,7 @@ constexpr unsigned http_status(ResultCode code) noexcept {
     case ResultCode::token_expired:
       return 401;
     case ResultCode::operator_only:
+    case ResultCode::post_not_allowed:
       return 403;
     case ResultCode::debit_account_not_found:
     case ResultCode::credit_account_not_found:
@@ -75,6 +76,8 @@ constexpr unsigned http_status(ResultCode code) noexcept {
     case ResultCode::accounts_full:
     case ResultCode::pending_transfers_full:
     case ResultCode::ids_exhausted:
+    case ResultCode::idempotency_capacity:
+    case ResultCode::replay_cache_full:
     case ResultCode::overloaded:
     case ResultCode::not_durable:
     case ResultCode::shutting_down:
@@ -124,6 +127,17 @@ constexpr std::string_view describe(ResultCode code) noexcept {
       return "the group has run out of ids";
     case ResultCode::idempotency_key_reused:
       return "this Idempotency-Key was used with a different request";
+    case ResultCode::post_not_allowed:
+      return "only the debit account's owner (or an operator) posts a hold; its credit side may "
+             "void it";
+    case ResultCode::signature_replayed:
+      return "this signature was already used: a request that changes state is accepted once, "
+             "also across restarts. Sign each request anew (a sub-second X-Paygate-Timestamp, "
+             "such as 1795355278.250, tells two requests in one second apart), and to retry one, "
+             "sign it again and send the same Idempotency-Key";
+    case ResultCode::idempotency_capacity:
+      return "the group's table of idempotency keys is full of keys still inside their window; "
+             "retry after Retry-After (docs/OPERATING.md, sizing the idempotency table)";
     case ResultCode::atomic_batch_failed:
       return "another operation of the atomic batch failed";
     case ResultCode::same_account:

@@ -123,12 +123,36 @@ void render_metrics(const MetricsSources& s, std::string& out) {
            engine.group(g).durable_sequence());
     }
     header(out, "paygate_idempotency_window_held_seconds", "gauge",
-           "how far back idempotency keys are still remembered (API.md)");
+           "how far back idempotency keys are still remembered (API.md): always the configured "
+           "window, since a key is never forgotten inside it (a full table refuses new keys)");
     for (u32 g = 0; g < engine.groups(); ++g) {
       line(out, "paygate_idempotency_window_held_seconds{{group=\"{}\"}} {}\n", g,
-           static_cast<double>(
-               engine.group(g).stats().idempotency_window_held_ns.load(std::memory_order_relaxed)) /
-               1e9);
+           static_cast<double>(engine.group(g).config().ledger.idempotency_window_ns) / 1e9);
+    }
+    header(out, "paygate_idempotency_keys", "gauge",
+           "keys remembered: lane client (Idempotency-Key), lane signature (signed requests "
+           "without one)");
+    for (u32 g = 0; g < engine.groups(); ++g) {
+      const Group::Stats& stats = engine.group(g).stats();
+      line(out, "paygate_idempotency_keys{{group=\"{}\",lane=\"client\"}} {}\n", g,
+           stats.idempotency_keys.load(std::memory_order_relaxed));
+      line(out, "paygate_idempotency_keys{{group=\"{}\",lane=\"signature\"}} {}\n", g,
+           stats.signature_keys.load(std::memory_order_relaxed));
+    }
+    header(out, "paygate_idempotency_keys_capacity", "gauge", "room for remembered keys, by lane");
+    for (u32 g = 0; g < engine.groups(); ++g) {
+      const LedgerConfig& ledger = engine.group(g).config().ledger;
+      line(out, "paygate_idempotency_keys_capacity{{group=\"{}\",lane=\"client\"}} {}\n", g,
+           ledger.idempotency_keys_max);
+      line(out, "paygate_idempotency_keys_capacity{{group=\"{}\",lane=\"signature\"}} {}\n", g,
+           ledger.signature_capacity());
+    }
+    header(out, "paygate_idempotency_capacity_refusals_total", "counter",
+           "keyed requests refused (503 idempotency_capacity) because a key table was full of "
+           "keys still inside their window");
+    for (u32 g = 0; g < engine.groups(); ++g) {
+      line(out, "paygate_idempotency_capacity_refusals_total{{group=\"{}\"}} {}\n", g,
+           engine.group(g).stats().key_capacity_refusals.load(std::memory_order_relaxed));
     }
     header(out, "paygate_between_groups_finished_total", "counter",
            "transfers between groups finished after the gateway left them (at start and by the "
@@ -187,9 +211,13 @@ void render_metrics(const MetricsSources& s, std::string& out) {
     line(out, "paygate_http_connections_timed_out_total {}\n",
          s.http->connections_timed_out.load(std::memory_order_relaxed));
   }
-  header(out, "paygate_signature_replay_cache_evictions_total", "counter",
-         "signatures forgotten early because the replay cache was full");
-  line(out, "paygate_signature_replay_cache_evictions_total {}\n", s.replay_evictions);
+  header(out, "paygate_signature_replay_cache_refusals_total", "counter",
+         "signed requests refused (503 replay_cache_full): the replay cache was full of "
+         "signatures that could still be replayed");
+  line(out, "paygate_signature_replay_cache_refusals_total {}\n", s.replay_refusals);
+  header(out, "paygate_signature_replay_cache_entries", "gauge",
+         "signatures remembered by the replay cache");
+  line(out, "paygate_signature_replay_cache_entries {}\n", s.replay_entries);
   header(out, "paygate_binary_frames_total", "counter", "binary-protocol frames answered");
   line(out, "paygate_binary_frames_total {}\n", s.binary_frames);
 }

@@ -68,7 +68,8 @@ class HttpMetrics {
 struct MetricsSources {
   Engine* engine = nullptr;
   const HttpMetrics* http = nullptr;
-  u64 replay_evictions = 0;
+  u64 replay_refusals = 0;
+  u64 replay_entries = 0;
   u64 merchants = 0;
   u64 binary_frames = 0;
   bool ready = false;

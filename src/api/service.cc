@@ -123,7 +123,8 @@ u64 Service::now_ns() const noexcept {
 void Service::render_metrics_page(std::string& out) const {
   render_metrics(MetricsSources{.engine = engine_.load(std::memory_order_acquire),
                                 .http = metrics_.get(),
-                                .replay_evictions = auth_.replay_evictions(),
+                                .replay_refusals = auth_.replay_cache_refusals(),
+                                .replay_entries = auth_.replay_cache_size(),
                                 .merchants = merchants_.size(),
                                 .binary_frames = binary_frames_.load(std::memory_order_relaxed),
                                 .ready = ready()},
@@ -140,8 +141,24 @@ bool Service::fail(Exchange& ex, ResultCode code, std::string_view message) {
   ex.reply.body.clear();
   ex.reply.text = false;
   ex.reply.minimal = false;
+  if (code == ResultCode::idempotency_capacity && ex.group_ != nullptr) {
+    ex.reply.retry_after_s = key_room_in_s(*ex.group_);
+  }
   render_error(ex.reply.body, code, message);
   return finish(ex, http_status(code));
+}
+
+// Until a full key table of `group` has room again: when its oldest key leaves the
+// window (whole seconds, at least 1).
+u32 Service::key_room_in_s(const Group& group) const {
+  const u64 room_at = std::max(group.stats().idempotency_room_at_ns.load(std::memory_order_relaxed),
+                               group.stats().signature_room_at_ns.load(std::memory_order_relaxed));
+  const u64 now = static_cast<u64>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                       std::chrono::system_clock::now().time_since_epoch())
+                                       .count());
+  if (room_at <= now) return 1;
+  return static_cast<u32>(std::min<u64>((room_at - now + kNanosPerSecond - 1) / kNanosPerSecond,
+                                        ~u32{0}));
 }
 
 bool Service::fail_problem(Exchange& ex, const Problem& problem) {
@@ -149,7 +166,114 @@ bool Service::fail_problem(Exchange& ex, const Problem& problem) {
 }
 
 // Hands a request to its group. True when answered at once (refused).
+//
+// The first request that runs commands also takes the request's key, so that one key
+// names one request whatever endpoint or group it reaches (docs/API.md, idempotency).
+// The key lives in its home group (key_home): a single command that runs there
+// carries the key itself (as does an atomic batch, under its batch key); anything else
+// takes it with a claim (Command::make_claim) over the whole request's fingerprint —
+// opening the request when it runs in the home group, or as a step of its own before
+// it otherwise, after which the commands carry a key derived from it (move_key).
 bool Service::submit(Exchange& ex, const Request& request, bool last_step) {
+  const bool runs_commands =
+      request.kind == RequestKind::commands || request.kind == RequestKind::atomic;
+  if (ex.key_.empty() || ex.key_taken_ || !runs_commands) {
+    return submit_to_group(ex, request, last_step);
+  }
+  ex.key_taken_ = true;
+  Group& home = key_home(ex);
+  if (&home == ex.group_ && carries_key(ex, request)) return submit_to_group(ex, request, last_step);
+  ex.claim_ = Command::make_claim(ex.key_, request_fingerprint(ex), 0, ex.key_lane_);
+  if (&home == ex.group_ && request.kind == RequestKind::commands && request.count < kBatchMax) {
+    ex.claim_.claim.covers = request.count;
+    Request claimed = request;
+    claimed.claim = &ex.claim_;
+    claimed.claim_result = &ex.claim_result_;
+    ex.claim_step_ = Exchange::ClaimStep::prepended;
+    return submit_to_group(ex, claimed, last_step);
+  }
+  ex.stashed_ = request;
+  ex.stashed_group_ = ex.group_;
+  ex.stashed_last_step_ = last_step;
+  ex.claim_step_ = Exchange::ClaimStep::separate;
+  ex.group_ = &home;
+  return submit_to_group(ex,
+                         Request{.kind = RequestKind::commands,
+                                 .count = 1,
+                                 .commands = &ex.claim_,
+                                 .results = &ex.claim_result_,
+                                 .completion = &ex},
+                         /*last_step=*/false);
+}
+
+// The group that keeps a request's key: a merchant's own (its accounts, and its
+// sub-merchants', are all there), or for an operator one the key itself picks.
+Group& Service::key_home(const Exchange& ex) const {
+  const u32 groups = engine().groups();
+  if (ex.principal_.merchant != nullptr && ex.principal_.merchant->group < groups) {
+    return engine().group(ex.principal_.merchant->group);
+  }
+  return engine().group(static_cast<u32>(mix64(ex.key_.lo ^ ex.key_.hi) % groups));
+}
+
+// Whether the request takes its key itself: one command keyed with it, or an atomic
+// batch under it.
+bool Service::carries_key(const Exchange& ex, const Request& request) {
+  if (request.kind == RequestKind::atomic) {
+    return ex.key_lane_ == KeyLane::client && request.batch_key == ex.key_;
+  }
+  return request.count == 1 && request.commands[0].key == ex.key_ &&
+         request.commands[0].key_lane == ex.key_lane_;
+}
+
+// What the request is, for its claim: its route and every command it will run (keys
+// aside), so that a retry matches and any other request does not.
+u64 Service::request_fingerprint(const Exchange& ex) const {
+  Hasher hasher(static_cast<u64>(ex.route_) + 1);
+  if (ex.route_ == Route::batch) {
+    const BatchRequest& b = ex.batch_;
+    hasher.add(b.atomic ? 1 : 0).add(b.count);
+    for (u32 i = 0; i < b.count; ++i)
+      hasher.add(content_hash(batch_command(ex, i)));
+  } else {
+    for (const Command& command : ex.commands_)
+      hasher.add(content_hash(command));
+  }
+  return hasher.value();
+}
+
+// After a separate claim took the key, the waiting request's commands carry a key
+// derived from it (a client's retry then finds them answered), or none for a
+// signature (the claim refuses any replay whole).
+void Service::move_key(Exchange& ex) {
+  IdempotencyKey moved{};
+  if (ex.key_lane_ == KeyLane::client) {
+    moved = IdempotencyKey{mix64(ex.key_.lo ^ 0x4D4F564544ull), mix64(ex.key_.hi + 1)};
+    if (moved.empty()) moved.lo = 1;
+  }
+  if (ex.stashed_.kind == RequestKind::atomic && ex.stashed_.batch_key == ex.key_) {
+    ex.stashed_.batch_key = moved;
+  }
+  for (Command& command : ex.commands_) {
+    if (command.key == ex.key_ && command.key_lane == ex.key_lane_) {
+      command.with_key(moved, KeyLane::client);
+    }
+  }
+}
+
+// The claim did not hold: nothing of the request ran.
+bool Service::fail_claim(Exchange& ex, ResultCode code) {
+  switch (code) {
+    case ResultCode::signature_replayed:
+    case ResultCode::idempotency_key_reused:
+    case ResultCode::idempotency_capacity:
+      return fail(ex, code, describe(code));
+    default:
+      return fail(ex, ResultCode::not_durable, "the request's key could not be taken; retry");
+  }
+}
+
+bool Service::submit_to_group(Exchange& ex, const Request& request, bool last_step) {
   ex.last_step_ = last_step;
   const ResultCode code = ex.group_->submit(request);
   if (code == ResultCode::ok) return false;
@@ -181,6 +305,10 @@ bool Service::begin(const HttpRequestView& request, Exchange& ex) {
   ex.reply.minimal = false;
   ex.principal_ = Principal{};
   ex.key_ = IdempotencyKey{};
+  ex.key_lane_ = KeyLane::client;
+  ex.key_taken_ = false;
+  ex.claim_step_ = Exchange::ClaimStep::none;
+  ex.group_ = nullptr;
   ex.batch_running_ = false;
   return dispatch(ex);
 }
@@ -248,16 +376,21 @@ bool Service::dispatch(Exchange& ex) {
   if (!ready()) return fail(ex, ResultCode::not_ready, "recovery has not finished");
 
   // Who is calling.
+  // Reads are not replay-checked (a poll may repeat a signature); POSTs are.
   const Problem auth = auth_.authenticate(Credentials{.method = ex.view_.method,
                                                       .target = ex.view_.target,
                                                       .body = ex.view_.body,
                                                       .authorization = ex.view_.authorization,
                                                       .key_id = ex.view_.key_id,
                                                       .timestamp = ex.view_.timestamp,
-                                                      .signature = ex.view_.signature},
+                                                      .signature = ex.view_.signature,
+                                                      .check_replay = !get},
                                           wall_seconds(), &ex.principal_);
   if (!auth.ok()) {
     metrics_->auth_failures.fetch_add(1, std::memory_order_relaxed);
+    if (auth.code == ResultCode::replay_cache_full) {
+      ex.reply.retry_after_s = std::max<u32>(1, auth_.replay_cache_room_in_s(wall_seconds()));
+    }
     return fail_problem(ex, auth);
   }
   if (ex.principal_.merchant != nullptr &&
@@ -277,6 +410,11 @@ bool Service::dispatch(Exchange& ex) {
                     "Idempotency-Key must be 1 to 255 visible ASCII characters");
       }
       ex.key_ = derive_key(ex);
+    } else if (ex.principal_.signed_request) {
+      // No key: the signature itself is kept by the ledger, so that a captured request
+      // replayed after a restart (when the replay cache is empty) moves nothing.
+      ex.key_ = derive_signature_key(ex);
+      ex.key_lane_ = KeyLane::signature;
     }
   }
 
@@ -306,6 +444,16 @@ bool Service::resume(Exchange& ex) {
                     ? "the journal could not make this durable; its outcome is unknown, retry "
                       "with the same Idempotency-Key"
                     : "the server is stopping; retry with the same Idempotency-Key");
+  }
+  if (ex.claim_step_ != Exchange::ClaimStep::none) {
+    const bool separate = ex.claim_step_ == Exchange::ClaimStep::separate;
+    ex.claim_step_ = Exchange::ClaimStep::none;
+    if (!ex.claim_result_.ok()) return fail_claim(ex, ex.claim_result_.code);
+    if (separate) {  // the key is taken: now the request itself, where it runs
+      move_key(ex);
+      ex.group_ = ex.stashed_group_;
+      return submit_to_group(ex, ex.stashed_, ex.stashed_last_step_);
+    }
   }
   ++ex.step_;
   return step(ex);
@@ -356,6 +504,25 @@ IdempotencyKey Service::derive_key(const Exchange& ex) const {
   return key;
 }
 
+// A signed request's own key: its signature, scoped by the merchant and keyed like
+// derive_key (the signature is already a MAC, but a client must not aim it at one
+// slot of the ledger's table either).
+IdempotencyKey Service::derive_signature_key(const Exchange& ex) const {
+  const u64 scope = ex.principal_.merchant ? ex.principal_.merchant->id : 0;
+  char scope_bytes[9] = {'s'};
+  std::memcpy(scope_bytes + 1, &scope, sizeof scope);
+  const Digest& signature = ex.principal_.signature;
+  const Digest digest = hmac_sha256(
+      config_.idempotency_secret,
+      {std::string_view(scope_bytes, sizeof scope_bytes),
+       std::string_view(reinterpret_cast<const char*>(signature.data()), signature.size())});
+  IdempotencyKey key;
+  std::memcpy(&key.lo, digest.data(), 8);
+  std::memcpy(&key.hi, digest.data() + 8, 8);
+  if (key.empty()) key.lo = 1;
+  return key;
+}
+
 bool Service::visible_account(const Exchange& ex, u64 account_id) const {
   // Operators see every account, the ledger's clearing accounts too (which the owner
   // index does not list); the group's lookup then says whether it exists.
@@ -396,6 +563,17 @@ Command Service::transfer_command(const TransferCreate& t) {
                               : Command::make_transfer(debit, credit, t.amount, t.currency);
   command.with_extra_hash(t.extra_hash);
   return command;  // by name, so it is built where the caller wants it
+}
+
+// Who may act on a hold the caller can see (docs/API.md, security model): posting
+// captures the debit account's money, so only its owner's side (or an operator) posts;
+// either side may void, which only gives the money back.
+ResultCode Service::may_act_on_hold(const Exchange& ex, const Transfer& hold, bool post) const {
+  if (!visible_transfer(ex, hold)) return ResultCode::transfer_not_found;
+  if (post && !visible_account(ex, hold.debit_account_id.value)) {
+    return ResultCode::post_not_allowed;
+  }
+  return ResultCode::ok;
 }
 
 bool Service::visible_transfer(const Exchange& ex, const Transfer& transfer) const {
@@ -490,7 +668,7 @@ bool Service::create_account(Exchange& ex) {
     ex.results_.resize(1);
     ex.commands_[0] = Command::make_create_account(MerchantId{r.owner_id}, r.currency, r.kind,
                                                    r.allow_negative ? kAccountAllowNegative : 0)
-                          .with_key(ex.key_);
+                          .with_key(ex.key_, ex.key_lane_);
     return submit_one(ex);
   }
   const CommandResult result = ex.results_[0];
@@ -551,7 +729,7 @@ bool Service::create_transfer(Exchange& ex) {
 bool Service::submit_transfer(Exchange& ex, bool last_step) {
   const TransferCreate& r = ex.transfer_;
   ex.group_ = engine().route(r.debit_account_id);
-  Command command = transfer_command(r).with_key(ex.key_);
+  Command command = transfer_command(r).with_key(ex.key_, ex.key_lane_);
   if (ex.between_groups_) command.flags |= kTransferBetweenGroups;
   ex.commands_[0] = command;
   return submit_one(ex, last_step);
@@ -684,8 +862,9 @@ bool Service::pending_action(Exchange& ex) {
   const Transfer& hold = ex.transfers_[0];
   const u64 posted_amount = ex.pending_.amount != 0 ? ex.pending_.amount : hold.amount;
   if (ex.step_ == 1) {
-    if (!ex.outcome_.found || !visible_transfer(ex, hold)) {
-      return fail(ex, ResultCode::transfer_not_found, "no such transfer");
+    if (!ex.outcome_.found) return fail(ex, ResultCode::transfer_not_found, "no such transfer");
+    if (const ResultCode refused = may_act_on_hold(ex, hold, post); refused != ResultCode::ok) {
+      return fail(ex, refused, describe(refused));
     }
     ex.commands_.resize(1);
     ex.results_.resize(1);
@@ -697,7 +876,7 @@ bool Service::pending_action(Exchange& ex) {
         (!post                ? Command::make_void(id)
          : ex.between_groups_ ? Command::make_post_between_groups(id, ex.pending_.amount)
                               : Command::make_post(id, ex.pending_.amount))
-            .with_key(ex.key_);
+            .with_key(ex.key_, ex.key_lane_);
     return submit_one(ex, /*last_step=*/!ex.between_groups_);
   }
   if (ex.between_groups_) {
@@ -767,8 +946,10 @@ Command Service::batch_command(const Exchange& ex, u32 i) {
                         ? Command::make_post(TransferId{op.transfer_id}, op.amount)
                         : Command::make_void(TransferId{op.transfer_id});
   if (op.op == BatchOp::transfer && ex.op_crosses_[i] != 0) command.flags |= kTransferBetweenGroups;
-  if (!b.atomic && !ex.key_.empty()) {
-    // Each operation of a batch is its own idempotent command, keyed by position.
+  if (!b.atomic && !ex.key_.empty() && ex.key_lane_ == KeyLane::client) {
+    // Each operation of a batch is its own idempotent command, keyed by position, so
+    // that a retry answers each as before. (The request's claim holds the key itself.
+    // A signature needs no such keys: its claim refuses any replay whole.)
     command.with_key(IdempotencyKey{mix64(ex.key_.lo + (u64{i} + 1) * 0x9E3779B97F4A7C15ull),
                                     mix64(ex.key_.hi ^ i)});
   }
@@ -777,10 +958,11 @@ Command Service::batch_command(const Exchange& ex, u32 i) {
 
 bool Service::batch_reply(Exchange& ex) {
   const BatchRequest& b = ex.batch_;
-  if (b.atomic && ex.outcome_.atomic == ResultCode::idempotency_key_reused) {
-    // The key names another batch: that is about the request, not its operations.
-    return fail(ex, ResultCode::idempotency_key_reused,
-                describe(ResultCode::idempotency_key_reused));
+  if (b.atomic && (ex.outcome_.atomic == ResultCode::idempotency_key_reused ||
+                   ex.outcome_.atomic == ResultCode::idempotency_capacity)) {
+    // The key names another request, or finds no room: that is about the request, not
+    // its operations.
+    return fail(ex, ex.outcome_.atomic, describe(ex.outcome_.atomic));
   }
   std::string& out = ex.reply.body;
   out.clear();
@@ -887,9 +1069,9 @@ bool Service::run_batch(Exchange& ex) {
       for (u32 i = begin; i < end; ++i) {
         if (ex.op_hold_[i] == kNoHold || ex.op_refused_[i] != ResultCode::ok) continue;
         const Transfer& hold = ex.transfers_[ex.op_hold_[i]];
-        if (hold.id.empty() || !visible_transfer(ex, hold)) {
-          ex.op_refused_[i] = ResultCode::transfer_not_found;
-        }
+        ex.op_refused_[i] =
+            hold.id.empty() ? ResultCode::transfer_not_found
+                            : may_act_on_hold(ex, hold, b.operations[i].op == BatchOp::post);
       }
       return submit_segment(ex);
     case Exchange::SegmentStage::commands: {
@@ -1007,7 +1189,9 @@ bool Service::submit_segment(Exchange& ex) {
                         .count = static_cast<u32>(ex.commands_.size()),
                         .commands = ex.commands_.data(),
                         .results = ex.results_.data(),
-                        .batch_key = b.atomic ? ex.key_ : IdempotencyKey{},
+                        .batch_key = b.atomic && ex.key_lane_ == KeyLane::client
+                                         ? ex.key_
+                                         : IdempotencyKey{},
                         .completion = &ex},
                 /*last_step=*/!more_after(ex, ex.segment_end_));
 }

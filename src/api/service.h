@@ -83,7 +83,22 @@ class Exchange final : public Completion {
   bool last_step_ = true;
   u64 started_ns_ = 0;
   Principal principal_;
+  // The request's key: its Idempotency-Key (KeyLane::client), or for a signed request
+  // without one, its signature (KeyLane::signature). Empty for neither.
   IdempotencyKey key_;
+  KeyLane key_lane_ = KeyLane::client;
+  // The key is taken: the request's first command carried it, or a claim took it
+  // (Service::submit). A key names one request, whatever endpoint or group it reaches.
+  bool key_taken_ = false;
+  enum class ClaimStep : u8 { none, prepended, separate };
+  ClaimStep claim_step_ = ClaimStep::none;
+  Command claim_;
+  CommandResult claim_result_;
+  // A separate claim (in the key's group, before a request that runs in another): the
+  // request that waits for it.
+  Request stashed_{};
+  Group* stashed_group_ = nullptr;
+  bool stashed_last_step_ = true;
   u64 path_id_ = 0;
   Group* group_ = nullptr;
   Outcome outcome_;
@@ -158,7 +173,13 @@ class Service {
   bool fail(Exchange& ex, ResultCode code, std::string_view message);
   bool fail_problem(Exchange& ex, const Problem& problem);
   bool submit(Exchange& ex, const Request& request, bool last_step = true);
+  bool submit_to_group(Exchange& ex, const Request& request, bool last_step);
   bool submit_one(Exchange& ex, bool last_step = true);
+  Group& key_home(const Exchange& ex) const;
+  static bool carries_key(const Exchange& ex, const Request& request);
+  u64 request_fingerprint(const Exchange& ex) const;
+  static void move_key(Exchange& ex);
+  bool fail_claim(Exchange& ex, ResultCode code);
 
   bool create_merchant(Exchange& ex);
   bool get_merchant(Exchange& ex);
@@ -189,9 +210,12 @@ class Service {
   bool visible_account(const Exchange& ex, u64 account_id) const;
   bool visible_owner(const Exchange& ex, u64 owner) const;
   bool visible_transfer(const Exchange& ex, const Transfer& transfer) const;
+  ResultCode may_act_on_hold(const Exchange& ex, const Transfer& hold, bool post) const;
   ResultCode check_transfer_accounts(const Exchange& ex, const TransferCreate& transfer) const;
   static Command transfer_command(const TransferCreate& transfer);
   IdempotencyKey derive_key(const Exchange& ex) const;
+  IdempotencyKey derive_signature_key(const Exchange& ex) const;
+  u32 key_room_in_s(const Group& group) const;
   u64 now_ns() const noexcept;
 
   Engine& engine() const noexcept { return *engine_.load(std::memory_order_acquire); }

@@ -29,7 +29,13 @@ LedgerConfig config_of(const journal::SegmentHeader& h) {
                       .pending_max = h.pending_max,
                       .recent_transfers_max = h.recent_transfers_max,
                       .idempotency_keys_max = h.idempotency_keys_max,
-                      .idempotency_window_ns = h.idempotency_window_ns};
+                      .idempotency_window_ns = h.idempotency_window_ns,
+                      // A journal from before the signature table has no signature keys:
+                      // the defaults replay it the same.
+                      .signature_keys_max = h.signature_keys_max,
+                      .signature_window_ns = h.signature_window_ns != 0
+                                                 ? h.signature_window_ns
+                                                 : LedgerConfig{}.signature_window_ns};
 }
 
 const char* type_name(journal::RecordType type) {

@@ -122,6 +122,7 @@ bool apply_config_file(const std::filesystem::path& file, Settings* s, std::stri
       {"ledger", "recent_transfers_max", unsigned_into(&ledger.recent_transfers_max)},
       {"ledger", "idempotency_keys_max", unsigned_into(&ledger.idempotency_keys_max)},
       {"ledger", "idempotency_window_s", unsigned_into(&window_s)},
+      {"ledger", "signature_keys_max", unsigned_into(&ledger.signature_keys_max, 1)},
       {"group", "ring_capacity", unsigned_into(&group.ring_capacity)},
       {"group", "events_max", unsigned_into(&group.events_max)},
       {"group", "tick_interval_ms", unsigned_into(&tick_ms)},
@@ -157,6 +158,13 @@ bool apply_config_file(const std::filesystem::path& file, Settings* s, std::stri
     }
   }
   ledger.idempotency_window_ns = window_s * kNanosPerSecond;
+  // The ledger keeps signatures for twice the most the timestamp check allows
+  // (LedgerConfig::signature_window_ns, fixed so that journals stay comparable).
+  if (s->auth.window_s == 0 || 2 * s->auth.window_s * kNanosPerSecond > ledger.signature_window_ns) {
+    *error = fmt::format("{}: auth.window_s must be 1 to {}", file.string(),
+                         ledger.signature_window_ns / kNanosPerSecond / 2);
+    return false;
+  }
   group.tick_interval_ns = tick_ms * 1'000'000;
   group.journal_sync_gap_ns = sync_gap_us * 1'000;
   group.journal_sync_gap_quiet_ns = sync_gap_quiet_us * 1'000;

@@ -45,6 +45,7 @@ namespace paygate {
   /* idempotency */                                          \
   X(idempotency_key_reused, 50)                              \
   X(idempotency_key_in_atomic_batch, 51)                     \
+  X(idempotency_capacity, 52)                                \
   /* batches */                                              \
   X(atomic_batch_failed, 60)                                 \
   X(batch_empty, 61)                                         \
@@ -79,7 +80,9 @@ namespace paygate {
   X(invalid_token, 125)                                      \
   X(token_expired, 126)                                      \
   X(operator_only, 127)                                      \
-  X(rate_limited, 130)
+  X(post_not_allowed, 128)                                   \
+  X(rate_limited, 130)                                       \
+  X(replay_cache_full, 131)
 
 enum class ResultCode : u16 {
 #define PAYGATE_RESULT_ENUM(name, number) name = number,

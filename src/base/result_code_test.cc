@@ -53,6 +53,7 @@ TEST(ResultCode, NumbersAndNamesAreStable) {
       {43, "ids_exhausted"},
       {50, "idempotency_key_reused"},
       {51, "idempotency_key_in_atomic_batch"},
+      {52, "idempotency_capacity"},
       {60, "atomic_batch_failed"},
       {61, "batch_empty"},
       {70, "overloaded"},
@@ -83,7 +84,9 @@ TEST(ResultCode, NumbersAndNamesAreStable) {
       {125, "invalid_token"},
       {126, "token_expired"},
       {127, "operator_only"},
+      {128, "post_not_allowed"},
       {130, "rate_limited"},
+      {131, "replay_cache_full"},
   };
   for (const auto& [number, text] : stable) {
     EXPECT_EQ(name(static_cast<ResultCode>(number)), text) << number;

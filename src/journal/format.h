@@ -85,10 +85,11 @@ struct SegmentHeader {
   u32 pending_max;
   u32 recent_transfers_max;
   u32 idempotency_keys_max;
-  u32 reserved0;
+  u32 signature_keys_max;  // 0 in segments written before the signature table existed
   u64 idempotency_window_ns;
   u64 segment_bytes;
-  u64 reserved1[2];
+  u64 signature_window_ns;  // likewise
+  u64 reserved1;
 
   static SegmentHeader describe(const LedgerConfig& config, u64 segment_bytes) noexcept {
     SegmentHeader h{};
@@ -102,15 +103,22 @@ struct SegmentHeader {
     h.idempotency_keys_max = config.idempotency_keys_max;
     h.idempotency_window_ns = config.idempotency_window_ns;
     h.segment_bytes = segment_bytes;
+    h.signature_keys_max = config.signature_capacity();
+    h.signature_window_ns = config.signature_window_ns;
     return h;
   }
-  // The same ledger (segment size and format version may differ between segments).
+  // The same ledger (segment size and format version may differ between segments). A
+  // segment from before the signature table (zeros there) holds no signature keys, so
+  // it replays the same under any signature configuration.
   bool same_ledger(const SegmentHeader& o) const noexcept {
+    const bool signatures_differ =
+        signature_keys_max != 0 && o.signature_keys_max != 0 &&
+        (signature_keys_max != o.signature_keys_max || signature_window_ns != o.signature_window_ns);
     return magic == o.magic && region == o.region && group == o.group &&
            accounts_max == o.accounts_max && pending_max == o.pending_max &&
            recent_transfers_max == o.recent_transfers_max &&
            idempotency_keys_max == o.idempotency_keys_max &&
-           idempotency_window_ns == o.idempotency_window_ns;
+           idempotency_window_ns == o.idempotency_window_ns && !signatures_differ;
   }
 };
 static_assert(sizeof(SegmentHeader) == 72);

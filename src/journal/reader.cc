@@ -282,6 +282,11 @@ ScanReport scan(const std::filesystem::path& dir, u64 from_sequence,
           report.first_sequence = header.sequence;
         } else if (!identity.same_ledger(report.identity)) {
           return corrupt(path, offset, "segment written for a different ledger configuration");
+        } else if (report.identity.signature_keys_max == 0) {
+          // Older segments predate the signature table: the first that has one says
+          // how the journal was written from there on.
+          report.identity.signature_keys_max = identity.signature_keys_max;
+          report.identity.signature_window_ns = identity.signature_window_ns;
         }
       } else {
         Record record;

@@ -46,11 +46,17 @@ std::string describe(const Command& command) {
     case CommandKind::tick:
       text = "tick";
       break;
+    case CommandKind::claim:
+      text = fmt::format("claim covers={} fingerprint={:016x}", command.claim.covers,
+                         command.extra_hash);
+      break;
     default:
       text = fmt::format("unknown kind={}", static_cast<int>(command.kind));
   }
-  if (!command.key.empty())
+  if (!command.key.empty()) {
     text += fmt::format(" key={:016x}{:016x}", command.key.hi, command.key.lo);
+    if (command.key_lane == KeyLane::signature) text += " lane=signature";
+  }
   return text;
 }
 
@@ -85,6 +91,9 @@ u64 content_hash(const Command& command) noexcept {
       hasher.add(command.settle.transfer_id.value)
           .add(command.settle.channel_number)
           .add(static_cast<u64>(command.settle.delivery));
+      break;
+    case CommandKind::claim:
+      hasher.add(command.claim.covers);
       break;
     case CommandKind::tick:
       break;

@@ -22,6 +22,23 @@ enum class CommandKind : u8 {
   // answer back to the group that holds the money. Only groups send these.
   deliver = 6,
   settle = 7,
+  // Takes the request's idempotency key for a request that is more than one command,
+  // or whose commands run in another group (docs/LEDGER.md, "Claims"): a key names one
+  // request, whatever endpoint or group it reaches. If the key is taken by another
+  // request (or there is no room for it), the claim answers why and the `covers`
+  // commands after it in the same request are not run: they answer the same code.
+  claim = 8,
+};
+
+// Which table of remembered keys a command's key lives in (docs/LEDGER.md).
+enum class KeyLane : u8 {
+  // A client's Idempotency-Key: remembered with its result for idempotency_window_ns,
+  // and a retry gets that result again.
+  client = 0,
+  // A signed request's own signature, for a request that carries no Idempotency-Key:
+  // remembered for signature_window_ns, and anything seen under it again is refused
+  // (signature_replayed). It makes the replay check of signed requests durable.
+  signature = 1,
 };
 
 // A client's idempotency key, already hashed at the edge together with the
@@ -74,10 +91,17 @@ struct PendingBody {
   u64 reserved[2] = {};
 };
 
+struct ClaimBody {
+  u32 covers = 0;  // the commands right after this one that run only if the claim holds
+  u32 reserved0 = 0;
+  u64 reserved1[3] = {};
+};
+
 struct Command {
   CommandKind kind = CommandKind::tick;
   u8 flags = 0;  // AccountFlags for create_account, TransferFlags for transfer
-  u16 reserved0 = 0;
+  KeyLane key_lane = KeyLane::client;
+  u8 reserved0 = 0;
   u32 reserved1 = 0;
   // Fingerprint of request fields the ledger does not keep (a transfer's reference or
   // metadata), so an idempotent retry that changes only those is still "different".
@@ -91,6 +115,7 @@ struct Command {
     PendingBody pending;
     DeliverBody deliver;
     SettleBody settle;
+    ClaimBody claim;
   };
 
   Command() noexcept : pending{} {}
@@ -159,8 +184,21 @@ struct Command {
     return c;
   }
 
-  Command& with_key(IdempotencyKey k) noexcept {
+  // `fingerprint` is the content of the whole request the key names.
+  static Command make_claim(IdempotencyKey key, u64 fingerprint, u32 covers,
+                            KeyLane lane = KeyLane::client) noexcept {
+    Command c;
+    c.kind = CommandKind::claim;
+    c.key = key;
+    c.key_lane = lane;
+    c.extra_hash = fingerprint;
+    c.claim = ClaimBody{.covers = covers};
+    return c;
+  }
+
+  Command& with_key(IdempotencyKey k, KeyLane lane = KeyLane::client) noexcept {
     key = k;
+    key_lane = lane;
     return *this;
   }
   Command& with_extra_hash(u64 h) noexcept {
@@ -178,6 +216,7 @@ static_assert(sizeof(TransferBody) == 32);
 static_assert(sizeof(PendingBody) == 32);
 static_assert(sizeof(DeliverBody) == 32);
 static_assert(sizeof(SettleBody) == 32);
+static_assert(sizeof(ClaimBody) == 32);
 static_assert(sizeof(Command) == 64);
 static_assert(std::is_trivially_copyable_v<Command>);
 

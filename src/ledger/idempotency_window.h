@@ -2,18 +2,21 @@
 //
 // Records sit in a FIFO in the order they were made, which is also command-time
 // order, and a map finds them by key. A record is answered while it is younger than
-// the configured window; when the FIFO is full the oldest record is dropped, so
-// memory is bounded and the window actually held can be shorter than configured:
-// held_window_ns() reports it.
+// the configured window, and is never dropped before that: when the FIFO is full of
+// records still inside the window there is no room (has_room() is false) and the
+// ledger refuses the new keyed command (idempotency_capacity) rather than forget a
+// key a client may still retry. Memory is bounded by the capacity; docs/OPERATING.md
+// says how to size it.
 //
 // Lookups honour expiry themselves, so when expired records are physically removed
-// (on insert, or on tick) never changes an answer.
+// (when room is needed, or on tick) never changes an answer.
 #pragma once
 
 #include "base/assert.h"
 #include "base/fixed_array.h"
 #include "base/hash.h"
 #include "base/open_address_map.h"
+#include "base/prefetch.h"
 #include "base/result_code.h"
 #include "ledger/command.h"
 
@@ -50,19 +53,34 @@ class IdempotencyWindow {
     return expired(record, now_ns) ? nullptr : &record;
   }
 
-  // REQUIRES: find(record.key, record.created_at_ns) == nullptr, and created_at_ns is
-  // not earlier than that of any record inserted before.
+  // Whether a record made at now_ns fits: drops the records past the window, then
+  // says whether one is free. Never drops a record still inside the window.
+  bool has_room(u64 now_ns) noexcept {
+    drop_expired(now_ns);
+    return size_ < capacity_;
+  }
+
+  // REQUIRES: find(record.key, record.created_at_ns) == nullptr,
+  // has_room(record.created_at_ns), and created_at_ns is not earlier than that of any
+  // record inserted before.
   void insert(const IdempotencyRecord& record) noexcept {
     PG_ASSERT(!record.key.empty());
     drop_expired(record.created_at_ns);
     // A lookup said "absent", and expired records are gone now: the key is free.
     PG_ASSERT(index_.find(record.key) == nullptr);
-    if (size_ == capacity_) drop_oldest();
+    PG_ASSERT(size_ < capacity_);
     if (size_ > 0) PG_ASSERT(newest().created_at_ns <= record.created_at_ns);
     const u32 slot = static_cast<u32>((head_ + size_) % capacity_);
     records_[slot] = record;
     index_.insert(record.key, slot);
     ++size_;
+  }
+
+  // Asks the cache for the index slot a lookup of `key` starts at (and the record a
+  // new one would fill): each is a scattered access in a table of many megabytes.
+  void prefetch(const IdempotencyKey& key) const noexcept {
+    index_.prefetch(key, /*for_write=*/true);
+    if (capacity_ > 0) prefetch_for_write(&records_[(head_ + size_) % capacity_]);
   }
 
   // Removes records that can no longer be answered; bounded by capacity().
@@ -71,12 +89,11 @@ class IdempotencyWindow {
       drop_oldest();
   }
 
-  // How far back keys are answered at now_ns: the configured window, unless the
-  // FIFO is full, in which case the oldest record held marks the limit.
-  u64 held_window_ns(u64 now_ns) const noexcept {
-    if (size_ < capacity_) return window_ns_;
-    const u64 age = now_ns - records_[head_].created_at_ns;
-    return age < window_ns_ ? age : window_ns_;
+  // When a record made now would next find room: now_ns while there is room (or a
+  // record past the window to drop), else when the oldest record leaves the window.
+  u64 room_at_ns(u64 now_ns) const noexcept {
+    if (size_ < capacity_ || expired(records_[head_], now_ns)) return now_ns;
+    return records_[head_].created_at_ns + window_ns_;
   }
 
   u32 size() const noexcept { return size_; }

@@ -20,16 +20,22 @@ TEST(IdempotencyWindow, FindsRecordsInsideTheWindowOnly) {
   EXPECT_TRUE(window.consistent());
 }
 
-TEST(IdempotencyWindow, FullWindowDropsTheOldest) {
+TEST(IdempotencyWindow, FullWindowHasNoRoomUntilItsOldestExpires) {
   IdempotencyWindow window(3, 1000);
-  for (u64 n = 1; n <= 3; ++n)
+  for (u64 n = 1; n <= 3; ++n) {
+    ASSERT_TRUE(window.has_room(n * 10));
     window.insert(record(n, n * 10));
-  EXPECT_EQ(window.held_window_ns(40), 30u);
-  window.insert(record(4, 40));
-  EXPECT_EQ(window.find({1, 101}, 40), nullptr);
-  EXPECT_NE(window.find({2, 102}, 40), nullptr);
+  }
+  EXPECT_EQ(window.room_at_ns(40), 1010u);
+  EXPECT_FALSE(window.has_room(40));
+  EXPECT_FALSE(window.has_room(1009));
+  EXPECT_NE(window.find({1, 101}, 1009), nullptr);  // nothing was dropped to make room
   EXPECT_EQ(window.size(), 3u);
-  EXPECT_EQ(window.held_window_ns(40), 20u);
+  EXPECT_TRUE(window.has_room(1010));  // the oldest left the window
+  EXPECT_EQ(window.room_at_ns(1010), 1010u);
+  window.insert(record(4, 1010));
+  EXPECT_EQ(window.find({1, 101}, 1010), nullptr);
+  EXPECT_NE(window.find({2, 102}, 1010), nullptr);
   EXPECT_TRUE(window.consistent());
 }
 
@@ -48,7 +54,7 @@ TEST(IdempotencyWindow, ExpiredRecordsMakeRoomAndAreSkippedByVisits) {
   EXPECT_EQ(window.find({1, 101}, 120)->created_at_ns, 120u);
   window.drop_expired(1000);
   EXPECT_EQ(window.size(), 0u);
-  EXPECT_EQ(window.held_window_ns(1000), 100u);
+  EXPECT_EQ(window.room_at_ns(1000), 1000u);
   EXPECT_TRUE(window.consistent());
 }
 

@@ -54,6 +54,7 @@ Ledger::Ledger(const LedgerConfig& config)
       recent_(std::bit_ceil(std::max<u32>(config.recent_transfers_max, 1))),
       recent_mask_(recent_.size() - 1),
       idempotency_(config.idempotency_keys_max, config.idempotency_window_ns),
+      signatures_(config.signature_capacity(), config.signature_window_ns),
       undo_(std::size_t{kBatchMax} * kUndoPerCommand),
       digest_scratch_(config.pending_max),
       channels_(config.groups),
@@ -81,16 +82,51 @@ void Ledger::apply_batch(Stamp first, std::span<const Command> commands,
                          std::span<CommandResult> results) noexcept {
   PG_ASSERT(results.size() >= commands.size());
   advance(first);
+  run_commands(first, commands, results);
+  finish(first, commands.size());
+}
+
+CommandResult Ledger::apply_claimed(Stamp first, const Command& claim,
+                                    std::span<const Command> commands,
+                                    std::span<CommandResult> results) noexcept {
+  PG_ASSERT(results.size() >= commands.size());
+  PG_ASSERT(claim.kind == CommandKind::claim && claim.claim.covers == commands.size());
+  advance(first);
+  const CommandResult claimed = execute_keyed(first, claim);
+  if (claimed.ok()) {
+    run_commands(nth(first, 1), commands, results);
+  } else {
+    for (std::size_t i = 0; i < commands.size(); ++i)
+      results[i] = CommandResult{claimed.code};
+  }
+  finish(first, commands.size() + 1);
+  return claimed;
+}
+
+void Ledger::run_commands(Stamp first, std::span<const Command> commands,
+                          std::span<CommandResult> results) noexcept {
   const std::size_t count = commands.size();
   Lookahead ahead{.serial = next_transfer_serial_, .holds = 0};
   for (std::size_t i = 0; i < std::min<std::size_t>(kPrefetchDistance, count); ++i) {
     prefetch(commands[i], ahead);
   }
+  // A claim that did not hold takes the commands it covers down with it: they answer
+  // its code and change nothing (a request never spans two calls, live or replayed).
+  std::size_t skip = 0;
+  ResultCode skip_code = ResultCode::ok;
   for (std::size_t i = 0; i < count; ++i) {
     if (i + kPrefetchDistance < count) prefetch(commands[i + kPrefetchDistance], ahead);
+    if (skip > 0) {
+      --skip;
+      results[i] = CommandResult{skip_code};
+      continue;
+    }
     results[i] = execute_keyed(nth(first, i), commands[i]);
+    if (commands[i].kind == CommandKind::claim && !results[i].ok()) {
+      skip = std::min<std::size_t>(commands[i].claim.covers, count - i - 1);
+      skip_code = results[i].code;
+    }
   }
-  finish(first, count);
 }
 
 ResultCode Ledger::apply_atomic(Stamp first, std::span<const Command> commands,
@@ -122,6 +158,10 @@ ResultCode Ledger::apply_atomic(Stamp first, std::span<const Command> commands,
       if (record->content_hash != content) return fail_all(ResultCode::idempotency_key_reused);
       replay_atomic_results(*record, commands, results);
       return record->code;
+    }
+    if (!idempotency_.has_room(stamp.timestamp_ns)) {
+      ++key_capacity_refusals_;
+      return fail_all(ResultCode::idempotency_capacity);
     }
   }
 
@@ -190,12 +230,19 @@ void Ledger::advance(Stamp stamp) noexcept {
 
 CommandResult Ledger::execute_keyed(Stamp stamp, const Command& command) noexcept {
   if (command.key.empty()) return execute<false>(stamp, command);
+  if (command.key_lane == KeyLane::signature) return execute_signed(stamp, command);
+  if (command.key_lane != KeyLane::client) return CommandResult{ResultCode::invalid_command};
 
   const u64 content = content_hash(command);
   if (const IdempotencyRecord* record = idempotency_.find(command.key, stamp.timestamp_ns)) {
     if (record->content_hash != content) return CommandResult{ResultCode::idempotency_key_reused};
     return CommandResult{
         .code = record->code, .channel_number = record->channel_number, .id = record->result_id};
+  }
+  // Never forget a key inside its window to make room: refuse the new one instead.
+  if (!idempotency_.has_room(stamp.timestamp_ns)) {
+    ++key_capacity_refusals_;
+    return CommandResult{ResultCode::idempotency_capacity};
   }
   const CommandResult result = execute<false>(stamp, command);
   idempotency_.insert(IdempotencyRecord{
@@ -206,6 +253,23 @@ CommandResult Ledger::execute_keyed(Stamp stamp, const Command& command) noexcep
       .code = result.code,
       .channel_number = result.channel_number,
   });
+  return result;
+}
+
+// A signed request's signature, seen again inside its window, is a replay: refused,
+// whatever the content (the same signature is the same bytes).
+CommandResult Ledger::execute_signed(Stamp stamp, const Command& command) noexcept {
+  PG_ASSERT(!command.key.empty() && command.key_lane == KeyLane::signature);
+  if (signatures_.find(command.key, stamp.timestamp_ns) != nullptr) {
+    return CommandResult{ResultCode::signature_replayed};
+  }
+  if (!signatures_.has_room(stamp.timestamp_ns)) {
+    ++key_capacity_refusals_;
+    return CommandResult{ResultCode::idempotency_capacity};
+  }
+  const CommandResult result = execute<false>(stamp, command);
+  signatures_.insert(IdempotencyRecord{
+      .key = command.key, .created_at_ns = stamp.timestamp_ns, .code = result.code});
   return result;
 }
 
@@ -228,8 +292,17 @@ CommandResult Ledger::execute(Stamp stamp, const Command& command) noexcept {
       return settle(stamp, command);
     case CommandKind::tick:
       // Holds due by now expired in advance(); drop idempotency records past the
-      // window so memory and the held-window metric follow time even when idle.
+      // window so memory and the metrics follow time even when idle.
       idempotency_.drop_expired(stamp.timestamp_ns);
+      signatures_.drop_expired(stamp.timestamp_ns);
+      return CommandResult{ResultCode::ok};
+    case CommandKind::claim:
+      // The key was taken in execute_keyed(); a claim does nothing else. Without a
+      // key, or inside an atomic batch (which has its own key), it is malformed.
+      if constexpr (kUndo) return CommandResult{ResultCode::invalid_command};
+      if (command.key.empty() || command.flags != 0 || command.claim.reserved0 != 0) {
+        return CommandResult{ResultCode::invalid_command};
+      }
       return CommandResult{ResultCode::ok};
   }
   return CommandResult{ResultCode::invalid_command};
@@ -792,6 +865,7 @@ void Ledger::replay_atomic_results(const IdempotencyRecord& record,
         break;
       case CommandKind::deliver:
       case CommandKind::settle:  // never in an atomic batch
+      case CommandKind::claim:   // never in one either
       case CommandKind::tick:
         break;
     }
@@ -800,6 +874,7 @@ void Ledger::replay_atomic_results(const IdempotencyRecord& record,
 }
 
 void Ledger::prefetch(const Command& command, Lookahead& ahead) const noexcept {
+  if (!command.key.empty()) keys(command.key_lane).prefetch(command.key);
   if (command.kind == CommandKind::transfer) {
     if (const Account* debit = account_at(command.transfer.debit_account_id)) {
       prefetch_for_write(debit);
@@ -887,7 +962,7 @@ u64 Ledger::state_digest() const {
     hash_transfer(hasher, recent_[serial & recent_mask_]);
   }
 
-  idempotency_.for_each_live(last_stamp_.timestamp_ns, [&](const IdempotencyRecord& r) {
+  const auto hash_record = [&](const IdempotencyRecord& r) {
     hasher.add(r.key.lo)
         .add(r.key.hi)
         .add(r.content_hash)
@@ -897,7 +972,10 @@ u64 Ledger::state_digest() const {
         .add(static_cast<u64>(r.code))
         .add(r.failed_index)
         .add(r.channel_number);
-  });
+  };
+  idempotency_.for_each_live(last_stamp_.timestamp_ns, hash_record);
+  hasher.add(u64{0x5349474E});  // "SIGN": where one table ends and the other begins
+  signatures_.for_each_live(last_stamp_.timestamp_ns, hash_record);
   channels_.hash_into(hasher);
   return hasher.value();
 }
@@ -914,9 +992,12 @@ std::size_t Ledger::sorted_pending_ids() const noexcept {
 
 namespace {
 
-// 2: transfers between groups (channels, clearing accounts). Version 1 states are
-// refused; docs/SNAPSHOT.md says what recovery then does.
-constexpr u64 kStateMagic = tag8("PGLEDGR2");
+// 2: transfers between groups (channels, clearing accounts). 3: the table of
+// signatures (KeyLane::signature) and its configuration. Version 2 states are still
+// read (their signature table is empty); version 1 states are refused, and
+// docs/SNAPSHOT.md says what recovery then does.
+constexpr u64 kStateMagic = tag8("PGLEDGR3");
+constexpr u64 kStateMagicV2 = tag8("PGLEDGR2");
 constexpr u64 kStateEndMagic = tag8("PGLEDEND");
 
 struct SavedConfig {
@@ -931,6 +1012,19 @@ struct SavedConfig {
   bool operator==(const SavedConfig&) const = default;
 };
 static_assert(sizeof(SavedConfig) == 32);
+
+// Version 3: after SavedConfig.
+struct SavedSignatureConfig {
+  u32 signature_keys_max;
+  u32 reserved;
+  u64 signature_window_ns;
+
+  static SavedSignatureConfig of(const LedgerConfig& c) {
+    return {c.signature_capacity(), 0, c.signature_window_ns};
+  }
+  bool operator==(const SavedSignatureConfig&) const = default;
+};
+static_assert(sizeof(SavedSignatureConfig) == 16);
 
 template <typename T>
 void put(StateSink& sink, const T& value) noexcept {
@@ -949,6 +1043,7 @@ bool get(StateSource& source, T* value) noexcept {
 void Ledger::save(StateSink& sink) const noexcept {
   put(sink, kStateMagic);
   put(sink, SavedConfig::of(config_));
+  put(sink, SavedSignatureConfig::of(config_));
   put(sink, last_stamp_);
   put(sink, u64{account_count_});
   sink.write(accounts_.data(), sizeof(Account) * account_count_);
@@ -966,11 +1061,13 @@ void Ledger::save(StateSink& sink) const noexcept {
     put(sink, recent_[serial & recent_mask_]);
   }
 
-  u64 live = 0;
-  idempotency_.for_each_live(last_stamp_.timestamp_ns, [&](const IdempotencyRecord&) { ++live; });
-  put(sink, live);
-  idempotency_.for_each_live(last_stamp_.timestamp_ns,
-                             [&](const IdempotencyRecord& record) { put(sink, record); });
+  for (const IdempotencyWindow* keys : {&idempotency_, &signatures_}) {
+    u64 live = 0;
+    keys->for_each_live(last_stamp_.timestamp_ns, [&](const IdempotencyRecord&) { ++live; });
+    put(sink, live);
+    keys->for_each_live(last_stamp_.timestamp_ns,
+                        [&](const IdempotencyRecord& record) { put(sink, record); });
+  }
 
   // Channels: those of groups that have used one (a state may be loaded by a ledger
   // configured with more groups).
@@ -997,7 +1094,10 @@ bool Ledger::load(StateSource& source, std::string* error) {
     return false;
   };
   u64 magic = 0;
-  if (!get(source, &magic) || magic != kStateMagic) return fail("not a ledger state (bad magic)");
+  if (!get(source, &magic) || (magic != kStateMagic && magic != kStateMagicV2)) {
+    return fail("not a ledger state (bad magic)");
+  }
+  const bool has_signatures = magic == kStateMagic;
   SavedConfig saved{};
   if (!get(source, &saved)) return fail("truncated configuration");
   if (!(saved == SavedConfig::of(config_))) {
@@ -1006,6 +1106,15 @@ bool Ledger::load(StateSource& source, std::string* error) {
         "recent_transfers_max {}, idempotency_keys_max {}, window {} ns)",
         saved.region, saved.group, saved.accounts_max, saved.pending_max,
         saved.recent_transfers_max, saved.idempotency_keys_max, saved.idempotency_window_ns));
+  }
+  if (has_signatures) {
+    SavedSignatureConfig saved_signatures{};
+    if (!get(source, &saved_signatures)) return fail("truncated configuration");
+    if (!(saved_signatures == SavedSignatureConfig::of(config_))) {
+      return fail(fmt::format(
+          "saved with a different configuration (signature_keys_max {}, signature window {} ns)",
+          saved_signatures.signature_keys_max, saved_signatures.signature_window_ns));
+    }
   }
   if (!get(source, &last_stamp_)) return fail("truncated stamp");
 
@@ -1057,21 +1166,24 @@ bool Ledger::load(StateSource& source, std::string* error) {
     }
   }
 
-  u64 records = 0;
-  if (!get(source, &records) || records > idempotency_.capacity()) {
-    return fail("bad idempotency count");
-  }
-  u64 previous_ns = 0;
-  for (u64 i = 0; i < records; ++i) {
-    IdempotencyRecord record{};
-    if (!get(source, &record) || record.key.empty() || record.created_at_ns < previous_ns ||
-        record.created_at_ns > last_stamp_.timestamp_ns ||
-        last_stamp_.timestamp_ns - record.created_at_ns >= idempotency_.window_ns() ||
-        idempotency_.find(record.key, record.created_at_ns) != nullptr) {
-      return fail("bad idempotency record");
+  for (IdempotencyWindow* window : {&idempotency_, &signatures_}) {
+    if (window == &signatures_ && !has_signatures) break;
+    u64 records = 0;
+    if (!get(source, &records) || records > window->capacity()) {
+      return fail("bad idempotency count");
     }
-    previous_ns = record.created_at_ns;
-    idempotency_.insert(record);
+    u64 previous_ns = 0;
+    for (u64 i = 0; i < records; ++i) {
+      IdempotencyRecord record{};
+      if (!get(source, &record) || record.key.empty() || record.created_at_ns < previous_ns ||
+          record.created_at_ns > last_stamp_.timestamp_ns ||
+          last_stamp_.timestamp_ns - record.created_at_ns >= window->window_ns() ||
+          window->find(record.key, record.created_at_ns) != nullptr) {
+        return fail("bad idempotency record");
+      }
+      previous_ns = record.created_at_ns;
+      window->insert(record);
+    }
   }
 
   u64 channel_groups = 0;
@@ -1180,6 +1292,10 @@ InvariantReport Ledger::check_invariants() const {
   if (debits_pending != credits_pending) fail("total pending debits differ from pending credits");
   if (debits_pending != held_total) fail("held differs from the sum of open holds");
   if (!idempotency_.consistent()) fail("idempotency window index broken");
+  if (!signatures_.consistent()) fail("signature window index broken");
+  if (idempotency_.size() > idempotency_.capacity() || signatures_.size() > signatures_.capacity()) {
+    fail("a key table holds more than its capacity");
+  }
 
   // Every hold between groups is open on its channel, and every open channel number
   // names such a hold.

@@ -41,8 +41,20 @@ struct LedgerConfig {
   // Closed transfers kept for lookups and for precise post/void answers; rounded up
   // to a power of two. Older ones are the read side's business.
   u32 recent_transfers_max = 1u << 20;
+  // Client Idempotency-Keys (KeyLane::client): kept this long, at most this many at
+  // once; a keyed command that finds no room is refused (idempotency_capacity).
   u32 idempotency_keys_max = 1u << 20;
   u64 idempotency_window_ns = 24 * 3600 * kNanosPerSecond;
+  // Signatures of signed requests without a key (KeyLane::signature), likewise. The
+  // window must cover twice the API's timestamp window (a signature is accepted up
+  // to that far from its timestamp, on either side).
+  // 0: as many as idempotency_keys_max (signature_capacity()).
+  u32 signature_keys_max = 0;
+  u64 signature_window_ns = 600 * kNanosPerSecond;
+
+  u32 signature_capacity() const noexcept {
+    return signature_keys_max != 0 ? signature_keys_max : idempotency_keys_max;
+  }
   // Groups of this region that transfers may cross to (prefix.group is one of them);
   // 1: transfers stay in the group. Each other group costs 128 KiB (GroupChannels).
   u32 groups = 1;
@@ -91,6 +103,13 @@ class Ledger {
   void apply_batch(Stamp first, std::span<const Command> commands,
                    std::span<CommandResult> results) noexcept;
 
+  // The same as apply_batch() of `claim` followed by `commands` (claim.claim.covers ==
+  // commands.size()), with the claim's result returned apart: the commands run only if
+  // the claim holds, else each answers its code. `first` is the claim's stamp.
+  [[nodiscard]] CommandResult apply_claimed(Stamp first, const Command& claim,
+                                            std::span<const Command> commands,
+                                            std::span<CommandResult> results) noexcept;
+
   // Applies all commands or none. On failure results[i] holds the failing command's
   // code, every other result is atomic_batch_failed, and the state is as before
   // (apart from holds that expired at this stamp). The batch's idempotency key, if
@@ -130,9 +149,14 @@ class Ledger {
   u32 pending_count() const noexcept { return config_.pending_max - free_top_; }
   u64 transfers_made() const noexcept { return next_transfer_serial_ - 1; }
   u32 idempotency_records() const noexcept { return idempotency_.size(); }
-  u64 idempotency_window_held_ns() const noexcept {
-    return idempotency_.held_window_ns(last_stamp_.timestamp_ns);
+  u32 signature_records() const noexcept { return signatures_.size(); }
+  // When a keyed command of that lane would next find room (now, if it has room).
+  u64 key_room_at_ns(KeyLane lane) const noexcept {
+    return keys(lane).room_at_ns(last_stamp_.timestamp_ns);
   }
+  // Keyed commands refused for want of room (idempotency_capacity) since this ledger
+  // was made: a counter for metrics, not state (replay counts them again).
+  u64 key_capacity_refusals() const noexcept { return key_capacity_refusals_; }
   Stamp last_stamp() const noexcept { return last_stamp_; }
   // Every transfer to another group whose outcome this group has not yet heard (step 1
   // done, step 3 not): visit(hold, channel number), by group and then in number order.
@@ -166,9 +190,19 @@ class Ledger {
     };
   };
 
+  // apply_batch() after advance(): each command at its own sequence from `first`.
+  void run_commands(Stamp first, std::span<const Command> commands,
+                    std::span<CommandResult> results) noexcept;
   template <bool kUndo>
   CommandResult execute(Stamp stamp, const Command& command) noexcept;
   CommandResult execute_keyed(Stamp stamp, const Command& command) noexcept;
+  CommandResult execute_signed(Stamp stamp, const Command& command) noexcept;
+  IdempotencyWindow& keys(KeyLane lane) noexcept {
+    return lane == KeyLane::signature ? signatures_ : idempotency_;
+  }
+  const IdempotencyWindow& keys(KeyLane lane) const noexcept {
+    return lane == KeyLane::signature ? signatures_ : idempotency_;
+  }
   template <bool kUndo>
   CommandResult create_account(Stamp stamp, const Command& command) noexcept;
   template <bool kUndo>
@@ -261,7 +295,9 @@ class Ledger {
   u64 recent_mask_;
   u64 next_transfer_serial_ = 1;
 
-  IdempotencyWindow idempotency_;
+  IdempotencyWindow idempotency_;  // KeyLane::client
+  IdempotencyWindow signatures_;   // KeyLane::signature
+  u64 key_capacity_refusals_ = 0;
 
   FixedArray<UndoEntry> undo_;
   u32 undo_size_ = 0;

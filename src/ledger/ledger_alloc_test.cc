@@ -60,8 +60,13 @@ class Workload {
       check(apply(Command::make_transfer(accounts_[i], accounts_[i + 1], 3, kUsd)));
       const Command keyed = Command::make_transfer(accounts_[i], accounts_[i + 1], 2, kUsd)
                                 .with_key({round * 100 + i, 9});
-      check(apply(keyed));
-      check(apply(keyed));
+      check_keyed(apply(keyed));
+      check_keyed(apply(keyed));
+      const Command signed_once = Command::make_transfer(accounts_[i], accounts_[i + 1], 1, kUsd)
+                                      .with_key({round * 100 + i, 10}, KeyLane::signature);
+      if (check_keyed(apply(signed_once))) {
+        expect_code(apply(signed_once), ResultCode::signature_replayed);
+      }
       expect_code(apply(Command::make_transfer(accounts_[i], accounts_[i + 1], 1u << 30, kUsd)),
                   ResultCode::insufficient_funds);
       const TransferId posted{
@@ -77,10 +82,17 @@ class Workload {
       batch_[i] = Command::make_transfer(accounts_[1 + i], accounts_[2 + i], 1, kUsd);
     }
     ledger_.apply_batch(next(8), std::span(batch_, 8), std::span(results_, 8));
+    // A request under a claim, then under the same key again with other content.
+    batch_[0] = Command::make_claim({round + 1, 2}, round, 7);
+    ledger_.apply_batch(next(8), std::span(batch_, 8), std::span(results_, 8));
+    batch_[0] = Command::make_claim({round + 1, 2}, round + 1, 7);
+    ledger_.apply_batch(next(8), std::span(batch_, 8), std::span(results_, 8));
+    expect_code_or_full(results_[7], ResultCode::idempotency_key_reused);
+    batch_[0] = Command::make_transfer(accounts_[1], accounts_[2], 1, kUsd);
     batch_[7] = Command::make_transfer(accounts_[1], accounts_[2], 1u << 30, kUsd);
-    expect_code(CommandResult{ledger_.apply_atomic(next(8), std::span(batch_, 8), {round + 1, 1},
-                                                   std::span(results_, 8))},
-                ResultCode::insufficient_funds);
+    expect_code_or_full(CommandResult{ledger_.apply_atomic(next(8), std::span(batch_, 8),
+                                                           {round + 1, 1}, std::span(results_, 8))},
+                        ResultCode::insufficient_funds);
     // Time passes: holds expire, keys leave the window.
     now_ns_ += 2 * kNanosPerSecond;
     check(apply(Command::make_tick()));
@@ -95,6 +107,7 @@ class Workload {
   }
 
   u64 failures() const { return failures_; }
+  u64 refusals() const { return refusals_; }
 
  private:
   static constexpr int kAccounts = 32;
@@ -108,8 +121,19 @@ class Workload {
   CommandResult apply(const Command& command) { return ledger_.apply(next(), command); }
   // Counted rather than asserted: gtest's failure path allocates.
   void check(CommandResult result) { failures_ += result.ok() ? 0 : 1; }
+  // A keyed command runs, or finds its table full (the full path must not allocate
+  // either; refusals() says it was taken).
+  bool check_keyed(CommandResult result) {
+    refusals_ += result.code == ResultCode::idempotency_capacity ? 1 : 0;
+    failures_ += result.ok() || result.code == ResultCode::idempotency_capacity ? 0 : 1;
+    return result.ok();
+  }
   void expect_code(CommandResult result, ResultCode code) {
     failures_ += result.code == code ? 0 : 1;
+  }
+  void expect_code_or_full(CommandResult result, ResultCode code) {
+    refusals_ += result.code == ResultCode::idempotency_capacity ? 1 : 0;
+    failures_ += result.code == code || result.code == ResultCode::idempotency_capacity ? 0 : 1;
   }
 
   Ledger& ledger_;
@@ -119,6 +143,7 @@ class Workload {
   u64 sequence_ = 0;
   u64 now_ns_ = kStartNs;
   u64 failures_ = 0;
+  u64 refusals_ = 0;
 };
 
 TEST(LedgerAllocation, HotPathAllocatesNothingOnceWarm) {
@@ -126,8 +151,10 @@ TEST(LedgerAllocation, HotPathAllocatesNothingOnceWarm) {
                              .accounts_max = 64,
                              .pending_max = 256,
                              .recent_transfers_max = 64,
-                             .idempotency_keys_max = 40,  // fills: evictions happen
-                             .idempotency_window_ns = 3 * kNanosPerSecond});
+                             .idempotency_keys_max = 40,  // fills: refusals happen
+                             .idempotency_window_ns = 3 * kNanosPerSecond,
+                             .signature_keys_max = 40,
+                             .signature_window_ns = 3 * kNanosPerSecond});
   Workload workload(ledger);
   workload.open_accounts();
   workload.run_once(0);  // warm
@@ -138,6 +165,7 @@ TEST(LedgerAllocation, HotPathAllocatesNothingOnceWarm) {
   const unsigned long during = g_allocations.load() - before;
 
   EXPECT_EQ(workload.failures(), 0u);
+  EXPECT_GT(workload.refusals(), 0u);
   EXPECT_EQ(during, 0u) << "allocations on the hot path";
   const InvariantReport report = ledger.check_invariants();
   EXPECT_TRUE(report.ok) << report.failure;

@@ -525,24 +525,186 @@ TEST_F(Ledger_, KeysExpireAfterTheWindow) {
   EXPECT_EQ(account(user).balance(), 40);
 }
 
-TEST_F(Ledger_, CapacityEvictsTheOldestKeyAndShrinksTheHeldWindow) {
+// A key inside its window is never forgotten to make room (issue: a key was dropped
+// after 3,000 others and its retry moved the money again). A full table refuses new
+// keys instead, until its oldest key leaves the window.
+TEST_F(Ledger_, FullKeyTableRefusesNewKeysAndForgetsNone) {
   const AccountId user = funded(100);
   const AccountId merchant = open();
-  EXPECT_EQ(ledger_->idempotency_window_held_ns(), config_.idempotency_window_ns);
-  for (u64 n = 1; n <= config_.idempotency_keys_max; ++n) {
+  const Command first = Command::make_transfer(user, merchant, 1, kUsd).with_key(key(1));
+  const CommandResult paid = run(first, 10);
+  ASSERT_EQ(paid.code, ResultCode::ok);
+  for (u64 n = 2; n <= config_.idempotency_keys_max; ++n) {
     ASSERT_EQ(code(Command::make_transfer(user, merchant, 1, kUsd).with_key(key(n)), 10),
               ResultCode::ok);
   }
-  // Full: the oldest record is 30 s old, so 30 s of keys are held.
-  EXPECT_EQ(ledger_->idempotency_window_held_ns(), 30 * kNanosPerSecond);
-  ASSERT_EQ(code(Command::make_transfer(user, merchant, 1, kUsd).with_key(key(9)), 5),
+  EXPECT_EQ(ledger_->key_room_at_ns(KeyLane::client), now_ns_ - 30 * kNanosPerSecond + 100 * kNanosPerSecond);
+  // Full of keys still inside the window: a new key is refused and moves nothing.
+  EXPECT_EQ(code(Command::make_transfer(user, merchant, 1, kUsd).with_key(key(9)), 5),
+            ResultCode::idempotency_capacity);
+  EXPECT_EQ(ledger_->key_capacity_refusals(), 1u);
+  EXPECT_EQ(account(user).balance(), 100 - 4);
+  // A retry of the oldest key is still answered, not run again.
+  EXPECT_EQ(run(first), paid);
+  EXPECT_EQ(account(user).balance(), 100 - 4);
+  // Commands without a key are not affected.
+  EXPECT_EQ(code(Command::make_transfer(user, merchant, 1, kUsd)), ResultCode::ok);
+  // Once the oldest key leaves its window, there is room again.
+  EXPECT_EQ(code(Command::make_transfer(user, merchant, 1, kUsd).with_key(key(9)), 65),
             ResultCode::ok);
-  EXPECT_EQ(ledger_->idempotency_records(), config_.idempotency_keys_max);
-  // key(1) was evicted: its retry runs again. key(2) is still answered.
-  EXPECT_EQ(code(Command::make_transfer(user, merchant, 1, kUsd).with_key(key(2))), ResultCode::ok);
-  EXPECT_EQ(account(user).balance(), 100 - 5);
-  EXPECT_EQ(code(Command::make_transfer(user, merchant, 1, kUsd).with_key(key(1))), ResultCode::ok);
   EXPECT_EQ(account(user).balance(), 100 - 6);
+  EXPECT_EQ(ledger_->idempotency_records(), config_.idempotency_keys_max);
+  expect_invariants();
+}
+
+// The issue's own case, at its size: a table of 1,024 keys, K1, 3,000 other keyed
+// transfers, K1 again with the same body.
+TEST_F(Ledger_, KeyIsAnsweredAfterThousandsOfOthersWhenTheTableIsFull) {
+  LedgerConfig config = config_;
+  config.idempotency_keys_max = 1024;
+  config.accounts_max = 8;
+  reconfigure(config);
+  const AccountId user = funded(1'000'000);
+  const AccountId merchant = open();
+  const Command k1 = Command::make_transfer(user, merchant, 7, kUsd).with_key(key(1));
+  const CommandResult first = run(k1);
+  ASSERT_EQ(first.code, ResultCode::ok);
+  u32 refused = 0;
+  for (u64 n = 2; n <= 3001; ++n) {
+    const ResultCode c = code(Command::make_transfer(user, merchant, 1, kUsd).with_key(key(n)));
+    ASSERT_TRUE(c == ResultCode::ok || c == ResultCode::idempotency_capacity) << name(c);
+    refused += c == ResultCode::idempotency_capacity;
+  }
+  EXPECT_EQ(refused, 3000u - 1023u);
+  EXPECT_EQ(run(k1), first);  // the same transfer id, nothing moved again
+  EXPECT_EQ(account(user).balance(), 1'000'000 - 7 - 1023);
+  expect_invariants();
+}
+
+TEST_F(Ledger_, KeyedAtomicBatchIsRefusedWhenTheTableIsFull) {
+  const AccountId user = funded(100);
+  const AccountId merchant = open();
+  for (u64 n = 1; n <= config_.idempotency_keys_max; ++n) {
+    ASSERT_EQ(code(Command::make_transfer(user, merchant, 1, kUsd).with_key(key(n))),
+              ResultCode::ok);
+  }
+  const std::vector<Command> batch = {Command::make_transfer(user, merchant, 5, kUsd)};
+  std::vector<CommandResult> results(1);
+  EXPECT_EQ(ledger_->apply_atomic(next_stamp(), batch, key(50), results),
+            ResultCode::idempotency_capacity);
+  EXPECT_EQ(results[0].code, ResultCode::idempotency_capacity);
+  EXPECT_EQ(account(user).balance(), 100 - 4);
+  // Unkeyed, it runs.
+  EXPECT_EQ(ledger_->apply_atomic(next_stamp(), batch, IdempotencyKey{}, results), ResultCode::ok);
+  expect_invariants();
+}
+
+// ---------------------------------------------------------------------------
+// Claims: one key, one request, whatever endpoint or group
+
+TEST_F(Ledger_, ClaimTakesAKeyThatNoOtherRequestMayUse) {
+  const AccountId user = funded(100);
+  const AccountId merchant = open();
+  ASSERT_EQ(code(Command::make_claim(key(1), /*fingerprint=*/77, 0)), ResultCode::ok);
+  // The same request again: the claim holds (a retry carries on).
+  EXPECT_EQ(code(Command::make_claim(key(1), 77, 0)), ResultCode::ok);
+  // Another request under the key: refused, whatever its kind.
+  EXPECT_EQ(code(Command::make_claim(key(1), 78, 0)), ResultCode::idempotency_key_reused);
+  EXPECT_EQ(code(Command::make_transfer(user, merchant, 5, kUsd).with_key(key(1))),
+            ResultCode::idempotency_key_reused);
+  // And a key a transfer took cannot be claimed.
+  ASSERT_EQ(code(Command::make_transfer(user, merchant, 5, kUsd).with_key(key(2))),
+            ResultCode::ok);
+  EXPECT_EQ(code(Command::make_claim(key(2), 77, 0)), ResultCode::idempotency_key_reused);
+  EXPECT_EQ(account(user).balance(), 95);
+  // A claim names a key, and has no place in an atomic batch.
+  EXPECT_EQ(code(Command::make_claim(IdempotencyKey{}, 77, 0)), ResultCode::invalid_command);
+  Command unkeyed = Command::make_claim(key(3), 77, 0);
+  unkeyed.key = IdempotencyKey{};
+  const std::vector<Command> atomic = {unkeyed};
+  std::vector<CommandResult> results(1);
+  EXPECT_EQ(ledger_->apply_atomic(next_stamp(), atomic, IdempotencyKey{}, results),
+            ResultCode::invalid_command);
+  expect_invariants();
+}
+
+TEST_F(Ledger_, RefusedClaimTakesTheCommandsItCoversDownWithIt) {
+  const AccountId user = funded(100);
+  const AccountId merchant = open();
+  ASSERT_EQ(code(Command::make_transfer(user, merchant, 5, kUsd).with_key(key(1))),
+            ResultCode::ok);
+  // A batch under the key of that transfer: its claim is refused, so its operations
+  // (whose own keys are new) must not run — the issue's "one key moved money twice".
+  const std::vector<Command> batch = {
+      Command::make_claim(key(1), 99, 2),
+      Command::make_transfer(user, merchant, 5, kUsd).with_key(key(11)),
+      Command::make_transfer(user, merchant, 5, kUsd).with_key(key(12)),
+      Command::make_transfer(user, merchant, 1, kUsd),  // not covered: another request
+  };
+  std::vector<CommandResult> results(batch.size());
+  ledger_->apply_batch(batch_stamp(batch.size()), batch, results);
+  EXPECT_EQ(results[0].code, ResultCode::idempotency_key_reused);
+  EXPECT_EQ(results[1].code, ResultCode::idempotency_key_reused);
+  EXPECT_EQ(results[2].code, ResultCode::idempotency_key_reused);
+  EXPECT_EQ(results[3].code, ResultCode::ok);
+  EXPECT_EQ(account(user).balance(), 100 - 5 - 1);
+  EXPECT_EQ(ledger_->idempotency_records(), 1u);  // the covered keys were not taken
+  // A claim that holds lets its commands run; retried, they answer as before.
+  const std::vector<Command> fresh = {
+      Command::make_claim(key(2), 99, 1),
+      Command::make_transfer(user, merchant, 5, kUsd).with_key(key(21)),
+  };
+  std::vector<CommandResult> first(2), again(2);
+  ledger_->apply_batch(batch_stamp(2), fresh, first);
+  ledger_->apply_batch(batch_stamp(2), fresh, again);
+  EXPECT_EQ(first[1].code, ResultCode::ok);
+  EXPECT_EQ(again, first);
+  EXPECT_EQ(account(user).balance(), 100 - 5 - 1 - 5);
+  // covers past the end of the request stops at its end.
+  const std::vector<Command> over = {Command::make_claim(key(1), 5, 40)};
+  std::vector<CommandResult> one(1);
+  ledger_->apply_batch(batch_stamp(1), over, one);
+  EXPECT_EQ(one[0].code, ResultCode::idempotency_key_reused);
+  expect_invariants();
+}
+
+// ---------------------------------------------------------------------------
+// Signatures (KeyLane::signature): a signed request is accepted once, durably
+
+TEST_F(Ledger_, SignatureSeenAgainInsideItsWindowIsRefused) {
+  const AccountId user = funded(100);
+  const AccountId merchant = open();
+  const Command signed_pay =
+      Command::make_transfer(user, merchant, 5, kUsd).with_key(key(1), KeyLane::signature);
+  ASSERT_EQ(code(signed_pay), ResultCode::ok);
+  EXPECT_EQ(code(signed_pay), ResultCode::signature_replayed);
+  EXPECT_EQ(account(user).balance(), 95);
+  // The lanes are apart: the same 128 bits as a client key are another key.
+  EXPECT_EQ(code(Command::make_transfer(user, merchant, 5, kUsd).with_key(key(1))),
+            ResultCode::ok);
+  // Past the signature window (600 s by default) a signature could no longer pass the
+  // API's timestamp check, so it is let go.
+  EXPECT_EQ(code(signed_pay, 601), ResultCode::ok);
+  EXPECT_EQ(account(user).balance(), 85);
+  expect_invariants();
+}
+
+TEST_F(Ledger_, SignatureTableFullRefusesRatherThanForgets) {
+  LedgerConfig config = config_;
+  config.signature_keys_max = 2;
+  reconfigure(config);
+  const AccountId user = funded(100);
+  const AccountId merchant = open();
+  const auto pay = [&](u64 n) {
+    return Command::make_transfer(user, merchant, 1, kUsd).with_key(key(n), KeyLane::signature);
+  };
+  ASSERT_EQ(code(pay(1)), ResultCode::ok);
+  ASSERT_EQ(code(pay(2)), ResultCode::ok);
+  EXPECT_EQ(code(pay(3)), ResultCode::idempotency_capacity);
+  EXPECT_EQ(code(pay(1)), ResultCode::signature_replayed);
+  EXPECT_EQ(code(pay(3), 600), ResultCode::ok);  // the first two left their window
+  EXPECT_EQ(account(user).balance(), 97);
+  EXPECT_EQ(ledger_->signature_records(), 1u);
   expect_invariants();
 }
 
@@ -849,8 +1011,9 @@ TEST_F(Ledger_, LoadRefusesDamagedInput) {
     std::string error;
     ASSERT_FALSE(restored.load(source, &error)) << "accepted " << length << " bytes";
   }
-  // Flip each byte of the first 8 (magic) and of the account count.
-  for (std::size_t at : {0u, 7u, 56u, 60u}) {
+  // Flip a byte of the magic, of the signature table's configuration, and of the
+  // account count (after magic 8, configuration 32 + 16, stamp 16).
+  for (std::size_t at : {0u, 7u, 40u, 48u, 72u, 76u}) {
     std::vector<unsigned char> damaged = state;
     damaged[at] ^= 0x40;
     Ledger restored(config_);

@@ -54,9 +54,16 @@ class ReferenceLedger {
   void apply_batch(Stamp stamp, std::span<const Command> commands,
                    std::span<CommandResult> results) {
     move_clock(stamp);
-    // Command i runs at sequence stamp.sequence + i.
+    // Command i runs at sequence stamp.sequence + i. A claim that does not hold
+    // answers its code for the commands it covers, which do nothing.
     for (std::size_t i = 0; i < commands.size(); ++i) {
       results[i] = apply_keyed(Stamp{stamp.sequence + i, stamp.timestamp_ns}, commands[i]);
+      if (commands[i].kind != CommandKind::claim || results[i].code == ResultCode::ok) continue;
+      const std::size_t last = std::min<std::size_t>(i + commands[i].claim.covers,
+                                                     commands.size() - 1);
+      for (std::size_t j = i + 1; j <= last; ++j)
+        results[j] = {results[i].code};
+      i = last;
     }
   }
 
@@ -87,6 +94,12 @@ class ReferenceLedger {
         }
         std::copy(earlier->results.begin(), earlier->results.end(), results.begin());
         return earlier->outcome;
+      }
+      if (live_keys(client_, config_.idempotency_window_ns, stamp) >=
+          config_.idempotency_keys_max) {
+        for (std::size_t i = 0; i < commands.size(); ++i)
+          results[i] = {ResultCode::idempotency_capacity};
+        return ResultCode::idempotency_capacity;
       }
     }
     const State before = state_;
@@ -135,17 +148,12 @@ class ReferenceLedger {
   u64 next_serial() const { return state_.next_serial; }
   u64 recent_window() const { return recent_window_; }
 
-  u64 idempotency_window_held_ns() const {
-    // Records are kept oldest first, so the live ones are a suffix.
-    std::size_t expired = 0;
-    while (expired < remembered_order_.size() &&
-           now_ns_ - record_of(remembered_order_[expired]).created_at_ns >=
-               config_.idempotency_window_ns) {
-      ++expired;
-    }
-    const std::size_t live = remembered_order_.size() - expired;
-    if (live < config_.idempotency_keys_max) return config_.idempotency_window_ns;
-    return now_ns_ - record_of(remembered_order_[expired]).created_at_ns;
+  // Keys still inside their window, by lane.
+  u64 live_client_keys() {
+    return live_keys(client_, config_.idempotency_window_ns, Stamp{0, now_ns_});
+  }
+  u64 live_signature_keys() {
+    return live_keys(signatures_, config_.signature_window_ns, Stamp{0, now_ns_});
   }
 
   // The invariants, checked the slow way. Empty when they hold.
@@ -194,9 +202,29 @@ class ReferenceLedger {
     ResultCode outcome = ResultCode::ok;
     u64 created_at_ns = 0;
   };
+  // Remembered keys of one lane, and the order they were made in.
+  struct Keys {
+    std::map<std::pair<u64, u64>, Remembered> by_key;
+    std::deque<std::pair<std::pair<u64, u64>, u64>> made;  // (key, created_at_ns)
 
-  const Remembered& record_of(IdempotencyKey key) const {
-    return remembered_.at(std::make_pair(key.lo, key.hi));
+    auto find(std::pair<u64, u64> key) const { return by_key.find(key); }
+    auto end() const { return by_key.end(); }
+    void put(std::pair<u64, u64> key, Remembered record) {
+      made.emplace_back(key, record.created_at_ns);
+      by_key[key] = std::move(record);
+    }
+  };
+
+  // Keys still inside the window at `stamp`; those past it are let go first.
+  static u64 live_keys(Keys& k, u64 window_ns, Stamp stamp) {
+    while (!k.made.empty() && stamp.timestamp_ns - k.made.front().second >= window_ns) {
+      const auto it = k.by_key.find(k.made.front().first);
+      if (it != k.by_key.end() && it->second.created_at_ns == k.made.front().second) {
+        k.by_key.erase(it);
+      }
+      k.made.pop_front();
+    }
+    return k.by_key.size();
   }
 
   void move_clock(Stamp stamp) {
@@ -208,7 +236,28 @@ class ReferenceLedger {
   }
 
   CommandResult apply_keyed(Stamp stamp, const Command& command) {
-    if (command.key.empty()) return execute(stamp, command);
+    if (command.key.empty()) {
+      // A claim names a key, or it is malformed.
+      if (command.kind == CommandKind::claim) return {ResultCode::invalid_command};
+      return execute(stamp, command);
+    }
+    const auto id = std::make_pair(command.key.lo, command.key.hi);
+    if (command.key_lane == KeyLane::signature) {
+      // A signature seen again inside its window is a replay, whatever it carries.
+      const auto it = signatures_.find(id);
+      if (it != signatures_.end() &&
+          stamp.timestamp_ns - it->second.created_at_ns < config_.signature_window_ns) {
+        return {ResultCode::signature_replayed};
+      }
+      if (live_keys(signatures_, config_.signature_window_ns, stamp) >=
+          config_.signature_capacity()) {
+        return {ResultCode::idempotency_capacity};
+      }
+      const CommandResult result = execute_claim_or(stamp, command);
+      signatures_.put(id, Remembered{{}, {}, result.code, stamp.timestamp_ns});
+      return result;
+    }
+    if (command.key_lane != KeyLane::client) return {ResultCode::invalid_command};
     Command content = command;
     content.key = IdempotencyKey{};
     if (const Remembered* earlier = remembered(command.key, stamp)) {
@@ -216,14 +265,23 @@ class ReferenceLedger {
         return {ResultCode::idempotency_key_reused};
       return earlier->results[0];
     }
-    const CommandResult result = execute(stamp, command);
+    // A key is never forgotten inside its window: with no room, the command is refused.
+    if (live_keys(client_, config_.idempotency_window_ns, stamp) >= config_.idempotency_keys_max) {
+      return {ResultCode::idempotency_capacity};
+    }
+    const CommandResult result = execute_claim_or(stamp, command);
     remember(command.key, stamp, {content}, {result}, result.code);
     return result;
   }
+  // A keyed claim holds once its key is taken; anything else runs.
+  CommandResult execute_claim_or(Stamp stamp, const Command& command) {
+    if (command.kind != CommandKind::claim) return execute(stamp, command);
+    return {command.flags == 0 ? ResultCode::ok : ResultCode::invalid_command};
+  }
 
   const Remembered* remembered(IdempotencyKey key, Stamp stamp) const {
-    const auto it = remembered_.find(std::make_pair(key.lo, key.hi));
-    if (it == remembered_.end()) return nullptr;
+    const auto it = client_.find(std::make_pair(key.lo, key.hi));
+    if (it == client_.end()) return nullptr;
     if (stamp.timestamp_ns - it->second.created_at_ns >= config_.idempotency_window_ns)
       return nullptr;
     return &it->second;
@@ -231,19 +289,8 @@ class ReferenceLedger {
 
   void remember(IdempotencyKey key, Stamp stamp, std::vector<Command> content,
                 std::vector<CommandResult> results, ResultCode outcome) {
-    // Forget what is past the window, then the oldest if there is no room.
-    while (!remembered_order_.empty()) {
-      const auto oldest =
-          std::make_pair(remembered_order_.front().lo, remembered_order_.front().hi);
-      const bool expired = stamp.timestamp_ns - remembered_.at(oldest).created_at_ns >=
-                           config_.idempotency_window_ns;
-      if (!expired && remembered_order_.size() < config_.idempotency_keys_max) break;
-      remembered_.erase(oldest);
-      remembered_order_.pop_front();
-    }
-    remembered_[std::make_pair(key.lo, key.hi)] =
-        Remembered{std::move(content), std::move(results), outcome, stamp.timestamp_ns};
-    remembered_order_.push_back(key);
+    client_.put(std::make_pair(key.lo, key.hi),
+                Remembered{std::move(content), std::move(results), outcome, stamp.timestamp_ns});
   }
 
   CommandResult execute(Stamp stamp, const Command& c) {
@@ -409,8 +456,8 @@ class ReferenceLedger {
   u64 recent_window_;
   State state_;
   u64 now_ns_ = 0;
-  std::map<std::pair<u64, u64>, Remembered> remembered_;
-  std::deque<IdempotencyKey> remembered_order_;
+  Keys client_;      // KeyLane::client
+  Keys signatures_;  // KeyLane::signature
 };
 
 }  // namespace paygate

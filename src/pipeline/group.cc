@@ -51,6 +51,10 @@ constexpr u32 kWakeAtOnceCommands = 256;
 bool is_commands(const Request& r) noexcept {
   return r.kind == RequestKind::commands;
 }
+// The commands a request puts in the log: its own, and the claim before them.
+u32 logged_count(const Request& r) noexcept {
+  return r.count + (r.claim != nullptr ? 1 : 0);
+}
 // Requests that read state and take no place in the log.
 bool is_lookup(const Request& r) noexcept {
   return r.kind == RequestKind::lookup_account || r.kind == RequestKind::lookup_transfer ||
@@ -59,6 +63,24 @@ bool is_lookup(const Request& r) noexcept {
 }
 bool is_read(const Request& r) noexcept {
   return r.kind == RequestKind::read_events || r.kind == RequestKind::read_entries;
+}
+
+// A claim covers commands of its own request only. The journal joins requests into one
+// record, and replay applies a record in one call, so a claim that reached past its
+// request would take the next request's commands down on replay but not live.
+bool claims_within(const Request& r) noexcept {
+  if (r.claim != nullptr) {
+    if (r.kind != RequestKind::commands || r.claim_result == nullptr ||
+        r.claim->kind != CommandKind::claim || r.claim->claim.covers != r.count ||
+        r.count + 1 > kBatchMax) {
+      return false;
+    }
+  }
+  for (u32 i = 0; i < r.count; ++i) {
+    const Command& command = r.commands[i];
+    if (command.kind == CommandKind::claim && command.claim.covers > r.count - i - 1) return false;
+  }
+  return true;
 }
 
 }  // namespace
@@ -218,6 +240,9 @@ bool Group::recover(std::string* error) {
   journal_ = journal::Writer::open(options, at, error);
   if (!journal_) return false;
 
+  // Refusals the replay made again were logged when they happened.
+  refusals_logged_ = ledger_->key_capacity_refusals();
+  stats_.key_capacity_refusals.store(refusals_logged_, std::memory_order_relaxed);
   sequencer_ =
       std::make_unique<Sequencer>(*clock_, at.next_sequence, ledger_->last_stamp().timestamp_ns);
   opened_at_ns_ = sequencer_->now();
@@ -320,6 +345,7 @@ ResultCode Group::submit(const Request& request) noexcept {
         request.completion == nullptr) {
       return ResultCode::invalid_command;
     }
+    if (!claims_within(request)) return ResultCode::invalid_command;
   }
   // Counted from before the accepting check to after publish: stop() waits for it.
   submitting_.fetch_add(1, std::memory_order_seq_cst);
@@ -445,13 +471,14 @@ u32 Group::take_batch_bytes(u32 available, u64* bytes) const noexcept {
     u64 extra = 0;
     if (is_commands(r)) {
       // Joins the previous record while that stays under the command limit.
-      if (merged > 0 && merged + r.count <= journal::kRecordCommandsMax) {
-        extra = journal::record_bytes_max(journal::RecordType::commands, merged + r.count) -
+      const u32 logged = logged_count(r);
+      if (merged > 0 && merged + logged <= journal::kRecordCommandsMax) {
+        extra = journal::record_bytes_max(journal::RecordType::commands, merged + logged) -
                 journal::record_bytes_max(journal::RecordType::commands, merged);
-        merged += r.count;
+        merged += logged;
       } else {
-        extra = journal::record_bytes_max(journal::RecordType::commands, r.count);
-        merged = r.count;
+        extra = journal::record_bytes_max(journal::RecordType::commands, logged);
+        merged = logged;
       }
     } else if (r.kind == RequestKind::atomic) {
       extra = journal::record_bytes_max(journal::RecordType::atomic, r.count);
@@ -469,7 +496,7 @@ void Group::process(u32 count, u64 record_bytes) {
     u64 n = 0;
     for (u32 i = 0; i < count; ++i) {
       const Request& r = ring_.read(next_read_ + i);
-      if (!is_lookup(r)) n += r.count;
+      if (!is_lookup(r)) n += logged_count(r);
     }
     return n;
   }();
@@ -534,15 +561,17 @@ void Group::journal_batch(u32 count, u64 bytes, Stamp first) {
         ++end;
         continue;
       }
-      if (!is_commands(next) || merged + next.count > journal::kRecordCommandsMax) break;
-      merged += next.count;
+      if (!is_commands(next) || merged + logged_count(next) > journal::kRecordCommandsMax) break;
+      merged += logged_count(next);
       ++end;
     }
     journal::RecordEncoder encoder(out, journal::RecordType::commands, sequence, first.timestamp_ns,
                                    merged);
     for (u32 j = i; j < end; ++j) {
       const Request& part = ring_.read(next_read_ + j);
-      if (is_commands(part)) encoder.append(std::span(part.commands, part.count));
+      if (!is_commands(part)) continue;
+      if (part.claim != nullptr) encoder.append(std::span(part.claim, 1));
+      encoder.append(std::span(part.commands, part.count));
     }
     out += encoder.finish();
     sequence += merged;
@@ -564,8 +593,14 @@ void Group::apply_batch(u32 count, Stamp first) {
     Outcome outcome;
     switch (r.kind) {
       case RequestKind::commands:
-        ledger_->apply_batch(Stamp{sequence, first.timestamp_ns}, std::span(r.commands, r.count),
-                             std::span(r.results, r.count));
+        if (r.claim != nullptr) {
+          *r.claim_result =
+              ledger_->apply_claimed(Stamp{sequence, first.timestamp_ns}, *r.claim,
+                                     std::span(r.commands, r.count), std::span(r.results, r.count));
+        } else {
+          ledger_->apply_batch(Stamp{sequence, first.timestamp_ns}, std::span(r.commands, r.count),
+                               std::span(r.results, r.count));
+        }
         break;
       case RequestKind::atomic:
         outcome.atomic = ledger_->apply_atomic(Stamp{sequence, first.timestamp_ns},
@@ -591,13 +626,43 @@ void Group::apply_batch(u32 count, Stamp first) {
     }
     if (!is_lookup(r)) {
       outcome.first_sequence = sequence;
-      sequence += r.count;
+      sequence += logged_count(r);
     }
     // A lookup saw everything applied so far: it waits for all of that to be durable.
     push_release(Pending{r.completion, sequence - 1, outcome});
   }
-  stats_.idempotency_window_held_ns.store(ledger_->idempotency_window_held_ns(),
-                                          std::memory_order_relaxed);
+  publish_key_stats();
+}
+
+// The key tables' fill for /metrics and Retry-After, and one log line per burst of
+// idempotency_capacity refusals (at most one per 10 s, with the count since the last).
+void Group::publish_key_stats() noexcept {
+  const u64 now = ledger_->last_stamp().timestamp_ns;
+  stats_.idempotency_keys.store(ledger_->idempotency_records(), std::memory_order_relaxed);
+  stats_.signature_keys.store(ledger_->signature_records(), std::memory_order_relaxed);
+  const u64 client_room = ledger_->key_room_at_ns(KeyLane::client);
+  const u64 signature_room = ledger_->key_room_at_ns(KeyLane::signature);
+  stats_.idempotency_room_at_ns.store(client_room > now ? client_room : 0,
+                                      std::memory_order_relaxed);
+  stats_.signature_room_at_ns.store(signature_room > now ? signature_room : 0,
+                                    std::memory_order_relaxed);
+  const u64 refusals = ledger_->key_capacity_refusals();
+  if (refusals == stats_.key_capacity_refusals.load(std::memory_order_relaxed)) return;
+  stats_.key_capacity_refusals.store(refusals, std::memory_order_relaxed);
+  const u64 steady = static_cast<u64>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                          std::chrono::steady_clock::now().time_since_epoch())
+                                          .count());
+  if (refusals_logged_at_ns_ != 0 && steady - refusals_logged_at_ns_ < 10 * kNanosPerSecond) return;
+  PG_LOG_WARN(
+      "event=idempotency_capacity group={} refused={} idempotency_keys={} idempotency_keys_max={} "
+      "signature_keys={} signature_keys_max={} room_in_s={}",
+      config_.ledger.prefix.group, refusals - refusals_logged_, ledger_->idempotency_records(),
+      config_.ledger.idempotency_keys_max, ledger_->signature_records(),
+      config_.ledger.signature_capacity(),
+      (std::max(client_room, signature_room) - std::min(now, std::max(client_room, signature_room))) /
+          kNanosPerSecond);
+  refusals_logged_ = refusals;
+  refusals_logged_at_ns_ = steady;
 }
 
 void Group::push_release(const Pending& pending) noexcept {

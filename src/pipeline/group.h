@@ -91,7 +91,8 @@ class Group {
 
   // Any thread. ok: accepted, the completion will run. overloaded: the ring stayed
   // full for submit_timeout_ns. shutting_down: stopping or stopped. batch_empty,
-  // batch_too_large, invalid_command: a malformed request (no completion).
+  // batch_too_large, invalid_command: a malformed request (no completion), such as a
+  // claim that covers more commands than follow it in its request.
   [[nodiscard]] ResultCode submit(const Request& request) noexcept;
 
   // Only while the group thread is not running (before start(), after stop()).
@@ -112,7 +113,13 @@ class Group {
     std::atomic<u64> not_durable{0};
     std::atomic<u64> snapshots{0};
     std::atomic<u64> last_snapshot_sequence{0};
-    std::atomic<u64> idempotency_window_held_ns{0};
+    // The ledger's tables of remembered keys (KeyLane::client, KeyLane::signature).
+    std::atomic<u64> idempotency_keys{0};
+    std::atomic<u64> signature_keys{0};
+    std::atomic<u64> key_capacity_refusals{0};  // idempotency_capacity answers
+    // While a table is full: when it next has room (wall ns), for Retry-After; else 0.
+    std::atomic<u64> idempotency_room_at_ns{0};
+    std::atomic<u64> signature_room_at_ns{0};
     std::atomic<u64> clock_regressions{0};
     Histogram batch_requests;    // requests per ring batch
     Histogram release_delay_ns;  // from the journal's durable point to the answers
@@ -146,6 +153,7 @@ class Group {
   bool lookup(const Request& request) noexcept;
   EventPage read(const Request& request) noexcept;
   void inject_tick();
+  void publish_key_stats() noexcept;
   void release_durable() noexcept;
   void refuse_batch(u32 count) noexcept;
   void fail_pending() noexcept;
@@ -182,6 +190,8 @@ class Group {
   std::atomic<bool> failed_{false};
   u64 last_snapshot_sequence_ = 0;
   u64 opened_at_ns_ = 0;  // idle time for ticks is counted from here at the latest
+  u64 refusals_logged_ = 0;       // key_capacity_refusals when last logged
+  u64 refusals_logged_at_ns_ = 0;  // steady clock
   std::thread thread_;
   Stats stats_;
 };

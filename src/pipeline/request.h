@@ -59,6 +59,11 @@ struct Request {
   const Command* commands = nullptr;
   CommandResult* results = nullptr;  // count of them, filled before complete()
   IdempotencyKey batch_key{};        // atomic
+  // commands: a claim logged and applied just before `commands`, covering all of them
+  // (claim->claim.covers == count): they run only if it holds (Ledger::apply_claimed).
+  // Its result goes to claim_result. Outcome::first_sequence is the claim's.
+  const Command* claim = nullptr;
+  CommandResult* claim_result = nullptr;
   // Lookups: one id (lookup_id), or count of them (lookup_ids). An id not found
   // leaves its output zeroed (id 0).
   u64 lookup_id = 0;

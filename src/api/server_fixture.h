@@ -1,0 +1,136 @@
+// The fixture of the gateway's end-to-end tests: the real `paygate serve` on
+// 127.0.0.1, started (and restarted) per test, and helpers to drive it over HTTP as
+// operators and merchants do.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <simdjson.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "api/http_client.h"
+#include "api/server_test_support.h"
+#include "base/temp_dir.h"
+
+namespace paygate::api {
+
+// Fields of a JSON answer.
+inline std::string text_field(const std::string& body, std::string_view path) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  if (parser.parse(body).get(root)) return "<not json>";
+  std::string_view value;
+  if (root.at_pointer(path).get_string().get(value)) return "<missing>";
+  return std::string(value);
+}
+inline int64_t number_field(const std::string& body, std::string_view path) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  int64_t value = -999'999;
+  if (parser.parse(body).get(root) == simdjson::SUCCESS) {
+    if (root.at_pointer(path).get_int64().get(value)) value = -999'999;
+  }
+  return value;
+}
+inline std::string error_code(const HttpResponse& r) {
+  return text_field(r.body, "/error/code");
+}
+
+struct MerchantKeys {
+  std::string id, key_id, secret;
+};
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override { start(); }
+
+  // `config`: a TOML configuration, kept for restarts (empty: the last one given).
+  void start(const std::string& config = {}) {
+    if (!config.empty()) config_ = config;
+    ASSERT_TRUE(server_.start(dir_.path() / "data", config_, extra_args_)) << server_.log();
+    client_ = std::make_unique<HttpClient>("127.0.0.1", server_.port());
+  }
+  void restart(int signal = SIGTERM) {
+    const int status = server_.stop(signal);
+    if (signal == SIGTERM) {
+      EXPECT_EQ(status, 0) << server_.log();
+    }
+    start();
+  }
+
+  std::vector<std::string> admin(std::vector<std::string> more = {}) {
+    more.push_back("Authorization: Bearer " + server_.admin_token());
+    more.push_back("Content-Type: application/json");
+    return more;
+  }
+  HttpResponse admin_post(const std::string& target, const std::string& body,
+                          std::vector<std::string> more = {}) {
+    return client_->request("POST", target, admin(std::move(more)), body);
+  }
+  HttpResponse admin_get(const std::string& target) {
+    return client_->request("GET", target, admin());
+  }
+  // A request signed by a merchant.
+  HttpResponse merchant_request(const MerchantKeys& m, std::string_view method,
+                                const std::string& target, const std::string& body = {},
+                                std::vector<std::string> more = {}) {
+    auto headers = testing::signed_headers(m.key_id, m.secret, method, target, body);
+    headers.insert(headers.end(), more.begin(), more.end());
+    return client_->request(method, target, headers, body);
+  }
+
+  MerchantKeys merchant(const std::string& name, const std::string& parent = {}) {
+    const std::string body = parent.empty()
+                                 ? R"({"name":")" + name + R"("})"
+                                 : R"({"name":")" + name + R"(","parent_id":")" + parent + R"("})";
+    const HttpResponse r = admin_post("/v1/merchants", body);
+    EXPECT_EQ(r.status, 201u) << r.body;
+    return {text_field(r.body, "/id"), text_field(r.body, "/key_id"),
+            text_field(r.body, "/secret")};
+  }
+  std::string system_account(const std::string& currency = "USD") {
+    const HttpResponse r =
+        admin_post("/v1/accounts", R"({"currency":")" + currency + R"(","kind":"system"})");
+    EXPECT_EQ(r.status, 201u) << r.body;
+    return text_field(r.body, "/id");
+  }
+  std::string account(const MerchantKeys& owner, const std::string& currency = "USD") {
+    const HttpResponse r =
+        merchant_request(owner, "POST", "/v1/accounts", R"({"currency":")" + currency + R"("})");
+    EXPECT_EQ(r.status, 201u) << r.body;
+    return text_field(r.body, "/id");
+  }
+  static std::string transfer_body(const std::string& from, const std::string& to, i64 amount,
+                                   const std::string& extra = {}) {
+    return R"({"debit_account":")" + from + R"(","credit_account":")" + to + R"(","amount":)" +
+           std::to_string(amount) + R"(,"currency":"USD")" + extra + "}";
+  }
+  void fund(const std::string& system, const std::string& to, i64 amount) {
+    const HttpResponse r = admin_post("/v1/transfers", transfer_body(system, to, amount));
+    ASSERT_EQ(r.status, 201u) << r.body;
+  }
+  int64_t balance(const std::string& account_id, std::string_view field = "/balance") {
+    const HttpResponse r = admin_get("/v1/accounts/" + account_id);
+    EXPECT_EQ(r.status, 200u) << r.body;
+    return number_field(r.body, field);
+  }
+
+  TempDir dir_;
+  testing::ServerProcess server_;
+  std::unique_ptr<HttpClient> client_;
+  std::vector<std::string> extra_args_;  // for every start
+  std::string config_;                   // likewise
+};
+
+// The same, with two groups.
+class TwoGroupServerTest : public ServerTest {
+ protected:
+  void SetUp() override {
+    extra_args_ = {"--groups", "2"};
+    start();
+  }
+};
+
+}  // namespace paygate::api
