@@ -6,10 +6,14 @@
 #      each fuzz target (libFuzzer) for PAYGATE_FUZZ_SECONDS (default 20) from its seeds.
 #   3. clang, TSan: the threaded modules (journal, snapshot, pipeline, crash test, and
 #      the gateway end to end).
-# Every build uses -Wall -Wextra -Werror.
+#   4. g++ Release (-O3): everything builds (users build so; warnings differ by level).
+# Every build here uses -Wall -Wextra -Werror (PAYGATE_WERROR=ON; off by default for
+# users, whose newer compilers may warn about more).
+# Each stage's duration is printed as it ends, and all of them at the end.
 #
 #   scripts/test.sh            everything (what CI runs)
 #   scripts/test.sh --fast     the g++ stage only
+#   scripts/stress.sh          either of these with every core kept busy (docs/TESTING.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,24 +21,47 @@ fast=0
 [ "${1:-}" = "--fast" ] && fast=1
 jobs=$(nproc)
 
+stage_name=""
+stage_started=0
+durations=""
+stage_end() {
+  if [ -n "$stage_name" ]; then
+    local took=$((SECONDS - stage_started))
+    printf '=== %s: %d s ===\n' "$stage_name" "$took"
+    durations+="$(printf '  %-34s %5d s' "$stage_name" "$took")"$'\n'
+  fi
+}
+stage() {
+  stage_end
+  stage_name="$*"
+  stage_started=$SECONDS
+  printf '\n=== %s ===\n' "$*"
+}
+summary() {
+  stage_end
+  stage_name=""
+  printf '\ntest.sh: stage durations\n%s  %-34s %5d s\n' "$durations" "total" "$SECONDS"
+}
+
+stage "install dependencies"
 ./scripts/install-deps.sh
 
-stage() { printf '\n=== %s ===\n' "$*"; }
-
 stage "g++ build"
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=g++ >/dev/null
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=g++ \
+  -DPAYGATE_WERROR=ON >/dev/null
 cmake --build build -j "$jobs"
 stage "g++ tests"
 ctest --test-dir build --output-on-failure -j "$jobs" --timeout 900
 
 if [ "$fast" = 1 ]; then
-  echo "test.sh: fast mode, sanitizer stage skipped"
+  summary
+  echo "test.sh: fast mode, sanitizer and Release stages skipped"
   exit 0
 fi
 
 stage "clang ASan+UBSan build"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
-  -DPAYGATE_SANITIZE=address,undefined -DPAYGATE_FUZZ=ON >/dev/null
+  -DPAYGATE_WERROR=ON -DPAYGATE_SANITIZE=address,undefined -DPAYGATE_FUZZ=ON >/dev/null
 cmake --build build-asan -j "$jobs"
 stage "clang ASan+UBSan tests"
 PAYGATE_MODEL_COMMANDS=200000 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
@@ -61,7 +88,7 @@ done
 
 stage "clang TSan build (the threaded modules)"
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
-  -DPAYGATE_SANITIZE=thread >/dev/null
+  -DPAYGATE_WERROR=ON -DPAYGATE_SANITIZE=thread >/dev/null
 cmake --build build-tsan -j "$jobs" --target pipeline_test journal_test snapshot_test crash_test \
   crash_harness paygate api_server_test
 stage "clang TSan tests"
@@ -73,5 +100,11 @@ PAYGATE_CRASH_CYCLES=6 ./build-tsan/src/pipeline/crash_test --gtest_brief=1
 ./build-tsan/src/api/api_server_test --gtest_brief=1
 unset TSAN_OPTIONS
 
+stage "g++ Release build (-O3)"
+cmake -S . -B build-release -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ \
+  -DPAYGATE_WERROR=ON >/dev/null
+cmake --build build-release -j "$jobs"
+
+summary
 echo
 echo "test.sh: all tests passed"

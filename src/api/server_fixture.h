@@ -6,7 +6,9 @@
 #include <gtest/gtest.h>
 #include <simdjson.h>
 
+#include <map>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -42,14 +44,54 @@ struct MerchantKeys {
   std::string id, key_id, secret;
 };
 
+// The capacities a test server runs with (docs/OPERATING.md: every capacity is
+// allocated and touched at start, so production sizes would take seconds per group
+// under a sanitizer), overlaid with a test's own settings.
+inline std::string test_config(const std::string& overrides) {
+  std::map<std::string, std::map<std::string, std::string>> sections = {
+      {"ledger",
+       {{"accounts_max", "65536"},
+        {"pending_max", "65536"},
+        {"recent_transfers_max", "65536"},
+        {"idempotency_keys_max", "65536"},
+        {"signature_keys_max", "65536"}}},
+      {"group", {{"events_max", "65536"}}},
+  };
+  std::string section;
+  std::istringstream lines(overrides);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty()) continue;
+    if (line.front() == '[') {
+      section = line.substr(1, line.find(']') - 1);
+      sections[section];
+      continue;
+    }
+    const std::size_t equals = line.find('=');
+    if (equals == std::string::npos) continue;
+    std::string key = line.substr(0, equals);
+    while (!key.empty() && key.back() == ' ')
+      key.pop_back();
+    sections[section][key] = line.substr(line.find_first_not_of(' ', equals + 1));
+  }
+  std::string out;
+  for (const auto& [name, keys] : sections) {
+    out += "[" + name + "]\n";
+    for (const auto& [key, value] : keys)
+      out += key + " = " + value + "\n";
+  }
+  return out;
+}
+
 class ServerTest : public ::testing::Test {
  protected:
   void SetUp() override { start(); }
 
-  // `config`: a TOML configuration, kept for restarts (empty: the last one given).
+  // `config`: TOML settings over test_config()'s, kept for restarts (empty: the last
+  // ones given).
   void start(const std::string& config = {}) {
     if (!config.empty()) config_ = config;
-    ASSERT_TRUE(server_.start(dir_.path() / "data", config_, extra_args_)) << server_.log();
+    ASSERT_TRUE(server_.start(dir_.path() / "data", test_config(config_), extra_args_))
+        << server_.log();
     client_ = std::make_unique<HttpClient>("127.0.0.1", server_.port());
   }
   void restart(int signal = SIGTERM) {

@@ -62,8 +62,10 @@ class ServerProcess {
       ::execv(argv[0], argv.data());
       ::_exit(127);
     }
-    // Wait for the ports, then for readiness.
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    // Wait for the ports, then for readiness. Test servers are sized to start in a
+    // second or two even under a sanitizer; the bound is for a machine that is busy.
+    const auto started = std::chrono::steady_clock::now();
+    const auto deadline = started + std::chrono::seconds(60);
     const std::regex http_line(R"(event=listening http=127\.0\.0\.1:(\d+))");
     const std::regex binary_line(R"(event=listening_binary address=127\.0\.0\.1:(\d+))");
     while (std::chrono::steady_clock::now() < deadline) {
@@ -87,6 +89,9 @@ class ServerProcess {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
+    // Say how far it got: how long recovery took is in its event=recovered lines.
+    std::fprintf(stderr, "ServerProcess: not ready after %.1f s (see the log below)\n",
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     return false;
   }
 

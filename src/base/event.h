@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <climits>
 
 #include "base/types.h"
@@ -25,23 +26,34 @@ namespace paygate {
 
 class Event {
  public:
+  // The epoch is read before the waiter arms: a notify that lands between the two
+  // either finds the arming of an earlier wait (and moves the epoch, so the wait below
+  // returns at once) or finds none and leaves the arming below for the next notify.
+  // Arming first let a stale notify in between take the arming and move the epoch to
+  // what was then read: the next notify saw no arming and woke nobody, and the waiter
+  // slept to its timeout (event_test.cc).
   [[nodiscard]] u32 prepare_wait() noexcept {
     waiters_.fetch_add(1, std::memory_order_seq_cst);
+    const u32 epoch = epoch_.load(std::memory_order_seq_cst);
     armed_.store(true, std::memory_order_seq_cst);
-    return epoch_.load(std::memory_order_seq_cst);
+    return epoch;
   }
   void cancel_wait() noexcept { waiters_.fetch_sub(1, std::memory_order_seq_cst); }
 
   // Sleeps until notify_all() moves the epoch past `epoch`, or timeout_ns passes
   // (0: no limit). Spurious returns are possible; callers re-check their condition.
-  void wait(u32 epoch, u64 timeout_ns) noexcept {
+  // Returns false only when the timeout passed.
+  bool wait(u32 epoch, u64 timeout_ns) noexcept {
+    bool woken = true;
     if (epoch_.load(std::memory_order_seq_cst) == epoch) {
       timespec timeout{static_cast<time_t>(timeout_ns / 1'000'000'000),
                        static_cast<long>(timeout_ns % 1'000'000'000)};
-      ::syscall(SYS_futex, reinterpret_cast<u32*>(&epoch_), FUTEX_WAIT_PRIVATE, epoch,
-                timeout_ns == 0 ? nullptr : &timeout, nullptr, 0);
+      const long rc = ::syscall(SYS_futex, reinterpret_cast<u32*>(&epoch_), FUTEX_WAIT_PRIVATE,
+                                epoch, timeout_ns == 0 ? nullptr : &timeout, nullptr, 0);
+      woken = !(rc != 0 && errno == ETIMEDOUT);
     }
     waiters_.fetch_sub(1, std::memory_order_seq_cst);
+    return woken;
   }
 
   void notify_all() noexcept {

@@ -535,19 +535,27 @@ TEST_F(GroupTest, JournalFailureAnswersNotDurableAndRestartRecovers) {
   EXPECT_TRUE(group->ledger().check_invariants().ok);
 }
 
+// Retention, under conditions the test decides (issue: on a loaded machine group
+// commits grew, the packed journal stayed within one segment, and nothing was left to
+// remove): the smallest segment a group accepts, and more data than one can hold at
+// the densest packing these commands allow; then the rule itself is checked against
+// the snapshot that is kept.
 TEST_F(GroupTest, SnapshotsAreTakenAndCoveredSegmentsRemoved) {
   GroupConfig c = config();
   c.snapshot_every_commands = 3000;
   c.snapshots_kept = 1;
+  c.journal_segment_bytes = 2 * u64{journal::kRecordBytesMax};
   u64 digest = 0;
+  u64 last_sequence = 0;
   AccountId shop_account;
   {
     auto group = open(c);
     const AccountId user = funded(*group, 1'000'000'000);
     const AccountId shop = open_account(*group);
     shop_account = shop;
-    // 250,000 transfers with random hashes (the journal packs alike commands to a
-    // byte or so; these take about 10 bytes each): 2.5 MB, more than one segment.
+    // 250,000 transfers, each with a random 64-bit hash: packed, a command costs at
+    // least the 8 bytes of that word's difference, however records are batched, so
+    // the journal takes at least 2 MB: at least two segments of 1.1 MB.
     std::mt19937_64 rng(514);
     for (int round = 0; round < 250; ++round) {
       Call call;
@@ -555,39 +563,59 @@ TEST_F(GroupTest, SnapshotsAreTakenAndCoveredSegmentsRemoved) {
         call.commands.push_back(
             Command::make_transfer(user, shop, 1, kUsdCurrency).with_extra_hash(rng()));
       }
-      ASSERT_EQ(run(*group, call).status, ResultCode::ok);
+      const Outcome& outcome = run(*group, call);
+      ASSERT_EQ(outcome.status, ResultCode::ok);
+      last_sequence = outcome.first_sequence + 999;
     }
-    // Let the snapshot child finish and publish while idle.
-    for (int i = 0; i < 3000 && group->stats().snapshots.load() < 2; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-      Call nudge;
-      nudge.commands = {Command::make_transfer(user, shop, 1, kUsdCurrency)};
-      run(*group, nudge);
+    // Idle now, the group snapshots what it has not yet (every 3,000 commands): wait,
+    // bounded, for a snapshot within 3,000 of the end to be published.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    while (group->stats().last_snapshot_sequence.load() + c.snapshot_every_commands <
+               last_sequence &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
+    ASSERT_GE(group->stats().last_snapshot_sequence.load() + c.snapshot_every_commands,
+              last_sequence)
+        << "no snapshot near the end was published within 120 s";
     EXPECT_GE(group->stats().snapshots.load(), 2u);
     EXPECT_GE(group->snapshot_pause_ns().count(), 2u);
     group->stop();
     digest = group->ledger().state_digest();
   }
-  EXPECT_EQ(snapshot::list(c.dir).size(), 1u);
+  // One snapshot kept; the segments wholly before it removed, the one holding the
+  // first command after it kept.
+  const auto snapshots = snapshot::list(c.dir);
+  ASSERT_EQ(snapshots.size(), 1u);
+  const u64 kept = snapshots.front().first;
   const auto segments = journal::list_segments(c.dir);
-  EXPECT_GE(journal::parse_segment_file_name(segments.front().filename().string()), 2u)
-      << "the first segment should have been removed";
+  ASSERT_FALSE(segments.empty());
+  std::vector<u64> firsts;
+  for (const auto& segment : segments)
+    firsts.push_back(journal::parse_segment_file_name(segment.filename().string()));
+  EXPECT_LE(firsts.front(), kept + 1) << "the segment holding the snapshot's next command is gone";
+  if (firsts.size() > 1) {
+    EXPECT_GT(firsts[1], kept + 1) << "a segment wholly before the snapshot was kept";
+  }
+  // The data filled more than the first segment, and the snapshot is past it.
+  EXPECT_GE(firsts.front(), 2u) << "the first segment should have been removed";
+
   auto group = open(c);
   const u64 snapshot_at = group->recovery().snapshot_sequence;
-  EXPECT_GT(snapshot_at, 0u);
+  EXPECT_EQ(snapshot_at, kept);
   EXPECT_LT(group->recovery().commands_replayed, 250000u);
   // Events made again by replay are held; those the snapshot covers are gone, and a
   // reader asking for them is told so rather than handed a gap.
   EventPage page;
   const std::vector<LedgerEvent> held =
       read(*group, RequestKind::read_events, std::nullopt, 10, &page);
-  ASSERT_FALSE(held.empty());
-  EXPECT_EQ(held.front().sequence, snapshot_at + 1);
+  if (snapshot_at < last_sequence) {
+    ASSERT_FALSE(held.empty());
+    EXPECT_EQ(held.front().sequence, snapshot_at + 1);
+  }
   read(*group, RequestKind::read_events, EventKey{snapshot_at - 1, 0}, 10, &page);
   EXPECT_TRUE(page.expired);
   read(*group, RequestKind::read_entries, std::nullopt, 10, &page, shop_account);
-  EXPECT_GT(page.count, 0u);
   EXPECT_FALSE(page.complete) << "the shop's older lines are behind the snapshot";
   group->stop();
   EXPECT_EQ(group->ledger().state_digest(), digest);
