@@ -2,7 +2,7 @@
 // credentials, 403 not allowed, 404 unknown (or not yours), 409 state conflict or
 // idempotency mismatch, 410 a cursor or an
 // outcome past what is still held, 422 business rule, 429 rate limited,
-// 503 unavailable.
+// 500 a bug (logged), 503 unavailable.
 #pragma once
 
 #include "base/result_code.h"
@@ -84,6 +84,7 @@ constexpr unsigned http_status(ResultCode code) noexcept {
     case ResultCode::not_ready:
       return 503;
     case ResultCode::stale_delivery:  // between groups only, never an answer
+    case ResultCode::internal_error:
       return 500;
   }
   return 500;

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
+
 #include "pipeline/engine.h"
 
 namespace paygate::api {
@@ -122,6 +124,33 @@ void render_metrics(const MetricsSources& s, std::string& out) {
       line(out, "paygate_group_durable_sequence{{group=\"{}\"}} {}\n", g,
            engine.group(g).durable_sequence());
     }
+    header(out, "paygate_snapshots_total", "counter", "snapshots published");
+    for (u32 g = 0; g < engine.groups(); ++g) {
+      line(out, "paygate_snapshots_total{{group=\"{}\"}} {}\n", g,
+           engine.group(g).stats().snapshots.load(std::memory_order_relaxed));
+    }
+    header(out, "paygate_snapshot_failures_total", "counter",
+           "snapshots that could not be started or written (retried with back-off; journal "
+           "segments are kept meanwhile)");
+    for (u32 g = 0; g < engine.groups(); ++g) {
+      line(out, "paygate_snapshot_failures_total{{group=\"{}\"}} {}\n", g,
+           engine.group(g).stats().snapshot_failures.load(std::memory_order_relaxed));
+    }
+    header(out, "paygate_clock_offset_seconds", "gauge",
+           "the wall clock minus the group's command time: non-zero after a step of the wall "
+           "clock, which command time follows at 5% of the time that passes");
+    for (u32 g = 0; g < engine.groups(); ++g) {
+      line(out, "paygate_clock_offset_seconds{{group=\"{}\"}} {}\n", g,
+           -static_cast<double>(
+               engine.group(g).stats().clock_offset_ns.load(std::memory_order_relaxed)) /
+               1e9);
+    }
+    header(out, "paygate_clock_jumps_total", "counter",
+           "times the wall clock was found more than 1 s from command time");
+    for (u32 g = 0; g < engine.groups(); ++g) {
+      line(out, "paygate_clock_jumps_total{{group=\"{}\"}} {}\n", g,
+           engine.group(g).stats().clock_jumps.load(std::memory_order_relaxed));
+    }
     header(out, "paygate_idempotency_window_held_seconds", "gauge",
            "how far back idempotency keys are still remembered (API.md): always the configured "
            "window, since a key is never forgotten inside it (a full table refuses new keys)");
@@ -160,6 +189,23 @@ void render_metrics(const MetricsSources& s, std::string& out) {
     line(out, "paygate_between_groups_finished_total {}\n",
          engine.between_groups_at_start().posted + engine.between_groups_at_start().voided +
              engine.between_groups_finished());
+    if (const BetweenGroupsFinisher* finisher = engine.finisher()) {
+      header(out, "paygate_between_groups_problems_total", "counter",
+             "looks of the finisher that left transfers unfinished (logged with the transfer: "
+             "event=between_groups_unfinished)");
+      line(out, "paygate_between_groups_problems_total {}\n", finisher->problems());
+      header(out, "paygate_between_groups_unsettled", "gauge",
+             "transfers between groups not yet settled, at the finisher's last look");
+      line(out, "paygate_between_groups_unsettled {}\n", finisher->unsettled());
+      const u64 oldest = finisher->oldest_unsettled_at_ns();
+      const u64 now = static_cast<u64>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                           std::chrono::system_clock::now().time_since_epoch())
+                                           .count());
+      header(out, "paygate_between_groups_oldest_unsettled_seconds", "gauge",
+             "age of the oldest transfer between groups not yet settled (0: none)");
+      line(out, "paygate_between_groups_oldest_unsettled_seconds {}\n",
+           oldest == 0 || oldest > now ? 0.0 : static_cast<double>(now - oldest) / 1e9);
+    }
     header(out, "paygate_group_batch_requests", "histogram",
            "requests taken from the ring at once");
     for (u32 g = 0; g < engine.groups(); ++g) {

@@ -12,6 +12,7 @@
 #include "api/json_writer.h"
 #include "api/render.h"
 #include "base/hash.h"
+#include "base/log.h"
 
 namespace paygate::api {
 namespace {
@@ -797,11 +798,17 @@ bool Service::carry_between_groups(Exchange& ex, u32 stage, u64 credit_account, 
 }
 
 // What the settlement in ex.results_[0] comes to: ok (posted), the other group's
-// refusal (voided), outcome_expired, or not_durable for a settle refused now (the
-// engine settles it shortly).
+// refusal (voided), or outcome_expired. A settle the ledger refuses as malformed
+// (invalid_command) cannot come from a correct gateway: internal_error (500), logged;
+// the money stays held and the engine's finisher settles it.
 ResultCode Service::settled_code(const Exchange& ex) {
   const ResultCode code = ex.results_[0].code;
-  return code == ResultCode::invalid_command ? ResultCode::not_durable : code;
+  if (code != ResultCode::invalid_command) return code;
+  PG_LOG_ERROR(
+      "event=settle_refused transfer={} channel_number={} message=\"the ledger refused a "
+      "settlement as malformed; the money stays held and the finisher settles it\"",
+      id_text(IdKind::transfer, ex.between_.id), ex.between_.channel_number);
+  return ResultCode::internal_error;
 }
 
 // A request that is one transfer between groups, after the command that numbered its
@@ -816,10 +823,11 @@ std::optional<bool> Service::carry_request(Exchange& ex, u32 stage, u64 credit_a
   const ResultCode code = settled_code(ex);
   if (code == ResultCode::ok) return std::nullopt;
   switch (code) {
-    case ResultCode::not_durable:
+    case ResultCode::internal_error:
       return fail(ex, code,
-                  "the transfer between groups could not be settled now; the engine settles "
-                  "it shortly, and a retry with the same Idempotency-Key answers its outcome");
+                  "the transfer between groups could not be settled (a fault of the gateway, "
+                  "logged); the money stays held, the engine settles it shortly, and a retry "
+                  "with the same Idempotency-Key answers its outcome");
     case ResultCode::outcome_expired:
       return fail(ex, code, describe(code));
     default:

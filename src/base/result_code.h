@@ -54,6 +54,7 @@ namespace paygate {
   X(not_durable, 71)                                         \
   X(shutting_down, 72)                                       \
   X(not_ready, 73)                                           \
+  X(internal_error, 74)                                      \
   /* between groups */                                       \
   X(stale_delivery, 80)                                      \
   /* the API's edge: refused before reaching a ledger */     \

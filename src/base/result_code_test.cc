@@ -60,6 +60,7 @@ TEST(ResultCode, NumbersAndNamesAreStable) {
       {71, "not_durable"},
       {72, "shutting_down"},
       {73, "not_ready"},
+      {74, "internal_error"},
       {80, "stale_delivery"},
       {100, "invalid_json"},
       {101, "invalid_field"},

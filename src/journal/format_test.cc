@@ -113,5 +113,25 @@ TEST(JournalFormat, SegmentHeaderComparesTheLedgerNotTheSegmentSize) {
   EXPECT_TRUE(a.same_ledger(older));
 }
 
+// The table of signatures is part of the ledger; a segment from before it (zeros)
+// holds no signature keys and so matches any.
+TEST(JournalFormat, SegmentHeaderComparesTheSignatureTableWhenBothHaveOne) {
+  const LedgerConfig config{.prefix = {1, 2}};
+  const SegmentHeader a = SegmentHeader::describe(config, 1u << 20);
+  EXPECT_EQ(a.signature_keys_max, config.idempotency_keys_max);  // 0 means "as many"
+  EXPECT_EQ(a.signature_window_ns, config.signature_window_ns);
+  LedgerConfig other = config;
+  other.signature_keys_max = 5;
+  EXPECT_FALSE(a.same_ledger(SegmentHeader::describe(other, 1u << 20)));
+  other = config;
+  other.signature_window_ns += kNanosPerSecond;
+  EXPECT_FALSE(a.same_ledger(SegmentHeader::describe(other, 1u << 20)));
+  SegmentHeader before = a;
+  before.signature_keys_max = 0;
+  before.signature_window_ns = 0;
+  EXPECT_TRUE(a.same_ledger(before));
+  EXPECT_TRUE(before.same_ledger(SegmentHeader::describe(other, 1u << 20)));
+}
+
 }  // namespace
 }  // namespace paygate::journal

@@ -184,6 +184,29 @@ u32 remove_covered_segments(const std::filesystem::path& dir, u64 sequence) {
   return removed;
 }
 
+bool read_identity(const std::filesystem::path& dir, SegmentHeader* identity) {
+  bool found = false;
+  for (const std::filesystem::path& path : list_segments(dir)) {
+    const MappedFile file(path);
+    RecordHeader header;
+    if (!file.error().empty() || !check_record(file, 0, &header).empty() ||
+        header.type != RecordType::segment_header) {
+      continue;
+    }
+    SegmentHeader segment;
+    std::memcpy(&segment, file.data() + sizeof(RecordHeader), sizeof segment);
+    if (segment.magic != kSegmentMagic) continue;
+    if (!found) {
+      *identity = segment;
+      found = true;
+    } else if (identity->signature_keys_max == 0) {
+      identity->signature_keys_max = segment.signature_keys_max;
+      identity->signature_window_ns = segment.signature_window_ns;
+    }
+  }
+  return found;
+}
+
 ScanReport scan(const std::filesystem::path& dir, u64 from_sequence,
                 const std::function<bool(const Record&)>& visit) {
   ScanReport report;

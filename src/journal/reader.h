@@ -69,6 +69,12 @@ struct ScanReport {
 ScanReport scan(const std::filesystem::path& dir, u64 from_sequence,
                 const std::function<bool(const Record&)>& visit);
 
+// The identity the journal in `dir` was written with, from the first record of each
+// segment that has a valid one (merged as scan() merges it), without reading anything
+// else: recovery checks it before replaying a single command. False when no segment
+// has one (scan() then says why, if anything is wrong).
+bool read_identity(const std::filesystem::path& dir, SegmentHeader* identity);
+
 // The segment files in dir, ordered by their first sequence.
 std::vector<std::filesystem::path> list_segments(const std::filesystem::path& dir);
 

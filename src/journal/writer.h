@@ -37,7 +37,7 @@ struct AppendPosition {
   u64 next_sequence = 1;
 };
 
-enum class FileOp { write, sync, allocate };
+enum class FileOp { write, sync, allocate, remove };
 // For tests: called before each file operation; a non-zero errno makes it fail so.
 using FaultHook = std::function<int(FileOp)>;
 

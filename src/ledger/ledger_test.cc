@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <vector>
 
 #include "ledger/ledger_test_support.h"
@@ -996,6 +997,33 @@ TEST_F(Ledger_, LoadRefusesAnotherConfiguration) {
   std::string error;
   EXPECT_FALSE(restored.load(source, &error));
   EXPECT_NE(error.find("different configuration"), std::string::npos) << error;
+}
+
+// A state saved before the table of signatures (version 2: no signature configuration
+// or records) still loads, with that table empty.
+TEST_F(Ledger_, LoadReadsAVersion2State) {
+  const AccountId user = funded(100);
+  hold(user, open(), 10, 5);
+  run(Command::make_transfer(user, open(), 1, kUsd).with_key({3, 4}));
+  const std::vector<unsigned char> v3 = saved_state(*ledger_);
+  // Cut what version 3 added: the 16-byte signature configuration after the 32-byte
+  // configuration, and the signature record count (0 here) after the client records.
+  const std::size_t config_end = 8 + 32;
+  const std::size_t signatures_at = config_end + 16 + 16 + 8 + sizeof(Account) * 4 + 8 + 8 +
+                                    sizeof(Transfer) * 1 + 8 + sizeof(Transfer) * 3 + 8 +
+                                    sizeof(IdempotencyRecord) * 1;
+  u64 signature_count = ~u64{0};
+  std::memcpy(&signature_count, v3.data() + signatures_at, 8);
+  ASSERT_EQ(signature_count, 0u) << "the layout this test assumes has changed";
+  std::vector<unsigned char> v2(v3.begin(), v3.begin() + config_end);
+  v2.insert(v2.end(), v3.begin() + config_end + 16, v3.begin() + signatures_at);
+  v2.insert(v2.end(), v3.begin() + signatures_at + 8, v3.end());
+  std::memcpy(v2.data(), "PGLEDGR2", 8);
+  Ledger restored(config_);
+  BytesSource source(v2);
+  std::string error;
+  ASSERT_TRUE(restored.load(source, &error)) << error;
+  EXPECT_EQ(restored.state_digest(), ledger_->state_digest());
 }
 
 // Every truncation, and a flipped byte in every count and magic, is refused without a

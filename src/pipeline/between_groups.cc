@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "base/ids.h"
+#include "base/log.h"
 #include "pipeline/engine.h"
 
 namespace paygate {
@@ -35,8 +36,9 @@ BetweenGroupsReport finish_unsettled(Engine& engine, const std::vector<Unsettled
     const auto [from, to] = channel;
     Group* receiver = engine.route(transfers.front()->hold.credit_account_id.value);
     if (receiver == nullptr) {
-      report.problem =
-          fmt::format("group {} has transfers to group {}, which is not running", from, to);
+      report.problem = fmt::format(
+          "group {} has {} transfers (the first trf_{:016x}) to group {}, which is not running", from,
+          transfers.size(), transfers.front()->hold.id.value, to);
       continue;
     }
     commands.clear();
@@ -47,7 +49,9 @@ BetweenGroupsReport finish_unsettled(Engine& engine, const std::vector<Unsettled
     }
     ResultCode code = apply_and_wait(*receiver, commands, delivered);
     if (code != ResultCode::ok) {
-      report.problem = fmt::format("delivering to group {}: {}", to, name(code));
+      report.problem = fmt::format("delivering {} transfers (the first trf_{:016x}) to group {}: {}",
+                                   transfers.size(), transfers.front()->hold.id.value, to,
+                                   name(code));
       continue;
     }
     commands.clear();
@@ -57,7 +61,9 @@ BetweenGroupsReport finish_unsettled(Engine& engine, const std::vector<Unsettled
     }
     code = apply_and_wait(engine.group(from), commands, settled);
     if (code != ResultCode::ok) {
-      report.problem = fmt::format("settling in group {}: {}", from, name(code));
+      report.problem = fmt::format("settling {} transfers (the first trf_{:016x}) in group {}: {}",
+                                   transfers.size(), transfers.front()->hold.id.value, from,
+                                   name(code));
       continue;
     }
     for (std::size_t i = 0; i < transfers.size(); ++i) {
@@ -66,7 +72,7 @@ BetweenGroupsReport finish_unsettled(Engine& engine, const std::vector<Unsettled
       } else if (settled[i].code == delivered[i].code) {
         ++report.voided;
       } else {
-        report.problem = fmt::format("settling transfer {} in group {}: {}",
+        report.problem = fmt::format("settling transfer trf_{:016x} in group {}: {}",
                                      transfers[i]->hold.id.value, from, name(settled[i].code));
       }
     }
@@ -102,6 +108,7 @@ void BetweenGroupsFinisher::look() {
   std::set<std::pair<u64, u32>> now;
   std::vector<Transfer> holds(kBatchMax);
   std::vector<u32> numbers(kBatchMax);
+  u64 oldest = 0;
   for (u32 g = 0; g < engine_.groups(); ++g) {
     WaitableCompletion done;
     Request request{.kind = RequestKind::read_unsettled, .count = kBatchMax};
@@ -114,16 +121,27 @@ void BetweenGroupsFinisher::look() {
     for (u32 i = 0; i < outcome.filled; ++i) {
       const std::pair<u64, u32> key{holds[i].id.value, numbers[i]};
       now.insert(key);
+      if (oldest == 0 || holds[i].created_at_ns < oldest) oldest = holds[i].created_at_ns;
       if (seen_.count(key) != 0) {
         stuck.push_back(
             UnsettledTransfer{.group = g, .hold = holds[i], .channel_number = numbers[i]});
       }
     }
   }
+  unsettled_.store(now.size(), std::memory_order_relaxed);
+  oldest_unsettled_at_ns_.store(oldest, std::memory_order_relaxed);
   seen_ = std::move(now);
   if (stuck.empty()) return;
   const BetweenGroupsReport report = finish_unsettled(engine_, stuck);
   finished_.fetch_add(report.posted + report.voided, std::memory_order_relaxed);
+  if (!report.problem.empty()) {
+    // The money stays held and the next look tries again; say so, with the transfer.
+    problems_.fetch_add(1, std::memory_order_relaxed);
+    PG_LOG_ERROR(
+        "event=between_groups_unfinished stuck={} posted={} voided={} problem=\"{}\" "
+        "message=\"the money stays held; the next look tries again\"",
+        stuck.size(), report.posted, report.voided, report.problem);
+  }
 }
 
 }  // namespace paygate

@@ -59,6 +59,15 @@ class BetweenGroupsFinisher {
   BetweenGroupsFinisher& operator=(const BetweenGroupsFinisher&) = delete;
 
   u64 finished() const noexcept { return finished_.load(std::memory_order_relaxed); }
+  // Looks whose finishing left a problem (logged, with the transfer): a rising count
+  // means steps keep failing and money stays held.
+  u64 problems() const noexcept { return problems_.load(std::memory_order_relaxed); }
+  // At the last look: transfers between groups not yet settled, and when the oldest of
+  // them was made (wall ns; 0 when none).
+  u64 unsettled() const noexcept { return unsettled_.load(std::memory_order_relaxed); }
+  u64 oldest_unsettled_at_ns() const noexcept {
+    return oldest_unsettled_at_ns_.load(std::memory_order_relaxed);
+  }
 
  private:
   void run();
@@ -68,6 +77,9 @@ class BetweenGroupsFinisher {
   const u64 interval_ns_;
   std::set<std::pair<u64, u32>> seen_;  // (transfer id, channel number) at the last look
   std::atomic<u64> finished_{0};
+  std::atomic<u64> problems_{0};
+  std::atomic<u64> unsettled_{0};
+  std::atomic<u64> oldest_unsettled_at_ns_{0};
   std::mutex mutex_;
   std::condition_variable wake_;
   bool stopping_ = false;

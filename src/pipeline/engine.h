@@ -37,6 +37,7 @@ class Engine {
   const BetweenGroupsReport& between_groups_at_start() const noexcept { return between_groups_; }
   // Transfers between groups finished by the finisher since start().
   u64 between_groups_finished() const noexcept { return finisher_ ? finisher_->finished() : 0; }
+  const BetweenGroupsFinisher* finisher() const noexcept { return finisher_.get(); }
 
   u32 groups() const noexcept { return static_cast<u32>(groups_.size()); }
   Group& group(u32 index) noexcept { return *groups_[index]; }

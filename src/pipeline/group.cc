@@ -44,6 +44,15 @@ bool clear_range(const std::filesystem::path& file, u64 from, u64 to, std::strin
   return ok;
 }
 
+// Makes a directory's entries (files removed or added) durable.
+bool sync_directory(const std::filesystem::path& dir, std::string* error) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  const bool ok = fd >= 0 && ::fsync(fd) == 0;
+  if (!ok) *error = fmt::format("cannot sync directory {}: {}", dir.string(), std::strerror(errno));
+  if (fd >= 0) ::close(fd);
+  return ok;
+}
+
 // A request this large is worth waking the group for even while the journal syncs:
 // applying it takes longer than the wake-up costs, and can overlap the sync.
 constexpr u32 kWakeAtOnceCommands = 256;
@@ -119,6 +128,16 @@ Group::~Group() {
 // ---------------------------------------------------------------------------
 // Recovery: newest good snapshot, then every journal record after it.
 
+std::string Group::configuration_mismatch(const journal::SegmentHeader& written) const {
+  return fmt::format(
+      "journal in {} was written for another ledger configuration (group {}.{}, accounts_max {}, "
+      "pending_max {}, recent_transfers_max {}, idempotency_keys_max {}, idempotency_window_s {}, "
+      "signature_keys_max {}); start with the configuration it was created with",
+      config_.dir.string(), written.region, written.group, written.accounts_max,
+      written.pending_max, written.recent_transfers_max, written.idempotency_keys_max,
+      written.idempotency_window_ns / kNanosPerSecond, written.signature_keys_max);
+}
+
 bool Group::recover(std::string* error) {
   const auto started = std::chrono::steady_clock::now();
   std::error_code ec;
@@ -127,6 +146,16 @@ bool Group::recover(std::string* error) {
   if (lock_fd_ < 0 || ::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
     *error = fmt::format("cannot lock {}: {} (is another paygate using it?)", config_.dir.string(),
                          std::strerror(errno));
+    return false;
+  }
+
+  // A journal written with another ledger configuration is refused before anything of
+  // it is replayed (replaying it could take minutes, and its results would be wrong).
+  const journal::SegmentHeader identity =
+      journal::SegmentHeader::describe(config_.ledger, config_.journal_segment_bytes);
+  if (journal::SegmentHeader written{}; journal::read_identity(config_.dir, &written) &&
+                                        !written.same_ledger(identity)) {
+    *error = configuration_mismatch(written);
     return false;
   }
 
@@ -147,8 +176,6 @@ bool Group::recover(std::string* error) {
   events_->start_after(loaded.sequence);
   ledger_->set_event_sink(events_.get());
 
-  const journal::SegmentHeader identity =
-      journal::SegmentHeader::describe(config_.ledger, config_.journal_segment_bytes);
   const u64 from = loaded.sequence + 1;
   bool first = true;
   std::string replay_error;
@@ -178,11 +205,7 @@ bool Group::recover(std::string* error) {
     return false;
   }
   if (report.has_identity && !report.identity.same_ledger(identity)) {
-    *error = fmt::format(
-        "journal in {} was written for another ledger configuration (group {}.{}, accounts_max {}, "
-        "pending_max {}); start with the configuration it was created with",
-        config_.dir.string(), report.identity.region, report.identity.group,
-        report.identity.accounts_max, report.identity.pending_max);
+    *error = configuration_mismatch(report.identity);
     return false;
   }
   if (report.next_sequence != 0 && report.next_sequence < from) {
@@ -202,21 +225,26 @@ bool Group::recover(std::string* error) {
     PG_LOG_WARN("event=journal_torn_tail group={} message=\"{}\"", config_.ledger.prefix.group,
                 report.message);
     recovery_.torn_tail = report.message;
+    // The repair must be whole before anything is appended: a segment left behind
+    // would hold stale bytes after the new records' sequences. Any failure refuses
+    // to start (and names the file); nothing was appended yet, so a restart retries.
     bool torn_file_deleted = false;
     for (const auto& file : report.delete_files) {
-      std::filesystem::remove(file, ec);
+      const int injected = config_.journal_fault ? config_.journal_fault(journal::FileOp::remove) : 0;
+      if (injected != 0) ec = std::error_code(injected, std::generic_category());
+      if (injected != 0 || (!std::filesystem::remove(file, ec) && ec)) {
+        *error = fmt::format(
+            "cannot remove {} while clearing the journal's torn tail: {}; paygate will not "
+            "start until it can",
+            file.string(), ec.message());
+        return false;
+      }
       torn_file_deleted = torn_file_deleted || file == report.file;
     }
     if (!torn_file_deleted && !clear_range(report.file, report.offset, report.clear_to, error)) {
       return false;
     }
-    if (!report.delete_files.empty()) {
-      const int dir_fd = ::open(config_.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-      if (dir_fd >= 0) {
-        ::fsync(dir_fd);
-        ::close(dir_fd);
-      }
-    }
+    if (!report.delete_files.empty() && !sync_directory(config_.dir, error)) return false;
   }
   // The last segment that still exists, and where its records end.
   for (auto it = report.segments.rbegin(); it != report.segments.rend(); ++it) {
@@ -501,6 +529,7 @@ void Group::process(u32 count, u64 record_bytes) {
     return n;
   }();
   const Stamp first = sequencer_->stamp(commands_in_batch);
+  publish_clock_stats();
   if (record_bytes > 0) journal_batch(count, record_bytes, first);
   apply_batch(count, first);
   next_read_ += count;
@@ -634,6 +663,21 @@ void Group::apply_batch(u32 count, Stamp first) {
   publish_key_stats();
 }
 
+// How far command time is from the wall clock, and a log line when a step of the wall
+// clock (more than 1 s) is first seen: command time then moves toward it at 5 % of the
+// time that passes (Sequencer), so holds and keys do not all expire at once.
+void Group::publish_clock_stats() noexcept {
+  const i64 offset = sequencer_->offset_ns();
+  stats_.clock_offset_ns.store(offset, std::memory_order_relaxed);
+  const u64 jumps = sequencer_->jumps();
+  if (jumps == stats_.clock_jumps.load(std::memory_order_relaxed)) return;
+  stats_.clock_jumps.store(jumps, std::memory_order_relaxed);
+  PG_LOG_WARN(
+      "event=clock_jump group={} wall_minus_command_ms={} message=\"the wall clock stepped; command time "
+      "follows the time that passes and moves toward it at {}% of that\"",
+      config_.ledger.prefix.group, -offset / 1'000'000, 100 / Sequencer::kSlewDivisor);
+}
+
 // The key tables' fill for /metrics and Retry-After, and one log line per burst of
 // idempotency_capacity refusals (at most one per 10 s, with the count since the last).
 void Group::publish_key_stats() noexcept {
@@ -724,6 +768,7 @@ void Group::refuse_batch(u32 count) noexcept {
 // idempotency keys leave, and the same happens on replay.
 void Group::inject_tick() {
   const u64 now = sequencer_->now();
+  publish_clock_stats();
   // Idle since the last command logged, or since the group opened if none was.
   const u64 since_last = now - std::max(ledger_->last_stamp().timestamp_ns, opened_at_ns_);
   const u64 next_expiry = ledger_->next_expiry_ns();
@@ -744,16 +789,46 @@ void Group::inject_tick() {
   stats_.commands.fetch_add(1, std::memory_order_relaxed);
 }
 
+namespace {
+u64 steady_now_ns() noexcept {
+  return static_cast<u64>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                              std::chrono::steady_clock::now().time_since_epoch())
+                              .count());
+}
+constexpr u64 kSnapshotBackoffFirstNs = kNanosPerSecond;
+constexpr u64 kSnapshotBackoffMaxNs = 300 * kNanosPerSecond;
+}  // namespace
+
 void Group::maybe_snapshot() {
   if (config_.snapshot_every_commands == 0 || snapshotter_.running()) return;
   const u64 applied = ledger_->last_stamp().sequence;
   if (applied - last_snapshot_sequence_ < config_.snapshot_every_commands) return;
-  if (snapshotter_.start(*ledger_)) {
+  if (snapshot_backoff_ns_ != 0 && steady_now_ns() < snapshot_retry_at_ns_) return;
+  if (!config_.snapshot_fork_fails && snapshotter_.start(*ledger_)) {
     last_snapshot_sequence_ = applied;
     PG_LOG_INFO("event=snapshot_started group={} sequence={} pause_us={:.1f}",
                 config_.ledger.prefix.group, applied,
                 static_cast<double>(snapshotter_.last_pause_ns()) / 1e3);
+    return;
   }
+  const int error = config_.snapshot_fork_fails ? EAGAIN : errno;
+  snapshot_failed(fmt::format("fork: {}", std::strerror(error)));
+}
+
+// A snapshot that could not be made: logged and counted, and the next try put off,
+// doubling each time. The group goes on (readiness does not change), but segments
+// are not removed meanwhile: /metrics and the log say so.
+void Group::snapshot_failed(const std::string& why) {
+  snapshot_backoff_ns_ = snapshot_backoff_ns_ == 0
+                             ? kSnapshotBackoffFirstNs
+                             : std::min(2 * snapshot_backoff_ns_, kSnapshotBackoffMaxNs);
+  snapshot_retry_at_ns_ = steady_now_ns() + snapshot_backoff_ns_;
+  stats_.snapshot_failures.fetch_add(1, std::memory_order_relaxed);
+  PG_LOG_ERROR(
+      "event=snapshot_failed group={} reason=\"{}\" failures={} retry_in_s={} "
+      "message=\"journal segments are kept until a snapshot succeeds\"",
+      config_.ledger.prefix.group, why, stats_.snapshot_failures.load(std::memory_order_relaxed),
+      snapshot_backoff_ns_ / kNanosPerSecond);
 }
 
 void Group::poll_snapshot() {
@@ -761,6 +836,7 @@ void Group::poll_snapshot() {
   std::string message;
   switch (snapshotter_.poll(journal_->durable_sequence(), &message)) {
     case snapshot::Snapshotter::Progress::published: {
+      snapshot_backoff_ns_ = 0;
       stats_.snapshots.fetch_add(1, std::memory_order_relaxed);
       stats_.last_snapshot_sequence.store(snapshotter_.last_published(), std::memory_order_relaxed);
       const u64 oldest_kept =
@@ -772,8 +848,7 @@ void Group::poll_snapshot() {
       break;
     }
     case snapshot::Snapshotter::Progress::failed:
-      PG_LOG_WARN("event=snapshot_failed group={} message=\"{}\"", config_.ledger.prefix.group,
-                  message);
+      snapshot_failed(message);
       break;
     default:
       break;

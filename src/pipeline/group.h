@@ -65,6 +65,7 @@ struct GroupConfig {
   int thread_nice = -10;
   Clock* clock = nullptr;                      // default: SystemClock
   journal::FaultHook journal_fault = nullptr;  // tests: fail journal file operations
+  bool snapshot_fork_fails = false;            // tests: every snapshot's fork fails
 };
 
 // What open() found and did.
@@ -113,6 +114,10 @@ class Group {
     std::atomic<u64> not_durable{0};
     std::atomic<u64> snapshots{0};
     std::atomic<u64> last_snapshot_sequence{0};
+    // Snapshots that could not be started (fork) or written; while they fail, journal
+    // segments are not removed and the disk fills, so the next try backs off (1 s,
+    // doubling, up to 5 min) and each failure is logged.
+    std::atomic<u64> snapshot_failures{0};
     // The ledger's tables of remembered keys (KeyLane::client, KeyLane::signature).
     std::atomic<u64> idempotency_keys{0};
     std::atomic<u64> signature_keys{0};
@@ -120,7 +125,9 @@ class Group {
     // While a table is full: when it next has room (wall ns), for Retry-After; else 0.
     std::atomic<u64> idempotency_room_at_ns{0};
     std::atomic<u64> signature_room_at_ns{0};
-    std::atomic<u64> clock_regressions{0};
+    // Command time minus the wall clock (Sequencer), and how often it went past 1 s.
+    std::atomic<i64> clock_offset_ns{0};
+    std::atomic<u64> clock_jumps{0};
     Histogram batch_requests;    // requests per ring batch
     Histogram release_delay_ns;  // from the journal's durable point to the answers
   };
@@ -143,6 +150,7 @@ class Group {
 
   explicit Group(const GroupConfig& config);
   bool recover(std::string* error);
+  std::string configuration_mismatch(const journal::SegmentHeader& written) const;
 
   void run();
   u32 take_batch_bytes(u32 available, u64* bytes) const noexcept;
@@ -154,10 +162,12 @@ class Group {
   EventPage read(const Request& request) noexcept;
   void inject_tick();
   void publish_key_stats() noexcept;
+  void publish_clock_stats() noexcept;
   void release_durable() noexcept;
   void refuse_batch(u32 count) noexcept;
   void fail_pending() noexcept;
   void maybe_snapshot();
+  void snapshot_failed(const std::string& why);
   void poll_snapshot();
   bool has_work(bool waiting_for_room) const noexcept;
   void idle_wait(bool waiting_for_room);
@@ -189,6 +199,8 @@ class Group {
   std::atomic<u32> submitting_{0};  // producers between the accepting check and publish
   std::atomic<bool> failed_{false};
   u64 last_snapshot_sequence_ = 0;
+  u64 snapshot_retry_at_ns_ = 0;    // steady clock: no new try before
+  u64 snapshot_backoff_ns_ = 0;     // 0 while snapshots succeed
   u64 opened_at_ns_ = 0;  // idle time for ticks is counted from here at the latest
   u64 refusals_logged_ = 0;       // key_capacity_refusals when last logged
   u64 refusals_logged_at_ns_ = 0;  // steady clock
