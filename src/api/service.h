@@ -23,6 +23,7 @@
 #include "api/owner_index.h"
 #include "api/page_query.h"
 #include "api/request_decoder.h"
+#include "pipeline/carry.h"
 #include "pipeline/engine.h"
 
 namespace paygate::api {
@@ -110,7 +111,10 @@ class Exchange final : public Completion {
   // A transfer between groups (create_transfer), or the post of a hold between
   // groups (pending_action).
   bool between_groups_ = false;
-  CommandResult between_;  // its hold: id, channel number
+  // Its steps, driven by the one machine of the protocol (pipeline/carry.h).
+  CarryBetweenGroups carry_;
+  bool carrying_ = false;   // a step of carry_ is on its way
+  bool carry_last_ = true;  // the request has nothing to do after the carry
 
   std::vector<Command> commands_;
   std::vector<CommandResult> results_;
@@ -120,7 +124,7 @@ class Exchange final : public Completion {
   std::vector<Group*> op_group_;        // batch: the group an op runs in
   std::vector<u8> op_crosses_;          // batch: the op is a transfer between groups
   // A batch in progress (Service::run_batch): where it is.
-  enum class SegmentStage : u8 { lookup, commands, hold_between_groups, deliver, settle };
+  enum class SegmentStage : u8 { lookup, commands, between_groups };
   bool batch_running_ = false;
   SegmentStage segment_stage_ = SegmentStage::lookup;
   u32 segment_begin_ = 0, segment_end_ = 0;  // the ops of the segment in flight
@@ -189,11 +193,9 @@ class Service {
   bool create_transfer(Exchange& ex);
   bool submit_transfer(Exchange& ex, bool last_step);
   bool transfer_between_groups(Exchange& ex);
-  bool carry_between_groups(Exchange& ex, u32 stage, u64 credit_account, u64 amount,
-                            Currency currency, bool last_step = true);
-  static ResultCode settled_code(const Exchange& ex);
-  std::optional<bool> carry_request(Exchange& ex, u32 stage, u64 credit_account, u64 amount,
-                                    Currency currency);
+  bool start_carry(Exchange& ex, const Command& number, bool last);
+  std::optional<bool> carry_step(Exchange& ex);
+  std::optional<bool> fail_carried(Exchange& ex);
   bool get_transfer(Exchange& ex);
   bool pending_action(Exchange& ex);
   bool batch(Exchange& ex);

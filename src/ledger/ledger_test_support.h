@@ -62,6 +62,11 @@ inline constexpr Currency kUsd = Currency::from("USD");
 inline constexpr Currency kEur = Currency::from("EUR");
 inline constexpr u64 kStartNs = 1'800'000'000ull * kNanosPerSecond;
 
+// A client key for tests: distinct for each n.
+inline IdempotencyKey key(u64 n) {
+  return IdempotencyKey{n, n * 31 + 7};
+}
+
 class LedgerFixture : public ::testing::Test {
  protected:
   LedgerConfig config_{

@@ -1,7 +1,9 @@
 #include "pipeline/between_groups.h"
 
+#include <algorithm>
 #include <chrono>
 #include <map>
+#include <span>
 #include <utility>
 
 #include <fmt/format.h>
@@ -25,55 +27,35 @@ std::vector<UnsettledTransfer> unsettled_transfers(Engine& engine) {
 BetweenGroupsReport finish_unsettled(Engine& engine, const std::vector<UnsettledTransfer>& found) {
   BetweenGroupsReport report;
   report.unsettled = found.size();
-  // One batch of deliveries per channel, then one batch of settlements back.
-  std::map<std::pair<u32, u32>, std::vector<const UnsettledTransfer*>> channels;
+  // One machine per channel (debit group, credit group), up to a batch at a time.
+  std::map<std::pair<u32, u32>, std::vector<UnsettledTransfer>> channels;
   for (const UnsettledTransfer& t : found) {
-    channels[{t.group, id_prefix(t.hold.credit_account_id.value).group}].push_back(&t);
+    channels[{t.group, id_prefix(t.hold.credit_account_id.value).group}].push_back(t);
   }
-  std::vector<Command> commands;
-  std::vector<CommandResult> delivered, settled;
+  CarryBetweenGroups carry;
   for (const auto& [channel, transfers] : channels) {
-    const auto [from, to] = channel;
-    Group* receiver = engine.route(transfers.front()->hold.credit_account_id.value);
-    if (receiver == nullptr) {
-      report.problem = fmt::format(
-          "group {} has {} transfers (the first trf_{:016x}) to group {}, which is not running", from,
-          transfers.size(), transfers.front()->hold.id.value, to);
-      continue;
-    }
-    commands.clear();
-    for (const UnsettledTransfer* t : transfers) {
-      commands.push_back(Command::make_deliver(t->hold.id, t->hold.credit_account_id,
-                                               t->hold.delivery_amount(), t->hold.currency,
-                                               t->channel_number));
-    }
-    ResultCode code = apply_and_wait(*receiver, commands, delivered);
-    if (code != ResultCode::ok) {
-      report.problem = fmt::format("delivering {} transfers (the first trf_{:016x}) to group {}: {}",
-                                   transfers.size(), transfers.front()->hold.id.value, to,
-                                   name(code));
-      continue;
-    }
-    commands.clear();
-    for (std::size_t i = 0; i < transfers.size(); ++i) {
-      commands.push_back(Command::make_settle(transfers[i]->hold.id, transfers[i]->channel_number,
-                                              delivered[i].code));
-    }
-    code = apply_and_wait(engine.group(from), commands, settled);
-    if (code != ResultCode::ok) {
-      report.problem = fmt::format("settling {} transfers (the first trf_{:016x}) in group {}: {}",
-                                   transfers.size(), transfers.front()->hold.id.value, from,
-                                   name(code));
-      continue;
-    }
-    for (std::size_t i = 0; i < transfers.size(); ++i) {
-      if (settled[i].code == ResultCode::ok) {
-        ++report.posted;
-      } else if (settled[i].code == delivered[i].code) {
-        ++report.voided;
-      } else {
-        report.problem = fmt::format("settling transfer trf_{:016x} in group {}: {}",
-                                     transfers[i]->hold.id.value, from, name(settled[i].code));
+    for (std::size_t first = 0; first < transfers.size(); first += kBatchMax) {
+      const std::size_t count = std::min<std::size_t>(kBatchMax, transfers.size() - first);
+      carry.begin_numbered(engine, std::span(transfers).subspan(first, count));
+      run_to_end(carry);
+      if (carry.status() != ResultCode::ok) {
+        report.problem = carry.problem();
+        continue;
+      }
+      for (const CarryBetweenGroups::Carried& carried : carry.carried()) {
+        switch (carried.code) {
+          case ResultCode::ok:
+            ++report.posted;
+            break;
+          case ResultCode::internal_error:
+          case ResultCode::outcome_expired:
+          case ResultCode::transfer_not_found:
+            report.problem = fmt::format("settling transfer trf_{:016x} in group {}: {}",
+                                         carried.hold.value, channel.first, name(carried.code));
+            break;
+          default:  // the other group's refusal: voided, the money released
+            ++report.voided;
+        }
       }
     }
   }

@@ -19,16 +19,11 @@
 #include <vector>
 
 #include "ledger/types.h"
+#include "pipeline/carry.h"
 
 namespace paygate {
 
 class Engine;
-
-struct UnsettledTransfer {
-  u32 group = 0;  // the group holding the debit account (and the hold)
-  Transfer hold;
-  u32 channel_number = 0;
-};
 
 struct BetweenGroupsReport {
   u64 unsettled = 0;  // found at start
@@ -41,7 +36,8 @@ struct BetweenGroupsReport {
 // Every group's unsettled transfers. REQUIRES: the groups are not running.
 std::vector<UnsettledTransfer> unsettled_transfers(Engine& engine);
 
-// Delivers and settles them. REQUIRES: the groups are running.
+// Delivers and settles them (CarryBetweenGroups, a channel at a time). REQUIRES: the
+// groups are running.
 BetweenGroupsReport finish_unsettled(Engine& engine, const std::vector<UnsettledTransfer>& found);
 
 // While the groups run: a step the gateway could not take (a group overloaded or

@@ -19,40 +19,6 @@
 namespace paygate {
 namespace {
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-// Zeroes [from, to) of a file and syncs it: the bytes of a torn write are cleared so
-// that later appends never sit next to stale ones.
-bool clear_range(const std::filesystem::path& file, u64 from, u64 to, std::string* error) {
-  const int fd = ::open(file.c_str(), O_RDWR | O_CLOEXEC);
-  if (fd < 0) {
-    *error = fmt::format("cannot open {}: {}", file.string(), std::strerror(errno));
-    return false;
-  }
-  static const unsigned char kZeros[65536] = {};
-  bool ok = true;
-  for (u64 at = from; at < to && ok;) {
-    const u64 n = std::min<u64>(sizeof kZeros, to - at);
-    ok = ::pwrite(fd, kZeros, n, static_cast<off_t>(at)) == static_cast<ssize_t>(n);
-    at += n;
-  }
-  ok = ok && ::fdatasync(fd) == 0;
-  if (!ok) *error = fmt::format("cannot clear {}: {}", file.string(), std::strerror(errno));
-  ::close(fd);
-  return ok;
-}
-
-// Makes a directory's entries (files removed or added) durable.
-bool sync_directory(const std::filesystem::path& dir, std::string* error) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  const bool ok = fd >= 0 && ::fsync(fd) == 0;
-  if (!ok) *error = fmt::format("cannot sync directory {}: {}", dir.string(), std::strerror(errno));
-  if (fd >= 0) ::close(fd);
-  return ok;
-}
-
 // A request this large is worth waking the group for even while the journal syncs:
 // applying it takes longer than the wake-up costs, and can overlap the sync.
 constexpr u32 kWakeAtOnceCommands = 256;
@@ -123,170 +89,6 @@ std::unique_ptr<Group> Group::open(const GroupConfig& config, std::string* error
 Group::~Group() {
   stop();
   if (lock_fd_ >= 0) ::close(lock_fd_);
-}
-
-// ---------------------------------------------------------------------------
-// Recovery: newest good snapshot, then every journal record after it.
-
-std::string Group::configuration_mismatch(const journal::SegmentHeader& written) const {
-  return fmt::format(
-      "journal in {} was written for another ledger configuration (group {}.{}, accounts_max {}, "
-      "pending_max {}, recent_transfers_max {}, idempotency_keys_max {}, idempotency_window_s {}, "
-      "signature_keys_max {}); start with the configuration it was created with",
-      config_.dir.string(), written.region, written.group, written.accounts_max,
-      written.pending_max, written.recent_transfers_max, written.idempotency_keys_max,
-      written.idempotency_window_ns / kNanosPerSecond, written.signature_keys_max);
-}
-
-bool Group::recover(std::string* error) {
-  const auto started = std::chrono::steady_clock::now();
-  std::error_code ec;
-  std::filesystem::create_directories(config_.dir, ec);
-  lock_fd_ = ::open((config_.dir / "LOCK").c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644);
-  if (lock_fd_ < 0 || ::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
-    *error = fmt::format("cannot lock {}: {} (is another paygate using it?)", config_.dir.string(),
-                         std::strerror(errno));
-    return false;
-  }
-
-  // A journal written with another ledger configuration is refused before anything of
-  // it is replayed (replaying it could take minutes, and its results would be wrong).
-  const journal::SegmentHeader identity =
-      journal::SegmentHeader::describe(config_.ledger, config_.journal_segment_bytes);
-  if (journal::SegmentHeader written{}; journal::read_identity(config_.dir, &written) &&
-                                        !written.same_ledger(identity)) {
-    *error = configuration_mismatch(written);
-    return false;
-  }
-
-  snapshot::LoadResult loaded =
-      snapshot::load_newest(config_.dir, [&] { return std::make_unique<Ledger>(config_.ledger); });
-  for (const std::string& skipped : loaded.skipped) {
-    PG_LOG_WARN("event=snapshot_skipped group={} reason=\"{}\"", config_.ledger.prefix.group,
-                skipped);
-  }
-  recovery_.snapshots_skipped = loaded.skipped;
-  recovery_.snapshot_file = loaded.file;
-  recovery_.snapshot_sequence = loaded.sequence;
-  ledger_ = loaded.ledger ? std::move(loaded.ledger) : std::make_unique<Ledger>(config_.ledger);
-  last_snapshot_sequence_ = loaded.sequence;
-  // Replay makes the events after the snapshot again; those before it are not held.
-  const u32 events_max = std::bit_ceil(std::clamp<u32>(config_.events_max, kBatchMax, 1u << 30));
-  events_ = std::make_unique<EventLog>(events_max, config_.ledger.accounts_max);
-  events_->start_after(loaded.sequence);
-  ledger_->set_event_sink(events_.get());
-
-  const u64 from = loaded.sequence + 1;
-  bool first = true;
-  std::string replay_error;
-  journal::ScanReport report = journal::scan(config_.dir, from, [&](const journal::Record& record) {
-    if (first && record.header->sequence != from) {
-      replay_error = fmt::format("journal resumes at sequence {} but the snapshot ends at {}",
-                                 record.header->sequence, from - 1);
-      return false;
-    }
-    first = false;
-    if (record.header->type == journal::RecordType::atomic) {
-      (void)ledger_->apply_atomic(record.first_stamp(), record.commands, record.batch_key,
-                                  scratch_results_);
-    } else {
-      ledger_->apply_batch(record.first_stamp(), record.commands, scratch_results_);
-    }
-    ++recovery_.records_replayed;
-    recovery_.commands_replayed += record.commands.size();
-    return true;
-  });
-  if (!replay_error.empty()) {
-    *error = replay_error;
-    return false;
-  }
-  if (report.end == journal::LogEnd::corrupt) {
-    *error = report.message;
-    return false;
-  }
-  if (report.has_identity && !report.identity.same_ledger(identity)) {
-    *error = configuration_mismatch(report.identity);
-    return false;
-  }
-  if (report.next_sequence != 0 && report.next_sequence < from) {
-    *error = fmt::format(
-        "journal ends at sequence {}, before the snapshot at {}: journal files are missing",
-        report.next_sequence - 1, from - 1);
-    return false;
-  }
-  if (report.next_sequence == 0 && from > 1 && !journal::list_segments(config_.dir).empty()) {
-    *error = "journal has no records after the snapshot but its files exist";
-    return false;
-  }
-
-  // Where appends continue.
-  journal::AppendPosition at{{}, 0, report.next_sequence != 0 ? report.next_sequence : from};
-  if (report.end == journal::LogEnd::torn_tail) {
-    PG_LOG_WARN("event=journal_torn_tail group={} message=\"{}\"", config_.ledger.prefix.group,
-                report.message);
-    recovery_.torn_tail = report.message;
-    // The repair must be whole before anything is appended: a segment left behind
-    // would hold stale bytes after the new records' sequences. Any failure refuses
-    // to start (and names the file); nothing was appended yet, so a restart retries.
-    bool torn_file_deleted = false;
-    for (const auto& file : report.delete_files) {
-      const int injected = config_.journal_fault ? config_.journal_fault(journal::FileOp::remove) : 0;
-      if (injected != 0) ec = std::error_code(injected, std::generic_category());
-      if (injected != 0 || (!std::filesystem::remove(file, ec) && ec)) {
-        *error = fmt::format(
-            "cannot remove {} while clearing the journal's torn tail: {}; paygate will not "
-            "start until it can",
-            file.string(), ec.message());
-        return false;
-      }
-      torn_file_deleted = torn_file_deleted || file == report.file;
-    }
-    if (!torn_file_deleted && !clear_range(report.file, report.offset, report.clear_to, error)) {
-      return false;
-    }
-    if (!report.delete_files.empty() && !sync_directory(config_.dir, error)) return false;
-  }
-  // The last segment that still exists, and where its records end.
-  for (auto it = report.segments.rbegin(); it != report.segments.rend(); ++it) {
-    if (std::filesystem::exists(it->file)) {
-      at.file = it->file;
-      at.offset = it->end_offset;
-      break;
-    }
-  }
-
-  journal::WriterOptions options{.dir = config_.dir,
-                                 .identity = identity,
-                                 .segment_bytes = config_.journal_segment_bytes,
-                                 .staging_bytes = config_.group_commit_bytes_max,
-                                 .durable_event = &wake_,
-                                 .thread_nice = config_.thread_nice,
-                                 .sync_gap_ns = config_.journal_sync_gap_ns,
-                                 .sync_gap_commands = config_.journal_sync_gap_commands,
-                                 .sync_gap_quiet_ns = config_.journal_sync_gap_quiet_ns,
-                                 .fault = config_.journal_fault};
-  journal_ = journal::Writer::open(options, at, error);
-  if (!journal_) return false;
-
-  // Refusals the replay made again were logged when they happened.
-  refusals_logged_ = ledger_->key_capacity_refusals();
-  stats_.key_capacity_refusals.store(refusals_logged_, std::memory_order_relaxed);
-  sequencer_ =
-      std::make_unique<Sequencer>(*clock_, at.next_sequence, ledger_->last_stamp().timestamp_ns);
-  opened_at_ns_ = sequencer_->now();
-  recovery_.next_sequence = at.next_sequence;
-  recovery_.seconds = seconds_since(started);
-  const InvariantReport invariants = ledger_->check_invariants();
-  if (!invariants.ok) {
-    *error = "invariant broken after recovery: " + invariants.failure;
-    return false;
-  }
-  PG_LOG_INFO(
-      "event=recovered group={} snapshot_sequence={} records={} commands={} next_sequence={} "
-      "seconds={:.3f}",
-      config_.ledger.prefix.group, recovery_.snapshot_sequence, recovery_.records_replayed,
-      recovery_.commands_replayed, recovery_.next_sequence, recovery_.seconds);
-  return true;
 }
 
 // ---------------------------------------------------------------------------
@@ -673,7 +475,8 @@ void Group::publish_clock_stats() noexcept {
   if (jumps == stats_.clock_jumps.load(std::memory_order_relaxed)) return;
   stats_.clock_jumps.store(jumps, std::memory_order_relaxed);
   PG_LOG_WARN(
-      "event=clock_jump group={} wall_minus_command_ms={} message=\"the wall clock stepped; command time "
+      "event=clock_jump group={} wall_minus_command_ms={} message=\"the wall clock stepped; "
+      "command time "
       "follows the time that passes and moves toward it at {}% of that\"",
       config_.ledger.prefix.group, -offset / 1'000'000, 100 / Sequencer::kSlewDivisor);
 }
@@ -703,7 +506,8 @@ void Group::publish_key_stats() noexcept {
       config_.ledger.prefix.group, refusals - refusals_logged_, ledger_->idempotency_records(),
       config_.ledger.idempotency_keys_max, ledger_->signature_records(),
       config_.ledger.signature_capacity(),
-      (std::max(client_room, signature_room) - std::min(now, std::max(client_room, signature_room))) /
+      (std::max(client_room, signature_room) -
+       std::min(now, std::max(client_room, signature_room))) /
           kNanosPerSecond);
   refusals_logged_ = refusals;
   refusals_logged_at_ns_ = steady;

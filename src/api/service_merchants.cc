@@ -1,0 +1,65 @@
+// Routes of merchants (operators): onboarding, reading, key rotation. The registry
+// keeps them (merchants.h), not a ledger.
+#include "api/service.h"
+
+#include "api/render.h"
+#include "api/service_internal.h"
+#include "base/hash.h"
+
+namespace paygate::api {
+
+using detail::decoder;
+
+bool Service::create_merchant(Exchange& ex) {
+  if (!ex.principal_.is_operator) return fail(ex, ResultCode::operator_only, "operators only");
+  MerchantCreate request;
+  const Problem problem = decoder().merchant_create(ex.view_.body, &request);
+  if (!problem.ok()) return fail_problem(ex, problem);
+  StoredReply reply;
+  std::string error;
+  const u64 content = Hasher{}.add_bytes(ex.view_.body).add(1).value();
+  const ResultCode code = merchants_.create(
+      request, ex.key_, content,
+      [](const Merchant& m) {
+        StoredReply r{.content_hash = 0, .status = 201, .body = {}};
+        render_merchant(r.body, m, true);
+        return r;
+      },
+      &reply, &error);
+  if (code == ResultCode::invalid_field) return fail(ex, code, "region is not this deployment's");
+  if (code != ResultCode::ok) return fail(ex, code, error.empty() ? name(code) : error);
+  ex.reply.body = reply.body;
+  return finish(ex, reply.status);
+}
+
+bool Service::get_merchant(Exchange& ex) {
+  const MerchantRef merchant = merchants_.find(ex.path_id_);
+  if (merchant == nullptr || (!ex.principal_.is_operator &&
+                              !merchants_.can_see(ex.principal_.merchant->id, merchant->id))) {
+    return fail(ex, ResultCode::merchant_not_found, "no such merchant");
+  }
+  render_merchant(ex.reply.body, *merchant, false);
+  return finish(ex, 200);
+}
+
+bool Service::rotate_key(Exchange& ex) {
+  if (!ex.principal_.is_operator) return fail(ex, ResultCode::operator_only, "operators only");
+  const Problem problem = decoder().void_pending(ex.view_.body);  // {} or nothing
+  if (!problem.ok()) return fail_problem(ex, problem);
+  StoredReply reply;
+  std::string error;
+  const u64 content = Hasher{}.add(ex.path_id_).add(2).value();
+  const ResultCode code = merchants_.rotate_key(
+      ex.path_id_, ex.key_, content,
+      [](const Merchant& m) {
+        StoredReply r{.content_hash = 0, .status = 201, .body = {}};
+        render_merchant(r.body, m, true);
+        return r;
+      },
+      &reply, &error);
+  if (code != ResultCode::ok) return fail(ex, code, error.empty() ? name(code) : error);
+  ex.reply.body = reply.body;
+  return finish(ex, reply.status);
+}
+
+}  // namespace paygate::api

@@ -1,0 +1,31 @@
+// What is not a resource: the owner index filled at start, and the metrics page.
+#include "api/service.h"
+
+#include "api/metrics.h"
+
+namespace paygate::api {
+
+void Service::index_owners(Engine& engine, OwnerIndex& owners) {
+  for (u32 g = 0; g < engine.groups(); ++g) {
+    const Ledger& ledger = engine.group(g).ledger();
+    for (u64 serial = 1; serial <= ledger.account_count(); ++serial) {
+      const Account* account =
+          ledger.find_account(AccountId{make_id(ledger.config().prefix, serial)});
+      PG_ASSERT(account != nullptr);
+      owners.set(account->id.value, account->owner.value);
+    }
+  }
+}
+
+void Service::render_metrics_page(std::string& out) const {
+  render_metrics(MetricsSources{.engine = engine_.load(std::memory_order_acquire),
+                                .http = metrics_.get(),
+                                .replay_refusals = auth_.replay_cache_refusals(),
+                                .replay_entries = auth_.replay_cache_size(),
+                                .merchants = merchants_.size(),
+                                .binary_frames = binary_frames_.load(std::memory_order_relaxed),
+                                .ready = ready()},
+                 out);
+}
+
+}  // namespace paygate::api

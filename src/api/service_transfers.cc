@@ -1,0 +1,264 @@
+// Routes of transfers: making one (in one group, or carried between groups by
+// pipeline/carry.h), reading one, posting or voiding a hold.
+#include "api/service.h"
+
+#include <fmt/format.h>
+
+#include "api/http_status.h"
+#include "api/id_text.h"
+#include "api/render.h"
+#include "api/service_internal.h"
+
+namespace paygate::api {
+
+using detail::decoder;
+
+// Both accounts are the caller's to move (unknown ones are not), and in one group.
+ResultCode Service::check_transfer_accounts(const Exchange& ex, const TransferCreate& t) const {
+  // An id of another region or of a group beyond ours names nothing here.
+  Group* debit_group = engine().route(t.debit_account_id);
+  Group* credit_group = engine().route(t.credit_account_id);
+  if (debit_group == nullptr || !visible_account(ex, t.debit_account_id)) {
+    return ResultCode::debit_account_not_found;
+  }
+  if (credit_group == nullptr || !visible_account(ex, t.credit_account_id)) {
+    return ResultCode::credit_account_not_found;
+  }
+  if (debit_group != credit_group) {
+    return ResultCode::cross_group_transfer;
+  }
+  return ResultCode::ok;
+}
+
+// The ledger command for a transfer request (immediate or hold), with the
+// fingerprint of what the ledger does not keep.
+Command Service::transfer_command(const TransferCreate& t) {
+  const AccountId debit{t.debit_account_id}, credit{t.credit_account_id};
+  Command command = t.pending ? Command::make_hold(debit, credit, t.amount, t.currency, t.timeout_s)
+                              : Command::make_transfer(debit, credit, t.amount, t.currency);
+  command.with_extra_hash(t.extra_hash);
+  return command;  // by name, so it is built where the caller wants it
+}
+
+// Who may act on a hold the caller can see (docs/API.md, security model): posting
+// captures the debit account's money, so only its owner's side (or an operator) posts;
+// either side may void, which only gives the money back.
+ResultCode Service::may_act_on_hold(const Exchange& ex, const Transfer& hold, bool post) const {
+  if (!visible_transfer(ex, hold)) return ResultCode::transfer_not_found;
+  if (post && !visible_account(ex, hold.debit_account_id.value)) {
+    return ResultCode::post_not_allowed;
+  }
+  return ResultCode::ok;
+}
+
+bool Service::visible_transfer(const Exchange& ex, const Transfer& transfer) const {
+  return visible_account(ex, transfer.debit_account_id.value) ||
+         visible_account(ex, transfer.credit_account_id.value);
+}
+
+bool Service::create_transfer(Exchange& ex) {
+  TransferCreate& r = ex.transfer_;
+  if (ex.step_ == 0) {
+    const Problem problem = decoder().transfer_create(ex.view_.body, &r);
+    if (!problem.ok()) return fail_problem(ex, problem);
+    const ResultCode refused = check_transfer_accounts(ex, r);
+    const bool between_groups = refused == ResultCode::cross_group_transfer;
+    if (refused != ResultCode::ok && !between_groups) return fail(ex, refused, describe(refused));
+    ex.between_groups_ = between_groups;
+    ex.commands_.resize(1);
+    ex.results_.resize(1);
+    if (between_groups && r.pending) {
+      // A two-phase hold between groups stays in the debit account's group until it
+      // is posted; the credit account is checked now, so that a hold is not made for
+      // an account that could never take it.
+      ex.group_ = engine().route(r.credit_account_id);
+      Request request{.kind = RequestKind::lookup_account, .lookup_id = r.credit_account_id};
+      request.account_out = &ex.account_;
+      request.completion = &ex;
+      return submit(ex, request, /*last_step=*/false);
+    }
+    return submit_transfer(ex, /*last_step=*/!between_groups);
+  }
+  if (ex.between_groups_) return transfer_between_groups(ex);
+  const CommandResult result = ex.results_[0];
+  if (!result.ok()) return fail(ex, result.code, describe(result.code));
+  render_new_transfer(ex.reply.body, result.id, r);
+  return finish(ex, 201);
+}
+
+// The ledger command of a transfer request, in the debit account's group. An
+// immediate one between groups is carried from there (its hold, the credit, the
+// settlement).
+bool Service::submit_transfer(Exchange& ex, bool last_step) {
+  const TransferCreate& r = ex.transfer_;
+  ex.group_ = engine().route(r.debit_account_id);
+  Command command = transfer_command(r).with_key(ex.key_, ex.key_lane_);
+  if (ex.between_groups_) command.flags |= kTransferBetweenGroups;
+  if (ex.between_groups_ && !r.pending) return start_carry(ex, command, /*last=*/true);
+  ex.commands_[0] = command;
+  return submit_one(ex, last_step);
+}
+
+// A transfer between groups after its first step. Immediate: carried (carry_step)
+// and answered here once done. Two-phase: the credit account was looked up (step 1),
+// then the hold made (step 2), to be carried when it is posted (pending_action).
+bool Service::transfer_between_groups(Exchange& ex) {
+  const TransferCreate& r = ex.transfer_;
+  if (r.pending) {
+    if (ex.step_ == 1) {
+      const Account& credit = ex.account_;
+      if (!ex.outcome_.found || (credit.flags & kAccountClearing) != 0) {
+        return fail(ex, ResultCode::credit_account_not_found,
+                    describe(ResultCode::credit_account_not_found));
+      }
+      if (credit.currency != r.currency) {
+        return fail(ex, ResultCode::currency_mismatch, describe(ResultCode::currency_mismatch));
+      }
+      return submit_transfer(ex, /*last_step=*/true);
+    }
+    const CommandResult result = ex.results_[0];
+    if (!result.ok()) return fail(ex, result.code, describe(result.code));
+    render_new_transfer(ex.reply.body, result.id, r, /*between_groups=*/true);
+    return finish(ex, 201);
+  }
+  if (const std::optional<bool> failed = fail_carried(ex)) return *failed;
+  render_new_transfer(ex.reply.body, ex.carry_.carried()[0].hold.value, r, /*between_groups=*/true);
+  return finish(ex, 201);
+}
+
+// Starts carrying a transfer between groups from the command that numbers its hold
+// (pipeline/carry.h): that command (keyed, so that a retry finds the same hold), the
+// hold looked up, the credit, the settlement. `last`: the request has nothing after it.
+bool Service::start_carry(Exchange& ex, const Command& number, bool last) {
+  const u64 debit = number.kind == CommandKind::transfer ? number.transfer.debit_account_id.value
+                                                         : number.pending.transfer_id.value;
+  ex.carry_.begin(engine(), id_prefix(debit).group, number);
+  ex.carrying_ = true;
+  ex.carry_last_ = last;
+  const std::optional<bool> answered = carry_step(ex);
+  PG_ASSERT(answered.has_value());  // its first step is submitted, or refused and answered
+  return *answered;
+}
+
+// Submits the carry's next step: false while one is on its way, true when the request
+// was answered (its first step refused at the door), nothing once the carry is done
+// (the route then answers from ex.carry_). A later step a group refuses at the door
+// ends the carry with that status; the hold stays, and the finisher takes it on.
+std::optional<bool> Service::carry_step(Exchange& ex) {
+  using Stage = CarryBetweenGroups::Stage;
+  while (!ex.carry_.done()) {
+    ex.group_ = &ex.carry_.group();
+    const bool last = ex.carry_last_ && ex.carry_.stage() == Stage::settle;
+    // The first step carries the request's key, and may need its claim (submit).
+    if (ex.carry_.stage() == Stage::number) return submit(ex, ex.carry_.request(&ex), last);
+    ex.last_step_ = last;
+    const ResultCode code = ex.group_->submit(ex.carry_.request(&ex));
+    if (code == ResultCode::ok) return false;
+    Outcome refused;
+    refused.status = code;
+    ex.carry_.on_done(refused);
+  }
+  ex.carrying_ = false;
+  return std::nullopt;
+}
+
+// A carry that did not end in its transfer posted: answered here (true). Nothing when
+// it was posted, for the route to answer.
+std::optional<bool> Service::fail_carried(Exchange& ex) {
+  const CarryBetweenGroups& carry = ex.carry_;
+  const CarryBetweenGroups::Carried& carried = carry.carried()[0];
+  if (carry.status() != ResultCode::ok) {
+    if (!carried.numbered) {
+      return fail(ex, carry.status(),
+                  "the transfer could not be made durable; its outcome is unknown, retry with "
+                  "the same Idempotency-Key");
+    }
+    return fail(ex, carry.status(),
+                fmt::format("the transfer between groups {} was made but could not be finished "
+                            "now; its money stays held, the engine finishes it shortly, and a "
+                            "retry with the same Idempotency-Key answers its outcome",
+                            id_text(IdKind::transfer, carried.hold.value)));
+  }
+  switch (carried.code) {
+    case ResultCode::ok:
+      return std::nullopt;
+    case ResultCode::internal_error:
+      return fail(ex, carried.code,
+                  "the transfer between groups could not be settled (a fault of the gateway, "
+                  "logged); the money stays held, the engine settles it shortly, and a retry "
+                  "with the same Idempotency-Key answers its outcome");
+    case ResultCode::outcome_expired:
+      return fail(ex, carried.code, describe(carried.code));
+    default:
+      if (!carried.numbered) return fail(ex, carried.code, describe(carried.code));
+      return fail(
+          ex, carried.code,
+          fmt::format("the other group refused the credit ({}); the transfer {} "
+                      "was voided and the money released",
+                      describe(carried.code), id_text(IdKind::transfer, carried.hold.value)));
+  }
+}
+
+bool Service::get_transfer(Exchange& ex) {
+  if (ex.step_ == 0) {
+    ex.transfers_.resize(1);
+    Request request{.kind = RequestKind::lookup_transfer, .lookup_id = ex.path_id_};
+    request.transfer_out = ex.transfers_.data();
+    request.completion = &ex;
+    return submit(ex, request);
+  }
+  if (!ex.outcome_.found || !visible_transfer(ex, ex.transfers_[0])) {
+    return fail(ex, ResultCode::transfer_not_found, "no such transfer");
+  }
+  render_transfer(ex.reply.body, ex.transfers_[0]);
+  return finish(ex, 200);
+}
+
+// Post or void: look the hold up (is it yours? what does it hold?), then act.
+bool Service::pending_action(Exchange& ex) {
+  const bool post = ex.route_ == Route::transfers_post;
+  if (ex.step_ == 0) {
+    const Problem problem = post ? decoder().post_pending(ex.view_.body, &ex.pending_)
+                                 : decoder().void_pending(ex.view_.body);
+    if (!problem.ok()) return fail_problem(ex, problem);
+    if (!post) ex.pending_ = PendingAction{};
+    ex.transfers_.resize(1);
+    Request request{.kind = RequestKind::lookup_transfer, .lookup_id = ex.path_id_};
+    request.transfer_out = ex.transfers_.data();
+    request.completion = &ex;
+    return submit(ex, request, /*last_step=*/false);
+  }
+  const Transfer& hold = ex.transfers_[0];
+  const u64 posted_amount = ex.pending_.amount != 0 ? ex.pending_.amount : hold.amount;
+  if (ex.step_ == 1) {
+    if (!ex.outcome_.found) return fail(ex, ResultCode::transfer_not_found, "no such transfer");
+    if (const ResultCode refused = may_act_on_hold(ex, hold, post); refused != ResultCode::ok) {
+      return fail(ex, refused, describe(refused));
+    }
+    ex.commands_.resize(1);
+    ex.results_.resize(1);
+    const TransferId id{ex.path_id_};
+    // Posting a hold between groups carries the credit to the other group (voiding
+    // one is local, like any other).
+    ex.between_groups_ = post && hold.between_groups();
+    if (ex.between_groups_) {
+      ex.group_ = engine().route(ex.path_id_);
+      return start_carry(
+          ex,
+          Command::make_post_between_groups(id, ex.pending_.amount).with_key(ex.key_, ex.key_lane_),
+          /*last=*/true);
+    }
+    ex.commands_[0] = (post ? Command::make_post(id, ex.pending_.amount) : Command::make_void(id))
+                          .with_key(ex.key_, ex.key_lane_);
+    return submit_one(ex);
+  }
+  if (ex.between_groups_) {
+    if (const std::optional<bool> failed = fail_carried(ex)) return *failed;
+  } else if (const CommandResult result = ex.results_[0]; !result.ok()) {
+    return fail(ex, result.code, describe(result.code));
+  }
+  render_closed_hold(ex.reply.body, hold, post, posted_amount);
+  return finish(ex, 200);
+}
+
+}  // namespace paygate::api

@@ -1,0 +1,429 @@
+// The ledger's state as a whole, apart from applying commands (ledger.cc): its digest,
+// saving and loading it (a snapshot's content, docs/SNAPSHOT.md), and checking every
+// invariant from scratch. None of it is on the hot path; all of it reads the same
+// members, so it lives with the class.
+#include <algorithm>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "ledger/ledger.h"
+
+namespace paygate {
+
+// ---------------------------------------------------------------------------
+// Digest and invariants
+
+namespace {
+
+void hash_transfer(Hasher& hasher, const Transfer& t) {
+  hasher.add(t.id.value)
+      .add(t.debit_account_id.value)
+      .add(t.credit_account_id.value)
+      .add(t.amount)
+      .add(t.posted_amount)
+      .add(t.created_at_ns)
+      .add(t.expires_at_ns)
+      .add(t.currency.code)
+      .add(static_cast<u64>(t.status))
+      .add(t.flags)
+      .add(static_cast<u64>(t.refused));
+}
+
+}  // namespace
+
+u64 Ledger::state_digest() const {
+  Hasher hasher;
+  hasher.add(prefix_bits_).add(last_stamp_.sequence).add(last_stamp_.timestamp_ns);
+  hasher.add(account_count_).add(next_transfer_serial_);
+  for (u32 i = 0; i < account_count_; ++i) {
+    const Account& a = accounts_[i];
+    hasher.add(a.id.value)
+        .add(a.owner.value)
+        .add(a.debits_pending)
+        .add(a.debits_posted)
+        .add(a.credits_pending)
+        .add(a.credits_posted)
+        .add(a.updated_seq)
+        .add(a.currency.code)
+        .add(static_cast<u64>(a.kind))
+        .add(a.flags)
+        .add(a.clearing_group);
+  }
+
+  const std::size_t open = sorted_pending_ids();
+  hasher.add(open);
+  for (std::size_t i = 0; i < open; ++i) {
+    hash_transfer(hasher, pending_[*pending_index_.find(digest_scratch_[i])]);
+  }
+
+  const u64 window = recent_mask_ + 1;
+  const u64 first = next_transfer_serial_ > window ? next_transfer_serial_ - window : 1;
+  for (u64 serial = first; serial < next_transfer_serial_; ++serial) {
+    hash_transfer(hasher, recent_[serial & recent_mask_]);
+  }
+
+  const auto hash_record = [&](const IdempotencyRecord& r) {
+    hasher.add(r.key.lo)
+        .add(r.key.hi)
+        .add(r.content_hash)
+        .add(r.created_at_ns)
+        .add(r.result_id)
+        .add(r.first_account_id)
+        .add(static_cast<u64>(r.code))
+        .add(r.failed_index)
+        .add(r.channel_number);
+  };
+  idempotency_.for_each_live(last_stamp_.timestamp_ns, hash_record);
+  hasher.add(u64{0x5349474E});  // "SIGN": where one table ends and the other begins
+  signatures_.for_each_live(last_stamp_.timestamp_ns, hash_record);
+  channels_.hash_into(hasher);
+  return hasher.value();
+}
+
+std::size_t Ledger::sorted_pending_ids() const noexcept {
+  std::size_t open = 0;
+  pending_index_.for_each([&](u64 id, u32) { digest_scratch_[open++] = id; });
+  std::sort(digest_scratch_.data(), digest_scratch_.data() + open);
+  return open;
+}
+
+// ---------------------------------------------------------------------------
+// Save and load (the layout is in docs/SNAPSHOT.md)
+
+namespace {
+
+// 2: transfers between groups (channels, clearing accounts). 3: the table of
+// signatures (KeyLane::signature) and its configuration. Version 2 states are still
+// read (their signature table is empty); version 1 states are refused, and
+// docs/SNAPSHOT.md says what recovery then does.
+constexpr u64 kStateMagic = tag8("PGLEDGR3");
+constexpr u64 kStateMagicV2 = tag8("PGLEDGR2");
+constexpr u64 kStateEndMagic = tag8("PGLEDEND");
+
+struct SavedConfig {
+  u32 region, group;
+  u32 accounts_max, pending_max, recent_transfers_max, idempotency_keys_max;
+  u64 idempotency_window_ns;
+
+  static SavedConfig of(const LedgerConfig& c) {
+    return {c.prefix.region,        c.prefix.group,         c.accounts_max,         c.pending_max,
+            c.recent_transfers_max, c.idempotency_keys_max, c.idempotency_window_ns};
+  }
+  bool operator==(const SavedConfig&) const = default;
+};
+static_assert(sizeof(SavedConfig) == 32);
+
+// Version 3: after SavedConfig.
+struct SavedSignatureConfig {
+  u32 signature_keys_max;
+  u32 reserved;
+  u64 signature_window_ns;
+
+  static SavedSignatureConfig of(const LedgerConfig& c) {
+    return {c.signature_capacity(), 0, c.signature_window_ns};
+  }
+  bool operator==(const SavedSignatureConfig&) const = default;
+};
+static_assert(sizeof(SavedSignatureConfig) == 16);
+
+template <typename T>
+void put(StateSink& sink, const T& value) noexcept {
+  static_assert(std::is_trivially_copyable_v<T>);
+  sink.write(&value, sizeof value);
+}
+
+template <typename T>
+bool get(StateSource& source, T* value) noexcept {
+  static_assert(std::is_trivially_copyable_v<T>);
+  return source.read(value, sizeof *value);
+}
+
+}  // namespace
+
+void Ledger::save(StateSink& sink) const noexcept {
+  put(sink, kStateMagic);
+  put(sink, SavedConfig::of(config_));
+  put(sink, SavedSignatureConfig::of(config_));
+  put(sink, last_stamp_);
+  put(sink, u64{account_count_});
+  sink.write(accounts_.data(), sizeof(Account) * account_count_);
+  put(sink, next_transfer_serial_);
+
+  const std::size_t open = sorted_pending_ids();
+  put(sink, u64{open});
+  for (std::size_t i = 0; i < open; ++i)
+    put(sink, pending_[*pending_index_.find(digest_scratch_[i])]);
+
+  const u64 window = recent_mask_ + 1;
+  const u64 first = next_transfer_serial_ > window ? next_transfer_serial_ - window : 1;
+  put(sink, next_transfer_serial_ - first);
+  for (u64 serial = first; serial < next_transfer_serial_; ++serial) {
+    put(sink, recent_[serial & recent_mask_]);
+  }
+
+  for (const IdempotencyWindow* keys : {&idempotency_, &signatures_}) {
+    u64 live = 0;
+    keys->for_each_live(last_stamp_.timestamp_ns, [&](const IdempotencyRecord&) { ++live; });
+    put(sink, live);
+    keys->for_each_live(last_stamp_.timestamp_ns,
+                        [&](const IdempotencyRecord& record) { put(sink, record); });
+  }
+
+  // Channels: those of groups that have used one (a state may be loaded by a ledger
+  // configured with more groups).
+  u32 channel_groups = 0;
+  for (u32 g = 0; g < channels_.groups(); ++g) {
+    const GroupChannels::Outbound& out = channels_.outbound()[g];
+    bool used = out.next != 0;
+    for (u32 i = 0; i < kChannelWindow && !used; ++i)
+      used = channels_.inbound()[std::size_t{g} * kChannelWindow + i].used != 0;
+    if (used) channel_groups = g + 1;
+  }
+  put(sink, u64{channel_groups});
+  sink.write(channels_.outbound().data(), sizeof(GroupChannels::Outbound) * channel_groups);
+  sink.write(channels_.outbound_open().data(), sizeof(u64) * kChannelWindow * channel_groups);
+  sink.write(channels_.inbound().data(),
+             sizeof(GroupChannels::Inbound) * kChannelWindow * channel_groups);
+  put(sink, kStateEndMagic);
+}
+
+bool Ledger::load(StateSource& source, std::string* error) {
+  PG_ASSERT(last_stamp_.sequence == 0 && account_count_ == 0 && next_transfer_serial_ == 1);
+  const auto fail = [&](std::string why) {
+    *error = std::move(why);
+    return false;
+  };
+  u64 magic = 0;
+  if (!get(source, &magic) || (magic != kStateMagic && magic != kStateMagicV2)) {
+    return fail("not a ledger state (bad magic)");
+  }
+  const bool has_signatures = magic == kStateMagic;
+  SavedConfig saved{};
+  if (!get(source, &saved)) return fail("truncated configuration");
+  if (!(saved == SavedConfig::of(config_))) {
+    return fail(fmt::format(
+        "saved with a different configuration (group {}.{}, accounts_max {}, pending_max {}, "
+        "recent_transfers_max {}, idempotency_keys_max {}, window {} ns)",
+        saved.region, saved.group, saved.accounts_max, saved.pending_max,
+        saved.recent_transfers_max, saved.idempotency_keys_max, saved.idempotency_window_ns));
+  }
+  if (has_signatures) {
+    SavedSignatureConfig saved_signatures{};
+    if (!get(source, &saved_signatures)) return fail("truncated configuration");
+    if (!(saved_signatures == SavedSignatureConfig::of(config_))) {
+      return fail(fmt::format(
+          "saved with a different configuration (signature_keys_max {}, signature window {} ns)",
+          saved_signatures.signature_keys_max, saved_signatures.signature_window_ns));
+    }
+  }
+  if (!get(source, &last_stamp_)) return fail("truncated stamp");
+
+  u64 accounts = 0;
+  if (!get(source, &accounts) || accounts > config_.accounts_max) return fail("bad account count");
+  if (!source.read(accounts_.data(), sizeof(Account) * accounts)) return fail("truncated accounts");
+  account_count_ = static_cast<u32>(accounts);
+  if (!get(source, &next_transfer_serial_) || next_transfer_serial_ == 0 ||
+      next_transfer_serial_ > kSerialMax + 1) {
+    return fail("bad transfer serial");
+  }
+
+  u64 open = 0;
+  if (!get(source, &open) || open > config_.pending_max) return fail("bad hold count");
+  std::vector<std::pair<std::pair<u64, u64>, u32>> expiring;  // ((expires, id), slot)
+  for (u64 i = 0; i < open; ++i) {
+    Transfer hold{};
+    if (!get(source, &hold)) return fail("truncated holds");
+    if (hold.status != TransferStatus::pending || !issued_here(hold.id.value) ||
+        pending_slot(hold.id) != nullptr) {
+      return fail(fmt::format("bad hold {}", hold.id.value));
+    }
+    const u32 slot = free_slots_[--free_top_];
+    pending_[slot] = hold;
+    pending_index_.insert(hold.id.value, slot);
+    if (hold.expires_at_ns != 0) expiring.push_back({{hold.expires_at_ns, hold.id.value}, slot});
+  }
+  // Lanes need their holds in expiry order; the timeout is what separates lanes.
+  std::sort(expiring.begin(), expiring.end());
+  for (const auto& [key, slot] : expiring) {
+    const Transfer& hold = pending_[slot];
+    const u64 timeout_ns = hold.expires_at_ns - hold.created_at_ns;
+    if (hold.expires_at_ns <= hold.created_at_ns || timeout_ns % kNanosPerSecond != 0 ||
+        timeout_ns / kNanosPerSecond > ~u32{0}) {
+      return fail(fmt::format("bad timeout on hold {}", hold.id.value));
+    }
+    expiry_.push(slot, hold.expires_at_ns, hold.id.value,
+                 static_cast<u32>(timeout_ns / kNanosPerSecond));
+  }
+
+  u64 recent = 0;
+  if (!get(source, &recent) || recent > recent_mask_ + 1 || recent >= next_transfer_serial_) {
+    return fail("bad recent count");
+  }
+  for (u64 serial = next_transfer_serial_ - recent; serial < next_transfer_serial_; ++serial) {
+    Transfer& slot = recent_[serial & recent_mask_];
+    if (!get(source, &slot) || slot.id.value != make_id(config_.prefix, serial)) {
+      return fail(fmt::format("bad recent transfer at serial {}", serial));
+    }
+  }
+
+  for (IdempotencyWindow* window : {&idempotency_, &signatures_}) {
+    if (window == &signatures_ && !has_signatures) break;
+    u64 records = 0;
+    if (!get(source, &records) || records > window->capacity()) {
+      return fail("bad idempotency count");
+    }
+    u64 previous_ns = 0;
+    for (u64 i = 0; i < records; ++i) {
+      IdempotencyRecord record{};
+      if (!get(source, &record) || record.key.empty() || record.created_at_ns < previous_ns ||
+          record.created_at_ns > last_stamp_.timestamp_ns ||
+          last_stamp_.timestamp_ns - record.created_at_ns >= window->window_ns() ||
+          window->find(record.key, record.created_at_ns) != nullptr) {
+        return fail("bad idempotency record");
+      }
+      previous_ns = record.created_at_ns;
+      window->insert(record);
+    }
+  }
+
+  u64 channel_groups = 0;
+  if (!get(source, &channel_groups) || channel_groups > channels_.groups()) {
+    return fail(fmt::format("state has channels to {} groups; this ledger is configured for {}",
+                            channel_groups, channels_.groups()));
+  }
+  if (!source.read(channels_.outbound().data(), sizeof(GroupChannels::Outbound) * channel_groups) ||
+      !source.read(channels_.outbound_open().data(),
+                   sizeof(u64) * kChannelWindow * channel_groups) ||
+      !source.read(channels_.inbound().data(),
+                   sizeof(GroupChannels::Inbound) * kChannelWindow * channel_groups)) {
+    return fail("truncated channels");
+  }
+  for (u32 i = 0; i < account_count_; ++i) {
+    const Account& account = accounts_[i];
+    if ((account.flags & kAccountClearing) == 0) continue;
+    const u64 key = clearing_key(account.clearing_group, account.currency);
+    if (clearing_index_.find(key) != nullptr || clearing_index_.size() == kClearingAccountsMax) {
+      return fail(fmt::format("bad clearing account {}", account.id.value));
+    }
+    clearing_index_.insert(key, i);
+  }
+  if (!get(source, &magic) || magic != kStateEndMagic) return fail("bad end marker");
+
+  const InvariantReport report = check_invariants();
+  if (!report.ok) return fail("invariant broken after load: " + report.failure);
+  return true;
+}
+
+InvariantReport Ledger::check_invariants() const {
+  InvariantReport report;
+  const auto fail = [&](std::string message) {
+    if (report.ok) {
+      report.ok = false;
+      report.failure = std::move(message);
+    }
+  };
+
+  // Per-account pending sums from the open holds themselves.
+  std::vector<u128> held_by(account_count_, 0);
+  std::vector<u128> incoming_for(account_count_, 0);
+  u128 held_total = 0;
+  u32 open = 0;
+  u32 with_timeout = 0;
+  u32 between_groups = 0;
+  pending_index_.for_each([&](u64 id, u32 slot) {
+    ++open;
+    const Transfer& hold = pending_[slot];
+    if (hold.id.value != id) return fail(fmt::format("pending slot {} holds id {}", slot, id));
+    if (hold.status != TransferStatus::pending) {
+      return fail(fmt::format("open hold {} has status {}", id, name(hold.status)));
+    }
+    if (hold.expires_at_ns != 0) {
+      ++with_timeout;
+      if (!expiry_.contains(slot)) fail(fmt::format("hold {} is not in the expiry queue", id));
+      if (hold.expires_at_ns <= last_stamp_.timestamp_ns) {
+        fail(fmt::format("hold {} is open after its expiry", id));
+      }
+    }
+    const Account* debit = account_at(hold.debit_account_id);
+    const Account* credit = credit_side(hold);
+    if (debit == nullptr || credit == nullptr) {
+      return fail(fmt::format("hold {} names an unknown account", id));
+    }
+    if (hold.posted_amount > hold.amount || (hold.posted_amount != 0 && !hold.on_channel())) {
+      fail(fmt::format("open hold {} has a posted amount", id));
+    }
+    if (hold.on_channel()) {
+      ++between_groups;
+      if (hold.expires_at_ns != 0) fail(fmt::format("hold {} on its channel can expire", id));
+    }
+    held_by[id_serial(debit->id.value) - 1] += hold.amount;
+    incoming_for[id_serial(credit->id.value) - 1] += hold.amount;
+    held_total += hold.amount;
+  });
+  if (open != pending_count()) fail("pending index size differs from the pool's use");
+  if (expiry_.size() != with_timeout) fail("expiry queue size differs from holds with timeouts");
+  if (!expiry_.consistent()) fail("expiry queue lanes, heap or index broken");
+
+  u128 debits_posted = 0, credits_posted = 0, debits_pending = 0, credits_pending = 0;
+  for (u32 i = 0; i < account_count_; ++i) {
+    const Account& a = accounts_[i];
+    if (a.id.value != make_id(config_.prefix, u64{i} + 1)) {
+      fail(fmt::format("account at index {} has id {}", i, a.id.value));
+    }
+    if (u128{a.debits_posted} + a.debits_pending > kAmountMax ||
+        u128{a.credits_posted} + a.credits_pending > kAmountMax) {
+      fail(fmt::format("account {} debits or credits above the limit", a.id.value));
+    }
+    if (a.restricted() && u128{a.debits_posted} + a.debits_pending > a.credits_posted) {
+      fail(fmt::format("restricted account {} below zero", a.id.value));
+    }
+    if (held_by[i] != a.debits_pending) {
+      fail(fmt::format("account {} debits_pending differs from its open holds", a.id.value));
+    }
+    if (incoming_for[i] != a.credits_pending) {
+      fail(fmt::format("account {} credits_pending differs from its open holds", a.id.value));
+    }
+    debits_posted += a.debits_posted;
+    credits_posted += a.credits_posted;
+    debits_pending += a.debits_pending;
+    credits_pending += a.credits_pending;
+  }
+  if (debits_posted != credits_posted) fail("total posted debits differ from posted credits");
+  if (debits_pending != credits_pending) fail("total pending debits differ from pending credits");
+  if (debits_pending != held_total) fail("held differs from the sum of open holds");
+  if (!idempotency_.consistent()) fail("idempotency window index broken");
+  if (!signatures_.consistent()) fail("signature window index broken");
+  if (idempotency_.size() > idempotency_.capacity() ||
+      signatures_.size() > signatures_.capacity()) {
+    fail("a key table holds more than its capacity");
+  }
+
+  // Every hold between groups is open on its channel, and every open channel number
+  // names such a hold.
+  if (!channels_.consistent()) fail("channel windows broken");
+  u32 unsettled = 0;
+  channels_.for_each_unsettled([&](u32 peer, u32 number, u64 id) {
+    ++unsettled;
+    const u32* slot = pending_slot(TransferId{id});
+    if (slot == nullptr || !pending_[*slot].on_channel() ||
+        id_prefix(pending_[*slot].credit_account_id.value).group != peer) {
+      fail(fmt::format("channel {} number {} names {}, no hold to that group", peer, number, id));
+    }
+  });
+  if (unsettled != between_groups) fail("holds on channels differ from the channels' count");
+  u32 clearing = 0;
+  for (u32 i = 0; i < account_count_; ++i) {
+    const Account& a = accounts_[i];
+    if ((a.flags & kAccountClearing) == 0) continue;
+    ++clearing;
+    const u32* index = clearing_index_.find(clearing_key(a.clearing_group, a.currency));
+    if (index == nullptr || *index != i || a.kind != AccountKind::system) {
+      fail(fmt::format("clearing account {} not indexed", a.id.value));
+    }
+  }
+  if (clearing != clearing_index_.size()) fail("clearing index names other accounts");
+  return report;
+}
+
+}  // namespace paygate
