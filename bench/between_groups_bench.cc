@@ -183,8 +183,9 @@ int run(const Options& options) {
                                      .recent_transfers_max = 1u << 16,
                                      .idempotency_keys_max = 1u << 10};
   config.group.snapshot_every_commands = 0;
-  std::string error;
-  auto engine = Engine::open(config, &error);
+  paygate::Result<std::unique_ptr<Engine>> opened = Engine::open(config);
+  auto engine = opened.ok() ? std::move(opened).value() : nullptr;
+  const std::string error = opened.status().to_string();
   if (!engine) {
     std::printf("between_groups_bench FAILED: %s\n", error.c_str());
     return 1;

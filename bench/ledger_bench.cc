@@ -68,7 +68,7 @@ u64 open_holds(const ReferenceLedger& ledger) {
   return ledger.open_hold_count();
 }
 bool invariants_hold(const Ledger& ledger) {
-  return ledger.check_invariants().ok;
+  return ledger.check_invariants().ok();
 }
 bool invariants_hold(const ReferenceLedger& ledger) {
   return ledger.broken_invariant().empty();

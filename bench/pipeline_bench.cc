@@ -308,6 +308,16 @@ GroupConfig group_config(const std::string& dir, u32 accounts) {
   return c;
 }
 
+// Group::open, with the reason in *error when it fails.
+std::unique_ptr<Group> open_group(const GroupConfig& config, std::string* error) {
+  Result<std::unique_ptr<Group>> opened = Group::open(config);
+  if (!opened.ok()) {
+    *error = opened.status().to_string();
+    return nullptr;
+  }
+  return std::move(opened).value();
+}
+
 // Submits commands in big batches and waits: setup, not measured.
 void apply_all(Group& group, std::vector<Command>& commands) {
   std::vector<CommandResult> results(kBatchMax);
@@ -354,7 +364,7 @@ int run(const Options& options) {
   std::string error;
   bool ok = true;
   {
-    auto group = Group::open(group_config(group_dir, options.accounts), &error);
+    auto group = open_group(group_config(group_dir, options.accounts), &error);
     if (!group) {
       std::printf("pipeline_bench FAILED: %s\n", error.c_str());
       return 1;
@@ -450,7 +460,7 @@ int run(const Options& options) {
   const std::string recovery_dir = options.dir + "/group-recovery";
   std::filesystem::remove_all(recovery_dir);
   {
-    auto group = Group::open(group_config(recovery_dir, 1000), &error);
+    auto group = open_group(group_config(recovery_dir, 1000), &error);
     group->start();
     const Accounts accounts = open_accounts(*group, 1000);
     std::vector<Command> commands(kBatchMax);
@@ -478,7 +488,7 @@ int run(const Options& options) {
   }
   {
     const u64 start = now_ns();
-    auto group = Group::open(group_config(recovery_dir, 1000), &error);
+    auto group = open_group(group_config(recovery_dir, 1000), &error);
     const double seconds = static_cast<double>(now_ns() - start) / 1e9;
     if (!group) {
       std::printf("pipeline_bench FAILED: recovery: %s\n", error.c_str());

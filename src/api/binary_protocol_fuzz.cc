@@ -38,6 +38,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     ledger->apply_batch(stamp, commands, results);
   }
   sequence += commands.size();
-  if (!ledger->check_invariants().ok) std::abort();
+  if (!ledger->check_invariants().ok()) std::abort();
   return 0;
 }

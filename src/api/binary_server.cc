@@ -298,12 +298,14 @@ BinaryServer::BinaryServer(Service& service, OwnerIndex& owners, std::string adm
 
 BinaryServer::~BinaryServer() = default;
 
-bool BinaryServer::listen(std::string* error) {
+Status BinaryServer::listen() {
   tcp::acceptor& acceptor = impl_->acceptor;
-  if (!open_listener(acceptor, config_.address, config_.port, error)) return false;
+  if (Status opened = open_listener(acceptor, config_.address, config_.port); !opened.ok()) {
+    return opened;
+  }
   port_ = acceptor.local_endpoint().port();
   impl_->accept();
-  return true;
+  return Status::success();
 }
 
 void BinaryServer::close() {

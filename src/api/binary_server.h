@@ -11,6 +11,7 @@
 #include "api/http_server.h"
 #include "api/owner_index.h"
 #include "api/service.h"
+#include "base/status.h"
 
 namespace paygate::api {
 
@@ -29,7 +30,7 @@ class BinaryServer {
                IoRuntime& runtime);
   ~BinaryServer();
 
-  bool listen(std::string* error);
+  Status listen();
   u16 port() const noexcept { return port_; }
   void close();
   u64 in_flight() const noexcept { return in_flight_->load(std::memory_order_acquire); }

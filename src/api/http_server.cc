@@ -459,12 +459,14 @@ HttpServer::HttpServer(Service& service, HttpConfig config, IoRuntime& runtime)
 
 HttpServer::~HttpServer() = default;
 
-bool HttpServer::listen(std::string* error) {
+Status HttpServer::listen() {
   tcp::acceptor& acceptor = impl_->acceptor;
-  if (!open_listener(acceptor, config_.address, config_.port, error)) return false;
+  if (Status opened = open_listener(acceptor, config_.address, config_.port); !opened.ok()) {
+    return opened;
+  }
   port_ = acceptor.local_endpoint().port();
   impl_->accept(service_, config_, in_flight_);
-  return true;
+  return Status::success();
 }
 
 void HttpServer::close() {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "api/service.h"
+#include "base/status.h"
 #include "base/types.h"
 
 namespace boost::asio {
@@ -46,7 +47,7 @@ class HttpServer {
   ~HttpServer();
 
   // Binds and starts accepting; false with `error` if the address cannot be bound.
-  bool listen(std::string* error);
+  Status listen();
   u16 port() const noexcept { return port_; }
   // Stops accepting new connections (those open carry on until answered).
   void close();

@@ -34,12 +34,11 @@ bool TokenBucket::take(u64 now_ns, double rate_per_s, double burst, u32* retry_a
   return false;
 }
 
-std::unique_ptr<MerchantRegistry> MerchantRegistry::open(const std::filesystem::path& file,
-                                                         u32 region, u32 groups,
-                                                         std::string* error) {
+Result<std::unique_ptr<MerchantRegistry>> MerchantRegistry::open(const std::filesystem::path& file,
+                                                                 u32 region, u32 groups) {
   PG_ASSERT(groups >= 1 && groups <= kGroupMax + 1 && region <= kRegionMax);
   std::unique_ptr<MerchantRegistry> registry(new MerchantRegistry(file, region, groups));
-  if (!registry->load(error)) return nullptr;
+  if (Status loaded = registry->load(); !loaded.ok()) return loaded;
   return registry;
 }
 
@@ -94,7 +93,7 @@ void MerchantRegistry::index(MerchantRef merchant) {
 
 ResultCode MerchantRegistry::create(const MerchantCreate& request, const IdempotencyKey& key,
                                     u64 content_hash, const Render& render, StoredReply* reply,
-                                    std::string* error) {
+                                    Status* failure) {
   std::unique_lock lock(mutex_);
   ResultCode code = ResultCode::ok;
   if (replay(key, content_hash, reply, &code)) return code;
@@ -124,7 +123,8 @@ ResultCode MerchantRegistry::create(const MerchantCreate& request, const Idempot
   ++next_serial_;
   if (request.parent_id == 0) ++top_level_count_;
   if (!key.empty()) replies_[key] = *reply;
-  if (!save(error)) {
+  if (Status saved = save(); !saved.ok()) {
+    *failure = std::move(saved);
     by_id_.erase(merchant->id);
     by_key_.erase(merchant->key_id);
     --next_serial_;
@@ -136,8 +136,7 @@ ResultCode MerchantRegistry::create(const MerchantCreate& request, const Idempot
 }
 
 ResultCode MerchantRegistry::rotate_key(u64 id, const IdempotencyKey& key, u64 content_hash,
-                                        const Render& render, StoredReply* reply,
-                                        std::string* error) {
+                                        const Render& render, StoredReply* reply, Status* failure) {
   std::unique_lock lock(mutex_);
   ResultCode code = ResultCode::ok;
   if (replay(key, content_hash, reply, &code)) return code;
@@ -153,7 +152,8 @@ ResultCode MerchantRegistry::rotate_key(u64 id, const IdempotencyKey& key, u64 c
   by_key_.erase(old->key_id);
   index(rotated);
   if (!key.empty()) replies_[key] = *reply;
-  if (!save(error)) {
+  if (Status saved = save(); !saved.ok()) {
+    *failure = std::move(saved);
     by_key_.erase(rotated->key_id);
     index(old);
     if (!key.empty()) replies_.erase(key);
@@ -162,7 +162,7 @@ ResultCode MerchantRegistry::rotate_key(u64 id, const IdempotencyKey& key, u64 c
   return ResultCode::ok;
 }
 
-bool MerchantRegistry::save(std::string* error) const {
+Status MerchantRegistry::save() const {
   std::string text;
   JsonWriter json(text);
   json.begin_object().key("version").number(1);
@@ -200,19 +200,18 @@ bool MerchantRegistry::save(std::string* error) const {
   }
   json.end_array().end_object();
   text += '\n';
-  return write_file_durably(file_, text, 0600, error);
+  return write_file_durably(file_, text, 0600);
 }
 
-bool MerchantRegistry::load(std::string* error) {
-  std::string read_error;
-  const auto text = read_file(file_, &read_error);
-  if (!text) {
-    if (!read_error.empty()) *error = read_error;
-    return read_error.empty();  // no file yet: no merchants
+Status MerchantRegistry::load() {
+  const Result<std::string> read = read_file(file_);
+  if (!read.ok()) {
+    // No file yet: no merchants.
+    return read.status().code() == StatusCode::not_found ? Status::success() : read.status();
   }
+  const std::string* text = &read.value();
   const auto fail = [&](std::string_view what) {
-    *error = fmt::format("{}: {}", file_.string(), what);
-    return false;
+    return Status::corruption(fmt::format("{}: {}", file_.string(), what));
   };
   simdjson::dom::parser parser;
   simdjson::dom::element root;
@@ -237,8 +236,9 @@ bool MerchantRegistry::load(std::string* error) {
       return fail("a merchant entry is malformed");
     }
     if (group >= groups_) {
-      return fail(fmt::format("merchant {} is in group {}, but only {} groups are configured",
-                              id_text(IdKind::merchant, m->id), group, groups_));
+      return Status::invalid_config(
+          fmt::format("{}: merchant {} is in group {}, but only {} groups are configured",
+                      file_.string(), id_text(IdKind::merchant, m->id), group, groups_));
     }
     m->name = name;
     m->key_id = key_id;
@@ -261,7 +261,7 @@ bool MerchantRegistry::load(std::string* error) {
     stored.body = body;
     replies_[key] = std::move(stored);
   }
-  return true;
+  return Status::success();
 }
 
 }  // namespace paygate::api

@@ -22,6 +22,7 @@
 
 #include "api/request_decoder.h"
 #include "base/result_code.h"
+#include "base/status.h"
 #include "base/types.h"
 #include "ledger/command.h"
 
@@ -66,8 +67,8 @@ class MerchantRegistry {
  public:
   // Loads the file if it exists. `groups` is the number of groups merchants are spread
   // over; merchants already placed in a group beyond it refuse the open.
-  static std::unique_ptr<MerchantRegistry> open(const std::filesystem::path& file, u32 region,
-                                                u32 groups, std::string* error);
+  static Result<std::unique_ptr<MerchantRegistry>> open(const std::filesystem::path& file,
+                                                        u32 region, u32 groups);
 
   MerchantRef find(u64 id) const;
   MerchantRef find_by_key(std::string_view key_id) const;
@@ -78,19 +79,20 @@ class MerchantRegistry {
   // Creates a merchant: sub-merchants join their parent's group (so a family's
   // accounts can move money among themselves), others are spread round-robin. The
   // reply is rendered by `render` and stored under `key` (if not empty) in the same
-  // durable write. Returns merchant_not_found for an unknown parent.
+  // durable write. Returns merchant_not_found for an unknown parent, or not_durable
+  // with *failure saying why the write failed (then nothing changed).
   using Render = std::function<StoredReply(const Merchant&)>;
   ResultCode create(const MerchantCreate& request, const IdempotencyKey& key, u64 content_hash,
-                    const Render& render, StoredReply* reply, std::string* error);
+                    const Render& render, StoredReply* reply, Status* failure);
   // New key id and secret; the old key stops working at once.
   ResultCode rotate_key(u64 id, const IdempotencyKey& key, u64 content_hash, const Render& render,
-                        StoredReply* reply, std::string* error);
+                        StoredReply* reply, Status* failure);
 
  private:
   MerchantRegistry(std::filesystem::path file, u32 region, u32 groups)
       : file_(std::move(file)), region_(region), groups_(groups) {}
-  bool load(std::string* error);
-  bool save(std::string* error) const;  // REQUIRES: mutex_ held exclusively
+  Status load();
+  Status save() const;  // REQUIRES: mutex_ held exclusively
   // A stored reply for `key`: true if found (then *reply is it, or the mismatch).
   bool replay(const IdempotencyKey& key, u64 content_hash, StoredReply* reply,
               ResultCode* code) const;

@@ -188,6 +188,7 @@ class Service {
   bool create_merchant(Exchange& ex);
   bool get_merchant(Exchange& ex);
   bool rotate_key(Exchange& ex);
+  bool fail_registry(Exchange& ex, ResultCode code, const Status& failure);
   bool create_account(Exchange& ex);
   bool get_account(Exchange& ex);
   bool create_transfer(Exchange& ex);

@@ -5,6 +5,7 @@
 #include "api/render.h"
 #include "api/service_internal.h"
 #include "base/hash.h"
+#include "base/log.h"
 
 namespace paygate::api {
 
@@ -16,7 +17,7 @@ bool Service::create_merchant(Exchange& ex) {
   const Problem problem = decoder().merchant_create(ex.view_.body, &request);
   if (!problem.ok()) return fail_problem(ex, problem);
   StoredReply reply;
-  std::string error;
+  Status failure;
   const u64 content = Hasher{}.add_bytes(ex.view_.body).add(1).value();
   const ResultCode code = merchants_.create(
       request, ex.key_, content,
@@ -25,11 +26,21 @@ bool Service::create_merchant(Exchange& ex) {
         render_merchant(r.body, m, true);
         return r;
       },
-      &reply, &error);
+      &reply, &failure);
   if (code == ResultCode::invalid_field) return fail(ex, code, "region is not this deployment's");
-  if (code != ResultCode::ok) return fail(ex, code, error.empty() ? name(code) : error);
+  if (code != ResultCode::ok) return fail_registry(ex, code, failure);
   ex.reply.body = reply.body;
   return finish(ex, reply.status);
+}
+
+// The registry's refusal, or its failed write: logged (with the file and the system's
+// reason, which are not the client's business) and answered not_durable.
+bool Service::fail_registry(Exchange& ex, ResultCode code, const Status& failure) {
+  if (failure.ok()) return fail(ex, code, name(code));
+  PG_LOG_ERROR("event=merchants_write_failed error=\"{}\"", failure.to_string());
+  return fail(ex, code,
+              "the merchant registry could not be written durably; nothing changed, retry "
+              "with the same Idempotency-Key");
 }
 
 bool Service::get_merchant(Exchange& ex) {
@@ -47,7 +58,7 @@ bool Service::rotate_key(Exchange& ex) {
   const Problem problem = decoder().void_pending(ex.view_.body);  // {} or nothing
   if (!problem.ok()) return fail_problem(ex, problem);
   StoredReply reply;
-  std::string error;
+  Status failure;
   const u64 content = Hasher{}.add(ex.path_id_).add(2).value();
   const ResultCode code = merchants_.rotate_key(
       ex.path_id_, ex.key_, content,
@@ -56,8 +67,8 @@ bool Service::rotate_key(Exchange& ex) {
         render_merchant(r.body, m, true);
         return r;
       },
-      &reply, &error);
-  if (code != ResultCode::ok) return fail(ex, code, error.empty() ? name(code) : error);
+      &reply, &failure);
+  if (code != ResultCode::ok) return fail_registry(ex, code, failure);
   ex.reply.body = reply.body;
   return finish(ex, reply.status);
 }

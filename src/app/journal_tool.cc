@@ -122,13 +122,13 @@ int journal_verify(const std::filesystem::path& dir) {
     replayed += record.commands.size();
     return true;
   });
-  const InvariantReport invariants = ledger->check_invariants();
+  const Status invariants = ledger->check_invariants();
   std::printf("replayed=%llu accounts=%u open_holds=%u digest=%016llx invariants=%s seconds=%.3f\n",
               static_cast<unsigned long long>(replayed), ledger->account_count(),
               ledger->pending_count(), static_cast<unsigned long long>(ledger->state_digest()),
-              invariants.ok ? "hold" : invariants.failure.c_str(),
+              invariants.ok() ? "hold" : invariants.message().c_str(),
               std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
-  if (!invariants.ok || replay.end == journal::LogEnd::corrupt) return 2;
+  if (!invariants.ok() || replay.end == journal::LogEnd::corrupt) return 2;
   return report.end == journal::LogEnd::torn_tail ? 1 : 0;
 }
 

@@ -44,9 +44,9 @@ int run_demo() {
                 static_cast<unsigned long long>(id.value), static_cast<long long>(a->balance()),
                 static_cast<long long>(a->available()));
   }
-  const InvariantReport report = ledger.check_invariants();
-  std::printf("invariants: %s\n", report.ok ? "hold" : report.failure.c_str());
-  return report.ok ? 0 : 1;
+  const Status report = ledger.check_invariants();
+  std::printf("invariants: %s\n", report.ok() ? "hold" : report.message().c_str());
+  return report.ok() ? 0 : 1;
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 #include <thread>
 
@@ -48,28 +49,26 @@ struct Settings {
   }
 };
 
-bool split_address(const std::string& text, std::string* host, u16* port, std::string* error) {
+Status split_address(const std::string& text, std::string* host, u16* port) {
   const std::size_t colon = text.rfind(':');
   unsigned value = 0;
   if (colon == std::string::npos || std::sscanf(text.c_str() + colon + 1, "%u", &value) != 1 ||
       value > 65535) {
-    *error = fmt::format("\"{}\" is not HOST:PORT", text);
-    return false;
+    return Status::invalid_config(fmt::format("\"{}\" is not HOST:PORT", text));
   }
   *host = text.substr(0, colon);
   *port = static_cast<u16>(value);
-  return true;
+  return Status::success();
 }
 
 // Reads the TOML file into settings. Every key must be known: a misspelt key is an
 // error, not a silent default.
-bool apply_config_file(const std::filesystem::path& file, Settings* s, std::string* error) {
+Status apply_config_file(const std::filesystem::path& file, Settings* s) {
   toml::table root;
   try {
     root = toml::parse_file(file.string());
   } catch (const toml::parse_error& e) {
-    *error = fmt::format("{}: {}", file.string(), e.description());
-    return false;
+    return Status::invalid_config(fmt::format("{}: {}", file.string(), e.description()));
   }
   LedgerConfig& ledger = s->engine.group.ledger;
   GroupConfig& group = s->engine.group;
@@ -137,8 +136,8 @@ bool apply_config_file(const std::filesystem::path& file, Settings* s, std::stri
   for (const auto& [section_name, section] : root) {
     const toml::table* table = section.as_table();
     if (table == nullptr) {
-      *error = fmt::format("{}: \"{}\" must be a [section]", file.string(), section_name.str());
-      return false;
+      return Status::invalid_config(
+          fmt::format("{}: \"{}\" must be a [section]", file.string(), section_name.str()));
     }
     for (const auto& [key_name, value] : *table) {
       const Key* key = nullptr;
@@ -146,47 +145,76 @@ bool apply_config_file(const std::filesystem::path& file, Settings* s, std::stri
         if (section_name.str() == k.section && key_name.str() == k.name) key = &k;
       }
       if (key == nullptr) {
-        *error = fmt::format("{}: unknown setting {}.{}", file.string(), section_name.str(),
-                             key_name.str());
-        return false;
+        return Status::invalid_config(fmt::format("{}: unknown setting {}.{}", file.string(),
+                                                  section_name.str(), key_name.str()));
       }
       if (!key->set(value)) {
-        *error = fmt::format("{}: {}.{} must be a positive number", file.string(),
-                             section_name.str(), key_name.str());
-        return false;
+        return Status::invalid_config(fmt::format("{}: {}.{} must be a positive number",
+                                                  file.string(), section_name.str(),
+                                                  key_name.str()));
       }
     }
   }
   ledger.idempotency_window_ns = window_s * kNanosPerSecond;
   // The ledger keeps signatures for twice the most the timestamp check allows
   // (LedgerConfig::signature_window_ns, fixed so that journals stay comparable).
-  if (s->auth.window_s == 0 || 2 * s->auth.window_s * kNanosPerSecond > ledger.signature_window_ns) {
-    *error = fmt::format("{}: auth.window_s must be 1 to {}", file.string(),
-                         ledger.signature_window_ns / kNanosPerSecond / 2);
-    return false;
+  if (s->auth.window_s == 0 ||
+      2 * s->auth.window_s * kNanosPerSecond > ledger.signature_window_ns) {
+    return Status::invalid_config(fmt::format("{}: auth.window_s must be 1 to {}", file.string(),
+                                              ledger.signature_window_ns / kNanosPerSecond / 2));
   }
   group.tick_interval_ns = tick_ms * 1'000'000;
   group.journal_sync_gap_ns = sync_gap_us * 1'000;
   group.journal_sync_gap_quiet_ns = sync_gap_quiet_us * 1'000;
-  return true;
+  return Status::success();
 }
 
 // A secret kept in the data dir (mode 0600): read it, or make one the first time.
-// Returns empty on failure. `created` says whether it was made now.
-std::string load_or_create_secret(const std::filesystem::path& file, std::string_view prefix,
-                                  bool* created, std::string* error) {
+// `created` says whether it was made now.
+Result<std::string> load_or_create_secret(const std::filesystem::path& file,
+                                          std::string_view prefix, bool* created) {
   *created = false;
-  if (auto text = read_file(file, error)) {
-    while (!text->empty() && (text->back() == '\n' || text->back() == '\r'))
-      text->pop_back();
-    if (text->empty()) *error = fmt::format("{} is empty", file.string());
-    return *text;
+  Result<std::string> read = read_file(file);
+  if (read.ok()) {
+    std::string text = std::move(read).value();
+    while (!text.empty() && (text.back() == '\n' || text.back() == '\r'))
+      text.pop_back();
+    if (text.empty()) return Status::corruption(fmt::format("{} is empty", file.string()));
+    return text;
   }
-  if (!error->empty()) return {};
+  if (read.status().code() != StatusCode::not_found) return read.status();
   std::string secret = std::string(prefix) + api::random_hex(32);
-  if (!write_file_durably(file, secret + "\n", 0600, error)) return {};
+  if (Status written = write_file_durably(file, secret + "\n", 0600); !written.ok()) {
+    return written;
+  }
   *created = true;
   return secret;
+}
+
+// The data directory holds every balance and the secrets that verify requests: made
+// 0700 (an existing one tightened to it, and said so); one that others may write to
+// is refused, since whoever can write there can rewrite the journal.
+Status prepare_data_dir(const std::filesystem::path& dir) {
+  std::error_code ec;
+  const bool made = std::filesystem::create_directories(dir, ec);
+  if (ec) return Status::io_error(ec.message());
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) return Status::io_error(std::strerror(errno));
+  if (!S_ISDIR(st.st_mode)) return Status::invalid_config("not a directory");
+  const mode_t mode = st.st_mode & 07777;
+  if (!made && (mode & (S_IWGRP | S_IWOTH)) != 0) {
+    return Status::invalid_config(fmt::format(
+        "the data directory is writable by others (mode {:04o}); make it the server's alone "
+        "(chmod 700) before starting",
+        mode));
+  }
+  if (mode != 0700) {
+    if (::chmod(dir.c_str(), 0700) != 0) return Status::io_error(std::strerror(errno));
+    if (!made) {
+      PG_LOG_WARN("event=data_dir_permissions dir={} was={:04o} now=0700", dir.string(), mode);
+    }
+  }
+  return Status::success();
 }
 
 sigset_t stop_signals() {
@@ -206,18 +234,21 @@ int run_serve(const ServeOptions& options) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   Settings s;
-  std::string error;
   s.engine.data_dir = options.data_dir;
   s.engine.groups = options.groups;
   if (options.groups == 0 || options.groups > kGroupMax + 1) {
     PG_LOG_ERROR("event=bad_config message=\"--groups must be 1 to {}\"", kGroupMax + 1);
     return 2;
   }
-  if (!split_address(options.http, &s.http.address, &s.http.port, &error) ||
-      (!options.binary.empty() &&
-       !split_address(options.binary, &s.binary.address, &s.binary.port, &error)) ||
-      (!options.config_file.empty() && !apply_config_file(options.config_file, &s, &error))) {
-    PG_LOG_ERROR("event=bad_config message=\"{}\"", error);
+  Status configured = split_address(options.http, &s.http.address, &s.http.port);
+  if (configured.ok() && !options.binary.empty()) {
+    configured = split_address(options.binary, &s.binary.address, &s.binary.port);
+  }
+  if (configured.ok() && !options.config_file.empty()) {
+    configured = apply_config_file(options.config_file, &s);
+  }
+  if (!configured.ok()) {
+    PG_LOG_ERROR("event=bad_config message=\"{}\"", configured.message());
     return 2;
   }
   const u32 cores = std::max(1u, std::thread::hardware_concurrency());
@@ -230,42 +261,45 @@ int run_serve(const ServeOptions& options) {
         std::max(cores > s.engine.groups ? cores - s.engine.groups : 1, std::min(cores, 2u));
   }
   if (s.binary.io_threads == 0) s.binary.io_threads = cores;
-  std::error_code ec;
-  std::filesystem::create_directories(options.data_dir, ec);
-  if (ec) {
+  if (Status private_dir = prepare_data_dir(options.data_dir); !private_dir.ok()) {
     PG_LOG_ERROR("event=bad_data_dir dir={} message=\"{}\"", options.data_dir.string(),
-                 ec.message());
+                 private_dir.message());
     return 2;
   }
 
   bool created = false;
   s.auth.admin_token = options.admin_token;
   if (s.auth.admin_token.empty()) {
-    s.auth.admin_token =
-        load_or_create_secret(options.data_dir / "admin_token", "pgadm_", &created, &error);
-    if (s.auth.admin_token.empty()) {
-      PG_LOG_ERROR("event=admin_token_failed message=\"{}\"", error);
+    const std::filesystem::path token_file = options.data_dir / "admin_token";
+    Result<std::string> token = load_or_create_secret(token_file, "pgadm_", &created);
+    if (!token.ok()) {
+      PG_LOG_ERROR("event=admin_token_failed message=\"{}\"", token.status().message());
       return 2;
     }
+    s.auth.admin_token = std::move(token).value();
     if (created) {
-      std::printf("paygate: admin token (shown once; kept in %s, mode 0600):\n  %s\n",
-                  (options.data_dir / "admin_token").c_str(), s.auth.admin_token.c_str());
+      // Only where it is: stdout often ends up in log files, and tokens are never
+      // logged (docs/OPERATING.md).
+      std::printf("paygate: a new admin token is in %s (mode 0600); read it with: cat %s\n",
+                  token_file.c_str(), token_file.c_str());
       std::fflush(stdout);
     }
   }
-  s.service.idempotency_secret =
-      load_or_create_secret(options.data_dir / "server_key", "", &created, &error);
-  if (s.service.idempotency_secret.empty()) {
-    PG_LOG_ERROR("event=server_key_failed message=\"{}\"", error);
+  Result<std::string> server_key =
+      load_or_create_secret(options.data_dir / "server_key", "", &created);
+  if (!server_key.ok()) {
+    PG_LOG_ERROR("event=server_key_failed message=\"{}\"", server_key.status().message());
     return 2;
   }
+  s.service.idempotency_secret = std::move(server_key).value();
 
-  auto merchants = api::MerchantRegistry::open(options.data_dir / "merchants.json", s.engine.region,
-                                               s.engine.groups, &error);
-  if (!merchants) {
-    PG_LOG_ERROR("event=merchants_failed message=\"{}\"", error);
+  Result<std::unique_ptr<api::MerchantRegistry>> registry = api::MerchantRegistry::open(
+      options.data_dir / "merchants.json", s.engine.region, s.engine.groups);
+  if (!registry.ok()) {
+    PG_LOG_ERROR("event=merchants_failed message=\"{}\"", registry.status().message());
     return 2;
   }
+  const std::unique_ptr<api::MerchantRegistry> merchants = std::move(registry).value();
   api::Authenticator auth(*merchants, s.auth);
   api::OwnerIndex owners(IdPrefix{s.engine.region, 0}, s.engine.groups,
                          s.engine.group.ledger.accounts_max);
@@ -274,8 +308,8 @@ int run_serve(const ServeOptions& options) {
   // Listen first: /healthz answers and /readyz says "not yet" while groups recover.
   api::IoRuntime runtime(s.http.io_threads);
   api::HttpServer http(service, s.http, runtime);
-  if (!http.listen(&error)) {
-    PG_LOG_ERROR("event=listen_failed message=\"{}\"", error);
+  if (Status listening = http.listen(); !listening.ok()) {
+    PG_LOG_ERROR("event=listen_failed message=\"{}\"", listening.message());
     return 2;
   }
   // The binary protocol runs on IO threads of its own: its frames carry up to 8,190
@@ -287,8 +321,8 @@ int run_serve(const ServeOptions& options) {
     binary_runtime = std::make_unique<api::IoRuntime>(s.binary.io_threads);
     binary = std::make_unique<api::BinaryServer>(service, owners, s.auth.admin_token, s.binary,
                                                  *binary_runtime);
-    if (!binary->listen(&error)) {
-      PG_LOG_ERROR("event=listen_failed message=\"{}\"", error);
+    if (Status listening = binary->listen(); !listening.ok()) {
+      PG_LOG_ERROR("event=listen_failed message=\"{}\"", listening.message());
       return 2;
     }
   }
@@ -302,13 +336,14 @@ int run_serve(const ServeOptions& options) {
               http.port(), options.data_dir.string(), s.engine.groups, s.http.io_threads);
 
   const auto recovery_started = std::chrono::steady_clock::now();
-  std::unique_ptr<Engine> engine = Engine::open(s.engine, &error);
-  if (!engine) {
-    PG_LOG_ERROR("event=recovery_failed message=\"{}\"", error);
+  Result<std::unique_ptr<Engine>> recovered = Engine::open(s.engine);
+  if (!recovered.ok()) {
+    PG_LOG_ERROR("event=recovery_failed message=\"{}\"", recovered.status().message());
     runtime.stop();
     if (binary_runtime) binary_runtime->stop();
     return 3;
   }
+  const std::unique_ptr<Engine> engine = std::move(recovered).value();
   api::Service::index_owners(*engine, owners);
   engine->start();
   if (const BetweenGroupsReport& report = engine->between_groups_at_start(); report.unsettled > 0) {

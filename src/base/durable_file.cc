@@ -10,22 +10,21 @@
 namespace paygate {
 namespace {
 
-bool fail(std::string* error, std::string_view step, const std::filesystem::path& path) {
-  *error = std::string(step) + " " + path.string() + ": " + std::strerror(errno);
-  return false;
+Status fail(std::string_view step, const std::filesystem::path& path) {
+  return Status::io_error(std::string(step) + " " + path.string() + ": " + std::strerror(errno));
 }
 
 }  // namespace
 
-bool write_file_durably(const std::filesystem::path& path, std::string_view content, mode_t mode,
-                        std::string* error) {
+Status write_file_durably(const std::filesystem::path& path, std::string_view content,
+                          mode_t mode) {
   const std::filesystem::path tmp = path.string() + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) return fail(error, "create", tmp);
+  if (fd < 0) return fail("create", tmp);
   // The mode given to open() is filtered by the umask; secrets need exactly `mode`.
   if (::fchmod(fd, mode) != 0) {
     ::close(fd);
-    return fail(error, "chmod", tmp);
+    return fail("chmod", tmp);
   }
   std::size_t written = 0;
   while (written < content.size()) {
@@ -33,30 +32,30 @@ bool write_file_durably(const std::filesystem::path& path, std::string_view cont
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       ::close(fd);
-      return fail(error, "write", tmp);
+      return fail("write", tmp);
     }
     written += static_cast<std::size_t>(n);
   }
   if (::fsync(fd) != 0) {
     ::close(fd);
-    return fail(error, "fsync", tmp);
+    return fail("fsync", tmp);
   }
   ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return fail(error, "rename", path);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return fail("rename", path);
   const std::filesystem::path dir = path.has_parent_path() ? path.parent_path() : ".";
   const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd < 0) return fail(error, "open", dir);
+  if (dir_fd < 0) return fail("open", dir);
   const bool synced = ::fsync(dir_fd) == 0;
   ::close(dir_fd);
-  if (!synced) return fail(error, "fsync", dir);
-  return true;
+  if (!synced) return fail("fsync", dir);
+  return Status::success();
 }
 
-std::optional<std::string> read_file(const std::filesystem::path& path, std::string* error) {
+Result<std::string> read_file(const std::filesystem::path& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    if (errno != ENOENT) fail(error, "open", path);
-    return std::nullopt;
+    if (errno == ENOENT) return Status::not_found(path.string() + " does not exist");
+    return fail("open", path);
   }
   std::string content;
   char buffer[1 << 16];
@@ -64,9 +63,9 @@ std::optional<std::string> read_file(const std::filesystem::path& path, std::str
     const ssize_t n = ::read(fd, buffer, sizeof buffer);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      fail(error, "read", path);
+      Status failed = fail("read", path);
       ::close(fd);
-      return std::nullopt;
+      return failed;
     }
     if (n == 0) break;
     content.append(buffer, static_cast<std::size_t>(n));

@@ -6,17 +6,17 @@
 #include <sys/types.h>
 
 #include <filesystem>
-#include <optional>
 #include <string>
 #include <string_view>
 
+#include "base/status.h"
+
 namespace paygate {
 
-// True on success; otherwise `error` says which step failed and why.
-[[nodiscard]] bool write_file_durably(const std::filesystem::path& path, std::string_view content,
-                                      mode_t mode, std::string* error);
+// io_error says which step failed and why.
+Status write_file_durably(const std::filesystem::path& path, std::string_view content, mode_t mode);
 
-// The whole file, or nothing if it does not exist; `error` is set on other failures.
-std::optional<std::string> read_file(const std::filesystem::path& path, std::string* error);
+// The whole file; not_found if it does not exist, io_error on other failures.
+Result<std::string> read_file(const std::filesystem::path& path);
 
 }  // namespace paygate

@@ -68,9 +68,9 @@ inline bool wait_durable(const Writer& writer, u64 sequence) {
 // Writes `records` records of `per_record` commands from sequence 1 and stops.
 inline void write_journal(const std::filesystem::path& dir, u64 records, u32 per_record,
                           u8 version = kFormatVersion) {
-  std::string error;
-  auto writer = Writer::open(test_writer_options(dir), AppendPosition{{}, 0, 1}, &error);
-  ASSERT_NE(writer, nullptr) << error;
+  auto opened = Writer::open(test_writer_options(dir), AppendPosition{{}, 0, 1});
+  ASSERT_TRUE(opened.ok()) << opened.status().to_string();
+  auto writer = std::move(opened).value();
   writer->start();
   u64 sequence = 1;
   for (u64 r = 0; r < records; ++r) {

@@ -47,22 +47,18 @@ Writer::Writer(const WriterOptions& options)
   PG_ASSERT(options.segment_bytes >= 2 * kRecordBytesMax);
 }
 
-std::unique_ptr<Writer> Writer::open(const WriterOptions& options, const AppendPosition& at,
-                                     std::string* error) {
+Result<std::unique_ptr<Writer>> Writer::open(const WriterOptions& options,
+                                             const AppendPosition& at) {
   std::unique_ptr<Writer> writer(new Writer(options));
   writer->dir_fd_ = ::open(options.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (writer->dir_fd_ < 0) {
-    *error = fmt::format("cannot open journal directory {}: {}", options.dir.string(),
-                         std::strerror(errno));
-    return nullptr;
+    return Status::io_error(fmt::format("cannot open journal directory {}: {}",
+                                        options.dir.string(), std::strerror(errno)));
   }
   writer->durable_sequence_.store(at.next_sequence - 1, std::memory_order_release);
   const bool opened = at.file.empty() ? writer->create_segment(at.next_sequence)
                                       : writer->open_segment(at.file, at.offset);
-  if (!opened) {
-    *error = writer->failure();
-    return nullptr;
-  }
+  if (!opened) return writer->failure();
   return writer;
 }
 
@@ -86,7 +82,7 @@ void Writer::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-std::string Writer::failure() const {
+Status Writer::failure() const {
   std::lock_guard lock(const_cast<std::mutex&>(mutex_));
   return failure_;
 }
@@ -218,7 +214,8 @@ bool Writer::write_all(const unsigned char* data, u64 size) {
 
 bool Writer::create_segment(u64 first_sequence) {
   const std::filesystem::path path = options_.dir / segment_file_name(first_sequence);
-  const int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0644);
+  // 0600: every balance is in here (docs/OPERATING.md, files and permissions).
+  const int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
   if (fd < 0) return fail("create " + path.string(), errno);
   // Allocated up front: appends then never change the file's size, and fdatasync
   // does not have to write size metadata.
@@ -277,7 +274,8 @@ bool Writer::open_segment(const std::filesystem::path& path, u64 offset) {
 bool Writer::fail(const std::string& what, int error) {
   {
     std::lock_guard lock(mutex_);
-    if (failure_.empty()) failure_ = fmt::format("{}: {}", what, std::strerror(error));
+    if (failure_.ok())
+      failure_ = Status::io_error(fmt::format("{}: {}", what, std::strerror(error)));
   }
   failed_.store(true, std::memory_order_release);
   syncing_.store(false, std::memory_order_seq_cst);  // before the notify: see syncing()

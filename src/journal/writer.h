@@ -25,6 +25,7 @@
 
 #include "base/event.h"
 #include "base/histogram.h"
+#include "base/status.h"
 #include "journal/format.h"
 
 namespace paygate::journal {
@@ -68,8 +69,8 @@ struct WriterOptions {
 class Writer {
  public:
   // Opens the journal for appending at `at`, creating its first segment if needed.
-  static std::unique_ptr<Writer> open(const WriterOptions& options, const AppendPosition& at,
-                                      std::string* error);
+  static Result<std::unique_ptr<Writer>> open(const WriterOptions& options,
+                                              const AppendPosition& at);
   ~Writer();
   Writer(const Writer&) = delete;
   Writer& operator=(const Writer&) = delete;
@@ -91,7 +92,9 @@ class Writer {
     return durable_sequence_.load(std::memory_order_acquire);
   }
   bool failed() const noexcept { return failed_.load(std::memory_order_acquire); }
-  std::string failure() const;
+  // Why the writer failed (io_error: the operation, the file, the system's reason); ok
+  // while it has not.
+  Status failure() const;
   // True from when the writer takes a batch until its write and fdatasync are over,
   // after which it notifies durable_event: a producer that reads true (after a
   // seq_cst fence) may count on that notify to wake the group.
@@ -141,7 +144,7 @@ class Writer {
   std::atomic<u64> durable_sequence_{0};
   std::atomic<bool> failed_{false};
   std::atomic<bool> syncing_{false};
-  std::string failure_;  // guarded by mutex_
+  Status failure_;  // guarded by mutex_
 
   u64 first_staged_ns_ = 0;  // guarded by mutex_: when the stage went from empty to not
   std::atomic<u64> durable_at_ns_{0};

@@ -65,9 +65,9 @@ TEST(JournalWriter, RollsOverToNewSegmentsWithContinuousSequences) {
     std::mt19937_64 rng(version);
     std::vector<std::vector<Command>> written;
     {
-      std::string error;
-      auto writer = Writer::open(test_writer_options(dir.path()), {{}, 0, 1}, &error);
-      ASSERT_NE(writer, nullptr) << error;
+      auto opened = Writer::open(test_writer_options(dir.path()), {{}, 0, 1});
+      ASSERT_TRUE(opened.ok()) << opened.status().to_string();
+      auto writer = std::move(opened).value();
       writer->start();
       // ~5,800 bytes per record, 2 MiB segments: several segments.
       u64 sequence = 1;
@@ -123,10 +123,10 @@ TEST(JournalWriter, VersionTwoRecordsFollowVersionOneInOneJournal) {
   ASSERT_EQ(before.end, LogEnd::clean) << before.message;
   ASSERT_EQ(before.segments.size(), 1u);
   {
-    std::string error;
-    auto writer = Writer::open(test_writer_options(dir.path()),
-                               {before.file, before.offset, before.next_sequence}, &error);
-    ASSERT_NE(writer, nullptr) << error;
+    auto opened = Writer::open(test_writer_options(dir.path()),
+                               {before.file, before.offset, before.next_sequence});
+    ASSERT_TRUE(opened.ok()) << opened.status().to_string();
+    auto writer = std::move(opened).value();
     writer->start();
     std::mt19937_64 rng(3);
     u64 sequence = before.next_sequence;
@@ -161,9 +161,9 @@ TEST(JournalWriter, VersionTwoRecordsFollowVersionOneInOneJournal) {
 
 TEST(JournalWriter, GroupCommitSyncsManyRecordsAtOnce) {
   TempDir dir;
-  std::string error;
-  auto writer = Writer::open(test_writer_options(dir.path()), {{}, 0, 1}, &error);
-  ASSERT_NE(writer, nullptr) << error;
+  auto opened = Writer::open(test_writer_options(dir.path()), {{}, 0, 1});
+  ASSERT_TRUE(opened.ok()) << opened.status().to_string();
+  auto writer = std::move(opened).value();
   writer->start();
   for (u64 s = 1; s <= 20000; ++s) {
     while (!stage(*writer, s, 1))
@@ -184,9 +184,9 @@ TEST(JournalWriter, SyncGapBoundsTheSyncRate) {
   TempDir dir;
   WriterOptions options = test_writer_options(dir.path());
   options.sync_gap_ns = 20'000'000;  // 20 ms
-  std::string error;
-  auto writer = Writer::open(options, {{}, 0, 1}, &error);
-  ASSERT_NE(writer, nullptr) << error;
+  auto opened = Writer::open(options, {{}, 0, 1});
+  ASSERT_TRUE(opened.ok()) << opened.status().to_string();
+  auto writer = std::move(opened).value();
   writer->start();
   const auto started = std::chrono::steady_clock::now();
   u64 sequence = 1;
@@ -208,9 +208,9 @@ TEST(JournalWriter, SyncGapDoesNotDelayALoneRecord) {
   TempDir dir;
   WriterOptions options = test_writer_options(dir.path());
   options.sync_gap_ns = 2'000'000'000;  // 2 s
-  std::string error;
-  auto writer = Writer::open(options, {{}, 0, 1}, &error);
-  ASSERT_NE(writer, nullptr) << error;
+  auto opened = Writer::open(options, {{}, 0, 1});
+  ASSERT_TRUE(opened.ok()) << opened.status().to_string();
+  auto writer = std::move(opened).value();
   writer->start();
   for (u64 s = 1; s <= 3; ++s) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the writer goes idle
@@ -232,10 +232,10 @@ std::unique_ptr<Writer> writer_in_its_gap(WriterOptions options, std::atomic<int
     }
     return 0;
   };
-  std::string error;
-  auto writer = Writer::open(options, {{}, 0, 1}, &error);
-  EXPECT_NE(writer, nullptr) << error;
-  if (!writer) return writer;
+  auto opened = Writer::open(options, {{}, 0, 1});
+  EXPECT_TRUE(opened.ok()) << opened.status().to_string();
+  if (!opened.ok()) return nullptr;
+  auto writer = std::move(opened).value();
   writer->start();
   EXPECT_TRUE(stage(*writer, 1, 1));
   while (!writer->syncing() && writer->durable_sequence() == 0)
@@ -285,10 +285,10 @@ TEST(JournalWriter, ReopensAndAppendsWhereTheLogEnds) {
   write_journal(dir.path(), 100, 2);
   ScanReport first;
   read_all(dir.path(), &first);
-  std::string error;
-  auto writer = Writer::open(test_writer_options(dir.path()),
-                             AppendPosition{first.file, first.offset, first.next_sequence}, &error);
-  ASSERT_NE(writer, nullptr) << error;
+  auto opened = Writer::open(test_writer_options(dir.path()),
+                             AppendPosition{first.file, first.offset, first.next_sequence});
+  ASSERT_TRUE(opened.ok()) << opened.status().to_string();
+  auto writer = std::move(opened).value();
   writer->start();
   ASSERT_TRUE(stage(*writer, first.next_sequence, 5));
   ASSERT_TRUE(wait_durable(*writer, first.next_sequence + 4));
@@ -308,9 +308,9 @@ void expect_fails_on(FileOp failing, int error_number, u32 records_per_stage) {
   options.fault = [&](FileOp op) {
     return op == failing && remaining.fetch_sub(1) <= 0 ? error_number : 0;
   };
-  std::string error;
-  auto writer = Writer::open(options, {{}, 0, 1}, &error);
-  ASSERT_NE(writer, nullptr) << error;
+  auto opened = Writer::open(options, {{}, 0, 1});
+  ASSERT_TRUE(opened.ok()) << opened.status().to_string();
+  auto writer = std::move(opened).value();
   writer->start();
   u64 sequence = 1;
   for (int i = 0; i < 4000 && !writer->failed(); ++i) {
@@ -320,8 +320,8 @@ void expect_fails_on(FileOp failing, int error_number, u32 records_per_stage) {
   ASSERT_TRUE(writer->failed());
   const u64 durable = writer->durable_sequence();
   EXPECT_LT(durable, sequence - 1);
-  EXPECT_NE(writer->failure().find(std::strerror(error_number)), std::string::npos)
-      << writer->failure();
+  EXPECT_NE(writer->failure().message().find(std::strerror(error_number)), std::string::npos)
+      << writer->failure().to_string();
   EXPECT_EQ(writer->reserve(record_bytes_max(RecordType::commands, 1)), nullptr);
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   EXPECT_EQ(writer->durable_sequence(), durable) << "durability moved after a failure";

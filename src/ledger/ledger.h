@@ -21,6 +21,7 @@
 #include "base/ids.h"
 #include "base/open_address_map.h"
 #include "base/result_code.h"
+#include "base/status.h"
 #include "ledger/command.h"
 #include "ledger/event.h"
 #include "ledger/expiry_queue.h"
@@ -80,11 +81,6 @@ class StateSource {
   ~StateSource() = default;
 };
 
-struct InvariantReport {
-  bool ok = true;
-  std::string failure;  // the first invariant found broken
-};
-
 class Ledger {
  public:
   explicit Ledger(const LedgerConfig& config);
@@ -133,16 +129,17 @@ class Ledger {
   // lock, so a forked child can call it while the parent goes on.
   void save(StateSink& sink) const noexcept;
   // Reads state written by save() into this ledger, which must not have applied
-  // anything yet and must have the same LedgerConfig. On false (malformed input, a
-  // different configuration, a broken invariant) `error` says why and the ledger
+  // anything yet and must have the same LedgerConfig. On failure (corruption: malformed
+  // input or a broken invariant; invalid_config: another configuration) the ledger
   // must be discarded.
-  [[nodiscard]] bool load(StateSource& source, std::string* error);
+  Status load(StateSource& source);
 
   // A hash of the whole logical state: accounts and open holds in id order, recent
   // transfers, idempotency records, counters and the last stamp.
   u64 state_digest() const;
-  // Checks every invariant from scratch; O(state). For tests and operators.
-  InvariantReport check_invariants() const;
+  // Checks every invariant from scratch; O(state). For tests, recovery and operators:
+  // corruption naming the first invariant found broken, or ok.
+  Status check_invariants() const;
 
   const LedgerConfig& config() const noexcept { return config_; }
   u32 account_count() const noexcept { return account_count_; }

@@ -92,8 +92,7 @@ class Region {
     const std::vector<unsigned char> state = saved_state(*ledgers_[g]);
     auto fresh = std::make_unique<Ledger>(configs_[g]);
     BytesSource source(state);
-    std::string error;
-    ASSERT_TRUE(fresh->load(source, &error)) << error;
+    ASSERT_TRUE(fresh->load(source).ok());
     ASSERT_EQ(fresh->state_digest(), ledgers_[g]->state_digest());
     ledgers_[g] = std::move(fresh);
   }
@@ -106,8 +105,8 @@ class Region {
   }
   void expect_invariants() {
     for (u32 g = 0; g < size(); ++g) {
-      const InvariantReport report = ledgers_[g]->check_invariants();
-      EXPECT_TRUE(report.ok) << "group " << g << ": " << report.failure;
+      const Status report = ledgers_[g]->check_invariants();
+      EXPECT_TRUE(report.ok()) << "group " << g << ": " << report.message();
     }
   }
   i64 balance(AccountId id) {
@@ -537,9 +536,9 @@ TEST(LedgerBetweenGroups, UnsettledTransfersSurviveASnapshotAndFinishAfter) {
                             .idempotency_keys_max = 16,
                             .idempotency_window_ns = 100 * kNanosPerSecond});
   BytesSource source(state);
-  std::string error;
-  EXPECT_FALSE(alone.load(source, &error));
-  EXPECT_NE(error.find("configured"), std::string::npos) << error;
+  const Status loaded = alone.load(source);
+  EXPECT_EQ(loaded.code(), StatusCode::invalid_config);
+  EXPECT_NE(loaded.message().find("configured"), std::string::npos) << loaded.to_string();
 }
 
 // Randomized: transfers inside and between three groups, with the steps between

@@ -72,8 +72,8 @@ class ModelRun {
       }
     }
     full_comparison();
-    const InvariantReport report = real_.check_invariants();
-    ASSERT_TRUE(report.ok) << report.failure;
+    const Status report = real_.check_invariants();
+    ASSERT_TRUE(report.ok()) << report.message();
     ASSERT_EQ(reference_.broken_invariant(), "");
     check_events_add_up();
     if (::testing::Test::HasFatalFailure()) return;
@@ -244,8 +244,8 @@ class ModelRun {
     return command;
   }
 
-  // The claim that opens a request of `covers` more commands: a new key, an exact retry of an earlier claim, its key for another request, a key
-  // a single command took, or a signature.
+  // The claim that opens a request of `covers` more commands: a new key, an exact retry of an
+  // earlier claim, its key for another request, a key a single command took, or a signature.
   Command claim(u32 covers) {
     const u32 roll = static_cast<u32>(below(100));
     if (roll < 30 && !claims_.empty()) {
@@ -567,8 +567,7 @@ class ModelRun {
     ASSERT_FALSE(saved_.empty());
     Ledger restored(config_);
     BytesSource source(saved_);
-    std::string error;
-    ASSERT_TRUE(restored.load(source, &error)) << error;
+    ASSERT_TRUE(restored.load(source).ok());
     std::vector<CommandResult> results(kBatchMax);
     for (std::size_t r = saved_at_request_; r < requests_.size(); ++r) {
       const Request& request = requests_[r];
@@ -601,10 +600,10 @@ class ModelRun {
   ReferenceLedger reference_;
   std::vector<Command> commands_;
   std::vector<Request> requests_;
-  std::vector<Command> keyed_;     // keyed single commands, for retries
+  std::vector<Command> keyed_;          // keyed single commands, for retries
   std::vector<IdempotencyKey> signed_;  // signature keys, for replays
   std::vector<Command> claims_;         // claims made, for retries
-  std::vector<u32> atomic_keyed_;  // requests that were keyed atomic batches
+  std::vector<u32> atomic_keyed_;       // requests that were keyed atomic batches
   std::vector<TransferId> recent_holds_;
   std::vector<u64> code_counts_;
   u64 next_sequence_ = 1;

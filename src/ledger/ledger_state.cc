@@ -188,12 +188,9 @@ void Ledger::save(StateSink& sink) const noexcept {
   put(sink, kStateEndMagic);
 }
 
-bool Ledger::load(StateSource& source, std::string* error) {
+Status Ledger::load(StateSource& source) {
   PG_ASSERT(last_stamp_.sequence == 0 && account_count_ == 0 && next_transfer_serial_ == 1);
-  const auto fail = [&](std::string why) {
-    *error = std::move(why);
-    return false;
-  };
+  const auto fail = [](std::string why) { return Status::corruption(std::move(why)); };
   u64 magic = 0;
   if (!get(source, &magic) || (magic != kStateMagic && magic != kStateMagicV2)) {
     return fail("not a ledger state (bad magic)");
@@ -202,7 +199,7 @@ bool Ledger::load(StateSource& source, std::string* error) {
   SavedConfig saved{};
   if (!get(source, &saved)) return fail("truncated configuration");
   if (!(saved == SavedConfig::of(config_))) {
-    return fail(fmt::format(
+    return Status::invalid_config(fmt::format(
         "saved with a different configuration (group {}.{}, accounts_max {}, pending_max {}, "
         "recent_transfers_max {}, idempotency_keys_max {}, window {} ns)",
         saved.region, saved.group, saved.accounts_max, saved.pending_max,
@@ -212,7 +209,7 @@ bool Ledger::load(StateSource& source, std::string* error) {
     SavedSignatureConfig saved_signatures{};
     if (!get(source, &saved_signatures)) return fail("truncated configuration");
     if (!(saved_signatures == SavedSignatureConfig::of(config_))) {
-      return fail(fmt::format(
+      return Status::invalid_config(fmt::format(
           "saved with a different configuration (signature_keys_max {}, signature window {} ns)",
           saved_signatures.signature_keys_max, saved_signatures.signature_window_ns));
     }
@@ -289,8 +286,9 @@ bool Ledger::load(StateSource& source, std::string* error) {
 
   u64 channel_groups = 0;
   if (!get(source, &channel_groups) || channel_groups > channels_.groups()) {
-    return fail(fmt::format("state has channels to {} groups; this ledger is configured for {}",
-                            channel_groups, channels_.groups()));
+    return Status::invalid_config(
+        fmt::format("state has channels to {} groups; this ledger is configured for {}",
+                    channel_groups, channels_.groups()));
   }
   if (!source.read(channels_.outbound().data(), sizeof(GroupChannels::Outbound) * channel_groups) ||
       !source.read(channels_.outbound_open().data(),
@@ -310,18 +308,16 @@ bool Ledger::load(StateSource& source, std::string* error) {
   }
   if (!get(source, &magic) || magic != kStateEndMagic) return fail("bad end marker");
 
-  const InvariantReport report = check_invariants();
-  if (!report.ok) return fail("invariant broken after load: " + report.failure);
-  return true;
+  if (Status invariants = check_invariants(); !invariants.ok()) {
+    return invariants.with_context("after load");
+  }
+  return Status::success();
 }
 
-InvariantReport Ledger::check_invariants() const {
-  InvariantReport report;
+Status Ledger::check_invariants() const {
+  Status report;
   const auto fail = [&](std::string message) {
-    if (report.ok) {
-      report.ok = false;
-      report.failure = std::move(message);
-    }
+    if (report.ok()) report = Status::corruption("invariant broken: " + std::move(message));
   };
 
   // Per-account pending sums from the open holds themselves.

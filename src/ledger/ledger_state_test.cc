@@ -31,8 +31,7 @@ TEST_F(Ledger_, SaveAndLoadGiveTheSameStateAndTheSameFuture) {
   const std::vector<unsigned char> state = saved_state(*ledger_);
   Ledger restored(config_);
   BytesSource source(state);
-  std::string error;
-  ASSERT_TRUE(restored.load(source, &error)) << error;
+  ASSERT_TRUE(restored.load(source).ok());
   EXPECT_EQ(restored.state_digest(), ledger_->state_digest());
   EXPECT_EQ(saved_state(restored), state);  // canonical bytes
 
@@ -50,7 +49,7 @@ TEST_F(Ledger_, SaveAndLoadGiveTheSameStateAndTheSameFuture) {
   both(Command::make_hold(user, merchant, 3, kUsd, 5), 0);
   both(Command::make_tick(), 60);
   both(Command::make_transfer(user, merchant, 1, kUsd), 0);
-  EXPECT_TRUE(restored.check_invariants().ok);
+  EXPECT_TRUE(restored.check_invariants().ok());
 }
 
 TEST_F(Ledger_, LoadRefusesAnotherConfiguration) {
@@ -60,9 +59,10 @@ TEST_F(Ledger_, LoadRefusesAnotherConfiguration) {
   other.accounts_max += 1;
   Ledger restored(other);
   BytesSource source(state);
-  std::string error;
-  EXPECT_FALSE(restored.load(source, &error));
-  EXPECT_NE(error.find("different configuration"), std::string::npos) << error;
+  const Status loaded = restored.load(source);
+  EXPECT_EQ(loaded.code(), StatusCode::invalid_config);
+  EXPECT_NE(loaded.message().find("different configuration"), std::string::npos)
+      << loaded.to_string();
 }
 
 // A state saved before the table of signatures (version 2: no signature configuration
@@ -87,8 +87,7 @@ TEST_F(Ledger_, LoadReadsAVersion2State) {
   std::memcpy(v2.data(), "PGLEDGR2", 8);
   Ledger restored(config_);
   BytesSource source(v2);
-  std::string error;
-  ASSERT_TRUE(restored.load(source, &error)) << error;
+  ASSERT_TRUE(restored.load(source).ok());
   EXPECT_EQ(restored.state_digest(), ledger_->state_digest());
 }
 
@@ -102,8 +101,7 @@ TEST_F(Ledger_, LoadRefusesDamagedInput) {
   for (std::size_t length = 0; length < state.size(); ++length) {
     Ledger restored(config_);
     BytesSource source(std::span(state.data(), length));
-    std::string error;
-    ASSERT_FALSE(restored.load(source, &error)) << "accepted " << length << " bytes";
+    ASSERT_FALSE(restored.load(source).ok()) << "accepted " << length << " bytes";
   }
   // Flip a byte of the magic, of the signature table's configuration, and of the
   // account count (after magic 8, configuration 32 + 16, stamp 16).
@@ -112,8 +110,7 @@ TEST_F(Ledger_, LoadRefusesDamagedInput) {
     damaged[at] ^= 0x40;
     Ledger restored(config_);
     BytesSource source(damaged);
-    std::string error;
-    EXPECT_FALSE(restored.load(source, &error)) << "byte " << at;
+    EXPECT_FALSE(restored.load(source).ok()) << "byte " << at;
   }
 }
 

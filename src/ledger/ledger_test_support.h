@@ -144,8 +144,8 @@ class LedgerFixture : public ::testing::Test {
     return *found;
   }
   void expect_invariants() {
-    const InvariantReport report = ledger_->check_invariants();
-    EXPECT_TRUE(report.ok) << report.failure;
+    const Status report = ledger_->check_invariants();
+    EXPECT_TRUE(report.ok()) << report.message();
   }
 };
 

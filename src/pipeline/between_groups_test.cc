@@ -25,8 +25,9 @@ class BetweenGroupsTest : public ::testing::Test {
                                        .idempotency_keys_max = 64};
     config.group.snapshot_every_commands = 0;
     config.group.idle_spin = 100;
-    std::string error;
-    auto engine = Engine::open(config, &error);
+    Result<std::unique_ptr<Engine>> opened = Engine::open(config);
+    auto engine = opened.ok() ? std::move(opened).value() : nullptr;
+    const std::string error = opened.status().to_string();
     EXPECT_NE(engine, nullptr) << error;
     return engine;
   }
@@ -110,8 +111,8 @@ TEST_F(BetweenGroupsTest, ARestartFinishesWhatACrashLeftUnsettled) {
   EXPECT_EQ(
       l0.find_clearing_account(1, kUsd)->balance() + l1.find_clearing_account(0, kUsd)->balance(),
       0);
-  EXPECT_TRUE(l0.check_invariants().ok);
-  EXPECT_TRUE(l1.check_invariants().ok);
+  EXPECT_TRUE(l0.check_invariants().ok());
+  EXPECT_TRUE(l1.check_invariants().ok());
 }
 
 TEST_F(BetweenGroupsTest, WhileRunningALeftTransferIsFinishedAtTheSecondLook) {

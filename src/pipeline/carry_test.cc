@@ -21,8 +21,9 @@ class CarryTest : public ::testing::Test {
                                        .recent_transfers_max = 64,
                                        .idempotency_keys_max = 64};
     config.group.snapshot_every_commands = 0;
-    std::string error;
-    engine_ = Engine::open(config, &error);
+    Result<std::unique_ptr<Engine>> opened = Engine::open(config);
+    engine_ = opened.ok() ? std::move(opened).value() : nullptr;
+    const std::string error = opened.status().to_string();
     ASSERT_NE(engine_, nullptr) << error;
     engine_->start();
     bank_ = open(0, AccountKind::system);

@@ -123,8 +123,9 @@ std::string verify(Engine& engine, const std::string& acks_path, u64* checked) {
   std::vector<Replay> replays;
   for (u32 g = 0; g < engine.groups(); ++g) {
     Group& group = engine.group(g);
-    const InvariantReport invariants = group.ledger().check_invariants();
-    if (!invariants.ok) return fmt::format("group {}: invariant broken: {}", g, invariants.failure);
+    const Status invariants = group.ledger().check_invariants();
+    if (!invariants.ok())
+      return fmt::format("group {}: invariant broken: {}", g, invariants.message());
     replays.push_back(replay_group(group));
     if (!replays.back().error.empty()) return fmt::format("group {}: {}", g, replays.back().error);
     if (replays.back().digest != group.ledger().state_digest()) {
@@ -406,12 +407,12 @@ int main(int argc, char** argv) {
   const bool run_mode = app.got_subcommand("run");
   set_log_level(spdlog::level::warn);
 
-  std::string error;
-  auto engine = Engine::open(engine_config(data), &error);
-  if (!engine) {
-    std::printf("recovery failed: %s\n", error.c_str());
+  Result<std::unique_ptr<Engine>> opened = Engine::open(engine_config(data));
+  if (!opened.ok()) {
+    std::printf("recovery failed: %s\n", opened.status().to_string().c_str());
     return 3;
   }
+  std::unique_ptr<Engine> engine = std::move(opened).value();
   u64 checked = 0;
   const std::string failure = verify(*engine, acks, &checked);
   if (!failure.empty()) {
@@ -461,9 +462,9 @@ int main(int argc, char** argv) {
       return 4;
     }
     for (const Ledger* ledger : {&l0, &l1}) {
-      const InvariantReport report = ledger->check_invariants();
-      if (!report.ok) {
-        std::printf("verification failed: %s\n", report.failure.c_str());
+      const Status report = ledger->check_invariants();
+      if (!report.ok()) {
+        std::printf("verification failed: %s\n", report.message().c_str());
         return 4;
       }
     }

@@ -12,15 +12,15 @@ std::filesystem::path Engine::group_dir(const std::filesystem::path& data_dir, u
   return data_dir / fmt::format("group-{:04}", group);
 }
 
-std::unique_ptr<Engine> Engine::open(const EngineConfig& config, std::string* error) {
+Result<std::unique_ptr<Engine>> Engine::open(const EngineConfig& config) {
   if (config.groups == 0 || config.groups > kGroupMax + 1 || config.region > kRegionMax) {
-    *error = fmt::format("bad engine shape: region {} groups {}", config.region, config.groups);
-    return nullptr;
+    return Status::invalid_config(
+        fmt::format("bad engine shape: region {} groups {}", config.region, config.groups));
   }
   std::unique_ptr<Engine> engine(new Engine());
   engine->config_ = config;
   engine->groups_.resize(config.groups);
-  std::vector<std::string> errors(config.groups);
+  std::vector<Status> failures(config.groups);
   std::vector<std::thread> openers;
   for (u32 g = 0; g < config.groups; ++g) {
     openers.emplace_back([&, g] {
@@ -28,16 +28,18 @@ std::unique_ptr<Engine> Engine::open(const EngineConfig& config, std::string* er
       group.dir = group_dir(config.data_dir, g);
       group.ledger.prefix = IdPrefix{config.region, g};
       group.ledger.groups = config.groups;
-      engine->groups_[g] = Group::open(group, &errors[g]);
+      Result<std::unique_ptr<Group>> opened = Group::open(group);
+      if (opened.ok()) {
+        engine->groups_[g] = std::move(opened).value();
+      } else {
+        failures[g] = opened.status();
+      }
     });
   }
   for (auto& opener : openers)
     opener.join();
   for (u32 g = 0; g < config.groups; ++g) {
-    if (!engine->groups_[g]) {
-      *error = fmt::format("group {}: {}", g, errors[g]);
-      return nullptr;
-    }
+    if (!failures[g].ok()) return failures[g].with_context(fmt::format("group {}", g));
   }
   return engine;
 }

@@ -25,8 +25,9 @@ struct EngineConfig {
 
 class Engine {
  public:
-  // Recovers every group (in parallel); fails if any group fails.
-  static std::unique_ptr<Engine> open(const EngineConfig& config, std::string* error);
+  // Recovers every group (in parallel); fails as the first group that fails does,
+  // naming it.
+  static Result<std::unique_ptr<Engine>> open(const EngineConfig& config);
   ~Engine();
 
   // Starts every group, then finishes the transfers between groups that the last run

@@ -68,12 +68,12 @@ Group::Group(const GroupConfig& config)
       release_(config.release_queue_max),
       scratch_results_(kBatchMax) {}
 
-std::unique_ptr<Group> Group::open(const GroupConfig& config, std::string* error) {
+Result<std::unique_ptr<Group>> Group::open(const GroupConfig& config) {
   // The stage takes the largest record whole, and a segment two of them.
   const auto too_small = [&](const char* name, u64 least) {
-    *error = fmt::format("group.{} must be at least {} (a journal record takes up to {} bytes)",
-                         name, least, journal::kRecordBytesMax);
-    return nullptr;
+    return Status::invalid_config(
+        fmt::format("group.{} must be at least {} (a journal record takes up to {} bytes)", name,
+                    least, journal::kRecordBytesMax));
   };
   if (config.group_commit_bytes_max < journal::kRecordBytesMax) {
     return too_small("group_commit_bytes_max", journal::kRecordBytesMax);
@@ -82,7 +82,7 @@ std::unique_ptr<Group> Group::open(const GroupConfig& config, std::string* error
     return too_small("journal_segment_bytes", 2 * u64{journal::kRecordBytesMax});
   }
   std::unique_ptr<Group> group(new Group(config));
-  if (!group->recover(error)) return nullptr;
+  if (Status recovered = group->recover(); !recovered.ok()) return recovered;
   return group;
 }
 
@@ -543,7 +543,8 @@ void Group::release_durable() noexcept {
 void Group::fail_pending() noexcept {
   failed_.store(true, std::memory_order_release);
   PG_LOG_ERROR("event=journal_failed group={} durable_sequence={} error=\"{}\"",
-               config_.ledger.prefix.group, journal_->durable_sequence(), journal_->failure());
+               config_.ledger.prefix.group, journal_->durable_sequence(),
+               journal_->failure().to_string());
   release_durable();
   while (release_count_ > 0) {
     Pending& pending = release_[release_head_];

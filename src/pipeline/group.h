@@ -82,7 +82,10 @@ struct RecoveryReport {
 
 class Group {
  public:
-  static std::unique_ptr<Group> open(const GroupConfig& config, std::string* error);
+  // Recovers the group from its directory: invalid_config (journal sizes too small,
+  // or a journal written with another configuration), busy (another process has it),
+  // corruption (names the file and offset), io_error.
+  static Result<std::unique_ptr<Group>> open(const GroupConfig& config);
   ~Group();
   Group(const Group&) = delete;
   Group& operator=(const Group&) = delete;
@@ -102,7 +105,7 @@ class Group {
   const RecoveryReport& recovery() const noexcept { return recovery_; }
   const GroupConfig& config() const noexcept { return config_; }
   bool failed() const noexcept { return failed_.load(std::memory_order_acquire); }
-  std::string failure() const { return journal_->failure(); }
+  Status failure() const { return journal_->failure(); }
 
   // Counters and histograms, readable from any thread.
   struct Stats {
@@ -149,8 +152,8 @@ class Group {
   };
 
   explicit Group(const GroupConfig& config);
-  bool recover(std::string* error);
-  std::string configuration_mismatch(const journal::SegmentHeader& written) const;
+  Status recover();
+  Status configuration_mismatch(const journal::SegmentHeader& written) const;
 
   void run();
   u32 take_batch_bytes(u32 available, u64* bytes) const noexcept;
@@ -199,10 +202,10 @@ class Group {
   std::atomic<u32> submitting_{0};  // producers between the accepting check and publish
   std::atomic<bool> failed_{false};
   u64 last_snapshot_sequence_ = 0;
-  u64 snapshot_retry_at_ns_ = 0;    // steady clock: no new try before
-  u64 snapshot_backoff_ns_ = 0;     // 0 while snapshots succeed
-  u64 opened_at_ns_ = 0;  // idle time for ticks is counted from here at the latest
-  u64 refusals_logged_ = 0;       // key_capacity_refusals when last logged
+  u64 snapshot_retry_at_ns_ = 0;   // steady clock: no new try before
+  u64 snapshot_backoff_ns_ = 0;    // 0 while snapshots succeed
+  u64 opened_at_ns_ = 0;           // idle time for ticks is counted from here at the latest
+  u64 refusals_logged_ = 0;        // key_capacity_refusals when last logged
   u64 refusals_logged_at_ns_ = 0;  // steady clock
   std::thread thread_;
   Stats stats_;

@@ -26,11 +26,10 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 
 // Zeroes [from, to) of a file and syncs it: the bytes of a torn write are cleared so
 // that later appends never sit next to stale ones.
-bool clear_range(const std::filesystem::path& file, u64 from, u64 to, std::string* error) {
+Status clear_range(const std::filesystem::path& file, u64 from, u64 to) {
   const int fd = ::open(file.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) {
-    *error = fmt::format("cannot open {}: {}", file.string(), std::strerror(errno));
-    return false;
+    return Status::io_error(fmt::format("cannot open {}: {}", file.string(), std::strerror(errno)));
   }
   static const unsigned char kZeros[65536] = {};
   bool ok = true;
@@ -40,18 +39,26 @@ bool clear_range(const std::filesystem::path& file, u64 from, u64 to, std::strin
     at += n;
   }
   ok = ok && ::fdatasync(fd) == 0;
-  if (!ok) *error = fmt::format("cannot clear {}: {}", file.string(), std::strerror(errno));
+  Status cleared;
+  if (!ok) {
+    cleared =
+        Status::io_error(fmt::format("cannot clear {}: {}", file.string(), std::strerror(errno)));
+  }
   ::close(fd);
-  return ok;
+  return cleared;
 }
 
 // Makes a directory's entries (files removed or added) durable.
-bool sync_directory(const std::filesystem::path& dir, std::string* error) {
+Status sync_directory(const std::filesystem::path& dir) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   const bool ok = fd >= 0 && ::fsync(fd) == 0;
-  if (!ok) *error = fmt::format("cannot sync directory {}: {}", dir.string(), std::strerror(errno));
+  Status synced;
+  if (!ok) {
+    synced = Status::io_error(
+        fmt::format("cannot sync directory {}: {}", dir.string(), std::strerror(errno)));
+  }
   if (fd >= 0) ::close(fd);
-  return ok;
+  return synced;
 }
 
 }  // namespace
@@ -59,25 +66,29 @@ bool sync_directory(const std::filesystem::path& dir, std::string* error) {
 // ---------------------------------------------------------------------------
 // Recovery: newest good snapshot, then every journal record after it.
 
-std::string Group::configuration_mismatch(const journal::SegmentHeader& written) const {
-  return fmt::format(
+Status Group::configuration_mismatch(const journal::SegmentHeader& written) const {
+  return Status::invalid_config(fmt::format(
       "journal in {} was written for another ledger configuration (group {}.{}, accounts_max {}, "
       "pending_max {}, recent_transfers_max {}, idempotency_keys_max {}, idempotency_window_s {}, "
       "signature_keys_max {}); start with the configuration it was created with",
       config_.dir.string(), written.region, written.group, written.accounts_max,
       written.pending_max, written.recent_transfers_max, written.idempotency_keys_max,
-      written.idempotency_window_ns / kNanosPerSecond, written.signature_keys_max);
+      written.idempotency_window_ns / kNanosPerSecond, written.signature_keys_max));
 }
 
-bool Group::recover(std::string* error) {
+Status Group::recover() {
   const auto started = std::chrono::steady_clock::now();
   std::error_code ec;
-  std::filesystem::create_directories(config_.dir, ec);
-  lock_fd_ = ::open((config_.dir / "LOCK").c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644);
+  // The group's directory and files are the server's alone (0700, 0600): every balance
+  // is in them.
+  if (std::filesystem::create_directories(config_.dir, ec)) {
+    std::filesystem::permissions(config_.dir, std::filesystem::perms::owner_all,
+                                 std::filesystem::perm_options::replace, ec);
+  }
+  lock_fd_ = ::open((config_.dir / "LOCK").c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
   if (lock_fd_ < 0 || ::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
-    *error = fmt::format("cannot lock {}: {} (is another paygate using it?)", config_.dir.string(),
-                         std::strerror(errno));
-    return false;
+    return Status::busy(fmt::format("cannot lock {}: {} (is another paygate using it?)",
+                                    config_.dir.string(), std::strerror(errno)));
   }
 
   // A journal written with another ledger configuration is refused before anything of
@@ -86,8 +97,7 @@ bool Group::recover(std::string* error) {
       journal::SegmentHeader::describe(config_.ledger, config_.journal_segment_bytes);
   if (journal::SegmentHeader written{};
       journal::read_identity(config_.dir, &written) && !written.same_ledger(identity)) {
-    *error = configuration_mismatch(written);
-    return false;
+    return configuration_mismatch(written);
   }
 
   snapshot::LoadResult loaded =
@@ -127,27 +137,20 @@ bool Group::recover(std::string* error) {
     recovery_.commands_replayed += record.commands.size();
     return true;
   });
-  if (!replay_error.empty()) {
-    *error = replay_error;
-    return false;
-  }
+  if (!replay_error.empty()) return Status::corruption(replay_error);
   if (report.end == journal::LogEnd::corrupt) {
-    *error = report.message;
-    return false;
+    return Status::corruption(report.message);
   }
   if (report.has_identity && !report.identity.same_ledger(identity)) {
-    *error = configuration_mismatch(report.identity);
-    return false;
+    return configuration_mismatch(report.identity);
   }
   if (report.next_sequence != 0 && report.next_sequence < from) {
-    *error = fmt::format(
+    return Status::corruption(fmt::format(
         "journal ends at sequence {}, before the snapshot at {}: journal files are missing",
-        report.next_sequence - 1, from - 1);
-    return false;
+        report.next_sequence - 1, from - 1));
   }
   if (report.next_sequence == 0 && from > 1 && !journal::list_segments(config_.dir).empty()) {
-    *error = "journal has no records after the snapshot but its files exist";
-    return false;
+    return Status::corruption("journal has no records after the snapshot but its files exist");
   }
 
   // Where appends continue.
@@ -165,18 +168,22 @@ bool Group::recover(std::string* error) {
           config_.journal_fault ? config_.journal_fault(journal::FileOp::remove) : 0;
       if (injected != 0) ec = std::error_code(injected, std::generic_category());
       if (injected != 0 || (!std::filesystem::remove(file, ec) && ec)) {
-        *error = fmt::format(
+        return Status::io_error(fmt::format(
             "cannot remove {} while clearing the journal's torn tail: {}; paygate will not "
             "start until it can",
-            file.string(), ec.message());
-        return false;
+            file.string(), ec.message()));
       }
       torn_file_deleted = torn_file_deleted || file == report.file;
     }
-    if (!torn_file_deleted && !clear_range(report.file, report.offset, report.clear_to, error)) {
-      return false;
+    if (!torn_file_deleted) {
+      if (Status cleared = clear_range(report.file, report.offset, report.clear_to);
+          !cleared.ok()) {
+        return cleared;
+      }
     }
-    if (!report.delete_files.empty() && !sync_directory(config_.dir, error)) return false;
+    if (!report.delete_files.empty()) {
+      if (Status synced = sync_directory(config_.dir); !synced.ok()) return synced;
+    }
   }
   // The last segment that still exists, and where its records end.
   for (auto it = report.segments.rbegin(); it != report.segments.rend(); ++it) {
@@ -197,8 +204,9 @@ bool Group::recover(std::string* error) {
                                  .sync_gap_commands = config_.journal_sync_gap_commands,
                                  .sync_gap_quiet_ns = config_.journal_sync_gap_quiet_ns,
                                  .fault = config_.journal_fault};
-  journal_ = journal::Writer::open(options, at, error);
-  if (!journal_) return false;
+  Result<std::unique_ptr<journal::Writer>> writer = journal::Writer::open(options, at);
+  if (!writer.ok()) return writer.status();
+  journal_ = std::move(writer).value();
 
   // Refusals the replay made again were logged when they happened.
   refusals_logged_ = ledger_->key_capacity_refusals();
@@ -208,17 +216,15 @@ bool Group::recover(std::string* error) {
   opened_at_ns_ = sequencer_->now();
   recovery_.next_sequence = at.next_sequence;
   recovery_.seconds = seconds_since(started);
-  const InvariantReport invariants = ledger_->check_invariants();
-  if (!invariants.ok) {
-    *error = "invariant broken after recovery: " + invariants.failure;
-    return false;
+  if (Status invariants = ledger_->check_invariants(); !invariants.ok()) {
+    return invariants.with_context("after recovery");
   }
   PG_LOG_INFO(
       "event=recovered group={} snapshot_sequence={} records={} commands={} next_sequence={} "
       "seconds={:.3f}",
       config_.ledger.prefix.group, recovery_.snapshot_sequence, recovery_.records_replayed,
       recovery_.commands_replayed, recovery_.next_sequence, recovery_.seconds);
-  return true;
+  return Status::success();
 }
 
 }  // namespace paygate

@@ -35,7 +35,7 @@ TEST_F(GroupTest, AppliesCommandsAndAnswersOnlyWhenDurable) {
   EXPECT_EQ(lookup(*group, TransferId{paid.id})->amount, 300u);
   EXPECT_FALSE(lookup(*group, TransferId{paid.id + 1000}).has_value());
   group->stop();
-  EXPECT_TRUE(group->ledger().check_invariants().ok);
+  EXPECT_TRUE(group->ledger().check_invariants().ok());
   EXPECT_GE(group->stats().commands.load(), 6u);
 }
 
@@ -50,7 +50,8 @@ TEST_F(GroupTest, JournalSizesTooSmallForARecordAreRefused) {
       c.journal_segment_bytes = 2 * u64{journal::kRecordBytesMax} - 8;
     }
     std::string error;
-    EXPECT_EQ(Group::open(c, &error), nullptr);
+    error = open_error(c);
+    EXPECT_FALSE(error.empty());
     EXPECT_NE(error.find(stage ? "group_commit_bytes_max" : "journal_segment_bytes"),
               std::string::npos)
         << error;
@@ -179,7 +180,7 @@ TEST_F(GroupTest, ConcurrentProducersOnOneHotAccount) {
   EXPECT_EQ(refused.load(), kThreads * kEach - 5000);
   EXPECT_EQ(lookup(*group, hot).balance(), 0);
   group->stop();
-  EXPECT_TRUE(group->ledger().check_invariants().ok);
+  EXPECT_TRUE(group->ledger().check_invariants().ok());
 }
 
 TEST_F(GroupTest, IdleTicksExpireHoldsOnTimeAndReplayTheSame) {
@@ -415,8 +416,9 @@ TEST(Engine, RoutesByTheGroupInTheId) {
   config.group.group_commit_bytes_max = 1u << 20;
   config.group.ring_capacity = 64;
   config.group.release_queue_max = 64;
-  std::string error;
-  auto engine = Engine::open(config, &error);
+  Result<std::unique_ptr<Engine>> opened = Engine::open(config);
+  auto engine = opened.ok() ? std::move(opened).value() : nullptr;
+  const std::string error = opened.status().to_string();
   ASSERT_NE(engine, nullptr) << error;
   engine->start();
   for (u32 g = 0; g < 3; ++g) {

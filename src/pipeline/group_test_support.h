@@ -53,11 +53,17 @@ class GroupTest : public ::testing::Test {
     return c;
   }
   std::unique_ptr<Group> open(const GroupConfig& c) {
-    std::string error;
-    auto group = Group::open(c, &error);
-    EXPECT_NE(group, nullptr) << error;
-    if (group) group->start();
+    Result<std::unique_ptr<Group>> opened = Group::open(c);
+    EXPECT_TRUE(opened.ok()) << opened.status().to_string();
+    if (!opened.ok()) return nullptr;
+    std::unique_ptr<Group> group = std::move(opened).value();
+    group->start();
     return group;
+  }
+  // Why a group would not open ("" if it did: it is closed again).
+  static std::string open_error(const GroupConfig& c) {
+    const Result<std::unique_ptr<Group>> opened = Group::open(c);
+    return opened.ok() ? std::string() : opened.status().to_string();
   }
   // Submits and waits; the request must be accepted.
   const Outcome& run(Group& group, Call& call, RequestKind kind = RequestKind::commands,

@@ -134,9 +134,8 @@ std::string load_file(const std::filesystem::path& path, Ledger& ledger, u64* se
       why = "checksum mismatch";
     } else {
       MappedSource source(bytes + sizeof header, header.state_bytes);
-      std::string error;
-      if (!ledger.load(source, &error)) {
-        why = "state rejected: " + error;
+      if (const Status loaded = ledger.load(source); !loaded.ok()) {
+        why = "state rejected: " + loaded.to_string();
       } else if (!source.finished()) {
         why = "state has trailing bytes";
       } else if (ledger.last_stamp().sequence != header.sequence) {
@@ -174,7 +173,7 @@ std::vector<std::pair<u64, std::filesystem::path>> list(const std::filesystem::p
 
 int write_file(const Ledger& ledger, const char* path, unsigned char* buffer,
                std::size_t buffer_bytes) noexcept {
-  const int fd = ::open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
+  const int fd = ::open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);  // the whole ledger
   if (fd < 0) return errno;
   SnapshotHeader header{};
   header.magic = kMagic;
