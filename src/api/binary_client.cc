@@ -80,23 +80,28 @@ bool Client::send(u32 request_id, u32 group, std::span<const Command> commands, 
   header.request_id = request_id;
   header.group = group;
   header.count = static_cast<u32>(commands.size());
-  header.length = static_cast<u32>(kHeaderBytes + commands.size_bytes());
+  header.length = static_cast<u32>(kHeaderBytes + commands.size() * sizeof(WireCommand));
   header.key = key;
   out_.resize(header.length);
   std::memcpy(out_.data(), &header, sizeof header);
-  std::memcpy(out_.data() + kHeaderBytes, static_cast<const void*>(commands.data()),
-              commands.size_bytes());
+  encode_commands(commands, out_.data() + kHeaderBytes);
   return fd_ >= 0 && write_all(out_.data(), out_.size());
 }
 
 bool Client::receive(Answer* answer) {
   if (fd_ < 0 || !read_all(&answer->header, sizeof answer->header)) return false;
   const FrameHeader& h = answer->header;
-  if (h.length != kHeaderBytes + u64{h.count} * sizeof(CommandResult) || h.count > kBatchMax) {
+  if (h.length != kHeaderBytes + u64{h.count} * sizeof(WireResult) || h.count > kBatchMax) {
+    return false;
+  }
+  wire_results_.resize(h.count);
+  if (!read_all(static_cast<void*>(wire_results_.data()), h.count * sizeof(WireResult))) {
     return false;
   }
   answer->results.resize(h.count);
-  return read_all(static_cast<void*>(answer->results.data()), h.count * sizeof(CommandResult));
+  for (u32 i = 0; i < h.count; ++i)
+    answer->results[i] = decode(wire_results_[i]);
+  return true;
 }
 
 }  // namespace paygate::api::binary

@@ -38,6 +38,7 @@ class Client {
 
   int fd_ = -1;
   std::vector<unsigned char> out_;
+  std::vector<WireResult> wire_results_;  // an answer as read
 };
 
 }  // namespace paygate::api::binary

@@ -18,7 +18,7 @@ ResultCode check_request_header(const FrameHeader& h) noexcept {
     case FrameType::atomic:
       if (h.count == 0) return ResultCode::batch_empty;
       if (h.count > kBatchMax) return ResultCode::batch_too_large;
-      if (h.length != kHeaderBytes + u64{h.count} * sizeof(Command))
+      if (h.length != kHeaderBytes + u64{h.count} * sizeof(WireCommand))
         return ResultCode::invalid_command;
       if (h.type == FrameType::commands && !h.key.empty()) return ResultCode::invalid_command;
       return ResultCode::ok;

@@ -5,21 +5,26 @@
 //
 //   frame   = header (40 bytes, little-endian) payload
 //   hello   : payload = the admin token (count bytes); answered hello_ok or error
-//   commands: payload = count × Command (64 bytes, ledger/command.h), each on its own
+//   commands: payload = count × 64-byte commands (journal/command_layout.h), each on
+//             its own
 //   atomic  : the same, all or none, under the header's idempotency key
-//   results : payload = count × CommandResult (16 bytes), status = the frame's outcome
+//   results : payload = count × 16-byte results (WireResult), status = the frame's
+//             outcome
 //   error   : no payload; status says why; the server closes the connection after it
 //
-// The first frame on a connection must be hello. Commands are the ledger's own
-// layout, so a client must be built from the same version of paygate; `version`
-// changes whenever that layout does.
+// The first frame on a connection must be hello. Commands travel in the layout the
+// journal gives them (version 1 of both), and results in WireResult's; encode and
+// decode translate from and to the ledger's in-memory types, which may change without
+// a new protocol version. `version` changes only when these layouts do.
 #pragma once
 
+#include <cstddef>
 #include <cstring>
 #include <span>
 #include <string_view>
 
 #include "base/result_code.h"
+#include "journal/command_layout.h"
 #include "ledger/command.h"
 #include "ledger/ledger.h"
 
@@ -53,8 +58,29 @@ static_assert(std::is_trivially_copyable_v<FrameHeader>);
 
 inline constexpr std::size_t kHeaderBytes = sizeof(FrameHeader);
 inline constexpr std::size_t kTokenBytesMax = 256;
+using WireCommand = journal::CommandLayout;
+static_assert(sizeof(WireCommand) == 64);
+
+// A result as the protocol carries it.
+struct WireResult {
+  u16 code;  // a ResultCode
+  u16 reserved;
+  u32 channel_number;
+  u64 id;
+};
+static_assert(sizeof(WireResult) == 16);
+static_assert(offsetof(WireResult, channel_number) == 4 && offsetof(WireResult, id) == 8);
+
+inline WireResult encode(const CommandResult& r) noexcept {
+  return WireResult{static_cast<u16>(r.code), 0, r.channel_number, r.id};
+}
+inline CommandResult decode(const WireResult& w) noexcept {
+  return CommandResult{
+      .code = static_cast<ResultCode>(w.code), .channel_number = w.channel_number, .id = w.id};
+}
+
 inline constexpr std::size_t kFrameBytesMax =
-    kHeaderBytes + std::size_t{kBatchMax} * sizeof(Command);
+    kHeaderBytes + std::size_t{kBatchMax} * sizeof(WireCommand);
 
 // Checks a header as read from a client: ok, or why the frame is refused
 // (invalid_command: malformed; batch_empty / batch_too_large: count).
@@ -77,9 +103,22 @@ struct DecodedFrame {
 };
 DecodedFrame decode_request(std::span<const unsigned char> frame) noexcept;
 
-// Copies a commands payload into aligned Commands (`out` has header.count of them).
-inline void copy_commands(std::span<const unsigned char> payload, Command* out) noexcept {
-  std::memcpy(static_cast<void*>(out), payload.data(), payload.size());
+// Decodes a commands payload into the ledger's Commands (`out` has room for
+// payload.size() / sizeof(WireCommand) of them).
+inline void decode_commands(std::span<const unsigned char> payload, Command* out) noexcept {
+  for (std::size_t i = 0; i < payload.size() / sizeof(WireCommand); ++i) {
+    WireCommand wire;
+    std::memcpy(wire.words, payload.data() + i * sizeof wire, sizeof wire);
+    out[i] = journal::decode(wire);
+  }
+}
+// Encodes commands as a payload (`out` has commands.size() * sizeof(WireCommand) bytes).
+inline void encode_commands(std::span<const Command> commands, unsigned char* out) noexcept {
+  for (const Command& command : commands) {
+    const WireCommand wire = journal::encode(command);
+    std::memcpy(out, wire.words, sizeof wire);
+    out += sizeof wire;
+  }
 }
 
 }  // namespace paygate::api::binary

@@ -29,7 +29,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const binary::DecodedFrame frame = binary::decode_request(std::span(data, size));
   if (frame.code != ResultCode::ok || frame.header.type == binary::FrameType::hello) return 0;
   std::vector<Command> commands(frame.header.count);
-  binary::copy_commands(frame.payload, commands.data());
+  binary::decode_commands(frame.payload, commands.data());
   std::vector<CommandResult> results(commands.size());
   const Stamp stamp{sequence + 1, (sequence + 1) * 1'000'000};
   if (frame.header.type == binary::FrameType::atomic) {

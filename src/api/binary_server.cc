@@ -55,8 +55,10 @@ struct Slot final : Completion {
 
   Connection* connection = nullptr;
   FrameHeader header;
-  std::vector<Command> commands;
+  std::vector<binary::WireCommand> wire_commands;  // as read
+  std::vector<Command> commands;                   // decoded
   std::vector<CommandResult> results;
+  std::vector<binary::WireResult> wire_results;  // as written
   Outcome outcome;
 };
 
@@ -126,10 +128,10 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     Slot* slot = free_.back();
     free_.pop_back();
     slot->header = header;
-    slot->commands.resize(header.count);
+    slot->wire_commands.resize(header.count);
     asio::async_read(socket_,
-                     asio::buffer(static_cast<void*>(slot->commands.data()),
-                                  slot->commands.size() * sizeof(Command)),
+                     asio::buffer(static_cast<void*>(slot->wire_commands.data()),
+                                  slot->wire_commands.size() * sizeof(binary::WireCommand)),
                      [self = shared_from_this(), slot](error_code ec, std::size_t) {
                        if (ec) return self->close();
                        self->on_commands(slot);
@@ -153,6 +155,11 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   void on_commands(Slot* slot) {
     Service& service = server_.service;
     const FrameHeader& h = slot->header;
+    slot->commands.resize(h.count);
+    binary::decode_commands(
+        std::span(reinterpret_cast<const unsigned char*>(slot->wire_commands.data()),
+                  slot->wire_commands.size() * sizeof(binary::WireCommand)),
+        slot->commands.data());
     slot->results.assign(h.count, CommandResult{});
     ResultCode code = ResultCode::ok;
     Engine* engine = service.accepting() ? service.attached_engine() : nullptr;
@@ -196,8 +203,11 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   }
 
   void queue_answer(Slot* slot) {
-    slot->header.length =
-        static_cast<u32>(binary::kHeaderBytes + slot->results.size() * sizeof(CommandResult));
+    slot->wire_results.resize(slot->results.size());
+    for (std::size_t i = 0; i < slot->results.size(); ++i)
+      slot->wire_results[i] = binary::encode(slot->results[i]);
+    slot->header.length = static_cast<u32>(binary::kHeaderBytes +
+                                           slot->wire_results.size() * sizeof(binary::WireResult));
     slot->header.count = static_cast<u32>(slot->results.size());
     slot->header.key = IdempotencyKey{};
     server_.service.count_binary_frame();
@@ -214,8 +224,8 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     Slot* slot = answers_.front();
     const std::array<asio::const_buffer, 2> buffers = {
         asio::buffer(&slot->header, sizeof(FrameHeader)),
-        asio::buffer(static_cast<const void*>(slot->results.data()),
-                     slot->results.size() * sizeof(CommandResult))};
+        asio::buffer(static_cast<const void*>(slot->wire_results.data()),
+                     slot->wire_results.size() * sizeof(binary::WireResult))};
     asio::async_write(socket_, buffers,
                       [self = shared_from_this(), slot](error_code ec, std::size_t) {
                         self->answers_.pop_front();

@@ -1,12 +1,14 @@
 #include "journal/command_packing.h"
 
+#include "journal/command_layout.h"
+
 #include <bit>
 #include <cstring>
 
 namespace paygate::journal {
 namespace {
 
-constexpr u32 kWords = sizeof(Command) / sizeof(u64);
+constexpr u32 kWords = sizeof(CommandLayout) / sizeof(u64);
 static_assert(kWords == 8, "the mask is one byte");
 
 constexpr u64 zigzag(u64 delta) noexcept {
@@ -24,8 +26,8 @@ constexpr u32 size_class(u64 value) noexcept {
 }  // namespace
 
 unsigned char* CommandPacker::pack(const Command& command, unsigned char* out) noexcept {
-  u64 words[kWords];
-  std::memcpy(words, &command, sizeof words);
+  const CommandLayout layout = encode(command);  // the journal's words, not memory's
+  const u64* words = layout.words;
   // A request's commands are often all alike: one branch for a repeat, not eight.
   u64 any_difference = 0;
   for (u32 w = 0; w < kWords; ++w)
@@ -85,7 +87,9 @@ std::size_t unpack_commands(const unsigned char* in, std::size_t size, u32 count
       words[w] += unzigzag(value);
       ++i;
     }
-    std::memcpy(static_cast<void*>(&out[c]), words, sizeof words);
+    CommandLayout layout;
+    std::memcpy(layout.words, words, sizeof words);
+    out[c] = decode(layout);
   }
   return at;
 }

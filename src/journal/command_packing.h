@@ -3,7 +3,8 @@
 // Consecutive commands in a record are mostly alike: a request's holds share their
 // accounts, amount and currency, and differ, if at all, in a key or a hash. Each
 // command is written as the difference from the one before it (the first from an
-// all-zero command), word by word over its eight 64-bit words:
+// all-zero command), word by word over the eight 64-bit words of its layout
+// (command_layout.h):
 //
 //   1 byte          mask: bit w set when word w differs from the previous command's
 //   ceil(k/4) bytes the size of each of the k differing words' deltas, 2 bits each
@@ -20,11 +21,12 @@
 #include <cstddef>
 
 #include "base/types.h"
+#include "journal/command_layout.h"
 #include "ledger/command.h"
 
 namespace paygate::journal {
 
-inline constexpr u32 kPackedCommandBytesMax = 1 + 2 + sizeof(Command);
+inline constexpr u32 kPackedCommandBytesMax = 1 + 2 + sizeof(CommandLayout);
 
 // Packs commands one after another, each against the one before it.
 class CommandPacker {

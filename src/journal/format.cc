@@ -1,5 +1,7 @@
 #include "journal/format.h"
+
 #include "base/sequence_file_name.h"
+#include "journal/command_layout.h"
 
 #include <charconv>
 #include <cstring>
@@ -43,8 +45,11 @@ void RecordEncoder::append(std::span<const Command> commands) noexcept {
   PG_ASSERT(type_ != RecordType::atomic || used_ >= sizeof(RecordHeader) + sizeof(IdempotencyKey));
   appended_ += static_cast<u32>(commands.size());
   if (version_ == 1) {
-    std::memcpy(out_ + used_, commands.data(), commands.size_bytes());
-    used_ += static_cast<u32>(commands.size_bytes());
+    for (const Command& command : commands) {
+      const CommandLayout layout = encode(command);
+      std::memcpy(out_ + used_, layout.words, sizeof layout);
+      used_ += static_cast<u32>(sizeof layout);
+    }
     return;
   }
   unsigned char* at = out_ + used_;

@@ -35,6 +35,7 @@
 #include <span>
 
 #include "base/types.h"
+#include "journal/command_layout.h"
 #include "journal/command_packing.h"
 #include "ledger/command.h"
 #include "ledger/ledger.h"
@@ -111,9 +112,9 @@ struct SegmentHeader {
   // segment from before the signature table (zeros there) holds no signature keys, so
   // it replays the same under any signature configuration.
   bool same_ledger(const SegmentHeader& o) const noexcept {
-    const bool signatures_differ =
-        signature_keys_max != 0 && o.signature_keys_max != 0 &&
-        (signature_keys_max != o.signature_keys_max || signature_window_ns != o.signature_window_ns);
+    const bool signatures_differ = signature_keys_max != 0 && o.signature_keys_max != 0 &&
+                                   (signature_keys_max != o.signature_keys_max ||
+                                    signature_window_ns != o.signature_window_ns);
     return magic == o.magic && region == o.region && group == o.group &&
            accounts_max == o.accounts_max && pending_max == o.pending_max &&
            recent_transfers_max == o.recent_transfers_max &&
@@ -132,7 +133,7 @@ constexpr u32 align_up(u32 bytes) noexcept {
 }
 
 constexpr u32 command_bytes_max(u8 version) noexcept {
-  return version >= 2 ? kPackedCommandBytesMax : static_cast<u32>(sizeof(Command));
+  return version >= 2 ? kPackedCommandBytesMax : static_cast<u32>(sizeof(CommandLayout));
 }
 // The most bytes a body takes (for version 1 commands, and for segment headers, the
 // exact size).
@@ -155,7 +156,8 @@ inline constexpr u32 kRecordBytesMax = record_bytes_max(RecordType::atomic, kRec
 static_assert(record_bytes_max(RecordType::commands, 1, 1) == 104);
 static_assert(kRecordBytesMax >= record_bytes_max(RecordType::atomic, kRecordCommandsMax, 1));
 static_assert(kRecordBytesMax % kRecordAlign == 0);
-static_assert(sizeof(Command) % kRecordAlign == 0 && sizeof(IdempotencyKey) % kRecordAlign == 0);
+static_assert(sizeof(CommandLayout) % kRecordAlign == 0 &&
+              sizeof(IdempotencyKey) % kRecordAlign == 0);
 
 // Writes one record piece by piece: the batch key (atomic records), then the commands
 // in parts (so commands from several callers go straight into one record), then

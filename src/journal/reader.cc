@@ -1,5 +1,7 @@
 #include "journal/reader.h"
 
+#include "journal/command_layout.h"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -322,7 +324,13 @@ ScanReport scan(const std::filesystem::path& dir, u64 from_sequence,
           body += sizeof(IdempotencyKey);
         }
         if (header.version == 1) {
-          record.commands = std::span(reinterpret_cast<const Command*>(body), header.count);
+          // As laid out on disk (command_layout.h), into the ledger's commands.
+          for (u32 c = 0; c < header.count; ++c) {
+            CommandLayout layout;
+            std::memcpy(layout.words, body + std::size_t{c} * sizeof layout, sizeof layout);
+            unpacked[c] = decode(layout);
+          }
+          record.commands = std::span<const Command>(unpacked.data(), header.count);
         } else {
           // The CRC held, so a failure here is a writer's bug, not a torn write.
           const std::size_t room = static_cast<std::size_t>(body_end - body);
