@@ -1,5 +1,6 @@
 #include "journal/reader.h"
 
+#include "base/assert.h"
 #include "journal/command_layout.h"
 
 #include <fcntl.h>
@@ -239,6 +240,8 @@ ScanReport scan(const std::filesystem::path& dir, u64 from_sequence,
 
     u64 offset = 0;
     for (;;) {
+      // Records sit end to end, aligned, inside the file.
+      PG_ASSERT(offset % kRecordAlign == 0 && offset <= file.size());
       RecordHeader header{};
       std::string why;
       const bool at_end = offset + sizeof(RecordHeader) > file.size() ||
@@ -345,6 +348,7 @@ ScanReport scan(const std::filesystem::path& dir, u64 from_sequence,
         ++report.records;
         report.commands += header.count;
         ++summary.records;
+        PG_ASSERT(header.sequence == expected && header.count > 0);
         expected = header.sequence + header.count;
         if (record.next_sequence() > from_sequence && header.sequence < from_sequence) {
           return corrupt(path, offset,
@@ -360,6 +364,7 @@ ScanReport scan(const std::filesystem::path& dir, u64 from_sequence,
           return report;
         }
       }
+      PG_ASSERT(header.length >= kRecordOverhead);  // a checked record moves the scan on
       offset += header.length;
     }
     summary.end_offset = offset;

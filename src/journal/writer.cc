@@ -99,6 +99,11 @@ unsigned char* Writer::reserve(u32 bytes) noexcept {
 
 void Writer::commit(u32 bytes, u64 last_sequence) noexcept {
   PG_ASSERT(staged_ + bytes <= staging_.size());
+  PG_ASSERT(bytes % kRecordAlign == 0);  // whole records only
+  // Sequences only grow, and never past what is staged behind what is durable.
+  PG_ASSERT(last_sequence == 0 || last_sequence >= staged_last_sequence_);
+  PG_ASSERT(last_sequence == 0 ||
+            last_sequence > durable_sequence_.load(std::memory_order_relaxed));
   if (staged_ == 0) first_staged_ns_ = now_ns();
   staged_ += bytes;
   if (last_sequence != 0) staged_last_sequence_ = last_sequence;
@@ -120,6 +125,7 @@ void Writer::run() {
       staging_.swap(writing_);
       size = staged_;
       last_sequence = staged_last_sequence_;
+      PG_ASSERT(size <= writing_.size() && size % kRecordAlign == 0);
       staged_ = 0;
       staged_at = first_staged_ns_;
       staged_bytes_hint_.store(0, std::memory_order_relaxed);
@@ -144,6 +150,9 @@ void Writer::run() {
     sync_ns_.record(synced - started);
     write_bytes_.record(size);
     durable_at_ns_.store(synced, std::memory_order_release);
+    // The durable point moves only forward, and only past what this sync wrote.
+    PG_ASSERT(last_sequence == 0 ||
+              last_sequence >= durable_sequence_.load(std::memory_order_relaxed));
     if (last_sequence != 0) durable_sequence_.store(last_sequence, std::memory_order_release);
     if (options_.durable_event != nullptr) options_.durable_event->notify_all();
     if (options_.sync_gap_ns != 0 && synced - started < options_.sync_gap_ns) {
@@ -191,7 +200,9 @@ bool Writer::write_all(const unsigned char* data, u64 size) {
       if (offset_ + fit + header.length > options_.segment_bytes) break;
       fit += header.length;
     }
+    PG_ASSERT(offset_ % kRecordAlign == 0 && offset_ <= options_.segment_bytes);
     if (fit > 0) {
+      PG_ASSERT(offset_ + fit <= options_.segment_bytes);  // records never straddle segments
       if (const int injected = fault(FileOp::write);
           injected != 0 || !pwrite_all(fd_, data + at, fit, offset_)) {
         return fail("write " + path_.string(), injected != 0 ? injected : errno);
@@ -206,6 +217,9 @@ bool Writer::write_all(const unsigned char* data, u64 size) {
       }
       RecordHeader next;
       std::memcpy(&next, data + at, sizeof next);
+      // A fresh segment always takes a whole record (segment_bytes >= 2 records).
+      PG_ASSERT(next.length + record_bytes_max(RecordType::segment_header, 0) <=
+                options_.segment_bytes);
       if (!create_segment(next.sequence)) return false;
     }
   }
@@ -213,6 +227,7 @@ bool Writer::write_all(const unsigned char* data, u64 size) {
 }
 
 bool Writer::create_segment(u64 first_sequence) {
+  PG_ASSERT(first_sequence >= 1);
   const std::filesystem::path path = options_.dir / segment_file_name(first_sequence);
   // 0600: every balance is in here (docs/OPERATING.md, files and permissions).
   const int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
@@ -239,6 +254,7 @@ bool Writer::create_segment(u64 first_sequence) {
 
   unsigned char header[record_bytes_max(RecordType::segment_header, 0)];
   const u32 length = encode_segment_header(header, first_sequence, options_.identity);
+  PG_ASSERT(length == sizeof header && length < options_.segment_bytes);
   if (const int injected = fault(FileOp::write);
       injected != 0 || !pwrite_all(fd_, header, length, 0)) {
     return fail("write " + path_.string(), injected != 0 ? injected : errno);
@@ -248,6 +264,8 @@ bool Writer::create_segment(u64 first_sequence) {
 }
 
 bool Writer::open_segment(const std::filesystem::path& path, u64 offset) {
+  // Appends continue where the reader found the records end: aligned, inside.
+  PG_ASSERT(offset % kRecordAlign == 0 && offset > 0 && offset <= options_.segment_bytes);
   const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) return fail("open " + path.string(), errno);
   struct stat st {};

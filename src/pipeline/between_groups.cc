@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include "base/assert.h"
 #include "base/ids.h"
 #include "base/log.h"
 #include "pipeline/engine.h"
@@ -30,6 +31,7 @@ BetweenGroupsReport finish_unsettled(Engine& engine, const std::vector<Unsettled
   // One machine per channel (debit group, credit group), up to a batch at a time.
   std::map<std::pair<u32, u32>, std::vector<UnsettledTransfer>> channels;
   for (const UnsettledTransfer& t : found) {
+    PG_ASSERT(t.group < engine.groups() && t.hold.on_channel());
     channels[{t.group, id_prefix(t.hold.credit_account_id.value).group}].push_back(t);
   }
   CarryBetweenGroups carry;
@@ -42,7 +44,9 @@ BetweenGroupsReport finish_unsettled(Engine& engine, const std::vector<Unsettled
         report.problem = carry.problem();
         continue;
       }
+      PG_ASSERT(carry.carried().size() == count);
       for (const CarryBetweenGroups::Carried& carried : carry.carried()) {
+        PG_ASSERT(carried.numbered);  // found on a channel: numbered already
         switch (carried.code) {
           case ResultCode::ok:
             ++report.posted;

@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "base/assert.h"
 #include "base/ids.h"
 
 namespace paygate {
@@ -49,6 +50,7 @@ Engine::~Engine() {
 }
 
 void Engine::start() {
+  PG_ASSERT(!groups_.empty() && finisher_ == nullptr);
   const std::vector<UnsettledTransfer> unsettled = unsettled_transfers(*this);
   for (auto& group : groups_)
     group->start();
@@ -68,7 +70,9 @@ void Engine::stop() {
 Group* Engine::route(u64 id) noexcept {
   const IdPrefix prefix = id_prefix(id);
   if (prefix.region != config_.region || prefix.group >= groups_.size()) return nullptr;
-  return groups_[prefix.group].get();
+  Group* group = groups_[prefix.group].get();
+  PG_ASSERT(group != nullptr && group->config().ledger.prefix == prefix);
+  return group;
 }
 
 }  // namespace paygate

@@ -37,6 +37,9 @@ u64 EventLog::previous_for(const Stored& s, u64 account_id) noexcept {
 
 void EventLog::append(const LedgerEvent& event) noexcept {
   const u64 position = head_;
+  // Events come in log order: never an older sequence after a newer one.
+  PG_ASSERT(position == floor_ || at(position - 1).event.sequence <= event.sequence);
+  PG_ASSERT(!lost_ || lost_->sequence <= event.sequence);
   if (position >= ring_.size()) {
     // The ring is full: the oldest event leaves.
     const u64 leaving = position - ring_.size();
@@ -72,6 +75,7 @@ void EventLog::append(const LedgerEvent& event) noexcept {
     *credit = link;
   }
   head_ = position + 1;
+  PG_ASSERT(head_ - floor_ <= ring_.size());  // what is held fits the ring
 }
 
 void EventLog::rewind(u64 mark) noexcept {
@@ -109,6 +113,7 @@ EventPage EventLog::read_after(std::optional<EventKey> after,
     return page;
   }
   u64 position = after ? first_after(*after) : floor_;
+  PG_ASSERT(position >= floor_ && position <= head_);
   while (position < head_ && page.count < out.size()) {
     out[page.count++] = at(position++).event;
   }
@@ -145,6 +150,8 @@ EventPage EventLog::read_account(u64 account_id, std::optional<EventKey> before,
   }
   while (holds(link)) {
     const Stored& s = at(link - 1);
+    // A chain only runs back in time.
+    PG_ASSERT(page.count == 0 || key_of(s.event) < key_of(out[page.count - 1]));
     if (s.event.kind == LedgerEventKind::account_created) {
       page.complete = true;
       return page;

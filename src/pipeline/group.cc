@@ -330,10 +330,17 @@ void Group::process(u32 count, u64 record_bytes) {
     }
     return n;
   }();
+  PG_ASSERT(count > 0 && count <= config_.batch_requests_max);
   const Stamp first = sequencer_->stamp(commands_in_batch);
   publish_clock_stats();
+  // The batch continues the log: its first command right after the last applied.
+  PG_ASSERT(first.sequence == ledger_->last_stamp().sequence + 1 ||
+            ledger_->last_stamp().sequence == 0);
+  PG_ASSERT(first.timestamp_ns >= ledger_->last_stamp().timestamp_ns);
   if (record_bytes > 0) journal_batch(count, record_bytes, first);
   apply_batch(count, first);
+  PG_ASSERT(commands_in_batch == 0 ||
+            ledger_->last_stamp().sequence == first.sequence + commands_in_batch - 1);
   next_read_ += count;
   ring_.release(next_read_);
   space_.notify_all();
@@ -343,6 +350,7 @@ void Group::process(u32 count, u64 record_bytes) {
 }
 
 unsigned char* Group::reserve_stage(u64 bytes) noexcept {
+  PG_ASSERT(bytes > 0 && bytes <= config_.group_commit_bytes_max);  // one batch fits the stage
   for (;;) {
     if (unsigned char* out = journal_->reserve(static_cast<u32>(bytes))) return out;
     if (journal_->failed()) return nullptr;
@@ -409,8 +417,10 @@ void Group::journal_batch(u32 count, u64 bytes, Stamp first) {
     ++records;
     i = end;
   }
-  // Packed records take at most what was reserved for them, and usually far less.
+  // Packed records take at most what was reserved for them, and usually far less;
+  // every command of the batch is in them, in order.
   PG_ASSERT(static_cast<u64>(out - start) <= bytes);
+  PG_ASSERT(sequence > first.sequence && records > 0);
   journal_->commit(static_cast<u32>(out - start), sequence - 1);
   stats_.records.fetch_add(records, std::memory_order_relaxed);
 }
@@ -458,6 +468,8 @@ void Group::apply_batch(u32 count, Stamp first) {
     if (!is_lookup(r)) {
       outcome.first_sequence = sequence;
       sequence += logged_count(r);
+      // The ledger ran this request's commands at exactly the sequences logged for them.
+      PG_ASSERT(ledger_->last_stamp().sequence == sequence - 1);
     }
     // A lookup saw everything applied so far: it waits for all of that to be durable.
     push_release(Pending{r.completion, sequence - 1, outcome});
@@ -515,6 +527,11 @@ void Group::publish_key_stats() noexcept {
 
 void Group::push_release(const Pending& pending) noexcept {
   PG_ASSERT(!queue_full());
+  // Answers leave in order: each waits for no less of the log than the one before.
+  PG_ASSERT(release_count_ == 0 ||
+            release_[(release_head_ + release_count_ - 1) % release_.size()].durable_at <=
+                pending.durable_at);
+  PG_ASSERT(pending.completion != nullptr);
   release_[(release_head_ + release_count_) % release_.size()] = pending;
   ++release_count_;
 }
@@ -532,6 +549,8 @@ void Group::release_durable() noexcept {
   while (release_count_ > 0) {
     Pending& pending = release_[release_head_];
     if (pending.durable_at > durable) break;
+    // Acknowledged means durable: nothing is answered ok past the journal's point.
+    PG_ASSERT(pending.durable_at <= journal_->durable_sequence());
     pending.completion->complete(pending.outcome);
     release_head_ = (release_head_ + 1) % release_.size();
     --release_count_;
@@ -583,6 +602,8 @@ void Group::inject_tick() {
   if (!due || queue_full()) return;
   static const Command kTick = Command::make_tick();
   const Stamp stamp = sequencer_->stamp(1);
+  PG_ASSERT(stamp.sequence == ledger_->last_stamp().sequence + 1 ||
+            ledger_->last_stamp().sequence == 0);
   unsigned char* out = reserve_stage(journal::record_bytes_max(journal::RecordType::commands, 1));
   if (out == nullptr) return;
   const u32 bytes = journal::encode_record(out, journal::RecordType::commands, stamp.sequence,

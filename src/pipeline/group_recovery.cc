@@ -155,6 +155,9 @@ Status Group::recover() {
 
   // Where appends continue.
   journal::AppendPosition at{{}, 0, report.next_sequence != 0 ? report.next_sequence : from};
+  // Replay ended where the log ends: appends continue right after the last command the
+  // ledger holds, with nothing skipped and nothing applied twice.
+  PG_ASSERT(ledger_->last_stamp().sequence + 1 == at.next_sequence);
   if (report.end == journal::LogEnd::torn_tail) {
     PG_LOG_WARN("event=journal_torn_tail group={} message=\"{}\"", config_.ledger.prefix.group,
                 report.message);
@@ -208,6 +211,7 @@ Status Group::recover() {
   if (!writer.ok()) return writer.status();
   journal_ = std::move(writer).value();
 
+  PG_ASSERT(at.file.empty() || (at.offset > 0 && at.offset % journal::kRecordAlign == 0));
   // Refusals the replay made again were logged when they happened.
   refusals_logged_ = ledger_->key_capacity_refusals();
   stats_.key_capacity_refusals.store(refusals_logged_, std::memory_order_relaxed);

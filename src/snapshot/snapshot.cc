@@ -1,4 +1,6 @@
 #include "snapshot/snapshot.h"
+
+#include "base/assert.h"
 #include "base/sequence_file_name.h"
 
 #include <fcntl.h>
@@ -212,6 +214,9 @@ LoadResult load_newest(const std::filesystem::path& dir,
     u64 loaded = 0;
     const std::string why = load_file(path, *ledger, &loaded);
     if (why.empty() && loaded == sequence) {
+      // What was loaded is the state after the sequence its name says, and whole.
+      PG_ASSERT(result.ledger == nullptr);
+      PG_ASSERT(ledger->last_stamp().sequence == sequence);
       result.ledger = std::move(ledger);
       result.sequence = loaded;
       result.file = path;
@@ -224,6 +229,7 @@ LoadResult load_newest(const std::filesystem::path& dir,
 }
 
 u64 prune(const std::filesystem::path& dir, u32 keep) {
+  PG_ASSERT(keep >= 1);  // the newest snapshot is never pruned: recovery needs it
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
@@ -233,8 +239,10 @@ u64 prune(const std::filesystem::path& dir, u32 keep) {
   const auto snapshots = list(dir);
   for (std::size_t i = keep; i < snapshots.size(); ++i)
     std::filesystem::remove(snapshots[i].second, ec);
-  if (snapshots.empty() || keep == 0) return 0;
-  return snapshots[std::min<std::size_t>(keep, snapshots.size()) - 1].first;
+  if (snapshots.empty()) return 0;
+  const u64 oldest_kept = snapshots[std::min<std::size_t>(keep, snapshots.size()) - 1].first;
+  PG_ASSERT(oldest_kept >= 1 && oldest_kept <= snapshots.front().first);
+  return oldest_kept;
 }
 
 Snapshotter::Snapshotter(std::filesystem::path dir, std::size_t buffer_bytes)
@@ -249,6 +257,8 @@ Snapshotter::~Snapshotter() {
 
 bool Snapshotter::start(const Ledger& ledger) {
   if (child_ > 0) return false;
+  // Snapshots only move forward: a new one covers more than the last published.
+  PG_ASSERT(ledger.last_stamp().sequence >= last_published_);
   sequence_ = ledger.last_stamp().sequence;
   tmp_path_ = (dir_ / (file_name(sequence_) + ".tmp")).string();
   const char* path = tmp_path_.c_str();  // built before fork: the child must not allocate
@@ -286,6 +296,9 @@ Snapshotter::Progress Snapshotter::poll(u64 durable_sequence, std::string* messa
     duration_ns_.record(steady_ns() - started_ns_);
   }
   if (durable_sequence < sequence_) return Progress::running;  // not yet acknowledged
+  // Published only once every command it holds is durable in the journal: a snapshot
+  // never holds what a crash could take back.
+  PG_ASSERT(written_ && durable_sequence >= sequence_);
   const std::filesystem::path final_path = dir_ / file_name(sequence_);
   child_ = 0;
   if (::rename(tmp_path_.c_str(), final_path.c_str()) != 0 || fsync_dir(dir_) != 0) {
@@ -293,6 +306,7 @@ Snapshotter::Progress Snapshotter::poll(u64 durable_sequence, std::string* messa
         fmt::format("cannot publish snapshot {}: {}", final_path.string(), std::strerror(errno));
     return Progress::failed;
   }
+  PG_ASSERT(sequence_ >= last_published_);
   last_published_ = sequence_;
   *message = fmt::format("snapshot {} published after {:.1f} ms (fork paused the group {:.3f} ms)",
                          final_path.string(), static_cast<double>(steady_ns() - started_ns_) / 1e6,
