@@ -2,9 +2,12 @@
 
 #include <jwt.h>
 
+#include <fmt/format.h>
+
 #include <array>
 #include <charconv>
 #include <memory>
+#include <optional>
 
 #include "api/http_status.h"
 #include "api/id_text.h"
@@ -193,6 +196,29 @@ Problem Authenticator::bearer_token(std::string_view token, u64 now_s, Principal
   if (errno != 0) return refuse(ResultCode::invalid_token, "the token has no exp claim");
   if (expires <= 0 || static_cast<u64>(expires) <= now_s) {
     return refuse(ResultCode::token_expired, "the token has expired");
+  }
+  // nbf and iat, when present, and a bounded lifetime (issue: nbf was ignored, and an
+  // exp of 2^62 was accepted: a token for ever).
+  const auto claim = [&](const char* name) -> std::optional<u64> {
+    errno = 0;
+    const long value = jwt_get_grant_int(checked.get(), name);
+    if (errno != 0) return std::nullopt;  // absent
+    return value < 0 ? 0 : static_cast<u64>(value);
+  };
+  const std::optional<u64> not_before = claim("nbf");
+  if (not_before && *not_before > now_s + config_.jwt_leeway_s) {
+    return refuse(ResultCode::invalid_token, "the token is not valid yet (nbf)");
+  }
+  const std::optional<u64> issued = claim("iat");
+  if (issued && *issued > now_s + config_.jwt_leeway_s) {
+    return refuse(ResultCode::invalid_token, "the token was issued in the future (iat)");
+  }
+  const u64 from = issued ? *issued : now_s;
+  if (static_cast<u64>(expires) > from + config_.jwt_lifetime_max_s) {
+    return refuse(ResultCode::invalid_token,
+                  fmt::format("the token lives longer than {} s (exp - iat, or exp - now without "
+                              "iat); sign shorter-lived tokens",
+                              config_.jwt_lifetime_max_s));
   }
   VerifiedToken& slot = verified_tokens[verified_next++ % kVerifiedTokens];
   slot = VerifiedToken{text, merchant->id, merchant->key_id, static_cast<u64>(expires)};

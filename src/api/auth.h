@@ -17,7 +17,8 @@
 // whole-second timestamps sends the same signature twice, and reading again is safe.
 //
 // JWT: "Authorization: Bearer <token>", HS256 signed with the merchant's secret,
-// claims sub (the merchant id) and exp (required). Verified by libjwt.
+// claims sub (the merchant id) and exp (required), nbf and iat (honoured when present),
+// living at most jwt_lifetime_max_s. Verified by libjwt.
 #pragma once
 
 #include <deque>
@@ -57,6 +58,10 @@ struct AuthConfig {
   std::string admin_token;
   u64 window_s = 300;
   std::size_t replay_cache_max = 1u << 20;
+  // A JWT lives at most this long (exp minus iat, or minus now without iat): a leaked
+  // token is a bearer's key until it expires, so it must expire soon.
+  u64 jwt_lifetime_max_s = 4 * 3600;
+  u64 jwt_leeway_s = 60;  // clock skew allowed on nbf and iat
 };
 
 class Authenticator {

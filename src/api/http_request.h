@@ -63,4 +63,33 @@ inline void read_headers(const RequestParser::value_type& request, HttpRequestVi
   }
 }
 
+// Why a request's framing cannot be trusted (RFC 9112, 6.1 and 6.3), or null. A
+// body whose length the server and a proxy in front of it could read differently is
+// how requests are smuggled: the bytes one takes as a body the other takes as the
+// next request. So a Transfer-Encoding other than exactly "chunked", a
+// Transfer-Encoding in HTTP/1.0, more than one, or one beside a Content-Length are
+// refused with 400 and the connection closed, never guessed at.
+inline const char* framing_problem(const RequestParser::value_type& request) {
+  u32 encodings = 0;
+  bool chunked = false;
+  for (const auto& field : request) {
+    if (field.name() != http::field::transfer_encoding) continue;
+    ++encodings;
+    std::string_view value = view_of(field.value());
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+      value.remove_prefix(1);
+    while (!value.empty() && (value.back() == ' ' || value.back() == '\t'))
+      value.remove_suffix(1);
+    chunked =
+        boost::beast::iequals(boost::beast::string_view(value.data(), value.size()), "chunked");
+  }
+  if (encodings == 0) return nullptr;
+  if (request.version() < 11) return "Transfer-Encoding is not allowed in HTTP/1.0";
+  if (encodings > 1 || !chunked) return "Transfer-Encoding must be exactly \"chunked\"";
+  if (request.find(http::field::content_length) != request.end()) {
+    return "Transfer-Encoding and Content-Length together";
+  }
+  return nullptr;
+}
+
 }  // namespace paygate::api

@@ -122,6 +122,9 @@ class Session final : public std::enable_shared_from_this<Session> {
   // Answers rendered but not yet written; beyond this, stop taking requests from a
   // client that sends without reading.
   static constexpr std::size_t kPendingOutMax = 1u << 20;
+  // Buffers larger than this are freed once used rather than kept for the next request
+  // (docs/OPERATING.md, memory per connection).
+  static constexpr std::size_t kKeptBufferBytes = 16u << 10;
 
   // REQUIRES: index < 2 * pipeline_max (head_ stays below pipeline_max).
   Slot& slot_at(u32 index) {
@@ -194,16 +197,25 @@ class Session final : public std::enable_shared_from_this<Session> {
                             std::make_tuple(allocator));
         slot.parser->header_limit(config_.header_bytes_max);
         slot.parser->body_limit(config_.body_bytes_max);
-        slot.parser->eager(true);
+        // The header first, on its own: its framing is checked before a byte of the
+        // body is taken (framing_problem); then the body in as few calls as it comes.
+        slot.parser->eager(false);
       }
       beast::error_code ec;
       while (!slot.parser->is_done() && buffer_.size() > 0) {
+        const bool had_header = slot.parser->is_header_done();
         buffer_.consume(slot.parser->put(buffer_.data(), ec));
         if (ec == http::error::need_more) {
           ec = {};
           break;
         }
         if (ec) break;
+        if (!had_header && slot.parser->is_header_done()) {
+          if (const char* problem = framing_problem(slot.parser->get())) {
+            return refuse_framing(slot, problem);
+          }
+          slot.parser->eager(true);
+        }
       }
       if (ec) return refuse(slot, ec);
       if (!slot.parser->is_done()) {
@@ -253,25 +265,33 @@ class Session final : public std::enable_shared_from_this<Session> {
     parse();
   }
 
+  void refuse_framing(Slot& slot, const char* problem) {
+    refuse_with(
+        slot, 400, ResultCode::invalid_field,
+        fmt::format("the request's framing is ambiguous: {}; the connection is closed", problem));
+  }
+
   // An answer to bytes that are not a request we can take; the connection is closed
   // after it.
   void refuse(Slot& slot, beast::error_code ec) {
+    if (ec == http::error::body_limit) {
+      return refuse_with(slot, 413, ResultCode::body_too_large,
+                         fmt::format("the body is larger than {} bytes", config_.body_bytes_max));
+    }
+    if (ec == http::error::header_limit) {
+      return refuse_with(slot, 431, ResultCode::invalid_field, "the headers are too large");
+    }
+    refuse_with(slot, 400, ResultCode::invalid_field, "malformed HTTP request");
+  }
+
+  void refuse_with(Slot& slot, unsigned status, ResultCode code, std::string_view message) {
     HttpReply& reply = slot.exchange.reply;
     reply.body.clear();
     reply.text = false;
     reply.retry_after_s = 0;
     reply.minimal = false;
-    if (ec == http::error::body_limit) {
-      reply.status = 413;
-      render_error(reply.body, ResultCode::body_too_large,
-                   fmt::format("the body is larger than {} bytes", config_.body_bytes_max));
-    } else if (ec == http::error::header_limit) {
-      reply.status = 431;
-      render_error(reply.body, ResultCode::invalid_field, "the headers are too large");
-    } else {
-      reply.status = 400;
-      render_error(reply.body, ResultCode::invalid_field, "malformed HTTP request");
-    }
+    reply.status = status;
+    render_error(reply.body, code, message);
     slot.keep_alive = false;
     slot.refused = true;
     slot.state = Slot::State::answered;
@@ -287,6 +307,7 @@ class Session final : public std::enable_shared_from_this<Session> {
       Slot& slot = slot_at(head_);
       if (slot.state != Slot::State::answered) break;
       render(slot);
+      slot.exchange.release_large_buffers(kKeptBufferBytes);
       if (!slot.keep_alive) {
         close_after_write_ = true;
         linger_ = slot.refused;
@@ -344,6 +365,10 @@ class Session final : public std::enable_shared_from_this<Session> {
     asio::async_write(socket_, asio::buffer(out_),
                       [self = shared_from_this()](beast::error_code ec, std::size_t) {
                         self->writing_ = false;
+                        // What a burst of large answers grew is not kept for the life of
+                        // the connection (it becomes pending_out_ at the next write).
+                        if (self->out_.capacity() > kKeptBufferBytes)
+                          std::string().swap(self->out_);
                         if (ec) return self->close();
                         self->progress();
                         self->write();

@@ -93,6 +93,10 @@ class JsonWriter {
     return *this;
   }
 
+  // As a JSON string: quotes, backslashes and control characters escaped, and bytes
+  // that are not UTF-8 (an error message may echo a client's bytes: a query parameter
+  // name of 0xFF 0xFE, a field name cut mid-character) replaced by U+FFFD, so that
+  // every answer is valid JSON text.
   void append_escaped(std::string_view text) {
     static constexpr char kHex[] = "0123456789abcdef";
     out_ += '"';
@@ -100,6 +104,17 @@ class JsonWriter {
     for (std::size_t i = 0; i < text.size(); ++i) {
       const char c = text[i];
       const auto byte = static_cast<unsigned char>(c);
+      if (byte >= 0x80) {
+        const std::size_t length = utf8_length(text, i);
+        if (length != 0) {
+          i += length - 1;
+          continue;
+        }
+        out_.append(text.data() + run, i - run);
+        out_ += "\xEF\xBF\xBD";  // U+FFFD, the replacement character
+        run = i + 1;
+        continue;
+      }
       if (c != '"' && c != '\\' && byte >= 0x20) continue;
       out_.append(text.data() + run, i - run);
       run = i + 1;
@@ -113,6 +128,34 @@ class JsonWriter {
     }
     out_.append(text.data() + run, text.size() - run);
     out_ += '"';
+  }
+
+  // The length of the well-formed UTF-8 sequence at text[i] (RFC 3629: no overlong
+  // forms, no surrogates, nothing past U+10FFFF), or 0.
+  static std::size_t utf8_length(std::string_view text, std::size_t i) noexcept {
+    const auto at = [&](std::size_t k) { return static_cast<unsigned char>(text[k]); };
+    const unsigned char lead = at(i);
+    std::size_t length = 0;
+    unsigned char low = 0x80, high = 0xBF;  // the range of the byte after the lead
+    if (lead >= 0xC2 && lead <= 0xDF) {
+      length = 2;
+    } else if (lead >= 0xE0 && lead <= 0xEF) {
+      length = 3;
+      if (lead == 0xE0) low = 0xA0;   // overlong
+      if (lead == 0xED) high = 0x9F;  // surrogates
+    } else if (lead >= 0xF0 && lead <= 0xF4) {
+      length = 4;
+      if (lead == 0xF0) low = 0x90;   // overlong
+      if (lead == 0xF4) high = 0x8F;  // past U+10FFFF
+    } else {
+      return 0;
+    }
+    if (i + length > text.size()) return 0;
+    if (at(i + 1) < low || at(i + 1) > high) return 0;
+    for (std::size_t k = 2; k < length; ++k) {
+      if (at(i + k) < 0x80 || at(i + k) > 0xBF) return 0;
+    }
+    return length;
   }
 
  private:

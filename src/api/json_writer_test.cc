@@ -32,6 +32,42 @@ TEST(JsonWriter, EscapesQuotesBackslashesAndControlCharacters) {
                  "\"caf\xc3\xa9\"]");
 }
 
+// Issue: error bodies echoed a client's bytes raw, so some were not valid JSON text.
+TEST(JsonWriter, BytesThatAreNotUtf8BecomeReplacementCharacters) {
+  const auto written = [](std::string_view text) {
+    std::string out;
+    JsonWriter(out).string(text);
+    return out;
+  };
+  const std::string kReplacement = "\xEF\xBF\xBD";
+  EXPECT_EQ(written("\xFF\xFE"), "\"" + kReplacement + kReplacement + "\"");
+  EXPECT_EQ(written("ab\xC3"), "\"ab" + kReplacement + "\"");                 // cut mid-character
+  EXPECT_EQ(written("\xC0\xAF"), "\"" + kReplacement + kReplacement + "\"");  // overlong
+  EXPECT_EQ(written("\xED\xA0\x80"), "\"" + kReplacement + kReplacement + kReplacement + "\"");
+  EXPECT_EQ(written("\xF4\x90\x80\x80").substr(1, 3), kReplacement);  // past U+10FFFF
+  // Well-formed sequences of every length pass through.
+  EXPECT_EQ(written("\x7F\xC2\x80\xE2\x82\xAC\xF0\x9F\x92\xB3"),
+            "\"\x7F\xC2\x80\xE2\x82\xAC\xF0\x9F\x92\xB3\"");
+  // Random bytes: what comes out is always well-formed UTF-8 between its quotes.
+  std::mt19937_64 random(11);
+  for (int n = 0; n < 20000; ++n) {
+    std::string text(random() % 12, '\0');
+    for (char& c : text)
+      c = static_cast<char>(random());
+    const std::string out = written(text);
+    for (std::size_t i = 1; i + 1 < out.size();) {
+      const auto byte = static_cast<unsigned char>(out[i]);
+      if (byte < 0x80) {
+        ++i;
+        continue;
+      }
+      const std::size_t length = JsonWriter::utf8_length(out, i);
+      ASSERT_NE(length, 0u) << "at " << i;
+      i += length;
+    }
+  }
+}
+
 TEST(JsonWriter, WritesIdsAsQuotedText) {
   std::string out;
   JsonWriter w(out);

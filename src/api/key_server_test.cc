@@ -86,9 +86,9 @@ TEST_F(KeyTest, OneKeyNamesOneRequestOnEveryEndpoint) {
       merchant_request(s.keys, "POST", "/v1/batch", atomic, {"Idempotency-Key: K3"});
   EXPECT_EQ(tight.status, 409u) << tight.body;
   // A batch's key on a transfer, on a hold's post, on an account.
-  EXPECT_EQ(error_code(merchant_request(s.keys, "POST", "/v1/transfers", pay,
-                                        {"Idempotency-Key: K3"})),
-            "idempotency_key_reused");
+  EXPECT_EQ(
+      error_code(merchant_request(s.keys, "POST", "/v1/transfers", pay, {"Idempotency-Key: K3"})),
+      "idempotency_key_reused");
   const HttpResponse hold = merchant_request(s.keys, "POST", "/v1/transfers",
                                              transfer_body(s.a, s.b, 5, R"(,"pending":true)"));
   ASSERT_EQ(hold.status, 201u);
@@ -139,17 +139,39 @@ TEST_F(TwoGroupKeyTest, OperatorKeyIsOneKeyInEveryGroup) {
     const HttpResponse move =
         admin_post("/v1/transfers", transfer_body(s1, u1, 7), {"Idempotency-Key: move"});
     EXPECT_EQ(move.status, 201u) << move.body;
-    EXPECT_EQ(error_code(admin_post("/v1/transfers", transfer_body(s0, u0, 7),
-                                    {"Idempotency-Key: move"})),
+    EXPECT_EQ(error_code(
+                  admin_post("/v1/transfers", transfer_body(s0, u0, 7), {"Idempotency-Key: move"})),
               "idempotency_key_reused");
     // And between the groups.
-    EXPECT_EQ(error_code(admin_post("/v1/transfers", transfer_body(s0, u1, 7),
-                                    {"Idempotency-Key: move"})),
+    EXPECT_EQ(error_code(
+                  admin_post("/v1/transfers", transfer_body(s0, u1, 7), {"Idempotency-Key: move"})),
               "idempotency_key_reused");
     if (round == 0) restart(SIGKILL);
   }
   EXPECT_EQ(balance(u1), 7);
   EXPECT_EQ(balance(u0), 0);
+
+  // The merchant registry's routes too (issue: one key onboarded a merchant and
+  // opened an account).
+  const std::string shop = R"({"name":"Shop"})";
+  const HttpResponse onboarded = admin_post("/v1/merchants", shop, {"Idempotency-Key: merchant"});
+  ASSERT_EQ(onboarded.status, 201u) << onboarded.body;
+  EXPECT_EQ(
+      text_field(admin_post("/v1/merchants", shop, {"Idempotency-Key: merchant"}).body, "/id"),
+      text_field(onboarded.body, "/id"));
+  EXPECT_EQ(error_code(admin_post("/v1/accounts", in1, {"Idempotency-Key: merchant"})),
+            "idempotency_key_reused");
+  EXPECT_EQ(
+      error_code(admin_post("/v1/merchants", R"({"name":"Other"})", {"Idempotency-Key: merchant"})),
+      "idempotency_key_reused");
+  EXPECT_EQ(error_code(admin_post("/v1/merchants", shop, {"Idempotency-Key: open"})),
+            "idempotency_key_reused");
+  const std::string rotate = "/v1/merchants/" + text_field(onboarded.body, "/id") + "/keys";
+  ASSERT_EQ(admin_post(rotate, "{}", {"Idempotency-Key: rotate"}).status, 201u);
+  EXPECT_EQ(admin_post(rotate, "{}", {"Idempotency-Key: rotate"}).status, 201u);  // a retry
+  EXPECT_EQ(error_code(
+                admin_post("/v1/transfers", transfer_body(s0, u0, 1), {"Idempotency-Key: rotate"})),
+            "idempotency_key_reused");
 }
 
 // ---------------------------------------------------------------------------
@@ -226,9 +248,12 @@ TEST_F(KeyTest, SignedRequestReplayedAfterRestartMovesNothing) {
     std::vector<std::string> headers;
   };
   std::vector<Captured> captured = {
-      {"/v1/transfers", pay, signed_headers(s.keys.key_id, s.keys.secret, "POST", "/v1/transfers", pay)},
-      {"/v1/batch", batch, signed_headers(s.keys.key_id, s.keys.secret, "POST", "/v1/batch", batch)},
-      {"/v1/batch", atomic, signed_headers(s.keys.key_id, s.keys.secret, "POST", "/v1/batch", atomic)},
+      {"/v1/transfers", pay,
+       signed_headers(s.keys.key_id, s.keys.secret, "POST", "/v1/transfers", pay)},
+      {"/v1/batch", batch,
+       signed_headers(s.keys.key_id, s.keys.secret, "POST", "/v1/batch", batch)},
+      {"/v1/batch", atomic,
+       signed_headers(s.keys.key_id, s.keys.secret, "POST", "/v1/batch", atomic)},
   };
   for (const Captured& c : captured) {
     const HttpResponse first = send(c.headers, c.target, c.body);
@@ -239,8 +264,8 @@ TEST_F(KeyTest, SignedRequestReplayedAfterRestartMovesNothing) {
     if (signal != 0) restart(signal);
     for (const Captured& c : captured) {
       const HttpResponse replay = send(c.headers, c.target, c.body);
-      EXPECT_EQ(replay.status, 401u) << c.target << " after signal " << signal << ": "
-                                     << replay.body;
+      EXPECT_EQ(replay.status, 401u)
+          << c.target << " after signal " << signal << ": " << replay.body;
       EXPECT_EQ(error_code(replay), "signature_replayed");
       // The refusal says how to send a request twice on purpose.
       EXPECT_NE(text_field(replay.body, "/error/message").find("Idempotency-Key"),
@@ -266,7 +291,8 @@ TEST_F(KeyTest, SignedReadsMayRepeatInOneSecond) {
   }
   // A POST signed so is still accepted once.
   const std::string pay = transfer_body(s.a, s.b, 1);
-  const auto post = signed_headers(s.keys.key_id, s.keys.secret, "POST", "/v1/transfers", pay, second);
+  const auto post =
+      signed_headers(s.keys.key_id, s.keys.secret, "POST", "/v1/transfers", pay, second);
   EXPECT_EQ(send(post, "/v1/transfers", pay).status, 201u);
   EXPECT_EQ(error_code(send(post, "/v1/transfers", pay)), "signature_replayed");
 }
@@ -299,12 +325,12 @@ TEST_F(SmallReplayCacheTest, FullReplayCacheRefusesRatherThanForgets) {
   // Reads and tokens are not held back.
   EXPECT_EQ(merchant_request(m, "GET", "/v1/merchants/" + m.id).status, 200u);
   const std::string token = testing::make_jwt(m.id, m.secret, std::time(nullptr) + 600);
-  EXPECT_EQ(client_
-                ->request("POST", "/v1/accounts",
-                          {"Authorization: Bearer " + token, "Content-Type: application/json"},
-                          body)
-                .status,
-            201u);
+  EXPECT_EQ(
+      client_
+          ->request("POST", "/v1/accounts",
+                    {"Authorization: Bearer " + token, "Content-Type: application/json"}, body)
+          .status,
+      201u);
   EXPECT_EQ(metric("paygate_signature_replay_cache_refusals_total"), 1);
   EXPECT_EQ(metric("paygate_signature_replay_cache_entries"), 4);
 }

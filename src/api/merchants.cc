@@ -86,6 +86,27 @@ bool MerchantRegistry::replay(const IdempotencyKey& key, u64 content_hash, Store
   return true;
 }
 
+void MerchantRegistry::store_reply(const IdempotencyKey& key, u64 content_hash, StoredReply reply) {
+  PG_ASSERT(reply.body.find("\"secret\"") == std::string::npos);  // a secret is shown once
+  reply.content_hash = content_hash;
+  replies_[key] = std::move(reply);
+}
+
+namespace {
+
+// A stored reply written by an older paygate may hold the secret it showed: cut the
+// field out (render_merchant writes it after key_id). True if there was one.
+bool redact_secret(std::string& body) {
+  const std::size_t at = body.find(",\"secret\":\"");
+  if (at == std::string::npos) return false;
+  const std::size_t end = body.find('"', at + 11);
+  if (end == std::string::npos) return false;
+  body.erase(at, end + 1 - at);
+  return true;
+}
+
+}  // namespace
+
 void MerchantRegistry::index(MerchantRef merchant) {
   by_key_[merchant->key_id] = merchant;
   by_id_[merchant->id] = std::move(merchant);
@@ -114,7 +135,7 @@ ResultCode MerchantRegistry::create(const MerchantCreate& request, const Idempot
   merchant->key_id = "key_" + random_hex(12);
   merchant->secret = "sk_" + random_hex(32);
   merchant->created_at_s = static_cast<u64>(std::time(nullptr));
-  *reply = render(*merchant);
+  *reply = render(*merchant, /*with_secret=*/true);
   reply->content_hash = content_hash;
 
   // Change, write, and put back on failure: what is not durable was not done.
@@ -122,7 +143,7 @@ ResultCode MerchantRegistry::create(const MerchantCreate& request, const Idempot
   index(merchant);
   ++next_serial_;
   if (request.parent_id == 0) ++top_level_count_;
-  if (!key.empty()) replies_[key] = *reply;
+  if (!key.empty()) store_reply(key, content_hash, render(*merchant, /*with_secret=*/false));
   if (Status saved = save(); !saved.ok()) {
     *failure = std::move(saved);
     by_id_.erase(merchant->id);
@@ -146,12 +167,12 @@ ResultCode MerchantRegistry::rotate_key(u64 id, const IdempotencyKey& key, u64 c
   auto rotated = std::make_shared<Merchant>(*old);
   rotated->key_id = "key_" + random_hex(12);
   rotated->secret = "sk_" + random_hex(32);
-  *reply = render(*rotated);
+  *reply = render(*rotated, /*with_secret=*/true);
   reply->content_hash = content_hash;
 
   by_key_.erase(old->key_id);
   index(rotated);
-  if (!key.empty()) replies_[key] = *reply;
+  if (!key.empty()) store_reply(key, content_hash, render(*rotated, /*with_secret=*/false));
   if (Status saved = save(); !saved.ok()) {
     *failure = std::move(saved);
     by_key_.erase(rotated->key_id);
@@ -204,6 +225,7 @@ Status MerchantRegistry::save() const {
 }
 
 Status MerchantRegistry::load() {
+  bool scrubbed = false;
   const Result<std::string> read = read_file(file_);
   if (!read.ok()) {
     // No file yet: no merchants.
@@ -259,8 +281,11 @@ Status MerchantRegistry::load() {
     }
     stored.status = static_cast<u16>(status);
     stored.body = body;
+    scrubbed = redact_secret(stored.body) || scrubbed;  // older files kept secrets there
     replies_[key] = std::move(stored);
   }
+  // A secret found in a stored reply leaves the file now, not at the next change.
+  if (scrubbed) return save();
   return Status::success();
 }
 

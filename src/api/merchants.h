@@ -78,10 +78,12 @@ class MerchantRegistry {
 
   // Creates a merchant: sub-merchants join their parent's group (so a family's
   // accounts can move money among themselves), others are spread round-robin. The
-  // reply is rendered by `render` and stored under `key` (if not empty) in the same
-  // durable write. Returns merchant_not_found for an unknown parent, or not_durable
-  // with *failure saying why the write failed (then nothing changed).
-  using Render = std::function<StoredReply(const Merchant&)>;
+  // reply is rendered by `render` (with the secret, for this answer) and stored under
+  // `key` (if not empty) in the same durable write, rendered without it: a secret is
+  // shown once, and no stored reply keeps one (a replay answers without it). Returns
+  // merchant_not_found for an unknown parent, or not_durable with *failure saying why the write
+  // failed (then nothing changed).
+  using Render = std::function<StoredReply(const Merchant&, bool with_secret)>;
   ResultCode create(const MerchantCreate& request, const IdempotencyKey& key, u64 content_hash,
                     const Render& render, StoredReply* reply, Status* failure);
   // New key id and secret; the old key stops working at once.
@@ -97,6 +99,7 @@ class MerchantRegistry {
   bool replay(const IdempotencyKey& key, u64 content_hash, StoredReply* reply,
               ResultCode* code) const;
   void index(MerchantRef merchant);
+  void store_reply(const IdempotencyKey& key, u64 content_hash, StoredReply reply);
 
   struct KeyHash {
     std::size_t operator()(const IdempotencyKey& k) const noexcept { return k.lo ^ (k.hi << 1); }

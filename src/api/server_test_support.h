@@ -157,11 +157,14 @@ inline std::vector<std::string> signed_headers(const std::string& key_id, const 
 }
 
 inline std::string make_jwt(const std::string& merchant_id, const std::string& secret,
-                            long expires_at, jwt_alg_t alg = JWT_ALG_HS256) {
+                            long expires_at, jwt_alg_t alg = JWT_ALG_HS256,
+                            const std::vector<std::pair<std::string, long>>& more = {}) {
   jwt_t* jwt = nullptr;
   jwt_new(&jwt);
   jwt_add_grant(jwt, "sub", merchant_id.c_str());
   jwt_add_grant_int(jwt, "exp", expires_at);
+  for (const auto& [name, value] : more)
+    jwt_add_grant_int(jwt, name.c_str(), value);
   jwt_set_alg(jwt, alg,
               alg == JWT_ALG_NONE ? nullptr : reinterpret_cast<const unsigned char*>(secret.data()),
               alg == JWT_ALG_NONE ? 0 : static_cast<int>(secret.size()));

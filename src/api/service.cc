@@ -6,6 +6,7 @@
 #include "api/service.h"
 
 #include <fmt/format.h>
+#include <boost/beast/core/string.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -46,6 +47,19 @@ Path split_path(std::string_view target) {
   return path;
 }
 
+// Whether a Content-Type names JSON: the media type application/json, its type and
+// subtype in any case (RFC 9110, 8.3.1), parameters such as charset allowed. A prefix
+// match took "application/jsonp"; an exact one refused "APPLICATION/JSON".
+bool is_json_media_type(std::string_view content_type) {
+  std::string_view type = content_type.substr(0, content_type.find(';'));
+  while (!type.empty() && (type.front() == ' ' || type.front() == '\t'))
+    type.remove_prefix(1);
+  while (!type.empty() && (type.back() == ' ' || type.back() == '\t'))
+    type.remove_suffix(1);
+  return boost::beast::iequals(boost::beast::string_view(type.data(), type.size()),
+                               "application/json");
+}
+
 bool valid_idempotency_key(std::string_view key) {
   if (key.empty() || key.size() > 255) return false;
   for (const char c : key) {
@@ -63,6 +77,27 @@ Service::Service(MerchantRegistry& merchants, Authenticator& auth, OwnerIndex& o
       owners_(owners),
       config_(std::move(config)),
       metrics_(std::make_unique<HttpMetrics>()) {}
+
+namespace {
+template <typename T>
+void release_if_larger(T& buffer, std::size_t bytes) noexcept {
+  if (buffer.capacity() * sizeof(typename T::value_type) > bytes) T().swap(buffer);
+}
+}  // namespace
+
+void Exchange::release_large_buffers(std::size_t bytes) noexcept {
+  release_if_larger(reply.body, bytes);
+  release_if_larger(commands_, bytes);
+  release_if_larger(results_, bytes);
+  release_if_larger(lookup_ids_, bytes);
+  release_if_larger(transfers_, bytes);
+  release_if_larger(op_refused_, bytes);
+  release_if_larger(op_group_, bytes);
+  release_if_larger(op_crosses_, bytes);
+  release_if_larger(op_hold_, bytes);
+  release_if_larger(op_results_, bytes);
+  release_if_larger(events_, bytes);
+}
 
 u64 Service::now_ns() const noexcept {
   return static_cast<u64>(std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -231,7 +266,7 @@ bool Service::dispatch(Exchange& ex) {
   }
 
   if (post) {
-    if (!ex.view_.body.empty() && ex.view_.content_type.substr(0, 16) != "application/json") {
+    if (!ex.view_.body.empty() && !is_json_media_type(ex.view_.content_type)) {
       return fail(ex, ResultCode::unsupported_media_type, "send Content-Type: application/json");
     }
     if (!ex.view_.idempotency_key.empty()) {

@@ -69,6 +69,11 @@ class Exchange final : public Completion {
 
   HttpReply reply;
 
+  // Frees the buffers a large request or answer grew past `bytes` (an answer of
+  // /metrics, a batch of thousands, a page of events): kept, they would hold that much
+  // per pipeline slot of every connection for as long as it lives.
+  void release_large_buffers(std::size_t bytes) noexcept;
+
   // False while the group has a step that another will follow (a lookup before the
   // command): a connection holds its later requests back until then, so that they
   // reach the group in the order they were sent.
@@ -104,6 +109,7 @@ class Exchange final : public Completion {
   Group* group_ = nullptr;
   Outcome outcome_;
 
+  MerchantCreate merchant_create_;
   AccountCreate account_create_;
   TransferCreate transfer_;
   PendingAction pending_;
@@ -189,6 +195,7 @@ class Service {
   bool get_merchant(Exchange& ex);
   bool rotate_key(Exchange& ex);
   bool fail_registry(Exchange& ex, ResultCode code, const Status& failure);
+  bool claim_for_registry(Exchange& ex, u64 content);
   bool create_account(Exchange& ex);
   bool get_account(Exchange& ex);
   bool create_transfer(Exchange& ex);

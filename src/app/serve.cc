@@ -116,6 +116,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       {"limits", "rate_burst", double_into(&s->service.rate_burst)},
       {"auth", "window_s", unsigned_into(&s->auth.window_s)},
       {"auth", "replay_cache_max", unsigned_into(&s->auth.replay_cache_max)},
+      {"auth", "jwt_lifetime_max_s", unsigned_into(&s->auth.jwt_lifetime_max_s, 1)},
       {"ledger", "accounts_max", unsigned_into(&ledger.accounts_max)},
       {"ledger", "pending_max", unsigned_into(&ledger.pending_max)},
       {"ledger", "recent_transfers_max", unsigned_into(&ledger.recent_transfers_max)},
