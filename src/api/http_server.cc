@@ -99,6 +99,9 @@ class Session final : public std::enable_shared_from_this<Session> {
         config_(config),
         in_flight_(std::move(in_flight)) {
     slots_.reserve(config_.pipeline_max);
+    beast::error_code ec;
+    const tcp::endpoint peer = socket_.remote_endpoint(ec);
+    if (!ec) client_ = peer.address().to_string();
     service_.metrics().connections_open.fetch_add(1, std::memory_order_relaxed);
   }
   ~Session() { service_.metrics().connections_open.fetch_sub(1, std::memory_order_relaxed); }
@@ -237,6 +240,7 @@ class Session final : public std::enable_shared_from_this<Session> {
     view.method = view_of(request.method_string());
     view.target = view_of(request.target());
     view.body = request.body();
+    view.client = client_;
     read_headers(request, &view);
     if (service_.begin(view, slot.exchange)) {
       slot.state = Slot::State::answered;
@@ -420,6 +424,7 @@ class Session final : public std::enable_shared_from_this<Session> {
   u32 used_ = 0;                              // requests taken and not yet answered, from head_
   u32 waiting_ = 0;                           // of those, the ones a group has
   std::atomic<bool> wake_posted_{false};
+  std::string client_;       // the peer's address
   std::string out_;          // being written
   std::string pending_out_;  // answers rendered while a write was under way
   bool reading_ = false;

@@ -245,6 +245,12 @@ void render_metrics(const MetricsSources& s, std::string& out) {
     header(out, "paygate_auth_failures_total", "counter", "requests refused for their credentials");
     line(out, "paygate_auth_failures_total {}\n",
          s.http->auth_failures.load(std::memory_order_relaxed));
+    header(out, "paygate_auth_failures_limited_total", "counter",
+           "requests turned away (429) because their address failed authentication too often");
+    line(out, "paygate_auth_failures_limited_total {}\n", s.auth_limited);
+    header(out, "paygate_auth_failure_addresses", "gauge",
+           "client addresses whose failed authentications are being counted");
+    line(out, "paygate_auth_failure_addresses {}\n", s.auth_addresses);
     header(out, "paygate_http_connections_open", "gauge", "HTTP connections open");
     line(out, "paygate_http_connections_open {}\n",
          s.http->connections_open.load(std::memory_order_relaxed));

@@ -70,6 +70,8 @@ struct MetricsSources {
   const HttpMetrics* http = nullptr;
   u64 replay_refusals = 0;
   u64 replay_entries = 0;
+  u64 auth_limited = 0;    // requests turned away for their address's failures
+  u64 auth_addresses = 0;  // addresses whose failures are followed
   u64 merchants = 0;
   u64 binary_frames = 0;
   bool ready = false;

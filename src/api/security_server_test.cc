@@ -210,6 +210,50 @@ TEST_F(ServerTest, NoStoredReplyKeepsASecret) {
   EXPECT_EQ(scrubbed.find("sk_leaked"), std::string::npos);
 }
 
+// Issue: failed authentication was not rate-limited (a key or token could be guessed
+// at full speed), nor were operators.
+class TightLimitsTest : public ServerTest {
+ protected:
+  void SetUp() override {
+    start(
+        "[limits]\nauth_failure_burst = 5\nauth_failure_rate_per_s = 0.001\n"
+        "operator_rate_burst = 30\noperator_rate_per_s = 0.001\n");
+  }
+};
+
+TEST_F(TightLimitsTest, FailedAuthenticationAndOperatorsAreLimited) {
+  for (int i = 0; i < 5; ++i) {
+    const HttpResponse bad = client_->request("GET", "/v1/events", {"Authorization: Bearer wrong"});
+    ASSERT_EQ(bad.status, 401u) << i;
+  }
+  // The address is now turned away before its credentials are looked at, good ones too.
+  const HttpResponse limited =
+      client_->request("GET", "/v1/events", {"Authorization: Bearer wrong"});
+  EXPECT_EQ(limited.status, 429u);
+  EXPECT_EQ(error_code(limited), "rate_limited");
+  EXPECT_FALSE(limited.header("retry-after").empty());
+  EXPECT_EQ(admin_get("/v1/events").status, 429u);
+  // One line for the burst, naming the address.
+  const std::string log = server_.log();
+  EXPECT_NE(log.find("event=auth_failures_limited client=127.0.0.1"), std::string::npos);
+  EXPECT_EQ(log.find("event=auth_failures_limited"), log.rfind("event=auth_failures_limited"));
+  const std::string metrics = client_->request("GET", "/metrics").body;
+  EXPECT_NE(metrics.find("paygate_auth_failures_limited_total 2"), std::string::npos);
+  // Health and metrics need no credentials and stay open.
+  EXPECT_EQ(client_->request("GET", "/healthz").status, 200u);
+}
+
+TEST_F(TightLimitsTest, OperatorsHaveABucketToo) {
+  int ok = 0, limited = 0;
+  for (int i = 0; i < 40; ++i) {
+    const unsigned status = admin_get("/v1/events").status;
+    ok += status == 200u;
+    limited += status == 429u;
+  }
+  EXPECT_EQ(ok, 30);
+  EXPECT_EQ(limited, 10);
+}
+
 u64 resident_bytes(pid_t pid) {
   std::ifstream status("/proc/" + std::to_string(pid) + "/status");
   for (std::string line; std::getline(status, line);) {

@@ -76,7 +76,9 @@ Service::Service(MerchantRegistry& merchants, Authenticator& auth, OwnerIndex& o
       auth_(auth),
       owners_(owners),
       config_(std::move(config)),
-      metrics_(std::make_unique<HttpMetrics>()) {}
+      metrics_(std::make_unique<HttpMetrics>()),
+      auth_failures_(config_.auth_failure_rate_per_s, config_.auth_failure_burst,
+                     config_.auth_failure_addresses_max) {}
 
 namespace {
 template <typename T>
@@ -241,6 +243,13 @@ bool Service::dispatch(Exchange& ex) {
   if (!ready()) return fail(ex, ResultCode::not_ready, "recovery has not finished");
 
   // Who is calling.
+  // An address that keeps failing is turned away before its credentials are checked.
+  if (!ex.view_.client.empty() &&
+      !auth_failures_.may_try(ex.view_.client, now_ns(), &ex.reply.retry_after_s)) {
+    metrics_->rate_limited.fetch_add(1, std::memory_order_relaxed);
+    return fail(ex, ResultCode::rate_limited,
+                "too many failed authentications from this address; see Retry-After");
+  }
   // Reads are not replay-checked (a poll may repeat a signature); POSTs are.
   const Problem auth = auth_.authenticate(Credentials{.method = ex.view_.method,
                                                       .target = ex.view_.target,
@@ -253,14 +262,23 @@ bool Service::dispatch(Exchange& ex) {
                                           wall_seconds(), &ex.principal_);
   if (!auth.ok()) {
     metrics_->auth_failures.fetch_add(1, std::memory_order_relaxed);
+    u64 failures = 0;
+    if (!ex.view_.client.empty() && auth_failures_.failed(ex.view_.client, now_ns(), &failures)) {
+      PG_LOG_WARN("event=auth_failures_limited client={} failures={} last_code={}", ex.view_.client,
+                  failures, name(auth.code));
+    }
     if (auth.code == ResultCode::replay_cache_full) {
       ex.reply.retry_after_s = std::max<u32>(1, auth_.replay_cache_room_in_s(wall_seconds()));
     }
     return fail_problem(ex, auth);
   }
-  if (ex.principal_.merchant != nullptr &&
-      !ex.principal_.merchant->bucket->take(now_ns(), config_.rate_per_s, config_.rate_burst,
-                                            &ex.reply.retry_after_s)) {
+  const bool limited =
+      ex.principal_.merchant != nullptr
+          ? !ex.principal_.merchant->bucket->take(now_ns(), config_.rate_per_s, config_.rate_burst,
+                                                  &ex.reply.retry_after_s)
+          : !operator_bucket_.take(now_ns(), config_.operator_rate_per_s,
+                                   config_.operator_rate_burst, &ex.reply.retry_after_s);
+  if (limited) {
     metrics_->rate_limited.fetch_add(1, std::memory_order_relaxed);
     return fail(ex, ResultCode::rate_limited, "rate limit reached; see Retry-After");
   }

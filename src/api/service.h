@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "api/auth.h"
+#include "api/auth_limits.h"
 #include "api/merchants.h"
 #include "api/metrics.h"
 #include "api/owner_index.h"
@@ -39,6 +40,7 @@ struct HttpRequestView {
   std::string_view timestamp;
   std::string_view signature;
   std::string_view prefer;  // RFC 7240: "return=minimal" asks for a compact batch answer
+  std::string_view client;  // the peer's address, for limits on failed authentication
 };
 
 struct HttpReply {
@@ -142,8 +144,15 @@ class Exchange final : public Completion {
 };
 
 struct ServiceConfig {
-  double rate_per_s = 2000;  // per merchant, sustained
-  double rate_burst = 4000;  // per merchant, at once
+  double rate_per_s = 2000;            // per merchant, sustained
+  double rate_burst = 4000;            // per merchant, at once
+  double operator_rate_per_s = 50000;  // all operator requests together
+  double operator_rate_burst = 100000;
+  // Failed authentication per client address: this many at once, then this many a
+  // second; past them the address is refused (429) before its credentials are checked.
+  double auth_failure_burst = 20;
+  double auth_failure_rate_per_s = 1;
+  std::size_t auth_failure_addresses_max = 65536;
   // Keys the hash of Idempotency-Key headers (kept in the data dir, never shown).
   std::string idempotency_secret;
 };
@@ -239,6 +248,8 @@ class Service {
   std::atomic<bool> ready_{false};
   std::atomic<bool> draining_{false};
   std::atomic<u64> binary_frames_{0};
+  AuthFailureLimiter auth_failures_;
+  TokenBucket operator_bucket_;
 };
 
 }  // namespace paygate::api

@@ -22,6 +22,8 @@ void Service::render_metrics_page(std::string& out) const {
                                 .http = metrics_.get(),
                                 .replay_refusals = auth_.replay_cache_refusals(),
                                 .replay_entries = auth_.replay_cache_size(),
+                                .auth_limited = auth_failures_.refused(),
+                                .auth_addresses = auth_failures_.addresses(),
                                 .merchants = merchants_.size(),
                                 .binary_frames = binary_frames_.load(std::memory_order_relaxed),
                                 .ready = ready()},
