@@ -64,7 +64,7 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_
   -DPAYGATE_WERROR=ON -DPAYGATE_SANITIZE=address,undefined -DPAYGATE_FUZZ=ON >/dev/null
 cmake --build build-asan -j "$jobs"
 stage "clang ASan+UBSan tests"
-PAYGATE_MODEL_COMMANDS=200000 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+PAYGATE_MODEL_COMMANDS=200000 PAYGATE_SIM_SEEDS=50 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs" --timeout 900 -LE bench
 

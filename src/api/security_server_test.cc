@@ -254,6 +254,17 @@ TEST_F(TightLimitsTest, OperatorsHaveABucketToo) {
   EXPECT_EQ(limited, 10);
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+#define PAYGATE_ADDRESS_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PAYGATE_ADDRESS_SANITIZER 1
+#endif
+#endif
+#ifndef PAYGATE_ADDRESS_SANITIZER
+#define PAYGATE_ADDRESS_SANITIZER 0
+#endif
+
 u64 resident_bytes(pid_t pid) {
   std::ifstream status("/proc/" + std::to_string(pid) + "/status");
   for (std::string line; std::getline(status, line);) {
@@ -296,11 +307,17 @@ TEST_F(EightGroupServerTest, ConnectionsThatNeverReadHoldBoundedMemory) {
   const u64 grown = after > before ? after - before : 0;
   std::printf("40 connections x 64 pipelined /metrics (%llu bytes each): +%.1f MB resident\n",
               static_cast<unsigned long long>(page), static_cast<double>(grown) / 1e6);
+  // The server still serves others.
+  EXPECT_EQ(client_->request("GET", "/healthz").status, 200u);
+#if PAYGATE_ADDRESS_SANITIZER
+  // Freed blocks wait in ASan's quarantine (256 MB) and every block has red zones,
+  // so resident size measures the sanitizer here, not the server.
+  GTEST_SKIP() << "memory bound not checked under AddressSanitizer (its quarantine keeps "
+                  "freed memory resident); the g++ and Release stages check it";
+#endif
   // At most what waits to be written (1 MiB taken, then one answer more) and the
   // socket's own buffers, per connection (3.3 MB each before the fix).
   EXPECT_LT(grown, 40u * (2u << 20)) << "grew " << grown << " bytes";
-  // The server still serves others.
-  EXPECT_EQ(client_->request("GET", "/healthz").status, 200u);
 }
 
 mode_t mode_of(const std::filesystem::path& path) {

@@ -107,9 +107,25 @@ std::string check_record(const MappedFile& file, u64 offset, RecordHeader* out) 
   return {};
 }
 
+// True when a record starting at `offset` was written to its end: a trailer that
+// names the length from `offset` to itself. A write is cut short from its end, so a
+// record with its trailer in place is whole, whatever its header says: if it fails
+// its checks, its bytes changed after they were written (corruption, never a torn
+// write), even when the damage hit the header's length.
+bool trailer_in_place(const MappedFile& file, u64 offset) {
+  const u64 last = std::min<u64>(file.size(), offset + kRecordBytesMax);
+  RecordTrailer trailer;
+  for (u64 end = offset + kRecordOverhead; end <= last; end += kRecordAlign) {
+    std::memcpy(&trailer, file.data() + end - sizeof trailer, sizeof trailer);
+    if (trailer.magic == kTrailerMagic && trailer.length == end - offset) return true;
+  }
+  return false;
+}
+
 // The bytes at `offset` could be the start of a write that stopped early.
 bool looks_torn(const MappedFile& file, u64 offset) {
   if (offset + sizeof(RecordHeader) > file.size()) return true;
+  if (trailer_in_place(file, offset)) return false;
   RecordHeader header;
   std::memcpy(&header, file.data() + offset, sizeof header);
   if (header.length == 0) return true;  // the header itself was cut short
@@ -167,23 +183,16 @@ std::vector<std::filesystem::path> list_segments(const std::filesystem::path& di
   return paths;
 }
 
-u32 remove_covered_segments(const std::filesystem::path& dir, u64 sequence) {
+u32 remove_covered_segments(const std::filesystem::path& dir, u64 sequence, Storage& storage) {
   const std::vector<std::filesystem::path> files = list_segments(dir);
   u32 removed = 0;
   for (std::size_t i = 0; i + 1 < files.size(); ++i) {
     // A segment's last command is the one just before the next segment's first.
     const u64 next_first = parse_segment_file_name(files[i + 1].filename().string());
     if (next_first - 1 > sequence) break;
-    std::error_code ec;
-    if (std::filesystem::remove(files[i], ec)) ++removed;
+    if (storage.unlink(files[i].c_str()) == 0) ++removed;
   }
-  if (removed > 0) {
-    const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-      ::fsync(fd);
-      ::close(fd);
-    }
-  }
+  if (removed > 0) storage.sync_directory(dir.c_str());
   return removed;
 }
 

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "base/storage.h"
 #include "journal/format.h"
 
 namespace paygate::journal {
@@ -82,6 +83,7 @@ const char* name(LogEnd end) noexcept;
 
 // Deletes the segments whose every command is at or before `sequence` (a snapshot
 // covers them), never the last segment. Returns how many were deleted.
-u32 remove_covered_segments(const std::filesystem::path& dir, u64 sequence);
+u32 remove_covered_segments(const std::filesystem::path& dir, u64 sequence,
+                            Storage& storage = Storage::posix());
 
 }  // namespace paygate::journal

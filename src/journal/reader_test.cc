@@ -157,6 +157,30 @@ TEST_P(JournalReader, FlippedByteInACompleteLastRecordIsCorruption) {
   EXPECT_EQ(report.end, LogEnd::corrupt) << report.message;
 }
 
+// Damage to the last record's length field, of a complete record, is corruption too:
+// a torn write is cut short from its end, so its trailer would be missing. Before
+// the reader looked for the trailer, both of these read as torn writes and the
+// acknowledged record was dropped (found while building the simulator's bit-flip
+// check; with the fix taken out, the simulator catches it too: scripts/sim-mutations.sh).
+TEST_P(JournalReader, ZeroedLengthOfACompleteLastRecordIsCorruption) {
+  modify(file_, offsets_.back() + 4, {0x00, 0x00, 0x00, 0x00});
+  ScanReport report;
+  EXPECT_EQ(read(&report).size(), 19u);
+  EXPECT_EQ(report.end, LogEnd::corrupt) << report.message;
+  EXPECT_EQ(report.offset, offsets_.back());
+}
+
+TEST_P(JournalReader, LongerLengthOfACompleteLastRecordIsCorruption) {
+  // Past its own trailer, where the preallocated zeros begin.
+  const u32 longer = record_length() + 2 * kRecordAlign;
+  modify(file_, offsets_.back() + 4,
+         {static_cast<unsigned char>(longer), static_cast<unsigned char>(longer >> 8),
+          static_cast<unsigned char>(longer >> 16), static_cast<unsigned char>(longer >> 24)});
+  ScanReport report;
+  EXPECT_EQ(read(&report).size(), 19u);
+  EXPECT_EQ(report.end, LogEnd::corrupt) << report.message;
+}
+
 TEST_P(JournalReader, ZeroedRecordFollowedByValidRecordsIsCorruption) {
   zero(file_, offsets_[5] + 40, record_length() - 40);  // looks torn, but is not the end
   ScanReport report;

@@ -15,24 +15,6 @@
 namespace paygate::journal {
 namespace {
 
-bool pwrite_all(int fd, const unsigned char* data, u64 size, u64 offset) {
-  while (size > 0) {
-    const ssize_t n = ::pwrite(fd, data, size, static_cast<off_t>(offset));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    if (n == 0) {
-      errno = EIO;
-      return false;
-    }
-    data += n;
-    size -= static_cast<u64>(n);
-    offset += static_cast<u64>(n);
-  }
-  return true;
-}
-
 u64 now_ns() {
   return static_cast<u64>(std::chrono::duration_cast<std::chrono::nanoseconds>(
                               std::chrono::steady_clock::now().time_since_epoch())
@@ -43,14 +25,17 @@ u64 now_ns() {
 
 Writer::Writer(const WriterOptions& options)
     : options_(options), staging_(options.staging_bytes), writing_(options.staging_bytes) {
-  PG_ASSERT(options.staging_bytes >= kRecordBytesMax);
-  PG_ASSERT(options.segment_bytes >= 2 * kRecordBytesMax);
+  if (options_.storage == nullptr) options_.storage = &Storage::posix();
+  PG_ASSERT(options.record_bytes_max <= kRecordBytesMax);
+  PG_ASSERT(options.staging_bytes >= options.record_bytes_max);
+  PG_ASSERT(options.segment_bytes >= 2 * u64{options.record_bytes_max});
 }
 
 Result<std::unique_ptr<Writer>> Writer::open(const WriterOptions& options,
                                              const AppendPosition& at) {
   std::unique_ptr<Writer> writer(new Writer(options));
-  writer->dir_fd_ = ::open(options.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  writer->dir_fd_ =
+      writer->storage().open(options.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
   if (writer->dir_fd_ < 0) {
     return Status::io_error(fmt::format("cannot open journal directory {}: {}",
                                         options.dir.string(), std::strerror(errno)));
@@ -64,8 +49,8 @@ Result<std::unique_ptr<Writer>> Writer::open(const WriterOptions& options,
 
 Writer::~Writer() {
   stop();
-  if (fd_ >= 0) ::close(fd_);
-  if (dir_fd_ >= 0) ::close(dir_fd_);
+  if (fd_ >= 0) storage().close(fd_);
+  if (dir_fd_ >= 0) storage().close(dir_fd_);
 }
 
 void Writer::start() {
@@ -115,52 +100,60 @@ void Writer::commit(u32 bytes, u64 last_sequence) noexcept {
 void Writer::run() {
   if (options_.thread_nice != 0) set_thread_nice(options_.thread_nice);
   for (;;) {
-    u64 size = 0;
-    u64 last_sequence = 0;
-    u64 staged_at = 0;
     {
       std::unique_lock lock(mutex_);
       staged_cv_.wait(lock, [&] { return staged_ > 0 || stopping_; });
       if (staged_ == 0) break;  // stopping, and nothing left
-      staging_.swap(writing_);
-      size = staged_;
-      last_sequence = staged_last_sequence_;
-      PG_ASSERT(size <= writing_.size() && size % kRecordAlign == 0);
-      staged_ = 0;
-      staged_at = first_staged_ns_;
-      staged_bytes_hint_.store(0, std::memory_order_relaxed);
     }
     const u64 started = now_ns();
-    pickup_ns_.record(started - std::min(started, staged_at));
-    syncing_.store(true, std::memory_order_seq_cst);
-    if (!write_all(writing_.data(), size)) break;  // fail() cleared syncing_ and notified
-    const u64 written = now_ns();
-    const int injected = fault(FileOp::sync);
-    const bool synced_ok = injected == 0 && ::fdatasync(fd_) == 0;
-    const int error = injected != 0 ? injected : errno;
-    // Before the notify below (or fail()'s): see syncing().
-    syncing_.store(false, std::memory_order_seq_cst);
-    if (!synced_ok) {
-      fail("fdatasync " + path_.string(), error);
-      break;
-    }
+    if (!flush()) break;  // failed: fail() cleared syncing_ and notified
     const u64 synced = now_ns();
-    write_ns_.record(written - started);
-    fdatasync_ns_.record(synced - written);
-    sync_ns_.record(synced - started);
-    write_bytes_.record(size);
-    durable_at_ns_.store(synced, std::memory_order_release);
-    // The durable point moves only forward, and only past what this sync wrote.
-    PG_ASSERT(last_sequence == 0 ||
-              last_sequence >= durable_sequence_.load(std::memory_order_relaxed));
-    if (last_sequence != 0) durable_sequence_.store(last_sequence, std::memory_order_release);
-    if (options_.durable_event != nullptr) options_.durable_event->notify_all();
     if (options_.sync_gap_ns != 0 && synced - started < options_.sync_gap_ns) {
       wait_out_sync_gap(std::chrono::steady_clock::now() +
                             std::chrono::nanoseconds(options_.sync_gap_ns - (synced - started)),
                         durable_sequence_.load(std::memory_order_relaxed));
     }
   }
+}
+
+bool Writer::flush() {
+  u64 size = 0;
+  u64 last_sequence = 0;
+  u64 staged_at = 0;
+  {
+    std::unique_lock lock(mutex_);
+    if (staged_ == 0 || failed()) return false;
+    staging_.swap(writing_);
+    size = staged_;
+    last_sequence = staged_last_sequence_;
+    PG_ASSERT(size <= writing_.size() && size % kRecordAlign == 0);
+    staged_ = 0;
+    staged_at = first_staged_ns_;
+    staged_bytes_hint_.store(0, std::memory_order_relaxed);
+  }
+  const u64 started = now_ns();
+  pickup_ns_.record(started - std::min(started, staged_at));
+  syncing_.store(true, std::memory_order_seq_cst);
+  if (!write_all(writing_.data(), size)) return false;  // fail() cleared syncing_ and notified
+  const u64 written = now_ns();
+  const int injected = fault(FileOp::sync);
+  const bool synced_ok = injected == 0 && storage().fdatasync(fd_) == 0;
+  const int error = injected != 0 ? injected : errno;
+  // Before the notify below (or fail()'s): see syncing().
+  syncing_.store(false, std::memory_order_seq_cst);
+  if (!synced_ok) return fail("fdatasync " + path_.string(), error);
+  const u64 synced = now_ns();
+  write_ns_.record(written - started);
+  fdatasync_ns_.record(synced - written);
+  sync_ns_.record(synced - started);
+  write_bytes_.record(size);
+  durable_at_ns_.store(synced, std::memory_order_release);
+  // The durable point moves only forward, and only past what this sync wrote.
+  PG_ASSERT(last_sequence == 0 ||
+            last_sequence >= durable_sequence_.load(std::memory_order_relaxed));
+  if (last_sequence != 0) durable_sequence_.store(last_sequence, std::memory_order_release);
+  if (options_.durable_event != nullptr) options_.durable_event->notify_all();
+  return true;
 }
 
 // Under load (more is staged already) the next batch grows until the gap has passed,
@@ -204,7 +197,8 @@ bool Writer::write_all(const unsigned char* data, u64 size) {
     if (fit > 0) {
       PG_ASSERT(offset_ + fit <= options_.segment_bytes);  // records never straddle segments
       if (const int injected = fault(FileOp::write);
-          injected != 0 || !pwrite_all(fd_, data + at, fit, offset_)) {
+          injected != 0 ||
+          !storage().pwrite_all(fd_, data + at, fit, static_cast<off_t>(offset_))) {
         return fail("write " + path_.string(), injected != 0 ? injected : errno);
       }
       offset_ += fit;
@@ -212,7 +206,8 @@ bool Writer::write_all(const unsigned char* data, u64 size) {
     }
     if (at < size) {
       // The next record opens a new segment; what this one holds is synced first.
-      if (const int injected = fault(FileOp::sync); injected != 0 || ::fdatasync(fd_) != 0) {
+      if (const int injected = fault(FileOp::sync);
+          injected != 0 || storage().fdatasync(fd_) != 0) {
         return fail("fdatasync " + path_.string(), injected != 0 ? injected : errno);
       }
       RecordHeader next;
@@ -230,23 +225,23 @@ bool Writer::create_segment(u64 first_sequence) {
   PG_ASSERT(first_sequence >= 1);
   const std::filesystem::path path = options_.dir / segment_file_name(first_sequence);
   // 0600: every balance is in here (docs/OPERATING.md, files and permissions).
-  const int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+  const int fd = storage().open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
   if (fd < 0) return fail("create " + path.string(), errno);
   // Allocated up front: appends then never change the file's size, and fdatasync
   // does not have to write size metadata.
   if (const int injected = fault(FileOp::allocate);
-      injected != 0 || ::fallocate(fd, 0, 0, static_cast<off_t>(options_.segment_bytes)) != 0) {
+      injected != 0 || storage().fallocate(fd, static_cast<off_t>(options_.segment_bytes)) != 0) {
     const int error = injected != 0 ? injected : errno;
-    ::close(fd);
-    ::unlink(path.c_str());
+    storage().close(fd);
+    storage().unlink(path.c_str());
     return fail("allocate " + path.string(), error);
   }
-  if (::fsync(fd) != 0 || ::fsync(dir_fd_) != 0) {
+  if (storage().fsync(fd) != 0 || storage().fsync(dir_fd_) != 0) {
     const int error = errno;
-    ::close(fd);
+    storage().close(fd);
     return fail("fsync new segment " + path.string(), error);
   }
-  if (fd_ >= 0) ::close(fd_);
+  if (fd_ >= 0) storage().close(fd_);
   fd_ = fd;
   path_ = path;
   offset_ = 0;
@@ -256,7 +251,7 @@ bool Writer::create_segment(u64 first_sequence) {
   const u32 length = encode_segment_header(header, first_sequence, options_.identity);
   PG_ASSERT(length == sizeof header && length < options_.segment_bytes);
   if (const int injected = fault(FileOp::write);
-      injected != 0 || !pwrite_all(fd_, header, length, 0)) {
+      injected != 0 || !storage().pwrite_all(fd_, header, length, 0)) {
     return fail("write " + path_.string(), injected != 0 ? injected : errno);
   }
   offset_ = length;
@@ -266,20 +261,20 @@ bool Writer::create_segment(u64 first_sequence) {
 bool Writer::open_segment(const std::filesystem::path& path, u64 offset) {
   // Appends continue where the reader found the records end: aligned, inside.
   PG_ASSERT(offset % kRecordAlign == 0 && offset > 0 && offset <= options_.segment_bytes);
-  const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  const int fd = storage().open(path.c_str(), O_RDWR | O_CLOEXEC, 0);
   if (fd < 0) return fail("open " + path.string(), errno);
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     const int error = errno;
-    ::close(fd);
+    storage().close(fd);
     return fail("stat " + path.string(), error);
   }
   // A segment cut short (by a crash or an operator) is allocated to full size again.
   if (static_cast<u64>(st.st_size) < options_.segment_bytes) {
-    if (::fallocate(fd, 0, 0, static_cast<off_t>(options_.segment_bytes)) != 0 ||
-        ::fsync(fd) != 0) {
+    if (storage().fallocate(fd, static_cast<off_t>(options_.segment_bytes)) != 0 ||
+        storage().fsync(fd) != 0) {
       const int error = errno;
-      ::close(fd);
+      storage().close(fd);
       return fail("allocate " + path.string(), error);
     }
   }

@@ -26,6 +26,7 @@
 #include "base/event.h"
 #include "base/histogram.h"
 #include "base/status.h"
+#include "base/storage.h"
 #include "journal/format.h"
 
 namespace paygate::journal {
@@ -46,9 +47,10 @@ struct WriterOptions {
   std::filesystem::path dir;
   SegmentHeader identity{};  // written at the start of every segment
   u64 segment_bytes = 64u << 20;
-  u64 staging_bytes = 4u << 20;    // the group-commit cap, in bytes
-  Event* durable_event = nullptr;  // notified when durable_sequence() moves or on failure
-  int thread_nice = 0;             // the writer thread's nice value (best effort)
+  u64 staging_bytes = 4u << 20;            // the group-commit cap, in bytes
+  u32 record_bytes_max = kRecordBytesMax;  // the largest record it is given
+  Event* durable_event = nullptr;          // notified when durable_sequence() moves or on failure
+  int thread_nice = 0;                     // the writer thread's nice value (best effort)
   // Under load, at most one write + sync starts per this interval: when a sync ends
   // with records already staged, the writer waits out the rest of the interval so
   // that the batch grows and syncs (each a context switch and a device round trip)
@@ -64,6 +66,7 @@ struct WriterOptions {
   // staged batch, and the rest of the gap would only delay them. 0: no such end.
   u64 sync_gap_quiet_ns = 0;
   FaultHook fault = nullptr;
+  Storage* storage = nullptr;  // null: Storage::posix()
 };
 
 class Writer {
@@ -75,9 +78,16 @@ class Writer {
   Writer(const Writer&) = delete;
   Writer& operator=(const Writer&) = delete;
 
+  // Runs the writer thread, which flush()es whatever is staged as soon as it is (with
+  // the sync gap under load). Without start(), whoever owns the writer calls flush()
+  // itself (the simulator: one thread for everything).
   void start();
   // Writes and syncs whatever is staged, then stops the writer thread.
   void stop();
+  // One group commit: takes everything staged, writes it, fdatasyncs, and moves
+  // durable_sequence(). False when nothing was staged or the writer failed (before or
+  // now). Called by the writer thread, or, without one, by its owner.
+  bool flush();
 
   // Group thread only. Space for `bytes` of records in the stage, or null when the
   // stage cannot take them now (or the writer failed). A non-null reserve() must be
@@ -125,6 +135,7 @@ class Writer {
   bool open_segment(const std::filesystem::path& path, u64 offset);
   bool fail(const std::string& what, int error);
   int fault(FileOp op) const { return options_.fault ? options_.fault(op) : 0; }
+  Storage& storage() const noexcept { return *options_.storage; }
 
   WriterOptions options_;
   int dir_fd_ = -1;

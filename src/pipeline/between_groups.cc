@@ -36,8 +36,11 @@ BetweenGroupsReport finish_unsettled(Engine& engine, const std::vector<Unsettled
   }
   CarryBetweenGroups carry;
   for (const auto& [channel, transfers] : channels) {
-    for (std::size_t first = 0; first < transfers.size(); first += kBatchMax) {
-      const std::size_t count = std::min<std::size_t>(kBatchMax, transfers.size() - first);
+    // A request of holds each step: as many as both groups take in one.
+    const std::size_t most = std::min(engine.group(channel.first).config().request_commands_max,
+                                      engine.group(channel.second).config().request_commands_max);
+    for (std::size_t first = 0; first < transfers.size(); first += most) {
+      const std::size_t count = std::min<std::size_t>(most, transfers.size() - first);
       carry.begin_numbered(engine, std::span(transfers).subspan(first, count));
       run_to_end(carry);
       if (carry.status() != ResultCode::ok) {
@@ -67,7 +70,9 @@ BetweenGroupsReport finish_unsettled(Engine& engine, const std::vector<Unsettled
 }
 
 BetweenGroupsFinisher::BetweenGroupsFinisher(Engine& engine, u64 interval_ns)
-    : engine_(engine), interval_ns_(interval_ns), thread_([this] { run(); }) {}
+    : engine_(engine), interval_ns_(interval_ns) {
+  if (interval_ns_ != 0) thread_ = std::thread([this] { run(); });
+}
 
 BetweenGroupsFinisher::~BetweenGroupsFinisher() {
   {
@@ -75,7 +80,7 @@ BetweenGroupsFinisher::~BetweenGroupsFinisher() {
     stopping_ = true;
   }
   wake_.notify_all();
-  thread_.join();
+  if (thread_.joinable()) thread_.join();
 }
 
 void BetweenGroupsFinisher::run() {
@@ -102,7 +107,7 @@ void BetweenGroupsFinisher::look() {
     request.channel_numbers_out = numbers.data();
     request.completion = &done;
     if (engine_.group(g).submit(request) != ResultCode::ok) continue;  // stopping, overloaded
-    const Outcome& outcome = done.wait();
+    const Outcome& outcome = wait_for(engine_.group(g), done);
     if (outcome.status != ResultCode::ok) continue;
     for (u32 i = 0; i < outcome.filled; ++i) {
       const std::pair<u64, u32> key{holds[i].id.value, numbers[i]};

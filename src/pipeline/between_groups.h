@@ -49,8 +49,8 @@ BetweenGroupsReport finish_unsettled(Engine& engine, const std::vector<Unsettled
 // change nothing.
 class BetweenGroupsFinisher {
  public:
-  BetweenGroupsFinisher(Engine& engine, u64 interval_ns);
-  ~BetweenGroupsFinisher();  // stops the thread
+  BetweenGroupsFinisher(Engine& engine, u64 interval_ns);  // 0: no thread (look())
+  ~BetweenGroupsFinisher();                                // stops the thread
   BetweenGroupsFinisher(const BetweenGroupsFinisher&) = delete;
   BetweenGroupsFinisher& operator=(const BetweenGroupsFinisher&) = delete;
 
@@ -65,9 +65,13 @@ class BetweenGroupsFinisher {
     return oldest_unsettled_at_ns_.load(std::memory_order_relaxed);
   }
 
+  // One look: reads each group's unsettled transfers and finishes those seen at the
+  // previous look too. The thread's work; with interval_ns 0 there is no thread and
+  // whoever owns the finisher calls it (the simulator, with groups driven inline).
+  void look();
+
  private:
   void run();
-  void look();
 
   Engine& engine_;
   const u64 interval_ns_;

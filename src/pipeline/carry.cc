@@ -178,7 +178,7 @@ void run_to_end(CarryBetweenGroups& carry) {
       carry.on_done(refused);
       continue;
     }
-    carry.on_done(done.wait());
+    carry.on_done(wait_for(carry.group(), done));
   }
 }
 

@@ -22,23 +22,28 @@ Result<std::unique_ptr<Engine>> Engine::open(const EngineConfig& config) {
   engine->config_ = config;
   engine->groups_.resize(config.groups);
   std::vector<Status> failures(config.groups);
-  std::vector<std::thread> openers;
-  for (u32 g = 0; g < config.groups; ++g) {
-    openers.emplace_back([&, g] {
-      GroupConfig group = config.group;
-      group.dir = group_dir(config.data_dir, g);
-      group.ledger.prefix = IdPrefix{config.region, g};
-      group.ledger.groups = config.groups;
-      Result<std::unique_ptr<Group>> opened = Group::open(group);
-      if (opened.ok()) {
-        engine->groups_[g] = std::move(opened).value();
-      } else {
-        failures[g] = opened.status();
-      }
-    });
+  const auto open_group = [&](u32 g) {
+    GroupConfig group = config.group;
+    group.dir = group_dir(config.data_dir, g);
+    group.ledger.prefix = IdPrefix{config.region, g};
+    group.ledger.groups = config.groups;
+    Result<std::unique_ptr<Group>> opened = Group::open(group);
+    if (opened.ok()) {
+      engine->groups_[g] = std::move(opened).value();
+    } else {
+      failures[g] = opened.status();
+    }
+  };
+  if (config.group.drive_inline) {
+    for (u32 g = 0; g < config.groups; ++g)  // one thread, in order: the same run each time
+      open_group(g);
+  } else {
+    std::vector<std::thread> openers;
+    for (u32 g = 0; g < config.groups; ++g)
+      openers.emplace_back(open_group, g);
+    for (auto& opener : openers)
+      opener.join();
   }
-  for (auto& opener : openers)
-    opener.join();
   for (u32 g = 0; g < config.groups; ++g) {
     if (!failures[g].ok()) return failures[g].with_context(fmt::format("group {}", g));
   }
@@ -56,7 +61,8 @@ void Engine::start() {
     group->start();
   between_groups_ = finish_unsettled(*this, unsettled);
   if (groups_.size() > 1) {
-    finisher_ = std::make_unique<BetweenGroupsFinisher>(*this, config_.between_groups_retry_ns);
+    finisher_ = std::make_unique<BetweenGroupsFinisher>(
+        *this, config_.group.drive_inline ? 0 : config_.between_groups_retry_ns);
   }
 }
 

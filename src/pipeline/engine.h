@@ -1,6 +1,7 @@
 // One process, N groups: each its own thread, ring, journal and snapshots under
-// data_dir/group-NNNN. Ids carry their group (base/ids.h), so any thread finds the
-// group of an account or transfer without a lookup.
+// data_dir/group-NNNN (or, with GroupConfig::drive_inline, no threads at all: the
+// simulator turns every group and the finisher from its one thread). Ids carry their group
+// (base/ids.h), so any thread finds the group of an account or transfer without a lookup.
 #pragma once
 
 #include <filesystem>
@@ -39,6 +40,9 @@ class Engine {
   // Transfers between groups finished by the finisher since start().
   u64 between_groups_finished() const noexcept { return finisher_ ? finisher_->finished() : 0; }
   const BetweenGroupsFinisher* finisher() const noexcept { return finisher_.get(); }
+  // Groups driven inline (the simulator): the finisher has no thread, and the owner
+  // has it look when it chooses. REQUIRES: started, 2+ groups.
+  void look_for_unsettled() { finisher_->look(); }
 
   u32 groups() const noexcept { return static_cast<u32>(groups_.size()); }
   Group& group(u32 index) noexcept { return *groups_[index]; }

@@ -46,8 +46,7 @@ bool is_read(const Request& r) noexcept {
 bool claims_within(const Request& r) noexcept {
   if (r.claim != nullptr) {
     if (r.kind != RequestKind::commands || r.claim_result == nullptr ||
-        r.claim->kind != CommandKind::claim || r.claim->claim.covers != r.count ||
-        r.count + 1 > kBatchMax) {
+        r.claim->kind != CommandKind::claim || r.claim->claim.covers != r.count) {
       return false;
     }
   }
@@ -63,23 +62,32 @@ bool claims_within(const Request& r) noexcept {
 Group::Group(const GroupConfig& config)
     : config_(config),
       clock_(config.clock != nullptr ? config.clock : &SystemClock::instance()),
-      snapshotter_(config.dir),
+      snapshotter_(config.dir, 1u << 20, config.storage, config.drive_inline),
       ring_(config.ring_capacity),
       release_(config.release_queue_max),
       scratch_results_(kBatchMax) {}
 
+u32 Group::record_bytes_max(const GroupConfig& config) noexcept {
+  return journal::record_bytes_max(journal::RecordType::atomic, config.request_commands_max);
+}
+
 Result<std::unique_ptr<Group>> Group::open(const GroupConfig& config) {
+  if (config.request_commands_max < 2 || config.request_commands_max > kBatchMax) {
+    return Status::invalid_config(fmt::format("group.request_commands_max must be 2 to {}, not {}",
+                                              kBatchMax, config.request_commands_max));
+  }
   // The stage takes the largest record whole, and a segment two of them.
+  const u32 record_max = record_bytes_max(config);
   const auto too_small = [&](const char* name, u64 least) {
     return Status::invalid_config(
         fmt::format("group.{} must be at least {} (a journal record takes up to {} bytes)", name,
-                    least, journal::kRecordBytesMax));
+                    least, record_max));
   };
-  if (config.group_commit_bytes_max < journal::kRecordBytesMax) {
-    return too_small("group_commit_bytes_max", journal::kRecordBytesMax);
+  if (config.group_commit_bytes_max < record_max) {
+    return too_small("group_commit_bytes_max", record_max);
   }
-  if (config.journal_segment_bytes < 2 * u64{journal::kRecordBytesMax}) {
-    return too_small("journal_segment_bytes", 2 * u64{journal::kRecordBytesMax});
+  if (config.journal_segment_bytes < 2 * u64{record_max}) {
+    return too_small("journal_segment_bytes", 2 * u64{record_max});
   }
   std::unique_ptr<Group> group(new Group(config));
   if (Status recovered = group->recover(); !recovered.ok()) return recovered;
@@ -96,8 +104,9 @@ Group::~Group() {
 
 void Group::start() {
   PG_ASSERT(!thread_.joinable());
-  journal_->start();
   accepting_.store(true, std::memory_order_release);
+  if (config_.drive_inline) return;  // the owner turns it: step(), flush_journal()
+  journal_->start();
   thread_ = std::thread([this] { run(); });
 }
 
@@ -147,6 +156,16 @@ void Group::stop() {
   wake_.notify_all();
   space_.notify_all();
   if (thread_.joinable()) thread_.join();
+  if (config_.drive_inline && journal_) {
+    // What the group thread would have done before it ended: take and answer all.
+    for (;;) {
+      const bool took = step();
+      const bool flushed = flush_journal();
+      if (!took && !flushed) break;
+    }
+    if (journal_->failed() && !failed()) fail_pending();
+    PG_ASSERT(release_count_ == 0 && ring_.claimed() == next_read_);
+  }
   if (journal_) journal_->stop();
 }
 
@@ -170,7 +189,7 @@ ResultCode Group::submit(const Request& request) noexcept {
     }
   } else {
     if (request.count == 0) return ResultCode::batch_empty;
-    if (request.count > kBatchMax) return ResultCode::batch_too_large;
+    if (logged_count(request) > config_.request_commands_max) return ResultCode::batch_too_large;
     if (request.commands == nullptr || request.results == nullptr ||
         request.completion == nullptr) {
       return ResultCode::invalid_command;
@@ -198,6 +217,11 @@ ResultCode Group::enqueue(const Request& request) noexcept {
   if (!accepting_.load(std::memory_order_seq_cst)) return ResultCode::shutting_down;
   u64 sequence = 0;
   if (!ring_.try_claim(&sequence)) {
+    if (config_.drive_inline) {
+      // Only this thread could make room, and it is here.
+      stats_.overloaded.fetch_add(1, std::memory_order_relaxed);
+      return ResultCode::overloaded;
+    }
     // Back-pressure: wait for room, but not forever.
     const auto deadline =
         std::chrono::steady_clock::now() + std::chrono::nanoseconds(config_.submit_timeout_ns);
@@ -229,24 +253,7 @@ ResultCode Group::enqueue(const Request& request) noexcept {
 void Group::run() {
   if (config_.thread_nice != 0) set_thread_nice(config_.thread_nice);
   for (;;) {
-    release_durable();
-    poll_snapshot();
-    if (journal_->failed() && !failed()) fail_pending();
-
-    const u64 room = release_.size() - release_count_;
-    u32 count = room == 0 ? 0
-                          : ring_.available(next_read_, static_cast<u32>(std::min<u64>(
-                                                            config_.batch_requests_max, room)));
-    if (count > 0) {
-      if (failed()) {
-        refuse_batch(count);
-        continue;
-      }
-      u64 bytes = 0;
-      count = take_batch_bytes(count, &bytes);
-      process(count, bytes);
-      continue;
-    }
+    if (turn()) continue;
     // Stopped, every accepted request taken and answered: done. Producers that got
     // past the accepting check are counted in submitting_, so none is left behind.
     if (!accepting_.load(std::memory_order_seq_cst) &&
@@ -254,13 +261,49 @@ void Group::run() {
         release_count_ == 0) {
       break;
     }
-    const bool waiting_for_room = room == 0;
-    if (!waiting_for_room && !failed() && accepting_.load(std::memory_order_relaxed)) {
-      inject_tick();
-      maybe_snapshot();
-    }
-    idle_wait(waiting_for_room);
+    idle_wait(release_count_ == release_.size());
   }
+}
+
+// One turn of the loop: answer what is durable, then take a batch; or, idle, log a
+// tick or start a snapshot when due. True when a batch was taken.
+bool Group::turn() {
+  release_durable();
+  poll_snapshot();
+  if (journal_->failed() && !failed()) fail_pending();
+
+  const u64 room = release_.size() - release_count_;
+  u32 count = room == 0 ? 0
+                        : ring_.available(next_read_, static_cast<u32>(std::min<u64>(
+                                                          config_.batch_requests_max, room)));
+  if (count > 0) {
+    if (failed()) {
+      refuse_batch(count);
+      return true;
+    }
+    u64 bytes = 0;
+    count = take_batch_bytes(count, &bytes);
+    process(count, bytes);
+    return true;
+  }
+  if (room != 0 && !failed() && accepting_.load(std::memory_order_relaxed)) {
+    inject_tick();
+    maybe_snapshot();
+  }
+  return false;
+}
+
+bool Group::step() {
+  PG_ASSERT(config_.drive_inline);
+  return turn();
+}
+
+bool Group::flush_journal() {
+  PG_ASSERT(config_.drive_inline);
+  const bool flushed = journal_->flush();
+  release_durable();
+  if (journal_->failed() && !failed()) fail_pending();
+  return flushed;
 }
 
 bool Group::has_work(bool waiting_for_room) const noexcept {
@@ -302,7 +345,7 @@ u32 Group::take_batch_bytes(u32 available, u64* bytes) const noexcept {
     if (is_commands(r)) {
       // Joins the previous record while that stays under the command limit.
       const u32 logged = logged_count(r);
-      if (merged > 0 && merged + logged <= journal::kRecordCommandsMax) {
+      if (merged > 0 && merged + logged <= config_.request_commands_max) {
         extra = journal::record_bytes_max(journal::RecordType::commands, merged + logged) -
                 journal::record_bytes_max(journal::RecordType::commands, merged);
         merged += logged;
@@ -354,6 +397,11 @@ unsigned char* Group::reserve_stage(u64 bytes) noexcept {
   for (;;) {
     if (unsigned char* out = journal_->reserve(static_cast<u32>(bytes))) return out;
     if (journal_->failed()) return nullptr;
+    if (config_.drive_inline) {
+      // No writer thread to wait for: this thread empties the stage itself.
+      journal_->flush();
+      continue;
+    }
     // The stage is full: the writer empties it when its current sync is done.
     release_durable();
     const u32 epoch = wake_.prepare_wait();
@@ -400,7 +448,7 @@ void Group::journal_batch(u32 count, u64 bytes, Stamp first) {
         ++end;
         continue;
       }
-      if (!is_commands(next) || merged + logged_count(next) > journal::kRecordCommandsMax) break;
+      if (!is_commands(next) || merged + logged_count(next) > config_.request_commands_max) break;
       merged += logged_count(next);
       ++end;
     }
@@ -616,11 +664,6 @@ void Group::inject_tick() {
 }
 
 namespace {
-u64 steady_now_ns() noexcept {
-  return static_cast<u64>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                              std::chrono::steady_clock::now().time_since_epoch())
-                              .count());
-}
 constexpr u64 kSnapshotBackoffFirstNs = kNanosPerSecond;
 constexpr u64 kSnapshotBackoffMaxNs = 300 * kNanosPerSecond;
 }  // namespace
@@ -629,7 +672,7 @@ void Group::maybe_snapshot() {
   if (config_.snapshot_every_commands == 0 || snapshotter_.running()) return;
   const u64 applied = ledger_->last_stamp().sequence;
   if (applied - last_snapshot_sequence_ < config_.snapshot_every_commands) return;
-  if (snapshot_backoff_ns_ != 0 && steady_now_ns() < snapshot_retry_at_ns_) return;
+  if (snapshot_backoff_ns_ != 0 && clock_->monotonic_ns() < snapshot_retry_at_ns_) return;
   if (!config_.snapshot_fork_fails && snapshotter_.start(*ledger_)) {
     last_snapshot_sequence_ = applied;
     PG_LOG_INFO("event=snapshot_started group={} sequence={} pause_us={:.1f}",
@@ -648,7 +691,7 @@ void Group::snapshot_failed(const std::string& why) {
   snapshot_backoff_ns_ = snapshot_backoff_ns_ == 0
                              ? kSnapshotBackoffFirstNs
                              : std::min(2 * snapshot_backoff_ns_, kSnapshotBackoffMaxNs);
-  snapshot_retry_at_ns_ = steady_now_ns() + snapshot_backoff_ns_;
+  snapshot_retry_at_ns_ = clock_->monotonic_ns() + snapshot_backoff_ns_;
   stats_.snapshot_failures.fetch_add(1, std::memory_order_relaxed);
   PG_LOG_ERROR(
       "event=snapshot_failed group={} reason=\"{}\" failures={} retry_in_s={} "
@@ -666,9 +709,10 @@ void Group::poll_snapshot() {
       stats_.snapshots.fetch_add(1, std::memory_order_relaxed);
       stats_.last_snapshot_sequence.store(snapshotter_.last_published(), std::memory_order_relaxed);
       const u64 oldest_kept =
-          snapshot::prune(config_.dir, std::max<u32>(config_.snapshots_kept, 1));
-      const u32 removed =
-          config_.keep_journal ? 0 : journal::remove_covered_segments(config_.dir, oldest_kept);
+          snapshot::prune(config_.dir, std::max<u32>(config_.snapshots_kept, 1), storage());
+      const u32 removed = config_.keep_journal ? 0
+                                               : journal::remove_covered_segments(
+                                                     config_.dir, oldest_kept, storage());
       PG_LOG_INFO("event=snapshot_published group={} message=\"{}\" segments_removed={}",
                   config_.ledger.prefix.group, message, removed);
       break;
@@ -679,6 +723,17 @@ void Group::poll_snapshot() {
     default:
       break;
   }
+}
+
+const Outcome& wait_for(Group& group, WaitableCompletion& done) {
+  if (!group.config().drive_inline) return done.wait();
+  while (!done.done()) {
+    const bool took = group.step();
+    const bool flushed = group.flush_journal();
+    // A request in the group is taken, staged, flushed and answered, or refused.
+    PG_ASSERT(took || flushed || done.done());
+  }
+  return done.wait();
 }
 
 ResultCode apply_and_wait(Group& group, std::span<const Command> commands,
@@ -693,7 +748,7 @@ ResultCode apply_and_wait(Group& group, std::span<const Command> commands,
                                                       .results = results.data() + first,
                                                       .completion = &done});
     if (submitted != ResultCode::ok) return submitted;
-    const Outcome& outcome = done.wait();
+    const Outcome& outcome = wait_for(group, done);
     if (outcome.status != ResultCode::ok) return outcome.status;
   }
   return ResultCode::ok;

@@ -39,10 +39,14 @@
 namespace paygate {
 
 struct GroupConfig {
-  std::filesystem::path dir;         // this group's own directory
-  LedgerConfig ledger;               // ledger.prefix is the group's region and number
-  u32 ring_capacity = 1u << 14;      // requests waiting to be sequenced
-  u32 batch_requests_max = 4096;     // requests taken from the ring at once
+  std::filesystem::path dir;      // this group's own directory
+  LedgerConfig ledger;            // ledger.prefix is the group's region and number
+  u32 ring_capacity = 1u << 14;   // requests waiting to be sequenced
+  u32 batch_requests_max = 4096;  // requests taken from the ring at once
+  // The most commands one request may log (its claim included), and so one journal
+  // record: kBatchMax, or less to size records, and with them the journal's least
+  // segment, for the simulator's small disks. A larger request: batch_too_large.
+  u32 request_commands_max = kBatchMax;
   u32 release_queue_max = 1u << 18;  // requests applied, waiting to be durable
   // Recent events held for /v1/events and statements (EventLog), rounded up to a power
   // of two of at least kBatchMax. 96 bytes each, plus 8 bytes per account of the ledger.
@@ -66,6 +70,12 @@ struct GroupConfig {
   Clock* clock = nullptr;                      // default: SystemClock
   journal::FaultHook journal_fault = nullptr;  // tests: fail journal file operations
   bool snapshot_fork_fails = false;            // tests: every snapshot's fork fails
+  // The simulator (src/sim, docs/SIMULATION.md): every change to the group's files
+  // goes through `storage` (null: the system), and with drive_inline the group runs no
+  // threads: start() starts none, snapshots are written in process, and the owner
+  // turns the group with step() and flush_journal(), all in its one thread.
+  Storage* storage = nullptr;
+  bool drive_inline = false;
 };
 
 // What open() found and did.
@@ -86,12 +96,23 @@ class Group {
   // or a journal written with another configuration), busy (another process has it),
   // corruption (names the file and offset), io_error.
   static Result<std::unique_ptr<Group>> open(const GroupConfig& config);
+  // The largest journal record a group of this configuration writes.
+  static u32 record_bytes_max(const GroupConfig& config) noexcept;
   ~Group();
   Group(const Group&) = delete;
   Group& operator=(const Group&) = delete;
 
   void start();
   void stop();
+
+  // drive_inline only, from the owner's thread. step(): one turn of the group thread's
+  // loop (answers what is durable, takes a batch from the ring: sequences, stages and
+  // applies it; or when idle, a tick or a snapshot when due); true when it took a
+  // batch. flush_journal(): one group commit (write + fdatasync of what is staged),
+  // then the answers it makes durable; false when nothing was staged or the journal
+  // failed.
+  bool step();
+  bool flush_journal();
 
   // Any thread. ok: accepted, the completion will run. overloaded: the ring stayed
   // full for submit_timeout_ns. shutting_down: stopping or stopped. batch_empty,
@@ -156,6 +177,10 @@ class Group {
   Status configuration_mismatch(const journal::SegmentHeader& written) const;
 
   void run();
+  bool turn();
+  Storage& storage() const noexcept {
+    return config_.storage != nullptr ? *config_.storage : Storage::posix();
+  }
   u32 take_batch_bytes(u32 available, u64* bytes) const noexcept;
   void process(u32 count, u64 record_bytes);
   void journal_batch(u32 count, u64 bytes, Stamp first);
@@ -210,6 +235,10 @@ class Group {
   std::thread thread_;
   Stats stats_;
 };
+
+// Waits for `done`, a request submitted to `group`: blocks, or, for a group driven
+// inline (GroupConfig::drive_inline), turns it from this thread until it answers.
+const Outcome& wait_for(Group& group, WaitableCompletion& done);
 
 // Applies `commands`, each on its own, in requests of up to kBatchMax, and waits until
 // each is durable: for setup, tools and the engine's own steps, not for hot paths.

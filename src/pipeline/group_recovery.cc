@@ -26,8 +26,8 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 
 // Zeroes [from, to) of a file and syncs it: the bytes of a torn write are cleared so
 // that later appends never sit next to stale ones.
-Status clear_range(const std::filesystem::path& file, u64 from, u64 to) {
-  const int fd = ::open(file.c_str(), O_RDWR | O_CLOEXEC);
+Status clear_range(Storage& storage, const std::filesystem::path& file, u64 from, u64 to) {
+  const int fd = storage.open(file.c_str(), O_RDWR | O_CLOEXEC, 0);
   if (fd < 0) {
     return Status::io_error(fmt::format("cannot open {}: {}", file.string(), std::strerror(errno)));
   }
@@ -35,30 +35,26 @@ Status clear_range(const std::filesystem::path& file, u64 from, u64 to) {
   bool ok = true;
   for (u64 at = from; at < to && ok;) {
     const u64 n = std::min<u64>(sizeof kZeros, to - at);
-    ok = ::pwrite(fd, kZeros, n, static_cast<off_t>(at)) == static_cast<ssize_t>(n);
+    ok = storage.pwrite_all(fd, kZeros, n, static_cast<off_t>(at));
     at += n;
   }
-  ok = ok && ::fdatasync(fd) == 0;
+  ok = ok && storage.fdatasync(fd) == 0;
   Status cleared;
   if (!ok) {
     cleared =
         Status::io_error(fmt::format("cannot clear {}: {}", file.string(), std::strerror(errno)));
   }
-  ::close(fd);
+  storage.close(fd);
   return cleared;
 }
 
 // Makes a directory's entries (files removed or added) durable.
-Status sync_directory(const std::filesystem::path& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  const bool ok = fd >= 0 && ::fsync(fd) == 0;
-  Status synced;
-  if (!ok) {
-    synced = Status::io_error(
-        fmt::format("cannot sync directory {}: {}", dir.string(), std::strerror(errno)));
+Status sync_directory(Storage& storage, const std::filesystem::path& dir) {
+  if (const int error = storage.sync_directory(dir.c_str()); error != 0) {
+    return Status::io_error(
+        fmt::format("cannot sync directory {}: {}", dir.string(), std::strerror(error)));
   }
-  if (fd >= 0) ::close(fd);
-  return synced;
+  return Status::success();
 }
 
 }  // namespace
@@ -167,10 +163,14 @@ Status Group::recover() {
     // to start (and names the file); nothing was appended yet, so a restart retries.
     bool torn_file_deleted = false;
     for (const auto& file : report.delete_files) {
+      ec.clear();
       const int injected =
           config_.journal_fault ? config_.journal_fault(journal::FileOp::remove) : 0;
       if (injected != 0) ec = std::error_code(injected, std::generic_category());
-      if (injected != 0 || (!std::filesystem::remove(file, ec) && ec)) {
+      if (injected == 0 && storage().unlink(file.c_str()) != 0 && errno != ENOENT) {
+        ec = std::error_code(errno, std::generic_category());
+      }
+      if (ec) {
         return Status::io_error(fmt::format(
             "cannot remove {} while clearing the journal's torn tail: {}; paygate will not "
             "start until it can",
@@ -179,13 +179,13 @@ Status Group::recover() {
       torn_file_deleted = torn_file_deleted || file == report.file;
     }
     if (!torn_file_deleted) {
-      if (Status cleared = clear_range(report.file, report.offset, report.clear_to);
+      if (Status cleared = clear_range(storage(), report.file, report.offset, report.clear_to);
           !cleared.ok()) {
         return cleared;
       }
     }
     if (!report.delete_files.empty()) {
-      if (Status synced = sync_directory(config_.dir); !synced.ok()) return synced;
+      if (Status synced = sync_directory(storage(), config_.dir); !synced.ok()) return synced;
     }
   }
   // The last segment that still exists, and where its records end.
@@ -201,12 +201,14 @@ Status Group::recover() {
                                  .identity = identity,
                                  .segment_bytes = config_.journal_segment_bytes,
                                  .staging_bytes = config_.group_commit_bytes_max,
+                                 .record_bytes_max = record_bytes_max(config_),
                                  .durable_event = &wake_,
                                  .thread_nice = config_.thread_nice,
                                  .sync_gap_ns = config_.journal_sync_gap_ns,
                                  .sync_gap_commands = config_.journal_sync_gap_commands,
                                  .sync_gap_quiet_ns = config_.journal_sync_gap_quiet_ns,
-                                 .fault = config_.journal_fault};
+                                 .fault = config_.journal_fault,
+                                 .storage = config_.storage};
   Result<std::unique_ptr<journal::Writer>> writer = journal::Writer::open(options, at);
   if (!writer.ok()) return writer.status();
   journal_ = std::move(writer).value();

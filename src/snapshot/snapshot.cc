@@ -28,25 +28,13 @@ u64 steady_ns() {
                               .count());
 }
 
-bool write_all(int fd, const unsigned char* data, std::size_t size) noexcept {
-  while (size > 0) {
-    const ssize_t n = ::write(fd, data, size);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    data += n;
-    size -= static_cast<std::size_t>(n);
-  }
-  return true;
-}
-
 // Buffers the ledger's state into a caller-provided buffer, writing it out when full
 // and keeping its CRC. No allocation, no locks: safe after fork().
 class FileSink final : public StateSink {
  public:
-  FileSink(int fd, unsigned char* buffer, std::size_t capacity) noexcept
-      : fd_(fd), buffer_(buffer), capacity_(capacity) {}
+  FileSink(Storage& storage, int fd, u64 offset, unsigned char* buffer,
+           std::size_t capacity) noexcept
+      : storage_(storage), fd_(fd), offset_(offset), buffer_(buffer), capacity_(capacity) {}
 
   void write(const void* data, std::size_t size) noexcept override {
     const auto* bytes = static_cast<const unsigned char*>(data);
@@ -62,15 +50,24 @@ class FileSink final : public StateSink {
     }
   }
   void flush() noexcept {
-    if (error_ == 0 && used_ > 0 && !write_all(fd_, buffer_, used_)) error_ = errno;
+    if (error_ == 0 && used_ > 0) {
+      if (storage_.pwrite_all(fd_, buffer_, used_, static_cast<off_t>(offset_))) {
+        offset_ += used_;
+      } else {
+        error_ = errno;
+      }
+    }
     used_ = 0;
   }
   u32 crc() const noexcept { return crc_; }
   u64 total() const noexcept { return total_; }
+  u64 offset() const noexcept { return offset_; }
   int error() const noexcept { return error_; }
 
  private:
+  Storage& storage_;
   int fd_;
+  u64 offset_;
   unsigned char* buffer_;
   std::size_t capacity_;
   std::size_t used_ = 0;
@@ -96,14 +93,6 @@ class MappedSource final : public StateSource {
   std::size_t size_;
   std::size_t at_ = 0;
 };
-
-int fsync_dir(const std::filesystem::path& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return errno;
-  const int result = ::fsync(fd) == 0 ? 0 : errno;
-  ::close(fd);
-  return result;
-}
 
 // Loads one snapshot file; "" on success, else why not.
 std::string load_file(const std::filesystem::path& path, Ledger& ledger, u64* sequence) {
@@ -174,8 +163,8 @@ std::vector<std::pair<u64, std::filesystem::path>> list(const std::filesystem::p
 }
 
 int write_file(const Ledger& ledger, const char* path, unsigned char* buffer,
-               std::size_t buffer_bytes) noexcept {
-  const int fd = ::open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);  // the whole ledger
+               std::size_t buffer_bytes, Storage& storage) noexcept {
+  const int fd = storage.open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);  // the ledger
   if (fd < 0) return errno;
   SnapshotHeader header{};
   header.magic = kMagic;
@@ -184,25 +173,22 @@ int write_file(const Ledger& ledger, const char* path, unsigned char* buffer,
   header.group = ledger.config().prefix.group;
   header.sequence = ledger.last_stamp().sequence;
   header.timestamp_ns = ledger.last_stamp().timestamp_ns;
-  int error = 0;
-  // The header's state_bytes is known at the end: write a placeholder, then the state.
-  if (!write_all(fd, reinterpret_cast<const unsigned char*>(&header), sizeof header)) error = errno;
-  FileSink sink(fd, buffer, buffer_bytes);
-  if (error == 0) {
-    ledger.save(sink);
-    sink.flush();
-    error = sink.error();
-  }
+  // The header's state_bytes is known at the end: the state goes after its place, the
+  // trailer after the state, and the header last.
+  FileSink sink(storage, fd, sizeof header, buffer, buffer_bytes);
+  ledger.save(sink);
+  sink.flush();
+  int error = sink.error();
   if (error == 0) {
     header.state_bytes = sink.total();
+    PG_ASSERT(sink.offset() == sizeof header + header.state_bytes);
     const SnapshotTrailer trailer{crc32c(&header, sizeof header), sink.crc(), kEndMagic};
-    if (!write_all(fd, reinterpret_cast<const unsigned char*>(&trailer), sizeof trailer) ||
-        ::pwrite(fd, &header, sizeof header, 0) != static_cast<ssize_t>(sizeof header) ||
-        ::fsync(fd) != 0) {
+    if (!storage.pwrite_all(fd, &trailer, sizeof trailer, static_cast<off_t>(sink.offset())) ||
+        !storage.pwrite_all(fd, &header, sizeof header, 0) || storage.fsync(fd) != 0) {
       error = errno;
     }
   }
-  ::close(fd);
+  storage.close(fd);
   return error;
 }
 
@@ -228,28 +214,35 @@ LoadResult load_newest(const std::filesystem::path& dir,
   return result;
 }
 
-u64 prune(const std::filesystem::path& dir, u32 keep) {
+u64 prune(const std::filesystem::path& dir, u32 keep, Storage& storage) {
   PG_ASSERT(keep >= 1);  // the newest snapshot is never pruned: recovery needs it
   std::error_code ec;
+  std::vector<std::filesystem::path> strays;
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
-    if (name.starts_with("snapshot-") && name.ends_with(".tmp"))
-      std::filesystem::remove(entry.path(), ec);
+    if (name.starts_with("snapshot-") && name.ends_with(".tmp")) strays.push_back(entry.path());
   }
+  std::sort(strays.begin(), strays.end());  // the same order on every run (the simulator)
+  for (const auto& stray : strays)
+    storage.unlink(stray.c_str());
   const auto snapshots = list(dir);
   for (std::size_t i = keep; i < snapshots.size(); ++i)
-    std::filesystem::remove(snapshots[i].second, ec);
+    storage.unlink(snapshots[i].second.c_str());
   if (snapshots.empty()) return 0;
   const u64 oldest_kept = snapshots[std::min<std::size_t>(keep, snapshots.size()) - 1].first;
   PG_ASSERT(oldest_kept >= 1 && oldest_kept <= snapshots.front().first);
   return oldest_kept;
 }
 
-Snapshotter::Snapshotter(std::filesystem::path dir, std::size_t buffer_bytes)
-    : dir_(std::move(dir)), buffer_(buffer_bytes) {}
+Snapshotter::Snapshotter(std::filesystem::path dir, std::size_t buffer_bytes, Storage* storage,
+                         bool in_process)
+    : dir_(std::move(dir)),
+      buffer_(buffer_bytes),
+      storage_(storage != nullptr ? storage : &Storage::posix()),
+      in_process_(in_process) {}
 
 Snapshotter::~Snapshotter() {
-  if (child_ > 0) {
+  if (child_ > 0 && !in_process_) {
     ::kill(child_, SIGKILL);
     ::waitpid(child_, nullptr, 0);
   }
@@ -265,11 +258,19 @@ bool Snapshotter::start(const Ledger& ledger) {
   unsigned char* buffer = buffer_.data();
   const std::size_t buffer_bytes = buffer_.size();
   started_ns_ = steady_ns();
+  if (in_process_) {
+    // The simulator: written here and now, through its storage, as the child would.
+    child_ = kInProcessChild;
+    written_ = false;
+    in_process_error_ = write_file(ledger, path, buffer, buffer_bytes, *storage_);
+    last_pause_ns_ = steady_ns() - started_ns_;
+    return true;
+  }
   const pid_t pid = ::fork();
   if (pid == 0) {
     // The child: a frozen copy of the ledger. Low priority: the group goes first.
     ::setpriority(PRIO_PROCESS, 0, 10);
-    ::_exit(write_file(ledger, path, buffer, buffer_bytes) == 0 ? 0 : 1);
+    ::_exit(write_file(ledger, path, buffer, buffer_bytes, Storage::posix()) == 0 ? 0 : 1);
   }
   last_pause_ns_ = steady_ns() - started_ns_;
   pause_ns_.record(last_pause_ns_);
@@ -283,13 +284,17 @@ Snapshotter::Progress Snapshotter::poll(u64 durable_sequence, std::string* messa
   if (child_ <= 0) return Progress::idle;
   if (!written_) {
     int status = 0;
-    const pid_t reaped = ::waitpid(child_, &status, WNOHANG);
+    const pid_t reaped = in_process_ ? child_ : ::waitpid(child_, &status, WNOHANG);
     if (reaped == 0) return Progress::running;
-    if (reaped < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    const bool failed = in_process_ ? in_process_error_ != 0
+                                    : reaped < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+    if (failed) {
       child_ = 0;
-      std::error_code ec;
-      std::filesystem::remove(tmp_path_, ec);
-      *message = fmt::format("snapshot at sequence {} failed (child status {})", sequence_, status);
+      storage_->unlink(tmp_path_.c_str());
+      *message = in_process_ ? fmt::format("snapshot at sequence {} failed: {}", sequence_,
+                                           std::strerror(in_process_error_))
+                             : fmt::format("snapshot at sequence {} failed (child status {})",
+                                           sequence_, status);
       return Progress::failed;
     }
     written_ = true;
@@ -301,9 +306,15 @@ Snapshotter::Progress Snapshotter::poll(u64 durable_sequence, std::string* messa
   PG_ASSERT(written_ && durable_sequence >= sequence_);
   const std::filesystem::path final_path = dir_ / file_name(sequence_);
   child_ = 0;
-  if (::rename(tmp_path_.c_str(), final_path.c_str()) != 0 || fsync_dir(dir_) != 0) {
+  int error = 0;
+  if (storage_->rename(tmp_path_.c_str(), final_path.c_str()) != 0) {
+    error = errno;
+  } else {
+    error = storage_->sync_directory(dir_.c_str());
+  }
+  if (error != 0) {
     *message =
-        fmt::format("cannot publish snapshot {}: {}", final_path.string(), std::strerror(errno));
+        fmt::format("cannot publish snapshot {}: {}", final_path.string(), std::strerror(error));
     return Progress::failed;
   }
   PG_ASSERT(sequence_ >= last_published_);

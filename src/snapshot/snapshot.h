@@ -26,6 +26,7 @@
 
 #include "base/fixed_array.h"
 #include "base/histogram.h"
+#include "base/storage.h"
 #include "ledger/ledger.h"
 
 namespace paygate::snapshot {
@@ -63,7 +64,7 @@ std::vector<std::pair<u64, std::filesystem::path>> list(const std::filesystem::p
 // Writes `ledger` to `path` and fsyncs it. Allocates nothing, so it may run in a
 // forked child. Returns 0 or an errno.
 int write_file(const Ledger& ledger, const char* path, unsigned char* buffer,
-               std::size_t buffer_bytes) noexcept;
+               std::size_t buffer_bytes, Storage& storage = Storage::posix()) noexcept;
 
 struct LoadResult {
   std::unique_ptr<Ledger> ledger;  // null: no usable snapshot (start from empty)
@@ -78,12 +79,17 @@ LoadResult load_newest(const std::filesystem::path& dir,
 
 // Keeps the newest `keep` snapshots and deletes the rest (and stray .tmp files).
 // Returns the oldest kept snapshot's sequence, or 0 if none.
-u64 prune(const std::filesystem::path& dir, u32 keep);
+u64 prune(const std::filesystem::path& dir, u32 keep, Storage& storage = Storage::posix());
 
 // Takes snapshots in a forked child, one at a time. Group thread only.
+//
+// in_process (the simulator, which runs everything in one thread on its own storage):
+// start() writes the file itself, at once, through `storage`; poll() then publishes
+// it under the same rule.
 class Snapshotter {
  public:
-  explicit Snapshotter(std::filesystem::path dir, std::size_t buffer_bytes = 1u << 20);
+  explicit Snapshotter(std::filesystem::path dir, std::size_t buffer_bytes = 1u << 20,
+                       Storage* storage = nullptr, bool in_process = false);
   ~Snapshotter();
 
   bool running() const noexcept { return child_ > 0; }
@@ -103,8 +109,13 @@ class Snapshotter {
   const Histogram& duration_ns() const noexcept { return duration_ns_; }  // fork to written
 
  private:
+  static constexpr pid_t kInProcessChild = 1;  // running() while written in process
+
   std::filesystem::path dir_;
   FixedArray<unsigned char> buffer_;  // the child's write buffer, allocated here
+  Storage* storage_;
+  bool in_process_;
+  int in_process_error_ = 0;
   pid_t child_ = 0;
   bool written_ = false;
   u64 sequence_ = 0;

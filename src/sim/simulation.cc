@@ -1,0 +1,875 @@
+#include "sim/simulation.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <set>
+#include <vector>
+
+#include "base/assert.h"
+#include "base/ids.h"
+#include "base/log.h"
+#include "journal/format.h"
+#include "journal/reader.h"
+#include "pipeline/carry.h"
+#include "pipeline/clock.h"
+#include "pipeline/engine.h"
+#include "sim/sim_storage.h"
+
+namespace paygate::sim {
+
+std::string SeedReport::line() const {
+  return fmt::format(
+      "seed={} groups={} steps={} requests={} acknowledged={} crashes={} restarts={} torn={} "
+      "lost_writes={} injected_errors={} corruptions_detected={} snapshots={} clock_jumps={} "
+      "trace={:016x}",
+      seed, groups, steps, requests, acknowledged, crashes, restarts, torn_writes, lost_writes,
+      injected_errors, corruptions_detected, snapshots, clock_jumps, trace);
+}
+
+namespace {
+
+constexpr Currency kCurrencies[] = {Currency::from("USD"), Currency::from("EUR")};
+constexpr u64 kStartWallNs = 1'800'000'000ull * kNanosPerSecond;  // 2027
+
+[[noreturn]] void fail(const std::string& what) {
+  throw SimulationFailure(what);
+}
+
+// A request the simulator made, and what became of it. Its completion runs inside a
+// group's step() or flush_journal(), on the simulator's thread.
+struct Submitted final : Completion {
+  u32 group = 0;
+  RequestKind kind = RequestKind::commands;
+  std::vector<Command> commands;
+  std::vector<CommandResult> results;
+  Command claim;
+  CommandResult claim_result;
+  bool claimed = false;
+  IdempotencyKey batch_key{};
+  // Set for the steps of a transfer between groups: the machine that submitted it.
+  CarryBetweenGroups* carry = nullptr;
+  // A retry of acknowledged_[*retry_of]; changed: with other content.
+  std::optional<std::size_t> retry_of;
+  bool changed = false;
+  bool done = false;
+  Outcome outcome;
+
+  Request request() {
+    Request r;
+    r.kind = kind;
+    r.count = static_cast<u32>(commands.size());
+    r.commands = commands.data();
+    r.results = results.data();
+    r.batch_key = batch_key;
+    if (claimed) {
+      r.claim = &claim;
+      r.claim_result = &claim_result;
+    }
+    r.completion = this;
+    return r;
+  }
+  void complete(const Outcome& o) noexcept override {
+    outcome = o;
+    done = true;
+  }
+};
+
+// A request answered ok: durable, so every restart must find it in the log, at its
+// sequence, with the results it was answered with.
+struct Acknowledged {
+  u32 group = 0;
+  u64 first_sequence = 0;
+  std::vector<Command> logged;  // in log order: the claim first, if any
+  std::vector<CommandResult> results;
+  // For retries.
+  bool keyed_retry_candidate = false;
+  std::vector<Command> commands;  // as submitted (without the claim)
+  u64 acknowledged_at_ns = 0;     // monotonic
+  u64 wall_jumps = 0;             // clock jumps when it was acknowledged
+  u64 restarts = 0;               // ... and engine opens
+};
+
+// A transfer between groups the simulator carries itself, as the edge does.
+struct Carry {
+  CarryBetweenGroups machine;
+  std::unique_ptr<Submitted> step;  // the step in flight (its commands live in machine)
+};
+
+class Simulation {
+ public:
+  explicit Simulation(const SimulationOptions& options)
+      : options_(options),
+        random_(options.seed * 0x9E3779B97F4A7C15ull + 1),
+        storage_(options.seed ^ 0xD1B54A32D192ED03ull),
+        clock_(kStartWallNs) {
+    report_.seed = options.seed;
+  }
+
+  // The engine goes first: draining, it completes requests that live in this object.
+  ~Simulation() { engine_.reset(); }
+  Simulation(const Simulation&) = delete;
+  Simulation& operator=(const Simulation&) = delete;
+
+  SeedReport run() {
+    configure();
+    std::filesystem::create_directories(options_.dir / "archive");
+    storage_.on_unlink(
+        [this](const std::string& path, const std::string& durable) { archive(path, durable); });
+    open_engine(/*after_crash=*/false);
+    for (u32 step = 0; step < options_.steps; ++step) {
+      ++report_.steps;
+      act();
+      settle_completions();
+      if (storage_.dead() || any_group_failed()) crash();
+    }
+    finish();
+    report_.injected_errors = storage_.injected_errors();
+    return report_;
+  }
+
+ private:
+  // ------------------------------------------------------------------ setup
+
+  u64 pick(u64 n) { return n == 0 ? 0 : random_() % n; }
+  bool chance(u32 percent) { return pick(100) < percent; }
+  void trace(u64 value) { report_.trace = (report_.trace ^ value) * 0x100000001B3ull; }
+
+  void configure() {
+    report_.groups = 1 + static_cast<u32>(pick(3));
+    config_.data_dir = options_.dir / "data";
+    config_.region = 0;
+    config_.groups = report_.groups;
+    config_.between_groups_retry_ns = 0;  // inline: the simulator looks when it wants
+    GroupConfig& g = config_.group;
+    g.ledger.accounts_max = 256;
+    g.ledger.pending_max = 128;
+    g.ledger.recent_transfers_max = 256;
+    g.ledger.idempotency_keys_max = static_cast<u32>(24 + pick(41));
+    g.ledger.idempotency_window_ns = 60 * kNanosPerSecond;
+    g.ledger.signature_keys_max = static_cast<u32>(16 + pick(17));
+    g.ledger.signature_window_ns = 120 * kNanosPerSecond;
+    g.ring_capacity = 64;
+    g.batch_requests_max = static_cast<u32>(1 + pick(16));
+    g.release_queue_max = 256;
+    g.events_max = kBatchMax;
+    g.request_commands_max = 16;
+    const u64 record = Group::record_bytes_max(g);
+    const u64 segment = (record * (2 + pick(7)) + 4095) / 4096 * 4096;
+    g.journal_segment_bytes = segment;
+    g.group_commit_bytes_max = record * (1 + pick(4));
+    g.tick_interval_ns = 100'000'000;
+    g.heartbeat_interval_ns = 10 * kNanosPerSecond;
+    g.snapshot_every_commands = chance(20) ? 0 : 20 + pick(200);
+    g.snapshots_kept = static_cast<u32>(1 + pick(3));
+    g.keep_journal = chance(20);
+    g.submit_timeout_ns = 0;
+    g.idle_spin = 0;
+    g.thread_nice = 0;
+    g.clock = &clock_;
+    g.storage = &storage_;
+    g.drive_inline = true;
+    if (chance(35)) {
+      faults_ = SimStorage::Faults{.write_error_per_million = static_cast<u32>(pick(30000)),
+                                   .sync_error_per_million = static_cast<u32>(pick(30000))};
+    }
+    storage_.set_faults(faults_);
+    accounts_.assign(report_.groups, {});
+    holds_.assign(report_.groups, {});
+  }
+
+  // Segments the group removes (a snapshot covers them) are kept here, as they were
+  // durable, so that the checks can replay the whole log from its first command.
+  void archive(const std::string& path, const std::string& durable) {
+    const std::filesystem::path file(path);
+    if (journal::parse_segment_file_name(file.filename().string()) == 0) return;
+    const std::filesystem::path dir = options_.dir / "archive" / file.parent_path().filename();
+    std::filesystem::create_directories(dir);
+    std::ofstream(dir / file.filename(), std::ios::binary | std::ios::trunc) << durable;
+  }
+
+  // ------------------------------------------------------------------ the engine
+
+  bool any_group_failed() {
+    if (!engine_) return false;
+    for (u32 g = 0; g < engine_->groups(); ++g) {
+      if (engine_->group(g).failed()) return true;
+    }
+    return false;
+  }
+
+  // Opens the engine (retrying what an injected fault broke), checks what it
+  // recovered, and starts it.
+  void open_engine(bool after_crash) {
+    for (u32 attempt = 0;; ++attempt) {
+      if (attempt == 20) storage_.set_faults({});
+      Result<std::unique_ptr<Engine>> opened = Engine::open(config_);
+      if (opened.ok()) {
+        engine_ = std::move(opened).value();
+        break;
+      }
+      const Status& why = opened.status();
+      if (why.code() == StatusCode::io_error && attempt < 25) {
+        storage_.crash({});  // what the failed open wrote may be torn too
+        continue;
+      }
+      fail(fmt::format("the engine did not open{}: {}", after_crash ? " after a crash" : "",
+                       why.to_string()));
+    }
+    storage_.set_faults(faults_);
+    ++report_.restarts;
+    check_recovered();
+    engine_->start();
+    trace(0xE1);
+    settle_completions();
+  }
+
+  void close_engine() {
+    engine_.reset();  // drains: answers what it took, then stops
+    // Every step answered ok is durable and must be checked, but no machine moves on:
+    // the engine is gone (the finisher or the next start finishes their holds).
+    for (auto& carry : carries_) {
+      if (carry->step && carry->step->done) answered(*carry->step);
+    }
+    carries_.clear();
+    settle_completions();
+    PG_ASSERT(in_flight_.empty());
+  }
+
+  void crash() {
+    storage_.die_after(0);
+    close_engine();
+    const SimStorage::CrashReport crash = storage_.crash({});
+    ++report_.crashes;
+    report_.torn_writes += crash.torn_writes;
+    report_.lost_writes += crash.unsynced_writes - crash.surviving_writes + crash.torn_writes;
+    trace(0xC0 ^ crash.surviving_writes ^ (crash.surviving_changes << 20));
+    if (options_.verbose) {
+      fmt::print(stderr, "seed {} step {}: crash: {} of {} unsynced writes kept ({} torn)\n",
+                 options_.seed, report_.steps, crash.surviving_writes, crash.unsynced_writes,
+                 crash.torn_writes);
+    }
+    if (chance(15)) flip_acknowledged_bit();
+    open_engine(/*after_crash=*/true);
+  }
+
+  // Bit rot in a record that was synced: the group must refuse to open (naming the
+  // file), never replay around it or take it for a torn tail; restored, it opens.
+  void flip_acknowledged_bit() {
+    const u32 g = static_cast<u32>(pick(report_.groups));
+    const std::filesystem::path dir = Engine::group_dir(config_.data_dir, g);
+    std::vector<std::pair<std::filesystem::path, u64>> spans;  // segment, valid bytes
+    std::map<std::filesystem::path, u64> last_record;          // segment → its offset
+    journal::ScanReport scanned = journal::scan(dir, 0, [&](const journal::Record& record) {
+      last_record[*record.file] = record.offset;
+      return true;
+    });
+    if (!scanned.ok()) fail("the log is corrupt right after a crash: " + scanned.message);
+    for (const journal::SegmentSummary& segment : scanned.segments) {
+      if (segment.records > 0) spans.emplace_back(segment.file, segment.end_offset);
+    }
+    if (spans.empty()) return;
+    const auto& [file, end] = spans[pick(spans.size())];
+    // Anywhere in the valid records; or, half the time, in the header of a segment's
+    // last record, where damage can look like a write that stopped early.
+    const auto last = last_record.find(file);
+    const u64 offset = chance(50) && last != last_record.end()
+                           ? last->second + pick(sizeof(journal::RecordHeader))
+                           : pick(end);
+    const u32 bit = static_cast<u32>(pick(8));
+    storage_.flip_durable_bit(file, offset, bit);
+    storage_.set_faults({});  // the open must fail for the flip, not for a fault
+    Result<std::unique_ptr<Engine>> opened = Engine::open(config_);
+    storage_.set_faults(faults_);
+    if (opened.ok()) {
+      fail(
+          fmt::format("bit {} of byte {} of {} flipped (inside its valid records) and the "
+                      "engine opened anyway",
+                      bit, offset, file.string()));
+    }
+    if (opened.status().code() != StatusCode::corruption &&
+        opened.status().code() != StatusCode::invalid_config) {
+      fail("a flipped bit was refused as " + opened.status().to_string() + ", not as corruption");
+    }
+    ++report_.corruptions_detected;
+    storage_.flip_durable_bit(file, offset, bit);
+    trace(0xF1 ^ offset);
+  }
+
+  void finish() {
+    // The end of the seed: no more faults; everything left unsettled is finished at
+    // the next start, and after that nothing is unsettled anywhere.
+    storage_.set_faults({});
+    faults_ = {};
+    storage_.live_on();
+    if (storage_.dead() || any_group_failed()) crash();
+    close_engine();
+    open_engine(false);
+    for (u32 round = 0; round < 4; ++round)
+      pump_all();
+    if (report_.groups > 1) {
+      engine_->look_for_unsettled();
+      engine_->look_for_unsettled();
+    }
+    close_engine();
+    open_engine(false);
+    check_nothing_unsettled();
+    close_engine();
+  }
+
+  // ------------------------------------------------------------------ checks
+
+  // What recovery must give, for each group, before it takes a request.
+  void check_recovered() {
+    for (u32 g = 0; g < engine_->groups(); ++g) {
+      Group& group = engine_->group(g);
+      if (Status s = group.ledger().check_invariants(); !s.ok()) {
+        fail(fmt::format("group {} recovered breaking an invariant: {}", g, s.to_string()));
+      }
+      report_.snapshots += group.recovery().snapshot_sequence != 0 ? 1 : 0;
+      check_log(g, group);
+    }
+  }
+
+  // The whole log (archived segments, then the live ones) replayed from its first
+  // command into a fresh ledger: the same state as recovery made (snapshot + tail),
+  // and every acknowledged request in it, at its sequence, with its answers.
+  void check_log(u32 g, Group& group) {
+    const std::filesystem::path live = Engine::group_dir(config_.data_dir, g);
+    const std::filesystem::path archived = options_.dir / "archive" / live.filename();
+    const std::filesystem::path whole = options_.dir / "whole-log";
+    std::filesystem::remove_all(whole);
+    std::filesystem::create_directories(whole);
+    const std::vector<std::filesystem::path> segments = journal::list_segments(live);
+    const u64 first_live =
+        segments.empty() ? ~u64{0}
+                         : journal::parse_segment_file_name(segments.front().filename().string());
+    if (std::filesystem::exists(archived)) {
+      for (const auto& file : journal::list_segments(archived)) {
+        if (journal::parse_segment_file_name(file.filename().string()) < first_live) {
+          std::filesystem::copy_file(file, whole / file.filename());
+        }
+      }
+    }
+    for (const auto& file : segments)
+      std::filesystem::copy_file(file, whole / file.filename());
+
+    LedgerConfig ledger_config = group.config().ledger;
+    Ledger fresh(ledger_config);
+    std::map<u64, std::pair<Command, CommandResult>> log;
+    std::vector<CommandResult> results;
+    u64 expected = 1;
+    std::string gap;
+    journal::ScanReport scanned = journal::scan(whole, 1, [&](const journal::Record& record) {
+      if (record.header->sequence != expected) {
+        gap = fmt::format("the log of group {} jumps from sequence {} to {}", g, expected,
+                          record.header->sequence);
+        return false;
+      }
+      results.assign(record.commands.size(), CommandResult{});
+      if (record.header->type == journal::RecordType::atomic) {
+        (void)fresh.apply_atomic(record.first_stamp(), record.commands, record.batch_key, results);
+      } else {
+        fresh.apply_batch(record.first_stamp(), record.commands, results);
+      }
+      for (std::size_t i = 0; i < record.commands.size(); ++i)
+        log[expected + i] = {record.commands[i], results[i]};
+      expected = record.next_sequence();
+      return true;
+    });
+    if (!gap.empty()) fail(gap);
+    if (!scanned.ok()) fail(fmt::format("group {}: the whole log: {}", g, scanned.message));
+    if (scanned.end != journal::LogEnd::clean) {
+      fail(fmt::format("group {}: recovery left a torn tail: {}", g, scanned.message));
+    }
+    if (expected != group.recovery().next_sequence) {
+      fail(fmt::format("group {}: the log ends before {} but recovery continues at {}", g, expected,
+                       group.recovery().next_sequence));
+    }
+    if (fresh.state_digest() != group.ledger().state_digest()) {
+      fail(
+          fmt::format("group {}: replaying the whole log gives another state than recovery "
+                      "(snapshot {} + journal)",
+                      g, group.recovery().snapshot_sequence));
+    }
+    for (const Acknowledged& acked : acknowledged_) {
+      if (acked.group != g) continue;
+      for (std::size_t i = 0; i < acked.logged.size(); ++i) {
+        const u64 sequence = acked.first_sequence + i;
+        const auto it = log.find(sequence);
+        if (it == log.end()) {
+          fail(fmt::format("group {}: an acknowledged command (sequence {}) is not in the log", g,
+                           sequence));
+        }
+        if (std::memcmp(&it->second.first, &acked.logged[i], sizeof(Command)) != 0) {
+          fail(
+              fmt::format("group {}: sequence {} holds another command than the one "
+                          "acknowledged there",
+                          g, sequence));
+        }
+        if (!(it->second.second == acked.results[i])) {
+          fail(
+              fmt::format("group {}: sequence {} was answered {} (id {}) but replays as {} "
+                          "(id {})",
+                          g, sequence, name(acked.results[i].code), acked.results[i].id,
+                          name(it->second.second.code), it->second.second.id));
+        }
+      }
+    }
+    std::filesystem::remove_all(whole);
+    trace(fresh.state_digest());
+  }
+
+  void check_nothing_unsettled() {
+    for (u32 g = 0; g < engine_->groups(); ++g) {
+      u64 unsettled = 0;
+      engine_->group(g).ledger().for_each_unsettled([&](const Transfer&, u32) { ++unsettled; });
+      if (unsettled != 0) {
+        fail(
+            fmt::format("group {}: {} transfers between groups still unsettled after a "
+                        "clean start and the finisher",
+                        g, unsettled));
+      }
+    }
+    // Between two groups, what one's clearing account sent the other received.
+    for (u32 a = 0; a < engine_->groups(); ++a) {
+      for (u32 b = a + 1; b < engine_->groups(); ++b) {
+        for (Currency currency : kCurrencies) {
+          const Account* ab = engine_->group(a).ledger().find_clearing_account(b, currency);
+          const Account* ba = engine_->group(b).ledger().find_clearing_account(a, currency);
+          const i64 sum = (ab ? ab->balance() : 0) + (ba ? ba->balance() : 0);
+          if (sum != 0) {
+            fail(
+                fmt::format("groups {} and {} disagree on {} cents of what crossed between "
+                            "them",
+                            a, b, sum));
+          }
+        }
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ completions
+
+  void settle_completions() {
+    bool moved = true;
+    while (moved) {
+      moved = false;
+      for (auto it = in_flight_.begin(); it != in_flight_.end();) {
+        Submitted& s = **it;
+        if (!s.done) {
+          ++it;
+          continue;
+        }
+        answered(s);
+        it = in_flight_.erase(it);
+        moved = true;
+      }
+      for (auto it = carries_.begin(); it != carries_.end();) {
+        Carry& carry = **it;
+        if (carry.step && carry.step->done) {
+          answered(*carry.step);
+          carry.machine.on_done(carry.step->outcome);
+          carry.step.reset();
+          moved = true;
+          if (!carry.machine.done() && engine_) submit_carry_step(carry);
+        }
+        if (carry.machine.done() || !carry.step) {
+          if (carry.machine.done()) trace(0xCA ^ static_cast<u64>(carry.machine.status()));
+          it = carry.machine.done() ? carries_.erase(it) : std::next(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+  }
+
+  void answered(Submitted& s) {
+    trace(static_cast<u64>(s.outcome.status) << 32 | s.outcome.first_sequence);
+    if (s.outcome.status != ResultCode::ok) return;
+    Acknowledged acked;
+    acked.group = s.group;
+    acked.first_sequence = s.outcome.first_sequence;
+    if (s.claimed) {
+      acked.logged.push_back(s.claim);
+      acked.results.push_back(s.claim_result);
+    }
+    if (s.carry) {
+      // A carry's step: its commands live in the machine until on_done(). Its look-up
+      // step logs nothing.
+      const Request r = s.carry->request(nullptr);
+      if (r.kind != RequestKind::commands && r.kind != RequestKind::atomic) return;
+      s.commands.assign(r.commands, r.commands + r.count);
+      s.results.assign(r.results, r.results + r.count);
+    }
+    if (s.outcome.first_sequence == 0) fail("an acknowledged request has no sequence");
+    ++report_.acknowledged;
+    for (std::size_t i = 0; i < s.commands.size(); ++i) {
+      acked.logged.push_back(s.commands[i]);
+      acked.results.push_back(s.results[i]);
+      trace(static_cast<u64>(s.results[i].code) ^ (s.results[i].id << 8));
+    }
+    acked.commands = s.commands;
+    acked.acknowledged_at_ns = clock_.monotonic_ns();
+    acked.wall_jumps = report_.clock_jumps;
+    acked.restarts = report_.restarts;
+    acked.keyed_retry_candidate = !s.carry && !s.claimed && !s.retry_of &&
+                                  s.kind == RequestKind::commands && !s.commands.empty() &&
+                                  !s.commands[0].key.empty();
+    learn(s);
+    check_retry(s);
+    acknowledged_.push_back(std::move(acked));
+  }
+
+  // Accounts and holds that now exist for sure, for the workload to use.
+  void learn(const Submitted& s) {
+    if (s.carry) return;
+    const bool all_or_none = s.kind == RequestKind::atomic && s.outcome.atomic != ResultCode::ok;
+    if (all_or_none) return;
+    if (s.claimed && !s.claim_result.ok()) return;
+    for (std::size_t i = 0; i < s.commands.size(); ++i) {
+      const Command& c = s.commands[i];
+      const CommandResult& r = s.results[i];
+      if (!r.ok()) continue;
+      if (c.kind == CommandKind::create_account) {
+        accounts_[s.group].push_back(Known{AccountId{r.id}, c.create_account.currency,
+                                           (c.flags & kAccountAllowNegative) != 0});
+      } else if (c.kind == CommandKind::transfer && (c.flags & kTransferPending) != 0 &&
+                 (c.flags & kTransferBetweenGroups) == 0 && holds_[s.group].size() < 64) {
+        holds_[s.group].push_back(TransferId{r.id});
+      }
+    }
+  }
+
+  // A retry of an acknowledged keyed request, inside its window, answers as the first
+  // did; the same key with other content is refused; a signature is never taken twice.
+  void check_retry(const Submitted& s) {
+    if (!s.retry_of) return;
+    const Acknowledged& first = acknowledged_[*s.retry_of];
+    const u64 window = std::min(config_.group.ledger.idempotency_window_ns,
+                                config_.group.ledger.signature_window_ns);
+    // Command time follows the time that passes, so a key stays for its whole window
+    // while the group runs. At a start it takes the wall clock (how long the process
+    // was down is unknown): after a step of the wall clock, a restart before command
+    // time has caught up ages the keys by what was left of the step
+    // (docs/SIMULATION.md). Only that case is not checked.
+    const bool restarted_after_a_step =
+        first.restarts != report_.restarts && report_.clock_jumps != 0;
+    const bool inside = clock_.monotonic_ns() - first.acknowledged_at_ns < window / 4 &&
+                        first.wall_jumps == report_.clock_jumps && !restarted_after_a_step;
+    if (!inside) return;
+    for (std::size_t i = 0; i < s.commands.size(); ++i) {
+      const CommandResult& was = first.results[i];
+      const CommandResult& now = s.results[i];
+      if (s.commands[i].key.empty()) continue;  // not keyed: done again, as asked
+      if (was.code == ResultCode::idempotency_capacity) continue;  // never remembered
+      // A request refused before it was taken (a malformed one) leaves no signature:
+      // the same bytes are refused the same way again.
+      const bool signed_lane = s.commands[i].key_lane == KeyLane::signature;
+      if (signed_lane && !was.ok() && now.code == was.code) continue;
+      if (!signed_lane && s.changed && !was.ok()) continue;  // perhaps never kept
+      ResultCode want = was.code;
+      if (signed_lane) {
+        want = ResultCode::signature_replayed;
+      } else if (s.changed) {
+        want = ResultCode::idempotency_key_reused;
+      }
+      const bool same =
+          now.code == want &&
+          (want != was.code || (now.id == was.id && now.channel_number == was.channel_number));
+      if (!same) {
+        fail(
+            fmt::format("a retry of key {:x}{:x} (sequence {}) answered {} (id {}), the "
+                        "first answer was {} (id {}), expected {}",
+                        s.commands[i].key.hi, s.commands[i].key.lo, first.first_sequence + i,
+                        name(now.code), now.id, name(was.code), was.id, name(want)));
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ the workload
+
+  struct Known {
+    AccountId id;
+    Currency currency;
+    bool funding = false;
+  };
+
+  void act() {
+    const u64 roll = pick(1000);
+    trace(roll);
+    if (roll < 60) return create_accounts();
+    if (roll < 260) return transfers();
+    if (roll < 330) return holds();
+    if (roll < 390) return post_or_void();
+    if (roll < 430) return atomic_batch();
+    if (roll < 460) return claimed();
+    if (roll < 520) return retry();
+    if (roll < 570) return carry();
+    if (roll < 760) return turn_some();
+    if (roll < 880) return flush_some();
+    if (roll < 950) return clock_.advance((1 + pick(3000)) * 1'000'000);
+    if (roll < 960) return jump_clock();
+    if (roll < 970) {
+      if (report_.groups > 1) engine_->look_for_unsettled();
+      return;
+    }
+    if (roll < 982) return crash();
+    if (roll < 994) return storage_.die_after(1 + pick(30));
+    close_engine();
+    open_engine(false);
+  }
+
+  void jump_clock() {
+    ++report_.clock_jumps;
+    const u64 now = clock_.now_ns();
+    const u64 by = (1 + pick(300)) * kNanosPerSecond;
+    clock_.set(chance(50) ? now + by : now - by);
+  }
+
+  void turn_some() {
+    const u32 g = static_cast<u32>(pick(report_.groups));
+    for (u64 n = 1 + pick(3); n > 0; --n)
+      (void)engine_->group(g).step();
+  }
+  void flush_some() {
+    const u32 g = static_cast<u32>(pick(report_.groups));
+    (void)engine_->group(g).flush_journal();
+  }
+  void pump_all() {
+    for (u32 g = 0; g < report_.groups; ++g) {
+      for (u32 n = 0; n < 8; ++n) {
+        const bool took = engine_->group(g).step();
+        const bool flushed = engine_->group(g).flush_journal();
+        if (!took && !flushed) break;
+      }
+    }
+    settle_completions();
+  }
+
+  IdempotencyKey fresh_key() { return IdempotencyKey{++next_key_, options_.seed}; }
+
+  std::unique_ptr<Submitted> request(u32 g, RequestKind kind = RequestKind::commands) {
+    auto s = std::make_unique<Submitted>();
+    s->group = g;
+    s->kind = kind;
+    return s;
+  }
+
+  void submit(std::unique_ptr<Submitted> s) {
+    s->results.assign(s->commands.size(), CommandResult{});
+    const ResultCode taken = engine_->group(s->group).submit(s->request());
+    trace(static_cast<u64>(taken) << 48 | s->commands.size());
+    if (taken != ResultCode::ok) return;  // overloaded: the ring is full; not taken
+    ++report_.requests;
+    in_flight_.push_back(std::move(s));
+  }
+
+  const Known* any_account(u32 g, std::optional<Currency> currency = std::nullopt,
+                           bool funding = false) {
+    std::vector<const Known*> fit;
+    for (const Known& k : accounts_[g]) {
+      if ((!currency || k.currency == *currency) && (!funding || k.funding)) fit.push_back(&k);
+    }
+    return fit.empty() ? nullptr : fit[pick(fit.size())];
+  }
+
+  void maybe_key(Command& c) {
+    const u64 r = pick(10);
+    if (r < 4) c.with_key(fresh_key());
+    if (r == 4) c.with_key(fresh_key(), KeyLane::signature);
+  }
+
+  Command a_transfer(u32 g) {
+    const Known* debit = any_account(g);
+    if (!debit)
+      return Command::make_create_account(MerchantId{1}, kCurrencies[0], AccountKind::merchant);
+    const Known* credit =
+        any_account(g, chance(95) ? std::optional(debit->currency) : std::nullopt);
+    const u64 amount = chance(5) ? 0 : 1 + pick(debit->funding ? 5000 : 800);
+    Command c = Command::make_transfer(debit->id, credit ? credit->id : AccountId{1}, amount,
+                                       debit->currency);
+    maybe_key(c);
+    return c;
+  }
+
+  void create_accounts() {
+    const u32 g = static_cast<u32>(pick(report_.groups));
+    auto s = request(g);
+    for (u64 n = 1 + pick(4); n > 0; --n) {
+      const bool funding = accounts_[g].empty() || chance(25);
+      Command c = Command::make_create_account(MerchantId{1 + pick(3)}, kCurrencies[pick(2)],
+                                               funding ? AccountKind::merchant : AccountKind::user,
+                                               funding ? kAccountAllowNegative : 0);
+      if (chance(20)) c.with_key(fresh_key());
+      s->commands.push_back(c);
+    }
+    submit(std::move(s));
+  }
+
+  void transfers() {
+    const u32 g = static_cast<u32>(pick(report_.groups));
+    auto s = request(g);
+    for (u64 n = 1 + pick(4); n > 0; --n)
+      s->commands.push_back(a_transfer(g));
+    submit(std::move(s));
+  }
+
+  void holds() {
+    const u32 g = static_cast<u32>(pick(report_.groups));
+    const Known* debit = any_account(g);
+    const Known* credit = debit ? any_account(g, debit->currency) : nullptr;
+    if (!credit) return create_accounts();
+    auto s = request(g);
+    Command c = Command::make_hold(debit->id, credit->id, 1 + pick(600), debit->currency,
+                                   static_cast<u32>(chance(20) ? 0 : 1 + pick(8)));
+    maybe_key(c);
+    s->commands.push_back(c);
+    submit(std::move(s));
+  }
+
+  void post_or_void() {
+    const u32 g = static_cast<u32>(pick(report_.groups));
+    if (holds_[g].empty()) return holds();
+    const std::size_t at = pick(holds_[g].size());
+    const TransferId hold = holds_[g][at];
+    auto s = request(g);
+    Command c = chance(60) ? Command::make_post(hold, chance(30) ? 1 + pick(300) : 0)
+                           : Command::make_void(hold);
+    maybe_key(c);
+    s->commands.push_back(c);
+    holds_[g].erase(holds_[g].begin() + static_cast<std::ptrdiff_t>(at));
+    submit(std::move(s));
+  }
+
+  void atomic_batch() {
+    const u32 g = static_cast<u32>(pick(report_.groups));
+    auto s = request(g, RequestKind::atomic);
+    if (chance(70)) s->batch_key = fresh_key();
+    for (u64 n = 2 + pick(4); n > 0; --n) {
+      Command c = a_transfer(g);
+      c.key = {};
+      c.key_lane = KeyLane::client;
+      s->commands.push_back(c);
+    }
+    submit(std::move(s));
+  }
+
+  // One key for a whole request (a non-atomic batch under an Idempotency-Key): a claim
+  // logged before its commands.
+  void claimed() {
+    const u32 g = static_cast<u32>(pick(report_.groups));
+    auto s = request(g);
+    for (u64 n = 1 + pick(4); n > 0; --n) {
+      Command c = a_transfer(g);
+      c.key = {};
+      c.key_lane = KeyLane::client;
+      s->commands.push_back(c);
+    }
+    // Reusing an earlier claim's key with other content must be refused.
+    const IdempotencyKey key =
+        !claim_keys_.empty() && chance(25) ? claim_keys_[pick(claim_keys_.size())] : fresh_key();
+    claim_keys_.push_back(key);
+    s->claimed = true;
+    s->claim = Command::make_claim(key, random_(), static_cast<u32>(s->commands.size()));
+    submit(std::move(s));
+  }
+
+  void retry() {
+    std::vector<std::size_t> candidates;
+    for (std::size_t i = 0; i < acknowledged_.size(); ++i) {
+      if (acknowledged_[i].keyed_retry_candidate) candidates.push_back(i);
+    }
+    if (candidates.empty()) return transfers();
+    const std::size_t index = candidates[pick(candidates.size())];
+    const Acknowledged& first = acknowledged_[index];
+    auto s = request(first.group);
+    s->commands = first.commands;
+    s->retry_of = index;
+    if (chance(25)) {
+      s->changed = true;
+      for (Command& c : s->commands) {
+        if (c.kind == CommandKind::transfer) c.transfer.amount += 1;
+        if (c.kind == CommandKind::create_account) c.create_account.owner.value += 7;
+        if (c.kind == CommandKind::post_pending) c.pending.amount += 1;
+        if (c.kind == CommandKind::void_pending) c.extra_hash ^= 1;
+      }
+    }
+    submit(std::move(s));
+  }
+
+  void carry() {
+    if (report_.groups < 2) return transfers();
+    const u32 from = static_cast<u32>(pick(report_.groups));
+    const u32 to = (from + 1 + static_cast<u32>(pick(report_.groups - 1))) % report_.groups;
+    const Known* debit = any_account(from);
+    const Known* credit =
+        debit ? any_account(to, chance(95) ? std::optional(debit->currency) : std::nullopt)
+              : nullptr;
+    if (!credit) return create_accounts();
+    Command number = Command::make_transfer(debit->id, credit->id, 1 + pick(700), debit->currency);
+    number.flags |= kTransferBetweenGroups;
+    if (chance(40)) number.with_key(fresh_key());
+    auto carried = std::make_unique<Carry>();
+    carried->machine.begin(*engine_, from, number);
+    submit_carry_step(*carried);
+    carries_.push_back(std::move(carried));
+  }
+
+  void submit_carry_step(Carry& carry) {
+    auto step = std::make_unique<Submitted>();
+    step->carry = &carry.machine;
+    step->group = group_index(carry.machine.group());
+    const Request r = carry.machine.request(step.get());
+    const ResultCode taken = carry.machine.group().submit(r);
+    trace(0xC5 ^ static_cast<u64>(taken));
+    if (taken != ResultCode::ok) {
+      // Not taken: the machine hears why and stops; the finisher takes the hold on.
+      Outcome refused;
+      refused.status = taken;
+      carry.machine.on_done(refused);
+      return;
+    }
+    ++report_.requests;
+    carry.step = std::move(step);
+  }
+
+  u32 group_index(const Group& group) {
+    for (u32 g = 0; g < engine_->groups(); ++g) {
+      if (&engine_->group(g) == &group) return g;
+    }
+    fail("a carry's step names no group of the engine");
+  }
+
+  SimulationOptions options_;
+  std::mt19937_64 random_;
+  SimStorage storage_;
+  ManualClock clock_;
+  SimStorage::Faults faults_{};
+  EngineConfig config_;
+  std::unique_ptr<Engine> engine_;
+  std::deque<std::unique_ptr<Submitted>> in_flight_;
+  std::vector<std::unique_ptr<Carry>> carries_;
+  std::vector<Acknowledged> acknowledged_;
+  std::vector<std::vector<Known>> accounts_;
+  std::vector<std::vector<TransferId>> holds_;
+  std::vector<IdempotencyKey> claim_keys_;
+  u64 next_key_ = 0;
+  SeedReport report_;
+};
+
+}  // namespace
+
+SeedReport simulate(const SimulationOptions& options) {
+  Simulation simulation(options);
+  return simulation.run();
+}
+
+}  // namespace paygate::sim
