@@ -108,7 +108,7 @@ int SimStorage::open(const char* path, int flags, mode_t mode) noexcept {
     id = next_file_++;
     files_[id];
     dir.current[name] = id;
-    dir.unsynced.push_back(EntryChange{EntryChange::create, name, {}, id});
+    dir.unsynced.push_back(EntryChange{EntryChange::created, name, {}, id});
     ++changes_;
   } else if (truncates) {
     files_[id].unsynced.push_back(FileChange{FileChange::resize, 0, {}, 0});
@@ -219,7 +219,7 @@ int SimStorage::unlink(const char* path) noexcept {
   }
   if (::unlink(path) != 0) return -1;
   if (dir.current.erase(name) != 0) {
-    dir.unsynced.push_back(EntryChange{EntryChange::remove, name, {}, 0});
+    dir.unsynced.push_back(EntryChange{EntryChange::removed, name, {}, 0});
   }
   ++changes_;
   return 0;
@@ -240,7 +240,7 @@ int SimStorage::rename(const char* from, const char* to) noexcept {
   const u64 id = it != dir.current.end() ? it->second : adopt(dir, to_name, to);
   if (it != dir.current.end()) dir.current.erase(it);
   dir.current[to_name] = id;
-  dir.unsynced.push_back(EntryChange{EntryChange::rename, from_name, to_name, id});
+  dir.unsynced.push_back(EntryChange{EntryChange::renamed, from_name, to_name, id});
   ++changes_;
   return 0;
 }
@@ -261,13 +261,13 @@ SimStorage::CrashReport SimStorage::crash(const CrashOptions& options) {
     for (std::size_t i = 0; i < survive; ++i) {
       const EntryChange& change = dir.unsynced[i];
       switch (change.kind) {
-        case EntryChange::create:
+        case EntryChange::created:
           entries[change.name] = change.file;
           break;
-        case EntryChange::remove:
+        case EntryChange::removed:
           entries.erase(change.name);
           break;
-        case EntryChange::rename: {
+        case EntryChange::renamed: {
           const auto it = entries.find(change.name);
           const u64 id = it != entries.end() ? it->second : change.file;
           if (it != entries.end()) entries.erase(it);

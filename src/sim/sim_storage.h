@@ -109,7 +109,7 @@ class SimStorage final : public Storage {
   };
   // A change to a directory's entries since its last fsync.
   struct EntryChange {
-    enum Kind : u8 { create, remove, rename } kind = create;
+    enum Kind : u8 { created, removed, renamed } kind = created;
     std::string name;
     std::string to;  // rename
     u64 file = 0;    // create

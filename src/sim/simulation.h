@@ -35,6 +35,8 @@ struct SeedReport {
   u64 lost_writes = 0;  // unsynced writes a crash dropped
   u64 injected_errors = 0;
   u64 corruptions_detected = 0;  // flips in acknowledged records, each refused at start
+  u64 flips_unsynced = 0;        // bits flipped in never-synced bytes a crash kept
+  u64 repairs = 0;               // journals cut where such a flip made a record corrupt
   u64 snapshots = 0;
   u64 clock_jumps = 0;
   u64 trace = 0;
