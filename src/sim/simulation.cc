@@ -23,6 +23,7 @@
 #include "pipeline/carry.h"
 #include "pipeline/clock.h"
 #include "pipeline/engine.h"
+#include "sim/log_check.h"
 #include "sim/sim_storage.h"
 
 namespace paygate::sim {
@@ -41,10 +42,6 @@ namespace {
 
 constexpr Currency kCurrencies[] = {Currency::from("USD"), Currency::from("EUR")};
 constexpr u64 kStartWallNs = 1'800'000'000ull * kNanosPerSecond;  // 2027
-
-[[noreturn]] void fail(const std::string& what) {
-  throw SimulationFailure(what);
-}
 
 // A request the simulator made, and what became of it. Its completion runs inside a
 // group's step() or flush_journal(), on the simulator's thread.
@@ -83,21 +80,6 @@ struct Submitted final : Completion {
     outcome = o;
     done = true;
   }
-};
-
-// A request answered ok: durable, so every restart must find it in the log, at its
-// sequence, with the results it was answered with.
-struct Acknowledged {
-  u32 group = 0;
-  u64 first_sequence = 0;
-  std::vector<Command> logged;  // in log order: the claim first, if any
-  std::vector<CommandResult> results;
-  // For retries.
-  bool keyed_retry_candidate = false;
-  std::vector<Command> commands;  // as submitted (without the claim)
-  u64 acknowledged_at_ns = 0;     // monotonic
-  u64 wall_jumps = 0;             // clock jumps when it was acknowledged
-  u64 restarts = 0;               // ... and engine opens
 };
 
 // A transfer between groups the simulator carries itself, as the edge does.
@@ -369,7 +351,7 @@ class Simulation {
     }
     close_engine();
     open_engine(false);
-    check_nothing_unsettled();
+    check_settled(*engine_, kCurrencies);
     close_engine();
   }
 
@@ -387,152 +369,19 @@ class Simulation {
     }
   }
 
-  // The whole log (archived segments, then the live ones) replayed from its first
-  // command into a fresh ledger: the same state as recovery made (snapshot + tail),
-  // and every acknowledged request in it, at its sequence, with its answers.
+  // The whole log against what recovery built and what was acknowledged
+  // (sim/log_check.h).
   void check_log(u32 g, Group& group) {
     const std::filesystem::path live = Engine::group_dir(config_.data_dir, g);
-    const std::filesystem::path archived = options_.dir / "archive" / live.filename();
-    const std::filesystem::path whole = options_.dir / "whole-log";
-    std::filesystem::remove_all(whole);
-    std::filesystem::create_directories(whole);
-    const std::vector<std::filesystem::path> segments = journal::list_segments(live);
-    const u64 first_live =
-        segments.empty() ? ~u64{0}
-                         : journal::parse_segment_file_name(segments.front().filename().string());
-    if (std::filesystem::exists(archived)) {
-      for (const auto& file : journal::list_segments(archived)) {
-        if (journal::parse_segment_file_name(file.filename().string()) < first_live) {
-          std::filesystem::copy_file(file, whole / file.filename());
-        }
-      }
-    }
-    for (const auto& file : segments)
-      std::filesystem::copy_file(file, whole / file.filename());
-
-    LedgerConfig ledger_config = group.config().ledger;
-    Ledger fresh(ledger_config);
-    std::map<u64, std::pair<Command, CommandResult>> log;
-    std::vector<CommandResult> results;
-    u64 expected = 1;
-    std::string gap;
-    journal::ScanReport scanned = journal::scan(whole, 1, [&](const journal::Record& record) {
-      if (record.header->sequence != expected) {
-        gap = fmt::format("the log of group {} jumps from sequence {} to {}", g, expected,
-                          record.header->sequence);
-        return false;
-      }
-      results.assign(record.commands.size(), CommandResult{});
-      if (record.header->type == journal::RecordType::atomic) {
-        (void)fresh.apply_atomic(record.first_stamp(), record.commands, record.batch_key, results);
-      } else {
-        fresh.apply_batch(record.first_stamp(), record.commands, results);
-      }
-      for (std::size_t i = 0; i < record.commands.size(); ++i)
-        log[expected + i] = {record.commands[i], results[i]};
-      expected = record.next_sequence();
-      return true;
-    });
-    if (!gap.empty()) fail(gap);
-    if (!scanned.ok()) fail(fmt::format("group {}: the whole log: {}", g, scanned.message));
-    if (scanned.end != journal::LogEnd::clean) {
-      fail(fmt::format("group {}: recovery left a torn tail: {}", g, scanned.message));
-    }
-    if (expected != group.recovery().next_sequence) {
-      fail(fmt::format("group {}: the log ends before {} but recovery continues at {}", g, expected,
-                       group.recovery().next_sequence));
-    }
-    if (fresh.state_digest() != group.ledger().state_digest()) {
-      fail(
-          fmt::format("group {}: replaying the whole log gives another state than recovery "
-                      "(snapshot {} + journal)",
-                      g, group.recovery().snapshot_sequence));
-    }
-    check_whole_requests(g, log);
+    const LogCheck check{.group = g,
+                         .live = live,
+                         .archived = options_.dir / "archive" / live.filename(),
+                         .scratch = options_.dir / "whole-log"};
+    std::vector<const Acknowledged*> mine;
     for (const Acknowledged& acked : acknowledged_) {
-      if (acked.group != g) continue;
-      for (std::size_t i = 0; i < acked.logged.size(); ++i) {
-        const u64 sequence = acked.first_sequence + i;
-        const auto it = log.find(sequence);
-        if (it == log.end()) {
-          fail(fmt::format("group {}: an acknowledged command (sequence {}) is not in the log", g,
-                           sequence));
-        }
-        if (std::memcmp(&it->second.first, &acked.logged[i], sizeof(Command)) != 0) {
-          fail(
-              fmt::format("group {}: sequence {} holds another command than the one "
-                          "acknowledged there",
-                          g, sequence));
-        }
-        if (!(it->second.second == acked.results[i])) {
-          fail(
-              fmt::format("group {}: sequence {} was answered {} (id {}) but replays as {} "
-                          "(id {})",
-                          g, sequence, name(acked.results[i].code), acked.results[i].id,
-                          name(it->second.second.code), it->second.second.id));
-        }
-      }
+      if (acked.group == g) mine.push_back(&acked);
     }
-    std::filesystem::remove_all(whole);
-    trace(fresh.state_digest());
-  }
-
-  // No request half in the log: the commands of one tag come in runs of the
-  // request's length (or a multiple: a retry taken in the same batch).
-  void check_whole_requests(u32 g, const std::map<u64, std::pair<Command, CommandResult>>& log) {
-    const auto& sizes = tags_[g];
-    u64 tag = 0;
-    u64 run = 0;
-    u64 run_start = 0;
-    const auto end_run = [&] {
-      const auto size = sizes.find(tag);
-      if (size != sizes.end() && run % size->second != 0) {
-        fail(
-            fmt::format("group {}: a request of {} commands is in the log with only {} of them "
-                        "(from sequence {})",
-                        g, size->second, run, run_start));
-      }
-    };
-    for (const auto& [sequence, entry] : log) {
-      if (entry.first.extra_hash == tag && run != 0) {
-        ++run;
-        continue;
-      }
-      end_run();
-      tag = entry.first.extra_hash;
-      run = 1;
-      run_start = sequence;
-    }
-    end_run();
-  }
-
-  void check_nothing_unsettled() {
-    for (u32 g = 0; g < engine_->groups(); ++g) {
-      u64 unsettled = 0;
-      engine_->group(g).ledger().for_each_unsettled([&](const Transfer&, u32) { ++unsettled; });
-      if (unsettled != 0) {
-        fail(
-            fmt::format("group {}: {} transfers between groups still unsettled after a "
-                        "clean start and the finisher",
-                        g, unsettled));
-      }
-    }
-    // Between two groups, what one's clearing account sent the other received.
-    for (u32 a = 0; a < engine_->groups(); ++a) {
-      for (u32 b = a + 1; b < engine_->groups(); ++b) {
-        for (Currency currency : kCurrencies) {
-          const Account* ab = engine_->group(a).ledger().find_clearing_account(b, currency);
-          const Account* ba = engine_->group(b).ledger().find_clearing_account(a, currency);
-          const i64 sum = (ab ? ab->balance() : 0) + (ba ? ba->balance() : 0);
-          if (sum != 0) {
-            fail(
-                fmt::format("groups {} and {} disagree on {} cents of what crossed between "
-                            "them",
-                            a, b, sum));
-          }
-        }
-      }
-    }
+    trace(check_whole_log(check, group, mine, tags_[g]));
   }
 
   // ------------------------------------------------------------------ completions
