@@ -80,8 +80,9 @@ int main(int argc, char** argv) {
   }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  std::printf("simulator ok seeds=%llu steps=%u crashes=%llu seconds=%.1f\n",
-              static_cast<unsigned long long>(ran), steps, static_cast<unsigned long long>(crashes),
-              seconds);
+  std::printf("simulator ok seeds=%llu steps=%u crashes=%llu\n",
+              static_cast<unsigned long long>(ran), steps,
+              static_cast<unsigned long long>(crashes));
+  std::fprintf(stderr, "simulator: %.1f s\n", seconds);
   return 0;
 }
