@@ -107,11 +107,11 @@ std::string check_record(const MappedFile& file, u64 offset, RecordHeader* out) 
   return {};
 }
 
-// True when a record starting at `offset` was written to its end: a trailer that
-// names the length from `offset` to itself. A write is cut short from its end, so a
-// record with its trailer in place is whole, whatever its header says: if it fails
-// its checks, its bytes changed after they were written (corruption, never a torn
-// write), even when the damage hit the header's length.
+// True when a record starting at `offset` (whose header is there) was written to its
+// end: a trailer that names the length from `offset` to itself. A record with its
+// header and its trailer in place was written whole, whatever its length field says:
+// if it fails its checks, its bytes changed after they were written (corruption,
+// never a torn write), even when the damage hit the header's length.
 bool trailer_in_place(const MappedFile& file, u64 offset) {
   const u64 last = std::min<u64>(file.size(), offset + kRecordBytesMax);
   RecordTrailer trailer;
@@ -125,6 +125,12 @@ bool trailer_in_place(const MappedFile& file, u64 offset) {
 // The bytes at `offset` could be the start of a write that stopped early.
 bool looks_torn(const MappedFile& file, u64 offset) {
   if (offset + sizeof(RecordHeader) > file.size()) return true;
+  // A header of zeros was never written: the pages of one write may reach the disk in
+  // any order before its fdatasync returns, so a later page (holding the trailer) can
+  // land while the header's does not. Never acknowledged, so a torn write. (Bit rot
+  // does not zero a whole header; a header that is there with a damaged length is
+  // caught below, by its trailer.)
+  if (all_zero(file.data() + offset, sizeof(RecordHeader))) return true;
   if (trailer_in_place(file, offset)) return false;
   RecordHeader header;
   std::memcpy(&header, file.data() + offset, sizeof header);

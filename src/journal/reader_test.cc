@@ -170,6 +170,18 @@ TEST_P(JournalReader, ZeroedLengthOfACompleteLastRecordIsCorruption) {
   EXPECT_EQ(report.offset, offsets_.back());
 }
 
+// The pages of one write may reach the disk out of order before its fdatasync
+// returns: the last record's trailer (and body) landed, its header did not (zeros).
+// It was never acknowledged: a torn write, cleared, not corruption that stops the
+// group from starting after an ordinary power cut.
+TEST_P(JournalReader, LastRecordWhoseHeaderNeverLandedIsATornWrite) {
+  zero(file_, offsets_.back(), sizeof(RecordHeader));
+  ScanReport report;
+  EXPECT_EQ(read(&report).size(), 19u);
+  EXPECT_EQ(report.end, LogEnd::torn_tail) << report.message;
+  EXPECT_EQ(report.offset, offsets_.back());
+}
+
 TEST_P(JournalReader, LongerLengthOfACompleteLastRecordIsCorruption) {
   // Past its own trailer, where the preallocated zeros begin.
   const u32 longer = record_length() + 2 * kRecordAlign;
