@@ -45,6 +45,20 @@ bool SimStorage::chance(u32 per_million) noexcept {
   return per_million != 0 && random_() % 1'000'000 < per_million;
 }
 
+// Whether this change fails, with errno set: the disk died (EIO), or a fault injected
+// at `per_million` (EIO, or ENOSPC too where the disk may be full).
+bool SimStorage::refuse(u32 per_million, bool disk_may_be_full) noexcept {
+  int error = 0;
+  if (fail_change(&error)) {
+    errno = error;
+    return true;
+  }
+  if (!chance(per_million)) return false;
+  ++injected_errors_;
+  errno = disk_may_be_full && random_() % 2 != 0 ? ENOSPC : EIO;
+  return true;
+}
+
 // Whether this change must fail: the disk died (here, or earlier).
 bool SimStorage::fail_change(int* error) noexcept {
   if (!dead_ && changes_ >= dies_after_) dead_ = true;
@@ -128,16 +142,7 @@ int SimStorage::close(int fd) noexcept {
 ssize_t SimStorage::pwrite(int fd, const void* data, std::size_t size, off_t offset) noexcept {
   const auto it = open_.find(fd);
   PG_ASSERT(it != open_.end() && it->second.file != 0);
-  int error = 0;
-  if (fail_change(&error)) {
-    errno = error;
-    return -1;
-  }
-  if (chance(faults_.write_error_per_million)) {
-    ++injected_errors_;
-    errno = random_() % 2 == 0 ? EIO : ENOSPC;
-    return -1;
-  }
+  if (refuse(faults_.write_error_per_million, /*disk_may_be_full=*/true)) return -1;
   const ssize_t n = ::pwrite(fd, data, size, offset);
   if (n > 0) {
     File& file = files_[it->second.file];
@@ -153,18 +158,9 @@ ssize_t SimStorage::pwrite(int fd, const void* data, std::size_t size, off_t off
 int SimStorage::sync_file(int fd) noexcept {
   const auto it = open_.find(fd);
   PG_ASSERT(it != open_.end());
-  int error = 0;
-  if (fail_change(&error)) {
-    errno = error;
-    return -1;
-  }
-  if (chance(faults_.sync_error_per_million)) {
-    // What the sync was to make durable stays as unsure as it was: a crash may keep
-    // any prefix of it (and the writer must not trust the page cache any more).
-    ++injected_errors_;
-    errno = EIO;
-    return -1;
-  }
+  // An injected failure leaves what the sync was to make durable as unsure as it was:
+  // a crash may keep any prefix of it (and the writer must not trust the page cache).
+  if (refuse(faults_.sync_error_per_million, /*disk_may_be_full=*/false)) return -1;
   if (::fsync(fd) != 0) return -1;
   if (it->second.file == 0) {
     Directory& dir = directory(it->second.dir);

@@ -124,7 +124,8 @@ class SimStorage final : public Storage {
     u64 file = 0;     // 0: a directory
   };
 
-  bool fail_change(int* error) noexcept;  // dead, or an injected fault
+  bool fail_change(int* error) noexcept;  // dead
+  bool refuse(u32 per_million, bool disk_may_be_full) noexcept;
   bool chance(u32 per_million) noexcept;
   static void apply(std::string& content, const FileChange& change);
   Directory& directory(const std::string& dir);
