@@ -68,6 +68,9 @@ constexpr unsigned http_status(ResultCode code) noexcept {
     case ResultCode::exceeds_pending_amount:
     case ResultCode::atomic_batch_failed:
     case ResultCode::cross_group_transfer:
+    case ResultCode::quota_accounts:
+    case ResultCode::quota_holds:
+    case ResultCode::quota_idempotency_keys:
       return 422;
     case ResultCode::rate_limited:
       return 429;
@@ -76,6 +79,7 @@ constexpr unsigned http_status(ResultCode code) noexcept {
     case ResultCode::accounts_full:
     case ResultCode::pending_transfers_full:
     case ResultCode::ids_exhausted:
+    case ResultCode::owners_full:
     case ResultCode::idempotency_capacity:
     case ResultCode::replay_cache_full:
     case ResultCode::overloaded:
@@ -128,6 +132,18 @@ constexpr std::string_view describe(ResultCode code) noexcept {
       return "the group has run out of ids";
     case ResultCode::idempotency_key_reused:
       return "this Idempotency-Key was used with a different request";
+    case ResultCode::owners_full:
+      return "the group has no room to count another merchant's quotas (owners_max)";
+    case ResultCode::quota_accounts:
+      return "the merchant has as many accounts as its quota allows (GET "
+             "/v1/merchants/{id}/quotas); an operator may raise it";
+    case ResultCode::quota_holds:
+      return "the debit account's merchant has as many open holds as its quota allows (GET "
+             "/v1/merchants/{id}/quotas): post or void some, or ask an operator to raise it";
+    case ResultCode::quota_idempotency_keys:
+      return "the merchant has as many Idempotency-Keys inside their window as its quota "
+             "allows (GET /v1/merchants/{id}/quotas): keys leave it as their window ends; "
+             "send fewer keyed requests, or ask an operator to raise it";
     case ResultCode::post_not_allowed:
       return "only the debit account's owner (or an operator) posts a hold; its credit side may "
              "void it";

@@ -56,6 +56,10 @@ std::string_view route_name(Route route) noexcept {
       return "GET /v1/merchants/{id}";
     case Route::merchants_keys:
       return "POST /v1/merchants/{id}/keys";
+    case Route::merchants_quotas_get:
+      return "GET /v1/merchants/{id}/quotas";
+    case Route::merchants_quotas_set:
+      return "POST /v1/merchants/{id}/quotas";
     case Route::accounts_create:
       return "POST /v1/accounts";
     case Route::accounts_get:
@@ -237,6 +241,15 @@ void render_metrics(const MetricsSources& s, std::string& out) {
                               HttpMetrics::kStatuses[i]),
                   h, kLatencyBoundsS, 1e9);
       }
+    }
+    header(out, "paygate_quota_refusals_total", "counter",
+           "requests refused because a merchant reached a quota (422 quota_accounts, "
+           "quota_holds, quota_idempotency_keys), by quota");
+    for (const auto& [quota, label] :
+         {std::pair{Quota::accounts, "accounts"}, std::pair{Quota::holds, "holds"},
+          std::pair{Quota::idempotency_keys, "idempotency_keys"}}) {
+      line(out, "paygate_quota_refusals_total{{quota=\"{}\"}} {}\n", label,
+           s.http->quota_refusals[static_cast<u32>(quota)].load(std::memory_order_relaxed));
     }
     header(out, "paygate_rate_limited_total", "counter",
            "requests refused by a merchant's rate limit");

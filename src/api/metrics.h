@@ -9,6 +9,7 @@
 
 #include "base/histogram.h"
 #include "base/types.h"
+#include "ledger/owner_quotas.h"
 
 namespace paygate {
 class Engine;
@@ -23,6 +24,8 @@ enum class Route : u8 {
   merchants_create,
   merchants_get,
   merchants_keys,
+  merchants_quotas_get,
+  merchants_quotas_set,
   accounts_create,
   accounts_get,
   accounts_entries,
@@ -49,6 +52,15 @@ class HttpMetrics {
     return latency_[static_cast<std::size_t>(route)][status_slot];
   }
 
+  // Requests answered with a quota's refusal (ledger/owner_quotas.h), by Quota.
+  void count_refusal(ResultCode code) noexcept {
+    for (u32 q = 0; q < kQuotaKinds; ++q) {
+      if (code == quota_refusal(static_cast<Quota>(q))) {
+        quota_refusals[q].fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+  }
+  std::array<std::atomic<u64>, kQuotaKinds> quota_refusals{};
   std::atomic<u64> rate_limited{0};
   std::atomic<u64> auth_failures{0};
   std::atomic<u64> connections_open{0};

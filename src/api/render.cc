@@ -193,6 +193,28 @@ void render_closed_hold(std::string& out, const Transfer& hold, bool posted, u64
   render_transfer(out, closed);
 }
 
+void render_quotas(std::string& out, const OwnerQuota& quota, const QuotaLimits& defaults) {
+  JsonWriter json(out);
+  json.begin_object();
+  json.key("merchant").id(IdKind::merchant, quota.owner);
+  static constexpr std::string_view kNames[kQuotaKinds] = {"accounts", "holds", "idempotency_keys"};
+  for (u32 q = 0; q < kQuotaKinds; ++q) {
+    const bool own = quota.limits.limit[q] != kQuotaGroupDefault;
+    const u32 limit = own ? quota.limits.limit[q] : defaults.limit[q];
+    json.key(kNames[q]).begin_object();
+    json.key("used").unsigned_number(quota.used[q]);
+    json.key("limit");
+    if (limit == kQuotaGroupDefault) {
+      json.null();
+    } else {
+      json.unsigned_number(limit);
+    }
+    json.key("source").string(own ? "merchant" : "group");
+    json.end_object();
+  }
+  json.end_object();
+}
+
 void render_merchant(std::string& out, const Merchant& m, bool with_secret) {
   JsonWriter json(out);
   json.begin_object();

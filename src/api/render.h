@@ -31,6 +31,9 @@ void render_new_transfer(std::string& out, u64 id, const TransferCreate& request
 void render_closed_hold(std::string& out, const Transfer& hold, bool posted, u64 posted_amount);
 // A merchant; `with_secret` only when a key is created (shown once).
 void render_merchant(std::string& out, const Merchant& merchant, bool with_secret);
+// {merchant, accounts: {used, limit, source}, holds: …, idempotency_keys: …}; limit is
+// null when there is none, source "merchant" (its own) or "group" (the default).
+void render_quotas(std::string& out, const OwnerQuota& quota, const QuotaLimits& defaults);
 
 // A page of GET /v1/events. `next`: where the next page starts (none: nothing read yet).
 void render_events(std::string& out, u32 group, std::span<const LedgerEvent> events,

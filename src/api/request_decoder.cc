@@ -351,6 +351,29 @@ Problem RequestDecoder::void_pending(std::string_view body) {
   return visit_fields(root, {}, &seen, [](u32, element) { return Problem{}; });
 }
 
+Problem RequestDecoder::quota_set(std::string_view body, QuotaSet* out) {
+  *out = QuotaSet{};
+  object root;
+  Problem p = parse(body, &root);
+  if (!p.ok()) return p;
+  u32 seen = 0;
+  static constexpr std::string_view kFields[] = {"accounts", "holds", "idempotency_keys"};
+  p = visit_fields(root, {kFields[0], kFields[1], kFields[2]}, &seen,
+                   [&](u32 index, element value) {
+                     if (value.is_null()) {
+                       out->limit[index] = kQuotaGroupDefault;
+                       return Problem{};
+                     }
+                     return u32_of(value, kFields[index], 0, kQuotaMax, &out->limit[index]);
+                   });
+  if (p.ok() && seen == 0) {
+    p = problem(ResultCode::missing_field,
+                "give at least one of accounts, holds, idempotency_keys (a number, or null for "
+                "the group's default)");
+  }
+  return p;
+}
+
 Problem RequestDecoder::batch(std::string_view body, BatchRequest* out) {
   out->atomic = false;
   out->count = 0;

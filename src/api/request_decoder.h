@@ -18,6 +18,7 @@
 
 #include "base/result_code.h"
 #include "base/types.h"
+#include "ledger/owner_quotas.h"
 #include "ledger/types.h"
 
 namespace paygate::api {
@@ -40,6 +41,12 @@ struct MerchantCreate {
   u64 parent_id = 0;  // 0: none
   u32 region = 0;
   bool has_region = false;
+};
+
+// POST /v1/merchants/{id}/quotas: each limit as a set_quota command carries it (a
+// number; kQuotaGroupDefault for null; kQuotaUnchanged when the field is absent).
+struct QuotaSet {
+  u32 limit[kQuotaKinds] = {kQuotaUnchanged, kQuotaUnchanged, kQuotaUnchanged};
 };
 
 struct AccountCreate {
@@ -108,6 +115,7 @@ class RequestDecoder {
   Problem post_pending(std::string_view body, PendingAction* out);
   // An empty body or {} only.
   Problem void_pending(std::string_view body);
+  Problem quota_set(std::string_view body, QuotaSet* out);
   Problem batch(std::string_view body, BatchRequest* out);
 
  private:

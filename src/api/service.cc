@@ -120,6 +120,7 @@ bool Service::fail(Exchange& ex, ResultCode code, std::string_view message) {
   if (code == ResultCode::idempotency_capacity && ex.group_ != nullptr) {
     ex.reply.retry_after_s = key_room_in_s(*ex.group_);
   }
+  metrics_->count_refusal(code);
   render_error(ex.reply.body, code, message);
   return finish(ex, http_status(code));
 }
@@ -216,6 +217,9 @@ bool Service::dispatch(Exchange& ex) {
       ex.route_ = Route::merchants_get, method_ok = get;
     } else if (r == "merchants" && n == 3 && p.parts[2] == "keys") {
       ex.route_ = Route::merchants_keys, method_ok = post;
+    } else if (r == "merchants" && n == 3 && p.parts[2] == "quotas") {
+      ex.route_ = post ? Route::merchants_quotas_set : Route::merchants_quotas_get;
+      method_ok = post || get;
     } else if (r == "accounts" && n == 1) {
       ex.route_ = Route::accounts_create, method_ok = post;
     } else if (r == "accounts" && n == 2) {
@@ -357,6 +361,10 @@ bool Service::step(Exchange& ex) {
       return get_merchant(ex);
     case Route::merchants_keys:
       return rotate_key(ex);
+    case Route::merchants_quotas_get:
+      return get_quotas(ex);
+    case Route::merchants_quotas_set:
+      return set_quotas(ex);
     case Route::accounts_create:
       return create_account(ex);
     case Route::accounts_get:

@@ -112,6 +112,9 @@ class Exchange final : public Completion {
   Outcome outcome_;
 
   MerchantCreate merchant_create_;
+  QuotaSet quota_set_;
+  OwnerQuota quota_;
+  QuotaLimits quota_defaults_;
   AccountCreate account_create_;
   TransferCreate transfer_;
   PendingAction pending_;
@@ -203,6 +206,11 @@ class Service {
   bool create_merchant(Exchange& ex);
   bool get_merchant(Exchange& ex);
   bool rotate_key(Exchange& ex);
+  bool get_quotas(Exchange& ex);
+  bool set_quotas(Exchange& ex);
+  // Reads the quotas of the merchant in path_id_ (step 1 of get, 2 of set), then renders.
+  bool read_quotas(Exchange& ex, u32 read_step);
+  MerchantRef path_merchant(Exchange& ex);
   bool fail_registry(Exchange& ex, ResultCode code, const Status& failure);
   bool claim_for_registry(Exchange& ex, u64 content);
   bool create_account(Exchange& ex);

@@ -29,7 +29,9 @@ bool Service::submit(Exchange& ex, const Request& request, bool last_step) {
   Group& home = key_home(ex);
   if (&home == ex.group_ && carries_key(ex, request))
     return submit_to_group(ex, request, last_step);
-  ex.claim_ = Command::make_claim(ex.key_, request_fingerprint(ex), 0, ex.key_lane_);
+  // A merchant's key counts against its idempotency_keys quota; an operator's does not.
+  const MerchantId owner{ex.principal_.merchant != nullptr ? ex.principal_.merchant->id : 0};
+  ex.claim_ = Command::make_claim(ex.key_, request_fingerprint(ex), 0, ex.key_lane_, owner);
   if (&home == ex.group_ && request.kind == RequestKind::commands && request.count < kBatchMax) {
     ex.claim_.claim.covers = request.count;
     Request claimed = request;

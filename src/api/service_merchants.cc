@@ -1,7 +1,9 @@
-// Routes of merchants (operators): onboarding, reading, key rotation. The registry
-// keeps them (merchants.h), not a ledger.
+// Routes of merchants (operators): onboarding, reading, key rotation — kept by the
+// registry (merchants.h), not a ledger — and quotas, which are the merchant's
+// group's state (ledger/owner_quotas.h).
 #include "api/service.h"
 
+#include "api/http_status.h"
 #include "api/render.h"
 #include "api/service_internal.h"
 #include "base/hash.h"
@@ -96,6 +98,58 @@ bool Service::rotate_key(Exchange& ex) {
   if (code != ResultCode::ok) return fail_registry(ex, code, failure);
   ex.reply.body = reply.body;
   return finish(ex, reply.status);
+}
+
+// The merchant the path names, as its caller may see it (an operator: any; a merchant:
+// itself and its sub-merchants); nullptr after answering 404.
+MerchantRef Service::path_merchant(Exchange& ex) {
+  const MerchantRef merchant = merchants_.find(ex.path_id_);
+  if (merchant == nullptr || merchant->group >= engine().groups() ||
+      (!ex.principal_.is_operator &&
+       !merchants_.can_see(ex.principal_.merchant->id, merchant->id))) {
+    fail(ex, ResultCode::merchant_not_found, "no such merchant");
+    return nullptr;
+  }
+  ex.group_ = &engine().group(merchant->group);
+  return merchant;
+}
+
+bool Service::get_quotas(Exchange& ex) {
+  if (ex.step_ == 0 && path_merchant(ex) == nullptr) return true;
+  return read_quotas(ex, 0);
+}
+
+// Operators set a merchant's limits: a journaled command of its group, so that the
+// group refuses the same after any restart.
+bool Service::set_quotas(Exchange& ex) {
+  if (ex.step_ == 0) {
+    if (!ex.principal_.is_operator) return fail(ex, ResultCode::operator_only, "operators only");
+    const Problem problem = decoder().quota_set(ex.view_.body, &ex.quota_set_);
+    if (!problem.ok()) return fail_problem(ex, problem);
+    if (path_merchant(ex) == nullptr) return true;
+    const u32* limit = ex.quota_set_.limit;
+    ex.commands_.assign(
+        1, Command::make_set_quota(MerchantId{ex.path_id_}, limit[0], limit[1], limit[2])
+               .with_key(ex.key_, ex.key_lane_));
+    ex.results_.assign(1, CommandResult{});
+    return submit_one(ex, /*last_step=*/false);
+  }
+  if (ex.step_ == 1 && !ex.results_[0].ok()) {
+    return fail(ex, ex.results_[0].code, describe(ex.results_[0].code));
+  }
+  return read_quotas(ex, 1);
+}
+
+bool Service::read_quotas(Exchange& ex, u32 read_step) {
+  if (ex.step_ == read_step) {
+    Request request{.kind = RequestKind::lookup_quota, .lookup_id = ex.path_id_};
+    request.quota_out = &ex.quota_;
+    request.quota_defaults_out = &ex.quota_defaults_;
+    request.completion = &ex;
+    return submit(ex, request);
+  }
+  render_quotas(ex.reply.body, ex.quota_, ex.quota_defaults_);
+  return finish(ex, 200);
 }
 
 }  // namespace paygate::api

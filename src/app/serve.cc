@@ -33,6 +33,10 @@ struct Settings {
   api::AuthConfig auth;
   EngineConfig engine = served_engine_defaults();
   u64 drain_timeout_ms = 10'000;
+  // Every merchant's default share of its group's tables ([quotas]; by Quota:
+  // accounts, holds, idempotency keys). kQuotaShare: a quarter of the table.
+  static constexpr u32 kQuotaShare = ~u32{0};
+  u32 quotas[kQuotaKinds] = {kQuotaShare, kQuotaShare, kQuotaShare};
 
   // The server's journals wait out a 1 ms sync gap under load: measured in
   // docs/BENCHMARKS.md, it raises HTTP throughput and cuts p99 several-fold on a
@@ -48,6 +52,42 @@ struct Settings {
     return engine;
   }
 };
+
+// Every group's default quotas, from the configuration, as a journaled command of
+// each group before the first request: a replay meets the limits in force then, and
+// a changed setting takes effect from this start on.
+Status set_default_quotas(Engine& engine, const u32 (&configured)[kQuotaKinds]) {
+  for (u32 g = 0; g < engine.groups(); ++g) {
+    Group& group = engine.group(g);
+    const LedgerConfig& ledger = group.config().ledger;
+    const u32 tables[kQuotaKinds] = {ledger.accounts_max, ledger.pending_max,
+                                     ledger.idempotency_keys_max};
+    u32 limits[kQuotaKinds];
+    for (u32 q = 0; q < kQuotaKinds; ++q) {
+      limits[q] =
+          configured[q] != Settings::kQuotaShare ? configured[q] : std::max<u32>(tables[q] / 4, 1);
+    }
+    const Command command = Command::make_set_quota(MerchantId{}, limits[0], limits[1], limits[2]);
+    CommandResult result;
+    WaitableCompletion done;
+    const Request request{.kind = RequestKind::commands,
+                          .count = 1,
+                          .commands = &command,
+                          .results = &result,
+                          .completion = &done};
+    if (const ResultCode refused = group.submit(request); refused != ResultCode::ok) {
+      return Status::busy(fmt::format("group {}: {}", g, name(refused)));
+    }
+    const Outcome& outcome = wait_for(group, done);
+    if (outcome.status != ResultCode::ok || !result.ok()) {
+      return Status::io_error(fmt::format("group {}: setting the default quotas: {} {}", g,
+                                          name(outcome.status), name(result.code)));
+    }
+    PG_LOG_INFO("event=quotas_default group={} accounts={} holds={} idempotency_keys={}", g,
+                limits[0], limits[1], limits[2]);
+  }
+  return Status::success();
+}
 
 Status split_address(const std::string& text, std::string* host, u16* port) {
   const std::size_t colon = text.rfind(':');
@@ -127,6 +167,10 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       {"ledger", "idempotency_keys_max", unsigned_into(&ledger.idempotency_keys_max)},
       {"ledger", "idempotency_window_s", unsigned_into(&window_s)},
       {"ledger", "signature_keys_max", unsigned_into(&ledger.signature_keys_max, 1)},
+      {"ledger", "owners_max", unsigned_into(&ledger.owners_max, 1)},
+      {"quotas", "accounts", unsigned_into(&s->quotas[0])},
+      {"quotas", "holds", unsigned_into(&s->quotas[1])},
+      {"quotas", "idempotency_keys", unsigned_into(&s->quotas[2])},
       {"group", "ring_capacity", unsigned_into(&group.ring_capacity)},
       {"group", "events_max", unsigned_into(&group.events_max)},
       {"group", "tick_interval_ms", unsigned_into(&tick_ms)},
@@ -167,6 +211,12 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       2 * s->auth.window_s * kNanosPerSecond > ledger.signature_window_ns) {
     return Status::invalid_config(fmt::format("{}: auth.window_s must be 1 to {}", file.string(),
                                               ledger.signature_window_ns / kNanosPerSecond / 2));
+  }
+  for (const u32 limit : s->quotas) {
+    if (limit != Settings::kQuotaShare && limit > kQuotaMax) {
+      return Status::invalid_config(
+          fmt::format("{}: a [quotas] limit must be at most {}", file.string(), kQuotaMax));
+    }
   }
   group.tick_interval_ns = tick_ms * 1'000'000;
   group.journal_sync_gap_ns = sync_gap_us * 1'000;
@@ -357,6 +407,13 @@ int run_serve(const ServeOptions& options) {
     if (!report.problem.empty()) {
       PG_LOG_ERROR("event=between_groups_unfinished message=\"{}\"", report.problem);
     }
+  }
+  if (const Status set = set_default_quotas(*engine, s.quotas); !set.ok()) {
+    PG_LOG_ERROR("event=quotas_failed message=\"{}\"", set.message());
+    engine->stop();
+    runtime.stop();
+    if (binary_runtime) binary_runtime->stop();
+    return 3;
   }
   service.attach(engine.get());
   service.set_ready(true);

@@ -42,6 +42,7 @@ namespace paygate {
   X(pending_transfers_full, 41)                              \
   X(batch_too_large, 42)                                     \
   X(ids_exhausted, 43)                                       \
+  X(owners_full, 44)                                         \
   /* idempotency */                                          \
   X(idempotency_key_reused, 50)                              \
   X(idempotency_key_in_atomic_batch, 51)                     \
@@ -57,6 +58,10 @@ namespace paygate {
   X(internal_error, 74)                                      \
   /* between groups */                                       \
   X(stale_delivery, 80)                                      \
+  /* per-merchant quotas (ledger/owner_quotas.h) */          \
+  X(quota_accounts, 90)                                      \
+  X(quota_holds, 91)                                         \
+  X(quota_idempotency_keys, 92)                              \
   /* the API's edge: refused before reaching a ledger */     \
   X(invalid_json, 100)                                       \
   X(invalid_field, 101)                                      \

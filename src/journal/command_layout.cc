@@ -76,9 +76,17 @@ CommandLayout encode(const Command& c) noexcept {
     case CommandKind::claim:
       put(body, 0, c.claim.covers);
       put(body, 4, c.claim.reserved0);
-      put(body, 8, c.claim.reserved1[0]);
-      put(body, 16, c.claim.reserved1[1]);
-      put(body, 24, c.claim.reserved1[2]);
+      put(body, 8, c.claim.owner.value);
+      put(body, 16, c.claim.reserved1[0]);
+      put(body, 24, c.claim.reserved1[1]);
+      break;
+    case CommandKind::set_quota:
+      put(body, 0, c.set_quota.owner.value);
+      put(body, 8, c.set_quota.limit[0]);
+      put(body, 12, c.set_quota.limit[1]);
+      put(body, 16, c.set_quota.limit[2]);
+      put(body, 20, c.set_quota.reserved0);
+      put(body, 24, c.set_quota.reserved1);
       break;
     case CommandKind::tick:
     default:  // a kind this build does not know: its body as it came
@@ -147,9 +155,18 @@ Command decode(const CommandLayout& layout) noexcept {
       c.claim = ClaimBody{};
       c.claim.covers = get<u32>(body, 0);
       c.claim.reserved0 = get<u32>(body, 4);
-      c.claim.reserved1[0] = get<u64>(body, 8);
-      c.claim.reserved1[1] = get<u64>(body, 16);
-      c.claim.reserved1[2] = get<u64>(body, 24);
+      c.claim.owner = MerchantId{get<u64>(body, 8)};
+      c.claim.reserved1[0] = get<u64>(body, 16);
+      c.claim.reserved1[1] = get<u64>(body, 24);
+      break;
+    case CommandKind::set_quota:
+      c.set_quota = SetQuotaBody{};
+      c.set_quota.owner = MerchantId{get<u64>(body, 0)};
+      c.set_quota.limit[0] = get<u32>(body, 8);
+      c.set_quota.limit[1] = get<u32>(body, 12);
+      c.set_quota.limit[2] = get<u32>(body, 16);
+      c.set_quota.reserved0 = get<u32>(body, 20);
+      c.set_quota.reserved1 = get<u64>(body, 24);
       break;
     case CommandKind::tick:
     default:

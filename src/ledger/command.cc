@@ -49,7 +49,20 @@ std::string describe(const Command& command) {
     case CommandKind::claim:
       text = fmt::format("claim covers={} fingerprint={:016x}", command.claim.covers,
                          command.extra_hash);
+      if (command.claim.owner.value != 0)
+        text += fmt::format(" owner={}", command.claim.owner.value);
       break;
+    case CommandKind::set_quota: {
+      const auto limit = [](u32 value) {
+        return value == ~u32{0}       ? std::string("default")
+               : value == ~u32{0} - 1 ? std::string("unchanged")
+                                      : std::to_string(value);
+      };
+      text = fmt::format("set_quota owner={} accounts={} holds={} idempotency_keys={}",
+                         command.set_quota.owner.value, limit(command.set_quota.limit[0]),
+                         limit(command.set_quota.limit[1]), limit(command.set_quota.limit[2]));
+      break;
+    }
     default:
       text = fmt::format("unknown kind={}", static_cast<int>(command.kind));
   }
@@ -93,7 +106,13 @@ u64 content_hash(const Command& command) noexcept {
           .add(static_cast<u64>(command.settle.delivery));
       break;
     case CommandKind::claim:
-      hasher.add(command.claim.covers);
+      hasher.add(command.claim.covers).add(command.claim.owner.value);
+      break;
+    case CommandKind::set_quota:
+      hasher.add(command.set_quota.owner.value)
+          .add(command.set_quota.limit[0])
+          .add(command.set_quota.limit[1])
+          .add(command.set_quota.limit[2]);
       break;
     case CommandKind::tick:
       break;

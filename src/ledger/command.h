@@ -28,6 +28,9 @@ enum class CommandKind : u8 {
   // request (or there is no room for it), the claim answers why and the `covers`
   // commands after it in the same request are not run: they answer the same code.
   claim = 8,
+  // Sets the quota limits of one merchant (set_quota.owner), or with owner 0 the
+  // group's defaults (ledger/owner_quotas.h). Only operators, through the gateway.
+  set_quota = 9,
 };
 
 // Which table of remembered keys a command's key lives in (docs/LEDGER.md).
@@ -94,7 +97,19 @@ struct PendingBody {
 struct ClaimBody {
   u32 covers = 0;  // the commands right after this one that run only if the claim holds
   u32 reserved0 = 0;
-  u64 reserved1[3] = {};
+  // The merchant the key is counted against (its idempotency_keys quota); 0: none
+  // (operators' keys, and journals written before quotas).
+  MerchantId owner;
+  u64 reserved1[2] = {};
+};
+
+struct SetQuotaBody {
+  MerchantId owner;  // 0: the group's defaults
+  // By Quota (accounts, holds, idempotency_keys): a number, kQuotaGroupDefault or
+  // kQuotaUnchanged (ledger/owner_quotas.h).
+  u32 limit[3] = {};
+  u32 reserved0 = 0;
+  u64 reserved1 = 0;
 };
 
 struct Command {
@@ -116,6 +131,7 @@ struct Command {
     DeliverBody deliver;
     SettleBody settle;
     ClaimBody claim;
+    SetQuotaBody set_quota;
   };
 
   Command() noexcept : pending{} {}
@@ -185,14 +201,22 @@ struct Command {
   }
 
   // `fingerprint` is the content of the whole request the key names.
+  // `owner`: the merchant whose key it is (counted against its quota), or 0.
   static Command make_claim(IdempotencyKey key, u64 fingerprint, u32 covers,
-                            KeyLane lane = KeyLane::client) noexcept {
+                            KeyLane lane = KeyLane::client, MerchantId owner = {}) noexcept {
     Command c;
     c.kind = CommandKind::claim;
     c.key = key;
     c.key_lane = lane;
     c.extra_hash = fingerprint;
-    c.claim = ClaimBody{.covers = covers};
+    c.claim = ClaimBody{.covers = covers, .owner = owner};
+    return c;
+  }
+  static Command make_set_quota(MerchantId owner, u32 accounts, u32 holds,
+                                u32 idempotency_keys) noexcept {
+    Command c;
+    c.kind = CommandKind::set_quota;
+    c.set_quota = SetQuotaBody{.owner = owner, .limit = {accounts, holds, idempotency_keys}};
     return c;
   }
 
@@ -217,13 +241,16 @@ static_assert(sizeof(PendingBody) == 32);
 static_assert(sizeof(DeliverBody) == 32);
 static_assert(sizeof(SettleBody) == 32);
 static_assert(sizeof(ClaimBody) == 32);
+static_assert(sizeof(SetQuotaBody) == 32);
 static_assert(sizeof(Command) == 64);
 static_assert(std::is_trivially_copyable_v<Command>);
 
 // Commands only the gateway itself sends (the steps of a transfer between groups,
-// which it carries from group to group): never taken from a client as they are.
+// which it carries from group to group; quotas, which operators set through it):
+// never taken from a client as they are.
 constexpr bool gateway_only(const Command& command) noexcept {
   return command.kind == CommandKind::deliver || command.kind == CommandKind::settle ||
+         command.kind == CommandKind::set_quota ||
          ((command.kind == CommandKind::transfer || command.kind == CommandKind::post_pending) &&
           (command.flags & kTransferBetweenGroups) != 0);
 }

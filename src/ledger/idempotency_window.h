@@ -19,6 +19,7 @@
 #include "base/prefetch.h"
 #include "base/result_code.h"
 #include "ledger/command.h"
+#include "ledger/owner_quotas.h"
 
 namespace paygate {
 
@@ -31,8 +32,11 @@ struct IdempotencyRecord {
   ResultCode code = ResultCode::ok;
   u16 failed_index = 0;    // an atomic batch that failed: the command that failed
   u32 channel_number = 0;  // a transfer between groups: CommandResult::channel_number
+  // The merchant whose idempotency_keys quota the record counts against (Ledger::
+  // key_owner); 0: none. States saved before quotas load with 0.
+  u64 owner = 0;
 };
-static_assert(sizeof(IdempotencyRecord) == 56);
+static_assert(sizeof(IdempotencyRecord) == 64);
 
 class IdempotencyWindow {
  public:
@@ -111,6 +115,17 @@ class IdempotencyWindow {
     }
   }
 
+  // Every record held, live or past the window but not yet dropped, oldest first.
+  template <typename Visit>
+  void for_each_held(Visit&& visit) const {
+    for (u32 i = 0; i < size_; ++i)
+      visit(records_[(head_ + i) % capacity_]);
+  }
+
+  // From now on a record that leaves the table is uncounted from its owner's usage
+  // there (the caller counts the records it inserts). nullptr: nothing is counted.
+  void count_owners_in(OwnerQuotas* quotas) noexcept { counted_in_ = quotas; }
+
   bool consistent() const noexcept {
     if (index_.size() != size_) return false;
     for (u32 i = 0; i < size_; ++i) {
@@ -141,6 +156,7 @@ class IdempotencyWindow {
   }
   void drop_oldest() noexcept {
     PG_ASSERT(size_ > 0);
+    if (counted_in_ != nullptr) counted_in_->remove(records_[head_].owner, Quota::idempotency_keys);
     const bool erased = index_.erase(records_[head_].key);
     PG_ASSERT(erased);
     records_[head_] = IdempotencyRecord{};
@@ -154,6 +170,7 @@ class IdempotencyWindow {
   u32 head_ = 0;
   u32 size_ = 0;
   u64 window_ns_ = 0;
+  OwnerQuotas* counted_in_ = nullptr;
 };
 
 }  // namespace paygate

@@ -45,6 +45,7 @@ Ledger::Ledger(const LedgerConfig& config)
       expiry_(config.pending_max),
       recent_(std::bit_ceil(std::max<u32>(config.recent_transfers_max, 1))),
       recent_mask_(recent_.size() - 1),
+      quotas_(std::max<u32>(config.owners_max, 1)),
       idempotency_(config.idempotency_keys_max, config.idempotency_window_ns),
       signatures_(config.signature_capacity(), config.signature_window_ns),
       undo_(std::size_t{kBatchMax} * kUndoPerCommand),
@@ -60,6 +61,7 @@ Ledger::Ledger(const LedgerConfig& config)
   for (u32 i = 0; i < config.pending_max; ++i)
     free_slots_[i] = config.pending_max - 1 - i;
   free_top_ = config.pending_max;
+  idempotency_.count_owners_in(&quotas_);
 }
 
 // ---------------------------------------------------------------------------
@@ -166,6 +168,11 @@ CommandResult Ledger::execute_keyed(Stamp stamp, const Command& command) noexcep
     ++key_capacity_refusals_;
     return CommandResult{ResultCode::idempotency_capacity};
   }
+  const u64 owner = key_owner(command);
+  if (const ResultCode refused = check_key_quota(owner, stamp.timestamp_ns);
+      refused != ResultCode::ok) {
+    return CommandResult{refused};
+  }
   const CommandResult result = execute<false>(stamp, command);
   idempotency_.insert(IdempotencyRecord{
       .key = command.key,
@@ -174,8 +181,50 @@ CommandResult Ledger::execute_keyed(Stamp stamp, const Command& command) noexcep
       .result_id = result.id,
       .code = result.code,
       .channel_number = result.channel_number,
+      .owner = owner,
   });
+  quotas_.add(owner, Quota::idempotency_keys);
   return result;
+}
+
+u64 Ledger::key_owner(const Command& command) const noexcept {
+  switch (command.kind) {
+    case CommandKind::claim:
+      return command.claim.owner.value;
+    case CommandKind::create_account:
+      return command.create_account.owner.value;
+    case CommandKind::transfer:
+      return owner_of(command.transfer.debit_account_id);
+    case CommandKind::post_pending:
+    case CommandKind::void_pending: {
+      const std::optional<Transfer> hold = find_transfer(command.pending.transfer_id);
+      return hold ? owner_of(hold->debit_account_id) : 0;
+    }
+    case CommandKind::tick:
+    case CommandKind::deliver:
+    case CommandKind::settle:
+    case CommandKind::set_quota:
+      break;
+  }
+  return 0;
+}
+
+// REQUIRES: the key table's expired records are dropped (has_room() just ran), so the
+// usage counted is the keys live now, as a recovery from a snapshot would count it.
+ResultCode Ledger::check_key_quota(u64 owner, u64 now_ns) noexcept {
+  if (owner == 0) return ResultCode::ok;
+  OwnerQuota* entry = quota_entry(owner, now_ns);
+  if (entry == nullptr) return ResultCode::owners_full;
+  if (!quotas_.has_room(*entry, Quota::idempotency_keys)) return ResultCode::quota_idempotency_keys;
+  return ResultCode::ok;
+}
+
+OwnerQuota* Ledger::quota_entry(u64 owner, u64 now_ns) noexcept {
+  if (OwnerQuota* entry = quotas_.find(owner)) return entry;
+  // Whether an entry is idle (reusable) must not depend on keys past their window
+  // that no command has dropped yet: a recovery from a snapshot never has those.
+  idempotency_.drop_expired(now_ns);
+  return quotas_.find_or_add(owner);
 }
 
 // A signed request's signature, seen again inside its window, is a replay: refused,
@@ -218,6 +267,9 @@ CommandResult Ledger::execute(Stamp stamp, const Command& command) noexcept {
       idempotency_.drop_expired(stamp.timestamp_ns);
       signatures_.drop_expired(stamp.timestamp_ns);
       return CommandResult{ResultCode::ok};
+    case CommandKind::set_quota:
+      if constexpr (kUndo) return CommandResult{ResultCode::invalid_command};
+      return set_quota(stamp, command);
     case CommandKind::claim:
       // The key was taken in execute_keyed(); a claim does nothing else. Without a
       // key, or inside an atomic batch (which has its own key), it is malformed.
@@ -237,8 +289,15 @@ CommandResult Ledger::create_account(Stamp stamp, const Command& command) noexce
   if (!body.currency.valid()) return {ResultCode::invalid_currency};
   if (!valid(body.kind)) return {ResultCode::invalid_account_kind};
   if (account_count_ == config_.accounts_max) return {ResultCode::accounts_full};
+  if (body.owner.value != 0) {
+    OwnerQuota* entry = quota_entry(body.owner.value, stamp.timestamp_ns);
+    if (entry == nullptr) return {ResultCode::owners_full};
+    if (!quotas_.has_room(*entry, Quota::accounts)) return {ResultCode::quota_accounts};
+    quotas_.add(*entry, Quota::accounts);
+  }
 
-  // No undo entry: a rollback restores account_count_ and clears the slots above it.
+  // No undo entry: a rollback restores account_count_ and clears the slots above it
+  // (and uncounts them from their owners).
   const u32 index = account_count_++;
   Account& account = accounts_[index];
   account = Account{};
@@ -286,6 +345,7 @@ CommandResult Ledger::transfer(Stamp stamp, const Command& command) noexcept {
     return {ResultCode::currency_mismatch};
   }
   if (hold && free_top_ == 0) return {ResultCode::pending_transfers_full};
+  if (hold && !has_hold_room(*debit)) return {ResultCode::quota_holds};
   const ResultCode refused = check_funds(*debit, credit, body.amount);
   if (refused != ResultCode::ok) return {refused};
   const TransferId id = move<kUndo>(stamp, *debit, *credit, body.credit_account_id, body.amount,
@@ -311,6 +371,7 @@ CommandResult Ledger::send_between_groups(Stamp stamp, const Command& command) n
   if (free_top_ == 0 || (!two_phase && !channels_.can_send(static_cast<u32>(peer)))) {
     return {ResultCode::pending_transfers_full};
   }
+  if (two_phase && !has_hold_room(*debit)) return {ResultCode::quota_holds};
   Account* clearing = clearing_account(static_cast<u32>(peer), body.currency);
   const ResultCode refused = check_funds(*debit, clearing, body.amount);
   if (refused != ResultCode::ok) return {refused};
@@ -408,6 +469,7 @@ inline TransferId Ledger::move(Stamp stamp, Account& debit, Account& credit,
   made.flags = flags;
   made.refused = ResultCode::ok;
   if (hold) {
+    if ((flags & kTransferPending) != 0) quotas_.add(debit.owner.value, Quota::holds);
     const u32 slot = free_slots_[--free_top_];
     pending_[slot] = made;
     pending_index_.insert(id.value, slot);
@@ -564,6 +626,31 @@ CommandResult Ledger::settle(Stamp stamp, const Command& command) noexcept {
               : ResultCode::outcome_expired};
 }
 
+// Sets a merchant's limits (or, for owner 0, the group's defaults). A limit below
+// what the merchant already uses refuses what would add to it; nothing is taken away.
+CommandResult Ledger::set_quota(Stamp stamp, const Command& command) noexcept {
+  const SetQuotaBody& body = command.set_quota;
+  if (command.flags != 0 || body.reserved0 != 0 || body.reserved1 != 0) {
+    return {ResultCode::invalid_command};
+  }
+  QuotaLimits limits;
+  for (u32 q = 0; q < kQuotaKinds; ++q) {
+    const u32 limit = body.limit[q];
+    if (limit > kQuotaMax && limit != kQuotaGroupDefault && limit != kQuotaUnchanged) {
+      return {ResultCode::invalid_command};
+    }
+    limits.limit[q] = limit;
+  }
+  if (body.owner.value == 0) {
+    OwnerQuotas::merge(quotas_.defaults(), limits);
+    return {.code = ResultCode::ok};
+  }
+  OwnerQuota* entry = quota_entry(body.owner.value, stamp.timestamp_ns);
+  if (entry == nullptr) return {ResultCode::owners_full};
+  OwnerQuotas::merge(entry->limits, limits);
+  return {.code = ResultCode::ok, .id = body.owner.value};
+}
+
 i64 Ledger::peer_group(u64 id) const noexcept {
   const IdPrefix prefix = id_prefix(id);
   if (prefix.region != config_.prefix.region || prefix.group == config_.prefix.group ||
@@ -657,6 +744,8 @@ void Ledger::close_pending(u32 slot, TransferStatus status, u64 posted_amount, S
             debit->debits_posted + debit->debits_pending <= debit->credits_posted);
   debit->updated_seq = stamp.sequence;
   credit->updated_seq = stamp.sequence;
+
+  if (hold.two_phase()) quotas_.remove(debit->owner.value, Quota::holds);
 
   ExpiryQueue::Position position;
   if (expiry_.contains(slot)) position = expiry_.remove(slot);

@@ -15,6 +15,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "base/fixed_array.h"
 #include "base/hash.h"
@@ -27,6 +28,7 @@
 #include "ledger/expiry_queue.h"
 #include "ledger/group_channels.h"
 #include "ledger/idempotency_window.h"
+#include "ledger/owner_quotas.h"
 #include "ledger/pending_index.h"
 #include "ledger/types.h"
 
@@ -56,6 +58,9 @@ struct LedgerConfig {
   u32 signature_capacity() const noexcept {
     return signature_keys_max != 0 ? signature_keys_max : idempotency_keys_max;
   }
+  // Merchants whose quotas one group can count at once (ledger/owner_quotas.h); one
+  // more is refused (owners_full) until an owner's entry falls idle. 40 B each.
+  u32 owners_max = 1u << 16;
   // Groups of this region that transfers may cross to (prefix.group is one of them);
   // 1: transfers stay in the group. Each other group costs 128 KiB (GroupChannels).
   u32 groups = 1;
@@ -169,6 +174,13 @@ class Ledger {
   // The clearing account for money to and from `group` in `currency`, if made yet.
   const Account* find_clearing_account(u32 group, Currency currency) const noexcept;
 
+  // A merchant's quota entry (usage and own limits), if it has one; the group's
+  // defaults. For the API's reads.
+  const OwnerQuota* find_quota(MerchantId owner) const noexcept {
+    return quotas_.find(owner.value);
+  }
+  const OwnerQuotas& quotas() const noexcept { return quotas_; }
+
   // When the next hold expires, or 0 if no open hold has a timeout.
   u64 next_expiry_ns() const noexcept { return expiry_.empty() ? 0 : expiry_.top().expires_at_ns; }
 
@@ -214,6 +226,27 @@ class Ledger {
   [[gnu::always_inline]] ResultCode check_funds(const Account& debit, const Account* credit,
                                                 u64 amount) const noexcept;
   CommandResult settle(Stamp stamp, const Command& command) noexcept;
+  CommandResult set_quota(Stamp stamp, const Command& command) noexcept;
+  // The owner's quota entry, made if needed (nullptr: owners_full). REQUIRES: owner != 0.
+  OwnerQuota* quota_entry(u64 owner, u64 now_ns) noexcept;
+  // Whether the debit account's owner may open one more two-phase hold.
+  bool has_hold_room(const Account& debit) const noexcept {
+    const OwnerQuota* entry = quotas_.find(debit.owner.value);
+    // An owner with an account has an entry (0 has none and is never limited).
+    PG_ASSERT(entry != nullptr || debit.owner.value == 0);
+    return entry == nullptr || quotas_.has_room(*entry, Quota::holds);
+  }
+  // The merchant a keyed command's key counts against: the claim's owner, the new
+  // account's owner, the debit account's owner (of a transfer, or of the hold posted
+  // or voided); 0 when none (never counted).
+  u64 key_owner(const Command& command) const noexcept;
+  // Whether `owner` may have one more key (0 always may): ok, or the refusal.
+  ResultCode check_key_quota(u64 owner, u64 now_ns) noexcept;
+  // Recounts usage from accounts, open holds and held keys into `into` (load,
+  // invariants); false when `into` has no room for every owner.
+  bool count_usage(OwnerQuotas& into) const noexcept;
+  // The owners with limits of their own, by owner (digest).
+  std::vector<OwnerQuota> limited_owners() const;
 
   // Moves `amount` (held or posted) from debit to credit as a new transfer, which
   // records `recorded_credit` as its credit account (another group's account, for a
@@ -269,6 +302,11 @@ class Ledger {
   void prefetch(const Command& command, Lookahead& ahead) const noexcept;
   std::size_t sorted_pending_ids() const noexcept;  // into digest_scratch_
 
+  // The owner of an account made here (0 for none, or no such account).
+  u64 owner_of(AccountId id) const noexcept {
+    const Account* account = account_at(id);
+    return account == nullptr ? 0 : account->owner.value;
+  }
   Account* account_at(AccountId id) noexcept;
   const Account* account_at(AccountId id) const noexcept;
   const u32* pending_slot(TransferId id) const noexcept {
@@ -292,6 +330,7 @@ class Ledger {
   u64 recent_mask_;
   u64 next_transfer_serial_ = 1;
 
+  OwnerQuotas quotas_;             // per-merchant usage and limits
   IdempotencyWindow idempotency_;  // KeyLane::client
   IdempotencyWindow signatures_;   // KeyLane::signature
   u64 key_capacity_refusals_ = 0;

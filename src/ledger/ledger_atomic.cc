@@ -38,6 +38,8 @@ ResultCode Ledger::apply_atomic(Stamp first, std::span<const Command> commands,
   }
 
   u64 content = 0;
+  // The batch's key counts against the merchant its first operation names.
+  const u64 key_owner_of_batch = batch_key.empty() ? 0 : key_owner(commands[0]);
   if (!batch_key.empty()) {
     content = content_hash_of(commands);
     if (const IdempotencyRecord* record = idempotency_.find(batch_key, stamp.timestamp_ns)) {
@@ -48,6 +50,10 @@ ResultCode Ledger::apply_atomic(Stamp first, std::span<const Command> commands,
     if (!idempotency_.has_room(stamp.timestamp_ns)) {
       ++key_capacity_refusals_;
       return fail_all(ResultCode::idempotency_capacity);
+    }
+    if (const ResultCode refused = check_key_quota(key_owner_of_batch, stamp.timestamp_ns);
+        refused != ResultCode::ok) {
+      return fail_all(refused);
     }
   }
 
@@ -80,7 +86,9 @@ ResultCode Ledger::apply_atomic(Stamp first, std::span<const Command> commands,
         .first_account_id = make_id(config_.prefix, u64{account_count_before} + 1),
         .code = outcome,
         .failed_index = failed_index,
+        .owner = key_owner_of_batch,
     });
+    quotas_.add(key_owner_of_batch, Quota::idempotency_keys);
   }
   return outcome;
 }
@@ -98,6 +106,7 @@ void Ledger::rollback(u32 account_count, u64 next_transfer_serial) noexcept {
         break;
       case UndoEntry::Kind::pending_created: {
         const Transfer& hold = pending_[undo.index];
+        if (hold.two_phase()) quotas_.remove(owner_of(hold.debit_account_id), Quota::holds);
         if (expiry_.contains(undo.index)) expiry_.remove(undo.index);
         const bool erased = pending_index_.erase(hold.id.value);
         PG_ASSERT(erased);
@@ -111,6 +120,9 @@ void Ledger::rollback(u32 account_count, u64 next_transfer_serial) noexcept {
         --free_top_;
         pending_[undo.index] = undo.transfer;
         pending_index_.insert(undo.transfer.id.value, undo.index);
+        if (undo.transfer.two_phase()) {
+          quotas_.add(owner_of(undo.transfer.debit_account_id), Quota::holds);
+        }
         if (undo.transfer.expires_at_ns != 0) {
           expiry_.restore(undo.index, undo.transfer.expires_at_ns, undo.transfer.id.value,
                           undo.position);
@@ -119,8 +131,10 @@ void Ledger::rollback(u32 account_count, u64 next_transfer_serial) noexcept {
       }
     }
   }
-  for (u32 i = account_count; i < account_count_; ++i)
+  for (u32 i = account_count; i < account_count_; ++i) {
+    quotas_.remove(accounts_[i].owner.value, Quota::accounts);
     accounts_[i] = Account{};
+  }
   account_count_ = account_count;
   next_transfer_serial_ = next_transfer_serial;
 }
@@ -155,6 +169,7 @@ void Ledger::replay_atomic_results(const IdempotencyRecord& record,
       case CommandKind::deliver:
       case CommandKind::settle:  // never in an atomic batch
       case CommandKind::claim:   // never in one either
+      case CommandKind::set_quota:
       case CommandKind::tick:
         break;
     }

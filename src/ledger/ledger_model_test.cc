@@ -202,11 +202,29 @@ class ModelRun {
       if (chance(1)) c.pending.amount = 1;
       return c;
     }
-    if (roll < 99) return Command::make_tick();
+    if (roll < 97) return Command::make_tick();
+    if (roll < 99) return random_set_quota();
     Command c = Command::make_tick();
-    c.kind = static_cast<CommandKind>(9);
+    c.kind = static_cast<CommandKind>(200);  // a kind no build knows
     return c;
   }
+
+  // The group's defaults (owner 0) or one merchant's limits, sized to the tables so
+  // that every quota is reached; now and then a limit no command may carry.
+  Command random_set_quota() {
+    const auto limit = [&](u32 table) -> u32 {
+      const u32 roll = static_cast<u32>(below(100));
+      if (roll < 25) return kQuotaGroupDefault;
+      if (roll < 45) return kQuotaUnchanged;
+      if (roll < 46) return kQuotaMax + 1;  // invalid
+      return static_cast<u32>(below(table / 2 + 2));
+    };
+    return Command::make_set_quota(MerchantId{chance(20) ? 0 : 1 + below(6)},
+                                   limit(config_.accounts_max), limit(config_.pending_max),
+                                   limit(config_.idempotency_keys_max));
+  }
+  // The merchant a new claim's key counts against (0: an operator's).
+  MerchantId claim_owner() { return MerchantId{below(7)}; }
 
   IdempotencyKey fresh_key() { return IdempotencyKey{1 + below(u64{1} << 40), random_()}; }
 
@@ -269,7 +287,8 @@ class ModelRun {
       keyless.key = IdempotencyKey{};  // malformed
       return keyless;
     }
-    const Command made = Command::make_claim(fresh_key(), random_(), covers);
+    const Command made =
+        Command::make_claim(fresh_key(), random_(), covers, KeyLane::client, claim_owner());
     keep(claims_, made);
     return made;
   }
@@ -623,7 +642,8 @@ LedgerConfig tiny_config() {
                       .idempotency_keys_max = 24,
                       .idempotency_window_ns = 20 * kNanosPerSecond,
                       .signature_keys_max = 16,
-                      .signature_window_ns = 10 * kNanosPerSecond};
+                      .signature_window_ns = 10 * kNanosPerSecond,
+                      .owners_max = 4};
 }
 LedgerConfig roomy_config() {
   return LedgerConfig{.prefix = {0, 1},
@@ -633,7 +653,8 @@ LedgerConfig roomy_config() {
                       .idempotency_keys_max = 3000,
                       .idempotency_window_ns = 600 * kNanosPerSecond,
                       .signature_keys_max = 2000,
-                      .signature_window_ns = 300 * kNanosPerSecond};
+                      .signature_window_ns = 300 * kNanosPerSecond,
+                      .owners_max = 64};
 }
 
 void run_model(u64 seed, const LedgerConfig& config, u32 atomic_percent) {
@@ -671,13 +692,20 @@ void run_model(u64 seed, const LedgerConfig& config, u32 atomic_percent) {
                               ResultCode::idempotency_key_reused,
                               ResultCode::idempotency_key_in_atomic_batch,
                               ResultCode::signature_replayed,
-                              ResultCode::atomic_batch_failed}) {
+                              ResultCode::atomic_batch_failed,
+                              ResultCode::quota_accounts,
+                              ResultCode::quota_holds,
+                              ResultCode::quota_idempotency_keys}) {
     const auto code = static_cast<std::size_t>(expected);
     EXPECT_TRUE(code < run.code_counts().size() && run.code_counts()[code] > 0)
         << "never produced " << name(expected);
   }
-  // Small tables fill: keys are then refused, never forgotten early.
+  // Small tables fill: keys are then refused, never forgotten early; and merchants
+  // outnumber the quota table's entries.
   if (config.idempotency_keys_max < 100) {
+    const auto owners = static_cast<std::size_t>(ResultCode::owners_full);
+    EXPECT_TRUE(owners < run.code_counts().size() && run.code_counts()[owners] > 0)
+        << "never produced owners_full";
     const auto code = static_cast<std::size_t>(ResultCode::idempotency_capacity);
     EXPECT_TRUE(code < run.code_counts().size() && run.code_counts()[code] > 0)
         << "never produced idempotency_capacity";

@@ -72,13 +72,63 @@ u64 Ledger::state_digest() const {
         .add(r.first_account_id)
         .add(static_cast<u64>(r.code))
         .add(r.failed_index)
-        .add(r.channel_number);
+        .add(r.channel_number)
+        .add(r.owner);
   };
   idempotency_.for_each_live(last_stamp_.timestamp_ns, hash_record);
   hasher.add(u64{0x5349474E});  // "SIGN": where one table ends and the other begins
   signatures_.for_each_live(last_stamp_.timestamp_ns, hash_record);
   channels_.hash_into(hasher);
+  hasher.add(u64{0x51554F5441});  // "QUOTA": limits (usage is derived from the above)
+  for (const u32 limit : quotas_.defaults().limit)
+    hasher.add(limit);
+  for (const OwnerQuota& entry : limited_owners()) {
+    hasher.add(entry.owner);
+    for (const u32 limit : entry.limits.limit)
+      hasher.add(limit);
+  }
   return hasher.value();
+}
+
+std::vector<OwnerQuota> Ledger::limited_owners() const {
+  std::vector<OwnerQuota> limited;
+  quotas_.for_each([&](const OwnerQuota& entry) {
+    if (!entry.limits.all_default()) limited.push_back(entry);
+  });
+  std::sort(limited.begin(), limited.end(),
+            [](const OwnerQuota& a, const OwnerQuota& b) { return a.owner < b.owner; });
+  return limited;
+}
+
+bool Ledger::count_usage(OwnerQuotas& into) const noexcept {
+  into.clear_usage();
+  for (u32 i = 0; i < account_count_; ++i) {
+    const u64 owner = accounts_[i].owner.value;
+    if (owner == 0) continue;
+    OwnerQuota* entry = into.find_or_add(owner);
+    if (entry == nullptr) return false;
+    into.add(*entry, Quota::accounts);
+  }
+  bool counted = true;
+  pending_index_.for_each([&](u64, u32 slot) {
+    const Transfer& hold = pending_[slot];
+    const u64 owner = owner_of(hold.debit_account_id);
+    if (!hold.two_phase() || owner == 0) return;
+    if (OwnerQuota* entry = into.find_or_add(owner)) {
+      into.add(*entry, Quota::holds);
+    } else {
+      counted = false;
+    }
+  });
+  idempotency_.for_each_held([&](const IdempotencyRecord& record) {
+    if (record.owner == 0) return;
+    if (OwnerQuota* entry = into.find_or_add(record.owner)) {
+      into.add(*entry, Quota::idempotency_keys);
+    } else {
+      counted = false;
+    }
+  });
+  return counted;
 }
 
 std::size_t Ledger::sorted_pending_ids() const noexcept {
@@ -94,11 +144,14 @@ std::size_t Ledger::sorted_pending_ids() const noexcept {
 namespace {
 
 // 2: transfers between groups (channels, clearing accounts). 3: the table of
-// signatures (KeyLane::signature) and its configuration. Version 2 states are still
-// read (their signature table is empty); version 1 states are refused, and
-// docs/SNAPSHOT.md says what recovery then does.
-constexpr u64 kStateMagic = tag8("PGLEDGR3");
+// signatures (KeyLane::signature) and its configuration. 4: key records name their
+// owner (64 bytes, not 56), and the quota limits follow the channels. Versions 2 and 3
+// are still read (no signatures in 2; keys of no owner and no limits in both);
+// version 1 states are refused, and docs/SNAPSHOT.md says what recovery then does.
+constexpr u64 kStateMagic = tag8("PGLEDGR4");
+constexpr u64 kStateMagicV3 = tag8("PGLEDGR3");
 constexpr u64 kStateMagicV2 = tag8("PGLEDGR2");
+constexpr std::size_t kRecordBytesV3 = 56;  // an IdempotencyRecord without its owner
 constexpr u64 kStateEndMagic = tag8("PGLEDEND");
 
 struct SavedConfig {
@@ -185,6 +238,18 @@ void Ledger::save(StateSink& sink) const noexcept {
   sink.write(channels_.outbound_open().data(), sizeof(u64) * kChannelWindow * channel_groups);
   sink.write(channels_.inbound().data(),
              sizeof(GroupChannels::Inbound) * kChannelWindow * channel_groups);
+
+  // Version 4: the quota limits (the usage is recounted on load). No allocation here
+  // (a forked child saves): the entries are written in slot order, the digest sorts.
+  put(sink, quotas_.defaults());
+  u64 limited = 0;
+  quotas_.for_each([&](const OwnerQuota& entry) { limited += entry.limits.all_default() ? 0 : 1; });
+  put(sink, limited);
+  quotas_.for_each([&](const OwnerQuota& entry) {
+    if (entry.limits.all_default()) return;
+    put(sink, entry.owner);
+    put(sink, entry.limits);
+  });
   put(sink, kStateEndMagic);
 }
 
@@ -192,10 +257,12 @@ Status Ledger::load(StateSource& source) {
   PG_ASSERT(last_stamp_.sequence == 0 && account_count_ == 0 && next_transfer_serial_ == 1);
   const auto fail = [](std::string why) { return Status::corruption(std::move(why)); };
   u64 magic = 0;
-  if (!get(source, &magic) || (magic != kStateMagic && magic != kStateMagicV2)) {
+  if (!get(source, &magic) ||
+      (magic != kStateMagic && magic != kStateMagicV3 && magic != kStateMagicV2)) {
     return fail("not a ledger state (bad magic)");
   }
-  const bool has_signatures = magic == kStateMagic;
+  const bool has_signatures = magic != kStateMagicV2;
+  const bool has_quotas = magic == kStateMagic;
   SavedConfig saved{};
   if (!get(source, &saved)) return fail("truncated configuration");
   if (!(saved == SavedConfig::of(config_))) {
@@ -273,7 +340,8 @@ Status Ledger::load(StateSource& source) {
     u64 previous_ns = 0;
     for (u64 i = 0; i < records; ++i) {
       IdempotencyRecord record{};
-      if (!get(source, &record) || record.key.empty() || record.created_at_ns < previous_ns ||
+      const bool read = has_quotas ? get(source, &record) : source.read(&record, kRecordBytesV3);
+      if (!read || record.key.empty() || record.created_at_ns < previous_ns ||
           record.created_at_ns > last_stamp_.timestamp_ns ||
           last_stamp_.timestamp_ns - record.created_at_ns >= window->window_ns() ||
           window->find(record.key, record.created_at_ns) != nullptr) {
@@ -297,6 +365,24 @@ Status Ledger::load(StateSource& source) {
                    sizeof(GroupChannels::Inbound) * kChannelWindow * channel_groups)) {
     return fail("truncated channels");
   }
+  if (has_quotas) {
+    u64 limited = 0;
+    if (!get(source, &quotas_.defaults()) || !get(source, &limited) ||
+        limited > quotas_.capacity()) {
+      return fail("bad quota limits");
+    }
+    for (u64 i = 0; i < limited; ++i) {
+      u64 owner = 0;
+      QuotaLimits limits;
+      if (!get(source, &owner) || !get(source, &limits) || owner == 0 ||
+          quotas_.find(owner) != nullptr) {
+        return fail("bad quota limits");
+      }
+      OwnerQuota* entry = quotas_.find_or_add(owner);
+      PG_ASSERT(entry != nullptr);  // fewer than capacity, all distinct
+      entry->limits = limits;
+    }
+  }
   for (u32 i = 0; i < account_count_; ++i) {
     const Account& account = accounts_[i];
     if ((account.flags & kAccountClearing) == 0) continue;
@@ -307,6 +393,10 @@ Status Ledger::load(StateSource& source) {
     clearing_index_.insert(key, i);
   }
   if (!get(source, &magic) || magic != kStateEndMagic) return fail("bad end marker");
+  if (!count_usage(quotas_)) {
+    return Status::invalid_config(fmt::format(
+        "the state has more merchants than owners_max ({}) can count", config_.owners_max));
+  }
 
   if (Status invariants = check_invariants(); !invariants.ok()) {
     return invariants.with_context("after load");
@@ -393,6 +483,26 @@ Status Ledger::check_invariants() const {
   if (idempotency_.size() > idempotency_.capacity() ||
       signatures_.size() > signatures_.capacity()) {
     fail("a key table holds more than its capacity");
+  }
+  // Quota usage, recounted: every count the ledger keeps as it goes.
+  {
+    OwnerQuotas recount(quotas_.capacity());
+    if (!count_usage(recount)) fail("more merchants than the quota table holds");
+    quotas_.for_each([&](const OwnerQuota& entry) {
+      const OwnerQuota* counted = recount.find(entry.owner);
+      for (u32 q = 0; q < kQuotaKinds; ++q) {
+        const u32 expected = counted == nullptr ? 0 : counted->used[q];
+        if (entry.used[q] != expected) {
+          fail(fmt::format("merchant {} quota {} counts {}, recounted {}", entry.owner, q,
+                           entry.used[q], expected));
+        }
+      }
+    });
+    recount.for_each([&](const OwnerQuota& counted) {
+      if (!OwnerQuotas::idle(counted) && quotas_.find(counted.owner) == nullptr) {
+        fail(fmt::format("merchant {} uses quota but has no entry", counted.owner));
+      }
+    });
   }
 
   // Every hold between groups is open on its channel, and every open channel number

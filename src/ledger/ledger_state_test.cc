@@ -65,30 +65,49 @@ TEST_F(Ledger_, LoadRefusesAnotherConfiguration) {
       << loaded.to_string();
 }
 
-// A state saved before the table of signatures (version 2: no signature configuration
-// or records) still loads, with that table empty.
-TEST_F(Ledger_, LoadReadsAVersion2State) {
+// States saved by earlier versions still load: version 3 (key records of 56 bytes,
+// without their owner; no quota limits) and version 2 (no signature table either).
+TEST_F(Ledger_, LoadReadsVersion2And3States) {
   const AccountId user = funded(100);
   hold(user, open(), 10, 5);
-  run(Command::make_transfer(user, open(), 1, kUsd).with_key({3, 4}));
-  const std::vector<unsigned char> v3 = saved_state(*ledger_);
-  // Cut what version 3 added: the 16-byte signature configuration after the 32-byte
-  // configuration, and the signature record count (0 here) after the client records.
+  run(Command::make_transfer(user, open(), 1, kUsd));
+  // A key of no merchant (owner 0), so that its record is the same in every version.
+  run(Command::make_create_account(MerchantId{}, kUsd, AccountKind::system).with_key({3, 4}));
+  const std::vector<unsigned char> v4 = saved_state(*ledger_);
   const std::size_t config_end = 8 + 32;
-  const std::size_t signatures_at = config_end + 16 + 16 + 8 + sizeof(Account) * 4 + 8 + 8 +
-                                    sizeof(Transfer) * 1 + 8 + sizeof(Transfer) * 3 + 8 +
-                                    sizeof(IdempotencyRecord) * 1;
-  u64 signature_count = ~u64{0};
-  std::memcpy(&signature_count, v3.data() + signatures_at, 8);
+  const std::size_t records_at = config_end + 16 + 16 + 8 + sizeof(Account) * 5 + 8 + 8 +
+                                 sizeof(Transfer) * 1 + 8 + sizeof(Transfer) * 3 + 8;
+  const std::size_t signatures_at = records_at + sizeof(IdempotencyRecord) * 1;
+  const std::size_t quotas_at = v4.size() - 8 - 8 - sizeof(QuotaLimits);
+  u64 client_count = 0, signature_count = ~u64{0};
+  std::memcpy(&client_count, v4.data() + records_at - 8, 8);
+  std::memcpy(&signature_count, v4.data() + signatures_at, 8);
+  ASSERT_EQ(client_count, 1u) << "the layout this test assumes has changed";
   ASSERT_EQ(signature_count, 0u) << "the layout this test assumes has changed";
+
+  // Version 3: the record without its owner (the last 8 bytes), no quota section.
+  std::vector<unsigned char> v3(v4.begin(), v4.begin() + records_at + 56);
+  v3.insert(v3.end(), v4.begin() + signatures_at, v4.begin() + quotas_at);
+  v3.insert(v3.end(), v4.end() - 8, v4.end());
+  std::memcpy(v3.data(), "PGLEDGR3", 8);
+  // Version 2: no signature configuration after the configuration, no signature count.
+  const std::size_t v3_signatures_at = records_at + 56;
   std::vector<unsigned char> v2(v3.begin(), v3.begin() + config_end);
-  v2.insert(v2.end(), v3.begin() + config_end + 16, v3.begin() + signatures_at);
-  v2.insert(v2.end(), v3.begin() + signatures_at + 8, v3.end());
+  v2.insert(v2.end(), v3.begin() + config_end + 16, v3.begin() + v3_signatures_at);
+  v2.insert(v2.end(), v3.begin() + v3_signatures_at + 8, v3.end());
   std::memcpy(v2.data(), "PGLEDGR2", 8);
-  Ledger restored(config_);
-  BytesSource source(v2);
-  ASSERT_TRUE(restored.load(source).ok());
-  EXPECT_EQ(restored.state_digest(), ledger_->state_digest());
+
+  for (const std::vector<unsigned char>* old : {&v3, &v2}) {
+    Ledger restored(config_);
+    BytesSource source(*old);
+    const Status loaded = restored.load(source);
+    ASSERT_TRUE(loaded.ok()) << loaded.to_string();
+    EXPECT_EQ(restored.state_digest(), ledger_->state_digest());
+    // The owner's usage is recounted from the state: its accounts and its open hold.
+    const OwnerQuota* usage = restored.find_quota(MerchantId{7});
+    ASSERT_NE(usage, nullptr);
+    EXPECT_EQ(usage->used[static_cast<u32>(Quota::holds)], 1u);
+  }
 }
 
 // Every truncation, and a flipped byte in every count and magic, is refused without a

@@ -59,8 +59,8 @@ class ReferenceLedger {
     for (std::size_t i = 0; i < commands.size(); ++i) {
       results[i] = apply_keyed(Stamp{stamp.sequence + i, stamp.timestamp_ns}, commands[i]);
       if (commands[i].kind != CommandKind::claim || results[i].code == ResultCode::ok) continue;
-      const std::size_t last = std::min<std::size_t>(i + commands[i].claim.covers,
-                                                     commands.size() - 1);
+      const std::size_t last =
+          std::min<std::size_t>(i + commands[i].claim.covers, commands.size() - 1);
       for (std::size_t j = i + 1; j <= last; ++j)
         results[j] = {results[i].code};
       i = last;
@@ -102,10 +102,23 @@ class ReferenceLedger {
         return ResultCode::idempotency_capacity;
       }
     }
+    // The batch's key counts against the merchant its first operation names.
+    const u64 batch_owner = batch_key.empty() ? 0 : key_owner(commands[0]);
+    if (!batch_key.empty()) {
+      if (const ResultCode refused = check_quota(batch_owner, Quota::idempotency_keys, stamp);
+          refused != ResultCode::ok) {
+        for (std::size_t i = 0; i < commands.size(); ++i)
+          results[i] = {refused};
+        return refused;
+      }
+    }
     const State before = state_;
     ResultCode outcome = ResultCode::ok;
     for (std::size_t i = 0; i < commands.size(); ++i) {
-      results[i] = execute(Stamp{stamp.sequence + i, stamp.timestamp_ns}, commands[i]);
+      // Quotas are set on their own, never inside an atomic batch.
+      results[i] = commands[i].kind == CommandKind::set_quota
+                       ? CommandResult{ResultCode::invalid_command}
+                       : execute(Stamp{stamp.sequence + i, stamp.timestamp_ns}, commands[i]);
       if (results[i].code != ResultCode::ok) {
         outcome = results[i].code;
         state_ = before;
@@ -118,7 +131,7 @@ class ReferenceLedger {
     if (!batch_key.empty()) {
       remember(batch_key, stamp, content,
                std::vector<CommandResult>(results.begin(), results.begin() + commands.size()),
-               outcome);
+               outcome, batch_owner);
     }
     return outcome;
   }
@@ -195,22 +208,26 @@ class ReferenceLedger {
     std::set<std::pair<u64, u64>> expiring;  // (expires_at_ns, id) of open holds with a timeout
     u64 next_serial = 1;
     u64 open_holds = 0;
+    std::map<u64, u64> accounts_of, holds_of;  // by owner (quotas)
   };
   struct Remembered {
     std::vector<Command> content;  // the command(s) with their key cleared
     std::vector<CommandResult> results;
     ResultCode outcome = ResultCode::ok;
     u64 created_at_ns = 0;
+    u64 owner = 0;  // whose idempotency_keys quota it counts against
   };
   // Remembered keys of one lane, and the order they were made in.
   struct Keys {
     std::map<std::pair<u64, u64>, Remembered> by_key;
     std::deque<std::pair<std::pair<u64, u64>, u64>> made;  // (key, created_at_ns)
+    std::map<u64, u64> of_owner;                           // keys by owner (quotas)
 
     auto find(std::pair<u64, u64> key) const { return by_key.find(key); }
     auto end() const { return by_key.end(); }
     void put(std::pair<u64, u64> key, Remembered record) {
       made.emplace_back(key, record.created_at_ns);
+      ++of_owner[record.owner];
       by_key[key] = std::move(record);
     }
   };
@@ -220,6 +237,7 @@ class ReferenceLedger {
     while (!k.made.empty() && stamp.timestamp_ns - k.made.front().second >= window_ns) {
       const auto it = k.by_key.find(k.made.front().first);
       if (it != k.by_key.end() && it->second.created_at_ns == k.made.front().second) {
+        --k.of_owner[it->second.owner];
         k.by_key.erase(it);
       }
       k.made.pop_front();
@@ -269,8 +287,13 @@ class ReferenceLedger {
     if (live_keys(client_, config_.idempotency_window_ns, stamp) >= config_.idempotency_keys_max) {
       return {ResultCode::idempotency_capacity};
     }
+    const u64 owner = key_owner(command);
+    if (const ResultCode refused = check_quota(owner, Quota::idempotency_keys, stamp);
+        refused != ResultCode::ok) {
+      return {refused};
+    }
     const CommandResult result = execute_claim_or(stamp, command);
-    remember(command.key, stamp, {content}, {result}, result.code);
+    remember(command.key, stamp, {content}, {result}, result.code, owner);
     return result;
   }
   // A keyed claim holds once its key is taken; anything else runs.
@@ -288,9 +311,93 @@ class ReferenceLedger {
   }
 
   void remember(IdempotencyKey key, Stamp stamp, std::vector<Command> content,
-                std::vector<CommandResult> results, ResultCode outcome) {
-    client_.put(std::make_pair(key.lo, key.hi),
-                Remembered{std::move(content), std::move(results), outcome, stamp.timestamp_ns});
+                std::vector<CommandResult> results, ResultCode outcome, u64 owner) {
+    client_.put(std::make_pair(key.lo, key.hi), Remembered{std::move(content), std::move(results),
+                                                           outcome, stamp.timestamp_ns, owner});
+  }
+
+  // Quotas, counted from scratch each time they are asked about.
+  u64 key_owner(const Command& c) const {
+    const auto debit_owner = [&](u64 account) -> u64 {
+      const Acc* a = find_account(account);
+      return a == nullptr ? 0 : a->owner;
+    };
+    switch (c.kind) {
+      case CommandKind::claim:
+        return c.claim.owner.value;
+      case CommandKind::create_account:
+        return c.create_account.owner.value;
+      case CommandKind::transfer:
+        return debit_owner(c.transfer.debit_account_id.value);
+      case CommandKind::post_pending:
+      case CommandKind::void_pending: {
+        const std::optional<Trf> t = find_transfer(c.pending.transfer_id.value);
+        return t ? debit_owner(t->debit) : 0;
+      }
+      default:
+        return 0;
+    }
+  }
+  static u64 count_of(const std::map<u64, u64>& counts, u64 owner) {
+    const auto it = counts.find(owner);
+    return it == counts.end() ? 0 : it->second;
+  }
+  u64 used(u64 owner, Quota quota, Stamp stamp) {
+    switch (quota) {
+      case Quota::accounts:
+        return count_of(state_.accounts_of, owner);
+      case Quota::holds:
+        return count_of(state_.holds_of, owner);
+      case Quota::idempotency_keys:
+        live_keys(client_, config_.idempotency_window_ns, stamp);
+        return count_of(client_.of_owner, owner);
+    }
+    return 0;
+  }
+  // Owners counted or limited now: those whose entry the real ledger cannot reuse.
+  std::set<u64> owners_in_use(Stamp stamp) {
+    std::set<u64> owners;
+    for (const auto& [owner, limits] : limits_)
+      if (limits != QuotaLimits{}) owners.insert(owner);
+    live_keys(client_, config_.idempotency_window_ns, stamp);
+    for (const auto* counts : {&state_.accounts_of, &state_.holds_of, &client_.of_owner}) {
+      for (const auto& [owner, n] : *counts)
+        if (owner != 0 && n > 0) owners.insert(owner);
+    }
+    return owners;
+  }
+  ResultCode check_quota(u64 owner, Quota quota, Stamp stamp) {
+    if (owner == 0) return ResultCode::ok;
+    const std::set<u64> in_use = owners_in_use(stamp);
+    if (!in_use.contains(owner) && in_use.size() >= config_.owners_max) {
+      return ResultCode::owners_full;
+    }
+    const u32 q = static_cast<u32>(quota);
+    const auto own = limits_.find(owner);
+    u32 limit = own == limits_.end() ? kQuotaGroupDefault : own->second.limit[q];
+    if (limit == kQuotaGroupDefault) limit = defaults_.limit[q];
+    if (limit != kQuotaGroupDefault && used(owner, quota, stamp) >= limit) {
+      return quota_refusal(quota);
+    }
+    return ResultCode::ok;
+  }
+  CommandResult set_quota(Stamp stamp, const Command& c) {
+    const SetQuotaBody& b = c.set_quota;
+    if (c.flags != 0 || b.reserved0 != 0 || b.reserved1 != 0) return {ResultCode::invalid_command};
+    for (const u32 limit : b.limit) {
+      if (limit > kQuotaMax && limit != kQuotaGroupDefault && limit != kQuotaUnchanged)
+        return {ResultCode::invalid_command};
+    }
+    const u64 owner = b.owner.value;
+    if (owner != 0) {
+      const std::set<u64> in_use = owners_in_use(stamp);
+      if (!in_use.contains(owner) && in_use.size() >= config_.owners_max)
+        return {ResultCode::owners_full};
+    }
+    QuotaLimits& into = owner == 0 ? defaults_ : limits_[owner];
+    for (u32 q = 0; q < kQuotaKinds; ++q)
+      if (b.limit[q] != kQuotaUnchanged) into.limit[q] = b.limit[q];
+    return {.code = ResultCode::ok, .id = owner};
   }
 
   CommandResult execute(Stamp stamp, const Command& c) {
@@ -311,6 +418,9 @@ class ReferenceLedger {
       case CommandKind::tick:
         result = {ResultCode::ok};
         break;
+      case CommandKind::set_quota:
+        result = set_quota(stamp, c);
+        break;
       default:
         result = {ResultCode::invalid_command};
         break;
@@ -328,9 +438,14 @@ class ReferenceLedger {
       return {ResultCode::invalid_account_kind};
     }
     if (state_.accounts.size() == config_.accounts_max) return {ResultCode::accounts_full};
+    if (const ResultCode refused = check_quota(b.owner.value, Quota::accounts, stamp);
+        refused != ResultCode::ok) {
+      return {refused};
+    }
     Acc a;
     a.id = make_id(config_.prefix, state_.accounts.size() + 1);
     a.owner = b.owner.value;
+    ++state_.accounts_of[a.owner];
     a.currency = b.currency;
     a.kind = b.kind;
     a.flags = c.flags;
@@ -357,6 +472,13 @@ class ReferenceLedger {
       return {ResultCode::currency_mismatch};
     if (hold && state_.open_holds == config_.pending_max)
       return {ResultCode::pending_transfers_full};
+    if (hold && d.owner != 0) {
+      // Its owner has an entry already (its accounts count): never owners_full.
+      if (const ResultCode refused = check_quota(d.owner, Quota::holds, stamp);
+          refused != ResultCode::ok) {
+        return {refused};
+      }
+    }
     if (state_.next_serial > kSerialMax) return {ResultCode::ids_exhausted};
     if (!d.may_go_negative() &&
         u128{d.debits_posted} + d.debits_pending + b.amount > d.credits_posted) {
@@ -381,6 +503,7 @@ class ReferenceLedger {
       k.credits_pending += b.amount;
       t.status = TransferStatus::pending;
       ++state_.open_holds;
+      ++state_.holds_of[d.owner];
       if (b.timeout_s != 0) {
         t.expires_at_ns = stamp.timestamp_ns + u64{b.timeout_s} * kNanosPerSecond;
         state_.expiring.insert({t.expires_at_ns, t.id});
@@ -436,6 +559,7 @@ class ReferenceLedger {
     t.status = status;
     t.posted_amount = posted_amount;
     --state_.open_holds;
+    --state_.holds_of[d.owner];
   }
 
   bool in_recent_window(u64 id) const {
@@ -456,8 +580,10 @@ class ReferenceLedger {
   u64 recent_window_;
   State state_;
   u64 now_ns_ = 0;
-  Keys client_;      // KeyLane::client
-  Keys signatures_;  // KeyLane::signature
+  std::map<u64, QuotaLimits> limits_;  // merchants' own quota limits
+  QuotaLimits defaults_;               // the group's (kQuotaGroupDefault: none)
+  Keys client_;                        // KeyLane::client
+  Keys signatures_;                    // KeyLane::signature
 };
 
 }  // namespace paygate

@@ -34,7 +34,7 @@ u32 logged_count(const Request& r) noexcept {
 bool is_lookup(const Request& r) noexcept {
   return r.kind == RequestKind::lookup_account || r.kind == RequestKind::lookup_transfer ||
          r.kind == RequestKind::read_events || r.kind == RequestKind::read_entries ||
-         r.kind == RequestKind::read_unsettled;
+         r.kind == RequestKind::read_unsettled || r.kind == RequestKind::lookup_quota;
 }
 bool is_read(const Request& r) noexcept {
   return r.kind == RequestKind::read_events || r.kind == RequestKind::read_entries;
@@ -183,6 +183,10 @@ ResultCode Group::submit(const Request& request) noexcept {
     if (request.count > kBatchMax) return ResultCode::batch_too_large;
   } else if (is_lookup(request)) {
     if (request.completion == nullptr) return ResultCode::invalid_command;
+    if (request.kind == RequestKind::lookup_quota &&
+        (request.quota_out == nullptr || request.quota_defaults_out == nullptr)) {
+      return ResultCode::invalid_command;
+    }
     if (request.lookup_ids != nullptr && request.count == 0) return ResultCode::batch_empty;
     if (request.lookup_ids != nullptr && request.count > kBatchMax) {
       return ResultCode::batch_too_large;
@@ -504,6 +508,14 @@ void Group::apply_batch(u32 count, Stamp first) {
       case RequestKind::read_entries:
         outcome.page = read(r);
         break;
+      case RequestKind::lookup_quota: {
+        const OwnerQuota* entry = ledger_->find_quota(MerchantId{r.lookup_id});
+        outcome.found = entry != nullptr;
+        *r.quota_out = entry != nullptr ? *entry : OwnerQuota{};
+        r.quota_out->owner = r.lookup_id;
+        *r.quota_defaults_out = ledger_->quotas().defaults();
+        break;
+      }
       case RequestKind::read_unsettled:
         ledger_->for_each_unsettled([&](const Transfer& hold, u32 number) {
           if (outcome.filled == r.count) return;

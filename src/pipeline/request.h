@@ -17,6 +17,7 @@
 
 #include "base/result_code.h"
 #include "ledger/command.h"
+#include "ledger/owner_quotas.h"
 #include "ledger/types.h"
 #include "pipeline/event_log.h"
 
@@ -33,6 +34,10 @@ enum class RequestKind : u8 {
   // transfer_out[i], channel_numbers_out[i] ← up to count transfers to other groups not
   // yet settled (Ledger::for_each_unsettled); Outcome::filled says how many
   read_unsettled = 7,
+  // *quota_out ← the quota entry of merchant lookup_id (zeroed, with its owner, when
+  // it has none: nothing counted, no limits of its own); *quota_defaults_out ← the
+  // group's default limits. Outcome::found: the merchant had an entry.
+  lookup_quota = 8,
 };
 
 struct Outcome {
@@ -76,6 +81,8 @@ struct Request {
   LedgerEvent* events_out = nullptr;
   std::optional<EventKey> cursor = std::nullopt;
   u32* channel_numbers_out = nullptr;  // read_unsettled
+  OwnerQuota* quota_out = nullptr;     // lookup_quota
+  QuotaLimits* quota_defaults_out = nullptr;
 };
 
 // A completion a thread can block on: for tests, tools and simple clients.
