@@ -121,7 +121,18 @@ TEST_F(QuotaServerTest, KeysCountAgainstTheMerchantAndARetryStillAnswers) {
   EXPECT_EQ(again.body, made.body);
   EXPECT_EQ(number_field(quotas(shop).body, "/accounts/used"), 2);
   EXPECT_EQ(number_field(quotas(shop).body, "/idempotency_keys/used"), 2);
-  // A batch under a key takes it with a claim, counted against the same merchant.
+  // A keyed batch takes its key with a claim, counted against the same merchant:
+  // refused whole, with the quota's name (not as a failure to retry).
+  const std::string a = text_field(made.body, "/id");
+  const std::string b = text_field(open_account(shop, "k2").body, "/id");
+  const HttpResponse claimed =
+      merchant_request(shop, "POST", "/v1/batch",
+                       R"({"operations":[{"op":"transfer","debit_account":")" + a +
+                           R"(","credit_account":")" + b + R"(","amount":1,"currency":"USD"}]})",
+                       {"Idempotency-Key: k5"});
+  EXPECT_EQ(claimed.status, 422u) << claimed.body;
+  EXPECT_EQ(error_code(claimed), "quota_idempotency_keys");
+  // An empty batch is refused before it takes a key.
   const HttpResponse batch =
       merchant_request(shop, "POST", "/v1/batch", R"({"operations":[]})", {"Idempotency-Key: k4"});
   EXPECT_EQ(batch.status, 400u);  // refused before it takes a key

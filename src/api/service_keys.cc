@@ -118,6 +118,8 @@ bool Service::fail_claim(Exchange& ex, ResultCode code) {
     case ResultCode::signature_replayed:
     case ResultCode::idempotency_key_reused:
     case ResultCode::idempotency_capacity:
+    case ResultCode::quota_idempotency_keys:
+    case ResultCode::owners_full:
       return fail(ex, code, describe(code));
     default:
       return fail(ex, ResultCode::not_durable, "the request's key could not be taken; retry");

@@ -167,7 +167,6 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       {"ledger", "idempotency_keys_max", unsigned_into(&ledger.idempotency_keys_max)},
       {"ledger", "idempotency_window_s", unsigned_into(&window_s)},
       {"ledger", "signature_keys_max", unsigned_into(&ledger.signature_keys_max, 1)},
-      {"ledger", "owners_max", unsigned_into(&ledger.owners_max, 1)},
       {"quotas", "accounts", unsigned_into(&s->quotas[0])},
       {"quotas", "holds", unsigned_into(&s->quotas[1])},
       {"quotas", "idempotency_keys", unsigned_into(&s->quotas[2])},

@@ -106,7 +106,10 @@ u64 content_hash(const Command& command) noexcept {
           .add(static_cast<u64>(command.settle.delivery));
       break;
     case CommandKind::claim:
-      hasher.add(command.claim.covers).add(command.claim.owner.value);
+      hasher.add(command.claim.covers);
+      // Only when there is one: a claim remembered before quotas (owner 0) must match
+      // its retry after them.
+      if (command.claim.owner.value != 0) hasher.add(command.claim.owner.value);
       break;
     case CommandKind::set_quota:
       hasher.add(command.set_quota.owner.value)

@@ -106,6 +106,24 @@ TEST_F(LedgerQuota, KeysCountUntilTheirWindowEndsAndARetryIsStillAnswered) {
   expect_invariants();
 }
 
+// The credit side may void another merchant's hold: its key counts against the hold's
+// debit side once (the hold closes), and keys on a closed hold count for no one.
+TEST_F(LedgerQuota, KeysOnAClosedHoldCountForNoOne) {
+  const AccountId alice = funded(100);
+  const AccountId bob = open(AccountKind::user, 0, kUsd, kBob);
+  const TransferId held = hold(alice, bob, 5);
+  const u32 before = used(kAlice, Quota::idempotency_keys);
+  EXPECT_TRUE(run(Command::make_void(held).with_key(key(1))).ok());
+  EXPECT_EQ(used(kAlice, Quota::idempotency_keys), before + 1);
+  for (u64 k = 2; k < 4; ++k) {
+    EXPECT_EQ(code(Command::make_void(held).with_key(key(k))),
+              ResultCode::pending_transfer_already_voided);
+  }
+  EXPECT_EQ(used(kAlice, Quota::idempotency_keys), before + 1);
+  EXPECT_EQ(used(kBob, Quota::idempotency_keys), 0u);
+  expect_invariants();
+}
+
 TEST_F(LedgerQuota, AClaimCountsAgainstTheMerchantItNames) {
   ASSERT_TRUE(set(kBob, kKeep, kKeep, 1).ok());
   EXPECT_TRUE(run(Command::make_claim(key(1), 11, 0, KeyLane::client, kBob)).ok());
