@@ -59,7 +59,8 @@ struct LedgerConfig {
     return signature_keys_max != 0 ? signature_keys_max : idempotency_keys_max;
   }
   // Merchants whose quotas one group can count at once (ledger/owner_quotas.h); one
-  // more is refused (owners_full) until an owner's entry falls idle. 40 B each.
+  // more is refused (owners_full) until an owner's entry falls idle. 40 B each. It
+  // shapes results but the journal does not record it: not a server setting.
   u32 owners_max = 1u << 16;
   // Groups of this region that transfers may cross to (prefix.group is one of them);
   // 1: transfers stay in the group. Each other group costs 128 KiB (GroupChannels).
