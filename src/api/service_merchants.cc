@@ -13,6 +13,15 @@ namespace paygate::api {
 
 using detail::decoder;
 
+namespace {
+// What onboarding and key rotation answer (and the registry keeps for a retry).
+StoredReply created_reply(const Merchant& m, bool with_secret) {
+  StoredReply r{.content_hash = 0, .status = 201, .body = {}};
+  render_merchant(r.body, m, with_secret);
+  return r;
+}
+}  // namespace
+
 bool Service::create_merchant(Exchange& ex) {
   MerchantCreate& request = ex.merchant_create_;
   const u64 content = Hasher{}.add_bytes(ex.view_.body).add(1).value();
@@ -26,14 +35,8 @@ bool Service::create_merchant(Exchange& ex) {
   }
   StoredReply reply;
   Status failure;
-  const ResultCode code = merchants_.create(
-      request, ex.key_, content,
-      [](const Merchant& m, bool with_secret) {
-        StoredReply r{.content_hash = 0, .status = 201, .body = {}};
-        render_merchant(r.body, m, with_secret);
-        return r;
-      },
-      &reply, &failure);
+  const ResultCode code =
+      merchants_.create(request, ex.key_, content, created_reply, &reply, &failure);
   if (code == ResultCode::invalid_field) return fail(ex, code, "region is not this deployment's");
   if (code != ResultCode::ok) return fail_registry(ex, code, failure);
   ex.reply.body = reply.body;
@@ -87,14 +90,8 @@ bool Service::rotate_key(Exchange& ex) {
   }
   StoredReply reply;
   Status failure;
-  const ResultCode code = merchants_.rotate_key(
-      ex.path_id_, ex.key_, content,
-      [](const Merchant& m, bool with_secret) {
-        StoredReply r{.content_hash = 0, .status = 201, .body = {}};
-        render_merchant(r.body, m, with_secret);
-        return r;
-      },
-      &reply, &failure);
+  const ResultCode code =
+      merchants_.rotate_key(ex.path_id_, ex.key_, content, created_reply, &reply, &failure);
   if (code != ResultCode::ok) return fail_registry(ex, code, failure);
   ex.reply.body = reply.body;
   return finish(ex, reply.status);
