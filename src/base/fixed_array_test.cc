@@ -14,8 +14,10 @@ constexpr std::uintptr_t kHugePage = 2u << 20;
 TEST(FixedArray, StartsZeroFilled) {
   FixedArray<u64> small(100);
   FixedArray<u64> large((3u << 20) / sizeof(u64) + 5);
-  for (std::size_t i = 0; i < small.size(); ++i) EXPECT_EQ(small[i], 0u);
-  for (std::size_t i = 0; i < large.size(); i += 4099) EXPECT_EQ(large[i], 0u);
+  for (std::size_t i = 0; i < small.size(); ++i)
+    EXPECT_EQ(small[i], 0u);
+  for (std::size_t i = 0; i < large.size(); i += 4099)
+    EXPECT_EQ(large[i], 0u);
   EXPECT_EQ(large[large.size() - 1], 0u);
 }
 

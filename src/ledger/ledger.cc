@@ -197,11 +197,12 @@ u64 Ledger::key_owner(const Command& command) const noexcept {
       return owner_of(command.transfer.debit_account_id);
     case CommandKind::post_pending:
     case CommandKind::void_pending: {
-      // Only an open hold's: the credit side may void another merchant's hold, and
-      // each hold closes once, so a counterparty cannot spend the debit side's keys
-      // beyond one per hold that merchant made (keys on closed holds count for no one).
-      const u32* slot = pending_slot(command.pending.transfer_id);
-      return slot == nullptr ? 0 : owner_of(pending_[*slot].debit_account_id);
+      // The hold's debit side, open or closed: a key on a closed hold takes room in
+      // the table too, and must count against someone (the edge finds every hold it
+      // lets through here). The credit side, which may void, spends it: see
+      // docs/API.md, "Quotas".
+      const std::optional<Transfer> hold = find_transfer(command.pending.transfer_id);
+      return hold ? owner_of(hold->debit_account_id) : 0;
     }
     case CommandKind::tick:
     case CommandKind::deliver:

@@ -411,6 +411,40 @@ TEST(LedgerBetweenGroups, ATwoPhaseHoldIsLocalUntilPostedThenSettlesWhatWasPoste
   region.expect_replay_equal(1);
 }
 
+// A two-phase hold to another group counts against its debit side's holds quota
+// until it settles; an immediate transfer between groups is no hold of the merchant's.
+TEST(LedgerBetweenGroups, ATwoPhaseHoldCountsAgainstTheHoldsQuotaUntilItSettles) {
+  Region region(2);
+  const AccountId payer = region.funded(0, 1000);
+  const AccountId payee = region.open(1);
+  const auto holds = [&] {
+    return region[0].find_quota(MerchantId{7})->used[static_cast<u32>(Quota::holds)];
+  };
+  ASSERT_TRUE(
+      region.run(0, Command::make_set_quota(MerchantId{7}, kQuotaUnchanged, 1, kQuotaUnchanged))
+          .ok());
+  const CommandResult held = region.run(0, Region::hold_between(payer, payee, 10));
+  ASSERT_TRUE(held.ok());
+  EXPECT_EQ(region.run(0, Region::hold_between(payer, payee, 10)).code, ResultCode::quota_holds);
+  const CommandResult sent = region.run(0, Region::between(payer, payee, 5));
+  ASSERT_TRUE(sent.ok());
+  EXPECT_EQ(holds(), 1u);
+  // Posted, it is on its way and still open: still counted until it settles.
+  const CommandResult posted =
+      region.run(0, Command::make_post_between_groups(TransferId{held.id}));
+  ASSERT_TRUE(posted.ok());
+  EXPECT_EQ(holds(), 1u);
+  const Transfer hold = open_hold(region[0], TransferId{held.id});
+  ASSERT_EQ(region.deliver(1, hold, posted.channel_number), ResultCode::ok);
+  ASSERT_EQ(region.settle(0, hold.id, posted.channel_number, ResultCode::ok), ResultCode::ok);
+  EXPECT_EQ(holds(), 0u);
+  EXPECT_TRUE(region.run(0, Region::hold_between(payer, payee, 10)).ok());
+  region.restart(0);
+  EXPECT_EQ(holds(), 1u);
+  region.expect_invariants();
+  region.expect_replay_equal(0);
+}
+
 TEST(LedgerBetweenGroups, ATwoPhaseHoldIsVoidedOrExpiresHereOrIsRefusedThere) {
   Region region(2);
   const AccountId payer = region.funded(0, 1000);

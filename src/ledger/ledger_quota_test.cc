@@ -3,6 +3,8 @@
 // against the reference ledger.
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include "ledger/ledger.h"
 #include "ledger/ledger_test_support.h"
 
@@ -106,9 +108,9 @@ TEST_F(LedgerQuota, KeysCountUntilTheirWindowEndsAndARetryIsStillAnswered) {
   expect_invariants();
 }
 
-// The credit side may void another merchant's hold: its key counts against the hold's
-// debit side once (the hold closes), and keys on a closed hold count for no one.
-TEST_F(LedgerQuota, KeysOnAClosedHoldCountForNoOne) {
+// A key on a post or void counts against the hold's debit side, open or closed (a
+// key on a closed hold takes room in the table too): whoever sends it.
+TEST_F(LedgerQuota, KeysOnAHoldCountAgainstItsDebitSide) {
   const AccountId alice = funded(100);
   const AccountId bob = open(AccountKind::user, 0, kUsd, kBob);
   const TransferId held = hold(alice, bob, 5);
@@ -119,7 +121,7 @@ TEST_F(LedgerQuota, KeysOnAClosedHoldCountForNoOne) {
     EXPECT_EQ(code(Command::make_void(held).with_key(key(k))),
               ResultCode::pending_transfer_already_voided);
   }
-  EXPECT_EQ(used(kAlice, Quota::idempotency_keys), before + 1);
+  EXPECT_EQ(used(kAlice, Quota::idempotency_keys), before + 3);
   EXPECT_EQ(used(kBob, Quota::idempotency_keys), 0u);
   expect_invariants();
 }
@@ -206,6 +208,17 @@ TEST_F(LedgerQuota, LimitsAndUsageSurviveASnapshotAndChangeTheDigest) {
   EXPECT_EQ(entry->used[static_cast<u32>(Quota::holds)], 1u);
   EXPECT_EQ(entry->limits.limit[0], 4u);
   EXPECT_EQ(restored.quotas().defaults().limit[2], 3u);
+  // A limit no command can set (here "keep as is", in the defaults) is damage.
+  std::vector<unsigned char> damaged = state;
+  const std::size_t defaults_at =
+      state.size() - 8 - (8 + sizeof(QuotaLimits)) - 8 - sizeof(QuotaLimits);
+  u32 saved_default = 0;
+  std::memcpy(&saved_default, state.data() + defaults_at, sizeof saved_default);
+  ASSERT_EQ(saved_default, 10u) << "the layout this test assumes has changed";
+  std::memcpy(damaged.data() + defaults_at, &kKeep, sizeof kKeep);
+  Ledger refused(config_);
+  BytesSource damaged_source(damaged);
+  EXPECT_EQ(refused.load(damaged_source).code(), StatusCode::corruption);
   // The restored ledger refuses what the original would.
   const Command another =
       Command::make_hold(alice, AccountId{make_id(config_.prefix, 3)}, 1, kUsd, 0);

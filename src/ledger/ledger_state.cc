@@ -367,15 +367,15 @@ Status Ledger::load(StateSource& source) {
   }
   if (has_quotas) {
     u64 limited = 0;
-    if (!get(source, &quotas_.defaults()) || !get(source, &limited) ||
-        limited > quotas_.capacity()) {
+    if (!get(source, &quotas_.defaults()) || !quotas_.defaults().valid() ||
+        !get(source, &limited) || limited > quotas_.capacity()) {
       return fail("bad quota limits");
     }
     for (u64 i = 0; i < limited; ++i) {
       u64 owner = 0;
       QuotaLimits limits;
-      if (!get(source, &owner) || !get(source, &limits) || owner == 0 ||
-          quotas_.find(owner) != nullptr) {
+      if (!get(source, &owner) || !get(source, &limits) || !limits.valid() || owner == 0 ||
+          limits.all_default() || quotas_.find(owner) != nullptr) {
         return fail("bad quota limits");
       }
       OwnerQuota* entry = quotas_.find_or_add(owner);

@@ -42,6 +42,13 @@ struct QuotaLimits {
 
   bool operator==(const QuotaLimits&) const noexcept = default;
   bool all_default() const noexcept { return *this == QuotaLimits{}; }
+  // What state may hold: numbers up to kQuotaMax, or kQuotaGroupDefault.
+  bool valid() const noexcept {
+    for (const u32 value : limit) {
+      if (value > kQuotaMax && value != kQuotaGroupDefault) return false;
+    }
+    return reserved == 0;
+  }
 };
 static_assert(sizeof(QuotaLimits) == 16);
 
@@ -110,8 +117,7 @@ class OwnerQuotas {
     return entry.limits.all_default() &&
            std::all_of(std::begin(entry.used), std::end(entry.used), [](u32 n) { return n == 0; });
   }
-  // Whether one more of `quota` fits the owner's limit. An owner without an entry has
-  // no room only when there is no room for its entry.
+  // Whether one more of `quota` fits the entry's limit in force.
   bool has_room(const OwnerQuota& entry, Quota quota) const noexcept {
     const u32 q = static_cast<u32>(quota);
     const u32 limit = effective_limit(entry, quota);

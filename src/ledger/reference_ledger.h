@@ -332,7 +332,7 @@ class ReferenceLedger {
       case CommandKind::post_pending:
       case CommandKind::void_pending: {
         const std::optional<Trf> t = find_transfer(c.pending.transfer_id.value);
-        return t && t->status == TransferStatus::pending ? debit_owner(t->debit) : 0;
+        return t ? debit_owner(t->debit) : 0;
       }
       default:
         return 0;
