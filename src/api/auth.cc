@@ -179,7 +179,7 @@ Problem Authenticator::bearer_token(std::string_view token, u64 now_s, Principal
   }
   JwtPtr unverified(raw);
   const char* subject = jwt_get_grant(unverified.get(), "sub");
-  const auto merchant_id = subject ? parse_id(IdKind::merchant, subject) : std::nullopt;
+  const auto merchant_id = subject ? parse_any_principal_id(subject) : std::nullopt;
   MerchantRef merchant = merchant_id ? merchants_.find(*merchant_id) : nullptr;
   if (merchant == nullptr) return refuse(ResultCode::invalid_token, "the token's sub is unknown");
 

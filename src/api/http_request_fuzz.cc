@@ -54,6 +54,25 @@ void decode(std::string_view target, std::string_view body) {
     if (decoder.merchant_create(body, &m).ok()) {
       require(!m.name.empty() && m.name.size() <= kNameBytesMax && m.region <= kRegionMax);
     }
+  } else if (target.starts_with("/v1/users")) {
+    MerchantCreate m;
+    if (decoder.user_create(body, &m).ok()) require(m.name.size() <= kNameBytesMax);
+  } else if (target.starts_with("/v1/providers")) {
+    MerchantCreate m;
+    if (decoder.provider_create(body, &m).ok()) {
+      require(!m.name.empty() && m.name.size() <= kNameBytesMax && m.currency.valid());
+    }
+  } else if (target.ends_with("/result")) {
+    WithdrawalResult r;
+    if (decoder.withdrawal_result(body, &r).ok())
+      require(r.provider_ref.size() <= kReferenceBytesMax);
+  } else if (target.starts_with("/v1/withdrawals")) {
+    WithdrawalCreate w;
+    if (decoder.withdrawal_create(body, &w).ok()) {
+      require(w.account_id != 0 && w.amount >= 1 && w.amount <= kAmountMax && w.currency.valid() &&
+              !w.destination.empty() && w.destination.size() <= kReferenceBytesMax &&
+              w.timeout_s >= 1);
+    }
   } else if (target.starts_with("/v1/accounts")) {
     AccountCreate a;
     if (decoder.account_create(body, &a).ok()) require(a.currency.valid() && valid(a.kind));
@@ -109,9 +128,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   arena.reset();
   // The body decoders also see the raw bytes, so JSON gets fuzzed without HTTP around it.
   if (size > 0) {
-    static constexpr std::string_view kTargets[] = {"/v1/merchants",        "/v1/accounts",
-                                                    "/v1/transfers",        "/v1/transfers/x/post",
-                                                    "/v1/transfers/x/void", "/v1/batch"};
+    static constexpr std::string_view kTargets[] = {"/v1/merchants",
+                                                    "/v1/accounts",
+                                                    "/v1/transfers",
+                                                    "/v1/transfers/x/post",
+                                                    "/v1/transfers/x/void",
+                                                    "/v1/batch",
+                                                    "/v1/users",
+                                                    "/v1/providers",
+                                                    "/v1/withdrawals",
+                                                    "/v1/withdrawals/x/result"};
     const std::string_view rest(reinterpret_cast<const char*>(data) + 1, size - 1);
     decode(kTargets[data[0] % std::size(kTargets)], rest);
     check_page_query(std::string("/v1/events?") + std::string(rest));

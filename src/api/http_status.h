@@ -39,6 +39,7 @@ constexpr unsigned http_status(ResultCode code) noexcept {
       return 401;
     case ResultCode::operator_only:
     case ResultCode::post_not_allowed:
+    case ResultCode::awaits_provider:
       return 403;
     case ResultCode::debit_account_not_found:
     case ResultCode::credit_account_not_found:
@@ -46,6 +47,9 @@ constexpr unsigned http_status(ResultCode code) noexcept {
     case ResultCode::account_not_found:
     case ResultCode::not_found:
     case ResultCode::merchant_not_found:
+    case ResultCode::user_not_found:
+    case ResultCode::provider_not_found:
+    case ResultCode::withdrawal_not_found:
       return 404;
     case ResultCode::method_not_allowed:
       return 405;
@@ -55,6 +59,7 @@ constexpr unsigned http_status(ResultCode code) noexcept {
     case ResultCode::transfer_expired:
     case ResultCode::transfer_settling:
     case ResultCode::idempotency_key_reused:
+    case ResultCode::invalid_withdrawal_state:
       return 409;
     case ResultCode::body_too_large:
       return 413;
@@ -71,6 +76,7 @@ constexpr unsigned http_status(ResultCode code) noexcept {
     case ResultCode::quota_accounts:
     case ResultCode::quota_holds:
     case ResultCode::quota_idempotency_keys:
+    case ResultCode::no_provider:
       return 422;
     case ResultCode::rate_limited:
       return 429;
@@ -164,6 +170,18 @@ constexpr std::string_view describe(ResultCode code) noexcept {
              "/v1/transfers, or /v1/transfers/{id}/post), not in a batch";
     case ResultCode::outcome_expired:
       return "the transfer was made, but its outcome is older than what the group still holds";
+    case ResultCode::awaits_provider:
+      return "this hold is a withdrawal: only its provider (or an operator) posts or voids it, "
+             "with POST /v1/withdrawals/{id}/result";
+    case ResultCode::no_provider:
+      return "no provider takes withdrawals in this currency (name one with a clearing account "
+             "in it)";
+    case ResultCode::withdrawal_not_found:
+      return "no such withdrawal";
+    case ResultCode::user_not_found:
+      return "no such user";
+    case ResultCode::provider_not_found:
+      return "no such provider";
     default:
       return name(code);
   }

@@ -15,7 +15,7 @@
 
 namespace paygate::api {
 
-enum class IdKind : u8 { merchant, account, transfer };
+enum class IdKind : u8 { merchant, account, transfer, user, provider, withdrawal };
 
 inline constexpr std::size_t kIdTextSize = 20;  // "acc_" + 16 hex digits
 
@@ -27,6 +27,12 @@ constexpr std::string_view id_prefix_text(IdKind kind) noexcept {
       return "acc_";
     case IdKind::transfer:
       return "trf_";
+    case IdKind::user:
+      return "usr_";
+    case IdKind::provider:
+      return "prv_";
+    case IdKind::withdrawal:
+      return "wdr_";
   }
   return "???_";
 }
@@ -111,6 +117,48 @@ constexpr std::optional<u64> parse_id(IdKind kind, std::string_view text) noexce
   if (id == 0) return std::nullopt;
   return id;
 }
+
+// Principals (docs/API.md): merchants, users (payers) and providers share one serial
+// space, and the top two bits of an id's serial say which kind it is, so that an
+// owner's id reads the same wherever it is shown ("mer_", "usr_", "prv_") and a
+// merchant's id can never be taken for a user's.
+enum class PrincipalKind : u8 { merchant = 0, user = 1, provider = 2 };
+inline constexpr int kPrincipalKindShift = 46;
+
+constexpr u64 principal_kind_bits(PrincipalKind kind) noexcept {
+  return u64{static_cast<u8>(kind)} << kPrincipalKindShift;
+}
+constexpr PrincipalKind principal_kind(u64 id) noexcept {
+  return static_cast<PrincipalKind>((id >> kPrincipalKindShift) & 3);
+}
+constexpr IdKind principal_id_kind(PrincipalKind kind) noexcept {
+  return kind == PrincipalKind::user       ? IdKind::user
+         : kind == PrincipalKind::provider ? IdKind::provider
+                                           : IdKind::merchant;
+}
+// The id of a principal of exactly that kind ("usr_…" naming a merchant's number is no id).
+constexpr std::optional<u64> parse_principal_id(PrincipalKind kind,
+                                                std::string_view text) noexcept {
+  const std::optional<u64> id = parse_id(principal_id_kind(kind), text);
+  if (!id || principal_kind(*id) != kind) return std::nullopt;
+  return id;
+}
+// A principal's id of any kind, by its prefix.
+constexpr std::optional<u64> parse_any_principal_id(std::string_view text) noexcept {
+  for (const PrincipalKind kind :
+       {PrincipalKind::merchant, PrincipalKind::user, PrincipalKind::provider}) {
+    if (const std::optional<u64> id = parse_principal_id(kind, text)) return id;
+  }
+  return std::nullopt;
+}
+inline std::string principal_id_text(u64 id) {
+  return id_text(principal_id_kind(principal_kind(id)), id);
+}
+
+static_assert(parse_any_principal_id("usr_0000400000000007") == 0x0000400000000007ull);
+static_assert(!parse_any_principal_id("mer_0000400000000007"));
+static_assert(parse_any_principal_id("mer_0000000000000007") == 7);
+static_assert(!parse_principal_id(PrincipalKind::provider, "prv_0000400000000007"));
 
 static_assert(parse_id(IdKind::account, "acc_0001000000000005") == 0x0001000000000005ull);
 static_assert(!parse_id(IdKind::transfer, "acc_0001000000000005"));

@@ -112,16 +112,23 @@ void MerchantRegistry::index(MerchantRef merchant) {
   by_id_[merchant->id] = std::move(merchant);
 }
 
-ResultCode MerchantRegistry::create(const MerchantCreate& request, const IdempotencyKey& key,
-                                    u64 content_hash, const Render& render, StoredReply* reply,
-                                    Status* failure) {
+ResultCode MerchantRegistry::create(const MerchantCreate& request, PrincipalKind kind,
+                                    const IdempotencyKey& key, u64 content_hash,
+                                    const Render& render, StoredReply* reply, Status* failure,
+                                    u64* created_id) {
   std::unique_lock lock(mutex_);
+  if (created_id != nullptr) *created_id = 0;
   ResultCode code = ResultCode::ok;
   if (replay(key, content_hash, reply, &code)) return code;
+  PG_ASSERT(request.parent_id == 0 || kind == PrincipalKind::merchant);
   auto merchant = std::make_shared<Merchant>();
+  merchant->kind = kind;
   if (request.parent_id != 0) {
+    // Only a merchant has sub-merchants.
     const auto parent = by_id_.find(request.parent_id);
-    if (parent == by_id_.end()) return ResultCode::merchant_not_found;
+    if (parent == by_id_.end() || parent->second->kind != PrincipalKind::merchant) {
+      return ResultCode::merchant_not_found;
+    }
     merchant->group = parent->second->group;
     merchant->region = parent->second->region;
   } else {
@@ -129,7 +136,9 @@ ResultCode MerchantRegistry::create(const MerchantCreate& request, const Idempot
     merchant->region = request.has_region ? request.region : region_;
   }
   if (merchant->region != region_) return ResultCode::invalid_field;  // another deployment's
-  merchant->id = make_id(IdPrefix{merchant->region, merchant->group}, next_serial_);
+  if (next_serial_ >= (u64{1} << kPrincipalKindShift)) return ResultCode::ids_exhausted;
+  merchant->id = make_id(IdPrefix{merchant->region, merchant->group}, next_serial_) |
+                 principal_kind_bits(kind);
   merchant->name = request.name;
   merchant->parent_id = request.parent_id;
   merchant->key_id = "key_" + random_hex(12);
@@ -143,7 +152,9 @@ ResultCode MerchantRegistry::create(const MerchantCreate& request, const Idempot
   index(merchant);
   ++next_serial_;
   if (request.parent_id == 0) ++top_level_count_;
-  if (!key.empty()) store_reply(key, content_hash, render(*merchant, /*with_secret=*/false));
+  if (!key.empty() && kind != PrincipalKind::provider) {
+    store_reply(key, content_hash, render(*merchant, /*with_secret=*/false));
+  }
   if (Status saved = save(); !saved.ok()) {
     *failure = std::move(saved);
     by_id_.erase(merchant->id);
@@ -153,7 +164,46 @@ ResultCode MerchantRegistry::create(const MerchantCreate& request, const Idempot
     replies_ = saved_replies;
     return ResultCode::not_durable;
   }
+  if (created_id != nullptr) *created_id = merchant->id;
   return ResultCode::ok;
+}
+
+ResultCode MerchantRegistry::set_clearing_account(u64 id, u64 account, Currency currency,
+                                                  const IdempotencyKey& key, u64 content_hash,
+                                                  const Render& render, StoredReply* reply,
+                                                  Status* failure) {
+  std::unique_lock lock(mutex_);
+  const auto it = by_id_.find(id);
+  if (it == by_id_.end() || it->second->kind != PrincipalKind::provider) {
+    return ResultCode::merchant_not_found;
+  }
+  const MerchantRef old = it->second;
+  auto provider = std::make_shared<Merchant>(*old);
+  provider->clearing_account = account;
+  provider->clearing_currency = currency;
+  *reply = render(*provider, /*with_secret=*/true);
+  reply->content_hash = content_hash;
+  index(provider);
+  if (!key.empty()) store_reply(key, content_hash, render(*provider, /*with_secret=*/false));
+  if (Status saved = save(); !saved.ok()) {
+    *failure = std::move(saved);
+    index(old);
+    if (!key.empty()) replies_.erase(key);
+    return ResultCode::not_durable;
+  }
+  return ResultCode::ok;
+}
+
+MerchantRef MerchantRegistry::default_provider(Currency currency) const {
+  std::shared_lock lock(mutex_);
+  MerchantRef oldest;
+  for (const auto& [id, principal] : by_id_) {
+    if (principal->kind == PrincipalKind::provider && principal->clearing_account != 0 &&
+        principal->clearing_currency == currency && (oldest == nullptr || id < oldest->id)) {
+      oldest = principal;
+    }
+  }
+  return oldest;
 }
 
 ResultCode MerchantRegistry::rotate_key(u64 id, const IdempotencyKey& key, u64 content_hash,
@@ -206,6 +256,13 @@ Status MerchantRegistry::save() const {
     json.key("key_id").string(m->key_id);
     json.key("secret").string(m->secret);
     json.key("created_at").unsigned_number(m->created_at_s);
+    // Merchants, as every file before users and providers, have neither.
+    if (m->kind != PrincipalKind::merchant)
+      json.key("kind").unsigned_number(static_cast<u8>(m->kind));
+    if (m->clearing_account != 0) {
+      json.key("clearing_account").unsigned_number(m->clearing_account);
+      json.key("clearing_currency").unsigned_number(m->clearing_currency.code);
+    }
     json.end_object();
   }
   json.end_array();
@@ -262,6 +319,19 @@ Status MerchantRegistry::load() {
           fmt::format("{}: merchant {} is in group {}, but only {} groups are configured",
                       file_.string(), id_text(IdKind::merchant, m->id), group, groups_));
     }
+    u64 kind = 0, clearing_currency = 0;
+    if (entry["kind"].get_uint64().get(kind) == simdjson::SUCCESS) {
+      m->kind = static_cast<PrincipalKind>(kind);
+    }
+    if (kind > static_cast<u8>(PrincipalKind::provider) || principal_kind(m->id) != m->kind) {
+      return fail("a principal's kind does not match its id");
+    }
+    if (entry["clearing_account"].get_uint64().get(m->clearing_account) == simdjson::SUCCESS &&
+        (entry["clearing_currency"].get_uint64().get(clearing_currency) ||
+         !Currency{static_cast<u32>(clearing_currency)}.valid())) {
+      return fail("a provider's clearing currency is malformed");
+    }
+    m->clearing_currency = Currency{static_cast<u32>(clearing_currency)};
     m->name = name;
     m->key_id = key_id;
     m->secret = secret;

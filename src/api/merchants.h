@@ -1,5 +1,7 @@
-// The merchants the gateway knows: ids, the tree of parents and sub-merchants, API
-// keys, and the group each merchant's accounts live in.
+// The principals the gateway knows — merchants, users (payers) and providers (banks,
+// card processors; api/id_text.h, PrincipalKind): ids, the tree of parents and
+// sub-merchants, API keys, the group each one's accounts live in, and a provider's
+// clearing account. One registry for all three, because they authenticate alike.
 //
 // Durable: every change rewrites DATA_DIR/merchants.json (mode 0600) through a
 // temporary file, fsync and rename before it is acknowledged (base/durable_file.h).
@@ -20,6 +22,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "api/id_text.h"
 #include "api/request_decoder.h"
 #include "base/result_code.h"
 #include "base/status.h"
@@ -42,8 +45,10 @@ class TokenBucket {
   u64 last_ns_ = 0;
 };
 
+// One principal (the name is the first kind's; `kind` says which).
 struct Merchant {
   u64 id = 0;
+  PrincipalKind kind = PrincipalKind::merchant;
   std::string name;
   u64 parent_id = 0;
   u32 region = 0;
@@ -51,6 +56,9 @@ struct Merchant {
   std::string key_id;
   std::string secret;
   u64 created_at_s = 0;
+  // A provider: its clearing account (0 until its onboarding made it) and currency.
+  u64 clearing_account = 0;
+  Currency clearing_currency;
   std::shared_ptr<TokenBucket> bucket = std::make_shared<TokenBucket>();
 };
 
@@ -84,8 +92,22 @@ class MerchantRegistry {
   // merchant_not_found for an unknown parent, or not_durable with *failure saying why the write
   // failed (then nothing changed).
   using Render = std::function<StoredReply(const Merchant&, bool with_secret)>;
-  ResultCode create(const MerchantCreate& request, const IdempotencyKey& key, u64 content_hash,
-                    const Render& render, StoredReply* reply, Status* failure);
+  //
+  // Users and providers (`kind`) have no parent and are spread like top-level
+  // merchants. A provider is made without its clearing account, and no reply is
+  // stored for it: set_clearing_account() finishes its onboarding.
+  // *created_id (if given) is the new principal's id, or 0 when a stored reply answered.
+  ResultCode create(const MerchantCreate& request, PrincipalKind kind, const IdempotencyKey& key,
+                    u64 content_hash, const Render& render, StoredReply* reply, Status* failure,
+                    u64* created_id = nullptr);
+  // Records provider `id`'s clearing account and stores the onboarding's reply under
+  // `key`, in one durable write. merchant_not_found if `id` is no provider.
+  ResultCode set_clearing_account(u64 id, u64 account, Currency currency, const IdempotencyKey& key,
+                                  u64 content_hash, const Render& render, StoredReply* reply,
+                                  Status* failure);
+  // The provider that takes withdrawals in `currency` when none is named: the oldest
+  // one with a clearing account in it; nullptr if none.
+  MerchantRef default_provider(Currency currency) const;
   // New key id and secret; the old key stops working at once.
   ResultCode rotate_key(u64 id, const IdempotencyKey& key, u64 content_hash, const Render& render,
                         StoredReply* reply, Status* failure);

@@ -72,6 +72,24 @@ std::string_view route_name(Route route) noexcept {
       return "GET /v1/transfers/{id}";
     case Route::transfers_post:
       return "POST /v1/transfers/{id}/post";
+    case Route::users_create:
+      return "POST /v1/users";
+    case Route::users_get:
+      return "GET /v1/users/{id}";
+    case Route::users_keys:
+      return "POST /v1/users/{id}/keys";
+    case Route::providers_create:
+      return "POST /v1/providers";
+    case Route::providers_get:
+      return "GET /v1/providers/{id}";
+    case Route::providers_keys:
+      return "POST /v1/providers/{id}/keys";
+    case Route::withdrawals_create:
+      return "POST /v1/withdrawals";
+    case Route::withdrawals_get:
+      return "GET /v1/withdrawals/{id}";
+    case Route::withdrawals_result:
+      return "POST /v1/withdrawals/{id}/result";
     case Route::transfers_void:
       return "POST /v1/transfers/{id}/void";
     case Route::batch:

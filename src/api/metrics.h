@@ -35,6 +35,15 @@ enum class Route : u8 {
   transfers_void,
   batch,
   events,
+  users_create,
+  users_get,
+  users_keys,
+  providers_create,
+  providers_get,
+  providers_keys,
+  withdrawals_create,
+  withdrawals_get,
+  withdrawals_result,
   unknown,
 };
 inline constexpr std::size_t kRouteCount = static_cast<std::size_t>(Route::unknown) + 1;

@@ -12,7 +12,7 @@ void owner_field(JsonWriter& json, u64 owner) {
   if (owner == 0) {
     json.null();
   } else {
-    json.id(IdKind::merchant, owner);
+    json.id(principal_id_kind(principal_kind(owner)), owner);
   }
 }
 
@@ -193,6 +193,46 @@ void render_closed_hold(std::string& out, const Transfer& hold, bool posted, u64
   render_transfer(out, closed);
 }
 
+void render_withdrawal(std::string& out, const Transfer& hold, u64 provider,
+                       std::string_view destination, std::string_view provider_ref, u32 timeout_s) {
+  JsonWriter json(out);
+  json.begin_object();
+  json.key("id").id(IdKind::withdrawal, hold.id.value);
+  json.key("object").string("withdrawal");
+  std::string_view status = "processing";
+  switch (hold.status) {
+    case TransferStatus::pending:
+      break;
+    case TransferStatus::posted:
+      status = "success";
+      break;
+    case TransferStatus::voided:
+      status = "failed";
+      break;
+    case TransferStatus::expired:
+      status = "timeout";
+      break;
+  }
+  json.key("status").string(status);
+  json.key("account").id(IdKind::account, hold.debit_account_id.value);
+  json.key("amount").unsigned_number(hold.amount);
+  json.key("currency").string(hold.currency.letters());
+  json.key("provider").id(IdKind::provider, provider);
+  json.key("clearing_account").id(IdKind::account, hold.credit_account_id.value);
+  json.key("transfer").id(IdKind::transfer, hold.id.value);
+  if (!destination.empty()) json.key("destination").string(destination);
+  if (!provider_ref.empty()) json.key("provider_ref").string(provider_ref);
+  if (hold.created_at_ns != 0) {
+    json.key("created_at").unsigned_number(hold.created_at_ns / kNanosPerSecond);
+  }
+  if (hold.expires_at_ns != 0) {
+    json.key("expires_at").unsigned_number(hold.expires_at_ns / kNanosPerSecond);
+  }
+  if (timeout_s != 0) json.key("timeout_s").unsigned_number(timeout_s);
+  if (hold.refused != ResultCode::ok) json.key("refused").string(name(hold.refused));
+  json.end_object();
+}
+
 void render_quotas(std::string& out, const OwnerQuota& quota, const QuotaLimits& defaults) {
   JsonWriter json(out);
   json.begin_object();
@@ -218,19 +258,30 @@ void render_quotas(std::string& out, const OwnerQuota& quota, const QuotaLimits&
 void render_merchant(std::string& out, const Merchant& m, bool with_secret) {
   JsonWriter json(out);
   json.begin_object();
-  json.key("id").id(IdKind::merchant, m.id);
+  json.key("id").id(principal_id_kind(m.kind), m.id);
   json.key("name").string(m.name);
-  json.key("parent_id");
-  if (m.parent_id == 0) {
-    json.null();
-  } else {
-    json.id(IdKind::merchant, m.parent_id);
+  if (m.kind == PrincipalKind::merchant) {
+    json.key("parent_id");
+    if (m.parent_id == 0) {
+      json.null();
+    } else {
+      json.id(IdKind::merchant, m.parent_id);
+    }
   }
   json.key("region").unsigned_number(m.region);
   json.key("group").unsigned_number(m.group);
   json.key("key_id").string(m.key_id);
   if (with_secret) json.key("secret").string(m.secret);
   json.key("created_at").unsigned_number(m.created_at_s);
+  if (m.kind == PrincipalKind::provider) {
+    json.key("clearing_account");
+    if (m.clearing_account == 0) {
+      json.null();
+    } else {
+      json.id(IdKind::account, m.clearing_account);
+    }
+    json.key("currency").string(m.clearing_currency.letters());
+  }
   json.end_object();
 }
 

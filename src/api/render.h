@@ -29,6 +29,11 @@ void render_new_transfer(std::string& out, u64 id, const TransferCreate& request
                          bool between_groups = false);
 // A hold just posted or voided: the hold as it was, with its new status.
 void render_closed_hold(std::string& out, const Transfer& hold, bool posted, u64 posted_amount);
+// A withdrawal (docs/API.md): its hold, the provider it is routed to, and what the
+// request carried that the ledger does not keep (shown when not empty / zero).
+void render_withdrawal(std::string& out, const Transfer& hold, u64 provider,
+                       std::string_view destination, std::string_view provider_ref,
+                       u32 timeout_s = 0);
 // A merchant; `with_secret` only when a key is created (shown once).
 void render_merchant(std::string& out, const Merchant& merchant, bool with_secret);
 // {merchant, accounts: {used, limit, source}, holds: …, idempotency_keys: …}; limit is

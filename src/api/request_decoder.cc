@@ -40,7 +40,12 @@ Problem amount_of(element value, std::string_view field, u64* out) {
 Problem id_of(element value, std::string_view field, IdKind kind, u64* out) {
   std::string_view text;
   if (value.get_string().get(text) == simdjson::SUCCESS) {
-    if (const auto id = parse_id(kind, text)) {
+    // A principal's id must also be of its kind ("mer_" with a user's number is none).
+    const auto id = kind == IdKind::merchant   ? parse_principal_id(PrincipalKind::merchant, text)
+                    : kind == IdKind::provider ? parse_principal_id(PrincipalKind::provider, text)
+                    : kind == IdKind::user     ? parse_principal_id(PrincipalKind::user, text)
+                                               : parse_id(kind, text);
+    if (id) {
       *out = *id;
       return {};
     }
@@ -282,6 +287,94 @@ Problem RequestDecoder::merchant_create(std::string_view body, MerchantCreate* o
   return p;
 }
 
+Problem RequestDecoder::user_create(std::string_view body, MerchantCreate* out) {
+  *out = MerchantCreate{};
+  if (body.empty()) return {};
+  object root;
+  Problem p = parse(body, &root);
+  if (!p.ok()) return p;
+  u32 seen = 0;
+  return visit_fields(root, {"name"}, &seen, [&](u32, element value) {
+    return string_of(value, "name", kNameBytesMax, &out->name);
+  });
+}
+
+Problem RequestDecoder::provider_create(std::string_view body, MerchantCreate* out) {
+  *out = MerchantCreate{};
+  out->currency = Currency::from("USD");
+  object root;
+  Problem p = parse(body, &root);
+  if (!p.ok()) return p;
+  u32 seen = 0;
+  p = visit_fields(root, {"name", "currency"}, &seen, [&](u32 index, element value) {
+    if (index == 0) return string_of(value, "name", kNameBytesMax, &out->name);
+    return currency_of(value, &out->currency);
+  });
+  if (!p.ok()) return p;
+  p = require(seen, 0, "name");
+  if (p.ok() && out->name.empty()) p = problem(ResultCode::invalid_field, "name must not be empty");
+  return p;
+}
+
+Problem RequestDecoder::withdrawal_create(std::string_view body, WithdrawalCreate* out) {
+  *out = WithdrawalCreate{};
+  object root;
+  Problem p = parse(body, &root);
+  if (!p.ok()) return p;
+  u32 seen = 0;
+  p = visit_fields(root, {"account", "amount", "currency", "destination", "provider", "timeout_s"},
+                   &seen, [&](u32 index, element value) {
+                     switch (index) {
+                       case 0:
+                         return id_of(value, "account", IdKind::account, &out->account_id);
+                       case 1:
+                         return amount_of(value, "amount", &out->amount);
+                       case 2:
+                         return currency_of(value, &out->currency);
+                       case 3:
+                         return string_of(value, "destination", kReferenceBytesMax,
+                                          &out->destination);
+                       case 4:
+                         return id_of(value, "provider", IdKind::provider, &out->provider_id);
+                       default:
+                         return u32_of(value, "timeout_s", 1, 366 * 24 * 3600, &out->timeout_s);
+                     }
+                   });
+  if (!p.ok()) return p;
+  for (const auto& [index, field] : {std::pair<u32, std::string_view>{0, "account"},
+                                     {1, "amount"},
+                                     {2, "currency"},
+                                     {3, "destination"}}) {
+    if (p = require(seen, index, field); !p.ok()) return p;
+  }
+  if (out->destination.empty()) {
+    return problem(ResultCode::invalid_field, "destination must not be empty");
+  }
+  out->extra_hash =
+      Hasher{}.add_bytes(out->destination).add(out->provider_id).add(u64{(seen >> 4) & 1}).value();
+  return {};
+}
+
+Problem RequestDecoder::withdrawal_result(std::string_view body, WithdrawalResult* out) {
+  *out = WithdrawalResult{};
+  object root;
+  Problem p = parse(body, &root);
+  if (!p.ok()) return p;
+  u32 seen = 0;
+  p = visit_fields(root, {"result", "provider_ref"}, &seen, [&](u32 index, element value) {
+    if (index == 1) return string_of(value, "provider_ref", kReferenceBytesMax, &out->provider_ref);
+    std::string_view result;
+    if (value.get_string().get(result) == simdjson::SUCCESS &&
+        (result == "success" || result == "failed")) {
+      out->success = result == "success";
+      return Problem{};
+    }
+    return problem(ResultCode::invalid_field, "result must be \"success\" or \"failed\"");
+  });
+  if (!p.ok()) return p;
+  return require(seen, 0, "result");
+}
+
 Problem RequestDecoder::account_create(std::string_view body, AccountCreate* out) {
   *out = AccountCreate{};
   object root;
@@ -293,8 +386,19 @@ Problem RequestDecoder::account_create(std::string_view body, AccountCreate* out
                      switch (index) {
                        case 0:
                          return currency_of(value, &out->currency);
-                       case 1:
-                         return id_of(value, "owner", IdKind::merchant, &out->owner_id);
+                       case 1: {
+                         // A merchant, a user (a wallet) or a provider.
+                         std::string_view text;
+                         if (value.get_string().get(text) == simdjson::SUCCESS) {
+                           if (const auto id = parse_any_principal_id(text)) {
+                             out->owner_id = *id;
+                             return Problem{};
+                           }
+                         }
+                         return problem(ResultCode::invalid_field,
+                                        "owner must be a merchant's, user's or provider's id "
+                                        "(\"mer_…\", \"usr_…\", \"prv_…\")");
+                       }
                        case 2: {
                          std::string_view kind;
                          if (value.get_string().get(kind) == simdjson::SUCCESS) {

@@ -36,11 +36,33 @@ inline constexpr std::size_t kReferenceBytesMax = 256;
 inline constexpr std::size_t kMetadataBytesMax = 4096;  // minified
 inline constexpr u32 kBatchOperationsMax = 8190;
 
+// POST /v1/merchants, and also /v1/users and /v1/providers (name, and a provider's
+// clearing currency).
 struct MerchantCreate {
   std::string name;
   u64 parent_id = 0;  // 0: none
   u32 region = 0;
   bool has_region = false;
+  Currency currency;  // providers: the clearing account's
+};
+
+inline constexpr u32 kWithdrawalTimeoutDefaultS = 3 * 24 * 3600;
+
+// POST /v1/withdrawals: a hold from `account` toward the provider's clearing account.
+struct WithdrawalCreate {
+  u64 account_id = 0;
+  u64 amount = 0;
+  Currency currency;
+  std::string destination;  // where the provider pays out (an IBAN, a card token, …)
+  u64 provider_id = 0;      // 0: the currency's default provider
+  u32 timeout_s = kWithdrawalTimeoutDefaultS;
+  u64 extra_hash = 0;  // fingerprint of destination and provider, for idempotency
+};
+
+// POST /v1/withdrawals/{id}/result.
+struct WithdrawalResult {
+  bool success = false;
+  std::string provider_ref;
 };
 
 // POST /v1/merchants/{id}/quotas: each limit as a set_quota command carries it (a
@@ -109,6 +131,12 @@ struct BatchRequest {
 class RequestDecoder {
  public:
   Problem merchant_create(std::string_view body, MerchantCreate* out);
+  // {name?}: an empty body is allowed.
+  Problem user_create(std::string_view body, MerchantCreate* out);
+  // {name, currency?} (currency: "USD" when absent).
+  Problem provider_create(std::string_view body, MerchantCreate* out);
+  Problem withdrawal_create(std::string_view body, WithdrawalCreate* out);
+  Problem withdrawal_result(std::string_view body, WithdrawalResult* out);
   Problem account_create(std::string_view body, AccountCreate* out);
   Problem transfer_create(std::string_view body, TransferCreate* out);
   // An empty body is allowed: capture all.

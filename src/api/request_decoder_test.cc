@@ -139,5 +139,87 @@ TEST(RequestDecoder, ABatchLeavesNothingForTheNext) {
   EXPECT_EQ(t.extra_hash, expected.extra_hash);
 }
 
+TEST(RequestDecoder, WithdrawalsNeedAnAccountAmountCurrencyAndDestination) {
+  RequestDecoder decoder;
+  WithdrawalCreate w;
+  const std::string provider =
+      id_text(IdKind::provider, principal_kind_bits(PrincipalKind::provider) | 9);
+  Problem p = decoder.withdrawal_create(R"({"account":")" + kDebit +
+                                            R"(","amount":7,"currency":"EUR","destination":"x",)"
+                                            R"("provider":")" +
+                                            provider + R"(","timeout_s":60})",
+                                        &w);
+  ASSERT_TRUE(p.ok()) << p.message;
+  EXPECT_EQ(w.account_id, 0x10u);
+  EXPECT_EQ(w.amount, 7u);
+  EXPECT_EQ(w.currency.letters(), "EUR");
+  EXPECT_EQ(w.destination, "x");
+  EXPECT_EQ(w.provider_id, principal_kind_bits(PrincipalKind::provider) | 9);
+  EXPECT_EQ(w.timeout_s, 60u);
+  const u64 fingerprint = w.extra_hash;
+  ASSERT_TRUE(decoder
+                  .withdrawal_create(R"({"account":")" + kDebit +
+                                         R"(","amount":7,"currency":"EUR","destination":"y"})",
+                                     &w)
+                  .ok());
+  EXPECT_NE(w.extra_hash, fingerprint);  // the destination is part of the request
+  EXPECT_EQ(w.timeout_s, kWithdrawalTimeoutDefaultS);
+  EXPECT_EQ(w.provider_id, 0u);
+
+  const auto code = [&](const std::string& body) {
+    return decoder.withdrawal_create(body, &w).code;
+  };
+  const std::string base = R"("account":")" + kDebit + R"(","amount":7,"currency":"EUR")";
+  EXPECT_EQ(code("{" + base + "}"), ResultCode::missing_field);
+  EXPECT_EQ(code("{" + base + R"(,"destination":""})"), ResultCode::invalid_field);
+  EXPECT_EQ(code("{" + base + R"(,"destination":"x","amount2":1})"), ResultCode::unknown_field);
+  EXPECT_EQ(
+      code(R"({"account":")" + kDebit + R"(","amount":0,"currency":"EUR","destination":"x"})"),
+      ResultCode::invalid_amount);
+  // A merchant's id is no provider's.
+  EXPECT_EQ(code("{" + base + R"(,"destination":"x","provider":"prv_0000000000000009"})"),
+            ResultCode::invalid_field);
+  EXPECT_EQ(code("{" + base + R"(,"destination":"x","timeout_s":0})"), ResultCode::invalid_field);
+}
+
+TEST(RequestDecoder, WithdrawalResultsAreSuccessOrFailed) {
+  RequestDecoder decoder;
+  WithdrawalResult r;
+  ASSERT_TRUE(decoder.withdrawal_result(R"({"result":"success","provider_ref":"p-1"})", &r).ok());
+  EXPECT_TRUE(r.success);
+  EXPECT_EQ(r.provider_ref, "p-1");
+  ASSERT_TRUE(decoder.withdrawal_result(R"({"result":"failed"})", &r).ok());
+  EXPECT_FALSE(r.success);
+  EXPECT_EQ(decoder.withdrawal_result(R"({"result":"ok"})", &r).code, ResultCode::invalid_field);
+  EXPECT_EQ(decoder.withdrawal_result("{}", &r).code, ResultCode::missing_field);
+  EXPECT_EQ(decoder.withdrawal_result("", &r).code, ResultCode::invalid_json);
+}
+
+TEST(RequestDecoder, UsersAndProviders) {
+  RequestDecoder decoder;
+  MerchantCreate m;
+  EXPECT_TRUE(decoder.user_create("", &m).ok());
+  ASSERT_TRUE(decoder.user_create(R"({"name":"Ann"})", &m).ok());
+  EXPECT_EQ(m.name, "Ann");
+  EXPECT_EQ(decoder.user_create(R"({"parent_id":"mer_0000000000000001"})", &m).code,
+            ResultCode::unknown_field);
+  ASSERT_TRUE(decoder.provider_create(R"({"name":"Bank"})", &m).ok());
+  EXPECT_EQ(m.currency.letters(), "USD");
+  ASSERT_TRUE(decoder.provider_create(R"({"name":"Bank","currency":"EUR"})", &m).ok());
+  EXPECT_EQ(m.currency.letters(), "EUR");
+  EXPECT_EQ(decoder.provider_create("{}", &m).code, ResultCode::missing_field);
+  EXPECT_EQ(decoder.provider_create(R"({"name":"B","currency":"eur"})", &m).code,
+            ResultCode::invalid_currency);
+  // An account's owner may be any principal, by its own prefix.
+  AccountCreate a;
+  const std::string user = id_text(IdKind::user, principal_kind_bits(PrincipalKind::user) | 3);
+  ASSERT_TRUE(decoder.account_create(R"({"currency":"USD","owner":")" + user + R"("})", &a).ok());
+  EXPECT_EQ(a.owner_id, principal_kind_bits(PrincipalKind::user) | 3);
+  EXPECT_EQ(
+      decoder.account_create(R"({"currency":"USD","owner":"mer_)" + user.substr(4) + R"("})", &a)
+          .code,
+      ResultCode::invalid_field);
+}
+
 }  // namespace
 }  // namespace paygate::api

@@ -237,6 +237,21 @@ bool Service::dispatch(Exchange& ex) {
       ex.route_ = Route::batch, method_ok = post;
     } else if (r == "events" && n == 1) {
       ex.route_ = Route::events, method_ok = get;
+    } else if ((r == "users" || r == "providers") && n <= 3) {
+      const bool user = r == "users";
+      if (n == 1) {
+        ex.route_ = user ? Route::users_create : Route::providers_create, method_ok = post;
+      } else if (n == 2) {
+        ex.route_ = user ? Route::users_get : Route::providers_get, method_ok = get;
+      } else if (p.parts[2] == "keys") {
+        ex.route_ = user ? Route::users_keys : Route::providers_keys, method_ok = post;
+      }
+    } else if (r == "withdrawals" && n == 1) {
+      ex.route_ = Route::withdrawals_create, method_ok = post;
+    } else if (r == "withdrawals" && n == 2) {
+      ex.route_ = Route::withdrawals_get, method_ok = get;
+    } else if (r == "withdrawals" && n == 3 && p.parts[2] == "result") {
+      ex.route_ = Route::withdrawals_result, method_ok = post;
     }
   }
   if (ex.route_ == Route::unknown) return fail(ex, ResultCode::not_found, "no such route");
@@ -306,17 +321,34 @@ bool Service::dispatch(Exchange& ex) {
   }
 
   if (p.count >= 2) {
-    const IdKind kind = p.parts[0] == "merchants"  ? IdKind::merchant
-                        : p.parts[0] == "accounts" ? IdKind::account
-                                                   : IdKind::transfer;
-    const auto id = parse_id(kind, p.parts[1]);
-    // A malformed id names nothing: the same answer as an unknown one.
-    const ResultCode unknown = kind == IdKind::merchant  ? ResultCode::merchant_not_found
-                               : kind == IdKind::account ? ResultCode::account_not_found
-                                                         : ResultCode::transfer_not_found;
+    // A malformed id names nothing: the same answer as an unknown one. A withdrawal's
+    // id is its hold's.
+    const std::string_view r = p.parts[0];
+    std::optional<u64> id;
+    ResultCode unknown = ResultCode::transfer_not_found;
+    bool principal = true;
+    if (r == "merchants") {
+      id = parse_principal_id(PrincipalKind::merchant, p.parts[1]);
+      unknown = ResultCode::merchant_not_found;
+    } else if (r == "users") {
+      id = parse_principal_id(PrincipalKind::user, p.parts[1]);
+      unknown = ResultCode::user_not_found;
+    } else if (r == "providers") {
+      id = parse_principal_id(PrincipalKind::provider, p.parts[1]);
+      unknown = ResultCode::provider_not_found;
+    } else {
+      principal = false;
+      const IdKind kind = r == "accounts"      ? IdKind::account
+                          : r == "withdrawals" ? IdKind::withdrawal
+                                               : IdKind::transfer;
+      id = parse_id(kind, p.parts[1]);
+      unknown = kind == IdKind::account      ? ResultCode::account_not_found
+                : kind == IdKind::withdrawal ? ResultCode::withdrawal_not_found
+                                             : ResultCode::transfer_not_found;
+    }
     if (!id) return fail(ex, unknown, "no such id");
     ex.path_id_ = *id;
-    if (kind != IdKind::merchant) {
+    if (!principal) {
       ex.group_ = engine().route(*id);
       if (ex.group_ == nullptr) return fail(ex, unknown, "no such id");
     }
@@ -382,6 +414,22 @@ bool Service::step(Exchange& ex) {
       return read_entries(ex);
     case Route::events:
       return read_events(ex);
+    case Route::users_create:
+      return create_user(ex);
+    case Route::providers_create:
+      return create_provider(ex);
+    case Route::users_get:
+    case Route::providers_get:
+      return get_merchant(ex);
+    case Route::users_keys:
+    case Route::providers_keys:
+      return rotate_key(ex);
+    case Route::withdrawals_create:
+      return create_withdrawal(ex);
+    case Route::withdrawals_get:
+      return get_withdrawal(ex);
+    case Route::withdrawals_result:
+      return pending_action(ex);
     default:
       return fail(ex, ResultCode::not_found, "no such route");
   }

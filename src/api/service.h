@@ -112,6 +112,9 @@ class Exchange final : public Completion {
   Outcome outcome_;
 
   MerchantCreate merchant_create_;
+  u64 provider_id_ = 0;  // POST /v1/providers: the provider made, its account to come
+  WithdrawalCreate withdrawal_;
+  WithdrawalResult withdrawal_result_;
   QuotaSet quota_set_;
   OwnerQuota quota_;
   QuotaLimits quota_defaults_;
@@ -204,6 +207,9 @@ class Service {
   bool fail_claim(Exchange& ex, ResultCode code);
 
   bool create_merchant(Exchange& ex);
+  bool create_user(Exchange& ex);
+  bool create_provider(Exchange& ex);
+  // GET /v1/merchants|users|providers/{id}: the principal of the path's kind.
   bool get_merchant(Exchange& ex);
   bool rotate_key(Exchange& ex);
   bool get_quotas(Exchange& ex);
@@ -223,6 +229,18 @@ class Service {
   std::optional<bool> fail_carried(Exchange& ex);
   bool get_transfer(Exchange& ex);
   bool pending_action(Exchange& ex);
+  bool create_withdrawal(Exchange& ex);
+  bool get_withdrawal(Exchange& ex);
+  // The provider a hold is routed to, when it is a withdrawal (a hold whose credit
+  // account a provider owns); 0 otherwise.
+  u64 withdrawal_provider(const Transfer& hold) const;
+  // Whether the caller may report a withdrawal's result (its provider, or an operator):
+  // ok, withdrawal_not_found (not one, or not the caller's to see) or awaits_provider
+  // (the payer's own).
+  ResultCode may_decide_withdrawal(const Exchange& ex, const Transfer& hold) const;
+  // A withdrawal's result the ledger refused: a hold already closed is the
+  // withdrawal's final state (invalid_withdrawal_state, naming it).
+  bool fail_withdrawal_result(Exchange& ex, ResultCode code);
   bool batch(Exchange& ex);
   bool batch_reply(Exchange& ex);
   static Command batch_command(const Exchange& ex, u32 i);
@@ -236,6 +254,10 @@ class Service {
 
   bool visible_account(const Exchange& ex, u64 account_id) const;
   bool visible_owner(const Exchange& ex, u64 owner) const;
+  static bool is_provider(const Exchange& ex) noexcept {
+    return ex.principal_.merchant != nullptr &&
+           ex.principal_.merchant->kind == PrincipalKind::provider;
+  }
   bool visible_transfer(const Exchange& ex, const Transfer& transfer) const;
   ResultCode may_act_on_hold(const Exchange& ex, const Transfer& hold, bool post) const;
   ResultCode check_transfer_accounts(const Exchange& ex, const TransferCreate& transfer) const;

@@ -19,6 +19,11 @@ bool Service::create_account(Exchange& ex) {
       return fail(ex, ResultCode::operator_only,
                   "only operators open system or allow_negative accounts or choose a group");
     }
+    // A user's accounts are wallets.
+    if (!is_operator && ex.principal_.merchant->kind == PrincipalKind::user &&
+        r.kind != AccountKind::user) {
+      return fail(ex, ResultCode::invalid_account_kind, "a user's accounts are of kind \"user\"");
+    }
     u32 group = r.has_group ? r.group : 0;
     if (r.owner_id == 0 && !is_operator) r.owner_id = ex.principal_.merchant->id;
     if (r.owner_id != 0) {

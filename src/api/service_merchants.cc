@@ -1,7 +1,9 @@
-// Routes of merchants (operators): onboarding, reading, key rotation — kept by the
-// registry (merchants.h), not a ledger — and quotas, which are the merchant's
-// group's state (ledger/owner_quotas.h).
+// Routes of principals (operators): onboarding merchants, users and providers,
+// reading them, key rotation — kept by the registry (merchants.h), not a ledger — and
+// merchants' quotas, which are the merchant's group's state (ledger/owner_quotas.h).
 #include "api/service.h"
+
+#include <fmt/format.h>
 
 #include "api/http_status.h"
 #include "api/render.h"
@@ -35,9 +37,84 @@ bool Service::create_merchant(Exchange& ex) {
   }
   StoredReply reply;
   Status failure;
-  const ResultCode code =
-      merchants_.create(request, ex.key_, content, created_reply, &reply, &failure);
+  const ResultCode code = merchants_.create(request, PrincipalKind::merchant, ex.key_, content,
+                                            created_reply, &reply, &failure);
   if (code == ResultCode::invalid_field) return fail(ex, code, "region is not this deployment's");
+  if (code != ResultCode::ok) return fail_registry(ex, code, failure);
+  ex.reply.body = reply.body;
+  return finish(ex, reply.status);
+}
+
+// A user (a payer): a principal with its own key, in a group of its own choosing
+// (round-robin), whose accounts are wallets.
+bool Service::create_user(Exchange& ex) {
+  MerchantCreate& request = ex.merchant_create_;
+  const u64 content = Hasher{}.add_bytes(ex.view_.body).add(3).value();
+  if (ex.step_ == 0) {
+    if (!ex.principal_.is_operator) return fail(ex, ResultCode::operator_only, "operators only");
+    const Problem problem = decoder().user_create(ex.view_.body, &request);
+    if (!problem.ok()) return fail_problem(ex, problem);
+    if (!ex.key_.empty()) return claim_for_registry(ex, content);
+  } else if (!ex.results_[0].ok()) {
+    return fail_claim(ex, ex.results_[0].code);
+  }
+  StoredReply reply;
+  Status failure;
+  const ResultCode code = merchants_.create(request, PrincipalKind::user, ex.key_, content,
+                                            created_reply, &reply, &failure);
+  if (code != ResultCode::ok) return fail_registry(ex, code, failure);
+  ex.reply.body = reply.body;
+  return finish(ex, reply.status);
+}
+
+// A provider, with its clearing account (a system account it owns, in its group): the
+// registry makes the provider, the group opens the account, and the registry records it
+// and keeps the reply, each step durable before the next. A crash between them leaves a
+// provider whose secret was never shown and that has no account: inert (a retry with
+// the same Idempotency-Key onboards a new one).
+bool Service::create_provider(Exchange& ex) {
+  MerchantCreate& request = ex.merchant_create_;
+  const u64 content = Hasher{}.add_bytes(ex.view_.body).add(4).value();
+  if (ex.step_ == 0) {
+    ex.provider_id_ = 0;
+    if (!ex.principal_.is_operator) return fail(ex, ResultCode::operator_only, "operators only");
+    const Problem problem = decoder().provider_create(ex.view_.body, &request);
+    if (!problem.ok()) return fail_problem(ex, problem);
+    if (!ex.key_.empty()) return claim_for_registry(ex, content);
+  } else if (ex.provider_id_ == 0 && !ex.results_[0].ok()) {
+    return fail_claim(ex, ex.results_[0].code);
+  }
+  StoredReply reply;
+  Status failure;
+  if (ex.provider_id_ == 0) {
+    u64 created = 0;
+    const ResultCode code = merchants_.create(request, PrincipalKind::provider, ex.key_, content,
+                                              created_reply, &reply, &failure, &created);
+    if (code != ResultCode::ok) return fail_registry(ex, code, failure);
+    if (created == 0) {  // a retry of a finished onboarding
+      ex.reply.body = reply.body;
+      return finish(ex, reply.status);
+    }
+    ex.provider_id_ = created;
+    const MerchantRef provider = merchants_.find(created);
+    PG_ASSERT(provider != nullptr && provider->group < engine().groups());
+    ex.group_ = &engine().group(provider->group);
+    ex.commands_.assign(1, Command::make_create_account(MerchantId{created}, request.currency,
+                                                        AccountKind::system));
+    ex.results_.assign(1, CommandResult{});
+    return submit_one(ex);
+  }
+  const CommandResult result = ex.results_[0];
+  if (!result.ok()) {
+    return fail(ex, result.code,
+                fmt::format("the provider's clearing account could not be opened ({}); nothing "
+                            "usable was made, onboard it again",
+                            describe(result.code)));
+  }
+  owners_.set(result.id, ex.provider_id_);
+  const ResultCode code =
+      merchants_.set_clearing_account(ex.provider_id_, result.id, request.currency, ex.key_,
+                                      content, created_reply, &reply, &failure);
   if (code != ResultCode::ok) return fail_registry(ex, code, failure);
   ex.reply.body = reply.body;
   return finish(ex, reply.status);
@@ -72,7 +149,10 @@ bool Service::get_merchant(Exchange& ex) {
   const MerchantRef merchant = merchants_.find(ex.path_id_);
   if (merchant == nullptr || (!ex.principal_.is_operator &&
                               !merchants_.can_see(ex.principal_.merchant->id, merchant->id))) {
-    return fail(ex, ResultCode::merchant_not_found, "no such merchant");
+    const ResultCode unknown = ex.route_ == Route::users_get       ? ResultCode::user_not_found
+                               : ex.route_ == Route::providers_get ? ResultCode::provider_not_found
+                                                                   : ResultCode::merchant_not_found;
+    return fail(ex, unknown, describe(unknown));
   }
   render_merchant(ex.reply.body, *merchant, false);
   return finish(ex, 200);
@@ -92,6 +172,11 @@ bool Service::rotate_key(Exchange& ex) {
   Status failure;
   const ResultCode code =
       merchants_.rotate_key(ex.path_id_, ex.key_, content, created_reply, &reply, &failure);
+  if (code == ResultCode::merchant_not_found && ex.route_ != Route::merchants_keys) {
+    const ResultCode unknown = ex.route_ == Route::users_keys ? ResultCode::user_not_found
+                                                              : ResultCode::provider_not_found;
+    return fail(ex, unknown, describe(unknown));
+  }
   if (code != ResultCode::ok) return fail_registry(ex, code, failure);
   ex.reply.body = reply.body;
   return finish(ex, reply.status);

@@ -8,6 +8,7 @@
 #include "api/id_text.h"
 #include "api/render.h"
 #include "api/service_internal.h"
+#include "base/hash.h"
 
 namespace paygate::api {
 
@@ -21,7 +22,9 @@ ResultCode Service::check_transfer_accounts(const Exchange& ex, const TransferCr
   if (debit_group == nullptr || !visible_account(ex, t.debit_account_id)) {
     return ResultCode::debit_account_not_found;
   }
-  if (credit_group == nullptr || !visible_account(ex, t.credit_account_id)) {
+  // A provider pays in (a deposit, a settled payment) to any account; everyone else
+  // moves money only among accounts it can see.
+  if (credit_group == nullptr || (!visible_account(ex, t.credit_account_id) && !is_provider(ex))) {
     return ResultCode::credit_account_not_found;
   }
   if (debit_group != credit_group) {
@@ -45,6 +48,11 @@ Command Service::transfer_command(const TransferCreate& t) {
 // either side may void, which only gives the money back.
 ResultCode Service::may_act_on_hold(const Exchange& ex, const Transfer& hold, bool post) const {
   if (!visible_transfer(ex, hold)) return ResultCode::transfer_not_found;
+  // A withdrawal's outcome is its provider's to report (POST /v1/withdrawals/{id}/result):
+  // a payer voiding it after the provider paid out would be paid twice.
+  if (!ex.principal_.is_operator && withdrawal_provider(hold) != 0) {
+    return ResultCode::awaits_provider;
+  }
   if (post && !visible_account(ex, hold.debit_account_id.value)) {
     return ResultCode::post_not_allowed;
   }
@@ -215,47 +223,72 @@ bool Service::get_transfer(Exchange& ex) {
 }
 
 // Post or void: look the hold up (is it yours? what does it hold?), then act.
+// A withdrawal's result (POST /v1/withdrawals/{id}/result) is the same: success posts
+// the whole hold, failed voids it.
 bool Service::pending_action(Exchange& ex) {
-  const bool post = ex.route_ == Route::transfers_post;
+  const bool withdrawal = ex.route_ == Route::withdrawals_result;
   if (ex.step_ == 0) {
-    const Problem problem = post ? decoder().post_pending(ex.view_.body, &ex.pending_)
-                                 : decoder().void_pending(ex.view_.body);
+    const Problem problem =
+        withdrawal ? decoder().withdrawal_result(ex.view_.body, &ex.withdrawal_result_)
+        : ex.route_ == Route::transfers_post ? decoder().post_pending(ex.view_.body, &ex.pending_)
+                                             : decoder().void_pending(ex.view_.body);
     if (!problem.ok()) return fail_problem(ex, problem);
-    if (!post) ex.pending_ = PendingAction{};
+    if (ex.route_ != Route::transfers_post) ex.pending_ = PendingAction{};
     ex.transfers_.resize(1);
     Request request{.kind = RequestKind::lookup_transfer, .lookup_id = ex.path_id_};
     request.transfer_out = ex.transfers_.data();
     request.completion = &ex;
     return submit(ex, request, /*last_step=*/false);
   }
+  const bool post = withdrawal ? ex.withdrawal_result_.success : ex.route_ == Route::transfers_post;
   const Transfer& hold = ex.transfers_[0];
   const u64 posted_amount = ex.pending_.amount != 0 ? ex.pending_.amount : hold.amount;
   if (ex.step_ == 1) {
-    if (!ex.outcome_.found) return fail(ex, ResultCode::transfer_not_found, "no such transfer");
-    if (const ResultCode refused = may_act_on_hold(ex, hold, post); refused != ResultCode::ok) {
-      return fail(ex, refused, describe(refused));
-    }
+    const ResultCode refused = withdrawal          ? may_decide_withdrawal(ex, hold)
+                               : ex.outcome_.found ? may_act_on_hold(ex, hold, post)
+                                                   : ResultCode::transfer_not_found;
+    if (refused != ResultCode::ok) return fail(ex, refused, describe(refused));
     ex.commands_.resize(1);
     ex.results_.resize(1);
     const TransferId id{ex.path_id_};
     // Posting a hold between groups carries the credit to the other group (voiding
     // one is local, like any other).
     ex.between_groups_ = post && hold.between_groups();
+    // What the ledger does not keep (a withdrawal's provider_ref) still tells a retry
+    // from another request under the same key.
+    const u64 extra =
+        withdrawal ? Hasher{}.add_bytes(ex.withdrawal_result_.provider_ref).add(5).value() : 0;
     if (ex.between_groups_) {
       ex.group_ = engine().route(ex.path_id_);
-      return start_carry(
-          ex,
-          Command::make_post_between_groups(id, ex.pending_.amount).with_key(ex.key_, ex.key_lane_),
-          /*last=*/true);
+      return start_carry(ex,
+                         Command::make_post_between_groups(id, ex.pending_.amount)
+                             .with_extra_hash(extra)
+                             .with_key(ex.key_, ex.key_lane_),
+                         /*last=*/true);
     }
     ex.commands_[0] = (post ? Command::make_post(id, ex.pending_.amount) : Command::make_void(id))
+                          .with_extra_hash(extra)
                           .with_key(ex.key_, ex.key_lane_);
     return submit_one(ex);
   }
   if (ex.between_groups_) {
+    const CarryBetweenGroups::Carried& carried = ex.carry_.carried()[0];
+    if (withdrawal && ex.carry_.status() == ResultCode::ok && !carried.numbered &&
+        carried.code != ResultCode::ok) {
+      return fail_withdrawal_result(ex, carried.code);
+    }
     if (const std::optional<bool> failed = fail_carried(ex)) return *failed;
   } else if (const CommandResult result = ex.results_[0]; !result.ok()) {
+    if (withdrawal) return fail_withdrawal_result(ex, result.code);
     return fail(ex, result.code, describe(result.code));
+  }
+  if (withdrawal) {
+    Transfer closed = hold;
+    closed.status = post ? TransferStatus::posted : TransferStatus::voided;
+    closed.posted_amount = post ? hold.amount : 0;
+    render_withdrawal(ex.reply.body, closed, withdrawal_provider(hold), {},
+                      ex.withdrawal_result_.provider_ref);
+    return finish(ex, 200);
   }
   render_closed_hold(ex.reply.body, hold, post, posted_amount);
   return finish(ex, 200);

@@ -88,7 +88,14 @@ namespace paygate {
   X(operator_only, 127)                                      \
   X(post_not_allowed, 128)                                   \
   X(rate_limited, 130)                                       \
-  X(replay_cache_full, 131)
+  X(replay_cache_full, 131)                                  \
+  /* users, providers and withdrawals */                     \
+  X(user_not_found, 140)                                     \
+  X(provider_not_found, 141)                                 \
+  X(withdrawal_not_found, 142)                               \
+  X(invalid_withdrawal_state, 143)                           \
+  X(awaits_provider, 144)                                    \
+  X(no_provider, 145)
 
 enum class ResultCode : u16 {
 #define PAYGATE_RESULT_ENUM(name, number) name = number,

@@ -92,6 +92,12 @@ TEST(ResultCode, NumbersAndNamesAreStable) {
       {128, "post_not_allowed"},
       {130, "rate_limited"},
       {131, "replay_cache_full"},
+      {140, "user_not_found"},
+      {141, "provider_not_found"},
+      {142, "withdrawal_not_found"},
+      {143, "invalid_withdrawal_state"},
+      {144, "awaits_provider"},
+      {145, "no_provider"},
   };
   for (const auto& [number, text] : stable) {
     EXPECT_EQ(name(static_cast<ResultCode>(number)), text) << number;

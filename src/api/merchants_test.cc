@@ -1,0 +1,122 @@
+// The registry of principals: kinds, ids, a provider's clearing account, and the file
+// that keeps them (read back, and older files without kinds).
+#include "api/merchants.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "api/render.h"
+#include "base/ids.h"
+#include "base/temp_dir.h"
+
+namespace paygate::api {
+namespace {
+
+StoredReply reply_of(const Merchant& m, bool with_secret) {
+  StoredReply r{.content_hash = 0, .status = 201, .body = {}};
+  render_merchant(r.body, m, with_secret);
+  return r;
+}
+
+class MerchantRegistryTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<MerchantRegistry> open() {
+    auto opened = MerchantRegistry::open(dir_.path() / "merchants.json", 0, 2);
+    EXPECT_TRUE(opened.ok()) << opened.status().to_string();
+    return opened.ok() ? std::move(opened.value()) : nullptr;
+  }
+  u64 make(MerchantRegistry& registry, PrincipalKind kind, const IdempotencyKey& key = {}) {
+    MerchantCreate request;
+    request.name = "x";
+    StoredReply reply;
+    Status failure;
+    u64 id = 0;
+    EXPECT_EQ(registry.create(request, kind, key, 1, reply_of, &reply, &failure, &id),
+              ResultCode::ok);
+    return id;
+  }
+  TempDir dir_;
+};
+
+TEST_F(MerchantRegistryTest, KindsShareOneSerialSpaceAndSurviveAReopen) {
+  auto registry = open();
+  const u64 merchant = make(*registry, PrincipalKind::merchant);
+  const u64 user = make(*registry, PrincipalKind::user);
+  const u64 provider = make(*registry, PrincipalKind::provider);
+  EXPECT_EQ(principal_kind(merchant), PrincipalKind::merchant);
+  EXPECT_EQ(principal_kind(user), PrincipalKind::user);
+  EXPECT_EQ(principal_kind(provider), PrincipalKind::provider);
+  EXPECT_EQ(id_serial(user) & ~(u64{3} << kPrincipalKindShift), id_serial(merchant) + 1);
+  EXPECT_EQ(principal_id_text(user).substr(0, 4), "usr_");
+  // Spread round-robin over the two groups, whatever the kind.
+  EXPECT_EQ(id_prefix(merchant).group, 0u);
+  EXPECT_EQ(id_prefix(user).group, 1u);
+  EXPECT_EQ(id_prefix(provider).group, 0u);
+  // Only merchants have sub-merchants.
+  MerchantCreate child;
+  child.name = "child";
+  child.parent_id = user;
+  StoredReply reply;
+  Status failure;
+  EXPECT_EQ(registry->create(child, PrincipalKind::merchant, {}, 1, reply_of, &reply, &failure),
+            ResultCode::merchant_not_found);
+
+  // A provider's onboarding: no reply is kept until its clearing account is recorded.
+  const IdempotencyKey key{1, 2};
+  const u64 keyed = make(*registry, PrincipalKind::provider, key);
+  EXPECT_NE(make(*registry, PrincipalKind::provider, key), keyed) << "no reply kept yet";
+  EXPECT_EQ(registry->default_provider(Currency::from("USD")), nullptr);
+  ASSERT_EQ(registry->set_clearing_account(keyed, 77, Currency::from("USD"), key, 1, reply_of,
+                                           &reply, &failure),
+            ResultCode::ok);
+  EXPECT_NE(reply.body.find("\"secret\""), std::string::npos);  // shown this once
+  u64 replayed = 1;
+  MerchantCreate request;
+  request.name = "x";
+  EXPECT_EQ(registry->create(request, PrincipalKind::provider, key, 1, reply_of, &reply, &failure,
+                             &replayed),
+            ResultCode::ok);
+  EXPECT_EQ(replayed, 0u);
+  EXPECT_EQ(reply.body.find("\"secret\""), std::string::npos);
+  EXPECT_EQ(registry->set_clearing_account(user, 78, Currency::from("USD"), {}, 1, reply_of, &reply,
+                                           &failure),
+            ResultCode::merchant_not_found);
+  ASSERT_EQ(registry->set_clearing_account(provider, 79, Currency::from("USD"), {}, 1, reply_of,
+                                           &reply, &failure),
+            ResultCode::ok);
+  // The oldest provider in the currency takes withdrawals.
+  ASSERT_NE(registry->default_provider(Currency::from("USD")), nullptr);
+  EXPECT_EQ(registry->default_provider(Currency::from("USD"))->id, provider);
+  EXPECT_EQ(registry->default_provider(Currency::from("EUR")), nullptr);
+
+  registry.reset();
+  registry = open();
+  ASSERT_NE(registry->find(user), nullptr);
+  EXPECT_EQ(registry->find(user)->kind, PrincipalKind::user);
+  EXPECT_EQ(registry->find(keyed)->clearing_account, 77u);
+  EXPECT_EQ(registry->find(keyed)->clearing_currency, Currency::from("USD"));
+  EXPECT_EQ(registry->find(merchant)->kind, PrincipalKind::merchant);
+  EXPECT_EQ(registry->find_by_key(registry->find(user)->key_id)->id, user);
+}
+
+TEST_F(MerchantRegistryTest, AFileWithoutKindsHoldsMerchantsAndAMismatchIsDamage) {
+  const auto write = [&](const std::string& entry) {
+    std::ofstream(dir_.path() / "merchants.json")
+        << R"({"version":1,"next_serial":3,"top_level":2,"merchants":[)" << entry
+        << R"(],"replies":[]})";
+  };
+  write(
+      R"({"id":1,"name":"a","parent_id":0,"region":0,"group":0,"key_id":"k1","secret":"s1","created_at":5})");
+  auto registry = open();
+  ASSERT_NE(registry, nullptr);
+  EXPECT_EQ(registry->find(1)->kind, PrincipalKind::merchant);
+  registry.reset();
+  // A user's kind on a merchant's id.
+  write(
+      R"({"id":1,"name":"a","parent_id":0,"region":0,"group":0,"key_id":"k1","secret":"s1","created_at":5,"kind":1})");
+  EXPECT_FALSE(MerchantRegistry::open(dir_.path() / "merchants.json", 0, 2).ok());
+}
+
+}  // namespace
+}  // namespace paygate::api
