@@ -62,6 +62,21 @@ void decode(std::string_view target, std::string_view body) {
     if (decoder.provider_create(body, &m).ok()) {
       require(!m.name.empty() && m.name.size() <= kNameBytesMax && m.currency.valid());
     }
+  } else if (target.starts_with("/v1/orders/") && target.ends_with("/checkout")) {
+    OrderStep o;
+    if (decoder.order_checkout(body, &o).ok()) require(o.method != 0);
+  } else if (target.starts_with("/v1/orders/") && target.ends_with("/refunds")) {
+    OrderStep o;
+    (void)decoder.order_refund(body, &o);
+  } else if (target.starts_with("/v1/orders/") && target.ends_with("/resolve")) {
+    OrderStep o;
+    (void)decoder.order_resolve(body, &o);
+  } else if (target.starts_with("/v1/orders")) {
+    OrderCreate o;
+    if (decoder.order_create(body, &o).ok()) {
+      require(!o.merchant_ref.empty() && o.amount >= 1 && o.amount <= kAmountMax &&
+              o.currency.valid() && o.expires_in_s >= 1);
+    }
   } else if (target.ends_with("/result")) {
     WithdrawalResult r;
     if (decoder.withdrawal_result(body, &r).ok())

@@ -28,6 +28,7 @@ constexpr unsigned http_status(ResultCode code) noexcept {
     case ResultCode::unknown_field:
     case ResultCode::invalid_idempotency_key:
     case ResultCode::invalid_cursor:
+    case ResultCode::invalid_order_signature:
       return 400;
     case ResultCode::missing_credentials:
     case ResultCode::invalid_credentials:
@@ -50,6 +51,7 @@ constexpr unsigned http_status(ResultCode code) noexcept {
     case ResultCode::user_not_found:
     case ResultCode::provider_not_found:
     case ResultCode::withdrawal_not_found:
+    case ResultCode::order_not_found:
       return 404;
     case ResultCode::method_not_allowed:
       return 405;
@@ -60,11 +62,14 @@ constexpr unsigned http_status(ResultCode code) noexcept {
     case ResultCode::transfer_settling:
     case ResultCode::idempotency_key_reused:
     case ResultCode::invalid_withdrawal_state:
+    case ResultCode::duplicate_order:
+    case ResultCode::invalid_order_state:
       return 409;
     case ResultCode::body_too_large:
       return 413;
     case ResultCode::cursor_expired:
     case ResultCode::outcome_expired:
+    case ResultCode::order_archived:
       return 410;
     case ResultCode::unsupported_media_type:
       return 415;
@@ -77,6 +82,7 @@ constexpr unsigned http_status(ResultCode code) noexcept {
     case ResultCode::quota_holds:
     case ResultCode::quota_idempotency_keys:
     case ResultCode::no_provider:
+    case ResultCode::refund_exceeds_order:
       return 422;
     case ResultCode::rate_limited:
       return 429;
@@ -86,6 +92,7 @@ constexpr unsigned http_status(ResultCode code) noexcept {
     case ResultCode::pending_transfers_full:
     case ResultCode::ids_exhausted:
     case ResultCode::owners_full:
+    case ResultCode::orders_full:
     case ResultCode::idempotency_capacity:
     case ResultCode::replay_cache_full:
     case ResultCode::overloaded:

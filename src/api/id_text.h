@@ -15,7 +15,7 @@
 
 namespace paygate::api {
 
-enum class IdKind : u8 { merchant, account, transfer, user, provider, withdrawal };
+enum class IdKind : u8 { merchant, account, transfer, user, provider, withdrawal, order };
 
 inline constexpr std::size_t kIdTextSize = 20;  // "acc_" + 16 hex digits
 
@@ -33,6 +33,8 @@ constexpr std::string_view id_prefix_text(IdKind kind) noexcept {
       return "prv_";
     case IdKind::withdrawal:
       return "wdr_";
+    case IdKind::order:
+      return "ord_";
   }
   return "???_";
 }

@@ -121,6 +121,9 @@ ResultCode MerchantRegistry::create(const MerchantCreate& request, PrincipalKind
   ResultCode code = ResultCode::ok;
   if (replay(key, content_hash, reply, &code)) return code;
   PG_ASSERT(request.parent_id == 0 || kind == PrincipalKind::merchant);
+  // A provider's onboarding under this key is still on its way (its reply is stored
+  // when it ends): a second request must not make a second provider.
+  if (!key.empty() && onboarding_.contains(key)) return ResultCode::overloaded;
   auto merchant = std::make_shared<Merchant>();
   merchant->kind = kind;
   if (request.parent_id != 0) {
@@ -155,6 +158,7 @@ ResultCode MerchantRegistry::create(const MerchantCreate& request, PrincipalKind
   if (!key.empty() && kind != PrincipalKind::provider) {
     store_reply(key, content_hash, render(*merchant, /*with_secret=*/false));
   }
+  if (!key.empty() && kind == PrincipalKind::provider) onboarding_.insert(key);
   if (Status saved = save(); !saved.ok()) {
     *failure = std::move(saved);
     by_id_.erase(merchant->id);
@@ -162,6 +166,7 @@ ResultCode MerchantRegistry::create(const MerchantCreate& request, PrincipalKind
     --next_serial_;
     if (request.parent_id == 0) --top_level_count_;
     replies_ = saved_replies;
+    onboarding_.erase(key);
     return ResultCode::not_durable;
   }
   if (created_id != nullptr) *created_id = merchant->id;
@@ -184,7 +189,10 @@ ResultCode MerchantRegistry::set_clearing_account(u64 id, u64 account, Currency 
   *reply = render(*provider, /*with_secret=*/true);
   reply->content_hash = content_hash;
   index(provider);
-  if (!key.empty()) store_reply(key, content_hash, render(*provider, /*with_secret=*/false));
+  if (!key.empty()) {
+    store_reply(key, content_hash, render(*provider, /*with_secret=*/false));
+    onboarding_.erase(key);
+  }
   if (Status saved = save(); !saved.ok()) {
     *failure = std::move(saved);
     index(old);
@@ -194,12 +202,20 @@ ResultCode MerchantRegistry::set_clearing_account(u64 id, u64 account, Currency 
   return ResultCode::ok;
 }
 
+void MerchantRegistry::abandon_onboarding(const IdempotencyKey& key) {
+  std::unique_lock lock(mutex_);
+  onboarding_.erase(key);
+}
+
 MerchantRef MerchantRegistry::default_provider(Currency currency) const {
   std::shared_lock lock(mutex_);
+  // Oldest by serial: the region and group above it in an id say nothing of age.
+  const auto serial = [](u64 id) { return id_serial(id) & ((u64{1} << kPrincipalKindShift) - 1); };
   MerchantRef oldest;
   for (const auto& [id, principal] : by_id_) {
     if (principal->kind == PrincipalKind::provider && principal->clearing_account != 0 &&
-        principal->clearing_currency == currency && (oldest == nullptr || id < oldest->id)) {
+        principal->clearing_currency == currency &&
+        (oldest == nullptr || serial(id) < serial(oldest->id))) {
       oldest = principal;
     }
   }
@@ -327,7 +343,8 @@ Status MerchantRegistry::load() {
       return fail("a principal's kind does not match its id");
     }
     if (entry["clearing_account"].get_uint64().get(m->clearing_account) == simdjson::SUCCESS &&
-        (entry["clearing_currency"].get_uint64().get(clearing_currency) ||
+        (m->kind != PrincipalKind::provider ||
+         entry["clearing_currency"].get_uint64().get(clearing_currency) ||
          !Currency{static_cast<u32>(clearing_currency)}.valid())) {
       return fail("a provider's clearing currency is malformed");
     }

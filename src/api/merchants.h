@@ -20,6 +20,7 @@
 #include <shared_mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "api/id_text.h"
@@ -101,13 +102,16 @@ class MerchantRegistry {
                     u64 content_hash, const Render& render, StoredReply* reply, Status* failure,
                     u64* created_id = nullptr);
   // Records provider `id`'s clearing account and stores the onboarding's reply under
-  // `key`, in one durable write. merchant_not_found if `id` is no provider.
+  // `key`, in one durable write. merchant_not_found if `id` is no provider. Until then,
+  // create() under the same key answers overloaded (the onboarding is on its way);
+  // abandon_onboarding() ends that when the account could not be made.
   ResultCode set_clearing_account(u64 id, u64 account, Currency currency, const IdempotencyKey& key,
                                   u64 content_hash, const Render& render, StoredReply* reply,
                                   Status* failure);
   // The provider that takes withdrawals in `currency` when none is named: the oldest
   // one with a clearing account in it; nullptr if none.
   MerchantRef default_provider(Currency currency) const;
+  void abandon_onboarding(const IdempotencyKey& key);
   // New key id and secret; the old key stops working at once.
   ResultCode rotate_key(u64 id, const IdempotencyKey& key, u64 content_hash, const Render& render,
                         StoredReply* reply, Status* failure);
@@ -134,6 +138,8 @@ class MerchantRegistry {
   std::unordered_map<u64, MerchantRef> by_id_;
   std::unordered_map<std::string, MerchantRef> by_key_;
   std::unordered_map<IdempotencyKey, StoredReply, KeyHash> replies_;
+  // Keys of providers' onboardings on their way (in memory: a crash ends them, inert).
+  std::unordered_set<IdempotencyKey, KeyHash> onboarding_;
   u64 next_serial_ = 1;
   u64 top_level_count_ = 0;
 };

@@ -90,6 +90,22 @@ std::string_view route_name(Route route) noexcept {
       return "GET /v1/withdrawals/{id}";
     case Route::withdrawals_result:
       return "POST /v1/withdrawals/{id}/result";
+    case Route::orders_create:
+      return "POST /v1/orders";
+    case Route::orders_list:
+      return "GET /v1/orders";
+    case Route::orders_get:
+      return "GET /v1/orders/{id}";
+    case Route::orders_checkout:
+      return "POST /v1/orders/{id}/checkout";
+    case Route::orders_result:
+      return "POST /v1/orders/{id}/result";
+    case Route::orders_resolve:
+      return "POST /v1/orders/{id}/resolve";
+    case Route::orders_cancel:
+      return "POST /v1/orders/{id}/cancel";
+    case Route::orders_refunds:
+      return "POST /v1/orders/{id}/refunds";
     case Route::transfers_void:
       return "POST /v1/transfers/{id}/void";
     case Route::batch:

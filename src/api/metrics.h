@@ -44,6 +44,14 @@ enum class Route : u8 {
   withdrawals_create,
   withdrawals_get,
   withdrawals_result,
+  orders_create,
+  orders_list,
+  orders_get,
+  orders_checkout,
+  orders_result,
+  orders_resolve,
+  orders_cancel,
+  orders_refunds,
   unknown,
 };
 inline constexpr std::size_t kRouteCount = static_cast<std::size_t>(Route::unknown) + 1;

@@ -6,8 +6,11 @@
 #pragma once
 
 #include <atomic>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "base/assert.h"
@@ -31,6 +34,22 @@ class OwnerIndex {
     std::atomic<u64>* slot = find(account_id);
     PG_ASSERT(slot != nullptr && owner != kUnknown);
     slot->store(owner, std::memory_order_release);
+  }
+
+  // Also remembers the owner's first account in its currency (the lowest id): where an
+  // order is paid when it names no account.
+  void set(u64 account_id, u64 owner, u32 currency) {
+    set(account_id, owner);
+    if (owner == 0) return;
+    std::lock_guard lock(first_mutex_);
+    auto [it, added] = first_.try_emplace({owner, currency}, account_id);
+    if (!added && account_id < it->second) it->second = account_id;
+  }
+  std::optional<u64> first_account(u64 owner, u32 currency) const {
+    std::lock_guard lock(first_mutex_);
+    const auto it = first_.find({owner, currency});
+    if (it == first_.end()) return std::nullopt;
+    return it->second;
   }
 
   // The owner (0: none), or nothing for an account not known to exist.
@@ -59,6 +78,8 @@ class OwnerIndex {
   const u32 groups_;
   const u64 accounts_max_;
   std::vector<std::unique_ptr<std::atomic<u64>[]>> owners_;
+  mutable std::mutex first_mutex_;
+  std::map<std::pair<u64, u32>, u64> first_;  // (owner, currency) → its first account
 };
 
 }  // namespace paygate::api

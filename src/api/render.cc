@@ -233,6 +233,64 @@ void render_withdrawal(std::string& out, const Transfer& hold, u64 provider,
   json.end_object();
 }
 
+void render_order(std::string& out, const Order& o, std::string_view signature, u64 provider,
+                  const OrderCreate* created) {
+  JsonWriter json(out);
+  json.begin_object();
+  json.key("id").id(IdKind::order, o.id);
+  json.key("object").string("order");
+  json.key("status").string(name(o.status));
+  json.key("merchant").id(principal_id_kind(principal_kind(o.merchant)), o.merchant);
+  json.key("account").id(IdKind::account, o.account.value);
+  json.key("amount").unsigned_number(o.amount);
+  json.key("currency").string(o.currency.letters());
+  json.key("amount_refunded").unsigned_number(o.amount_refunded);
+  json.key("method");
+  if (o.method == OrderMethod::none) {
+    json.null();
+  } else {
+    json.string(name(o.method));
+  }
+  if (o.payer_account.value != 0)
+    json.key("payer_account").id(IdKind::account, o.payer_account.value);
+  if (provider != 0) json.key("provider").id(IdKind::provider, provider);
+  if (o.transfer_id.value != 0) json.key("transfer").id(IdKind::transfer, o.transfer_id.value);
+  json.key("created_at").unsigned_number(o.created_at_ns / kNanosPerSecond);
+  json.key("expires_at").unsigned_number(o.expires_at_ns / kNanosPerSecond);
+  if (o.finished_at_ns != 0) {
+    json.key("finished_at").unsigned_number(o.finished_at_ns / kNanosPerSecond);
+  }
+  if (o.late_result != 0) json.key("late_result").string("success");
+  if (o.resolution != OrderResolution::none) {
+    json.key("resolution")
+        .string(o.resolution == OrderResolution::accepted ? "accepted" : "rejected");
+  }
+  if (created != nullptr) {
+    json.key("merchant_ref").string(created->merchant_ref);
+    if (!created->description.empty()) json.key("description").string(created->description);
+    if (!created->metadata.empty()) json.key("metadata").raw(created->metadata);
+    if (!created->ipn_url.empty()) json.key("ipn_url").string(created->ipn_url);
+    if (!created->callback_url.empty()) json.key("callback_url").string(created->callback_url);
+  }
+  json.key("signature").string(signature);
+  json.end_object();
+}
+
+void render_refund(std::string& out, const Order& o, u64 transfer, u64 amount,
+                   std::string_view reason) {
+  JsonWriter json(out);
+  json.begin_object();
+  json.key("id").id(IdKind::transfer, transfer);
+  json.key("object").string("refund");
+  json.key("order").id(IdKind::order, o.id);
+  json.key("amount").unsigned_number(amount);
+  json.key("currency").string(o.currency.letters());
+  json.key("amount_refunded").unsigned_number(o.amount_refunded);
+  if (!reason.empty()) json.key("reason").string(reason);
+  json.key("status").string("succeeded");
+  json.end_object();
+}
+
 void render_quotas(std::string& out, const OwnerQuota& quota, const QuotaLimits& defaults) {
   JsonWriter json(out);
   json.begin_object();

@@ -11,6 +11,7 @@
 #include "base/result_code.h"
 #include "ledger/event.h"
 #include "ledger/types.h"
+#include "orders/order_book.h"
 #include "pipeline/event_log.h"
 
 namespace paygate::api {
@@ -34,6 +35,14 @@ void render_closed_hold(std::string& out, const Transfer& hold, bool posted, u64
 void render_withdrawal(std::string& out, const Transfer& hold, u64 provider,
                        std::string_view destination, std::string_view provider_ref,
                        u32 timeout_s = 0);
+// An order (docs/API.md, "Orders"), with its signature and the provider it was routed
+// to (0: none); `created`: the request that made it, whose fields the ledger does not
+// keep (shown in the creation's answer).
+void render_order(std::string& out, const Order& order, std::string_view signature, u64 provider,
+                  const OrderCreate* created = nullptr);
+// A refund of `order` (as it is after it): the transfer that moved it back.
+void render_refund(std::string& out, const Order& order, u64 transfer, u64 amount,
+                   std::string_view reason);
 // A merchant; `with_secret` only when a key is created (shown once).
 void render_merchant(std::string& out, const Merchant& merchant, bool with_secret);
 // {merchant, accounts: {used, limit, source}, holds: …, idempotency_keys: …}; limit is

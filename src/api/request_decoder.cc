@@ -7,6 +7,7 @@
 #include "api/id_text.h"
 #include "base/hash.h"
 #include "base/ids.h"
+#include "orders/order_book.h"
 
 namespace paygate::api {
 namespace {
@@ -154,6 +155,28 @@ enum TransferField : u32 {
   kOp,  // batch only
 };
 
+// An object, kept minified (`scratch` is reused from request to request).
+Problem metadata_of(element value, std::string* scratch, std::string* out) {
+  if (value.type() != element_type::OBJECT) {
+    return problem(ResultCode::invalid_field, "metadata must be an object");
+  }
+  *scratch = simdjson::minify(value);
+  if (scratch->size() > kMetadataBytesMax) {
+    return problem(ResultCode::invalid_field,
+                   fmt::format("metadata must be at most {} bytes", kMetadataBytesMax));
+  }
+  *out = *scratch;
+  return {};
+}
+
+Problem url_of(element value, std::string_view field, std::string* out) {
+  Problem p = string_of(value, field, kUrlBytesMax, out);
+  if (p.ok() && !out->starts_with("https://") && !out->starts_with("http://")) {
+    p = problem(ResultCode::invalid_field, fmt::format("{} must be an http or https URL", field));
+  }
+  return p;
+}
+
 Problem transfer_field(u32 index, element value, TransferCreate* out, std::string* scratch) {
   switch (index) {
     case kDebit:
@@ -170,18 +193,8 @@ Problem transfer_field(u32 index, element value, TransferCreate* out, std::strin
       return u32_of(value, "timeout_s", 1, 366 * 24 * 3600, &out->timeout_s);
     case kReference:
       return string_of(value, "reference", kReferenceBytesMax, &out->reference);
-    case kMetadata: {
-      if (value.type() != element_type::OBJECT) {
-        return problem(ResultCode::invalid_field, "metadata must be an object");
-      }
-      *scratch = simdjson::minify(value);
-      if (scratch->size() > kMetadataBytesMax) {
-        return problem(ResultCode::invalid_field,
-                       fmt::format("metadata must be at most {} bytes", kMetadataBytesMax));
-      }
-      out->metadata = *scratch;
-      return {};
-    }
+    case kMetadata:
+      return metadata_of(value, scratch, &out->metadata);
   }
   return {};
 }
@@ -373,6 +386,136 @@ Problem RequestDecoder::withdrawal_result(std::string_view body, WithdrawalResul
   });
   if (!p.ok()) return p;
   return require(seen, 0, "result");
+}
+
+Problem RequestDecoder::order_create(std::string_view body, OrderCreate* out) {
+  *out = OrderCreate{};
+  object root;
+  Problem p = parse(body, &root);
+  if (!p.ok()) return p;
+  u32 seen = 0;
+  p = visit_fields(
+      root,
+      {"merchant_ref", "amount", "currency", "account", "expires_in_s", "ipn_url", "callback_url",
+       "description", "metadata"},
+      &seen, [&](u32 index, element value) {
+        switch (index) {
+          case 0:
+            return string_of(value, "merchant_ref", kReferenceBytesMax, &out->merchant_ref);
+          case 1:
+            return amount_of(value, "amount", &out->amount);
+          case 2:
+            return currency_of(value, &out->currency);
+          case 3:
+            return id_of(value, "account", IdKind::account, &out->account_id);
+          case 4:
+            return u32_of(value, "expires_in_s", 1, kOrderExpiresInMaxS, &out->expires_in_s);
+          case 5:
+            return url_of(value, "ipn_url", &out->ipn_url);
+          case 6:
+            return url_of(value, "callback_url", &out->callback_url);
+          case 7:
+            return string_of(value, "description", kReferenceBytesMax, &out->description);
+          default:
+            return metadata_of(value, &scratch_, &out->metadata);
+        }
+      });
+  if (!p.ok()) return p;
+  for (const auto& [index, field] :
+       {std::pair<u32, std::string_view>{0, "merchant_ref"}, {1, "amount"}, {2, "currency"}}) {
+    if (p = require(seen, index, field); !p.ok()) return p;
+  }
+  if (out->merchant_ref.empty()) {
+    return problem(ResultCode::invalid_field, "merchant_ref must not be empty");
+  }
+  out->extra_hash = Hasher{}
+                        .add_bytes(out->merchant_ref)
+                        .add_bytes(out->ipn_url)
+                        .add_bytes(out->callback_url)
+                        .add_bytes(out->description)
+                        .add_bytes(out->metadata)
+                        .add(out->account_id)
+                        .value();
+  return {};
+}
+
+Problem RequestDecoder::order_checkout(std::string_view body, OrderStep* out) {
+  *out = OrderStep{};
+  object root;
+  Problem p = parse(body, &root);
+  if (!p.ok()) return p;
+  u32 seen = 0;
+  std::string_view method;
+  p = visit_fields(root, {"signature", "method", "payer_account", "provider"}, &seen,
+                   [&](u32 index, element value) {
+                     switch (index) {
+                       case 0:
+                         return string_of(value, "signature", 128, &out->signature);
+                       case 1:
+                         if (value.get_string().get(method) == simdjson::SUCCESS &&
+                             (method == "wallet" || method == "balance" || method == "external")) {
+                           out->method =
+                               static_cast<u8>(method == "wallet"    ? OrderMethod::wallet
+                                               : method == "balance" ? OrderMethod::balance
+                                                                     : OrderMethod::external);
+                           return Problem{};
+                         }
+                         return problem(ResultCode::invalid_field,
+                                        "method must be \"wallet\", \"balance\" or \"external\"");
+                       case 2:
+                         return id_of(value, "payer_account", IdKind::account, &out->payer_account);
+                       default:
+                         return id_of(value, "provider", IdKind::provider, &out->provider_id);
+                     }
+                   });
+  if (!p.ok()) return p;
+  if (p = require(seen, 0, "signature"); !p.ok()) return p;
+  if (p = require(seen, 1, "method"); !p.ok()) return p;
+  const auto method_kind = static_cast<OrderMethod>(out->method);
+  if (method_kind == OrderMethod::wallet && !(seen & (1u << 2))) {
+    return problem(ResultCode::missing_field, "payer_account is required for method wallet");
+  }
+  if (method_kind == OrderMethod::external && !(seen & (1u << 3))) {
+    return problem(ResultCode::missing_field, "provider is required for method external");
+  }
+  if ((method_kind != OrderMethod::wallet && (seen & (1u << 2))) ||
+      (method_kind != OrderMethod::external && (seen & (1u << 3)))) {
+    return problem(ResultCode::invalid_field,
+                   "payer_account goes with method wallet, provider with method external");
+  }
+  return {};
+}
+
+Problem RequestDecoder::order_refund(std::string_view body, OrderStep* out) {
+  *out = OrderStep{};
+  if (body.empty()) return {};
+  object root;
+  Problem p = parse(body, &root);
+  if (!p.ok()) return p;
+  u32 seen = 0;
+  return visit_fields(root, {"amount", "reason"}, &seen, [&](u32 index, element value) {
+    if (index == 0) return amount_of(value, "amount", &out->amount);
+    return string_of(value, "reason", kReferenceBytesMax, &out->reason);
+  });
+}
+
+Problem RequestDecoder::order_resolve(std::string_view body, OrderStep* out) {
+  *out = OrderStep{};
+  object root;
+  Problem p = parse(body, &root);
+  if (!p.ok()) return p;
+  u32 seen = 0;
+  p = visit_fields(root, {"action"}, &seen, [&](u32, element value) {
+    std::string_view action;
+    if (value.get_string().get(action) == simdjson::SUCCESS &&
+        (action == "accept" || action == "reject")) {
+      out->accept = action == "accept";
+      return Problem{};
+    }
+    return problem(ResultCode::invalid_field, "action must be \"accept\" or \"reject\"");
+  });
+  if (!p.ok()) return p;
+  return require(seen, 0, "action");
 }
 
 Problem RequestDecoder::account_create(std::string_view body, AccountCreate* out) {

@@ -59,7 +59,33 @@ struct WithdrawalCreate {
   u64 extra_hash = 0;  // fingerprint of destination and provider, for idempotency
 };
 
-// POST /v1/withdrawals/{id}/result.
+inline constexpr u32 kOrderExpiresInDefaultS = 900;
+inline constexpr std::size_t kUrlBytesMax = 2048;
+
+// POST /v1/orders.
+struct OrderCreate {
+  std::string merchant_ref;
+  u64 amount = 0;
+  Currency currency;
+  u64 account_id = 0;  // 0: the merchant's first account in the currency
+  u32 expires_in_s = kOrderExpiresInDefaultS;
+  std::string ipn_url, callback_url, description;
+  std::string metadata;  // minified JSON object, or empty
+  u64 extra_hash = 0;    // fingerprint of what the ledger does not keep
+};
+
+// POST /v1/orders/{id}/checkout, /refunds, /resolve (the fields each takes).
+struct OrderStep {
+  std::string signature;
+  u8 method = 0;  // OrderMethod
+  u64 payer_account = 0;
+  u64 provider_id = 0;
+  u64 amount = 0;  // refunds: 0 the rest
+  std::string reason;
+  bool accept = false;  // resolve
+};
+
+// POST /v1/withdrawals/{id}/result (and an order's result: the same fields).
 struct WithdrawalResult {
   bool success = false;
   std::string provider_ref;
@@ -137,6 +163,11 @@ class RequestDecoder {
   Problem provider_create(std::string_view body, MerchantCreate* out);
   Problem withdrawal_create(std::string_view body, WithdrawalCreate* out);
   Problem withdrawal_result(std::string_view body, WithdrawalResult* out);
+  Problem order_create(std::string_view body, OrderCreate* out);
+  Problem order_checkout(std::string_view body, OrderStep* out);
+  // {amount?, reason?}: an empty body refunds the rest.
+  Problem order_refund(std::string_view body, OrderStep* out);
+  Problem order_resolve(std::string_view body, OrderStep* out);
   Problem account_create(std::string_view body, AccountCreate* out);
   Problem transfer_create(std::string_view body, TransferCreate* out);
   // An empty body is allowed: capture all.

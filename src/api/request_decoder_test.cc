@@ -159,10 +159,17 @@ TEST(RequestDecoder, WithdrawalsNeedAnAccountAmountCurrencyAndDestination) {
   const u64 fingerprint = w.extra_hash;
   ASSERT_TRUE(decoder
                   .withdrawal_create(R"({"account":")" + kDebit +
-                                         R"(","amount":7,"currency":"EUR","destination":"y"})",
+                                         R"(","amount":7,"currency":"EUR","destination":"y",)"
+                                         R"("provider":")" +
+                                         provider + R"(","timeout_s":60})",
                                      &w)
                   .ok());
   EXPECT_NE(w.extra_hash, fingerprint);  // the destination is part of the request
+  ASSERT_TRUE(decoder
+                  .withdrawal_create(R"({"account":")" + kDebit +
+                                         R"(","amount":7,"currency":"EUR","destination":"y"})",
+                                     &w)
+                  .ok());
   EXPECT_EQ(w.timeout_s, kWithdrawalTimeoutDefaultS);
   EXPECT_EQ(w.provider_id, 0u);
 

@@ -56,6 +56,7 @@ inline std::string test_config(const std::string& overrides) {
         {"idempotency_keys_max", "65536"},
         {"signature_keys_max", "65536"}}},
       {"group", {{"events_max", "65536"}}},
+      {"orders", {{"orders_max", "4096"}}},
   };
   std::string section;
   std::istringstream lines(overrides);

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "api/crypto.h"
 #include "api/http_status.h"
 #include "api/id_text.h"
 #include "api/render.h"
@@ -78,7 +79,8 @@ Service::Service(MerchantRegistry& merchants, Authenticator& auth, OwnerIndex& o
       config_(std::move(config)),
       metrics_(std::make_unique<HttpMetrics>()),
       auth_failures_(config_.auth_failure_rate_per_s, config_.auth_failure_burst,
-                     config_.auth_failure_addresses_max) {}
+                     config_.auth_failure_addresses_max),
+      order_key_(to_hex(hmac_sha256(config_.idempotency_secret, {"paygate order signature"}))) {}
 
 namespace {
 template <typename T>
@@ -246,6 +248,19 @@ bool Service::dispatch(Exchange& ex) {
       } else if (p.parts[2] == "keys") {
         ex.route_ = user ? Route::users_keys : Route::providers_keys, method_ok = post;
       }
+    } else if (r == "orders" && n == 1) {
+      ex.route_ = post ? Route::orders_create : Route::orders_list, method_ok = post || get;
+    } else if (r == "orders" && n == 2) {
+      ex.route_ = Route::orders_get, method_ok = get;
+    } else if (r == "orders" && n == 3) {
+      const std::string_view action = p.parts[2];
+      ex.route_ = action == "checkout"  ? Route::orders_checkout
+                  : action == "result"  ? Route::orders_result
+                  : action == "resolve" ? Route::orders_resolve
+                  : action == "cancel"  ? Route::orders_cancel
+                  : action == "refunds" ? Route::orders_refunds
+                                        : Route::unknown;
+      method_ok = post;
     } else if (r == "withdrawals" && n == 1) {
       ex.route_ = Route::withdrawals_create, method_ok = post;
     } else if (r == "withdrawals" && n == 2) {
@@ -340,10 +355,12 @@ bool Service::dispatch(Exchange& ex) {
       principal = false;
       const IdKind kind = r == "accounts"      ? IdKind::account
                           : r == "withdrawals" ? IdKind::withdrawal
+                          : r == "orders"      ? IdKind::order
                                                : IdKind::transfer;
       id = parse_id(kind, p.parts[1]);
       unknown = kind == IdKind::account      ? ResultCode::account_not_found
                 : kind == IdKind::withdrawal ? ResultCode::withdrawal_not_found
+                : kind == IdKind::order      ? ResultCode::order_not_found
                                              : ResultCode::transfer_not_found;
     }
     if (!id) return fail(ex, unknown, "no such id");
@@ -430,6 +447,20 @@ bool Service::step(Exchange& ex) {
       return get_withdrawal(ex);
     case Route::withdrawals_result:
       return pending_action(ex);
+    case Route::orders_create:
+      return create_order(ex);
+    case Route::orders_list:
+      return fail(ex, ResultCode::not_implemented,
+                  "listing orders needs the history store (docs/ORDERS.md, not yet); read one "
+                  "order with GET /v1/orders/{id}");
+    case Route::orders_get:
+      return get_order(ex);
+    case Route::orders_checkout:
+    case Route::orders_result:
+    case Route::orders_resolve:
+    case Route::orders_cancel:
+    case Route::orders_refunds:
+      return order_step(ex);
     default:
       return fail(ex, ResultCode::not_found, "no such route");
   }

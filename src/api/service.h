@@ -114,7 +114,10 @@ class Exchange final : public Completion {
   MerchantCreate merchant_create_;
   u64 provider_id_ = 0;  // POST /v1/providers: the provider made, its account to come
   WithdrawalCreate withdrawal_;
-  WithdrawalResult withdrawal_result_;
+  WithdrawalResult withdrawal_result_;  // also an order's result
+  OrderCreate order_create_;
+  OrderStep order_step_;
+  Order order_;
   QuotaSet quota_set_;
   OwnerQuota quota_;
   QuotaLimits quota_defaults_;
@@ -229,6 +232,17 @@ class Service {
   std::optional<bool> fail_carried(Exchange& ex);
   bool get_transfer(Exchange& ex);
   bool pending_action(Exchange& ex);
+  bool create_order(Exchange& ex);
+  bool get_order(Exchange& ex);
+  // checkout, result, resolve, cancel, refunds: look the order up, check who may, then
+  // one command of its group.
+  bool order_step(Exchange& ex);
+  bool lookup_order(Exchange& ex, bool last_step);
+  // The order as looked up, or the answer when it is not (404, or 410 archived).
+  bool fail_order_lookup(Exchange& ex);
+  bool fail_order_command(Exchange& ex, const CommandResult& result);
+  bool visible_order(const Exchange& ex, const Order& order) const;
+  std::string order_signature(const Order& order) const;
   bool create_withdrawal(Exchange& ex);
   bool get_withdrawal(Exchange& ex);
   // The provider a hold is routed to, when it is a withdrawal (a hold whose credit
@@ -259,6 +273,8 @@ class Service {
            ex.principal_.merchant->kind == PrincipalKind::provider;
   }
   bool visible_transfer(const Exchange& ex, const Transfer& transfer) const;
+  // A provider's deposit: an immediate transfer to a merchant's or user's account.
+  bool provider_may_credit(const Exchange& ex, const TransferCreate& transfer) const;
   ResultCode may_act_on_hold(const Exchange& ex, const Transfer& hold, bool post) const;
   ResultCode check_transfer_accounts(const Exchange& ex, const TransferCreate& transfer) const;
   static Command transfer_command(const TransferCreate& transfer);
@@ -280,6 +296,7 @@ class Service {
   std::atomic<u64> binary_frames_{0};
   AuthFailureLimiter auth_failures_;
   TokenBucket operator_bucket_;
+  std::string order_key_;  // signs orders (derived from the server's secret)
 };
 
 }  // namespace paygate::api

@@ -50,7 +50,7 @@ bool Service::create_account(Exchange& ex) {
   }
   const CommandResult result = ex.results_[0];
   if (!result.ok()) return fail(ex, result.code, describe(result.code));
-  owners_.set(result.id, r.owner_id);
+  owners_.set(result.id, r.owner_id, r.currency.code);
   render_new_account(ex.reply.body, result.id, r, r.owner_id);
   return finish(ex, 201);
 }

@@ -90,6 +90,11 @@ bool Service::create_provider(Exchange& ex) {
     u64 created = 0;
     const ResultCode code = merchants_.create(request, PrincipalKind::provider, ex.key_, content,
                                               created_reply, &reply, &failure, &created);
+    if (code == ResultCode::overloaded) {
+      return fail(ex, code,
+                  "an onboarding with this Idempotency-Key is on its way; retry shortly with the "
+                  "same key for its answer");
+    }
     if (code != ResultCode::ok) return fail_registry(ex, code, failure);
     if (created == 0) {  // a retry of a finished onboarding
       ex.reply.body = reply.body;
@@ -106,6 +111,7 @@ bool Service::create_provider(Exchange& ex) {
   }
   const CommandResult result = ex.results_[0];
   if (!result.ok()) {
+    merchants_.abandon_onboarding(ex.key_);
     return fail(ex, result.code,
                 fmt::format("the provider's clearing account could not be opened ({}); nothing "
                             "usable was made, onboard it again",

@@ -12,7 +12,7 @@ void Service::index_owners(Engine& engine, OwnerIndex& owners) {
       const Account* account =
           ledger.find_account(AccountId{make_id(ledger.config().prefix, serial)});
       PG_ASSERT(account != nullptr);
-      owners.set(account->id.value, account->owner.value);
+      owners.set(account->id.value, account->owner.value, account->currency.code);
     }
   }
 }

@@ -22,9 +22,11 @@ ResultCode Service::check_transfer_accounts(const Exchange& ex, const TransferCr
   if (debit_group == nullptr || !visible_account(ex, t.debit_account_id)) {
     return ResultCode::debit_account_not_found;
   }
-  // A provider pays in (a deposit, a settled payment) to any account; everyone else
-  // moves money only among accounts it can see.
-  if (credit_group == nullptr || (!visible_account(ex, t.credit_account_id) && !is_provider(ex))) {
+  // A provider pays in (a deposit, a settled payment) to a merchant's or user's account,
+  // at once (a hold toward someone else's account would be theirs to decide); everyone
+  // else moves money only among accounts it can see.
+  if (credit_group == nullptr ||
+      (!visible_account(ex, t.credit_account_id) && !provider_may_credit(ex, t))) {
     return ResultCode::credit_account_not_found;
   }
   if (debit_group != credit_group) {
@@ -57,6 +59,12 @@ ResultCode Service::may_act_on_hold(const Exchange& ex, const Transfer& hold, bo
     return ResultCode::post_not_allowed;
   }
   return ResultCode::ok;
+}
+
+bool Service::provider_may_credit(const Exchange& ex, const TransferCreate& t) const {
+  if (!is_provider(ex) || t.pending) return false;
+  const std::optional<u64> owner = owners_.owner(t.credit_account_id);
+  return owner && *owner != 0 && principal_kind(*owner) != PrincipalKind::provider;
 }
 
 bool Service::visible_transfer(const Exchange& ex, const Transfer& transfer) const {

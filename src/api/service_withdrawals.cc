@@ -60,6 +60,12 @@ bool Service::create_withdrawal(Exchange& ex) {
   if (ex.step_ == 0) {
     const Problem problem = decoder().withdrawal_create(ex.view_.body, &w);
     if (!problem.ok()) return fail_problem(ex, problem);
+    // The deadline is the provider's to rely on: a payer choosing a short one could get
+    // its money back (expiry) after the provider paid out and before it reported.
+    if (w.timeout_s != kWithdrawalTimeoutDefaultS && !ex.principal_.is_operator) {
+      return fail(ex, ResultCode::operator_only,
+                  "only operators set a withdrawal's timeout_s (default 3 days)");
+    }
     if (engine().route(w.account_id) == nullptr || !visible_account(ex, w.account_id)) {
       return fail(ex, ResultCode::account_not_found, "no such account");
     }

@@ -179,6 +179,18 @@ TEST_F(WalletServerTest, AWithdrawalHoldsThePayersMoneyUntilItsProviderDecides) 
   ASSERT_EQ(seen.status, 200u) << seen.body;
   EXPECT_EQ(text_field(seen.body, "/status"), "success");
   EXPECT_EQ(merchant_request(bank.keys, "GET", "/v1/withdrawals/" + id).status, 200u);
+  // A provider deposits into merchants' and users' accounts, at once; not into a system
+  // account or another provider's, and it places no holds toward others.
+  const std::string treasury = system_account();
+  for (const std::string& to : {treasury, other_bank.clearing_account}) {
+    const HttpResponse refused = merchant_request(bank.keys, "POST", "/v1/transfers",
+                                                  transfer_body(bank.clearing_account, to, 1));
+    EXPECT_EQ(refused.status, 404u) << refused.body;
+  }
+  const HttpResponse held =
+      merchant_request(bank.keys, "POST", "/v1/transfers",
+                       transfer_body(bank.clearing_account, wallet, 1, R"(,"pending":true)"));
+  EXPECT_EQ(held.status, 404u) << held.body;
   // An ordinary hold is no withdrawal.
   const MerchantKeys shop = merchant("Shop");
   const std::string a = account(shop), b = account(shop);
@@ -204,7 +216,13 @@ TEST_F(WalletServerTest, AFailedOrExpiredWithdrawalGivesTheMoneyBack) {
   EXPECT_EQ(balance(bank.clearing_account), -500);
 
   // Its timeout passes: the group's ticks release it, and a late result changes nothing.
-  const HttpResponse brief = withdraw(payer, wallet, 100, R"(,"timeout_s":1)");
+  // Only an operator chooses a timeout (a payer's short one could outrun the payout).
+  const HttpResponse chosen = withdraw(payer, wallet, 100, R"(,"timeout_s":1)");
+  EXPECT_EQ(chosen.status, 403u) << chosen.body;
+  EXPECT_EQ(error_code(chosen), "operator_only");
+  const HttpResponse brief = admin_post(
+      "/v1/withdrawals", R"({"account":")" + wallet +
+                             R"(","amount":100,"currency":"USD","destination":"x","timeout_s":1})");
   ASSERT_EQ(brief.status, 201u) << brief.body;
   const std::string id = text_field(brief.body, "/id");
   std::string status;

@@ -113,6 +113,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
   LedgerConfig& ledger = s->engine.group.ledger;
   GroupConfig& group = s->engine.group;
   u64 window_s = ledger.idempotency_window_ns / kNanosPerSecond;
+  u64 final_retained_s = ledger.order_final_retained_ns / kNanosPerSecond;
   u64 tick_ms = group.tick_interval_ns / 1'000'000;
   u64 sync_gap_us = group.journal_sync_gap_ns / 1'000;
   u64 sync_gap_quiet_us = group.journal_sync_gap_quiet_ns / 1'000;
@@ -167,6 +168,8 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       {"ledger", "idempotency_keys_max", unsigned_into(&ledger.idempotency_keys_max)},
       {"ledger", "idempotency_window_s", unsigned_into(&window_s)},
       {"ledger", "signature_keys_max", unsigned_into(&ledger.signature_keys_max, 1)},
+      {"orders", "orders_max", unsigned_into(&ledger.orders_max, 1)},
+      {"orders", "final_retained_s", unsigned_into(&final_retained_s, 1)},
       {"quotas", "accounts", unsigned_into(&s->quotas[0])},
       {"quotas", "holds", unsigned_into(&s->quotas[1])},
       {"quotas", "idempotency_keys", unsigned_into(&s->quotas[2])},
@@ -204,6 +207,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
     }
   }
   ledger.idempotency_window_ns = window_s * kNanosPerSecond;
+  ledger.order_final_retained_ns = final_retained_s * kNanosPerSecond;
   // The ledger keeps signatures for twice the most the timestamp check allows
   // (LedgerConfig::signature_window_ns, fixed so that journals stay comparable).
   if (s->auth.window_s == 0 ||

@@ -95,7 +95,15 @@ namespace paygate {
   X(withdrawal_not_found, 142)                               \
   X(invalid_withdrawal_state, 143)                           \
   X(awaits_provider, 144)                                    \
-  X(no_provider, 145)
+  X(no_provider, 145)                                        \
+  /* orders */                                               \
+  X(order_not_found, 150)                                    \
+  X(order_archived, 151)                                     \
+  X(duplicate_order, 152)                                    \
+  X(invalid_order_state, 153)                                \
+  X(invalid_order_signature, 154)                            \
+  X(refund_exceeds_order, 155)                               \
+  X(orders_full, 156)
 
 enum class ResultCode : u16 {
 #define PAYGATE_RESULT_ENUM(name, number) name = number,

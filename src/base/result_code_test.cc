@@ -98,6 +98,13 @@ TEST(ResultCode, NumbersAndNamesAreStable) {
       {143, "invalid_withdrawal_state"},
       {144, "awaits_provider"},
       {145, "no_provider"},
+      {150, "order_not_found"},
+      {151, "order_archived"},
+      {152, "duplicate_order"},
+      {153, "invalid_order_state"},
+      {154, "invalid_order_signature"},
+      {155, "refund_exceeds_order"},
+      {156, "orders_full"},
   };
   for (const auto& [number, text] : stable) {
     EXPECT_EQ(name(static_cast<ResultCode>(number)), text) << number;

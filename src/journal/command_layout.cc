@@ -88,6 +88,24 @@ CommandLayout encode(const Command& c) noexcept {
       put(body, 20, c.set_quota.reserved0);
       put(body, 24, c.set_quota.reserved1);
       break;
+    case CommandKind::order_create:
+      put(body, 0, c.order_create.account.value);
+      put(body, 8, c.order_create.amount);
+      put(body, 16, c.order_create.currency.code);
+      put(body, 20, c.order_create.expires_in_s);
+      put(body, 24, c.order_create.ref_hash);
+      break;
+    case CommandKind::order_checkout:
+    case CommandKind::order_result:
+    case CommandKind::order_cancel:
+    case CommandKind::order_refund:
+    case CommandKind::order_resolve:
+      put(body, 0, c.order.order_id);
+      put(body, 8, c.order.account.value);
+      put(body, 16, c.order.amount);
+      put(body, 24, c.order.action);
+      std::memcpy(body + 25, c.order.reserved0, 7);
+      break;
     case CommandKind::tick:
     default:  // a kind this build does not know: its body as it came
       std::memcpy(body, &c.pending, kBody);
@@ -167,6 +185,26 @@ Command decode(const CommandLayout& layout) noexcept {
       c.set_quota.limit[2] = get<u32>(body, 16);
       c.set_quota.reserved0 = get<u32>(body, 20);
       c.set_quota.reserved1 = get<u64>(body, 24);
+      break;
+    case CommandKind::order_create:
+      c.order_create = OrderCreateBody{};
+      c.order_create.account = AccountId{get<u64>(body, 0)};
+      c.order_create.amount = get<u64>(body, 8);
+      c.order_create.currency = Currency{get<u32>(body, 16)};
+      c.order_create.expires_in_s = get<u32>(body, 20);
+      c.order_create.ref_hash = get<u64>(body, 24);
+      break;
+    case CommandKind::order_checkout:
+    case CommandKind::order_result:
+    case CommandKind::order_cancel:
+    case CommandKind::order_refund:
+    case CommandKind::order_resolve:
+      c.order = OrderBody{};
+      c.order.order_id = get<u64>(body, 0);
+      c.order.account = AccountId{get<u64>(body, 8)};
+      c.order.amount = get<u64>(body, 16);
+      c.order.action = get<u8>(body, 24);
+      std::memcpy(c.order.reserved0, body + 25, 7);
       break;
     case CommandKind::tick:
     default:

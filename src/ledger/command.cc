@@ -63,6 +63,28 @@ std::string describe(const Command& command) {
                          limit(command.set_quota.limit[1]), limit(command.set_quota.limit[2]));
       break;
     }
+    case CommandKind::order_create:
+      text = fmt::format(
+          "order_create account={} amount={} currency={} expires_in_s={} "
+          "ref={:016x}",
+          command.order_create.account.value, command.order_create.amount,
+          command.order_create.currency.letters(), command.order_create.expires_in_s,
+          command.order_create.ref_hash);
+      break;
+    case CommandKind::order_checkout:
+    case CommandKind::order_result:
+    case CommandKind::order_cancel:
+    case CommandKind::order_refund:
+    case CommandKind::order_resolve: {
+      static constexpr const char* kNames[] = {"order_checkout", "order_result", "order_cancel",
+                                               "order_refund", "order_resolve"};
+      text = fmt::format(
+          "{} order={} account={} amount={} action={}",
+          kNames[static_cast<int>(command.kind) - static_cast<int>(CommandKind::order_checkout)],
+          command.order.order_id, command.order.account.value, command.order.amount,
+          command.order.action);
+      break;
+    }
     default:
       text = fmt::format("unknown kind={}", static_cast<int>(command.kind));
   }
@@ -116,6 +138,23 @@ u64 content_hash(const Command& command) noexcept {
           .add(command.set_quota.limit[0])
           .add(command.set_quota.limit[1])
           .add(command.set_quota.limit[2]);
+      break;
+    case CommandKind::order_create:
+      hasher.add(command.order_create.account.value)
+          .add(command.order_create.amount)
+          .add(command.order_create.currency.code)
+          .add(command.order_create.expires_in_s)
+          .add(command.order_create.ref_hash);
+      break;
+    case CommandKind::order_checkout:
+    case CommandKind::order_result:
+    case CommandKind::order_cancel:
+    case CommandKind::order_refund:
+    case CommandKind::order_resolve:
+      hasher.add(command.order.order_id)
+          .add(command.order.account.value)
+          .add(command.order.amount)
+          .add(command.order.action);
       break;
     case CommandKind::tick:
       break;

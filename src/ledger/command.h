@@ -31,6 +31,13 @@ enum class CommandKind : u8 {
   // Sets the quota limits of one merchant (set_quota.owner), or with owner 0 the
   // group's defaults (ledger/owner_quotas.h). Only operators, through the gateway.
   set_quota = 9,
+  // Orders (orders/order_book.h): each a transition of one order and its money.
+  order_create = 10,    // order_create body
+  order_checkout = 11,  // order body: account = the payer's (wallet) or provider's clearing
+  order_result = 12,    // order body: action 1 success, 2 failed
+  order_cancel = 13,    // order body
+  order_refund = 14,    // order body: amount (0: the rest)
+  order_resolve = 15,   // order body: action 1 accept, 2 reject
 };
 
 // Which table of remembered keys a command's key lives in (docs/LEDGER.md).
@@ -112,6 +119,24 @@ struct SetQuotaBody {
   u64 reserved1 = 0;
 };
 
+// A new order for `account` (its owner is the order's merchant).
+struct OrderCreateBody {
+  AccountId account;
+  u64 amount = 0;
+  Currency currency;
+  u32 expires_in_s = 0;
+  u64 ref_hash = 0;  // the merchant_ref, hashed at the edge: unique per merchant
+};
+
+// A step of an existing order.
+struct OrderBody {
+  u64 order_id = 0;
+  AccountId account;
+  u64 amount = 0;
+  u8 action = 0;  // checkout: the OrderMethod; result/resolve: 1 success or accept, 2 not
+  u8 reserved0[7] = {};
+};
+
 struct Command {
   CommandKind kind = CommandKind::tick;
   u8 flags = 0;  // AccountFlags for create_account, TransferFlags for transfer
@@ -132,6 +157,8 @@ struct Command {
     SettleBody settle;
     ClaimBody claim;
     SetQuotaBody set_quota;
+    OrderCreateBody order_create;
+    OrderBody order;
   };
 
   Command() noexcept : pending{} {}
@@ -220,6 +247,26 @@ struct Command {
     return c;
   }
 
+  static Command make_order_create(AccountId account, u64 amount, Currency currency,
+                                   u32 expires_in_s, u64 ref_hash) noexcept {
+    Command c;
+    c.kind = CommandKind::order_create;
+    c.order_create = OrderCreateBody{.account = account,
+                                     .amount = amount,
+                                     .currency = currency,
+                                     .expires_in_s = expires_in_s,
+                                     .ref_hash = ref_hash};
+    return c;
+  }
+  static Command make_order(CommandKind kind, u64 order_id, AccountId account = {}, u64 amount = 0,
+                            u8 action = 0) noexcept {
+    Command c;
+    c.kind = kind;
+    c.order =
+        OrderBody{.order_id = order_id, .account = account, .amount = amount, .action = action};
+    return c;
+  }
+
   Command& with_key(IdempotencyKey k, KeyLane lane = KeyLane::client) noexcept {
     key = k;
     key_lane = lane;
@@ -242,6 +289,8 @@ static_assert(sizeof(DeliverBody) == 32);
 static_assert(sizeof(SettleBody) == 32);
 static_assert(sizeof(ClaimBody) == 32);
 static_assert(sizeof(SetQuotaBody) == 32);
+static_assert(sizeof(OrderCreateBody) == 32);
+static_assert(sizeof(OrderBody) == 32);
 static_assert(sizeof(Command) == 64);
 static_assert(std::is_trivially_copyable_v<Command>);
 
@@ -265,6 +314,7 @@ struct CommandResult {
   ResultCode code = ResultCode::ok;
   u16 reserved0 = 0;
   // A transfer between groups: its number on the channel to the credit account's group.
+  // An order command refused for the order's state: that state (OrderStatus).
   u32 channel_number = 0;
   u64 id = 0;  // the account or transfer created, or the transfer posted / voided
 

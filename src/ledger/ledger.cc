@@ -51,7 +51,10 @@ Ledger::Ledger(const LedgerConfig& config)
       undo_(std::size_t{kBatchMax} * kUndoPerCommand),
       digest_scratch_(config.pending_max),
       channels_(config.groups),
-      clearing_index_(kClearingAccountsMax) {
+      clearing_index_(kClearingAccountsMax),
+      orders_(OrderConfig{.prefix = config.prefix,
+                          .orders_max = config.orders_max,
+                          .final_retained_ns = config.order_final_retained_ns}) {
   PG_ASSERT(config.prefix.valid());
   static_assert(u64{~u32{0}} <= kSerialMax, "every account index fits in a serial");
   PG_ASSERT(config.accounts_max > 0);
@@ -147,6 +150,7 @@ void Ledger::advance(Stamp stamp) noexcept {
   while (!expiry_.empty() && expiry_.top().expires_at_ns <= stamp.timestamp_ns) {
     close_pending<false>(expiry_.top().slot, TransferStatus::expired, 0, stamp);
   }
+  orders_.advance(stamp);
 }
 
 // ---------------------------------------------------------------------------
@@ -204,6 +208,13 @@ u64 Ledger::key_owner(const Command& command) const noexcept {
       const std::optional<Transfer> hold = find_transfer(command.pending.transfer_id);
       return hold ? owner_of(hold->debit_account_id) : 0;
     }
+    case CommandKind::order_create:
+    case CommandKind::order_checkout:
+    case CommandKind::order_result:
+    case CommandKind::order_cancel:
+    case CommandKind::order_refund:
+    case CommandKind::order_resolve:
+      return orders_.key_owner(command, [&](AccountId id) { return owner_of(id); });
     case CommandKind::tick:
     case CommandKind::deliver:
     case CommandKind::settle:
@@ -274,6 +285,14 @@ CommandResult Ledger::execute(Stamp stamp, const Command& command) noexcept {
     case CommandKind::set_quota:
       if constexpr (kUndo) return CommandResult{ResultCode::invalid_command};
       return set_quota(stamp, command);
+    case CommandKind::order_create:
+    case CommandKind::order_checkout:
+    case CommandKind::order_result:
+    case CommandKind::order_cancel:
+    case CommandKind::order_refund:
+    case CommandKind::order_resolve:
+      if constexpr (kUndo) return CommandResult{ResultCode::invalid_command};  // not atomic
+      return apply_order(stamp, command);
     case CommandKind::claim:
       // The key was taken in execute_keyed(); a claim does nothing else. Without a
       // key, or inside an atomic batch (which has its own key), it is malformed.
@@ -284,6 +303,29 @@ CommandResult Ledger::execute(Stamp stamp, const Command& command) noexcept {
       return CommandResult{ResultCode::ok};
   }
   return CommandResult{ResultCode::invalid_command};
+}
+
+// Orders move money only by immediate transfers inside this group, made by the order
+// command itself at its stamp, with every rule a transfer has.
+class Ledger::OrderMoneyAt final : public OrderMoney {
+ public:
+  OrderMoneyAt(Ledger& ledger, Stamp stamp) noexcept : ledger_(ledger), stamp_(stamp) {}
+  CommandResult move(AccountId debit, AccountId credit, u64 amount,
+                     Currency currency) noexcept override {
+    if (!ledger_.issued_here(debit.value)) return {ResultCode::debit_account_not_found};
+    if (!ledger_.issued_here(credit.value)) return {ResultCode::credit_account_not_found};
+    return ledger_.transfer<false>(stamp_, Command::make_transfer(debit, credit, amount, currency));
+  }
+  const Account* account(AccountId id) const noexcept override { return ledger_.account_at(id); }
+
+ private:
+  Ledger& ledger_;
+  Stamp stamp_;
+};
+
+CommandResult Ledger::apply_order(Stamp stamp, const Command& command) noexcept {
+  OrderMoneyAt money(*this, stamp);
+  return orders_.apply(stamp, command, money);
 }
 
 template <bool kUndo>

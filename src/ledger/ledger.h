@@ -31,6 +31,7 @@
 #include "ledger/owner_quotas.h"
 #include "ledger/pending_index.h"
 #include "ledger/types.h"
+#include "orders/order_book.h"
 
 namespace paygate {
 
@@ -62,6 +63,10 @@ struct LedgerConfig {
   // more is refused (owners_full) until an owner's entry falls idle. 40 B each. It
   // shapes results but the journal does not record it: not a server setting.
   u32 owners_max = 1u << 16;
+  // Orders (orders/order_book.h): open ones and final ones still held, 128 B each plus
+  // indexes; final ones are held this long, then answered as archived.
+  u32 orders_max = 1u << 16;
+  u64 order_final_retained_ns = 3600 * kNanosPerSecond;
   // Groups of this region that transfers may cross to (prefix.group is one of them);
   // 1: transfers stay in the group. Each other group costs 128 KiB (GroupChannels).
   u32 groups = 1;
@@ -182,8 +187,19 @@ class Ledger {
   }
   const OwnerQuotas& quotas() const noexcept { return quotas_; }
 
-  // When the next hold expires, or 0 if no open hold has a timeout.
-  u64 next_expiry_ns() const noexcept { return expiry_.empty() ? 0 : expiry_.top().expires_at_ns; }
+  // An order held in memory (open, or final within its retention), and whether an id
+  // names an order made here that has left memory since.
+  const Order* find_order(u64 id) const noexcept { return orders_.find(id); }
+  bool order_archived(u64 id) const noexcept { return orders_.archived(id); }
+  const OrderBook& orders() const noexcept { return orders_; }
+
+  // When the next hold or order expires (or a final order leaves memory), or 0 if
+  // nothing is due ever: the group logs a tick then.
+  u64 next_expiry_ns() const noexcept {
+    const u64 hold = expiry_.empty() ? 0 : expiry_.top().expires_at_ns;
+    const u64 order = orders_.next_due_ns();
+    return hold == 0 ? order : order == 0 ? hold : std::min(hold, order);
+  }
 
  private:
   friend struct LedgerTestAccess;  // tests reach states too costly to reach by commands
@@ -228,6 +244,9 @@ class Ledger {
                                                 u64 amount) const noexcept;
   CommandResult settle(Stamp stamp, const Command& command) noexcept;
   CommandResult set_quota(Stamp stamp, const Command& command) noexcept;
+  // The order machine's view of this ledger's money at one stamp.
+  class OrderMoneyAt;
+  CommandResult apply_order(Stamp stamp, const Command& command) noexcept;
   // The owner's quota entry, made if needed (nullptr: owners_full). REQUIRES: owner != 0.
   OwnerQuota* quota_entry(u64 owner, u64 now_ns) noexcept;
   // Whether the debit account's owner may open one more two-phase hold.
@@ -346,6 +365,7 @@ class Ledger {
   // Transfers between groups. Last, so that the hot members above keep their places.
   GroupChannels channels_;                              // to and from the region's other groups
   OpenAddressMap<u64, u32, Mix64Hash> clearing_index_;  // clearing_key → account index
+  OrderBook orders_;
 };
 
 }  // namespace paygate

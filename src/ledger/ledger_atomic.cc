@@ -171,6 +171,12 @@ void Ledger::replay_atomic_results(const IdempotencyRecord& record,
       case CommandKind::claim:   // never in one either
       case CommandKind::set_quota:
       case CommandKind::tick:
+      case CommandKind::order_create:  // orders: never in an atomic batch
+      case CommandKind::order_checkout:
+      case CommandKind::order_result:
+      case CommandKind::order_cancel:
+      case CommandKind::order_refund:
+      case CommandKind::order_resolve:
         break;
     }
     results[i] = CommandResult{.code = ResultCode::ok, .id = id};

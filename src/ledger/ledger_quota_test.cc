@@ -211,7 +211,7 @@ TEST_F(LedgerQuota, LimitsAndUsageSurviveASnapshotAndChangeTheDigest) {
   // A limit no command can set (here "keep as is", in the defaults) is damage.
   std::vector<unsigned char> damaged = state;
   const std::size_t defaults_at =
-      state.size() - 8 - (8 + sizeof(QuotaLimits)) - 8 - sizeof(QuotaLimits);
+      state.size() - 8 - 40 /* no orders */ - (8 + sizeof(QuotaLimits)) - 8 - sizeof(QuotaLimits);
   u32 saved_default = 0;
   std::memcpy(&saved_default, state.data() + defaults_at, sizeof saved_default);
   ASSERT_EQ(saved_default, 10u) << "the layout this test assumes has changed";

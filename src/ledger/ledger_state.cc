@@ -87,6 +87,8 @@ u64 Ledger::state_digest() const {
     for (const u32 limit : entry.limits.limit)
       hasher.add(limit);
   }
+  hasher.add(u64{0x4F52444552});  // "ORDER"
+  orders_.hash_into(hasher);
   return hasher.value();
 }
 
@@ -145,10 +147,12 @@ namespace {
 
 // 2: transfers between groups (channels, clearing accounts). 3: the table of
 // signatures (KeyLane::signature) and its configuration. 4: key records name their
-// owner (64 bytes, not 56), and the quota limits follow the channels. Versions 2 and 3
+// owner (64 bytes, not 56), and the quota limits follow the channels. 5: the orders
+// follow the limits (orders/order_book.h). Versions 2, 3 and 4 (no orders)
 // are still read (no signatures in 2; keys of no owner and no limits in both);
 // version 1 states are refused, and docs/SNAPSHOT.md says what recovery then does.
-constexpr u64 kStateMagic = tag8("PGLEDGR4");
+constexpr u64 kStateMagic = tag8("PGLEDGR5");
+constexpr u64 kStateMagicV4 = tag8("PGLEDGR4");
 constexpr u64 kStateMagicV3 = tag8("PGLEDGR3");
 constexpr u64 kStateMagicV2 = tag8("PGLEDGR2");
 constexpr std::size_t kRecordBytesV3 = 56;  // an IdempotencyRecord without its owner
@@ -250,6 +254,8 @@ void Ledger::save(StateSink& sink) const noexcept {
     put(sink, entry.owner);
     put(sink, entry.limits);
   });
+  // Version 5: the orders held.
+  orders_.save([&](const auto& value) { put(sink, value); });
   put(sink, kStateEndMagic);
 }
 
@@ -257,12 +263,13 @@ Status Ledger::load(StateSource& source) {
   PG_ASSERT(last_stamp_.sequence == 0 && account_count_ == 0 && next_transfer_serial_ == 1);
   const auto fail = [](std::string why) { return Status::corruption(std::move(why)); };
   u64 magic = 0;
-  if (!get(source, &magic) ||
-      (magic != kStateMagic && magic != kStateMagicV3 && magic != kStateMagicV2)) {
+  if (!get(source, &magic) || (magic != kStateMagic && magic != kStateMagicV4 &&
+                               magic != kStateMagicV3 && magic != kStateMagicV2)) {
     return fail("not a ledger state (bad magic)");
   }
   const bool has_signatures = magic != kStateMagicV2;
-  const bool has_quotas = magic == kStateMagic;
+  const bool has_quotas = magic == kStateMagic || magic == kStateMagicV4;
+  const bool has_orders = magic == kStateMagic;
   SavedConfig saved{};
   if (!get(source, &saved)) return fail("truncated configuration");
   if (!(saved == SavedConfig::of(config_))) {
@@ -391,6 +398,29 @@ Status Ledger::load(StateSource& source) {
       return fail(fmt::format("bad clearing account {}", account.id.value));
     }
     clearing_index_.insert(key, i);
+  }
+  if (has_orders) {
+    OrderBook::SavedConfig saved_orders{};
+    if (!get(source, &saved_orders)) return fail("truncated orders");
+    if (!(saved_orders == orders_.saved_config())) {
+      return Status::invalid_config(
+          fmt::format("saved with a different configuration (orders_max {}, final_retained {} ns)",
+                      saved_orders.orders_max, saved_orders.final_retained_ns));
+    }
+    u64 next_order_serial = 0, next_retain_serial = 0, orders = 0;
+    if (!get(source, &next_order_serial) || !get(source, &next_retain_serial) ||
+        !get(source, &orders) || orders > orders_.config().orders_max) {
+      return Status::invalid_config("the state holds more orders than orders_max, or is damaged");
+    }
+    std::vector<Order> held(orders);
+    if (orders != 0 && !source.read(held.data(), sizeof(Order) * orders)) {
+      return fail("truncated orders");
+    }
+    if (Status loaded =
+            orders_.load(next_order_serial, next_retain_serial, held, last_stamp_.timestamp_ns);
+        !loaded.ok()) {
+      return loaded;
+    }
   }
   if (!get(source, &magic) || magic != kStateEndMagic) return fail("bad end marker");
   if (!count_usage(quotas_)) {
@@ -529,6 +559,7 @@ Status Ledger::check_invariants() const {
     }
   }
   if (clearing != clearing_index_.size()) fail("clearing index names other accounts");
+  if (report.ok()) report = orders_.check_invariants(last_stamp_.timestamp_ns);
   return report;
 }
 

@@ -65,15 +65,22 @@ TEST_F(Ledger_, LoadRefusesAnotherConfiguration) {
       << loaded.to_string();
 }
 
-// States saved by earlier versions still load: version 3 (key records of 56 bytes,
-// without their owner; no quota limits) and version 2 (no signature table either).
-TEST_F(Ledger_, LoadReadsVersion2And3States) {
+// States saved by earlier versions still load: version 4 (no orders), version 3 (key
+// records of 56 bytes, without their owner; no quota limits) and version 2 (no
+// signature table either).
+TEST_F(Ledger_, LoadReadsVersion2To4States) {
   const AccountId user = funded(100);
   hold(user, open(), 10, 5);
   run(Command::make_transfer(user, open(), 1, kUsd));
   // A key of no merchant (owner 0), so that its record is the same in every version.
   run(Command::make_create_account(MerchantId{}, kUsd, AccountKind::system).with_key({3, 4}));
-  const std::vector<unsigned char> v4 = saved_state(*ledger_);
+  const std::vector<unsigned char> v5 = saved_state(*ledger_);
+  // Version 4: no orders section (configuration, next serial, next retention serial,
+  // count: none held).
+  constexpr std::size_t kNoOrders = 16 + 8 + 8 + 8;
+  std::vector<unsigned char> v4(v5.begin(), v5.end() - 8 - kNoOrders);
+  v4.insert(v4.end(), v5.end() - 8, v5.end());
+  std::memcpy(v4.data(), "PGLEDGR4", 8);
   const std::size_t config_end = 8 + 32;
   const std::size_t records_at = config_end + 16 + 16 + 8 + sizeof(Account) * 5 + 8 + 8 +
                                  sizeof(Transfer) * 1 + 8 + sizeof(Transfer) * 3 + 8;
@@ -97,7 +104,7 @@ TEST_F(Ledger_, LoadReadsVersion2And3States) {
   v2.insert(v2.end(), v3.begin() + v3_signatures_at + 8, v3.end());
   std::memcpy(v2.data(), "PGLEDGR2", 8);
 
-  for (const std::vector<unsigned char>* old : {&v3, &v2}) {
+  for (const std::vector<unsigned char>* old : {&v4, &v3, &v2}) {
     Ledger restored(config_);
     BytesSource source(*old);
     const Status loaded = restored.load(source);

@@ -34,7 +34,8 @@ u32 logged_count(const Request& r) noexcept {
 bool is_lookup(const Request& r) noexcept {
   return r.kind == RequestKind::lookup_account || r.kind == RequestKind::lookup_transfer ||
          r.kind == RequestKind::read_events || r.kind == RequestKind::read_entries ||
-         r.kind == RequestKind::read_unsettled || r.kind == RequestKind::lookup_quota;
+         r.kind == RequestKind::read_unsettled || r.kind == RequestKind::lookup_quota ||
+         r.kind == RequestKind::lookup_order;
 }
 bool is_read(const Request& r) noexcept {
   return r.kind == RequestKind::read_events || r.kind == RequestKind::read_entries;
@@ -185,6 +186,9 @@ ResultCode Group::submit(const Request& request) noexcept {
     if (request.completion == nullptr) return ResultCode::invalid_command;
     if (request.kind == RequestKind::lookup_quota &&
         (request.quota_out == nullptr || request.quota_defaults_out == nullptr)) {
+      return ResultCode::invalid_command;
+    }
+    if (request.kind == RequestKind::lookup_order && request.order_out == nullptr) {
       return ResultCode::invalid_command;
     }
     if (request.lookup_ids != nullptr && request.count == 0) return ResultCode::batch_empty;
@@ -514,6 +518,13 @@ void Group::apply_batch(u32 count, Stamp first) {
         *r.quota_out = entry != nullptr ? *entry : OwnerQuota{};
         r.quota_out->owner = r.lookup_id;
         *r.quota_defaults_out = ledger_->quotas().defaults();
+        break;
+      }
+      case RequestKind::lookup_order: {
+        const Order* order = ledger_->find_order(r.lookup_id);
+        outcome.found = order != nullptr;
+        outcome.archived = order == nullptr && ledger_->order_archived(r.lookup_id);
+        *r.order_out = order != nullptr ? *order : Order{};
         break;
       }
       case RequestKind::read_unsettled:

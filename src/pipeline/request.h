@@ -19,6 +19,7 @@
 #include "ledger/command.h"
 #include "ledger/owner_quotas.h"
 #include "ledger/types.h"
+#include "orders/order_book.h"
 #include "pipeline/event_log.h"
 
 namespace paygate {
@@ -38,6 +39,9 @@ enum class RequestKind : u8 {
   // it has none: nothing counted, no limits of its own); *quota_defaults_out ← the
   // group's default limits. Outcome::found: the merchant had an entry.
   lookup_quota = 8,
+  // *order_out ← the order lookup_id (zeroed when not held). Outcome::found: it is
+  // held; Outcome::archived: it was made here and has left memory since.
+  lookup_order = 9,
 };
 
 struct Outcome {
@@ -45,6 +49,7 @@ struct Outcome {
   ResultCode atomic = ResultCode::ok;  // atomic requests: ok or why the batch failed
   u64 first_sequence = 0;              // the first command's sequence (commands, atomic)
   bool found = false;                  // lookups: every id was found
+  bool archived = false;               // lookup_order: made here, no longer held
   EventPage page;                      // reads: what events_out holds
   u32 filled = 0;                      // read_unsettled: how many it found (up to count)
 };
@@ -83,6 +88,7 @@ struct Request {
   u32* channel_numbers_out = nullptr;  // read_unsettled
   OwnerQuota* quota_out = nullptr;     // lookup_quota
   QuotaLimits* quota_defaults_out = nullptr;
+  Order* order_out = nullptr;  // lookup_order
 };
 
 // A completion a thread can block on: for tests, tools and simple clients.

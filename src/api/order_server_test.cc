@@ -1,0 +1,272 @@
+// Orders against the real server (docs/API.md, "Orders"), as the three principals
+// drive them: the merchant creates, the payer checks out, the provider reports; the
+// money of each step, who may take it, and every way a step can arrive twice.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <string>
+#include <thread>
+
+#include "api/server_fixture.h"
+
+namespace paygate::api {
+namespace {
+
+using namespace std::chrono_literals;
+
+class OrderServerTest : public ServerTest {
+ protected:
+  void SetUp() override {
+    ServerTest::SetUp();
+    shop_ = merchant("Shop");
+    shop_account_ = account(shop_);
+    payer_ = principal("/v1/users", "{}");
+    wallet_ = account(payer_);
+    fund(system_account(), wallet_, 1000);
+    bank_ = principal("/v1/providers", R"({"name":"Bank"})", &clearing_);
+  }
+  MerchantKeys principal(const std::string& route, const std::string& body,
+                         std::string* clearing = nullptr) {
+    const HttpResponse r = admin_post(route, body);
+    EXPECT_EQ(r.status, 201u) << r.body;
+    if (clearing != nullptr) *clearing = text_field(r.body, "/clearing_account");
+    return {text_field(r.body, "/id"), text_field(r.body, "/key_id"),
+            text_field(r.body, "/secret")};
+  }
+  HttpResponse create(const std::string& ref, i64 amount, const std::string& extra = {},
+                      std::vector<std::string> more = {}) {
+    return merchant_request(shop_, "POST", "/v1/orders",
+                            R"({"merchant_ref":")" + ref + R"(","amount":)" +
+                                std::to_string(amount) + R"(,"currency":"USD")" + extra + "}",
+                            std::move(more));
+  }
+  HttpResponse checkout_wallet(const MerchantKeys& who, const std::string& order,
+                               const std::string& signature, const std::string& wallet,
+                               std::vector<std::string> more = {}) {
+    return merchant_request(who, "POST", "/v1/orders/" + order + "/checkout",
+                            R"({"signature":")" + signature +
+                                R"(","method":"wallet","payer_account":")" + wallet + R"("})",
+                            std::move(more));
+  }
+  HttpResponse checkout_external(const std::string& order, const std::string& signature) {
+    return merchant_request(payer_, "POST", "/v1/orders/" + order + "/checkout",
+                            R"({"signature":")" + signature +
+                                R"(","method":"external","provider":")" + bank_.id + R"("})");
+  }
+  HttpResponse result(const MerchantKeys& who, const std::string& order, const std::string& what,
+                      std::vector<std::string> more = {}) {
+    return merchant_request(who, "POST", "/v1/orders/" + order + "/result",
+                            R"({"result":")" + what + R"(","provider_ref":"psp-1"})",
+                            std::move(more));
+  }
+  std::string status_of(const std::string& order) {
+    return text_field(admin_get("/v1/orders/" + order).body, "/status");
+  }
+  // Polls (bounded) until the order leaves `from`, as the group's ticks move time on.
+  std::string wait_past(const std::string& order, const std::string& from) {
+    std::string status = from;
+    for (auto deadline = std::chrono::steady_clock::now() + 60s;
+         status == from && std::chrono::steady_clock::now() < deadline;) {
+      std::this_thread::sleep_for(100ms);
+      status = status_of(order);
+    }
+    return status;
+  }
+
+  MerchantKeys shop_, payer_, bank_;
+  std::string shop_account_, wallet_, clearing_;
+};
+
+TEST_F(OrderServerTest, APayerPaysAnOrderFromItsWalletOnceAndTheMerchantRefunds) {
+  const HttpResponse made =
+      create("cart-1", 300, R"(,"description":"two mugs","metadata":{"sku":"m2"})");
+  ASSERT_EQ(made.status, 201u) << made.body;
+  const std::string id = text_field(made.body, "/id");
+  const std::string signature = text_field(made.body, "/signature");
+  ASSERT_EQ(id.substr(0, 4), "ord_");
+  EXPECT_EQ(text_field(made.body, "/status"), "created");
+  EXPECT_EQ(text_field(made.body, "/account"), shop_account_);  // its first USD account
+  EXPECT_EQ(text_field(made.body, "/merchant"), shop_.id);
+  EXPECT_EQ(text_field(made.body, "/merchant_ref"), "cart-1");
+  EXPECT_EQ(number_field(made.body, "/expires_at") - number_field(made.body, "/created_at"), 900);
+  EXPECT_EQ(signature.size(), 64u);
+
+  // merchant_ref is unique per merchant: the answer names the order that has it.
+  const HttpResponse twice = create("cart-1", 5);
+  EXPECT_EQ(twice.status, 409u);
+  EXPECT_EQ(error_code(twice), "duplicate_order");
+  EXPECT_NE(twice.body.find(id), std::string::npos) << twice.body;
+
+  // A signature for other fields is refused, and nothing changes.
+  std::string tampered = signature;
+  tampered[0] = tampered[0] == 'a' ? 'b' : 'a';
+  const HttpResponse refused = checkout_wallet(payer_, id, tampered, wallet_);
+  EXPECT_EQ(refused.status, 400u);
+  EXPECT_EQ(error_code(refused), "invalid_order_signature");
+  EXPECT_EQ(balance(wallet_), 1000);
+  // Nor can anyone pay from a wallet it does not own.
+  const HttpResponse stranger = checkout_wallet(shop_, id, signature, wallet_);
+  EXPECT_EQ(stranger.status, 404u) << stranger.body;
+
+  const HttpResponse paid =
+      checkout_wallet(payer_, id, signature, wallet_, {"Idempotency-Key: c-1"});
+  ASSERT_EQ(paid.status, 200u) << paid.body;
+  EXPECT_EQ(text_field(paid.body, "/status"), "success");
+  EXPECT_EQ(text_field(paid.body, "/method"), "wallet");
+  EXPECT_EQ(balance(wallet_), 700);
+  EXPECT_EQ(balance(shop_account_), 300);
+  const HttpResponse retried =
+      checkout_wallet(payer_, id, signature, wallet_, {"Idempotency-Key: c-1"});
+  EXPECT_EQ(retried.status, 200u);
+  EXPECT_EQ(text_field(retried.body, "/transfer"), text_field(paid.body, "/transfer"));
+  const HttpResponse again = checkout_wallet(payer_, id, signature, wallet_);
+  EXPECT_EQ(again.status, 409u);
+  EXPECT_EQ(error_code(again), "invalid_order_state");
+  EXPECT_NE(again.body.find("success"), std::string::npos) << again.body;
+  EXPECT_EQ(balance(wallet_), 700);
+
+  // Who sees it: the merchant, the payer, operators; not another user.
+  EXPECT_EQ(merchant_request(shop_, "GET", "/v1/orders/" + id).status, 200u);
+  EXPECT_EQ(merchant_request(payer_, "GET", "/v1/orders/" + id).status, 200u);
+  const MerchantKeys other = principal("/v1/users", "{}");
+  EXPECT_EQ(merchant_request(other, "GET", "/v1/orders/" + id).status, 404u);
+
+  // Refunds: in parts, up to the amount, back to the wallet; only the merchant's.
+  EXPECT_EQ(merchant_request(payer_, "POST", "/v1/orders/" + id + "/refunds", "{}").status, 404u);
+  const HttpResponse part = merchant_request(shop_, "POST", "/v1/orders/" + id + "/refunds",
+                                             R"({"amount":100,"reason":"one mug broke"})");
+  ASSERT_EQ(part.status, 201u) << part.body;
+  EXPECT_EQ(number_field(part.body, "/amount_refunded"), 100);
+  EXPECT_EQ(balance(wallet_), 800);
+  const HttpResponse too_much =
+      merchant_request(shop_, "POST", "/v1/orders/" + id + "/refunds", R"({"amount":201})");
+  EXPECT_EQ(too_much.status, 422u);
+  EXPECT_EQ(error_code(too_much), "refund_exceeds_order");
+  ASSERT_EQ(merchant_request(shop_, "POST", "/v1/orders/" + id + "/refunds", "").status, 201u);
+  EXPECT_EQ(balance(wallet_), 1000);
+  EXPECT_EQ(balance(shop_account_), 0);
+  EXPECT_EQ(number_field(admin_get("/v1/orders/" + id).body, "/amount_refunded"), 300);
+}
+
+TEST_F(OrderServerTest, ShortOfFundsOrCancelledNothingMoves) {
+  const HttpResponse made = create("big", 5000);
+  ASSERT_EQ(made.status, 201u) << made.body;
+  const std::string id = text_field(made.body, "/id");
+  const std::string signature = text_field(made.body, "/signature");
+  const HttpResponse short_of = checkout_wallet(payer_, id, signature, wallet_);
+  EXPECT_EQ(short_of.status, 422u);
+  EXPECT_EQ(error_code(short_of), "insufficient_funds");
+  EXPECT_EQ(status_of(id), "created");
+  // Only its merchant cancels it.
+  EXPECT_EQ(merchant_request(payer_, "POST", "/v1/orders/" + id + "/cancel").status, 404u);
+  const HttpResponse cancelled = merchant_request(shop_, "POST", "/v1/orders/" + id + "/cancel");
+  ASSERT_EQ(cancelled.status, 200u) << cancelled.body;
+  EXPECT_EQ(text_field(cancelled.body, "/status"), "cancelled");
+  EXPECT_EQ(error_code(checkout_wallet(payer_, id, signature, wallet_)), "invalid_order_state");
+  EXPECT_EQ(balance(wallet_), 1000);
+  EXPECT_EQ(balance(shop_account_), 0);
+  // Checks at the door.
+  EXPECT_EQ(error_code(create("", 5)), "invalid_field");
+  EXPECT_EQ(error_code(create("x", 0)), "invalid_amount");
+  EXPECT_EQ(error_code(create("x", 5, R"(,"ipn_url":"ftp://x")")), "invalid_field");
+  EXPECT_EQ(error_code(merchant_request(payer_, "POST", "/v1/orders",
+                                        R"({"merchant_ref":"x","amount":5,"currency":"USD"})")),
+            "operator_only");
+  EXPECT_EQ(admin_get("/v1/orders/ord_0000000000000999").status, 404u);
+  EXPECT_EQ(client_->request("GET", "/v1/orders", admin()).status, 501u);
+  const HttpResponse balance_method = merchant_request(
+      shop_, "POST", "/v1/orders/" + text_field(create("y", 5).body, "/id") + "/checkout",
+      R"({"signature":")" + signature + R"(","method":"balance"})");
+  EXPECT_EQ(balance_method.status, 400u) << balance_method.body;  // another order's signature
+}
+
+TEST_F(OrderServerTest, AnExternalCheckoutIsSettledByItsProviderOnly) {
+  const HttpResponse made = create("card-1", 250);
+  const std::string id = text_field(made.body, "/id");
+  const HttpResponse routed = checkout_external(id, text_field(made.body, "/signature"));
+  ASSERT_EQ(routed.status, 200u) << routed.body;
+  EXPECT_EQ(text_field(routed.body, "/status"), "processing");
+  EXPECT_EQ(text_field(routed.body, "/provider"), bank_.id);
+  EXPECT_EQ(balance(shop_account_), 0);
+
+  std::string other_clearing;
+  const MerchantKeys other_bank =
+      principal("/v1/providers", R"({"name":"Other"})", &other_clearing);
+  EXPECT_EQ(result(other_bank, id, "success").status, 404u);
+  const HttpResponse by_shop = result(shop_, id, "success");
+  EXPECT_EQ(by_shop.status, 403u);
+  EXPECT_EQ(error_code(by_shop), "awaits_provider");
+  EXPECT_EQ(merchant_request(bank_, "GET", "/v1/orders/" + id).status, 200u);
+
+  const HttpResponse done = result(bank_, id, "success", {"Idempotency-Key: r-1"});
+  ASSERT_EQ(done.status, 200u) << done.body;
+  EXPECT_EQ(text_field(done.body, "/status"), "success");
+  EXPECT_EQ(result(bank_, id, "success", {"Idempotency-Key: r-1"}).body, done.body);
+  EXPECT_EQ(error_code(result(bank_, id, "failed")), "invalid_order_state");
+  EXPECT_EQ(balance(shop_account_), 250);
+  EXPECT_EQ(balance(clearing_), -250);
+  EXPECT_EQ(error_code(merchant_request(shop_, "POST", "/v1/orders/" + id + "/cancel")),
+            "invalid_order_state");
+
+  const HttpResponse declined = create("card-2", 40);
+  const std::string id2 = text_field(declined.body, "/id");
+  ASSERT_EQ(checkout_external(id2, text_field(declined.body, "/signature")).status, 200u);
+  ASSERT_EQ(result(bank_, id2, "failed").status, 200u);
+  EXPECT_EQ(status_of(id2), "failed");
+  EXPECT_EQ(balance(shop_account_), 250);
+}
+
+TEST_F(OrderServerTest, ALateSuccessIsAnExceptionThatAnOperatorResolves) {
+  const HttpResponse made = create("late-1", 60, R"(,"expires_in_s":1)");
+  ASSERT_EQ(made.status, 201u) << made.body;
+  const std::string id = text_field(made.body, "/id");
+  ASSERT_EQ(checkout_external(id, text_field(made.body, "/signature")).status, 200u);
+  ASSERT_EQ(wait_past(id, "processing"), "timeout");
+  const HttpResponse late = result(bank_, id, "success");
+  ASSERT_EQ(late.status, 200u) << late.body;
+  EXPECT_EQ(text_field(late.body, "/status"), "exception_checkout");
+  EXPECT_EQ(balance(shop_account_), 0);  // nothing moves until it is resolved
+  const HttpResponse by_shop =
+      merchant_request(shop_, "POST", "/v1/orders/" + id + "/resolve", R"({"action":"accept"})");
+  EXPECT_EQ(by_shop.status, 403u);
+  const HttpResponse accepted =
+      admin_post("/v1/orders/" + id + "/resolve", R"({"action":"accept"})");
+  ASSERT_EQ(accepted.status, 200u) << accepted.body;
+  EXPECT_EQ(text_field(accepted.body, "/status"), "success");
+  EXPECT_EQ(text_field(accepted.body, "/resolution"), "accepted");
+  EXPECT_EQ(balance(shop_account_), 60);
+  EXPECT_EQ(balance(clearing_), -60);
+  EXPECT_EQ(error_code(admin_post("/v1/orders/" + id + "/resolve", R"({"action":"reject"})")),
+            "invalid_order_state");
+}
+
+TEST_F(OrderServerTest, OrdersSurviveARestartAndLeaveMemoryAfterTheirRetention) {
+  config_ = "[orders]\nfinal_retained_s = 1\n";
+  restart();
+  const HttpResponse made = create("keep-1", 10, {}, {"Idempotency-Key: o-1"});
+  ASSERT_EQ(made.status, 201u) << made.body;
+  const std::string id = text_field(made.body, "/id");
+  restart(SIGKILL);
+  EXPECT_EQ(status_of(id), "created");
+  const HttpResponse retried = create("keep-1", 10, {}, {"Idempotency-Key: o-1"});
+  EXPECT_EQ(retried.status, 201u);
+  EXPECT_EQ(retried.body, made.body);
+  ASSERT_EQ(checkout_wallet(payer_, id, text_field(made.body, "/signature"), wallet_).status, 200u);
+  restart(SIGKILL);
+  EXPECT_EQ(status_of(id), "success");
+  EXPECT_EQ(balance(wallet_), 990);
+  // Final, then past its retention: 410, never a false 404.
+  std::string answer;
+  for (auto deadline = std::chrono::steady_clock::now() + 60s;
+       std::chrono::steady_clock::now() < deadline; std::this_thread::sleep_for(100ms)) {
+    answer = error_code(admin_get("/v1/orders/" + id));
+    if (answer == "order_archived") break;
+  }
+  EXPECT_EQ(answer, "order_archived");
+  EXPECT_EQ(admin_get("/v1/orders/" + id).status, 410u);
+  // Its merchant_ref is free again.
+  EXPECT_EQ(create("keep-1", 10).status, 201u);
+}
+
+}  // namespace
+}  // namespace paygate::api

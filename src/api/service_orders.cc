@@ -1,0 +1,283 @@
+// Routes of orders (docs/API.md, "Orders"; the machine: orders/order_book.h). Every
+// step is looked up first (is it there, who may act, is the signature right), then
+// one command of the order's group that changes the order and its money together.
+#include "api/service.h"
+
+#include <fmt/format.h>
+
+#include "api/crypto.h"
+#include "api/http_status.h"
+#include "api/id_text.h"
+#include "api/render.h"
+#include "api/service_internal.h"
+#include "base/hash.h"
+
+namespace paygate::api {
+
+using detail::decoder;
+
+namespace {
+
+constexpr u8 kPositive = 1, kNegative = 2;  // result success / resolve accept, and not
+
+// What each status still allows, for the message of invalid_order_state.
+std::string_view allowed_in(OrderStatus status) {
+  switch (status) {
+    case OrderStatus::created:
+      return "it can be checked out or cancelled";
+    case OrderStatus::processing:
+      return "it waits for its provider's result, or a cancel";
+    case OrderStatus::success:
+      return "it can be refunded";
+    case OrderStatus::exception_checkout:
+      return "an operator resolves it";
+    default:
+      return "it is final";
+  }
+}
+
+}  // namespace
+
+// HMAC-SHA256 over what a payer must not be able to change, keyed by the server.
+std::string Service::order_signature(const Order& o) const {
+  const std::string id = id_text(IdKind::order, o.id);
+  const std::string merchant = principal_id_text(o.merchant);
+  const std::string amount = std::to_string(o.amount);
+  const std::string currency = o.currency.letters();
+  const std::string expires = std::to_string(o.expires_at_ns / kNanosPerSecond);
+  return to_hex(
+      hmac_sha256(order_key_, {id, "|", merchant, "|", amount, "|", currency, "|", expires}));
+}
+
+// Operators; the merchant (and its parents); the payer who paid it from its wallet;
+// the provider it was routed to.
+bool Service::visible_order(const Exchange& ex, const Order& o) const {
+  if (ex.principal_.is_operator || visible_owner(ex, o.merchant)) return true;
+  const u64 caller = ex.principal_.merchant->id;
+  for (const AccountId side : {o.payer_account, o.provider_account}) {
+    if (side.value == 0) continue;
+    const std::optional<u64> owner = owners_.owner(side.value);
+    if (owner && *owner == caller) return true;
+  }
+  return false;
+}
+
+bool Service::lookup_order(Exchange& ex, bool last_step) {
+  Request request{.kind = RequestKind::lookup_order, .lookup_id = ex.path_id_};
+  request.order_out = &ex.order_;
+  request.completion = &ex;
+  return submit(ex, request, last_step);
+}
+
+bool Service::fail_order_lookup(Exchange& ex) {
+  if (ex.outcome_.archived) {
+    return fail(ex, ResultCode::order_archived,
+                "the order is final and has left the engine's memory ([orders] "
+                "final_retained_s); its history is the read side's (docs/ORDERS.md)");
+  }
+  return fail(ex, ResultCode::order_not_found, "no such order");
+}
+
+bool Service::fail_order_command(Exchange& ex, const CommandResult& result) {
+  if (result.code == ResultCode::invalid_order_state) {
+    const auto status = static_cast<OrderStatus>(result.channel_number);
+    return fail(ex, result.code,
+                fmt::format("the order is {}: {}", name(status), allowed_in(status)));
+  }
+  if (result.code == ResultCode::duplicate_order) {
+    return fail(
+        ex, result.code,
+        fmt::format("merchant_ref is already used by {}", id_text(IdKind::order, result.id)));
+  }
+  return fail(ex, result.code, describe(result.code));
+}
+
+bool Service::create_order(Exchange& ex) {
+  OrderCreate& r = ex.order_create_;
+  if (ex.step_ == 0) {
+    const Problem problem = decoder().order_create(ex.view_.body, &r);
+    if (!problem.ok()) return fail_problem(ex, problem);
+    const bool is_operator = ex.principal_.is_operator;
+    if (!is_operator && ex.principal_.merchant->kind != PrincipalKind::merchant) {
+      return fail(ex, ResultCode::operator_only, "merchants (and operators) create orders");
+    }
+    if (r.account_id == 0) {
+      if (is_operator) return fail(ex, ResultCode::missing_field, "an operator names the account");
+      const std::optional<u64> first =
+          owners_.first_account(ex.principal_.merchant->id, r.currency.code);
+      if (!first) {
+        return fail(ex, ResultCode::account_not_found,
+                    fmt::format("the merchant has no account in {}: open one, or name one",
+                                r.currency.letters()));
+      }
+      r.account_id = *first;
+    }
+    ex.group_ = engine().route(r.account_id);
+    if (ex.group_ == nullptr || !visible_account(ex, r.account_id)) {
+      return fail(ex, ResultCode::account_not_found, "no such account");
+    }
+    const u64 ref = Hasher{}.add_bytes(r.merchant_ref).add(r.merchant_ref.size()).value();
+    ex.commands_.assign(1, Command::make_order_create(AccountId{r.account_id}, r.amount, r.currency,
+                                                      r.expires_in_s, ref | 1)
+                               .with_extra_hash(r.extra_hash)
+                               .with_key(ex.key_, ex.key_lane_));
+    ex.results_.assign(1, CommandResult{});
+    return submit_one(ex);
+  }
+  const CommandResult result = ex.results_[0];
+  if (!result.ok()) return fail_order_command(ex, result);
+  Order& o = ex.order_;
+  o = Order{};
+  o.id = result.id;
+  o.merchant = owners_.owner(r.account_id).value_or(0);
+  o.account = AccountId{r.account_id};
+  o.amount = r.amount;
+  o.currency = r.currency;
+  o.created_at_ns = u64{result.channel_number} * kNanosPerSecond;
+  o.expires_at_ns = o.created_at_ns + u64{r.expires_in_s} * kNanosPerSecond;
+  render_order(ex.reply.body, o, order_signature(o), 0, &r);
+  return finish(ex, 201);
+}
+
+bool Service::get_order(Exchange& ex) {
+  if (ex.step_ == 0) return lookup_order(ex, /*last_step=*/true);
+  if (!ex.outcome_.found) return fail_order_lookup(ex);
+  if (!visible_order(ex, ex.order_)) return fail(ex, ResultCode::order_not_found, "no such order");
+  const std::optional<u64> provider = ex.order_.provider_account.value != 0
+                                          ? owners_.owner(ex.order_.provider_account.value)
+                                          : std::nullopt;
+  render_order(ex.reply.body, ex.order_, order_signature(ex.order_), provider.value_or(0));
+  return finish(ex, 200);
+}
+
+bool Service::order_step(Exchange& ex) {
+  OrderStep& s = ex.order_step_;
+  Order& o = ex.order_;
+  const Route route = ex.route_;
+  if (ex.step_ == 0) {
+    Problem problem;
+    switch (route) {
+      case Route::orders_checkout:
+        problem = decoder().order_checkout(ex.view_.body, &s);
+        break;
+      case Route::orders_result:
+        problem = decoder().withdrawal_result(ex.view_.body, &ex.withdrawal_result_);
+        break;
+      case Route::orders_resolve:
+        problem = decoder().order_resolve(ex.view_.body, &s);
+        break;
+      case Route::orders_refunds:
+        problem = decoder().order_refund(ex.view_.body, &s);
+        break;
+      default:  // cancel: {} or nothing
+        problem = decoder().void_pending(ex.view_.body);
+        break;
+    }
+    if (!problem.ok()) return fail_problem(ex, problem);
+    if (route == Route::orders_resolve && !ex.principal_.is_operator) {
+      return fail(ex, ResultCode::operator_only, "operators resolve an exception_checkout");
+    }
+    return lookup_order(ex, /*last_step=*/false);
+  }
+  if (ex.step_ == 1) {
+    if (!ex.outcome_.found) return fail_order_lookup(ex);
+    const bool is_operator = ex.principal_.is_operator;
+    const u64 caller = is_operator ? 0 : ex.principal_.merchant->id;
+    AccountId account{};
+    u64 amount = 0;
+    u8 action = 0;
+    u64 extra = 0;
+    CommandKind kind = CommandKind::order_cancel;
+    switch (route) {
+      case Route::orders_checkout: {
+        // The signature is what lets a payer's browser check out an order it was shown:
+        // whoever holds it may, and it covers what the payer must not change.
+        if (!equal_constant_time(s.signature, order_signature(o))) {
+          return fail(ex, ResultCode::invalid_order_signature,
+                      "signature does not match the order (its id, merchant, amount, currency "
+                      "and expiry)");
+        }
+        const auto method = static_cast<OrderMethod>(s.method);
+        if (method == OrderMethod::balance) {
+          return fail(ex, ResultCode::not_implemented,
+                      "method balance (a hold on the merchant's prefunded account) is not built "
+                      "yet (docs/ORDERS.md)");
+        }
+        if (method == OrderMethod::wallet) {
+          if (engine().route(s.payer_account) == nullptr || !visible_account(ex, s.payer_account)) {
+            return fail(ex, ResultCode::debit_account_not_found, "no such payer_account");
+          }
+          account = AccountId{s.payer_account};
+        } else {
+          const MerchantRef provider = merchants_.find(s.provider_id);
+          if (provider == nullptr || provider->clearing_account == 0) {
+            return fail(ex, ResultCode::provider_not_found, "no such provider");
+          }
+          account = AccountId{provider->clearing_account};
+        }
+        if (engine().route(account.value) != ex.group_) {
+          return fail(ex, ResultCode::cross_group_transfer,
+                      "the order and the paying account are in different groups: not yet "
+                      "supported (docs/ORDERS.md)");
+        }
+        kind = CommandKind::order_checkout;
+        action = s.method;
+        break;
+      }
+      case Route::orders_result: {
+        const std::optional<u64> provider =
+            o.provider_account.value != 0 ? owners_.owner(o.provider_account.value) : std::nullopt;
+        const bool routed = provider && *provider == caller && is_provider(ex);
+        if (!is_operator && !routed) {
+          if (!visible_order(ex, o)) return fail(ex, ResultCode::order_not_found, "no such order");
+          return fail(ex, ResultCode::awaits_provider,
+                      "only the provider the order was routed to (or an operator) reports its "
+                      "result");
+        }
+        kind = CommandKind::order_result;
+        action = ex.withdrawal_result_.success ? kPositive : kNegative;
+        extra = Hasher{}.add_bytes(ex.withdrawal_result_.provider_ref).add(6).value();
+        break;
+      }
+      case Route::orders_resolve:
+        kind = CommandKind::order_resolve;
+        action = s.accept ? kPositive : kNegative;
+        break;
+      default:  // cancel, refunds: the merchant's (or an operator's)
+        if (!visible_owner(ex, o.merchant)) {
+          return fail(ex, ResultCode::order_not_found, "no such order");
+        }
+        if (route == Route::orders_refunds) {
+          kind = CommandKind::order_refund;
+          amount = s.amount;
+          extra = Hasher{}.add_bytes(s.reason).add(7).value();
+        }
+        break;
+    }
+    ex.commands_.assign(1, Command::make_order(kind, o.id, account, amount, action)
+                               .with_extra_hash(extra)
+                               .with_key(ex.key_, ex.key_lane_));
+    ex.results_.assign(1, CommandResult{});
+    return submit_one(ex);
+  }
+  if (ex.step_ == 2) {
+    const CommandResult result = ex.results_[0];
+    if (!result.ok()) return fail_order_command(ex, result);
+    if (route == Route::orders_refunds && s.amount == 0) s.amount = o.amount - o.amount_refunded;
+    // The answer shows the order as it is now, read after the step (so that a keyed
+    // retry, answered by the ledger as the first time, shows the same while nothing
+    // else has changed it).
+    return lookup_order(ex, /*last_step=*/true);
+  }
+  if (!ex.outcome_.found) return fail_order_lookup(ex);
+  if (route == Route::orders_refunds) {
+    render_refund(ex.reply.body, o, ex.results_[0].id, s.amount, s.reason);
+    return finish(ex, 201);
+  }
+  const u64 provider =
+      o.provider_account.value != 0 ? owners_.owner(o.provider_account.value).value_or(0) : 0;
+  render_order(ex.reply.body, o, order_signature(o), provider);
+  return finish(ex, 200);
+}
+
+}  // namespace paygate::api

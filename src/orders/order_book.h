@@ -1,0 +1,209 @@
+// Orders: the payment flow's state machine (docs/API.md, "Orders"), applied by the
+// group's ledger in the same command stream as its accounts and transfers, so that
+// each transition changes the order and its money in one journaled, deterministic
+// command (docs/ORDERS.md).
+//
+// An order is created for a merchant's account; checked out by a payer's wallet
+// (the money moves at once: success) or through a provider (processing, until the
+// provider's result); it times out when its expiry passes first; a provider's success
+// after that is recorded as exception_checkout, for an operator to resolve. A success
+// can be refunded, in parts, up to its amount. Every move of money is an immediate
+// transfer of the ledger (OrderMoney), made in the same command as the transition.
+//
+// Thread: the group's only. Memory: allocated at construction; applying commands
+// allocates nothing. Time: only from each command's stamp.
+#pragma once
+
+#include <algorithm>
+#include <vector>
+
+#include "base/fixed_array.h"
+#include "base/hash.h"
+#include "base/ids.h"
+#include "base/open_address_map.h"
+#include "base/status.h"
+#include "ledger/command.h"
+#include "ledger/expiry_queue.h"
+#include "ledger/types.h"
+
+namespace paygate {
+
+enum class OrderStatus : u8 {
+  created = 1,
+  processing = 2,
+  success = 3,
+  failed = 4,
+  timeout = 5,
+  cancelled = 6,
+  rejected_risk = 7,  // reserved: risk rules are not yet built
+  exception_checkout = 8,
+};
+constexpr bool is_final(OrderStatus status) noexcept {
+  return status != OrderStatus::created && status != OrderStatus::processing;
+}
+std::string_view name(OrderStatus status) noexcept;
+
+enum class OrderMethod : u8 { none = 0, wallet = 1, balance = 2, external = 3 };
+std::string_view name(OrderMethod method) noexcept;
+
+// How an exception_checkout was settled (OrderResolution::none until then).
+enum class OrderResolution : u8 { none = 0, accepted = 1, rejected = 2 };
+
+struct alignas(64) Order {
+  u64 id = 0;
+  u64 merchant = 0;   // the credited account's owner
+  AccountId account;  // credited on success
+  u64 amount = 0;
+  u64 amount_refunded = 0;
+  u64 created_at_ns = 0;
+  u64 expires_at_ns = 0;
+  u64 finished_at_ns = 0;      // when it became final (0 while open)
+  u64 ref_hash = 0;            // the merchant_ref's hash, unique per merchant while held
+  AccountId payer_account;     // wallet: the account paid from
+  AccountId provider_account;  // external: the provider's clearing account
+  TransferId transfer_id;      // the transfer that paid it (wallet, external success)
+  Currency currency;
+  u32 expires_in_s = 0;
+  OrderStatus status = OrderStatus::created;
+  OrderMethod method = OrderMethod::none;
+  OrderResolution resolution = OrderResolution::none;
+  u8 late_result = 0;  // exception_checkout: the provider's success came after timeout
+  u32 reserved0 = 0;
+  // Final: its place in the order finals leave memory, (finished_at, retain_serial).
+  // An unresolved exception_checkout is never let go.
+  u64 retain_serial = 0;
+};
+static_assert(sizeof(Order) == 128);
+static_assert(std::is_trivially_copyable_v<Order>);
+
+// The ledger's money, as the order machine may use it: immediate transfers at the
+// order command's stamp, with every rule of the ledger (funds, currency, limits).
+class OrderMoney {
+ public:
+  virtual CommandResult move(AccountId debit, AccountId credit, u64 amount,
+                             Currency currency) noexcept = 0;
+  virtual const Account* account(AccountId id) const noexcept = 0;
+
+ protected:
+  ~OrderMoney() = default;
+};
+
+struct OrderConfig {
+  IdPrefix prefix{};
+  u32 orders_max = 1u << 16;  // open orders and final ones still held
+  u64 final_retained_ns = 3600 * kNanosPerSecond;
+};
+
+inline constexpr u32 kOrderExpiresInMaxS = 366 * 24 * 3600;
+
+class OrderBook {
+ public:
+  explicit OrderBook(const OrderConfig& config);
+
+  static bool is_order_command(CommandKind kind) noexcept {
+    return kind >= CommandKind::order_create && kind <= CommandKind::order_resolve;
+  }
+  // Applies one order command at `stamp`. REQUIRES: advance(stamp) ran.
+  CommandResult apply(Stamp stamp, const Command& command, OrderMoney& money) noexcept;
+  // Orders past their expiry time out; final ones past their retention leave memory.
+  void advance(Stamp stamp) noexcept;
+
+  const Order* find(u64 id) const noexcept {
+    const u32* slot = index_.find(id);
+    return slot == nullptr ? nullptr : &orders_[*slot];
+  }
+  // Made here once and no longer held (its retention passed): answered as archived,
+  // never as unknown.
+  bool archived(u64 id) const noexcept {
+    return id_prefix_bits(id) == config_.prefix.bits() && id_serial(id) != 0 &&
+           id_serial(id) < next_serial_ && find(id) == nullptr;
+  }
+  // The principal an order command's key counts against (ledger quotas), or 0:
+  // owner_of(AccountId) → the account's owner. A wallet checkout is the payer's
+  // request; every other step is the merchant's order.
+  template <typename OwnerOf>
+  u64 key_owner(const Command& command, OwnerOf&& owner_of) const noexcept {
+    if (command.kind == CommandKind::order_create) return owner_of(command.order_create.account);
+    if (command.kind == CommandKind::order_checkout &&
+        command.order.action == static_cast<u8>(OrderMethod::wallet)) {
+      return owner_of(command.order.account);
+    }
+    const Order* order = find(command.order.order_id);
+    return order == nullptr ? 0 : order->merchant;
+  }
+  u32 size() const noexcept { return count_; }
+  // When advance() next has something to do (an order to time out, one to let go), or 0.
+  u64 next_due_ns() const noexcept {
+    const u64 expiry = expiry_.empty() ? 0 : expiry_.top().expires_at_ns;
+    const u64 retention = retention_.empty() ? 0 : retention_.top().expires_at_ns;
+    return expiry == 0 ? retention : retention == 0 ? expiry : std::min(expiry, retention);
+  }
+  const OrderConfig& config() const noexcept { return config_; }
+
+  // State (docs/SNAPSHOT.md): save writes in slot order and allocates nothing; load
+  // rebuilds the indexes; the digest and invariants see orders in id order.
+  // Its configuration leads, for a load to refuse another (as the ledger's own).
+  struct SavedConfig {
+    u32 orders_max;
+    u32 reserved;
+    u64 final_retained_ns;
+    bool operator==(const SavedConfig&) const = default;
+  };
+  SavedConfig saved_config() const noexcept {
+    return {config_.orders_max, 0, config_.final_retained_ns};
+  }
+  template <typename Put>
+  void save(Put&& put) const noexcept {
+    put(saved_config());
+    put(next_serial_);
+    put(next_retain_serial_);
+    put(u64{count_});
+    for (u32 slot = 0; slot < config_.orders_max; ++slot) {
+      if (orders_[slot].id != 0) put(orders_[slot]);
+    }
+  }
+  // `orders` as saved; `now_ns` the state's last stamp.
+  Status load(u64 next_serial, u64 next_retain_serial, const std::vector<Order>& orders,
+              u64 now_ns);
+  void hash_into(Hasher& hasher) const;
+  Status check_invariants(u64 now_ns) const;
+
+ private:
+  u32 take_slot(Stamp stamp) noexcept;  // kNoSlot when full
+  void finish(u32 slot, OrderStatus status, Stamp stamp) noexcept;
+  void retain(u32 slot, Stamp stamp) noexcept;  // final from now: held for the retention
+  void release(u32 slot) noexcept;              // leaves memory (archived)
+  static u64 ref_key(u64 merchant, u64 ref_hash) noexcept {
+    return Hasher{}.add(merchant).add(ref_hash).value() | 1;  // never 0 (the empty key)
+  }
+  CommandResult refuse_state(const Order& order) const noexcept {
+    // The order's status rides in channel_number, for the answer to name it.
+    return CommandResult{.code = ResultCode::invalid_order_state,
+                         .channel_number = static_cast<u32>(order.status),
+                         .id = order.id};
+  }
+  CommandResult create(Stamp stamp, const Command& command, OrderMoney& money) noexcept;
+  CommandResult checkout(Stamp stamp, const Command& command, OrderMoney& money) noexcept;
+  CommandResult result(Stamp stamp, const Command& command, OrderMoney& money) noexcept;
+  CommandResult cancel(Stamp stamp, const Command& command) noexcept;
+  CommandResult refund(const Command& command, OrderMoney& money) noexcept;
+  CommandResult resolve(Stamp stamp, const Command& command, OrderMoney& money) noexcept;
+
+  static constexpr u32 kNoSlot = ~u32{0};
+
+  OrderConfig config_;
+  FixedArray<Order> orders_;  // by slot; id 0: free
+  FixedArray<u32> free_slots_;
+  u32 free_top_ = 0;
+  u32 count_ = 0;
+  OpenAddressMap<u64, u32, Mix64Hash> index_;  // order id → slot
+  OpenAddressMap<u64, u64, Mix64Hash> refs_;   // ref_key → order id
+  ExpiryQueue expiry_;                         // open orders by (expires_at, id)
+  // Final orders by (finished_at, retain_serial), to leave memory when their retention
+  // passes; every final order but an unresolved exception_checkout is here.
+  ExpiryQueue retention_;
+  u64 next_retain_serial_ = 1;
+  u64 next_serial_ = 1;
+};
+
+}  // namespace paygate
