@@ -118,6 +118,7 @@ class Exchange final : public Completion {
   OrderCreate order_create_;
   OrderStep order_step_;
   Order order_;
+  Order order_seen_;  // as it was before the step in flight
   QuotaSet quota_set_;
   OwnerQuota quota_;
   QuotaLimits quota_defaults_;
@@ -241,6 +242,7 @@ class Service {
   // The order as looked up, or the answer when it is not (404, or 410 archived).
   bool fail_order_lookup(Exchange& ex);
   bool fail_order_command(Exchange& ex, const CommandResult& result);
+  static void advance_order(Order& order, const Command& command, const CommandResult& result);
   bool visible_order(const Exchange& ex, const Order& order) const;
   std::string order_signature(const Order& order) const;
   bool create_withdrawal(Exchange& ex);

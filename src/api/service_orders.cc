@@ -11,6 +11,7 @@
 #include "api/render.h"
 #include "api/service_internal.h"
 #include "base/hash.h"
+#include "base/log.h"
 
 namespace paygate::api {
 
@@ -69,7 +70,49 @@ bool Service::lookup_order(Exchange& ex, bool last_step) {
   return submit(ex, request, last_step);
 }
 
+// What a step did to the order (for an answer when the order could not be read back).
+void Service::advance_order(Order& o, const Command& command, const CommandResult& result) {
+  const u8 action = command.order.action;
+  switch (command.kind) {
+    case CommandKind::order_checkout:
+      o.method = static_cast<OrderMethod>(action);
+      if (o.method == OrderMethod::wallet) {
+        o.status = OrderStatus::success;
+        o.payer_account = command.order.account;
+        o.transfer_id = TransferId{result.id};
+      } else {
+        o.status = OrderStatus::processing;
+        o.provider_account = command.order.account;
+      }
+      break;
+    case CommandKind::order_result:
+      if (o.status == OrderStatus::timeout || o.status == OrderStatus::cancelled) {
+        o.status = OrderStatus::exception_checkout;
+        o.late_result = 1;
+      } else {
+        o.status = action == kPositive ? OrderStatus::success : OrderStatus::failed;
+      }
+      break;
+    case CommandKind::order_resolve:
+      o.status = action == kPositive ? OrderStatus::success : OrderStatus::failed;
+      o.resolution = action == kPositive ? OrderResolution::accepted : OrderResolution::rejected;
+      break;
+    case CommandKind::order_cancel:
+      o.status = OrderStatus::cancelled;
+      break;
+    default:  // a refund: the amount is the answer's
+      break;
+  }
+}
+
 bool Service::fail_order_lookup(Exchange& ex) {
+  if (ex.route_ == Route::orders_result && ex.outcome_.archived) {
+    // A provider's result for an order that has left memory moves nothing and is
+    // recorded nowhere else: someone must look at it.
+    PG_LOG_WARN("event=order_result_after_archive order={} result={}",
+                id_text(IdKind::order, ex.path_id_),
+                ex.withdrawal_result_.success ? "success" : "failed");
+  }
   if (ex.outcome_.archived) {
     return fail(ex, ResultCode::order_archived,
                 "the order is final and has left the engine's memory ([orders] "
@@ -260,17 +303,34 @@ bool Service::order_step(Exchange& ex) {
     ex.results_.assign(1, CommandResult{});
     return submit_one(ex);
   }
+  // The step is done. The answer shows the order as it is now, read after the step (so
+  // that a keyed retry, answered by the ledger as the first time, shows the same while
+  // nothing else has changed it); a refund's amount is its transfer's.
+  const bool refund = route == Route::orders_refunds;
   if (ex.step_ == 2) {
     const CommandResult result = ex.results_[0];
     if (!result.ok()) return fail_order_command(ex, result);
-    if (route == Route::orders_refunds && s.amount == 0) s.amount = o.amount - o.amount_refunded;
-    // The answer shows the order as it is now, read after the step (so that a keyed
-    // retry, answered by the ledger as the first time, shows the same while nothing
-    // else has changed it).
+    ex.order_seen_ = o;
+    if (refund) {
+      ex.transfers_.resize(1);
+      Request request{.kind = RequestKind::lookup_transfer, .lookup_id = result.id};
+      request.transfer_out = ex.transfers_.data();
+      request.completion = &ex;
+      return submit(ex, request, /*last_step=*/false);
+    }
     return lookup_order(ex, /*last_step=*/true);
   }
-  if (!ex.outcome_.found) return fail_order_lookup(ex);
-  if (route == Route::orders_refunds) {
+  if (refund && ex.step_ == 3) {
+    if (ex.outcome_.found) s.amount = ex.transfers_[0].amount;
+    return lookup_order(ex, /*last_step=*/true);
+  }
+  if (!ex.outcome_.found) {
+    // It left memory between the step and this read (its retention ended): the step
+    // still happened, so answer from the order as it was, moved on by the step.
+    o = ex.order_seen_;
+    advance_order(o, ex.commands_[0], ex.results_[0]);
+  }
+  if (refund) {
     render_refund(ex.reply.body, o, ex.results_[0].id, s.amount, s.reason);
     return finish(ex, 201);
   }

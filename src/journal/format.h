@@ -90,7 +90,10 @@ struct SegmentHeader {
   u64 idempotency_window_ns;
   u64 segment_bytes;
   u64 signature_window_ns;  // likewise
-  u64 reserved1;
+  // The order book's configuration (0 in segments written before orders): results
+  // depend on it (orders_full, early eviction, archiving).
+  u32 orders_max;
+  u32 order_final_retained_s;
 
   static SegmentHeader describe(const LedgerConfig& config, u64 segment_bytes) noexcept {
     SegmentHeader h{};
@@ -106,12 +109,19 @@ struct SegmentHeader {
     h.segment_bytes = segment_bytes;
     h.signature_keys_max = config.signature_capacity();
     h.signature_window_ns = config.signature_window_ns;
+    h.orders_max = config.orders_max;
+    h.order_final_retained_s =
+        static_cast<u32>(std::min<u64>(config.order_final_retained_ns / kNanosPerSecond, ~u32{0}));
     return h;
   }
   // The same ledger (segment size and format version may differ between segments). A
   // segment from before the signature table (zeros there) holds no signature keys, so
-  // it replays the same under any signature configuration.
+  // it replays the same under any signature configuration; one from before orders
+  // (zeros there) holds no orders, and replays the same under any order configuration.
   bool same_ledger(const SegmentHeader& o) const noexcept {
+    const bool orders_differ =
+        orders_max != 0 && o.orders_max != 0 &&
+        (orders_max != o.orders_max || order_final_retained_s != o.order_final_retained_s);
     const bool signatures_differ = signature_keys_max != 0 && o.signature_keys_max != 0 &&
                                    (signature_keys_max != o.signature_keys_max ||
                                     signature_window_ns != o.signature_window_ns);
@@ -119,7 +129,7 @@ struct SegmentHeader {
            accounts_max == o.accounts_max && pending_max == o.pending_max &&
            recent_transfers_max == o.recent_transfers_max &&
            idempotency_keys_max == o.idempotency_keys_max &&
-           idempotency_window_ns == o.idempotency_window_ns && !signatures_differ;
+           idempotency_window_ns == o.idempotency_window_ns && !signatures_differ && !orders_differ;
   }
 };
 static_assert(sizeof(SegmentHeader) == 72);

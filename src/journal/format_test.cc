@@ -113,6 +113,24 @@ TEST(JournalFormat, SegmentHeaderComparesTheLedgerNotTheSegmentSize) {
   EXPECT_TRUE(a.same_ledger(older));
 }
 
+// So is the order book's configuration; a segment from before orders (zeros) matches any.
+TEST(JournalFormat, SegmentHeaderComparesTheOrderBookWhenBothHaveOne) {
+  const LedgerConfig config{.prefix = {1, 2}};
+  const SegmentHeader a = SegmentHeader::describe(config, 1u << 20);
+  EXPECT_EQ(a.orders_max, config.orders_max);
+  LedgerConfig other = config;
+  other.orders_max += 1;
+  EXPECT_FALSE(a.same_ledger(SegmentHeader::describe(other, 1u << 20)));
+  other = config;
+  other.order_final_retained_ns += kNanosPerSecond;
+  EXPECT_FALSE(a.same_ledger(SegmentHeader::describe(other, 1u << 20)));
+  SegmentHeader before = a;
+  before.orders_max = 0;
+  before.order_final_retained_s = 0;
+  EXPECT_TRUE(a.same_ledger(before));
+  EXPECT_TRUE(before.same_ledger(SegmentHeader::describe(other, 1u << 20)));
+}
+
 // The table of signatures is part of the ledger; a segment from before it (zeros)
 // holds no signature keys and so matches any.
 TEST(JournalFormat, SegmentHeaderComparesTheSignatureTableWhenBothHaveOne) {

@@ -95,10 +95,9 @@ void OrderBook::release(u32 slot) noexcept {
   --count_;
 }
 
+// Full: refused (orders_full). A final order is never let go before its retention ends,
+// so that its refunds, its late results and its merchant_ref stay answerable.
 u32 OrderBook::take_slot(Stamp) noexcept {
-  // Full: the oldest final order leaves before its retention ends, rather than a new
-  // order being refused (docs/ORDERS.md, memory).
-  if (free_top_ == 0 && !retention_.empty()) release(retention_.top().slot);
   if (free_top_ == 0) return kNoSlot;
   return free_slots_[--free_top_];
 }
@@ -108,6 +107,11 @@ u32 OrderBook::take_slot(Stamp) noexcept {
 
 CommandResult OrderBook::apply(Stamp stamp, const Command& command, OrderMoney& money) noexcept {
   if (command.flags != 0) return {ResultCode::invalid_command};
+  if (command.kind != CommandKind::order_create) {
+    for (const u8 byte : command.order.reserved0) {
+      if (byte != 0) return {ResultCode::invalid_command};
+    }
+  }
   switch (command.kind) {
     case CommandKind::order_create:
       return create(stamp, command, money);
@@ -210,10 +214,11 @@ CommandResult OrderBook::result(Stamp stamp, const Command& command, OrderMoney&
   Order& order = orders_[*slot];
   const bool success = body.action == 1;
   if (body.action != 1 && body.action != 2) return {ResultCode::invalid_command};
-  if (order.status == OrderStatus::timeout && order.method == OrderMethod::external && success &&
+  if ((order.status == OrderStatus::timeout || order.status == OrderStatus::cancelled) &&
+      order.method == OrderMethod::external && success &&
       order.resolution == OrderResolution::none && order.late_result == 0) {
-    // The provider took the money after the order had timed out: nothing moves now;
-    // an operator settles it (resolve).
+    // The provider took the money after the order had timed out or been cancelled:
+    // nothing moves now; an operator settles it (resolve).
     order.status = OrderStatus::exception_checkout;
     order.late_result = 1;
     retention_.remove(*slot);  // held until an operator resolves it
@@ -302,7 +307,9 @@ Status OrderBook::load(u64 next_serial, u64 next_retain_serial, const std::vecto
         order.status < OrderStatus::created || order.status > OrderStatus::exception_checkout ||
         order.amount == 0 || order.amount_refunded > order.amount || order.merchant == 0 ||
         is_final(order.status) != (order.finished_at_ns != 0) || order.expires_in_s == 0 ||
-        order.expires_in_s > kOrderExpiresInMaxS) {
+        order.expires_in_s > kOrderExpiresInMaxS || order.method > OrderMethod::external ||
+        order.resolution > OrderResolution::rejected || order.late_result > 1 ||
+        order.reserved0 != 0 || order.reserved1 != 0) {
       return fail(fmt::format("bad order {}", order.id));
     }
     if (order.ref_hash != 0) {
@@ -331,6 +338,11 @@ Status OrderBook::load(u64 next_serial, u64 next_retain_serial, const std::vecto
     expiry_.push(slot, key.first, key.second, orders_[slot].expires_in_s);
   }
   std::sort(finals.begin(), finals.end());
+  for (std::size_t i = 1; i < finals.size(); ++i) {
+    if (finals[i].first.second == finals[i - 1].first.second) {
+      return fail("two orders share a place in the retention order");
+    }
+  }
   for (const auto& [key, slot] : finals) {
     retention_.push(slot, key.first + config_.final_retained_ns, key.second, 1);
   }

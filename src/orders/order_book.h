@@ -72,8 +72,10 @@ struct alignas(64) Order {
   // Final: its place in the order finals leave memory, (finished_at, retain_serial).
   // An unresolved exception_checkout is never let go.
   u64 retain_serial = 0;
+  u64 reserved1 = 0;  // no padding: every byte of a saved order is defined
 };
 static_assert(sizeof(Order) == 128);
+static_assert(std::has_unique_object_representations_v<Order>);
 static_assert(std::is_trivially_copyable_v<Order>);
 
 // The ledger's money, as the order machine may use it: immediate transfers at the
@@ -119,17 +121,20 @@ class OrderBook {
            id_serial(id) < next_serial_ && find(id) == nullptr;
   }
   // The principal an order command's key counts against (ledger quotas), or 0:
-  // owner_of(AccountId) → the account's owner. A wallet checkout is the payer's
-  // request; every other step is the merchant's order.
+  // owner_of(AccountId) → the account's owner. A checkout is the paying side's (the
+  // wallet's owner, or the provider whose clearing account it names), a result the
+  // provider's it was routed to, every other step the merchant's: a payer or provider
+  // never spends the merchant's quota.
   template <typename OwnerOf>
   u64 key_owner(const Command& command, OwnerOf&& owner_of) const noexcept {
     if (command.kind == CommandKind::order_create) return owner_of(command.order_create.account);
-    if (command.kind == CommandKind::order_checkout &&
-        command.order.action == static_cast<u8>(OrderMethod::wallet)) {
-      return owner_of(command.order.account);
-    }
+    if (command.kind == CommandKind::order_checkout) return owner_of(command.order.account);
     const Order* order = find(command.order.order_id);
-    return order == nullptr ? 0 : order->merchant;
+    if (order == nullptr) return 0;
+    if (command.kind == CommandKind::order_result) {
+      return order->provider_account.value == 0 ? 0 : owner_of(order->provider_account);
+    }
+    return order->merchant;
   }
   u32 size() const noexcept { return count_; }
   // When advance() next has something to do (an order to time out, one to let go), or 0.

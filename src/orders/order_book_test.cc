@@ -146,7 +146,7 @@ TEST_F(OrderBookTest, CancelBeforeAResultOnly) {
   ASSERT_EQ(step(CommandKind::order_checkout, routed, clearing_, 0, kExternal).code,
             ResultCode::ok);
   ASSERT_EQ(step(CommandKind::order_cancel, routed).code, ResultCode::ok);
-  expect_state(step(CommandKind::order_result, routed, {}, 0, kSuccess), OrderStatus::cancelled);
+  expect_state(step(CommandKind::order_result, routed, {}, 0, kFailed), OrderStatus::cancelled);
   EXPECT_EQ(balance(shop_), 0);
   EXPECT_EQ(balance(wallet_), 1000);
   expect_invariants();
@@ -190,6 +190,14 @@ TEST_F(OrderBookTest, ExpiryTimesOutAndALateSuccessIsAnExceptionForAnOperator) {
   EXPECT_EQ(order(other).status, OrderStatus::failed);
   EXPECT_EQ(order(other).resolution, OrderResolution::rejected);
   EXPECT_EQ(balance(shop_), 60);
+  // A success after the merchant cancelled is an exception too: the provider may have
+  // charged the payer.
+  const u64 cancelled = create(30, 50);
+  ASSERT_EQ(step(CommandKind::order_checkout, cancelled, clearing_, 0, kExternal).code,
+            ResultCode::ok);
+  ASSERT_EQ(step(CommandKind::order_cancel, cancelled).code, ResultCode::ok);
+  ASSERT_EQ(step(CommandKind::order_result, cancelled, {}, 0, kSuccess).code, ResultCode::ok);
+  EXPECT_EQ(order(cancelled).status, OrderStatus::exception_checkout);
   // A late failure is no exception.
   const u64 quiet = create(5, 5);
   ASSERT_EQ(step(CommandKind::order_checkout, quiet, clearing_, 0, kExternal).code, ResultCode::ok);
@@ -228,18 +236,17 @@ TEST_F(OrderBookTest, ATableFullOfOpenOrdersRefusesAndFinalOnesMakeRoom) {
   for (u32 i = 0; i < config_.orders_max; ++i)
     ids.push_back(create(1, 30, 100 + i));
   EXPECT_EQ(code(Command::make_order_create(shop_, 1, kUsd, 30, 0)), ResultCode::orders_full);
-  // A final order leaves early for a new one (the oldest final first), and its ref
-  // may be used again.
+  // A final order keeps its slot (and its ref) for its whole retention: it can still be
+  // refunded or get a late result.
   ASSERT_EQ(step(CommandKind::order_cancel, ids[3]).code, ResultCode::ok);
-  ASSERT_EQ(step(CommandKind::order_cancel, ids[4]).code, ResultCode::ok);
-  // Held, its ref is still taken.
+  EXPECT_EQ(code(Command::make_order_create(shop_, 1, kUsd, 30, 0)), ResultCode::orders_full);
   EXPECT_EQ(code(Command::make_order_create(shop_, 1, kUsd, 30, 103)), ResultCode::duplicate_order);
-  create(1, 30, 200);
+  // Past it, the slot and the ref are free; the open ones timed out meanwhile.
+  ASSERT_EQ(code(Command::make_tick(), 60), ResultCode::ok);
   EXPECT_EQ(ledger_->find_order(ids[3]), nullptr);
   EXPECT_TRUE(ledger_->order_archived(ids[3]));
-  ASSERT_NE(ledger_->find_order(ids[4]), nullptr);
+  EXPECT_EQ(order(ids[4]).status, OrderStatus::timeout);
   const u64 next = create(1, 30, 103);
-  EXPECT_EQ(ledger_->find_order(ids[4]), nullptr);
   EXPECT_FALSE(ledger_->order_archived(next));
   EXPECT_FALSE(ledger_->order_archived(make_id(config_.prefix, 1000)));
   expect_invariants();
@@ -413,8 +420,8 @@ TEST_F(OrderBookTest, RandomWorkflowsMatchASimpleModel) {
           bool late = false;
           if (m == nullptr) {
             expected = ResultCode::order_not_found;
-          } else if (m->status == OrderStatus::timeout && m->method == OrderMethod::external &&
-                     success) {
+          } else if ((m->status == OrderStatus::timeout || m->status == OrderStatus::cancelled) &&
+                     m->method == OrderMethod::external && success) {
             late = true;
           } else if (m->status != OrderStatus::processing) {
             expected = ResultCode::invalid_order_state;

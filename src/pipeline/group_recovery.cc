@@ -66,10 +66,12 @@ Status Group::configuration_mismatch(const journal::SegmentHeader& written) cons
   return Status::invalid_config(fmt::format(
       "journal in {} was written for another ledger configuration (group {}.{}, accounts_max {}, "
       "pending_max {}, recent_transfers_max {}, idempotency_keys_max {}, idempotency_window_s {}, "
-      "signature_keys_max {}); start with the configuration it was created with",
+      "signature_keys_max {}, orders_max {}, final_retained_s {}); start with the "
+      "configuration it was created with",
       config_.dir.string(), written.region, written.group, written.accounts_max,
       written.pending_max, written.recent_transfers_max, written.idempotency_keys_max,
-      written.idempotency_window_ns / kNanosPerSecond, written.signature_keys_max));
+      written.idempotency_window_ns / kNanosPerSecond, written.signature_keys_max,
+      written.orders_max, written.order_final_retained_s));
 }
 
 Status Group::recover() {
