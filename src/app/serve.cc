@@ -49,6 +49,7 @@ struct Settings {
     engine.group.journal_sync_gap_ns = 1'000'000;
     engine.group.journal_sync_gap_commands = 1024;
     engine.group.journal_sync_gap_quiet_ns = 100'000;
+    engine.group.ledger.orders_max = 1u << 16;  // docs/ORDERS.md, memory
     return engine;
   }
 };

@@ -63,9 +63,11 @@ struct LedgerConfig {
   // more is refused (owners_full) until an owner's entry falls idle. 40 B each. It
   // shapes results but the journal does not record it: not a server setting.
   u32 owners_max = 1u << 16;
-  // Orders (orders/order_book.h): open ones and final ones still held, 128 B each plus
-  // indexes; final ones are held this long, then answered as archived.
-  u32 orders_max = 1u << 16;
+  // Orders (orders/order_book.h): open ones and final ones still held, ~340 B each with
+  // their indexes, allocated and touched with the ledger (so small here, for the many
+  // ledgers tests and tools make; `paygate serve` defaults to 65,536); final ones are
+  // held this long, then answered as archived.
+  u32 orders_max = 1024;
   u64 order_final_retained_ns = 3600 * kNanosPerSecond;
   // Groups of this region that transfers may cross to (prefix.group is one of them);
   // 1: transfers stay in the group. Each other group costs 128 KiB (GroupChannels).
