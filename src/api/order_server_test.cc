@@ -65,7 +65,7 @@ class OrderServerTest : public ServerTest {
   // Polls (bounded) until the order leaves `from`, as the group's ticks move time on.
   std::string wait_past(const std::string& order, const std::string& from) {
     std::string status = from;
-    for (auto deadline = std::chrono::steady_clock::now() + 60s;
+    for (auto deadline = std::chrono::steady_clock::now() + 120s;
          status == from && std::chrono::steady_clock::now() < deadline;) {
       std::this_thread::sleep_for(100ms);
       status = status_of(order);
@@ -225,10 +225,18 @@ TEST_F(OrderServerTest, AnExternalCheckoutIsSettledByItsProviderOnly) {
 }
 
 TEST_F(OrderServerTest, ALateSuccessIsAnExceptionThatAnOperatorResolves) {
-  const HttpResponse made = create("late-1", 60, R"(,"expires_in_s":1)");
-  ASSERT_EQ(made.status, 201u) << made.body;
-  const std::string id = text_field(made.body, "/id");
-  ASSERT_EQ(checkout_external(id, text_field(made.body, "/signature")).status, 200u);
+  // An order that expires soon, checked out before it does: on a busy machine the
+  // checkout may come too late, so the expiry doubles until it does not.
+  std::string id;
+  for (u32 expires_in_s = 1; id.empty() && expires_in_s <= 64; expires_in_s *= 2) {
+    const HttpResponse made = create("late-" + std::to_string(expires_in_s), 60,
+                                     ",\"expires_in_s\":" + std::to_string(expires_in_s));
+    ASSERT_EQ(made.status, 201u) << made.body;
+    const HttpResponse routed =
+        checkout_external(text_field(made.body, "/id"), text_field(made.body, "/signature"));
+    if (routed.status == 200u) id = text_field(made.body, "/id");
+  }
+  ASSERT_FALSE(id.empty());
   ASSERT_EQ(wait_past(id, "processing"), "timeout");
   const HttpResponse late = result(bank_, id, "success");
   ASSERT_EQ(late.status, 200u) << late.body;
@@ -268,8 +276,13 @@ TEST_F(ShortRetentionServerTest, OrdersSurviveARestartAndLeaveMemoryAfterTheirRe
   EXPECT_EQ(retried.body, made.body);
   ASSERT_EQ(checkout_wallet(payer_, id, text_field(made.body, "/signature"), wallet_).status, 200u);
   restart(SIGKILL);
-  EXPECT_EQ(status_of(id), "success");
+  // Paid, durably; the order itself may already have left memory (its second of
+  // retention can pass while the server restarts), so either answer is right.
   EXPECT_EQ(balance(wallet_), 990);
+  const HttpResponse after = admin_get("/v1/orders/" + id);
+  EXPECT_TRUE(text_field(after.body, "/status") == "success" ||
+              error_code(after) == "order_archived")
+      << after.body;
   // Final, then past its retention: 410, never a false 404.
   std::string answer;
   for (auto deadline = std::chrono::steady_clock::now() + 60s;
