@@ -176,7 +176,7 @@ CommandResult OrderBook::create(Stamp stamp, const Command& command, OrderMoney&
 
 CommandResult OrderBook::checkout(Stamp stamp, const Command& command, OrderMoney& money) noexcept {
   const OrderBody& body = command.order;
-  const u32* slot = index_.find(body.order_id);
+  const u32* slot = slot_of(body.order_id);
   if (slot == nullptr) return {ResultCode::order_not_found};
   Order& order = orders_[*slot];
   if (order.status != OrderStatus::created) return refuse_state(order);
@@ -209,7 +209,7 @@ CommandResult OrderBook::checkout(Stamp stamp, const Command& command, OrderMone
 
 CommandResult OrderBook::result(Stamp stamp, const Command& command, OrderMoney& money) noexcept {
   const OrderBody& body = command.order;
-  const u32* slot = index_.find(body.order_id);
+  const u32* slot = slot_of(body.order_id);
   if (slot == nullptr) return {ResultCode::order_not_found};
   Order& order = orders_[*slot];
   const bool success = body.action == 1;
@@ -236,7 +236,7 @@ CommandResult OrderBook::result(Stamp stamp, const Command& command, OrderMoney&
 }
 
 CommandResult OrderBook::cancel(Stamp stamp, const Command& command) noexcept {
-  const u32* slot = index_.find(command.order.order_id);
+  const u32* slot = slot_of(command.order.order_id);
   if (slot == nullptr) return {ResultCode::order_not_found};
   Order& order = orders_[*slot];
   if (is_final(order.status)) return refuse_state(order);
@@ -246,7 +246,7 @@ CommandResult OrderBook::cancel(Stamp stamp, const Command& command) noexcept {
 
 CommandResult OrderBook::refund(const Command& command, OrderMoney& money) noexcept {
   const OrderBody& body = command.order;
-  const u32* slot = index_.find(body.order_id);
+  const u32* slot = slot_of(body.order_id);
   if (slot == nullptr) return {ResultCode::order_not_found};
   Order& order = orders_[*slot];
   if (order.status != OrderStatus::success) return refuse_state(order);
@@ -265,7 +265,7 @@ CommandResult OrderBook::refund(const Command& command, OrderMoney& money) noexc
 
 CommandResult OrderBook::resolve(Stamp stamp, const Command& command, OrderMoney& money) noexcept {
   const OrderBody& body = command.order;
-  const u32* slot = index_.find(body.order_id);
+  const u32* slot = slot_of(body.order_id);
   if (slot == nullptr) return {ResultCode::order_not_found};
   Order& order = orders_[*slot];
   if (body.action != 1 && body.action != 2) return {ResultCode::invalid_command};

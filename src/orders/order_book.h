@@ -111,7 +111,7 @@ class OrderBook {
   void advance(Stamp stamp) noexcept;
 
   const Order* find(u64 id) const noexcept {
-    const u32* slot = index_.find(id);
+    const u32* slot = slot_of(id);
     return slot == nullptr ? nullptr : &orders_[*slot];
   }
   // Made here once and no longer held (its retention passed): answered as archived,
@@ -174,6 +174,9 @@ class OrderBook {
   Status check_invariants(u64 now_ns) const;
 
  private:
+  // The slot of order `id`; nullptr when not held (0, the map's empty key, never is:
+  // a command may name any id, fuzzed ones too).
+  const u32* slot_of(u64 id) const noexcept { return id == 0 ? nullptr : index_.find(id); }
   u32 take_slot(Stamp stamp) noexcept;  // kNoSlot when full
   void finish(u32 slot, OrderStatus status, Stamp stamp) noexcept;
   void retain(u32 slot, Stamp stamp) noexcept;  // final from now: held for the retention

@@ -108,6 +108,14 @@ TEST_F(OrderBookTest, AWalletCheckoutMovesTheMoneyInTheSameCommandOrNothing) {
   EXPECT_EQ(
       step(CommandKind::order_checkout, make_id(config_.prefix, 77), wallet_, 0, kWallet).code,
       ResultCode::order_not_found);
+  // Any id a command names, 0 too (the fuzzer sent one: it is the index's empty key).
+  for (const CommandKind kind :
+       {CommandKind::order_checkout, CommandKind::order_result, CommandKind::order_cancel,
+        CommandKind::order_refund, CommandKind::order_resolve}) {
+    EXPECT_EQ(step(kind, 0, wallet_, 0, 1).code, ResultCode::order_not_found);
+  }
+  EXPECT_EQ(ledger_->find_order(0), nullptr);
+  EXPECT_FALSE(ledger_->order_archived(0));
   expect_invariants();
 }
 
