@@ -432,7 +432,7 @@ bool Service::step(Exchange& ex) {
     case Route::events:
       return read_events(ex);
     case Route::users_create:
-      return create_user(ex);
+      return create_merchant(ex);
     case Route::providers_create:
       return create_provider(ex);
     case Route::users_get:

@@ -211,7 +211,6 @@ class Service {
   bool fail_claim(Exchange& ex, ResultCode code);
 
   bool create_merchant(Exchange& ex);
-  bool create_user(Exchange& ex);
   bool create_provider(Exchange& ex);
   // GET /v1/merchants|users|providers/{id}: the principal of the path's kind.
   bool get_merchant(Exchange& ex);

@@ -24,12 +24,16 @@ StoredReply created_reply(const Merchant& m, bool with_secret) {
 }
 }  // namespace
 
+// POST /v1/merchants, and /v1/users: a user (a payer) is a principal with its own key,
+// spread over the groups like a top-level merchant, whose accounts are wallets.
 bool Service::create_merchant(Exchange& ex) {
   MerchantCreate& request = ex.merchant_create_;
-  const u64 content = Hasher{}.add_bytes(ex.view_.body).add(1).value();
+  const bool user = ex.route_ == Route::users_create;
+  const u64 content = Hasher{}.add_bytes(ex.view_.body).add(user ? 3 : 1).value();
   if (ex.step_ == 0) {
     if (!ex.principal_.is_operator) return fail(ex, ResultCode::operator_only, "operators only");
-    const Problem problem = decoder().merchant_create(ex.view_.body, &request);
+    const Problem problem = user ? decoder().user_create(ex.view_.body, &request)
+                                 : decoder().merchant_create(ex.view_.body, &request);
     if (!problem.ok()) return fail_problem(ex, problem);
     if (!ex.key_.empty()) return claim_for_registry(ex, content);
   } else if (!ex.results_[0].ok()) {
@@ -37,31 +41,10 @@ bool Service::create_merchant(Exchange& ex) {
   }
   StoredReply reply;
   Status failure;
-  const ResultCode code = merchants_.create(request, PrincipalKind::merchant, ex.key_, content,
-                                            created_reply, &reply, &failure);
+  const ResultCode code =
+      merchants_.create(request, user ? PrincipalKind::user : PrincipalKind::merchant, ex.key_,
+                        content, created_reply, &reply, &failure);
   if (code == ResultCode::invalid_field) return fail(ex, code, "region is not this deployment's");
-  if (code != ResultCode::ok) return fail_registry(ex, code, failure);
-  ex.reply.body = reply.body;
-  return finish(ex, reply.status);
-}
-
-// A user (a payer): a principal with its own key, in a group of its own choosing
-// (round-robin), whose accounts are wallets.
-bool Service::create_user(Exchange& ex) {
-  MerchantCreate& request = ex.merchant_create_;
-  const u64 content = Hasher{}.add_bytes(ex.view_.body).add(3).value();
-  if (ex.step_ == 0) {
-    if (!ex.principal_.is_operator) return fail(ex, ResultCode::operator_only, "operators only");
-    const Problem problem = decoder().user_create(ex.view_.body, &request);
-    if (!problem.ok()) return fail_problem(ex, problem);
-    if (!ex.key_.empty()) return claim_for_registry(ex, content);
-  } else if (!ex.results_[0].ok()) {
-    return fail_claim(ex, ex.results_[0].code);
-  }
-  StoredReply reply;
-  Status failure;
-  const ResultCode code = merchants_.create(request, PrincipalKind::user, ex.key_, content,
-                                            created_reply, &reply, &failure);
   if (code != ResultCode::ok) return fail_registry(ex, code, failure);
   ex.reply.body = reply.body;
   return finish(ex, reply.status);

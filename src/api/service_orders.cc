@@ -321,7 +321,13 @@ bool Service::order_step(Exchange& ex) {
     return lookup_order(ex, /*last_step=*/true);
   }
   if (refund && ex.step_ == 3) {
-    if (ex.outcome_.found) s.amount = ex.transfers_[0].amount;
+    // The transfer is the truth (a racing refund may have moved part of "the rest");
+    // gone from the recent ring, what was left when the order was read is the best answer.
+    if (ex.outcome_.found) {
+      s.amount = ex.transfers_[0].amount;
+    } else if (s.amount == 0) {
+      s.amount = o.amount - o.amount_refunded;
+    }
     return lookup_order(ex, /*last_step=*/true);
   }
   if (!ex.outcome_.found) {
