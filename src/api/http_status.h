@@ -178,8 +178,9 @@ constexpr std::string_view describe(ResultCode code) noexcept {
     case ResultCode::outcome_expired:
       return "the transfer was made, but its outcome is older than what the group still holds";
     case ResultCode::awaits_provider:
-      return "this hold is a withdrawal: only its provider (or an operator) posts or voids it, "
-             "with POST /v1/withdrawals/{id}/result";
+      return "this hold awaits a provider: a withdrawal's is decided by its provider (or an "
+             "operator) with POST /v1/withdrawals/{id}/result; an order's (checkout balance) by "
+             "its provider's result, its cancel or its expiry";
     case ResultCode::no_provider:
       return "no provider takes withdrawals in this currency (name one with a clearing account "
              "in it)";

@@ -174,8 +174,8 @@ TEST_F(OrderServerTest, ShortOfFundsOrCancelledNothingMoves) {
             "operator_only");
   EXPECT_EQ(admin_get("/v1/orders/ord_0000000000000999").status, 404u);
   EXPECT_EQ(client_->request("GET", "/v1/orders", admin()).status, 501u);
-  // Another order's signature is no signature for this one; the balance method is not
-  // built yet.
+  // Another order's signature is no signature for this one; a balance checkout of an
+  // unfunded account moves nothing.
   const HttpResponse other = create("y", 5);
   const std::string other_id = text_field(other.body, "/id");
   const HttpResponse mixed =
@@ -185,7 +185,9 @@ TEST_F(OrderServerTest, ShortOfFundsOrCancelledNothingMoves) {
   const HttpResponse balance_method = merchant_request(
       shop_, "POST", "/v1/orders/" + other_id + "/checkout",
       R"({"signature":")" + text_field(other.body, "/signature") + R"(","method":"balance"})");
-  EXPECT_EQ(balance_method.status, 501u) << balance_method.body;
+  EXPECT_EQ(error_code(balance_method), "insufficient_funds") << balance_method.body;
+  EXPECT_EQ(status_of(other_id), "created");
+  EXPECT_EQ(balance(shop_account_, "/held"), 0);
 }
 
 TEST_F(OrderServerTest, AnExternalCheckoutIsSettledByItsProviderOnly) {
@@ -222,6 +224,74 @@ TEST_F(OrderServerTest, AnExternalCheckoutIsSettledByItsProviderOnly) {
   ASSERT_EQ(result(bank_, id2, "failed").status, 200u);
   EXPECT_EQ(status_of(id2), "failed");
   EXPECT_EQ(balance(shop_account_), 250);
+}
+
+TEST_F(OrderServerTest, ABalanceCheckoutHoldsThePrefundedAccountUntilTheProviderReports) {
+  fund(system_account(), shop_account_, 500);
+  const auto checkout_balance = [&](const MerchantKeys& who, const std::string& order,
+                                    const std::string& signature,
+                                    std::vector<std::string> more = {}) {
+    return merchant_request(who, "POST", "/v1/orders/" + order + "/checkout",
+                            R"({"signature":")" + signature + R"(","method":"balance"})",
+                            std::move(more));
+  };
+  const HttpResponse made = create("bill-1", 200);
+  const std::string id = text_field(made.body, "/id");
+  const std::string signature = text_field(made.body, "/signature");
+  // The merchant pays from its own account: a payer holding the signature may not.
+  const HttpResponse by_payer = checkout_balance(payer_, id, signature);
+  EXPECT_EQ(by_payer.status, 404u) << by_payer.body;
+  EXPECT_EQ(status_of(id), "created");
+
+  // No provider named: the oldest that clears USD, the only one here.
+  const HttpResponse held = checkout_balance(shop_, id, signature, {"Idempotency-Key: b-1"});
+  ASSERT_EQ(held.status, 200u) << held.body;
+  EXPECT_EQ(text_field(held.body, "/status"), "processing");
+  EXPECT_EQ(text_field(held.body, "/method"), "balance");
+  EXPECT_EQ(text_field(held.body, "/provider"), bank_.id);
+  const std::string hold = text_field(held.body, "/hold");
+  ASSERT_EQ(hold.substr(0, 4), "trf_") << held.body;
+  EXPECT_EQ(checkout_balance(shop_, id, signature, {"Idempotency-Key: b-1"}).body, held.body);
+  EXPECT_EQ(balance(shop_account_, "/available"), 300);
+  EXPECT_EQ(balance(shop_account_, "/held"), 200);
+  // The hold is the order's: neither the merchant nor an operator posts or voids it as
+  // a transfer.
+  for (const std::string action : {"/void", "/post"}) {
+    const HttpResponse by_shop =
+        merchant_request(shop_, "POST", "/v1/transfers/" + hold + action, "{}");
+    EXPECT_EQ(error_code(by_shop), "awaits_provider") << by_shop.body;
+    EXPECT_EQ(error_code(admin_post("/v1/transfers/" + hold + action, "{}")), "awaits_provider");
+  }
+  EXPECT_EQ(balance(shop_account_, "/held"), 200);
+
+  const HttpResponse done = result(bank_, id, "success");
+  ASSERT_EQ(done.status, 200u) << done.body;
+  EXPECT_EQ(text_field(done.body, "/status"), "success");
+  EXPECT_EQ(text_field(done.body, "/transfer"), hold);  // the hold, posted
+  EXPECT_EQ(balance(shop_account_), 300);
+  EXPECT_EQ(balance(shop_account_, "/held"), 0);
+  EXPECT_EQ(balance(clearing_), 200);
+  // Its refund takes money back from the provider: an operator's to make.
+  const HttpResponse refund_by_shop =
+      merchant_request(shop_, "POST", "/v1/orders/" + id + "/refunds", R"({"amount":50})");
+  EXPECT_EQ(error_code(refund_by_shop), "operator_only") << refund_by_shop.body;
+  ASSERT_EQ(admin_post("/v1/orders/" + id + "/refunds", R"({"amount":50})").status, 201u);
+  EXPECT_EQ(balance(shop_account_), 350);
+  EXPECT_EQ(balance(clearing_), 150);
+
+  // More than the account has: refused, the order still open. A cancel releases a hold.
+  const HttpResponse big = create("bill-2", 351);
+  const HttpResponse short_of_funds =
+      checkout_balance(shop_, text_field(big.body, "/id"), text_field(big.body, "/signature"));
+  EXPECT_EQ(error_code(short_of_funds), "insufficient_funds") << short_of_funds.body;
+  const HttpResponse second = create("bill-3", 100);
+  const std::string id3 = text_field(second.body, "/id");
+  ASSERT_EQ(checkout_balance(shop_, id3, text_field(second.body, "/signature")).status, 200u);
+  EXPECT_EQ(balance(shop_account_, "/available"), 250);
+  ASSERT_EQ(merchant_request(shop_, "POST", "/v1/orders/" + id3 + "/cancel").status, 200u);
+  EXPECT_EQ(balance(shop_account_, "/available"), 350);
+  EXPECT_EQ(balance(shop_account_, "/held"), 0);
+  EXPECT_EQ(error_code(result(bank_, id3, "failed")), "invalid_order_state");
 }
 
 TEST_F(OrderServerTest, ALateSuccessIsAnExceptionThatAnOperatorResolves) {

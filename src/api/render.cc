@@ -255,6 +255,7 @@ void render_order(std::string& out, const Order& o, std::string_view signature, 
     json.key("payer_account").id(IdKind::account, o.payer_account.value);
   if (provider != 0) json.key("provider").id(IdKind::provider, provider);
   if (o.transfer_id.value != 0) json.key("transfer").id(IdKind::transfer, o.transfer_id.value);
+  if (o.hold_id.value != 0) json.key("hold").id(IdKind::transfer, o.hold_id.value);
   json.key("created_at").unsigned_number(o.created_at_ns / kNanosPerSecond);
   json.key("expires_at").unsigned_number(o.expires_at_ns / kNanosPerSecond);
   if (o.finished_at_ns != 0) {

@@ -479,9 +479,9 @@ Problem RequestDecoder::order_checkout(std::string_view body, OrderStep* out) {
     return problem(ResultCode::missing_field, "provider is required for method external");
   }
   if ((method_kind != OrderMethod::wallet && (seen & (1u << 2))) ||
-      (method_kind != OrderMethod::external && (seen & (1u << 3)))) {
+      (method_kind == OrderMethod::wallet && (seen & (1u << 3)))) {
     return problem(ResultCode::invalid_field,
-                   "payer_account goes with method wallet, provider with method external");
+                   "payer_account goes with method wallet, provider with external or balance");
   }
   return {};
 }

@@ -249,6 +249,7 @@ class Service {
   // The provider a hold is routed to, when it is a withdrawal (a hold whose credit
   // account a provider owns); 0 otherwise.
   u64 withdrawal_provider(const Transfer& hold) const;
+  MerchantRef route_provider(Exchange& ex, u64 provider_id, Currency currency);
   // Whether the caller may report a withdrawal's result (its provider, or an operator):
   // ok, withdrawal_not_found (not one, or not the caller's to see) or awaits_provider
   // (the payer's own).

@@ -83,6 +83,7 @@ void Service::advance_order(Order& o, const Command& command, const CommandResul
       } else {
         o.status = OrderStatus::processing;
         o.provider_account = command.order.account;
+        if (o.method == OrderMethod::balance) o.payer_account = o.account;
       }
       break;
     case CommandKind::order_result:
@@ -241,21 +242,20 @@ bool Service::order_step(Exchange& ex) {
                       "and expiry)");
         }
         const auto method = static_cast<OrderMethod>(s.method);
-        if (method == OrderMethod::balance) {
-          return fail(ex, ResultCode::not_implemented,
-                      "method balance (a hold on the merchant's prefunded account) is not built "
-                      "yet (docs/ORDERS.md)");
-        }
         if (method == OrderMethod::wallet) {
           if (engine().route(s.payer_account) == nullptr || !visible_account(ex, s.payer_account)) {
             return fail(ex, ResultCode::debit_account_not_found, "no such payer_account");
           }
           account = AccountId{s.payer_account};
         } else {
-          const MerchantRef provider = merchants_.find(s.provider_id);
-          if (provider == nullptr || provider->clearing_account == 0) {
-            return fail(ex, ResultCode::provider_not_found, "no such provider");
+          // balance: the merchant pays from the order's account, its prefunded one.
+          if (method == OrderMethod::balance && !visible_owner(ex, o.merchant)) {
+            return fail(ex, ResultCode::debit_account_not_found,
+                        "method balance pays from the order's account: its merchant (or an "
+                        "operator) checks it out");
           }
+          const MerchantRef provider = route_provider(ex, s.provider_id, o.currency);
+          if (provider == nullptr) return true;
           account = AccountId{provider->clearing_account};
         }
         if (engine().route(account.value) != ex.group_) {
@@ -291,6 +291,11 @@ bool Service::order_step(Exchange& ex) {
           return fail(ex, ResultCode::order_not_found, "no such order");
         }
         if (route == Route::orders_refunds) {
+          if (o.method == OrderMethod::balance && !is_operator) {
+            return fail(ex, ResultCode::operator_only,
+                        "a balance order's refund takes the money back from its provider: an "
+                        "operator makes it once the provider has returned it");
+          }
           kind = CommandKind::order_refund;
           amount = s.amount;
           extra = Hasher{}.add_bytes(s.reason).add(7).value();

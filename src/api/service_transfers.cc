@@ -50,6 +50,9 @@ Command Service::transfer_command(const TransferCreate& t) {
 // either side may void, which only gives the money back.
 ResultCode Service::may_act_on_hold(const Exchange& ex, const Transfer& hold, bool post) const {
   if (!visible_transfer(ex, hold)) return ResultCode::transfer_not_found;
+  // An order's hold (checkout balance) is its order's, operators' too: the ledger would
+  // refuse it the same.
+  if (hold.order_hold()) return ResultCode::awaits_provider;
   // A withdrawal's outcome is its provider's to report (POST /v1/withdrawals/{id}/result):
   // a payer voiding it after the provider paid out would be paid twice.
   if (!ex.principal_.is_operator && withdrawal_provider(hold) != 0) {

@@ -54,6 +54,31 @@ bool Service::fail_withdrawal_result(Exchange& ex, ResultCode code) {
                           status));
 }
 
+// The provider money is routed to: the one named, else the oldest for the currency; it
+// clears in that currency, here. nullptr: the request was answered with why not.
+MerchantRef Service::route_provider(Exchange& ex, u64 provider_id, Currency currency) {
+  const MerchantRef provider =
+      provider_id != 0 ? merchants_.find(provider_id) : merchants_.default_provider(currency);
+  if (provider == nullptr || provider->clearing_account == 0 ||
+      provider->kind != PrincipalKind::provider) {
+    const ResultCode code = provider_id != 0 ? ResultCode::provider_not_found
+                                             : ResultCode::no_provider;
+    fail(ex, code, describe(code));
+    return nullptr;
+  }
+  if (provider->clearing_currency != currency) {
+    fail(ex, ResultCode::currency_mismatch,
+         fmt::format("the provider clears {}, not {}", provider->clearing_currency.letters(),
+                     currency.letters()));
+    return nullptr;
+  }
+  if (engine().route(provider->clearing_account) == nullptr) {
+    fail(ex, ResultCode::no_provider, describe(ResultCode::no_provider));
+    return nullptr;
+  }
+  return provider;
+}
+
 bool Service::create_withdrawal(Exchange& ex) {
   WithdrawalCreate& w = ex.withdrawal_;
   TransferCreate& t = ex.transfer_;
@@ -69,22 +94,8 @@ bool Service::create_withdrawal(Exchange& ex) {
     if (engine().route(w.account_id) == nullptr || !visible_account(ex, w.account_id)) {
       return fail(ex, ResultCode::account_not_found, "no such account");
     }
-    const MerchantRef provider = w.provider_id != 0 ? merchants_.find(w.provider_id)
-                                                    : merchants_.default_provider(w.currency);
-    if (provider == nullptr || provider->clearing_account == 0) {
-      if (w.provider_id != 0) {
-        return fail(ex, ResultCode::provider_not_found, describe(ResultCode::provider_not_found));
-      }
-      return fail(ex, ResultCode::no_provider, describe(ResultCode::no_provider));
-    }
-    if (provider->clearing_currency != w.currency) {
-      return fail(ex, ResultCode::currency_mismatch,
-                  fmt::format("the provider pays out in {}, not {}",
-                              provider->clearing_currency.letters(), w.currency.letters()));
-    }
-    if (engine().route(provider->clearing_account) == nullptr) {
-      return fail(ex, ResultCode::no_provider, describe(ResultCode::no_provider));
-    }
+    const MerchantRef provider = route_provider(ex, w.provider_id, w.currency);
+    if (provider == nullptr) return true;
     ex.provider_id_ = provider->id;
     t.reset();
     t.debit_account_id = w.account_id;

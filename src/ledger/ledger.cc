@@ -142,6 +142,39 @@ std::optional<Transfer> Ledger::find_transfer(TransferId id) const noexcept {
 // ---------------------------------------------------------------------------
 // Time
 
+class Ledger::OrderMoneyAt final : public OrderMoney {
+ public:
+  OrderMoneyAt(Ledger& ledger, Stamp stamp) noexcept : ledger_(ledger), stamp_(stamp) {}
+  CommandResult move(AccountId debit, AccountId credit, u64 amount,
+                     Currency currency) noexcept override {
+    return transfer(debit, credit, amount, currency, 0);
+  }
+  CommandResult hold(AccountId debit, AccountId credit, u64 amount,
+                     Currency currency) noexcept override {
+    return transfer(debit, credit, amount, currency, kTransferOrder);
+  }
+  void close_hold(TransferId id, bool post) noexcept override {
+    const u32* slot = ledger_.pending_slot(id);
+    PG_ASSERT(slot != nullptr && ledger_.pending_[*slot].order_hold());
+    const u64 amount = ledger_.pending_[*slot].amount;
+    ledger_.close_pending<false>(*slot, post ? TransferStatus::posted : TransferStatus::voided,
+                                 post ? amount : 0, stamp_);
+  }
+  const Account* account(AccountId id) const noexcept override { return ledger_.account_at(id); }
+
+ private:
+  CommandResult transfer(AccountId debit, AccountId credit, u64 amount, Currency currency,
+                         u8 flags) noexcept {
+    if (!ledger_.issued_here(debit.value)) return {ResultCode::debit_account_not_found};
+    if (!ledger_.issued_here(credit.value)) return {ResultCode::credit_account_not_found};
+    return ledger_.transfer_flagged<false>(
+        stamp_, Command::make_transfer(debit, credit, amount, currency), flags);
+  }
+
+  Ledger& ledger_;
+  Stamp stamp_;
+};
+
 void Ledger::advance(Stamp stamp) noexcept {
   PG_ASSERT(stamp.sequence > last_stamp_.sequence || last_stamp_.sequence == 0);
   PG_ASSERT(stamp.timestamp_ns >= last_stamp_.timestamp_ns);
@@ -150,7 +183,8 @@ void Ledger::advance(Stamp stamp) noexcept {
   while (!expiry_.empty() && expiry_.top().expires_at_ns <= stamp.timestamp_ns) {
     close_pending<false>(expiry_.top().slot, TransferStatus::expired, 0, stamp);
   }
-  orders_.advance(stamp);
+  OrderMoneyAt money(*this, stamp);
+  orders_.advance(stamp, money);
 }
 
 // ---------------------------------------------------------------------------
@@ -307,22 +341,6 @@ CommandResult Ledger::execute(Stamp stamp, const Command& command) noexcept {
 
 // Orders move money only by immediate transfers inside this group, made by the order
 // command itself at its stamp, with every rule a transfer has.
-class Ledger::OrderMoneyAt final : public OrderMoney {
- public:
-  OrderMoneyAt(Ledger& ledger, Stamp stamp) noexcept : ledger_(ledger), stamp_(stamp) {}
-  CommandResult move(AccountId debit, AccountId credit, u64 amount,
-                     Currency currency) noexcept override {
-    if (!ledger_.issued_here(debit.value)) return {ResultCode::debit_account_not_found};
-    if (!ledger_.issued_here(credit.value)) return {ResultCode::credit_account_not_found};
-    return ledger_.transfer<false>(stamp_, Command::make_transfer(debit, credit, amount, currency));
-  }
-  const Account* account(AccountId id) const noexcept override { return ledger_.account_at(id); }
-
- private:
-  Ledger& ledger_;
-  Stamp stamp_;
-};
-
 CommandResult Ledger::apply_order(Stamp stamp, const Command& command) noexcept {
   OrderMoneyAt money(*this, stamp);
   return orders_.apply(stamp, command, money);
@@ -365,14 +383,24 @@ CommandResult Ledger::create_account(Stamp stamp, const Command& command) noexce
 
 template <bool kUndo>
 CommandResult Ledger::transfer(Stamp stamp, const Command& command) noexcept {
-  const TransferBody& body = command.transfer;
-  const bool hold = (command.flags & kTransferPending) != 0;
   if ((command.flags & ~kTransferFlagsKnown) != 0) return {ResultCode::invalid_command};
-  if (!hold && body.timeout_s != 0) return {ResultCode::invalid_command};
+  if ((command.flags & kTransferPending) == 0 && command.transfer.timeout_s != 0) {
+    return {ResultCode::invalid_command};
+  }
+  return transfer_flagged<kUndo>(stamp, command, command.flags);
+}
+
+// A transfer whose flags are known good: a command's, or the ledger's own (an order's
+// hold, kTransferOrder).
+template <bool kUndo>
+inline CommandResult Ledger::transfer_flagged(Stamp stamp, const Command& command,
+                                              u8 flags) noexcept {
+  const TransferBody& body = command.transfer;
+  const bool hold = (flags & (kTransferPending | kTransferOrder)) != 0;
   if (body.amount == 0 || body.amount > kAmountMax) return {ResultCode::invalid_amount};
   if (!body.currency.valid()) return {ResultCode::invalid_currency};
   if (body.debit_account_id == body.credit_account_id) return {ResultCode::same_account};
-  if ((command.flags & kTransferBetweenGroups) != 0) [[unlikely]] {
+  if ((flags & kTransferBetweenGroups) != 0) [[unlikely]] {
     // Never inside an atomic batch: the other group's credit cannot be taken back
     // with the batch.
     if (kUndo) return {ResultCode::cross_group_transfer};
@@ -391,11 +419,11 @@ CommandResult Ledger::transfer(Stamp stamp, const Command& command) noexcept {
     return {ResultCode::currency_mismatch};
   }
   if (hold && free_top_ == 0) return {ResultCode::pending_transfers_full};
-  if (hold && !has_hold_room(*debit)) return {ResultCode::quota_holds};
+  if ((flags & kTransferPending) != 0 && !has_hold_room(*debit)) return {ResultCode::quota_holds};
   const ResultCode refused = check_funds(*debit, credit, body.amount);
   if (refused != ResultCode::ok) return {refused};
   const TransferId id = move<kUndo>(stamp, *debit, *credit, body.credit_account_id, body.amount,
-                                    body.currency, command.flags, hold, body.timeout_s);
+                                    body.currency, flags, hold, body.timeout_s);
   return {.code = ResultCode::ok, .id = id.value};
 }
 
@@ -548,6 +576,8 @@ CommandResult Ledger::post_pending(Stamp stamp, const Command& command) noexcept
   const Transfer& hold = pending_[*slot];
   PG_ASSERT(hold.status == TransferStatus::pending);
   PG_ASSERT(hold.expires_at_ns == 0 || hold.expires_at_ns > stamp.timestamp_ns);
+  // An order's hold is its order's: posted by its provider's result (OrderMoney).
+  if (hold.order_hold()) return {ResultCode::awaits_provider};
   if (!hold.two_phase()) return {ResultCode::transfer_not_pending};  // only settle closes it
   const u64 amount = body.amount == 0 ? hold.amount : body.amount;
   if (amount > hold.amount) return {ResultCode::exceeds_pending_amount};
@@ -572,6 +602,7 @@ CommandResult Ledger::void_pending(Stamp stamp, const Command& command) noexcept
   const u32* slot = pending_slot(body.transfer_id);
   if (slot == nullptr) return {closed_transfer_code(body.transfer_id)};
   const Transfer& hold = pending_[*slot];
+  if (hold.order_hold()) return {ResultCode::awaits_provider};  // the order's to release
   if (hold.on_channel()) {
     return {hold.two_phase() ? ResultCode::transfer_settling : ResultCode::transfer_not_pending};
   }

@@ -236,6 +236,9 @@ class Ledger {
   template <bool kUndo>
   CommandResult transfer(Stamp stamp, const Command& command) noexcept;
   template <bool kUndo>
+  [[gnu::always_inline]] CommandResult transfer_flagged(Stamp stamp, const Command& command,
+                                                        u8 flags) noexcept;
+  template <bool kUndo>
   CommandResult post_pending(Stamp stamp, const Command& command) noexcept;
   template <bool kUndo>
   CommandResult void_pending(Stamp stamp, const Command& command) noexcept;

@@ -560,6 +560,21 @@ Status Ledger::check_invariants() const {
   }
   if (clearing != clearing_index_.size()) fail("clearing index names other accounts");
   if (report.ok()) report = orders_.check_invariants(last_stamp_.timestamp_ns);
+  // An order's hold is open exactly while its balance order is processing, and holds
+  // what the order says: the order's account toward its provider, the whole amount.
+  u32 order_holds = 0, processing_balance = 0;
+  pending_index_.for_each([&](u64, u32 slot) { order_holds += pending_[slot].order_hold(); });
+  orders_.for_each([&](const Order& o) {
+    if (o.method != OrderMethod::balance || o.status != OrderStatus::processing) return;
+    ++processing_balance;
+    const u32* slot = pending_slot(o.hold_id);
+    const Transfer* hold = slot == nullptr ? nullptr : &pending_[*slot];
+    if (hold == nullptr || !hold->order_hold() || hold->amount != o.amount ||
+        hold->debit_account_id != o.account || hold->credit_account_id != o.provider_account) {
+      fail(fmt::format("order {} is processing without its hold", o.id));
+    }
+  });
+  if (order_holds != processing_balance) fail("order holds without a processing order");
   return report;
 }
 

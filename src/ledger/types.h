@@ -102,6 +102,10 @@ enum TransferFlags : u8 {
   // The credit account is in another group: the money is held here until that group
   // has credited it, then posted to the clearing account (docs/LEDGER.md).
   kTransferBetweenGroups = 1 << 1,
+  // A hold made by an order (checkout balance): only that order's steps post or void
+  // it (its provider's result, its cancel or expiry), never a transfer command. The
+  // ledger sets it; a command cannot.
+  kTransferOrder = 1 << 2,
 };
 inline constexpr u8 kTransferFlagsKnown = kTransferPending | kTransferBetweenGroups;
 
@@ -123,6 +127,7 @@ struct alignas(64) Transfer {
 
   constexpr bool two_phase() const noexcept { return (flags & kTransferPending) != 0; }
   constexpr bool between_groups() const noexcept { return (flags & kTransferBetweenGroups) != 0; }
+  constexpr bool order_hold() const noexcept { return (flags & kTransferOrder) != 0; }
   // An open hold between groups whose credit is on its way to the other group (it
   // has a number on the channel): an immediate one from the start; a two-phase one
   // once posted, when posted_amount says what the other group is to credit.

@@ -59,19 +59,25 @@ OrderBook::OrderBook(const OrderConfig& config)
 // ---------------------------------------------------------------------------
 // Time
 
-void OrderBook::advance(Stamp stamp) noexcept {
+void OrderBook::advance(Stamp stamp, OrderMoney& money) noexcept {
   // Bounded: each pass finishes one open order.
   while (!expiry_.empty() && expiry_.top().expires_at_ns <= stamp.timestamp_ns) {
-    finish(expiry_.top().slot, OrderStatus::timeout, stamp);
+    finish(expiry_.top().slot, OrderStatus::timeout, stamp, money);
   }
   while (!retention_.empty() && retention_.top().expires_at_ns <= stamp.timestamp_ns) {
     release(retention_.top().slot);
   }
 }
 
-void OrderBook::finish(u32 slot, OrderStatus status, Stamp stamp) noexcept {
+void OrderBook::finish(u32 slot, OrderStatus status, Stamp stamp, OrderMoney& money) noexcept {
   Order& order = orders_[slot];
   PG_ASSERT(!is_final(order.status) && is_final(status));
+  if (order.method == OrderMethod::balance && order.status == OrderStatus::processing) {
+    // The merchant's held money goes to the provider, or back: posting a hold cannot fail.
+    const bool post = status == OrderStatus::success;
+    money.close_hold(order.hold_id, post);
+    if (post) order.transfer_id = order.hold_id;
+  }
   expiry_.remove(slot);
   order.status = status;
   retain(slot, stamp);
@@ -120,7 +126,7 @@ CommandResult OrderBook::apply(Stamp stamp, const Command& command, OrderMoney& 
     case CommandKind::order_result:
       return result(stamp, command, money);
     case CommandKind::order_cancel:
-      return cancel(stamp, command);
+      return cancel(stamp, command, money);
     case CommandKind::order_refund:
       return refund(command, money);
     case CommandKind::order_resolve:
@@ -193,8 +199,21 @@ CommandResult OrderBook::checkout(Stamp stamp, const Command& command, OrderMone
       order.method = OrderMethod::wallet;
       order.payer_account = body.account;
       order.transfer_id = TransferId{moved.id};
-      finish(*slot, OrderStatus::success, stamp);
+      finish(*slot, OrderStatus::success, stamp, money);
       return CommandResult{.code = ResultCode::ok, .id = moved.id};
+    }
+    case OrderMethod::balance: {
+      // The merchant pays from the order's account, its prefunded one: held toward the
+      // provider until its result (only the order's steps can end the hold).
+      const CommandResult held =
+          money.hold(order.account, body.account, order.amount, order.currency);
+      if (!held.ok()) return held;
+      order.method = OrderMethod::balance;
+      order.payer_account = order.account;
+      order.provider_account = body.account;
+      order.hold_id = TransferId{held.id};
+      order.status = OrderStatus::processing;
+      return CommandResult{.code = ResultCode::ok, .id = order.id};
     }
     case OrderMethod::external:
       // Nothing is held here: the provider collects the money and reports.
@@ -215,32 +234,33 @@ CommandResult OrderBook::result(Stamp stamp, const Command& command, OrderMoney&
   const bool success = body.action == 1;
   if (body.action != 1 && body.action != 2) return {ResultCode::invalid_command};
   if ((order.status == OrderStatus::timeout || order.status == OrderStatus::cancelled) &&
-      order.method == OrderMethod::external && success &&
+      (order.method == OrderMethod::external || order.method == OrderMethod::balance) &&
+      success &&
       order.resolution == OrderResolution::none && order.late_result == 0) {
-    // The provider took the money after the order had timed out or been cancelled:
-    // nothing moves now; an operator settles it (resolve).
+    // The provider took the money (or paid, for balance) after the order had timed out
+    // or been cancelled: nothing moves now; an operator settles it (resolve).
     order.status = OrderStatus::exception_checkout;
     order.late_result = 1;
     retention_.remove(*slot);  // held until an operator resolves it
     return CommandResult{.code = ResultCode::ok, .id = order.id};
   }
   if (order.status != OrderStatus::processing) return refuse_state(order);
-  if (success) {
+  if (success && order.method == OrderMethod::external) {
     const CommandResult moved =
         money.move(order.provider_account, order.account, order.amount, order.currency);
     if (!moved.ok()) return moved;
     order.transfer_id = TransferId{moved.id};
   }
-  finish(*slot, success ? OrderStatus::success : OrderStatus::failed, stamp);
+  finish(*slot, success ? OrderStatus::success : OrderStatus::failed, stamp, money);
   return CommandResult{.code = ResultCode::ok, .id = order.id};
 }
 
-CommandResult OrderBook::cancel(Stamp stamp, const Command& command) noexcept {
+CommandResult OrderBook::cancel(Stamp stamp, const Command& command, OrderMoney& money) noexcept {
   const u32* slot = slot_of(command.order.order_id);
   if (slot == nullptr) return {ResultCode::order_not_found};
   Order& order = orders_[*slot];
   if (is_final(order.status)) return refuse_state(order);
-  finish(*slot, OrderStatus::cancelled, stamp);
+  finish(*slot, OrderStatus::cancelled, stamp, money);
   return CommandResult{.code = ResultCode::ok, .id = order.id};
 }
 
@@ -254,10 +274,9 @@ CommandResult OrderBook::refund(const Command& command, OrderMoney& money) noexc
   const u64 amount = body.amount == 0 ? left : body.amount;
   if (amount == 0 || amount > left) return {ResultCode::refund_exceeds_order};
   // Back where it came from: the payer's wallet, or the provider (which returns it to
-  // the card or bank account it came from).
-  const AccountId to =
-      order.method == OrderMethod::wallet ? order.payer_account : order.provider_account;
-  const CommandResult moved = money.move(order.account, to, amount, order.currency);
+  // the card or bank account it came from); balance: the provider back to the merchant.
+  const CommandResult moved =
+      money.move(paid_side(order), paying_side(order), amount, order.currency);
   if (!moved.ok()) return moved;
   order.amount_refunded += amount;
   return moved;
@@ -271,9 +290,10 @@ CommandResult OrderBook::resolve(Stamp stamp, const Command& command, OrderMoney
   if (body.action != 1 && body.action != 2) return {ResultCode::invalid_command};
   if (order.status != OrderStatus::exception_checkout) return refuse_state(order);
   if (body.action == 1) {
-    // Accepted: the money moves as the success would have moved it.
+    // Accepted: the money moves as the success would have moved it (balance: the
+    // hold was released at the timeout or cancel, so the merchant's funds decide).
     const CommandResult moved =
-        money.move(order.provider_account, order.account, order.amount, order.currency);
+        money.move(paying_side(order), paid_side(order), order.amount, order.currency);
     if (!moved.ok()) return moved;
     order.transfer_id = TransferId{moved.id};
     order.status = OrderStatus::success;
@@ -309,7 +329,8 @@ Status OrderBook::load(u64 next_serial, u64 next_retain_serial, const std::vecto
         is_final(order.status) != (order.finished_at_ns != 0) || order.expires_in_s == 0 ||
         order.expires_in_s > kOrderExpiresInMaxS || order.method > OrderMethod::external ||
         order.resolution > OrderResolution::rejected || order.late_result > 1 ||
-        order.reserved0 != 0 || order.reserved1 != 0) {
+        order.reserved0 != 0 ||
+        (order.hold_id.value != 0) != (order.method == OrderMethod::balance)) {
       return fail(fmt::format("bad order {}", order.id));
     }
     if (order.ref_hash != 0) {
@@ -376,6 +397,8 @@ void OrderBook::hash_into(Hasher& hasher) const {
         .add(static_cast<u64>(o.method))
         .add(static_cast<u64>(o.resolution))
         .add(o.late_result);
+    // Only balance orders have one (states from before balance hash as they did).
+    if (o.hold_id.value != 0) hasher.add(o.hold_id.value);
   }
 }
 
@@ -411,6 +434,9 @@ Status OrderBook::check_invariants(u64 now_ns) const {
     }
     if ((o.status == OrderStatus::success) != (o.transfer_id.value != 0)) {
       return fail(fmt::format("{}: a success has the transfer that paid it, nothing else", o.id));
+    }
+    if ((o.method == OrderMethod::balance) != (o.hold_id.value != 0)) {
+      return fail(fmt::format("{}: a balance checkout, and only one, has its hold", o.id));
     }
     if (o.ref_hash != 0) {
       ++with_ref;

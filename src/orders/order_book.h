@@ -35,7 +35,7 @@ enum class OrderStatus : u8 {
   failed = 4,
   timeout = 5,
   cancelled = 6,
-  rejected_risk = 7,  // reserved: risk rules are not yet built
+  rejected_risk = 7,  // the merchant's risk rules refused the checkout: nothing moved
   exception_checkout = 8,
 };
 constexpr bool is_final(OrderStatus status) noexcept {
@@ -52,15 +52,15 @@ enum class OrderResolution : u8 { none = 0, accepted = 1, rejected = 2 };
 struct alignas(64) Order {
   u64 id = 0;
   u64 merchant = 0;   // the credited account's owner
-  AccountId account;  // credited on success
+  AccountId account;  // credited on success; balance: debited (the merchant's prefunded one)
   u64 amount = 0;
   u64 amount_refunded = 0;
   u64 created_at_ns = 0;
   u64 expires_at_ns = 0;
   u64 finished_at_ns = 0;      // when it became final (0 while open)
   u64 ref_hash = 0;            // the merchant_ref's hash, unique per merchant while held
-  AccountId payer_account;     // wallet: the account paid from
-  AccountId provider_account;  // external: the provider's clearing account
+  AccountId payer_account;     // wallet: the account paid from; balance: the order's account
+  AccountId provider_account;  // external, balance: the provider's clearing account
   TransferId transfer_id;      // the transfer that paid it (wallet, external success)
   Currency currency;
   u32 expires_in_s = 0;
@@ -72,11 +72,24 @@ struct alignas(64) Order {
   // Final: its place in the order finals leave memory, (finished_at, retain_serial).
   // An unresolved exception_checkout is never let go.
   u64 retain_serial = 0;
-  u64 reserved1 = 0;  // no padding: every byte of a saved order is defined
+  // balance: the hold on the merchant's account toward the provider, open while the
+  // order is processing, posted by its success (then transfer_id), else voided.
+  TransferId hold_id;  // no padding: every byte of a saved order is defined
 };
 static_assert(sizeof(Order) == 128);
 static_assert(std::has_unique_object_representations_v<Order>);
 static_assert(std::is_trivially_copyable_v<Order>);
+
+// Where an order's money comes from and goes to: wallet, the payer's wallet → the
+// order's account; external, the provider's clearing account → the order's account;
+// balance, the order's (the merchant's) account → the provider's clearing account.
+// A refund moves it back.
+constexpr AccountId paying_side(const Order& o) noexcept {
+  return o.method == OrderMethod::external ? o.provider_account : o.payer_account;
+}
+constexpr AccountId paid_side(const Order& o) noexcept {
+  return o.method == OrderMethod::balance ? o.provider_account : o.account;
+}
 
 // The ledger's money, as the order machine may use it: immediate transfers at the
 // order command's stamp, with every rule of the ledger (funds, currency, limits).
@@ -84,6 +97,11 @@ class OrderMoney {
  public:
   virtual CommandResult move(AccountId debit, AccountId credit, u64 amount,
                              Currency currency) noexcept = 0;
+  // A hold that only close_hold() ends (no timeout, no transfer command may touch it).
+  virtual CommandResult hold(AccountId debit, AccountId credit, u64 amount,
+                             Currency currency) noexcept = 0;
+  // Posts the whole hold, or voids it. REQUIRES: an open hold made by hold().
+  virtual void close_hold(TransferId id, bool post) noexcept = 0;
   virtual const Account* account(AccountId id) const noexcept = 0;
 
  protected:
@@ -107,8 +125,9 @@ class OrderBook {
   }
   // Applies one order command at `stamp`. REQUIRES: advance(stamp) ran.
   CommandResult apply(Stamp stamp, const Command& command, OrderMoney& money) noexcept;
-  // Orders past their expiry time out; final ones past their retention leave memory.
-  void advance(Stamp stamp) noexcept;
+  // Orders past their expiry time out (a balance order's hold is voided); final ones
+  // past their retention leave memory.
+  void advance(Stamp stamp, OrderMoney& money) noexcept;
 
   const Order* find(u64 id) const noexcept {
     const u32* slot = slot_of(id);
@@ -128,8 +147,13 @@ class OrderBook {
   template <typename OwnerOf>
   u64 key_owner(const Command& command, OwnerOf&& owner_of) const noexcept {
     if (command.kind == CommandKind::order_create) return owner_of(command.order_create.account);
-    if (command.kind == CommandKind::order_checkout) return owner_of(command.order.account);
     const Order* order = find(command.order.order_id);
+    if (command.kind == CommandKind::order_checkout) {
+      // balance: the merchant pays from its own account (account names the provider's).
+      const bool balance = command.order.action == static_cast<u8>(OrderMethod::balance);
+      if (!balance) return owner_of(command.order.account);
+      return order == nullptr ? 0 : order->merchant;
+    }
     if (order == nullptr) return 0;
     if (command.kind == CommandKind::order_result) {
       return order->provider_account.value == 0 ? 0 : owner_of(order->provider_account);
@@ -137,6 +161,13 @@ class OrderBook {
     return order->merchant;
   }
   u32 size() const noexcept { return count_; }
+  // visit(order) for every order held, in slot order.
+  template <typename Visit>
+  void for_each(Visit&& visit) const {
+    for (u32 slot = 0; slot < config_.orders_max; ++slot) {
+      if (orders_[slot].id != 0) visit(orders_[slot]);
+    }
+  }
   // When advance() next has something to do (an order to time out, one to let go), or 0.
   u64 next_due_ns() const noexcept {
     const u64 expiry = expiry_.empty() ? 0 : expiry_.top().expires_at_ns;
@@ -178,7 +209,8 @@ class OrderBook {
   // a command may name any id, fuzzed ones too).
   const u32* slot_of(u64 id) const noexcept { return id == 0 ? nullptr : index_.find(id); }
   u32 take_slot(Stamp stamp) noexcept;  // kNoSlot when full
-  void finish(u32 slot, OrderStatus status, Stamp stamp) noexcept;
+  // Final from now; a balance order's hold is posted (success) or voided (else).
+  void finish(u32 slot, OrderStatus status, Stamp stamp, OrderMoney& money) noexcept;
   void retain(u32 slot, Stamp stamp) noexcept;  // final from now: held for the retention
   void release(u32 slot) noexcept;              // leaves memory (archived)
   static u64 ref_key(u64 merchant, u64 ref_hash) noexcept {
@@ -193,7 +225,7 @@ class OrderBook {
   CommandResult create(Stamp stamp, const Command& command, OrderMoney& money) noexcept;
   CommandResult checkout(Stamp stamp, const Command& command, OrderMoney& money) noexcept;
   CommandResult result(Stamp stamp, const Command& command, OrderMoney& money) noexcept;
-  CommandResult cancel(Stamp stamp, const Command& command) noexcept;
+  CommandResult cancel(Stamp stamp, const Command& command, OrderMoney& money) noexcept;
   CommandResult refund(const Command& command, OrderMoney& money) noexcept;
   CommandResult resolve(Stamp stamp, const Command& command, OrderMoney& money) noexcept;
 

@@ -144,6 +144,70 @@ TEST_F(OrderBookTest, AnExternalCheckoutWaitsForItsProvidersResult) {
   expect_invariants();
 }
 
+TEST_F(OrderBookTest, ABalanceCheckoutHoldsTheMerchantsMoneyUntilItsProvidersResult) {
+  constexpr u8 kBalance = static_cast<u8>(OrderMethod::balance);
+  ASSERT_EQ(code(Command::make_transfer(treasury(), shop_, 500, kUsd)), ResultCode::ok);
+  // More than the prefunded account holds: refused, nothing held, the order open.
+  const u64 big = create(501);
+  EXPECT_EQ(step(CommandKind::order_checkout, big, clearing_, 0, kBalance).code,
+            ResultCode::insufficient_funds);
+  EXPECT_EQ(order(big).status, OrderStatus::created);
+  EXPECT_EQ(account(shop_).debits_pending, 0u);
+
+  const u64 paid = create(200);
+  ASSERT_EQ(step(CommandKind::order_checkout, paid, clearing_, 0, kBalance).code, ResultCode::ok);
+  const Order& held = order(paid);
+  EXPECT_EQ(held.status, OrderStatus::processing);
+  EXPECT_EQ(held.method, OrderMethod::balance);
+  ASSERT_NE(held.hold_id.value, 0u);
+  EXPECT_EQ(account(shop_).debits_pending, 200u);
+  EXPECT_EQ(account(shop_).available(), 300);
+  expect_invariants();
+  // Only the order ends its hold: a transfer command may not post or void it.
+  const TransferId hold = held.hold_id;
+  EXPECT_EQ(code(Command::make_post(hold)), ResultCode::awaits_provider);
+  EXPECT_EQ(code(Command::make_void(hold)), ResultCode::awaits_provider);
+  EXPECT_EQ(account(shop_).debits_pending, 200u);
+  ASSERT_EQ(step(CommandKind::order_result, paid, {}, 0, kSuccess).code, ResultCode::ok);
+  EXPECT_EQ(order(paid).status, OrderStatus::success);
+  EXPECT_EQ(order(paid).transfer_id, hold);  // the hold, posted
+  EXPECT_EQ(balance(shop_), 300);
+  EXPECT_EQ(balance(clearing_), 200);
+  EXPECT_EQ(account(shop_).debits_pending, 0u);
+  // A refund comes back from the provider.
+  ASSERT_EQ(step(CommandKind::order_refund, paid, {}, 50).code, ResultCode::ok);
+  EXPECT_EQ(balance(shop_), 350);
+  EXPECT_EQ(balance(clearing_), 150);
+
+  // Failed, cancelled, timed out: the hold is released, nothing moves.
+  const u64 declined = create(100), cancelled = create(100), late = create(100, 5);
+  for (const u64 id : {declined, cancelled, late}) {
+    ASSERT_EQ(step(CommandKind::order_checkout, id, clearing_, 0, kBalance).code, ResultCode::ok);
+  }
+  EXPECT_EQ(account(shop_).debits_pending, 300u);
+  ASSERT_EQ(step(CommandKind::order_result, declined, {}, 0, kFailed).code, ResultCode::ok);
+  ASSERT_EQ(step(CommandKind::order_cancel, cancelled).code, ResultCode::ok);
+  EXPECT_EQ(account(shop_).debits_pending, 100u);
+  ASSERT_EQ(code(Command::make_tick(), 5), ResultCode::ok);
+  EXPECT_EQ(order(late).status, OrderStatus::timeout);
+  EXPECT_EQ(account(shop_).debits_pending, 0u);
+  EXPECT_EQ(balance(shop_), 350);
+  expect_invariants();
+  // The provider paid after all: an exception, which an accept settles from the
+  // merchant's account as the success would have, if it still can.
+  ASSERT_EQ(step(CommandKind::order_result, late, {}, 0, kSuccess).code, ResultCode::ok);
+  EXPECT_EQ(order(late).status, OrderStatus::exception_checkout);
+  ASSERT_EQ(code(Command::make_transfer(shop_, wallet_, 300, kUsd)), ResultCode::ok);
+  EXPECT_EQ(step(CommandKind::order_resolve, late, {}, 0, 1).code, ResultCode::insufficient_funds);
+  EXPECT_EQ(order(late).status, OrderStatus::exception_checkout);
+  ASSERT_EQ(code(Command::make_transfer(wallet_, shop_, 300, kUsd)), ResultCode::ok);
+  ASSERT_EQ(step(CommandKind::order_resolve, late, {}, 0, 1).code, ResultCode::ok);
+  EXPECT_EQ(order(late).status, OrderStatus::success);
+  EXPECT_EQ(balance(shop_), 250);
+  EXPECT_EQ(balance(clearing_), 250);
+  expect_invariants();
+}
+
 TEST_F(OrderBookTest, CancelBeforeAResultOnly) {
   const u64 fresh = create();
   ASSERT_EQ(step(CommandKind::order_cancel, fresh).code, ResultCode::ok);
@@ -269,6 +333,12 @@ TEST_F(OrderBookTest, OrdersSurviveASnapshotAndKeysReplayTheirAnswers) {
   const u64 late = create(20, 5, 3);
   ASSERT_EQ(step(CommandKind::order_checkout, late, clearing_, 0, kExternal).code, ResultCode::ok);
   ASSERT_EQ(step(CommandKind::order_result, late, {}, 0, kSuccess, 6).code, ResultCode::ok);
+  // A balance order processing: its hold is in the state, and its expiry releases it.
+  const u64 billed = create(60, 20, 6);
+  ASSERT_EQ(step(CommandKind::order_checkout, billed, clearing_, 0,
+                 static_cast<u8>(OrderMethod::balance))
+                .code,
+            ResultCode::ok);
   // A keyed create answered again.
   const Command keyed = Command::make_order_create(shop_, 9, kUsd, 30, 4).with_key(key(1));
   const CommandResult first = run(keyed);
@@ -292,6 +362,8 @@ TEST_F(OrderBookTest, OrdersSurviveASnapshotAndKeysReplayTheirAnswers) {
   }
   EXPECT_EQ(restored.state_digest(), ledger_->state_digest());
   EXPECT_EQ(restored.find_order(routed)->status, OrderStatus::timeout);
+  EXPECT_EQ(restored.find_order(billed)->status, OrderStatus::timeout);
+  EXPECT_EQ(restored.find_account(shop_)->debits_pending, 0u);
   EXPECT_TRUE(restored.order_archived(paid));
   // The digest sees an order's state.
   const u64 before = restored.state_digest();
@@ -315,6 +387,7 @@ TEST_F(OrderBookTest, RandomWorkflowsMatchASimpleModel) {
   std::map<ResultCode, u64> codes_seen;
   std::map<OrderStatus, u64> statuses_seen;
   u64 archived_seen = 0;
+  std::map<OrderStatus, u64> balance_finals;
   for (u64 seed = 1; seed <= seeds; ++seed) {
     SCOPED_TRACE(testing::Message() << "seed " << seed);
     config_.orders_max = 4096;  // no early eviction: the model need not know it
@@ -328,6 +401,10 @@ TEST_F(OrderBookTest, RandomWorkflowsMatchASimpleModel) {
                                     open(AccountKind::merchant, 0, kUsd, MerchantId{8})};
     std::vector<AccountId> wallets, clearings;
     std::map<u64, i64> balances;
+    for (const AccountId shop : shops) {  // prefunded, for balance checkouts
+      ASSERT_EQ(code(Command::make_transfer(treasury_account, shop, 2000, kUsd)), ResultCode::ok);
+      balances[shop.value] = 2000;
+    }
     for (u32 i = 0; i < 3; ++i) {
       wallets.push_back(open(AccountKind::user, 0, kUsd, MerchantId{20 + i}));
       ASSERT_EQ(code(Command::make_transfer(treasury_account, wallets.back(), 400, kUsd)),
@@ -336,7 +413,8 @@ TEST_F(OrderBookTest, RandomWorkflowsMatchASimpleModel) {
     }
     for (u32 i = 0; i < 2; ++i)
       clearings.push_back(open(AccountKind::system, 0, kUsd, MerchantId{30 + i}));
-    const auto available = [&](AccountId id) { return balances[id.value]; };
+    std::map<u64, i64> held;  // by balance orders, on their accounts
+    const auto available = [&](AccountId id) { return balances[id.value] - held[id.value]; };
     const auto move = [&](AccountId from, AccountId to, u64 amount) {
       balances[from.value] -= static_cast<i64>(amount);
       balances[to.value] += static_cast<i64>(amount);
@@ -346,6 +424,12 @@ TEST_F(OrderBookTest, RandomWorkflowsMatchASimpleModel) {
     std::vector<u64> ids;  // every id made (some leave memory)
     const u64 retained = config_.order_final_retained_ns;
     const auto finish = [&](Model& m, OrderStatus status) {
+      if (m.method == OrderMethod::balance) ++balance_finals[status];
+      if (m.method == OrderMethod::balance && m.status == OrderStatus::processing) {
+        // The hold is posted to the provider, or released.
+        held[m.account.value] -= static_cast<i64>(m.amount);
+        if (status == OrderStatus::success) move(m.account, m.provider, m.amount);
+      }
       m.status = status;
       m.finished_at = now_ns_;
     };
@@ -363,7 +447,13 @@ TEST_F(OrderBookTest, RandomWorkflowsMatchASimpleModel) {
       // Mostly an order held, sometimes any made (archived ones too), or none.
       u64 target = make_id(config_.prefix, 5000);
       const u64 aim = pick(10);
-      if (aim >= 3 && !model.empty()) {
+      std::vector<u64> processing;  // a result or cancel for one is the interesting case
+      for (const auto& [id, held_order] : model) {
+        if (held_order.status == OrderStatus::processing) processing.push_back(id);
+      }
+      if (aim >= 8 && !processing.empty()) {
+        target = processing[pick(processing.size())];
+      } else if (aim >= 3 && !model.empty()) {
         target = std::next(model.begin(), static_cast<long>(pick(model.size())))->first;
       } else if (aim >= 1 && !ids.empty()) {
         target = ids[pick(ids.size())];
@@ -397,25 +487,33 @@ TEST_F(OrderBookTest, RandomWorkflowsMatchASimpleModel) {
           break;
         }
         case 2: {  // checkout
-          const bool wallet = pick(2) == 0;
+          const auto method = static_cast<OrderMethod>(1 + pick(3));
+          const bool wallet = method == OrderMethod::wallet;
           const AccountId from = wallet ? wallets[pick(3)] : clearings[pick(2)];
           command = Command::make_order(CommandKind::order_checkout, target, from, 0,
-                                        wallet ? kWallet : kExternal);
+                                        static_cast<u8>(method));
           if (m == nullptr) {
             expected = ResultCode::order_not_found;
           } else if (m->status != OrderStatus::created) {
             expected = ResultCode::invalid_order_state;
           } else if (wallet && available(from) < static_cast<i64>(m->amount)) {
             expected = ResultCode::insufficient_funds;
+          } else if (method == OrderMethod::balance &&
+                     available(m->account) < static_cast<i64>(m->amount)) {
+            expected = ResultCode::insufficient_funds;  // the merchant's prefunded account
           }
           ASSERT_EQ(code(command), expected) << step;
-          if (expected == ResultCode::ok && wallet) {
+          if (expected != ResultCode::ok) break;
+          m->method = method;
+          if (wallet) {
             move(from, m->account, m->amount);
-            m->method = OrderMethod::wallet;
             m->payer = from;
             finish(*m, OrderStatus::success);
-          } else if (expected == ResultCode::ok) {
-            m->method = OrderMethod::external;
+          } else {
+            if (method == OrderMethod::balance) {
+              held[m->account.value] += static_cast<i64>(m->amount);
+              m->payer = m->account;
+            }
             m->provider = from;
             m->status = OrderStatus::processing;
           }
@@ -429,7 +527,8 @@ TEST_F(OrderBookTest, RandomWorkflowsMatchASimpleModel) {
           if (m == nullptr) {
             expected = ResultCode::order_not_found;
           } else if ((m->status == OrderStatus::timeout || m->status == OrderStatus::cancelled) &&
-                     m->method == OrderMethod::external && success) {
+                     (m->method == OrderMethod::external || m->method == OrderMethod::balance) &&
+                     success) {
             late = true;
           } else if (m->status != OrderStatus::processing) {
             expected = ResultCode::invalid_order_state;
@@ -439,7 +538,9 @@ TEST_F(OrderBookTest, RandomWorkflowsMatchASimpleModel) {
           if (late) {
             m->status = OrderStatus::exception_checkout;
           } else {
-            if (success) move(m->provider, m->account, m->amount);
+            if (success && m->method == OrderMethod::external) {
+              move(m->provider, m->account, m->amount);
+            }
             finish(*m, success ? OrderStatus::success : OrderStatus::failed);
           }
           break;
@@ -473,13 +574,18 @@ TEST_F(OrderBookTest, RandomWorkflowsMatchASimpleModel) {
             refund = amount == 0 ? left : amount;
             if (refund == 0 || refund > left) {
               expected = ResultCode::refund_exceeds_order;
-            } else if (available(m->account) < static_cast<i64>(refund)) {
+            } else if (m->method != OrderMethod::balance &&  // balance: from the provider
+                       available(m->account) < static_cast<i64>(refund)) {
               expected = ResultCode::insufficient_funds;
             }
           }
           ASSERT_EQ(code(command), expected) << step;
           if (expected == ResultCode::ok) {
-            move(m->account, m->method == OrderMethod::wallet ? m->payer : m->provider, refund);
+            if (m->method == OrderMethod::balance) {
+              move(m->provider, m->account, refund);
+            } else {
+              move(m->account, m->method == OrderMethod::wallet ? m->payer : m->provider, refund);
+            }
             m->refunded += refund;
           }
           break;
@@ -491,9 +597,16 @@ TEST_F(OrderBookTest, RandomWorkflowsMatchASimpleModel) {
                      : m->status != OrderStatus::exception_checkout
                          ? ResultCode::invalid_order_state
                          : ResultCode::ok;
+          // Accepting a late balance success takes the merchant's money now.
+          const bool balance = m != nullptr && m->method == OrderMethod::balance;
+          if (expected == ResultCode::ok && accept && balance &&
+              available(m->account) < static_cast<i64>(m->amount)) {
+            expected = ResultCode::insufficient_funds;
+          }
           ASSERT_EQ(code(command), expected) << step;
           if (expected == ResultCode::ok) {
-            if (accept) move(m->provider, m->account, m->amount);
+            if (accept && balance) move(m->account, m->provider, m->amount);
+            if (accept && !balance) move(m->provider, m->account, m->amount);
             finish(*m, accept ? OrderStatus::success : OrderStatus::failed);
           }
           break;
@@ -517,12 +630,13 @@ TEST_F(OrderBookTest, RandomWorkflowsMatchASimpleModel) {
       i64 total = 0;
       for (const auto& [id, expect] : balances) {
         ASSERT_EQ(account(AccountId{id}).balance(), expect) << step << " account " << id;
+        ASSERT_EQ(account(AccountId{id}).debits_pending, static_cast<u64>(held[id])) << step;
         if (!is_system(AccountId{id})) {
           ASSERT_GE(expect, 0);
         }
         total += expect;
       }
-      ASSERT_EQ(total, 3 * 400);                  // only the treasury's deposits came in
+      ASSERT_EQ(total, 3 * 400 + 2 * 2000);       // only the treasury's deposits came in
       if (step % 16 == 0 || step + 1 == steps) {  // O(state), and a sanitizer stage runs it
         const Status invariants = ledger_->check_invariants();
         ASSERT_TRUE(invariants.ok()) << step << ": " << invariants.message();
@@ -542,6 +656,10 @@ TEST_F(OrderBookTest, RandomWorkflowsMatchASimpleModel) {
     EXPECT_GT(statuses_seen[st], 10u) << name(st);
   }
   EXPECT_GT(archived_seen, 10u);
+  for (const OrderStatus st : {OrderStatus::success, OrderStatus::failed, OrderStatus::timeout,
+                               OrderStatus::cancelled}) {
+    EXPECT_GT(balance_finals[st], 2u) << "balance " << name(st);
+  }
 }
 
 }  // namespace
