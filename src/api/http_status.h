@@ -83,6 +83,7 @@ constexpr unsigned http_status(ResultCode code) noexcept {
     case ResultCode::quota_idempotency_keys:
     case ResultCode::no_provider:
     case ResultCode::refund_exceeds_order:
+    case ResultCode::rejected_risk:
       return 422;
     case ResultCode::rate_limited:
       return 429;
@@ -182,8 +183,10 @@ constexpr std::string_view describe(ResultCode code) noexcept {
              "operator) with POST /v1/withdrawals/{id}/result; an order's (checkout balance) by "
              "its provider's result, its cancel or its expiry";
     case ResultCode::no_provider:
-      return "no provider takes withdrawals in this currency (name one with a clearing account "
-             "in it)";
+      return "no provider clears this currency (name one with a clearing account in it)";
+    case ResultCode::rejected_risk:
+      return "the merchant's risk rules refused this checkout; the order is final (status "
+             "rejected_risk) and nothing moved";
     case ResultCode::withdrawal_not_found:
       return "no such withdrawal";
     case ResultCode::user_not_found:

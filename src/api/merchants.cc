@@ -249,6 +249,30 @@ ResultCode MerchantRegistry::rotate_key(u64 id, const IdempotencyKey& key, u64 c
   return ResultCode::ok;
 }
 
+ResultCode MerchantRegistry::set_risk(u64 id, const RiskSet& request, RiskRules* rules,
+                                      Status* failure) {
+  std::unique_lock lock(mutex_);
+  const auto it = by_id_.find(id);
+  if (it == by_id_.end() || it->second->kind != PrincipalKind::merchant) {
+    return ResultCode::merchant_not_found;
+  }
+  const MerchantRef old = it->second;
+  auto changed = std::make_shared<Merchant>(*old);  // readers keep the record they hold
+  if (request.has_max_amount) changed->risk.max_amount = request.max_amount;
+  if (request.has_payer_velocity) {
+    changed->risk.max_checkouts_per_payer_per_minute = request.max_checkouts_per_payer_per_minute;
+  }
+  if (request.has_blocked_payers) changed->risk.blocked_payers = request.blocked_payers;
+  *rules = changed->risk;
+  index(changed);
+  if (Status saved = save(); !saved.ok()) {
+    *failure = std::move(saved);
+    index(old);
+    return ResultCode::not_durable;
+  }
+  return ResultCode::ok;
+}
+
 Status MerchantRegistry::save() const {
   std::string text;
   JsonWriter json(text);
@@ -278,6 +302,16 @@ Status MerchantRegistry::save() const {
     if (m->clearing_account != 0) {
       json.key("clearing_account").unsigned_number(m->clearing_account);
       json.key("clearing_currency").unsigned_number(m->clearing_currency.code);
+    }
+    if (m->risk.any()) {
+      json.key("risk").begin_object();
+      json.key("max_amount").unsigned_number(m->risk.max_amount);
+      json.key("max_checkouts_per_payer_per_minute")
+          .unsigned_number(m->risk.max_checkouts_per_payer_per_minute);
+      json.key("blocked_payers").begin_array();
+      for (const u64 payer : m->risk.blocked_payers)
+        json.unsigned_number(payer);
+      json.end_array().end_object();
     }
     json.end_object();
   }
@@ -349,6 +383,22 @@ Status MerchantRegistry::load() {
       return fail("a provider's clearing currency is malformed");
     }
     m->clearing_currency = Currency{static_cast<u32>(clearing_currency)};
+    if (simdjson::dom::object risk; entry["risk"].get_object().get(risk) == simdjson::SUCCESS) {
+      u64 velocity = 0;
+      simdjson::dom::array blocked;
+      if (risk["max_amount"].get_uint64().get(m->risk.max_amount) ||
+          risk["max_checkouts_per_payer_per_minute"].get_uint64().get(velocity) ||
+          velocity > ~u32{0} || risk["blocked_payers"].get_array().get(blocked)) {
+        return fail("a merchant's risk rules are malformed");
+      }
+      m->risk.max_checkouts_per_payer_per_minute = static_cast<u32>(velocity);
+      for (const auto payer : blocked) {
+        u64 id = 0;
+        if (payer.get_uint64().get(id)) return fail("a merchant's blocked payer is malformed");
+        m->risk.blocked_payers.push_back(id);
+      }
+      std::sort(m->risk.blocked_payers.begin(), m->risk.blocked_payers.end());
+    }
     m->name = name;
     m->key_id = key_id;
     m->secret = secret;

@@ -12,6 +12,7 @@
 // Thread-safe: readers (every request) share a lock; changes take it exclusively.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <functional>
@@ -46,6 +47,20 @@ class TokenBucket {
   u64 last_ns_ = 0;
 };
 
+// A merchant's risk rules (docs/ORDERS.md, "Risk rules"): set by operators, checked
+// by the gateway at each checkout of the merchant's orders. 0 or empty: no such rule.
+struct RiskRules {
+  u64 max_amount = 0;
+  u32 max_checkouts_per_payer_per_minute = 0;
+  std::vector<u64> blocked_payers;  // principal ids, sorted
+  bool any() const noexcept {
+    return max_amount != 0 || max_checkouts_per_payer_per_minute != 0 || !blocked_payers.empty();
+  }
+  bool blocks(u64 payer) const noexcept {
+    return std::binary_search(blocked_payers.begin(), blocked_payers.end(), payer);
+  }
+};
+
 // One principal (the name is the first kind's; `kind` says which).
 struct Merchant {
   u64 id = 0;
@@ -60,6 +75,7 @@ struct Merchant {
   // A provider: its clearing account (0 until its onboarding made it) and currency.
   u64 clearing_account = 0;
   Currency clearing_currency;
+  RiskRules risk;
   std::shared_ptr<TokenBucket> bucket = std::make_shared<TokenBucket>();
 };
 
@@ -112,6 +128,10 @@ class MerchantRegistry {
   // one with a clearing account in it; nullptr if none.
   MerchantRef default_provider(Currency currency) const;
   void abandon_onboarding(const IdempotencyKey& key);
+  // Replaces the rules `request` gives of merchant `id` (a merchant: merchant_not_found
+  // otherwise); *rules is what they are now. Setting the same again changes nothing, so
+  // a retry needs no key.
+  ResultCode set_risk(u64 id, const RiskSet& request, RiskRules* rules, Status* failure);
   // New key id and secret; the old key stops working at once.
   ResultCode rotate_key(u64 id, const IdempotencyKey& key, u64 content_hash, const Render& render,
                         StoredReply* reply, Status* failure);

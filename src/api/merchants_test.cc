@@ -107,6 +107,39 @@ TEST_F(MerchantRegistryTest, KindsShareOneSerialSpaceAndSurviveAReopen) {
   EXPECT_EQ(registry->find_by_key(registry->find(user)->key_id)->id, user);
 }
 
+TEST_F(MerchantRegistryTest, RiskRulesAreAMerchantsAndSurviveAReopen) {
+  auto registry = open();
+  const u64 merchant = make(*registry, PrincipalKind::merchant);
+  const u64 user = make(*registry, PrincipalKind::user);
+  RiskSet set;
+  set.has_max_amount = true;
+  set.max_amount = 900;
+  set.has_blocked_payers = true;
+  set.blocked_payers = {user};
+  RiskRules now;
+  Status failure;
+  ASSERT_EQ(registry->set_risk(merchant, set, &now, &failure), ResultCode::ok);
+  EXPECT_EQ(now.max_amount, 900u);
+  EXPECT_TRUE(now.blocks(user));
+  EXPECT_EQ(registry->set_risk(user, set, &now, &failure), ResultCode::merchant_not_found);
+  // Only what is given changes.
+  RiskSet velocity;
+  velocity.has_payer_velocity = true;
+  velocity.max_checkouts_per_payer_per_minute = 4;
+  ASSERT_EQ(registry->set_risk(merchant, velocity, &now, &failure), ResultCode::ok);
+  EXPECT_EQ(now.max_amount, 900u);
+  EXPECT_EQ(now.max_checkouts_per_payer_per_minute, 4u);
+
+  registry.reset();
+  registry = open();
+  const RiskRules& kept = registry->find(merchant)->risk;
+  EXPECT_EQ(kept.max_amount, 900u);
+  EXPECT_EQ(kept.max_checkouts_per_payer_per_minute, 4u);
+  EXPECT_TRUE(kept.blocks(user));
+  EXPECT_FALSE(kept.blocks(merchant));
+  EXPECT_FALSE(registry->find(user)->risk.any());
+}
+
 TEST_F(MerchantRegistryTest, AFileWithoutKindsHoldsMerchantsAndAMismatchIsDamage) {
   const auto write = [&](const std::string& entry) {
     std::ofstream(dir_.path() / "merchants.json")

@@ -60,6 +60,10 @@ std::string_view route_name(Route route) noexcept {
       return "GET /v1/merchants/{id}/quotas";
     case Route::merchants_quotas_set:
       return "POST /v1/merchants/{id}/quotas";
+    case Route::merchants_risk_get:
+      return "GET /v1/merchants/{id}/risk";
+    case Route::merchants_risk_set:
+      return "POST /v1/merchants/{id}/risk";
     case Route::accounts_create:
       return "POST /v1/accounts";
     case Route::accounts_get:

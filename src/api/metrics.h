@@ -26,6 +26,8 @@ enum class Route : u8 {
   merchants_keys,
   merchants_quotas_get,
   merchants_quotas_set,
+  merchants_risk_get,
+  merchants_risk_set,
   accounts_create,
   accounts_get,
   accounts_entries,

@@ -294,6 +294,83 @@ TEST_F(OrderServerTest, ABalanceCheckoutHoldsThePrefundedAccountUntilTheProvider
   EXPECT_EQ(error_code(result(bank_, id3, "failed")), "invalid_order_state");
 }
 
+TEST_F(OrderServerTest, RiskRulesRefuseACheckoutRecordItAndMoveNothing) {
+  const std::string rules_path = "/v1/merchants/" + shop_.id + "/risk";
+  const MerchantKeys blocked = principal("/v1/users", "{}");
+  const std::string blocked_wallet = account(blocked);
+  fund(system_account(), blocked_wallet, 100);
+  const std::string rules = R"({"max_amount":500,"max_checkouts_per_payer_per_minute":2,)"
+                            R"("blocked_payers":[")" + blocked.id + R"("]})";
+  EXPECT_EQ(error_code(merchant_request(shop_, "POST", rules_path, rules)), "operator_only");
+  const HttpResponse set = admin_post(rules_path, rules);
+  ASSERT_EQ(set.status, 200u) << set.body;
+  const HttpResponse read = merchant_request(shop_, "GET", rules_path);
+  ASSERT_EQ(read.status, 200u) << read.body;
+  EXPECT_EQ(number_field(read.body, "/max_amount"), 500);
+  EXPECT_EQ(number_field(read.body, "/max_checkouts_per_payer_per_minute"), 2);
+  EXPECT_EQ(text_field(read.body, "/blocked_payers/0"), blocked.id);
+  EXPECT_EQ(merchant_request(payer_, "GET", rules_path).status, 404u);
+
+  // Above max_amount: refused, recorded on the order, nothing moved; a keyed retry
+  // answers the same, another checkout finds the order final.
+  const HttpResponse big = create("risk-1", 600);
+  const std::string big_id = text_field(big.body, "/id");
+  const std::string big_signature = text_field(big.body, "/signature");
+  const HttpResponse refused =
+      checkout_wallet(payer_, big_id, big_signature, wallet_, {"Idempotency-Key: k-risk"});
+  EXPECT_EQ(refused.status, 422u) << refused.body;
+  EXPECT_EQ(error_code(refused), "rejected_risk");
+  EXPECT_EQ(
+      checkout_wallet(payer_, big_id, big_signature, wallet_, {"Idempotency-Key: k-risk"}).body,
+      refused.body);
+  EXPECT_EQ(error_code(checkout_wallet(payer_, big_id, big_signature, wallet_)),
+            "invalid_order_state");
+  const HttpResponse recorded = admin_get("/v1/orders/" + big_id);
+  EXPECT_EQ(text_field(recorded.body, "/status"), "rejected_risk");
+  EXPECT_EQ(text_field(recorded.body, "/risk_rule"), "max_amount");
+  EXPECT_EQ(balance(wallet_), 1000);
+
+  // A blocked payer, whatever the amount.
+  const HttpResponse small = create("risk-2", 10);
+  const HttpResponse by_blocked =
+      checkout_wallet(blocked, text_field(small.body, "/id"), text_field(small.body, "/signature"),
+                      blocked_wallet);
+  EXPECT_EQ(error_code(by_blocked), "rejected_risk") << by_blocked.body;
+  EXPECT_EQ(text_field(admin_get("/v1/orders/" + text_field(small.body, "/id")).body,
+                       "/risk_rule"),
+            "blocked_payers");
+  EXPECT_EQ(balance(blocked_wallet), 100);
+
+  // Two checkouts a minute per payer: the third is refused.
+  std::vector<std::pair<std::string, std::string>> orders;
+  for (int i = 0; i < 3; ++i) {
+    const HttpResponse made = create("risk-v" + std::to_string(i), 10);
+    orders.emplace_back(text_field(made.body, "/id"), text_field(made.body, "/signature"));
+  }
+  EXPECT_EQ(checkout_wallet(payer_, orders[0].first, orders[0].second, wallet_).status, 200u);
+  EXPECT_EQ(checkout_wallet(payer_, orders[1].first, orders[1].second, wallet_).status, 200u);
+  const HttpResponse third = checkout_wallet(payer_, orders[2].first, orders[2].second, wallet_);
+  EXPECT_EQ(error_code(third), "rejected_risk") << third.body;
+  EXPECT_EQ(text_field(admin_get("/v1/orders/" + orders[2].first).body, "/risk_rule"),
+            "max_checkouts_per_payer_per_minute");
+  EXPECT_EQ(balance(wallet_), 980);
+
+  // The rules and what they refused survive a restart; cleared, they refuse nothing.
+  restart();
+  EXPECT_EQ(admin_get(rules_path).body, read.body);
+  EXPECT_EQ(status_of(big_id), "rejected_risk");
+  ASSERT_EQ(admin_post(rules_path, R"({"max_amount":null,"max_checkouts_per_payer_per_minute":)"
+                                   R"(null,"blocked_payers":[]})")
+                .status,
+            200u);
+  const HttpResponse again = create("risk-3", 600);
+  EXPECT_EQ(checkout_wallet(payer_, text_field(again.body, "/id"),
+                            text_field(again.body, "/signature"), wallet_)
+                .status,
+            200u);
+  EXPECT_EQ(balance(wallet_), 380);
+}
+
 TEST_F(OrderServerTest, ALateSuccessIsAnExceptionThatAnOperatorResolves) {
   // An order that expires soon, checked out before it does: on a busy machine the
   // checkout may come too late, so the expiry doubles until it does not.

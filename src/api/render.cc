@@ -262,6 +262,7 @@ void render_order(std::string& out, const Order& o, std::string_view signature, 
     json.key("finished_at").unsigned_number(o.finished_at_ns / kNanosPerSecond);
   }
   if (o.late_result != 0) json.key("late_result").string("success");
+  if (o.risk_rule != RiskRule::none) json.key("risk_rule").string(name(o.risk_rule));
   if (o.resolution != OrderResolution::none) {
     json.key("resolution")
         .string(o.resolution == OrderResolution::accepted ? "accepted" : "rejected");
@@ -289,6 +290,31 @@ void render_refund(std::string& out, const Order& o, u64 transfer, u64 amount,
   json.key("amount_refunded").unsigned_number(o.amount_refunded);
   if (!reason.empty()) json.key("reason").string(reason);
   json.key("status").string("succeeded");
+  json.end_object();
+}
+
+void render_risk(std::string& out, u64 merchant, const RiskRules& rules) {
+  JsonWriter json(out);
+  json.begin_object();
+  json.key("merchant").id(IdKind::merchant, merchant);
+  json.key("object").string("risk_rules");
+  json.key("max_amount");
+  if (rules.max_amount == 0) {
+    json.null();
+  } else {
+    json.unsigned_number(rules.max_amount);
+  }
+  json.key("max_checkouts_per_payer_per_minute");
+  if (rules.max_checkouts_per_payer_per_minute == 0) {
+    json.null();
+  } else {
+    json.unsigned_number(rules.max_checkouts_per_payer_per_minute);
+  }
+  json.key("blocked_payers").begin_array();
+  for (const u64 payer : rules.blocked_payers) {
+    json.id(principal_id_kind(principal_kind(payer)), payer);
+  }
+  json.end_array();
   json.end_object();
 }
 

@@ -48,6 +48,7 @@ void render_merchant(std::string& out, const Merchant& merchant, bool with_secre
 // {merchant, accounts: {used, limit, source}, holds: …, idempotency_keys: …}; limit is
 // null when there is none, source "merchant" (its own) or "group" (the default).
 void render_quotas(std::string& out, const OwnerQuota& quota, const QuotaLimits& defaults);
+void render_risk(std::string& out, u64 merchant, const RiskRules& rules);
 
 // A page of GET /v1/events. `next`: where the next page starts (none: nothing read yet).
 void render_events(std::string& out, u32 group, std::span<const LedgerEvent> events,

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <initializer_list>
 
 #include "api/id_text.h"
@@ -617,6 +618,63 @@ Problem RequestDecoder::quota_set(std::string_view body, QuotaSet* out) {
     p = problem(ResultCode::missing_field,
                 "give at least one of accounts, holds, idempotency_keys (a number, or null for "
                 "the group's default)");
+  }
+  return p;
+}
+
+Problem RequestDecoder::risk_set(std::string_view body, RiskSet* out) {
+  *out = RiskSet{};
+  object root;
+  Problem p = parse(body, &root);
+  if (!p.ok()) return p;
+  u32 seen = 0;
+  p = visit_fields(
+      root, {"max_amount", "max_checkouts_per_payer_per_minute", "blocked_payers"}, &seen,
+      [&](u32 index, element value) {
+        const bool none = value.is_null() ||
+                          (value.type() == element_type::INT64 && value.get_int64().value_unsafe() == 0);
+        switch (index) {
+          case 0:
+            out->has_max_amount = true;
+            return none ? Problem{} : amount_of(value, "max_amount", &out->max_amount);
+          case 1:
+            out->has_payer_velocity = true;
+            return none ? Problem{}
+                        : u32_of(value, "max_checkouts_per_payer_per_minute", 1, 1'000'000,
+                                 &out->max_checkouts_per_payer_per_minute);
+          default: {
+            out->has_blocked_payers = true;
+            if (value.is_null()) return Problem{};
+            simdjson::dom::array payers;
+            if (value.get_array().get(payers) != simdjson::SUCCESS || payers.size() > kBlockedPayersMax) {
+              return problem(ResultCode::invalid_field,
+                             fmt::format("blocked_payers must be an array of at most {} principal "
+                                         "ids (usr_…, mer_…, prv_…)",
+                                         kBlockedPayersMax));
+            }
+            for (const element payer : payers) {
+              std::string_view text;
+              std::optional<u64> id;
+              if (payer.get_string().get(text) == simdjson::SUCCESS) id = parse_any_principal_id(text);
+              if (!id) {
+                return problem(ResultCode::invalid_field,
+                               "blocked_payers names principals by id, such as "
+                               "\"usr_0000400000000001\"");
+              }
+              out->blocked_payers.push_back(*id);
+            }
+            std::sort(out->blocked_payers.begin(), out->blocked_payers.end());
+            out->blocked_payers.erase(
+                std::unique(out->blocked_payers.begin(), out->blocked_payers.end()),
+                out->blocked_payers.end());
+            return Problem{};
+          }
+        }
+      });
+  if (p.ok() && seen == 0) {
+    p = problem(ResultCode::missing_field,
+                "give at least one of max_amount, max_checkouts_per_payer_per_minute, "
+                "blocked_payers (null for none)");
   }
   return p;
 }

@@ -91,6 +91,18 @@ struct WithdrawalResult {
   std::string provider_ref;
 };
 
+// POST /v1/merchants/{id}/risk: each rule given replaces the merchant's (null or 0:
+// none); an absent one stays as it is.
+inline constexpr std::size_t kBlockedPayersMax = 1000;
+struct RiskSet {
+  bool has_max_amount = false;
+  u64 max_amount = 0;
+  bool has_payer_velocity = false;
+  u32 max_checkouts_per_payer_per_minute = 0;
+  bool has_blocked_payers = false;
+  std::vector<u64> blocked_payers;  // principal ids, sorted, distinct
+};
+
 // POST /v1/merchants/{id}/quotas: each limit as a set_quota command carries it (a
 // number; kQuotaGroupDefault for null; kQuotaUnchanged when the field is absent).
 struct QuotaSet {
@@ -175,6 +187,7 @@ class RequestDecoder {
   // An empty body or {} only.
   Problem void_pending(std::string_view body);
   Problem quota_set(std::string_view body, QuotaSet* out);
+  Problem risk_set(std::string_view body, RiskSet* out);
   Problem batch(std::string_view body, BatchRequest* out);
 
  private:

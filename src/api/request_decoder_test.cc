@@ -202,6 +202,39 @@ TEST(RequestDecoder, WithdrawalResultsAreSuccessOrFailed) {
   EXPECT_EQ(decoder.withdrawal_result("", &r).code, ResultCode::invalid_json);
 }
 
+TEST(RequestDecoder, RiskRulesAreReplacedFieldByField) {
+  RequestDecoder decoder;
+  RiskSet r;
+  ASSERT_TRUE(decoder
+                  .risk_set(R"({"max_amount":5000,"max_checkouts_per_payer_per_minute":3,)"
+                            R"("blocked_payers":["usr_0000400000000002","mer_0000000000000001",)"
+                            R"("usr_0000400000000002"]})",
+                            &r)
+                  .ok());
+  EXPECT_TRUE(r.has_max_amount && r.has_payer_velocity && r.has_blocked_payers);
+  EXPECT_EQ(r.max_amount, 5000u);
+  EXPECT_EQ(r.max_checkouts_per_payer_per_minute, 3u);
+  EXPECT_EQ(r.blocked_payers, (std::vector<u64>{1, 0x0000400000000002}));  // sorted, distinct
+  // null or 0: none; absent: unchanged.
+  ASSERT_TRUE(decoder.risk_set(R"({"max_amount":null,"blocked_payers":null})", &r).ok());
+  EXPECT_TRUE(r.has_max_amount && r.has_blocked_payers);
+  EXPECT_FALSE(r.has_payer_velocity);
+  EXPECT_EQ(r.max_amount, 0u);
+  ASSERT_TRUE(decoder.risk_set(R"({"max_checkouts_per_payer_per_minute":0})", &r).ok());
+  EXPECT_TRUE(r.has_payer_velocity);
+  EXPECT_EQ(r.max_checkouts_per_payer_per_minute, 0u);
+  EXPECT_EQ(decoder.risk_set("{}", &r).code, ResultCode::missing_field);
+  EXPECT_EQ(decoder.risk_set(R"({"max_amount":-1})", &r).code, ResultCode::invalid_amount);
+  EXPECT_EQ(decoder.risk_set(R"({"blocked_payers":["acc_0000000000000001"]})", &r).code,
+            ResultCode::invalid_field);
+  EXPECT_EQ(decoder.risk_set(R"({"blocked_payers":"usr_0000400000000002"})", &r).code,
+            ResultCode::invalid_field);
+  EXPECT_EQ(decoder.risk_set(R"({"max_checkouts_per_payer_per_minute":1.5})", &r).code,
+            ResultCode::invalid_field);
+  EXPECT_EQ(decoder.risk_set(R"({"max_amount":1,"velocity":2})", &r).code,
+            ResultCode::unknown_field);
+}
+
 TEST(RequestDecoder, UsersAndProviders) {
   RequestDecoder decoder;
   MerchantCreate m;

@@ -222,6 +222,9 @@ bool Service::dispatch(Exchange& ex) {
     } else if (r == "merchants" && n == 3 && p.parts[2] == "quotas") {
       ex.route_ = post ? Route::merchants_quotas_set : Route::merchants_quotas_get;
       method_ok = post || get;
+    } else if (r == "merchants" && n == 3 && p.parts[2] == "risk") {
+      ex.route_ = post ? Route::merchants_risk_set : Route::merchants_risk_get;
+      method_ok = post || get;
     } else if (r == "accounts" && n == 1) {
       ex.route_ = Route::accounts_create, method_ok = post;
     } else if (r == "accounts" && n == 2) {
@@ -414,6 +417,9 @@ bool Service::step(Exchange& ex) {
       return get_quotas(ex);
     case Route::merchants_quotas_set:
       return set_quotas(ex);
+    case Route::merchants_risk_get:
+    case Route::merchants_risk_set:
+      return merchant_risk(ex);
     case Route::accounts_create:
       return create_account(ex);
     case Route::accounts_get:

@@ -24,6 +24,7 @@
 #include "api/owner_index.h"
 #include "api/page_query.h"
 #include "api/request_decoder.h"
+#include "api/risk.h"
 #include "pipeline/carry.h"
 #include "pipeline/engine.h"
 
@@ -217,6 +218,10 @@ class Service {
   bool rotate_key(Exchange& ex);
   bool get_quotas(Exchange& ex);
   bool set_quotas(Exchange& ex);
+  bool merchant_risk(Exchange& ex);
+  // The merchant's risk rules for a checkout of order `o` by the caller (RiskRule::none:
+  // admitted, and counted for the velocity rule).
+  RiskRule checkout_risk(const Exchange& ex, const Order& o);
   // Reads the quotas of the merchant in path_id_ (step 1 of get, 2 of set), then renders.
   bool read_quotas(Exchange& ex, u32 read_step);
   MerchantRef path_merchant(Exchange& ex);
@@ -298,6 +303,7 @@ class Service {
   std::atomic<u64> binary_frames_{0};
   AuthFailureLimiter auth_failures_;
   TokenBucket operator_bucket_;
+  CheckoutVelocity checkout_velocity_;  // risk rule max_checkouts_per_payer_per_minute
   std::string order_key_;  // signs orders (derived from the server's secret)
 };
 

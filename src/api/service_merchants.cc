@@ -211,6 +211,37 @@ bool Service::set_quotas(Exchange& ex) {
   return read_quotas(ex, 1);
 }
 
+// A merchant's risk rules: operators set them (kept in the registry, durably), the
+// merchant and operators read them. Checked at each checkout (checkout_risk).
+bool Service::merchant_risk(Exchange& ex) {
+  const bool set = ex.route_ == Route::merchants_risk_set;
+  if (set && !ex.principal_.is_operator) return fail(ex, ResultCode::operator_only, "operators only");
+  RiskSet request;
+  if (set) {
+    const Problem problem = decoder().risk_set(ex.view_.body, &request);
+    if (!problem.ok()) return fail_problem(ex, problem);
+  }
+  const MerchantRef merchant = path_merchant(ex);
+  if (merchant == nullptr) return true;
+  if (merchant->kind != PrincipalKind::merchant) {
+    return fail(ex, ResultCode::merchant_not_found, "risk rules are a merchant's");
+  }
+  RiskRules rules = merchant->risk;
+  if (set) {
+    Status failure;
+    const ResultCode code = merchants_.set_risk(merchant->id, request, &rules, &failure);
+    if (code == ResultCode::not_durable) {
+      PG_LOG_ERROR("event=registry_write_failed message=\"{}\"", failure.to_string());
+    }
+    if (code != ResultCode::ok) return fail(ex, code, describe(code));
+    PG_LOG_INFO("event=risk_rules_set merchant={} max_amount={} velocity={} blocked_payers={}",
+                id_text(IdKind::merchant, merchant->id), rules.max_amount,
+                rules.max_checkouts_per_payer_per_minute, rules.blocked_payers.size());
+  }
+  render_risk(ex.reply.body, merchant->id, rules);
+  return finish(ex, 200);
+}
+
 bool Service::read_quotas(Exchange& ex, u32 read_step) {
   if (ex.step_ == read_step) {
     Request request{.kind = RequestKind::lookup_quota, .lookup_id = ex.path_id_};

@@ -70,11 +70,39 @@ bool Service::lookup_order(Exchange& ex, bool last_step) {
   return submit(ex, request, last_step);
 }
 
+// The caller's checkout of order `o` against its merchant's risk rules: the amount for
+// everyone; the payer rules for a principal paying (a wallet's owner, else the caller),
+// not an operator. Admitted checkouts count toward the payer's velocity.
+RiskRule Service::checkout_risk(const Exchange& ex, const Order& o) {
+  const MerchantRef merchant = merchants_.find(o.merchant);
+  if (merchant == nullptr || !merchant->risk.any()) return RiskRule::none;
+  const RiskRules& rules = merchant->risk;
+  if (rules.max_amount != 0 && o.amount > rules.max_amount) return RiskRule::max_amount;
+  if (ex.principal_.is_operator) return RiskRule::none;
+  u64 payer = ex.principal_.merchant->id;
+  if (ex.order_step_.method == static_cast<u8>(OrderMethod::wallet)) {
+    payer = owners_.owner(ex.order_step_.payer_account).value_or(payer);
+  }
+  if (rules.blocks(payer)) return RiskRule::blocked_payer;
+  if (rules.max_checkouts_per_payer_per_minute != 0 &&
+      !checkout_velocity_.admit(o.merchant, payer, rules.max_checkouts_per_payer_per_minute,
+                                ex.started_ns_)) {
+    return RiskRule::payer_velocity;
+  }
+  return RiskRule::none;
+}
+
 // What a step did to the order (for an answer when the order could not be read back).
 void Service::advance_order(Order& o, const Command& command, const CommandResult& result) {
   const u8 action = command.order.action;
   switch (command.kind) {
     case CommandKind::order_checkout:
+      if (const auto rule = static_cast<RiskRule>(action >> kCheckoutRiskShift);
+          rule != RiskRule::none) {
+        o.status = OrderStatus::rejected_risk;
+        o.risk_rule = rule;
+        break;
+      }
       o.method = static_cast<OrderMethod>(action);
       if (o.method == OrderMethod::wallet) {
         o.status = OrderStatus::success;
@@ -263,8 +291,13 @@ bool Service::order_step(Exchange& ex) {
                       "the order and the paying account are in different groups: not yet "
                       "supported (docs/ORDERS.md)");
         }
+        // The risk rules are asked once, while the order is open; a keyed retry of a
+        // refused checkout sends the same refusal, for the group to answer as before.
+        const RiskRule rule = o.status == OrderStatus::created         ? checkout_risk(ex, o)
+                              : o.status == OrderStatus::rejected_risk ? o.risk_rule
+                                                                       : RiskRule::none;
         kind = CommandKind::order_checkout;
-        action = s.method;
+        action = checkout_action(method, rule);
         break;
       }
       case Route::orders_result: {
@@ -344,6 +377,12 @@ bool Service::order_step(Exchange& ex) {
   if (refund) {
     render_refund(ex.reply.body, o, ex.results_[0].id, s.amount, s.reason);
     return finish(ex, 201);
+  }
+  if (route == Route::orders_checkout && o.status == OrderStatus::rejected_risk) {
+    return fail(ex, ResultCode::rejected_risk,
+                fmt::format("the merchant's risk rules refused this checkout ({}); the order "
+                            "{} is final (rejected_risk) and nothing moved",
+                            name(o.risk_rule), id_text(IdKind::order, o.id)));
   }
   const u64 provider =
       o.provider_account.value != 0 ? owners_.owner(o.provider_account.value).value_or(0) : 0;

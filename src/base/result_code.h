@@ -103,7 +103,8 @@ namespace paygate {
   X(invalid_order_state, 153)                                \
   X(invalid_order_signature, 154)                            \
   X(refund_exceeds_order, 155)                               \
-  X(orders_full, 156)
+  X(orders_full, 156)                                        \
+  X(rejected_risk, 157)
 
 enum class ResultCode : u16 {
 #define PAYGATE_RESULT_ENUM(name, number) name = number,

@@ -105,6 +105,7 @@ TEST(ResultCode, NumbersAndNamesAreStable) {
       {154, "invalid_order_signature"},
       {155, "refund_exceeds_order"},
       {156, "orders_full"},
+      {157, "rejected_risk"},
   };
   for (const auto& [number, text] : stable) {
     EXPECT_EQ(name(static_cast<ResultCode>(number)), text) << number;

@@ -28,6 +28,20 @@ std::string_view name(OrderStatus status) noexcept {
   return "unknown";
 }
 
+std::string_view name(RiskRule rule) noexcept {
+  switch (rule) {
+    case RiskRule::none:
+      return "none";
+    case RiskRule::max_amount:
+      return "max_amount";
+    case RiskRule::payer_velocity:
+      return "max_checkouts_per_payer_per_minute";
+    case RiskRule::blocked_payer:
+      return "blocked_payers";
+  }
+  return "unknown";
+}
+
 std::string_view name(OrderMethod method) noexcept {
   switch (method) {
     case OrderMethod::none:
@@ -186,7 +200,18 @@ CommandResult OrderBook::checkout(Stamp stamp, const Command& command, OrderMone
   if (slot == nullptr) return {ResultCode::order_not_found};
   Order& order = orders_[*slot];
   if (order.status != OrderStatus::created) return refuse_state(order);
-  const auto method = static_cast<OrderMethod>(body.action);
+  const auto method = static_cast<OrderMethod>(body.action & ((1u << kCheckoutRiskShift) - 1));
+  const auto rule = static_cast<RiskRule>(body.action >> kCheckoutRiskShift);
+  if (method == OrderMethod::none || method > OrderMethod::external ||
+      rule > RiskRule::blocked_payer) {
+    return {ResultCode::invalid_command};
+  }
+  if (rule != RiskRule::none) {
+    // Refused by the merchant's risk rules: recorded, final, nothing moves.
+    order.risk_rule = rule;
+    finish(*slot, OrderStatus::rejected_risk, stamp, money);
+    return CommandResult{.code = ResultCode::ok, .id = order.id};
+  }
   const Account* account = money.account(body.account);
   if (account == nullptr) return {ResultCode::debit_account_not_found};
   if (account->currency != order.currency) return {ResultCode::currency_mismatch};
@@ -329,7 +354,9 @@ Status OrderBook::load(u64 next_serial, u64 next_retain_serial, const std::vecto
         is_final(order.status) != (order.finished_at_ns != 0) || order.expires_in_s == 0 ||
         order.expires_in_s > kOrderExpiresInMaxS || order.method > OrderMethod::external ||
         order.resolution > OrderResolution::rejected || order.late_result > 1 ||
-        order.reserved0 != 0 ||
+        order.risk_rule > RiskRule::blocked_payer ||
+        (order.risk_rule != RiskRule::none) != (order.status == OrderStatus::rejected_risk) ||
+        order.reserved0 != 0 || order.reserved2 != 0 ||
         (order.hold_id.value != 0) != (order.method == OrderMethod::balance)) {
       return fail(fmt::format("bad order {}", order.id));
     }
@@ -397,8 +424,10 @@ void OrderBook::hash_into(Hasher& hasher) const {
         .add(static_cast<u64>(o.method))
         .add(static_cast<u64>(o.resolution))
         .add(o.late_result);
-    // Only balance orders have one (states from before balance hash as they did).
+    // Only balance orders have one, only rejected ones a rule (states from before
+    // either hash as they did).
     if (o.hold_id.value != 0) hasher.add(o.hold_id.value);
+    if (o.risk_rule != RiskRule::none) hasher.add(0x5249534bu + static_cast<u64>(o.risk_rule));
   }
 }
 
@@ -434,6 +463,9 @@ Status OrderBook::check_invariants(u64 now_ns) const {
     }
     if ((o.status == OrderStatus::success) != (o.transfer_id.value != 0)) {
       return fail(fmt::format("{}: a success has the transfer that paid it, nothing else", o.id));
+    }
+    if ((o.status == OrderStatus::rejected_risk) != (o.risk_rule != RiskRule::none)) {
+      return fail(fmt::format("{}: a risk rejection, and only one, names its rule", o.id));
     }
     if ((o.method == OrderMethod::balance) != (o.hold_id.value != 0)) {
       return fail(fmt::format("{}: a balance checkout, and only one, has its hold", o.id));

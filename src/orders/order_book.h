@@ -46,6 +46,17 @@ std::string_view name(OrderStatus status) noexcept;
 enum class OrderMethod : u8 { none = 0, wallet = 1, balance = 2, external = 3 };
 std::string_view name(OrderMethod method) noexcept;
 
+// Which of its merchant's risk rules refused an order's checkout (docs/ORDERS.md). The
+// gateway decides (the rules and a payer's recent checkouts are its own); the order
+// machine records the decision, so that replay repeats it.
+enum class RiskRule : u8 { none = 0, max_amount = 1, payer_velocity = 2, blocked_payer = 3 };
+std::string_view name(RiskRule rule) noexcept;
+// A checkout command's action: the method in the low bits, a refusing rule above.
+inline constexpr u8 kCheckoutRiskShift = 4;
+constexpr u8 checkout_action(OrderMethod method, RiskRule rule = RiskRule::none) noexcept {
+  return static_cast<u8>(static_cast<u8>(method) | (static_cast<u8>(rule) << kCheckoutRiskShift));
+}
+
 // How an exception_checkout was settled (OrderResolution::none until then).
 enum class OrderResolution : u8 { none = 0, accepted = 1, rejected = 2 };
 
@@ -68,7 +79,9 @@ struct alignas(64) Order {
   OrderMethod method = OrderMethod::none;
   OrderResolution resolution = OrderResolution::none;
   u8 late_result = 0;  // exception_checkout: the provider's success came after timeout
-  u32 reserved0 = 0;
+  RiskRule risk_rule = RiskRule::none;  // rejected_risk: which rule refused its checkout
+  u8 reserved0 = 0;
+  u16 reserved2 = 0;
   // Final: its place in the order finals leave memory, (finished_at, retain_serial).
   // An unresolved exception_checkout is never let go.
   u64 retain_serial = 0;

@@ -208,6 +208,33 @@ TEST_F(OrderBookTest, ABalanceCheckoutHoldsTheMerchantsMoneyUntilItsProvidersRes
   expect_invariants();
 }
 
+TEST_F(OrderBookTest, ACheckoutRefusedByRiskRulesIsRecordedAndMovesNothing) {
+  const u64 id = create(300);
+  const CommandResult refused = step(CommandKind::order_checkout, id, wallet_, 0,
+                                     checkout_action(OrderMethod::wallet, RiskRule::max_amount));
+  ASSERT_EQ(refused.code, ResultCode::ok);
+  EXPECT_EQ(order(id).status, OrderStatus::rejected_risk);
+  EXPECT_EQ(order(id).risk_rule, RiskRule::max_amount);
+  EXPECT_NE(order(id).finished_at_ns, 0u);
+  EXPECT_EQ(balance(wallet_), 1000);
+  EXPECT_EQ(balance(shop_), 0);
+  // Final: no checkout, refusal, cancel or refund after it.
+  expect_state(step(CommandKind::order_checkout, id, wallet_, 0, kWallet),
+               OrderStatus::rejected_risk);
+  expect_state(step(CommandKind::order_checkout, id, wallet_, 0,
+                    checkout_action(OrderMethod::wallet, RiskRule::blocked_payer)),
+               OrderStatus::rejected_risk);
+  expect_state(step(CommandKind::order_cancel, id), OrderStatus::rejected_risk);
+  // Actions that name no method, or no rule there is, are malformed.
+  const u64 open_order = create(10);
+  for (const u8 action : {u8{0x10}, u8{0x41}, u8{0x04}}) {
+    EXPECT_EQ(step(CommandKind::order_checkout, open_order, wallet_, 0, action).code,
+              ResultCode::invalid_command);
+  }
+  EXPECT_EQ(order(open_order).status, OrderStatus::created);
+  expect_invariants();
+}
+
 TEST_F(OrderBookTest, CancelBeforeAResultOnly) {
   const u64 fresh = create();
   ASSERT_EQ(step(CommandKind::order_cancel, fresh).code, ResultCode::ok);
@@ -402,14 +429,14 @@ TEST_F(OrderBookTest, RandomWorkflowsMatchASimpleModel) {
     std::vector<AccountId> wallets, clearings;
     std::map<u64, i64> balances;
     for (const AccountId shop : shops) {  // prefunded, for balance checkouts
-      ASSERT_EQ(code(Command::make_transfer(treasury_account, shop, 2000, kUsd)), ResultCode::ok);
-      balances[shop.value] = 2000;
+      ASSERT_EQ(code(Command::make_transfer(treasury_account, shop, 600, kUsd)), ResultCode::ok);
+      balances[shop.value] = 600;
     }
     for (u32 i = 0; i < 3; ++i) {
       wallets.push_back(open(AccountKind::user, 0, kUsd, MerchantId{20 + i}));
-      ASSERT_EQ(code(Command::make_transfer(treasury_account, wallets.back(), 400, kUsd)),
+      ASSERT_EQ(code(Command::make_transfer(treasury_account, wallets.back(), 250, kUsd)),
                 ResultCode::ok);
-      balances[wallets.back().value] = 400;
+      balances[wallets.back().value] = 250;
     }
     for (u32 i = 0; i < 2; ++i)
       clearings.push_back(open(AccountKind::system, 0, kUsd, MerchantId{30 + i}));
@@ -490,12 +517,18 @@ TEST_F(OrderBookTest, RandomWorkflowsMatchASimpleModel) {
           const auto method = static_cast<OrderMethod>(1 + pick(3));
           const bool wallet = method == OrderMethod::wallet;
           const AccountId from = wallet ? wallets[pick(3)] : clearings[pick(2)];
+          // Now and then the gateway's risk rules refused it.
+          const auto rule = pick(8) == 0 ? static_cast<RiskRule>(1 + pick(3)) : RiskRule::none;
           command = Command::make_order(CommandKind::order_checkout, target, from, 0,
-                                        static_cast<u8>(method));
+                                        checkout_action(method, rule));
           if (m == nullptr) {
             expected = ResultCode::order_not_found;
           } else if (m->status != OrderStatus::created) {
             expected = ResultCode::invalid_order_state;
+          } else if (rule != RiskRule::none) {
+            ASSERT_EQ(code(command), ResultCode::ok) << step;
+            finish(*m, OrderStatus::rejected_risk);  // nothing moves
+            break;
           } else if (wallet && available(from) < static_cast<i64>(m->amount)) {
             expected = ResultCode::insufficient_funds;
           } else if (method == OrderMethod::balance &&
@@ -636,7 +669,7 @@ TEST_F(OrderBookTest, RandomWorkflowsMatchASimpleModel) {
         }
         total += expect;
       }
-      ASSERT_EQ(total, 3 * 400 + 2 * 2000);       // only the treasury's deposits came in
+      ASSERT_EQ(total, 3 * 250 + 2 * 600);        // only the treasury's deposits came in
       if (step % 16 == 0 || step + 1 == steps) {  // O(state), and a sanitizer stage runs it
         const Status invariants = ledger_->check_invariants();
         ASSERT_TRUE(invariants.ok()) << step << ": " << invariants.message();
@@ -652,7 +685,8 @@ TEST_F(OrderBookTest, RandomWorkflowsMatchASimpleModel) {
   }
   for (const OrderStatus st :
        {OrderStatus::created, OrderStatus::processing, OrderStatus::success, OrderStatus::failed,
-        OrderStatus::timeout, OrderStatus::cancelled, OrderStatus::exception_checkout}) {
+        OrderStatus::timeout, OrderStatus::cancelled, OrderStatus::exception_checkout,
+        OrderStatus::rejected_risk}) {
     EXPECT_GT(statuses_seen[st], 10u) << name(st);
   }
   EXPECT_GT(archived_seen, 10u);
