@@ -2,8 +2,8 @@
 # Test: start `paygate serve` on free ports with a fresh data dir, run
 # scripts/first-requests.sh against it and stop it with SIGTERM (it must exit 0); then
 # the same with the block scripts/run.sh prints for a new user to copy and paste, run
-# as printed, against another fresh server. Each must end with the shop's balance of
-# 1250; the last line says both did.
+# as printed, against another fresh server. Each must show the shop's balance of 1250
+# and the order paid from the wallet; the last line says both did.
 set -euo pipefail
 paygate=$1; data=$2
 here=$(dirname "$0")
@@ -35,6 +35,7 @@ round() {  # round <data dir> <command...>
   fi
   PAYGATE_URL="http://127.0.0.1:$port" PAYGATE_DATA_DIR="$data" "$@" | tee "$data.out"
   grep -q '"balance":1250' "$data.out" || { echo "no balance of 1250 in the answers" >&2; exit 1; }
+  grep -q '"status":"success","merchant"' "$data.out" || { echo "no paid order in the answers" >&2; exit 1; }
   kill -TERM $pid
   wait $pid
   echo "server exited $?"

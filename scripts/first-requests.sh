@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A first conversation with a running paygate: onboard a merchant, open accounts,
-# move money, read a balance and the account's statement. scripts/run.sh prints
+# move money, read a balance and the account's statement; then an order paid from a
+# user's wallet. scripts/run.sh prints
 # these lines to copy and paste; a test runs this file against a real server so
 # that they keep working.
 set -euo pipefail
@@ -15,3 +16,14 @@ curl -sf "$URL/v1/transfers" -H "$H" -H "$J" -H 'Idempotency-Key: first-transfer
   -d "{\"debit_account\":\"$BANK\",\"credit_account\":\"$SHOP\",\"amount\":1250,\"currency\":\"USD\"}"; echo
 curl -sf "$URL/v1/accounts/$SHOP" -H "$H"; echo
 curl -sf "$URL/v1/accounts/$SHOP/entries" -H "$H"; echo
+# An order paid from a user's wallet (docs/ORDERS.md): a payer and its wallet, funded;
+# the shop's order; the checkout, which needs the order's signature.
+USR=$(curl -sf "$URL/v1/users" -H "$H" -H "$J" -d '{"name":"Ann"}' | id)
+WALLET=$(curl -sf "$URL/v1/accounts" -H "$H" -H "$J" -d "{\"currency\":\"USD\",\"owner\":\"$USR\"}" | id)
+curl -sf "$URL/v1/transfers" -H "$H" -H "$J" -H 'Idempotency-Key: first-deposit' \
+  -d "{\"debit_account\":\"$BANK\",\"credit_account\":\"$WALLET\",\"amount\":500,\"currency\":\"USD\"}" >/dev/null
+ORDER=$(curl -sf "$URL/v1/orders" -H "$H" -H "$J" -H 'Idempotency-Key: first-order' \
+  -d "{\"merchant_ref\":\"cart-1\",\"amount\":300,\"currency\":\"USD\",\"account\":\"$SHOP\"}"); echo "$ORDER"
+SIG=$(echo "$ORDER" | sed -E 's/.*"signature":"([^"]+)".*/\1/')
+curl -sf "$URL/v1/orders/$(echo "$ORDER" | id)/checkout" -H "$H" -H "$J" -H 'Idempotency-Key: first-checkout' \
+  -d "{\"signature\":\"$SIG\",\"method\":\"wallet\",\"payer_account\":\"$WALLET\"}"; echo
