@@ -3,7 +3,9 @@
 //   producer threads → ring → journal (write + fdatasync on the real disk) → ledger →
 //   completions once durable
 //
-// For each workload of ledger_bench it runs twice: at the most the pipeline takes
+// For each workload of ledger_bench, and order_cycle (an order's whole life: create,
+// external checkout, the provider's success: three commands, the third moving the
+// money; its line also says order_cycles_per_sec), it runs twice: at the most the pipeline takes
 // (producers keep a window of requests in flight), then paced at --paced-ops
 // (default 1,000,000 commands/s: half the 2,000,000/s target); each
 // line ends in durable_ops_per_sec=<N> p99_us=<N> (latency from submit to the
@@ -122,6 +124,7 @@ struct Slot final : Completion {
   RunShared* shared = nullptr;
   Event* freed = nullptr;      // the producer sleeps on it when every slot is busy
   bool holds_pending = false;  // hold_post: the results are holds to post next
+  u32 order_phase = 0;         // order_cycle: 0 create, 1 checkout, 2 result (of the results' orders)
 
   void complete(const Outcome& outcome) noexcept override {
     shared->completing.fetch_add(1, std::memory_order_acq_rel);
@@ -141,7 +144,7 @@ struct Slot final : Completion {
   }
 };
 
-enum class Workload { uniform, hot_merchant, hold_post, hold_expire };
+enum class Workload { uniform, hot_merchant, hold_post, hold_expire, order_cycle };
 const char* name(Workload w) {
   switch (w) {
     case Workload::uniform:
@@ -152,6 +155,8 @@ const char* name(Workload w) {
       return "hold_post";
     case Workload::hold_expire:
       return "hold_expire";
+    case Workload::order_cycle:
+      return "order_cycle";
   }
   return "?";
 }
@@ -159,6 +164,7 @@ const char* name(Workload w) {
 struct Accounts {
   AccountId merchant;
   u32 users = 0;
+  AccountId provider;  // a provider's clearing account (order_cycle)
   AccountId user(u32 i) const {
     return AccountId{make_id({0, 0}, 3 + i)};
   }  // after treasury, merchant
@@ -234,6 +240,19 @@ RunResult run_load(Group& group, const Options& options, Workload workload,
                 s.commands[i] = Command::make_hold(random_user(), accounts.merchant,
                                                    1 + random() % 100, kUsd, 1);
                 break;
+              case Workload::order_cycle:
+                // The results are the orders the last phase made or moved on.
+                s.commands[i] =
+                    s.order_phase == 0
+                        ? Command::make_order_create(accounts.merchant, 1 + random() % 100, kUsd,
+                                                     900, 0)
+                    : s.order_phase == 1
+                        ? Command::make_order(CommandKind::order_checkout, s.results[i].id,
+                                              accounts.provider, 0,
+                                              static_cast<u8>(OrderMethod::external))
+                        : Command::make_order(CommandKind::order_result, s.results[i].id, {}, 0,
+                                              /*success=*/1);
+                break;
             }
           }
           s.busy.store(true, std::memory_order_relaxed);
@@ -245,6 +264,7 @@ RunResult run_load(Group& group, const Options& options, Workload workload,
                                 .completion = &s};
           if (group.submit(request) == ResultCode::ok) {
             if (workload == Workload::hold_post) s.holds_pending = !s.holds_pending;
+            if (workload == Workload::order_cycle) s.order_phase = (s.order_phase + 1) % 3;
           } else {
             s.busy.store(false, std::memory_order_relaxed);
           }
@@ -295,7 +315,7 @@ RunResult run_load(Group& group, const Options& options, Workload workload,
 // ---------------------------------------------------------------------------
 // Setup and the measurements
 
-GroupConfig group_config(const std::string& dir, u32 accounts) {
+GroupConfig group_config(const std::string& dir, u32 accounts, u32 open_orders_max = 0) {
   GroupConfig c;
   c.dir = dir;
   c.ledger = LedgerConfig{.prefix = {0, 0},
@@ -303,6 +323,10 @@ GroupConfig group_config(const std::string& dir, u32 accounts) {
                           .pending_max = 1u << 23,
                           .recent_transfers_max = 1u << 20,
                           .idempotency_keys_max = 1u << 16};
+  // order_cycle: every order its producers can have open, twice over; a final one
+  // leaves memory at once (retention is not what is measured).
+  c.ledger.orders_max = std::max(1024u, 2 * open_orders_max);
+  c.ledger.order_final_retained_ns = 1;
   c.ring_capacity = 1u << 14;
   c.snapshot_every_commands = 0;  // measured on their own below
   return c;
@@ -340,8 +364,9 @@ Accounts open_accounts(Group& group, u32 users) {
   commands.push_back(Command::make_create_account({1}, kUsd, AccountKind::merchant));
   for (u32 i = 0; i < users; ++i)
     commands.push_back(Command::make_create_account({2}, kUsd, AccountKind::user));
+  commands.push_back(Command::make_create_account({3}, kUsd, AccountKind::system));
   const AccountId treasury{make_id({0, 0}, 1)};
-  Accounts accounts{AccountId{make_id({0, 0}, 2)}, users};
+  Accounts accounts{AccountId{make_id({0, 0}, 2)}, users, AccountId{make_id({0, 0}, 3 + u64{users})}};
   commands.push_back(Command::make_transfer(treasury, accounts.merchant, u64{1} << 60, kUsd));
   for (u32 i = 0; i < users; ++i)
     commands.push_back(Command::make_transfer(treasury, accounts.user(i), 1'000'000'000, kUsd));
@@ -364,7 +389,9 @@ int run(const Options& options) {
   std::string error;
   bool ok = true;
   {
-    auto group = open_group(group_config(group_dir, options.accounts), &error);
+    auto group = open_group(
+        group_config(group_dir, options.accounts, options.producers * options.window * options.batch),
+        &error);
     if (!group) {
       std::printf("pipeline_bench FAILED: %s\n", error.c_str());
       return 1;
@@ -373,8 +400,8 @@ int run(const Options& options) {
     std::fprintf(stderr, "pipeline_bench: opening and funding %u accounts through the pipeline\n",
                  options.accounts);
     const Accounts accounts = open_accounts(*group, options.accounts);
-    for (Workload w :
-         {Workload::uniform, Workload::hot_merchant, Workload::hold_post, Workload::hold_expire}) {
+    for (Workload w : {Workload::uniform, Workload::hot_merchant, Workload::hold_post,
+                       Workload::hold_expire, Workload::order_cycle}) {
       if (!options.only.empty() && options.only != name(w)) continue;
       const bool run_max = options.modes.find("max") != std::string::npos;
       const bool run_paced = options.modes.find("paced") != std::string::npos;
@@ -421,6 +448,10 @@ int run(const Options& options) {
             static_cast<unsigned long long>(r.p50_us),
             sync_p99 > 0 ? static_cast<double>(r.p99_us) / static_cast<double>(sync_p99) : 0.0,
             r.ops_per_sec, static_cast<unsigned long long>(r.p99_us));
+        if (w == Workload::order_cycle) {
+          std::printf("workload=order_cycle mode=%s commands_per_cycle=3 order_cycles_per_sec=%.0f\n",
+                      mode, r.ops_per_sec / 3);
+        }
         std::fflush(stdout);
         // hold workloads expect refusals only if capacity runs out; none may fail otherwise
         if (r.failed > 0 && w != Workload::hold_expire) ok = false;
@@ -533,7 +564,7 @@ int main(int argc, char** argv) {
                  "the paced run's rate, commands per second");
   app.add_option("--modes", options.modes, "which runs: max, paced or max,paced");
   app.add_option("--only", options.only, "one workload")
-      ->check(CLI::IsMember({"uniform", "hot_merchant", "hold_post", "hold_expire"}));
+      ->check(CLI::IsMember({"uniform", "hot_merchant", "hold_post", "hold_expire", "order_cycle"}));
   app.add_flag("--quick", quick, "a few seconds in all: for the smoke test");
   CLI11_PARSE(app, argc, argv);
   if (quick) {

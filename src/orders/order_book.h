@@ -174,6 +174,7 @@ class OrderBook {
     return order->merchant;
   }
   u32 size() const noexcept { return count_; }
+  u64 made() const noexcept { return next_serial_ - 1; }  // orders ever created here
   // visit(order) for every order held, in slot order.
   template <typename Visit>
   void for_each(Visit&& visit) const {

@@ -9,6 +9,8 @@
 //     (recovery used the newest snapshot plus the tail);
 //   - every request acknowledged by an earlier run, as logged in the ack file, is in
 //     the journal at the acknowledged sequences, with the same commands and results;
+//   - orders (every step, on orders the load made) recover like the rest: their
+//     results are among the acknowledged, their holds in the invariants;
 //   - starting the groups finishes every transfer between groups that a kill left
 //     between its steps, and (verify mode) then nothing is unsettled and the two
 //     groups' clearing accounts add up to zero.
@@ -54,7 +56,11 @@ EngineConfig engine_config(const std::string& data) {
                                      .pending_max = 512,
                                      .recent_transfers_max = 4096,
                                      .idempotency_keys_max = 4096,
-                                     .idempotency_window_ns = 3600 * kNanosPerSecond};
+                                     .idempotency_window_ns = 3600 * kNanosPerSecond,
+                                     .orders_max = 2048,
+                                     // Final orders leave memory within the run, so that
+                                     // recovery meets archived ones too.
+                                     .order_final_retained_ns = 3 * kNanosPerSecond};
   // Small segments, so that a long run rolls over: packed, the commands take only
   // a few bytes each, and 150 cycles (PAYGATE_CRASH_CYCLES) reach a third segment.
   config.group.journal_segment_bytes = 2u << 20;
@@ -245,6 +251,7 @@ class Load {
   void client(u64 seed, std::chrono::steady_clock::time_point deadline) {
     std::mt19937_64 random(seed);
     std::vector<TransferId> holds[kGroups];
+    std::vector<u64> orders[kGroups];
     std::vector<Keyed> keyed;
     const auto below = [&](u64 n) { return random() % n; };
     // Bounded in time and in count.
@@ -263,8 +270,11 @@ class Load {
       } else {
         atomic = roll < 25;
         const u32 n = static_cast<u32>(1 + below(atomic ? 4 : 8));
-        for (u32 i = 0; i < n; ++i)
-          commands.push_back(random_command(g, random, holds[g]));
+        for (u32 i = 0; i < n; ++i) {
+          // Orders now and then, outside atomic batches (which refuse them).
+          commands.push_back(!atomic && below(4) == 0 ? random_order_command(g, random, orders[g])
+                                                      : random_command(g, random, holds[g]));
+        }
         if (atomic) {
           if (below(2) == 0) batch_key = IdempotencyKey{random() | 1, random()};
         } else {
@@ -289,6 +299,12 @@ class Load {
             holds[g].push_back(TransferId{results[i].id});
           else
             holds[g][below(64)] = TransferId{results[i].id};
+        }
+        if (results[i].ok() && commands[i].kind == CommandKind::order_create) {
+          if (orders[g].size() < 64)
+            orders[g].push_back(results[i].id);
+          else
+            orders[g][below(64)] = results[i].id;
         }
       }
     }
@@ -363,6 +379,46 @@ class Load {
     return Command::make_transfer(account(g, 1), any(), 1 + below(1000), kUsd);  // top-ups
   }
 
+  // Every order step, on orders this client made: checkouts by each method (now and
+  // then refused by a risk rule), results, cancels, refunds, resolutions. The
+  // treasury stands in for a provider's clearing account.
+  Command random_order_command(u32 g, std::mt19937_64& random, const std::vector<u64>& orders) {
+    const auto below = [&](u64 n) { return random() % n; };
+    const u64 roll = below(9);
+    if (roll == 0 || orders.empty()) {
+      const AccountId shop = account(g, 2 + kUsers + static_cast<u32>(below(kMerchants)));
+      return Command::make_order_create(shop, 1 + below(500), kUsd,
+                                        static_cast<u32>(1 + below(5)),
+                                        below(4) == 0 ? 1 + below(50) : 0);
+    }
+    const u64 id = orders[below(orders.size())];
+    const AccountId provider = account(g, 1);
+    switch (roll) {
+      case 1:
+        return Command::make_order(
+            CommandKind::order_checkout, id, account(g, 2 + static_cast<u32>(below(kUsers))), 0,
+            checkout_action(OrderMethod::wallet,
+                            below(6) == 0 ? RiskRule::payer_velocity : RiskRule::none));
+      case 2:
+        return Command::make_order(CommandKind::order_checkout, id, provider, 0,
+                                   checkout_action(OrderMethod::external));
+      case 3:
+        return Command::make_order(CommandKind::order_checkout, id, provider, 0,
+                                   checkout_action(OrderMethod::balance));
+      case 4:
+      case 5:
+        return Command::make_order(CommandKind::order_result, id, {}, 0,
+                                   static_cast<u8>(1 + below(2)));
+      case 6:
+        return Command::make_order(CommandKind::order_cancel, id);
+      case 7:
+        return Command::make_order(CommandKind::order_refund, id, {}, below(2) ? 0 : 1 + below(100));
+      default:
+        return Command::make_order(CommandKind::order_resolve, id, {}, 0,
+                                   static_cast<u8>(1 + below(2)));
+    }
+  }
+
   void acknowledge(u32 g, u64 first, const std::vector<Command>& commands,
                    const std::vector<CommandResult>& results, bool atomic) {
     u64 combined = 0;
@@ -420,14 +476,16 @@ int main(int argc, char** argv) {
     return 4;
   }
   std::string recovered;
+  u64 orders_made = 0;
   for (u32 g = 0; g < engine->groups(); ++g) {
+    orders_made += engine->group(g).ledger().orders().made();
     const RecoveryReport& r = engine->group(g).recovery();
     recovered += fmt::format(" group{}_snapshot={} group{}_replayed={}", g, r.snapshot_sequence, g,
                              r.commands_replayed);
     if (!r.torn_tail.empty()) recovered += " torn_tail_cleared_in_group=" + std::to_string(g);
   }
-  std::printf("verified acks=%llu%s\n", static_cast<unsigned long long>(checked),
-              recovered.c_str());
+  std::printf("verified acks=%llu%s orders_made=%llu\n", static_cast<unsigned long long>(checked),
+              recovered.c_str(), static_cast<unsigned long long>(orders_made));
   std::fflush(stdout);
 
   std::vector<bool> missing(engine->groups());

@@ -128,6 +128,10 @@ TEST_F(CrashTest, KillNineAtRandomMomentsLosesNothingAcknowledged) {
   const auto at = output.find("verified acks=");
   ASSERT_NE(at, std::string::npos) << output;
   EXPECT_GT(std::stoull(output.substr(at + 14)), 100u) << output;
+  // Orders went through the kills too (their steps are among the acknowledged).
+  const auto orders = output.find("orders_made=");
+  ASSERT_NE(orders, std::string::npos) << output;
+  EXPECT_GT(std::stoull(output.substr(orders + 12)), 20u) << output;
   std::printf("%llu kill cycles; %s", static_cast<unsigned long long>(cycles), output.c_str());
 
   // The operator's tool agrees: the journal checks out and replays with invariants.
