@@ -8,6 +8,11 @@
 //                  (the seeds' benchmark shape: 20)
 //   http-transfer  POST /v1/transfers, one transfer per request
 //   binary         binary-protocol frames of --ops-per-request transfers
+//   http-order     order cycles, three requests each: the merchant creates an order
+//                  (POST /v1/orders), checks it out through a provider (method
+//                  external), the provider reports success (which moves the money);
+//                  --depth cycles in flight per connection; ops are whole cycles
+//                  (its line also says order_cycles_per_sec)
 //
 // Operations: by default each moves 1 from a random funded account to the one hot
 // merchant account (the sink). --pending makes each a hold instead (a reservation
@@ -105,6 +110,7 @@ std::string text_field(const std::string& body, std::string_view field) {
 
 struct Setup {
   std::string merchant_id, secret, token;
+  std::string provider_id, provider_token, clearing;  // http-order
   std::vector<std::string> sources;  // funded user accounts
   std::string sink;                  // the hot merchant account
   std::vector<u64> source_ids;
@@ -170,6 +176,13 @@ bool set_up(HttpClient& admin_client, const std::string& admin_token, u32 accoun
       return false;
     }
   }
+  // A provider for order checkouts (its clearing account pays the orders).
+  r = admin_client.request("POST", "/v1/providers", admin, R"({"name":"loadgen-bank"})");
+  if (r.status != 201) return false;
+  s->provider_id = text_field(r.body, "id");
+  s->clearing = text_field(r.body, "clearing_account");
+  s->provider_token = api::testing::make_jwt(s->provider_id, text_field(r.body, "secret"),
+                                             std::time(nullptr) + 3600);
   return !s->sink.empty() && s->sink_id != 0;
 }
 
@@ -328,6 +341,90 @@ void http_worker(const Options& o, const Setup& s, u16 port, u64 deadline_ns, u6
   }
 }
 
+// One connection's order cycles over HTTP: `depth` cycles in flight, each sending
+// its next request when the last one's answer comes (answers come in order). A cycle
+// counts once its provider's result is answered; none starts after the deadline, and
+// the ones under way are left where they are (the sink's credits count the finished).
+void http_order_worker(const Options& o, const Setup& s, u16 port, u64 deadline_ns,
+                       u64 request_cap, u32 seed, Totals* totals) {
+  HttpClient client("127.0.0.1", port);
+  const std::vector<std::string> merchant = {"Authorization: Bearer " + s.token,
+                                             "Content-Type: application/json"};
+  const std::vector<std::string> provider = {"Authorization: Bearer " + s.provider_token,
+                                             "Content-Type: application/json"};
+  struct Cycle {
+    u32 phase = 0;  // the request on its way: 0 create, 1 checkout, 2 result
+    std::string order, signature;
+    u64 sent_ns = 0;
+  };
+  std::vector<Cycle> cycles(o.depth);
+  std::vector<u32> in_flight;  // cycles, in the order their requests went
+  u64 sent = 0, made = 0;
+  std::string out;
+  const auto queue = [&](u32 c) {
+    Cycle& cycle = cycles[c];
+    if (cycle.phase == 0) {
+      const std::string body = R"({"merchant_ref":"lg-)" + std::to_string(seed) + "-" +
+                               std::to_string(made++) + R"(","amount":1,"currency":"USD",)" +
+                               R"("account":")" + s.sink + "\"}";
+      api::append_request(out, "127.0.0.1", "POST", "/v1/orders", merchant, body);
+    } else if (cycle.phase == 1) {
+      const std::string body = R"({"signature":")" + cycle.signature +
+                               R"(","method":"external","provider":")" + s.provider_id + "\"}";
+      api::append_request(out, "127.0.0.1", "POST", "/v1/orders/" + cycle.order + "/checkout",
+                          merchant, body);
+    } else {
+      api::append_request(out, "127.0.0.1", "POST", "/v1/orders/" + cycle.order + "/result",
+                          provider, R"({"result":"success"})");
+    }
+    cycle.sent_ns = now_ns();
+    in_flight.push_back(c);
+    ++sent;
+  };
+  for (u32 c = 0; c < o.depth && (request_cap == 0 || sent < request_cap); ++c)
+    queue(c);
+  std::size_t answered = 0;
+  while (answered < in_flight.size()) {
+    if (!out.empty() && !client.send_raw(out)) {
+      totals->failures.fetch_add(1);
+      return;
+    }
+    out.clear();
+    if (!client.fill(10'000)) {
+      totals->failures.fetch_add(1);
+      return;
+    }
+    std::string_view in = client.buffered();
+    std::size_t used = 0;
+    while (const auto r = api::split_response(in.substr(used))) {
+      const u32 c = in_flight[answered++];
+      Cycle& cycle = cycles[c];
+      const u64 now = now_ns();
+      totals->record(now - cycle.sent_ns);
+      totals->requests.fetch_add(1, std::memory_order_relaxed);
+      const std::string body(r->body);
+      used += r->size;
+      if (r->status != (cycle.phase == 0 ? 201u : 200u)) {
+        std::fprintf(stderr, "loadgen: order step %u answered %u %.300s\n", cycle.phase,
+                     r->status, body.c_str());
+        totals->failures.fetch_add(1);
+        continue;  // this cycle stops here
+      }
+      if (cycle.phase == 0) {
+        cycle.order = text_field(body, "id");
+        cycle.signature = text_field(body, "signature");
+      }
+      if (cycle.phase == 2) totals->ops.fetch_add(1, std::memory_order_relaxed);
+      cycle.phase = (cycle.phase + 1) % 3;
+      // A cycle under way finishes; a new one starts only before the deadline.
+      if ((cycle.phase != 0 || now < deadline_ns) && (request_cap == 0 || sent < request_cap)) {
+        queue(c);
+      }
+    }
+    client.consume(used);
+  }
+}
+
 void binary_worker(const Options& o, const Setup& s, u16 port, const std::string& token,
                    u64 deadline_ns, u64 request_cap, u32 seed, Totals* totals) {
   api::binary::Client client;
@@ -413,6 +510,10 @@ RunResult run_once(const Options& o) {
     const u64 room = std::clamp<u64>(holds + 1024, 1u << 20, 1u << 24);
     config += "[ledger]\npending_max = " + std::to_string(room) + "\n";
   }
+  if (o.mode == "http-order") {
+    // Room for every order a run keeps: open ones, and final ones for a second.
+    config += "[orders]\norders_max = 262144\nfinal_retained_s = 1\n";
+  }
   config += o.server_toml;
   std::fprintf(stderr, "loadgen: starting paygate serve in %s\n", o.data_dir.c_str());
   if (!server.start(o.data_dir, config, {"--groups", std::to_string(o.groups)})) {
@@ -440,6 +541,8 @@ RunResult run_once(const Options& o) {
       if (o.mode == "binary") {
         binary_worker(o, setup, server.binary_port(), server.admin_token(), deadline,
                       cap_per_connection, c + 1, &totals);
+      } else if (o.mode == "http-order") {
+        http_order_worker(o, setup, server.port(), deadline, cap_per_connection, c + 1, &totals);
       } else {
         http_worker(o, setup, server.port(), deadline, cap_per_connection, c + 1, &totals);
       }
@@ -488,13 +591,16 @@ RunResult run_once(const Options& o) {
       "server_exit=%d ops=%llu requests_per_sec=%.0f ops_per_sec=%.0f p50_us=%.0f p99_us=%.0f "
       "server_cpu_us_per_request=%.2f server_cores=%.2f\n",
       o.mode.c_str(), o.minimal ? " minimal=1" : "", o.connections, o.depth,
-      o.mode == "http-transfer" ? 1
-      : o.mode == "http-health" ? 0
-                                : o.ops_per_request,
+      o.mode == "http-transfer" || o.mode == "http-order" ? 1
+      : o.mode == "http-health"                           ? 0
+                                                          : o.ops_per_request,
       elapsed, static_cast<unsigned long long>(totals.failures.load()), stopped,
       static_cast<unsigned long long>(totals.ops.load()), result.requests_per_sec,
       result.ops_per_sec, result.p50_us, result.p99_us, result.server_us_per_request,
       server_cpu / elapsed);
+  if (o.mode == "http-order") {
+    std::printf("requests_per_cycle=3 order_cycles_per_sec=%.0f\n", result.ops_per_sec);
+  }
   if (o.mode == "binary") {
     // The line of TigerBeetle's built-in benchmark, for comparing with it directly:
     // accepted transfers a second and each frame's (batch's) latency.
@@ -517,7 +623,7 @@ double median(std::vector<double> values) {
 // --runs fresh runs, each line printed, then the medians of each figure.
 int run(const Options& o) {
   if (o.mode != "http-batch" && o.mode != "http-transfer" && o.mode != "http-health" &&
-      o.mode != "binary") {
+      o.mode != "binary" && o.mode != "http-order") {
     std::fprintf(stderr, "loadgen: unknown mode %s\n", o.mode.c_str());
     return 2;
   }
@@ -550,7 +656,7 @@ int run(const Options& o) {
 int main(int argc, char** argv) {
   paygate::Options o;
   CLI::App app{"loadgen: load for paygate over HTTP or the binary protocol"};
-  app.add_option("--mode", o.mode, "http-batch | http-transfer | http-health | binary")
+  app.add_option("--mode", o.mode, "http-batch | http-transfer | http-health | http-order | binary")
       ->capture_default_str();
   app.add_option("--connections", o.connections, "connections, one thread each")
       ->capture_default_str();
