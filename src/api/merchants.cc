@@ -383,7 +383,9 @@ Status MerchantRegistry::load() {
       return fail("a provider's clearing currency is malformed");
     }
     m->clearing_currency = Currency{static_cast<u32>(clearing_currency)};
-    if (simdjson::dom::object risk; entry["risk"].get_object().get(risk) == simdjson::SUCCESS) {
+    if (simdjson::dom::element risk_field; entry["risk"].get(risk_field) == simdjson::SUCCESS) {
+      simdjson::dom::object risk;
+      if (risk_field.get_object().get(risk)) return fail("a merchant's risk rules are malformed");
       u64 velocity = 0;
       simdjson::dom::array blocked;
       if (risk["max_amount"].get_uint64().get(m->risk.max_amount) ||
@@ -398,6 +400,10 @@ Status MerchantRegistry::load() {
         m->risk.blocked_payers.push_back(id);
       }
       std::sort(m->risk.blocked_payers.begin(), m->risk.blocked_payers.end());
+      if (m->risk.max_amount > kAmountMax || velocity > 1'000'000 ||
+          m->risk.blocked_payers.size() > kBlockedPayersMax) {
+        return fail("a merchant's risk rules are out of range");
+      }
     }
     m->name = name;
     m->key_id = key_id;

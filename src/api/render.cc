@@ -153,7 +153,7 @@ void render_transfer(std::string& out, const Transfer& t) {
   json.key("credit_account").id(IdKind::account, t.credit_account_id.value);
   json.key("amount").unsigned_number(t.amount);
   json.key("currency").string(t.currency.letters());
-  json.key("pending").boolean(t.two_phase());
+  json.key("pending").boolean(t.two_phase() || t.order_hold());  // a hold, either way
   if (t.two_phase() && t.status == TransferStatus::posted) {
     json.key("posted_amount").unsigned_number(t.posted_amount);
   }

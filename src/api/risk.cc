@@ -14,7 +14,12 @@ bool CheckoutVelocity::admit(u64 merchant, u64 payer, u32 limit, u64 now_ns) {
   auto it = windows_.find({merchant, payer});
   if (it == windows_.end()) {
     if (windows_.size() >= pairs_max_) {
-      std::erase_if(windows_, [&](const auto& entry) { return entry.second.minute + 1 < minute; });
+      // Swept at most once a minute: what one sweep left recent stays so until then.
+      if (swept_minute_ != minute) {
+        swept_minute_ = minute;
+        std::erase_if(windows_,
+                      [&](const auto& entry) { return entry.second.minute + 1 < minute; });
+      }
       if (windows_.size() >= pairs_max_) return true;  // no room to count: the rule admits
     }
     it = windows_.emplace(std::pair{merchant, payer}, Window{.minute = minute}).first;

@@ -10,7 +10,8 @@
 // (as if the last minute's checkouts were spread evenly through it): exact while every
 // checkout counted falls in the current clock minute.
 // Memory: one 32-byte entry per (merchant, payer) seen in the last two minutes, at most
-// pairs_max (past it, older entries are swept; if none are old, the rule admits).
+// pairs_max (past it, older entries are swept, at most once a minute; with no room the
+// rule admits).
 // Thread-safe.
 #pragma once
 
@@ -46,6 +47,7 @@ class CheckoutVelocity {
   const std::size_t pairs_max_;
   mutable std::mutex mutex_;
   std::unordered_map<std::pair<u64, u64>, Window, PairHash> windows_;
+  u64 swept_minute_ = ~u64{0};
 };
 
 }  // namespace paygate::api

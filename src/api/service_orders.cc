@@ -83,7 +83,10 @@ RiskRule Service::checkout_risk(const Exchange& ex, const Order& o) {
   if (ex.order_step_.method == static_cast<u8>(OrderMethod::wallet)) {
     payer = owners_.owner(ex.order_step_.payer_account).value_or(payer);
   }
-  if (rules.blocks(payer)) return RiskRule::blocked_payer;
+  // A blocked principal is blocked with everything under it (its sub-merchants).
+  for (const u64 blocked : rules.blocked_payers) {
+    if (blocked == payer || merchants_.can_see(blocked, payer)) return RiskRule::blocked_payer;
+  }
   if (rules.max_checkouts_per_payer_per_minute != 0 &&
       !checkout_velocity_.admit(o.merchant, payer, rules.max_checkouts_per_payer_per_minute,
                                 ex.started_ns_)) {
@@ -323,6 +326,14 @@ bool Service::order_step(Exchange& ex) {
         if (!visible_owner(ex, o.merchant)) {
           return fail(ex, ResultCode::order_not_found, "no such order");
         }
+        if (route == Route::orders_cancel && o.method == OrderMethod::balance &&
+            o.status == OrderStatus::processing && !is_operator) {
+          // Its provider may already have paid from the hold: a merchant voiding it
+          // would be paid twice.
+          return fail(ex, ResultCode::awaits_provider,
+                      "a processing balance order waits for its provider's result: the "
+                      "provider (failed) or an operator (cancel) ends it");
+        }
         if (route == Route::orders_refunds) {
           if (o.method == OrderMethod::balance && !is_operator) {
             return fail(ex, ResultCode::operator_only,
@@ -339,42 +350,44 @@ bool Service::order_step(Exchange& ex) {
                                .with_extra_hash(extra)
                                .with_key(ex.key_, ex.key_lane_));
     ex.results_.assign(1, CommandResult{});
-    return submit_one(ex);
+    // The group copies the order out as the step leaves it, in the same pass (so that
+    // a keyed retry, answered by the ledger as the first time, shows the same while
+    // nothing else has changed it), with no trip of its own.
+    ex.order_seen_ = o;
+    Request request{.kind = RequestKind::commands,
+                    .count = 1,
+                    .commands = ex.commands_.data(),
+                    .results = ex.results_.data(),
+                    .completion = &ex};
+    request.order_out = &o;
+    return submit(ex, request);
   }
-  // The step is done. The answer shows the order as it is now, read after the step (so
-  // that a keyed retry, answered by the ledger as the first time, shows the same while
-  // nothing else has changed it); a refund's amount is its transfer's.
+  // The step is done; a refund's amount is its transfer's.
   const bool refund = route == Route::orders_refunds;
   if (ex.step_ == 2) {
     const CommandResult result = ex.results_[0];
     if (!result.ok()) return fail_order_command(ex, result);
-    ex.order_seen_ = o;
+    if (!ex.outcome_.found) {
+      // Not held after the step (a retry's order that has left memory): the step still
+      // happened, so answer from the order as it was, moved on by the step.
+      o = ex.order_seen_;
+      advance_order(o, ex.commands_[0], result);
+    }
     if (refund) {
       ex.transfers_.resize(1);
       Request request{.kind = RequestKind::lookup_transfer, .lookup_id = result.id};
       request.transfer_out = ex.transfers_.data();
       request.completion = &ex;
-      return submit(ex, request, /*last_step=*/false);
+      return submit(ex, request, /*last_step=*/true);
     }
-    return lookup_order(ex, /*last_step=*/true);
-  }
-  if (refund && ex.step_ == 3) {
+  } else if (refund) {
     // The transfer is the truth (a racing refund may have moved part of "the rest");
-    // gone from the recent ring, what was left when the order was read is the best answer.
+    // gone from the recent ring, what was left before the step is the best answer.
     if (ex.outcome_.found) {
       s.amount = ex.transfers_[0].amount;
     } else if (s.amount == 0) {
-      s.amount = o.amount - o.amount_refunded;
+      s.amount = ex.order_seen_.amount - ex.order_seen_.amount_refunded;
     }
-    return lookup_order(ex, /*last_step=*/true);
-  }
-  if (!ex.outcome_.found) {
-    // It left memory between the step and this read (its retention ended): the step
-    // still happened, so answer from the order as it was, moved on by the step.
-    o = ex.order_seen_;
-    advance_order(o, ex.commands_[0], ex.results_[0]);
-  }
-  if (refund) {
     render_refund(ex.reply.body, o, ex.results_[0].id, s.amount, s.reason);
     return finish(ex, 201);
   }

@@ -150,12 +150,19 @@ u64 content_hash(const Command& command) noexcept {
     case CommandKind::order_result:
     case CommandKind::order_cancel:
     case CommandKind::order_refund:
-    case CommandKind::order_resolve:
+    case CommandKind::order_resolve: {
+      // A checkout's risk rule is the gateway's decision, not the client's request: a
+      // keyed retry that the rules judge otherwise is still the same request, answered
+      // as the first time.
+      const u8 action = command.kind == CommandKind::order_checkout
+                            ? static_cast<u8>(command.order.action & ((1u << 4) - 1))
+                            : command.order.action;
       hasher.add(command.order.order_id)
           .add(command.order.account.value)
           .add(command.order.amount)
-          .add(command.order.action);
+          .add(action);
       break;
+    }
     case CommandKind::tick:
       break;
   }

@@ -560,21 +560,30 @@ Status Ledger::check_invariants() const {
   }
   if (clearing != clearing_index_.size()) fail("clearing index names other accounts");
   if (report.ok()) report = orders_.check_invariants(last_stamp_.timestamp_ns);
-  // An order's hold is open exactly while its balance order is processing, and holds
-  // what the order says: the order's account toward its provider, the whole amount.
-  u32 order_holds = 0, processing_balance = 0;
+  // An order's hold is open exactly while its balance order is processing, one hold
+  // per order, and holds what the order says: the order's account toward its
+  // provider, the whole amount, in its currency, with no timeout and no other flag.
+  u32 order_holds = 0;
   pending_index_.for_each([&](u64, u32 slot) { order_holds += pending_[slot].order_hold(); });
+  std::vector<u64> claimed;
   orders_.for_each([&](const Order& o) {
     if (o.method != OrderMethod::balance || o.status != OrderStatus::processing) return;
-    ++processing_balance;
+    claimed.push_back(o.hold_id.value);
     const u32* slot = pending_slot(o.hold_id);
     const Transfer* hold = slot == nullptr ? nullptr : &pending_[*slot];
-    if (hold == nullptr || !hold->order_hold() || hold->amount != o.amount ||
+    if (hold == nullptr || hold->flags != kTransferOrder || hold->expires_at_ns != 0 ||
+        hold->amount != o.amount || hold->currency != o.currency ||
         hold->debit_account_id != o.account || hold->credit_account_id != o.provider_account) {
       fail(fmt::format("order {} is processing without its hold", o.id));
     }
   });
-  if (order_holds != processing_balance) fail("order holds without a processing order");
+  std::sort(claimed.begin(), claimed.end());
+  if (std::adjacent_find(claimed.begin(), claimed.end()) != claimed.end()) {
+    fail("two orders name one hold");
+  }
+  // Each claimed hold is an order hold and none is claimed twice: equal counts mean
+  // every order hold is claimed.
+  if (order_holds != claimed.size()) fail("order holds without a processing order");
   return report;
 }
 

@@ -203,6 +203,12 @@ ResultCode Group::submit(const Request& request) noexcept {
       return ResultCode::invalid_command;
     }
     if (!claims_within(request)) return ResultCode::invalid_command;
+    // An order copied out after its step: one order command, on its own.
+    if (request.order_out != nullptr &&
+        (request.kind != RequestKind::commands || request.count != 1 ||
+         request.claim != nullptr || !OrderBook::is_order_command(request.commands[0].kind))) {
+      return ResultCode::invalid_command;
+    }
   }
   // Counted from before the accepting check to after publish: stop() waits for it.
   submitting_.fetch_add(1, std::memory_order_seq_cst);
@@ -497,6 +503,15 @@ void Group::apply_batch(u32 count, Stamp first) {
         } else {
           ledger_->apply_batch(Stamp{sequence, first.timestamp_ns}, std::span(r.commands, r.count),
                                std::span(r.results, r.count));
+        }
+        if (r.order_out != nullptr) {
+          // The order as the step left it (a create's: the one it made, if any).
+          const Command& c = r.commands[0];
+          const u64 id = c.kind == CommandKind::order_create ? r.results[0].id : c.order.order_id;
+          const Order* order = id == 0 ? nullptr : ledger_->find_order(id);
+          outcome.found = order != nullptr;
+          outcome.archived = order == nullptr && ledger_->order_archived(id);
+          *r.order_out = order != nullptr ? *order : Order{};
         }
         break;
       case RequestKind::atomic:

@@ -88,7 +88,9 @@ struct Request {
   u32* channel_numbers_out = nullptr;  // read_unsettled
   OwnerQuota* quota_out = nullptr;     // lookup_quota
   QuotaLimits* quota_defaults_out = nullptr;
-  Order* order_out = nullptr;  // lookup_order
+  // lookup_order; or commands (one order command): the order as that command left it,
+  // copied when it is applied (Outcome::found, archived as for lookup_order).
+  Order* order_out = nullptr;
 };
 
 // A completion a thread can block on: for tests, tools and simple clients.
