@@ -111,8 +111,8 @@ std::string text_field(const std::string& body, std::string_view field) {
 struct Setup {
   std::string merchant_id, secret, token;
   std::string provider_id, provider_token, clearing;  // http-order
-  std::vector<std::string> sources;  // funded user accounts
-  std::string sink;                  // the hot merchant account
+  std::vector<std::string> sources;                   // funded user accounts
+  std::string sink;                                   // the hot merchant account
   std::vector<u64> source_ids;
   u64 sink_id = 0;
 };
@@ -345,8 +345,8 @@ void http_worker(const Options& o, const Setup& s, u16 port, u64 deadline_ns, u6
 // its next request when the last one's answer comes (answers come in order). A cycle
 // counts once its provider's result is answered; none starts after the deadline, and
 // the ones under way are left where they are (the sink's credits count the finished).
-void http_order_worker(const Options& o, const Setup& s, u16 port, u64 deadline_ns,
-                       u64 request_cap, u32 seed, Totals* totals) {
+void http_order_worker(const Options& o, const Setup& s, u16 port, u64 deadline_ns, u64 request_cap,
+                       u32 seed, Totals* totals) {
   HttpClient client("127.0.0.1", port);
   const std::vector<std::string> merchant = {"Authorization: Bearer " + s.token,
                                              "Content-Type: application/json"};
@@ -405,8 +405,8 @@ void http_order_worker(const Options& o, const Setup& s, u16 port, u64 deadline_
       const std::string body(r->body);
       used += r->size;
       if (r->status != (cycle.phase == 0 ? 201u : 200u)) {
-        std::fprintf(stderr, "loadgen: order step %u answered %u %.300s\n", cycle.phase,
-                     r->status, body.c_str());
+        std::fprintf(stderr, "loadgen: order step %u answered %u %.300s\n", cycle.phase, r->status,
+                     body.c_str());
         totals->failures.fetch_add(1);
         continue;  // this cycle stops here
       }

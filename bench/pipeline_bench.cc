@@ -124,7 +124,7 @@ struct Slot final : Completion {
   RunShared* shared = nullptr;
   Event* freed = nullptr;      // the producer sleeps on it when every slot is busy
   bool holds_pending = false;  // hold_post: the results are holds to post next
-  u32 order_phase = 0;         // order_cycle: 0 create, 1 checkout, 2 result (of the results' orders)
+  u32 order_phase = 0;  // order_cycle: 0 create, 1 checkout, 2 result (of the results' orders)
 
   void complete(const Outcome& outcome) noexcept override {
     shared->completing.fetch_add(1, std::memory_order_acq_rel);
@@ -243,9 +243,8 @@ RunResult run_load(Group& group, const Options& options, Workload workload,
               case Workload::order_cycle:
                 // The results are the orders the last phase made or moved on.
                 s.commands[i] =
-                    s.order_phase == 0
-                        ? Command::make_order_create(accounts.merchant, 1 + random() % 100, kUsd,
-                                                     900, 0)
+                    s.order_phase == 0 ? Command::make_order_create(
+                                             accounts.merchant, 1 + random() % 100, kUsd, 900, 0)
                     : s.order_phase == 1
                         ? Command::make_order(CommandKind::order_checkout, s.results[i].id,
                                               accounts.provider, 0,
@@ -366,7 +365,8 @@ Accounts open_accounts(Group& group, u32 users) {
     commands.push_back(Command::make_create_account({2}, kUsd, AccountKind::user));
   commands.push_back(Command::make_create_account({3}, kUsd, AccountKind::system));
   const AccountId treasury{make_id({0, 0}, 1)};
-  Accounts accounts{AccountId{make_id({0, 0}, 2)}, users, AccountId{make_id({0, 0}, 3 + u64{users})}};
+  Accounts accounts{AccountId{make_id({0, 0}, 2)}, users,
+                    AccountId{make_id({0, 0}, 3 + u64{users})}};
   commands.push_back(Command::make_transfer(treasury, accounts.merchant, u64{1} << 60, kUsd));
   for (u32 i = 0; i < users; ++i)
     commands.push_back(Command::make_transfer(treasury, accounts.user(i), 1'000'000'000, kUsd));
@@ -389,9 +389,9 @@ int run(const Options& options) {
   std::string error;
   bool ok = true;
   {
-    auto group = open_group(
-        group_config(group_dir, options.accounts, options.producers * options.window * options.batch),
-        &error);
+    auto group = open_group(group_config(group_dir, options.accounts,
+                                         options.producers * options.window * options.batch),
+                            &error);
     if (!group) {
       std::printf("pipeline_bench FAILED: %s\n", error.c_str());
       return 1;
@@ -449,8 +449,9 @@ int run(const Options& options) {
             sync_p99 > 0 ? static_cast<double>(r.p99_us) / static_cast<double>(sync_p99) : 0.0,
             r.ops_per_sec, static_cast<unsigned long long>(r.p99_us));
         if (w == Workload::order_cycle) {
-          std::printf("workload=order_cycle mode=%s commands_per_cycle=3 order_cycles_per_sec=%.0f\n",
-                      mode, r.ops_per_sec / 3);
+          std::printf(
+              "workload=order_cycle mode=%s commands_per_cycle=3 order_cycles_per_sec=%.0f\n", mode,
+              r.ops_per_sec / 3);
         }
         std::fflush(stdout);
         // hold workloads expect refusals only if capacity runs out; none may fail otherwise
@@ -564,7 +565,8 @@ int main(int argc, char** argv) {
                  "the paced run's rate, commands per second");
   app.add_option("--modes", options.modes, "which runs: max, paced or max,paced");
   app.add_option("--only", options.only, "one workload")
-      ->check(CLI::IsMember({"uniform", "hot_merchant", "hold_post", "hold_expire", "order_cycle"}));
+      ->check(
+          CLI::IsMember({"uniform", "hot_merchant", "hold_post", "hold_expire", "order_cycle"}));
   app.add_flag("--quick", quick, "a few seconds in all: for the smoke test");
   CLI11_PARSE(app, argc, argv);
   if (quick) {

@@ -5,8 +5,10 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
 #include <string>
 
 #include "api/http_request.h"
@@ -49,7 +51,16 @@ void check_page_query(std::string_view target) {
 void decode(std::string_view target, std::string_view body) {
   static RequestDecoder decoder;
   if (target.find('?') != std::string_view::npos) check_page_query(target);
-  if (target.starts_with("/v1/merchants")) {
+  if (target.starts_with("/v1/merchants/") && target.ends_with("/risk")) {
+    RiskSet r;
+    if (decoder.risk_set(body, &r).ok()) {
+      require(r.has_max_amount || r.has_payer_velocity || r.has_blocked_payers);
+      require(r.max_amount <= kAmountMax && r.max_checkouts_per_payer_per_minute <= 1'000'000);
+      require(r.blocked_payers.size() <= kBlockedPayersMax);
+      require(std::adjacent_find(r.blocked_payers.begin(), r.blocked_payers.end(),
+                                 std::greater_equal<>()) == r.blocked_payers.end());
+    }
+  } else if (target.starts_with("/v1/merchants")) {
     MerchantCreate m;
     if (decoder.merchant_create(body, &m).ok()) {
       require(!m.name.empty() && m.name.size() <= kNameBytesMax && m.region <= kRegionMax);
@@ -152,7 +163,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                                     "/v1/users",
                                                     "/v1/providers",
                                                     "/v1/withdrawals",
-                                                    "/v1/withdrawals/x/result"};
+                                                    "/v1/withdrawals/x/result",
+                                                    "/v1/orders",
+                                                    "/v1/orders/x/checkout",
+                                                    "/v1/orders/x/refunds",
+                                                    "/v1/orders/x/resolve",
+                                                    "/v1/merchants/x/risk"};
     const std::string_view rest(reinterpret_cast<const char*>(data) + 1, size - 1);
     decode(kTargets[data[0] % std::size(kTargets)], rest);
     check_page_query(std::string("/v1/events?") + std::string(rest));

@@ -314,7 +314,8 @@ TEST_F(OrderServerTest, RiskRulesRefuseACheckoutRecordItAndMoveNothing) {
   const std::string blocked_wallet = account(blocked);
   fund(system_account(), blocked_wallet, 100);
   const std::string rules = R"({"max_amount":500,"max_checkouts_per_payer_per_minute":2,)"
-                            R"("blocked_payers":[")" + blocked.id + R"("]})";
+                            R"("blocked_payers":[")" +
+                            blocked.id + R"("]})";
   EXPECT_EQ(error_code(merchant_request(shop_, "POST", rules_path, rules)), "operator_only");
   const HttpResponse set = admin_post(rules_path, rules);
   ASSERT_EQ(set.status, 200u) << set.body;
@@ -350,12 +351,10 @@ TEST_F(OrderServerTest, RiskRulesRefuseACheckoutRecordItAndMoveNothing) {
 
   // A blocked payer, whatever the amount.
   const HttpResponse small = create("risk-2", 10);
-  const HttpResponse by_blocked =
-      checkout_wallet(blocked, text_field(small.body, "/id"), text_field(small.body, "/signature"),
-                      blocked_wallet);
+  const HttpResponse by_blocked = checkout_wallet(
+      blocked, text_field(small.body, "/id"), text_field(small.body, "/signature"), blocked_wallet);
   EXPECT_EQ(error_code(by_blocked), "rejected_risk") << by_blocked.body;
-  EXPECT_EQ(text_field(admin_get("/v1/orders/" + text_field(small.body, "/id")).body,
-                       "/risk_rule"),
+  EXPECT_EQ(text_field(admin_get("/v1/orders/" + text_field(small.body, "/id")).body, "/risk_rule"),
             "blocked_payers");
   EXPECT_EQ(balance(blocked_wallet), 100);
 

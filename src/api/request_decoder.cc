@@ -631,8 +631,8 @@ Problem RequestDecoder::risk_set(std::string_view body, RiskSet* out) {
   p = visit_fields(
       root, {"max_amount", "max_checkouts_per_payer_per_minute", "blocked_payers"}, &seen,
       [&](u32 index, element value) {
-        const bool none = value.is_null() ||
-                          (value.type() == element_type::INT64 && value.get_int64().value_unsafe() == 0);
+        const bool none = value.is_null() || (value.type() == element_type::INT64 &&
+                                              value.get_int64().value_unsafe() == 0);
         switch (index) {
           case 0:
             out->has_max_amount = true;
@@ -646,7 +646,8 @@ Problem RequestDecoder::risk_set(std::string_view body, RiskSet* out) {
             out->has_blocked_payers = true;
             if (value.is_null()) return Problem{};
             simdjson::dom::array payers;
-            if (value.get_array().get(payers) != simdjson::SUCCESS || payers.size() > kBlockedPayersMax) {
+            if (value.get_array().get(payers) != simdjson::SUCCESS ||
+                payers.size() > kBlockedPayersMax) {
               return problem(ResultCode::invalid_field,
                              fmt::format("blocked_payers must be an array of at most {} principal "
                                          "ids (usr_…, mer_…, prv_…)",
@@ -655,7 +656,8 @@ Problem RequestDecoder::risk_set(std::string_view body, RiskSet* out) {
             for (const element payer : payers) {
               std::string_view text;
               std::optional<u64> id;
-              if (payer.get_string().get(text) == simdjson::SUCCESS) id = parse_any_principal_id(text);
+              if (payer.get_string().get(text) == simdjson::SUCCESS)
+                id = parse_any_principal_id(text);
               if (!id) {
                 return problem(ResultCode::invalid_field,
                                "blocked_payers names principals by id, such as "

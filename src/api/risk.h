@@ -24,8 +24,7 @@ namespace paygate::api {
 
 class CheckoutVelocity {
  public:
-  explicit CheckoutVelocity(std::size_t pairs_max = std::size_t{1} << 20)
-      : pairs_max_(pairs_max) {}
+  explicit CheckoutVelocity(std::size_t pairs_max = std::size_t{1} << 20) : pairs_max_(pairs_max) {}
 
   // Counts one checkout at now_ns, unless `limit` were already counted in the minute
   // before it: then false, and it is not counted.

@@ -13,7 +13,8 @@ constexpr u64 kT0 = 1000 * kMinute;  // the start of a clock minute
 
 TEST(CheckoutVelocityTest, AdmitsTheLimitWithinAMinuteAndNoMore) {
   CheckoutVelocity velocity;
-  for (u32 i = 0; i < 3; ++i) EXPECT_TRUE(velocity.admit(1, 7, 3, kT0 + i * kSecond)) << i;
+  for (u32 i = 0; i < 3; ++i)
+    EXPECT_TRUE(velocity.admit(1, 7, 3, kT0 + i * kSecond)) << i;
   EXPECT_FALSE(velocity.admit(1, 7, 3, kT0 + 5 * kSecond));
   EXPECT_FALSE(velocity.admit(1, 7, 3, kT0 + 59 * kSecond));  // refusals are not counted
   // Another payer, or the same payer with another merchant, has its own count.
@@ -24,15 +25,18 @@ TEST(CheckoutVelocityTest, AdmitsTheLimitWithinAMinuteAndNoMore) {
 
 TEST(CheckoutVelocityTest, TheLastMinuteWeighsInAsTheWindowLeavesIt) {
   CheckoutVelocity velocity;
-  for (u32 i = 0; i < 4; ++i) EXPECT_TRUE(velocity.admit(1, 7, 4, kT0 + 30 * kSecond));
+  for (u32 i = 0; i < 4; ++i)
+    EXPECT_TRUE(velocity.admit(1, 7, 4, kT0 + 30 * kSecond));
   // A quarter into the next minute, three quarters of the last one still count: 3 of 4.
   EXPECT_TRUE(velocity.admit(1, 7, 4, kT0 + kMinute + 15 * kSecond));
   EXPECT_FALSE(velocity.admit(1, 7, 4, kT0 + kMinute + 16 * kSecond));
   // A second into the minute after, only that one checkout still weighs (59/60 of it).
-  for (u32 i = 0; i < 3; ++i) EXPECT_TRUE(velocity.admit(1, 7, 4, kT0 + 2 * kMinute + kSecond));
+  for (u32 i = 0; i < 3; ++i)
+    EXPECT_TRUE(velocity.admit(1, 7, 4, kT0 + 2 * kMinute + kSecond));
   EXPECT_FALSE(velocity.admit(1, 7, 4, kT0 + 2 * kMinute + kSecond));
   // After a minute with none, nothing of it is left.
-  for (u32 i = 0; i < 4; ++i) EXPECT_TRUE(velocity.admit(1, 7, 4, kT0 + 4 * kMinute + kSecond));
+  for (u32 i = 0; i < 4; ++i)
+    EXPECT_TRUE(velocity.admit(1, 7, 4, kT0 + 4 * kMinute + kSecond));
   EXPECT_FALSE(velocity.admit(1, 7, 4, kT0 + 4 * kMinute + 2 * kSecond));
 }
 

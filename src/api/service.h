@@ -304,7 +304,7 @@ class Service {
   AuthFailureLimiter auth_failures_;
   TokenBucket operator_bucket_;
   CheckoutVelocity checkout_velocity_;  // risk rule max_checkouts_per_payer_per_minute
-  std::string order_key_;  // signs orders (derived from the server's secret)
+  std::string order_key_;               // signs orders (derived from the server's secret)
 };
 
 }  // namespace paygate::api

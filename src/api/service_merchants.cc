@@ -215,7 +215,8 @@ bool Service::set_quotas(Exchange& ex) {
 // merchant and operators read them. Checked at each checkout (checkout_risk).
 bool Service::merchant_risk(Exchange& ex) {
   const bool set = ex.route_ == Route::merchants_risk_set;
-  if (set && !ex.principal_.is_operator) return fail(ex, ResultCode::operator_only, "operators only");
+  if (set && !ex.principal_.is_operator)
+    return fail(ex, ResultCode::operator_only, "operators only");
   RiskSet request;
   if (set) {
     const Problem problem = decoder().risk_set(ex.view_.body, &request);

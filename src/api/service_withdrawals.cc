@@ -61,8 +61,8 @@ MerchantRef Service::route_provider(Exchange& ex, u64 provider_id, Currency curr
       provider_id != 0 ? merchants_.find(provider_id) : merchants_.default_provider(currency);
   if (provider == nullptr || provider->clearing_account == 0 ||
       provider->kind != PrincipalKind::provider) {
-    const ResultCode code = provider_id != 0 ? ResultCode::provider_not_found
-                                             : ResultCode::no_provider;
+    const ResultCode code =
+        provider_id != 0 ? ResultCode::provider_not_found : ResultCode::no_provider;
     fail(ex, code, describe(code));
     return nullptr;
   }

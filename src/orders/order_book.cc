@@ -260,8 +260,7 @@ CommandResult OrderBook::result(Stamp stamp, const Command& command, OrderMoney&
   const bool success = body.action == 1;
   if (body.action != 1 && body.action != 2) return {ResultCode::invalid_command};
   if ((order.status == OrderStatus::timeout || order.status == OrderStatus::cancelled) &&
-      (order.method == OrderMethod::external || order.method == OrderMethod::balance) &&
-      success &&
+      (order.method == OrderMethod::external || order.method == OrderMethod::balance) && success &&
       order.resolution == OrderResolution::none && order.late_result == 0) {
     // The provider took the money (or paid, for balance) after the order had timed out
     // or been cancelled: nothing moves now; an operator settles it (resolve).

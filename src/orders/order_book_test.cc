@@ -366,10 +366,10 @@ TEST_F(OrderBookTest, OrdersSurviveASnapshotAndKeysReplayTheirAnswers) {
   ASSERT_EQ(step(CommandKind::order_result, late, {}, 0, kSuccess, 6).code, ResultCode::ok);
   // A balance order processing: its hold is in the state, and it waits past its expiry.
   const u64 billed = create(60, 20, 6);
-  ASSERT_EQ(step(CommandKind::order_checkout, billed, clearing_, 0,
-                 static_cast<u8>(OrderMethod::balance))
-                .code,
-            ResultCode::ok);
+  ASSERT_EQ(
+      step(CommandKind::order_checkout, billed, clearing_, 0, static_cast<u8>(OrderMethod::balance))
+          .code,
+      ResultCode::ok);
   // A keyed create answered again.
   const Command keyed = Command::make_order_create(shop_, 9, kUsd, 30, 4).with_key(key(1));
   const CommandResult first = run(keyed);
@@ -691,10 +691,9 @@ TEST_F(OrderBookTest, RandomWorkflowsMatchASimpleModel) {
                              ResultCode::insufficient_funds, ResultCode::refund_exceeds_order}) {
     EXPECT_GT(codes_seen[c], 10u) << name(c);
   }
-  for (const OrderStatus st :
-       {OrderStatus::created, OrderStatus::processing, OrderStatus::success, OrderStatus::failed,
-        OrderStatus::timeout, OrderStatus::cancelled, OrderStatus::exception_checkout,
-        OrderStatus::rejected_risk}) {
+  for (const OrderStatus st : {OrderStatus::created, OrderStatus::processing, OrderStatus::success,
+                               OrderStatus::failed, OrderStatus::timeout, OrderStatus::cancelled,
+                               OrderStatus::exception_checkout, OrderStatus::rejected_risk}) {
     EXPECT_GT(statuses_seen[st], 10u) << name(st);
   }
   EXPECT_GT(archived_seen, 10u);

@@ -387,8 +387,7 @@ class Load {
     const u64 roll = below(9);
     if (roll == 0 || orders.empty()) {
       const AccountId shop = account(g, 2 + kUsers + static_cast<u32>(below(kMerchants)));
-      return Command::make_order_create(shop, 1 + below(500), kUsd,
-                                        static_cast<u32>(1 + below(5)),
+      return Command::make_order_create(shop, 1 + below(500), kUsd, static_cast<u32>(1 + below(5)),
                                         below(4) == 0 ? 1 + below(50) : 0);
     }
     const u64 id = orders[below(orders.size())];
@@ -412,7 +411,8 @@ class Load {
       case 6:
         return Command::make_order(CommandKind::order_cancel, id);
       case 7:
-        return Command::make_order(CommandKind::order_refund, id, {}, below(2) ? 0 : 1 + below(100));
+        return Command::make_order(CommandKind::order_refund, id, {},
+                                   below(2) ? 0 : 1 + below(100));
       default:
         return Command::make_order(CommandKind::order_resolve, id, {}, 0,
                                    static_cast<u8>(1 + below(2)));

@@ -205,8 +205,8 @@ ResultCode Group::submit(const Request& request) noexcept {
     if (!claims_within(request)) return ResultCode::invalid_command;
     // An order copied out after its step: one order command, on its own.
     if (request.order_out != nullptr &&
-        (request.kind != RequestKind::commands || request.count != 1 ||
-         request.claim != nullptr || !OrderBook::is_order_command(request.commands[0].kind))) {
+        (request.kind != RequestKind::commands || request.count != 1 || request.claim != nullptr ||
+         !OrderBook::is_order_command(request.commands[0].kind))) {
       return ResultCode::invalid_command;
     }
   }
