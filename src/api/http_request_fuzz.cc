@@ -79,6 +79,12 @@ void decode(std::string_view target, std::string_view body) {
   } else if (target.starts_with("/v1/orders/") && target.ends_with("/refunds")) {
     OrderStep o;
     (void)decoder.order_refund(body, &o);
+  } else if (target.starts_with("/v1/orders/") && target.ends_with("/cancel")) {
+    (void)decoder.void_pending(body);
+  } else if (target.starts_with("/v1/orders/") && target.ends_with("/result")) {
+    WithdrawalResult r;
+    if (decoder.withdrawal_result(body, &r).ok())
+      require(r.provider_ref.size() <= kReferenceBytesMax);
   } else if (target.starts_with("/v1/orders/") && target.ends_with("/resolve")) {
     OrderStep o;
     (void)decoder.order_resolve(body, &o);

@@ -288,13 +288,7 @@ TEST_F(OrderServerTest, ABalanceCheckoutHoldsThePrefundedAccountUntilTheProvider
   const std::string id3 = text_field(second.body, "/id");
   ASSERT_EQ(checkout_balance(shop_, id3, text_field(second.body, "/signature")).status, 200u);
   EXPECT_EQ(balance(shop_account_, "/available"), 250);
-  // Its provider may already have paid from the hold: its merchant cannot cancel it,
-  // an operator can.
-  const HttpResponse cancel_by_shop =
-      merchant_request(shop_, "POST", "/v1/orders/" + id3 + "/cancel");
-  EXPECT_EQ(error_code(cancel_by_shop), "awaits_provider") << cancel_by_shop.body;
-  EXPECT_EQ(balance(shop_account_, "/held"), 100);
-  ASSERT_EQ(admin_post("/v1/orders/" + id3 + "/cancel", "{}").status, 200u);
+  ASSERT_EQ(merchant_request(shop_, "POST", "/v1/orders/" + id3 + "/cancel").status, 200u);
   EXPECT_EQ(balance(shop_account_, "/available"), 350);
   EXPECT_EQ(balance(shop_account_, "/held"), 0);
   EXPECT_EQ(error_code(result(bank_, id3, "failed")), "invalid_order_state");
@@ -313,9 +307,14 @@ TEST_F(OrderServerTest, RiskRulesRefuseACheckoutRecordItAndMoveNothing) {
   const MerchantKeys blocked = principal("/v1/users", "{}");
   const std::string blocked_wallet = account(blocked);
   fund(system_account(), blocked_wallet, 100);
+  // A blocked merchant is blocked with its sub-merchants.
+  const MerchantKeys parent = merchant("Parent");
+  const MerchantKeys child = merchant("Child", parent.id);
+  const std::string child_account = account(child);
+  fund(system_account(), child_account, 100);
   const std::string rules = R"({"max_amount":500,"max_checkouts_per_payer_per_minute":2,)"
                             R"("blocked_payers":[")" +
-                            blocked.id + R"("]})";
+                            blocked.id + R"(",")" + parent.id + R"("]})";
   EXPECT_EQ(error_code(merchant_request(shop_, "POST", rules_path, rules)), "operator_only");
   const HttpResponse set = admin_post(rules_path, rules);
   ASSERT_EQ(set.status, 200u) << set.body;
@@ -327,7 +326,8 @@ TEST_F(OrderServerTest, RiskRulesRefuseACheckoutRecordItAndMoveNothing) {
   ASSERT_EQ(read.status, 200u) << read.body;
   EXPECT_EQ(number_field(read.body, "/max_amount"), 500);
   EXPECT_EQ(number_field(read.body, "/max_checkouts_per_payer_per_minute"), 2);
-  EXPECT_EQ(text_field(read.body, "/blocked_payers/0"), blocked.id);
+  EXPECT_EQ(text_field(read.body, "/blocked_payers/0"), parent.id);  // by id
+  EXPECT_EQ(text_field(read.body, "/blocked_payers/1"), blocked.id);
   EXPECT_EQ(merchant_request(payer_, "GET", rules_path).status, 404u);
 
   // Above max_amount: refused, recorded on the order, nothing moved; a keyed retry
@@ -357,6 +357,12 @@ TEST_F(OrderServerTest, RiskRulesRefuseACheckoutRecordItAndMoveNothing) {
   EXPECT_EQ(text_field(admin_get("/v1/orders/" + text_field(small.body, "/id")).body, "/risk_rule"),
             "blocked_payers");
   EXPECT_EQ(balance(blocked_wallet), 100);
+  const HttpResponse for_child = create("risk-2c", 10);
+  const HttpResponse by_child =
+      checkout_wallet(child, text_field(for_child.body, "/id"),
+                      text_field(for_child.body, "/signature"), child_account);
+  EXPECT_EQ(error_code(by_child), "rejected_risk") << by_child.body;
+  EXPECT_EQ(balance(child_account), 100);
 
   // Two checkouts a minute per payer: the third is refused.
   std::vector<std::pair<std::string, std::string>> orders;

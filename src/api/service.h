@@ -119,7 +119,8 @@ class Exchange final : public Completion {
   OrderCreate order_create_;
   OrderStep order_step_;
   Order order_;
-  Order order_seen_;  // as it was before the step in flight
+  Order order_seen_;          // as it was before the step in flight
+  bool order_stale_ = false;  // the answer's order is order_seen_ moved on by the step
   QuotaSet quota_set_;
   OwnerQuota quota_;
   QuotaLimits quota_defaults_;

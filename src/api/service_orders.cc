@@ -83,9 +83,13 @@ RiskRule Service::checkout_risk(const Exchange& ex, const Order& o) {
   if (ex.order_step_.method == static_cast<u8>(OrderMethod::wallet)) {
     payer = owners_.owner(ex.order_step_.payer_account).value_or(payer);
   }
-  // A blocked principal is blocked with everything under it (its sub-merchants).
-  for (const u64 blocked : rules.blocked_payers) {
-    if (blocked == payer || merchants_.can_see(blocked, payer)) return RiskRule::blocked_payer;
+  // A blocked principal is blocked with everything under it: the payer and each of
+  // its parents is looked for (the tree is shallow; the walk is bounded all the same).
+  u64 principal = payer;
+  for (u32 depth = 0; principal != 0 && depth < 64; ++depth) {
+    if (rules.blocks(principal)) return RiskRule::blocked_payer;
+    const MerchantRef found = merchants_.find(principal);
+    principal = found == nullptr ? 0 : found->parent_id;
   }
   if (rules.max_checkouts_per_payer_per_minute != 0 &&
       !checkout_velocity_.admit(o.merchant, payer, rules.max_checkouts_per_payer_per_minute,
@@ -326,14 +330,6 @@ bool Service::order_step(Exchange& ex) {
         if (!visible_owner(ex, o.merchant)) {
           return fail(ex, ResultCode::order_not_found, "no such order");
         }
-        if (route == Route::orders_cancel && o.method == OrderMethod::balance &&
-            o.status == OrderStatus::processing && !is_operator) {
-          // Its provider may already have paid from the hold: a merchant voiding it
-          // would be paid twice.
-          return fail(ex, ResultCode::awaits_provider,
-                      "a processing balance order waits for its provider's result: the "
-                      "provider (failed) or an operator (cancel) ends it");
-        }
         if (route == Route::orders_refunds) {
           if (o.method == OrderMethod::balance && !is_operator) {
             return fail(ex, ResultCode::operator_only,
@@ -367,7 +363,8 @@ bool Service::order_step(Exchange& ex) {
   if (ex.step_ == 2) {
     const CommandResult result = ex.results_[0];
     if (!result.ok()) return fail_order_command(ex, result);
-    if (!ex.outcome_.found) {
+    ex.order_stale_ = !ex.outcome_.found;
+    if (ex.order_stale_) {
       // Not held after the step (a retry's order that has left memory): the step still
       // happened, so answer from the order as it was, moved on by the step.
       o = ex.order_seen_;
@@ -388,6 +385,7 @@ bool Service::order_step(Exchange& ex) {
     } else if (s.amount == 0) {
       s.amount = ex.order_seen_.amount - ex.order_seen_.amount_refunded;
     }
+    if (ex.order_stale_) o.amount_refunded += s.amount;  // the order from before the step
     render_refund(ex.reply.body, o, ex.results_[0].id, s.amount, s.reason);
     return finish(ex, 201);
   }

@@ -155,7 +155,7 @@ u64 content_hash(const Command& command) noexcept {
       // keyed retry that the rules judge otherwise is still the same request, answered
       // as the first time.
       const u8 action = command.kind == CommandKind::order_checkout
-                            ? static_cast<u8>(command.order.action & ((1u << 4) - 1))
+                            ? static_cast<u8>(command.order.action & kCheckoutMethodMask)
                             : command.order.action;
       hasher.add(command.order.order_id)
           .add(command.order.account.value)

@@ -136,6 +136,10 @@ struct OrderBody {
   u8 action = 0;  // checkout: the OrderMethod; result/resolve: 1 success or accept, 2 not
   u8 reserved0[7] = {};
 };
+// A checkout's action: the method in the low bits, the risk rule that refused it (the
+// gateway's decision, orders/order_book.h) above them.
+inline constexpr u8 kCheckoutRiskShift = 4;
+inline constexpr u8 kCheckoutMethodMask = (1u << kCheckoutRiskShift) - 1;
 
 struct Command {
   CommandKind kind = CommandKind::tick;

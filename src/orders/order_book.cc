@@ -92,7 +92,7 @@ void OrderBook::finish(u32 slot, OrderStatus status, Stamp stamp, OrderMoney& mo
     money.close_hold(order.hold_id, post);
     if (post) order.transfer_id = order.hold_id;
   }
-  if (expiry_.contains(slot)) expiry_.remove(slot);
+  expiry_.remove(slot);
   order.status = status;
   retain(slot, stamp);
 }
@@ -200,7 +200,7 @@ CommandResult OrderBook::checkout(Stamp stamp, const Command& command, OrderMone
   if (slot == nullptr) return {ResultCode::order_not_found};
   Order& order = orders_[*slot];
   if (order.status != OrderStatus::created) return refuse_state(order);
-  const auto method = static_cast<OrderMethod>(body.action & ((1u << kCheckoutRiskShift) - 1));
+  const auto method = static_cast<OrderMethod>(body.action & kCheckoutMethodMask);
   const auto rule = static_cast<RiskRule>(body.action >> kCheckoutRiskShift);
   if (method == OrderMethod::none || method > OrderMethod::external ||
       rule > RiskRule::blocked_payer) {
@@ -238,7 +238,6 @@ CommandResult OrderBook::checkout(Stamp stamp, const Command& command, OrderMone
       order.provider_account = body.account;
       order.hold_id = TransferId{held.id};
       order.status = OrderStatus::processing;
-      expiry_.remove(*slot);  // the provider decides from here (expires())
       return CommandResult{.code = ResultCode::ok, .id = order.id};
     }
     case OrderMethod::external:
@@ -376,7 +375,7 @@ Status OrderBook::load(u64 next_serial, u64 next_retain_serial, const std::vecto
         return fail(fmt::format("bad retention of {}", order.id));
       }
       finals.push_back({{order.finished_at_ns, order.retain_serial}, slot});
-    } else if (expires(order)) {
+    } else {
       open.push_back({{order.expires_at_ns, order.id}, slot});
     }
   }
@@ -435,7 +434,7 @@ Status OrderBook::check_invariants(u64 now_ns) const {
   const auto fail = [](std::string why) {
     return Status::corruption("invariant broken: orders: " + why);
   };
-  u32 live = 0, open = 0, expiring = 0, with_ref = 0, unresolved = 0;
+  u32 live = 0, open = 0, with_ref = 0, unresolved = 0;
   for (u32 slot = 0; slot < config_.orders_max; ++slot) {
     const Order& o = orders_[slot];
     if (o.id == 0) continue;
@@ -447,8 +446,8 @@ Status OrderBook::check_invariants(u64 now_ns) const {
       return fail(fmt::format("{} refunded but not a success", o.id));
     }
     const bool final_status = is_final(o.status);
-    if (expires(o) != expiry_.contains(slot)) {
-      return fail(fmt::format("{} open (but not a processing balance one) iff expiring", o.id));
+    if (final_status == expiry_.contains(slot)) {
+      return fail(fmt::format("{} open iff expiring", o.id));
     }
     const bool held = o.status == OrderStatus::exception_checkout;
     unresolved += held ? 1 : 0;
@@ -457,8 +456,7 @@ Status OrderBook::check_invariants(u64 now_ns) const {
     }
     if (!final_status) {
       ++open;
-      expiring += expires(o) ? 1 : 0;
-      if (expires(o) && o.expires_at_ns <= now_ns && now_ns != 0) {
+      if (o.expires_at_ns <= now_ns && now_ns != 0) {
         return fail(fmt::format("{} open past its expiry", o.id));
       }
     }
@@ -478,7 +476,7 @@ Status OrderBook::check_invariants(u64 now_ns) const {
     }
   }
   if (live != count_ || live != index_.size() || with_ref != refs_.size() ||
-      expiring != expiry_.size() || live - open - unresolved != retention_.size() ||
+      open != expiry_.size() || live - open - unresolved != retention_.size() ||
       free_top_ + live != config_.orders_max) {
     return fail("counts disagree");
   }

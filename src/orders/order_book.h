@@ -51,8 +51,8 @@ std::string_view name(OrderMethod method) noexcept;
 // machine records the decision, so that replay repeats it.
 enum class RiskRule : u8 { none = 0, max_amount = 1, payer_velocity = 2, blocked_payer = 3 };
 std::string_view name(RiskRule rule) noexcept;
-// A checkout command's action: the method in the low bits, a refusing rule above.
-inline constexpr u8 kCheckoutRiskShift = 4;
+// A checkout command's action: the method in the low bits, a refusing rule above
+// (kCheckoutRiskShift, ledger/command.h).
 constexpr u8 checkout_action(OrderMethod method, RiskRule rule = RiskRule::none) noexcept {
   return static_cast<u8>(static_cast<u8>(method) | (static_cast<u8>(rule) << kCheckoutRiskShift));
 }
@@ -163,8 +163,8 @@ class OrderBook {
     const Order* order = find(command.order.order_id);
     if (command.kind == CommandKind::order_checkout) {
       // balance: the merchant pays from its own account (account names the provider's).
-      const bool balance = (command.order.action & ((1u << kCheckoutRiskShift) - 1)) ==
-                           static_cast<u8>(OrderMethod::balance);
+      const bool balance =
+          (command.order.action & kCheckoutMethodMask) == static_cast<u8>(OrderMethod::balance);
       if (!balance) return owner_of(command.order.account);
       return order == nullptr ? 0 : order->merchant;
     }
@@ -253,13 +253,7 @@ class OrderBook {
   u32 count_ = 0;
   OpenAddressMap<u64, u32, Mix64Hash> index_;  // order id → slot
   OpenAddressMap<u64, u64, Mix64Hash> refs_;   // ref_key → order id
-  // Open orders by (expires_at, id); not a processing balance order, whose provider may
-  // already have paid: only its result or an operator's cancel ends it.
-  ExpiryQueue expiry_;
-  static bool expires(const Order& o) noexcept {
-    return !is_final(o.status) &&
-           !(o.method == OrderMethod::balance && o.status == OrderStatus::processing);
-  }
+  ExpiryQueue expiry_;                         // open orders by (expires_at, id)
   // Final orders by (finished_at, retain_serial), to leave memory when their retention
   // passes; every final order but an unresolved exception_checkout is here.
   ExpiryQueue retention_;

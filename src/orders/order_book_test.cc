@@ -179,21 +179,17 @@ TEST_F(OrderBookTest, ABalanceCheckoutHoldsTheMerchantsMoneyUntilItsProvidersRes
   EXPECT_EQ(balance(shop_), 350);
   EXPECT_EQ(balance(clearing_), 150);
 
-  // Processing, it does not time out: its provider may already have paid from the hold.
-  const u64 declined = create(100), late = create(100, 5), unpaid = create(100, 5);
-  for (const u64 id : {declined, late}) {
+  // Failed, cancelled, timed out: the hold is released, nothing moves.
+  const u64 declined = create(100), cancelled = create(100), late = create(100, 5);
+  for (const u64 id : {declined, cancelled, late}) {
     ASSERT_EQ(step(CommandKind::order_checkout, id, clearing_, 0, kBalance).code, ResultCode::ok);
   }
-  EXPECT_EQ(account(shop_).debits_pending, 200u);
-  ASSERT_EQ(code(Command::make_tick(), 5), ResultCode::ok);
-  EXPECT_EQ(order(late).status, OrderStatus::processing);
-  EXPECT_EQ(order(unpaid).status, OrderStatus::timeout);  // never checked out
-  expect_invariants();
-  // Failed or cancelled (the gateway lets only operators cancel it): the hold is
-  // released, nothing moves.
+  EXPECT_EQ(account(shop_).debits_pending, 300u);
   ASSERT_EQ(step(CommandKind::order_result, declined, {}, 0, kFailed).code, ResultCode::ok);
-  ASSERT_EQ(step(CommandKind::order_cancel, late).code, ResultCode::ok);
-  EXPECT_EQ(order(late).status, OrderStatus::cancelled);
+  ASSERT_EQ(step(CommandKind::order_cancel, cancelled).code, ResultCode::ok);
+  EXPECT_EQ(account(shop_).debits_pending, 100u);
+  ASSERT_EQ(code(Command::make_tick(), 5), ResultCode::ok);
+  EXPECT_EQ(order(late).status, OrderStatus::timeout);
   EXPECT_EQ(account(shop_).debits_pending, 0u);
   EXPECT_EQ(balance(shop_), 350);
   expect_invariants();
@@ -364,7 +360,7 @@ TEST_F(OrderBookTest, OrdersSurviveASnapshotAndKeysReplayTheirAnswers) {
   const u64 late = create(20, 5, 3);
   ASSERT_EQ(step(CommandKind::order_checkout, late, clearing_, 0, kExternal).code, ResultCode::ok);
   ASSERT_EQ(step(CommandKind::order_result, late, {}, 0, kSuccess, 6).code, ResultCode::ok);
-  // A balance order processing: its hold is in the state, and it waits past its expiry.
+  // A balance order processing: its hold is in the state, and its expiry releases it.
   const u64 billed = create(60, 20, 6);
   ASSERT_EQ(
       step(CommandKind::order_checkout, billed, clearing_, 0, static_cast<u8>(OrderMethod::balance))
@@ -393,8 +389,8 @@ TEST_F(OrderBookTest, OrdersSurviveASnapshotAndKeysReplayTheirAnswers) {
   }
   EXPECT_EQ(restored.state_digest(), ledger_->state_digest());
   EXPECT_EQ(restored.find_order(routed)->status, OrderStatus::timeout);
-  EXPECT_EQ(restored.find_order(billed)->status, OrderStatus::processing);  // no expiry
-  EXPECT_EQ(restored.find_account(shop_)->debits_pending, 60u);
+  EXPECT_EQ(restored.find_order(billed)->status, OrderStatus::timeout);
+  EXPECT_EQ(restored.find_account(shop_)->debits_pending, 0u);
   EXPECT_TRUE(restored.order_archived(paid));
   // The digest sees an order's state.
   const u64 before = restored.state_digest();
@@ -468,11 +464,7 @@ TEST_F(OrderBookTest, RandomWorkflowsMatchASimpleModel) {
       now_ns_ += pick(4) * kNanosPerSecond;
       // What the ledger does before the command at this time: expiry, then retention.
       for (auto& [id, m] : model) {
-        // A processing balance order waits for its provider whatever the time.
-        const bool waits = m.method == OrderMethod::balance && m.status == OrderStatus::processing;
-        if (!is_final(m.status) && !waits && m.expires_at <= now_ns_) {
-          finish(m, OrderStatus::timeout);
-        }
+        if (!is_final(m.status) && m.expires_at <= now_ns_) finish(m, OrderStatus::timeout);
       }
       std::erase_if(model, [&](const auto& entry) {
         const Model& m = entry.second;
@@ -697,11 +689,10 @@ TEST_F(OrderBookTest, RandomWorkflowsMatchASimpleModel) {
     EXPECT_GT(statuses_seen[st], 10u) << name(st);
   }
   EXPECT_GT(archived_seen, 10u);
-  // (A processing balance order never times out: the model says so, and agrees.)
-  for (const OrderStatus st : {OrderStatus::success, OrderStatus::failed, OrderStatus::cancelled}) {
+  for (const OrderStatus st :
+       {OrderStatus::success, OrderStatus::failed, OrderStatus::timeout, OrderStatus::cancelled}) {
     EXPECT_GT(balance_finals[st], 2u) << "balance " << name(st);
   }
-  EXPECT_EQ(balance_finals[OrderStatus::timeout], 0u);
 }
 
 }  // namespace
