@@ -339,8 +339,9 @@ CommandResult Ledger::execute(Stamp stamp, const Command& command) noexcept {
   return CommandResult{ResultCode::invalid_command};
 }
 
-// Orders move money only by immediate transfers inside this group, made by the order
-// command itself at its stamp, with every rule a transfer has.
+// Orders move money only by transfers inside this group (immediate ones, or a balance
+// checkout's hold that only its order ends), made by the order command itself at its
+// stamp, with every rule a transfer has.
 CommandResult Ledger::apply_order(Stamp stamp, const Command& command) noexcept {
   OrderMoneyAt money(*this, stamp);
   return orders_.apply(stamp, command, money);

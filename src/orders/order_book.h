@@ -7,8 +7,10 @@
 // (the money moves at once: success) or through a provider (processing, until the
 // provider's result); it times out when its expiry passes first; a provider's success
 // after that is recorded as exception_checkout, for an operator to resolve. A success
-// can be refunded, in parts, up to its amount. Every move of money is an immediate
-// transfer of the ledger (OrderMoney), made in the same command as the transition.
+// can be refunded, in parts, up to its amount. A balance checkout holds the merchant's
+// own money toward the provider until its result. Every move of money is a transfer of
+// the ledger (OrderMoney: immediate, or that hold), made in the same command as the
+// transition; a checkout refused by the merchant's risk rules moves nothing.
 //
 // Thread: the group's only. Memory: allocated at construction; applying commands
 // allocates nothing. Time: only from each command's stamp.

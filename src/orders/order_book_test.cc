@@ -235,6 +235,50 @@ TEST_F(OrderBookTest, ACheckoutRefusedByRiskRulesIsRecordedAndMovesNothing) {
   expect_invariants();
 }
 
+TEST_F(OrderBookTest, AStepsKeyCountsAgainstTheSideThatSendsIt) {
+  constexpr u8 kBalance = static_cast<u8>(OrderMethod::balance);
+  constexpr MerchantId kProvider{11};  // clearing_'s owner
+  ASSERT_EQ(code(Command::make_transfer(treasury(), shop_, 500, kUsd)), ResultCode::ok);
+  const auto keys_of = [&](MerchantId owner) -> u32 {
+    const OwnerQuota* q = ledger_->find_quota(owner);
+    return q == nullptr ? 0 : q->used[static_cast<u32>(Quota::idempotency_keys)];
+  };
+  u64 next_key = 100;
+  // Runs a keyed step and says whose key count went up by one.
+  const auto keyed = [&](const Command& command) {
+    const u32 shop = keys_of(kShop), payer = keys_of(kPayer), provider = keys_of(kProvider);
+    const CommandResult r = run(Command(command).with_key(key(next_key++)));
+    EXPECT_EQ(r.code, ResultCode::ok);
+    const u32 counted =
+        (keys_of(kShop) - shop) + (keys_of(kPayer) - payer) + (keys_of(kProvider) - provider);
+    EXPECT_EQ(counted, 1u);  // one key, one owner
+    return keys_of(kShop) > shop ? kShop : keys_of(kPayer) > payer ? kPayer : kProvider;
+  };
+  // The merchant's: create, cancel, refund, a balance checkout (its own money).
+  EXPECT_EQ(keyed(Command::make_order_create(shop_, 100, kUsd, 30, 0)), kShop);
+  const u64 paid = create(100), routed = create(50), billed = create(20), dropped = create(10);
+  EXPECT_EQ(keyed(Command::make_order(CommandKind::order_cancel, dropped)), kShop);
+  // The payer's: its wallet checkout.
+  EXPECT_EQ(keyed(Command::make_order(CommandKind::order_checkout, paid, wallet_, 0, kWallet)),
+            kPayer);
+  EXPECT_EQ(keyed(Command::make_order(CommandKind::order_refund, paid, {}, 10)), kShop);
+  // The provider's: the external checkout naming its clearing account, and its result.
+  EXPECT_EQ(
+      keyed(Command::make_order(CommandKind::order_checkout, routed, clearing_, 0, kExternal)),
+      kProvider);
+  EXPECT_EQ(keyed(Command::make_order(CommandKind::order_result, routed, {}, 0, kSuccess)),
+            kProvider);
+  // A balance checkout names the provider's clearing account but spends the merchant's
+  // money: the merchant's key, refused by a risk rule or not.
+  EXPECT_EQ(keyed(Command::make_order(CommandKind::order_checkout, billed, clearing_, 0, kBalance)),
+            kShop);
+  const u64 risky = create(10);
+  EXPECT_EQ(keyed(Command::make_order(CommandKind::order_checkout, risky, clearing_, 0,
+                                      checkout_action(OrderMethod::balance, RiskRule::max_amount))),
+            kShop);
+  expect_invariants();
+}
+
 TEST_F(OrderBookTest, CancelBeforeAResultOnly) {
   const u64 fresh = create();
   ASSERT_EQ(step(CommandKind::order_cancel, fresh).code, ResultCode::ok);
