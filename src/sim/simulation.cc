@@ -32,10 +32,10 @@ std::string SeedReport::line() const {
   return fmt::format(
       "seed={} groups={} steps={} requests={} acknowledged={} crashes={} restarts={} torn={} "
       "lost_writes={} injected_errors={} corruptions_detected={} flips_unsynced={} repairs={} "
-      "snapshots={} clock_jumps={} trace={:016x}",
+      "snapshots={} clock_jumps={} orders={} trace={:016x}",
       seed, groups, steps, requests, acknowledged, crashes, restarts, torn_writes, lost_writes,
       injected_errors, corruptions_detected, flips_unsynced, repairs, snapshots, clock_jumps,
-      trace);
+      orders, trace);
 }
 
 namespace {
@@ -168,6 +168,7 @@ class Simulation {
     storage_.set_faults(faults_);
     accounts_.assign(report_.groups, {});
     holds_.assign(report_.groups, {});
+    orders_.assign(report_.groups, {});
   }
 
   // Segments the group removes (a snapshot covers them) are kept here, as they were
@@ -472,6 +473,9 @@ class Simulation {
       } else if (c.kind == CommandKind::transfer && (c.flags & kTransferPending) != 0 &&
                  (c.flags & kTransferBetweenGroups) == 0 && holds_[s.group].size() < 64) {
         holds_[s.group].push_back(TransferId{r.id});
+      } else if (c.kind == CommandKind::order_create) {
+        ++report_.orders;
+        if (orders_[s.group].size() < 64) orders_[s.group].push_back(r.id);
       }
     }
   }
@@ -534,7 +538,8 @@ class Simulation {
     const u64 roll = pick(1000);
     trace(roll);
     if (roll < 60) return create_accounts();
-    if (roll < 260) return transfers();
+    if (roll < 230) return transfers();
+    if (roll < 260) return orders();
     if (roll < 330) return holds();
     if (roll < 390) return post_or_void();
     if (roll < 430) return atomic_batch();
@@ -660,6 +665,59 @@ class Simulation {
     submit(std::move(s));
   }
 
+  // Orders (docs/ORDERS.md): made on a funding (merchant) account, then any step on one
+  // the workload knows: a checkout by each method (now and then refused by a risk
+  // rule), the provider's result, a cancel, a refund, a resolution.
+  void orders() {
+    const u32 g = static_cast<u32>(pick(report_.groups));
+    auto s = request(g);
+    Command c;
+    if (orders_[g].empty() || chance(30)) {
+      const Known* shop = any_account(g, std::nullopt, /*funding=*/true);
+      if (!shop) return create_accounts();
+      c = Command::make_order_create(shop->id, 1 + pick(500), shop->currency,
+                                     static_cast<u32>(1 + pick(30)), chance(50) ? 1 + pick(40) : 0);
+    } else {
+      const u64 order = orders_[g][pick(orders_[g].size())];
+      const Known* other = any_account(g);  // a payer's wallet, or a provider's account
+      const AccountId account = other != nullptr ? other->id : AccountId{1};
+      const u8 outcome = static_cast<u8>(1 + pick(2));
+      switch (pick(8)) {
+        case 0:
+          c = Command::make_order(
+              CommandKind::order_checkout, order, account, 0,
+              checkout_action(OrderMethod::wallet,
+                              chance(15) ? RiskRule::payer_velocity : RiskRule::none));
+          break;
+        case 1:
+          c = Command::make_order(CommandKind::order_checkout, order, account, 0,
+                                  checkout_action(OrderMethod::external));
+          break;
+        case 2:
+          c = Command::make_order(CommandKind::order_checkout, order, account, 0,
+                                  checkout_action(OrderMethod::balance));
+          break;
+        case 3:
+        case 4:
+          c = Command::make_order(CommandKind::order_result, order, {}, 0, outcome);
+          break;
+        case 5:
+          c = Command::make_order(CommandKind::order_cancel, order);
+          break;
+        case 6:
+          c = Command::make_order(CommandKind::order_refund, order, {},
+                                  chance(50) ? 0 : 1 + pick(300));
+          break;
+        default:
+          c = Command::make_order(CommandKind::order_resolve, order, {}, 0, outcome);
+          break;
+      }
+    }
+    maybe_key(c);
+    s->commands.push_back(c);
+    submit(std::move(s));
+  }
+
   void holds() {
     const u32 g = static_cast<u32>(pick(report_.groups));
     const Known* debit = any_account(g);
@@ -737,7 +795,9 @@ class Simulation {
         if (c.kind == CommandKind::transfer) c.transfer.amount += 1;
         if (c.kind == CommandKind::create_account) c.create_account.owner.value += 7;
         if (c.kind == CommandKind::post_pending) c.pending.amount += 1;
-        if (c.kind == CommandKind::void_pending) c.extra_hash ^= 1;
+        if (c.kind == CommandKind::void_pending || OrderBook::is_order_command(c.kind)) {
+          c.extra_hash ^= 1;  // what the ledger does not keep (a reason, a reference)
+        }
       }
     }
     submit(std::move(s));
@@ -798,6 +858,7 @@ class Simulation {
   std::vector<Acknowledged> acknowledged_;
   std::vector<std::vector<Known>> accounts_;
   std::vector<std::vector<TransferId>> holds_;
+  std::vector<std::vector<u64>> orders_;  // orders made, by group (the last 64)
   std::vector<IdempotencyKey> claim_keys_;
   u64 next_key_ = 0;
   u64 next_tag_ = 0;

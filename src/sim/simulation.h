@@ -39,6 +39,7 @@ struct SeedReport {
   u64 repairs = 0;               // journals cut where such a flip made a record corrupt
   u64 snapshots = 0;
   u64 clock_jumps = 0;
+  u64 orders = 0;  // orders made and acknowledged (their steps follow)
   u64 trace = 0;
 
   std::string line() const;

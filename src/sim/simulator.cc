@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
   }
 
   const auto started = std::chrono::steady_clock::now();
-  u64 crashes = 0;
+  u64 crashes = 0, orders = 0;
   u64 ran = 0;
   for (u64 seed = first_seed; long_run || seed < first_seed + seeds; ++seed) {
     TempDir dir("paygate-sim");
@@ -76,13 +76,20 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
     const auto at = line.find("crashes=");
     crashes += std::stoull(line.substr(at + 8));
+    orders += std::stoull(line.substr(line.find("orders=") + 7));
     ++ran;
+  }
+  // A long run that made no order would check orders not at all.
+  if (ran * steps >= 3000 && orders == 0) {
+    std::printf("simulator FAILED: %llu seeds made no order\n",
+                static_cast<unsigned long long>(ran));
+    return 1;
   }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  std::printf("simulator ok seeds=%llu steps=%u crashes=%llu\n",
-              static_cast<unsigned long long>(ran), steps,
-              static_cast<unsigned long long>(crashes));
+  std::printf("simulator ok seeds=%llu steps=%u crashes=%llu orders=%llu\n",
+              static_cast<unsigned long long>(ran), steps, static_cast<unsigned long long>(crashes),
+              static_cast<unsigned long long>(orders));
   std::fprintf(stderr, "simulator: %.1f s\n", seconds);
   return 0;
 }
