@@ -316,8 +316,13 @@ TEST_F(OrderServerTest, RiskRulesRefuseACheckoutRecordItAndMoveNothing) {
                             R"("blocked_payers":[")" +
                             blocked.id + R"(",")" + parent.id + R"("]})";
   EXPECT_EQ(error_code(merchant_request(shop_, "POST", rules_path, rules)), "operator_only");
-  const HttpResponse set = admin_post(rules_path, rules);
+  const HttpResponse set = admin_post(rules_path, rules, {"Idempotency-Key: rules-1"});
   ASSERT_EQ(set.status, 200u) << set.body;
+  // A retry answers the same; the key with other rules is refused, and changes nothing.
+  EXPECT_EQ(admin_post(rules_path, rules, {"Idempotency-Key: rules-1"}).body, set.body);
+  const HttpResponse reused =
+      admin_post(rules_path, R"({"max_amount":null})", {"Idempotency-Key: rules-1"});
+  EXPECT_EQ(error_code(reused), "idempotency_key_reused") << reused.body;
   const HttpResponse retried_poor =
       checkout_wallet(payer_, poor_id, poor_signature, wallet_, {"Idempotency-Key: k-poor"});
   EXPECT_EQ(error_code(retried_poor), "insufficient_funds") << retried_poor.body;

@@ -1,7 +1,5 @@
 #include "api/risk.h"
 
-#include <iterator>
-
 namespace paygate::api {
 
 namespace {

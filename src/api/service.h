@@ -122,6 +122,7 @@ class Exchange final : public Completion {
   Order order_seen_;          // as it was before the step in flight
   bool order_stale_ = false;  // the answer's order is order_seen_ moved on by the step
   QuotaSet quota_set_;
+  RiskSet risk_set_;
   OwnerQuota quota_;
   QuotaLimits quota_defaults_;
   AccountCreate account_create_;

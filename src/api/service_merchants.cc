@@ -212,29 +212,37 @@ bool Service::set_quotas(Exchange& ex) {
 }
 
 // A merchant's risk rules: operators set them (kept in the registry, durably), the
-// merchant and operators read them. Checked at each checkout (checkout_risk).
+// merchant and operators read them. Checked at each checkout (checkout_risk). Setting
+// the same rules again changes nothing; an Idempotency-Key is claimed first, as for
+// the registry's other routes, so that its use with other content is refused.
 bool Service::merchant_risk(Exchange& ex) {
   const bool set = ex.route_ == Route::merchants_risk_set;
-  if (set && !ex.principal_.is_operator)
-    return fail(ex, ResultCode::operator_only, "operators only");
-  RiskSet request;
-  if (set) {
-    const Problem problem = decoder().risk_set(ex.view_.body, &request);
-    if (!problem.ok()) return fail_problem(ex, problem);
+  RiskSet& request = ex.risk_set_;
+  const u64 content = Hasher{}.add_bytes(ex.view_.body).value();
+  if (ex.step_ == 0) {
+    if (set && !ex.principal_.is_operator) {
+      return fail(ex, ResultCode::operator_only, "operators only");
+    }
+    if (set) {
+      const Problem problem = decoder().risk_set(ex.view_.body, &request);
+      if (!problem.ok()) return fail_problem(ex, problem);
+    }
+    const MerchantRef merchant = path_merchant(ex);
+    if (merchant == nullptr) return true;
+    if (merchant->kind != PrincipalKind::merchant) {
+      return fail(ex, ResultCode::merchant_not_found, "risk rules are a merchant's");
+    }
+    if (set && !ex.key_.empty()) return claim_for_registry(ex, content);
+  } else if (!ex.results_[0].ok()) {
+    return fail_claim(ex, ex.results_[0].code);
   }
-  const MerchantRef merchant = path_merchant(ex);
-  if (merchant == nullptr) return true;
-  if (merchant->kind != PrincipalKind::merchant) {
-    return fail(ex, ResultCode::merchant_not_found, "risk rules are a merchant's");
-  }
+  const MerchantRef merchant = merchants_.find(ex.path_id_);  // principals are never removed
+  PG_ASSERT(merchant != nullptr);
   RiskRules rules = merchant->risk;
   if (set) {
     Status failure;
     const ResultCode code = merchants_.set_risk(merchant->id, request, &rules, &failure);
-    if (code == ResultCode::not_durable) {
-      PG_LOG_ERROR("event=registry_write_failed message=\"{}\"", failure.to_string());
-    }
-    if (code != ResultCode::ok) return fail(ex, code, describe(code));
+    if (code != ResultCode::ok) return fail_registry(ex, code, failure);
     PG_LOG_INFO("event=risk_rules_set merchant={} max_amount={} velocity={} blocked_payers={}",
                 id_text(IdKind::merchant, merchant->id), rules.max_amount,
                 rules.max_checkouts_per_payer_per_minute, rules.blocked_payers.size());

@@ -74,7 +74,7 @@ struct alignas(64) Order {
   u64 ref_hash = 0;            // the merchant_ref's hash, unique per merchant while held
   AccountId payer_account;     // wallet: the account paid from; balance: the order's account
   AccountId provider_account;  // external, balance: the provider's clearing account
-  TransferId transfer_id;      // the transfer that paid it (wallet, external success)
+  TransferId transfer_id;      // the transfer that paid it (a success; balance: the hold)
   Currency currency;
   u32 expires_in_s = 0;
   OrderStatus status = OrderStatus::created;
@@ -106,8 +106,9 @@ constexpr AccountId paid_side(const Order& o) noexcept {
   return o.method == OrderMethod::balance ? o.provider_account : o.account;
 }
 
-// The ledger's money, as the order machine may use it: immediate transfers at the
-// order command's stamp, with every rule of the ledger (funds, currency, limits).
+// The ledger's money, as the order machine may use it: immediate transfers, and holds
+// that only the order ends, at the order command's stamp, with every rule of the
+// ledger (funds, currency, limits).
 class OrderMoney {
  public:
   virtual CommandResult move(AccountId debit, AccountId credit, u64 amount,

@@ -127,11 +127,14 @@ TEST_F(CrashTest, KillNineAtRandomMomentsLosesNothingAcknowledged) {
   EXPECT_EQ(code, 0) << output;
   const auto at = output.find("verified acks=");
   ASSERT_NE(at, std::string::npos) << output;
-  EXPECT_GT(std::stoull(output.substr(at + 14)), 100u) << output;
-  // Orders went through the kills too (their steps are among the acknowledged).
+  const u64 acks = std::stoull(output.substr(at + 14));
+  EXPECT_GT(acks, 100u) << output;
+  // Orders went through the kills too (their steps are among the acknowledged). Bounded
+  // by the work done, not by time: about one request in twelve makes an order (8 % in
+  // runs here), so one in a hundred is the floor, whatever the machine's speed.
   const auto orders = output.find("orders_made=");
   ASSERT_NE(orders, std::string::npos) << output;
-  EXPECT_GT(std::stoull(output.substr(orders + 12)), 20u) << output;
+  EXPECT_GT(std::stoull(output.substr(orders + 12)) * 100, acks) << output;
   std::printf("%llu kill cycles; %s", static_cast<unsigned long long>(cycles), output.c_str());
 
   // The operator's tool agrees: the journal checks out and replays with invariants.
