@@ -150,10 +150,17 @@ void render_transfer(std::string& out, const Transfer& t) {
   json.key("id").id(IdKind::transfer, t.id.value);
   json.key("status").string(name(t.status));
   json.key("debit_account").id(IdKind::account, t.debit_account_id.value);
-  json.key("credit_account").id(IdKind::account, t.credit_account_id.value);
+  // A wallet's payment of an order in another group names the order: its account is
+  // that group's to credit.
+  if (t.pays_order()) {
+    json.key("order").id(IdKind::order, t.paid_order());
+  } else {
+    json.key("credit_account").id(IdKind::account, t.credit_account_id.value);
+  }
   json.key("amount").unsigned_number(t.amount);
   json.key("currency").string(t.currency.letters());
-  json.key("pending").boolean(t.two_phase() || t.order_hold());  // a hold, either way
+  // A hold, either way (between groups, an order's money settles as a transfer does).
+  json.key("pending").boolean(t.two_phase() || (t.order_hold() && !t.between_groups()));
   if (t.two_phase() && t.status == TransferStatus::posted) {
     json.key("posted_amount").unsigned_number(t.posted_amount);
   }

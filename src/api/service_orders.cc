@@ -171,6 +171,83 @@ bool Service::fail_order_command(Exchange& ex, const CommandResult& result) {
   return fail(ex, result.code, describe(result.code));
 }
 
+// The refusal a step of an order in `o`'s state gets (OrderBook::refuse_state).
+CommandResult Service::refused_state(const Order& o) {
+  return CommandResult{.code = ResultCode::invalid_order_state,
+                       .channel_number = static_cast<u32>(o.status),
+                       .id = o.id};
+}
+
+// A step whose money crosses groups (a wallet elsewhere pays, or is refunded): the
+// order's command is the first step of the protocol between groups (pipeline/carry.h),
+// keyed like any step, so that a retry finds the same hold and is carried to the end.
+bool Service::carry_order_step(Exchange& ex, const Command& command) {
+  ex.order_seen_ = ex.order_;
+  ex.between_groups_ = true;
+  // (The request's content, for a claim of its key in another group.)
+  ex.commands_.assign(1, Command{command}.with_key(ex.key_, ex.key_lane_));
+  ex.results_.assign(1, CommandResult{});
+  return start_carry(ex, ex.commands_[0], /*last=*/false);
+}
+
+// After the carry: a refund is answered from the order as it was and the amount sent;
+// a checkout reads its order back (paid, or, refused, in the state that refused it).
+bool Service::order_step_between_groups(Exchange& ex) {
+  const CarryBetweenGroups::Carried& carried = ex.carry_.carried()[0];
+  Order& o = ex.order_;
+  const bool refund = ex.route_ == Route::orders_refunds;
+  if (refund && ex.step_ == 2) {
+    if (carried.code == ResultCode::invalid_order_state) {
+      return fail_order_command(ex, refused_state(ex.order_seen_));
+    }
+    if (carried.code == ResultCode::refund_exceeds_order && !carried.numbered) {
+      return fail_order_command(ex, CommandResult{.code = carried.code});
+    }
+    if (const std::optional<bool> failed = fail_carried(ex)) return *failed;
+    ex.group_ = engine().route(o.id);  // the carry left it at its last step's
+    return lookup_order(ex, /*last_step=*/true);
+  }
+  if (refund) {
+    // The refund is its hold (what "the rest" came to, a retry's too); the order as
+    // it is now (gone from memory: as it was, with this refund).
+    const u64 amount = ex.carry_.holds()[0].amount;
+    if (!ex.outcome_.found) {
+      o = ex.order_seen_;
+      o.amount_refunded = std::min(o.amount, o.amount_refunded + amount);
+    }
+    render_refund(ex.reply.body, o, carried.hold.value, amount, ex.order_step_.reason);
+    return finish(ex, 201);
+  }
+  if (ex.step_ == 2) {
+    // Refused by the order's group because the order was not open (the payer's money
+    // went back): answered below with the state that refused it.
+    const bool order_refused =
+        ex.carry_.status() == ResultCode::ok && carried.numbered &&
+        (carried.code == ResultCode::invalid_order_state ||
+         carried.code == ResultCode::order_not_found || carried.code == ResultCode::order_archived);
+    if (!order_refused) {
+      if (const std::optional<bool> failed = fail_carried(ex)) return *failed;
+    }
+    ex.group_ = engine().route(o.id);  // the carry left it at its last step's
+    return lookup_order(ex, /*last_step=*/true);
+  }
+  if (carried.code != ResultCode::ok) {
+    if (!ex.outcome_.found) return fail_order_lookup(ex);
+    return fail_order_command(ex, refused_state(o));
+  }
+  if (!ex.outcome_.found) {
+    // Paid, then gone from memory (a retry's, long after): the order as it was, paid
+    // (its transfer: the payer's side of the payment).
+    o = ex.order_seen_;
+    o.status = OrderStatus::success;
+    o.method = OrderMethod::wallet;
+    o.payer_account = AccountId{ex.order_step_.payer_account};
+    o.transfer_id = carried.hold;
+  }
+  render_order(ex.reply.body, o, order_signature(o), 0);
+  return finish(ex, 200);
+}
+
 bool Service::create_order(Exchange& ex) {
   OrderCreate& r = ex.order_create_;
   if (ex.step_ == 0) {
@@ -293,10 +370,11 @@ bool Service::order_step(Exchange& ex) {
           if (provider == nullptr) return true;
           account = AccountId{provider->clearing_account};
         }
-        if (engine().route(account.value) != ex.group_) {
+        const bool elsewhere = engine().route(account.value) != ex.group_;
+        if (elsewhere && method != OrderMethod::wallet) {
           return fail(ex, ResultCode::cross_group_transfer,
-                      "the order and the paying account are in different groups: not yet "
-                      "supported (docs/ORDERS.md)");
+                      "the order and its provider's clearing account are in different groups: "
+                      "not yet supported (docs/ORDERS.md)");
         }
         // The risk rules are asked once, while the order is open; a keyed retry of a
         // refused checkout sends the same refusal, for the group to answer as before.
@@ -305,6 +383,17 @@ bool Service::order_step(Exchange& ex) {
                                                                        : RiskRule::none;
         kind = CommandKind::order_checkout;
         action = checkout_action(method, rule);
+        if (elsewhere && rule == RiskRule::none) {
+          // A wallet of another group pays: held there, credited here with the order's
+          // transition in one command, settled there (docs/ORDERS.md, "Between groups").
+          // Without a key to answer a retry from, a closed order is refused now.
+          if (o.status != OrderStatus::created &&
+              (ex.key_.empty() || ex.key_lane_ != KeyLane::client)) {
+            return fail_order_command(ex, refused_state(o));
+          }
+          return carry_order_step(
+              ex, Command::make_order(CommandKind::order_pay, o.id, account, o.amount, action));
+        }
         break;
       }
       case Route::orders_result: {
@@ -339,6 +428,12 @@ bool Service::order_step(Exchange& ex) {
           kind = CommandKind::order_refund;
           amount = s.amount;
           extra = Hasher{}.add_bytes(s.reason).add(7).value();
+          if (o.method == OrderMethod::wallet &&
+              engine().route(o.payer_account.value) != ex.group_) {
+            // To a wallet of another group: held here, carried there, settled here.
+            return carry_order_step(
+                ex, Command::make_order(kind, o.id, {}, amount, 0).with_extra_hash(extra));
+          }
         }
         break;
     }
@@ -358,6 +453,7 @@ bool Service::order_step(Exchange& ex) {
     request.order_out = &o;
     return submit(ex, request);
   }
+  if (ex.between_groups_) return order_step_between_groups(ex);
   // The step is done; a refund's amount is its transfer's.
   const bool refund = route == Route::orders_refunds;
   if (ex.step_ == 2) {

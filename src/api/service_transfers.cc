@@ -71,8 +71,10 @@ bool Service::provider_may_credit(const Exchange& ex, const TransferCreate& t) c
 }
 
 bool Service::visible_transfer(const Exchange& ex, const Transfer& transfer) const {
+  // A payment of an order elsewhere names the order, not an account: its payer's only
+  // (the order's merchant sees the credit in the order's group).
   return visible_account(ex, transfer.debit_account_id.value) ||
-         visible_account(ex, transfer.credit_account_id.value);
+         (!transfer.pays_order() && visible_account(ex, transfer.credit_account_id.value));
 }
 
 bool Service::create_transfer(Exchange& ex) {
@@ -149,8 +151,12 @@ bool Service::transfer_between_groups(Exchange& ex) {
 // (pipeline/carry.h): that command (keyed, so that a retry finds the same hold), the
 // hold looked up, the credit, the settlement. `last`: the request has nothing after it.
 bool Service::start_carry(Exchange& ex, const Command& number, bool last) {
-  const u64 debit = number.kind == CommandKind::transfer ? number.transfer.debit_account_id.value
-                                                         : number.pending.transfer_id.value;
+  // Where the money is held: the debit account's group (an order's checkout: the
+  // paying wallet's; its refund: the order's).
+  const u64 debit = number.kind == CommandKind::transfer    ? number.transfer.debit_account_id.value
+                    : number.kind == CommandKind::order_pay ? number.order.account.value
+                    : number.kind == CommandKind::order_refund ? number.order.order_id
+                                                               : number.pending.transfer_id.value;
   ex.carry_.begin(engine(), id_prefix(debit).group, number);
   ex.carrying_ = true;
   ex.carry_last_ = last;

@@ -335,7 +335,7 @@ TEST_F(WalletServerTest, ProvidersAreOnboardedOnceAndWithdrawalsFindOne) {
   EXPECT_EQ(error_code(missing), "missing_field");
 }
 
-TEST_F(WalletTwoGroupServerTest, AnOrderPaidFromAWalletInAnotherGroupIsRefusedAndMovesNothing) {
+TEST_F(WalletTwoGroupServerTest, AnOrderPaidFromAWalletInAnotherGroupIsPaidAndRefundedOnce) {
   // Principals are spread round-robin: the user in group 0, the provider in group 1, a
   // filler in group 0, the shop in group 1 (an order lives in its account's group).
   const MerchantKeys payer = user();
@@ -345,20 +345,117 @@ TEST_F(WalletTwoGroupServerTest, AnOrderPaidFromAWalletInAnotherGroupIsRefusedAn
   const std::string wallet = funded_wallet(payer, bank, 800);
   const std::string shop_account = account(shop);
   ASSERT_NE(wallet.substr(4, 4), shop_account.substr(4, 4)) << wallet << " " << shop_account;
-  const HttpResponse made = merchant_request(
-      shop, "POST", "/v1/orders",
-      R"({"merchant_ref":"far","amount":100,"currency":"USD","account":")" + shop_account + "\"}");
-  ASSERT_EQ(made.status, 201u) << made.body;
-  const std::string id = text_field(made.body, "/id");
-  const HttpResponse paid =
-      merchant_request(payer, "POST", "/v1/orders/" + id + "/checkout",
-                       R"({"signature":")" + text_field(made.body, "/signature") +
-                           R"(","method":"wallet","payer_account":")" + wallet + R"("})");
-  // Not carried between groups yet (docs/ORDERS.md): refused, nothing moved.
-  EXPECT_EQ(error_code(paid), "cross_group_transfer") << paid.body;
+  const auto order = [&](const std::string& ref, i64 amount) {
+    const HttpResponse made =
+        merchant_request(shop, "POST", "/v1/orders",
+                         R"({"merchant_ref":")" + ref + R"(","amount":)" + std::to_string(amount) +
+                             R"(,"currency":"USD","account":")" + shop_account + "\"}");
+    EXPECT_EQ(made.status, 201u) << made.body;
+    return std::pair{text_field(made.body, "/id"), text_field(made.body, "/signature")};
+  };
+  const auto checkout = [&](const std::pair<std::string, std::string>& o,
+                            std::vector<std::string> more = {}) {
+    return merchant_request(payer, "POST", "/v1/orders/" + o.first + "/checkout",
+                            R"({"signature":")" + o.second +
+                                R"(","method":"wallet","payer_account":")" + wallet + R"("})",
+                            std::move(more));
+  };
+  const auto refund = [&](const std::string& id, const std::string& body,
+                          std::vector<std::string> more = {}) {
+    return merchant_request(shop, "POST", "/v1/orders/" + id + "/refunds", body, std::move(more));
+  };
+
+  // Paid: the answer comes when the order's group has marked it paid, durably.
+  const auto far = order("far", 100);
+  const HttpResponse paid = checkout(far, {"Idempotency-Key: far-1"});
+  ASSERT_EQ(paid.status, 200u) << paid.body;
+  EXPECT_EQ(text_field(paid.body, "/status"), "success");
+  EXPECT_EQ(text_field(paid.body, "/method"), "wallet");
+  EXPECT_EQ(text_field(paid.body, "/payer_account"), wallet);
+  EXPECT_EQ(balance(wallet), 700);
+  EXPECT_EQ(balance(shop_account), 100);
+  // A retry, and a retry after a restart, answer the same and move nothing.
+  for (int round = 0; round < 2; ++round) {
+    const HttpResponse again = checkout(far, {"Idempotency-Key: far-1"});
+    EXPECT_EQ(again.status, 200u) << again.body;
+    EXPECT_EQ(text_field(again.body, "/status"), "success");
+    EXPECT_EQ(balance(wallet), 700);
+    EXPECT_EQ(balance(shop_account), 100);
+    if (round == 0) restart(SIGKILL);
+  }
+  // The payer sees the order it paid; another checkout of it is refused, with or
+  // without a key, and the payer keeps its money.
+  const HttpResponse seen = merchant_request(payer, "GET", "/v1/orders/" + far.first);
+  EXPECT_EQ(seen.status, 200u) << seen.body;
+  for (const std::vector<std::string>& more :
+       {std::vector<std::string>{"Idempotency-Key: far-2"}, std::vector<std::string>{}}) {
+    const HttpResponse twice = checkout(far, more);
+    EXPECT_EQ(twice.status, 409u) << twice.body;
+    EXPECT_EQ(error_code(twice), "invalid_order_state");
+    EXPECT_NE(twice.body.find("success"), std::string::npos) << twice.body;
+  }
+  EXPECT_EQ(balance(wallet), 700);
+  EXPECT_EQ(balance(wallet, "/available"), 700);
+
+  // Refunds reach the wallet in the other group: a part (retried), then the rest.
+  const HttpResponse part =
+      refund(far.first, R"({"amount":40,"reason":"broken"})", {"Idempotency-Key: back-1"});
+  ASSERT_EQ(part.status, 201u) << part.body;
+  EXPECT_EQ(number_field(part.body, "/amount"), 40);
+  const HttpResponse part_again =
+      refund(far.first, R"({"amount":40,"reason":"broken"})", {"Idempotency-Key: back-1"});
+  EXPECT_EQ(part_again.status, 201u) << part_again.body;
+  EXPECT_EQ(text_field(part_again.body, "/id"), text_field(part.body, "/id"));
+  EXPECT_EQ(balance(wallet), 740);
+  EXPECT_EQ(balance(shop_account), 60);
+  EXPECT_EQ(number_field(part_again.body, "/amount"), 40);
+  EXPECT_EQ(number_field(part_again.body, "/amount_refunded"), 40);
+  // "The rest", retried: the same refund, of what the rest was the first time.
+  for (int round = 0; round < 2; ++round) {
+    const HttpResponse rest = refund(far.first, "{}", {"Idempotency-Key: back-2"});
+    ASSERT_EQ(rest.status, 201u) << rest.body;
+    EXPECT_EQ(number_field(rest.body, "/amount"), 60);
+    EXPECT_EQ(number_field(rest.body, "/amount_refunded"), 100);
+  }
   EXPECT_EQ(balance(wallet), 800);
   EXPECT_EQ(balance(shop_account), 0);
-  EXPECT_EQ(text_field(admin_get("/v1/orders/" + id).body, "/status"), "created");
+  EXPECT_EQ(number_field(admin_get("/v1/orders/" + far.first).body, "/amount_refunded"), 100);
+  const HttpResponse more = refund(far.first, R"({"amount":1})");
+  EXPECT_EQ(more.status, 422u) << more.body;
+  EXPECT_EQ(error_code(more), "refund_exceeds_order");
+
+  // Short of funds: refused where the wallet is, the order still open.
+  const auto big = order("big", 5000);
+  const HttpResponse poor = checkout(big, {"Idempotency-Key: big-1"});
+  EXPECT_EQ(poor.status, 422u) << poor.body;
+  EXPECT_EQ(error_code(poor), "insufficient_funds");
+  EXPECT_EQ(text_field(admin_get("/v1/orders/" + big.first).body, "/status"), "created");
+  // Cancelled before the checkout: the wallet's group holds the money all the same
+  // (it cannot see the order), the order's group refuses the credit, and the hold is
+  // released.
+  const auto gone = order("gone", 50);
+  ASSERT_EQ(merchant_request(shop, "POST", "/v1/orders/" + gone.first + "/cancel", "{}").status,
+            200u);
+  const HttpResponse late = checkout(gone, {"Idempotency-Key: gone-1"});
+  EXPECT_EQ(late.status, 409u) << late.body;
+  EXPECT_EQ(error_code(late), "invalid_order_state");
+  EXPECT_NE(late.body.find("cancelled"), std::string::npos) << late.body;
+  EXPECT_EQ(balance(wallet), 800);
+  EXPECT_EQ(balance(wallet, "/available"), 800);
+
+  // The connection that carried all of this serves ordinary steps as ordinary ones
+  // (its pipeline's slots are reused, [http] pipeline_max = 64 of them in turn: three
+  // dozen rounds of three requests pass every one): a cancel of an order of the
+  // shop's own group is answered as such, a second one refused, a refund of it too.
+  for (int round = 0; round < 36 && !HasFailure(); ++round) {
+    const auto near = order("near-" + std::to_string(round), 30);
+    const std::string path = "/v1/orders/" + near.first;
+    const HttpResponse first = merchant_request(shop, "POST", path + "/cancel", "{}");
+    EXPECT_EQ(first.status, 200u) << first.body;
+    const HttpResponse again = merchant_request(shop, "POST", path + "/cancel", "{}");
+    EXPECT_EQ(again.status, 409u) << again.body;
+    EXPECT_EQ(error_code(again), "invalid_order_state");
+  }
 }
 
 TEST_F(WalletTwoGroupServerTest, AWithdrawalBetweenGroupsReachesTheClearingAccountOnce) {

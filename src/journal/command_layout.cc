@@ -100,6 +100,7 @@ CommandLayout encode(const Command& c) noexcept {
     case CommandKind::order_cancel:
     case CommandKind::order_refund:
     case CommandKind::order_resolve:
+    case CommandKind::order_pay:
       put(body, 0, c.order.order_id);
       put(body, 8, c.order.account.value);
       put(body, 16, c.order.amount);
@@ -199,6 +200,7 @@ Command decode(const CommandLayout& layout) noexcept {
     case CommandKind::order_cancel:
     case CommandKind::order_refund:
     case CommandKind::order_resolve:
+    case CommandKind::order_pay:
       c.order = OrderBody{};
       c.order.order_id = get<u64>(body, 0);
       c.order.account = AccountId{get<u64>(body, 8)};

@@ -9,9 +9,12 @@ namespace paygate::journal {
 namespace {
 
 constexpr CommandKind kKinds[] = {
-    CommandKind::create_account, CommandKind::transfer, CommandKind::post_pending,
-    CommandKind::void_pending,   CommandKind::tick,     CommandKind::deliver,
-    CommandKind::settle,         CommandKind::claim,    static_cast<CommandKind>(99)};
+    CommandKind::create_account, CommandKind::transfer,       CommandKind::post_pending,
+    CommandKind::void_pending,   CommandKind::tick,           CommandKind::deliver,
+    CommandKind::settle,         CommandKind::claim,          CommandKind::set_quota,
+    CommandKind::order_create,   CommandKind::order_checkout, CommandKind::order_result,
+    CommandKind::order_cancel,   CommandKind::order_refund,   CommandKind::order_resolve,
+    CommandKind::order_pay,      static_cast<CommandKind>(99)};
 
 // 64 random bytes under the given kind: every field and every reserved byte set.
 CommandLayout random_layout(std::mt19937_64& rng, CommandKind kind) {

@@ -33,10 +33,12 @@ std::string describe(const Command& command) {
       text = fmt::format("void transfer={}", command.pending.transfer_id.value);
       break;
     case CommandKind::deliver:
-      text = fmt::format("deliver from={} credit={} amount={} currency={} number={}",
+      text = fmt::format("deliver from={} {}={} amount={} currency={} number={}",
                          command.deliver.source_transfer_id.value,
+                         command.flags == kDeliverOrder ? "order" : "credit",
                          command.deliver.credit_account_id.value, command.deliver.amount,
                          command.deliver.currency.letters(), command.deliver.channel_number);
+      if (command.flags == kDeliverOrder) text += fmt::format(" payer={}", command.extra_hash);
       break;
     case CommandKind::settle:
       text =
@@ -75,9 +77,10 @@ std::string describe(const Command& command) {
     case CommandKind::order_result:
     case CommandKind::order_cancel:
     case CommandKind::order_refund:
-    case CommandKind::order_resolve: {
-      static constexpr const char* kNames[] = {"order_checkout", "order_result", "order_cancel",
-                                               "order_refund", "order_resolve"};
+    case CommandKind::order_resolve:
+    case CommandKind::order_pay: {
+      static constexpr const char* kNames[] = {"order_checkout", "order_result",  "order_cancel",
+                                               "order_refund",   "order_resolve", "order_pay"};
       text = fmt::format(
           "{} order={} account={} amount={} action={}",
           kNames[static_cast<int>(command.kind) - static_cast<int>(CommandKind::order_checkout)],
@@ -150,7 +153,8 @@ u64 content_hash(const Command& command) noexcept {
     case CommandKind::order_result:
     case CommandKind::order_cancel:
     case CommandKind::order_refund:
-    case CommandKind::order_resolve: {
+    case CommandKind::order_resolve:
+    case CommandKind::order_pay: {
       // A checkout's risk rule is the gateway's decision, not the client's request: a
       // keyed retry that the rules judge otherwise is still the same request, answered
       // as the first time.

@@ -38,6 +38,11 @@ enum class CommandKind : u8 {
   order_cancel = 13,    // order body
   order_refund = 14,    // order body: amount (0: the rest)
   order_resolve = 15,   // order body: action 1 accept, 2 reject
+  // A wallet of this group pays an order of another (docs/ORDERS.md, "Between groups"):
+  // order body, account = the wallet, amount = the order's, action = wallet. The first
+  // step of the protocol between groups; the order's group marks it paid when the
+  // credit arrives (deliver, kDeliverOrder).
+  order_pay = 16,
 };
 
 // Which table of remembered keys a command's key lives in (docs/LEDGER.md).
@@ -84,6 +89,16 @@ struct DeliverBody {
   u64 amount = 0;
   Currency currency;
   u32 channel_number = 0;  // the hold's number on the channel (GroupChannels)
+};
+
+// A deliver's flags.
+enum DeliverFlags : u8 {
+  // The payment of an order of the receiving group by a wallet of the sending one
+  // (Transfer::pays_order): credit_account_id names the order (its account is credited
+  // and the order marked paid, or the delivery refused), and the command's extra_hash
+  // carries the paying account (no key is ever on a deliver: the channel number is
+  // its idempotency).
+  kDeliverOrder = 1 << 0,
 };
 
 // The sending group learns what the delivery came to: post the hold, or void it.
@@ -223,6 +238,13 @@ struct Command {
                             .channel_number = channel_number};
     return c;
   }
+  static Command make_order_deliver(TransferId source, u64 order_id, AccountId payer, u64 amount,
+                                    Currency currency, u32 channel_number) noexcept {
+    Command c = make_deliver(source, AccountId{order_id}, amount, currency, channel_number);
+    c.flags = kDeliverOrder;
+    c.extra_hash = payer.value;
+    return c;
+  }
   static Command make_settle(TransferId id, u32 channel_number, ResultCode delivery) noexcept {
     Command c;
     c.kind = CommandKind::settle;
@@ -299,11 +321,14 @@ static_assert(sizeof(Command) == 64);
 static_assert(std::is_trivially_copyable_v<Command>);
 
 // Commands only the gateway itself sends (the steps of a transfer between groups,
-// which it carries from group to group; quotas, which operators set through it):
-// never taken from a client as they are.
+// which it carries from group to group; quotas, which operators set through it; an
+// order's steps, which it sends only after checking the order's signature, who may
+// act and the risk rules, and some of which it carries between groups): never taken
+// from a client as they are.
 constexpr bool gateway_only(const Command& command) noexcept {
   return command.kind == CommandKind::deliver || command.kind == CommandKind::settle ||
          command.kind == CommandKind::set_quota ||
+         (command.kind >= CommandKind::order_create && command.kind <= CommandKind::order_pay) ||
          ((command.kind == CommandKind::transfer || command.kind == CommandKind::post_pending) &&
           (command.flags & kTransferBetweenGroups) != 0);
 }

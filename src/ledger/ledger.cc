@@ -160,7 +160,23 @@ class Ledger::OrderMoneyAt final : public OrderMoney {
     ledger_.close_pending<false>(*slot, post ? TransferStatus::posted : TransferStatus::voided,
                                  post ? amount : 0, stamp_);
   }
+  CommandResult send(AccountId debit, AccountId credit, u64 amount,
+                     u64 order_id) noexcept override {
+    Account* from = ledger_.account_at(debit);
+    PG_ASSERT(from != nullptr && ledger_.peer_group(credit.value) >= 0);
+    const CommandResult sent = ledger_.hold_for_group(
+        stamp_, *from, credit, amount, kTransferBetweenGroups | kTransferOrderRefund, 0);
+    if (sent.ok()) {
+      // While it is open the hold names its order (Transfer::refunded_order).
+      Transfer& hold = ledger_.pending_[*ledger_.pending_slot(TransferId{sent.id})];
+      hold.posted_amount = order_id;
+    }
+    return sent;
+  }
   const Account* account(AccountId id) const noexcept override { return ledger_.account_at(id); }
+  bool in_other_group(AccountId id) const noexcept override {
+    return ledger_.peer_group(id.value) >= 0;
+  }
 
  private:
   CommandResult transfer(AccountId debit, AccountId credit, u64 amount, Currency currency,
@@ -249,6 +265,8 @@ u64 Ledger::key_owner(const Command& command) const noexcept {
     case CommandKind::order_refund:
     case CommandKind::order_resolve:
       return orders_.key_owner(command, [&](AccountId id) { return owner_of(id); });
+    case CommandKind::order_pay:  // the wallet's owner
+      return owner_of(command.order.account);
     case CommandKind::tick:
     case CommandKind::deliver:
     case CommandKind::settle:
@@ -327,6 +345,9 @@ CommandResult Ledger::execute(Stamp stamp, const Command& command) noexcept {
     case CommandKind::order_resolve:
       if constexpr (kUndo) return CommandResult{ResultCode::invalid_command};  // not atomic
       return apply_order(stamp, command);
+    case CommandKind::order_pay:
+      if constexpr (kUndo) return CommandResult{ResultCode::invalid_command};  // nor this
+      return pay_order_between_groups(stamp, command);
     case CommandKind::claim:
       // The key was taken in execute_keyed(); a claim does nothing else. Without a
       // key, or inside an atomic batch (which has its own key), it is malformed.
@@ -439,31 +460,65 @@ CommandResult Ledger::send_between_groups(Stamp stamp, const Command& command) n
     return {ResultCode::debit_account_not_found};
   }
   // The credit account is the other group's to check (step 2).
-  const i64 peer = peer_group(body.credit_account_id.value);
-  if (peer < 0) return {ResultCode::credit_account_not_found};
+  if (peer_group(body.credit_account_id.value) < 0) return {ResultCode::credit_account_not_found};
   if (debit->currency != body.currency) return {ResultCode::currency_mismatch};
-  const bool two_phase = (command.flags & kTransferPending) != 0;
+  return hold_for_group(stamp, *debit, body.credit_account_id, body.amount, command.flags,
+                        body.timeout_s);
+}
+
+// The hold of step 1 on `debit` (in its currency) toward the group that `recorded_credit`
+// names (an account there, or an order: Transfer::pays_order), numbered on that
+// channel unless it is two-phase. REQUIRES: that group is a peer.
+CommandResult Ledger::hold_for_group(Stamp stamp, Account& debit, AccountId recorded_credit,
+                                     u64 amount, u8 flags, u32 timeout_s) noexcept {
+  const i64 peer = peer_group(recorded_credit.value);
+  PG_ASSERT(peer >= 0 && (flags & kTransferBetweenGroups) != 0);
+  const bool two_phase = (flags & kTransferPending) != 0;
   if (free_top_ == 0 || (!two_phase && !channels_.can_send(static_cast<u32>(peer)))) {
     return {ResultCode::pending_transfers_full};
   }
-  if (two_phase && !has_hold_room(*debit)) return {ResultCode::quota_holds};
-  Account* clearing = clearing_account(static_cast<u32>(peer), body.currency);
-  const ResultCode refused = check_funds(*debit, clearing, body.amount);
+  if (two_phase && !has_hold_room(debit)) return {ResultCode::quota_holds};
+  Account* clearing = clearing_account(static_cast<u32>(peer), debit.currency);
+  const ResultCode refused = check_funds(debit, clearing, amount);
   if (refused != ResultCode::ok) return {refused};
   if (clearing == nullptr) {
     if (account_count_ == config_.accounts_max || clearing_index_.size() == kClearingAccountsMax) {
       return {ResultCode::accounts_full};
     }
-    clearing = &make_clearing_account(stamp, static_cast<u32>(peer), body.currency);
+    clearing = &make_clearing_account(stamp, static_cast<u32>(peer), debit.currency);
   }
   // An immediate one is held, without a timeout, until the other group answers
   // (settle); a two-phase one keeps the timeout it was given until it is posted.
   const TransferId id =
-      move<false>(stamp, *debit, *clearing, body.credit_account_id, body.amount, body.currency,
-                  command.flags, /*hold=*/true, two_phase ? body.timeout_s : 0);
+      move<false>(stamp, debit, *clearing, recorded_credit, amount, debit.currency, flags,
+                  /*hold=*/true, two_phase ? timeout_s : 0);
   if (two_phase) return {.code = ResultCode::ok, .id = id.value};
   const u32 number = channels_.send(static_cast<u32>(peer), id.value);
   return {.code = ResultCode::ok, .channel_number = number, .id = id.value};
+}
+
+// A wallet of this group pays an order of another (docs/ORDERS.md, "Between groups"):
+// step 1, the payer's money held toward the order's group and numbered on its channel.
+// That group checks the order (open, this amount and currency) when the credit arrives.
+CommandResult Ledger::pay_order_between_groups(Stamp stamp, const Command& command) noexcept {
+  const OrderBody& body = command.order;
+  if (command.flags != 0 || body.action != static_cast<u8>(OrderMethod::wallet)) {
+    return {ResultCode::invalid_command};
+  }
+  for (const u8 byte : body.reserved0) {
+    if (byte != 0) return {ResultCode::invalid_command};
+  }
+  // (An order of this group is checked out by order_checkout.)
+  if (peer_group(body.order_id) < 0 || id_serial(body.order_id) == 0) {
+    return {ResultCode::order_not_found};
+  }
+  Account* payer = account_at(body.account);
+  if (payer == nullptr || (payer->flags & kAccountClearing) != 0) {
+    return {ResultCode::debit_account_not_found};
+  }
+  if (body.amount == 0 || body.amount > kAmountMax) return {ResultCode::invalid_amount};
+  return hold_for_group(stamp, *payer, AccountId{body.order_id}, body.amount,
+                        kTransferBetweenGroups | kTransferOrder, 0);
 }
 
 // Posting a two-phase hold between groups: number it on the channel with the amount
@@ -615,7 +670,10 @@ CommandResult Ledger::void_pending(Stamp stamp, const Command& command) noexcept
 // the clearing account of the sending group, once per channel number.
 CommandResult Ledger::deliver(Stamp stamp, const Command& command) noexcept {
   const DeliverBody& body = command.deliver;
-  if (command.flags != 0 || !command.key.empty()) return {ResultCode::invalid_command};
+  if ((command.flags & ~kDeliverOrder) != 0 || !command.key.empty()) {
+    return {ResultCode::invalid_command};
+  }
+  const bool pays_order = command.flags == kDeliverOrder;
   const i64 peer = peer_group(body.source_transfer_id.value);
   if (peer < 0 || id_serial(body.source_transfer_id.value) == 0) {
     return {ResultCode::invalid_command};
@@ -634,7 +692,19 @@ CommandResult Ledger::deliver(Stamp stamp, const Command& command) noexcept {
   const auto outcome = [&]() -> CommandResult {
     if (body.amount == 0 || body.amount > kAmountMax) return {ResultCode::invalid_amount};
     if (!body.currency.valid()) return {ResultCode::invalid_currency};
-    Account* credit = account_at(body.credit_account_id);
+    AccountId credit_id = body.credit_account_id;
+    const AccountId payer{command.extra_hash};
+    if (pays_order) {
+      // An order of this group, paid by a wallet of the sending one: the order's
+      // account is credited if the order takes this payment now, else it is refused
+      // (and the sending group gives the payer its money back).
+      if (peer_group(payer.value) != static_cast<i64>(from)) return {ResultCode::invalid_command};
+      const CommandResult payable =
+          orders_.payable(body.credit_account_id.value, body.amount, body.currency);
+      if (!payable.ok()) return payable;
+      credit_id = orders_.find(body.credit_account_id.value)->account;
+    }
+    Account* credit = account_at(credit_id);
     if (credit == nullptr || (credit->flags & kAccountClearing) != 0) {
       return {ResultCode::credit_account_not_found};
     }
@@ -655,6 +725,10 @@ CommandResult Ledger::deliver(Stamp stamp, const Command& command) noexcept {
     }
     const TransferId id = move<false>(stamp, *clearing, *credit, credit->id, body.amount,
                                       body.currency, kTransferBetweenGroups, /*hold=*/false, 0);
+    if (pays_order) {
+      OrderMoneyAt money(*this, stamp);
+      orders_.paid_between_groups(stamp, body.credit_account_id.value, payer, id, money);
+    }
     return {.code = ResultCode::ok, .id = id.value};
   }();
   channels_.record(from, body.channel_number, outcome.code);
@@ -683,6 +757,9 @@ CommandResult Ledger::settle(Stamp stamp, const Command& command) noexcept {
     if (body.delivery == ResultCode::ok) {
       close_pending<false>(*slot, TransferStatus::posted, hold.delivery_amount(), stamp);
     } else {
+      // A refund the payer's group refused comes back to the merchant: the order no
+      // longer counts it (if the order is still held; else its record is archived).
+      if (const u64 order = hold.refunded_order()) orders_.refund_returned(order, hold.amount);
       close_pending<false>(*slot, TransferStatus::voided, 0, stamp, body.delivery);
     }
     return {.code = body.delivery, .id = id.value};

@@ -243,6 +243,9 @@ class Ledger {
   template <bool kUndo>
   CommandResult void_pending(Stamp stamp, const Command& command) noexcept;
   CommandResult send_between_groups(Stamp stamp, const Command& command) noexcept;
+  CommandResult hold_for_group(Stamp stamp, Account& debit, AccountId recorded_credit, u64 amount,
+                               u8 flags, u32 timeout_s) noexcept;
+  CommandResult pay_order_between_groups(Stamp stamp, const Command& command) noexcept;
   CommandResult post_between_groups(u32 slot, u64 amount) noexcept;
   CommandResult deliver(Stamp stamp, const Command& command) noexcept;
   [[gnu::always_inline]] ResultCode check_funds(const Account& debit, const Account* credit,

@@ -177,6 +177,7 @@ void Ledger::replay_atomic_results(const IdempotencyRecord& record,
       case CommandKind::order_cancel:
       case CommandKind::order_refund:
       case CommandKind::order_resolve:
+      case CommandKind::order_pay:
         break;
     }
     results[i] = CommandResult{.code = ResultCode::ok, .id = id};

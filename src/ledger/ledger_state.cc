@@ -466,7 +466,9 @@ Status Ledger::check_invariants() const {
     if (debit == nullptr || credit == nullptr) {
       return fail(fmt::format("hold {} names an unknown account", id));
     }
-    if (hold.posted_amount > hold.amount || (hold.posted_amount != 0 && !hold.on_channel())) {
+    // (An open refund between groups keeps its order there instead.)
+    if (!hold.order_refund() &&
+        (hold.posted_amount > hold.amount || (hold.posted_amount != 0 && !hold.on_channel()))) {
       fail(fmt::format("open hold {} has a posted amount", id));
     }
     if (hold.on_channel()) {
@@ -564,7 +566,40 @@ Status Ledger::check_invariants() const {
   // per order, and holds what the order says: the order's account toward its
   // provider, the whole amount, in its currency, with no timeout and no other flag.
   u32 order_holds = 0;
-  pending_index_.for_each([&](u64, u32 slot) { order_holds += pending_[slot].order_hold(); });
+  // Between groups, an order's money is a payment to an order elsewhere or a refund of
+  // one here; a refund on its way still counts on its order's amount_refunded.
+  std::vector<std::pair<u64, u64>> refunding;  // (order, amount)
+  pending_index_.for_each([&](u64, u32 slot) {
+    const Transfer& hold = pending_[slot];
+    if (hold.pays_order() &&
+        (hold.flags != (kTransferBetweenGroups | kTransferOrder) || hold.expires_at_ns != 0)) {
+      fail(fmt::format("payment {} of an order elsewhere is not an immediate hold", hold.id.value));
+    }
+    if (hold.order_refund()) {
+      if (hold.flags != (kTransferBetweenGroups | kTransferOrderRefund) ||
+          hold.expires_at_ns != 0 || !issued_here(hold.refunded_order())) {
+        fail(fmt::format("refund {} between groups names no order of this group", hold.id.value));
+      }
+      const Order* o = orders_.find(hold.refunded_order());
+      if (o != nullptr &&
+          (hold.debit_account_id != o->account || hold.credit_account_id != o->payer_account)) {
+        fail(fmt::format("refund {} between groups is not its order's", hold.id.value));
+      }
+      refunding.emplace_back(hold.refunded_order(), hold.amount);
+    }
+    order_holds += hold.order_hold() && !hold.between_groups();
+  });
+  std::sort(refunding.begin(), refunding.end());
+  for (std::size_t i = 0; i < refunding.size();) {
+    const u64 order_id = refunding[i].first;
+    u64 sum = 0;
+    for (; i < refunding.size() && refunding[i].first == order_id; ++i)
+      sum += refunding[i].second;
+    const Order* o = orders_.find(order_id);
+    if (o != nullptr && (o->method != OrderMethod::wallet || o->amount_refunded < sum)) {
+      fail(fmt::format("order {} has more refunds on their way than it counts", order_id));
+    }
+  }
   std::vector<u64> claimed;
   orders_.for_each([&](const Order& o) {
     if (o.method != OrderMethod::balance || o.status != OrderStatus::processing) return;

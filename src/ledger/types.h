@@ -105,7 +105,14 @@ enum TransferFlags : u8 {
   // A hold made by an order (checkout balance): only that order's steps post or void
   // it (its provider's result, its cancel or expiry), never a transfer command. The
   // ledger sets it; a command cannot.
+  // With kTransferBetweenGroups: a wallet's payment of an order in another group
+  // (docs/ORDERS.md, "Between groups"): credit_account_id names that order, whose group
+  // credits its account and marks it paid in one command (the deliver step).
   kTransferOrder = 1 << 2,
+  // With kTransferBetweenGroups: the refund of an order of this group to a wallet in
+  // another group. While it is open, posted_amount names the order, so that a refused
+  // delivery (the money comes back) also takes the refund off the order.
+  kTransferOrderRefund = 1 << 3,
 };
 inline constexpr u8 kTransferFlagsKnown = kTransferPending | kTransferBetweenGroups;
 
@@ -128,6 +135,14 @@ struct alignas(64) Transfer {
   constexpr bool two_phase() const noexcept { return (flags & kTransferPending) != 0; }
   constexpr bool between_groups() const noexcept { return (flags & kTransferBetweenGroups) != 0; }
   constexpr bool order_hold() const noexcept { return (flags & kTransferOrder) != 0; }
+  // A wallet's payment of an order in another group: the order it pays.
+  constexpr bool pays_order() const noexcept { return order_hold() && between_groups(); }
+  constexpr u64 paid_order() const noexcept { return pays_order() ? credit_account_id.value : 0; }
+  // An open refund to a wallet in another group: the order it refunds.
+  constexpr bool order_refund() const noexcept { return (flags & kTransferOrderRefund) != 0; }
+  constexpr u64 refunded_order() const noexcept {
+    return order_refund() && status == TransferStatus::pending ? posted_amount : 0;
+  }
   // An open hold between groups whose credit is on its way to the other group (it
   // has a number on the channel): an immediate one from the start; a two-phase one
   // once posted, when posted_amount says what the other group is to credit.

@@ -299,11 +299,46 @@ CommandResult OrderBook::refund(const Command& command, OrderMoney& money) noexc
   if (amount == 0 || amount > left) return {ResultCode::refund_exceeds_order};
   // Back where it came from: the payer's wallet, or the provider (which returns it to
   // the card or bank account it came from); balance: the provider back to the merchant.
+  // A wallet in another group (paid_between_groups) is refunded between groups: the
+  // money is held here and carried there, and counted on the order from now.
+  const bool elsewhere =
+      order.method == OrderMethod::wallet && money.in_other_group(order.payer_account);
   const CommandResult moved =
-      money.move(paid_side(order), paying_side(order), amount, order.currency);
+      elsewhere ? money.send(order.account, order.payer_account, amount, order.id)
+                : money.move(paid_side(order), paying_side(order), amount, order.currency);
   if (!moved.ok()) return moved;
   order.amount_refunded += amount;
   return moved;
+}
+
+CommandResult OrderBook::payable(u64 id, u64 amount, Currency currency) const noexcept {
+  const u32* slot = slot_of(id);
+  if (slot == nullptr)
+    return {archived(id) ? ResultCode::order_archived : ResultCode::order_not_found};
+  const Order& order = orders_[*slot];
+  if (order.status != OrderStatus::created) return refuse_state(order);
+  if (currency != order.currency) return {ResultCode::currency_mismatch};
+  if (amount != order.amount) return {ResultCode::invalid_amount};
+  return {ResultCode::ok};
+}
+
+void OrderBook::paid_between_groups(Stamp stamp, u64 id, AccountId payer, TransferId credit,
+                                    OrderMoney& money) noexcept {
+  const u32* slot = slot_of(id);
+  PG_ASSERT(slot != nullptr && orders_[*slot].status == OrderStatus::created);
+  Order& order = orders_[*slot];
+  order.method = OrderMethod::wallet;
+  order.payer_account = payer;
+  order.transfer_id = credit;
+  finish(*slot, OrderStatus::success, stamp, money);
+}
+
+void OrderBook::refund_returned(u64 id, u64 amount) noexcept {
+  const u32* slot = slot_of(id);
+  if (slot == nullptr) return;  // left memory: its record is the archive's
+  Order& order = orders_[*slot];
+  PG_ASSERT(order.status == OrderStatus::success && order.amount_refunded >= amount);
+  order.amount_refunded -= amount;
 }
 
 CommandResult OrderBook::resolve(Stamp stamp, const Command& command, OrderMoney& money) noexcept {

@@ -118,7 +118,13 @@ class OrderMoney {
                              Currency currency) noexcept = 0;
   // Posts the whole hold, or voids it. REQUIRES: an open hold made by hold().
   virtual void close_hold(TransferId id, bool post) noexcept = 0;
+  // To an account of another group (a refund to a wallet there): held here and numbered
+  // on the channel for the gateway to carry (docs/LEDGER.md); the hold names `order_id`
+  // until it settles, and a refused delivery comes back through refund_returned().
+  virtual CommandResult send(AccountId debit, AccountId credit, u64 amount,
+                             u64 order_id) noexcept = 0;
   virtual const Account* account(AccountId id) const noexcept = 0;
+  virtual bool in_other_group(AccountId id) const noexcept = 0;
 
  protected:
   ~OrderMoney() = default;
@@ -177,6 +183,17 @@ class OrderBook {
     }
     return order->merchant;
   }
+  // A wallet payment from another group (docs/ORDERS.md, "Between groups"), as the
+  // credit arrives in this one: whether order `id` takes it now (open, this amount, this
+  // currency): ok, or the refusal the paying group is answered.
+  CommandResult payable(u64 id, u64 amount, Currency currency) const noexcept;
+  // It was credited (`credit`, the transfer here): the order is paid by `payer`.
+  // REQUIRES: payable() just answered ok.
+  void paid_between_groups(Stamp stamp, u64 id, AccountId payer, TransferId credit,
+                           OrderMoney& money) noexcept;
+  // A refund sent to another group came back (its delivery was refused).
+  void refund_returned(u64 id, u64 amount) noexcept;
+
   u32 size() const noexcept { return count_; }
   u64 made() const noexcept { return next_serial_ - 1; }  // orders ever created here
   // visit(order) for every order held, in slot order.

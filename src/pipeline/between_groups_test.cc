@@ -188,5 +188,65 @@ TEST_F(BetweenGroupsTest, NothingIsLeftForTheStartAfter) {
   }
 }
 
+// An order's money between groups (docs/ORDERS.md, "Between groups") is finished like
+// any transfer's: a payment left after its hold pays the order once, a refund left
+// after its hold reaches the payer once.
+TEST_F(BetweenGroupsTest, ARestartFinishesAnOrdersPaymentAndRefundBetweenGroups) {
+  AccountId payer, shop;
+  u64 paid = 0, unpaid = 0;
+  CommandResult refund;
+  const auto pay = [](u64 order, AccountId from, u64 amount) {
+    return Command::make_order(CommandKind::order_pay, order, from, amount,
+                               static_cast<u8>(OrderMethod::wallet));
+  };
+  {
+    auto engine = open_engine();
+    engine->start();
+    Group& g0 = engine->group(0);
+    Group& g1 = engine->group(1);
+    const AccountId bank = open(g0, AccountKind::system);
+    payer = open(g0);
+    ASSERT_TRUE(one(g0, Command::make_transfer(bank, payer, 1000, kUsd)).ok());
+    shop = open(g1);
+    paid = one(g1, Command::make_order_create(shop, 300, kUsd, 3600, 3)).id;
+    unpaid = one(g1, Command::make_order_create(shop, 200, kUsd, 3600, 5)).id;
+    ASSERT_NE(paid, 0u);
+    ASSERT_NE(unpaid, 0u);
+    // One order paid in full by hand (hold, credit, settle), then part-refunded: the
+    // "crash" comes after the refund's hold. Another: after the payment's hold.
+    const CommandResult first = one(g0, pay(paid, payer, 300));
+    ASSERT_TRUE(first.ok());
+    ASSERT_TRUE(one(g1, Command::make_order_deliver(TransferId{first.id}, paid, payer, 300, kUsd,
+                                                    first.channel_number))
+                    .ok());
+    ASSERT_TRUE(
+        one(g0, Command::make_settle(TransferId{first.id}, first.channel_number, ResultCode::ok))
+            .ok());
+    refund = one(g1, Command::make_order(CommandKind::order_refund, paid, {}, 120));
+    ASSERT_TRUE(refund.ok());
+    ASSERT_TRUE(one(g0, pay(unpaid, payer, 200)).ok());
+    engine->stop();
+    EXPECT_EQ(engine->group(0).ledger().find_account(payer)->available(), 1000 - 300 - 200);
+    EXPECT_EQ(engine->group(1).ledger().find_order(unpaid)->status, OrderStatus::created);
+  }
+  auto engine = open_engine();
+  engine->start();
+  const BetweenGroupsReport& report = engine->between_groups_at_start();
+  EXPECT_EQ(report.unsettled, 2u);
+  EXPECT_EQ(report.posted, 2u);
+  EXPECT_EQ(report.problem, "");
+  engine->stop();
+  const Ledger& l0 = engine->group(0).ledger();
+  const Ledger& l1 = engine->group(1).ledger();
+  EXPECT_EQ(l0.find_account(payer)->balance(), 1000 - 300 + 120 - 200);
+  EXPECT_EQ(l1.find_account(shop)->balance(), 300 - 120 + 200);
+  EXPECT_EQ(l1.find_order(unpaid)->status, OrderStatus::success);
+  EXPECT_EQ(l1.find_order(unpaid)->payer_account, payer);
+  EXPECT_EQ(l1.find_order(paid)->amount_refunded, 120u);
+  EXPECT_EQ(l1.find_transfer(TransferId{refund.id})->status, TransferStatus::posted);
+  EXPECT_TRUE(l0.check_invariants().ok());
+  EXPECT_TRUE(l1.check_invariants().ok());
+}
+
 }  // namespace
 }  // namespace paygate

@@ -11,9 +11,15 @@ namespace paygate {
 
 void CarryBetweenGroups::begin(Engine& engine, u32 debit_group, const Command& number) {
   PG_ASSERT(debit_group < engine.groups());
-  PG_ASSERT((number.kind == CommandKind::transfer && (number.flags & kTransferPending) == 0) ||
-            number.kind == CommandKind::post_pending);
-  PG_ASSERT((number.flags & kTransferBetweenGroups) != 0);
+  // An immediate transfer or a post, flagged as between groups; or an order's step that
+  // pays (or refunds) across groups: a wallet's checkout of an order elsewhere, in the
+  // payer's group; a refund to a wallet elsewhere, in the order's.
+  const bool order =
+      number.kind == CommandKind::order_pay || number.kind == CommandKind::order_refund;
+  PG_ASSERT(order ||
+            (((number.kind == CommandKind::transfer && (number.flags & kTransferPending) == 0) ||
+              number.kind == CommandKind::post_pending) &&
+             (number.flags & kTransferBetweenGroups) != 0));
   engine_ = &engine;
   debit_group_ = debit_group;
   status_ = ResultCode::ok;
@@ -73,9 +79,13 @@ void CarryBetweenGroups::to_stage(Stage stage) {
       for (std::size_t i = 0; i < holds_.size(); ++i) {
         const Transfer& hold = holds_[i];
         PG_ASSERT(hold.on_channel() && hold.delivery_amount() > 0);
-        commands_.push_back(Command::make_deliver(hold.id, hold.credit_account_id,
-                                                  hold.delivery_amount(), hold.currency,
-                                                  carried_[i].channel_number));
+        commands_.push_back(
+            hold.pays_order()
+                ? Command::make_order_deliver(hold.id, hold.paid_order(), hold.debit_account_id,
+                                              hold.amount, hold.currency,
+                                              carried_[i].channel_number)
+                : Command::make_deliver(hold.id, hold.credit_account_id, hold.delivery_amount(),
+                                        hold.currency, carried_[i].channel_number));
       }
       break;
     }

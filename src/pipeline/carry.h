@@ -84,6 +84,8 @@ class CarryBetweenGroups {
   // and the finisher (or the next start) takes them on.
   ResultCode status() const noexcept { return status_; }
   std::span<const Carried> carried() const noexcept { return carried_; }
+  // The holds as their group keeps them (from the look_up step on; empty before).
+  std::span<const Transfer> holds() const noexcept { return holds_; }
   // Where a step failed, for logs: "delivering 3 transfers (the first trf_…) to group 1".
   const std::string& problem() const noexcept { return problem_; }
 

@@ -29,12 +29,14 @@ void check_whole_requests(u32 g, const std::map<u64, std::pair<Command, CommandR
     }
   };
   for (const auto& [sequence, entry] : log) {
-    if (entry.first.extra_hash == tag && run != 0) {
+    // (A group's own deliver carries no tag: an order's names its payer there.)
+    const u64 entry_tag = entry.first.kind == CommandKind::deliver ? 0 : entry.first.extra_hash;
+    if (entry_tag == tag && run != 0) {
       ++run;
       continue;
     }
     end_run();
-    tag = entry.first.extra_hash;
+    tag = entry_tag;
     run = 1;
     run_start = sequence;
   }

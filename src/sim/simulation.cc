@@ -475,7 +475,9 @@ class Simulation {
         holds_[s.group].push_back(TransferId{r.id});
       } else if (c.kind == CommandKind::order_create) {
         ++report_.orders;
-        if (orders_[s.group].size() < 64) orders_[s.group].push_back(r.id);
+        if (orders_[s.group].size() < 64) {
+          orders_[s.group].push_back({r.id, c.order_create.amount});
+        }
       }
     }
   }
@@ -678,7 +680,7 @@ class Simulation {
       c = Command::make_order_create(shop->id, 1 + pick(500), shop->currency,
                                      static_cast<u32>(1 + pick(30)), chance(50) ? 1 + pick(40) : 0);
     } else {
-      const u64 order = orders_[g][pick(orders_[g].size())];
+      const u64 order = orders_[g][pick(orders_[g].size())].first;
       const Known* other = any_account(g);  // a payer's wallet, or a provider's account
       const AccountId account = other != nullptr ? other->id : AccountId{1};
       const u8 outcome = static_cast<u8>(1 + pick(2));
@@ -814,6 +816,14 @@ class Simulation {
     if (!credit) return create_accounts();
     Command number = Command::make_transfer(debit->id, credit->id, 1 + pick(700), debit->currency);
     number.flags |= kTransferBetweenGroups;
+    if (!orders_[to].empty() && chance(35)) {
+      // A wallet here pays an order there (docs/ORDERS.md, "Between groups"): mostly its
+      // amount, now and then not (refused there, and the money comes back).
+      const auto& [order, amount] = orders_[to][pick(orders_[to].size())];
+      number = Command::make_order(CommandKind::order_pay, order, debit->id,
+                                   chance(90) ? amount : 1 + pick(500),
+                                   checkout_action(OrderMethod::wallet));
+    }
     if (chance(40)) number.with_key(fresh_key());
     auto carried = std::make_unique<Carry>();
     carried->machine.begin(*engine_, from, number);
@@ -858,7 +868,8 @@ class Simulation {
   std::vector<Acknowledged> acknowledged_;
   std::vector<std::vector<Known>> accounts_;
   std::vector<std::vector<TransferId>> holds_;
-  std::vector<std::vector<u64>> orders_;  // orders made, by group (the last 64)
+  // Orders made, by group (the first 64): (id, amount).
+  std::vector<std::vector<std::pair<u64, u64>>> orders_;
   std::vector<IdempotencyKey> claim_keys_;
   u64 next_key_ = 0;
   u64 next_tag_ = 0;
