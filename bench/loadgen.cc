@@ -501,7 +501,8 @@ RunResult run_once(const Options& o) {
       "[limits]\nrate_per_s = 100000000.0\nrate_burst = 100000000.0\n"
       "[binary]\nwindow = 64\n"
       // One merchant takes the whole group here: no per-merchant share of its tables.
-      "[quotas]\naccounts = 2147483648\nholds = 2147483648\nidempotency_keys = 2147483648\n";
+      "[quotas]\naccounts = 2147483648\nholds = 2147483648\nidempotency_keys = 2147483648\n"
+      "orders = 2147483648\n";
   if (o.pending) {
     // Every hold stays open: room for all the run may make (bounded by --requests or
     // --ops, which run() requires with --pending), up to 16 M holds (1 GiB). A run

@@ -81,6 +81,7 @@ constexpr unsigned http_status(ResultCode code) noexcept {
     case ResultCode::quota_accounts:
     case ResultCode::quota_holds:
     case ResultCode::quota_idempotency_keys:
+    case ResultCode::quota_orders:
     case ResultCode::no_provider:
     case ResultCode::refund_exceeds_order:
     case ResultCode::rejected_risk:
@@ -158,6 +159,11 @@ constexpr std::string_view describe(ResultCode code) noexcept {
       return "the merchant has as many Idempotency-Keys inside their window as its quota "
              "allows (GET /v1/merchants/{id}/quotas): keys leave it as their window ends; "
              "send fewer keyed requests, or ask an operator to raise it";
+    case ResultCode::quota_orders:
+      return "the merchant holds as many orders (open, or final and still in memory) as its "
+             "quota allows (GET /v1/merchants/{id}/quotas): final ones leave memory after "
+             "[orders] final_retained_s, then retry (with a new Idempotency-Key: a keyed "
+             "request is answered as the first time); or ask an operator to raise it";
     case ResultCode::post_not_allowed:
       return "only the debit account's owner (or an operator) posts a hold; its credit side may "
              "void it";

@@ -282,10 +282,11 @@ void render_metrics(const MetricsSources& s, std::string& out) {
     }
     header(out, "paygate_quota_refusals_total", "counter",
            "requests refused because a merchant reached a quota (422 quota_accounts, "
-           "quota_holds, quota_idempotency_keys), by quota");
+           "quota_holds, quota_idempotency_keys, quota_orders), by quota");
     for (const auto& [quota, label] :
          {std::pair{Quota::accounts, "accounts"}, std::pair{Quota::holds, "holds"},
-          std::pair{Quota::idempotency_keys, "idempotency_keys"}}) {
+          std::pair{Quota::idempotency_keys, "idempotency_keys"},
+          std::pair{Quota::orders, "orders"}}) {
       line(out, "paygate_quota_refusals_total{{quota=\"{}\"}} {}\n", label,
            s.http->quota_refusals[static_cast<u32>(quota)].load(std::memory_order_relaxed));
     }

@@ -155,5 +155,50 @@ TEST_F(QuotaServerTest, TheConfiguredDefaultsApplyFromTheNextStart) {
   EXPECT_EQ(error_code(open_account(shop)), "quota_accounts");
 }
 
+// orders_max = 16: the default share is 4 orders held (open, or final and in memory).
+class QuotaOrdersServerTest : public QuotaServerTest {
+ protected:
+  void SetUp() override { start("[orders]\norders_max = 16\n"); }
+};
+
+TEST_F(QuotaOrdersServerTest, AMerchantsOrdersStopAtItsShareOfTheOrderTable) {
+  const MerchantKeys greedy = merchant("Greedy");
+  const MerchantKeys other = merchant("Other");
+  (void)account(greedy);
+  (void)account(other);
+  int next = 0;
+  const auto order = [&](const MerchantKeys& m) {
+    return merchant_request(
+        m, "POST", "/v1/orders",
+        R"({"merchant_ref":"q-)" + std::to_string(++next) + R"(","amount":5,"currency":"USD"})");
+  };
+  std::string first;
+  for (int i = 0; i < 4; ++i) {
+    const HttpResponse made = order(greedy);
+    ASSERT_EQ(made.status, 201u) << made.body;
+    if (i == 0) first = text_field(made.body, "/id");
+  }
+  const HttpResponse refused = order(greedy);
+  EXPECT_EQ(refused.status, 422u) << refused.body;
+  EXPECT_EQ(error_code(refused), "quota_orders");
+  EXPECT_EQ(order(other).status, 201u);  // the others keep their share
+  const HttpResponse seen = quotas(greedy);
+  EXPECT_EQ(number_field(seen.body, "/orders/used"), 4);
+  EXPECT_EQ(number_field(seen.body, "/orders/limit"), 4);
+  EXPECT_EQ(text_field(seen.body, "/orders/source"), "group");
+  // A cancelled order is still held (final_retained_s): it keeps its place.
+  ASSERT_EQ(merchant_request(greedy, "POST", "/v1/orders/" + first + "/cancel", "{}").status, 200u);
+  EXPECT_EQ(error_code(order(greedy)), "quota_orders");
+  // An operator raises it; the limit and the use outlive a restart.
+  const HttpResponse raised =
+      admin_post("/v1/merchants/" + greedy.id + "/quotas", R"({"orders":5})");
+  ASSERT_EQ(raised.status, 200u) << raised.body;
+  EXPECT_EQ(text_field(raised.body, "/orders/source"), "merchant");
+  EXPECT_EQ(order(greedy).status, 201u);
+  restart();
+  EXPECT_EQ(error_code(order(greedy)), "quota_orders");
+  EXPECT_EQ(number_field(quotas(greedy).body, "/orders/used"), 5);
+}
+
 }  // namespace
 }  // namespace paygate::api

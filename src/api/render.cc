@@ -329,7 +329,8 @@ void render_quotas(std::string& out, const OwnerQuota& quota, const QuotaLimits&
   JsonWriter json(out);
   json.begin_object();
   json.key("merchant").id(IdKind::merchant, quota.owner);
-  static constexpr std::string_view kNames[kQuotaKinds] = {"accounts", "holds", "idempotency_keys"};
+  static constexpr std::string_view kNames[kQuotaKinds] = {"accounts", "holds", "idempotency_keys",
+                                                           "orders"};
   for (u32 q = 0; q < kQuotaKinds; ++q) {
     const bool own = quota.limits.limit[q] != kQuotaGroupDefault;
     const u32 limit = own ? quota.limits.limit[q] : defaults.limit[q];

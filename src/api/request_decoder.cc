@@ -605,8 +605,8 @@ Problem RequestDecoder::quota_set(std::string_view body, QuotaSet* out) {
   Problem p = parse(body, &root);
   if (!p.ok()) return p;
   u32 seen = 0;
-  static constexpr std::string_view kFields[] = {"accounts", "holds", "idempotency_keys"};
-  p = visit_fields(root, {kFields[0], kFields[1], kFields[2]}, &seen,
+  static constexpr std::string_view kFields[] = {"accounts", "holds", "idempotency_keys", "orders"};
+  p = visit_fields(root, {kFields[0], kFields[1], kFields[2], kFields[3]}, &seen,
                    [&](u32 index, element value) {
                      if (value.is_null()) {
                        out->limit[index] = kQuotaGroupDefault;
@@ -616,8 +616,8 @@ Problem RequestDecoder::quota_set(std::string_view body, QuotaSet* out) {
                    });
   if (p.ok() && seen == 0) {
     p = problem(ResultCode::missing_field,
-                "give at least one of accounts, holds, idempotency_keys (a number, or null for "
-                "the group's default)");
+                "give at least one of accounts, holds, idempotency_keys, orders (a number, or "
+                "null for the group's default)");
   }
   return p;
 }

@@ -106,7 +106,7 @@ struct RiskSet {
 // POST /v1/merchants/{id}/quotas: each limit as a set_quota command carries it (a
 // number; kQuotaGroupDefault for null; kQuotaUnchanged when the field is absent).
 struct QuotaSet {
-  u32 limit[kQuotaKinds] = {kQuotaUnchanged, kQuotaUnchanged, kQuotaUnchanged};
+  u32 limit[kQuotaKinds] = {kQuotaUnchanged, kQuotaUnchanged, kQuotaUnchanged, kQuotaUnchanged};
 };
 
 struct AccountCreate {

@@ -200,7 +200,7 @@ bool Service::set_quotas(Exchange& ex) {
     if (path_merchant(ex) == nullptr) return true;
     const u32* limit = ex.quota_set_.limit;
     ex.commands_.assign(
-        1, Command::make_set_quota(MerchantId{ex.path_id_}, limit[0], limit[1], limit[2])
+        1, Command::make_set_quota(MerchantId{ex.path_id_}, limit[0], limit[1], limit[2], limit[3])
                .with_key(ex.key_, ex.key_lane_));
     ex.results_.assign(1, CommandResult{});
     return submit_one(ex, /*last_step=*/false);

@@ -34,9 +34,9 @@ struct Settings {
   EngineConfig engine = served_engine_defaults();
   u64 drain_timeout_ms = 10'000;
   // Every merchant's default share of its group's tables ([quotas]; by Quota:
-  // accounts, holds, idempotency keys). kQuotaShare: a quarter of the table.
+  // accounts, holds, idempotency keys, orders). kQuotaShare: a quarter of the table.
   static constexpr u32 kQuotaShare = ~u32{0};
-  u32 quotas[kQuotaKinds] = {kQuotaShare, kQuotaShare, kQuotaShare};
+  u32 quotas[kQuotaKinds] = {kQuotaShare, kQuotaShare, kQuotaShare, kQuotaShare};
 
   // The server's journals wait out a 1 ms sync gap under load: measured in
   // docs/BENCHMARKS.md, it raises HTTP throughput and cuts p99 several-fold on a
@@ -62,13 +62,14 @@ Status set_default_quotas(Engine& engine, const u32 (&configured)[kQuotaKinds]) 
     Group& group = engine.group(g);
     const LedgerConfig& ledger = group.config().ledger;
     const u32 tables[kQuotaKinds] = {ledger.accounts_max, ledger.pending_max,
-                                     ledger.idempotency_keys_max};
+                                     ledger.idempotency_keys_max, ledger.orders_max};
     u32 limits[kQuotaKinds];
     for (u32 q = 0; q < kQuotaKinds; ++q) {
       limits[q] =
           configured[q] != Settings::kQuotaShare ? configured[q] : std::max<u32>(tables[q] / 4, 1);
     }
-    const Command command = Command::make_set_quota(MerchantId{}, limits[0], limits[1], limits[2]);
+    const Command command =
+        Command::make_set_quota(MerchantId{}, limits[0], limits[1], limits[2], limits[3]);
     CommandResult result;
     WaitableCompletion done;
     const Request request{.kind = RequestKind::commands,
@@ -84,8 +85,8 @@ Status set_default_quotas(Engine& engine, const u32 (&configured)[kQuotaKinds]) 
       return Status::io_error(fmt::format("group {}: setting the default quotas: {} {}", g,
                                           name(outcome.status), name(result.code)));
     }
-    PG_LOG_INFO("event=quotas_default group={} accounts={} holds={} idempotency_keys={}", g,
-                limits[0], limits[1], limits[2]);
+    PG_LOG_INFO("event=quotas_default group={} accounts={} holds={} idempotency_keys={} orders={}",
+                g, limits[0], limits[1], limits[2], limits[3]);
   }
   return Status::success();
 }
@@ -174,6 +175,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       {"quotas", "accounts", unsigned_into(&s->quotas[0])},
       {"quotas", "holds", unsigned_into(&s->quotas[1])},
       {"quotas", "idempotency_keys", unsigned_into(&s->quotas[2])},
+      {"quotas", "orders", unsigned_into(&s->quotas[3])},
       {"group", "ring_capacity", unsigned_into(&group.ring_capacity)},
       {"group", "events_max", unsigned_into(&group.events_max)},
       {"group", "tick_interval_ms", unsigned_into(&tick_ms)},

@@ -62,6 +62,7 @@ namespace paygate {
   X(quota_accounts, 90)                                      \
   X(quota_holds, 91)                                         \
   X(quota_idempotency_keys, 92)                              \
+  X(quota_orders, 93)                                        \
   /* the API's edge: refused before reaching a ledger */     \
   X(invalid_json, 100)                                       \
   X(invalid_field, 101)                                      \

@@ -66,6 +66,7 @@ TEST(ResultCode, NumbersAndNamesAreStable) {
       {90, "quota_accounts"},
       {91, "quota_holds"},
       {92, "quota_idempotency_keys"},
+      {93, "quota_orders"},
       {100, "invalid_json"},
       {101, "invalid_field"},
       {102, "missing_field"},

@@ -85,7 +85,7 @@ CommandLayout encode(const Command& c) noexcept {
       put(body, 8, c.set_quota.limit[0]);
       put(body, 12, c.set_quota.limit[1]);
       put(body, 16, c.set_quota.limit[2]);
-      put(body, 20, c.set_quota.reserved0);
+      put(body, 20, c.set_quota.orders_limit);
       put(body, 24, c.set_quota.reserved1);
       break;
     case CommandKind::order_create:
@@ -184,7 +184,7 @@ Command decode(const CommandLayout& layout) noexcept {
       c.set_quota.limit[0] = get<u32>(body, 8);
       c.set_quota.limit[1] = get<u32>(body, 12);
       c.set_quota.limit[2] = get<u32>(body, 16);
-      c.set_quota.reserved0 = get<u32>(body, 20);
+      c.set_quota.orders_limit = get<u32>(body, 20);
       c.set_quota.reserved1 = get<u64>(body, 24);
       break;
     case CommandKind::order_create:

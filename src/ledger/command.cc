@@ -63,6 +63,9 @@ std::string describe(const Command& command) {
       text = fmt::format("set_quota owner={} accounts={} holds={} idempotency_keys={}",
                          command.set_quota.owner.value, limit(command.set_quota.limit[0]),
                          limit(command.set_quota.limit[1]), limit(command.set_quota.limit[2]));
+      if (command.flags == kSetQuotaOrders) {
+        text += fmt::format(" orders={}", limit(command.set_quota.orders_limit));
+      }
       break;
     }
     case CommandKind::order_create:
@@ -141,6 +144,9 @@ u64 content_hash(const Command& command) noexcept {
           .add(command.set_quota.limit[0])
           .add(command.set_quota.limit[1])
           .add(command.set_quota.limit[2]);
+      // Only when it is set: a request remembered before the orders quota must match
+      // its retry after it.
+      if (command.flags == kSetQuotaOrders) hasher.add(command.set_quota.orders_limit);
       break;
     case CommandKind::order_create:
       hasher.add(command.order_create.account.value)

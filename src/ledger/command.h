@@ -130,9 +130,12 @@ struct SetQuotaBody {
   // By Quota (accounts, holds, idempotency_keys): a number, kQuotaGroupDefault or
   // kQuotaUnchanged (ledger/owner_quotas.h).
   u32 limit[3] = {};
-  u32 reserved0 = 0;
+  // The orders limit, the same way, when the command's flags have kSetQuotaOrders;
+  // else 0 and unchanged (commands journaled before the orders quota).
+  u32 orders_limit = 0;
   u64 reserved1 = 0;
 };
+enum SetQuotaFlags : u8 { kSetQuotaOrders = 1 << 0 };
 
 // A new order for `account` (its owner is the order's merchant).
 struct OrderCreateBody {
@@ -265,11 +268,18 @@ struct Command {
     c.claim = ClaimBody{.covers = covers, .owner = owner};
     return c;
   }
-  static Command make_set_quota(MerchantId owner, u32 accounts, u32 holds,
-                                u32 idempotency_keys) noexcept {
+  // `orders` defaults to kQuotaUnchanged (ledger/owner_quotas.h): then the command is
+  // byte for byte what it was before the orders quota (no flag), and so is its key's
+  // fingerprint.
+  static Command make_set_quota(MerchantId owner, u32 accounts, u32 holds, u32 idempotency_keys,
+                                u32 orders = ~u32{0} - 1) noexcept {
     Command c;
     c.kind = CommandKind::set_quota;
     c.set_quota = SetQuotaBody{.owner = owner, .limit = {accounts, holds, idempotency_keys}};
+    if (orders != ~u32{0} - 1) {
+      c.flags = kSetQuotaOrders;
+      c.set_quota.orders_limit = orders;
+    }
     return c;
   }
 

@@ -177,6 +177,15 @@ class Ledger::OrderMoneyAt final : public OrderMoney {
   bool in_other_group(AccountId id) const noexcept override {
     return ledger_.peer_group(id.value) >= 0;
   }
+  bool order_room(u64 merchant) const noexcept override {
+    const OwnerQuota* entry = ledger_.quotas_.find(merchant);
+    PG_ASSERT(entry != nullptr);  // a merchant with an account has an entry
+    return ledger_.quotas_.has_room(*entry, Quota::orders);
+  }
+  void order_taken(u64 merchant) noexcept override { ledger_.quotas_.add(merchant, Quota::orders); }
+  void order_left(u64 merchant) noexcept override {
+    ledger_.quotas_.remove(merchant, Quota::orders);
+  }
 
  private:
   CommandResult transfer(AccountId debit, AccountId credit, u64 amount, Currency currency,
@@ -785,12 +794,16 @@ CommandResult Ledger::settle(Stamp stamp, const Command& command) noexcept {
 // what the merchant already uses refuses what would add to it; nothing is taken away.
 CommandResult Ledger::set_quota(Stamp stamp, const Command& command) noexcept {
   const SetQuotaBody& body = command.set_quota;
-  if (command.flags != 0 || body.reserved0 != 0 || body.reserved1 != 0) {
+  const bool with_orders = command.flags == kSetQuotaOrders;
+  if ((command.flags != 0 && !with_orders) || (!with_orders && body.orders_limit != 0) ||
+      body.reserved1 != 0) {
     return {ResultCode::invalid_command};
   }
+  const u32 given[kQuotaKinds] = {body.limit[0], body.limit[1], body.limit[2],
+                                  with_orders ? body.orders_limit : kQuotaUnchanged};
   QuotaLimits limits;
   for (u32 q = 0; q < kQuotaKinds; ++q) {
-    const u32 limit = body.limit[q];
+    const u32 limit = given[q];
     if (limit > kQuotaMax && limit != kQuotaGroupDefault && limit != kQuotaUnchanged) {
       return {ResultCode::invalid_command};
     }

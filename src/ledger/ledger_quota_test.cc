@@ -22,8 +22,11 @@ class LedgerQuota : public LedgerFixture {
     const OwnerQuota* entry = ledger_->find_quota(owner);
     return entry == nullptr ? 0 : entry->used[static_cast<u32>(quota)];
   }
-  CommandResult set(MerchantId owner, u32 accounts, u32 holds, u32 keys) {
-    return run(Command::make_set_quota(owner, accounts, holds, keys));
+  CommandResult set(MerchantId owner, u32 accounts, u32 holds, u32 keys, u32 orders = kKeep) {
+    return run(Command::make_set_quota(owner, accounts, holds, keys, orders));
+  }
+  CommandResult new_order(AccountId account, u64 ref, u64 advance_s = 0) {
+    return run(Command::make_order_create(account, 10, kUsd, 60, ref * 2 + 1), advance_s);
   }
 };
 
@@ -226,6 +229,90 @@ TEST_F(LedgerQuota, LimitsAndUsageSurviveASnapshotAndChangeTheDigest) {
   // A limit is state: setting one changes the digest.
   ASSERT_TRUE(set(kAlice, 5, kKeep, kKeep).ok());
   EXPECT_NE(ledger_->state_digest(), digest);
+}
+
+TEST_F(LedgerQuota, OrdersCountAgainstTheirMerchantUntilTheyLeaveMemory) {
+  LedgerConfig config = config_;
+  config.order_final_retained_ns = 10 * kNanosPerSecond;
+  reconfigure(config);
+  const AccountId alice = open();
+  const AccountId bob = open(AccountKind::user, 0, kUsd, kBob);
+  ASSERT_TRUE(set(kAlice, kKeep, kKeep, kKeep, 2).ok());
+  const CommandResult first = new_order(alice, 1);
+  ASSERT_TRUE(first.ok());
+  ASSERT_TRUE(new_order(alice, 2).ok());
+  EXPECT_EQ(new_order(alice, 3).code, ResultCode::quota_orders);
+  // The order's own checks come first: a duplicate merchant_ref is still named.
+  const CommandResult duplicate = new_order(alice, 1);
+  EXPECT_EQ(duplicate.code, ResultCode::duplicate_order);
+  EXPECT_EQ(duplicate.id, first.id);
+  EXPECT_TRUE(new_order(bob, 4).ok());  // not held back by Alice's share
+  EXPECT_EQ(used(kAlice, Quota::orders), 2u);
+  EXPECT_EQ(used(kBob, Quota::orders), 1u);
+  // A final order still takes its place while it is held in memory...
+  ASSERT_TRUE(run(Command::make_order(CommandKind::order_cancel, first.id)).ok());
+  EXPECT_EQ(new_order(alice, 5).code, ResultCode::quota_orders);
+  expect_invariants();
+  // ... and a snapshot keeps the count and the limit.
+  const std::vector<unsigned char> state = saved_state(*ledger_);
+  Ledger restored(config_);
+  BytesSource source(state);
+  ASSERT_TRUE(restored.load(source).ok());
+  EXPECT_EQ(restored.find_quota(kAlice)->used[static_cast<u32>(Quota::orders)], 2u);
+  EXPECT_EQ(restored.find_quota(kAlice)->limits.limit[static_cast<u32>(Quota::orders)], 2u);
+  EXPECT_EQ(restored.state_digest(), ledger_->state_digest());
+  // Once it leaves memory (its retention passed), the place is free again.
+  EXPECT_EQ(new_order(alice, 6, /*advance_s=*/11).code, ResultCode::ok);
+  EXPECT_EQ(used(kAlice, Quota::orders), 2u);
+  expect_invariants();
+}
+
+TEST_F(LedgerQuota, ALimitCommandFromBeforeTheOrdersQuotaLeavesItAsItIs) {
+  ASSERT_TRUE(set(kAlice, kKeep, kKeep, kKeep, 3).ok());
+  // As journaled before the orders quota: no flag, a zero where the limit now is.
+  Command old = Command::make_set_quota(kAlice, 5, kKeep, kKeep);
+  old.flags = 0;
+  old.set_quota.orders_limit = 0;
+  ASSERT_TRUE(run(old).ok());
+  EXPECT_EQ(ledger_->find_quota(kAlice)->limits.limit[0], 5u);
+  EXPECT_EQ(ledger_->find_quota(kAlice)->limits.limit[static_cast<u32>(Quota::orders)], 3u);
+  // Without the flag, anything there is malformed; so is an unknown flag.
+  old.set_quota.orders_limit = 4;
+  EXPECT_EQ(code(old), ResultCode::invalid_command);
+  Command unknown = Command::make_set_quota(kAlice, 5, kKeep, kKeep, 4);
+  unknown.flags = 2;
+  EXPECT_EQ(code(unknown), ResultCode::invalid_command);
+  EXPECT_EQ(ledger_->find_quota(kAlice)->limits.limit[static_cast<u32>(Quota::orders)], 3u);
+  // A request that leaves the orders limit alone is the command it always was (its
+  // key's fingerprint too); one that sets it is told apart by the value.
+  Command before = Command::make_set_quota(kAlice, 1, 2, 3);
+  EXPECT_EQ(before.flags, 0);
+  EXPECT_EQ(before.set_quota.orders_limit, 0u);
+  EXPECT_NE(content_hash(Command::make_set_quota(kAlice, 1, 2, 3, 5)),
+            content_hash(Command::make_set_quota(kAlice, 1, 2, 3, 6)));
+  EXPECT_NE(content_hash(Command::make_set_quota(kAlice, 1, 2, 3, 5)), content_hash(before));
+}
+
+TEST_F(LedgerQuota, AStateSavedBeforeTheOrdersQuotaLoadsWithoutAnOrdersLimit) {
+  ASSERT_TRUE(set(MerchantId{}, 10, kKeep, kKeep).ok());
+  const u64 digest = ledger_->state_digest();
+  std::vector<unsigned char> state = saved_state(*ledger_);
+  // Version 5: its own magic, and a reserved zero where the orders limit now is. The
+  // defaults come before the count of merchants' limits (none), the orders (none:
+  // 40 bytes) and the end.
+  const std::size_t defaults_at = state.size() - 8 - 40 - 8 - sizeof(QuotaLimits);
+  u32 saved = 0;
+  std::memcpy(&saved, state.data() + defaults_at, sizeof saved);
+  ASSERT_EQ(saved, 10u) << "the layout this test assumes has changed";
+  const u32 zero = 0;
+  std::memcpy(state.data() + defaults_at + 3 * sizeof(u32), &zero, sizeof zero);
+  ASSERT_EQ(std::memcmp(state.data(), "PGLEDGR6", 8), 0);
+  std::memcpy(state.data(), "PGLEDGR5", 8);
+  Ledger restored(config_);
+  BytesSource source(state);
+  ASSERT_TRUE(restored.load(source).ok());
+  EXPECT_EQ(restored.quotas().defaults().limit[static_cast<u32>(Quota::orders)], kDefault);
+  EXPECT_EQ(restored.state_digest(), digest);
 }
 
 }  // namespace

@@ -80,12 +80,18 @@ u64 Ledger::state_digest() const {
   signatures_.for_each_live(last_stamp_.timestamp_ns, hash_record);
   channels_.hash_into(hasher);
   hasher.add(u64{0x51554F5441});  // "QUOTA": limits (usage is derived from the above)
-  for (const u32 limit : quotas_.defaults().limit)
-    hasher.add(limit);
+  // (The orders limit only when one is set: states from before it hash as they did.)
+  const auto hash_limits = [&](const QuotaLimits& limits) {
+    for (u32 q = 0; q < kQuotaKinds; ++q) {
+      if (q != static_cast<u32>(Quota::orders) || limits.limit[q] != kQuotaGroupDefault) {
+        hasher.add(limits.limit[q]);
+      }
+    }
+  };
+  hash_limits(quotas_.defaults());
   for (const OwnerQuota& entry : limited_owners()) {
     hasher.add(entry.owner);
-    for (const u32 limit : entry.limits.limit)
-      hasher.add(limit);
+    hash_limits(entry.limits);
   }
   hasher.add(u64{0x4F52444552});  // "ORDER"
   orders_.hash_into(hasher);
@@ -130,6 +136,13 @@ bool Ledger::count_usage(OwnerQuotas& into) const noexcept {
       counted = false;
     }
   });
+  orders_.for_each([&](const Order& order) {
+    if (OwnerQuota* entry = into.find_or_add(order.merchant)) {
+      into.add(*entry, Quota::orders);
+    } else {
+      counted = false;
+    }
+  });
   return counted;
 }
 
@@ -148,10 +161,12 @@ namespace {
 // 2: transfers between groups (channels, clearing accounts). 3: the table of
 // signatures (KeyLane::signature) and its configuration. 4: key records name their
 // owner (64 bytes, not 56), and the quota limits follow the channels. 5: the orders
-// follow the limits (orders/order_book.h). Versions 2, 3 and 4 (no orders)
-// are still read (no signatures in 2; keys of no owner and no limits in both);
-// version 1 states are refused, and docs/SNAPSHOT.md says what recovery then does.
-constexpr u64 kStateMagic = tag8("PGLEDGR5");
+// follow the limits (orders/order_book.h). 6: the quota limits have the orders limit
+// (a reserved zero before). Versions 2 to 5 are still read (no signatures in 2; keys
+// of no owner and no limits in 2 and 3; no orders before 5; no orders limit before
+// 6); version 1 states are refused, and docs/SNAPSHOT.md says what recovery then does.
+constexpr u64 kStateMagic = tag8("PGLEDGR6");
+constexpr u64 kStateMagicV5 = tag8("PGLEDGR5");
 constexpr u64 kStateMagicV4 = tag8("PGLEDGR4");
 constexpr u64 kStateMagicV3 = tag8("PGLEDGR3");
 constexpr u64 kStateMagicV2 = tag8("PGLEDGR2");
@@ -263,13 +278,18 @@ Status Ledger::load(StateSource& source) {
   PG_ASSERT(last_stamp_.sequence == 0 && account_count_ == 0 && next_transfer_serial_ == 1);
   const auto fail = [](std::string why) { return Status::corruption(std::move(why)); };
   u64 magic = 0;
-  if (!get(source, &magic) || (magic != kStateMagic && magic != kStateMagicV4 &&
-                               magic != kStateMagicV3 && magic != kStateMagicV2)) {
+  if (!get(source, &magic) ||
+      (magic != kStateMagic && magic != kStateMagicV5 && magic != kStateMagicV4 &&
+       magic != kStateMagicV3 && magic != kStateMagicV2)) {
     return fail("not a ledger state (bad magic)");
   }
   const bool has_signatures = magic != kStateMagicV2;
-  const bool has_quotas = magic == kStateMagic || magic == kStateMagicV4;
-  const bool has_orders = magic == kStateMagic;
+  const bool has_quotas = magic == kStateMagic || magic == kStateMagicV5 || magic == kStateMagicV4;
+  const bool has_orders = magic == kStateMagic || magic == kStateMagicV5;
+  // Before 6 the orders limit was a reserved zero: no limit of its own.
+  const auto orders_limit_of_old = [&](QuotaLimits& limits) {
+    if (magic != kStateMagic) limits.limit[static_cast<u32>(Quota::orders)] = kQuotaGroupDefault;
+  };
   SavedConfig saved{};
   if (!get(source, &saved)) return fail("truncated configuration");
   if (!(saved == SavedConfig::of(config_))) {
@@ -374,15 +394,17 @@ Status Ledger::load(StateSource& source) {
   }
   if (has_quotas) {
     u64 limited = 0;
-    if (!get(source, &quotas_.defaults()) || !quotas_.defaults().valid() ||
-        !get(source, &limited) || limited > quotas_.capacity()) {
+    if (!get(source, &quotas_.defaults())) return fail("bad quota limits");
+    orders_limit_of_old(quotas_.defaults());
+    if (!quotas_.defaults().valid() || !get(source, &limited) || limited > quotas_.capacity()) {
       return fail("bad quota limits");
     }
     for (u64 i = 0; i < limited; ++i) {
       u64 owner = 0;
       QuotaLimits limits;
-      if (!get(source, &owner) || !get(source, &limits) || !limits.valid() || owner == 0 ||
-          limits.all_default() || quotas_.find(owner) != nullptr) {
+      if (!get(source, &owner) || !get(source, &limits)) return fail("bad quota limits");
+      orders_limit_of_old(limits);
+      if (!limits.valid() || owner == 0 || limits.all_default() || quotas_.find(owner) != nullptr) {
         return fail("bad quota limits");
       }
       OwnerQuota* entry = quotas_.find_or_add(owner);

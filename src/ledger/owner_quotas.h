@@ -1,12 +1,14 @@
 // Per-merchant quotas inside a group: how much of the group's fixed tables (accounts,
-// the pool of open holds, the client key table) each owner uses, and may use.
+// the pool of open holds, the client key table, the orders held) each owner uses, and
+// may use.
 //
 // Merchants share a group; without a share each, one of them could fill a table and
 // every other merchant of the group would be refused. The limits are ledger state,
 // set by journaled commands (CommandKind::set_quota), so a replay refuses exactly
 // what the live run refused. The usage counts are derived from the rest of the state
 // (accounts by owner, open two-phase holds by the debit account's owner, live client
-// keys by IdempotencyRecord::owner): the ledger keeps them up to date as it goes,
+// keys by IdempotencyRecord::owner, orders held by their merchant): the ledger keeps
+// them up to date as it goes,
 // load() rebuilds them, and check_invariants() recounts them from scratch.
 //
 // Owner 0 (accounts of no merchant: system and clearing accounts, operators' keys) is
@@ -24,8 +26,8 @@
 
 namespace paygate {
 
-enum class Quota : u8 { accounts = 0, holds = 1, idempotency_keys = 2 };
-inline constexpr u32 kQuotaKinds = 3;
+enum class Quota : u8 { accounts = 0, holds = 1, idempotency_keys = 2, orders = 3 };
+inline constexpr u32 kQuotaKinds = 4;
 
 // A limit as a set_quota command carries it: a number of things, or one of these.
 inline constexpr u32 kQuotaGroupDefault = ~u32{0};   // an owner: follow the group's default
@@ -37,8 +39,10 @@ inline constexpr u32 kQuotaMax = u32{1} << 31;
 struct QuotaLimits {
   // By Quota. For an owner, kQuotaGroupDefault follows the group's default; for the
   // group's default, kQuotaGroupDefault means no limit.
-  u32 limit[kQuotaKinds] = {kQuotaGroupDefault, kQuotaGroupDefault, kQuotaGroupDefault};
-  u32 reserved = 0;
+  // (orders, the fourth, was a reserved zero before snapshot version 6: load() reads
+  // it as kQuotaGroupDefault there.)
+  u32 limit[kQuotaKinds] = {kQuotaGroupDefault, kQuotaGroupDefault, kQuotaGroupDefault,
+                            kQuotaGroupDefault};
 
   bool operator==(const QuotaLimits&) const noexcept = default;
   bool all_default() const noexcept { return *this == QuotaLimits{}; }
@@ -47,7 +51,7 @@ struct QuotaLimits {
     for (const u32 value : limit) {
       if (value > kQuotaMax && value != kQuotaGroupDefault) return false;
     }
-    return reserved == 0;
+    return true;
   }
 };
 static_assert(sizeof(QuotaLimits) == 16);
@@ -55,7 +59,6 @@ static_assert(sizeof(QuotaLimits) == 16);
 struct OwnerQuota {
   u64 owner = 0;
   u32 used[kQuotaKinds] = {};
-  u32 reserved = 0;
   QuotaLimits limits;  // this owner's own; kQuotaGroupDefault where it follows the group
 };
 static_assert(sizeof(OwnerQuota) == 40);
@@ -68,6 +71,8 @@ constexpr ResultCode quota_refusal(Quota quota) noexcept {
       return ResultCode::quota_holds;
     case Quota::idempotency_keys:
       return ResultCode::quota_idempotency_keys;
+    case Quota::orders:
+      return ResultCode::quota_orders;
   }
   return ResultCode::invalid_command;
 }

@@ -351,6 +351,8 @@ class ReferenceLedger {
       case Quota::idempotency_keys:
         live_keys(client_, config_.idempotency_window_ns, stamp);
         return count_of(client_.of_owner, owner);
+      case Quota::orders:  // the reference makes no orders (order_book_test models them)
+        return 0;
     }
     return 0;
   }
@@ -383,8 +385,14 @@ class ReferenceLedger {
   }
   CommandResult set_quota(Stamp stamp, const Command& c) {
     const SetQuotaBody& b = c.set_quota;
-    if (c.flags != 0 || b.reserved0 != 0 || b.reserved1 != 0) return {ResultCode::invalid_command};
-    for (const u32 limit : b.limit) {
+    const bool with_orders = c.flags == kSetQuotaOrders;
+    if ((c.flags != 0 && !with_orders) || (!with_orders && b.orders_limit != 0) ||
+        b.reserved1 != 0) {
+      return {ResultCode::invalid_command};
+    }
+    const u32 given[kQuotaKinds] = {b.limit[0], b.limit[1], b.limit[2],
+                                    with_orders ? b.orders_limit : kQuotaUnchanged};
+    for (const u32 limit : given) {
       if (limit > kQuotaMax && limit != kQuotaGroupDefault && limit != kQuotaUnchanged)
         return {ResultCode::invalid_command};
     }
@@ -396,7 +404,7 @@ class ReferenceLedger {
     }
     QuotaLimits& into = owner == 0 ? defaults_ : limits_[owner];
     for (u32 q = 0; q < kQuotaKinds; ++q)
-      if (b.limit[q] != kQuotaUnchanged) into.limit[q] = b.limit[q];
+      if (given[q] != kQuotaUnchanged) into.limit[q] = given[q];
     return {.code = ResultCode::ok, .id = owner};
   }
 

@@ -79,7 +79,7 @@ void OrderBook::advance(Stamp stamp, OrderMoney& money) noexcept {
     finish(expiry_.top().slot, OrderStatus::timeout, stamp, money);
   }
   while (!retention_.empty() && retention_.top().expires_at_ns <= stamp.timestamp_ns) {
-    release(retention_.top().slot);
+    release(retention_.top().slot, money);
   }
 }
 
@@ -105,9 +105,10 @@ void OrderBook::retain(u32 slot, Stamp stamp) noexcept {
   retention_.push(slot, order.finished_at_ns + config_.final_retained_ns, order.retain_serial, 1);
 }
 
-void OrderBook::release(u32 slot) noexcept {
+void OrderBook::release(u32 slot, OrderMoney& money) noexcept {
   retention_.remove(slot);
   Order& order = orders_[slot];
+  money.order_left(order.merchant);
   if (order.ref_hash != 0) refs_.erase(ref_key(order.merchant, order.ref_hash));
   index_.erase(order.id);
   order = Order{};
@@ -170,8 +171,12 @@ CommandResult OrderBook::create(Stamp stamp, const Command& command, OrderMoney&
     }
   }
   if (next_serial_ > kSerialMax) return {ResultCode::ids_exhausted};
+  // The merchant's share first (a merchant at its share cannot fill the table for the
+  // others), after every check of the order itself (a duplicate merchant_ref is named).
+  if (!money.order_room(merchant)) return {ResultCode::quota_orders};
   const u32 slot = take_slot(stamp);
   if (slot == kNoSlot) return {ResultCode::orders_full};
+  money.order_taken(merchant);
   Order& order = orders_[slot];
   order = Order{};
   order.id = make_id(config_.prefix, next_serial_++);

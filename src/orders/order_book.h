@@ -125,6 +125,11 @@ class OrderMoney {
                              u64 order_id) noexcept = 0;
   virtual const Account* account(AccountId id) const noexcept = 0;
   virtual bool in_other_group(AccountId id) const noexcept = 0;
+  // The merchant's share of the order table (the ledger's quotas count the orders held
+  // by their merchant): whether one more fits, one more taken, one less (it left memory).
+  virtual bool order_room(u64 merchant) const noexcept = 0;
+  virtual void order_taken(u64 merchant) noexcept = 0;
+  virtual void order_left(u64 merchant) noexcept = 0;
 
  protected:
   ~OrderMoney() = default;
@@ -246,8 +251,8 @@ class OrderBook {
   u32 take_slot(Stamp stamp) noexcept;  // kNoSlot when full
   // Final from now; a balance order's hold is posted (success) or voided (else).
   void finish(u32 slot, OrderStatus status, Stamp stamp, OrderMoney& money) noexcept;
-  void retain(u32 slot, Stamp stamp) noexcept;  // final from now: held for the retention
-  void release(u32 slot) noexcept;              // leaves memory (archived)
+  void retain(u32 slot, Stamp stamp) noexcept;         // final from now: held for the retention
+  void release(u32 slot, OrderMoney& money) noexcept;  // leaves memory (archived)
   static u64 ref_key(u64 merchant, u64 ref_hash) noexcept {
     return Hasher{}.add(merchant).add(ref_hash).value() | 1;  // never 0 (the empty key)
   }
