@@ -190,8 +190,9 @@ bool Service::carry_order_step(Exchange& ex, const Command& command) {
   return start_carry(ex, ex.commands_[0], /*last=*/false);
 }
 
-// After the carry: a refund is answered from the order as it was and the amount sent;
-// a checkout reads its order back (paid, or, refused, in the state that refused it).
+// After the carry, the order is read back: a refund is answered with its hold's amount
+// and the order as it is now; a checkout with the order paid, or, refused, in the
+// state that refused it.
 bool Service::order_step_between_groups(Exchange& ex) {
   const CarryBetweenGroups::Carried& carried = ex.carry_.carried()[0];
   Order& o = ex.order_;
