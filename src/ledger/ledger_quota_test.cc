@@ -295,24 +295,38 @@ TEST_F(LedgerQuota, ALimitCommandFromBeforeTheOrdersQuotaLeavesItAsItIs) {
 
 TEST_F(LedgerQuota, AStateSavedBeforeTheOrdersQuotaLoadsWithoutAnOrdersLimit) {
   ASSERT_TRUE(set(MerchantId{}, 10, kKeep, kKeep).ok());
+  ASSERT_TRUE(set(kAlice, 4, kKeep, kKeep).ok());
   const u64 digest = ledger_->state_digest();
   std::vector<unsigned char> state = saved_state(*ledger_);
-  // Version 5: its own magic, and a reserved zero where the orders limit now is. The
-  // defaults come before the count of merchants' limits (none), the orders (none:
-  // 40 bytes) and the end.
-  const std::size_t defaults_at = state.size() - 8 - 40 - 8 - sizeof(QuotaLimits);
-  u32 saved = 0;
-  std::memcpy(&saved, state.data() + defaults_at, sizeof saved);
-  ASSERT_EQ(saved, 10u) << "the layout this test assumes has changed";
-  const u32 zero = 0;
-  std::memcpy(state.data() + defaults_at + 3 * sizeof(u32), &zero, sizeof zero);
+  // Version 5: its own magic, and a reserved zero where the orders limit now is, in
+  // the defaults and in each merchant's limits. At the end: the defaults, the count of
+  // merchants' limits (1), Alice's id and limits, the orders (none: 40 bytes), the end.
+  const std::size_t alice_at = state.size() - 8 - 40 - sizeof(QuotaLimits);
+  const std::size_t defaults_at = alice_at - 8 - 8 - sizeof(QuotaLimits);
+  for (const auto& [at, expected] : {std::pair{defaults_at, 10u}, std::pair{alice_at, 4u}}) {
+    u32 saved = 0;
+    std::memcpy(&saved, state.data() + at, sizeof saved);
+    ASSERT_EQ(saved, expected) << "the layout this test assumes has changed";
+    const u32 zero = 0;
+    std::memcpy(state.data() + at + 3 * sizeof(u32), &zero, sizeof zero);
+  }
   ASSERT_EQ(std::memcmp(state.data(), "PGLEDGR6", 8), 0);
   std::memcpy(state.data(), "PGLEDGR5", 8);
   Ledger restored(config_);
   BytesSource source(state);
   ASSERT_TRUE(restored.load(source).ok());
   EXPECT_EQ(restored.quotas().defaults().limit[static_cast<u32>(Quota::orders)], kDefault);
+  ASSERT_NE(restored.find_quota(kAlice), nullptr);
+  EXPECT_EQ(restored.find_quota(kAlice)->limits.limit[0], 4u);
+  EXPECT_EQ(restored.find_quota(kAlice)->limits.limit[static_cast<u32>(Quota::orders)], kDefault);
   EXPECT_EQ(restored.state_digest(), digest);
+  // The same bytes under version 6 are a limit of 0 orders: version 5 is what makes
+  // the difference.
+  std::memcpy(state.data(), "PGLEDGR6", 8);
+  Ledger as_six(config_);
+  BytesSource six(state);
+  ASSERT_TRUE(as_six.load(six).ok());
+  EXPECT_EQ(as_six.quotas().defaults().limit[static_cast<u32>(Quota::orders)], 0u);
 }
 
 }  // namespace
