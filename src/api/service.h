@@ -248,7 +248,6 @@ class Service {
   // The order as looked up, or the answer when it is not (404, or 410 archived).
   bool fail_order_lookup(Exchange& ex);
   bool fail_order_command(Exchange& ex, const CommandResult& result);
-  static CommandResult refused_state(const Order& o);
   bool carry_order_step(Exchange& ex, const Command& command);
   bool order_step_between_groups(Exchange& ex);
   static void advance_order(Order& order, const Command& command, const CommandResult& result);

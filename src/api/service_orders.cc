@@ -171,13 +171,6 @@ bool Service::fail_order_command(Exchange& ex, const CommandResult& result) {
   return fail(ex, result.code, describe(result.code));
 }
 
-// The refusal a step of an order in `o`'s state gets (OrderBook::refuse_state).
-CommandResult Service::refused_state(const Order& o) {
-  return CommandResult{.code = ResultCode::invalid_order_state,
-                       .channel_number = static_cast<u32>(o.status),
-                       .id = o.id};
-}
-
 // A step whose money crosses groups (a wallet elsewhere pays, or is refunded): the
 // order's command is the first step of the protocol between groups (pipeline/carry.h),
 // keyed like any step, so that a retry finds the same hold and is carried to the end.
@@ -199,10 +192,7 @@ bool Service::order_step_between_groups(Exchange& ex) {
   const bool refund = ex.route_ == Route::orders_refunds;
   if (refund && ex.step_ == 2) {
     if (carried.code == ResultCode::invalid_order_state) {
-      return fail_order_command(ex, refused_state(ex.order_seen_));
-    }
-    if (carried.code == ResultCode::refund_exceeds_order && !carried.numbered) {
-      return fail_order_command(ex, CommandResult{.code = carried.code});
+      return fail_order_command(ex, OrderBook::refuse_state(ex.order_seen_));
     }
     if (const std::optional<bool> failed = fail_carried(ex)) return *failed;
     ex.group_ = engine().route(o.id);  // the carry left it at its last step's
@@ -234,7 +224,7 @@ bool Service::order_step_between_groups(Exchange& ex) {
   }
   if (carried.code != ResultCode::ok) {
     if (!ex.outcome_.found) return fail_order_lookup(ex);
-    return fail_order_command(ex, refused_state(o));
+    return fail_order_command(ex, OrderBook::refuse_state(o));
   }
   if (!ex.outcome_.found) {
     // Paid, then gone from memory (a retry's, long after): the order as it was, paid
@@ -390,7 +380,7 @@ bool Service::order_step(Exchange& ex) {
           // Without a key to answer a retry from, a closed order is refused now.
           if (o.status != OrderStatus::created &&
               (ex.key_.empty() || ex.key_lane_ != KeyLane::client)) {
-            return fail_order_command(ex, refused_state(o));
+            return fail_order_command(ex, OrderBook::refuse_state(o));
           }
           return carry_order_step(
               ex, Command::make_order(CommandKind::order_pay, o.id, account, o.amount, action));

@@ -199,6 +199,15 @@ class OrderBook {
   // A refund sent to another group came back (its delivery was refused).
   void refund_returned(u64 id, u64 amount) noexcept;
 
+  // The refusal of a step the order's status does not allow: invalid_order_state, with
+  // the status in channel_number for the answer to name (the gateway answers the same
+  // when it refuses from an order it read).
+  static CommandResult refuse_state(const Order& order) noexcept {
+    return CommandResult{.code = ResultCode::invalid_order_state,
+                         .channel_number = static_cast<u32>(order.status),
+                         .id = order.id};
+  }
+
   u32 size() const noexcept { return count_; }
   u64 made() const noexcept { return next_serial_ - 1; }  // orders ever created here
   // visit(order) for every order held, in slot order.
@@ -255,12 +264,6 @@ class OrderBook {
   void release(u32 slot, OrderMoney& money) noexcept;  // leaves memory (archived)
   static u64 ref_key(u64 merchant, u64 ref_hash) noexcept {
     return Hasher{}.add(merchant).add(ref_hash).value() | 1;  // never 0 (the empty key)
-  }
-  CommandResult refuse_state(const Order& order) const noexcept {
-    // The order's status rides in channel_number, for the answer to name it.
-    return CommandResult{.code = ResultCode::invalid_order_state,
-                         .channel_number = static_cast<u32>(order.status),
-                         .id = order.id};
   }
   CommandResult create(Stamp stamp, const Command& command, OrderMoney& money) noexcept;
   CommandResult checkout(Stamp stamp, const Command& command, OrderMoney& money) noexcept;
