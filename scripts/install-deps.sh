@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
   # toolchain
   build-essential cmake ninja-build pkg-config git g++ clang clang-format
-  libclang-rt-14-dev llvm
+  libclang-rt-14-dev llvm ccache
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # libraries
