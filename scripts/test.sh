@@ -53,11 +53,15 @@ stage "install dependencies"
 # fresh clone on a machine that built the same sources before compiles only what
 # changed; the objects are the compiler's own, byte for byte. PAYGATE_CCACHE=0 turns
 # it off; its cache is ccache's default (~/.cache/ccache) unless CCACHE_DIR says.
+# Paths are taken relative to the clone and its directory is not hashed, so clones in
+# other directories share the cache (the debug information of a cached object names
+# the clone that compiled it first: these builds are for tests, not for gdb).
 use_ccache=0
 launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=)  # cleared, in case a build directory had it
 if [ "${PAYGATE_CCACHE:-1}" != 0 ] && command -v ccache >/dev/null 2>&1; then
   use_ccache=1
-  export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-20G}
+  export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-20G} CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD}
+  export CCACHE_NOHASHDIR=${CCACHE_NOHASHDIR:-1}
   launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
   ccache --zero-stats >/dev/null
 fi

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "pipeline/engine.h"
@@ -259,6 +260,23 @@ void render_metrics(const MetricsSources& s, std::string& out) {
     for (u32 g = 0; g < engine.groups(); ++g) {
       line(out, "paygate_journal_written_bytes_total{{group=\"{}\"}} {}\n", g,
            engine.group(g).journal_written_bytes());
+    }
+    header(out, "paygate_journal_segments_total", "counter",
+           "journal segments begun, by how: prepared (zero-filled ahead of need) or allocated "
+           "(fallocate at roll-over: the first, or none was ready)");
+    for (u32 g = 0; g < engine.groups(); ++g) {
+      const journal::Writer& journal = engine.group(g).journal();
+      const u64 prepared = journal.segments_prepared();
+      line(out, "paygate_journal_segments_total{{group=\"{}\",how=\"prepared\"}} {}\n", g,
+           prepared);
+      line(out, "paygate_journal_segments_total{{group=\"{}\",how=\"allocated\"}} {}\n", g,
+           journal.segments_created() - std::min(prepared, journal.segments_created()));
+    }
+    header(out, "paygate_journal_segment_prepare_failures_total", "counter",
+           "preparations of the next journal segment that failed (the roll-over allocated)");
+    for (u32 g = 0; g < engine.groups(); ++g) {
+      line(out, "paygate_journal_segment_prepare_failures_total{{group=\"{}\"}} {}\n", g,
+           engine.group(g).journal().prepare_failures());
     }
     header(out, "paygate_journal_fdatasync_seconds", "histogram", "journal write + fdatasync time");
     for (u32 g = 0; g < engine.groups(); ++g) {

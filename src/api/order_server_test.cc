@@ -471,6 +471,19 @@ TEST_F(ShortRetentionServerTest, OrdersSurviveARestartAndLeaveMemoryAfterTheirRe
   EXPECT_EQ(create("keep-1", 10).status, 201u);
 }
 
+// A setting that is a switch takes true or false, nothing else; true starts.
+TEST_F(OrderServerTest, PreparedSegmentsAreASwitch) {
+  ASSERT_EQ(server_.stop(SIGTERM), 0);
+  EXPECT_FALSE(server_.start(dir_.path() / "data",
+                             test_config("[group]\njournal_prepare_segments = 1\n"), extra_args_));
+  EXPECT_NE(server_.log().find("group.journal_prepare_segments must be true or false"),
+            std::string::npos)
+      << server_.log();
+  ASSERT_TRUE(server_.start(dir_.path() / "data",
+                            test_config("[group]\njournal_prepare_segments = true\n"), extra_args_))
+      << server_.log();
+}
+
 }  // namespace
 }  // namespace paygate::api
 

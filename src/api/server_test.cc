@@ -26,6 +26,8 @@ TEST_F(ServerTest, HealthReadinessAndMetrics) {
        {"paygate_group_commands_total{group=\"0\"}", "paygate_group_ring_occupancy",
         "paygate_journal_fdatasync_seconds_bucket", "paygate_group_batch_requests_bucket",
         "paygate_journal_written_bytes_total{group=\"0\"}",
+        "paygate_journal_segments_total{group=\"0\",how=\"prepared\"}",
+        "paygate_journal_segment_prepare_failures_total{group=\"0\"} 0",
         "paygate_idempotency_window_held_seconds", "paygate_rate_limited_total",
         "paygate_between_groups_finished_total 0",
         "paygate_http_request_duration_seconds_bucket{route=\"/readyz\",status=\"200\""}) {

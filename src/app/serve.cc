@@ -144,6 +144,14 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       return true;
     };
   };
+  const auto bool_into = [](bool* target) {
+    return [target](const toml::node& node) {
+      const auto value = node.value<bool>();
+      if (!value || !node.is_boolean()) return false;
+      *target = *value;
+      return true;
+    };
+  };
   const Key keys[] = {
       {"http", "io_threads", unsigned_into(&s->http.io_threads, 1)},
       {"http", "connections_max", unsigned_into(&s->http.connections_max)},
@@ -185,6 +193,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       {"group", "journal_sync_gap_us", unsigned_into(&sync_gap_us)},
       {"group", "journal_sync_gap_commands", unsigned_into(&group.journal_sync_gap_commands)},
       {"group", "journal_sync_gap_quiet_us", unsigned_into(&sync_gap_quiet_us)},
+      {"group", "journal_prepare_segments", bool_into(&group.journal_prepare_segments)},
       {"server", "drain_timeout_ms", unsigned_into(&s->drain_timeout_ms)},
   };
   for (const auto& [section_name, section] : root) {
@@ -203,9 +212,9 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
                                                   section_name.str(), key_name.str()));
       }
       if (!key->set(value)) {
-        return Status::invalid_config(fmt::format("{}: {}.{} must be a positive number",
-                                                  file.string(), section_name.str(),
-                                                  key_name.str()));
+        return Status::invalid_config(fmt::format(
+            "{}: {}.{} must be {}", file.string(), section_name.str(), key_name.str(),
+            key_name.str() == "journal_prepare_segments" ? "true or false" : "a positive number"));
       }
     }
   }

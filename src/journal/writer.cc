@@ -24,7 +24,10 @@ u64 now_ns() {
 }  // namespace
 
 Writer::Writer(const WriterOptions& options)
-    : options_(options), staging_(options.staging_bytes), writing_(options.staging_bytes) {
+    : options_(options),
+      staging_(options.staging_bytes),
+      writing_(options.staging_bytes),
+      prepared_path_(options.dir / kPreparedSegmentName) {
   if (options_.storage == nullptr) options_.storage = &Storage::posix();
   PG_ASSERT(options.record_bytes_max <= kRecordBytesMax);
   PG_ASSERT(options.staging_bytes >= options.record_bytes_max);
@@ -40,8 +43,12 @@ Result<std::unique_ptr<Writer>> Writer::open(const WriterOptions& options,
     return Status::io_error(fmt::format("cannot open journal directory {}: {}",
                                         options.dir.string(), std::strerror(errno)));
   }
+  // An earlier run's prepared segment holds nothing (and may be incomplete).
+  writer->storage().unlink(writer->prepared_path_.c_str());
   writer->durable_sequence_.store(at.next_sequence - 1, std::memory_order_release);
-  const bool opened = at.file.empty() ? writer->create_segment(at.next_sequence)
+  // The first segment is allocated, not prepared: an open does not wait for a
+  // segment's worth of zeros to be written.
+  const bool opened = at.file.empty() ? writer->create_segment(at.next_sequence, false)
                                       : writer->open_segment(at.file, at.offset);
   if (!opened) return writer->failure();
   return writer;
@@ -54,7 +61,8 @@ Writer::~Writer() {
 }
 
 void Writer::start() {
-  PG_ASSERT(!thread_.joinable());
+  PG_ASSERT(!thread_.joinable() && !preparer_.joinable());
+  if (options_.prepare_segments) preparer_ = std::thread([this] { run_preparer(); });
   thread_ = std::thread([this] { run(); });
 }
 
@@ -65,6 +73,12 @@ void Writer::stop() {
   }
   staged_cv_.notify_one();
   if (thread_.joinable()) thread_.join();
+  {
+    std::lock_guard lock(prepare_mutex_);
+    preparer_stopping_.store(true, std::memory_order_relaxed);
+  }
+  prepare_cv_.notify_one();
+  if (preparer_.joinable()) preparer_.join();
 }
 
 Status Writer::failure() const {
@@ -135,6 +149,12 @@ bool Writer::flush() {
   pickup_ns_.record(started - std::min(started, staged_at));
   syncing_.store(true, std::memory_order_seq_cst);
   if (!write_all(writing_.data(), size)) return false;  // fail() cleared syncing_ and notified
+  // Half the segment is used: time to prepare the next (once per segment, so that a
+  // preparation that failed is not retried at every group commit).
+  if (!next_segment_requested_ && offset_ >= options_.segment_bytes / 2 && preparer_.joinable()) {
+    next_segment_requested_ = true;
+    request_prepared_segment();
+  }
   const u64 written = now_ns();
   const int injected = fault(FileOp::sync);
   const bool synced_ok = injected == 0 && storage().fdatasync(fd_) == 0;
@@ -221,12 +241,96 @@ bool Writer::write_all(const unsigned char* data, u64 size) {
   return true;
 }
 
-bool Writer::create_segment(u64 first_sequence) {
-  PG_ASSERT(first_sequence >= 1);
-  const std::filesystem::path path = options_.dir / segment_file_name(first_sequence);
+void Writer::run_preparer() {
+  if (options_.thread_nice != 0) set_thread_nice(options_.thread_nice);
+  std::unique_lock lock(prepare_mutex_);
+  for (;;) {
+    prepare_cv_.wait(lock, [&] {
+      return prepared_ == Prepared::preparing || preparer_stopping_.load(std::memory_order_relaxed);
+    });
+    if (preparer_stopping_.load(std::memory_order_relaxed)) return;
+    lock.unlock();
+    const bool ok = prepare_segment();
+    lock.lock();
+    prepared_ = ok ? Prepared::ready : Prepared::none;
+  }
+}
+
+bool Writer::prepare_segment() {
+  // Written zeros, not fallocate's unwritten extents (see the header). 1 MiB of the
+  // zero page per write.
+  static const unsigned char kZeros[1u << 20] = {};
+  storage().unlink(prepared_path_.c_str());  // an unfinished earlier one
+  // 0600, as every segment: it becomes one.
+  const int fd =
+      storage().open(prepared_path_.c_str(), O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
+  bool ok = fd >= 0 && fault(FileOp::allocate) == 0;
+  for (u64 at = 0; ok && at < options_.segment_bytes; at += sizeof kZeros) {
+    if (preparer_stopping_.load(std::memory_order_relaxed)) ok = false;
+    ok = ok &&
+         storage().pwrite_all(fd, kZeros, std::min<u64>(sizeof kZeros, options_.segment_bytes - at),
+                              static_cast<off_t>(at));
+  }
+  ok = ok && storage().fsync(fd) == 0;  // the zeros and the size, before any rename
+  if (fd >= 0) storage().close(fd);
+  if (!ok) {
+    storage().unlink(prepared_path_.c_str());
+    if (!preparer_stopping_.load(std::memory_order_relaxed))
+      prepare_failures_.fetch_add(1, std::memory_order_relaxed);
+  }
+  return ok;
+}
+
+bool Writer::segment_prepared() const {
+  std::lock_guard lock(prepare_mutex_);
+  return prepared_ == Prepared::ready;
+}
+
+void Writer::request_prepared_segment() {
+  {
+    std::lock_guard lock(prepare_mutex_);
+    if (prepared_ != Prepared::none) return;
+    prepared_ = Prepared::preparing;
+  }
+  prepare_cv_.notify_one();
+}
+
+int Writer::take_prepared_segment(const std::filesystem::path& path) {
+  bool ready = false;
+  if (preparer_.joinable()) {
+    std::lock_guard lock(prepare_mutex_);
+    ready = prepared_ == Prepared::ready;
+    if (ready) prepared_ = Prepared::none;
+  } else {
+    ready = prepare_segment();  // one thread: prepared now, at need
+  }
+  if (!ready) return -1;
+  if (storage().rename(prepared_path_.c_str(), path.c_str()) != 0) {
+    fail("rename " + prepared_path_.string() + " to " + path.string(), errno);
+    return -2;
+  }
+  const int fd = storage().open(path.c_str(), O_RDWR | O_CLOEXEC, 0);
+  if (fd < 0) {
+    fail("open " + path.string(), errno);
+    return -2;
+  }
+  if (storage().fsync(dir_fd_) != 0) {
+    const int error = errno;
+    storage().close(fd);
+    fail("fsync journal directory for " + path.string(), error);
+    return -2;
+  }
+  segments_prepared_.fetch_add(1, std::memory_order_relaxed);
+  return fd;
+}
+
+int Writer::allocate_segment(const std::filesystem::path& path) {
   // 0600: every balance is in here (docs/OPERATING.md, files and permissions).
   const int fd = storage().open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
-  if (fd < 0) return fail("create " + path.string(), errno);
+  if (fd < 0) {
+    fail("create " + path.string(), errno);
+    return -1;
+  }
   // Allocated up front: appends then never change the file's size, and fdatasync
   // does not have to write size metadata.
   if (const int injected = fault(FileOp::allocate);
@@ -234,17 +338,30 @@ bool Writer::create_segment(u64 first_sequence) {
     const int error = injected != 0 ? injected : errno;
     storage().close(fd);
     storage().unlink(path.c_str());
-    return fail("allocate " + path.string(), error);
+    fail("allocate " + path.string(), error);
+    return -1;
   }
   if (storage().fsync(fd) != 0 || storage().fsync(dir_fd_) != 0) {
     const int error = errno;
     storage().close(fd);
-    return fail("fsync new segment " + path.string(), error);
+    fail("fsync new segment " + path.string(), error);
+    return -1;
   }
+  return fd;
+}
+
+bool Writer::create_segment(u64 first_sequence, bool prepare) {
+  PG_ASSERT(first_sequence >= 1);
+  const std::filesystem::path path = options_.dir / segment_file_name(first_sequence);
+  int fd = prepare && options_.prepare_segments ? take_prepared_segment(path) : -1;
+  if (fd == -2) return false;
+  if (fd < 0) fd = allocate_segment(path);
+  if (fd < 0) return false;
   if (fd_ >= 0) storage().close(fd_);
   fd_ = fd;
   path_ = path;
   offset_ = 0;
+  next_segment_requested_ = false;
   segments_created_.fetch_add(1, std::memory_order_relaxed);
 
   unsigned char header[record_bytes_max(RecordType::segment_header, 0)];

@@ -6,6 +6,18 @@
 // stages the next batch, so a batch grows with load, capped by staging_bytes (when
 // the stage is full, reserve() says so and the group waits for the sync to finish).
 //
+// Segments (with prepare_segments): the next segment is prepared ahead of need by a
+// thread of the writer's own (started with it), asked once the current segment is
+// half used: a file of
+// segment_bytes of written zeros, synced, under a name that is not a segment's
+// (kPreparedSegmentName). Roll-over renames it into place and
+// syncs the directory; it never waits for the preparation: when none is ready it
+// allocates a segment as it always did (fallocate), and the next roll-over takes
+// the prepared one. Zeros that were written, unlike fallocate's unwritten extents,
+// leave nothing for fdatasync to convert, so a sync inside a prepared segment
+// commits data only (docs/LEDGER.md, journal). Without start() (the simulator's one
+// thread) the preparation runs inline at roll-over, through the same code.
+//
 // Failure: a write, sync or allocation that fails puts the writer in a failed state
 // for good: durable_sequence() stops, nothing is retried (after a failed fdatasync
 // the page cache cannot be trusted), and the group answers not_durable until a
@@ -40,6 +52,9 @@ struct AppendPosition {
 };
 
 enum class FileOp { write, sync, allocate, remove };
+// The next segment while it is prepared and until a roll-over takes it. A start
+// removes one left by an earlier run: it holds nothing (docs/OPERATING.md).
+inline constexpr const char* kPreparedSegmentName = "journal-next.prepared";
 // For tests: called before each file operation; a non-zero errno makes it fail so.
 using FaultHook = std::function<int(FileOp)>;
 
@@ -65,6 +80,10 @@ struct WriterOptions {
   // client waits for its answer before sending more) every client is waiting on the
   // staged batch, and the rest of the gap would only delay them. 0: no such end.
   u64 sync_gap_quiet_ns = 0;
+  // Roll over into segments prepared ahead of need (above). Off by default until
+  // measurements say it helps: with it, the longest batch waits of the ledger-benchmark
+  // shape were longer in a first comparison (docs/JOURNAL.md).
+  bool prepare_segments = false;
   FaultHook fault = nullptr;
   Storage* storage = nullptr;  // null: Storage::posix()
 };
@@ -123,15 +142,41 @@ class Writer {
   u64 segments_created() const noexcept {
     return segments_created_.load(std::memory_order_relaxed);
   }
+  // Of those, the ones a roll-over took prepared (zero-filled ahead of need); the rest
+  // were allocated when needed (the first, and any roll-over that found none ready).
+  u64 segments_prepared() const noexcept {
+    return segments_prepared_.load(std::memory_order_relaxed);
+  }
+  // Preparations that failed (a write or sync of the zeros): the file is removed, and
+  // the next roll-over allocates as it would have without one.
+  u64 prepare_failures() const noexcept {
+    return prepare_failures_.load(std::memory_order_relaxed);
+  }
+  // A prepared segment waits for the next roll-over.
+  bool segment_prepared() const;
   const std::filesystem::path& current_file() const noexcept { return path_; }
 
  private:
   explicit Writer(const WriterOptions& options);
 
   void run();
+  // The preparer thread: prepares the next segment whenever none is ready.
+  void run_preparer();
+  // Writes the prepared segment (zeros, synced); false (the file removed) on failure.
+  bool prepare_segment();
+  // Asks the preparer for the next segment, unless one is ready or on its way.
+  void request_prepared_segment();
+  // Takes the prepared segment, if one is ready, as `path`: renamed into place, the
+  // directory synced. The open file, -1 when none was ready, or -2 after fail().
+  int take_prepared_segment(const std::filesystem::path& path);
+  // Creates `path` allocated to segment_bytes (fallocate), synced with its directory.
+  // The open file, or -1 after fail().
+  int allocate_segment(const std::filesystem::path& path);
   void wait_out_sync_gap(std::chrono::steady_clock::time_point deadline, u64 synced_through);
   bool write_all(const unsigned char* data, u64 size);
-  bool create_segment(u64 first_sequence);
+  // The segment that starts at `first_sequence`: the prepared one when one is ready
+  // (with `prepare` and no preparer thread, prepared here first), else allocated.
+  bool create_segment(u64 first_sequence, bool prepare = true);
   bool open_segment(const std::filesystem::path& path, u64 offset);
   bool fail(const std::string& what, int error);
   int fault(FileOp op) const { return options_.fault ? options_.fault(op) : 0; }
@@ -165,7 +210,18 @@ class Writer {
   Histogram fdatasync_ns_;
   Histogram write_bytes_;
   std::atomic<u64> segments_created_{0};
+  std::atomic<u64> segments_prepared_{0};
   std::thread thread_;
+
+  std::filesystem::path prepared_path_;
+  bool next_segment_requested_ = false;  // writer thread: asked for the current one's successor
+  enum class Prepared { none, preparing, ready };
+  mutable std::mutex prepare_mutex_;  // guards prepared_ and the cv
+  std::condition_variable prepare_cv_;
+  Prepared prepared_ = Prepared::none;  // ready: the file is complete and synced
+  std::atomic<bool> preparer_stopping_{false};
+  std::atomic<u64> prepare_failures_{0};
+  std::thread preparer_;
 };
 
 }  // namespace paygate::journal

@@ -1,12 +1,20 @@
 #include "journal/writer.h"
 
+#include <fcntl.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 
 #include "base/temp_dir.h"
@@ -298,6 +306,183 @@ TEST(JournalWriter, ReopensAndAppendsWhereTheLogEnds) {
   EXPECT_EQ(second.end, LogEnd::clean) << second.message;
   EXPECT_EQ(seen.size(), 101u);
   EXPECT_EQ(second.next_sequence, 206u);
+}
+
+// Whether any extent of the file is allocated but unwritten (fallocate's), so that
+// the first write there makes fdatasync commit metadata. nullopt: the file system
+// cannot say (no FIEMAP).
+std::optional<bool> has_unwritten_extents(const std::filesystem::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  constexpr u32 kExtents = 64;
+  std::vector<unsigned char> buffer(sizeof(fiemap) + kExtents * sizeof(fiemap_extent));
+  std::optional<bool> unwritten = false;
+  u64 start = 0;
+  for (;;) {
+    std::fill(buffer.begin(), buffer.end(), 0);
+    auto* map = reinterpret_cast<fiemap*>(buffer.data());
+    map->fm_start = start;
+    map->fm_length = FIEMAP_MAX_OFFSET;
+    map->fm_flags = FIEMAP_FLAG_SYNC;
+    map->fm_extent_count = kExtents;
+    if (::ioctl(fd, FS_IOC_FIEMAP, map) != 0) {
+      unwritten = std::nullopt;
+      break;
+    }
+    if (map->fm_mapped_extents == 0) break;
+    bool last = false;
+    for (u32 i = 0; i < map->fm_mapped_extents; ++i) {
+      const fiemap_extent& extent = map->fm_extents[i];
+      if ((extent.fe_flags & FIEMAP_EXTENT_UNWRITTEN) != 0) unwritten = true;
+      if ((extent.fe_flags & FIEMAP_EXTENT_LAST) != 0) last = true;
+      start = extent.fe_logical + extent.fe_length;
+    }
+    if (last) break;
+  }
+  ::close(fd);
+  return unwritten;
+}
+
+bool wait_prepared(const Writer& writer) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!writer.segment_prepared()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+// ~5,800 bytes per record of random commands: 2 MiB segments roll over every ~360.
+u64 fill_segments(Writer& writer, u64 sequence, int records) {
+  std::mt19937_64 rng(sequence);
+  for (int r = 0; r < records; ++r) {
+    const std::vector<Command> commands = random_commands(rng, 90);
+    while (!stage_commands(writer, sequence, commands))
+      std::this_thread::yield();
+    sequence += 90;
+  }
+  return sequence;
+}
+
+TEST(JournalWriter, RollOverTakesTheSegmentPreparedAheadWithWrittenZeros) {
+  TempDir dir;
+  const std::filesystem::path prepared = dir.path() / kPreparedSegmentName;
+  WriterOptions options = test_writer_options(dir.path());
+  options.prepare_segments = true;
+  auto opened = Writer::open(options, {{}, 0, 1});
+  ASSERT_TRUE(opened.ok()) << opened.status().to_string();
+  auto writer = std::move(opened).value();
+  writer->start();
+  const std::filesystem::path first = writer->current_file();
+  const std::optional<bool> first_unwritten = has_unwritten_extents(first);
+
+  // Under half a segment (~5,800-byte records, 2 MiB segments): nothing is prepared.
+  u64 sequence = fill_segments(*writer, 1, 150);
+  ASSERT_TRUE(wait_durable(*writer, sequence - 1));
+  EXPECT_FALSE(writer->segment_prepared());
+  EXPECT_FALSE(std::filesystem::exists(prepared)) << "prepared before half the segment was used";
+  // Past half: the next segment is prepared, at full size.
+  sequence = fill_segments(*writer, sequence, 50);
+  ASSERT_TRUE(wait_durable(*writer, sequence - 1));
+  ASSERT_TRUE(wait_prepared(*writer)) << "the preparer made no segment within 60 s";
+  EXPECT_EQ(std::filesystem::file_size(prepared), kTestSegmentBytes);
+  EXPECT_EQ(writer->segments_created(), 1u);
+
+  // Past the first segment: the roll-over takes the prepared one, named as a segment.
+  sequence = fill_segments(*writer, sequence, 200);
+  ASSERT_TRUE(wait_durable(*writer, sequence - 1));
+  ASSERT_EQ(writer->segments_created(), 2u);
+  EXPECT_EQ(writer->segments_prepared(), 1u);
+  EXPECT_EQ(writer->prepare_failures(), 0u);
+  EXPECT_FALSE(std::filesystem::exists(prepared));
+  const std::filesystem::path second = writer->current_file();
+  EXPECT_NE(second, first);
+  EXPECT_EQ(std::filesystem::file_size(second), kTestSegmentBytes);
+  if (!first_unwritten.has_value()) {
+    GTEST_LOG_(INFO) << "this file system does not answer FIEMAP: extents not checked";
+  } else {
+    // The allocated first segment had unwritten extents; the prepared one has none.
+    EXPECT_TRUE(*first_unwritten) << "fallocate left written extents: the check cannot tell";
+    EXPECT_EQ(has_unwritten_extents(second), false);
+  }
+  // Half of the second segment: the next is prepared again, and taken in turn.
+  sequence = fill_segments(*writer, sequence, 200);
+  ASSERT_TRUE(wait_durable(*writer, sequence - 1));
+  ASSERT_TRUE(wait_prepared(*writer));
+  sequence = fill_segments(*writer, sequence, 200);
+  ASSERT_TRUE(wait_durable(*writer, sequence - 1));
+  EXPECT_EQ(writer->segments_created(), 3u);
+  EXPECT_EQ(writer->segments_prepared(), 2u);
+  writer->stop();
+  ScanReport report;
+  read_all(dir.path(), &report);
+  EXPECT_EQ(report.end, LogEnd::clean) << report.message;
+  EXPECT_EQ(report.next_sequence, sequence);
+  EXPECT_EQ(list_segments(dir.path()).size(), 3u) << "the prepared file is not a segment";
+}
+
+TEST(JournalWriter, WithoutItsThreadsARollOverPreparesInlineAndAFailedPreparationAllocates) {
+  TempDir dir;
+  const std::filesystem::path prepared = dir.path() / kPreparedSegmentName;
+  { std::ofstream(prepared) << "left by an earlier run"; }
+  std::atomic<int> allocations{0};
+  std::atomic<bool> fail_next_allocation{false};
+  WriterOptions options = test_writer_options(dir.path());
+  options.prepare_segments = true;
+  options.fault = [&](FileOp op) {
+    if (op != FileOp::allocate) return 0;
+    ++allocations;
+    return fail_next_allocation.exchange(false) ? ENOSPC : 0;
+  };
+  auto opened = Writer::open(options, {{}, 0, 1});
+  ASSERT_TRUE(opened.ok()) << opened.status().to_string();
+  auto writer = std::move(opened).value();
+  EXPECT_FALSE(std::filesystem::exists(prepared)) << "an earlier run's prepared file stays";
+  EXPECT_EQ(allocations.load(), 1);  // the first segment, allocated
+
+  // One record per flush, on this thread: the roll-over prepares its segment itself.
+  std::mt19937_64 rng(7);
+  u64 sequence = 1;
+  const auto write_records = [&](int records) {
+    for (int r = 0; r < records; ++r) {
+      ASSERT_TRUE(stage_commands(*writer, sequence, random_commands(rng, 90)));
+      sequence += 90;
+      ASSERT_TRUE(writer->flush());
+    }
+  };
+  write_records(400);
+  EXPECT_EQ(writer->segments_created(), 2u);
+  EXPECT_EQ(writer->segments_prepared(), 1u);
+  EXPECT_FALSE(std::filesystem::exists(prepared)) << "taken as soon as it was made";
+
+  // A preparation that fails (no space for the zeros) leaves no file, and the
+  // roll-over allocates its segment instead.
+  fail_next_allocation = true;
+  write_records(400);
+  EXPECT_FALSE(writer->failed()) << writer->failure().to_string();
+  EXPECT_EQ(writer->segments_created(), 3u);
+  EXPECT_EQ(writer->segments_prepared(), 1u);
+  EXPECT_EQ(writer->prepare_failures(), 1u);
+  EXPECT_FALSE(std::filesystem::exists(prepared));
+  EXPECT_EQ(writer->durable_sequence(), sequence - 1);
+  writer.reset();
+  ScanReport report;
+  read_all(dir.path(), &report);
+  EXPECT_EQ(report.end, LogEnd::clean) << report.message;
+  EXPECT_EQ(report.next_sequence, sequence);
+}
+
+TEST(JournalWriter, WithoutPreparedSegmentsEveryRollOverAllocates) {
+  TempDir dir;
+  auto opened = Writer::open(test_writer_options(dir.path()), {{}, 0, 1});
+  ASSERT_TRUE(opened.ok()) << opened.status().to_string();
+  auto writer = std::move(opened).value();
+  writer->start();
+  const u64 sequence = fill_segments(*writer, 1, 400);
+  ASSERT_TRUE(wait_durable(*writer, sequence - 1));
+  EXPECT_EQ(writer->segments_created(), 2u);
+  EXPECT_EQ(writer->segments_prepared(), 0u);
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / kPreparedSegmentName));
 }
 
 // A failure of any file operation stops durability for good and says why.

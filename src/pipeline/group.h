@@ -56,6 +56,7 @@ struct GroupConfig {
   u64 journal_sync_gap_ns = 0;                       // see journal::WriterOptions::sync_gap_ns
   u64 journal_sync_gap_commands = 0;                 // ... sync_gap_commands
   u64 journal_sync_gap_quiet_ns = 0;                 // ... and sync_gap_quiet_ns
+  bool journal_prepare_segments = false;             // see journal::WriterOptions
   u64 tick_interval_ns = 100'000'000;                // idle this long with a hold due: log a tick
   u64 heartbeat_interval_ns = 10 * kNanosPerSecond;  // idle this long: log a tick anyway
   u64 snapshot_every_commands = 10'000'000;          // 0: never

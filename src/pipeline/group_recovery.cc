@@ -209,6 +209,7 @@ Status Group::recover() {
                                  .sync_gap_ns = config_.journal_sync_gap_ns,
                                  .sync_gap_commands = config_.journal_sync_gap_commands,
                                  .sync_gap_quiet_ns = config_.journal_sync_gap_quiet_ns,
+                                 .prepare_segments = config_.journal_prepare_segments,
                                  .fault = config_.journal_fault,
                                  .storage = config_.storage};
   Result<std::unique_ptr<journal::Writer>> writer = journal::Writer::open(options, at);

@@ -149,6 +149,7 @@ class Simulation {
     const u64 record = Group::record_bytes_max(g);
     const u64 segment = (record * (2 + pick(7)) + 4095) / 4096 * 4096;
     g.journal_segment_bytes = segment;
+    g.journal_prepare_segments = chance(50);
     g.group_commit_bytes_max = record * (1 + pick(4));
     g.tick_interval_ns = 100'000'000;
     g.heartbeat_interval_ns = 10 * kNanosPerSecond;

@@ -268,7 +268,12 @@ bool Snapshotter::start(const Ledger& ledger) {
   }
   const pid_t pid = ::fork();
   if (pid == 0) {
-    // The child: a frozen copy of the ledger. Low priority: the group goes first.
+    // The child: a frozen copy of the ledger. It needs none of the files it inherited
+    // (it opens its own): closed at once, so that a parent killed while the child still
+    // writes releases its groups' LOCKs and its listening sockets then, and a restart
+    // is not refused as "another paygate" by a child that outlived it. Low priority:
+    // the group goes first.
+    ::close_range(3, ~0U, 0);
     ::setpriority(PRIO_PROCESS, 0, 10);
     ::_exit(write_file(ledger, path, buffer, buffer_bytes, Storage::posix()) == 0 ? 0 : 1);
   }
