@@ -253,7 +253,10 @@ bool Snapshotter::start(const Ledger& ledger) {
   // Snapshots only move forward: a new one covers more than the last published.
   PG_ASSERT(ledger.last_stamp().sequence >= last_published_);
   sequence_ = ledger.last_stamp().sequence;
-  tmp_path_ = (dir_ / (file_name(sequence_) + ".tmp")).string();
+  // The process's own temporary name: a child of an earlier server, killed while this
+  // child wrote, may still be writing the same sequence's snapshot (it holds no LOCK:
+  // see below), and must never write into the file this server publishes.
+  tmp_path_ = (dir_ / fmt::format("{}.{}.tmp", file_name(sequence_), ::getpid())).string();
   const char* path = tmp_path_.c_str();  // built before fork: the child must not allocate
   unsigned char* buffer = buffer_.data();
   const std::size_t buffer_bytes = buffer_.size();
@@ -266,6 +269,10 @@ bool Snapshotter::start(const Ledger& ledger) {
     last_pause_ns_ = steady_ns() - started_ns_;
     return true;
   }
+  rlimit files{};
+  const int files_max = ::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < (1u << 20)
+                            ? static_cast<int>(files.rlim_cur)
+                            : 1 << 20;
   const pid_t pid = ::fork();
   if (pid == 0) {
     // The child: a frozen copy of the ledger. It needs none of the files it inherited
@@ -273,7 +280,10 @@ bool Snapshotter::start(const Ledger& ledger) {
     // writes releases its groups' LOCKs and its listening sockets then, and a restart
     // is not refused as "another paygate" by a child that outlived it. Low priority:
     // the group goes first.
-    ::close_range(3, ~0U, 0);
+    if (::close_range(3, ~0U, 0) != 0) {
+      for (int fd = 3; fd < files_max; ++fd)  // a kernel before 5.9
+        ::close(fd);
+    }
     ::setpriority(PRIO_PROCESS, 0, 10);
     ::_exit(write_file(ledger, path, buffer, buffer_bytes, Storage::posix()) == 0 ? 0 : 1);
   }

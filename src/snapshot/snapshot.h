@@ -10,9 +10,9 @@
 //
 // Taking one (Snapshotter): the group thread forks; the child writes the file from its
 // copy-on-write image of memory, at low priority, with no allocation, and exits. The
-// group thread is paused only for fork() itself. The file is written as a .tmp and
-// renamed into place only when the journal is durable up to its sequence, so a
-// snapshot never holds a command that was not acknowledged.
+// group thread is paused only for fork() itself. The file is written as a .tmp (named
+// with the server's pid) and renamed into place only when the journal is durable up
+// to its sequence, so a snapshot never holds a command that was not acknowledged.
 #pragma once
 
 #include <sys/types.h>

@@ -131,6 +131,42 @@ TEST_F(Snapshot, SnapshotterWritesTheForkTimeStateAndPublishesWhenDurable) {
   EXPECT_EQ(loaded.ledger->state_digest(), digest_at_fork);
 }
 
+// A server killed while its snapshot child wrote leaves the child writing (it holds
+// no LOCK, so the restart is not refused); the restarted server may snapshot the same
+// sequence. What the old child writes, however late, never reaches the published file.
+TEST_F(Snapshot, AnEarlierServersChildWritingTheSameSequenceCannotTouchThePublishedFile) {
+  const u64 sequence = ledger_->last_stamp().sequence;
+  const std::string name = file_name(sequence);
+  // The old child's open files: its server's temporary name, and the name all
+  // servers shared before temporary names carried the pid.
+  std::vector<int> old_child;
+  for (const std::string& tmp : {name + ".1.tmp", name + ".tmp"}) {
+    old_child.push_back(::open((dir_.path() / tmp).c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+    ASSERT_GE(old_child.back(), 0) << tmp;
+  }
+  Snapshotter snapshotter(dir_.path());
+  const u64 digest = ledger_->state_digest();
+  ASSERT_TRUE(snapshotter.start(*ledger_));
+  std::string message;
+  ASSERT_EQ(wait_until_written(snapshotter, &message), Snapshotter::Progress::running);
+  ASSERT_EQ(snapshotter.poll(sequence, &message), Snapshotter::Progress::published) << message;
+  // Now the old child writes on.
+  const std::vector<unsigned char> junk(64 << 10, 0xA5);
+  for (const int fd : old_child) {
+    EXPECT_EQ(::pwrite(fd, junk.data(), junk.size(), 0), static_cast<ssize_t>(junk.size()));
+    ::close(fd);
+  }
+  const LoadResult loaded = load_newest(dir_.path(), [&] { return fresh(); });
+  ASSERT_NE(loaded.ledger, nullptr) << (loaded.skipped.empty() ? "" : loaded.skipped.front());
+  EXPECT_EQ(loaded.sequence, sequence);
+  EXPECT_EQ(loaded.ledger->state_digest(), digest);
+  EXPECT_TRUE(loaded.skipped.empty());
+  // The old child's leftovers go with the next prune.
+  prune(dir_.path(), 1);
+  EXPECT_FALSE(std::filesystem::exists(dir_.path() / (name + ".1.tmp")));
+  EXPECT_FALSE(std::filesystem::exists(dir_.path() / (name + ".tmp")));
+}
+
 TEST_F(Snapshot, PruneKeepsTheNewestAndClearsTemporaryFiles) {
   for (int i = 0; i < 4; ++i) {
     write_now();
