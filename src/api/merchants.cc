@@ -173,18 +173,20 @@ ResultCode MerchantRegistry::create(const MerchantCreate& request, PrincipalKind
   return ResultCode::ok;
 }
 
-ResultCode MerchantRegistry::set_clearing_account(u64 id, u64 account, Currency currency,
-                                                  const IdempotencyKey& key, u64 content_hash,
-                                                  const Render& render, StoredReply* reply,
-                                                  Status* failure) {
+ResultCode MerchantRegistry::set_clearing_accounts(u64 id, std::vector<u64> by_group,
+                                                   Currency currency, const IdempotencyKey& key,
+                                                   u64 content_hash, const Render& render,
+                                                   StoredReply* reply, Status* failure) {
   std::unique_lock lock(mutex_);
   const auto it = by_id_.find(id);
   if (it == by_id_.end() || it->second->kind != PrincipalKind::provider) {
     return ResultCode::merchant_not_found;
   }
   const MerchantRef old = it->second;
+  PG_ASSERT(old->group < by_group.size() && by_group[old->group] != 0);
   auto provider = std::make_shared<Merchant>(*old);
-  provider->clearing_account = account;
+  provider->clearing_account = by_group[old->group];
+  provider->clearing_by_group = std::move(by_group);
   provider->clearing_currency = currency;
   *reply = render(*provider, /*with_secret=*/true);
   reply->content_hash = content_hash;
@@ -303,6 +305,12 @@ Status MerchantRegistry::save() const {
       json.key("clearing_account").unsigned_number(m->clearing_account);
       json.key("clearing_currency").unsigned_number(m->clearing_currency.code);
     }
+    if (!m->clearing_by_group.empty()) {
+      json.key("clearing_accounts").begin_array();
+      for (const u64 account : m->clearing_by_group)
+        json.unsigned_number(account);
+      json.end_array();
+    }
     if (m->risk.any()) {
       json.key("risk").begin_object();
       json.key("max_amount").unsigned_number(m->risk.max_amount);
@@ -383,6 +391,20 @@ Status MerchantRegistry::load() {
       return fail("a provider's clearing currency is malformed");
     }
     m->clearing_currency = Currency{static_cast<u32>(clearing_currency)};
+    // One per group since per-group clearing accounts; files before have only the one.
+    if (simdjson::dom::array accounts;
+        entry["clearing_accounts"].get_array().get(accounts) == simdjson::SUCCESS) {
+      for (const auto account : accounts) {
+        u64 id = 0;
+        if (account.get_uint64().get(id))
+          return fail("a provider's clearing accounts are malformed");
+        m->clearing_by_group.push_back(id);
+      }
+      if (group >= m->clearing_by_group.size() ||
+          m->clearing_by_group[group] != m->clearing_account) {
+        return fail("a provider's clearing accounts do not include its clearing account");
+      }
+    }
     if (simdjson::dom::element risk_field; entry["risk"].get(risk_field) == simdjson::SUCCESS) {
       simdjson::dom::object risk;
       if (risk_field.get_object().get(risk)) return fail("a merchant's risk rules are malformed");

@@ -73,8 +73,18 @@ struct Merchant {
   std::string secret;
   u64 created_at_s = 0;
   // A provider: its clearing account (0 until its onboarding made it) and currency.
+  // clearing_account is the one in the provider's own group (withdrawals are held
+  // toward it); clearing_by_group holds one per group (index: group), so that an
+  // order's money never leaves the order's group (docs/ORDERS.md, "Providers").
   u64 clearing_account = 0;
   Currency clearing_currency;
+  std::vector<u64> clearing_by_group;
+  // The provider's clearing account in `g`: 0 where it has none (onboarded by a server
+  // that made only one, or a group added since).
+  u64 clearing_account_in(u32 g) const noexcept {
+    if (g < clearing_by_group.size()) return clearing_by_group[g];
+    return g == group ? clearing_account : 0;
+  }
   RiskRules risk;
   std::shared_ptr<TokenBucket> bucket = std::make_shared<TokenBucket>();
 };
@@ -117,13 +127,14 @@ class MerchantRegistry {
   ResultCode create(const MerchantCreate& request, PrincipalKind kind, const IdempotencyKey& key,
                     u64 content_hash, const Render& render, StoredReply* reply, Status* failure,
                     u64* created_id = nullptr);
-  // Records provider `id`'s clearing account and stores the onboarding's reply under
-  // `key`, in one durable write. merchant_not_found if `id` is no provider. Until then,
-  // create() under the same key answers overloaded (the onboarding is on its way);
-  // abandon_onboarding() ends that when the account could not be made.
-  ResultCode set_clearing_account(u64 id, u64 account, Currency currency, const IdempotencyKey& key,
-                                  u64 content_hash, const Render& render, StoredReply* reply,
-                                  Status* failure);
+  // Records provider `id`'s clearing accounts (`by_group`: one per group, index =
+  // group) and stores the onboarding's reply under `key`, in one durable write.
+  // merchant_not_found if `id` is no provider. Until then, create() under the same key
+  // answers overloaded (the onboarding is on its way); abandon_onboarding() ends that
+  // when an account could not be made.
+  ResultCode set_clearing_accounts(u64 id, std::vector<u64> by_group, Currency currency,
+                                   const IdempotencyKey& key, u64 content_hash,
+                                   const Render& render, StoredReply* reply, Status* failure);
   // The provider that takes withdrawals in `currency` when none is named: the oldest
   // one with a clearing account in it; nullptr if none.
   MerchantRef default_provider(Currency currency) const;

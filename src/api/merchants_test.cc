@@ -4,9 +4,12 @@
 
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include <fstream>
 
 #include "api/render.h"
+#include "base/durable_file.h"
 #include "base/ids.h"
 #include "base/temp_dir.h"
 
@@ -74,8 +77,8 @@ TEST_F(MerchantRegistryTest, KindsShareOneSerialSpaceAndSurviveAReopen) {
               ResultCode::overloaded);
   }
   EXPECT_EQ(registry->default_provider(Currency::from("USD")), nullptr);
-  ASSERT_EQ(registry->set_clearing_account(keyed, 77, Currency::from("USD"), key, 1, reply_of,
-                                           &reply, &failure),
+  ASSERT_EQ(registry->set_clearing_accounts(keyed, {77, 177}, Currency::from("USD"), key, 1,
+                                            reply_of, &reply, &failure),
             ResultCode::ok);
   EXPECT_NE(reply.body.find("\"secret\""), std::string::npos);  // shown this once
   u64 replayed = 1;
@@ -86,11 +89,11 @@ TEST_F(MerchantRegistryTest, KindsShareOneSerialSpaceAndSurviveAReopen) {
             ResultCode::ok);
   EXPECT_EQ(replayed, 0u);
   EXPECT_EQ(reply.body.find("\"secret\""), std::string::npos);
-  EXPECT_EQ(registry->set_clearing_account(user, 78, Currency::from("USD"), {}, 1, reply_of, &reply,
-                                           &failure),
+  EXPECT_EQ(registry->set_clearing_accounts(user, {78, 178}, Currency::from("USD"), {}, 1, reply_of,
+                                            &reply, &failure),
             ResultCode::merchant_not_found);
-  ASSERT_EQ(registry->set_clearing_account(provider, 79, Currency::from("USD"), {}, 1, reply_of,
-                                           &reply, &failure),
+  ASSERT_EQ(registry->set_clearing_accounts(provider, {79, 179}, Currency::from("USD"), {}, 1,
+                                            reply_of, &reply, &failure),
             ResultCode::ok);
   // The oldest provider in the currency takes withdrawals.
   ASSERT_NE(registry->default_provider(Currency::from("USD")), nullptr);
@@ -101,10 +104,40 @@ TEST_F(MerchantRegistryTest, KindsShareOneSerialSpaceAndSurviveAReopen) {
   registry = open();
   ASSERT_NE(registry->find(user), nullptr);
   EXPECT_EQ(registry->find(user)->kind, PrincipalKind::user);
-  EXPECT_EQ(registry->find(keyed)->clearing_account, 77u);
+  {  // One clearing account per group; the provider's own group's is its clearing account.
+    const MerchantRef bank = registry->find(keyed);
+    EXPECT_EQ(bank->clearing_by_group, (std::vector<u64>{77, 177}));
+    EXPECT_EQ(bank->clearing_account, bank->group == 0 ? 77u : 177u);
+    EXPECT_EQ(bank->clearing_account_in(0), 77u);
+    EXPECT_EQ(bank->clearing_account_in(1), 177u);
+    EXPECT_EQ(bank->clearing_account_in(2), 0u);
+  }
   EXPECT_EQ(registry->find(keyed)->clearing_currency, Currency::from("USD"));
   EXPECT_EQ(registry->find(merchant)->kind, PrincipalKind::merchant);
   EXPECT_EQ(registry->find_by_key(registry->find(user)->key_id)->id, user);
+
+  // A file written before clearing accounts per group: the one account serves the
+  // provider's own group, and no other.
+  registry.reset();
+  const std::filesystem::path file = dir_.path() / "merchants.json";
+  std::string text = read_file(file).value();
+  for (std::size_t at; (at = text.find(",\"clearing_accounts\":[")) != std::string::npos;) {
+    text.erase(at, text.find(']', at) + 1 - at);
+  }
+  ASSERT_TRUE(write_file_durably(file, text, 0600).ok());
+  registry = open();
+  const MerchantRef bank = registry->find(keyed);
+  EXPECT_TRUE(bank->clearing_by_group.empty());
+  EXPECT_EQ(bank->clearing_account_in(bank->group), bank->clearing_account);
+  EXPECT_EQ(bank->clearing_account_in(1 - bank->group), 0u);
+
+  // A list that leaves out the provider's clearing account is a damaged file.
+  registry.reset();
+  const std::string home = fmt::format("\"clearing_account\":{},", bank->clearing_account);
+  ASSERT_NE(text.find(home), std::string::npos);
+  text.insert(text.find(home) + home.size(), "\"clearing_accounts\":[5,6],");
+  ASSERT_TRUE(write_file_durably(file, text, 0600).ok());
+  EXPECT_FALSE(MerchantRegistry::open(file, 0, 2).ok());
 }
 
 TEST_F(MerchantRegistryTest, RiskRulesAreAMerchantsAndSurviveAReopen) {

@@ -432,6 +432,106 @@ TEST_F(OrderServerTest, ALateSuccessIsAnExceptionThatAnOperatorResolves) {
 }
 
 // Orders held for a second once final.
+class OrderTwoGroupServerTest : public OrderServerTest {
+ protected:
+  void SetUp() override {
+    extra_args_ = {"--groups", "2"};
+    OrderServerTest::SetUp();
+  }
+};
+
+// A provider has a clearing account in every group, so an order of a merchant in
+// another group than the provider's clears in the order's own group: the external and
+// balance methods, their results, refunds and cancels never cross groups.
+TEST_F(OrderTwoGroupServerTest, AProvidersOrdersClearInTheOrdersOwnGroup) {
+  const HttpResponse bank = admin_get("/v1/providers/" + bank_.id);
+  ASSERT_EQ(bank.status, 200u) << bank.body;
+  const i64 home_group = number_field(bank.body, "/group");
+  const i64 other_group = 1 - home_group;
+  // The clearing_accounts entry of `group`.
+  const auto clearing_in = [](const std::string& body, i64 group) {
+    for (const char* at : {"/clearing_accounts/0", "/clearing_accounts/1"}) {
+      if (number_field(body, std::string(at) + "/group") == group) {
+        return text_field(body, std::string(at) + "/account");
+      }
+    }
+    return std::string("<none>");
+  };
+  ASSERT_EQ(clearing_in(bank.body, home_group), clearing_) << bank.body;
+  const std::string far_clearing = clearing_in(bank.body, other_group);
+  ASSERT_EQ(far_clearing.substr(0, 4), "acc_") << bank.body;
+  ASSERT_NE(far_clearing, clearing_);
+
+  // A merchant in the other group (top-level principals are spread round-robin).
+  MerchantKeys far_shop;
+  for (int i = 0; i < 4 && far_shop.id.empty(); ++i) {
+    const MerchantKeys m = merchant("Far " + std::to_string(i));
+    if (number_field(admin_get("/v1/merchants/" + m.id).body, "/group") == other_group) {
+      far_shop = m;
+    }
+  }
+  ASSERT_FALSE(far_shop.id.empty());
+  const std::string far_account = account(far_shop);
+  fund(system_account(), far_account, 500);
+  const auto order = [&](const std::string& ref, i64 amount) {
+    const HttpResponse made =
+        merchant_request(far_shop, "POST", "/v1/orders",
+                         R"({"merchant_ref":")" + ref + R"(","amount":)" + std::to_string(amount) +
+                             R"(,"currency":"USD"})");
+    EXPECT_EQ(made.status, 201u) << made.body;
+    return std::pair{text_field(made.body, "/id"), text_field(made.body, "/signature")};
+  };
+
+  // external: processing, then the provider's success credits the merchant from the
+  // provider's clearing account in the order's group.
+  const auto [card, card_signature] = order("far-card", 250);
+  const HttpResponse routed = checkout_external(card, card_signature);
+  ASSERT_EQ(routed.status, 200u) << routed.body;
+  EXPECT_EQ(text_field(routed.body, "/status"), "processing");
+  ASSERT_EQ(result(bank_, card, "success", {"Idempotency-Key: far-r1"}).status, 200u);
+  EXPECT_EQ(status_of(card), "success");
+  EXPECT_EQ(balance(far_account), 750);
+  EXPECT_EQ(balance(far_clearing), -250);
+  EXPECT_EQ(balance(clearing_), 0);
+  ASSERT_EQ(
+      merchant_request(far_shop, "POST", "/v1/orders/" + card + "/refunds", R"({"amount":50})")
+          .status,
+      201u);
+  EXPECT_EQ(balance(far_account), 700);
+  EXPECT_EQ(balance(far_clearing), -200);
+
+  // balance: a hold on the merchant's account toward the same account, posted by the
+  // provider's success; a cancelled one releases its hold.
+  const auto checkout_balance = [&](const std::string& id, const std::string& signature) {
+    return merchant_request(far_shop, "POST", "/v1/orders/" + id + "/checkout",
+                            R"({"signature":")" + signature + R"(","method":"balance"})");
+  };
+  const auto [bill, bill_signature] = order("far-bill", 200);
+  const HttpResponse held = checkout_balance(bill, bill_signature);
+  ASSERT_EQ(held.status, 200u) << held.body;
+  EXPECT_EQ(balance(far_account, "/held"), 200);
+  const auto [bill2, bill2_signature] = order("far-bill-2", 100);
+  ASSERT_EQ(checkout_balance(bill2, bill2_signature).status, 200u);
+  ASSERT_EQ(merchant_request(far_shop, "POST", "/v1/orders/" + bill2 + "/cancel").status, 200u);
+  EXPECT_EQ(balance(far_account, "/held"), 200);
+  ASSERT_EQ(result(bank_, bill, "success").status, 200u);
+  EXPECT_EQ(balance(far_account), 500);
+  EXPECT_EQ(balance(far_account, "/held"), 0);
+  EXPECT_EQ(balance(far_clearing), 0);
+  EXPECT_EQ(balance(clearing_), 0);
+
+  // The registry keeps the accounts through a restart; the provider still reports.
+  restart(SIGKILL);
+  const HttpResponse seen = merchant_request(bank_, "GET", "/v1/providers/" + bank_.id);
+  ASSERT_EQ(seen.status, 200u) << seen.body;
+  EXPECT_EQ(clearing_in(seen.body, other_group), far_clearing) << seen.body;
+  const auto [late, late_signature] = order("far-card-2", 30);
+  ASSERT_EQ(checkout_external(late, late_signature).status, 200u);
+  ASSERT_EQ(result(bank_, late, "success").status, 200u);
+  EXPECT_EQ(balance(far_clearing), -30);
+  EXPECT_EQ(balance(far_account), 530);
+}
+
 class ShortRetentionServerTest : public OrderServerTest {
  protected:
   void SetUp() override {

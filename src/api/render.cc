@@ -373,6 +373,17 @@ void render_merchant(std::string& out, const Merchant& m, bool with_secret) {
     } else {
       json.id(IdKind::account, m.clearing_account);
     }
+    // One per group: an order clears in its own group (docs/ORDERS.md, "Providers").
+    json.key("clearing_accounts").begin_array();
+    for (u32 g = 0; g < m.clearing_by_group.size(); ++g) {
+      json.begin_object().key("group").unsigned_number(g);
+      json.key("account").id(IdKind::account, m.clearing_by_group[g]).end_object();
+    }
+    if (m.clearing_by_group.empty() && m.clearing_account != 0) {  // onboarded with one
+      json.begin_object().key("group").unsigned_number(m.group);
+      json.key("account").id(IdKind::account, m.clearing_account).end_object();
+    }
+    json.end_array();
     json.key("currency").string(m.clearing_currency.letters());
   }
   json.end_object();

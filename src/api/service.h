@@ -88,7 +88,7 @@ class Exchange final : public Completion {
   Waker* waker_;
   HttpRequestView view_;
   Route route_ = Route::unknown;
-  u8 step_ = 0;
+  u32 step_ = 0;  // a provider's onboarding takes one per group
   bool last_step_ = true;
   u64 started_ns_ = 0;
   Principal principal_;

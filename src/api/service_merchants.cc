@@ -50,11 +50,12 @@ bool Service::create_merchant(Exchange& ex) {
   return finish(ex, reply.status);
 }
 
-// A provider, with its clearing account (a system account it owns, in its group): the
-// registry makes the provider, the group opens the account, and the registry records it
-// and keeps the reply, each step durable before the next. A crash between them leaves a
-// provider whose secret was never shown and that has no account: inert (a retry with
-// the same Idempotency-Key onboards a new one).
+// A provider, with a clearing account (a system account it owns) in every group, so that
+// an order's money never leaves the order's group: the registry makes the provider,
+// each group in turn opens its account, and the registry records them and keeps the
+// reply, each step durable before the next. A crash between them leaves a provider
+// whose secret was never shown and that the registry knows with no account: inert (a
+// retry with the same Idempotency-Key onboards a new one).
 bool Service::create_provider(Exchange& ex) {
   MerchantCreate& request = ex.merchant_create_;
   const u64 content = Hasher{}.add_bytes(ex.view_.body).add(4).value();
@@ -84,26 +85,29 @@ bool Service::create_provider(Exchange& ex) {
       return finish(ex, reply.status);
     }
     ex.provider_id_ = created;
-    const MerchantRef provider = merchants_.find(created);
-    PG_ASSERT(provider != nullptr && provider->group < engine().groups());
-    ex.group_ = &engine().group(provider->group);
-    ex.commands_.assign(1, Command::make_create_account(MerchantId{created}, request.currency,
-                                                        AccountKind::system));
+    ex.lookup_ids_.clear();  // the clearing accounts made, by group
+  } else {
+    const CommandResult result = ex.results_[0];
+    if (!result.ok()) {
+      merchants_.abandon_onboarding(ex.key_);
+      return fail(ex, result.code,
+                  fmt::format("the provider's clearing account in group {} could not be opened "
+                              "({}); nothing usable was made, onboard it again",
+                              ex.lookup_ids_.size(), describe(result.code)));
+    }
+    owners_.set(result.id, ex.provider_id_);
+    ex.lookup_ids_.push_back(result.id);
+  }
+  if (ex.lookup_ids_.size() < engine().groups()) {
+    ex.group_ = &engine().group(static_cast<u32>(ex.lookup_ids_.size()));
+    ex.commands_.assign(1, Command::make_create_account(MerchantId{ex.provider_id_},
+                                                        request.currency, AccountKind::system));
     ex.results_.assign(1, CommandResult{});
-    return submit_one(ex);
+    return submit_one(ex, /*last_step=*/ex.lookup_ids_.size() + 1 == engine().groups());
   }
-  const CommandResult result = ex.results_[0];
-  if (!result.ok()) {
-    merchants_.abandon_onboarding(ex.key_);
-    return fail(ex, result.code,
-                fmt::format("the provider's clearing account could not be opened ({}); nothing "
-                            "usable was made, onboard it again",
-                            describe(result.code)));
-  }
-  owners_.set(result.id, ex.provider_id_);
   const ResultCode code =
-      merchants_.set_clearing_account(ex.provider_id_, result.id, request.currency, ex.key_,
-                                      content, created_reply, &reply, &failure);
+      merchants_.set_clearing_accounts(ex.provider_id_, ex.lookup_ids_, request.currency, ex.key_,
+                                       content, created_reply, &reply, &failure);
   if (code != ResultCode::ok) return fail_registry(ex, code, failure);
   ex.reply.body = reply.body;
   return finish(ex, reply.status);
@@ -203,7 +207,7 @@ bool Service::set_quotas(Exchange& ex) {
         1, Command::make_set_quota(MerchantId{ex.path_id_}, limit[0], limit[1], limit[2], limit[3])
                .with_key(ex.key_, ex.key_lane_));
     ex.results_.assign(1, CommandResult{});
-    return submit_one(ex, /*last_step=*/false);
+    return submit_one(ex, /*last_step=*/ex.lookup_ids_.size() + 1 == engine().groups());
   }
   if (ex.step_ == 1 && !ex.results_[0].ok()) {
     return fail(ex, ex.results_[0].code, describe(ex.results_[0].code));

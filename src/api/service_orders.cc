@@ -359,13 +359,22 @@ bool Service::order_step(Exchange& ex) {
           }
           const MerchantRef provider = route_provider(ex, s.provider_id, o.currency);
           if (provider == nullptr) return true;
-          account = AccountId{provider->clearing_account};
+          // The provider's clearing account in the order's group: the order's money
+          // stays in its group, whichever group the provider calls home.
+          const u32 group = id_prefix(o.id).group;
+          account = AccountId{provider->clearing_account_in(group)};
+          if (account.value == 0) {
+            return fail(ex, ResultCode::cross_group_transfer,
+                        fmt::format("the provider has no clearing account in group {}, the "
+                                    "order's (it was onboarded before there was one in each "
+                                    "group, or the group was added since; docs/ORDERS.md)",
+                                    group));
+          }
         }
         const bool elsewhere = engine().route(account.value) != ex.group_;
-        if (elsewhere && method != OrderMethod::wallet) {
+        if (elsewhere && method != OrderMethod::wallet) {  // a registry not of these groups
           return fail(ex, ResultCode::cross_group_transfer,
-                      "the order and its provider's clearing account are in different groups: "
-                      "not yet supported (docs/ORDERS.md)");
+                      "the provider's clearing account for this order is in another group");
         }
         // The risk rules are asked once, while the order is open; a keyed retry of a
         // refused checkout sends the same refusal, for the group to answer as before.
