@@ -30,9 +30,12 @@ struct BinaryServer::Impl {
         runtime(io),
         context(io.context()),
         acceptor(io.context()),
+        accepting(
+            acceptor, [&io] { return asio::any_io_executor(asio::make_strand(io.next_context())); },
+            [this](tcp::socket socket) { take(std::move(socket)); }, &s.metrics().accept_failures),
         in_flight(std::move(flight)) {}
 
-  void accept();
+  void take(tcp::socket socket);
 
   Service& service;
   OwnerIndex& owners;
@@ -41,6 +44,7 @@ struct BinaryServer::Impl {
   IoRuntime& runtime;
   asio::io_context& context;  // the listener's
   tcp::acceptor acceptor;
+  AcceptLoop accepting;
   std::shared_ptr<std::atomic<u64>> in_flight;
   std::atomic<u32> connections{0};
 };
@@ -283,20 +287,14 @@ void Slot::complete(const Outcome& o) noexcept {
 
 }  // namespace
 
-void BinaryServer::Impl::accept() {
-  acceptor.async_accept(
-      asio::make_strand(runtime.next_context()), [this](error_code ec, tcp::socket socket) {
-        if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
-        if (!ec) {
-          if (connections.load(std::memory_order_relaxed) >= config.connections_max) {
-            socket.close(ec);
-          } else {
-            socket.set_option(tcp::no_delay(true), ec);
-            std::make_shared<Connection>(std::move(socket), *this)->start();
-          }
-        }
-        accept();
-      });
+void BinaryServer::Impl::take(tcp::socket socket) {
+  error_code ec;
+  if (connections.load(std::memory_order_relaxed) >= config.connections_max) {
+    socket.close(ec);
+    return;
+  }
+  socket.set_option(tcp::no_delay(true), ec);
+  std::make_shared<Connection>(std::move(socket), *this)->start();
 }
 
 BinaryServer::BinaryServer(Service& service, OwnerIndex& owners, std::string admin_token,
@@ -314,7 +312,7 @@ Status BinaryServer::listen() {
     return opened;
   }
   port_ = acceptor.local_endpoint().port();
-  impl_->accept();
+  impl_->accepting.start();
   return Status::success();
 }
 
@@ -322,6 +320,7 @@ void BinaryServer::close() {
   asio::post(impl_->context, [impl = impl_.get()] {
     error_code ignored;
     impl->acceptor.close(ignored);
+    impl->accepting.stop();
   });
 }
 

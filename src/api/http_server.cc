@@ -447,45 +447,47 @@ void Slot::wake() noexcept {
 }  // namespace
 
 struct HttpServer::Impl {
-  explicit Impl(IoRuntime& io) : runtime(io), acceptor(io.context()) {}
+  Impl(IoRuntime& io, Service& service, const HttpConfig& config,
+       const std::shared_ptr<std::atomic<u64>>& in_flight)
+      : runtime(io),
+        acceptor(io.context()),
+        accepting(
+            acceptor, [&io] { return asio::any_io_executor(asio::make_strand(io.next_context())); },
+            [&service, &config, in_flight](tcp::socket socket) {
+              take(std::move(socket), service, config, in_flight);
+            },
+            &service.metrics().accept_failures) {}
 
-  void accept(Service& service, const HttpConfig& config,
-              const std::shared_ptr<std::atomic<u64>>& in_flight) {
-    acceptor.async_accept(
-        asio::make_strand(runtime.next_context()),
-        [this, &service, &config, in_flight](beast::error_code ec, tcp::socket socket) {
-          if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
-          if (!ec) {
-            HttpMetrics& metrics = service.metrics();
-            if (metrics.connections_open.load(std::memory_order_relaxed) >=
-                config.connections_max) {
-              metrics.connections_refused.fetch_add(1, std::memory_order_relaxed);
-              static constexpr std::string_view kBusy =
-                  "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                  "Content-Length: 71\r\nConnection: close\r\n\r\n"
-                  R"({"error":{"code":"overloaded","message":"too many connections, retry"}})";
-              static_assert(kBusy.size() - kBusy.find("\r\n\r\n") - 4 == 71);
-              beast::error_code ignored;
-              asio::write(socket, asio::buffer(kBusy), ignored);
-              socket.close(ignored);
-            } else {
-              socket.set_option(tcp::no_delay(true), ec);
-              std::make_shared<Session>(std::move(socket), service, config, in_flight)->start();
-            }
-          }
-          accept(service, config, in_flight);
-        });
+  static void take(tcp::socket socket, Service& service, const HttpConfig& config,
+                   const std::shared_ptr<std::atomic<u64>>& in_flight) {
+    HttpMetrics& metrics = service.metrics();
+    beast::error_code ec;
+    if (metrics.connections_open.load(std::memory_order_relaxed) >= config.connections_max) {
+      metrics.connections_refused.fetch_add(1, std::memory_order_relaxed);
+      static constexpr std::string_view kBusy =
+          "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+          "Content-Length: 71\r\nConnection: close\r\n\r\n"
+          R"({"error":{"code":"overloaded","message":"too many connections, retry"}})";
+      static_assert(kBusy.size() - kBusy.find("\r\n\r\n") - 4 == 71);
+      asio::write(socket, asio::buffer(kBusy), ec);
+      socket.close(ec);
+      return;
+    }
+    socket.set_option(tcp::no_delay(true), ec);
+    std::make_shared<Session>(std::move(socket), service, config, in_flight)->start();
   }
 
   IoRuntime& runtime;
   tcp::acceptor acceptor;
+  AcceptLoop accepting;
 };
 
 HttpServer::HttpServer(Service& service, HttpConfig config, IoRuntime& runtime)
-    : impl_(std::make_unique<Impl>(runtime)),
-      service_(service),
+    : service_(service),
       config_(std::move(config)),
-      in_flight_(std::make_shared<std::atomic<u64>>(0)) {}
+      in_flight_(std::make_shared<std::atomic<u64>>(0)) {
+  impl_ = std::make_unique<Impl>(runtime, service_, config_, in_flight_);
+}
 
 HttpServer::~HttpServer() = default;
 
@@ -495,7 +497,7 @@ Status HttpServer::listen() {
     return opened;
   }
   port_ = acceptor.local_endpoint().port();
-  impl_->accept(service_, config_, in_flight_);
+  impl_->accepting.start();
   return Status::success();
 }
 
@@ -503,6 +505,7 @@ void HttpServer::close() {
   asio::post(impl_->runtime.context(), [impl = impl_.get()] {
     beast::error_code ignored;
     impl->acceptor.close(ignored);
+    impl->accepting.stop();
   });
 }
 

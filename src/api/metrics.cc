@@ -328,6 +328,11 @@ void render_metrics(const MetricsSources& s, std::string& out) {
            "connections closed at once: the connection limit was reached");
     line(out, "paygate_http_connections_refused_total {}\n",
          s.http->connections_refused.load(std::memory_order_relaxed));
+    header(out, "paygate_accept_failures_total", "counter",
+           "accepts that failed (out of files or memory), each followed by a pause "
+           "(HTTP and binary listeners)");
+    line(out, "paygate_accept_failures_total {}\n",
+         s.http->accept_failures.load(std::memory_order_relaxed));
     header(out, "paygate_http_connections_timed_out_total", "counter",
            "connections closed for being idle or too slow to send a request");
     line(out, "paygate_http_connections_timed_out_total {}\n",

@@ -84,6 +84,7 @@ class HttpMetrics {
   std::atomic<u64> auth_failures{0};
   std::atomic<u64> connections_open{0};
   std::atomic<u64> connections_refused{0};
+  std::atomic<u64> accept_failures{0};  // both listeners: out of files or memory
   std::atomic<u64> connections_timed_out{0};
 
  private:

@@ -25,12 +25,6 @@ class QuotaServerTest : public ServerTest {
     if (!key.empty()) more.push_back("Idempotency-Key: " + key);
     return merchant_request(m, "POST", "/v1/accounts", R"({"currency":"USD"})", more);
   }
-  u64 metric(const std::string& line) {
-    const std::string page = client_->request("GET", "/metrics").body;
-    const std::size_t at = page.find(line + " ");
-    if (at == std::string::npos) return ~u64{0};
-    return std::stoull(page.substr(at + line.size() + 1));
-  }
 };
 
 TEST_F(QuotaServerTest, OneMerchantCannotTakeTheGroupsAccountsFromAnother) {

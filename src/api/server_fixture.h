@@ -159,6 +159,14 @@ class ServerTest : public ::testing::Test {
     EXPECT_EQ(r.status, 200u) << r.body;
     return number_field(r.body, field);
   }
+  // The value of a line of /metrics (its name and labels, as printed), read on
+  // client_'s connection; all ones if there is no such line.
+  u64 metric(const std::string& line) {
+    const std::string page = client_->request("GET", "/metrics").body;
+    const std::size_t at = page.find("\n" + line + " ");  // not its # HELP or # TYPE
+    if (at == std::string::npos) return ~u64{0};
+    return std::stoull(page.substr(at + line.size() + 2));
+  }
 
   TempDir dir_;
   testing::ServerProcess server_;

@@ -2,7 +2,10 @@
 #include <gtest/gtest.h>
 #include <simdjson.h>
 
+#include <sys/resource.h>
+
 #include <atomic>
+#include <filesystem>
 #include <set>
 #include <thread>
 
@@ -655,6 +658,48 @@ TEST_F(ServerTest, ProtectionsRateLimitsSlowClientsAndConnectionCap) {
   EXPECT_NE(metrics.body.find("paygate_http_connections_refused_total 1"), std::string::npos)
       << metrics.body;
   EXPECT_NE(metrics.body.find("paygate_rate_limited_total 1"), std::string::npos);
+}
+
+// Out of files, the listener pauses between tries instead of spinning on a socket that
+// stays readable, and takes the connections that waited once files are there again.
+TEST_F(ServerTest, OutOfFilesTheListenerPausesAndThenTakesWhatWaited) {
+  const pid_t pid = server_.pid();
+  ASSERT_GT(pid, 0);
+  rlimit before{};
+  ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, nullptr, &before), 0);
+  ASSERT_EQ(client_->request("GET", "/healthz").status, 200u);  // connected: metrics read on it
+  // No file more than the server has open now (client_'s connection among them).
+  rlim_t open_files = 0;
+  for ([[maybe_unused]] const auto& entry :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) {
+    ++open_files;
+  }
+  const rlimit tight{open_files, before.rlim_max};
+  ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, &tight, nullptr), 0);
+  std::vector<std::unique_ptr<HttpClient>> waiting;
+  for (int i = 0; i < 3; ++i) {
+    waiting.push_back(std::make_unique<HttpClient>("127.0.0.1", server_.port()));
+    ASSERT_TRUE(waiting.back()->send("GET", "/healthz", {}, {}));  // the kernel's backlog
+  }
+  u64 failures = 0;
+  for (int i = 0; i < 200 && (failures == 0 || failures == ~u64{0}); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    failures = metric("paygate_accept_failures_total");
+  }
+  ASSERT_NE(failures, ~u64{0});
+  ASSERT_GE(failures, 1u);
+  // At most one failure per pause (100 ms) however long it waits: no spinning.
+  const auto started = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1'000));
+  const u64 later = metric("paygate_accept_failures_total");
+  const auto waited_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::steady_clock::now() - started)
+                             .count();
+  EXPECT_LE(later - failures, static_cast<u64>(waited_ms / 100 + 2));
+  ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, &before, nullptr), 0);
+  for (auto& client : waiting) {
+    EXPECT_EQ(client->receive(30'000).status, 200u);
+  }
 }
 
 TEST_F(ServerTest, PipelinedRequestsAreAnsweredInOrder) {
