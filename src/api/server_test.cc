@@ -702,6 +702,28 @@ TEST_F(ServerTest, OutOfFilesTheListenerPausesAndThenTakesWhatWaited) {
   }
 }
 
+// Every connection is a file: a server started with a low soft limit on open files
+// raises it for both listeners' connections_max (and files besides), up to the hard
+// limit.
+TEST_F(ServerTest, RaisesItsOpenFilesLimitForItsConnections) {
+  server_.stop();
+  rlimit mine{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &mine), 0);
+  const rlimit low{std::min<rlim_t>(256, mine.rlim_cur), mine.rlim_max};
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  start("[http]\nconnections_max = 3000\n[binary]\nconnections_max = 500\n");
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &mine), 0);
+  rlimit theirs{};
+  ASSERT_EQ(::prlimit(server_.pid(), RLIMIT_NOFILE, nullptr, &theirs), 0);
+  const rlim_t wanted = 3000 + 500 + 1024;
+  EXPECT_EQ(theirs.rlim_cur,
+            mine.rlim_max == RLIM_INFINITY ? wanted : std::min(wanted, mine.rlim_max));
+  EXPECT_NE(server_.log().find("event=file_limit_raised from=" + std::to_string(low.rlim_cur)),
+            std::string::npos)
+      << server_.log();
+  EXPECT_EQ(client_->request("GET", "/healthz").status, 200u);
+}
+
 TEST_F(ServerTest, PipelinedRequestsAreAnsweredInOrder) {
   const MerchantKeys shop = merchant("Pipe");
   const std::string bank = system_account();

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <toml++/toml.h>
@@ -287,6 +288,34 @@ Status prepare_data_dir(const std::filesystem::path& dir) {
   return Status::success();
 }
 
+// Every connection is a file, and the soft limit is often 1,024: it is raised toward
+// the hard limit, enough for both listeners' connections_max and the files a group
+// keeps (journal segments, snapshots, the data directory's). A hard limit too low for
+// that is logged, so that a full table shows as a cause, not as refused accepts
+// (paygate_accept_failures_total).
+void raise_file_limit(u64 connections) {
+  constexpr u64 kFilesBesidesConnections = 1024;
+  const u64 wanted = connections + kFilesBesidesConnections;
+  rlimit files{};
+  if (::getrlimit(RLIMIT_NOFILE, &files) != 0) return;
+  const u64 before = files.rlim_cur;
+  if (files.rlim_cur != RLIM_INFINITY && files.rlim_cur < wanted) {
+    files.rlim_cur =
+        files.rlim_max == RLIM_INFINITY ? wanted : std::min<u64>(wanted, files.rlim_max);
+    if (::setrlimit(RLIMIT_NOFILE, &files) != 0) files.rlim_cur = before;
+  }
+  if (files.rlim_cur != before) {
+    PG_LOG_INFO("event=file_limit_raised from={} to={}", before, files.rlim_cur);
+  }
+  if (files.rlim_cur != RLIM_INFINITY && files.rlim_cur < wanted) {
+    PG_LOG_WARN(
+        "event=file_limit_low files_max={} wanted={} message=\"the hard limit on open files "
+        "is below connections_max of both listeners plus {}: raise it (ulimit -Hn, "
+        "LimitNOFILE=) or lower connections_max\"",
+        files.rlim_cur, wanted, kFilesBesidesConnections);
+  }
+}
+
 sigset_t stop_signals() {
   sigset_t set;
   sigemptyset(&set);
@@ -375,6 +404,8 @@ int run_serve(const ServeOptions& options) {
                          s.engine.group.ledger.accounts_max);
   api::Service service(*merchants, auth, owners, s.service);
 
+  raise_file_limit(u64{s.http.connections_max} +
+                   (options.binary.empty() ? 0 : u64{s.binary.connections_max}));
   // Listen first: /healthz answers and /readyz says "not yet" while groups recover.
   api::IoRuntime runtime(s.http.io_threads);
   api::HttpServer http(service, s.http, runtime);
