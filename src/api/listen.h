@@ -6,8 +6,10 @@
 #include <boost/asio.hpp>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "base/status.h"
@@ -80,12 +82,15 @@ class AcceptLoop {
     namespace error = boost::asio::error;
     for (int taken = 0; taken < kBurst; ++taken) {
       boost::system::error_code ec;
-      boost::asio::ip::tcp::socket socket(executor_());
-      acceptor_.accept(socket, ec);
+      // The next connection's socket is made once and kept until a connection fills
+      // it: asking for an executor per try would skip IO threads in the round-robin.
+      if (!next_) next_.emplace(executor_());
+      acceptor_.accept(*next_, ec);
       if (ec == error::would_block || ec == error::try_again) break;
       if (ec == error::operation_aborted || !acceptor_.is_open()) return;
-      // That connection went away before it was taken: the next may be there.
-      if (ec == error::connection_aborted) continue;
+      // That connection failed before it was taken (Linux reports its pending network
+      // error here): the next may be fine.
+      if (ec == error::connection_aborted || peer_error(ec.value())) continue;
       if (ec) {  // out of files or memory (or anything else): wait, do not spin
         failures_->fetch_add(1, std::memory_order_relaxed);
         backoff_.expires_after(kBackoff);
@@ -94,9 +99,26 @@ class AcceptLoop {
         });
         return;
       }
-      on_socket_(std::move(socket));
+      on_socket_(std::move(*next_));
+      next_.reset();
     }
     wait();
+  }
+  // accept(2): errors of the new connection that Linux passes on, to be retried.
+  static bool peer_error(int code) noexcept {
+    switch (code) {
+      case EPROTO:
+      case ENOPROTOOPT:
+      case ENETDOWN:
+      case ENETUNREACH:
+      case EHOSTDOWN:
+      case EHOSTUNREACH:
+      case ENONET:
+      case EOPNOTSUPP:
+        return true;
+      default:
+        return false;
+    }
   }
 
   boost::asio::ip::tcp::acceptor& acceptor_;
@@ -104,6 +126,7 @@ class AcceptLoop {
   std::function<boost::asio::any_io_executor()> executor_;
   std::function<void(boost::asio::ip::tcp::socket)> on_socket_;
   std::atomic<u64>* failures_;
+  std::optional<boost::asio::ip::tcp::socket> next_;
 };
 
 }  // namespace paygate::api

@@ -396,8 +396,11 @@ Status MerchantRegistry::load() {
         entry["clearing_accounts"].get_array().get(accounts) == simdjson::SUCCESS) {
       for (const auto account : accounts) {
         u64 id = 0;
-        if (account.get_uint64().get(id))
+        // The account of group g, made in this region, at index g.
+        if (account.get_uint64().get(id) || id == 0 ||
+            id_prefix(id).group != m->clearing_by_group.size() || id_prefix(id).region != region) {
           return fail("a provider's clearing accounts are malformed");
+        }
         m->clearing_by_group.push_back(id);
       }
       if (group >= m->clearing_by_group.size() ||

@@ -16,6 +16,11 @@
 namespace paygate::api {
 namespace {
 
+// Account `serial`'s id in `group` (region 0).
+u64 in_group(u32 group, u64 serial) {
+  return make_id(IdPrefix{0, group}, serial);
+}
+
 StoredReply reply_of(const Merchant& m, bool with_secret) {
   StoredReply r{.content_hash = 0, .status = 201, .body = {}};
   render_merchant(r.body, m, with_secret);
@@ -77,9 +82,10 @@ TEST_F(MerchantRegistryTest, KindsShareOneSerialSpaceAndSurviveAReopen) {
               ResultCode::overloaded);
   }
   EXPECT_EQ(registry->default_provider(Currency::from("USD")), nullptr);
-  ASSERT_EQ(registry->set_clearing_accounts(keyed, {77, 177}, Currency::from("USD"), key, 1,
-                                            reply_of, &reply, &failure),
-            ResultCode::ok);
+  ASSERT_EQ(
+      registry->set_clearing_accounts(keyed, {in_group(0, 77), in_group(1, 77)},
+                                      Currency::from("USD"), key, 1, reply_of, &reply, &failure),
+      ResultCode::ok);
   EXPECT_NE(reply.body.find("\"secret\""), std::string::npos);  // shown this once
   u64 replayed = 1;
   MerchantCreate request;
@@ -89,12 +95,14 @@ TEST_F(MerchantRegistryTest, KindsShareOneSerialSpaceAndSurviveAReopen) {
             ResultCode::ok);
   EXPECT_EQ(replayed, 0u);
   EXPECT_EQ(reply.body.find("\"secret\""), std::string::npos);
-  EXPECT_EQ(registry->set_clearing_accounts(user, {78, 178}, Currency::from("USD"), {}, 1, reply_of,
-                                            &reply, &failure),
-            ResultCode::merchant_not_found);
-  ASSERT_EQ(registry->set_clearing_accounts(provider, {79, 179}, Currency::from("USD"), {}, 1,
-                                            reply_of, &reply, &failure),
-            ResultCode::ok);
+  EXPECT_EQ(
+      registry->set_clearing_accounts(user, {in_group(0, 78), in_group(1, 78)},
+                                      Currency::from("USD"), {}, 1, reply_of, &reply, &failure),
+      ResultCode::merchant_not_found);
+  ASSERT_EQ(
+      registry->set_clearing_accounts(provider, {in_group(0, 79), in_group(1, 79)},
+                                      Currency::from("USD"), {}, 1, reply_of, &reply, &failure),
+      ResultCode::ok);
   // The oldest provider in the currency takes withdrawals.
   ASSERT_NE(registry->default_provider(Currency::from("USD")), nullptr);
   EXPECT_EQ(registry->default_provider(Currency::from("USD"))->id, provider);
@@ -106,10 +114,10 @@ TEST_F(MerchantRegistryTest, KindsShareOneSerialSpaceAndSurviveAReopen) {
   EXPECT_EQ(registry->find(user)->kind, PrincipalKind::user);
   {  // One clearing account per group; the provider's own group's is its clearing account.
     const MerchantRef bank = registry->find(keyed);
-    EXPECT_EQ(bank->clearing_by_group, (std::vector<u64>{77, 177}));
-    EXPECT_EQ(bank->clearing_account, bank->group == 0 ? 77u : 177u);
-    EXPECT_EQ(bank->clearing_account_in(0), 77u);
-    EXPECT_EQ(bank->clearing_account_in(1), 177u);
+    EXPECT_EQ(bank->clearing_by_group, (std::vector<u64>{in_group(0, 77), in_group(1, 77)}));
+    EXPECT_EQ(bank->clearing_account, in_group(bank->group, 77));
+    EXPECT_EQ(bank->clearing_account_in(0), in_group(0, 77));
+    EXPECT_EQ(bank->clearing_account_in(1), in_group(1, 77));
     EXPECT_EQ(bank->clearing_account_in(2), 0u);
   }
   EXPECT_EQ(registry->find(keyed)->clearing_currency, Currency::from("USD"));
@@ -131,13 +139,19 @@ TEST_F(MerchantRegistryTest, KindsShareOneSerialSpaceAndSurviveAReopen) {
   EXPECT_EQ(bank->clearing_account_in(bank->group), bank->clearing_account);
   EXPECT_EQ(bank->clearing_account_in(1 - bank->group), 0u);
 
-  // A list that leaves out the provider's clearing account is a damaged file.
+  // A list that leaves out the provider's clearing account, or names an account of
+  // another group at a group's place, is a damaged file.
   registry.reset();
   const std::string home = fmt::format("\"clearing_account\":{},", bank->clearing_account);
   ASSERT_NE(text.find(home), std::string::npos);
-  text.insert(text.find(home) + home.size(), "\"clearing_accounts\":[5,6],");
-  ASSERT_TRUE(write_file_durably(file, text, 0600).ok());
-  EXPECT_FALSE(MerchantRegistry::open(file, 0, 2).ok());
+  for (const auto& [first, second] :
+       {std::pair{in_group(0, 5), in_group(1, 6)}, std::pair{in_group(1, 77), in_group(0, 77)}}) {
+    std::string damaged = text;
+    damaged.insert(damaged.find(home) + home.size(),
+                   fmt::format("\"clearing_accounts\":[{},{}],", first, second));
+    ASSERT_TRUE(write_file_durably(file, damaged, 0600).ok());
+    EXPECT_FALSE(MerchantRegistry::open(file, 0, 2).ok());
+  }
 }
 
 TEST_F(MerchantRegistryTest, RiskRulesAreAMerchantsAndSurviveAReopen) {

@@ -286,6 +286,15 @@ void render_metrics(const MetricsSources& s, std::string& out) {
   }
 
   if (s.http != nullptr) {
+    header(out, "paygate_http_stage_seconds", "histogram",
+           "where HTTP requests wait: edge (parse, authenticate, decode, before the first group "
+           "step), and per step queued (in the group's ring), durable (in the group until "
+           "journaled and released), wake (until an IO thread takes the answer)");
+    for (std::size_t i = 0; i < HttpMetrics::kStageNames.size(); ++i) {
+      histogram(out, "paygate_http_stage_seconds",
+                fmt::format("stage=\"{}\"", HttpMetrics::kStageNames[i]), s.http->stage(i),
+                kLatencyBoundsS, 1e9);
+    }
     header(out, "paygate_http_request_duration_seconds", "histogram",
            "HTTP requests by route and status, from parsed to answered");
     for (std::size_t r = 0; r < kRouteCount; ++r) {

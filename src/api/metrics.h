@@ -71,6 +71,18 @@ class HttpMetrics {
     return latency_[static_cast<std::size_t>(route)][status_slot];
   }
 
+  // Where a request's time goes (paygate_http_stage_seconds): the edge's work before
+  // its first group step (parse, authenticate, decode); then, for each step, its wait
+  // in the group's ring, its time in the group until durable and released, and the
+  // wait for an IO thread to take the answer.
+  enum class Stage : u8 { edge, queued, durable, wake };
+  static constexpr std::array<std::string_view, 4> kStageNames = {"edge", "queued", "durable",
+                                                                  "wake"};
+  void record_stage(Stage stage, u64 ns) noexcept {
+    stages_[static_cast<std::size_t>(stage)].record(ns);
+  }
+  const Histogram& stage(std::size_t index) const noexcept { return stages_[index]; }
+
   // Requests answered with a quota's refusal (ledger/owner_quotas.h), by Quota.
   void count_refusal(ResultCode code) noexcept {
     for (u32 q = 0; q < kQuotaKinds; ++q) {
@@ -95,6 +107,7 @@ class HttpMetrics {
     return kStatuses.size() - 1;  // anything else is counted as 500
   }
   std::array<std::array<Histogram, kStatuses.size()>, kRouteCount> latency_;
+  std::array<Histogram, kStageNames.size()> stages_;
 };
 
 struct MetricsSources {

@@ -38,6 +38,28 @@ TEST_F(ServerTest, HealthReadinessAndMetrics) {
   }
 }
 
+// Where requests wait, by stage: each request that reached a group counts its edge
+// time once, and each step its ring, group and wake-up times.
+TEST_F(ServerTest, StageTimingsCountEveryStep) {
+  const auto count = [&](const char* stage) {
+    return metric(std::string("paygate_http_stage_seconds_count{stage=\"") + stage + "\"}");
+  };
+  const u64 edge = count("edge"), queued = count("queued");
+  ASSERT_NE(edge, ~u64{0});
+  ASSERT_EQ(count("durable"), queued);
+  ASSERT_EQ(count("wake"), queued);
+  // Onboarding a merchant is the registry's (no group step); two accounts, a transfer
+  // and a read are one step each.
+  const std::string bank = system_account();
+  const std::string till = account(merchant("Till"));
+  fund(bank, till, 5);
+  EXPECT_EQ(balance(till), 5);
+  EXPECT_EQ(count("edge") - edge, 4u);
+  EXPECT_EQ(count("queued") - queued, 4u);
+  EXPECT_EQ(count("durable") - queued, 4u);
+  EXPECT_EQ(count("wake") - queued, 4u);
+}
+
 // The README's curl sequence, in code: a merchant, an account, a transfer.
 TEST_F(ServerTest, OnboardingAccountsAndTransfers) {
   const MerchantKeys shop = merchant("Shop");
@@ -668,13 +690,17 @@ TEST_F(ServerTest, OutOfFilesTheListenerPausesAndThenTakesWhatWaited) {
   rlimit before{};
   ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, nullptr, &before), 0);
   ASSERT_EQ(client_->request("GET", "/healthz").status, 200u);  // connected: metrics read on it
-  // No file more than the server has open now (client_'s connection among them).
-  rlim_t open_files = 0;
-  for ([[maybe_unused]] const auto& entry :
+  // The limit bounds the next file's number, not how many are open: set it to the
+  // lowest number free now (client_'s connection is open), so no new file opens.
+  std::set<rlim_t> numbers;
+  for (const auto& entry :
        std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) {
-    ++open_files;
+    numbers.insert(std::stoul(entry.path().filename().string()));
   }
-  const rlimit tight{open_files, before.rlim_max};
+  rlim_t lowest_free = 0;
+  while (numbers.contains(lowest_free))
+    ++lowest_free;
+  const rlimit tight{lowest_free, before.rlim_max};
   ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, &tight, nullptr), 0);
   std::vector<std::unique_ptr<HttpClient>> waiting;
   for (int i = 0; i < 3; ++i) {
@@ -682,20 +708,22 @@ TEST_F(ServerTest, OutOfFilesTheListenerPausesAndThenTakesWhatWaited) {
     ASSERT_TRUE(waiting.back()->send("GET", "/healthz", {}, {}));  // the kernel's backlog
   }
   u64 failures = 0;
+  auto started = std::chrono::steady_clock::now();
   for (int i = 0; i < 200 && (failures == 0 || failures == ~u64{0}); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    started = std::chrono::steady_clock::now();
     failures = metric("paygate_accept_failures_total");
   }
   ASSERT_NE(failures, ~u64{0});
   ASSERT_GE(failures, 1u);
-  // At most one failure per pause (100 ms) however long it waits: no spinning.
-  const auto started = std::chrono::steady_clock::now();
+  // About one failure per pause (100 ms) however long it waits: spinning would be
+  // thousands. The bound is loose (every 50 ms) so a busy machine cannot break it.
   std::this_thread::sleep_for(std::chrono::milliseconds(1'000));
   const u64 later = metric("paygate_accept_failures_total");
   const auto waited_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                              std::chrono::steady_clock::now() - started)
                              .count();
-  EXPECT_LE(later - failures, static_cast<u64>(waited_ms / 100 + 2));
+  EXPECT_LE(later - failures, static_cast<u64>(waited_ms / 50 + 5));
   ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, &before, nullptr), 0);
   for (auto& client : waiting) {
     EXPECT_EQ(client->receive(30'000).status, 200u);
@@ -709,6 +737,7 @@ TEST_F(ServerTest, RaisesItsOpenFilesLimitForItsConnections) {
   server_.stop();
   rlimit mine{};
   ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &mine), 0);
+  if (mine.rlim_max <= 256) GTEST_SKIP() << "the hard limit on open files leaves nothing to raise";
   const rlimit low{std::min<rlim_t>(256, mine.rlim_cur), mine.rlim_max};
   ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
   start("[http]\nconnections_max = 3000\n[binary]\nconnections_max = 500\n");

@@ -104,9 +104,7 @@ void Exchange::release_large_buffers(std::size_t bytes) noexcept {
 }
 
 u64 Service::now_ns() const noexcept {
-  return static_cast<u64>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                              std::chrono::steady_clock::now().time_since_epoch())
-                              .count());
+  return steady_ns();
 }
 
 bool Service::finish(Exchange& ex, unsigned status) {
@@ -142,8 +140,31 @@ bool Service::fail_problem(Exchange& ex, const Problem& problem) {
   return fail(ex, problem.code, problem.message);
 }
 
+// A step goes to its group: the first one ends the edge's stage.
+void Service::mark_submitted(Exchange& ex) noexcept {
+  ex.submitted_ns_ = now_ns();
+  if (!ex.edge_timed_) {
+    ex.edge_timed_ = true;
+    metrics_->record_stage(HttpMetrics::Stage::edge,
+                           ex.submitted_ns_ - std::min(ex.submitted_ns_, ex.started_ns_));
+  }
+}
+
+// A step came back: its wait in the ring, its time in the group, the wait for us.
+void Service::time_stages(Exchange& ex) noexcept {
+  const u64 taken = ex.outcome_.taken_ns;
+  if (taken == 0 || ex.submitted_ns_ == 0) return;  // refused at the door, not taken
+  const u64 now = now_ns();
+  const u64 completed = std::max(ex.completed_ns_, taken);
+  metrics_->record_stage(HttpMetrics::Stage::queued, taken - std::min(taken, ex.submitted_ns_));
+  metrics_->record_stage(HttpMetrics::Stage::durable, completed - taken);
+  metrics_->record_stage(HttpMetrics::Stage::wake, now - std::min(now, completed));
+  ex.submitted_ns_ = 0;
+}
+
 bool Service::submit_to_group(Exchange& ex, const Request& request, bool last_step) {
   ex.last_step_ = last_step;
+  mark_submitted(ex);
   const ResultCode code = ex.group_->submit(request);
   if (code == ResultCode::ok) return false;
   return fail(ex, code,
@@ -167,6 +188,8 @@ bool Service::begin(const HttpRequestView& request, Exchange& ex) {
   ex.step_ = 0;
   ex.last_step_ = true;
   ex.started_ns_ = now_ns();
+  ex.submitted_ns_ = 0;
+  ex.edge_timed_ = false;
   ex.route_ = Route::unknown;
   ex.reply.body.clear();
   ex.reply.text = false;
@@ -378,8 +401,14 @@ bool Service::dispatch(Exchange& ex) {
 }
 
 bool Service::resume(Exchange& ex) {
+  time_stages(ex);
   if (ex.outcome_.status != ResultCode::ok &&
       !(ex.carrying_ && ex.claim_step_ == Exchange::ClaimStep::none)) {
+    // A provider's onboarding that stops half-way leaves it inert; a retry with the
+    // same key onboards a new one (service_merchants.cc).
+    if (ex.route_ == Route::providers_create && ex.provider_id_ != 0) {
+      merchants_.abandon_onboarding(ex.key_);
+    }
     return fail(ex, ex.outcome_.status,
                 ex.outcome_.status == ResultCode::not_durable
                     ? "the journal could not make this durable; its outcome is unknown, retry "

@@ -25,6 +25,7 @@
 #include "api/page_query.h"
 #include "api/request_decoder.h"
 #include "api/risk.h"
+#include "base/clock.h"
 #include "pipeline/carry.h"
 #include "pipeline/engine.h"
 
@@ -67,6 +68,7 @@ class Exchange final : public Completion {
   explicit Exchange(Waker* waker) noexcept : waker_(waker) {}
   void complete(const Outcome& outcome) noexcept override {
     outcome_ = outcome;
+    completed_ns_ = steady_ns();
     waker_->wake();
   }
 
@@ -91,6 +93,11 @@ class Exchange final : public Completion {
   u32 step_ = 0;  // a provider's onboarding takes one per group
   bool last_step_ = true;
   u64 started_ns_ = 0;
+  // Stage timings (HttpMetrics::Stage): when the step in flight was submitted, and
+  // when its group answered it; whether the edge's time was counted.
+  u64 submitted_ns_ = 0;
+  u64 completed_ns_ = 0;
+  bool edge_timed_ = false;
   Principal principal_;
   // The request's key: its Idempotency-Key (KeyLane::client), or for a signed request
   // without one, its signature (KeyLane::signature). Empty for neither.
@@ -293,6 +300,8 @@ class Service {
   IdempotencyKey derive_signature_key(const Exchange& ex) const;
   u32 key_room_in_s(const Group& group) const;
   u64 now_ns() const noexcept;
+  void mark_submitted(Exchange& ex) noexcept;
+  void time_stages(Exchange& ex) noexcept;
 
   Engine& engine() const noexcept { return *engine_.load(std::memory_order_acquire); }
 

@@ -103,7 +103,9 @@ bool Service::create_provider(Exchange& ex) {
     ex.commands_.assign(1, Command::make_create_account(MerchantId{ex.provider_id_},
                                                         request.currency, AccountKind::system));
     ex.results_.assign(1, CommandResult{});
-    return submit_one(ex, /*last_step=*/ex.lookup_ids_.size() + 1 == engine().groups());
+    const bool refused = submit_one(ex, ex.lookup_ids_.size() + 1 == engine().groups());
+    if (refused) merchants_.abandon_onboarding(ex.key_);  // a retry may onboard anew
+    return refused;
   }
   const ResultCode code =
       merchants_.set_clearing_accounts(ex.provider_id_, ex.lookup_ids_, request.currency, ex.key_,
@@ -207,7 +209,7 @@ bool Service::set_quotas(Exchange& ex) {
         1, Command::make_set_quota(MerchantId{ex.path_id_}, limit[0], limit[1], limit[2], limit[3])
                .with_key(ex.key_, ex.key_lane_));
     ex.results_.assign(1, CommandResult{});
-    return submit_one(ex, /*last_step=*/ex.lookup_ids_.size() + 1 == engine().groups());
+    return submit_one(ex, /*last_step=*/false);
   }
   if (ex.step_ == 1 && !ex.results_[0].ok()) {
     return fail(ex, ex.results_[0].code, describe(ex.results_[0].code));

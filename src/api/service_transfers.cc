@@ -177,6 +177,7 @@ std::optional<bool> Service::carry_step(Exchange& ex) {
     // The first step carries the request's key, and may need its claim (submit).
     if (ex.carry_.stage() == Stage::number) return submit(ex, ex.carry_.request(&ex), last);
     ex.last_step_ = last;
+    mark_submitted(ex);
     const ResultCode code = ex.group_->submit(ex.carry_.request(&ex));
     if (code == ResultCode::ok) return false;
     Outcome refused;

@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "base/assert.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "base/thread.h"
 #include "journal/reader.h"
@@ -388,6 +389,7 @@ void Group::process(u32 count, u64 record_bytes) {
     return n;
   }();
   PG_ASSERT(count > 0 && count <= config_.batch_requests_max);
+  const u64 taken_ns = steady_ns();  // for the edge's stage timings only
   const Stamp first = sequencer_->stamp(commands_in_batch);
   publish_clock_stats();
   // The batch continues the log: its first command right after the last applied.
@@ -395,7 +397,7 @@ void Group::process(u32 count, u64 record_bytes) {
             ledger_->last_stamp().sequence == 0);
   PG_ASSERT(first.timestamp_ns >= ledger_->last_stamp().timestamp_ns);
   if (record_bytes > 0) journal_batch(count, record_bytes, first);
-  apply_batch(count, first);
+  apply_batch(count, first, taken_ns);
   PG_ASSERT(commands_in_batch == 0 ||
             ledger_->last_stamp().sequence == first.sequence + commands_in_batch - 1);
   next_read_ += count;
@@ -489,11 +491,12 @@ void Group::journal_batch(u32 count, u64 bytes, Stamp first) {
 
 // Stage 3: the ledger, in ring order, each request at its own sequences; then each
 // request waits in the release queue for its last command to be durable.
-void Group::apply_batch(u32 count, Stamp first) {
+void Group::apply_batch(u32 count, Stamp first, u64 taken_ns) {
   u64 sequence = first.sequence;
   for (u32 i = 0; i < count; ++i) {
     const Request& r = ring_.read(next_read_ + i);
     Outcome outcome;
+    outcome.taken_ns = taken_ns;
     switch (r.kind) {
       case RequestKind::commands:
         if (r.claim != nullptr) {
@@ -627,9 +630,7 @@ void Group::release_durable() noexcept {
   const u64 durable = journal_->durable_sequence();
   if (release_count_ > 0 && release_[release_head_].durable_at <= durable) {
     const u64 durable_at = journal_->durable_at_ns();
-    const u64 now = static_cast<u64>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                         std::chrono::steady_clock::now().time_since_epoch())
-                                         .count());
+    const u64 now = steady_ns();
     stats_.release_delay_ns.record(now - std::min(now, durable_at));
   }
   while (release_count_ > 0) {

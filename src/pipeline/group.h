@@ -186,7 +186,7 @@ class Group {
   void process(u32 count, u64 record_bytes);
   void journal_batch(u32 count, u64 bytes, Stamp first);
   unsigned char* reserve_stage(u64 bytes) noexcept;
-  void apply_batch(u32 count, Stamp first);
+  void apply_batch(u32 count, Stamp first, u64 taken_ns);
   bool lookup(const Request& request) noexcept;
   EventPage read(const Request& request) noexcept;
   void inject_tick();
