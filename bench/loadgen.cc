@@ -26,7 +26,8 @@
 //
 // Every connection is one thread keeping --depth requests pipelined. A run stops
 // after --seconds or --requests, whichever comes first; progress once a second on
-// stderr; its line: requests_per_sec=… ops_per_sec=… p50_us=… p99_us=…. --runs N
+// stderr; its line: requests_per_sec=… ops_per_sec=… p50_us=… p99_us=…, and a line of
+// fairness: the slowest and fastest connection's requests against the mean. --runs N
 // repeats on a fresh server and ends with a line of the medians.
 //
 //   ./build/bench/loadgen --mode http-batch --connections 32 --depth 4 --seconds 5
@@ -39,6 +40,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -91,6 +93,13 @@ struct Totals {
   std::atomic<u64> ops_unclaimed{0};  // --ops: operations no frame has taken yet
   Histogram latency_ns;
   std::atomic<u64> latency_max_ns{0};
+  // Requests answered per connection (index: the worker's seed - 1), for fairness.
+  std::unique_ptr<std::atomic<u64>[]> per_connection;
+
+  void count_request(u32 seed) {
+    requests.fetch_add(1, std::memory_order_relaxed);
+    per_connection[seed - 1].fetch_add(1, std::memory_order_relaxed);
+  }
 
   void record(u64 ns) {
     latency_ns.record(ns);
@@ -330,7 +339,7 @@ void http_worker(const Options& o, const Setup& s, u16 port, u64 deadline_ns, u6
       const bool ok = r->status == (batch || health ? 200u : 201u);
       if (!ok) totals->failures.fetch_add(1);
       totals->ops.fetch_add(ops, std::memory_order_relaxed);
-      totals->requests.fetch_add(1, std::memory_order_relaxed);
+      totals->count_request(seed);
       if (now < deadline_ns && (request_cap == 0 || sent < request_cap)) queue_one();
     }
     client.consume(used);
@@ -401,7 +410,7 @@ void http_order_worker(const Options& o, const Setup& s, u16 port, u64 deadline_
       Cycle& cycle = cycles[c];
       const u64 now = now_ns();
       totals->record(now - cycle.sent_ns);
-      totals->requests.fetch_add(1, std::memory_order_relaxed);
+      totals->count_request(seed);
       const std::string body(r->body);
       used += r->size;
       if (r->status != (cycle.phase == 0 ? 201u : 200u)) {
@@ -479,7 +488,7 @@ void binary_worker(const Options& o, const Setup& s, u16 port, const std::string
       ok = ok && r.ok();
     if (!ok) totals->failures.fetch_add(1);
     totals->ops.fetch_add(answer.results.size(), std::memory_order_relaxed);
-    totals->requests.fetch_add(1, std::memory_order_relaxed);
+    totals->count_request(seed);
     if (now_ns() < deadline_ns && (request_cap == 0 || next_id < request_cap)) {
       if (!send_one()) return;
     }
@@ -532,6 +541,7 @@ RunResult run_once(const Options& o) {
 
   Totals totals;
   totals.ops_unclaimed = o.ops;
+  totals.per_connection = std::make_unique<std::atomic<u64>[]>(o.connections);
   const double cpu_before = cpu_seconds(server.pid());
   const u64 started = now_ns();
   const u64 deadline = started + static_cast<u64>(o.seconds * 1e9);
@@ -601,6 +611,20 @@ RunResult run_once(const Options& o) {
       server_cpu / elapsed);
   if (o.mode == "http-order") {
     std::printf("requests_per_cycle=3 order_cycles_per_sec=%.0f\n", result.ops_per_sec);
+  }
+  {
+    // Fairness: the slowest connection's answered requests against the mean (1.00: every
+    // connection was served alike; 0.10: one got a tenth of its share).
+    u64 slowest = ~u64{0}, fastest = 0;
+    for (u32 c = 0; c < o.connections; ++c) {
+      const u64 n = totals.per_connection[c].load();
+      slowest = std::min(slowest, n);
+      fastest = std::max(fastest, n);
+    }
+    const double mean = static_cast<double>(totals.requests.load()) / o.connections;
+    std::printf("fairness slowest_connection_share=%.2f fastest_connection_share=%.2f\n",
+                mean == 0 ? 0.0 : static_cast<double>(slowest) / mean,
+                mean == 0 ? 0.0 : static_cast<double>(fastest) / mean);
   }
   if (o.mode == "binary") {
     // The line of TigerBeetle's built-in benchmark, for comparing with it directly:
