@@ -283,6 +283,12 @@ void render_metrics(const MetricsSources& s, std::string& out) {
       histogram(out, "paygate_journal_fdatasync_seconds", fmt::format("group=\"{}\"", g),
                 engine.group(g).sync_ns(), kLatencyBoundsS, 1e9);
     }
+    header(out, "paygate_snapshot_pause_seconds", "histogram",
+           "how long each snapshot stopped its group (the fork)");
+    for (u32 g = 0; g < engine.groups(); ++g) {
+      histogram(out, "paygate_snapshot_pause_seconds", fmt::format("group=\"{}\"", g),
+                engine.group(g).snapshot_pause_ns(), kLatencyBoundsS, 1e9);
+    }
   }
 
   if (s.http != nullptr) {
