@@ -18,6 +18,8 @@ packages=(
   curl procps python3 python3-yaml
   # bench/compare: the systems paygate is compared with (its quick run is a test)
   postgresql-15 libpq-dev mariadb-server mariadb-client redis-server gnuplot-nox
+  # bench/many_connections: HTTP load at many connections (its quick run is a test)
+  wrk
 )
 
 sudo_cmd=()

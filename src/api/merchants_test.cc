@@ -144,8 +144,14 @@ TEST_F(MerchantRegistryTest, KindsShareOneSerialSpaceAndSurviveAReopen) {
   registry.reset();
   const std::string home = fmt::format("\"clearing_account\":{},", bank->clearing_account);
   ASSERT_NE(text.find(home), std::string::npos);
-  for (const auto& [first, second] :
-       {std::pair{in_group(0, 5), in_group(1, 6)}, std::pair{in_group(1, 77), in_group(0, 77)}}) {
+  // The last: its own account in place, the other group's place holding an account of
+  // the provider's own group.
+  const u32 home_group = bank->group;
+  const u64 stray = in_group(home_group, 99);
+  const auto with_home = home_group == 0 ? std::pair{bank->clearing_account, stray}
+                                         : std::pair{stray, bank->clearing_account};
+  for (const auto& [first, second] : {std::pair{in_group(0, 5), in_group(1, 6)},
+                                      std::pair{in_group(1, 77), in_group(0, 77)}, with_home}) {
     std::string damaged = text;
     damaged.insert(damaged.find(home) + home.size(),
                    fmt::format("\"clearing_accounts\":[{},{}],", first, second));

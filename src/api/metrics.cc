@@ -295,7 +295,8 @@ void render_metrics(const MetricsSources& s, std::string& out) {
     header(out, "paygate_http_stage_seconds", "histogram",
            "where HTTP requests wait: edge (parse, authenticate, decode, before the first group "
            "step), and per step queued (in the group's ring), durable (in the group until "
-           "journaled and released), wake (until an IO thread takes the answer)");
+           "journaled and released, waiting for journal room included), wake (until an IO "
+           "thread takes the answer)");
     for (std::size_t i = 0; i < HttpMetrics::kStageNames.size(); ++i) {
       histogram(out, "paygate_http_stage_seconds",
                 fmt::format("stage=\"{}\"", HttpMetrics::kStageNames[i]), s.http->stage(i),

@@ -73,8 +73,9 @@ class HttpMetrics {
 
   // Where a request's time goes (paygate_http_stage_seconds): the edge's work before
   // its first group step (parse, authenticate, decode); then, for each step, its wait
-  // in the group's ring, its time in the group until durable and released, and the
-  // wait for an IO thread to take the answer.
+  // in the group's ring, its time in the group until durable and released (waiting
+  // for room in the journal's stage included), and the wait for an IO thread to take
+  // the answer.
   enum class Stage : u8 { edge, queued, durable, wake };
   static constexpr std::array<std::string_view, 4> kStageNames = {"edge", "queued", "durable",
                                                                   "wake"};

@@ -685,6 +685,11 @@ TEST_F(ServerTest, ProtectionsRateLimitsSlowClientsAndConnectionCap) {
 // Out of files, the listener pauses between tries instead of spinning on a socket that
 // stays readable, and takes the connections that waited once files are there again.
 TEST_F(ServerTest, OutOfFilesTheListenerPausesAndThenTakesWhatWaited) {
+  if constexpr (kSanitized) {
+    // UBSan's vptr check opens a pipe to probe memory: with no file free it reports a
+    // false error and stops the server. The g++ and Release stages run this test.
+    GTEST_SKIP() << "a sanitizer's runtime needs free files of its own";
+  }
   const pid_t pid = server_.pid();
   ASSERT_GT(pid, 0);
   rlimit before{};
@@ -714,7 +719,7 @@ TEST_F(ServerTest, OutOfFilesTheListenerPausesAndThenTakesWhatWaited) {
     started = std::chrono::steady_clock::now();
     failures = metric("paygate_accept_failures_total");
   }
-  ASSERT_NE(failures, ~u64{0});
+  ASSERT_NE(failures, ~u64{0}) << server_.log();
   ASSERT_GE(failures, 1u);
   // About one failure per pause (100 ms) however long it waits: spinning would be
   // thousands. The bound is loose (every 50 ms) so a busy machine cannot break it.

@@ -17,6 +17,7 @@
 #include "api/id_text.h"
 #include "api/render.h"
 #include "api/service_internal.h"
+#include "base/clock.h"
 #include "base/log.h"
 
 namespace paygate::api {
@@ -155,7 +156,7 @@ void Service::time_stages(Exchange& ex) noexcept {
   const u64 taken = ex.outcome_.taken_ns;
   if (taken == 0 || ex.submitted_ns_ == 0) return;  // refused at the door, not taken
   const u64 now = now_ns();
-  const u64 completed = std::max(ex.completed_ns_, taken);
+  const u64 completed = std::max(ex.outcome_.released_ns, taken);
   metrics_->record_stage(HttpMetrics::Stage::queued, taken - std::min(taken, ex.submitted_ns_));
   metrics_->record_stage(HttpMetrics::Stage::durable, completed - taken);
   metrics_->record_stage(HttpMetrics::Stage::wake, now - std::min(now, completed));

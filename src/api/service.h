@@ -25,7 +25,6 @@
 #include "api/page_query.h"
 #include "api/request_decoder.h"
 #include "api/risk.h"
-#include "base/clock.h"
 #include "pipeline/carry.h"
 #include "pipeline/engine.h"
 
@@ -68,7 +67,6 @@ class Exchange final : public Completion {
   explicit Exchange(Waker* waker) noexcept : waker_(waker) {}
   void complete(const Outcome& outcome) noexcept override {
     outcome_ = outcome;
-    completed_ns_ = steady_ns();
     waker_->wake();
   }
 
@@ -94,9 +92,8 @@ class Exchange final : public Completion {
   bool last_step_ = true;
   u64 started_ns_ = 0;
   // Stage timings (HttpMetrics::Stage): when the step in flight was submitted, and
-  // when its group answered it; whether the edge's time was counted.
+  // whether the edge's time was counted.
   u64 submitted_ns_ = 0;
-  u64 completed_ns_ = 0;
   bool edge_timed_ = false;
   Principal principal_;
   // The request's key: its Idempotency-Key (KeyLane::client), or for a signed request

@@ -628,9 +628,10 @@ void Group::push_release(const Pending& pending) noexcept {
 // Stage 4: answer every request whose commands are durable, in order.
 void Group::release_durable() noexcept {
   const u64 durable = journal_->durable_sequence();
+  u64 now = 0;
   if (release_count_ > 0 && release_[release_head_].durable_at <= durable) {
     const u64 durable_at = journal_->durable_at_ns();
-    const u64 now = steady_ns();
+    now = steady_ns();
     stats_.release_delay_ns.record(now - std::min(now, durable_at));
   }
   while (release_count_ > 0) {
@@ -638,6 +639,7 @@ void Group::release_durable() noexcept {
     if (pending.durable_at > durable) break;
     // Acknowledged means durable: nothing is answered ok past the journal's point.
     PG_ASSERT(pending.durable_at <= journal_->durable_sequence());
+    pending.outcome.released_ns = now;
     pending.completion->complete(pending.outcome);
     release_head_ = (release_head_ + 1) % release_.size();
     --release_count_;

@@ -52,9 +52,11 @@ struct Outcome {
   bool archived = false;               // lookup_order: made here, no longer held
   EventPage page;                      // reads: what events_out holds
   u32 filled = 0;                      // read_unsettled: how many it found (up to count)
-  // When the group took the request from its ring (steady clock, ns): for the edge's
-  // stage timings (paygate_http_stage_seconds); no part of any state.
+  // When the group took the request from its ring, and when it released the answer
+  // (steady clock, ns; each read once per batch or burst): for the edge's stage
+  // timings (paygate_http_stage_seconds); no part of any state.
   u64 taken_ns = 0;
+  u64 released_ns = 0;
 };
 
 class Completion {
