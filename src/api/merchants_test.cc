@@ -8,6 +8,7 @@
 
 #include <fstream>
 
+#include "api/id_text.h"
 #include "api/render.h"
 #include "base/durable_file.h"
 #include "base/ids.h"
@@ -138,6 +139,13 @@ TEST_F(MerchantRegistryTest, KindsShareOneSerialSpaceAndSurviveAReopen) {
   EXPECT_TRUE(bank->clearing_by_group.empty());
   EXPECT_EQ(bank->clearing_account_in(bank->group), bank->clearing_account);
   EXPECT_EQ(bank->clearing_account_in(1 - bank->group), 0u);
+  // Its answer lists that one account, in its group.
+  EXPECT_NE(
+      reply_of(*bank, false)
+          .body.find(fmt::format(R"("clearing_accounts":[{{"group":{},"account":"{}"}}])",
+                                 bank->group, id_text(IdKind::account, bank->clearing_account))),
+      std::string::npos)
+      << reply_of(*bank, false).body;
 
   // A list that leaves out the provider's clearing account, or names an account of
   // another group at a group's place, is a damaged file.

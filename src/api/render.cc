@@ -1,5 +1,7 @@
 #include "api/render.h"
 
+#include <algorithm>
+
 #include "api/id_text.h"
 #include "api/json_writer.h"
 #include "api/page_query.h"
@@ -375,13 +377,12 @@ void render_merchant(std::string& out, const Merchant& m, bool with_secret) {
     }
     // One per group: an order clears in its own group (docs/ORDERS.md, "Providers").
     json.key("clearing_accounts").begin_array();
-    for (u32 g = 0; g < m.clearing_by_group.size(); ++g) {
+    const u32 groups = std::max(static_cast<u32>(m.clearing_by_group.size()), m.group + 1);
+    for (u32 g = 0; g < groups; ++g) {
+      const u64 account = m.clearing_account_in(g);
+      if (account == 0) continue;  // none there (a provider onboarded with one account)
       json.begin_object().key("group").unsigned_number(g);
-      json.key("account").id(IdKind::account, m.clearing_by_group[g]).end_object();
-    }
-    if (m.clearing_by_group.empty() && m.clearing_account != 0) {  // onboarded with one
-      json.begin_object().key("group").unsigned_number(m.group);
-      json.key("account").id(IdKind::account, m.clearing_account).end_object();
+      json.key("account").id(IdKind::account, account).end_object();
     }
     json.end_array();
     json.key("currency").string(m.clearing_currency.letters());

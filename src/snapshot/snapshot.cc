@@ -255,7 +255,9 @@ bool Snapshotter::start(const Ledger& ledger) {
   sequence_ = ledger.last_stamp().sequence;
   // The process's own temporary name: a child of an earlier server, killed while this
   // child wrote, may still be writing the same sequence's snapshot (it holds no LOCK:
-  // see below), and must never write into the file this server publishes.
+  // see below), and must never write into the file this server publishes. The child
+  // also unlinks the name before it creates the file, so that even an earlier server
+  // with the same pid (pids are reused) leaves its child writing a file no one sees.
   tmp_path_ = (dir_ / fmt::format("{}.{}.tmp", file_name(sequence_), ::getpid())).string();
   const char* path = tmp_path_.c_str();  // built before fork: the child must not allocate
   unsigned char* buffer = buffer_.data();
@@ -285,6 +287,7 @@ bool Snapshotter::start(const Ledger& ledger) {
         ::close(fd);
     }
     ::setpriority(PRIO_PROCESS, 0, 10);
+    ::unlink(path);
     ::_exit(write_file(ledger, path, buffer, buffer_bytes, Storage::posix()) == 0 ? 0 : 1);
   }
   last_pause_ns_ = steady_ns() - started_ns_;

@@ -137,10 +137,12 @@ TEST_F(Snapshot, SnapshotterWritesTheForkTimeStateAndPublishesWhenDurable) {
 TEST_F(Snapshot, AnEarlierServersChildWritingTheSameSequenceCannotTouchThePublishedFile) {
   const u64 sequence = ledger_->last_stamp().sequence;
   const std::string name = file_name(sequence);
-  // The old child's open files: its server's temporary name, and the name all
-  // servers shared before temporary names carried the pid.
+  // The old child's open files: its server's temporary name, the same name as this
+  // server's (a reused pid), and the name all servers shared before temporary names
+  // carried the pid.
   std::vector<int> old_child;
-  for (const std::string& tmp : {name + ".1.tmp", name + ".tmp"}) {
+  const std::string same_pid = name + "." + std::to_string(::getpid()) + ".tmp";
+  for (const std::string& tmp : {name + ".1.tmp", same_pid, name + ".tmp"}) {
     old_child.push_back(::open((dir_.path() / tmp).c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
     ASSERT_GE(old_child.back(), 0) << tmp;
   }
@@ -164,6 +166,7 @@ TEST_F(Snapshot, AnEarlierServersChildWritingTheSameSequenceCannotTouchThePublis
   // The old child's leftovers go with the next prune.
   prune(dir_.path(), 1);
   EXPECT_FALSE(std::filesystem::exists(dir_.path() / (name + ".1.tmp")));
+  EXPECT_FALSE(std::filesystem::exists(dir_.path() / same_pid));
   EXPECT_FALSE(std::filesystem::exists(dir_.path() / (name + ".tmp")));
 }
 
