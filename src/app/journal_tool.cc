@@ -38,6 +38,22 @@ LedgerConfig config_of(const journal::SegmentHeader& h) {
                                                  : LedgerConfig{}.signature_window_ns};
 }
 
+const char* kind_name(journal::AnnotationKind kind) {
+  switch (kind) {
+    case journal::AnnotationKind::reference:
+      return "reference";
+    case journal::AnnotationKind::metadata:
+      return "metadata";
+    case journal::AnnotationKind::description:
+      return "description";
+    case journal::AnnotationKind::ipn_url:
+      return "ipn_url";
+    case journal::AnnotationKind::callback_url:
+      return "callback_url";
+  }
+  return "unknown";
+}
+
 const char* type_name(journal::RecordType type) {
   switch (type) {
     case journal::RecordType::segment_header:
@@ -46,6 +62,8 @@ const char* type_name(journal::RecordType type) {
       return "commands";
     case journal::RecordType::atomic:
       return "atomic";
+    case journal::RecordType::annotations:
+      return "annotations";
   }
   return "unknown";
 }
@@ -72,9 +90,11 @@ int journal_verify(const std::filesystem::path& dir) {
                 static_cast<unsigned long long>(segment.records),
                 static_cast<unsigned long long>(segment.end_offset));
   }
-  std::printf("records=%llu commands=%llu first_sequence=%llu next_sequence=%llu end=%s\n",
-              static_cast<unsigned long long>(report.records),
-              static_cast<unsigned long long>(report.commands),
+  std::printf(
+      "records=%llu commands=%llu annotations=%llu first_sequence=%llu next_sequence=%llu end=%s\n",
+      static_cast<unsigned long long>(report.records),
+      static_cast<unsigned long long>(report.commands),
+      static_cast<unsigned long long>(report.annotations),
               static_cast<unsigned long long>(report.first_sequence),
               static_cast<unsigned long long>(report.next_sequence), journal::name(report.end));
   if (!report.message.empty()) std::printf("%s\n", report.message.c_str());
@@ -147,9 +167,16 @@ int journal_dump(const std::filesystem::path& dir, u64 from, u64 limit) {
                   static_cast<unsigned long long>(record.batch_key.hi),
                   static_cast<unsigned long long>(record.batch_key.lo));
     }
+    std::size_t said = 0;  // annotations printed (they come in sequence order)
     for (std::size_t i = 0; i < record.commands.size(); ++i) {
       std::printf("  %llu %s\n", static_cast<unsigned long long>(h.sequence + i),
                   describe(record.commands[i]).c_str());
+      for (; said < record.annotations.size() &&
+             record.annotations[said].sequence == h.sequence + i;
+           ++said) {
+        const journal::AnnotationView& a = record.annotations[said];
+        std::printf("    %s\n", fmt::format("{}={:?}", kind_name(a.kind), a.text).c_str());
+      }
     }
     return true;
   });

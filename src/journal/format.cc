@@ -82,6 +82,78 @@ u32 encode_record(unsigned char* out, RecordType type, u64 sequence, u64 timesta
   return encoder.finish();
 }
 
+namespace {
+
+// How many of `annotations`, from the first, go in one record of at most record_max
+// bytes, and the record's length.
+u32 annotations_in_record(std::span<const Annotation> annotations, u32 record_max,
+                          u32* length) noexcept {
+  u64 used = kRecordOverhead;
+  u32 taken = 0;
+  for (const Annotation& a : annotations) {
+    PG_ASSERT(annotation_fits(a.text.size(), record_max));
+    if (used + annotation_bytes(a.text.size()) > record_max) break;
+    used += annotation_bytes(a.text.size());
+    ++taken;
+  }
+  PG_ASSERT(taken > 0 && used % kRecordAlign == 0);
+  *length = static_cast<u32>(used);
+  return taken;
+}
+
+}  // namespace
+
+u64 annotation_records_bytes(std::span<const Annotation> annotations, u32 record_max) noexcept {
+  u64 total = 0;
+  while (!annotations.empty()) {
+    u32 length = 0;
+    const u32 taken = annotations_in_record(annotations, record_max, &length);
+    total += length;
+    annotations = annotations.subspan(taken);
+  }
+  return total;
+}
+
+u32 encode_annotations(unsigned char* out, u64 record_sequence, u64 command_base,
+                       u64 timestamp_ns, std::span<const Annotation> annotations, u32 record_max,
+                       u64* records) noexcept {
+  unsigned char* const start = out;
+  while (!annotations.empty()) {
+    u32 length = 0;
+    const u32 taken = annotations_in_record(annotations, record_max, &length);
+    RecordHeader header{};
+    header.length = length;
+    header.sequence = record_sequence;
+    header.timestamp_ns = timestamp_ns;
+    header.type = RecordType::annotations;
+    header.version = kFormatVersion;
+    header.count = taken;
+    std::memcpy(out, &header, sizeof header);
+    u32 used = sizeof header;
+    for (const Annotation& a : annotations.first(taken)) {
+      // Every annotation names a command at or after the record's sequence.
+      PG_ASSERT(command_base + a.command >= record_sequence);
+      const AnnotationEntry entry{command_base + a.command, static_cast<u16>(a.kind), 0,
+                                  static_cast<u32>(a.text.size())};
+      std::memcpy(out + used, &entry, sizeof entry);
+      used += sizeof entry;
+      if (!a.text.empty()) std::memcpy(out + used, a.text.data(), a.text.size());
+      const u32 padded = static_cast<u32>(annotation_bytes(a.text.size()) - sizeof entry);
+      std::memset(out + used + a.text.size(), 0, padded - a.text.size());
+      used += padded;
+    }
+    PG_ASSERT(used + sizeof(RecordTrailer) == length);
+    const RecordTrailer trailer{length, kTrailerMagic};
+    std::memcpy(out + used, &trailer, sizeof trailer);
+    const u32 crc = crc32c(out + 4, length - 4);
+    std::memcpy(out, &crc, sizeof crc);
+    out += length;
+    ++*records;
+    annotations = annotations.subspan(taken);
+  }
+  return static_cast<u32>(out - start);
+}
+
 u32 encode_segment_header(unsigned char* out, u64 first_sequence,
                           const SegmentHeader& identity) noexcept {
   RecordEncoder encoder(out, RecordType::segment_header, first_sequence, 0, 0);

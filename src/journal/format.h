@@ -22,11 +22,21 @@
 //   segment_header  SegmentHeader (first record of every segment; count 0)
 //   commands        count commands; command i has sequence + i
 //   atomic          IdempotencyKey (16 bytes), then count commands: one atomic batch
+//   annotations     count entries (AnnotationEntry, then its text, zero-padded to a
+//                   multiple of 8): text requests carried that the ledger does not keep
+//                   (a transfer's reference and metadata, an order's URLs), each naming
+//                   the sequence of its command. Its header's sequence is the next
+//                   command's, and it does not advance the sequence: annotation records
+//                   come just before the commands or atomic record holding every
+//                   command they name, in the same group commit. One with no such
+//                   record after it (the commands' write torn) was never acknowledged;
+//                   recovery clears it with the torn tail.
 // The record's version says how its commands are written:
 //   1  as they are: count × Command (64 bytes each)
 //   2  packed (command_packing.h): each as its difference from the one before it
-// A writer writes kFormatVersion; a journal may hold records of both (an upgrade
-// appends version 2 to a version 1 journal).
+//   3  as 2; annotations records exist from this version on
+// A writer writes kFormatVersion; a journal may hold records of all of them (an
+// upgrade appends version 3 to a version 1 or 2 journal).
 //
 // Integers are little-endian (the only byte order paygate runs on).
 #pragma once
@@ -35,6 +45,7 @@
 #include <span>
 
 #include "base/types.h"
+#include "journal/annotation.h"
 #include "journal/command_layout.h"
 #include "journal/command_packing.h"
 #include "ledger/command.h"
@@ -42,7 +53,8 @@
 
 namespace paygate::journal {
 
-inline constexpr u8 kFormatVersion = 2;
+inline constexpr u8 kFormatVersion = 3;
+inline constexpr u8 kAnnotationsVersion = 3;       // the first version with annotations
 inline constexpr u8 kFormatVersionOldest = 1;      // the oldest the reader reads
 inline constexpr u32 kTrailerMagic = 0x45524750u;  // "PGRE"
 inline constexpr u64 kSegmentMagic = tag8("PGJOURNL");
@@ -52,7 +64,17 @@ enum class RecordType : u8 {
   segment_header = 1,
   commands = 2,
   atomic = 3,
+  annotations = 4,
 };
+
+// On disk, before each annotation's text.
+struct AnnotationEntry {
+  u64 sequence;
+  u16 kind;
+  u16 reserved;
+  u32 length;  // of the text, without its padding
+};
+static_assert(sizeof(AnnotationEntry) == 16);
 
 struct RecordHeader {
   u32 crc;
@@ -146,9 +168,11 @@ constexpr u32 command_bytes_max(u8 version) noexcept {
   return version >= 2 ? kPackedCommandBytesMax : static_cast<u32>(sizeof(CommandLayout));
 }
 // The most bytes a body takes (for version 1 commands, and for segment headers, the
-// exact size).
+// exact size). Annotations: any size up to a record's limit, at least an entry each.
 constexpr u32 body_bytes_max(RecordType type, u32 count, u8 version = kFormatVersion) noexcept {
   switch (type) {
+    case RecordType::annotations:
+      return 0;  // sized by annotation_bytes() instead
     case RecordType::segment_header:
       return sizeof(SegmentHeader);
     case RecordType::commands:
@@ -166,6 +190,24 @@ inline constexpr u32 kRecordBytesMax = record_bytes_max(RecordType::atomic, kRec
 static_assert(record_bytes_max(RecordType::commands, 1, 1) == 104);
 static_assert(kRecordBytesMax >= record_bytes_max(RecordType::atomic, kRecordCommandsMax, 1));
 static_assert(kRecordBytesMax % kRecordAlign == 0);
+
+// Annotations: the bytes one takes in a record's body; whether one fits a record of
+// record_max bytes on its own (else it cannot be written: the caller refuses it).
+constexpr u64 annotation_bytes(std::size_t text_bytes) noexcept {
+  return sizeof(AnnotationEntry) + ((u64{text_bytes} + kRecordAlign - 1) & ~u64{kRecordAlign - 1});
+}
+constexpr bool annotation_fits(std::size_t text_bytes, u32 record_max) noexcept {
+  return text_bytes <= record_max && kRecordOverhead + annotation_bytes(text_bytes) <= record_max;
+}
+// The bytes the records for `annotations` take, split in order into records of at most
+// record_max bytes. REQUIRES: each fits (annotation_fits); 0 when there are none.
+u64 annotation_records_bytes(std::span<const Annotation> annotations, u32 record_max) noexcept;
+// Writes those records: each with header sequence record_sequence (the next command's),
+// each annotation naming command_base + its command. Returns the bytes written
+// (annotation_records_bytes) and adds the records to *records.
+u32 encode_annotations(unsigned char* out, u64 record_sequence, u64 command_base,
+                       u64 timestamp_ns, std::span<const Annotation> annotations, u32 record_max,
+                       u64* records) noexcept;
 static_assert(sizeof(CommandLayout) % kRecordAlign == 0 &&
               sizeof(IdempotencyKey) % kRecordAlign == 0);
 

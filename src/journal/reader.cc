@@ -89,8 +89,19 @@ std::string check_record(const MappedFile& file, u64 offset, RecordHeader* out) 
   if (header.version < kFormatVersionOldest || header.version > kFormatVersion)
     return fmt::format("unknown format version {}", header.version);
   const bool known = header.type == RecordType::segment_header ||
-                     header.type == RecordType::commands || header.type == RecordType::atomic;
+                     header.type == RecordType::commands || header.type == RecordType::atomic ||
+                     header.type == RecordType::annotations;
   if (!known) return fmt::format("unknown record type {}", static_cast<int>(header.type));
+  if (header.type == RecordType::annotations) {
+    // Entries of any size: read_annotations checks that they fill the body exactly.
+    if (header.version < kAnnotationsVersion) return "annotations in a record of an older version";
+    if (header.count == 0 ||
+        header.count > (header.length - kRecordOverhead) / sizeof(AnnotationEntry)) {
+      return "bad annotation count";
+    }
+    *out = header;
+    return {};
+  }
   if (header.type == RecordType::segment_header ? header.count != 0 : header.count == 0) {
     return "bad command count";
   }
@@ -160,6 +171,64 @@ u64 end_of_data(const MappedFile& file, u64 from) {
     --end;
   return std::min<u64>(file.size(), (end + kRecordAlign - 1) & ~u64{kRecordAlign - 1});
 }
+
+// Annotations read but not yet given to the command record they belong to.
+struct PendingAnnotations {
+  struct Entry {
+    u64 sequence;
+    AnnotationKind kind;
+    std::size_t at;  // in text
+    u32 length;
+  };
+  std::vector<Entry> entries;
+  std::string text;  // copied: the record after them may be in the next segment's mapping
+  std::vector<AnnotationView> views;
+  std::filesystem::path first_file;  // where the first of them starts
+  u64 first_offset = 0;
+
+  bool empty() const noexcept { return entries.empty(); }
+  void clear() noexcept {
+    entries.clear();
+    text.clear();
+  }
+  // The entries of the checked annotations record at `offset`, or why they are bad (a
+  // writer's bug: its CRC held).
+  std::string read(const MappedFile& file, u64 offset, const RecordHeader& header,
+                   const std::filesystem::path& path) {
+    const unsigned char* p = file.data() + offset + sizeof(RecordHeader);
+    const unsigned char* const end = file.data() + offset + header.length - sizeof(RecordTrailer);
+    if (empty()) {
+      first_file = path;
+      first_offset = offset;
+    }
+    u64 last = header.sequence;
+    for (u32 i = 0; i < header.count; ++i) {
+      AnnotationEntry entry;
+      if (static_cast<std::size_t>(end - p) < sizeof entry) return "annotation runs past its record";
+      std::memcpy(&entry, p, sizeof entry);
+      p += sizeof entry;
+      if (entry.kind == 0 || entry.reserved != 0) return "bad annotation entry";
+      if (entry.sequence < last) return "annotations out of sequence order";
+      last = entry.sequence;
+      const u64 padded = annotation_bytes(entry.length) - sizeof entry;
+      if (padded > static_cast<u64>(end - p)) return "annotation runs past its record";
+      if (!all_zero(p + entry.length, padded - entry.length)) return "annotation padding not zero";
+      entries.push_back({entry.sequence, static_cast<AnnotationKind>(entry.kind), text.size(),
+                         entry.length});
+      text.append(reinterpret_cast<const char*>(p), entry.length);
+      p += padded;
+    }
+    if (p != end) return "annotations do not fill their record";
+    return {};
+  }
+  // Views of them all, for the command record they belong to.
+  std::span<const AnnotationView> view() {
+    views.clear();
+    for (const Entry& e : entries)
+      views.push_back({e.sequence, e.kind, std::string_view(text).substr(e.at, e.length)});
+    return views;
+  }
+};
 
 }  // namespace
 
@@ -240,6 +309,33 @@ ScanReport scan(const std::filesystem::path& dir, u64 from_sequence,
 
   u64 expected = 0;                                   // the sequence the next record must start at
   std::vector<Command> unpacked(kRecordCommandsMax);  // a packed record's commands
+  PendingAnnotations pending;
+  // Annotations with no command record after them: their commands' write was lost
+  // (never acknowledged), so the log ends, torn, where they start. Later segments
+  // hold no command record (else the annotations would not be pending): removed.
+  const auto end_at_orphaned_annotations = [&]() -> ScanReport& {
+    report.end = LogEnd::torn_tail;
+    report.delete_files.clear();
+    bool later = false;
+    for (const std::filesystem::path& other : files) {
+      if (later) report.delete_files.push_back(other);
+      later = later || other == pending.first_file;
+    }
+    while (!report.segments.empty() && report.segments.back().file != pending.first_file)
+      report.segments.pop_back();
+    PG_ASSERT(!report.segments.empty() && pending.first_offset > 0);
+    report.segments.back().end_offset = pending.first_offset;
+    const MappedFile file(pending.first_file);
+    report.file = pending.first_file;
+    report.offset = pending.first_offset;
+    report.clear_to = std::max(pending.first_offset, end_of_data(file, pending.first_offset));
+    report.message = fmt::format(
+        "journal ends with annotations whose commands were never written (a torn write) in {} "
+        "at offset {}: {} bytes to clear",
+        pending.first_file.string(), pending.first_offset, report.clear_to - pending.first_offset);
+    report.next_sequence = expected;
+    return report;
+  };
   for (std::size_t index = 0; index < files.size(); ++index) {
     const std::filesystem::path& path = files[index];
     const u64 named_first = parse_segment_file_name(path.filename().string());
@@ -312,6 +408,7 @@ ScanReport scan(const std::filesystem::path& dir, u64 from_sequence,
         summary.end_offset = offset;
         report.segments.push_back(summary);
         report.next_sequence = expected;
+        if (!pending.empty()) return end_at_orphaned_annotations();
         return report;
       }
 
@@ -331,6 +428,11 @@ ScanReport scan(const std::filesystem::path& dir, u64 from_sequence,
           report.identity.signature_keys_max = identity.signature_keys_max;
           report.identity.signature_window_ns = identity.signature_window_ns;
         }
+      } else if (header.type == RecordType::annotations) {
+        if (std::string bad = pending.read(file, offset, header, path); !bad.empty()) {
+          return corrupt(path, offset, bad);
+        }
+        report.annotations += header.count;
       } else {
         Record record;
         record.header = reinterpret_cast<const RecordHeader*>(file.data() + offset);
@@ -358,6 +460,14 @@ ScanReport scan(const std::filesystem::path& dir, u64 from_sequence,
           }
           record.commands = std::span<const Command>(unpacked.data(), header.count);
         }
+        if (!pending.empty()) {
+          if (pending.entries.back().sequence >= header.sequence + header.count) {
+            return corrupt(path, offset,
+                           fmt::format("an annotation names sequence {}, past this record's",
+                                       pending.entries.back().sequence));
+          }
+          record.annotations = pending.view();
+        }
         record.file = &path;
         record.offset = offset;
         ++report.records;
@@ -378,6 +488,7 @@ ScanReport scan(const std::filesystem::path& dir, u64 from_sequence,
           report.next_sequence = expected;
           return report;
         }
+        pending.clear();  // given to their record (the views die with the visit)
       }
       PG_ASSERT(header.length >= kRecordOverhead);  // a checked record moves the scan on
       offset += header.length;
@@ -388,6 +499,7 @@ ScanReport scan(const std::filesystem::path& dir, u64 from_sequence,
     report.offset = offset;
   }
   report.next_sequence = expected;
+  if (!pending.empty()) return end_at_orphaned_annotations();
   return report;
 }
 

@@ -4,8 +4,10 @@
 //   clean      the last record is followed by zeros (the preallocated rest)
 //   torn_tail  the last write was cut short: a record whose trailer is missing
 //              (zero, or beyond the end of the file) with no valid record after it
-//              anywhere. Its bytes belong to a write that was never acknowledged
-//              (acknowledgement waits for fdatasync), so recovery clears them.
+//              anywhere; or annotations records with no command record after them
+//              (their commands' write lost). Its bytes belong to a write that was
+//              never acknowledged (acknowledgement waits for fdatasync), so recovery
+//              clears them.
 //   corrupt    anything else: a complete record that fails its CRC, a gap or
 //              repeat in sequences, a bad segment, valid records after a bad one.
 //              Recovery refuses to start and names the file and offset.
@@ -28,6 +30,9 @@ struct Record {
   const RecordHeader* header = nullptr;
   IdempotencyKey batch_key;           // atomic records
   std::span<const Command> commands;  // commands and atomic records
+  // What the annotations records just before this one said about its commands, in
+  // the order written (format.h): each names a sequence of this record.
+  std::span<const AnnotationView> annotations;
   const std::filesystem::path* file = nullptr;
   u64 offset = 0;
 
@@ -58,13 +63,14 @@ struct ScanReport {
   u64 next_sequence = 0;     // after the last valid record
   u64 records = 0;           // command records visited or skipped
   u64 commands = 0;
+  u64 annotations = 0;       // annotations read (of the records visited or skipped)
   std::vector<SegmentSummary> segments;
 
   bool ok() const noexcept { return end != LogEnd::corrupt; }
 };
 
 // Visits, in order, every valid command record whose commands come at or after
-// from_sequence (records before it are checked and skipped). visit returns false to
+// from_sequence (records before it are checked and skipped), with its annotations. visit returns false to
 // stop early (the report then ends clean at that point). A directory with no
 // segments is an empty, clean log.
 ScanReport scan(const std::filesystem::path& dir, u64 from_sequence,

@@ -266,7 +266,7 @@ class JournalReaderPacked : public ::testing::Test {
     in.seekg(static_cast<std::streamoff>(offsets_.back()));
     in.read(reinterpret_cast<char*>(last_.data()), length_);
     std::memcpy(&header_, last_.data(), sizeof header_);
-    ASSERT_EQ(header_.version, 2);
+    ASSERT_EQ(header_.version, kFormatVersion);  // packed
   }
   // Writes the last record back as `bytes`, with a checksum that holds.
   ScanReport rewrite_last(std::vector<unsigned char> bytes) {
@@ -307,6 +307,236 @@ TEST_F(JournalReaderPacked, NonZeroPaddingIsCorruption) {
   const ScanReport report = rewrite_last(bytes);
   EXPECT_EQ(report.end, LogEnd::corrupt) << report.message;
   EXPECT_NE(report.message.find("do not decode"), std::string::npos) << report.message;
+}
+
+// Annotations (format.h): text a request carried, journaled just before the record of
+// its commands, given back with that record.
+class JournalAnnotations : public ::testing::Test {
+ protected:
+  // Stages the annotations records, then one commands record at `sequence`.
+  static void stage_annotated(Writer& writer, u64 sequence, u32 count,
+                              const std::vector<Annotation>& annotations,
+                              u32 record_max = kRecordBytesMax) {
+    const std::vector<Command> commands = numbered_commands(sequence, count);
+    const u64 bytes = annotation_records_bytes(annotations, record_max) +
+                      record_bytes_max(RecordType::commands, count);
+    unsigned char* out = writer.reserve(static_cast<u32>(bytes));
+    ASSERT_NE(out, nullptr);
+    u64 records = 0;
+    u32 length =
+        encode_annotations(out, sequence, sequence, 1000, annotations, record_max, &records);
+    length += encode_record(out + length, RecordType::commands, sequence, 1000, commands);
+    writer.commit(length, sequence + count - 1);
+  }
+  std::unique_ptr<Writer> open_writer(const WriterOptions& options) {
+    auto opened = Writer::open(options, AppendPosition{{}, 0, 1});
+    EXPECT_TRUE(opened.ok()) << opened.status().to_string();
+    std::unique_ptr<Writer> writer = std::move(opened).value();
+    writer->start();
+    return writer;
+  }
+  struct Seen {
+    u64 record_sequence;
+    u64 sequence;
+    AnnotationKind kind;
+    std::string text;
+    bool operator==(const Seen&) const = default;
+  };
+  static std::vector<Seen> annotations_in(const std::filesystem::path& dir, ScanReport* report) {
+    std::vector<Seen> seen;
+    *report = scan(dir, 0, [&](const Record& r) {
+      for (const AnnotationView& a : r.annotations)
+        seen.push_back({r.header->sequence, a.sequence, a.kind, std::string(a.text)});
+      return true;
+    });
+    return seen;
+  }
+
+  TempDir dir_;
+};
+
+TEST_F(JournalAnnotations, AreGivenBackWithTheRecordOfTheirCommands) {
+  const std::string metadata = R"({"order":"A-1","note":"quote \" and \u0000"})";
+  const std::string binary("a\0b\xff", 4);
+  const std::string long_text(3000, 'x');
+  {
+    std::unique_ptr<Writer> writer = open_writer(test_writer_options(dir_.path()));
+    stage(*writer, 1, 2);  // none
+    stage_annotated(*writer, 3, 3,
+                    {{0, AnnotationKind::reference, "ref-1"},
+                     {0, AnnotationKind::metadata, metadata},
+                     {2, AnnotationKind::reference, binary},
+                     {2, AnnotationKind::description, ""}});
+    // Split over several records of at most 1 KiB each: three long texts, one each.
+    stage_annotated(*writer, 6, 1,
+                    {{0, AnnotationKind::ipn_url, long_text.substr(0, 900)},
+                     {0, AnnotationKind::callback_url, long_text.substr(0, 901)},
+                     {0, static_cast<AnnotationKind>(77), "a kind from a later version"}},
+                    1024);
+    ASSERT_TRUE(wait_durable(*writer, 6));
+    writer->stop();
+  }
+  ScanReport report;
+  const std::vector<Seen> seen = annotations_in(dir_.path(), &report);
+  EXPECT_EQ(report.end, LogEnd::clean) << report.message;
+  EXPECT_EQ(report.records, 3u);  // command records: annotations are not counted there
+  EXPECT_EQ(report.commands, 6u);
+  EXPECT_EQ(report.annotations, 7u);
+  EXPECT_EQ(report.next_sequence, 7u);
+  const std::vector<Seen> expected{
+      {3, 3, AnnotationKind::reference, "ref-1"},
+      {3, 3, AnnotationKind::metadata, metadata},
+      {3, 5, AnnotationKind::reference, binary},
+      {3, 5, AnnotationKind::description, ""},
+      {6, 6, AnnotationKind::ipn_url, long_text.substr(0, 900)},
+      {6, 6, AnnotationKind::callback_url, long_text.substr(0, 901)},
+      {6, 6, static_cast<AnnotationKind>(77), "a kind from a later version"},
+  };
+  EXPECT_EQ(seen, expected);
+  // A scan from a later sequence skips what was said about the records before it.
+  std::vector<Seen> later;
+  scan(dir_.path(), 6, [&](const Record& r) {
+    for (const AnnotationView& a : r.annotations)
+      later.push_back({r.header->sequence, a.sequence, a.kind, std::string(a.text)});
+    return true;
+  });
+  EXPECT_EQ(later, std::vector<Seen>(expected.begin() + 4, expected.end()));
+}
+
+TEST_F(JournalAnnotations, WithoutTheirCommandsAreATornTailThatRecoveryClears) {
+  {
+    std::unique_ptr<Writer> writer = open_writer(test_writer_options(dir_.path()));
+    stage(*writer, 1, 2);
+    stage_annotated(*writer, 3, 1, {{0, AnnotationKind::reference, "never acknowledged"}});
+    ASSERT_TRUE(wait_durable(*writer, 3));
+    writer->stop();
+  }
+  const std::filesystem::path file = list_segments(dir_.path()).at(0);
+  u64 annotated_at = 0;
+  u32 commands_length = 0;
+  ScanReport report = scan(dir_.path(), 0, [&](const Record& r) {
+    if (!r.annotations.empty()) {
+      annotated_at = r.offset;
+      commands_length = r.header->length;
+    }
+    return true;
+  });
+  ASSERT_GT(annotated_at, 0u);
+  // The commands' page never reached the disk; the annotations' did.
+  zero(file, annotated_at, commands_length);
+  ScanReport torn;
+  const std::vector<Seen> seen = annotations_in(dir_.path(), &torn);
+  EXPECT_TRUE(seen.empty());
+  EXPECT_EQ(torn.end, LogEnd::torn_tail) << torn.message;
+  EXPECT_NE(torn.message.find("annotations whose commands were never written"), std::string::npos)
+      << torn.message;
+  EXPECT_EQ(torn.next_sequence, 3u);
+  EXPECT_EQ(torn.file, file);
+  EXPECT_LT(torn.offset, annotated_at);  // where the annotations start
+  EXPECT_GE(torn.clear_to, annotated_at);
+  ASSERT_EQ(torn.segments.size(), 1u);
+  EXPECT_EQ(torn.segments[0].end_offset, torn.offset);
+  // Once cleared, the next command at that sequence carries nothing of theirs.
+  zero(file, torn.offset, torn.clear_to - torn.offset);
+  {
+    auto opened = Writer::open(test_writer_options(dir_.path()),
+                               AppendPosition{file, torn.offset, torn.next_sequence});
+    ASSERT_TRUE(opened.ok()) << opened.status().to_string();
+    std::unique_ptr<Writer> writer = std::move(opened).value();
+    writer->start();
+    stage(*writer, 3, 1);
+    ASSERT_TRUE(wait_durable(*writer, 3));
+    writer->stop();
+  }
+  ScanReport after;
+  EXPECT_TRUE(annotations_in(dir_.path(), &after).empty());
+  EXPECT_EQ(after.end, LogEnd::clean) << after.message;
+  EXPECT_EQ(after.next_sequence, 4u);
+}
+
+TEST_F(JournalAnnotations, NamingACommandPastTheirRecordIsCorruption) {
+  {
+    std::unique_ptr<Writer> writer = open_writer(test_writer_options(dir_.path()));
+    // Written whole, checksums holding: only a writer's bug makes this.
+    stage_annotated(*writer, 1, 2, {{2, AnnotationKind::reference, "names sequence 3"}});
+    stage(*writer, 3, 1);
+    ASSERT_TRUE(wait_durable(*writer, 3));
+    writer->stop();
+  }
+  ScanReport report;
+  annotations_in(dir_.path(), &report);
+  EXPECT_EQ(report.end, LogEnd::corrupt) << report.message;
+  EXPECT_NE(report.message.find("past this record"), std::string::npos) << report.message;
+}
+
+TEST_F(JournalAnnotations, ABadEntryIsCorruption) {
+  {
+    std::unique_ptr<Writer> writer = open_writer(test_writer_options(dir_.path()));
+    stage_annotated(*writer, 1, 1, {{0, AnnotationKind::reference, "abc"}});
+    ASSERT_TRUE(wait_durable(*writer, 1));
+    writer->stop();
+  }
+  // The annotations record follows the segment header; its entry's text length grows
+  // past the record, with a checksum that holds.
+  const std::filesystem::path file = list_segments(dir_.path()).at(0);
+  const u64 at = record_bytes_max(RecordType::segment_header, 0);
+  std::vector<unsigned char> bytes(align_up(kRecordOverhead + annotation_bytes(3)));
+  {
+    std::ifstream in(file, std::ios::binary);
+    in.seekg(static_cast<std::streamoff>(at));
+    in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  }
+  RecordHeader header;
+  std::memcpy(&header, bytes.data(), sizeof header);
+  ASSERT_EQ(header.type, RecordType::annotations);
+  ASSERT_EQ(header.length, bytes.size());
+  const u32 length = 64;
+  std::memcpy(bytes.data() + sizeof(RecordHeader) + offsetof(AnnotationEntry, length), &length,
+              sizeof length);
+  const u32 crc = crc32c(bytes.data() + 4, static_cast<u32>(bytes.size()) - 4);
+  std::memcpy(bytes.data(), &crc, sizeof crc);
+  modify(file, at, bytes);
+  ScanReport report;
+  annotations_in(dir_.path(), &report);
+  EXPECT_EQ(report.end, LogEnd::corrupt) << report.message;
+  EXPECT_NE(report.message.find("runs past its record"), std::string::npos) << report.message;
+}
+
+TEST_F(JournalAnnotations, GoIntoTheSegmentOfTheirCommands) {
+  WriterOptions options = test_writer_options(dir_.path());
+  options.segment_bytes = 4096;
+  options.record_bytes_max = 1024;
+  options.identity = SegmentHeader::describe(test_ledger_config(), options.segment_bytes);
+  const u64 header_bytes = record_bytes_max(RecordType::segment_header, 0);
+  const std::vector<Command> one = numbered_commands(1, 1);
+  std::vector<unsigned char> probe(record_bytes_max(RecordType::commands, 1));
+  const u64 record = encode_record(probe.data(), RecordType::commands, 1, 1000, one);
+  // Records of one command until the annotations alone would still fit, but not with
+  // the record of their command after them.
+  const u64 records = (options.segment_bytes - header_bytes - 600) / record;
+  const u64 room = options.segment_bytes - header_bytes - records * record;
+  ASSERT_GT(room, kRecordOverhead + annotation_bytes(0));
+  ASSERT_LT(room, options.record_bytes_max);
+  const std::string text(room - kRecordOverhead - sizeof(AnnotationEntry), 't');
+  ASSERT_EQ(annotation_records_bytes({{{0, AnnotationKind::metadata, text}}}, 1024), room);
+  {
+    std::unique_ptr<Writer> writer = open_writer(options);
+    for (u64 s = 1; s <= records; ++s)
+      stage(*writer, s, 1);
+    stage_annotated(*writer, records + 1, 1, {{0, AnnotationKind::metadata, text}}, 1024);
+    ASSERT_TRUE(wait_durable(*writer, records + 1));
+    writer->stop();
+  }
+  std::filesystem::path annotated_file;
+  ScanReport report = scan(dir_.path(), 0, [&](const Record& r) {
+    if (!r.annotations.empty()) annotated_file = *r.file;
+    return true;
+  });
+  EXPECT_EQ(report.end, LogEnd::clean) << report.message;
+  ASSERT_EQ(report.segments.size(), 2u);
+  EXPECT_EQ(report.segments[0].end_offset, header_bytes + records * record);  // not in the first
+  EXPECT_EQ(annotated_file, report.segments[1].file);
+  EXPECT_EQ(report.annotations, 1u);
 }
 
 }  // namespace

@@ -204,14 +204,26 @@ void Writer::wait_out_sync_gap(std::chrono::steady_clock::time_point deadline, u
 bool Writer::write_all(const unsigned char* data, u64 size) {
   u64 at = 0;
   while (at < size) {
-    // The whole records that still fit in this segment.
+    // The whole records that still fit in this segment. Annotations records go with
+    // the record after them, so a segment holds what is said about its commands
+    // (unless together they would not fit even a fresh segment).
     u64 fit = 0;
     while (at + fit < size) {
-      RecordHeader header;
-      std::memcpy(&header, data + at + fit, sizeof header);
-      PG_ASSERT(header.length >= kRecordOverhead && at + fit + header.length <= size);
-      if (offset_ + fit + header.length > options_.segment_bytes) break;
-      fit += header.length;
+      u64 unit = 0;
+      u64 first_length = 0;
+      for (;;) {
+        RecordHeader header;
+        std::memcpy(&header, data + at + fit + unit, sizeof header);
+        PG_ASSERT(header.length >= kRecordOverhead && at + fit + unit + header.length <= size);
+        unit += header.length;
+        if (first_length == 0) first_length = header.length;
+        if (header.type != RecordType::annotations || at + fit + unit == size) break;
+      }
+      if (unit + record_bytes_max(RecordType::segment_header, 0) > options_.segment_bytes) {
+        unit = first_length;
+      }
+      if (offset_ + fit + unit > options_.segment_bytes) break;
+      fit += unit;
     }
     PG_ASSERT(offset_ % kRecordAlign == 0 && offset_ <= options_.segment_bytes);
     if (fit > 0) {

@@ -42,6 +42,10 @@ bool is_read(const Request& r) noexcept {
   return r.kind == RequestKind::read_events || r.kind == RequestKind::read_entries;
 }
 
+std::span<const journal::Annotation> annotations_of(const Request& r) noexcept {
+  return {r.annotations, r.annotation_count};
+}
+
 // A claim covers commands of its own request only. The journal joins requests into one
 // record, and replay applies a record in one call, so a claim that reached past its
 // request would take the next request's commands down on replay but not live.
@@ -172,6 +176,8 @@ void Group::stop() {
 }
 
 ResultCode Group::submit(const Request& request) noexcept {
+  // Reads and lookups take no place in the log, so nothing can be said about them.
+  if (is_lookup(request) && request.annotation_count != 0) return ResultCode::invalid_command;
   if (request.kind == RequestKind::read_unsettled) {
     if (request.completion == nullptr || request.transfer_out == nullptr ||
         request.channel_numbers_out == nullptr || request.count == 0) {
@@ -204,6 +210,7 @@ ResultCode Group::submit(const Request& request) noexcept {
       return ResultCode::invalid_command;
     }
     if (!claims_within(request)) return ResultCode::invalid_command;
+    if (const ResultCode code = check_annotations(request); code != ResultCode::ok) return code;
     // An order copied out after its step: one order command, on its own.
     if (request.order_out != nullptr &&
         (request.kind != RequestKind::commands || request.count != 1 || request.claim != nullptr ||
@@ -226,6 +233,28 @@ ResultCode Group::submit(const Request& request) noexcept {
     wake_.notify_all();
   }
   return code;
+}
+
+ResultCode Group::check_annotations(const Request& request) const noexcept {
+  if (request.annotation_count == 0) return ResultCode::ok;
+  if (request.annotations == nullptr) return ResultCode::invalid_command;
+  const u32 record_max = record_bytes_max(config_);
+  u32 last = 0;
+  for (const journal::Annotation& a : annotations_of(request)) {
+    // Named commands of its own, in order (the reader checks the order on disk).
+    if (a.command >= request.count || a.command < last || static_cast<u16>(a.kind) == 0) {
+      return ResultCode::invalid_command;
+    }
+    last = a.command;
+    if (!journal::annotation_fits(a.text.size(), record_max)) return ResultCode::batch_too_large;
+  }
+  // The whole request must fit a batch's share of the stage (take_batch_bytes).
+  const u64 bytes =
+      journal::annotation_records_bytes(annotations_of(request), record_max) +
+      journal::record_bytes_max(request.kind == RequestKind::atomic ? journal::RecordType::atomic
+                                                                    : journal::RecordType::commands,
+                                logged_count(request));
+  return bytes <= config_.group_commit_bytes_max / 2 ? ResultCode::ok : ResultCode::batch_too_large;
 }
 
 ResultCode Group::enqueue(const Request& request) noexcept {
@@ -372,6 +401,9 @@ u32 Group::take_batch_bytes(u32 available, u64* bytes) const noexcept {
       extra = journal::record_bytes_max(journal::RecordType::atomic, r.count);
       merged = 0;
     }
+    if (r.annotation_count > 0) {
+      extra += journal::annotation_records_bytes(annotations_of(r), record_bytes_max(config_));
+    }
     if (taken > 0 && total + extra > budget) break;
     total += extra;
   }
@@ -445,6 +477,8 @@ void Group::journal_batch(u32 count, u64 bytes, Stamp first) {
       continue;
     }
     if (r.kind == RequestKind::atomic) {
+      out += journal::encode_annotations(out, sequence, sequence, first.timestamp_ns,
+                                         annotations_of(r), record_bytes_max(config_), &records);
       journal::RecordEncoder encoder(out, journal::RecordType::atomic, sequence, first.timestamp_ns,
                                      r.count);
       encoder.append_key(r.batch_key);
@@ -467,6 +501,18 @@ void Group::journal_batch(u32 count, u64 bytes, Stamp first) {
       if (!is_commands(next) || merged + logged_count(next) > config_.request_commands_max) break;
       merged += logged_count(next);
       ++end;
+    }
+    // What the run's requests say about their commands goes just before the record
+    // that holds the commands (journal/format.h).
+    u64 command_base = sequence;
+    for (u32 j = i; j < end; ++j) {
+      const Request& part = ring_.read(next_read_ + j);
+      if (!is_commands(part)) continue;
+      if (part.claim != nullptr) ++command_base;
+      out += journal::encode_annotations(out, sequence, command_base, first.timestamp_ns,
+                                         annotations_of(part), record_bytes_max(config_),
+                                         &records);
+      command_base += part.count;
     }
     journal::RecordEncoder encoder(out, journal::RecordType::commands, sequence, first.timestamp_ns,
                                    merged);

@@ -118,7 +118,8 @@ class Group {
   // Any thread. ok: accepted, the completion will run. overloaded: the ring stayed
   // full for submit_timeout_ns. shutting_down: stopping or stopped. batch_empty,
   // batch_too_large, invalid_command: a malformed request (no completion), such as a
-  // claim that covers more commands than follow it in its request.
+  // claim that covers more commands than follow it in its request, or annotations
+  // that name no command of it or too much text (Request::annotations).
   [[nodiscard]] ResultCode submit(const Request& request) noexcept;
 
   // Only while the group thread is not running (before start(), after stop()).
@@ -201,6 +202,7 @@ class Group {
   bool has_work(bool waiting_for_room) const noexcept;
   void idle_wait(bool waiting_for_room);
   ResultCode enqueue(const Request& request) noexcept;
+  ResultCode check_annotations(const Request& request) const noexcept;
   bool queue_full() const noexcept { return release_count_ == release_.size(); }
   void push_release(const Pending& pending) noexcept;
 

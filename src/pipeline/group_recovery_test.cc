@@ -368,5 +368,49 @@ TEST_F(GroupTest, RequestsOpenedByAClaimReplayTheSame) {
   EXPECT_EQ(group->ledger().state_digest(), digest);
 }
 
+// Annotations whose commands never reached the disk were never acknowledged: recovery
+// clears them with the torn tail, and the command that next takes their sequence
+// carries nothing of theirs.
+TEST_F(GroupTest, AnnotationsWithoutTheirCommandsAreClearedAtRecovery) {
+  u64 next = 0;
+  {
+    auto group = open(config());
+    open_account(*group);
+    group->stop();
+    next = group->recovery().next_sequence + 1;
+  }
+  // As a crash leaves them: the annotations' page written, the commands' page not.
+  const journal::ScanReport before = journal::scan(config().dir, 0, nullptr);
+  ASSERT_EQ(before.end, journal::LogEnd::clean);
+  ASSERT_EQ(before.next_sequence, next);
+  const std::vector<journal::Annotation> said{
+      {0, journal::AnnotationKind::reference, "from a request never answered"}};
+  std::vector<unsigned char> bytes(journal::annotation_records_bytes(said, 4096));
+  u64 records = 0;
+  journal::encode_annotations(bytes.data(), next, next, 1000, said, 4096, &records);
+  {
+    const int fd = ::open(before.file.c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, bytes.data(), bytes.size(), static_cast<off_t>(before.offset)),
+              static_cast<ssize_t>(bytes.size()));
+    ::close(fd);
+  }
+  auto group = open(config());
+  EXPECT_NE(group->recovery().torn_tail.find("annotations whose commands were never written"),
+            std::string::npos)
+      << group->recovery().torn_tail;
+  EXPECT_EQ(group->recovery().next_sequence, next);
+  EXPECT_EQ(one(*group, Command::make_tick()).code, ResultCode::ok);
+  group->stop();
+  u64 annotations = 0;
+  const journal::ScanReport after = journal::scan(config().dir, 0, [&](const journal::Record& r) {
+    annotations += r.annotations.size();
+    return true;
+  });
+  EXPECT_EQ(after.end, journal::LogEnd::clean) << after.message;
+  EXPECT_EQ(after.next_sequence, next + 1);
+  EXPECT_EQ(annotations, 0u);
+}
+
 }  // namespace
 }  // namespace paygate

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <map>
 #include <random>
 #include <thread>
 
@@ -351,10 +352,104 @@ TEST_F(GroupTest, MalformedRequestsAreRefusedAtTheDoor) {
   with_claim.claim = &wrong;
   with_claim.claim_result = &claimed;
   EXPECT_EQ(group->submit(with_claim), ResultCode::invalid_command);
+  // Annotations name commands of their own request, in order, each fitting a record.
+  const auto annotated = [&](std::vector<journal::Annotation> annotations) {
+    Call call;
+    call.commands = {Command::make_tick(), Command::make_tick()};
+    Request request = call.request();
+    request.annotations = annotations.data();
+    request.annotation_count = static_cast<u32>(annotations.size());
+    return group->submit(request);
+  };
+  EXPECT_EQ(annotated({{2, journal::AnnotationKind::reference, "past the end"}}),
+            ResultCode::invalid_command);
+  EXPECT_EQ(annotated({{1, journal::AnnotationKind::reference, "b"},
+                       {0, journal::AnnotationKind::reference, "a"}}),
+            ResultCode::invalid_command);
+  EXPECT_EQ(annotated({{0, static_cast<journal::AnnotationKind>(0), "kind 0"}}),
+            ResultCode::invalid_command);
+  const std::string too_long(Group::record_bytes_max(config()), 'x');
+  EXPECT_EQ(annotated({{0, journal::AnnotationKind::metadata, too_long}}),
+            ResultCode::batch_too_large);
+  Call looked_up;
+  const journal::Annotation said{0, journal::AnnotationKind::reference, "a lookup"};
+  Request lookup_request{.kind = RequestKind::lookup_account, .lookup_id = 1};
+  lookup_request.account_out = &looked_up.account;
+  lookup_request.completion = &looked_up.completion;
+  lookup_request.annotations = &said;
+  lookup_request.annotation_count = 1;
+  EXPECT_EQ(group->submit(lookup_request), ResultCode::invalid_command);
   group->stop();
   Call late;
   late.commands = {Command::make_tick()};
   EXPECT_EQ(group->submit(late.request()), ResultCode::shutting_down);
+}
+
+// What requests say about their commands is journaled with them (journal/format.h,
+// annotations), whatever record the group joins them into, and replay ignores it.
+TEST_F(GroupTest, AnnotationsAreJournaledWithTheirCommands) {
+  using journal::AnnotationKind;
+  std::map<u64, std::vector<std::pair<AnnotationKind, std::string>>> expected;
+  u64 digest = 0;
+  {
+    auto group = open(config());
+    const AccountId user = funded(*group, 100);
+    const AccountId shop = open_account(*group);
+    const std::string metadata = R"({"cart":[1,2,3]})";
+    // Submitted together, so that the group may join them into one record.
+    Call plain, claimed, atomic, silent;
+    plain.commands = {Command::make_tick(), Command::make_tick(), Command::make_tick()};
+    const std::vector<journal::Annotation> plain_said{{0, AnnotationKind::reference, "p0"},
+                                                      {2, AnnotationKind::metadata, metadata}};
+    Request plain_request = plain.request();
+    plain_request.annotations = plain_said.data();
+    plain_request.annotation_count = 2;
+    claimed.commands = {Command::make_transfer(user, shop, 10, kUsdCurrency),
+                        Command::make_transfer(user, shop, 20, kUsdCurrency)};
+    const Command claim = Command::make_claim({7, 7}, 1, 2);
+    CommandResult claim_result;
+    const std::vector<journal::Annotation> claimed_said{{1, AnnotationKind::reference, "c1"}};
+    Request claimed_request = claimed.request();
+    claimed_request.claim = &claim;
+    claimed_request.claim_result = &claim_result;
+    claimed_request.annotations = claimed_said.data();
+    claimed_request.annotation_count = 1;
+    atomic.commands = {Command::make_transfer(user, shop, 5, kUsdCurrency)};
+    const std::vector<journal::Annotation> atomic_said{{0, AnnotationKind::description, "a0"}};
+    Request atomic_request = atomic.request(RequestKind::atomic, IdempotencyKey{9, 9});
+    atomic_request.annotations = atomic_said.data();
+    atomic_request.annotation_count = 1;
+    silent.commands = {Command::make_tick()};
+    for (const Request& r : {plain_request, claimed_request, atomic_request, silent.request()})
+      ASSERT_EQ(group->submit(r), ResultCode::ok);
+    const u64 plain_first = plain.completion.wait().first_sequence;
+    const u64 claimed_first = claimed.completion.wait().first_sequence;  // the claim's
+    const u64 atomic_first = atomic.completion.wait().first_sequence;
+    EXPECT_EQ(silent.completion.wait().status, ResultCode::ok);
+    EXPECT_EQ(claimed.results[1].code, ResultCode::ok);
+    expected[plain_first] = {{AnnotationKind::reference, "p0"}};
+    expected[plain_first + 2] = {{AnnotationKind::metadata, metadata}};
+    expected[claimed_first + 2] = {{AnnotationKind::reference, "c1"}};
+    expected[atomic_first] = {{AnnotationKind::description, "a0"}};
+    group->stop();
+    digest = group->ledger().state_digest();
+  }
+  // A restart replays the same state, the annotations aside.
+  auto group = open(config());
+  group->stop();
+  EXPECT_EQ(group->ledger().state_digest(), digest);
+  std::map<u64, std::vector<std::pair<AnnotationKind, std::string>>> seen;
+  const journal::ScanReport report =
+      journal::scan(config().dir, 0, [&](const journal::Record& record) {
+        for (const journal::AnnotationView& a : record.annotations) {
+          EXPECT_GE(a.sequence, record.header->sequence);
+          EXPECT_LT(a.sequence, record.next_sequence());
+          seen[a.sequence].emplace_back(a.kind, std::string(a.text));
+        }
+        return true;
+      });
+  EXPECT_EQ(report.end, journal::LogEnd::clean) << report.message;
+  EXPECT_EQ(seen, expected);
 }
 
 TEST_F(GroupTest, StopAnswersEverythingItAccepted) {

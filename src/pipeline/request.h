@@ -16,6 +16,7 @@
 #include <optional>
 
 #include "base/result_code.h"
+#include "journal/annotation.h"
 #include "ledger/command.h"
 #include "ledger/owner_quotas.h"
 #include "ledger/types.h"
@@ -79,6 +80,14 @@ struct Request {
   // Its result goes to claim_result. Outcome::first_sequence is the claim's.
   const Command* claim = nullptr;
   CommandResult* claim_result = nullptr;
+  // commands and atomic: text the ledger does not keep (a transfer's reference and
+  // metadata, an order's URLs), journaled in the same group commit just before the
+  // commands, so that history has it; annotations[i].command indexes `commands` (the
+  // claim aside). In command order; each must fit a journal record of the group on its
+  // own, and all of them with the commands half a group commit (else batch_too_large).
+  // The texts must stay valid until the completion runs.
+  const journal::Annotation* annotations = nullptr;
+  u32 annotation_count = 0;
   // Lookups: one id (lookup_id), or count of them (lookup_ids). An id not found
   // leaves its output zeroed (id 0).
   u64 lookup_id = 0;
