@@ -119,6 +119,33 @@ TEST_F(TwoGroupServerTest, TransfersBetweenGroups) {
   EXPECT_EQ(balance(back), 100);
 }
 
+// Carried between groups, a transfer's reference is journaled with the command that
+// numbers it in the debit account's group, alone or in a batch.
+TEST_F(TwoGroupServerTest, WhatATransferBetweenGroupsCarriesIsJournaledWhereItIsNumbered) {
+  const MerchantKeys first = merchant("First"), second = merchant("Second");
+  const std::string bank = system_account();
+  const std::string payer = account(first), payee = account(second);
+  fund(bank, payer, 1'000);
+  const HttpResponse sent =
+      admin_post("/v1/transfers", transfer_body(payer, payee, 301, R"(,"reference":"ref-cross")"));
+  ASSERT_EQ(sent.status, 201u) << sent.body;
+  const HttpResponse batch = admin_post(
+      "/v1/batch", R"({"operations":[{"op":"transfer","debit_account":")" + payer +
+                       R"(","credit_account":")" + payee +
+                       R"(","amount":302,"currency":"USD","reference":"ref-cross-batch"}]})");
+  ASSERT_EQ(batch.status, 200u) << batch.body;
+  ASSERT_EQ(number_field(batch.body, "/results/0/status"), 201) << batch.body;
+  server_.stop(SIGKILL);
+  const std::vector<std::string> said = journaled_annotations();
+  ASSERT_EQ(said.size(), 2u);
+  EXPECT_TRUE(said[0].starts_with("1 ref-cross | transfer ")) << said[0];
+  EXPECT_TRUE(said[0].find(" amount=301 currency=USD") != std::string::npos) << said[0];
+  EXPECT_TRUE(said[1].starts_with("1 ref-cross-batch | transfer ")) << said[1];
+  EXPECT_TRUE(said[1].find(" amount=302 currency=USD") != std::string::npos) << said[1];
+  start();
+  EXPECT_EQ(balance(payee), 301 + 302);
+}
+
 TEST_F(TwoGroupServerTest, TwoPhaseTransfersBetweenGroups) {
   const MerchantKeys first = merchant("First"), second = merchant("Second");
   const std::string bank = system_account();

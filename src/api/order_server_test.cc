@@ -148,6 +148,27 @@ TEST_F(OrderServerTest, APayerPaysAnOrderFromItsWalletOnceAndTheMerchantRefunds)
   EXPECT_EQ(number_field(admin_get("/v1/orders/" + id).body, "/amount_refunded"), 300);
 }
 
+// What an order was created with, beyond its money (merchant_ref, description,
+// metadata, its URLs), is journaled with the command that made it.
+TEST_F(OrderServerTest, WhatAnOrderIsCreatedWithIsJournaledWithIt) {
+  const HttpResponse made =
+      create("ref-journaled", 250,
+             R"(,"description":"Two mugs","metadata":{"sku":"MUG-2"},)"
+             R"("ipn_url":"https://shop.example/ipn","callback_url":"https://shop.example/back")");
+  ASSERT_EQ(made.status, 201u) << made.body;
+  server_.stop(SIGKILL);
+  std::vector<std::string> said = journaled_annotations();
+  for (std::string& line : said)
+    line = line.substr(0, line.find(" | order_create"));
+  const std::vector<std::string> expected{
+      "6 ref-journaled", "3 Two mugs", R"(2 {"sku":"MUG-2"})", "4 https://shop.example/ipn",
+      "5 https://shop.example/back"};
+  EXPECT_EQ(said, expected);
+  start();
+  EXPECT_EQ(merchant_request(shop_, "GET", "/v1/orders/" + text_field(made.body, "/id")).status,
+            200u);
+}
+
 TEST_F(OrderServerTest, ShortOfFundsOrCancelledNothingMoves) {
   const HttpResponse made = create("big", 5000);
   ASSERT_EQ(made.status, 201u) << made.body;

@@ -15,6 +15,7 @@
 #include "api/http_client.h"
 #include "api/server_test_support.h"
 #include "base/temp_dir.h"
+#include "journal/reader.h"
 
 // Built with a sanitizer (ASan, with UBSan in this project's build, or TSan): so is the
 // server beside the test. Some checks measure or starve the process in ways the
@@ -110,6 +111,28 @@ class ServerTest : public ::testing::Test {
     ASSERT_TRUE(server_.start(dir_.path() / "data", test_config(config_), extra_args_))
         << server_.log();
     client_ = std::make_unique<HttpClient>("127.0.0.1", server_.port());
+  }
+  // What the server's journals say about their commands (journal annotations), each
+  // as "<kind> <text> | <its command, described>", group by group in journal order.
+  // Read with the server stopped (or between its writes).
+  std::vector<std::string> journaled_annotations() {
+    std::vector<std::filesystem::path> groups;
+    for (const auto& entry : std::filesystem::directory_iterator(dir_.path() / "data")) {
+      if (entry.path().filename().string().starts_with("group-")) groups.push_back(entry.path());
+    }
+    std::sort(groups.begin(), groups.end());
+    std::vector<std::string> said;
+    for (const std::filesystem::path& group : groups) {
+      const journal::ScanReport report = journal::scan(group, 0, [&](const journal::Record& r) {
+        for (const journal::AnnotationView& a : r.annotations) {
+          said.push_back(std::to_string(static_cast<int>(a.kind)) + " " + std::string(a.text) +
+                         " | " + describe(r.commands[a.sequence - r.header->sequence]));
+        }
+        return true;
+      });
+      EXPECT_NE(report.end, journal::LogEnd::corrupt) << report.message;
+    }
+    return said;
   }
   void restart(int signal = SIGTERM) {
     const int status = server_.stop(signal);

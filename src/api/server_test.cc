@@ -98,6 +98,55 @@ TEST_F(ServerTest, OnboardingAccountsAndTransfers) {
   EXPECT_EQ(error_code(system), "operator_only");
 }
 
+// A transfer's reference and metadata are journaled with its command (journal
+// annotations), alone, in a batch, or as a hold: acknowledged means kept, across a
+// kill -9.
+TEST_F(ServerTest, WhatATransferCarriesIsJournaledWithIt) {
+  const MerchantKeys shop = merchant("Shop");
+  const std::string bank = system_account();
+  const std::string a = account(shop), b = account(shop);
+  fund(bank, a, 1'000);
+  const HttpResponse single = merchant_request(
+      shop, "POST", "/v1/transfers",
+      transfer_body(a, b, 101, R"(,"reference":"ref-single","metadata":{ "cart" : [1, 2] })"));
+  ASSERT_EQ(single.status, 201u) << single.body;
+  const HttpResponse hold = merchant_request(
+      shop, "POST", "/v1/transfers",
+      transfer_body(a, b, 102, R"(,"pending":true,"timeout_s":600,"reference":"ref-hold")"));
+  ASSERT_EQ(hold.status, 201u) << hold.body;
+  const auto op = [&](i64 amount, const std::string& extra) {
+    return R"({"op":"transfer","debit_account":")" + a + R"(","credit_account":")" + b +
+           R"(","amount":)" + std::to_string(amount) + R"(,"currency":"USD")" + extra + "}";
+  };
+  const HttpResponse batch = merchant_request(
+      shop, "POST", "/v1/batch",
+      R"({"operations":[)" + op(103, R"(,"metadata":{"line":1})") + "," + op(104, "") + "," +
+          op(105, R"(,"reference":"ref-batch-3")") + "]}");
+  ASSERT_EQ(batch.status, 200u) << batch.body;
+  ASSERT_EQ(number_field(batch.body, "/results/2/status"), 201) << batch.body;
+  server_.stop(SIGKILL);
+  const std::vector<std::string> said = journaled_annotations();
+  const auto has = [&](const std::string& what, const std::string& amount) {
+    return std::any_of(said.begin(), said.end(), [&](const std::string& line) {
+      return line.starts_with(what + " | transfer ") &&
+             line.find(" amount=" + amount + " currency=USD") != std::string::npos;
+    });
+  };
+  std::string all;
+  for (const std::string& line : said)
+    all += line + "\n";
+  EXPECT_TRUE(has("1 ref-single", "101")) << all;
+  EXPECT_TRUE(has(R"(2 {"cart":[1,2]})", "101")) << all;  // minified
+  EXPECT_TRUE(std::any_of(said.begin(), said.end(), [](const std::string& line) {
+    return line.starts_with("1 ref-hold | hold ") && line.find(" amount=102 ") != std::string::npos;
+  })) << all;
+  EXPECT_TRUE(has(R"(2 {"line":1})", "103")) << all;
+  EXPECT_TRUE(has("1 ref-batch-3", "105")) << all;
+  EXPECT_EQ(said.size(), 5u) << all;  // nothing said of 104, or of the funding
+  start();
+  EXPECT_EQ(balance(b), 101 + 103 + 104 + 105);
+}
+
 TEST_F(ServerTest, TwoPhaseTransfers) {
   const MerchantKeys shop = merchant("Shop");
   const std::string bank = system_account();

@@ -174,14 +174,26 @@ bool Service::submit_to_group(Exchange& ex, const Request& request, bool last_st
 }
 
 // Submits ex.commands_[0], whose result lands in ex.results_[0].
-bool Service::submit_one(Exchange& ex, bool last_step) {
-  return submit(ex,
-                Request{.kind = RequestKind::commands,
+bool Service::submit_one(Exchange& ex, bool last_step, bool annotated) {
+  const Request request{.kind = RequestKind::commands,
                         .count = 1,
                         .commands = ex.commands_.data(),
                         .results = ex.results_.data(),
-                        .completion = &ex},
-                last_step);
+                        .completion = &ex};
+  return submit(ex, annotated ? with_annotations(ex, request) : request, last_step);
+}
+
+void Service::annotate_transfer(Exchange& ex, u32 command, const TransferCreate& t) {
+  if (!t.reference.empty())
+    ex.annotations_.push_back({command, journal::AnnotationKind::reference, t.reference});
+  if (!t.metadata.empty())
+    ex.annotations_.push_back({command, journal::AnnotationKind::metadata, t.metadata});
+}
+
+Request Service::with_annotations(const Exchange& ex, Request request) {
+  request.annotations = ex.annotations_.data();
+  request.annotation_count = static_cast<u32>(ex.annotations_.size());
+  return request;
 }
 
 bool Service::begin(const HttpRequestView& request, Exchange& ex) {
@@ -200,6 +212,7 @@ bool Service::begin(const HttpRequestView& request, Exchange& ex) {
   ex.key_ = IdempotencyKey{};
   ex.key_lane_ = KeyLane::client;
   ex.key_taken_ = false;
+  ex.annotations_.clear();
   ex.claim_step_ = Exchange::ClaimStep::none;
   ex.carrying_ = false;
   ex.between_groups_ = false;  // (the exchange is reused, request after request)

@@ -143,6 +143,10 @@ class Exchange final : public Completion {
 
   std::vector<Command> commands_;
   std::vector<CommandResult> results_;
+  // What the request says about commands_ that the ledger does not keep (a reference,
+  // metadata, an order's URLs), journaled with them (Request::annotations); views of
+  // this exchange's own strings. Filled just before the request it belongs to.
+  std::vector<journal::Annotation> annotations_;
   std::vector<u64> lookup_ids_;
   std::vector<Transfer> transfers_;
   std::vector<ResultCode> op_refused_;  // batch: why an op was refused at the edge
@@ -210,7 +214,11 @@ class Service {
   bool fail_problem(Exchange& ex, const Problem& problem);
   bool submit(Exchange& ex, const Request& request, bool last_step = true);
   bool submit_to_group(Exchange& ex, const Request& request, bool last_step);
-  bool submit_one(Exchange& ex, bool last_step = true);
+  // commands_[0] on its own; `annotated`: with ex.annotations_.
+  bool submit_one(Exchange& ex, bool last_step = true, bool annotated = false);
+  // ex.annotations_ ← what transfer `t` carried, for the command at `command`.
+  static void annotate_transfer(Exchange& ex, u32 command, const TransferCreate& t);
+  static Request with_annotations(const Exchange& ex, Request request);
   Group& key_home(const Exchange& ex) const;
   static bool carries_key(const Exchange& ex, const Request& request);
   u64 request_fingerprint(const Exchange& ex) const;

@@ -279,6 +279,8 @@ bool Service::next_segment(Exchange& ex) {
   if (ex.op_crosses_[begin] != 0) {
     ex.segment_end_ = begin + 1;
     ex.segment_stage_ = Exchange::SegmentStage::between_groups;
+    ex.annotations_.clear();
+    annotate_transfer(ex, 0, b.operations[begin].transfer);
     return start_carry(ex, batch_command(ex, begin), /*last=*/!more_after(ex, begin + 1));
   }
   u32 end = begin + 1;
@@ -329,20 +331,27 @@ bool Service::submit_segment(Exchange& ex) {
   // the copy read back in 16-byte pieces what had just been written in smaller ones,
   // and stalled on it for most of this function's time.
   ex.commands_.resize(count);
+  ex.annotations_.clear();
   Command* next = ex.commands_.data();
   for (u32 i = ex.segment_begin_; i < ex.segment_end_; ++i) {
-    if (ex.op_refused_[i] == ResultCode::ok) ::new (next++) Command(batch_command(ex, i));
+    if (ex.op_refused_[i] != ResultCode::ok) continue;
+    if (b.operations[i].op == BatchOp::transfer) {
+      annotate_transfer(ex, static_cast<u32>(next - ex.commands_.data()), b.operations[i].transfer);
+    }
+    ::new (next++) Command(batch_command(ex, i));
   }
   ex.results_.resize(ex.commands_.size());
   ex.segment_stage_ = Exchange::SegmentStage::commands;
   return submit(
       ex,
-      Request{.kind = b.atomic ? RequestKind::atomic : RequestKind::commands,
-              .count = static_cast<u32>(ex.commands_.size()),
-              .commands = ex.commands_.data(),
-              .results = ex.results_.data(),
-              .batch_key = b.atomic && ex.key_lane_ == KeyLane::client ? ex.key_ : IdempotencyKey{},
-              .completion = &ex},
+      with_annotations(
+          ex, Request{.kind = b.atomic ? RequestKind::atomic : RequestKind::commands,
+                      .count = static_cast<u32>(ex.commands_.size()),
+                      .commands = ex.commands_.data(),
+                      .results = ex.results_.data(),
+                      .batch_key =
+                          b.atomic && ex.key_lane_ == KeyLane::client ? ex.key_ : IdempotencyKey{},
+                      .completion = &ex}),
       /*last_step=*/!more_after(ex, ex.segment_end_));
 }
 

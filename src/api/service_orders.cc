@@ -269,7 +269,16 @@ bool Service::create_order(Exchange& ex) {
                                .with_extra_hash(r.extra_hash)
                                .with_key(ex.key_, ex.key_lane_));
     ex.results_.assign(1, CommandResult{});
-    return submit_one(ex);
+    ex.annotations_.clear();
+    using journal::AnnotationKind;
+    for (const auto& [kind, text] : {std::pair{AnnotationKind::merchant_ref, &r.merchant_ref},
+                                     {AnnotationKind::description, &r.description},
+                                     {AnnotationKind::metadata, &r.metadata},
+                                     {AnnotationKind::ipn_url, &r.ipn_url},
+                                     {AnnotationKind::callback_url, &r.callback_url}}) {
+      if (!text->empty()) ex.annotations_.push_back({0, kind, *text});
+    }
+    return submit_one(ex, /*last_step=*/true, /*annotated=*/true);
   }
   const CommandResult result = ex.results_[0];
   if (!result.ok()) return fail_order_command(ex, result);

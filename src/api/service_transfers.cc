@@ -115,9 +115,11 @@ bool Service::submit_transfer(Exchange& ex, bool last_step) {
   ex.group_ = engine().route(r.debit_account_id);
   Command command = transfer_command(r).with_key(ex.key_, ex.key_lane_);
   if (ex.between_groups_) command.flags |= kTransferBetweenGroups;
+  ex.annotations_.clear();
+  annotate_transfer(ex, 0, r);
   if (ex.between_groups_ && !r.pending) return start_carry(ex, command, /*last=*/true);
   ex.commands_[0] = command;
-  return submit_one(ex, last_step);
+  return submit_one(ex, last_step, /*annotated=*/true);
 }
 
 // A transfer between groups after its first step. Immediate: carried (carry_step)
@@ -174,8 +176,11 @@ std::optional<bool> Service::carry_step(Exchange& ex) {
   while (!ex.carry_.done()) {
     ex.group_ = &ex.carry_.group();
     const bool last = ex.carry_last_ && ex.carry_.stage() == Stage::settle;
-    // The first step carries the request's key, and may need its claim (submit).
-    if (ex.carry_.stage() == Stage::number) return submit(ex, ex.carry_.request(&ex), last);
+    // The first step carries the request's key, and may need its claim (submit), and
+    // what the request said about the transfer it numbers (ex.annotations_).
+    if (ex.carry_.stage() == Stage::number) {
+      return submit(ex, with_annotations(ex, ex.carry_.request(&ex)), last);
+    }
     ex.last_step_ = last;
     mark_submitted(ex);
     const ResultCode code = ex.group_->submit(ex.carry_.request(&ex));

@@ -50,6 +50,8 @@ const char* kind_name(journal::AnnotationKind kind) {
       return "ipn_url";
     case journal::AnnotationKind::callback_url:
       return "callback_url";
+    case journal::AnnotationKind::merchant_ref:
+      return "merchant_ref";
   }
   return "unknown";
 }

@@ -17,6 +17,7 @@ enum class AnnotationKind : u16 {
   description = 3,   // an order's description
   ipn_url = 4,       // an order's ipn_url
   callback_url = 5,  // an order's callback_url
+  merchant_ref = 6,  // an order's merchant_ref
 };
 
 // An annotation as a writer is given it: `command` counts from the first command it

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -74,6 +75,7 @@ u64 check_whole_log(const LogCheck& check, const Group& group,
   LedgerConfig ledger_config = group.config().ledger;
   Ledger fresh(ledger_config);
   std::map<u64, std::pair<Command, CommandResult>> log;
+  std::map<u64, std::vector<std::string>> said;  // annotations by sequence
   std::vector<CommandResult> results;
   u64 expected = 1;
   std::string gap;
@@ -91,6 +93,8 @@ u64 check_whole_log(const LogCheck& check, const Group& group,
     }
     for (std::size_t i = 0; i < record.commands.size(); ++i)
       log[expected + i] = {record.commands[i], results[i]};
+    for (const journal::AnnotationView& a : record.annotations)
+      said[a.sequence].emplace_back(a.text);
     expected = record.next_sequence();
     return true;
   });
@@ -110,6 +114,15 @@ u64 check_whole_log(const LogCheck& check, const Group& group,
                     g, group.recovery().snapshot_sequence));
   }
   check_whole_requests(g, log, request_sizes);
+  for (const auto& [sequence, texts] : said) {
+    const u64 tag = log.at(sequence).first.extra_hash;
+    for (const std::string& text : texts) {
+      if (!text.starts_with(annotation_text(tag, 0))) {
+        fail(fmt::format("group {}: sequence {} is annotated \"{}...\", not with its own tag {:x}",
+                         g, sequence, text.substr(0, 24), tag));
+      }
+    }
+  }
   for (const Acknowledged* each : acknowledged) {
     const Acknowledged& acked = *each;
     for (std::size_t i = 0; i < acked.logged.size(); ++i) {
@@ -125,6 +138,16 @@ u64 check_whole_log(const LogCheck& check, const Group& group,
                         "acknowledged there",
                         g, sequence));
       }
+      for (const auto& [index, text] : acked.said) {
+        const auto found = said.find(acked.first_sequence + index);
+        if (index == i && (found == said.end() || std::find(found->second.begin(),
+                                                            found->second.end(),
+                                                            text) == found->second.end())) {
+          fail(fmt::format("group {}: sequence {} was acknowledged with an annotation the log "
+                           "does not hold",
+                           g, sequence));
+        }
+      }
       if (!(it->second.second == acked.results[i])) {
         fail(
             fmt::format("group {}: sequence {} was answered {} (id {}) but replays as {} "
@@ -136,6 +159,10 @@ u64 check_whole_log(const LogCheck& check, const Group& group,
   }
   std::filesystem::remove_all(whole);
   return fresh.state_digest();
+}
+
+std::string annotation_text(u64 tag, std::size_t padding) {
+  return fmt::format("tag-{:x}-", tag) + std::string(padding, 'p');
 }
 
 void check_settled(Engine& engine, std::span<const Currency> currencies) {

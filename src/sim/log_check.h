@@ -25,10 +25,16 @@ struct Acknowledged {
   // For retries.
   bool keyed_retry_candidate = false;
   std::vector<Command> commands;  // as submitted (without the claim)
+  // Its annotations: which of `logged`, and the text (annotation_text).
+  std::vector<std::pair<u32, std::string>> said;
   u64 acknowledged_at_ns = 0;     // monotonic
   u64 wall_jumps = 0;             // clock jumps when it was acknowledged
   u64 restarts = 0;               // ... and engine opens
 };
+
+// An annotation's text in the simulator: its request's tag (Command::extra_hash of
+// each of its commands), then `padding` bytes.
+std::string annotation_text(u64 tag, std::size_t padding);
 
 [[noreturn]] inline void fail(const std::string& what) {
   throw SimulationFailure(what);
@@ -46,7 +52,10 @@ struct LogCheck {
 // replayed from its first command gives the state recovery built (`group`, opened
 // and not started); every acknowledged request is in it at its sequence, the same
 // commands, replaying to the answers it was given; and no request is in it in part
-// (request_sizes: each request's tag, Command::extra_hash, to its length). Returns
+// (request_sizes: each request's tag, Command::extra_hash, to its length); every
+// annotation in it names its own command's tag, and every acknowledged request's
+// annotations are there (an orphan of a torn write left for a later command to
+// take, or one lost, fails). Returns
 // the replayed state's digest.
 // Throws SimulationFailure unless nothing is unsettled between the engine's groups
 // (opened, not started) and, for every pair and currency, the two clearing accounts

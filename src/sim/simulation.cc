@@ -61,6 +61,10 @@ struct Submitted final : Completion {
   bool changed = false;
   bool done = false;
   Outcome outcome;
+  // What it says about its commands (journal annotations): texts that name the
+  // request's tag, so that the log check can tell whose they are.
+  std::vector<std::string> said;
+  std::vector<journal::Annotation> annotations;
 
   Request request() {
     Request r;
@@ -74,6 +78,8 @@ struct Submitted final : Completion {
       r.claim_result = &claim_result;
     }
     r.completion = this;
+    r.annotations = annotations.data();
+    r.annotation_count = static_cast<u32>(annotations.size());
     return r;
   }
   void complete(const Outcome& o) noexcept override {
@@ -179,6 +185,17 @@ class Simulation {
   void archive(const std::string& path, const std::string& durable) {
     const std::filesystem::path file(path);
     if (journal::parse_segment_file_name(file.filename().string()) == 0) return;
+    // A segment with no command record in it is no part of the log: recovery removes
+    // such segments after a torn write (one whose header never became durable, or one
+    // that holds nothing but annotations whose commands were lost), and the log may
+    // then go on in the segment before it, past this one's first sequence.
+    const std::filesystem::path probe = options_.dir / "archive-probe";
+    std::filesystem::remove_all(probe);
+    std::filesystem::create_directories(probe);
+    std::ofstream(probe / file.filename(), std::ios::binary | std::ios::trunc) << durable;
+    const u64 records = journal::scan(probe, 0, nullptr).records;
+    std::filesystem::remove_all(probe);
+    if (records == 0) return;
     const std::filesystem::path dir = options_.dir / "archive" / file.parent_path().filename();
     std::filesystem::create_directories(dir);
     std::ofstream(dir / file.filename(), std::ios::binary | std::ios::trunc) << durable;
@@ -449,6 +466,8 @@ class Simulation {
       trace(static_cast<u64>(s.results[i].code) ^ (s.results[i].id << 8));
     }
     acked.commands = s.commands;
+    for (const journal::Annotation& a : s.annotations)
+      acked.said.emplace_back(a.command + (s.claimed ? 1 : 0), std::string(a.text));
     acked.acknowledged_at_ns = clock_.monotonic_ns();
     acked.wall_jumps = report_.clock_jumps;
     acked.restarts = report_.restarts;
@@ -611,6 +630,7 @@ class Simulation {
         c.extra_hash = tag;
       if (s->claimed) s->claim.extra_hash = tag;  // the claim's fingerprint
       tags_[s->group][tag] = static_cast<u32>(s->commands.size() + (s->claimed ? 1 : 0));
+      if (!s->commands.empty() && chance(50)) annotate(*s, tag);
     }
     s->results.assign(s->commands.size(), CommandResult{});
     const ResultCode taken = engine_->group(s->group).submit(s->request());
@@ -618,6 +638,18 @@ class Simulation {
     if (taken != ResultCode::ok) return;  // overloaded: the ring is full; not taken
     ++report_.requests;
     in_flight_.push_back(std::move(s));
+  }
+
+  // Annotations on the request's first and last commands, of lengths up to a few
+  // hundred bytes (records of the simulator's small groups split them).
+  void annotate(Submitted& s, u64 tag) {
+    const u32 last = static_cast<u32>(s.commands.size() - 1);
+    for (const u32 command : last == 0 ? std::vector<u32>{0} : std::vector<u32>{0, last}) {
+      s.said.push_back(annotation_text(tag, pick(300)));
+      s.annotations.push_back({command, journal::AnnotationKind::reference, {}});
+    }
+    for (std::size_t i = 0; i < s.said.size(); ++i)
+      s.annotations[i].text = s.said[i];  // once said no longer moves
   }
 
   const Known* any_account(u32 g, std::optional<Currency> currency = std::nullopt,
