@@ -156,17 +156,26 @@ TEST_F(OrderServerTest, WhatAnOrderIsCreatedWithIsJournaledWithIt) {
              R"(,"description":"Two mugs","metadata":{"sku":"MUG-2"},)"
              R"("ipn_url":"https://shop.example/ipn","callback_url":"https://shop.example/back")");
   ASSERT_EQ(made.status, 201u) << made.body;
+  const std::string id = text_field(made.body, "/id");
+  ASSERT_EQ(checkout_external(id, text_field(made.body, "/signature")).status, 200u);
+  ASSERT_EQ(result(bank_, id, "success").status, 200u);  // provider_ref psp-1
+  const HttpResponse refunded = merchant_request(shop_, "POST", "/v1/orders/" + id + "/refunds",
+                                                 R"({"amount":50,"reason":"one mug broke"})");
+  ASSERT_EQ(refunded.status, 201u) << refunded.body;
   server_.stop(SIGKILL);
   std::vector<std::string> said = journaled_annotations();
   for (std::string& line : said)
-    line = line.substr(0, line.find(" | order_create"));
-  const std::vector<std::string> expected{
-      "6 ref-journaled", "3 Two mugs", R"(2 {"sku":"MUG-2"})", "4 https://shop.example/ipn",
-      "5 https://shop.example/back"};
+    line = line.substr(0, line.find(" | "));
+  const std::vector<std::string> expected{"6 ref-journaled",
+                                          "3 Two mugs",
+                                          R"(2 {"sku":"MUG-2"})",
+                                          "4 https://shop.example/ipn",
+                                          "5 https://shop.example/back",
+                                          "8 psp-1",
+                                          "9 one mug broke"};
   EXPECT_EQ(said, expected);
   start();
-  EXPECT_EQ(merchant_request(shop_, "GET", "/v1/orders/" + text_field(made.body, "/id")).status,
-            200u);
+  EXPECT_EQ(merchant_request(shop_, "GET", "/v1/orders/" + id).status, 200u);
 }
 
 TEST_F(OrderServerTest, ShortOfFundsOrCancelledNothingMoves) {

@@ -66,6 +66,14 @@ Problem string_of(element value, std::string_view field, std::size_t bytes_max, 
     return problem(ResultCode::invalid_field,
                    fmt::format("{} must be at most {} bytes", field, bytes_max));
   }
+  // No text field holds NUL: texts are journaled as they are (docs/JOURNAL.md,
+  // "Annotations"), and without zero bytes no text can hold what would read as a
+  // record's length and trailer there (every length has a zero high byte), which
+  // could make a torn write after a crash read as corruption.
+  if (text.find('\0') != std::string_view::npos) {
+    return problem(ResultCode::invalid_field,
+                   fmt::format("{} must not contain U+0000 (NUL)", field));
+  }
   out->assign(text);
   return {};
 }

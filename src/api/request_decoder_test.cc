@@ -40,6 +40,28 @@ TEST(RequestDecoder, EveryTransferFieldIsRead) {
   EXPECT_EQ(t.metadata, R"({"a":1})");
 }
 
+// Texts are journaled as they are: none may hold NUL (a record's length has a zero
+// high byte, so without one no text can pass for a record's trailer after a crash).
+// In metadata it stays escaped, as JSON writes it.
+TEST(RequestDecoder, NoTextHoldsNul) {
+  RequestDecoder decoder;
+  TransferCreate t;
+  const Problem nul = decoder.transfer_create(
+      "{" + transfer_fields(R"(,"reference":"8\u0000\u0000\u0000PGRE"})"), &t);
+  EXPECT_EQ(nul.code, ResultCode::invalid_field);
+  EXPECT_NE(nul.message.find("reference must not contain U+0000"), std::string::npos)
+      << nul.message;
+  OrderCreate order;
+  const Problem in_order = decoder.order_create(
+      R"({"merchant_ref":"a","amount":1,"currency":"USD","description":"x\u0000y"})", &order);
+  EXPECT_EQ(in_order.code, ResultCode::invalid_field) << in_order.message;
+  const Problem escaped =
+      decoder.transfer_create("{" + transfer_fields(R"(,"metadata":{"k":"a\u0000b"}})"), &t);
+  ASSERT_TRUE(escaped.ok()) << escaped.message;
+  EXPECT_EQ(t.metadata.find('\0'), std::string::npos) << t.metadata;
+  EXPECT_EQ(t.metadata, R"({"k":"a\u0000b"})");
+}
+
 // Names of the right length that are not fields, and fields of the other routes.
 TEST(RequestDecoder, NearMissesAndForeignFieldsAreUnknown) {
   RequestDecoder decoder;

@@ -118,10 +118,10 @@ TEST_F(ServerTest, WhatATransferCarriesIsJournaledWithIt) {
     return R"({"op":"transfer","debit_account":")" + a + R"(","credit_account":")" + b +
            R"(","amount":)" + std::to_string(amount) + R"(,"currency":"USD")" + extra + "}";
   };
-  const HttpResponse batch = merchant_request(
-      shop, "POST", "/v1/batch",
-      R"({"operations":[)" + op(103, R"(,"metadata":{"line":1})") + "," + op(104, "") + "," +
-          op(105, R"(,"reference":"ref-batch-3")") + "]}");
+  const HttpResponse batch =
+      merchant_request(shop, "POST", "/v1/batch",
+                       R"({"operations":[)" + op(103, R"(,"metadata":{"line":1})") + "," +
+                           op(104, "") + "," + op(105, R"(,"reference":"ref-batch-3")") + "]}");
   ASSERT_EQ(batch.status, 200u) << batch.body;
   ASSERT_EQ(number_field(batch.body, "/results/2/status"), 201) << batch.body;
   server_.stop(SIGKILL);

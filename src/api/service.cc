@@ -190,6 +190,10 @@ void Service::annotate_transfer(Exchange& ex, u32 command, const TransferCreate&
     ex.annotations_.push_back({command, journal::AnnotationKind::metadata, t.metadata});
 }
 
+void Service::annotate(Exchange& ex, journal::AnnotationKind kind, const std::string& text) {
+  if (!text.empty()) ex.annotations_.push_back({0, kind, text});
+}
+
 Request Service::with_annotations(const Exchange& ex, Request request) {
   request.annotations = ex.annotations_.data();
   request.annotation_count = static_cast<u32>(ex.annotations_.size());

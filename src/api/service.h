@@ -218,6 +218,8 @@ class Service {
   bool submit_one(Exchange& ex, bool last_step = true, bool annotated = false);
   // ex.annotations_ ← what transfer `t` carried, for the command at `command`.
   static void annotate_transfer(Exchange& ex, u32 command, const TransferCreate& t);
+  // ex.annotations_ ← `text` (when there is one) of kind `kind`, for commands_[0].
+  static void annotate(Exchange& ex, journal::AnnotationKind kind, const std::string& text);
   static Request with_annotations(const Exchange& ex, Request request);
   Group& key_home(const Exchange& ex) const;
   static bool carries_key(const Exchange& ex, const Request& request);

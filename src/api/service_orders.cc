@@ -418,6 +418,7 @@ bool Service::order_step(Exchange& ex) {
         kind = CommandKind::order_result;
         action = ex.withdrawal_result_.success ? kPositive : kNegative;
         extra = Hasher{}.add_bytes(ex.withdrawal_result_.provider_ref).add(6).value();
+        annotate(ex, journal::AnnotationKind::provider_ref, ex.withdrawal_result_.provider_ref);
         break;
       }
       case Route::orders_resolve:
@@ -437,6 +438,7 @@ bool Service::order_step(Exchange& ex) {
           kind = CommandKind::order_refund;
           amount = s.amount;
           extra = Hasher{}.add_bytes(s.reason).add(7).value();
+          annotate(ex, journal::AnnotationKind::reason, s.reason);
           if (o.method == OrderMethod::wallet &&
               engine().route(o.payer_account.value) != ex.group_) {
             // To a wallet of another group: held here, carried there, settled here.
@@ -460,7 +462,7 @@ bool Service::order_step(Exchange& ex) {
                     .results = ex.results_.data(),
                     .completion = &ex};
     request.order_out = &o;
-    return submit(ex, request);
+    return submit(ex, with_annotations(ex, request));
   }
   if (ex.between_groups_) return order_step_between_groups(ex);
   // The step is done; a refund's amount is its transfer's.

@@ -88,6 +88,7 @@ bool Service::create_transfer(Exchange& ex) {
     ex.between_groups_ = between_groups;
     ex.commands_.resize(1);
     ex.results_.resize(1);
+    annotate_transfer(ex, 0, r);
     if (between_groups && r.pending) {
       // A two-phase hold between groups stays in the debit account's group until it
       // is posted; the credit account is checked now, so that a hold is not made for
@@ -107,16 +108,14 @@ bool Service::create_transfer(Exchange& ex) {
   return finish(ex, 201);
 }
 
-// The ledger command of a transfer request, in the debit account's group. An
-// immediate one between groups is carried from there (its hold, the credit, the
-// settlement).
+// The ledger command of a transfer request, in the debit account's group, with what
+// the caller put in ex.annotations_. An immediate one between groups is carried from
+// there (its hold, the credit, the settlement).
 bool Service::submit_transfer(Exchange& ex, bool last_step) {
   const TransferCreate& r = ex.transfer_;
   ex.group_ = engine().route(r.debit_account_id);
   Command command = transfer_command(r).with_key(ex.key_, ex.key_lane_);
   if (ex.between_groups_) command.flags |= kTransferBetweenGroups;
-  ex.annotations_.clear();
-  annotate_transfer(ex, 0, r);
   if (ex.between_groups_ && !r.pending) return start_carry(ex, command, /*last=*/true);
   ex.commands_[0] = command;
   return submit_one(ex, last_step, /*annotated=*/true);
@@ -281,6 +280,9 @@ bool Service::pending_action(Exchange& ex) {
     // from another request under the same key.
     const u64 extra =
         withdrawal ? Hasher{}.add_bytes(ex.withdrawal_result_.provider_ref).add(5).value() : 0;
+    if (withdrawal) {
+      annotate(ex, journal::AnnotationKind::provider_ref, ex.withdrawal_result_.provider_ref);
+    }
     if (ex.between_groups_) {
       ex.group_ = engine().route(ex.path_id_);
       return start_carry(ex,
@@ -292,7 +294,7 @@ bool Service::pending_action(Exchange& ex) {
     ex.commands_[0] = (post ? Command::make_post(id, ex.pending_.amount) : Command::make_void(id))
                           .with_extra_hash(extra)
                           .with_key(ex.key_, ex.key_lane_);
-    return submit_one(ex);
+    return submit_one(ex, /*last_step=*/true, /*annotated=*/true);
   }
   if (ex.between_groups_) {
     const CarryBetweenGroups::Carried& carried = ex.carry_.carried()[0];

@@ -110,6 +110,7 @@ bool Service::create_withdrawal(Exchange& ex) {
     ex.between_groups_ = engine().route(w.account_id) != engine().route(t.credit_account_id);
     ex.commands_.resize(1);
     ex.results_.resize(1);
+    annotate(ex, journal::AnnotationKind::destination, w.destination);
     return submit_transfer(ex, /*last_step=*/true);
   }
   const CommandResult result = ex.results_[0];

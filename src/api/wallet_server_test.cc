@@ -202,6 +202,25 @@ TEST_F(WalletServerTest, AWithdrawalHoldsThePayersMoneyUntilItsProviderDecides) 
             404u);
 }
 
+// A withdrawal's destination and its provider's reference are journaled with the
+// commands that hold and post it (docs/JOURNAL.md, "Annotations").
+TEST_F(WalletServerTest, AWithdrawalsDestinationAndProviderRefAreJournaled) {
+  const ProviderKeys bank = provider("Bank");
+  const MerchantKeys payer = user();
+  const std::string wallet = funded_wallet(payer, bank, 1000);
+  const HttpResponse made = withdraw(payer, wallet, 300);
+  ASSERT_EQ(made.status, 201u) << made.body;
+  ASSERT_EQ(result(bank.keys, text_field(made.body, "/id"), "success").status, 200u);
+  server_.stop(SIGKILL);
+  const std::vector<std::string> said = journaled_annotations();
+  ASSERT_EQ(said.size(), 2u);
+  EXPECT_TRUE(said[0].starts_with("7 DE89370400440532013000 | hold ")) << said[0];
+  EXPECT_TRUE(said[0].find(" amount=300 ") != std::string::npos) << said[0];
+  EXPECT_TRUE(said[1].starts_with("8 bank-77 | post ")) << said[1];
+  start();
+  EXPECT_EQ(balance(wallet), 700);
+}
+
 TEST_F(WalletServerTest, AFailedOrExpiredWithdrawalGivesTheMoneyBack) {
   const ProviderKeys bank = provider();
   const MerchantKeys payer = user();

@@ -52,6 +52,12 @@ const char* kind_name(journal::AnnotationKind kind) {
       return "callback_url";
     case journal::AnnotationKind::merchant_ref:
       return "merchant_ref";
+    case journal::AnnotationKind::destination:
+      return "destination";
+    case journal::AnnotationKind::provider_ref:
+      return "provider_ref";
+    case journal::AnnotationKind::reason:
+      return "reason";
   }
   return "unknown";
 }
@@ -97,8 +103,8 @@ int journal_verify(const std::filesystem::path& dir) {
       static_cast<unsigned long long>(report.records),
       static_cast<unsigned long long>(report.commands),
       static_cast<unsigned long long>(report.annotations),
-              static_cast<unsigned long long>(report.first_sequence),
-              static_cast<unsigned long long>(report.next_sequence), journal::name(report.end));
+      static_cast<unsigned long long>(report.first_sequence),
+      static_cast<unsigned long long>(report.next_sequence), journal::name(report.end));
   if (!report.message.empty()) std::printf("%s\n", report.message.c_str());
   if (report.end == journal::LogEnd::corrupt) return 2;
   if (!report.has_identity) {
@@ -173,8 +179,8 @@ int journal_dump(const std::filesystem::path& dir, u64 from, u64 limit) {
     for (std::size_t i = 0; i < record.commands.size(); ++i) {
       std::printf("  %llu %s\n", static_cast<unsigned long long>(h.sequence + i),
                   describe(record.commands[i]).c_str());
-      for (; said < record.annotations.size() &&
-             record.annotations[said].sequence == h.sequence + i;
+      for (;
+           said < record.annotations.size() && record.annotations[said].sequence == h.sequence + i;
            ++said) {
         const journal::AnnotationView& a = record.annotations[said];
         std::printf("    %s\n", fmt::format("{}={:?}", kind_name(a.kind), a.text).c_str());

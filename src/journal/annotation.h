@@ -18,6 +18,9 @@ enum class AnnotationKind : u16 {
   ipn_url = 4,       // an order's ipn_url
   callback_url = 5,  // an order's callback_url
   merchant_ref = 6,  // an order's merchant_ref
+  destination = 7,   // a withdrawal's destination
+  provider_ref = 8,  // a provider's reference, with an order's or a withdrawal's result
+  reason = 9,        // a refund's reason
 };
 
 // An annotation as a writer is given it: `command` counts from the first command it

@@ -114,8 +114,8 @@ u64 annotation_records_bytes(std::span<const Annotation> annotations, u32 record
   return total;
 }
 
-u32 encode_annotations(unsigned char* out, u64 record_sequence, u64 command_base,
-                       u64 timestamp_ns, std::span<const Annotation> annotations, u32 record_max,
+u32 encode_annotations(unsigned char* out, u64 record_sequence, u64 command_base, u64 timestamp_ns,
+                       std::span<const Annotation> annotations, u32 record_max,
                        u64* records) noexcept {
   unsigned char* const start = out;
   while (!annotations.empty()) {

@@ -205,8 +205,8 @@ u64 annotation_records_bytes(std::span<const Annotation> annotations, u32 record
 // Writes those records: each with header sequence record_sequence (the next command's),
 // each annotation naming command_base + its command. Returns the bytes written
 // (annotation_records_bytes) and adds the records to *records.
-u32 encode_annotations(unsigned char* out, u64 record_sequence, u64 command_base,
-                       u64 timestamp_ns, std::span<const Annotation> annotations, u32 record_max,
+u32 encode_annotations(unsigned char* out, u64 record_sequence, u64 command_base, u64 timestamp_ns,
+                       std::span<const Annotation> annotations, u32 record_max,
                        u64* records) noexcept;
 static_assert(sizeof(CommandLayout) % kRecordAlign == 0 &&
               sizeof(IdempotencyKey) % kRecordAlign == 0);

@@ -201,10 +201,13 @@ struct PendingAnnotations {
       first_file = path;
       first_offset = offset;
     }
-    u64 last = header.sequence;
+    // In sequence order within a record and across the records before one command
+    // record, so the last entry names the furthest command (checked against it).
+    u64 last = empty() ? header.sequence : std::max(header.sequence, entries.back().sequence);
     for (u32 i = 0; i < header.count; ++i) {
       AnnotationEntry entry;
-      if (static_cast<std::size_t>(end - p) < sizeof entry) return "annotation runs past its record";
+      if (static_cast<std::size_t>(end - p) < sizeof entry)
+        return "annotation runs past its record";
       std::memcpy(&entry, p, sizeof entry);
       p += sizeof entry;
       if (entry.kind == 0 || entry.reserved != 0) return "bad annotation entry";
@@ -213,8 +216,8 @@ struct PendingAnnotations {
       const u64 padded = annotation_bytes(entry.length) - sizeof entry;
       if (padded > static_cast<u64>(end - p)) return "annotation runs past its record";
       if (!all_zero(p + entry.length, padded - entry.length)) return "annotation padding not zero";
-      entries.push_back({entry.sequence, static_cast<AnnotationKind>(entry.kind), text.size(),
-                         entry.length});
+      entries.push_back(
+          {entry.sequence, static_cast<AnnotationKind>(entry.kind), text.size(), entry.length});
       text.append(reinterpret_cast<const char*>(p), entry.length);
       p += padded;
     }

@@ -63,16 +63,16 @@ struct ScanReport {
   u64 next_sequence = 0;     // after the last valid record
   u64 records = 0;           // command records visited or skipped
   u64 commands = 0;
-  u64 annotations = 0;       // annotations read (of the records visited or skipped)
+  u64 annotations = 0;  // annotations read (of the records visited or skipped)
   std::vector<SegmentSummary> segments;
 
   bool ok() const noexcept { return end != LogEnd::corrupt; }
 };
 
 // Visits, in order, every valid command record whose commands come at or after
-// from_sequence (records before it are checked and skipped), with its annotations. visit returns false to
-// stop early (the report then ends clean at that point). A directory with no
-// segments is an empty, clean log.
+// from_sequence (records before it are checked and skipped), with its annotations. visit returns
+// false to stop early (the report then ends clean at that point). A directory with no segments is
+// an empty, clean log.
 ScanReport scan(const std::filesystem::path& dir, u64 from_sequence,
                 const std::function<bool(const Record&)>& visit);
 

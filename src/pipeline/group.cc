@@ -510,8 +510,7 @@ void Group::journal_batch(u32 count, u64 bytes, Stamp first) {
       if (!is_commands(part)) continue;
       if (part.claim != nullptr) ++command_base;
       out += journal::encode_annotations(out, sequence, command_base, first.timestamp_ns,
-                                         annotations_of(part), record_bytes_max(config_),
-                                         &records);
+                                         annotations_of(part), record_bytes_max(config_), &records);
       command_base += part.count;
     }
     journal::RecordEncoder encoder(out, journal::RecordType::commands, sequence, first.timestamp_ns,

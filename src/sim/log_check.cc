@@ -140,12 +140,13 @@ u64 check_whole_log(const LogCheck& check, const Group& group,
       }
       for (const auto& [index, text] : acked.said) {
         const auto found = said.find(acked.first_sequence + index);
-        if (index == i && (found == said.end() || std::find(found->second.begin(),
-                                                            found->second.end(),
-                                                            text) == found->second.end())) {
-          fail(fmt::format("group {}: sequence {} was acknowledged with an annotation the log "
-                           "does not hold",
-                           g, sequence));
+        if (index == i &&
+            (found == said.end() ||
+             std::find(found->second.begin(), found->second.end(), text) == found->second.end())) {
+          fail(
+              fmt::format("group {}: sequence {} was acknowledged with an annotation the log "
+                          "does not hold",
+                          g, sequence));
         }
       }
       if (!(it->second.second == acked.results[i])) {

@@ -27,9 +27,9 @@ struct Acknowledged {
   std::vector<Command> commands;  // as submitted (without the claim)
   // Its annotations: which of `logged`, and the text (annotation_text).
   std::vector<std::pair<u32, std::string>> said;
-  u64 acknowledged_at_ns = 0;     // monotonic
-  u64 wall_jumps = 0;             // clock jumps when it was acknowledged
-  u64 restarts = 0;               // ... and engine opens
+  u64 acknowledged_at_ns = 0;  // monotonic
+  u64 wall_jumps = 0;          // clock jumps when it was acknowledged
+  u64 restarts = 0;            // ... and engine opens
 };
 
 // An annotation's text in the simulator: its request's tag (Command::extra_hash of

@@ -645,7 +645,7 @@ class Simulation {
   void annotate(Submitted& s, u64 tag) {
     const u32 last = static_cast<u32>(s.commands.size() - 1);
     for (const u32 command : last == 0 ? std::vector<u32>{0} : std::vector<u32>{0, last}) {
-      s.said.push_back(annotation_text(tag, pick(300)));
+      s.said.push_back(annotation_text(tag, chance(20) ? 300 + pick(400) : pick(100)));
       s.annotations.push_back({command, journal::AnnotationKind::reference, {}});
     }
     for (std::size_t i = 0; i < s.said.size(); ++i)
