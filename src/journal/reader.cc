@@ -298,9 +298,21 @@ bool read_identity(const std::filesystem::path& dir, SegmentHeader* identity) {
 }
 
 ScanReport scan(const std::filesystem::path& dir, u64 from_sequence,
-                const std::function<bool(const Record&)>& visit) {
+                const std::function<bool(const Record&)>& visit, const ScanStart* start) {
   ScanReport report;
-  const std::vector<std::filesystem::path> files = list_segments(dir);
+  std::vector<std::filesystem::path> files = list_segments(dir);
+  if (start != nullptr) {
+    // Only the segments from the start's on; its records before the start were read.
+    const auto at = std::find(files.begin(), files.end(), start->file);
+    if (at == files.end()) {
+      report.end = LogEnd::corrupt;
+      report.file = start->file;
+      report.message = fmt::format("journal segment {} to continue from is gone",
+                                   start->file.string());
+      return report;
+    }
+    files.erase(files.begin(), at);
+  }
   const auto corrupt = [&](const std::filesystem::path& file, u64 offset, std::string why) {
     report.end = LogEnd::corrupt;
     report.file = file;
@@ -345,14 +357,18 @@ ScanReport scan(const std::filesystem::path& dir, u64 from_sequence,
     const MappedFile file(path);
     if (!file.error().empty()) return corrupt(path, 0, file.error());
     SegmentSummary summary{path, named_first, 0, 0};
-    if (index == 0) expected = named_first;
-    if (named_first != expected) {
+    if (index == 0) expected = start != nullptr ? start->sequence : named_first;
+    if (named_first != expected && !(index == 0 && start != nullptr)) {
       return corrupt(
           path, 0,
           fmt::format("segment starts at sequence {}, expected {}", named_first, expected));
     }
 
-    u64 offset = 0;
+    const bool continuing = index == 0 && start != nullptr;
+    u64 offset = continuing ? start->offset : 0;
+    if (continuing && (offset == 0 || offset % kRecordAlign != 0 || offset > file.size())) {
+      return corrupt(path, offset, "no record boundary to continue from");
+    }
     for (;;) {
       // Records sit end to end, aligned, inside the file.
       PG_ASSERT(offset % kRecordAlign == 0 && offset <= file.size());

@@ -69,12 +69,25 @@ struct ScanReport {
   bool ok() const noexcept { return end != LogEnd::corrupt; }
 };
 
+// Where a scan continues one that came before: just after a command record it visited
+// (Record::file, offset + length, next_sequence()). Segments before `file` are not
+// read, nor its bytes before `offset`.
+struct ScanStart {
+  std::filesystem::path file;
+  u64 offset = 0;
+  u64 sequence = 0;  // of the next command
+};
+
 // Visits, in order, every valid command record whose commands come at or after
-// from_sequence (records before it are checked and skipped), with its annotations. visit returns
+// from_sequence (records before it are checked and skipped), with its annotations.
+// From `start` when given (a reader following a journal as it grows, up to what it
+// knows is durable: records past that may be half written); the report then has no
+// identity. visit returns
 // false to stop early (the report then ends clean at that point). A directory with no segments is
 // an empty, clean log.
 ScanReport scan(const std::filesystem::path& dir, u64 from_sequence,
-                const std::function<bool(const Record&)>& visit);
+                const std::function<bool(const Record&)>& visit,
+                const ScanStart* start = nullptr);
 
 // The identity the journal in `dir` was written with, from the first record of each
 // segment that has a valid one (merged as scan() merges it), without reading anything

@@ -9,6 +9,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <optional>
 
 #include "base/crc32c.h"
 
@@ -537,6 +538,64 @@ TEST_F(JournalAnnotations, GoIntoTheSegmentOfTheirCommands) {
   EXPECT_EQ(report.segments[0].end_offset, header_bytes + records * record);  // not in the first
   EXPECT_EQ(annotated_file, report.segments[1].file);
   EXPECT_EQ(report.annotations, 1u);
+}
+
+// A follower reads a growing journal piece by piece, each scan starting just after
+// the last command record the one before visited: together they see what one scan
+// sees, annotations included, across segments.
+TEST_F(JournalAnnotations, AScanContinuesWhereTheLastOneStopped) {
+  WriterOptions options = test_writer_options(dir_.path());
+  options.segment_bytes = 4096;
+  options.record_bytes_max = 1024;
+  options.identity = SegmentHeader::describe(test_ledger_config(), options.segment_bytes);
+  u64 sequence = 1;
+  {
+    std::unique_ptr<Writer> writer = open_writer(options);
+    for (u32 r = 0; r < 120; ++r) {
+      if (r % 3 == 0) {
+        stage_annotated(*writer, sequence, 2,
+                        {{1, AnnotationKind::reference, "r" + std::to_string(r)}}, 1024);
+      } else {
+        stage(*writer, sequence, 2);
+      }
+      sequence += 2;
+    }
+    ASSERT_TRUE(wait_durable(*writer, sequence - 1));
+    writer->stop();
+  }
+  ASSERT_GE(list_segments(dir_.path()).size(), 3u);
+  std::vector<Seen> whole;
+  const ScanReport all = scan(dir_.path(), 0, [&](const Record& r) {
+    for (const AnnotationView& a : r.annotations)
+      whole.push_back({r.header->sequence, a.sequence, a.kind, std::string(a.text)});
+    return true;
+  });
+  ASSERT_EQ(all.end, LogEnd::clean) << all.message;
+  ASSERT_EQ(whole.size(), 40u);
+
+  std::vector<Seen> pieces;
+  std::optional<ScanStart> start;
+  u64 next = 1;  // the next sequence to see
+  for (u64 limit = 7; next < sequence; limit += 23) {
+    const ScanReport piece = scan(
+        dir_.path(), 0,
+        [&](const Record& r) {
+          if (r.header->sequence > limit) return false;  // not known to be durable yet
+          EXPECT_EQ(r.header->sequence, next);
+          for (const AnnotationView& a : r.annotations)
+            pieces.push_back({r.header->sequence, a.sequence, a.kind, std::string(a.text)});
+          next = r.next_sequence();
+          start = ScanStart{*r.file, r.offset + r.header->length, r.next_sequence()};
+          return true;
+        },
+        start ? &*start : nullptr);
+    ASSERT_NE(piece.end, LogEnd::corrupt) << piece.message;
+  }
+  EXPECT_EQ(next, sequence);
+  EXPECT_EQ(pieces, whole);
+  // A start whose segment is gone is refused, not read from elsewhere.
+  const ScanStart gone{dir_.path() / segment_file_name(999), 112, 999};
+  EXPECT_EQ(scan(dir_.path(), 0, nullptr, &gone).end, LogEnd::corrupt);
 }
 
 }  // namespace
