@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "history/worker.h"
 #include "pipeline/engine.h"
 
 namespace paygate::api {
@@ -178,6 +179,39 @@ void render_metrics(const MetricsSources& s, std::string& out) {
     for (u32 g = 0; g < engine.groups(); ++g) {
       line(out, "paygate_snapshot_failures_total{{group=\"{}\"}} {}\n", g,
            engine.group(g).stats().snapshot_failures.load(std::memory_order_relaxed));
+    }
+    header(out, "paygate_journal_retention_overrides_total", "counter",
+           "journal segments removed although the history store had not read them (it was "
+           "more than [history] retention_segments_max behind): rebuild it");
+    for (u32 g = 0; g < engine.groups(); ++g) {
+      line(out, "paygate_journal_retention_overrides_total{{group=\"{}\"}} {}\n", g,
+           engine.group(g).stats().retention_overrides.load(std::memory_order_relaxed));
+    }
+    if (history::HistoryWorker* history = s.history) {
+      header(out, "paygate_history_watermark", "gauge",
+             "the last sequence of the group the history store holds every row of");
+      for (u32 g = 0; g < history->groups(); ++g)
+        line(out, "paygate_history_watermark{{group=\"{}\"}} {}\n", g, history->watermark(g));
+      header(out, "paygate_history_lag_commands", "gauge",
+             "commands durable in the group's journal and not yet in the history store");
+      for (u32 g = 0; g < history->groups(); ++g) {
+        const u64 durable = engine.group(g).durable_sequence();
+        const u64 watermark = history->watermark(g);
+        line(out, "paygate_history_lag_commands{{group=\"{}\"}} {}\n", g,
+             durable > watermark ? durable - watermark : 0);
+      }
+      header(out, "paygate_history_lag_seconds", "gauge",
+             "how long the history store has been behind the group's journal (0: caught up)");
+      for (u32 g = 0; g < history->groups(); ++g) {
+        line(out, "paygate_history_lag_seconds{{group=\"{}\"}} {:.3f}\n", g,
+             static_cast<double>(history->behind_ns(g, engine.group(g).durable_sequence())) / 1e9);
+      }
+      header(out, "paygate_history_rows_total", "counter",
+             "rows written to the history store (events, statement lines, annotations)");
+      line(out, "paygate_history_rows_total {}\n", history->rows_written());
+      header(out, "paygate_history_failures_total", "counter",
+             "projection passes that failed (retried; see the log)");
+      line(out, "paygate_history_failures_total {}\n", history->failures());
     }
     header(out, "paygate_clock_offset_seconds", "gauge",
            "the wall clock minus the group's command time: non-zero after a step of the wall "

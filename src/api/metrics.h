@@ -14,6 +14,9 @@
 namespace paygate {
 class Engine;
 }
+namespace paygate::history {
+class HistoryWorker;
+}
 
 namespace paygate::api {
 
@@ -113,6 +116,7 @@ class HttpMetrics {
 
 struct MetricsSources {
   Engine* engine = nullptr;
+  history::HistoryWorker* history = nullptr;  // null: no history store
   const HttpMetrics* http = nullptr;
   u64 replay_refusals = 0;
   u64 replay_entries = 0;

@@ -146,7 +146,7 @@ void render_new_account(std::string& out, u64 id, const AccountCreate& request, 
   json.end_object();
 }
 
-void render_transfer(std::string& out, const Transfer& t) {
+void render_transfer(std::string& out, const Transfer& t, const TransferSaid& said) {
   JsonWriter json(out);
   json.begin_object();
   json.key("id").id(IdKind::transfer, t.id.value);
@@ -175,6 +175,9 @@ void render_transfer(std::string& out, const Transfer& t) {
     if (t.status == TransferStatus::pending && t.on_channel()) json.key("settling").boolean(true);
     if (t.refused != ResultCode::ok) json.key("refused").string(name(t.refused));
   }
+  if (!said.reference.empty()) json.key("reference").string(said.reference);
+  if (!said.metadata.empty()) json.key("metadata").raw(said.metadata);
+  if (said.as_of_sequence != 0) json.key("as_of_sequence").unsigned_number(said.as_of_sequence);
   json.end_object();
 }
 

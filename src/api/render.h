@@ -23,7 +23,13 @@ void render_account(std::string& out, const Account& account);
 // retry renders the very same body.
 void render_new_account(std::string& out, u64 id, const AccountCreate& request, u64 owner);
 // A transfer as the ledger holds it now.
-void render_transfer(std::string& out, const Transfer& transfer);
+// `said`: the reference and metadata its request carried (from the history store),
+// when known.
+struct TransferSaid {
+  std::string_view reference, metadata;
+  u64 as_of_sequence = 0;  // answered from the store: what it reflects (0: from the group)
+};
+void render_transfer(std::string& out, const Transfer& transfer, const TransferSaid& said = {});
 // A new transfer, from its request and id alone (again: retries render the same).
 // between_groups: the transfer crossed groups (and was posted once the other group credited).
 void render_new_transfer(std::string& out, u64 id, const TransferCreate& request,

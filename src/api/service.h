@@ -26,6 +26,7 @@
 #include "api/request_decoder.h"
 #include "api/risk.h"
 #include "pipeline/carry.h"
+#include "history/worker.h"
 #include "pipeline/engine.h"
 
 namespace paygate::api {
@@ -185,6 +186,10 @@ class Service {
   Service(MerchantRegistry& merchants, Authenticator& auth, OwnerIndex& owners,
           ServiceConfig config);
   void attach(Engine* engine) noexcept { engine_.store(engine, std::memory_order_release); }
+  // The history store (docs/HISTORY.md): reads reach past what the groups hold.
+  void attach_history(history::HistoryWorker* history) noexcept {
+    history_.store(history, std::memory_order_release);
+  }
   Engine* attached_engine() const noexcept { return engine_.load(std::memory_order_acquire); }
 
   // True: exchange.reply is the answer. False: a group has it; see the header.
@@ -221,6 +226,7 @@ class Service {
   // ex.annotations_ ← `text` (when there is one) of kind `kind`, for commands_[0].
   static void annotate(Exchange& ex, journal::AnnotationKind kind, const std::string& text);
   static Request with_annotations(const Exchange& ex, Request request);
+  static Transfer transfer_of(const history::TransferRow& row);
   Group& key_home(const Exchange& ex) const;
   static bool carries_key(const Exchange& ex, const Request& request);
   u64 request_fingerprint(const Exchange& ex) const;
@@ -313,6 +319,7 @@ class Service {
   Engine& engine() const noexcept { return *engine_.load(std::memory_order_acquire); }
 
   std::atomic<Engine*> engine_{nullptr};
+  std::atomic<history::HistoryWorker*> history_{nullptr};
   MerchantRegistry& merchants_;
   Authenticator& auth_;
   OwnerIndex& owners_;

@@ -237,11 +237,49 @@ bool Service::get_transfer(Exchange& ex) {
     request.completion = &ex;
     return submit(ex, request);
   }
-  if (!ex.outcome_.found || !visible_transfer(ex, ex.transfers_[0])) {
+  // What its request said is in the history store; so is every transfer the group no
+  // longer holds (docs/HISTORY.md).
+  std::optional<history::TransferRow> row;
+  u64 as_of = 0;
+  if (history::HistoryWorker* history = history_.load(std::memory_order_acquire)) {
+    const u32 group = id_prefix(ex.path_id_).group;
+    if (group < history->groups()) {
+      Result<std::optional<history::TransferRow>> stored =
+          history->store().transfer(group, ex.path_id_);
+      if (stored.ok()) row = std::move(stored).value();
+      as_of = history->watermark(group);
+    }
+  }
+  const bool held = ex.outcome_.found;
+  if (!held && row) ex.transfers_[0] = transfer_of(*row);
+  if ((!held && !row) || !visible_transfer(ex, ex.transfers_[0])) {
     return fail(ex, ResultCode::transfer_not_found, "no such transfer");
   }
-  render_transfer(ex.reply.body, ex.transfers_[0]);
+  render_transfer(ex.reply.body, ex.transfers_[0],
+                  TransferSaid{.reference = row ? std::string_view(row->reference) : "",
+                               .metadata = row ? std::string_view(row->metadata) : "",
+                               .as_of_sequence = held ? 0 : as_of});
   return finish(ex, 200);
+}
+
+// A transfer as the history store keeps it, in the ledger's terms (between groups: not
+// marked; the store does not know of the settlement).
+Transfer Service::transfer_of(const history::TransferRow& row) {
+  Transfer t{};
+  t.id = TransferId{row.id};
+  t.debit_account_id = AccountId{row.debit};
+  t.credit_account_id = AccountId{row.credit};
+  t.amount = row.amount;
+  t.posted_amount = row.posted_amount;
+  t.currency = Currency::from(row.currency);
+  t.created_at_ns = row.created_ns;
+  t.expires_at_ns = row.status == "pending" ? row.expires_ns : 0;
+  t.flags = row.flags;
+  t.status = row.status == "posted"    ? TransferStatus::posted
+             : row.status == "pending" ? TransferStatus::pending
+             : row.status == "voided"  ? TransferStatus::voided
+                                       : TransferStatus::expired;
+  return t;
 }
 
 // Post or void: look the hold up (is it yours? what does it hold?), then act.

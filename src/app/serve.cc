@@ -22,6 +22,7 @@
 #include "api/service.h"
 #include "base/durable_file.h"
 #include "base/log.h"
+#include "history/worker.h"
 #include "pipeline/engine.h"
 
 namespace paygate {
@@ -33,6 +34,7 @@ struct Settings {
   api::ServiceConfig service;
   api::AuthConfig auth;
   EngineConfig engine = served_engine_defaults();
+  history::HistoryConfig history;  // file: <data dir>/history.sqlite unless set
   u64 drain_timeout_ms = 10'000;
   // Every merchant's default share of its group's tables ([quotas]; by Quota:
   // accounts, holds, idempotency keys, orders). kQuotaShare: a quarter of the table.
@@ -120,6 +122,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
   u64 tick_ms = group.tick_interval_ns / 1'000'000;
   u64 sync_gap_us = group.journal_sync_gap_ns / 1'000;
   u64 sync_gap_quiet_us = group.journal_sync_gap_quiet_ns / 1'000;
+  u64 history_poll_ms = s->history.poll_interval_ns / 1'000'000;
   struct Key {
     const char* section;
     const char* name;
@@ -196,6 +199,17 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       {"group", "journal_sync_gap_quiet_us", unsigned_into(&sync_gap_quiet_us)},
       {"group", "journal_prepare_segments", bool_into(&group.journal_prepare_segments)},
       {"server", "drain_timeout_ms", unsigned_into(&s->drain_timeout_ms)},
+      {"history", "enabled", bool_into(&s->history.enabled)},
+      {"history", "file",
+       [s](const toml::node& node) {
+         const auto value = node.value<std::string>();
+         if (!value || value->empty()) return false;
+         s->history.file = *value;
+         return true;
+       }},
+      {"history", "poll_interval_ms", unsigned_into(&history_poll_ms, 1)},
+      {"history", "batch_events", unsigned_into(&s->history.batch_events, 1)},
+      {"history", "retention_segments_max", unsigned_into(&s->history.retention_segments_max, 1)},
   };
   for (const auto& [section_name, section] : root) {
     const toml::table* table = section.as_table();
@@ -215,10 +229,14 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       if (!key->set(value)) {
         return Status::invalid_config(fmt::format(
             "{}: {}.{} must be {}", file.string(), section_name.str(), key_name.str(),
-            key_name.str() == "journal_prepare_segments" ? "true or false" : "a positive number"));
+            key_name.str() == "journal_prepare_segments" || key_name.str() == "enabled"
+                ? "true or false"
+            : key_name.str() == "file" ? "a file name"
+                                       : "a positive number"));
       }
     }
   }
+  s->history.poll_interval_ns = history_poll_ms * 1'000'000;
   ledger.idempotency_window_ns = window_s * kNanosPerSecond;
   ledger.order_final_retained_ns = final_retained_s * kNanosPerSecond;
   // The ledger keeps signatures for twice the most the timestamp check allows
@@ -446,6 +464,23 @@ int run_serve(const ServeOptions& options) {
   }
   const std::unique_ptr<Engine> engine = std::move(recovered).value();
   api::Service::index_owners(*engine, owners);
+  // The history store catches up from where it stands before the groups take work, so
+  // that retention never removes what it has not read (docs/HISTORY.md).
+  std::unique_ptr<history::HistoryWorker> history;
+  if (s.history.enabled) {
+    if (s.history.file.empty()) s.history.file = options.data_dir / "history.sqlite";
+    Result<std::unique_ptr<history::HistoryWorker>> opened =
+        history::HistoryWorker::open(s.history, *engine);
+    if (!opened.ok()) {
+      PG_LOG_ERROR("event=history_failed message=\"{}\"", opened.status().message());
+      runtime.stop();
+      if (binary_runtime) binary_runtime->stop();
+      return 3;
+    }
+    history = std::move(opened).value();
+    history->start();
+    service.attach_history(history.get());
+  }
   engine->start();
   if (const BetweenGroupsReport& report = engine->between_groups_at_start(); report.unsettled > 0) {
     PG_LOG_INFO("event=between_groups_finished unsettled={} posted={} voided={}", report.unsettled,
@@ -483,6 +518,7 @@ int run_serve(const ServeOptions& options) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   engine->stop();  // answers anything still taken, syncs, joins
+  if (history) history->stop();
   // Let the answers queued by the final stop reach their connections.
   const auto flush_deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
   while (in_flight() != 0 && std::chrono::steady_clock::now() < flush_deadline) {

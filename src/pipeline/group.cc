@@ -794,11 +794,27 @@ void Group::poll_snapshot() {
       snapshot_backoff_ns_ = 0;
       stats_.snapshots.fetch_add(1, std::memory_order_relaxed);
       stats_.last_snapshot_sequence.store(snapshotter_.last_published(), std::memory_order_relaxed);
+      // A reader of the journal behind the snapshots keeps what it still needs.
+      const u64 floor =
+          retention_floor_ != nullptr ? retention_floor_->load(std::memory_order_acquire) : 0;
       const u64 oldest_kept =
-          snapshot::prune(config_.dir, std::max<u32>(config_.snapshots_kept, 1), storage());
-      const u32 removed = config_.keep_journal ? 0
-                                               : journal::remove_covered_segments(
-                                                     config_.dir, oldest_kept, storage());
+          snapshot::prune(config_.dir, std::max<u32>(config_.snapshots_kept, 1), storage(),
+                          retention_floor_ != nullptr ? std::max<u64>(floor, 1) : 0);
+      u32 removed = 0;
+      if (!config_.keep_journal) {
+        const u64 covered = retention_floor_ != nullptr ? std::min(oldest_kept, floor) : oldest_kept;
+        removed = journal::remove_covered_segments(config_.dir, covered, storage());
+        if (covered < oldest_kept &&
+            journal::list_segments(config_.dir).size() > retention_segments_max_) {
+          removed += journal::remove_covered_segments(config_.dir, oldest_kept, storage());
+          stats_.retention_overrides.fetch_add(1, std::memory_order_relaxed);
+          PG_LOG_WARN(
+              "event=retention_override group={} reader_at={} removed_through={} "
+              "message=\"a reader of the journal (the history store) is more than {} segments "
+              "behind: segments it has not read were removed; rebuild it\"",
+              config_.ledger.prefix.group, floor, oldest_kept, retention_segments_max_);
+        }
+      }
       PG_LOG_INFO("event=snapshot_published group={} message=\"{}\" segments_removed={}",
                   config_.ledger.prefix.group, message, removed);
       break;

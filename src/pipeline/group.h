@@ -106,6 +106,16 @@ class Group {
   void start();
   void stop();
 
+  // A reader of the journal that must find what it has not yet read (the history
+  // store's projector, docs/HISTORY.md): retention keeps the segments after `floor`
+  // (its watermark) and the newest snapshot at or before it, unless that would keep
+  // more than `segments_max` segments, which is logged and counted
+  // (Stats::retention_overrides): the reader then has to be rebuilt. Before start().
+  void set_retention_floor(const std::atomic<u64>* floor, u32 segments_max) noexcept {
+    retention_floor_ = floor;
+    retention_segments_max_ = segments_max;
+  }
+
   // drive_inline only, from the owner's thread. step(): one turn of the group thread's
   // loop (answers what is durable, takes a batch from the ring: sequences, stages and
   // applies it; or when idle, a tick or a snapshot when due); true when it took a
@@ -144,6 +154,8 @@ class Group {
     // segments are not removed and the disk fills, so the next try backs off (1 s,
     // doubling, up to 5 min) and each failure is logged.
     std::atomic<u64> snapshot_failures{0};
+    // Segments removed although a reader had not passed them (set_retention_floor).
+    std::atomic<u64> retention_overrides{0};
     // The ledger's tables of remembered keys (KeyLane::client, KeyLane::signature).
     std::atomic<u64> idempotency_keys{0};
     std::atomic<u64> signature_keys{0};
@@ -230,6 +242,8 @@ class Group {
   std::atomic<u32> submitting_{0};  // producers between the accepting check and publish
   std::atomic<bool> failed_{false};
   u64 last_snapshot_sequence_ = 0;
+  const std::atomic<u64>* retention_floor_ = nullptr;
+  u32 retention_segments_max_ = 0;
   u64 snapshot_retry_at_ns_ = 0;   // steady clock: no new try before
   u64 snapshot_backoff_ns_ = 0;    // 0 while snapshots succeed
   u64 opened_at_ns_ = 0;           // idle time for ticks is counted from here at the latest

@@ -193,9 +193,10 @@ int write_file(const Ledger& ledger, const char* path, unsigned char* buffer,
 }
 
 LoadResult load_newest(const std::filesystem::path& dir,
-                       const std::function<std::unique_ptr<Ledger>()>& make_ledger) {
+                       const std::function<std::unique_ptr<Ledger>()>& make_ledger, u64 at_most) {
   LoadResult result;
   for (const auto& [sequence, path] : list(dir)) {
+    if (sequence > at_most) continue;
     std::unique_ptr<Ledger> ledger = make_ledger();
     u64 loaded = 0;
     const std::string why = load_file(path, *ledger, &loaded);
@@ -214,7 +215,7 @@ LoadResult load_newest(const std::filesystem::path& dir,
   return result;
 }
 
-u64 prune(const std::filesystem::path& dir, u32 keep, Storage& storage) {
+u64 prune(const std::filesystem::path& dir, u32 keep, Storage& storage, u64 keep_at_or_before) {
   PG_ASSERT(keep >= 1);  // the newest snapshot is never pruned: recovery needs it
   std::error_code ec;
   std::vector<std::filesystem::path> strays;
@@ -225,11 +226,21 @@ u64 prune(const std::filesystem::path& dir, u32 keep, Storage& storage) {
   std::sort(strays.begin(), strays.end());  // the same order on every run (the simulator)
   for (const auto& stray : strays)
     storage.unlink(stray.c_str());
-  const auto snapshots = list(dir);
-  for (std::size_t i = keep; i < snapshots.size(); ++i)
-    storage.unlink(snapshots[i].second.c_str());
+  const auto snapshots = list(dir);  // newest first
+  // Beyond the newest `keep`: the newest at or before keep_at_or_before stays too.
+  std::size_t also = snapshots.size();
+  for (std::size_t i = keep; i < snapshots.size() && keep_at_or_before != 0; ++i) {
+    if (snapshots[i].first <= keep_at_or_before) {
+      also = i;
+      break;
+    }
+  }
+  for (std::size_t i = keep; i < snapshots.size(); ++i) {
+    if (i != also) storage.unlink(snapshots[i].second.c_str());
+  }
   if (snapshots.empty()) return 0;
-  const u64 oldest_kept = snapshots[std::min<std::size_t>(keep, snapshots.size()) - 1].first;
+  const std::size_t oldest = also < snapshots.size() ? also : std::min<std::size_t>(keep, snapshots.size()) - 1;
+  const u64 oldest_kept = snapshots[oldest].first;
   PG_ASSERT(oldest_kept >= 1 && oldest_kept <= snapshots.front().first);
   return oldest_kept;
 }

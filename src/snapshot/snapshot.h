@@ -74,12 +74,18 @@ struct LoadResult {
 };
 // Loads the newest snapshot in dir that checks out into a ledger from make_ledger(),
 // trying older ones when one fails.
+// `at_most`: only snapshots at or before that sequence (a follower that must not get
+// ahead of what it has projected).
 LoadResult load_newest(const std::filesystem::path& dir,
-                       const std::function<std::unique_ptr<Ledger>()>& make_ledger);
+                       const std::function<std::unique_ptr<Ledger>()>& make_ledger,
+                       u64 at_most = ~u64{0});
 
 // Keeps the newest `keep` snapshots and deletes the rest (and stray .tmp files).
 // Returns the oldest kept snapshot's sequence, or 0 if none.
-u64 prune(const std::filesystem::path& dir, u32 keep, Storage& storage = Storage::posix());
+// keep_at_or_before (not 0): the newest snapshot at or before that sequence is kept as
+// well (a reader of the journal behind the newest snapshots resumes from it).
+u64 prune(const std::filesystem::path& dir, u32 keep, Storage& storage = Storage::posix(),
+          u64 keep_at_or_before = 0);
 
 // Takes snapshots in a forked child, one at a time. Group thread only.
 //

@@ -1,0 +1,94 @@
+// The history store against the real server (docs/HISTORY.md): a transfer the group
+// no longer holds is answered from the store, with what its request said, across a
+// kill -9, each row once.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+#include "api/server_fixture.h"
+#include "history/sqlite_store.h"
+
+namespace paygate::api {
+namespace {
+
+class HistoryServerTest : public ServerTest {
+ protected:
+  void SetUp() override {
+    // A small ring of recent transfers, so that the first ones leave the group's memory.
+    config_ = "[ledger]\nrecent_transfers_max = 64\n";
+    ServerTest::SetUp();
+  }
+  // Waits (bounded) until the store holds everything the group has made durable.
+  bool caught_up() {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (metric(R"(paygate_history_lag_commands{group="0"})") == 0 &&
+          metric(R"(paygate_group_durable_sequence{group="0"})") ==
+              metric(R"(paygate_history_watermark{group="0"})")) {
+        return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  }
+};
+
+TEST_F(HistoryServerTest, ATransferTheGroupNoLongerHoldsIsAnsweredFromTheStore) {
+  const MerchantKeys shop = merchant("Shop");
+  const MerchantKeys other = merchant("Other");
+  const std::string bank = system_account();
+  const std::string a = account(shop), b = account(shop);
+  fund(bank, a, 100'000);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 150; ++i) {
+    const HttpResponse sent = merchant_request(
+        shop, "POST", "/v1/transfers",
+        transfer_body(a, b, 100 + i,
+                      R"(,"reference":"old-)" + std::to_string(i) + R"(","metadata":{"n":)" +
+                          std::to_string(i) + "}"));
+    ASSERT_EQ(sent.status, 201u) << sent.body;
+    ids.push_back(text_field(sent.body, "/id"));
+  }
+  ASSERT_TRUE(caught_up());
+  const auto check_first = [&] {
+    const HttpResponse first = merchant_request(shop, "GET", "/v1/transfers/" + ids[0]);
+    ASSERT_EQ(first.status, 200u) << first.body;
+    EXPECT_EQ(text_field(first.body, "/status"), "posted");
+    EXPECT_EQ(number_field(first.body, "/amount"), 100);
+    EXPECT_EQ(text_field(first.body, "/debit_account"), a);
+    EXPECT_EQ(text_field(first.body, "/credit_account"), b);
+    EXPECT_EQ(text_field(first.body, "/reference"), "old-0");
+    EXPECT_EQ(number_field(first.body, "/metadata/n"), 0);
+    EXPECT_GT(number_field(first.body, "/as_of_sequence"), 0);  // answered from the store
+    // Only its owner sees it, from the store as from memory.
+    EXPECT_EQ(merchant_request(other, "GET", "/v1/transfers/" + ids[0]).status, 404u);
+  };
+  check_first();
+  // A transfer still held is answered from memory, with what its request said.
+  const HttpResponse last = merchant_request(shop, "GET", "/v1/transfers/" + ids.back());
+  ASSERT_EQ(last.status, 200u) << last.body;
+  EXPECT_EQ(text_field(last.body, "/reference"), "old-149");
+  EXPECT_EQ(number_field(last.body, "/as_of_sequence"), -999'999);  // not from the store
+
+  // kill -9, more work, and the store again: every row once.
+  restart(SIGKILL);
+  const HttpResponse more = merchant_request(shop, "POST", "/v1/transfers",
+                                             transfer_body(a, b, 7, R"(,"reference":"after")"));
+  ASSERT_EQ(more.status, 201u) << more.body;
+  ASSERT_TRUE(caught_up());
+  check_first();
+  EXPECT_EQ(text_field(merchant_request(shop, "GET", "/v1/transfers/" + ids[10]).body,
+                       "/reference"),
+            "old-10");
+  server_.stop(SIGTERM);
+  auto store = history::SqliteStore::open(dir_.path() / "data" / "history.sqlite");
+  ASSERT_TRUE(store.ok()) << store.status().to_string();
+  // The funding transfer, 150, and one after the restart.
+  EXPECT_EQ(store.value()->rows("transfers").value(), 152u);
+  EXPECT_EQ(store.value()->rows("annotations").value(), 2u * 150u + 1u);
+  start();
+}
+
+}  // namespace
+}  // namespace paygate::api

@@ -1,0 +1,135 @@
+// The history store in SQLite (docs/HISTORY.md): every event of every group kept for
+// good as rows — the events themselves, transfers with their reference and metadata
+// and status, statement lines with running balances, and every annotation — with
+// each group's watermark written in the same transaction as its rows, so that a
+// projector applies each (group, sequence) exactly once, whatever crash comes
+// between.
+//
+// Threads: two connections, each guarded by a mutex: one the projectors write with
+// (each its own group's rows), one readers read with, never waiting for a write in
+// progress (WAL). synchronous=FULL: a written watermark is durable, so the journal's
+// retention may count on it.
+#pragma once
+
+#include <atomic>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "journal/annotation.h"
+#include "ledger/event.h"
+#include "ledger/types.h"
+#include "pipeline/event_log.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace paygate::history {
+
+// The schema version this build writes; older stores are migrated at open.
+inline constexpr int kSchemaVersion = 1;
+
+// A statement line: how an event changed one account of the group.
+struct EntryRow {
+  u64 account = 0;
+  u64 sequence = 0;
+  u32 index = 0;     // the event's place among its sequence's events
+  u8 side = 0;       // 0: the account was the event's debit side, 1: its credit side
+  u64 transfer = 0;  // the transfer (or hold)
+  LedgerEventKind kind = LedgerEventKind::transfer_posted;
+  i64 amount = 0;     // the change to the balance (held: 0)
+  i64 held = 0;       // the change to what is held
+  i64 balance = 0;    // after the event
+  i64 available = 0;  // after the event
+  u64 at_ns = 0;
+};
+
+struct AnnotationRow {
+  u64 sequence = 0;
+  journal::AnnotationKind kind = journal::AnnotationKind::reference;
+  std::string text;
+};
+
+// What one projected stretch of a group's journal adds, up to its watermark.
+struct Batch {
+  u32 group = 0;
+  u64 after = 0;      // the group's watermark it continues (0: the group's first batch)
+  u64 watermark = 0;  // every command of the group up to here is in the store
+  std::vector<LedgerEvent> events;
+  std::vector<EntryRow> entries;
+  std::vector<AnnotationRow> annotations;
+  // Each transfer made in the batch as the ledger made it, in the order of their
+  // events (transfer_posted, transfer_pending): flags and expiry are not in events.
+  std::vector<Transfer> made;
+  void clear() {
+    events.clear();
+    entries.clear();
+    annotations.clear();
+    made.clear();
+  }
+};
+
+struct TransferRow {
+  u64 id = 0;
+  u32 group = 0;
+  u64 created_sequence = 0;
+  u64 debit = 0, credit = 0;
+  u64 amount = 0;         // as made (a hold: held)
+  u64 posted_amount = 0;  // moved: all of an immediate one, what a post captured
+  std::string currency;
+  std::string status;  // posted, pending, voided, expired
+  u8 flags = 0;        // TransferFlags, as made
+  u64 expires_ns = 0;  // a hold's expiry (0: none)
+  u64 created_ns = 0, updated_sequence = 0, updated_ns = 0;
+  std::string reference, metadata;
+};
+
+class SqliteStore {
+ public:
+  // Opens (creating) the store in `file` and migrates it to kSchemaVersion.
+  static Result<std::unique_ptr<SqliteStore>> open(const std::filesystem::path& file);
+  ~SqliteStore();
+  SqliteStore(const SqliteStore&) = delete;
+  SqliteStore& operator=(const SqliteStore&) = delete;
+
+  // The last sequence of `group` in the store (0: none), and the first (0: none).
+  Result<u64> watermark(u32 group);
+  Result<u64> first_sequence(u32 group);
+  // The batch's rows and its group's watermark, in one transaction; refused (busy,
+  // nothing written) unless the batch continues the group's watermark (the group's
+  // first batch starts its history anywhere).
+  Status write(const Batch& batch);
+
+  Result<std::optional<TransferRow>> transfer(u32 group, u64 id);
+  // The account's statement lines, newest first, before (sequence, index) if given.
+  Result<std::vector<EntryRow>> entries(u64 account, std::optional<std::pair<u64, u32>> before,
+                                        u32 limit);
+  Result<std::vector<AnnotationRow>> annotations(u32 group, u64 sequence);
+  // The group's events after `after` (from its first when absent), in order.
+  Result<std::vector<LedgerEvent>> events(u32 group, std::optional<EventKey> after, u32 limit);
+  Result<u64> rows(const std::string& table);  // for tests and tools
+  int schema_version() const noexcept { return schema_version_; }
+  // Rows written (events, statement lines, annotations), for /metrics.
+  u64 rows_written() const noexcept { return rows_written_.load(std::memory_order_relaxed); }
+
+ private:
+  SqliteStore() = default;
+  Status migrate();
+  Status exec(const char* sql);
+  Status failed(const std::string& what) const;
+  Status read_failed(const std::string& what) const;
+
+  std::mutex mutex_;  // the writer's
+  sqlite3* db_ = nullptr;
+  std::mutex read_mutex_;
+  sqlite3* reader_ = nullptr;
+  std::atomic<u64> rows_written_{0};
+  int schema_version_ = 0;
+  std::filesystem::path file_;
+};
+
+}  // namespace paygate::history

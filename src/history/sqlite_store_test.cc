@@ -1,0 +1,97 @@
+#include "history/sqlite_store.h"
+
+#include <sqlite3.h>
+
+#include <gtest/gtest.h>
+
+#include "base/temp_dir.h"
+
+namespace paygate::history {
+namespace {
+
+LedgerEvent event(u64 sequence, u32 index, LedgerEventKind kind, u64 id, u64 amount) {
+  LedgerEvent e;
+  e.sequence = sequence;
+  e.index = index;
+  e.kind = kind;
+  e.id = id;
+  e.debit_account_id = AccountId{11};
+  e.credit_account_id = AccountId{12};
+  e.amount = amount;
+  e.currency = Currency::from("USD");
+  e.timestamp_ns = 1000 + sequence;
+  return e;
+}
+
+TEST(SqliteStore, MigratesOnceAndRefusesANewerSchema) {
+  TempDir dir;
+  const std::filesystem::path file = dir.path() / "history.sqlite";
+  {
+    auto store = SqliteStore::open(file);
+    ASSERT_TRUE(store.ok()) << store.status().to_string();
+    EXPECT_EQ(store.value()->schema_version(), kSchemaVersion);
+    EXPECT_EQ(store.value()->rows("schema_migrations").value(), u64{kSchemaVersion});
+  }
+  {
+    auto again = SqliteStore::open(file);
+    ASSERT_TRUE(again.ok());
+    EXPECT_EQ(again.value()->rows("schema_migrations").value(), u64{kSchemaVersion});
+  }
+  // A store a later paygate migrated further is not this one's to write.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(file.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "INSERT INTO schema_migrations VALUES (99, 0)", nullptr, nullptr,
+                         nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  const auto newer = SqliteStore::open(file);
+  ASSERT_FALSE(newer.ok());
+  EXPECT_NE(newer.status().message().find("newer"), std::string::npos);
+}
+
+TEST(SqliteStore, ABatchMustContinueItsGroupsWatermark) {
+  TempDir dir;
+  auto opened = SqliteStore::open(dir.path() / "history.sqlite");
+  ASSERT_TRUE(opened.ok());
+  SqliteStore& store = *opened.value();
+  Batch first;
+  first.group = 2;
+  first.after = 40;  // history of the group starts at 41
+  first.watermark = 42;
+  first.events = {event(41, 0, LedgerEventKind::transfer_pending, 7, 100)};
+  first.annotations = {{41, journal::AnnotationKind::reference, "r-41"},
+                       {41, journal::AnnotationKind::metadata, R"({"a":1})"}};
+  ASSERT_TRUE(store.write(first).ok());
+  EXPECT_EQ(store.watermark(2).value(), 42u);
+  EXPECT_EQ(store.first_sequence(2).value(), 41u);
+  EXPECT_EQ(store.watermark(3).value(), 0u);
+
+  // Again (a projector that crashed before it knew the first was written): refused
+  // whole, nothing doubled.
+  const Status twice = store.write(first);
+  EXPECT_EQ(twice.code(), StatusCode::busy) << twice.to_string();
+  EXPECT_EQ(store.rows("events").value(), 1u);
+  EXPECT_EQ(store.rows("annotations").value(), 2u);
+
+  Batch next;
+  next.group = 2;
+  next.after = 42;
+  next.watermark = 43;
+  next.events = {event(43, 0, LedgerEventKind::pending_posted, 7, 60)};
+  next.events[0].released = 40;
+  ASSERT_TRUE(store.write(next).ok());
+  const std::optional<TransferRow> row = store.transfer(2, 7).value();
+  ASSERT_TRUE(row.has_value());
+  EXPECT_EQ(row->status, "posted");
+  EXPECT_EQ(row->amount, 100u);
+  EXPECT_EQ(row->posted_amount, 60u);
+  EXPECT_EQ(row->created_sequence, 41u);
+  EXPECT_EQ(row->updated_sequence, 43u);
+  EXPECT_EQ(row->reference, "r-41");
+  EXPECT_EQ(row->metadata, R"({"a":1})");
+  EXPECT_FALSE(store.transfer(3, 7).value().has_value());  // another group's id space
+  EXPECT_EQ(store.annotations(2, 41).value().size(), 2u);
+}
+
+}  // namespace
+}  // namespace paygate::history

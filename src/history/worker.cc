@@ -1,0 +1,126 @@
+#include "history/worker.h"
+
+#include <chrono>
+
+#include "base/assert.h"
+#include "base/clock.h"
+#include "base/log.h"
+
+namespace paygate::history {
+
+HistoryWorker::HistoryWorker(const HistoryConfig& config, Engine& engine)
+    : config_(config), engine_(engine) {}
+
+HistoryWorker::~HistoryWorker() { stop(); }
+
+Result<std::unique_ptr<HistoryWorker>> HistoryWorker::open(const HistoryConfig& config,
+                                                           Engine& engine) {
+  std::unique_ptr<HistoryWorker> worker(new HistoryWorker(config, engine));
+  Result<std::unique_ptr<SqliteStore>> store = SqliteStore::open(config.file);
+  if (!store.ok()) return store.status();
+  worker->store_ = std::move(store).value();
+  worker->floors_ = std::make_unique<Floor[]>(engine.groups());
+  worker->failing_since_ns_.assign(engine.groups(), 0);
+  for (u32 g = 0; g < engine.groups(); ++g) {
+    const GroupConfig& group = engine.group(g).config();
+    Result<std::unique_ptr<Projector>> projector =
+        Projector::open(ProjectorConfig{.dir = group.dir,
+                                        .ledger = group.ledger,
+                                        .group = g,
+                                        .batch_events = config.batch_events},
+                        *worker->store_);
+    if (!projector.ok()) return projector.status().with_context(fmt::format("group {}", g));
+    worker->floors_[g].value.store(projector.value()->watermark(), std::memory_order_release);
+    worker->floors_[g].caught_up_ns.store(steady_ns(), std::memory_order_relaxed);
+    worker->projectors_.push_back(std::move(projector).value());
+    engine.group(g).set_retention_floor(&worker->floors_[g].value, config.retention_segments_max);
+    PG_LOG_INFO("event=history_opened group={} watermark={} first_sequence={} file={}", g,
+                worker->projectors_.back()->watermark(),
+                worker->projectors_.back()->first_sequence(), config.file.string());
+  }
+  return worker;
+}
+
+void HistoryWorker::start() {
+  PG_ASSERT(!thread_.joinable());
+  thread_ = std::thread([this] { run(); });
+}
+
+void HistoryWorker::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  moved_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+u64 HistoryWorker::behind_ns(u32 g, u64 durable) const noexcept {
+  if (watermark(g) >= durable) return 0;
+  const u64 now = steady_ns();
+  const u64 since = floors_[g].caught_up_ns.load(std::memory_order_relaxed);
+  return now > since ? now - since : 0;
+}
+
+bool HistoryWorker::wait_for(u32 g, u64 sequence, u64 timeout_ns) {
+  std::unique_lock lock(mutex_);
+  return moved_.wait_for(lock, std::chrono::nanoseconds(timeout_ns), [&] {
+    return stopping_ || watermark(g) >= sequence;
+  }) && watermark(g) >= sequence;
+}
+
+void HistoryWorker::run() {
+  for (;;) {
+    const u64 started = steady_ns();
+    const bool progressed = round();
+    if (progressed) round_ns_.record(steady_ns() - started);
+    std::unique_lock lock(mutex_);
+    if (stopping_) return;
+    if (!progressed) {
+      moved_.wait_for(lock, std::chrono::nanoseconds(config_.poll_interval_ns),
+                      [&] { return stopping_; });
+      if (stopping_) return;
+    }
+  }
+}
+
+bool HistoryWorker::round() {
+  bool progressed = false;
+  for (u32 g = 0; g < projectors_.size(); ++g) {
+    Projector& projector = *projectors_[g];
+    const u64 durable = engine_.group(g).durable_sequence();
+    if (durable <= projector.watermark()) {
+      floors_[g].caught_up_ns.store(steady_ns(), std::memory_order_relaxed);
+      continue;
+    }
+    const u64 rows_before = store_->rows_written();
+    const Result<u64> projected = projector.catch_up(durable);
+    if (!projected.ok()) {
+      failures_.fetch_add(1, std::memory_order_relaxed);
+      // Logged when it starts failing and once a minute while it does.
+      const u64 now = steady_ns();
+      if (failing_since_ns_[g] == 0 || now - failing_since_ns_[g] > 60 * kNanosPerSecond) {
+        failing_since_ns_[g] = now;
+        PG_LOG_ERROR("event=history_failed group={} watermark={} message=\"{}\"", g,
+                     projector.watermark(), projected.status().message());
+      }
+      continue;
+    }
+    failing_since_ns_[g] = 0;
+    if (projector.watermark() >= durable) {
+      floors_[g].caught_up_ns.store(steady_ns(), std::memory_order_relaxed);
+    }
+    rows_.fetch_add(store_->rows_written() - rows_before, std::memory_order_relaxed);
+    if (projected.value() > 0) {
+      progressed = true;
+      {
+        std::lock_guard lock(mutex_);
+        floors_[g].value.store(projector.watermark(), std::memory_order_release);
+      }
+      moved_.notify_all();
+    }
+  }
+  return progressed;
+}
+
+}  // namespace paygate::history

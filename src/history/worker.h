@@ -1,0 +1,86 @@
+// The history store's worker (docs/HISTORY.md): one thread that keeps every group's
+// projection up to what the group has made durable, and tells each group how far it
+// has read so that the journal's retention keeps the rest. A slow or failing store
+// never holds a group back: the worker only reads the groups' files and their
+// durable sequence, and retention stops waiting for it past a bound.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "base/histogram.h"
+#include "history/projector.h"
+#include "history/sqlite_store.h"
+#include "pipeline/engine.h"
+
+namespace paygate::history {
+
+struct HistoryConfig {
+  bool enabled = true;
+  std::filesystem::path file;         // default: <data dir>/history.sqlite
+  u64 poll_interval_ns = 20'000'000;  // how often it looks for more when idle
+  u64 batch_events = 50'000;          // rows per transaction, about
+  // Retention waits for the store up to this many journal segments per group.
+  u32 retention_segments_max = 64;
+};
+
+class HistoryWorker {
+ public:
+  // Opens the store and a projector per group, each at the store's watermark (its
+  // ledger loaded and replayed to there), and sets the groups' retention floors.
+  // Before the engine starts.
+  static Result<std::unique_ptr<HistoryWorker>> open(const HistoryConfig& config, Engine& engine);
+  ~HistoryWorker();
+  HistoryWorker(const HistoryWorker&) = delete;
+  HistoryWorker& operator=(const HistoryWorker&) = delete;
+
+  void start();
+  void stop();  // finishes the round it is in
+
+  SqliteStore& store() noexcept { return *store_; }
+  u32 groups() const noexcept { return static_cast<u32>(projectors_.size()); }
+  // How far group g's rows reach (every command up to it), for retention and readers.
+  u64 watermark(u32 g) const noexcept { return floors_[g].value.load(std::memory_order_acquire); }
+  u64 first_sequence(u32 g) const noexcept { return projectors_[g]->first_sequence(); }
+  // How long group g's rows have been behind `durable` (0: they reach it).
+  u64 behind_ns(u32 g, u64 durable) const noexcept;
+  // Waits until group g's watermark reaches `sequence` or `timeout_ns` passes.
+  bool wait_for(u32 g, u64 sequence, u64 timeout_ns);
+
+  // For /metrics.
+  u64 rows_written() const noexcept { return rows_.load(std::memory_order_relaxed); }
+  u64 failures() const noexcept { return failures_.load(std::memory_order_relaxed); }
+  const Histogram& round_ns() const noexcept { return round_ns_; }
+
+ private:
+  HistoryWorker(const HistoryConfig& config, Engine& engine);
+  void run();
+  // One pass over the groups; true when any made progress.
+  bool round();
+
+  struct alignas(64) Floor {
+    std::atomic<u64> value{0};
+    std::atomic<u64> caught_up_ns{0};  // steady clock: when it last reached durable
+  };
+
+  HistoryConfig config_;
+  Engine& engine_;
+  std::unique_ptr<SqliteStore> store_;
+  std::vector<std::unique_ptr<Projector>> projectors_;
+  std::unique_ptr<Floor[]> floors_;
+  std::vector<u64> failing_since_ns_;  // per group: 0 while it projects
+  std::thread thread_;
+  std::mutex mutex_;
+  std::condition_variable moved_;  // a watermark moved, or stop
+  bool stopping_ = false;
+  std::atomic<u64> rows_{0};
+  std::atomic<u64> failures_{0};
+  Histogram round_ns_;
+};
+
+}  // namespace paygate::history
