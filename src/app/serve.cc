@@ -471,15 +471,16 @@ int run_serve(const ServeOptions& options) {
     if (s.history.file.empty()) s.history.file = options.data_dir / "history.sqlite";
     Result<std::unique_ptr<history::HistoryWorker>> opened =
         history::HistoryWorker::open(s.history, *engine);
+    // The ledger serves without it: history is a projection, rebuilt from the journal.
     if (!opened.ok()) {
-      PG_LOG_ERROR("event=history_failed message=\"{}\"", opened.status().message());
-      runtime.stop();
-      if (binary_runtime) binary_runtime->stop();
-      return 3;
+      PG_LOG_ERROR("event=history_failed message=\"the history store is off until this is "
+                   "fixed: {}\"",
+                   opened.status().message());
+    } else {
+      history = std::move(opened).value();
+      history->start();
+      service.attach_history(history.get());
     }
-    history = std::move(opened).value();
-    history->start();
-    service.attach_history(history.get());
   }
   engine->start();
   if (const BetweenGroupsReport& report = engine->between_groups_at_start(); report.unsettled > 0) {

@@ -163,6 +163,9 @@ Result<std::unique_ptr<Projector>> Projector::open(const ProjectorConfig& config
 }
 
 Result<u64> Projector::catch_up(u64 durable) {
+  // Retention may have removed the segment the last scan ended in, once every command
+  // in it was projected: the next is found from the sequence.
+  if (next_ && !std::filesystem::exists(next_->file)) next_.reset();
   const u64 before = applied_;
   const bool writing = applied_ >= watermark_;  // else replaying up to the watermark
   std::string error;
@@ -199,6 +202,10 @@ Result<u64> Projector::catch_up(u64 durable) {
       },
       next_ ? &*next_ : nullptr);
   if (!error.empty()) return Status::io_error(error);
+  if (report.end == journal::LogEnd::corrupt && next_ && !std::filesystem::exists(next_->file)) {
+    next_.reset();  // removed as the scan began: the next call finds its way by sequence
+    return applied_ - before;
+  }
   if (report.end == journal::LogEnd::corrupt && applied_ < durable) {
     return Status::corruption(report.message);
   }

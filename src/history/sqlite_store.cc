@@ -125,7 +125,8 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::filesystem::pa
   sqlite3_busy_timeout(store->db_, 5000);
   // WAL: readers do not wait for the writer. FULL: a committed watermark is on disk.
   for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
-                             "PRAGMA foreign_keys=OFF"}) {
+                             "PRAGMA foreign_keys=OFF", "PRAGMA cache_size=-262144",
+                             "PRAGMA wal_autocheckpoint=16384"}) {
     if (Status s = store->exec(pragma); !s.ok()) return s;
   }
   if (Status s = store->migrate(); !s.ok()) return s;

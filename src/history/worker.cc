@@ -5,6 +5,7 @@
 #include "base/assert.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/thread.h"
 
 namespace paygate::history {
 
@@ -29,7 +30,14 @@ Result<std::unique_ptr<HistoryWorker>> HistoryWorker::open(const HistoryConfig& 
                                         .group = g,
                                         .batch_events = config.batch_events},
                         *worker->store_);
-    if (!projector.ok()) return projector.status().with_context(fmt::format("group {}", g));
+    if (!projector.ok()) {
+      // This group's history stops here (the others go on); retention does not wait.
+      worker->failures_.fetch_add(1, std::memory_order_relaxed);
+      PG_LOG_ERROR("event=history_failed group={} message=\"{}\"", g,
+                   projector.status().message());
+      worker->projectors_.push_back(nullptr);
+      continue;
+    }
     worker->floors_[g].value.store(projector.value()->watermark(), std::memory_order_release);
     worker->floors_[g].caught_up_ns.store(steady_ns(), std::memory_order_relaxed);
     worker->projectors_.push_back(std::move(projector).value());
@@ -43,7 +51,12 @@ Result<std::unique_ptr<HistoryWorker>> HistoryWorker::open(const HistoryConfig& 
 
 void HistoryWorker::start() {
   PG_ASSERT(!thread_.joinable());
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    // Below the groups and the edge: on a busy machine the store falls behind (and
+    // catches up when load eases) rather than taking CPU from the answers.
+    if (config_.thread_nice != 0) set_thread_nice(config_.thread_nice);
+    run();
+  });
 }
 
 void HistoryWorker::stop() {
@@ -74,19 +87,25 @@ void HistoryWorker::run() {
     const u64 started = steady_ns();
     const bool progressed = round();
     if (progressed) round_ns_.record(steady_ns() - started);
+    // Between rounds it waits, even when there is more: a round of a few commands costs
+    // a transaction and its sync, so under load rounds should be few and large. Behind
+    // by more than a transaction's worth, it goes on at once.
     std::unique_lock lock(mutex_);
     if (stopping_) return;
-    if (!progressed) {
+    if (!behind_by_a_batch_) {
       moved_.wait_for(lock, std::chrono::nanoseconds(config_.poll_interval_ns),
                       [&] { return stopping_; });
       if (stopping_) return;
     }
+    (void)progressed;
   }
 }
 
 bool HistoryWorker::round() {
   bool progressed = false;
+  bool behind = false;
   for (u32 g = 0; g < projectors_.size(); ++g) {
+    if (projectors_[g] == nullptr) continue;  // failed to open: logged then
     Projector& projector = *projectors_[g];
     const u64 durable = engine_.group(g).durable_sequence();
     if (durable <= projector.watermark()) {
@@ -107,6 +126,8 @@ bool HistoryWorker::round() {
       continue;
     }
     failing_since_ns_[g] = 0;
+    behind = behind || engine_.group(g).durable_sequence() - projector.watermark() >
+                           config_.batch_events;
     if (projector.watermark() >= durable) {
       floors_[g].caught_up_ns.store(steady_ns(), std::memory_order_relaxed);
     }
@@ -120,6 +141,7 @@ bool HistoryWorker::round() {
       moved_.notify_all();
     }
   }
+  behind_by_a_batch_ = behind;
   return progressed;
 }
 

@@ -27,13 +27,16 @@ struct HistoryConfig {
   u64 batch_events = 50'000;          // rows per transaction, about
   // Retention waits for the store up to this many journal segments per group.
   u32 retention_segments_max = 64;
+  int thread_nice = 19;  // the worker's nice value (best effort): the lowest
 };
 
 class HistoryWorker {
  public:
   // Opens the store and a projector per group, each at the store's watermark (its
   // ledger loaded and replayed to there), and sets the groups' retention floors.
-  // Before the engine starts.
+  // Before the engine starts. A group whose projector cannot open (its journal gone
+  // past the store's watermark: rebuild) is logged and left out; a store that cannot
+  // open fails the whole.
   static Result<std::unique_ptr<HistoryWorker>> open(const HistoryConfig& config, Engine& engine);
   ~HistoryWorker();
   HistoryWorker(const HistoryWorker&) = delete;
@@ -46,7 +49,8 @@ class HistoryWorker {
   u32 groups() const noexcept { return static_cast<u32>(projectors_.size()); }
   // How far group g's rows reach (every command up to it), for retention and readers.
   u64 watermark(u32 g) const noexcept { return floors_[g].value.load(std::memory_order_acquire); }
-  u64 first_sequence(u32 g) const noexcept { return projectors_[g]->first_sequence(); }
+  // Whether group g's history runs (its projector opened; else logged then).
+  bool projecting(u32 g) const noexcept { return projectors_[g] != nullptr; }
   // How long group g's rows have been behind `durable` (0: they reach it).
   u64 behind_ns(u32 g, u64 durable) const noexcept;
   // Waits until group g's watermark reaches `sequence` or `timeout_ns` passes.
@@ -78,6 +82,7 @@ class HistoryWorker {
   std::mutex mutex_;
   std::condition_variable moved_;  // a watermark moved, or stop
   bool stopping_ = false;
+  bool behind_by_a_batch_ = false;  // worker thread: the last round left a batch or more
   std::atomic<u64> rows_{0};
   std::atomic<u64> failures_{0};
   Histogram round_ns_;
