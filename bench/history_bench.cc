@@ -96,7 +96,8 @@ bool write_journal(const Options& o) {
       const std::size_t to = (from + 1 + random() % (accounts.size() - 1)) % accounts.size();
       const AccountId a = accounts[from], b = accounts[to];
       commands.push_back(Command::make_transfer(a, b, 1 + random() % 1000, kUsd));
-      if ((made + i) % o.reference_every == 0) references.push_back("ref-" + std::to_string(made + i));
+      if ((made + i) % o.reference_every == 0)
+        references.push_back("ref-" + std::to_string(made + i));
     }
     u32 r = 0;
     for (u32 i = 0; i < count; ++i) {
@@ -113,7 +114,8 @@ bool write_journal(const Options& o) {
                     .completion = &done};
     request.annotations = said.data();
     request.annotation_count = static_cast<u32>(said.size());
-    if (group->submit(request) != ResultCode::ok || wait_for(*group, done).status != ResultCode::ok) {
+    if (group->submit(request) != ResultCode::ok ||
+        wait_for(*group, done).status != ResultCode::ok) {
       return false;
     }
     made += count;
@@ -148,7 +150,8 @@ bool project(const Options& o, Round* round) {
   });
   const Result<u64> projected = projector.value()->catch_up(~u64{0} >> 1);
   progress.stop();
-  round->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  round->seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   if (!projected.ok()) {
     std::fprintf(stderr, "history_bench: %s\n", projected.status().to_string().c_str());
     return false;
@@ -184,10 +187,11 @@ int main(int argc, char** argv) {
   std::vector<Round> rounds(o.rounds);
   for (Round& r : rounds) {
     if (!project(o, &r)) return 1;
-    std::printf("history_bench round seconds=%.3f events=%llu rows=%llu events_per_sec=%.0f "
-                "rows_per_sec=%.0f\n",
-                r.seconds, static_cast<unsigned long long>(r.events),
-                static_cast<unsigned long long>(r.rows), r.events / r.seconds, r.rows / r.seconds);
+    std::printf(
+        "history_bench round seconds=%.3f events=%llu rows=%llu events_per_sec=%.0f "
+        "rows_per_sec=%.0f\n",
+        r.seconds, static_cast<unsigned long long>(r.events),
+        static_cast<unsigned long long>(r.rows), r.events / r.seconds, r.rows / r.seconds);
   }
   std::sort(rounds.begin(), rounds.end(),
             [](const Round& a, const Round& b) { return a.seconds < b.seconds; });

@@ -42,11 +42,11 @@ TEST_F(HistoryServerTest, ATransferTheGroupNoLongerHoldsIsAnsweredFromTheStore) 
   fund(bank, a, 100'000);
   std::vector<std::string> ids;
   for (int i = 0; i < 150; ++i) {
-    const HttpResponse sent = merchant_request(
-        shop, "POST", "/v1/transfers",
-        transfer_body(a, b, 100 + i,
-                      R"(,"reference":"old-)" + std::to_string(i) + R"(","metadata":{"n":)" +
-                          std::to_string(i) + "}"));
+    const HttpResponse sent =
+        merchant_request(shop, "POST", "/v1/transfers",
+                         transfer_body(a, b, 100 + i,
+                                       R"(,"reference":"old-)" + std::to_string(i) +
+                                           R"(","metadata":{"n":)" + std::to_string(i) + "}"));
     ASSERT_EQ(sent.status, 201u) << sent.body;
     ids.push_back(text_field(sent.body, "/id"));
   }
@@ -78,9 +78,9 @@ TEST_F(HistoryServerTest, ATransferTheGroupNoLongerHoldsIsAnsweredFromTheStore) 
   ASSERT_EQ(more.status, 201u) << more.body;
   ASSERT_TRUE(caught_up());
   check_first();
-  EXPECT_EQ(text_field(merchant_request(shop, "GET", "/v1/transfers/" + ids[10]).body,
-                       "/reference"),
-            "old-10");
+  EXPECT_EQ(
+      text_field(merchant_request(shop, "GET", "/v1/transfers/" + ids[10]).body, "/reference"),
+      "old-10");
   server_.stop(SIGTERM);
   auto store = history::SqliteStore::open(dir_.path() / "data" / "history.sqlite");
   ASSERT_TRUE(store.ok()) << store.status().to_string();

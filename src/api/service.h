@@ -25,8 +25,8 @@
 #include "api/page_query.h"
 #include "api/request_decoder.h"
 #include "api/risk.h"
-#include "pipeline/carry.h"
 #include "history/worker.h"
+#include "pipeline/carry.h"
 #include "pipeline/engine.h"
 
 namespace paygate::api {

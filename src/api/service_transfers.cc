@@ -9,6 +9,7 @@
 #include "api/render.h"
 #include "api/service_internal.h"
 #include "base/hash.h"
+#include "base/log.h"
 
 namespace paygate::api {
 
@@ -246,6 +247,11 @@ bool Service::get_transfer(Exchange& ex) {
     if (group < history->groups()) {
       Result<std::optional<history::TransferRow>> stored =
           history->store().transfer(group, ex.path_id_);
+      if (!stored.ok() && !ex.outcome_.found) {
+        // Not held, and the store cannot say: unknown, not absent.
+        PG_LOG_ERROR("event=history_read_failed message=\"{}\"", stored.status().message());
+        return fail(ex, ResultCode::not_durable, "the history store cannot be read now; retry");
+      }
       if (stored.ok()) row = std::move(stored).value();
       as_of = history->watermark(group);
     }

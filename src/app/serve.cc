@@ -227,12 +227,12 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
                                                   section_name.str(), key_name.str()));
       }
       if (!key->set(value)) {
-        return Status::invalid_config(fmt::format(
-            "{}: {}.{} must be {}", file.string(), section_name.str(), key_name.str(),
-            key_name.str() == "journal_prepare_segments" || key_name.str() == "enabled"
-                ? "true or false"
-            : key_name.str() == "file" ? "a file name"
-                                       : "a positive number"));
+        return Status::invalid_config(
+            fmt::format("{}: {}.{} must be {}", file.string(), section_name.str(), key_name.str(),
+                        key_name.str() == "journal_prepare_segments" || key_name.str() == "enabled"
+                            ? "true or false"
+                        : key_name.str() == "file" ? "a file name"
+                                                   : "a positive number"));
       }
     }
   }
@@ -473,9 +473,10 @@ int run_serve(const ServeOptions& options) {
         history::HistoryWorker::open(s.history, *engine);
     // The ledger serves without it: history is a projection, rebuilt from the journal.
     if (!opened.ok()) {
-      PG_LOG_ERROR("event=history_failed message=\"the history store is off until this is "
-                   "fixed: {}\"",
-                   opened.status().message());
+      PG_LOG_ERROR(
+          "event=history_failed message=\"the history store is off until this is "
+          "fixed: {}\"",
+          opened.status().message());
     } else {
       history = std::move(opened).value();
       history->start();

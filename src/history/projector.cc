@@ -153,9 +153,9 @@ Result<std::unique_ptr<Projector>> Projector::open(const ProjectorConfig& config
     Result<u64> replayed = p->catch_up(p->watermark_);
     if (!replayed.ok()) return replayed.status();
     if (p->applied_ != p->watermark_) {
-      return Status::corruption(fmt::format(
-          "history of group {}: the store is at sequence {} but the journal ends at {}",
-          config.group, p->watermark_, p->applied_));
+      return Status::corruption(
+          fmt::format("history of group {}: the store is at sequence {} but the journal ends at {}",
+                      config.group, p->watermark_, p->applied_));
     }
   }
   p->ledger_->set_event_sink(p->sink_.get());

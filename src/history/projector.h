@@ -37,8 +37,7 @@ struct ProjectorConfig {
 
 class Projector {
  public:
-  static Result<std::unique_ptr<Projector>> open(const ProjectorConfig& config,
-                                                 SqliteStore& store);
+  static Result<std::unique_ptr<Projector>> open(const ProjectorConfig& config, SqliteStore& store);
   ~Projector();
   Projector(const Projector&) = delete;
   Projector& operator=(const Projector&) = delete;
@@ -62,9 +61,9 @@ class Projector {
   std::unique_ptr<Ledger> ledger_;
   std::unique_ptr<Sink> sink_;
   Batch batch_;
-  u64 watermark_ = 0;       // in the store
-  u64 first_sequence_ = 0;  // of the store's history of the group
-  u64 applied_ = 0;         // the ledger's last sequence (>= watermark_)
+  u64 watermark_ = 0;                       // in the store
+  u64 first_sequence_ = 0;                  // of the store's history of the group
+  u64 applied_ = 0;                         // the ledger's last sequence (>= watermark_)
   std::optional<journal::ScanStart> next_;  // where the journal continues after applied_
   std::vector<CommandResult> results_;
 };

@@ -37,9 +37,8 @@ class ProjectorTest : public paygate::testing::GroupTest {
     call.commands = {hold ? Command::make_hold(from, to, amount, kUsdCurrency, 0)
                           : Command::make_transfer(from, to, amount, kUsdCurrency)};
     const std::string metadata = R"({"ref":")" + reference + R"("})";
-    const std::vector<journal::Annotation> said{
-        {0, journal::AnnotationKind::reference, reference},
-        {0, journal::AnnotationKind::metadata, metadata}};
+    const std::vector<journal::Annotation> said{{0, journal::AnnotationKind::reference, reference},
+                                                {0, journal::AnnotationKind::metadata, metadata}};
     Request r = call.request();
     r.annotations = said.data();
     r.annotation_count = 2;
@@ -53,7 +52,8 @@ class ProjectorTest : public paygate::testing::GroupTest {
     std::optional<EventKey> cursor;
     for (;;) {
       EventPage page;
-      const std::vector<LedgerEvent> some = read(group, RequestKind::read_events, cursor, 500, &page);
+      const std::vector<LedgerEvent> some =
+          read(group, RequestKind::read_events, cursor, 500, &page);
       all.insert(all.end(), some.begin(), some.end());
       if (some.empty() || !page.more) return all;
       cursor = key_of(some.back());
@@ -225,9 +225,9 @@ TEST_F(ProjectorTest, FollowsALiveGroupAndResumesFromASnapshot) {
   const std::vector<LedgerEvent> events = group_events(*group);  // since the last snapshot
   group->stop();
   EXPECT_GT(group->stats().snapshots.load(), 2u);
-  EXPECT_GT(journal::parse_segment_file_name(
-                journal::list_segments(c.dir).front().filename().string()),
-            1u);
+  EXPECT_GT(
+      journal::parse_segment_file_name(journal::list_segments(c.dir).front().filename().string()),
+      1u);
   EXPECT_EQ(projector->ledger().state_digest(), group->ledger().state_digest());
   EXPECT_EQ(store->watermark(0).value(), group->durable_sequence());
   EXPECT_EQ(store->first_sequence(0).value(), 1u);

@@ -85,9 +85,10 @@ class Statement {
   i64 integer(int column) const { return sqlite3_column_int64(stmt_, column); }
   std::string text(int column) const {
     const unsigned char* p = sqlite3_column_text(stmt_, column);
-    return p == nullptr ? std::string()
-                        : std::string(reinterpret_cast<const char*>(p),
-                                      static_cast<std::size_t>(sqlite3_column_bytes(stmt_, column)));
+    return p == nullptr
+               ? std::string()
+               : std::string(reinterpret_cast<const char*>(p),
+                             static_cast<std::size_t>(sqlite3_column_bytes(stmt_, column)));
   }
   bool is_null(int column) const { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
 
@@ -118,15 +119,15 @@ const char* status_after(LedgerEventKind kind) noexcept {
 Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::filesystem::path& file) {
   std::unique_ptr<SqliteStore> store(new SqliteStore());
   store->file_ = file;
-  const int rc = sqlite3_open_v2(file.c_str(), &store->db_,
-                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                                 nullptr);
+  const int rc =
+      sqlite3_open_v2(file.c_str(), &store->db_,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) return store->failed("open");
   sqlite3_busy_timeout(store->db_, 5000);
   // WAL: readers do not wait for the writer. FULL: a committed watermark is on disk.
-  for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
-                             "PRAGMA foreign_keys=OFF", "PRAGMA cache_size=-262144",
-                             "PRAGMA wal_autocheckpoint=16384"}) {
+  for (const char* pragma :
+       {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA foreign_keys=OFF",
+        "PRAGMA cache_size=-262144", "PRAGMA wal_autocheckpoint=16384"}) {
     if (Status s = store->exec(pragma); !s.ok()) return s;
   }
   if (Status s = store->migrate(); !s.ok()) return s;
@@ -144,8 +145,9 @@ SqliteStore::~SqliteStore() {
 }
 
 Status SqliteStore::read_failed(const std::string& what) const {
-  return Status::io_error(fmt::format("history store {}: {}: {}", file_.string(), what,
-                                      reader_ != nullptr ? sqlite3_errmsg(reader_) : "no connection"));
+  return Status::io_error(
+      fmt::format("history store {}: {}: {}", file_.string(), what,
+                  reader_ != nullptr ? sqlite3_errmsg(reader_) : "no connection"));
 }
 
 Status SqliteStore::failed(const std::string& what) const {
@@ -246,18 +248,18 @@ Status SqliteStore::write(const Batch& batch) {
   Statement event(db_,
                   "INSERT INTO events(grp, sequence, idx, kind, id, debit, credit, amount, "
                   "released, currency, owner, detail, at_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)");
-  Statement made(db_,
-                 "INSERT INTO transfers(grp, id, created_sequence, debit, credit, amount, "
-                 "posted_amount, currency, status, created_ns, updated_sequence, updated_ns, "
-                 "reference, metadata, flags, expires_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+  Statement made(
+      db_,
+      "INSERT INTO transfers(grp, id, created_sequence, debit, credit, amount, "
+      "posted_amount, currency, status, created_ns, updated_sequence, updated_ns, "
+      "reference, metadata, flags, expires_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
   Statement closed(db_,
                    "UPDATE transfers SET status = ?, posted_amount = ?, updated_sequence = ?, "
                    "updated_ns = ? WHERE grp = ? AND id = ?");
   Statement entry(db_,
                   "INSERT INTO entries(account, sequence, idx, side, transfer, kind, amount, held, "
                   "balance, available, at_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?)");
-  Statement note(db_,
-                 "INSERT INTO annotations(grp, sequence, n, kind, text) VALUES (?,?,?,?,?)");
+  Statement note(db_, "INSERT INTO annotations(grp, sequence, n, kind, text) VALUES (?,?,?,?,?)");
   Statement mark(db_,
                  "INSERT INTO watermarks(grp, first_sequence, sequence) VALUES (?,?,?) "
                  "ON CONFLICT(grp) DO UPDATE SET sequence = excluded.sequence");
@@ -296,11 +298,19 @@ Status SqliteStore::write(const Batch& batch) {
         if (a.kind == journal::AnnotationKind::metadata) metadata = a.text;
       }
       const bool posted = e.kind == LedgerEventKind::transfer_posted;
+      // As the ledger made it (the batch has one for each such event, in order): its
+      // credit account is the transfer's (the event's, between groups, is this group's
+      // clearing account).
+      const Transfer* as_made =
+          next_made < batch.made.size() && batch.made[next_made].id.value == e.id
+              ? &batch.made[next_made++]
+              : nullptr;
       made.bind(1, batch.group)
           .bind(2, signed_of(e.id))
           .bind(3, signed_of(e.sequence))
           .bind(4, signed_of(e.debit_account_id.value))
-          .bind(5, signed_of(e.credit_account_id.value))
+          .bind(5, signed_of(as_made != nullptr ? as_made->credit_account_id.value
+                                                : e.credit_account_id.value))
           .bind(6, signed_of(e.amount))
           .bind(7, posted ? signed_of(e.amount) : 0)
           .bind_text(8, e.currency.letters())
@@ -308,13 +318,14 @@ Status SqliteStore::write(const Batch& batch) {
           .bind(10, signed_of(e.timestamp_ns))
           .bind(11, signed_of(e.sequence))
           .bind(12, signed_of(e.timestamp_ns));
-      if (reference) made.bind_text(13, *reference); else made.bind_null(13);
-      if (metadata) made.bind_text(14, *metadata); else made.bind_null(14);
-      // As the ledger made it (the batch has one for each such event, in order).
-      const Transfer* as_made =
-          next_made < batch.made.size() && batch.made[next_made].id.value == e.id
-              ? &batch.made[next_made++]
-              : nullptr;
+      if (reference)
+        made.bind_text(13, *reference);
+      else
+        made.bind_null(13);
+      if (metadata)
+        made.bind_text(14, *metadata);
+      else
+        made.bind_null(14);
       made.bind(15, as_made != nullptr ? as_made->flags : (posted ? 0 : kTransferPending))
           .bind(16, as_made != nullptr ? signed_of(as_made->expires_at_ns) : 0);
       if (!made.run()) return abandon(fmt::format("write transfer {:x}", e.id));
@@ -481,8 +492,8 @@ Result<std::vector<AnnotationRow>> SqliteStore::annotations(u32 group, u64 seque
 Result<u64> SqliteStore::rows(const std::string& table) {
   std::lock_guard lock(read_mutex_);
   // Only the store's own tables: the name is not bound, so it is checked.
-  static constexpr const char* kTables[] = {"events", "transfers", "entries", "annotations",
-                                            "watermarks", "schema_migrations"};
+  static constexpr const char* kTables[] = {"events",      "transfers",  "entries",
+                                            "annotations", "watermarks", "schema_migrations"};
   if (std::find(std::begin(kTables), std::end(kTables), table) == std::end(kTables)) {
     return Status::invalid_config("no such table: " + table);
   }

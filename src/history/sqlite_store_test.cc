@@ -40,9 +40,9 @@ TEST(SqliteStore, MigratesOnceAndRefusesANewerSchema) {
   // A store a later paygate migrated further is not this one's to write.
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(file.c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db, "INSERT INTO schema_migrations VALUES (99, 0)", nullptr, nullptr,
-                         nullptr),
-            SQLITE_OK);
+  ASSERT_EQ(
+      sqlite3_exec(db, "INSERT INTO schema_migrations VALUES (99, 0)", nullptr, nullptr, nullptr),
+      SQLITE_OK);
   sqlite3_close(db);
   const auto newer = SqliteStore::open(file);
   ASSERT_FALSE(newer.ok());

@@ -12,7 +12,9 @@ namespace paygate::history {
 HistoryWorker::HistoryWorker(const HistoryConfig& config, Engine& engine)
     : config_(config), engine_(engine) {}
 
-HistoryWorker::~HistoryWorker() { stop(); }
+HistoryWorker::~HistoryWorker() {
+  stop();
+}
 
 Result<std::unique_ptr<HistoryWorker>> HistoryWorker::open(const HistoryConfig& config,
                                                            Engine& engine) {
@@ -33,8 +35,7 @@ Result<std::unique_ptr<HistoryWorker>> HistoryWorker::open(const HistoryConfig& 
     if (!projector.ok()) {
       // This group's history stops here (the others go on); retention does not wait.
       worker->failures_.fetch_add(1, std::memory_order_relaxed);
-      PG_LOG_ERROR("event=history_failed group={} message=\"{}\"", g,
-                   projector.status().message());
+      PG_LOG_ERROR("event=history_failed group={} message=\"{}\"", g, projector.status().message());
       worker->projectors_.push_back(nullptr);
       continue;
     }
@@ -69,7 +70,8 @@ void HistoryWorker::stop() {
 }
 
 u64 HistoryWorker::behind_ns(u32 g, u64 durable) const noexcept {
-  if (watermark(g) >= durable) return 0;
+  // A group left out is not followed at all: its lag in commands says so.
+  if (!projecting(g) || watermark(g) >= durable) return 0;
   const u64 now = steady_ns();
   const u64 since = floors_[g].caught_up_ns.load(std::memory_order_relaxed);
   return now > since ? now - since : 0;
@@ -126,13 +128,14 @@ bool HistoryWorker::round() {
       continue;
     }
     failing_since_ns_[g] = 0;
-    behind = behind || engine_.group(g).durable_sequence() - projector.watermark() >
-                           config_.batch_events;
+    behind = behind ||
+             engine_.group(g).durable_sequence() - projector.watermark() > config_.batch_events;
     if (projector.watermark() >= durable) {
       floors_[g].caught_up_ns.store(steady_ns(), std::memory_order_relaxed);
     }
     rows_.fetch_add(store_->rows_written() - rows_before, std::memory_order_relaxed);
-    if (projected.value() > 0) {
+    // Moved (a retried write moves it without new commands, too).
+    if (projector.watermark() != watermark(g)) {
       progressed = true;
       {
         std::lock_guard lock(mutex_);

@@ -307,8 +307,8 @@ ScanReport scan(const std::filesystem::path& dir, u64 from_sequence,
     if (at == files.end()) {
       report.end = LogEnd::corrupt;
       report.file = start->file;
-      report.message = fmt::format("journal segment {} to continue from is gone",
-                                   start->file.string());
+      report.message =
+          fmt::format("journal segment {} to continue from is gone", start->file.string());
       return report;
     }
     files.erase(files.begin(), at);

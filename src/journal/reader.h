@@ -86,8 +86,7 @@ struct ScanStart {
 // false to stop early (the report then ends clean at that point). A directory with no segments is
 // an empty, clean log.
 ScanReport scan(const std::filesystem::path& dir, u64 from_sequence,
-                const std::function<bool(const Record&)>& visit,
-                const ScanStart* start = nullptr);
+                const std::function<bool(const Record&)>& visit, const ScanStart* start = nullptr);
 
 // The identity the journal in `dir` was written with, from the first record of each
 // segment that has a valid one (merged as scan() merges it), without reading anything

@@ -802,17 +802,22 @@ void Group::poll_snapshot() {
                           retention_floor_ != nullptr ? std::max<u64>(floor, 1) : 0);
       u32 removed = 0;
       if (!config_.keep_journal) {
-        const u64 covered = retention_floor_ != nullptr ? std::min(oldest_kept, floor) : oldest_kept;
+        const u64 covered =
+            retention_floor_ != nullptr ? std::min(oldest_kept, floor) : oldest_kept;
         removed = journal::remove_covered_segments(config_.dir, covered, storage());
-        if (covered < oldest_kept &&
+        if (retention_floor_ != nullptr &&
             journal::list_segments(config_.dir).size() > retention_segments_max_) {
-          removed += journal::remove_covered_segments(config_.dir, oldest_kept, storage());
+          // Past the bound the reader is not waited for: neither its snapshot nor its
+          // segments are kept (what the group itself needs always is).
+          const u64 own =
+              snapshot::prune(config_.dir, std::max<u32>(config_.snapshots_kept, 1), storage());
+          removed += journal::remove_covered_segments(config_.dir, own, storage());
           stats_.retention_overrides.fetch_add(1, std::memory_order_relaxed);
           PG_LOG_WARN(
               "event=retention_override group={} reader_at={} removed_through={} "
               "message=\"a reader of the journal (the history store) is more than {} segments "
               "behind: segments it has not read were removed; rebuild it\"",
-              config_.ledger.prefix.group, floor, oldest_kept, retention_segments_max_);
+              config_.ledger.prefix.group, floor, own, retention_segments_max_);
         }
       }
       PG_LOG_INFO("event=snapshot_published group={} message=\"{}\" segments_removed={}",

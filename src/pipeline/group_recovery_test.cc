@@ -6,12 +6,14 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <random>
 #include <thread>
 
 #include "journal/reader.h"
 #include "pipeline/group_test_support.h"
+#include "snapshot/snapshot.h"
 
 namespace paygate {
 namespace {
@@ -170,6 +172,82 @@ TEST_F(GroupTest, SnapshotsAreTakenAndCoveredSegmentsRemoved) {
   EXPECT_FALSE(page.complete) << "the shop's older lines are behind the snapshot";
   group->stop();
   EXPECT_EQ(group->ledger().state_digest(), digest);
+}
+
+// A reader of the journal (the history store) holds retention back: the segments
+// after its floor, and the newest snapshot at or before it, stay — up to a bound,
+// past which they go (counted), though never what the group itself needs.
+TEST_F(GroupTest, AReadersFloorHoldsRetentionUpToABound) {
+  GroupConfig c = config();
+  c.request_commands_max = 16;  // small records, so small segments: many of them
+  c.journal_segment_bytes = 4u << 10;
+  c.group_commit_bytes_max = 4u << 10;
+  c.snapshot_every_commands = 40;
+  c.snapshots_kept = 1;
+  std::atomic<u64> floor{0};
+  const auto opened_with = [&](u32 segments_max) {
+    Result<std::unique_ptr<Group>> opened = Group::open(c);
+    EXPECT_TRUE(opened.ok()) << opened.status().to_string();
+    std::unique_ptr<Group> group = std::move(opened).value();
+    group->set_retention_floor(&floor, segments_max);
+    group->start();
+    return group;
+  };
+  const auto first_segment = [&] {
+    return journal::parse_segment_file_name(
+        journal::list_segments(c.dir).front().filename().string());
+  };
+  const auto work = [&](Group& group, AccountId bank, AccountId user, u32 commands) {
+    const u64 snapshots = group.stats().snapshots.load();
+    for (u32 i = 0; i < commands; ++i)
+      EXPECT_EQ(one(group, Command::make_transfer(bank, user, 1, kUsdCurrency)).code,
+                ResultCode::ok);
+    // Bounded wait for a snapshot after this work (each prunes and removes).
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (group.stats().snapshots.load() < snapshots + 2 &&
+           std::chrono::steady_clock::now() < deadline) {
+      one(group, Command::make_tick());
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    EXPECT_GE(group.stats().snapshots.load(), snapshots + 2);
+  };
+  AccountId bank, user;
+  u64 reader_at = 0;
+  {
+    auto group = opened_with(1000);
+    bank = open_account(*group, AccountKind::system);
+    user = open_account(*group);
+    // A reader at 0 has read nothing: nothing is removed.
+    work(*group, bank, user, 150);
+    EXPECT_EQ(first_segment(), 1u);
+    // The reader moves past the first snapshots, then stops there.
+    const std::vector<std::pair<u64, std::filesystem::path>> snapshots = snapshot::list(c.dir);
+    ASSERT_FALSE(snapshots.empty());
+    reader_at = snapshots.front().first + 3;  // just past the newest
+    floor.store(reader_at);
+    work(*group, bank, user, 300);
+    EXPECT_LE(first_segment(), reader_at + 1) << "a segment the reader has not read is gone";
+    bool resumable = false;
+    for (const auto& [sequence, file] : snapshot::list(c.dir))
+      resumable = resumable || sequence <= reader_at;
+    EXPECT_TRUE(resumable) << "no snapshot at or before the reader's floor";
+    EXPECT_EQ(group->stats().retention_overrides.load(), 0u);
+    // Only one snapshot beyond the group's own is kept for it.
+    EXPECT_LE(snapshot::list(c.dir).size(), 2u);
+    group->stop();
+  }
+  // Past the bound the reader is not waited for; the group recovers as ever.
+  auto group = opened_with(3);
+  work(*group, bank, user, 200);
+  EXPECT_GE(group->stats().retention_overrides.load(), 1u);
+  EXPECT_GT(first_segment(), reader_at + 1);
+  EXPECT_EQ(snapshot::list(c.dir).size(), 1u);
+  const i64 balance = lookup(*group, user).balance();
+  group->stop();
+  group.reset();
+  auto again = open(c);
+  EXPECT_EQ(lookup(*again, user).balance(), balance);
+  again->stop();
 }
 
 // Issue: a failed snapshot fork was silent, so snapshots stopped, segments were never

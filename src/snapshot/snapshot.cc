@@ -227,11 +227,12 @@ u64 prune(const std::filesystem::path& dir, u32 keep, Storage& storage, u64 keep
   for (const auto& stray : strays)
     storage.unlink(stray.c_str());
   const auto snapshots = list(dir);  // newest first
-  // Beyond the newest `keep`: the newest at or before keep_at_or_before stays too.
+  // Beyond the newest `keep`: the newest at or before keep_at_or_before stays too
+  // (unless one of those is already).
   std::size_t also = snapshots.size();
-  for (std::size_t i = keep; i < snapshots.size() && keep_at_or_before != 0; ++i) {
+  for (std::size_t i = 0; i < snapshots.size() && keep_at_or_before != 0; ++i) {
     if (snapshots[i].first <= keep_at_or_before) {
-      also = i;
+      if (i >= keep) also = i;
       break;
     }
   }
@@ -239,7 +240,8 @@ u64 prune(const std::filesystem::path& dir, u32 keep, Storage& storage, u64 keep
     if (i != also) storage.unlink(snapshots[i].second.c_str());
   }
   if (snapshots.empty()) return 0;
-  const std::size_t oldest = also < snapshots.size() ? also : std::min<std::size_t>(keep, snapshots.size()) - 1;
+  const std::size_t oldest =
+      also < snapshots.size() ? also : std::min<std::size_t>(keep, snapshots.size()) - 1;
   const u64 oldest_kept = snapshots[oldest].first;
   PG_ASSERT(oldest_kept >= 1 && oldest_kept <= snapshots.front().first);
   return oldest_kept;
