@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <limits>
 #include <thread>
 
 #include "api/server_fixture.h"
@@ -16,7 +17,7 @@ class HistoryServerTest : public ServerTest {
  protected:
   void SetUp() override {
     // A small ring of recent transfers, so that the first ones leave the group's memory.
-    config_ = "[ledger]\nrecent_transfers_max = 64\n";
+    config_ = "[ledger]\nrecent_transfers_max = 64\n[group]\nevents_max = 8192\n";
     ServerTest::SetUp();
   }
   // Waits (bounded) until the store holds everything the group has made durable.
@@ -88,6 +89,62 @@ TEST_F(HistoryServerTest, ATransferTheGroupNoLongerHoldsIsAnsweredFromTheStore) 
   EXPECT_EQ(store.value()->rows("transfers").value(), 152u);
   EXPECT_EQ(store.value()->rows("annotations").value(), 2u * 150u + 1u);
   start();
+}
+
+// Statements and the event feed reach back past what the group holds in memory
+// (events_max), from the store: every line once, in order, to the account's first.
+TEST_F(HistoryServerTest, StatementsAndEventsReachBackPastMemory) {
+  const MerchantKeys shop = merchant("Shop");
+  const std::string bank = system_account();
+  const std::string a = account(shop), b = account(shop);
+  fund(bank, a, 10'000'000);
+  // 10,000 transfers: more events than the group holds (events_max: at least 8,192).
+  for (int round = 0; round < 2; ++round) {
+    std::string body = R"({"operations":[)";
+    for (int i = 0; i < 5000; ++i) {
+      if (i > 0) body += ",";
+      body += R"({"op":"transfer","debit_account":")" + a + R"(","credit_account":")" + b +
+              R"(","amount":)" + std::to_string(1 + i % 7) + R"(,"currency":"USD"})";
+    }
+    const HttpResponse batch = admin_post("/v1/batch", body + "]}");
+    ASSERT_EQ(batch.status, 200u) << batch.body.substr(0, 300);
+  }
+  ASSERT_TRUE(caught_up());
+
+  // a's statement, newest first, page by page: 10,000 debits, then the funding credit.
+  std::string cursor;
+  u64 lines = 0;
+  bool complete = false;
+  i64 last_sequence = std::numeric_limits<i64>::max();
+  std::string oldest;  // the cursor of the oldest line (the funding)
+  for (int page = 0; page < 100 && !complete; ++page) {
+    const HttpResponse r = merchant_request(
+        shop, "GET",
+        "/v1/accounts/" + a + "/entries?limit=1000" + (cursor.empty() ? "" : "&cursor=" + cursor));
+    ASSERT_EQ(r.status, 200u) << r.body.substr(0, 300);
+    for (int i = 0;; ++i) {
+      const std::string at = "/entries/" + std::to_string(i);
+      if (text_field(r.body, at + "/transfer_id") == "<missing>") break;
+      const i64 sequence = number_field(r.body, at + "/sequence");
+      EXPECT_LT(sequence, last_sequence) << "lines newest first, each once";
+      last_sequence = sequence;
+      oldest = text_field(r.body, at + "/cursor");
+      ++lines;
+    }
+    complete = r.body.find(R"("history_complete":true)") != std::string::npos;
+    if (r.body.find(R"("has_more":true)") == std::string::npos) break;
+    cursor = text_field(r.body, "/next_cursor");
+  }
+  EXPECT_EQ(lines, 10'001u);
+  EXPECT_TRUE(complete) << "the statement reached the account's first line";
+
+  // The feed after the funding (an operator's): past memory, from the store, in order.
+  const HttpResponse older = admin_get("/v1/events?group=0&limit=10&after=" + oldest);
+  ASSERT_EQ(older.status, 200u) << older.body.substr(0, 300);
+  const i64 first = number_field(older.body, "/events/0/sequence");
+  EXPECT_GT(first, last_sequence);
+  EXPECT_EQ(number_field(older.body, "/events/9/sequence") >= first, true);
+  EXPECT_NE(older.body.find(R"("has_more":true)"), std::string::npos);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include "api/render.h"
 #include "api/service_internal.h"
+#include "base/log.h"
 
 namespace paygate::api {
 
@@ -56,11 +57,28 @@ bool Service::read_events(Exchange& ex) {
     return submit(ex, read_request(ex, RequestKind::read_events, scan, ex.events_.data(),
                                    cursor_key(q.cursor)));
   }
-  const EventPage& page = ex.outcome_.page;
+  EventPage page = ex.outcome_.page;
   if (page.expired) {
-    return fail(ex, ResultCode::cursor_expired,
-                "the events after this cursor are no longer held; start again without one "
-                "(docs/API.md, events)");
+    // Older than the group holds: the history store has them, if it reaches this far.
+    history::HistoryWorker* history = history_.load(std::memory_order_acquire);
+    const u32 group = ex.group_->config().ledger.prefix.group;
+    Result<std::vector<LedgerEvent>> stored =
+        history != nullptr && history->projecting(group) && q.cursor &&
+                history->first_sequence(group) != 0 &&
+                q.cursor->key.sequence + 1 >= history->first_sequence(group)
+            ? history->store().events(group, cursor_key(q.cursor), static_cast<u32>(ex.events_.size()))
+            : Result<std::vector<LedgerEvent>>(Status::not_found("no store"));
+    if (!stored.ok()) {
+      return fail(ex, ResultCode::cursor_expired,
+                  "the events after this cursor are no longer held; start again without one "
+                  "(docs/API.md, events)");
+    }
+    const std::vector<LedgerEvent>& events = stored.value();
+    std::copy(events.begin(), events.end(), ex.events_.begin());
+    page = EventPage{.count = static_cast<u32>(events.size()),
+                     // A full page, or the store is behind what the group holds: read on.
+                     .more = events.size() == ex.events_.size() ||
+                             history->watermark(group) < ex.group_->durable_sequence()};
   }
   if (page.unknown) {
     return fail(ex, ResultCode::invalid_cursor, "the cursor is ahead of this group's stream");
@@ -101,18 +119,63 @@ bool Service::read_entries(Exchange& ex) {
     return submit(ex, read_request(ex, RequestKind::read_entries, q.limit, ex.events_.data(),
                                    cursor_key(q.cursor), ex.path_id_));
   }
-  const EventPage& page = ex.outcome_.page;
-  if (page.expired) {
-    return fail(ex, ResultCode::cursor_expired,
-                "the lines before this cursor are no longer held (docs/API.md, statements)");
-  }
-  if (page.unknown) {
+  EventPage page = ex.outcome_.page;
+  if (page.unknown && !page.expired) {
     return q.cursor ? fail(ex, ResultCode::invalid_cursor, "the cursor is not this account's")
                     : fail(ex, ResultCode::account_not_found, "no such account");
+  }
+  // Lines older than the group holds come from the history store: after the page's
+  // oldest (or before an expired cursor), once the store reaches down to there.
+  if (page.expired || (!page.more && !page.complete)) {
+    const std::optional<EventKey> before =
+        page.expired ? cursor_key(q.cursor)
+        : page.count > 0 ? std::optional(key_of(ex.events_[page.count - 1]))
+                         : std::nullopt;
+    if (!from_history(ex, group, before, page.expired ? 0 : page.count, &page)) {
+      if (page.expired) {
+        return fail(ex, ResultCode::cursor_expired,
+                    "the lines before this cursor are no longer held (docs/API.md, statements)");
+      }
+    }
   }
   render_entries(ex.reply.body, group, ex.path_id_, std::span(ex.events_.data(), page.count),
                  page.more, page.complete);
   return finish(ex, 200);
+}
+
+// The statement's lines before `before` from the history store, after the `held`
+// lines the group gave (ex.events_): false when the store cannot give them (none, or
+// it has not yet reached the lines the group no longer holds: the page stays as it is).
+bool Service::from_history(Exchange& ex, u32 group, std::optional<EventKey> before, u32 held,
+                           EventPage* page) {
+  history::HistoryWorker* history = history_.load(std::memory_order_acquire);
+  if (history == nullptr || group >= history->groups() || !history->projecting(group)) {
+    return false;
+  }
+  // The store must hold every line before the page's oldest (the group holds the rest).
+  const u64 needed = before ? before->sequence : ex.group_->durable_sequence();
+  if (history->watermark(group) < needed) return false;
+  const u32 want = ex.page_.limit - held;
+  Result<std::vector<LedgerEvent>> stored =
+      want > 0 ? history->store().account_events(group, ex.path_id_, before, want + 1)
+               : Result<std::vector<LedgerEvent>>(std::vector<LedgerEvent>{});
+  if (!stored.ok()) {
+    PG_LOG_ERROR("event=history_read_failed message=\"{}\"", stored.status().message());
+    return false;
+  }
+  std::vector<LedgerEvent>& lines = stored.value();
+  // One more than asked says whether more follow.
+  const bool more = lines.size() > want || (want == 0 && !page->complete);
+  if (lines.size() > want) lines.resize(want);
+  ex.events_.resize(held + lines.size());
+  std::copy(lines.begin(), lines.end(), ex.events_.begin() + held);
+  page->count = held + static_cast<u32>(lines.size());
+  page->more = more;
+  page->expired = false;
+  page->unknown = false;
+  // The whole history: nothing more, and the store's history of the group is whole.
+  page->complete = !more && history->first_sequence(group) == 1;
+  return true;
 }
 
 }  // namespace paygate::api

@@ -3,6 +3,8 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <functional>
+#include <limits>
 
 #include <fmt/format.h>
 
@@ -443,21 +445,14 @@ Result<std::vector<EntryRow>> SqliteStore::entries(u64 account,
   return rows;
 }
 
-Result<std::vector<LedgerEvent>> SqliteStore::events(u32 group, std::optional<EventKey> after,
-                                                     u32 limit) {
-  std::lock_guard lock(read_mutex_);
-  Statement read(reader_,
-                 "SELECT sequence, idx, kind, id, debit, credit, amount, released, currency, "
-                 "owner, detail, at_ns FROM events WHERE grp = ?1 AND (sequence > ?2 OR "
-                 "(sequence = ?2 AND idx > ?3)) ORDER BY sequence, idx LIMIT ?4");
-  if (!read.ok()) return read_failed("read events");
-  // No cursor: from the first (a key before every event's).
-  const i64 sequence = after ? signed_of(after->sequence) : 0;
-  const i64 index = after ? i64{after->index} : -1;
-  read.bind(1, group).bind(2, sequence).bind(3, index).bind(4, limit);
+namespace {
+
+// Rows of `read` whose first twelve columns are an event's, in the events table's order.
+Result<std::vector<LedgerEvent>> read_events(Statement& read,
+                                             const std::function<Status()>& failed) {
   std::vector<LedgerEvent> out;
   for (int rc = read.step(); rc != SQLITE_DONE; rc = read.step()) {
-    if (rc != SQLITE_ROW) return read_failed("read events");
+    if (rc != SQLITE_ROW) return failed();
     LedgerEvent& e = out.emplace_back();
     e.sequence = static_cast<u64>(read.integer(0));
     e.index = static_cast<u32>(read.integer(1));
@@ -473,6 +468,41 @@ Result<std::vector<LedgerEvent>> SqliteStore::events(u32 group, std::optional<Ev
     e.timestamp_ns = static_cast<u64>(read.integer(11));
   }
   return out;
+}
+
+}  // namespace
+
+Result<std::vector<LedgerEvent>> SqliteStore::events(u32 group, std::optional<EventKey> after,
+                                                     u32 limit) {
+  std::lock_guard lock(read_mutex_);
+  Statement read(reader_,
+                 "SELECT sequence, idx, kind, id, debit, credit, amount, released, currency, "
+                 "owner, detail, at_ns FROM events WHERE grp = ?1 AND (sequence > ?2 OR "
+                 "(sequence = ?2 AND idx > ?3)) ORDER BY sequence, idx LIMIT ?4");
+  if (!read.ok()) return read_failed("read events");
+  // No cursor: from the first (a key before every event's).
+  const i64 sequence = after ? signed_of(after->sequence) : 0;
+  const i64 index = after ? i64{after->index} : -1;
+  read.bind(1, group).bind(2, sequence).bind(3, index).bind(4, limit);
+  return read_events(read, [&] { return read_failed("read events"); });
+}
+
+Result<std::vector<LedgerEvent>> SqliteStore::account_events(u32 group, u64 account,
+                                                             std::optional<EventKey> before,
+                                                             u32 limit) {
+  std::lock_guard lock(read_mutex_);
+  Statement read(reader_,
+                 "SELECT e.sequence, e.idx, e.kind, e.id, e.debit, e.credit, e.amount, "
+                 "e.released, e.currency, e.owner, e.detail, e.at_ns FROM entries n JOIN events e "
+                 "ON e.grp = ?1 AND e.sequence = n.sequence AND e.idx = n.idx "
+                 "WHERE n.account = ?2 AND (n.sequence < ?3 OR (n.sequence = ?3 AND n.idx < ?4)) "
+                 "ORDER BY n.sequence DESC, n.idx DESC LIMIT ?5");
+  if (!read.ok()) return read_failed("read a statement");
+  // No cursor: from the newest (a key after every event's).
+  const i64 sequence = before ? signed_of(before->sequence) : std::numeric_limits<i64>::max();
+  const i64 index = before ? i64{before->index} : 0;
+  read.bind(1, group).bind(2, signed_of(account)).bind(3, sequence).bind(4, index).bind(5, limit);
+  return read_events(read, [&] { return read_failed("read a statement"); });
 }
 
 Result<std::vector<AnnotationRow>> SqliteStore::annotations(u32 group, u64 sequence) {

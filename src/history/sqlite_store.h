@@ -111,6 +111,10 @@ class SqliteStore {
   Result<std::vector<AnnotationRow>> annotations(u32 group, u64 sequence);
   // The group's events after `after` (from its first when absent), in order.
   Result<std::vector<LedgerEvent>> events(u32 group, std::optional<EventKey> after, u32 limit);
+  // The events that moved `account` (a statement's lines: not its creation), newest
+  // first, before `before` (from the newest when absent).
+  Result<std::vector<LedgerEvent>> account_events(u32 group, u64 account,
+                                                  std::optional<EventKey> before, u32 limit);
   Result<u64> rows(const std::string& table);  // for tests and tools
   int schema_version() const noexcept { return schema_version_; }
   // Rows written (events, statement lines, annotations), for /metrics.

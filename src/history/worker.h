@@ -49,6 +49,12 @@ class HistoryWorker {
   u32 groups() const noexcept { return static_cast<u32>(projectors_.size()); }
   // How far group g's rows reach (every command up to it), for retention and readers.
   u64 watermark(u32 g) const noexcept { return floors_[g].value.load(std::memory_order_acquire); }
+  // The first sequence of group g the store holds (1: its whole history; 0: none or
+  // the store cannot say). Any thread.
+  u64 first_sequence(u32 g) {
+    const Result<u64> first = store_->first_sequence(g);
+    return first.ok() ? first.value() : 0;
+  }
   // Whether group g's history runs (its projector opened; else logged then).
   bool projecting(u32 g) const noexcept { return projectors_[g] != nullptr; }
   // How long group g's rows have been behind `durable` (0: they reach it).
