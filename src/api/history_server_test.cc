@@ -112,31 +112,37 @@ TEST_F(HistoryServerTest, StatementsAndEventsReachBackPastMemory) {
   ASSERT_TRUE(caught_up());
 
   // a's statement, newest first, page by page: 10,000 debits, then the funding credit.
-  std::string cursor;
-  u64 lines = 0;
-  bool complete = false;
-  i64 last_sequence = std::numeric_limits<i64>::max();
+  // Pages of 512 end exactly where memory does (it holds 8,192 of a's lines): the
+  // next page starts from the store.
+  i64 last_sequence = 0;
   std::string oldest;  // the cursor of the oldest line (the funding)
-  for (int page = 0; page < 100 && !complete; ++page) {
-    const HttpResponse r = merchant_request(
-        shop, "GET",
-        "/v1/accounts/" + a + "/entries?limit=1000" + (cursor.empty() ? "" : "&cursor=" + cursor));
-    ASSERT_EQ(r.status, 200u) << r.body.substr(0, 300);
-    for (int i = 0;; ++i) {
-      const std::string at = "/entries/" + std::to_string(i);
-      if (text_field(r.body, at + "/transfer_id") == "<missing>") break;
-      const i64 sequence = number_field(r.body, at + "/sequence");
-      EXPECT_LT(sequence, last_sequence) << "lines newest first, each once";
-      last_sequence = sequence;
-      oldest = text_field(r.body, at + "/cursor");
-      ++lines;
+  for (const int limit : {1000, 512}) {
+    std::string cursor;
+    u64 lines = 0;
+    bool complete = false;
+    last_sequence = std::numeric_limits<i64>::max();
+    for (int page = 0; page < 100 && !complete; ++page) {
+      const HttpResponse r =
+          merchant_request(shop, "GET",
+                           "/v1/accounts/" + a + "/entries?limit=" + std::to_string(limit) +
+                               (cursor.empty() ? "" : "&cursor=" + cursor));
+      ASSERT_EQ(r.status, 200u) << r.body.substr(0, 300);
+      for (int i = 0;; ++i) {
+        const std::string at = "/entries/" + std::to_string(i);
+        if (text_field(r.body, at + "/transfer_id") == "<missing>") break;
+        const i64 sequence = number_field(r.body, at + "/sequence");
+        EXPECT_LT(sequence, last_sequence) << "lines newest first, each once";
+        last_sequence = sequence;
+        oldest = text_field(r.body, at + "/cursor");
+        ++lines;
+      }
+      complete = r.body.find(R"("history_complete":true)") != std::string::npos;
+      if (r.body.find(R"("has_more":true)") == std::string::npos) break;
+      cursor = text_field(r.body, "/next_cursor");
     }
-    complete = r.body.find(R"("history_complete":true)") != std::string::npos;
-    if (r.body.find(R"("has_more":true)") == std::string::npos) break;
-    cursor = text_field(r.body, "/next_cursor");
+    EXPECT_EQ(lines, 10'001u) << "limit " << limit;
+    EXPECT_TRUE(complete) << "the statement reached the account's first line, limit " << limit;
   }
-  EXPECT_EQ(lines, 10'001u);
-  EXPECT_TRUE(complete) << "the statement reached the account's first line";
 
   // The feed after the funding (an operator's): past memory, from the store, in order.
   const HttpResponse older = admin_get("/v1/events?group=0&limit=10&after=" + oldest);
@@ -145,6 +151,41 @@ TEST_F(HistoryServerTest, StatementsAndEventsReachBackPastMemory) {
   EXPECT_GT(first, last_sequence);
   EXPECT_EQ(number_field(older.body, "/events/9/sequence") >= first, true);
   EXPECT_NE(older.body.find(R"("has_more":true)"), std::string::npos);
+}
+
+// A transfer between groups, answered from the store of the debit account's group,
+// names its own credit account (not the group's clearing account) and is visible to
+// the merchant it paid.
+class HistoryTwoGroupServerTest : public HistoryServerTest {
+ protected:
+  void SetUp() override {
+    extra_args_ = {"--groups", "2"};
+    HistoryServerTest::SetUp();
+  }
+};
+
+TEST_F(HistoryTwoGroupServerTest, ATransferBetweenGroupsKeepsItsCreditAccountInTheStore) {
+  const MerchantKeys first = merchant("First"), second = merchant("Second");
+  ASSERT_EQ(number_field(admin_get("/v1/merchants/" + second.id).body, "/group"), 1);
+  const std::string bank = system_account();
+  const std::string payer = account(first), payee = account(second);
+  fund(bank, payer, 100'000);
+  const HttpResponse sent =
+      admin_post("/v1/transfers", transfer_body(payer, payee, 300, R"(,"reference":"across")"));
+  ASSERT_EQ(sent.status, 201u) << sent.body;
+  const std::string id = text_field(sent.body, "/id");
+  // Push it out of its group's memory (64 recent transfers).
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_EQ(admin_post("/v1/transfers", transfer_body(payer, bank, 1)).status, 201u);
+  }
+  ASSERT_TRUE(caught_up());
+  for (const MerchantKeys* who : {&first, &second}) {
+    const HttpResponse got = merchant_request(*who, "GET", "/v1/transfers/" + id);
+    ASSERT_EQ(got.status, 200u) << got.body;
+    EXPECT_EQ(text_field(got.body, "/credit_account"), payee);
+    EXPECT_EQ(text_field(got.body, "/reference"), "across");
+    EXPECT_GT(number_field(got.body, "/as_of_sequence"), 0);
+  }
 }
 
 }  // namespace

@@ -227,8 +227,8 @@ class Service {
   static void annotate(Exchange& ex, journal::AnnotationKind kind, const std::string& text);
   static Request with_annotations(const Exchange& ex, Request request);
   static Transfer transfer_of(const history::TransferRow& row);
-  bool from_history(Exchange& ex, u32 group, std::optional<EventKey> before, u32 held,
-                    EventPage* page);
+  std::optional<bool> from_history(Exchange& ex, u32 group, std::optional<EventKey> before,
+                                   u32 held, EventPage* page);
   Group& key_home(const Exchange& ex) const;
   static bool carries_key(const Exchange& ex, const Request& request);
   u64 request_fingerprint(const Exchange& ex) const;

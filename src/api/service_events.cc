@@ -62,13 +62,21 @@ bool Service::read_events(Exchange& ex) {
     // Older than the group holds: the history store has them, if it reaches this far.
     history::HistoryWorker* history = history_.load(std::memory_order_acquire);
     const u32 group = ex.group_->config().ledger.prefix.group;
+    // Read before the store is: a store that catches up meanwhile still says more.
+    const bool store_behind =
+        history != nullptr && history->watermark(group) < ex.group_->durable_sequence();
     Result<std::vector<LedgerEvent>> stored =
         history != nullptr && history->projecting(group) && q.cursor &&
                 history->first_sequence(group) != 0 &&
                 q.cursor->key.sequence + 1 >= history->first_sequence(group)
-            ? history->store().events(group, cursor_key(q.cursor), static_cast<u32>(ex.events_.size()))
+            ? history->store().events(group, cursor_key(q.cursor),
+                                      static_cast<u32>(ex.events_.size()))
             : Result<std::vector<LedgerEvent>>(Status::not_found("no store"));
     if (!stored.ok()) {
+      if (stored.status().code() != StatusCode::not_found) {
+        PG_LOG_ERROR("event=history_read_failed message=\"{}\"", stored.status().message());
+        return fail(ex, ResultCode::not_durable, "the history store cannot be read now; retry");
+      }
       return fail(ex, ResultCode::cursor_expired,
                   "the events after this cursor are no longer held; start again without one "
                   "(docs/API.md, events)");
@@ -77,8 +85,7 @@ bool Service::read_events(Exchange& ex) {
     std::copy(events.begin(), events.end(), ex.events_.begin());
     page = EventPage{.count = static_cast<u32>(events.size()),
                      // A full page, or the store is behind what the group holds: read on.
-                     .more = events.size() == ex.events_.size() ||
-                             history->watermark(group) < ex.group_->durable_sequence()};
+                     .more = events.size() == ex.events_.size() || store_behind};
   }
   if (page.unknown) {
     return fail(ex, ResultCode::invalid_cursor, "the cursor is ahead of this group's stream");
@@ -127,11 +134,16 @@ bool Service::read_entries(Exchange& ex) {
   // Lines older than the group holds come from the history store: after the page's
   // oldest (or before an expired cursor), once the store reaches down to there.
   if (page.expired || (!page.more && !page.complete)) {
-    const std::optional<EventKey> before =
-        page.expired ? cursor_key(q.cursor)
-        : page.count > 0 ? std::optional(key_of(ex.events_[page.count - 1]))
-                         : std::nullopt;
-    if (!from_history(ex, group, before, page.expired ? 0 : page.count, &page)) {
+    // Before the page's oldest line, else before the cursor (its older lines may have
+    // left memory while the cursor's did not), else from the newest.
+    const std::optional<EventKey> before = !page.expired && page.count > 0
+                                               ? std::optional(key_of(ex.events_[page.count - 1]))
+                                               : cursor_key(q.cursor);
+    const std::optional<bool> served =
+        from_history(ex, group, before, page.expired ? 0 : page.count, &page);
+    if (!served)
+      return fail(ex, ResultCode::not_durable, "the history store cannot be read now; retry");
+    if (!*served) {
       if (page.expired) {
         return fail(ex, ResultCode::cursor_expired,
                     "the lines before this cursor are no longer held (docs/API.md, statements)");
@@ -145,9 +157,10 @@ bool Service::read_entries(Exchange& ex) {
 
 // The statement's lines before `before` from the history store, after the `held`
 // lines the group gave (ex.events_): false when the store cannot give them (none, or
-// it has not yet reached the lines the group no longer holds: the page stays as it is).
-bool Service::from_history(Exchange& ex, u32 group, std::optional<EventKey> before, u32 held,
-                           EventPage* page) {
+// it has not yet reached the lines the group no longer holds: the page stays as it
+// is); nothing when reading it failed.
+std::optional<bool> Service::from_history(Exchange& ex, u32 group, std::optional<EventKey> before,
+                                          u32 held, EventPage* page) {
   history::HistoryWorker* history = history_.load(std::memory_order_acquire);
   if (history == nullptr || group >= history->groups() || !history->projecting(group)) {
     return false;
@@ -156,16 +169,15 @@ bool Service::from_history(Exchange& ex, u32 group, std::optional<EventKey> befo
   const u64 needed = before ? before->sequence : ex.group_->durable_sequence();
   if (history->watermark(group) < needed) return false;
   const u32 want = ex.page_.limit - held;
+  // One more than asked says whether more follow (a full page asks for just that one).
   Result<std::vector<LedgerEvent>> stored =
-      want > 0 ? history->store().account_events(group, ex.path_id_, before, want + 1)
-               : Result<std::vector<LedgerEvent>>(std::vector<LedgerEvent>{});
+      history->store().account_events(group, ex.path_id_, before, want + 1);
   if (!stored.ok()) {
     PG_LOG_ERROR("event=history_read_failed message=\"{}\"", stored.status().message());
-    return false;
+    return std::nullopt;
   }
   std::vector<LedgerEvent>& lines = stored.value();
-  // One more than asked says whether more follow.
-  const bool more = lines.size() > want || (want == 0 && !page->complete);
+  const bool more = lines.size() > want;
   if (lines.size() > want) lines.resize(want);
   ex.events_.resize(held + lines.size());
   std::copy(lines.begin(), lines.end(), ex.events_.begin() + held);

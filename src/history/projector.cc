@@ -56,12 +56,10 @@ class Projector::Sink final : public LedgerEventSink {
       case LedgerEventKind::account_created:
         break;
     }
+    // Both sides have the line, as the group's statements do (a hold placed, voided or
+    // expired moves nothing on the credit side: a line of 0).
     line(event, event.debit_account_id, 0, debit, held);
-    if (event.kind != LedgerEventKind::transfer_pending &&
-        event.kind != LedgerEventKind::pending_voided &&
-        event.kind != LedgerEventKind::pending_expired) {
-      line(event, event.credit_account_id, 1, credit, 0);
-    }
+    line(event, event.credit_account_id, 1, credit, 0);
   }
   u64 mark() const noexcept override { return p_.batch_.events.size(); }
   void rewind(u64 mark) noexcept override {

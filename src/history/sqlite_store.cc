@@ -422,8 +422,8 @@ Result<std::vector<EntryRow>> SqliteStore::entries(u64 account,
   std::lock_guard lock(read_mutex_);
   Statement read(reader_,
                  "SELECT sequence, idx, transfer, kind, amount, held, balance, available, at_ns "
-                 "FROM entries WHERE account = ?1 AND (sequence < ?2 OR (sequence = ?2 AND idx < "
-                 "?3)) ORDER BY sequence DESC, idx DESC, side DESC LIMIT ?4");
+                 "FROM entries WHERE account = ?1 AND (sequence, idx) < (?2, ?3) "
+                 "ORDER BY sequence DESC, idx DESC, side DESC LIMIT ?4");
   if (!read.ok()) return read_failed("read entries");
   const auto [sequence, index] = before.value_or(std::pair<u64, u32>{~u64{0} >> 1, 0});
   read.bind(1, signed_of(account)).bind(2, signed_of(sequence)).bind(3, index).bind(4, limit);
@@ -477,8 +477,8 @@ Result<std::vector<LedgerEvent>> SqliteStore::events(u32 group, std::optional<Ev
   std::lock_guard lock(read_mutex_);
   Statement read(reader_,
                  "SELECT sequence, idx, kind, id, debit, credit, amount, released, currency, "
-                 "owner, detail, at_ns FROM events WHERE grp = ?1 AND (sequence > ?2 OR "
-                 "(sequence = ?2 AND idx > ?3)) ORDER BY sequence, idx LIMIT ?4");
+                 "owner, detail, at_ns FROM events WHERE grp = ?1 AND (sequence, idx) > (?2, ?3) "
+                 "ORDER BY sequence, idx LIMIT ?4");
   if (!read.ok()) return read_failed("read events");
   // No cursor: from the first (a key before every event's).
   const i64 sequence = after ? signed_of(after->sequence) : 0;
@@ -495,7 +495,7 @@ Result<std::vector<LedgerEvent>> SqliteStore::account_events(u32 group, u64 acco
                  "SELECT e.sequence, e.idx, e.kind, e.id, e.debit, e.credit, e.amount, "
                  "e.released, e.currency, e.owner, e.detail, e.at_ns FROM entries n JOIN events e "
                  "ON e.grp = ?1 AND e.sequence = n.sequence AND e.idx = n.idx "
-                 "WHERE n.account = ?2 AND (n.sequence < ?3 OR (n.sequence = ?3 AND n.idx < ?4)) "
+                 "WHERE n.account = ?2 AND (n.sequence, n.idx) < (?3, ?4) "
                  "ORDER BY n.sequence DESC, n.idx DESC LIMIT ?5");
   if (!read.ok()) return read_failed("read a statement");
   // No cursor: from the newest (a key after every event's).
