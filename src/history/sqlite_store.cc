@@ -1,6 +1,12 @@
 #include "history/sqlite_store.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <algorithm>
 #include <functional>
@@ -121,6 +127,15 @@ const char* status_after(LedgerEventKind kind) noexcept {
 Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::filesystem::path& file) {
   std::unique_ptr<SqliteStore> store(new SqliteStore());
   store->file_ = file;
+  // 0600, as every file of the data directory (it holds what callers sent); SQLite
+  // gives its -wal and -shm files the database file's mode.
+  const int fd = ::open(file.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return Status::io_error(
+        fmt::format("history store {}: cannot open: {}", file.string(), std::strerror(errno)));
+  }
+  ::fchmod(fd, 0600);
+  ::close(fd);
   const int rc =
       sqlite3_open_v2(file.c_str(), &store->db_,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);

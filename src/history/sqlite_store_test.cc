@@ -31,6 +31,9 @@ TEST(SqliteStore, MigratesOnceAndRefusesANewerSchema) {
     ASSERT_TRUE(store.ok()) << store.status().to_string();
     EXPECT_EQ(store.value()->schema_version(), kSchemaVersion);
     EXPECT_EQ(store.value()->rows("schema_migrations").value(), u64{kSchemaVersion});
+    // Its files are the server's alone, as every file of the data directory.
+    EXPECT_EQ(std::filesystem::status(file).permissions() & std::filesystem::perms::all,
+              std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
   }
   {
     auto again = SqliteStore::open(file);
