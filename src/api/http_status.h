@@ -99,6 +99,7 @@ constexpr unsigned http_status(ResultCode code) noexcept {
     case ResultCode::replay_cache_full:
     case ResultCode::overloaded:
     case ResultCode::not_durable:
+    case ResultCode::history_behind:
     case ResultCode::shutting_down:
     case ResultCode::not_ready:
       return 503;

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "api/server_fixture.h"
 
@@ -203,7 +204,8 @@ TEST_F(OrderServerTest, ShortOfFundsOrCancelledNothingMoves) {
                                         R"({"merchant_ref":"x","amount":5,"currency":"USD"})")),
             "operator_only");
   EXPECT_EQ(admin_get("/v1/orders/ord_0000000000000999").status, 404u);
-  EXPECT_EQ(client_->request("GET", "/v1/orders", admin()).status, 501u);
+  EXPECT_EQ(error_code(client_->request("GET", "/v1/orders?status=paid", admin())),
+            "invalid_field");
   // Another order's signature is no signature for this one; a balance checkout of an
   // unfunded account moves nothing.
   const HttpResponse other = create("y", 5);
@@ -562,10 +564,12 @@ TEST_F(OrderTwoGroupServerTest, AProvidersOrdersClearInTheOrdersOwnGroup) {
   EXPECT_EQ(balance(far_account), 530);
 }
 
+// Without the history store (with it, an order that left memory is read from there:
+// OrderServerTest.AnOrderThatLeftMemoryIsReadFromTheStore).
 class ShortRetentionServerTest : public OrderServerTest {
  protected:
   void SetUp() override {
-    config_ = "[orders]\nfinal_retained_s = 1\n";
+    config_ = "[orders]\nfinal_retained_s = 1\n[history]\nenabled = false\n";
     OrderServerTest::SetUp();
   }
 };
@@ -627,6 +631,149 @@ TEST_F(OrderServerTest, AJournalKeepsItsOrderSettings) {
   EXPECT_FALSE(server_.start(dir_.path() / "data", test_config("[orders]\nfinal_retained_s = 5\n"),
                              extra_args_));
   EXPECT_NE(server_.log().find("final_retained_s 3600"), std::string::npos) << server_.log();
+}
+
+}  // namespace
+}  // namespace paygate::api
+
+namespace paygate::api {
+namespace {
+
+// The ids of a page of GET /v1/orders, in order.
+std::vector<std::string> listed_ids(const HttpResponse& r) {
+  std::vector<std::string> ids;
+  for (int i = 0;; ++i) {
+    const std::string id = text_field(r.body, "/data/" + std::to_string(i) + "/id");
+    if (id == "<missing>" || id == "<not json>") return ids;
+    ids.push_back(id);
+  }
+}
+
+// GET /v1/orders from the history store: newest first, filtered, paged, each merchant
+// its own, waiting (bounded) for a sequence the caller saw; across a kill -9.
+TEST_F(OrderServerTest, OrdersAreListedFromTheHistoryStore) {
+  std::vector<std::string> ids, signatures;
+  for (int i = 0; i < 5; ++i) {
+    const HttpResponse made = create("list-" + std::to_string(i), 10 + i,
+                                     R"(,"description":"n)" + std::to_string(i) + R"(")");
+    ASSERT_EQ(made.status, 201u) << made.body;
+    ids.push_back(text_field(made.body, "/id"));
+    signatures.push_back(text_field(made.body, "/signature"));
+  }
+  for (const int i : {1, 3}) {
+    ASSERT_EQ(merchant_request(shop_, "POST", "/v1/orders/" + ids[i] + "/cancel", "{}").status,
+              200u);
+  }
+  // A sequence the client has seen (here the group's durable one, from /metrics): the
+  // list waits until the store reflects it.
+  const std::string group =
+      std::to_string(number_field(admin_get("/v1/merchants/" + shop_.id).body, "/group"));
+  const u64 seen = metric(R"(paygate_group_durable_sequence{group=")" + group + R"("})");
+  const HttpResponse all =
+      merchant_request(shop_, "GET", "/v1/orders?min_sequence=" + std::to_string(seen));
+  ASSERT_EQ(all.status, 200u) << all.body;
+  EXPECT_GE(number_field(all.body, "/as_of_sequence"), static_cast<i64>(seen));
+  EXPECT_EQ(listed_ids(all), (std::vector<std::string>{ids[4], ids[3], ids[2], ids[1], ids[0]}));
+  EXPECT_EQ(text_field(all.body, "/object"), "list");
+  EXPECT_EQ(text_field(all.body, "/data/0/merchant_ref"), "list-4");
+  EXPECT_EQ(text_field(all.body, "/data/0/description"), "n4");
+  EXPECT_EQ(text_field(all.body, "/data/0/signature"), signatures[4]);
+  EXPECT_EQ(text_field(all.body, "/data/0/status"), "created");
+  EXPECT_EQ(text_field(all.body, "/data/1/status"), "cancelled");
+  EXPECT_EQ(text_field(all.body, "/has_more"), "<missing>");  // a boolean
+  EXPECT_NE(all.body.find(R"("has_more":false)"), std::string::npos);
+
+  const auto list = [&](const MerchantKeys& who, const std::string& query) {
+    return merchant_request(who, "GET", "/v1/orders?" + query);
+  };
+  EXPECT_EQ(listed_ids(list(shop_, "status=cancelled")),
+            (std::vector<std::string>{ids[3], ids[1]}));
+  EXPECT_EQ(listed_ids(list(shop_, "merchant_ref=list-2")), (std::vector<std::string>{ids[2]}));
+  const i64 created = number_field(all.body, "/data/0/created_at");
+  EXPECT_EQ(listed_ids(list(shop_, "created_from=" + std::to_string(created + 3600))).size(), 0u);
+  EXPECT_EQ(listed_ids(list(shop_, "created_to=" + std::to_string(created + 3600))).size(), 5u);
+  // Pages of two, each continuing after the last of the one before.
+  std::vector<std::string> walked;
+  std::string cursor;
+  for (int page = 0; page < 5; ++page) {
+    const HttpResponse r = list(shop_, "limit=2" + (cursor.empty() ? "" : "&cursor=" + cursor));
+    ASSERT_EQ(r.status, 200u) << r.body;
+    for (const std::string& id : listed_ids(r))
+      walked.push_back(id);
+    if (r.body.find(R"("has_more":true)") == std::string::npos) break;
+    cursor = text_field(r.body, "/next_cursor");
+  }
+  EXPECT_EQ(walked, (std::vector<std::string>{ids[4], ids[3], ids[2], ids[1], ids[0]}));
+
+  // Each merchant its own; an operator anyone's.
+  const MerchantKeys other = merchant("Other");
+  EXPECT_EQ(listed_ids(list(other, "")).size(), 0u);
+  EXPECT_EQ(error_code(list(other, "merchant=" + shop_.id)), "merchant_not_found");
+  EXPECT_EQ(error_code(list(other, "cursor=" + ids[2])), "invalid_cursor");
+  EXPECT_EQ(error_code(list(shop_, "cursor=ord_0000000000000999")), "invalid_cursor");
+  const HttpResponse by_operator = client_->request(
+      "GET", "/v1/orders?merchant=" + shop_.id + "&min_sequence=" + std::to_string(seen), admin());
+  EXPECT_EQ(listed_ids(by_operator).size(), 5u) << by_operator.body;
+  EXPECT_EQ(error_code(client_->request("GET", "/v1/orders?min_sequence=1", admin())),
+            "invalid_field");  // a sequence is one group's: name the merchant
+  // A sequence the store does not reach within the wait: 503, retry.
+  const HttpResponse behind = list(shop_, "min_sequence=" + std::to_string(seen + 1'000'000));
+  EXPECT_EQ(behind.status, 503u);
+  EXPECT_EQ(error_code(behind), "history_behind");
+
+  // kill -9: the store is the same, each order once; new orders join it.
+  restart(SIGKILL);
+  ASSERT_EQ(create("list-5", 15).status, 201u);
+  const u64 now = metric(R"(paygate_group_durable_sequence{group=")" + group + R"("})");
+  const std::vector<std::string> after =
+      listed_ids(list(shop_, "min_sequence=" + std::to_string(now)));
+  ASSERT_EQ(after.size(), 6u);
+  EXPECT_EQ(std::vector<std::string>(after.begin() + 1, after.end()),
+            (std::vector<std::string>{ids[4], ids[3], ids[2], ids[1], ids[0]}));
+}
+
+class ArchivingServerTest : public OrderServerTest {
+ protected:
+  void SetUp() override {
+    config_ = "[orders]\nfinal_retained_s = 1\n";
+    OrderServerTest::SetUp();
+  }
+};
+
+// A final order that has left the engine's memory is read from the history store (not
+// 410), with what its request said and every step it took; steps on it stay refused.
+TEST_F(ArchivingServerTest, AnOrderThatLeftMemoryIsReadFromTheStore) {
+  const HttpResponse made =
+      create("gone-1", 40, R"(,"description":"a lamp","metadata":{"sku":"l1"})");
+  ASSERT_EQ(made.status, 201u) << made.body;
+  const std::string id = text_field(made.body, "/id");
+  ASSERT_EQ(checkout_wallet(payer_, id, text_field(made.body, "/signature"), wallet_).status, 200u);
+  // Past its retention (the group's ticks move time on), it is answered from the store.
+  HttpResponse read;
+  for (auto deadline = std::chrono::steady_clock::now() + 60s;
+       std::chrono::steady_clock::now() < deadline; std::this_thread::sleep_for(100ms)) {
+    read = merchant_request(shop_, "GET", "/v1/orders/" + id);
+    if (number_field(read.body, "/as_of_sequence") > 0) break;
+  }
+  ASSERT_EQ(read.status, 200u) << read.body;
+  EXPECT_GT(number_field(read.body, "/as_of_sequence"), 0) << read.body;
+  EXPECT_EQ(text_field(read.body, "/status"), "success");
+  EXPECT_EQ(text_field(read.body, "/merchant_ref"), "gone-1");
+  EXPECT_EQ(text_field(read.body, "/description"), "a lamp");
+  EXPECT_EQ(text_field(read.body, "/metadata/sku"), "l1");
+  EXPECT_EQ(text_field(read.body, "/payer_account"), wallet_);
+  EXPECT_EQ(text_field(read.body, "/signature"), text_field(made.body, "/signature"));
+  // Its payer sees it too; another merchant does not.
+  EXPECT_EQ(merchant_request(payer_, "GET", "/v1/orders/" + id).status, 200u);
+  EXPECT_EQ(merchant_request(merchant("Other"), "GET", "/v1/orders/" + id).status, 404u);
+  // A step needs the order in memory: refunds of an archived order stay refused.
+  EXPECT_EQ(error_code(merchant_request(shop_, "POST", "/v1/orders/" + id + "/refunds", "{}")),
+            "order_archived");
+  EXPECT_EQ(balance(wallet_), 960);
+  restart(SIGKILL);
+  const HttpResponse again = merchant_request(shop_, "GET", "/v1/orders/" + id);
+  EXPECT_EQ(again.status, 200u) << again.body;
+  EXPECT_EQ(text_field(again.body, "/merchant_ref"), "gone-1");
 }
 
 }  // namespace

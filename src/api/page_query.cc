@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "api/id_text.h"
 #include "base/ids.h"
 
 namespace paygate::api {
@@ -18,6 +19,53 @@ std::optional<T> decimal(std::string_view text, T max) noexcept {
   const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (error != std::errc{} || end != text.data() + text.size() || value > max) return std::nullopt;
   return value;
+}
+
+// Calls visit(name, value) for each name=value of the query part of `target`, until
+// one answers a problem.
+template <typename Visit>
+Problem for_each_parameter(std::string_view target, Visit&& visit) {
+  const std::size_t question = target.find('?');
+  if (question == std::string_view::npos) return {};
+  std::string_view rest = target.substr(question + 1);
+  while (!rest.empty()) {
+    const std::size_t amp = rest.find('&');
+    const std::string_view pair = rest.substr(0, amp);
+    rest = amp == std::string_view::npos ? std::string_view{} : rest.substr(amp + 1);
+    if (pair.empty()) continue;  // "a=1&&b=2", a trailing '&': nothing there
+    const std::size_t equals = pair.find('=');
+    const std::string_view name = pair.substr(0, equals);
+    const std::string_view value =
+        equals == std::string_view::npos ? std::string_view{} : pair.substr(equals + 1);
+    if (Problem problem = visit(name, value); problem.code != ResultCode::ok) return problem;
+  }
+  return {};
+}
+
+Problem refusal(std::string_view name, ResultCode code, std::string_view why) {
+  return Problem{code, fmt::format("query parameter \"{}\" {}", name.substr(0, 64), why)};
+}
+
+// application/x-www-form-urlencoded: %XX and '+' for a space; nullopt if malformed.
+std::optional<std::string> form_decoded(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '+') {
+      out.push_back(' ');
+    } else if (text[i] != '%') {
+      out.push_back(text[i]);
+    } else {
+      u8 byte = 0;
+      if (i + 2 >= text.size()) return std::nullopt;
+      const auto [end, error] = std::from_chars(text.data() + i + 1, text.data() + i + 3, byte, 16);
+      // NUL is in no text field (request_decoder.h).
+      if (error != std::errc{} || end != text.data() + i + 3 || byte == 0) return std::nullopt;
+      out.push_back(static_cast<char>(byte));
+      i += 2;
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -40,22 +88,11 @@ std::string cursor_text(const Cursor& cursor) {
 
 Problem parse_page_query(std::string_view target, PageRoute route, PageQuery* out) {
   *out = PageQuery{};
-  const std::size_t question = target.find('?');
-  if (question == std::string_view::npos) return {};
-  std::string_view rest = target.substr(question + 1);
   const std::string_view cursor_name = route == PageRoute::events ? "after" : "cursor";
   bool seen_limit = false;
-  while (!rest.empty()) {
-    const std::size_t amp = rest.find('&');
-    const std::string_view pair = rest.substr(0, amp);
-    rest = amp == std::string_view::npos ? std::string_view{} : rest.substr(amp + 1);
-    if (pair.empty()) continue;  // "a=1&&b=2", a trailing '&': nothing there
-    const std::size_t equals = pair.find('=');
-    const std::string_view name = pair.substr(0, equals);
-    const std::string_view value =
-        equals == std::string_view::npos ? std::string_view{} : pair.substr(equals + 1);
+  return for_each_parameter(target, [&](std::string_view name, std::string_view value) {
     const auto refuse = [&](ResultCode code, std::string_view why) {
-      return Problem{code, fmt::format("query parameter \"{}\" {}", name.substr(0, 64), why)};
+      return refusal(name, code, why);
     };
     if (name == "limit") {
       if (seen_limit) return refuse(ResultCode::invalid_field, "is given twice");
@@ -78,8 +115,69 @@ Problem parse_page_query(std::string_view target, PageRoute route, PageQuery* ou
     } else {
       return refuse(ResultCode::invalid_field, "is not known here");
     }
-  }
-  return {};
+    return Problem{};
+  });
+}
+
+Problem parse_order_list_query(std::string_view target, OrderListQuery* out) {
+  *out = OrderListQuery{};
+  bool seen_limit = false;
+  return for_each_parameter(target, [&](std::string_view name, std::string_view value) {
+    const auto refuse = [&](ResultCode code, std::string_view why) {
+      return refusal(name, code, why);
+    };
+    // Each parameter once: a second would be a guess at which one was meant.
+    const auto once = [&](auto& field) {
+      return field.has_value() ? refuse(ResultCode::invalid_field, "is given twice") : Problem{};
+    };
+    const auto seconds = [&](std::optional<u64>& field) {
+      if (Problem p = once(field); !p.ok()) return p;
+      field = decimal<u64>(value, u64{1} << 33);  // Unix seconds, past year 2200
+      if (!field) return refuse(ResultCode::invalid_field, "must be a time in Unix seconds");
+      return Problem{};
+    };
+    if (name == "limit") {
+      if (seen_limit) return refuse(ResultCode::invalid_field, "is given twice");
+      seen_limit = true;
+      const auto limit = decimal<u32>(value, kPageMax);
+      if (!limit || *limit == 0) {
+        return refuse(ResultCode::invalid_field, fmt::format("must be 1 to {}", kPageMax));
+      }
+      out->limit = *limit;
+    } else if (name == "status") {
+      if (Problem p = once(out->status); !p.ok()) return p;
+      for (u8 s = 1; s <= static_cast<u8>(OrderStatus::exception_checkout); ++s) {
+        if (paygate::name(static_cast<OrderStatus>(s)) == value)
+          out->status = static_cast<OrderStatus>(s);
+      }
+      if (!out->status) return refuse(ResultCode::invalid_field, "is not an order status");
+    } else if (name == "created_from") {
+      return seconds(out->created_from_s);
+    } else if (name == "created_to") {
+      return seconds(out->created_to_s);
+    } else if (name == "merchant_ref") {
+      if (Problem p = once(out->merchant_ref); !p.ok()) return p;
+      out->merchant_ref = form_decoded(value);
+      if (!out->merchant_ref || out->merchant_ref->empty()) {
+        return refuse(ResultCode::invalid_field, "must be a form-encoded, non-empty text");
+      }
+    } else if (name == "merchant") {
+      if (Problem p = once(out->merchant); !p.ok()) return p;
+      out->merchant = parse_any_principal_id(value);
+      if (!out->merchant) return refuse(ResultCode::invalid_field, "is not a principal's id");
+    } else if (name == "cursor") {
+      if (out->cursor) return refuse(ResultCode::invalid_cursor, "is given twice");
+      out->cursor = parse_id(IdKind::order, value);
+      if (!out->cursor) return refuse(ResultCode::invalid_cursor, "is not an order's id");
+    } else if (name == "min_sequence") {
+      if (Problem p = once(out->min_sequence); !p.ok()) return p;
+      out->min_sequence = decimal<u64>(value, ~u64{0} >> 1);
+      if (!out->min_sequence) return refuse(ResultCode::invalid_field, "must be a sequence number");
+    } else {
+      return refuse(ResultCode::invalid_field, "is not known here");
+    }
+    return Problem{};
+  });
 }
 
 }  // namespace paygate::api

@@ -14,6 +14,7 @@
 
 #include "api/request_decoder.h"
 #include "base/types.h"
+#include "orders/order_book.h"
 #include "pipeline/event_log.h"
 
 namespace paygate::api {
@@ -40,6 +41,21 @@ enum class PageRoute : u8 {
 
 // Parses the query part of `target` (everything after '?'; none is fine).
 Problem parse_page_query(std::string_view target, PageRoute route, PageQuery* out);
+
+// GET /v1/orders?status=&created_from=&created_to=&merchant_ref=&merchant=&limit=&cursor=
+//               &min_sequence= (docs/API.md, "Listing orders"). Times are Unix seconds;
+// the cursor is the last order of the page before ("ord_…"); merchant_ref is
+// form-encoded (%XX, '+' a space).
+struct OrderListQuery {
+  u32 limit = kPageDefault;
+  std::optional<OrderStatus> status;
+  std::optional<u64> created_from_s, created_to_s;
+  std::optional<std::string> merchant_ref;
+  std::optional<u64> merchant;  // a principal's id
+  std::optional<u64> cursor;    // an order's id
+  std::optional<u64> min_sequence;
+};
+Problem parse_order_list_query(std::string_view target, OrderListQuery* out);
 
 std::optional<Cursor> parse_cursor(std::string_view text) noexcept;
 std::string cursor_text(const Cursor& cursor);

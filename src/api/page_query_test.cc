@@ -73,5 +73,46 @@ TEST(PageQuery, RefusesWhatItDoesNotUnderstand) {
   }
 }
 
+TEST(OrderListQuery, ReadsEveryParameter) {
+  OrderListQuery q;
+  ASSERT_TRUE(parse_order_list_query("/v1/orders", &q).ok());
+  EXPECT_EQ(q.limit, kPageDefault);
+  EXPECT_FALSE(q.status || q.created_from_s || q.created_to_s || q.merchant_ref || q.merchant ||
+               q.cursor || q.min_sequence);
+  ASSERT_TRUE(parse_order_list_query("/v1/orders?status=exception_checkout&created_from=10&"
+                                     "created_to=20&merchant_ref=a%2Bb+c%25&limit=5&"
+                                     "cursor=ord_0001000000000007&merchant=mer_0000000000000003&"
+                                     "min_sequence=42",
+                                     &q)
+                  .ok());
+  EXPECT_EQ(q.status, OrderStatus::exception_checkout);
+  EXPECT_EQ(q.created_from_s, 10u);
+  EXPECT_EQ(q.created_to_s, 20u);
+  EXPECT_EQ(q.merchant_ref, "a+b c%");
+  EXPECT_EQ(q.limit, 5u);
+  EXPECT_EQ(q.cursor, 0x0001000000000007u);
+  EXPECT_EQ(q.merchant, 3u);
+  EXPECT_EQ(q.min_sequence, 42u);
+}
+
+TEST(OrderListQuery, RefusesWhatItDoesNotUnderstand) {
+  for (const char* target :
+       {"/v1/orders?status=paid", "/v1/orders?status=success&status=failed",
+        "/v1/orders?created_from=-1", "/v1/orders?created_to=soon", "/v1/orders?merchant_ref=",
+        "/v1/orders?merchant_ref=%zz", "/v1/orders?merchant_ref=%4", "/v1/orders?merchant_ref=a%00",
+        "/v1/orders?merchant=acc_0001000000000005", "/v1/orders?limit=0", "/v1/orders?limit=1001",
+        "/v1/orders?min_sequence=x", "/v1/orders?group=1", "/v1/orders?after=0.1.0"}) {
+    OrderListQuery q;
+    const Problem p = parse_order_list_query(target, &q);
+    EXPECT_EQ(p.code, ResultCode::invalid_field) << target;
+  }
+  for (const char* target :
+       {"/v1/orders?cursor=0.1.2", "/v1/orders?cursor=acc_0001000000000005",
+        "/v1/orders?cursor=ord_0001000000000007&cursor=ord_0001000000000008"}) {
+    OrderListQuery q;
+    EXPECT_EQ(parse_order_list_query(target, &q).code, ResultCode::invalid_cursor) << target;
+  }
+}
+
 }  // namespace
 }  // namespace paygate::api

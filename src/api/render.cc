@@ -245,9 +245,10 @@ void render_withdrawal(std::string& out, const Transfer& hold, u64 provider,
   json.end_object();
 }
 
-void render_order(std::string& out, const Order& o, std::string_view signature, u64 provider,
-                  const OrderCreate* created) {
-  JsonWriter json(out);
+namespace {
+
+void write_order(JsonWriter& json, const Order& o, std::string_view signature, u64 provider,
+                 const OrderCreate* created, u64 as_of_sequence) {
   json.begin_object();
   json.key("id").id(IdKind::order, o.id);
   json.key("object").string("order");
@@ -280,13 +281,43 @@ void render_order(std::string& out, const Order& o, std::string_view signature, 
         .string(o.resolution == OrderResolution::accepted ? "accepted" : "rejected");
   }
   if (created != nullptr) {
-    json.key("merchant_ref").string(created->merchant_ref);
+    // (Empty only for an order the history store has no request of.)
+    if (!created->merchant_ref.empty()) json.key("merchant_ref").string(created->merchant_ref);
     if (!created->description.empty()) json.key("description").string(created->description);
     if (!created->metadata.empty()) json.key("metadata").raw(created->metadata);
     if (!created->ipn_url.empty()) json.key("ipn_url").string(created->ipn_url);
     if (!created->callback_url.empty()) json.key("callback_url").string(created->callback_url);
   }
   json.key("signature").string(signature);
+  if (as_of_sequence != 0) json.key("as_of_sequence").unsigned_number(as_of_sequence);
+  json.end_object();
+}
+
+}  // namespace
+
+void render_order(std::string& out, const Order& o, std::string_view signature, u64 provider,
+                  const OrderCreate* created, u64 as_of_sequence) {
+  JsonWriter json(out);
+  write_order(json, o, signature, provider, created, as_of_sequence);
+}
+
+void render_order_list(std::string& out, std::span<const ListedOrder> orders, bool more,
+                       u64 as_of_sequence) {
+  JsonWriter json(out);
+  json.begin_object();
+  json.key("object").string("list");
+  json.key("data").begin_array();
+  for (const ListedOrder& o : orders)
+    write_order(json, o.order, o.signature, o.provider, &o.said, 0);
+  json.end_array();
+  json.key("has_more").boolean(more);
+  json.key("next_cursor");
+  if (more && !orders.empty()) {
+    json.id(IdKind::order, orders.back().order.id);
+  } else {
+    json.null();
+  }
+  if (as_of_sequence != 0) json.key("as_of_sequence").unsigned_number(as_of_sequence);
   json.end_object();
 }
 

@@ -44,8 +44,20 @@ void render_withdrawal(std::string& out, const Transfer& hold, u64 provider,
 // An order (docs/API.md, "Orders"), with its signature and the provider it was routed
 // to (0: none); `created`: the request that made it, whose fields the ledger does not
 // keep (shown in the creation's answer).
+// `as_of_sequence`: answered from the history store, what it reflects (0: from memory).
 void render_order(std::string& out, const Order& order, std::string_view signature, u64 provider,
-                  const OrderCreate* created = nullptr);
+                  const OrderCreate* created = nullptr, u64 as_of_sequence = 0);
+// A page of GET /v1/orders: each order as GET /v1/orders/{id} shows it.
+struct ListedOrder {
+  Order order;
+  std::string signature;
+  u64 provider = 0;
+  OrderCreate said;
+};
+// `next`: the cursor of the next page (when `more`); `as_of_sequence`: what the page
+// reflects of the one group it read (0: several groups).
+void render_order_list(std::string& out, std::span<const ListedOrder> orders, bool more,
+                       u64 as_of_sequence);
 // A refund of `order` (as it is after it): the transfer that moved it back.
 void render_refund(std::string& out, const Order& order, u64 transfer, u64 amount,
                    std::string_view reason);

@@ -504,9 +504,7 @@ bool Service::step(Exchange& ex) {
     case Route::orders_create:
       return create_order(ex);
     case Route::orders_list:
-      return fail(ex, ResultCode::not_implemented,
-                  "listing orders needs the history store (docs/ORDERS.md, not yet); read one "
-                  "order with GET /v1/orders/{id}");
+      return list_orders(ex);
     case Route::orders_get:
       return get_order(ex);
     case Route::orders_checkout:

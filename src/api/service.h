@@ -123,6 +123,7 @@ class Exchange final : public Completion {
   WithdrawalResult withdrawal_result_;  // also an order's result
   OrderCreate order_create_;
   OrderStep order_step_;
+  OrderListQuery order_list_;
   Order order_;
   Order order_seen_;          // as it was before the step in flight
   bool order_stale_ = false;  // the answer's order is order_seen_ moved on by the step
@@ -263,6 +264,10 @@ class Service {
   bool pending_action(Exchange& ex);
   bool create_order(Exchange& ex);
   bool get_order(Exchange& ex);
+  // From the history store (service_order_list.cc).
+  bool list_orders(Exchange& ex);
+  // An order that has left memory, as the store keeps it; nullopt: the store has none.
+  std::optional<bool> order_from_history(Exchange& ex);
   // checkout, result, resolve, cancel, refunds: look the order up, check who may, then
   // one command of its group.
   bool order_step(Exchange& ex);

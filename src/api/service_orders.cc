@@ -297,6 +297,9 @@ bool Service::create_order(Exchange& ex) {
 
 bool Service::get_order(Exchange& ex) {
   if (ex.step_ == 0) return lookup_order(ex, /*last_step=*/true);
+  if (!ex.outcome_.found && ex.outcome_.archived) {
+    if (const std::optional<bool> answered = order_from_history(ex)) return *answered;
+  }
   if (!ex.outcome_.found) return fail_order_lookup(ex);
   if (!visible_order(ex, ex.order_)) return fail(ex, ResultCode::order_not_found, "no such order");
   const std::optional<u64> provider = ex.order_.provider_account.value != 0

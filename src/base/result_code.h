@@ -79,6 +79,7 @@ namespace paygate {
   X(not_implemented, 114)                                    \
   X(cursor_expired, 115)                                     \
   X(outcome_expired, 116)                                    \
+  X(history_behind, 117)                                     \
   X(missing_credentials, 120)                                \
   X(invalid_credentials, 121)                                \
   X(invalid_signature, 122)                                  \

@@ -12,7 +12,7 @@ namespace paygate::history {
 // the group's own accounts (balances read from the ledger: events come after the
 // change they tell of). Allocation is amortized: this is the projector's ledger,
 // not the group's.
-class Projector::Sink final : public LedgerEventSink {
+class Projector::Sink final : public LedgerEventSink, public OrderObserver {
  public:
   explicit Sink(Projector& projector) : p_(projector) {}
 
@@ -69,6 +69,11 @@ class Projector::Sink final : public LedgerEventSink {
     entries_at_.resize(mark);
     made_at_.resize(mark);
     p_.batch_.events.resize(mark);
+  }
+  // An order's change (order commands are never in atomic batches: nothing to rewind).
+  void order_changed(const Order& order, Stamp at, bool made) noexcept override {
+    p_.batch_.orders.push_back(OrderChange{
+        .sequence = at.sequence, .at_ns = at.timestamp_ns, .created = made, .order = order});
   }
   void flushed() noexcept {  // the batch was written
     entries_at_.clear();
@@ -157,6 +162,7 @@ Result<std::unique_ptr<Projector>> Projector::open(const ProjectorConfig& config
     }
   }
   p->ledger_->set_event_sink(p->sink_.get());
+  p->ledger_->set_order_observer(p->sink_.get());
   return p;
 }
 

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
+#include <functional>
 #include <map>
 
 #include "pipeline/group_test_support.h"
@@ -240,6 +242,131 @@ TEST_F(ProjectorTest, FollowsALiveGroupAndResumesFromASnapshot) {
                                              stored.end())),
             keys_of(events));
   EXPECT_EQ(stored.front().sequence, 1u);  // the first account's creation
+}
+
+// Every change of every order is a row of its history, and the order's row is as the
+// last left it, with what its creating request said; pages of orders newest first.
+TEST_F(ProjectorTest, OrdersEveryChangeWithWhatTheirRequestSaid) {
+  ManualClock clock(1'700'000'000 * kNanosPerSecond);
+  GroupConfig c = group_config();
+  c.clock = &clock;
+  auto group = open(c);
+  const AccountId merchant = open_account(*group);
+  const AccountId wallet = funded(*group, 1'000);
+  const AccountId provider = funded(*group, 1'000);
+  const auto create = [&](const std::string& ref, u64 amount, u32 expires_in_s) {
+    clock.advance(kNanosPerSecond / 1000);  // distinct creation times
+    Call call;
+    call.commands = {Command::make_order_create(merchant, amount, kUsdCurrency, expires_in_s,
+                                                std::hash<std::string>{}(ref) | 1)};
+    const std::string description = "about " + ref;
+    const std::string callback_url = "https://shop.test/back?o=" + ref;
+    const std::vector<journal::Annotation> said{
+        {0, journal::AnnotationKind::merchant_ref, ref},
+        {0, journal::AnnotationKind::description, description},
+        {0, journal::AnnotationKind::callback_url, callback_url}};
+    Request r = call.request();
+    r.annotations = said.data();
+    r.annotation_count = static_cast<u32>(said.size());
+    EXPECT_EQ(group->submit(r), ResultCode::ok);
+    EXPECT_EQ(call.completion.wait().status, ResultCode::ok);
+    EXPECT_EQ(call.results[0].code, ResultCode::ok);
+    return call.results[0].id;
+  };
+  const auto step = [&](CommandKind kind, u64 order, AccountId account, u64 amount, u8 action) {
+    return one(*group, Command::make_order(kind, order, account, amount, action)).code;
+  };
+  const u64 paid = create("ref-a", 100, 600);
+  EXPECT_EQ(
+      step(CommandKind::order_checkout, paid, wallet, 0, checkout_action(OrderMethod::wallet)),
+      ResultCode::ok);
+  EXPECT_EQ(step(CommandKind::order_refund, paid, {}, 30, 0), ResultCode::ok);
+  const u64 external = create("ref-b", 200, 600);
+  EXPECT_EQ(step(CommandKind::order_checkout, external, provider, 0,
+                 checkout_action(OrderMethod::external)),
+            ResultCode::ok);
+  EXPECT_EQ(step(CommandKind::order_result, external, {}, 0, 1), ResultCode::ok);
+  const u64 cancelled = create("ref-c", 300, 600);
+  EXPECT_EQ(step(CommandKind::order_cancel, cancelled, {}, 0, 0), ResultCode::ok);
+  // Refused steps change nothing: no row.
+  EXPECT_EQ(step(CommandKind::order_cancel, cancelled, {}, 0, 0), ResultCode::invalid_order_state);
+  const u64 expired = create("ref-d", 400, 1);
+  clock.advance(2 * kNanosPerSecond);
+  EXPECT_EQ(one(*group, Command::make_tick()).code, ResultCode::ok);  // it times out
+  const u64 durable = group->durable_sequence();
+
+  auto store = open_store();
+  {
+    auto opened = Projector::open(projector_config(c), *store);
+    ASSERT_TRUE(opened.ok()) << opened.status().to_string();
+    ASSERT_TRUE(opened.value()->catch_up(durable).ok());
+  }
+  group->stop();
+  const auto statuses = [&](u64 id) {
+    std::vector<std::pair<OrderStatus, u64>> out;
+    const Result<std::vector<SqliteStore::OrderStep>> steps = store->order_history(id);
+    EXPECT_TRUE(steps.ok());
+    if (steps.ok()) {
+      for (const SqliteStore::OrderStep& change : steps.value())
+        out.emplace_back(change.status, change.amount_refunded);
+    }
+    return out;
+  };
+  using S = OrderStatus;
+  EXPECT_EQ(statuses(paid),
+            (std::vector<std::pair<S, u64>>{{S::created, 0}, {S::success, 0}, {S::success, 30}}));
+  EXPECT_EQ(statuses(external),
+            (std::vector<std::pair<S, u64>>{{S::created, 0}, {S::processing, 0}, {S::success, 0}}));
+  EXPECT_EQ(statuses(cancelled),
+            (std::vector<std::pair<S, u64>>{{S::created, 0}, {S::cancelled, 0}}));
+  EXPECT_EQ(statuses(expired), (std::vector<std::pair<S, u64>>{{S::created, 0}, {S::timeout, 0}}));
+  EXPECT_EQ(store->rows("order_changes").value(), 10u);
+
+  // Each order's row is the book's record as it was left, with its request's texts.
+  for (const u64 id : {paid, external, cancelled, expired}) {
+    const std::optional<OrderRow> row = store->order(id).value();
+    ASSERT_TRUE(row.has_value());
+    const Order* held = group->ledger().find_order(id);
+    ASSERT_NE(held, nullptr);
+    EXPECT_EQ(std::memcmp(&row->order, held, sizeof(Order)), 0) << std::hex << id;
+    EXPECT_EQ(row->description, "about " + row->merchant_ref);
+    EXPECT_EQ(row->callback_url, "https://shop.test/back?o=" + row->merchant_ref);
+    EXPECT_GT(row->created_sequence, 0u);
+  }
+  EXPECT_EQ(store->order(paid).value()->merchant_ref, "ref-a");
+  EXPECT_FALSE(store->order(paid + 1000).value().has_value());
+
+  // Pages: newest first; filters; a cursor continues after its order.
+  const auto ids = [&](const OrderQuery& q) {
+    std::vector<u64> out;
+    const auto page = store->orders(q).value();
+    EXPECT_TRUE(page.has_value());
+    if (page) {
+      for (const OrderRow& row : *page)
+        out.push_back(row.order.id);
+    }
+    return out;
+  };
+  const u64 merchant_id = 1;
+  EXPECT_EQ(ids({}), (std::vector<u64>{expired, cancelled, external, paid}));
+  EXPECT_EQ(ids({.merchant = merchant_id, .status = S::success}),
+            (std::vector<u64>{external, paid}));
+  EXPECT_EQ(ids({.merchant_ref = "ref-c"}), (std::vector<u64>{cancelled}));
+  EXPECT_TRUE(ids({.merchant = 2}).empty());
+  const u64 second_ns = store->order(external).value()->order.created_at_ns;
+  EXPECT_EQ(ids({.created_from_ns = second_ns}), (std::vector<u64>{expired, cancelled, external}));
+  EXPECT_EQ(ids({.created_to_ns = second_ns}), (std::vector<u64>{paid}));
+  std::vector<u64> walked;
+  std::optional<u64> cursor;
+  for (int pages = 0; pages < 10; ++pages) {
+    const std::vector<u64> page = ids({.after_order = cursor, .limit = 1});
+    if (page.empty()) break;
+    walked.push_back(page[0]);
+    cursor = page[0];
+  }
+  EXPECT_EQ(walked, (std::vector<u64>{expired, cancelled, external, paid}));
+  // A cursor that is no order of the caller's is refused, not taken as the start.
+  EXPECT_FALSE(store->orders({.merchant = 2, .after_order = paid}).value().has_value());
 }
 
 }  // namespace

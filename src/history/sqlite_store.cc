@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <functional>
 #include <limits>
+#include <tuple>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -52,6 +54,21 @@ CREATE TABLE annotations(
   kind INTEGER NOT NULL, text TEXT NOT NULL,
   PRIMARY KEY (grp, sequence, n)) WITHOUT ROWID;
 )sql",
+    // 2: orders, as their last change left them, and each change.
+    R"sql(
+CREATE TABLE orders(
+  id INTEGER PRIMARY KEY, grp INTEGER NOT NULL, merchant INTEGER NOT NULL,
+  status INTEGER NOT NULL, created_ns INTEGER NOT NULL,
+  created_sequence INTEGER NOT NULL, updated_sequence INTEGER NOT NULL,
+  merchant_ref TEXT, state BLOB NOT NULL);
+CREATE INDEX orders_by_merchant ON orders(merchant, created_ns, id);
+CREATE INDEX orders_by_created ON orders(created_ns, id);
+CREATE INDEX orders_by_ref ON orders(merchant, merchant_ref);
+CREATE TABLE order_changes(
+  id INTEGER NOT NULL, sequence INTEGER NOT NULL, n INTEGER NOT NULL,
+  status INTEGER NOT NULL, amount_refunded INTEGER NOT NULL, at_ns INTEGER NOT NULL,
+  PRIMARY KEY (id, sequence, n)) WITHOUT ROWID;
+)sql",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion);
 
@@ -78,6 +95,10 @@ class Statement {
     sqlite3_bind_text(stmt_, at, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
     return *this;
   }
+  Statement& bind_blob(int at, const void* data, std::size_t size) {
+    sqlite3_bind_blob(stmt_, at, data, static_cast<int>(size), SQLITE_TRANSIENT);
+    return *this;
+  }
   Statement& bind_null(int at) {
     sqlite3_bind_null(stmt_, at);
     return *this;
@@ -98,12 +119,30 @@ class Statement {
                : std::string(reinterpret_cast<const char*>(p),
                              static_cast<std::size_t>(sqlite3_column_bytes(stmt_, column)));
   }
+  std::string_view blob(int column) const {
+    const void* p = sqlite3_column_blob(stmt_, column);
+    return p == nullptr
+               ? std::string_view()
+               : std::string_view(static_cast<const char*>(p),
+                                  static_cast<std::size_t>(sqlite3_column_bytes(stmt_, column)));
+  }
   bool is_null(int column) const { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
 
  private:
   sqlite3_stmt* stmt_ = nullptr;
   int rc_ = SQLITE_ERROR;
 };
+
+// The annotation of `kind` at `sequence` in `annotations` (in sequence order), or nullptr.
+const AnnotationRow* find_annotation(const std::vector<AnnotationRow>& annotations, u64 sequence,
+                                     journal::AnnotationKind kind) {
+  auto it = std::lower_bound(annotations.begin(), annotations.end(), sequence,
+                             [](const AnnotationRow& a, u64 s) { return a.sequence < s; });
+  for (; it != annotations.end() && it->sequence == sequence; ++it) {
+    if (it->kind == kind) return &*it;
+  }
+  return nullptr;
+}
 
 const char* status_after(LedgerEventKind kind) noexcept {
   switch (kind) {
@@ -277,10 +316,20 @@ Status SqliteStore::write(const Batch& batch) {
                   "INSERT INTO entries(account, sequence, idx, side, transfer, kind, amount, held, "
                   "balance, available, at_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?)");
   Statement note(db_, "INSERT INTO annotations(grp, sequence, n, kind, text) VALUES (?,?,?,?,?)");
+  Statement order_made(
+      db_,
+      "INSERT INTO orders(id, grp, merchant, status, created_ns, created_sequence, "
+      "updated_sequence, merchant_ref, state) VALUES (?,?,?,?,?,?,?,?,?) "
+      "ON CONFLICT(id) DO UPDATE SET status = excluded.status, "
+      "updated_sequence = excluded.updated_sequence, state = excluded.state");
+  Statement order_step(db_,
+                       "INSERT INTO order_changes(id, sequence, n, status, amount_refunded, at_ns) "
+                       "VALUES (?,?,?,?,?,?)");
   Statement mark(db_,
                  "INSERT INTO watermarks(grp, first_sequence, sequence) VALUES (?,?,?) "
                  "ON CONFLICT(grp) DO UPDATE SET sequence = excluded.sequence");
-  if (!event.ok() || !made.ok() || !closed.ok() || !entry.ok() || !note.ok() || !mark.ok()) {
+  if (!event.ok() || !made.ok() || !closed.ok() || !entry.ok() || !note.ok() || !mark.ok() ||
+      !order_made.ok() || !order_step.ok()) {
     return abandon("prepare");
   }
   // Annotations by sequence, for the transfers made at them (both in sequence order).
@@ -386,6 +435,39 @@ Status SqliteStore::write(const Batch& batch) {
                         .run();
     if (!ok) return abandon(fmt::format("write annotation {}", a.sequence));
   }
+  u64 last_order = 0, last_order_sequence = 0;
+  for (const OrderChange& c : batch.orders) {
+    const Order& o = c.order;
+    n = o.id == last_order && c.sequence == last_order_sequence ? n + 1 : 0;
+    last_order = o.id;
+    last_order_sequence = c.sequence;
+    // Made by this command: its request's merchant_ref is annotated at its sequence.
+    const bool created = c.created;
+    const AnnotationRow* ref = created ? find_annotation(batch.annotations, c.sequence,
+                                                         journal::AnnotationKind::merchant_ref)
+                                       : nullptr;
+    order_made.bind(1, signed_of(o.id))
+        .bind(2, batch.group)
+        .bind(3, signed_of(o.merchant))
+        .bind(4, static_cast<i64>(o.status))
+        .bind(5, signed_of(o.created_at_ns))
+        .bind(6, created ? signed_of(c.sequence) : 0)
+        .bind(7, signed_of(c.sequence))
+        .bind_blob(9, &o, sizeof(Order));
+    if (ref != nullptr)
+      order_made.bind_text(8, ref->text);
+    else
+      order_made.bind_null(8);
+    if (!order_made.run()) return abandon(fmt::format("write order {:x}", o.id));
+    const bool ok = order_step.bind(1, signed_of(o.id))
+                        .bind(2, signed_of(c.sequence))
+                        .bind(3, n)
+                        .bind(4, static_cast<i64>(o.status))
+                        .bind(5, signed_of(o.amount_refunded))
+                        .bind(6, signed_of(c.at_ns))
+                        .run();
+    if (!ok) return abandon(fmt::format("write order change {:x} {}", o.id, c.sequence));
+  }
   if (!mark.bind(1, batch.group)
            .bind(2, signed_of(batch.after + 1))
            .bind(3, signed_of(batch.watermark))
@@ -396,8 +478,9 @@ Status SqliteStore::write(const Batch& batch) {
     (void)exec("ROLLBACK");
     return s;
   }
-  rows_written_.fetch_add(batch.events.size() + batch.entries.size() + batch.annotations.size(),
-                          std::memory_order_relaxed);
+  rows_written_.fetch_add(
+      batch.events.size() + batch.entries.size() + batch.annotations.size() + batch.orders.size(),
+      std::memory_order_relaxed);
   return Status::success();
 }
 
@@ -534,11 +617,145 @@ Result<std::vector<AnnotationRow>> SqliteStore::annotations(u32 group, u64 seque
   return rows;
 }
 
+namespace {
+
+constexpr const char* kOrderColumns =
+    "id, grp, created_sequence, updated_sequence, merchant_ref, state";
+
+// An order row of `read` (kOrderColumns), without its texts; nullopt if its state is
+// not an order's record (written by another build).
+std::optional<OrderRow> order_row(const Statement& read) {
+  const std::string_view state = read.blob(5);
+  if (state.size() != sizeof(Order)) return std::nullopt;
+  OrderRow row;
+  std::memcpy(&row.order, state.data(), sizeof(Order));
+  row.group = static_cast<u32>(read.integer(1));
+  row.created_sequence = static_cast<u64>(read.integer(2));
+  row.updated_sequence = static_cast<u64>(read.integer(3));
+  row.merchant_ref = read.text(4);
+  return row;
+}
+
+}  // namespace
+
+// What the order's creating request said (annotated at its sequence).
+Status SqliteStore::order_texts(OrderRow& row) {
+  if (row.created_sequence == 0) return Status::success();
+  Statement read(reader_,
+                 "SELECT kind, text FROM annotations WHERE grp = ? AND sequence = ? ORDER BY n");
+  if (!read.ok()) return read_failed("read an order's annotations");
+  read.bind(1, row.group).bind(2, signed_of(row.created_sequence));
+  for (int rc = read.step(); rc != SQLITE_DONE; rc = read.step()) {
+    if (rc != SQLITE_ROW) return read_failed("read an order's annotations");
+    std::string* text = nullptr;
+    switch (static_cast<journal::AnnotationKind>(read.integer(0))) {
+      case journal::AnnotationKind::merchant_ref:
+        text = &row.merchant_ref;
+        break;
+      case journal::AnnotationKind::description:
+        text = &row.description;
+        break;
+      case journal::AnnotationKind::metadata:
+        text = &row.metadata;
+        break;
+      case journal::AnnotationKind::ipn_url:
+        text = &row.ipn_url;
+        break;
+      case journal::AnnotationKind::callback_url:
+        text = &row.callback_url;
+        break;
+      default:
+        break;
+    }
+    if (text != nullptr) *text = read.text(1);
+  }
+  return Status::success();
+}
+
+Result<std::optional<OrderRow>> SqliteStore::order(u64 id) {
+  std::lock_guard lock(read_mutex_);
+  Statement read(reader_, fmt::format("SELECT {} FROM orders WHERE id = ?", kOrderColumns).c_str());
+  if (!read.ok()) return read_failed("read an order");
+  const int rc = read.bind(1, signed_of(id)).step();
+  if (rc == SQLITE_DONE) return std::optional<OrderRow>();
+  if (rc != SQLITE_ROW) return read_failed("read an order");
+  std::optional<OrderRow> row = order_row(read);
+  if (!row) return Status::corruption(fmt::format("history store: order {:x} is malformed", id));
+  if (Status s = order_texts(*row); !s.ok()) return s;
+  return row;
+}
+
+Result<std::optional<std::vector<OrderRow>>> SqliteStore::orders(const OrderQuery& q) {
+  std::lock_guard lock(read_mutex_);
+  // Rows before (before_ns, before_id), newest first: created_to (exclusive, so before
+  // every id at it), or the cursor's order when that comes first.
+  i64 before_ns = signed_of(q.created_to_ns);
+  i64 before_id = std::numeric_limits<i64>::min();
+  if (q.after_order) {
+    Statement at(reader_, "SELECT created_ns, merchant FROM orders WHERE id = ?");
+    if (!at.ok()) return read_failed("read orders");
+    const int rc = at.bind(1, signed_of(*q.after_order)).step();
+    if (rc == SQLITE_DONE) return std::optional<std::vector<OrderRow>>();
+    if (rc != SQLITE_ROW) return read_failed("read orders");
+    if (q.merchant != 0 && static_cast<u64>(at.integer(1)) != q.merchant) {
+      return std::optional<std::vector<OrderRow>>();  // not the caller's: not a cursor
+    }
+    const std::pair<i64, i64> cursor{at.integer(0), signed_of(*q.after_order)};
+    if (cursor < std::pair<i64, i64>{before_ns, before_id}) std::tie(before_ns, before_id) = cursor;
+  }
+  // (created_ns, id) < (before_ns, before_id) walks the index newest first; the
+  // merchant, when given, leads it.
+  // (Every parameter is numbered up to ?7, the limit, so a condition left out leaves its
+  // binding unused.)
+  const std::string sql = fmt::format(
+      "SELECT {} FROM orders WHERE (created_ns, id) < (?2, ?3) AND created_ns >= ?4{}{}{} "
+      "ORDER BY created_ns DESC, id DESC LIMIT ?7",
+      kOrderColumns, q.merchant != 0 ? " AND merchant = ?1" : "",
+      q.status ? " AND status = ?5" : "", q.merchant_ref ? " AND merchant_ref = ?6" : "");
+  Statement read(reader_, sql.c_str());
+  if (!read.ok()) return read_failed("read orders");
+  read.bind(1, signed_of(q.merchant))
+      .bind(2, before_ns)
+      .bind(3, before_id)
+      .bind(4, signed_of(q.created_from_ns))
+      .bind(5, q.status ? static_cast<i64>(*q.status) : 0)
+      .bind(7, q.limit);
+  if (q.merchant_ref) read.bind_text(6, *q.merchant_ref);
+  std::vector<OrderRow> rows;
+  for (int rc = read.step(); rc != SQLITE_DONE; rc = read.step()) {
+    if (rc != SQLITE_ROW) return read_failed("read orders");
+    std::optional<OrderRow> row = order_row(read);
+    if (!row) return Status::corruption("history store: an order row is malformed");
+    rows.push_back(std::move(*row));
+  }
+  for (OrderRow& row : rows) {
+    if (Status s = order_texts(row); !s.ok()) return s;
+  }
+  return std::optional<std::vector<OrderRow>>(std::move(rows));
+}
+
+Result<std::vector<SqliteStore::OrderStep>> SqliteStore::order_history(u64 id) {
+  std::lock_guard lock(read_mutex_);
+  Statement read(reader_,
+                 "SELECT sequence, status, amount_refunded, at_ns FROM order_changes WHERE id = ? "
+                 "ORDER BY sequence, n");
+  if (!read.ok()) return read_failed("read an order's history");
+  read.bind(1, signed_of(id));
+  std::vector<OrderStep> steps;
+  for (int rc = read.step(); rc != SQLITE_DONE; rc = read.step()) {
+    if (rc != SQLITE_ROW) return read_failed("read an order's history");
+    steps.push_back({static_cast<u64>(read.integer(0)), static_cast<OrderStatus>(read.integer(1)),
+                     static_cast<u64>(read.integer(2)), static_cast<u64>(read.integer(3))});
+  }
+  return steps;
+}
+
 Result<u64> SqliteStore::rows(const std::string& table) {
   std::lock_guard lock(read_mutex_);
   // Only the store's own tables: the name is not bound, so it is checked.
-  static constexpr const char* kTables[] = {"events",      "transfers",  "entries",
-                                            "annotations", "watermarks", "schema_migrations"};
+  static constexpr const char* kTables[] = {"events",      "transfers",    "entries",
+                                            "annotations", "watermarks",   "schema_migrations",
+                                            "orders",      "order_changes"};
   if (std::find(std::begin(kTables), std::end(kTables), table) == std::end(kTables)) {
     return Status::invalid_config("no such table: " + table);
   }

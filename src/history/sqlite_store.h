@@ -23,6 +23,7 @@
 #include "journal/annotation.h"
 #include "ledger/event.h"
 #include "ledger/types.h"
+#include "orders/order_book.h"
 #include "pipeline/event_log.h"
 
 struct sqlite3;
@@ -31,7 +32,7 @@ struct sqlite3_stmt;
 namespace paygate::history {
 
 // The schema version this build writes; older stores are migrated at open.
-inline constexpr int kSchemaVersion = 1;
+inline constexpr int kSchemaVersion = 2;
 
 // A statement line: how an event changed one account of the group.
 struct EntryRow {
@@ -54,6 +55,35 @@ struct AnnotationRow {
   std::string text;
 };
 
+// An order as one command left it (created, a new status, a refund counted).
+struct OrderChange {
+  u64 sequence = 0;
+  u64 at_ns = 0;         // the command's time
+  bool created = false;  // by this command
+  Order order;
+};
+
+// An order as the store keeps it: the order book's record as its last change left it,
+// and what its creating request said.
+struct OrderRow {
+  Order order;
+  u32 group = 0;
+  u64 created_sequence = 0;  // 0: made before the store's history of its group
+  u64 updated_sequence = 0;
+  std::string merchant_ref, description, metadata, ipn_url, callback_url;
+};
+
+// A page of orders, newest first (by creation time, then id).
+struct OrderQuery {
+  u64 merchant = 0;  // 0: every merchant's
+  std::optional<OrderStatus> status = std::nullopt;
+  u64 created_from_ns = 0;           // at or after
+  u64 created_to_ns = ~u64{0} >> 1;  // before
+  std::optional<std::string> merchant_ref = std::nullopt;
+  std::optional<u64> after_order = std::nullopt;  // the cursor: the page continues after this order
+  u32 limit = 100;
+};
+
 // What one projected stretch of a group's journal adds, up to its watermark.
 struct Batch {
   u32 group = 0;
@@ -65,7 +95,9 @@ struct Batch {
   // Each transfer made in the batch as the ledger made it, in the order of their
   // events (transfer_posted, transfer_pending): flags and expiry are not in events.
   std::vector<Transfer> made;
+  std::vector<OrderChange> orders;  // in sequence order
   void clear() {
+    orders.clear();
     events.clear();
     entries.clear();
     annotations.clear();
@@ -109,6 +141,17 @@ class SqliteStore {
   Result<std::vector<EntryRow>> entries(u64 account, std::optional<std::pair<u64, u32>> before,
                                         u32 limit);
   Result<std::vector<AnnotationRow>> annotations(u32 group, u64 sequence);
+  Result<std::optional<OrderRow>> order(u64 id);
+  // The page of orders `query` asks for; nullopt when its cursor names no order of it.
+  Result<std::optional<std::vector<OrderRow>>> orders(const OrderQuery& query);
+  // An order's statuses, oldest first: (sequence, status, amount refunded, at_ns).
+  struct OrderStep {
+    u64 sequence = 0;
+    OrderStatus status = OrderStatus::created;
+    u64 amount_refunded = 0;
+    u64 at_ns = 0;
+  };
+  Result<std::vector<OrderStep>> order_history(u64 id);
   // The group's events after `after` (from its first when absent), in order.
   Result<std::vector<LedgerEvent>> events(u32 group, std::optional<EventKey> after, u32 limit);
   // The events that moved `account` (a statement's lines: not its creation), newest
@@ -126,6 +169,7 @@ class SqliteStore {
   Status exec(const char* sql);
   Status failed(const std::string& what) const;
   Status read_failed(const std::string& what) const;
+  Status order_texts(OrderRow& row);  // REQUIRES: read_mutex_ held
 
   std::mutex mutex_;  // the writer's
   sqlite3* db_ = nullptr;

@@ -67,6 +67,7 @@ void HistoryWorker::stop() {
   }
   moved_.notify_all();
   if (thread_.joinable()) thread_.join();
+  release_waiters(/*all=*/true);
 }
 
 u64 HistoryWorker::behind_ns(u32 g, u64 durable) const noexcept {
@@ -77,18 +78,37 @@ u64 HistoryWorker::behind_ns(u32 g, u64 durable) const noexcept {
   return now > since ? now - since : 0;
 }
 
-bool HistoryWorker::wait_for(u32 g, u64 sequence, u64 timeout_ns) {
-  std::unique_lock lock(mutex_);
-  return moved_.wait_for(lock, std::chrono::nanoseconds(timeout_ns), [&] {
-    return stopping_ || watermark(g) >= sequence;
-  }) && watermark(g) >= sequence;
+bool HistoryWorker::wait_async(u32 g, u64 sequence, u64 timeout_ns, Completion* waiter) {
+  if (g >= groups() || !projecting(g)) return false;
+  std::lock_guard lock(mutex_);  // the watermark moves under it: no wake-up is lost
+  if (stopping_ || watermark(g) >= sequence || waiters_.size() >= kWaitersMax) return false;
+  waiters_.push_back({g, sequence, steady_ns() + timeout_ns, waiter});
+  return true;
+}
+
+void HistoryWorker::release_waiters(bool all) {
+  std::vector<Completion*> done;
+  {
+    std::lock_guard lock(mutex_);
+    if (waiters_.empty()) return;
+    const u64 now = steady_ns();
+    std::erase_if(waiters_, [&](const Waiter& w) {
+      const bool release = all || watermark(w.group) >= w.sequence || now >= w.deadline_ns;
+      if (release) done.push_back(w.completion);
+      return release;
+    });
+  }
+  // Outside the lock: a completion hands the read back to its IO thread, which looks
+  // at the watermark again to tell which it was.
+  for (Completion* c : done)
+    c->complete(Outcome{});
 }
 
 void HistoryWorker::run() {
   for (;;) {
     const u64 started = steady_ns();
-    const bool progressed = round();
-    if (progressed) round_ns_.record(steady_ns() - started);
+    if (round()) round_ns_.record(steady_ns() - started);
+    release_waiters(/*all=*/false);
     // Between rounds it waits, even when there is more: a round of a few commands costs
     // a transaction and its sync, so under load rounds should be few and large. Behind
     // by more than a transaction's worth, it goes on at once.
@@ -99,7 +119,6 @@ void HistoryWorker::run() {
                       [&] { return stopping_; });
       if (stopping_) return;
     }
-    (void)progressed;
   }
 }
 

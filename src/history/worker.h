@@ -59,8 +59,13 @@ class HistoryWorker {
   bool projecting(u32 g) const noexcept { return projectors_[g] != nullptr; }
   // How long group g's rows have been behind `durable` (0: they reach it).
   u64 behind_ns(u32 g, u64 durable) const noexcept;
-  // Waits until group g's watermark reaches `sequence` or `timeout_ns` passes.
-  bool wait_for(u32 g, u64 sequence, u64 timeout_ns);
+  // For a read that asks for rows up to `sequence` of group g (?min_sequence=): hands
+  // `waiter` an Outcome, on the worker's thread, once the watermark reaches it, or
+  // `timeout_ns` passes (checked each poll interval), or the worker stops. False, and
+  // nothing kept, when there is nothing to wait for: the watermark is there, the group
+  // is not projected, or kWaitersMax reads wait already (the caller answers now).
+  bool wait_async(u32 g, u64 sequence, u64 timeout_ns, Completion* waiter);
+  static constexpr std::size_t kWaitersMax = 1u << 16;
 
   // For /metrics.
   u64 rows_written() const noexcept { return rows_.load(std::memory_order_relaxed); }
@@ -72,6 +77,15 @@ class HistoryWorker {
   void run();
   // One pass over the groups; true when any made progress.
   bool round();
+  // Completes the waiters whose watermark came or whose time ran out (all: `all`).
+  void release_waiters(bool all);
+
+  struct Waiter {
+    u32 group = 0;
+    u64 sequence = 0;
+    u64 deadline_ns = 0;  // steady clock
+    Completion* completion = nullptr;
+  };
 
   struct alignas(64) Floor {
     std::atomic<u64> value{0};
@@ -88,6 +102,7 @@ class HistoryWorker {
   std::mutex mutex_;
   std::condition_variable moved_;  // a watermark moved, or stop
   bool stopping_ = false;
+  std::vector<Waiter> waiters_;     // under mutex_
   bool behind_by_a_batch_ = false;  // worker thread: the last round left a batch or more
   std::atomic<u64> rows_{0};
   std::atomic<u64> failures_{0};

@@ -132,6 +132,8 @@ class Ledger {
   // Every change from now on is also told to `sink` (nullptr: to no one). The sink is
   // not state: a snapshot neither saves nor needs it.
   void set_event_sink(LedgerEventSink* sink) noexcept { events_ = sink; }
+  // Orders' changes, as the order book makes them (the history projector's ledger).
+  void set_order_observer(OrderObserver* observer) noexcept { orders_.set_observer(observer); }
 
   // Lookups. A pointer stays valid until the next command is applied.
   const Account* find_account(AccountId id) const noexcept;

@@ -1,5 +1,7 @@
 #include "orders/order_book.h"
 
+#include <cstring>
+
 #include <algorithm>
 
 #include <fmt/format.h>
@@ -76,7 +78,9 @@ OrderBook::OrderBook(const OrderConfig& config)
 void OrderBook::advance(Stamp stamp, OrderMoney& money) noexcept {
   // Bounded: each pass finishes one open order.
   while (!expiry_.empty() && expiry_.top().expires_at_ns <= stamp.timestamp_ns) {
-    finish(expiry_.top().slot, OrderStatus::timeout, stamp, money);
+    const u32 slot = expiry_.top().slot;
+    finish(slot, OrderStatus::timeout, stamp, money);
+    changed(orders_[slot], stamp);
   }
   while (!retention_.empty() && retention_.top().expires_at_ns <= stamp.timestamp_ns) {
     release(retention_.top().slot, money);
@@ -127,6 +131,19 @@ u32 OrderBook::take_slot(Stamp) noexcept {
 // Commands
 
 CommandResult OrderBook::apply(Stamp stamp, const Command& command, OrderMoney& money) noexcept {
+  if (observer_ == nullptr) return dispatch(stamp, command, money);
+  // The observer hears of the order the command names only if the command changed it.
+  const bool create = command.kind == CommandKind::order_create;
+  const Order* held = create ? nullptr : find(command.order.order_id);
+  const Order before = held != nullptr ? *held : Order{};
+  const CommandResult result = dispatch(stamp, command, money);
+  const Order* after = create ? (result.ok() ? find(result.id) : nullptr) : held;
+  if (after != nullptr && std::memcmp(after, &before, sizeof(Order)) != 0)
+    changed(*after, stamp, create);
+  return result;
+}
+
+CommandResult OrderBook::dispatch(Stamp stamp, const Command& command, OrderMoney& money) noexcept {
   if (command.flags != 0) return {ResultCode::invalid_command};
   if (command.kind != CommandKind::order_create) {
     for (const u8 byte : command.order.reserved0) {
@@ -336,14 +353,16 @@ void OrderBook::paid_between_groups(Stamp stamp, u64 id, AccountId payer, Transf
   order.payer_account = payer;
   order.transfer_id = credit;
   finish(*slot, OrderStatus::success, stamp, money);
+  changed(order, stamp);
 }
 
-void OrderBook::refund_returned(u64 id, u64 amount) noexcept {
+void OrderBook::refund_returned(Stamp stamp, u64 id, u64 amount) noexcept {
   const u32* slot = slot_of(id);
   if (slot == nullptr) return;  // left memory: its record is the archive's
   Order& order = orders_[*slot];
   PG_ASSERT(order.status == OrderStatus::success && order.amount_refunded >= amount);
   order.amount_refunded -= amount;
+  changed(order, stamp);
 }
 
 CommandResult OrderBook::resolve(Stamp stamp, const Command& command, OrderMoney& money) noexcept {

@@ -135,6 +135,19 @@ class OrderMoney {
   ~OrderMoney() = default;
 };
 
+// Told of every change of an order as the book makes it (created, a new status, a
+// refund counted or given back), with the order as it is after: the history store's
+// projector keeps order rows so (history/projector.h). The group's own ledger has
+// none; an observer must not allocate where that matters, nor call back.
+class OrderObserver {
+ public:
+  // At the command `at`; `made`: the order was just created by it.
+  virtual void order_changed(const Order& order, Stamp at, bool made) noexcept = 0;
+
+ protected:
+  ~OrderObserver() = default;
+};
+
 struct OrderConfig {
   IdPrefix prefix{};
   u32 orders_max = 1u << 16;  // open orders and final ones still held
@@ -152,6 +165,7 @@ class OrderBook {
   }
   // Applies one order command at `stamp`. REQUIRES: advance(stamp) ran.
   CommandResult apply(Stamp stamp, const Command& command, OrderMoney& money) noexcept;
+  void set_observer(OrderObserver* observer) noexcept { observer_ = observer; }
   // Orders past their expiry time out (a balance order's hold is voided); final ones
   // past their retention leave memory.
   void advance(Stamp stamp, OrderMoney& money) noexcept;
@@ -197,7 +211,7 @@ class OrderBook {
   void paid_between_groups(Stamp stamp, u64 id, AccountId payer, TransferId credit,
                            OrderMoney& money) noexcept;
   // A refund sent to another group came back (its delivery was refused).
-  void refund_returned(u64 id, u64 amount) noexcept;
+  void refund_returned(Stamp stamp, u64 id, u64 amount) noexcept;
 
   // The refusal of a step the order's status does not allow: invalid_order_state, with
   // the status in channel_number for the answer to name (the gateway answers the same
@@ -265,6 +279,10 @@ class OrderBook {
   static u64 ref_key(u64 merchant, u64 ref_hash) noexcept {
     return Hasher{}.add(merchant).add(ref_hash).value() | 1;  // never 0 (the empty key)
   }
+  CommandResult dispatch(Stamp stamp, const Command& command, OrderMoney& money) noexcept;
+  void changed(const Order& order, Stamp at, bool made = false) noexcept {
+    if (observer_ != nullptr) observer_->order_changed(order, at, made);
+  }
   CommandResult create(Stamp stamp, const Command& command, OrderMoney& money) noexcept;
   CommandResult checkout(Stamp stamp, const Command& command, OrderMoney& money) noexcept;
   CommandResult result(Stamp stamp, const Command& command, OrderMoney& money) noexcept;
@@ -287,6 +305,7 @@ class OrderBook {
   ExpiryQueue retention_;
   u64 next_retain_serial_ = 1;
   u64 next_serial_ = 1;
+  OrderObserver* observer_ = nullptr;
 };
 
 }  // namespace paygate
