@@ -148,7 +148,7 @@ bool project(const Options& o, Round* round) {
     std::fprintf(stderr, "history_bench: %ds projected through sequence %llu\n", second,
                  static_cast<unsigned long long>(projector.value()->watermark()));
   });
-  const Result<u64> projected = projector.value()->catch_up(~u64{0} >> 1);
+  const Result<u64> projected = projector.value()->catch_up_all(~u64{0} >> 1);
   progress.stop();
   round->seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();

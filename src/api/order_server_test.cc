@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "api/crypto.h"
 #include "api/server_fixture.h"
 
 namespace paygate::api {
@@ -721,15 +722,54 @@ TEST_F(OrderServerTest, OrdersAreListedFromTheHistoryStore) {
   EXPECT_EQ(behind.status, 503u);
   EXPECT_EQ(error_code(behind), "history_behind");
 
-  // kill -9: the store is the same, each order once; new orders join it.
+  // kill -9: the store is the same, each order once; new orders join it, and a list
+  // asked for after an order was acknowledged has it (read your writes).
   restart(SIGKILL);
-  ASSERT_EQ(create("list-5", 15).status, 201u);
-  const u64 now = metric(R"(paygate_group_durable_sequence{group=")" + group + R"("})");
-  const std::vector<std::string> after =
-      listed_ids(list(shop_, "min_sequence=" + std::to_string(now)));
+  const HttpResponse newest = create("list-5", 15);
+  ASSERT_EQ(newest.status, 201u);
+  const std::vector<std::string> after = listed_ids(list(shop_, ""));
   ASSERT_EQ(after.size(), 6u);
+  EXPECT_EQ(after[0], text_field(newest.body, "/id"));
+  const HttpResponse everyone = client_->request("GET", "/v1/orders?limit=100", admin());
+  EXPECT_EQ(listed_ids(everyone).size(), 6u) << everyone.body;
+  EXPECT_EQ(number_field(everyone.body, "/as_of_sequence"), -999'999);  // several groups
   EXPECT_EQ(std::vector<std::string>(after.begin() + 1, after.end()),
             (std::vector<std::string>{ids[4], ids[3], ids[2], ids[1], ids[0]}));
+}
+
+// A checkout that makes the order final answers where the merchant asked the payer be
+// sent: its callback_url with order_id, status and t, signed with the merchant's secret.
+TEST_F(OrderServerTest, AFinalCheckoutAnswersTheRedirectToTheMerchant) {
+  const HttpResponse made =
+      create("back-1", 25, R"(,"callback_url":"https://shop.test/back?cart=9#done")");
+  ASSERT_EQ(made.status, 201u) << made.body;
+  const std::string id = text_field(made.body, "/id");
+  const std::string signature = text_field(made.body, "/signature");
+  const HttpResponse paid =
+      checkout_wallet(payer_, id, signature, wallet_, {"Idempotency-Key: back-1-pay"});
+  ASSERT_EQ(paid.status, 200u) << paid.body;
+  const std::string redirect = text_field(paid.body, "/redirect_url");
+  const std::string t = std::to_string(number_field(paid.body, "/finished_at"));
+  const std::string signed_part = "order_id=" + id + "&status=success&t=" + t;
+  EXPECT_EQ(redirect, "https://shop.test/back?cart=9&" + signed_part + "&signature=" +
+                          to_hex(hmac_sha256(shop_.secret, {signed_part})) + "#done");
+  // A retry answers the same.
+  const HttpResponse again =
+      checkout_wallet(payer_, id, signature, wallet_, {"Idempotency-Key: back-1-pay"});
+  EXPECT_EQ(text_field(again.body, "/redirect_url"), redirect);
+  EXPECT_EQ(balance(wallet_), 975);
+  // No callback_url, or not final yet: no redirect.
+  const HttpResponse plain = create("back-2", 5);
+  const HttpResponse paid_plain = checkout_wallet(payer_, text_field(plain.body, "/id"),
+                                                  text_field(plain.body, "/signature"), wallet_);
+  ASSERT_EQ(paid_plain.status, 200u) << paid_plain.body;
+  EXPECT_EQ(text_field(paid_plain.body, "/redirect_url"), "<missing>");
+  const HttpResponse card = create("back-3", 5, R"(,"callback_url":"https://shop.test/b")");
+  const HttpResponse processing =
+      checkout_external(text_field(card.body, "/id"), text_field(card.body, "/signature"));
+  ASSERT_EQ(processing.status, 200u) << processing.body;
+  EXPECT_EQ(text_field(processing.body, "/status"), "processing");
+  EXPECT_EQ(text_field(processing.body, "/redirect_url"), "<missing>");
 }
 
 class ArchivingServerTest : public OrderServerTest {

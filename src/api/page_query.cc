@@ -139,9 +139,9 @@ Problem parse_order_list_query(std::string_view target, OrderListQuery* out) {
     if (name == "limit") {
       if (seen_limit) return refuse(ResultCode::invalid_field, "is given twice");
       seen_limit = true;
-      const auto limit = decimal<u32>(value, kPageMax);
+      const auto limit = decimal<u32>(value, kOrderPageMax);
       if (!limit || *limit == 0) {
-        return refuse(ResultCode::invalid_field, fmt::format("must be 1 to {}", kPageMax));
+        return refuse(ResultCode::invalid_field, fmt::format("must be 1 to {}", kOrderPageMax));
       }
       out->limit = *limit;
     } else if (name == "status") {

@@ -21,6 +21,7 @@ namespace paygate::api {
 
 inline constexpr u32 kPageDefault = 100;
 inline constexpr u32 kPageMax = 1000;
+inline constexpr u32 kOrderPageMax = 100;  // orders are read from the history store
 
 struct Cursor {
   u32 group = 0;
@@ -43,7 +44,7 @@ enum class PageRoute : u8 {
 Problem parse_page_query(std::string_view target, PageRoute route, PageQuery* out);
 
 // GET /v1/orders?status=&created_from=&created_to=&merchant_ref=&merchant=&limit=&cursor=
-//               &min_sequence= (docs/API.md, "Listing orders"). Times are Unix seconds;
+//               &min_sequence= (docs/API.md, "Orders"). Times are Unix seconds;
 // the cursor is the last order of the page before ("ord_…"); merchant_ref is
 // form-encoded (%XX, '+' a space).
 struct OrderListQuery {

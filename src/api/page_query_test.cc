@@ -100,7 +100,7 @@ TEST(OrderListQuery, RefusesWhatItDoesNotUnderstand) {
        {"/v1/orders?status=paid", "/v1/orders?status=success&status=failed",
         "/v1/orders?created_from=-1", "/v1/orders?created_to=soon", "/v1/orders?merchant_ref=",
         "/v1/orders?merchant_ref=%zz", "/v1/orders?merchant_ref=%4", "/v1/orders?merchant_ref=a%00",
-        "/v1/orders?merchant=acc_0001000000000005", "/v1/orders?limit=0", "/v1/orders?limit=1001",
+        "/v1/orders?merchant=acc_0001000000000005", "/v1/orders?limit=0", "/v1/orders?limit=101",
         "/v1/orders?min_sequence=x", "/v1/orders?group=1", "/v1/orders?after=0.1.0"}) {
     OrderListQuery q;
     const Problem p = parse_order_list_query(target, &q);

@@ -248,7 +248,8 @@ void render_withdrawal(std::string& out, const Transfer& hold, u64 provider,
 namespace {
 
 void write_order(JsonWriter& json, const Order& o, std::string_view signature, u64 provider,
-                 const OrderCreate* created, u64 as_of_sequence) {
+                 const OrderCreate* created, u64 as_of_sequence,
+                 std::string_view redirect_url = {}) {
   json.begin_object();
   json.key("id").id(IdKind::order, o.id);
   json.key("object").string("order");
@@ -289,6 +290,7 @@ void write_order(JsonWriter& json, const Order& o, std::string_view signature, u
     if (!created->callback_url.empty()) json.key("callback_url").string(created->callback_url);
   }
   json.key("signature").string(signature);
+  if (!redirect_url.empty()) json.key("redirect_url").string(redirect_url);
   if (as_of_sequence != 0) json.key("as_of_sequence").unsigned_number(as_of_sequence);
   json.end_object();
 }
@@ -296,9 +298,9 @@ void write_order(JsonWriter& json, const Order& o, std::string_view signature, u
 }  // namespace
 
 void render_order(std::string& out, const Order& o, std::string_view signature, u64 provider,
-                  const OrderCreate* created, u64 as_of_sequence) {
+                  const OrderCreate* created, u64 as_of_sequence, std::string_view redirect_url) {
   JsonWriter json(out);
-  write_order(json, o, signature, provider, created, as_of_sequence);
+  write_order(json, o, signature, provider, created, as_of_sequence, redirect_url);
 }
 
 void render_order_list(std::string& out, std::span<const ListedOrder> orders, bool more,

@@ -45,8 +45,10 @@ void render_withdrawal(std::string& out, const Transfer& hold, u64 provider,
 // to (0: none); `created`: the request that made it, whose fields the ledger does not
 // keep (shown in the creation's answer).
 // `as_of_sequence`: answered from the history store, what it reflects (0: from memory).
+// `redirect_url`: a final checkout's, where its merchant asked the payer be sent.
 void render_order(std::string& out, const Order& order, std::string_view signature, u64 provider,
-                  const OrderCreate* created = nullptr, u64 as_of_sequence = 0);
+                  const OrderCreate* created = nullptr, u64 as_of_sequence = 0,
+                  std::string_view redirect_url = {});
 // A page of GET /v1/orders: each order as GET /v1/orders/{id} shows it.
 struct ListedOrder {
   Order order;

@@ -220,6 +220,7 @@ bool Service::begin(const HttpRequestView& request, Exchange& ex) {
   ex.claim_step_ = Exchange::ClaimStep::none;
   ex.carrying_ = false;
   ex.between_groups_ = false;  // (the exchange is reused, request after request)
+  ex.redirect_waited_ = false;
   ex.group_ = nullptr;
   ex.batch_running_ = false;
   return dispatch(ex);

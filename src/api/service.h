@@ -124,9 +124,13 @@ class Exchange final : public Completion {
   OrderCreate order_create_;
   OrderStep order_step_;
   OrderListQuery order_list_;
+  // A read of the history store waits for these sequences (by group) until then.
+  std::vector<u64> history_wanted_;
+  u64 history_wait_until_ns_ = 0;
   Order order_;
-  Order order_seen_;          // as it was before the step in flight
-  bool order_stale_ = false;  // the answer's order is order_seen_ moved on by the step
+  Order order_seen_;              // as it was before the step in flight
+  bool order_stale_ = false;      // the answer's order is order_seen_ moved on by the step
+  bool redirect_waited_ = false;  // waited once for the store to have a callback_url
   QuotaSet quota_set_;
   RiskSet risk_set_;
   OwnerQuota quota_;
@@ -268,6 +272,10 @@ class Service {
   bool list_orders(Exchange& ex);
   // An order that has left memory, as the store keeps it; nullopt: the store has none.
   std::optional<bool> order_from_history(Exchange& ex);
+  // Answers a step with ex.order_ as it is after it; a checkout that made it final with
+  // its redirect_url (false: waiting for the store to have the callback_url).
+  bool answer_order(Exchange& ex);
+  std::string redirect_url(const Order& order, std::string_view callback_url) const;
   // checkout, result, resolve, cancel, refunds: look the order up, check who may, then
   // one command of its group.
   bool order_step(Exchange& ex);

@@ -1,9 +1,10 @@
-// Orders read from the history store (docs/API.md, "Listing orders"; docs/HISTORY.md):
+// Orders read from the history store (docs/API.md, "Orders"; docs/HISTORY.md):
 // pages of a merchant's orders, and an order that has left the engine's memory. The
 // store follows the journal a little behind; a read says which sequence of its group
 // it reflects (as_of_sequence), and ?min_sequence= waits, bounded, for one seen before.
 #include <fmt/format.h>
 
+#include "api/crypto.h"
 #include "api/id_text.h"
 #include "api/render.h"
 #include "api/service.h"
@@ -51,13 +52,32 @@ bool Service::list_orders(Exchange& ex) {
     }
     group = merchant->group;
   }
-  if (ex.step_ == 0 && q.min_sequence) {
-    if (!group) {
+  if (group && !history->projecting(*group)) {
+    return fail(ex, ResultCode::not_durable,
+                "the history store does not follow this merchant's group now (logged); retry "
+                "later");
+  }
+  std::vector<u64>& wanted = ex.history_wanted_;
+  if (ex.step_ == 0) {
+    if (q.min_sequence && !group) {
       return fail(ex, ResultCode::invalid_field,
                   "min_sequence is a sequence of one group: list one merchant's orders "
                   "(merchant=) to wait for it");
     }
-    if (history->wait_async(*group, *q.min_sequence, kHistoryWaitNs, &ex)) {
+    // Read your writes: the list reflects at least every order acknowledged before it
+    // was asked for (what each group read has made durable by now), and min_sequence.
+    wanted.assign(engine().groups(), 0);
+    for (u32 g = 0; g < engine().groups(); ++g) {
+      if (group && g != *group) continue;
+      wanted[g] =
+          std::max(engine().group(g).durable_sequence(), group ? q.min_sequence.value_or(0) : 0);
+    }
+    ex.history_wait_until_ns_ = now_ns() + kHistoryWaitNs;
+  }
+  // One group at a time, all within the one bound.
+  const u64 now = now_ns();
+  for (u32 g = 0; g < wanted.size() && now < ex.history_wait_until_ns_; ++g) {
+    if (history->wait_async(g, wanted[g], ex.history_wait_until_ns_ - now, &ex)) {
       ex.last_step_ = true;
       return false;  // resumed when the store has it, or when the wait ends
     }
@@ -68,11 +88,6 @@ bool Service::list_orders(Exchange& ex) {
     return fail(ex, ResultCode::history_behind,
                 fmt::format("the history store of group {} is at sequence {}, not yet {}; retry",
                             *group, as_of, *q.min_sequence));
-  }
-  if (group && !history->projecting(*group)) {
-    return fail(ex, ResultCode::not_durable,
-                "the history store does not follow this merchant's group now (logged); retry "
-                "later");
   }
   const history::OrderQuery query{
       .merchant = q.merchant.value_or(0),
@@ -124,12 +139,75 @@ std::optional<bool> Service::order_from_history(Exchange& ex) {
   if (!read.value()) return std::nullopt;  // not (yet) there: order_archived
   history::OrderRow& row = *read.value();
   if (!visible_order(ex, row.order)) return fail(ex, ResultCode::order_not_found, "no such order");
+  if (!is_final(row.order.status)) {
+    // Left memory, so final: the store has not caught up with it (it is behind or
+    // stuck: see paygate_history_lag_seconds).
+    ex.reply.retry_after_s = 1;
+    return fail(ex, ResultCode::history_behind,
+                "the order has left memory but the history store has not caught up with it; "
+                "retry");
+  }
   const u64 provider = row.order.provider_account.value != 0
                            ? owners_.owner(row.order.provider_account.value).value_or(0)
                            : 0;
   const OrderCreate said = said_of(row);
   render_order(ex.reply.body, row.order, order_signature(row.order), provider, &said,
                std::max<u64>(as_of, row.updated_sequence));
+  return finish(ex, 200);
+}
+
+// The payer's way back to the merchant after a final checkout: the callback_url with
+// order_id, status and t (the order's final time, so a retry answers the same) and a
+// signature over exactly those three as they stand, keyed with the merchant's API
+// secret (docs/ORDERS.md, "Redirects").
+std::string Service::redirect_url(const Order& o, std::string_view callback_url) const {
+  const MerchantRef merchant = merchants_.find(o.merchant);
+  const u64 at_ns = o.finished_at_ns != 0 ? o.finished_at_ns : o.created_at_ns;
+  const std::string signed_part =
+      fmt::format("order_id={}&status={}&t={}", id_text(IdKind::order, o.id), name(o.status),
+                  at_ns / kNanosPerSecond);
+  const std::string signature =
+      merchant == nullptr ? std::string() : to_hex(hmac_sha256(merchant->secret, {signed_part}));
+  // The parameters go before a fragment, after any query the URL has.
+  const std::size_t fragment = std::min(callback_url.find('#'), callback_url.size());
+  const std::string_view base = callback_url.substr(0, fragment);
+  return fmt::format("{}{}{}&signature={}{}", base,
+                     base.find('?') == std::string_view::npos ? '?' : '&', signed_part, signature,
+                     callback_url.substr(fragment));
+}
+
+bool Service::answer_order(Exchange& ex) {
+  const Order& o = ex.order_;
+  const u64 provider =
+      o.provider_account.value != 0 ? owners_.owner(o.provider_account.value).value_or(0) : 0;
+  std::string redirect;
+  history::HistoryWorker* history = history_.load(std::memory_order_acquire);
+  const u32 group = id_prefix(o.id).group;
+  if (ex.route_ == Route::orders_checkout && is_final(o.status) && o.has_callback_url != 0 &&
+      history != nullptr && group < history->groups()) {
+    // The URL is the store's (journaled with the order's creation, which the store may
+    // not have reached yet: then wait, once and bounded, for what the group has made
+    // durable, which holds the creation).
+    Result<std::optional<history::OrderRow>> row = history->store().order(o.id);
+    if (row.ok() && row.value() && !row.value()->callback_url.empty()) {
+      redirect = redirect_url(o, row.value()->callback_url);
+    } else if (!ex.redirect_waited_) {
+      ex.redirect_waited_ = true;
+      if (history->wait_async(group, engine().group(group).durable_sequence(), kHistoryWaitNs,
+                              &ex)) {
+        ex.last_step_ = true;
+        return false;
+      }
+      return answer_order(ex);  // reached already: read again
+    } else {
+      // The checkout happened: it is answered, without the URL (GET the order later).
+      PG_LOG_WARN(
+          "event=redirect_url_unknown order={} message=\"the history store does not "
+          "have the order's callback_url yet\"",
+          id_text(IdKind::order, o.id));
+    }
+  }
+  render_order(ex.reply.body, o, order_signature(o), provider, nullptr, 0, redirect);
   return finish(ex, 200);
 }
 

@@ -235,8 +235,7 @@ bool Service::order_step_between_groups(Exchange& ex) {
     o.payer_account = AccountId{ex.order_step_.payer_account};
     o.transfer_id = carried.hold;
   }
-  render_order(ex.reply.body, o, order_signature(o), 0);
-  return finish(ex, 200);
+  return answer_order(ex);
 }
 
 bool Service::create_order(Exchange& ex) {
@@ -264,8 +263,9 @@ bool Service::create_order(Exchange& ex) {
       return fail(ex, ResultCode::account_not_found, "no such account");
     }
     const u64 ref = Hasher{}.add_bytes(r.merchant_ref).add(r.merchant_ref.size()).value();
+    const u8 flags = r.callback_url.empty() ? 0 : kOrderCallbackUrl;
     ex.commands_.assign(1, Command::make_order_create(AccountId{r.account_id}, r.amount, r.currency,
-                                                      r.expires_in_s, ref | 1)
+                                                      r.expires_in_s, ref | 1, flags)
                                .with_extra_hash(r.extra_hash)
                                .with_key(ex.key_, ex.key_lane_));
     ex.results_.assign(1, CommandResult{});
@@ -310,6 +310,7 @@ bool Service::get_order(Exchange& ex) {
 }
 
 bool Service::order_step(Exchange& ex) {
+  if (ex.redirect_waited_) return answer_order(ex);  // the store was waited for
   OrderStep& s = ex.order_step_;
   Order& o = ex.order_;
   const Route route = ex.route_;
@@ -505,10 +506,7 @@ bool Service::order_step(Exchange& ex) {
                             "{} is final (rejected_risk) and nothing moved",
                             name(o.risk_rule), id_text(IdKind::order, o.id)));
   }
-  const u64 provider =
-      o.provider_account.value != 0 ? owners_.owner(o.provider_account.value).value_or(0) : 0;
-  render_order(ex.reply.body, o, order_signature(o), provider);
-  return finish(ex, 200);
+  return answer_order(ex);
 }
 
 }  // namespace paygate::api

@@ -161,6 +161,11 @@ Result<std::unique_ptr<Projector>> Projector::open(const ProjectorConfig& config
                       config.group, p->watermark_, p->applied_));
     }
   }
+  // The orders it holds now that the store has no row of (its history began here, or
+  // the store kept no orders then) get one, as they are now.
+  std::vector<Order> held;
+  p->ledger_->orders().for_each([&](const Order& o) { held.push_back(o); });
+  if (Status s = store.backfill_orders(config.group, p->watermark_, held); !s.ok()) return s;
   p->ledger_->set_event_sink(p->sink_.get());
   p->ledger_->set_order_observer(p->sink_.get());
   return p;
@@ -196,11 +201,12 @@ Result<u64> Projector::catch_up(u64 durable) {
         applied_ = record.next_sequence() - 1;
         next_ = journal::ScanStart{*record.file, record.offset + record.header->length,
                                    record.next_sequence()};
-        if (writing && batch_.events.size() + batch_.annotations.size() >= config_.batch_events) {
-          if (Status s = flush(); !s.ok()) {
-            error = s.message();
-            return false;
-          }
+        if (writing && batch_.events.size() + batch_.annotations.size() + batch_.orders.size() >=
+                           config_.batch_events) {
+          if (Status s = flush(); !s.ok()) error = s.message();
+          // One transaction per call: the worker publishes the watermark and answers
+          // the reads waiting for it between calls, and comes back at once.
+          return false;
         }
         return true;
       },

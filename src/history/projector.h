@@ -43,8 +43,19 @@ class Projector {
   Projector& operator=(const Projector&) = delete;
 
   // Projects the journal's commands after the watermark up to `durable` (every one of
-  // them is on disk: nothing past it is read). Returns how many commands it projected.
+  // them is on disk: nothing past it is read), in one transaction of about
+  // `batch_events` rows at most (call again while behind). Returns how many commands
+  // it projected.
   Result<u64> catch_up(u64 durable);
+  // Calls catch_up() until it has nothing more to do (tools and tests).
+  Result<u64> catch_up_all(u64 durable) {
+    u64 total = 0;
+    for (;;) {
+      const Result<u64> some = catch_up(durable);
+      if (!some.ok() || some.value() == 0) return some.ok() ? Result<u64>(total) : some;
+      total += some.value();
+    }
+  }
 
   u64 watermark() const noexcept { return watermark_; }
   // The first sequence whose events the store holds for this group (1: all of them).

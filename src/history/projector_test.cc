@@ -111,7 +111,7 @@ TEST_F(ProjectorTest, EveryEventOnceWithAnnotationsAndRunningBalances) {
   auto opened = Projector::open(projector_config(c), *store);
   ASSERT_TRUE(opened.ok()) << opened.status().to_string();
   Projector& projector = *opened.value();
-  const Result<u64> projected = projector.catch_up(durable);
+  const Result<u64> projected = projector.catch_up_all(durable);
   ASSERT_TRUE(projected.ok()) << projected.status().to_string();
   EXPECT_EQ(projector.watermark(), durable);
   EXPECT_EQ(projector.first_sequence(), 1u);
@@ -179,7 +179,7 @@ TEST_F(ProjectorTest, ExactlyOnceWhereverItStops) {
     auto store = open_store();
     auto opened = Projector::open(projector_config(c), *store);
     ASSERT_TRUE(opened.ok()) << opened.status().to_string();
-    ASSERT_TRUE(opened.value()->catch_up(std::min(limit, durable)).ok());
+    ASSERT_TRUE(opened.value()->catch_up_all(std::min(limit, durable)).ok());
     EXPECT_EQ(store->watermark(0).value(), std::min(limit, durable));
   }
   auto store = open_store();
@@ -213,7 +213,7 @@ TEST_F(ProjectorTest, FollowsALiveGroupAndResumesFromASnapshot) {
   }
   for (u32 round = 0; round < 10; ++round) {
     workload(*group, bank, accounts, 4);
-    ASSERT_TRUE(projector->catch_up(group->durable_sequence()).ok());
+    ASSERT_TRUE(projector->catch_up_all(group->durable_sequence()).ok());
     EXPECT_EQ(projector->watermark(), group->durable_sequence());
     if (round == 3) {
       // Reopened: from a snapshot at or before the watermark (the journal's start is
@@ -299,7 +299,7 @@ TEST_F(ProjectorTest, OrdersEveryChangeWithWhatTheirRequestSaid) {
   {
     auto opened = Projector::open(projector_config(c), *store);
     ASSERT_TRUE(opened.ok()) << opened.status().to_string();
-    ASSERT_TRUE(opened.value()->catch_up(durable).ok());
+    ASSERT_TRUE(opened.value()->catch_up_all(durable).ok());
   }
   group->stop();
   const auto statuses = [&](u64 id) {
@@ -367,6 +367,87 @@ TEST_F(ProjectorTest, OrdersEveryChangeWithWhatTheirRequestSaid) {
   EXPECT_EQ(walked, (std::vector<u64>{expired, cancelled, external, paid}));
   // A cursor that is no order of the caller's is refused, not taken as the start.
   EXPECT_FALSE(store->orders({.merchant = 2, .after_order = paid}).value().has_value());
+}
+
+// One command may change an order twice: orders due time out before it runs (at its
+// sequence), then it changes one of them again (a late result). Each change is a row.
+TEST_F(ProjectorTest, OneCommandMayChangeAnOrderTwice) {
+  ManualClock clock(1'700'000'000 * kNanosPerSecond);
+  GroupConfig c = group_config();
+  c.clock = &clock;
+  auto group = open(c);
+  const AccountId merchant = open_account(*group);
+  const AccountId provider = funded(*group, 1'000);
+  std::vector<u64> orders;
+  for (u64 ref = 1; ref <= 2; ++ref) {
+    const CommandResult made =
+        one(*group, Command::make_order_create(merchant, 10, kUsdCurrency, 1, ref));
+    ASSERT_EQ(made.code, ResultCode::ok);
+    orders.push_back(made.id);
+    ASSERT_EQ(one(*group, Command::make_order(CommandKind::order_checkout, made.id, provider, 0,
+                                              checkout_action(OrderMethod::external)))
+                  .code,
+              ResultCode::ok);
+  }
+  clock.advance(2 * kNanosPerSecond);
+  // Both time out before the result runs; the result makes the first an exception.
+  ASSERT_EQ(one(*group, Command::make_order(CommandKind::order_result, orders[0], {}, 0, 1)).code,
+            ResultCode::ok);
+  const u64 durable = group->durable_sequence();
+  auto store = open_store();
+  auto opened = Projector::open(projector_config(c), *store);
+  ASSERT_TRUE(opened.ok()) << opened.status().to_string();
+  const Result<u64> projected = opened.value()->catch_up_all(durable);
+  ASSERT_TRUE(projected.ok()) << projected.status().to_string();
+  EXPECT_EQ(store->watermark(0).value(), durable);
+  const std::vector<SqliteStore::OrderStep> first = store->order_history(orders[0]).value();
+  ASSERT_EQ(first.size(), 4u);
+  EXPECT_EQ(first[2].status, OrderStatus::timeout);
+  EXPECT_EQ(first[3].status, OrderStatus::exception_checkout);
+  EXPECT_EQ(first[2].sequence, first[3].sequence);
+  EXPECT_EQ(store->order(orders[1]).value()->order.status, OrderStatus::timeout);
+}
+
+// A store whose history of the group begins after orders were made (from a snapshot:
+// the journal before it is gone) gets a row for each order the group holds, as it is.
+TEST_F(ProjectorTest, OrdersHeldWhenHistoryBeginsGetRows) {
+  GroupConfig c = group_config();
+  c.keep_journal = false;
+  c.snapshot_every_commands = 40;
+  c.request_commands_max = 16;
+  c.journal_segment_bytes = 4u << 10;
+  c.group_commit_bytes_max = 4u << 10;
+  auto group = open(c);
+  const AccountId bank = open_account(*group, AccountKind::system);
+  std::vector<AccountId> accounts{open_account(*group), open_account(*group)};
+  const CommandResult open_order =
+      one(*group, Command::make_order_create(accounts[0], 10, kUsdCurrency, 3600, 7));
+  ASSERT_EQ(open_order.code, ResultCode::ok);
+  const CommandResult cancelled =
+      one(*group, Command::make_order_create(accounts[0], 20, kUsdCurrency, 3600, 8));
+  ASSERT_EQ(one(*group, Command::make_order(CommandKind::order_cancel, cancelled.id)).code,
+            ResultCode::ok);
+  workload(*group, bank, accounts, 48);  // snapshots; the journal's start goes
+  const u64 durable = group->durable_sequence();
+  group->stop();
+  ASSERT_GT(
+      journal::parse_segment_file_name(journal::list_segments(c.dir).front().filename().string()),
+      1u);
+  auto store = open_store();
+  auto opened = Projector::open(projector_config(c), *store);
+  ASSERT_TRUE(opened.ok()) << opened.status().to_string();
+  ASSERT_TRUE(opened.value()->catch_up_all(durable).ok());
+  EXPECT_GT(store->first_sequence(0).value(), 1u);
+  const std::optional<OrderRow> held = store->order(open_order.id).value();
+  ASSERT_TRUE(held.has_value());
+  EXPECT_EQ(held->order.status, OrderStatus::created);
+  EXPECT_EQ(held->created_sequence, 0u);  // made before the store's history
+  EXPECT_EQ(store->order(cancelled.id).value()->order.status, OrderStatus::cancelled);
+  // Opened again: nothing twice.
+  opened.value().reset();
+  auto again = Projector::open(projector_config(c), *store);
+  ASSERT_TRUE(again.ok()) << again.status().to_string();
+  EXPECT_EQ(store->rows("orders").value(), 2u);
 }
 
 }  // namespace

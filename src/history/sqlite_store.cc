@@ -60,10 +60,11 @@ CREATE TABLE orders(
   id INTEGER PRIMARY KEY, grp INTEGER NOT NULL, merchant INTEGER NOT NULL,
   status INTEGER NOT NULL, created_ns INTEGER NOT NULL,
   created_sequence INTEGER NOT NULL, updated_sequence INTEGER NOT NULL,
-  merchant_ref TEXT, state BLOB NOT NULL);
+  merchant_ref TEXT, state_format INTEGER NOT NULL, state BLOB NOT NULL);
 CREATE INDEX orders_by_merchant ON orders(merchant, created_ns, id);
+CREATE INDEX orders_by_merchant_status ON orders(merchant, status, created_ns, id);
 CREATE INDEX orders_by_created ON orders(created_ns, id);
-CREATE INDEX orders_by_ref ON orders(merchant, merchant_ref);
+CREATE INDEX orders_by_ref ON orders(merchant_ref);
 CREATE TABLE order_changes(
   id INTEGER NOT NULL, sequence INTEGER NOT NULL, n INTEGER NOT NULL,
   status INTEGER NOT NULL, amount_refunded INTEGER NOT NULL, at_ns INTEGER NOT NULL,
@@ -319,7 +320,7 @@ Status SqliteStore::write(const Batch& batch) {
   Statement order_made(
       db_,
       "INSERT INTO orders(id, grp, merchant, status, created_ns, created_sequence, "
-      "updated_sequence, merchant_ref, state) VALUES (?,?,?,?,?,?,?,?,?) "
+      "updated_sequence, merchant_ref, state_format, state) VALUES (?,?,?,?,?,?,?,?,?,?) "
       "ON CONFLICT(id) DO UPDATE SET status = excluded.status, "
       "updated_sequence = excluded.updated_sequence, state = excluded.state");
   Statement order_step(db_,
@@ -435,11 +436,14 @@ Status SqliteStore::write(const Batch& batch) {
                         .run();
     if (!ok) return abandon(fmt::format("write annotation {}", a.sequence));
   }
-  u64 last_order = 0, last_order_sequence = 0;
-  for (const OrderChange& c : batch.orders) {
+  // n: the change's place among its sequence's (one command may time out orders, then
+  // change one of them again).
+  u64 last_order_sequence = 0;
+  n = 0;
+  for (std::size_t i = 0; i < batch.orders.size(); ++i) {
+    const OrderChange& c = batch.orders[i];
     const Order& o = c.order;
-    n = o.id == last_order && c.sequence == last_order_sequence ? n + 1 : 0;
-    last_order = o.id;
+    n = i > 0 && c.sequence == last_order_sequence ? n + 1 : 0;
     last_order_sequence = c.sequence;
     // Made by this command: its request's merchant_ref is annotated at its sequence.
     const bool created = c.created;
@@ -453,7 +457,8 @@ Status SqliteStore::write(const Batch& batch) {
         .bind(5, signed_of(o.created_at_ns))
         .bind(6, created ? signed_of(c.sequence) : 0)
         .bind(7, signed_of(c.sequence))
-        .bind_blob(9, &o, sizeof(Order));
+        .bind(9, kOrderStateFormat)
+        .bind_blob(10, &o, sizeof(Order));
     if (ref != nullptr)
       order_made.bind_text(8, ref->text);
     else
@@ -482,6 +487,35 @@ Status SqliteStore::write(const Batch& batch) {
       batch.events.size() + batch.entries.size() + batch.annotations.size() + batch.orders.size(),
       std::memory_order_relaxed);
   return Status::success();
+}
+
+Status SqliteStore::backfill_orders(u32 group, u64 sequence, const std::vector<Order>& orders) {
+  if (orders.empty()) return Status::success();
+  std::lock_guard lock(mutex_);
+  if (Status s = exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  Statement insert(db_,
+                   "INSERT INTO orders(id, grp, merchant, status, created_ns, created_sequence, "
+                   "updated_sequence, merchant_ref, state_format, state) "
+                   "VALUES (?,?,?,?,?,0,?,NULL,?,?) ON CONFLICT(id) DO NOTHING");
+  bool ok = insert.ok();
+  for (std::size_t i = 0; ok && i < orders.size(); ++i) {
+    const Order& o = orders[i];
+    ok = insert.bind(1, signed_of(o.id))
+             .bind(2, group)
+             .bind(3, signed_of(o.merchant))
+             .bind(4, static_cast<i64>(o.status))
+             .bind(5, signed_of(o.created_at_ns))
+             .bind(6, signed_of(sequence))
+             .bind(7, kOrderStateFormat)
+             .bind_blob(8, &o, sizeof(Order))
+             .run();
+  }
+  if (!ok) {
+    Status why = failed("backfill orders");
+    (void)exec("ROLLBACK");
+    return why;
+  }
+  return exec("COMMIT");
 }
 
 Result<std::optional<TransferRow>> SqliteStore::transfer(u32 group, u64 id) {
@@ -620,13 +654,13 @@ Result<std::vector<AnnotationRow>> SqliteStore::annotations(u32 group, u64 seque
 namespace {
 
 constexpr const char* kOrderColumns =
-    "id, grp, created_sequence, updated_sequence, merchant_ref, state";
+    "id, grp, created_sequence, updated_sequence, merchant_ref, state, state_format";
 
 // An order row of `read` (kOrderColumns), without its texts; nullopt if its state is
 // not an order's record (written by another build).
 std::optional<OrderRow> order_row(const Statement& read) {
   const std::string_view state = read.blob(5);
-  if (state.size() != sizeof(Order)) return std::nullopt;
+  if (read.integer(6) != kOrderStateFormat || state.size() != sizeof(Order)) return std::nullopt;
   OrderRow row;
   std::memcpy(&row.order, state.data(), sizeof(Order));
   row.group = static_cast<u32>(read.integer(1));

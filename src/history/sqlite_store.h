@@ -33,6 +33,10 @@ namespace paygate::history {
 
 // The schema version this build writes; older stores are migrated at open.
 inline constexpr int kSchemaVersion = 2;
+// The orders table keeps an order as the order book's record (orders/order_book.h,
+// 128 bytes, the machine's byte order: little-endian where paygate runs); this number
+// says which layout, and a build reads only its own (rebuild the store after a change).
+inline constexpr int kOrderStateFormat = 1;
 
 // A statement line: how an event changed one account of the group.
 struct EntryRow {
@@ -135,6 +139,10 @@ class SqliteStore {
   // nothing written) unless the batch continues the group's watermark (the group's
   // first batch starts its history anywhere).
   Status write(const Batch& batch);
+  // Rows for orders the store has none of (held when the group's history in the store
+  // began, or made before the store kept orders), as they are at `sequence`, the
+  // group's watermark: without their request's texts or the changes before.
+  Status backfill_orders(u32 group, u64 sequence, const std::vector<Order>& orders);
 
   Result<std::optional<TransferRow>> transfer(u32 group, u64 id);
   // The account's statement lines, newest first, before (sequence, index) if given.

@@ -102,8 +102,9 @@ class HistoryWorker {
   std::mutex mutex_;
   std::condition_variable moved_;  // a watermark moved, or stop
   bool stopping_ = false;
-  std::vector<Waiter> waiters_;     // under mutex_
-  bool behind_by_a_batch_ = false;  // worker thread: the last round left a batch or more
+  std::vector<Waiter> waiters_;  // under mutex_
+  // Worker thread: the last round stopped at a transaction's worth with more to do.
+  bool behind_by_a_batch_ = false;
   std::atomic<u64> rows_{0};
   std::atomic<u64> failures_{0};
   Histogram round_ns_;

@@ -157,6 +157,9 @@ struct OrderBody {
 // A checkout's action: the method in the low bits, the risk rule that refused it (the
 // gateway's decision, orders/order_book.h) above them.
 inline constexpr u8 kCheckoutRiskShift = 4;
+// order_create's flags: its request gave a callback_url (journaled as an annotation;
+// the order records that it has one, for a checkout's redirect_url).
+inline constexpr u8 kOrderCallbackUrl = 1;
 inline constexpr u8 kCheckoutMethodMask = (1u << kCheckoutRiskShift) - 1;
 
 struct Command {
@@ -284,9 +287,10 @@ struct Command {
   }
 
   static Command make_order_create(AccountId account, u64 amount, Currency currency,
-                                   u32 expires_in_s, u64 ref_hash) noexcept {
+                                   u32 expires_in_s, u64 ref_hash, u8 flags = 0) noexcept {
     Command c;
     c.kind = CommandKind::order_create;
+    c.flags = flags;
     c.order_create = OrderCreateBody{.account = account,
                                      .amount = amount,
                                      .currency = currency,

@@ -144,7 +144,8 @@ CommandResult OrderBook::apply(Stamp stamp, const Command& command, OrderMoney& 
 }
 
 CommandResult OrderBook::dispatch(Stamp stamp, const Command& command, OrderMoney& money) noexcept {
-  if (command.flags != 0) return {ResultCode::invalid_command};
+  const u8 flags_allowed = command.kind == CommandKind::order_create ? kOrderCallbackUrl : 0;
+  if ((command.flags & ~flags_allowed) != 0) return {ResultCode::invalid_command};
   if (command.kind != CommandKind::order_create) {
     for (const u8 byte : command.order.reserved0) {
       if (byte != 0) return {ResultCode::invalid_command};
@@ -205,6 +206,7 @@ CommandResult OrderBook::create(Stamp stamp, const Command& command, OrderMoney&
   order.expires_in_s = body.expires_in_s;
   order.expires_at_ns = stamp.timestamp_ns + u64{body.expires_in_s} * kNanosPerSecond;
   order.ref_hash = body.ref_hash;
+  order.has_callback_url = (command.flags & kOrderCallbackUrl) != 0 ? 1 : 0;
   index_.insert(order.id, slot);
   if (body.ref_hash != 0) refs_.insert(ref_key(merchant, body.ref_hash), order.id);
   expiry_.push(slot, order.expires_at_ns, order.id, body.expires_in_s);
@@ -414,7 +416,7 @@ Status OrderBook::load(u64 next_serial, u64 next_retain_serial, const std::vecto
         order.resolution > OrderResolution::rejected || order.late_result > 1 ||
         order.risk_rule > RiskRule::blocked_payer ||
         (order.risk_rule != RiskRule::none) != (order.status == OrderStatus::rejected_risk) ||
-        order.reserved0 != 0 || order.reserved2 != 0 ||
+        order.has_callback_url > 1 || order.reserved2 != 0 ||
         (order.hold_id.value != 0) != (order.method == OrderMethod::balance)) {
       return fail(fmt::format("bad order {}", order.id));
     }

@@ -82,7 +82,7 @@ struct alignas(64) Order {
   OrderResolution resolution = OrderResolution::none;
   u8 late_result = 0;  // exception_checkout: the provider's success came after timeout
   RiskRule risk_rule = RiskRule::none;  // rejected_risk: which rule refused its checkout
-  u8 reserved0 = 0;
+  u8 has_callback_url = 0;  // its request gave one (kOrderCallbackUrl): the store has it
   u16 reserved2 = 0;
   // Final: its place in the order finals leave memory, (finished_at, retain_serial).
   // An unresolved exception_checkout is never let go.
