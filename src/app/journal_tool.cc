@@ -24,7 +24,7 @@ std::string utc(u64 ns) {
 }
 
 LedgerConfig config_of(const journal::SegmentHeader& h) {
-  return LedgerConfig{.prefix = {h.region, h.group},
+  LedgerConfig config{.prefix = {h.region, h.group},
                       .accounts_max = h.accounts_max,
                       .pending_max = h.pending_max,
                       .recent_transfers_max = h.recent_transfers_max,
@@ -36,6 +36,13 @@ LedgerConfig config_of(const journal::SegmentHeader& h) {
                       .signature_window_ns = h.signature_window_ns != 0
                                                  ? h.signature_window_ns
                                                  : LedgerConfig{}.signature_window_ns};
+  // The order book's settings (a journal from before orders holds none). The number of
+  // groups is not recorded: transfers between groups replay as refused (docs/JOURNAL.md).
+  if (h.orders_max != 0) {
+    config.orders_max = h.orders_max;
+    config.order_final_retained_ns = u64{h.order_final_retained_s} * kNanosPerSecond;
+  }
+  return config;
 }
 
 const char* kind_name(journal::AnnotationKind kind) {

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "app/journal_tool.h"
+#include "app/projection_tool.h"
 #include "app/serve.h"
 #include "ledger/ledger.h"
 
@@ -97,7 +98,30 @@ int main(int argc, char** argv) {
   dump->add_option("--from", dump_from, "first sequence to print");
   dump->add_option("--limit", dump_limit, "most records to print");
 
+  CLI::App* projection =
+      app.add_subcommand("projection", "the history store, made again from the journals");
+  projection->require_subcommand(1);
+  paygate::ServeOptions rebuild_options;
+  std::filesystem::path store_file;
+  CLI::App* rebuild = projection->add_subcommand(
+      "rebuild", "replay every group's journal into a new store (server stopped)");
+  rebuild->add_option("--data-dir", rebuild_options.data_dir, "the server's data directory")
+      ->envname("PAYGATE_DATA_DIR")
+      ->capture_default_str();
+  rebuild->add_option("--groups", rebuild_options.groups, "the server's --groups")
+      ->envname("PAYGATE_GROUPS")
+      ->capture_default_str();
+  rebuild->add_option("--config", rebuild_options.config_file, "the server's TOML file")
+      ->envname("PAYGATE_CONFIG")
+      ->check(CLI::ExistingFile);
+  rebuild->add_option("--store", store_file, "the new store's file (must not exist)")->required();
+  CLI::App* digest =
+      projection->add_subcommand("digest", "each table's rows and hash, to compare stores");
+  digest->add_option("--store", store_file, "the store's file")->required();
+
   CLI11_PARSE(app, argc, argv);
+  if (rebuild->parsed()) return paygate::projection_rebuild(rebuild_options, store_file);
+  if (digest->parsed()) return paygate::projection_digest(store_file);
   if (demo->parsed()) return paygate::run_demo();
   if (serve->parsed()) return paygate::run_serve(serve_options);
   if (verify->parsed()) return paygate::journal_verify(journal_dir);

@@ -344,6 +344,23 @@ sigset_t stop_signals() {
 
 }  // namespace
 
+Status served_settings(const ServeOptions& options, EngineConfig* engine,
+                       history::HistoryConfig* history) {
+  Settings s;
+  s.engine.data_dir = options.data_dir;
+  s.engine.groups = options.groups;
+  if (options.groups == 0 || options.groups > kGroupMax + 1) {
+    return Status::invalid_config(fmt::format("--groups must be 1 to {}", kGroupMax + 1));
+  }
+  if (!options.config_file.empty()) {
+    if (Status s_ok = apply_config_file(options.config_file, &s); !s_ok.ok()) return s_ok;
+  }
+  if (s.history.file.empty()) s.history.file = options.data_dir / "history.sqlite";
+  *engine = s.engine;
+  *history = s.history;
+  return Status::success();
+}
+
 int run_serve(const ServeOptions& options) {
   // Block the stop signals before any thread starts, so every thread inherits the
   // mask and only the main thread's sigwait() sees them.

@@ -6,7 +6,10 @@
 #include <filesystem>
 #include <string>
 
+#include "base/status.h"
 #include "base/types.h"
+#include "history/worker.h"
+#include "pipeline/engine.h"
 
 namespace paygate {
 
@@ -20,5 +23,10 @@ struct ServeOptions {
 };
 
 int run_serve(const ServeOptions& options);
+
+// The engine and history settings `paygate serve` would run with these options (flags,
+// environment, TOML), for tools that read its data directory (projection rebuild).
+Status served_settings(const ServeOptions& options, EngineConfig* engine,
+                       history::HistoryConfig* history);
 
 }  // namespace paygate

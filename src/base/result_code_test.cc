@@ -82,6 +82,7 @@ TEST(ResultCode, NumbersAndNamesAreStable) {
       {114, "not_implemented"},
       {115, "cursor_expired"},
       {116, "outcome_expired"},
+      {117, "history_behind"},
       {120, "missing_credentials"},
       {121, "invalid_credentials"},
       {122, "invalid_signature"},

@@ -17,6 +17,7 @@
 #include <fmt/format.h>
 
 #include "base/assert.h"
+#include "base/hash.h"
 
 namespace paygate::history {
 namespace {
@@ -127,6 +128,8 @@ class Statement {
                : std::string_view(static_cast<const char*>(p),
                                   static_cast<std::size_t>(sqlite3_column_bytes(stmt_, column)));
   }
+  int columns() const { return sqlite3_column_count(stmt_); }
+  int type(int column) const { return sqlite3_column_type(stmt_, column); }
   bool is_null(int column) const { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
 
  private:
@@ -782,6 +785,52 @@ Result<std::vector<SqliteStore::OrderStep>> SqliteStore::order_history(u64 id) {
                      static_cast<u64>(read.integer(2)), static_cast<u64>(read.integer(3))});
   }
   return steps;
+}
+
+Result<std::vector<SqliteStore::TableDigest>> SqliteStore::digest() {
+  std::lock_guard lock(read_mutex_);
+  static constexpr std::pair<const char*, const char*> kTables[] = {
+      {"events", "SELECT * FROM events ORDER BY grp, sequence, idx"},
+      {"transfers", "SELECT * FROM transfers ORDER BY grp, id"},
+      {"entries", "SELECT * FROM entries ORDER BY account, sequence, idx, side"},
+      {"annotations", "SELECT * FROM annotations ORDER BY grp, sequence, n"},
+      {"orders", "SELECT * FROM orders ORDER BY id"},
+      {"order_changes", "SELECT * FROM order_changes ORDER BY id, sequence, n"},
+      {"watermarks", "SELECT grp, first_sequence FROM watermarks ORDER BY grp"},
+  };
+  std::vector<TableDigest> out;
+  for (const auto& [table, sql] : kTables) {
+    Statement read(reader_, sql);
+    if (!read.ok()) return read_failed(std::string("digest ") + table);
+    TableDigest& d = out.emplace_back();
+    d.table = table;
+    Hasher hasher;
+    for (int rc = read.step(); rc != SQLITE_DONE; rc = read.step()) {
+      if (rc != SQLITE_ROW) return read_failed(std::string("digest ") + table);
+      ++d.rows;
+      for (int c = 0; c < read.columns(); ++c) {
+        const int type = read.type(c);
+        hasher.add(static_cast<u64>(type));
+        if (type == SQLITE_INTEGER) hasher.add(static_cast<u64>(read.integer(c)));
+        if (type == SQLITE_TEXT || type == SQLITE_BLOB) hasher.add_bytes(read.blob(c));
+      }
+    }
+    d.hash = hasher.value();
+  }
+  return out;
+}
+
+Result<std::vector<SqliteStore::Watermark>> SqliteStore::watermarks() {
+  std::lock_guard lock(read_mutex_);
+  Statement read(reader_, "SELECT grp, first_sequence, sequence FROM watermarks ORDER BY grp");
+  if (!read.ok()) return read_failed("read the watermarks");
+  std::vector<Watermark> out;
+  for (int rc = read.step(); rc != SQLITE_DONE; rc = read.step()) {
+    if (rc != SQLITE_ROW) return read_failed("read the watermarks");
+    out.push_back({static_cast<u32>(read.integer(0)), static_cast<u64>(read.integer(1)),
+                   static_cast<u64>(read.integer(2))});
+  }
+  return out;
 }
 
 Result<u64> SqliteStore::rows(const std::string& table) {

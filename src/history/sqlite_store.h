@@ -167,6 +167,21 @@ class SqliteStore {
   Result<std::vector<LedgerEvent>> account_events(u32 group, u64 account,
                                                   std::optional<EventKey> before, u32 limit);
   Result<u64> rows(const std::string& table);  // for tests and tools
+  // Each table's rows and a hash of all their values in key order (watermarks: the
+  // group and its first sequence only, as a store stopped a little later differs
+  // there), to tell two stores of the same journal are the same (projection rebuild).
+  struct TableDigest {
+    std::string table;
+    u64 rows = 0;
+    u64 hash = 0;
+    bool operator==(const TableDigest&) const = default;
+  };
+  Result<std::vector<TableDigest>> digest();
+  struct Watermark {
+    u32 group = 0;
+    u64 first_sequence = 0, sequence = 0;
+  };
+  Result<std::vector<Watermark>> watermarks();
   int schema_version() const noexcept { return schema_version_; }
   // Rows written (events, statement lines, annotations), for /metrics.
   u64 rows_written() const noexcept { return rows_written_.load(std::memory_order_relaxed); }

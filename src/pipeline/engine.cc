@@ -9,6 +9,14 @@
 
 namespace paygate {
 
+GroupConfig Engine::group_config(const EngineConfig& config, u32 g) {
+  GroupConfig group = config.group;
+  group.dir = group_dir(config.data_dir, g);
+  group.ledger.prefix = IdPrefix{config.region, g};
+  group.ledger.groups = config.groups;
+  return group;
+}
+
 std::filesystem::path Engine::group_dir(const std::filesystem::path& data_dir, u32 group) {
   return data_dir / fmt::format("group-{:04}", group);
 }
@@ -23,11 +31,7 @@ Result<std::unique_ptr<Engine>> Engine::open(const EngineConfig& config) {
   engine->groups_.resize(config.groups);
   std::vector<Status> failures(config.groups);
   const auto open_group = [&](u32 g) {
-    GroupConfig group = config.group;
-    group.dir = group_dir(config.data_dir, g);
-    group.ledger.prefix = IdPrefix{config.region, g};
-    group.ledger.groups = config.groups;
-    Result<std::unique_ptr<Group>> opened = Group::open(group);
+    Result<std::unique_ptr<Group>> opened = Group::open(group_config(config, g));
     if (opened.ok()) {
       engine->groups_[g] = std::move(opened).value();
     } else {

@@ -50,6 +50,8 @@ class Engine {
   Group* route(u64 id) noexcept;
 
   static std::filesystem::path group_dir(const std::filesystem::path& data_dir, u32 group);
+  // Group g's configuration: the template's, with its directory and ledger identity.
+  static GroupConfig group_config(const EngineConfig& config, u32 g);
 
  private:
   EngineConfig config_;

@@ -1,0 +1,128 @@
+#include "app/projection_tool.h"
+
+#include <chrono>
+#include <cstdio>
+
+#include <fmt/format.h>
+
+#include "history/projector.h"
+#include "history/sqlite_store.h"
+#include "journal/reader.h"
+
+namespace paygate {
+namespace {
+
+int print_digest(history::SqliteStore& store) {
+  Result<std::vector<history::SqliteStore::TableDigest>> digest = store.digest();
+  if (!digest.ok()) {
+    std::fprintf(stderr, "paygate: %s\n", digest.status().message().c_str());
+    return 1;
+  }
+  for (const history::SqliteStore::TableDigest& d : digest.value()) {
+    std::printf("table=%s rows=%llu hash=%016llx\n", d.table.c_str(),
+                static_cast<unsigned long long>(d.rows), static_cast<unsigned long long>(d.hash));
+  }
+  Result<std::vector<history::SqliteStore::Watermark>> marks = store.watermarks();
+  if (!marks.ok()) {
+    std::fprintf(stderr, "paygate: %s\n", marks.status().message().c_str());
+    return 1;
+  }
+  for (const history::SqliteStore::Watermark& w : marks.value()) {
+    std::printf("group=%u first_sequence=%llu watermark=%llu\n", w.group,
+                static_cast<unsigned long long>(w.first_sequence),
+                static_cast<unsigned long long>(w.sequence));
+  }
+  return 0;
+}
+
+}  // namespace
+
+int projection_rebuild(const ServeOptions& options, const std::filesystem::path& store_file) {
+  EngineConfig engine;
+  history::HistoryConfig history;
+  if (Status s = served_settings(options, &engine, &history); !s.ok()) {
+    std::fprintf(stderr, "paygate: %s\n", s.message().c_str());
+    return 1;
+  }
+  std::error_code ec;
+  if (std::filesystem::exists(store_file, ec)) {
+    std::fprintf(stderr, "paygate: %s exists: a rebuild makes a new store (move it away)\n",
+                 store_file.c_str());
+    return 1;
+  }
+  Result<std::unique_ptr<history::SqliteStore>> opened = history::SqliteStore::open(store_file);
+  if (!opened.ok()) {
+    std::fprintf(stderr, "paygate: %s\n", opened.status().message().c_str());
+    return 1;
+  }
+  history::SqliteStore& store = *opened.value();
+  for (u32 g = 0; g < engine.groups; ++g) {
+    const GroupConfig group = Engine::group_config(engine, g);
+    const LedgerConfig& ledger = group.ledger;
+    const std::filesystem::path& dir = group.dir;
+    // The journal must have been written by a ledger configured so (results depend on
+    // it): the settings given here are the server's.
+    journal::SegmentHeader identity{};
+    if (!journal::read_identity(dir, &identity)) {
+      std::printf("group=%u journal=empty\n", g);
+      continue;
+    }
+    if (!journal::SegmentHeader::describe(ledger, identity.segment_bytes).same_ledger(identity)) {
+      std::fprintf(stderr,
+                   "paygate: group %u's journal was written with other ledger settings than "
+                   "these (give the server's --config and --groups)\n",
+                   g);
+      return 1;
+    }
+    Result<std::unique_ptr<history::Projector>> projector = history::Projector::open(
+        history::ProjectorConfig{
+            .dir = dir, .ledger = ledger, .group = g, .batch_events = history.batch_events},
+        store);
+    if (!projector.ok()) {
+      std::fprintf(stderr, "paygate: group %u: %s\n", g, projector.status().message().c_str());
+      return 1;
+    }
+    history::Projector& p = *projector.value();
+    const auto started = std::chrono::steady_clock::now();
+    auto reported = started;
+    u64 commands = 0;
+    for (;;) {
+      const Result<u64> some = p.catch_up(~u64{0} >> 1);  // to the journal's end
+      if (!some.ok()) {
+        std::fprintf(stderr, "paygate: group %u at sequence %llu: %s\n", g,
+                     static_cast<unsigned long long>(p.watermark()),
+                     some.status().message().c_str());
+        return 1;
+      }
+      commands += some.value();
+      const auto now = std::chrono::steady_clock::now();
+      if (some.value() == 0 || now - reported >= std::chrono::seconds(1)) {
+        const double seconds = std::chrono::duration<double>(now - started).count();
+        std::printf("group=%u watermark=%llu commands=%llu rows=%llu seconds=%.1f%s\n", g,
+                    static_cast<unsigned long long>(p.watermark()),
+                    static_cast<unsigned long long>(commands),
+                    static_cast<unsigned long long>(store.rows_written()), seconds,
+                    some.value() == 0 ? " done" : "");
+        std::fflush(stdout);
+        reported = now;
+      }
+      if (some.value() == 0) break;
+    }
+  }
+  return print_digest(store);
+}
+
+int projection_digest(const std::filesystem::path& store_file) {
+  if (!std::filesystem::exists(store_file)) {
+    std::fprintf(stderr, "paygate: no store at %s\n", store_file.c_str());
+    return 1;
+  }
+  Result<std::unique_ptr<history::SqliteStore>> opened = history::SqliteStore::open(store_file);
+  if (!opened.ok()) {
+    std::fprintf(stderr, "paygate: %s\n", opened.status().message().c_str());
+    return 1;
+  }
+  return print_digest(*opened.value());
+}
+
+}  // namespace paygate
