@@ -230,7 +230,14 @@ Status Projector::flush() {
   batch_.group = config_.group;
   batch_.after = watermark_;
   batch_.watermark = applied_;
-  if (Status s = store_.write(batch_); !s.ok()) return s;
+  if (Status s = store_.write(batch_); !s.ok()) {
+    // A write reported failed may have committed all the same (SQLite can report a
+    // COMMIT failed after it happened), or another writer wrote this very stretch: a
+    // store already at this batch's end holds it, and history goes on from there
+    // rather than being refused for good.
+    const Result<u64> stored = store_.watermark(config_.group);
+    if (!stored.ok() || stored.value() != applied_) return s;
+  }
   if (first_sequence_ == 0) first_sequence_ = watermark_ + 1;
   watermark_ = applied_;
   sink_->flushed();

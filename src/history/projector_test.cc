@@ -192,6 +192,36 @@ TEST_F(ProjectorTest, ExactlyOnceWhereverItStops) {
   EXPECT_EQ(store->rows("annotations").value(), 2u * 20u);
 }
 
+// A write refused because the store already holds that very stretch (a COMMIT that
+// was reported failed but happened; here, a second projector that wrote it first) is
+// taken as written: history goes on, each row once.
+TEST_F(ProjectorTest, AStretchTheStoreAlreadyHoldsIsTakenAsWritten) {
+  const GroupConfig c = group_config();
+  auto group = open(c);
+  const AccountId bank = open_account(*group, AccountKind::system);
+  std::vector<AccountId> accounts{open_account(*group), open_account(*group)};
+  workload(*group, bank, accounts, 4);
+  const u64 first_stretch = group->durable_sequence();
+  auto store = open_store();
+  ProjectorConfig whole = projector_config(c);
+  whole.batch_events = 1'000'000;  // one batch to the end: both write the same stretch
+  auto first = Projector::open(whole, *store);
+  auto second = Projector::open(whole, *store);
+  ASSERT_TRUE(first.ok() && second.ok());
+  ASSERT_TRUE(first.value()->catch_up(first_stretch).ok());
+  const Result<u64> again = second.value()->catch_up(first_stretch);
+  ASSERT_TRUE(again.ok()) << again.status().to_string();
+  EXPECT_EQ(second.value()->watermark(), first_stretch);
+  // It goes on from there, each row once.
+  workload(*group, bank, accounts, 2);
+  const u64 durable = group->durable_sequence();
+  const std::vector<LedgerEvent> events = group_events(*group);
+  group->stop();
+  ASSERT_TRUE(second.value()->catch_up_all(durable).ok());
+  EXPECT_EQ(store->watermark(0).value(), durable);
+  EXPECT_EQ(keys_of(stored_events(*store)), keys_of(events));
+}
+
 // The projector follows a group that keeps writing, reading only what is durable, and
 // from a snapshot when the journal before its watermark is gone.
 TEST_F(ProjectorTest, FollowsALiveGroupAndResumesFromASnapshot) {

@@ -262,22 +262,20 @@ Status SqliteStore::migrate() {
 }
 
 Result<u64> SqliteStore::watermark(u32 group) {
-  std::lock_guard lock(read_mutex_);
-  Statement read(reader_, "SELECT sequence FROM watermarks WHERE grp = ?");
-  if (!read.ok()) return read_failed("read a watermark");
-  const int rc = read.bind(1, group).step();
-  if (rc == SQLITE_ROW) return static_cast<u64>(read.integer(0));
-  if (rc == SQLITE_DONE) return u64{0};
-  return read_failed("read a watermark");
+  return watermark_column(group, "SELECT sequence FROM watermarks WHERE grp = ?");
 }
 
 Result<u64> SqliteStore::first_sequence(u32 group) {
+  return watermark_column(group, "SELECT first_sequence FROM watermarks WHERE grp = ?");
+}
+
+Result<u64> SqliteStore::watermark_column(u32 group, const char* sql) {
   std::lock_guard lock(read_mutex_);
-  Statement read(reader_, "SELECT first_sequence FROM watermarks WHERE grp = ?");
+  Statement read(reader_, sql);
   if (!read.ok()) return read_failed("read a watermark");
   const int rc = read.bind(1, group).step();
   if (rc == SQLITE_ROW) return static_cast<u64>(read.integer(0));
-  if (rc == SQLITE_DONE) return u64{0};
+  if (rc == SQLITE_DONE) return u64{0};  // nothing of the group yet
   return read_failed("read a watermark");
 }
 

@@ -193,6 +193,7 @@ class SqliteStore {
   Status failed(const std::string& what) const;
   Status read_failed(const std::string& what) const;
   Status order_texts(OrderRow& row);  // REQUIRES: read_mutex_ held
+  Result<u64> watermark_column(u32 group, const char* sql);
 
   std::mutex mutex_;  // the writer's
   sqlite3* db_ = nullptr;
