@@ -279,6 +279,17 @@ TEST_F(HistoryTwoGroupServerTest, ARebuildFromTheJournalsMakesTheSameRows) {
   ASSERT_EQ(digest_code, 0) << digest_printed;
   EXPECT_NE(printed.find(digest_printed.substr(0, digest_printed.find("group="))),
             std::string::npos);
+  // Fewer groups than the data directory has, or no data directory: refused.
+  const std::filesystem::path other = dir_.path() / "other.sqlite";
+  EXPECT_EQ(run_command(std::string(PAYGATE_PATH) + " projection rebuild --data-dir " +
+                        data.string() + " --groups 1 --store " + other.string())
+                .first,
+            1);
+  EXPECT_EQ(run_command(std::string(PAYGATE_PATH) + " projection rebuild --data-dir " +
+                        (dir_.path() / "nowhere").string() + " --store " + other.string())
+                .first,
+            1);
+  EXPECT_FALSE(std::filesystem::exists(other));
   // A rebuild never writes into a store that exists.
   EXPECT_EQ(run_command(std::string(PAYGATE_PATH) + " projection rebuild --data-dir " +
                         data.string() + " --groups 2 --store " + rebuilt.string())

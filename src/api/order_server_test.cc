@@ -752,7 +752,7 @@ TEST_F(OrderServerTest, AFinalCheckoutAnswersTheRedirectToTheMerchant) {
   const std::string t = std::to_string(number_field(paid.body, "/finished_at"));
   const std::string signed_part = "order_id=" + id + "&status=success&t=" + t;
   EXPECT_EQ(redirect, "https://shop.test/back?cart=9&" + signed_part + "&signature=" +
-                          to_hex(hmac_sha256(shop_.secret, {signed_part})) + "#done");
+                          to_hex(hmac_sha256(shop_.secret, {"redirect:", signed_part})) + "#done");
   // A retry answers the same.
   const HttpResponse again =
       checkout_wallet(payer_, id, signature, wallet_, {"Idempotency-Key: back-1-pay"});

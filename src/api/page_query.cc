@@ -46,6 +46,18 @@ Problem refusal(std::string_view name, ResultCode code, std::string_view why) {
   return Problem{code, fmt::format("query parameter \"{}\" {}", name.substr(0, 64), why)};
 }
 
+// limit=: once, 1 to `max`.
+Problem parse_limit(std::string_view name, std::string_view value, u32 max, bool* seen, u32* out) {
+  if (*seen) return refusal(name, ResultCode::invalid_field, "is given twice");
+  *seen = true;
+  const auto limit = decimal<u32>(value, max);
+  if (!limit || *limit == 0) {
+    return refusal(name, ResultCode::invalid_field, fmt::format("must be 1 to {}", max));
+  }
+  *out = *limit;
+  return {};
+}
+
 // application/x-www-form-urlencoded: %XX and '+' for a space; nullopt if malformed.
 std::optional<std::string> form_decoded(std::string_view text) {
   std::string out;
@@ -95,13 +107,7 @@ Problem parse_page_query(std::string_view target, PageRoute route, PageQuery* ou
       return refusal(name, code, why);
     };
     if (name == "limit") {
-      if (seen_limit) return refuse(ResultCode::invalid_field, "is given twice");
-      seen_limit = true;
-      const auto limit = decimal<u32>(value, kPageMax);
-      if (!limit || *limit == 0) {
-        return refuse(ResultCode::invalid_field, fmt::format("must be 1 to {}", kPageMax));
-      }
-      out->limit = *limit;
+      return parse_limit(name, value, kPageMax, &seen_limit, &out->limit);
     } else if (name == cursor_name) {
       if (out->cursor) return refuse(ResultCode::invalid_cursor, "is given twice");
       out->cursor = parse_cursor(value);
@@ -137,13 +143,7 @@ Problem parse_order_list_query(std::string_view target, OrderListQuery* out) {
       return Problem{};
     };
     if (name == "limit") {
-      if (seen_limit) return refuse(ResultCode::invalid_field, "is given twice");
-      seen_limit = true;
-      const auto limit = decimal<u32>(value, kOrderPageMax);
-      if (!limit || *limit == 0) {
-        return refuse(ResultCode::invalid_field, fmt::format("must be 1 to {}", kOrderPageMax));
-      }
-      out->limit = *limit;
+      return parse_limit(name, value, kOrderPageMax, &seen_limit, &out->limit);
     } else if (name == "status") {
       if (Problem p = once(out->status); !p.ok()) return p;
       for (u8 s = 1; s <= static_cast<u8>(OrderStatus::exception_checkout); ++s) {

@@ -14,8 +14,10 @@ namespace paygate::api {
 
 namespace {
 
-// How long ?min_sequence= waits for the store before answering history_behind.
+// How long a list waits for the store (then ?min_sequence= answers history_behind).
 constexpr u64 kHistoryWaitNs = 5 * kNanosPerSecond;
+// How long a wallet checkout waits for the store to have its order's callback_url.
+constexpr u64 kRedirectWaitNs = kNanosPerSecond;
 
 OrderCreate said_of(history::OrderRow& row) {
   OrderCreate said;
@@ -52,10 +54,13 @@ bool Service::list_orders(Exchange& ex) {
     }
     group = merchant->group;
   }
-  if (group && !history->projecting(*group)) {
-    return fail(ex, ResultCode::not_durable,
-                "the history store does not follow this merchant's group now (logged); retry "
-                "later");
+  for (u32 g = 0; g < history->groups(); ++g) {
+    if ((!group || g == *group) && !history->projecting(g)) {
+      return fail(ex, ResultCode::not_durable,
+                  fmt::format("the history store does not follow group {} now (logged); retry "
+                              "later",
+                              g));
+    }
   }
   std::vector<u64>& wanted = ex.history_wanted_;
   if (ex.step_ == 0) {
@@ -83,11 +88,18 @@ bool Service::list_orders(Exchange& ex) {
     }
   }
   const u64 as_of = group ? history->watermark(*group) : 0;  // before the read: it reflects this
-  if (q.min_sequence && group && as_of < *q.min_sequence) {
-    ex.reply.retry_after_s = 1;
-    return fail(ex, ResultCode::history_behind,
-                fmt::format("the history store of group {} is at sequence {}, not yet {}; retry",
-                            *group, as_of, *q.min_sequence));
+  // Not reached: min_sequence is strict; the implicit wait of one merchant's list
+  // answers what the store has (as_of_sequence says how far); a list of every group
+  // has no single sequence to say that with, so it is refused too.
+  for (u32 g = 0; g < wanted.size(); ++g) {
+    const bool strict = !group || (q.min_sequence && history->watermark(g) < *q.min_sequence);
+    if (history->watermark(g) < wanted[g] && strict) {
+      ex.reply.retry_after_s = 1;
+      return fail(ex, ResultCode::history_behind,
+                  fmt::format("the history store of group {} is at sequence {}, not yet {}; "
+                              "retry",
+                              g, history->watermark(g), wanted[g]));
+    }
   }
   const history::OrderQuery query{
       .merchant = q.merchant.value_or(0),
@@ -158,16 +170,16 @@ std::optional<bool> Service::order_from_history(Exchange& ex) {
 
 // The payer's way back to the merchant after a final checkout: the callback_url with
 // order_id, status and t (the order's final time, so a retry answers the same) and a
-// signature over exactly those three as they stand, keyed with the merchant's API
-// secret (docs/ORDERS.md, "Redirects").
+// signature over "redirect:" and exactly those three as they stand, keyed with the
+// merchant's API secret (docs/ORDERS.md, "Redirects"). Empty when it cannot be signed.
 std::string Service::redirect_url(const Order& o, std::string_view callback_url) const {
   const MerchantRef merchant = merchants_.find(o.merchant);
-  const u64 at_ns = o.finished_at_ns != 0 ? o.finished_at_ns : o.created_at_ns;
+  if (merchant == nullptr || merchant->secret.empty() || o.finished_at_ns == 0) return {};
   const std::string signed_part =
       fmt::format("order_id={}&status={}&t={}", id_text(IdKind::order, o.id), name(o.status),
-                  at_ns / kNanosPerSecond);
-  const std::string signature =
-      merchant == nullptr ? std::string() : to_hex(hmac_sha256(merchant->secret, {signed_part}));
+                  o.finished_at_ns / kNanosPerSecond);
+  // (The prefix keeps this message apart from every other the secret signs.)
+  const std::string signature = to_hex(hmac_sha256(merchant->secret, {"redirect:", signed_part}));
   // The parameters go before a fragment, after any query the URL has.
   const std::size_t fragment = std::min(callback_url.find('#'), callback_url.size());
   const std::string_view base = callback_url.substr(0, fragment);
@@ -183,8 +195,11 @@ bool Service::answer_order(Exchange& ex) {
   std::string redirect;
   history::HistoryWorker* history = history_.load(std::memory_order_acquire);
   const u32 group = id_prefix(o.id).group;
-  if (ex.route_ == Route::orders_checkout && is_final(o.status) && o.has_callback_url != 0 &&
-      history != nullptr && group < history->groups()) {
+  // Only the checkout that makes the order final has a payer to send back: a wallet's
+  // (a retry of a provider's checkout answers as the first did, without).
+  const bool paid_now = ex.route_ == Route::orders_checkout && o.method == OrderMethod::wallet &&
+                        o.status == OrderStatus::success && o.finished_at_ns != 0;
+  if (paid_now && o.has_callback_url != 0 && history != nullptr && group < history->groups()) {
     // The URL is the store's (journaled with the order's creation, which the store may
     // not have reached yet: then wait, once and bounded, for what the group has made
     // durable, which holds the creation).
@@ -193,14 +208,15 @@ bool Service::answer_order(Exchange& ex) {
       redirect = redirect_url(o, row.value()->callback_url);
     } else if (!ex.redirect_waited_) {
       ex.redirect_waited_ = true;
-      if (history->wait_async(group, engine().group(group).durable_sequence(), kHistoryWaitNs,
+      if (history->wait_async(group, engine().group(group).durable_sequence(), kRedirectWaitNs,
                               &ex)) {
         ex.last_step_ = true;
         return false;
       }
       return answer_order(ex);  // reached already: read again
-    } else {
-      // The checkout happened: it is answered, without the URL (GET the order later).
+    }
+    if (redirect.empty()) {
+      // The checkout happened: it is answered, without the URL.
       PG_LOG_WARN(
           "event=redirect_url_unknown order={} message=\"the history store does not "
           "have the order's callback_url yet\"",

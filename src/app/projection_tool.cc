@@ -45,6 +45,19 @@ int projection_rebuild(const ServeOptions& options, const std::filesystem::path&
     return 1;
   }
   std::error_code ec;
+  // The group count is not in the journals: a directory of a group past --groups says
+  // the server runs more (their transfers between groups would replay as refused).
+  if (std::filesystem::exists(Engine::group_dir(engine.data_dir, engine.groups), ec)) {
+    std::fprintf(stderr,
+                 "paygate: %s has more groups than --groups %u: give the server's --groups\n",
+                 engine.data_dir.c_str(), engine.groups);
+    return 1;
+  }
+  if (!std::filesystem::exists(Engine::group_dir(engine.data_dir, 0), ec)) {
+    std::fprintf(stderr, "paygate: %s has no journal (no group-0000): is it the data dir?\n",
+                 engine.data_dir.c_str());
+    return 1;
+  }
   if (std::filesystem::exists(store_file, ec)) {
     std::fprintf(stderr, "paygate: %s exists: a rebuild makes a new store (move it away)\n",
                  store_file.c_str());

@@ -796,6 +796,14 @@ Result<std::vector<SqliteStore::TableDigest>> SqliteStore::digest() {
       {"order_changes", "SELECT * FROM order_changes ORDER BY id, sequence, n"},
       {"watermarks", "SELECT grp, first_sequence FROM watermarks ORDER BY grp"},
   };
+  // One read transaction: every table as of one commit.
+  if (sqlite3_exec(reader_, "BEGIN", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    return read_failed("begin a digest");
+  }
+  struct End {
+    sqlite3* db;
+    ~End() { sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr); }
+  } end{reader_};
   std::vector<TableDigest> out;
   for (const auto& [table, sql] : kTables) {
     Statement read(reader_, sql);

@@ -35,8 +35,11 @@
 //   1  as they are: count × Command (64 bytes each)
 //   2  packed (command_packing.h): each as its difference from the one before it
 //   3  as 2; annotations records exist from this version on
+//   4  as 3; an order_create may carry kOrderCallbackUrl in its flags (a build that
+//      reads only up to 3 would replay such a create as refused: it must refuse the
+//      journal instead, and does, by its version)
 // A writer writes kFormatVersion; a journal may hold records of all of them (an
-// upgrade appends version 3 to a version 1 or 2 journal).
+// upgrade appends version 4 to a version 1, 2 or 3 journal).
 //
 // Integers are little-endian (the only byte order paygate runs on).
 #pragma once
@@ -53,7 +56,7 @@
 
 namespace paygate::journal {
 
-inline constexpr u8 kFormatVersion = 3;
+inline constexpr u8 kFormatVersion = 4;
 inline constexpr u8 kAnnotationsVersion = 3;       // the first version with annotations
 inline constexpr u8 kFormatVersionOldest = 1;      // the oldest the reader reads
 inline constexpr u32 kTrailerMagic = 0x45524750u;  // "PGRE"

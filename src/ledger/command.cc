@@ -103,7 +103,13 @@ std::string describe(const Command& command) {
 
 u64 content_hash(const Command& command) noexcept {
   Hasher hasher;
-  hasher.add(static_cast<u64>(command.kind)).add(command.flags).add(command.extra_hash);
+  // An order's kOrderCallbackUrl only says its request had a callback_url, which
+  // extra_hash covers already: left out, a create remembered before the flag existed
+  // and its retry now hash the same.
+  const u8 flags = command.kind == CommandKind::order_create
+                       ? static_cast<u8>(command.flags & ~kOrderCallbackUrl)
+                       : command.flags;
+  hasher.add(static_cast<u64>(command.kind)).add(flags).add(command.extra_hash);
   switch (command.kind) {
     case CommandKind::create_account:
       hasher.add(command.create_account.owner.value)

@@ -487,6 +487,7 @@ void OrderBook::hash_into(Hasher& hasher) const {
     // Only balance orders have one, only rejected ones a rule (states from before
     // either hash as they did).
     if (o.hold_id.value != 0) hasher.add(o.hold_id.value);
+    if (o.has_callback_url != 0) hasher.add(0x43424b55u);  // (absent before: same digests)
     if (o.risk_rule != RiskRule::none) hasher.add(0x5249534bu + static_cast<u64>(o.risk_rule));
   }
 }
