@@ -36,6 +36,7 @@ round() {  # round <data dir> <command...>
   PAYGATE_URL="http://127.0.0.1:$port" PAYGATE_DATA_DIR="$data" "$@" | tee "$data.out"
   grep -q '"balance":1250' "$data.out" || { echo "no balance of 1250 in the answers" >&2; exit 1; }
   grep -q '"status":"success","merchant"' "$data.out" || { echo "no paid order in the answers" >&2; exit 1; }
+  grep -q '"object":"list","data":\[{"id":"ord_' "$data.out" || { echo "no list of orders in the answers" >&2; exit 1; }
   kill -TERM $pid
   wait $pid
   echo "server exited $?"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A first conversation with a running paygate: onboard a merchant, open accounts,
 # move money, read a balance and the account's statement; then an order paid from a
-# user's wallet. scripts/run.sh prints
+# user's wallet, and the shop's list of orders. scripts/run.sh prints
 # these lines to copy and paste; a test runs this file against a real server so
 # that they keep working.
 set -euo pipefail
@@ -27,3 +27,5 @@ ORDER=$(curl -sf "$URL/v1/orders" -H "$H" -H "$J" -H 'Idempotency-Key: first-ord
 SIG=$(echo "$ORDER" | sed -E 's/.*"signature":"([^"]+)".*/\1/')
 curl -sf "$URL/v1/orders/$(echo "$ORDER" | id)/checkout" -H "$H" -H "$J" -H 'Idempotency-Key: first-checkout' \
   -d "{\"signature\":\"$SIG\",\"method\":\"wallet\",\"payer_account\":\"$WALLET\"}"; echo
+# The shop's orders, newest first, from the history store (docs/API.md, "Orders").
+curl -sf "$URL/v1/orders?merchant=$MER&limit=10" -H "$H"; echo
