@@ -768,7 +768,8 @@ CommandResult Ledger::settle(Stamp stamp, const Command& command) noexcept {
     } else {
       // A refund the payer's group refused comes back to the merchant: the order no
       // longer counts it (if the order is still held; else its record is archived).
-      if (const u64 order = hold.refunded_order()) orders_.refund_returned(stamp, order, hold.amount);
+      if (const u64 order = hold.refunded_order())
+        orders_.refund_returned(stamp, order, hold.amount);
       close_pending<false>(*slot, TransferStatus::voided, 0, stamp, body.delivery);
     }
     return {.code = body.delivery, .id = id.value};
