@@ -14,11 +14,6 @@ namespace paygate::api {
 
 namespace {
 
-// How long a list waits for the store (then ?min_sequence= answers history_behind).
-constexpr u64 kHistoryWaitNs = 5 * kNanosPerSecond;
-// How long a wallet checkout waits for the store to have its order's callback_url.
-constexpr u64 kRedirectWaitNs = kNanosPerSecond;
-
 OrderCreate said_of(history::OrderRow& row) {
   OrderCreate said;
   said.merchant_ref = std::move(row.merchant_ref);
@@ -77,13 +72,13 @@ bool Service::list_orders(Exchange& ex) {
       wanted[g] =
           std::max(engine().group(g).durable_sequence(), group ? q.min_sequence.value_or(0) : 0);
     }
-    ex.history_wait_until_ns_ = now_ns() + kHistoryWaitNs;
+    ex.history_wait_until_ns_ = now_ns() + history->config().read_wait_ns;
   }
   // One group at a time, all within the one bound.
   const u64 now = now_ns();
+  ex.last_step_ = true;  // (before the wait: the worker may resume it at once)
   for (u32 g = 0; g < wanted.size() && now < ex.history_wait_until_ns_; ++g) {
     if (history->wait_async(g, wanted[g], ex.history_wait_until_ns_ - now, &ex)) {
-      ex.last_step_ = true;
       return false;  // resumed when the store has it, or when the wait ends
     }
   }
@@ -208,9 +203,9 @@ bool Service::answer_order(Exchange& ex) {
       redirect = redirect_url(o, row.value()->callback_url);
     } else if (!ex.redirect_waited_) {
       ex.redirect_waited_ = true;
-      if (history->wait_async(group, engine().group(group).durable_sequence(), kRedirectWaitNs,
-                              &ex)) {
-        ex.last_step_ = true;
+      ex.last_step_ = true;  // (before the wait: the worker may resume it at once)
+      if (history->wait_async(group, engine().group(group).durable_sequence(),
+                              history->config().redirect_wait_ns, &ex)) {
         return false;
       }
       return answer_order(ex);  // reached already: read again

@@ -123,6 +123,8 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
   u64 sync_gap_us = group.journal_sync_gap_ns / 1'000;
   u64 sync_gap_quiet_us = group.journal_sync_gap_quiet_ns / 1'000;
   u64 history_poll_ms = s->history.poll_interval_ns / 1'000'000;
+  u64 read_wait_ms = s->history.read_wait_ns / 1'000'000;
+  u64 redirect_wait_ms = s->history.redirect_wait_ns / 1'000'000;
   struct Key {
     const char* section;
     const char* name;
@@ -208,6 +210,8 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
          return true;
        }},
       {"history", "poll_interval_ms", unsigned_into(&history_poll_ms, 1)},
+      {"history", "read_wait_ms", unsigned_into(&read_wait_ms, 0)},
+      {"history", "redirect_wait_ms", unsigned_into(&redirect_wait_ms, 0)},
       {"history", "batch_events", unsigned_into(&s->history.batch_events, 1)},
       {"history", "retention_segments_max", unsigned_into(&s->history.retention_segments_max, 1)},
   };
@@ -237,6 +241,8 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
     }
   }
   s->history.poll_interval_ns = history_poll_ms * 1'000'000;
+  s->history.read_wait_ns = read_wait_ms * 1'000'000;
+  s->history.redirect_wait_ns = redirect_wait_ms * 1'000'000;
   ledger.idempotency_window_ns = window_s * kNanosPerSecond;
   ledger.order_final_retained_ns = final_retained_s * kNanosPerSecond;
   // The ledger keeps signatures for twice the most the timestamp check allows

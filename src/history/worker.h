@@ -28,6 +28,10 @@ struct HistoryConfig {
   // Retention waits for the store up to this many journal segments per group.
   u32 retention_segments_max = 64;
   int thread_nice = 19;  // the worker's nice value (best effort): the lowest
+  // How long a list of orders waits for the store to reflect what was durable when it
+  // was asked (or its min_sequence), and a wallet checkout for its callback_url.
+  u64 read_wait_ns = 5 * kNanosPerSecond;
+  u64 redirect_wait_ns = kNanosPerSecond;
 };
 
 class HistoryWorker {
@@ -46,6 +50,7 @@ class HistoryWorker {
   void stop();  // finishes the round it is in
 
   SqliteStore& store() noexcept { return *store_; }
+  const HistoryConfig& config() const noexcept { return config_; }
   u32 groups() const noexcept { return static_cast<u32>(projectors_.size()); }
   // How far group g's rows reach (every command up to it), for retention and readers.
   u64 watermark(u32 g) const noexcept { return floors_[g].value.load(std::memory_order_acquire); }
