@@ -16,7 +16,7 @@ if not str(spec.get("openapi", "")).startswith("3."):
     problems.append("not an OpenAPI 3 document")
 
 metrics = (root / "src/api/metrics.cc").read_text()
-code_routes = set(re.findall(r'return "(GET|POST) (/v1/[^"]*)";', metrics))
+code_routes = set(re.findall(r'return "(GET|POST|DELETE) (/v1/[^"]*)";', metrics))
 code_routes |= {("GET", p) for p in re.findall(r'return "(/healthz|/readyz|/metrics)";', metrics)}
 doc_routes = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
 for method, path in sorted(code_routes - doc_routes):

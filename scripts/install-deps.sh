@@ -15,7 +15,7 @@ packages=(
   libcli11-dev libtomlplusplus-dev libjwt-dev librdkafka-dev libsqlite3-dev
   libmariadb-dev libhiredis-dev
   # tools the tests call
-  curl procps python3 python3-yaml
+  curl procps python3 python3-yaml openssl ca-certificates
   # bench/compare: the systems paygate is compared with (its quick run is a test)
   postgresql-15 libpq-dev mariadb-server mariadb-client redis-server gnuplot-nox
   # bench/many_connections: HTTP load at many connections (its quick run is a test)

@@ -80,8 +80,12 @@ Problem Authenticator::signed_request(const Credentials& c, u64 now_s, Principal
   Digest sent{};
   const bool hex_ok = from_hex(c.signature, &sent);
   // Compute the MAC even for an unknown key, so timing does not tell keys apart.
+  // The key's secret: the merchant's current one, or the one before a rotation while
+  // its grace lasts.
   static const std::string kNoSecret(67, 'x');
-  const Digest expected = hmac_sha256(merchant ? std::string_view(merchant->secret) : kNoSecret,
+  const std::string_view secret = merchant ? merchant->secret_of(c.key_id, now_s) : "";
+  if (secret.empty()) merchant = nullptr;
+  const Digest expected = hmac_sha256(merchant ? secret : std::string_view(kNoSecret),
                                       {c.timestamp, "\n", c.method, "\n", c.target, "\n", c.body});
   if (merchant == nullptr || !hex_ok || !equal_constant_time(sent, expected)) {
     return refuse(ResultCode::invalid_signature, "the signature does not match");
@@ -145,9 +149,8 @@ namespace {
 
 // Tokens this IO thread verified recently. A client sends the same token on every
 // request until it expires, and verifying it (two libjwt decodes) costs more than
-// the rest of a request; a hit still checks expiry, and that the merchant's key has
-// not been rotated since (a rotation invalidates every token signed with the old
-// secret).
+// the rest of a request; a hit still checks expiry, and that the key whose secret
+// signed it still works (a rotation ends the old secret's tokens with its grace).
 struct VerifiedToken {
   std::string token;
   u64 merchant_id = 0;
@@ -165,7 +168,7 @@ Problem Authenticator::bearer_token(std::string_view token, u64 now_s, Principal
     if (v.merchant_id == 0 || v.token != token) continue;
     if (v.expires_s <= now_s) break;  // verify again: it answers token_expired
     MerchantRef merchant = merchants_.find(v.merchant_id);
-    if (merchant == nullptr || merchant->key_id != v.key_id) break;
+    if (merchant == nullptr || merchant->secret_of(v.key_id, now_s).empty()) break;
     principal->merchant = std::move(merchant);
     return {};
   }
@@ -183,12 +186,23 @@ Problem Authenticator::bearer_token(std::string_view token, u64 now_s, Principal
   MerchantRef merchant = merchant_id ? merchants_.find(*merchant_id) : nullptr;
   if (merchant == nullptr) return refuse(ResultCode::invalid_token, "the token's sub is unknown");
 
-  raw = nullptr;
-  const int verified = jwt_decode(&raw, text.c_str(),
-                                  reinterpret_cast<const unsigned char*>(merchant->secret.data()),
-                                  static_cast<int>(merchant->secret.size()));
-  JwtPtr checked(raw);
-  if (verified != 0 || checked == nullptr || jwt_get_alg(checked.get()) != JWT_ALG_HS256) {
+  // Signed with the current secret, or the one before a rotation during its grace.
+  const auto verify = [&](const std::string& secret) {
+    jwt_t* decoded = nullptr;
+    const int rc =
+        jwt_decode(&decoded, text.c_str(), reinterpret_cast<const unsigned char*>(secret.data()),
+                   static_cast<int>(secret.size()));
+    JwtPtr out(decoded);
+    if (rc != 0 || out == nullptr || jwt_get_alg(out.get()) != JWT_ALG_HS256) out.reset();
+    return out;
+  };
+  std::string_view signed_by = merchant->key_id;
+  JwtPtr checked = verify(merchant->secret);
+  if (checked == nullptr && merchant->previous_valid(now_s)) {
+    checked = verify(merchant->previous_secret);
+    signed_by = merchant->previous_key_id;
+  }
+  if (checked == nullptr) {
     return refuse(ResultCode::invalid_token, "the token's signature does not verify (HS256)");
   }
   errno = 0;
@@ -221,7 +235,7 @@ Problem Authenticator::bearer_token(std::string_view token, u64 now_s, Principal
                               config_.jwt_lifetime_max_s));
   }
   VerifiedToken& slot = verified_tokens[verified_next++ % kVerifiedTokens];
-  slot = VerifiedToken{text, merchant->id, merchant->key_id, static_cast<u64>(expires)};
+  slot = VerifiedToken{text, merchant->id, std::string(signed_by), static_cast<u64>(expires)};
   principal->merchant = std::move(merchant);
   return {};
 }

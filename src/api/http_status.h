@@ -28,6 +28,7 @@ constexpr unsigned http_status(ResultCode code) noexcept {
     case ResultCode::unknown_field:
     case ResultCode::invalid_idempotency_key:
     case ResultCode::invalid_cursor:
+    case ResultCode::url_not_allowed:
     case ResultCode::invalid_order_signature:
       return 400;
     case ResultCode::missing_credentials:
@@ -52,6 +53,8 @@ constexpr unsigned http_status(ResultCode code) noexcept {
     case ResultCode::provider_not_found:
     case ResultCode::withdrawal_not_found:
     case ResultCode::order_not_found:
+    case ResultCode::webhook_endpoint_not_found:
+    case ResultCode::webhook_delivery_not_found:
       return 404;
     case ResultCode::method_not_allowed:
       return 405;
@@ -85,6 +88,7 @@ constexpr unsigned http_status(ResultCode code) noexcept {
     case ResultCode::no_provider:
     case ResultCode::refund_exceeds_order:
     case ResultCode::rejected_risk:
+    case ResultCode::webhook_endpoints_full:
       return 422;
     case ResultCode::rate_limited:
       return 429;

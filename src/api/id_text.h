@@ -15,7 +15,17 @@
 
 namespace paygate::api {
 
-enum class IdKind : u8 { merchant, account, transfer, user, provider, withdrawal, order };
+enum class IdKind : u8 {
+  merchant,
+  account,
+  transfer,
+  user,
+  provider,
+  withdrawal,
+  order,
+  webhook_endpoint,
+  webhook_delivery,
+};
 
 inline constexpr std::size_t kIdTextSize = 20;  // "acc_" + 16 hex digits
 
@@ -35,6 +45,10 @@ constexpr std::string_view id_prefix_text(IdKind kind) noexcept {
       return "wdr_";
     case IdKind::order:
       return "ord_";
+    case IdKind::webhook_endpoint:
+      return "whe_";
+    case IdKind::webhook_delivery:
+      return "whd_";
   }
   return "???_";
 }

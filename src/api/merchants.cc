@@ -109,6 +109,8 @@ bool redact_secret(std::string& body) {
 
 void MerchantRegistry::index(MerchantRef merchant) {
   by_key_[merchant->key_id] = merchant;
+  // (Found after its grace too; the authenticator asks secret_of(), which says no.)
+  if (!merchant->previous_key_id.empty()) by_key_[merchant->previous_key_id] = merchant;
   by_id_[merchant->id] = std::move(merchant);
 }
 
@@ -224,8 +226,9 @@ MerchantRef MerchantRegistry::default_provider(Currency currency) const {
   return oldest;
 }
 
-ResultCode MerchantRegistry::rotate_key(u64 id, const IdempotencyKey& key, u64 content_hash,
-                                        const Render& render, StoredReply* reply, Status* failure) {
+ResultCode MerchantRegistry::rotate_key(u64 id, u64 grace_s, const IdempotencyKey& key,
+                                        u64 content_hash, const Render& render, StoredReply* reply,
+                                        Status* failure) {
   std::unique_lock lock(mutex_);
   ResultCode code = ResultCode::ok;
   if (replay(key, content_hash, reply, &code)) return code;
@@ -235,15 +238,25 @@ ResultCode MerchantRegistry::rotate_key(u64 id, const IdempotencyKey& key, u64 c
   auto rotated = std::make_shared<Merchant>(*old);
   rotated->key_id = "key_" + random_hex(12);
   rotated->secret = "sk_" + random_hex(32);
+  rotated->previous_key_id.clear();
+  rotated->previous_secret.clear();
+  rotated->previous_until_s = 0;
+  if (grace_s > 0) {
+    rotated->previous_key_id = old->key_id;
+    rotated->previous_secret = old->secret;
+    rotated->previous_until_s = static_cast<u64>(std::time(nullptr)) + grace_s;
+  }
   *reply = render(*rotated, /*with_secret=*/true);
   reply->content_hash = content_hash;
 
   by_key_.erase(old->key_id);
+  if (!old->previous_key_id.empty()) by_key_.erase(old->previous_key_id);
   index(rotated);
   if (!key.empty()) store_reply(key, content_hash, render(*rotated, /*with_secret=*/false));
   if (Status saved = save(); !saved.ok()) {
     *failure = std::move(saved);
     by_key_.erase(rotated->key_id);
+    if (!rotated->previous_key_id.empty()) by_key_.erase(rotated->previous_key_id);
     index(old);
     if (!key.empty()) replies_.erase(key);
     return ResultCode::not_durable;
@@ -298,6 +311,11 @@ Status MerchantRegistry::save() const {
     json.key("key_id").string(m->key_id);
     json.key("secret").string(m->secret);
     json.key("created_at").unsigned_number(m->created_at_s);
+    if (!m->previous_key_id.empty()) {
+      json.key("previous_key_id").string(m->previous_key_id);
+      json.key("previous_secret").string(m->previous_secret);
+      json.key("previous_until").unsigned_number(m->previous_until_s);
+    }
     // Merchants, as every file before users and providers, have neither.
     if (m->kind != PrincipalKind::merchant)
       json.key("kind").unsigned_number(static_cast<u8>(m->kind));
@@ -429,6 +447,15 @@ Status MerchantRegistry::load() {
           m->risk.blocked_payers.size() > kBlockedPayersMax) {
         return fail("a merchant's risk rules are out of range");
       }
+    }
+    if (std::string_view previous_key, previous_secret;
+        entry["previous_key_id"].get_string().get(previous_key) == simdjson::SUCCESS) {
+      if (entry["previous_secret"].get_string().get(previous_secret) ||
+          entry["previous_until"].get_uint64().get(m->previous_until_s)) {
+        return fail("a merchant's previous key is malformed");
+      }
+      m->previous_key_id = previous_key;
+      m->previous_secret = previous_secret;
     }
     m->name = name;
     m->key_id = key_id;

@@ -87,6 +87,26 @@ struct Merchant {
   }
   RiskRules risk;
   std::shared_ptr<TokenBucket> bucket = std::make_shared<TokenBucket>();
+  // The key before the last rotation: it still authenticates, and still signs
+  // webhooks beside the new one, until previous_until_s (docs/API.md, key rotation).
+  std::string previous_key_id, previous_secret;
+  u64 previous_until_s = 0;
+  bool previous_valid(u64 now_s) const noexcept {
+    return !previous_secret.empty() && now_s < previous_until_s;
+  }
+  // The secret that goes with `key_id` at now_s: the current key's, or the previous
+  // one's during its grace; empty for neither.
+  std::string_view secret_of(std::string_view presented, u64 now_s) const noexcept {
+    if (presented == key_id) return secret;
+    if (presented == previous_key_id && previous_valid(now_s)) return previous_secret;
+    return {};
+  }
+  // What signs its webhooks at now_s: the current secret, then the previous one in grace.
+  std::vector<std::string> signing_secrets(u64 now_s) const {
+    std::vector<std::string> out{secret};
+    if (previous_valid(now_s)) out.push_back(previous_secret);
+    return out;
+  }
 };
 
 using MerchantRef = std::shared_ptr<const Merchant>;
@@ -143,9 +163,10 @@ class MerchantRegistry {
   // otherwise); *rules is what they are now. Setting the same again changes nothing, so
   // a retry needs no key.
   ResultCode set_risk(u64 id, const RiskSet& request, RiskRules* rules, Status* failure);
-  // New key id and secret; the old key stops working at once.
-  ResultCode rotate_key(u64 id, const IdempotencyKey& key, u64 content_hash, const Render& render,
-                        StoredReply* reply, Status* failure);
+  // New key id and secret; the old one keeps working for `grace_s` more seconds (0: it
+  // stops at once), and the one before it stops now.
+  ResultCode rotate_key(u64 id, u64 grace_s, const IdempotencyKey& key, u64 content_hash,
+                        const Render& render, StoredReply* reply, Status* failure);
 
  private:
   MerchantRegistry(std::filesystem::path file, u32 region, u32 groups)

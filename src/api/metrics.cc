@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <chrono>
 
+#include "api/id_text.h"
 #include "history/worker.h"
 #include "pipeline/engine.h"
+#include "webhooks/deliverer.h"
 
 namespace paygate::api {
 namespace {
@@ -112,6 +114,24 @@ std::string_view route_name(Route route) noexcept {
       return "POST /v1/orders/{id}/cancel";
     case Route::orders_refunds:
       return "POST /v1/orders/{id}/refunds";
+    case Route::webhook_endpoints_create:
+      return "POST /v1/webhook_endpoints";
+    case Route::webhook_endpoints_list:
+      return "GET /v1/webhook_endpoints";
+    case Route::webhook_endpoints_get:
+      return "GET /v1/webhook_endpoints/{id}";
+    case Route::webhook_endpoints_update:
+      return "POST /v1/webhook_endpoints/{id}";
+    case Route::webhook_endpoints_delete:
+      return "DELETE /v1/webhook_endpoints/{id}";
+    case Route::webhook_endpoints_rotate:
+      return "POST /v1/webhook_endpoints/{id}/rotate";
+    case Route::webhook_deliveries_list:
+      return "GET /v1/webhook_deliveries";
+    case Route::webhook_deliveries_get:
+      return "GET /v1/webhook_deliveries/{id}";
+    case Route::webhook_deliveries_resend:
+      return "POST /v1/webhook_deliveries/{id}/resend";
     case Route::transfers_void:
       return "POST /v1/transfers/{id}/void";
     case Route::batch:
@@ -212,6 +232,57 @@ void render_metrics(const MetricsSources& s, std::string& out) {
       header(out, "paygate_history_failures_total", "counter",
              "projection passes that failed (retried; see the log)");
       line(out, "paygate_history_failures_total {}\n", history->failures());
+    }
+    if (webhooks::Deliverer* w = s.webhooks) {
+      const webhooks::WebhookCounters& c = w->counters();
+      const auto count = [&](const char* metric, const char* help, const std::atomic<u64>& v,
+                             const char* type = "counter") {
+        header(out, metric, type, help);
+        line(out, "{} {}\n", metric, v.load(std::memory_order_relaxed));
+      };
+      count("paygate_webhook_events_total", "order events read from the history store's outbox",
+            c.events);
+      count("paygate_webhook_deliveries_made_total",
+            "deliveries made of them (one per target: the order's ipn_url or each endpoint)",
+            c.made);
+      header(out, "paygate_webhook_deliveries_total", "counter",
+             "deliveries that ended, by outcome (delivered: a 2xx; failed: the retry period "
+             "ended, or the endpoint was deleted)");
+      line(out, "paygate_webhook_deliveries_total{{outcome=\"delivered\"}} {}\n",
+           c.delivered.load(std::memory_order_relaxed));
+      line(out, "paygate_webhook_deliveries_total{{outcome=\"failed\"}} {}\n",
+           c.failed.load(std::memory_order_relaxed));
+      count("paygate_webhook_attempts_total", "posts sent", c.attempts);
+      count("paygate_webhook_attempt_failures_total",
+            "attempts without a 2xx (retried with back-off)", c.attempt_failures);
+      count("paygate_webhook_refused_addresses_total",
+            "attempts refused because the host resolved to a forbidden address",
+            c.refused_addresses);
+      count("paygate_webhook_store_failures_total", "webhook store reads or writes that failed",
+            c.store_failures);
+      count("paygate_webhook_in_flight", "attempts in flight", c.in_flight, "gauge");
+      if (const auto backlog = w->store().backlog(); backlog.ok()) {
+        const auto endpoint_of = [](u64 endpoint) {
+          return endpoint == 0 ? std::string("ipn") : id_text(IdKind::webhook_endpoint, endpoint);
+        };
+        header(out, "paygate_webhook_queue_depth", "gauge",
+               "pending deliveries by endpoint (endpoint=\"ipn\": to orders' ipn_urls)");
+        for (const auto& b : backlog.value()) {
+          line(out, "paygate_webhook_queue_depth{{endpoint=\"{}\"}} {}\n", endpoint_of(b.endpoint),
+               b.pending);
+        }
+        header(out, "paygate_webhook_oldest_pending_seconds", "gauge",
+               "age of the oldest pending delivery by endpoint");
+        const u64 now = static_cast<u64>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                             std::chrono::system_clock::now().time_since_epoch())
+                                             .count());
+        for (const auto& b : backlog.value()) {
+          line(out, "paygate_webhook_oldest_pending_seconds{{endpoint=\"{}\"}} {:.3f}\n",
+               endpoint_of(b.endpoint),
+               now > b.oldest_created_ns ? static_cast<double>(now - b.oldest_created_ns) / 1e9
+                                         : 0.0);
+        }
+      }
     }
     header(out, "paygate_clock_offset_seconds", "gauge",
            "the wall clock minus the group's command time: non-zero after a step of the wall "

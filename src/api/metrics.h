@@ -17,6 +17,9 @@ class Engine;
 namespace paygate::history {
 class HistoryWorker;
 }
+namespace paygate::webhooks {
+class Deliverer;
+}
 
 namespace paygate::api {
 
@@ -57,6 +60,15 @@ enum class Route : u8 {
   orders_resolve,
   orders_cancel,
   orders_refunds,
+  webhook_endpoints_create,
+  webhook_endpoints_list,
+  webhook_endpoints_get,
+  webhook_endpoints_update,
+  webhook_endpoints_delete,
+  webhook_endpoints_rotate,
+  webhook_deliveries_list,
+  webhook_deliveries_get,
+  webhook_deliveries_resend,
   unknown,
 };
 inline constexpr std::size_t kRouteCount = static_cast<std::size_t>(Route::unknown) + 1;
@@ -117,6 +129,7 @@ class HttpMetrics {
 struct MetricsSources {
   Engine* engine = nullptr;
   history::HistoryWorker* history = nullptr;  // null: no history store
+  webhooks::Deliverer* webhooks = nullptr;    // null: webhooks off
   const HttpMetrics* http = nullptr;
   u64 replay_refusals = 0;
   u64 replay_entries = 0;

@@ -180,4 +180,41 @@ Problem parse_order_list_query(std::string_view target, OrderListQuery* out) {
   });
 }
 
+Problem parse_delivery_list_query(std::string_view target, DeliveryListQuery* out) {
+  *out = DeliveryListQuery{};
+  bool seen_limit = false;
+  return for_each_parameter(target, [&](std::string_view name, std::string_view value) {
+    const auto refuse = [&](ResultCode code, std::string_view why) {
+      return refusal(name, code, why);
+    };
+    const auto id = [&](std::optional<u64>& field, IdKind kind, ResultCode code) {
+      if (field) return refuse(code, "is given twice");
+      field = parse_id(kind, value);
+      if (!field) return refuse(code, fmt::format("is not an id {}…", id_prefix_text(kind)));
+      return Problem{};
+    };
+    if (name == "limit") return parse_limit(name, value, kOrderPageMax, &seen_limit, &out->limit);
+    if (name == "endpoint")
+      return id(out->endpoint, IdKind::webhook_endpoint, ResultCode::invalid_field);
+    if (name == "order") return id(out->order, IdKind::order, ResultCode::invalid_field);
+    if (name == "cursor")
+      return id(out->cursor, IdKind::webhook_delivery, ResultCode::invalid_cursor);
+    if (name == "status") {
+      if (out->status) return refuse(ResultCode::invalid_field, "is given twice");
+      if (value != "pending" && value != "delivered" && value != "failed") {
+        return refuse(ResultCode::invalid_field, "must be pending, delivered or failed");
+      }
+      out->status = std::string(value);
+      return Problem{};
+    }
+    if (name == "merchant") {
+      if (out->merchant) return refuse(ResultCode::invalid_field, "is given twice");
+      out->merchant = parse_any_principal_id(value);
+      if (!out->merchant) return refuse(ResultCode::invalid_field, "is not a principal's id");
+      return Problem{};
+    }
+    return refuse(ResultCode::invalid_field, "is not known here");
+  });
+}
+
 }  // namespace paygate::api

@@ -58,6 +58,18 @@ struct OrderListQuery {
 };
 Problem parse_order_list_query(std::string_view target, OrderListQuery* out);
 
+// GET /v1/webhook_deliveries?endpoint=&status=&order=&merchant=&limit=&cursor=
+// (docs/WEBHOOKS.md): newest first; the cursor is the last delivery of the page before.
+struct DeliveryListQuery {
+  u32 limit = kPageDefault;
+  std::optional<u64> endpoint;        // "whe_…"
+  std::optional<std::string> status;  // pending, delivered, failed
+  std::optional<u64> order;           // "ord_…"
+  std::optional<u64> merchant;        // a principal's id
+  std::optional<u64> cursor;          // "whd_…"
+};
+Problem parse_delivery_list_query(std::string_view target, DeliveryListQuery* out);
+
 std::optional<Cursor> parse_cursor(std::string_view text) noexcept;
 std::string cursor_text(const Cursor& cursor);
 

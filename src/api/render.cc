@@ -248,8 +248,8 @@ void render_withdrawal(std::string& out, const Transfer& hold, u64 provider,
 namespace {
 
 void write_order(JsonWriter& json, const Order& o, std::string_view signature, u64 provider,
-                 const OrderCreate* created, u64 as_of_sequence,
-                 std::string_view redirect_url = {}) {
+                 const OrderCreate* created, u64 as_of_sequence, std::string_view redirect_url = {},
+                 const IpnState* ipn = nullptr) {
   json.begin_object();
   json.key("id").id(IdKind::order, o.id);
   json.key("object").string("order");
@@ -291,6 +291,24 @@ void write_order(JsonWriter& json, const Order& o, std::string_view signature, u
   }
   json.key("signature").string(signature);
   if (!redirect_url.empty()) json.key("redirect_url").string(redirect_url);
+  if (ipn != nullptr) {
+    json.key("ipn").begin_object();
+    json.key("status").string(ipn->status);
+    json.key("attempts").unsigned_number(ipn->attempts);
+    json.key("last_status");
+    if (ipn->last_status != 0) {
+      json.unsigned_number(ipn->last_status);
+    } else {
+      json.null();
+    }
+    json.key("next_attempt_at");
+    if (ipn->next_attempt_at_s != 0) {
+      json.unsigned_number(ipn->next_attempt_at_s);
+    } else {
+      json.null();
+    }
+    json.end_object();
+  }
   if (as_of_sequence != 0) json.key("as_of_sequence").unsigned_number(as_of_sequence);
   json.end_object();
 }
@@ -298,9 +316,28 @@ void write_order(JsonWriter& json, const Order& o, std::string_view signature, u
 }  // namespace
 
 void render_order(std::string& out, const Order& o, std::string_view signature, u64 provider,
-                  const OrderCreate* created, u64 as_of_sequence, std::string_view redirect_url) {
+                  const OrderCreate* created, u64 as_of_sequence, std::string_view redirect_url,
+                  const IpnState* ipn) {
   JsonWriter json(out);
-  write_order(json, o, signature, provider, created, as_of_sequence, redirect_url);
+  write_order(json, o, signature, provider, created, as_of_sequence, redirect_url, ipn);
+}
+
+void render_webhook_event(std::string& out, std::string_view id, std::string_view type,
+                          u64 created_s, u32 group, u64 sequence, const Order& order,
+                          std::string_view signature, u64 provider, const OrderCreate* said) {
+  JsonWriter json(out);
+  json.begin_object();
+  json.key("id").string(id);
+  json.key("object").string("event");
+  json.key("type").string(type);
+  json.key("created").unsigned_number(created_s);
+  json.key("group").unsigned_number(group);
+  json.key("sequence").unsigned_number(sequence);
+  json.key("data").begin_object();
+  json.key("object");
+  write_order(json, order, signature, provider, said, 0);
+  json.end_object();
+  json.end_object();
 }
 
 void render_order_list(std::string& out, std::span<const ListedOrder> orders, bool more,
@@ -403,6 +440,10 @@ void render_merchant(std::string& out, const Merchant& m, bool with_secret) {
   json.key("group").unsigned_number(m.group);
   json.key("key_id").string(m.key_id);
   if (with_secret) json.key("secret").string(m.secret);
+  if (!m.previous_key_id.empty() && m.previous_valid(static_cast<u64>(std::time(nullptr)))) {
+    json.key("previous_key_id").string(m.previous_key_id);
+    json.key("previous_key_expires_at").unsigned_number(m.previous_until_s);
+  }
   json.key("created_at").unsigned_number(m.created_at_s);
   if (m.kind == PrincipalKind::provider) {
     json.key("clearing_account");

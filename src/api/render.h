@@ -41,6 +41,15 @@ void render_closed_hold(std::string& out, const Transfer& hold, bool posted, u64
 void render_withdrawal(std::string& out, const Transfer& hold, u64 provider,
                        std::string_view destination, std::string_view provider_ref,
                        u32 timeout_s = 0);
+// What GET /v1/orders/{id} says of an order's notification (docs/WEBHOOKS.md): its
+// newest delivery's state.
+struct IpnState {
+  std::string_view status;  // pending, delivered, failed
+  u32 attempts = 0;
+  u32 last_status = 0;        // HTTP status of the last attempt (0: none)
+  u64 next_attempt_at_s = 0;  // pending: when it is tried next
+};
+
 // An order (docs/API.md, "Orders"), with its signature and the provider it was routed
 // to (0: none); `created`: the request that made it, whose fields the ledger does not
 // keep (shown in the creation's answer).
@@ -48,7 +57,12 @@ void render_withdrawal(std::string& out, const Transfer& hold, u64 provider,
 // `redirect_url`: a final checkout's, where its merchant asked the payer be sent.
 void render_order(std::string& out, const Order& order, std::string_view signature, u64 provider,
                   const OrderCreate* created = nullptr, u64 as_of_sequence = 0,
-                  std::string_view redirect_url = {});
+                  std::string_view redirect_url = {}, const IpnState* ipn = nullptr);
+// A webhook event (docs/WEBHOOKS.md): {id, object: "event", type, created, group,
+// sequence, data: {object: the order as the change left it}}.
+void render_webhook_event(std::string& out, std::string_view id, std::string_view type,
+                          u64 created_s, u32 group, u64 sequence, const Order& order,
+                          std::string_view signature, u64 provider, const OrderCreate* said);
 // A page of GET /v1/orders: each order as GET /v1/orders/{id} shows it.
 struct ListedOrder {
   Order order;

@@ -8,6 +8,7 @@
 #include "api/id_text.h"
 #include "base/hash.h"
 #include "base/ids.h"
+#include "history/order_events.h"
 #include "orders/order_book.h"
 
 namespace paygate::api {
@@ -506,6 +507,75 @@ Problem RequestDecoder::order_refund(std::string_view body, OrderStep* out) {
     if (index == 0) return amount_of(value, "amount", &out->amount);
     return string_of(value, "reason", kReferenceBytesMax, &out->reason);
   });
+}
+
+Problem RequestDecoder::webhook_endpoint(std::string_view body, EndpointBody kind,
+                                         WebhookEndpointChange* out) {
+  *out = WebhookEndpointChange{};
+  if (body.empty() && kind != EndpointBody::create) return {};
+  object root;
+  Problem p = parse(body, &root);
+  if (!p.ok()) return p;
+  u32 seen = 0;
+  const auto field = [&](u32 index, element value) {
+    if (kind == EndpointBody::rotate) {
+      u32 grace = 0;
+      Problem q = u32_of(value, "grace_period_s", 0, kWebhookGraceMaxS, &grace);
+      if (q.ok()) out->grace_period_s = grace;
+      return q;
+    }
+    switch (index) {
+      case 0: {
+        std::string url;
+        Problem q = url_of(value, "url", &url);
+        if (q.ok()) out->url = std::move(url);
+        return q;
+      }
+      case 1: {
+        simdjson::dom::array events;
+        const Problem bad = problem(
+            ResultCode::invalid_field,
+            "events must be a non-empty array of event types (\"order.success\", …) or \"*\"");
+        if (value.get_array().get(events) != simdjson::SUCCESS || events.size() == 0 ||
+            events.size() > std::size(history::kOrderEventTypes) + 1) {
+          return bad;
+        }
+        std::vector<std::string> types;
+        for (const element e : events) {
+          std::string_view type;
+          if (e.get_string().get(type) != simdjson::SUCCESS) return bad;
+          const bool known = type == "*" || std::find(std::begin(history::kOrderEventTypes),
+                                                      std::end(history::kOrderEventTypes),
+                                                      type) != std::end(history::kOrderEventTypes);
+          if (!known) {
+            return problem(ResultCode::invalid_field,
+                           fmt::format("events: no event type \"{}\"; docs/WEBHOOKS.md lists them",
+                                       std::string(type.substr(0, 64))));
+          }
+          if (std::find(types.begin(), types.end(), type) != types.end()) return bad;
+          types.emplace_back(type);
+        }
+        out->events = std::move(types);
+        return Problem{};
+      }
+      default: {
+        bool disabled = false;
+        Problem q = bool_of(value, "disabled", &disabled);
+        if (q.ok()) out->disabled = disabled;
+        return q;
+      }
+    }
+  };
+  p = kind == EndpointBody::rotate ? visit_fields(root, {"grace_period_s"}, &seen, field)
+      : kind == EndpointBody::create
+          ? visit_fields(root, {"url", "events"}, &seen, field)
+          : visit_fields(root, {"url", "events", "disabled"}, &seen, field);
+  if (!p.ok()) return p;
+  if (kind == EndpointBody::create) {
+    p = require(seen, 0, "url");
+    if (p.ok()) p = require(seen, 1, "events");
+  }
+  return p;
 }
 
 Problem RequestDecoder::order_resolve(std::string_view body, OrderStep* out) {

@@ -74,6 +74,16 @@ struct OrderCreate {
   u64 extra_hash = 0;    // fingerprint of what the ledger does not keep
 };
 
+// POST /v1/webhook_endpoints {url, events}, POST /v1/webhook_endpoints/{id}
+// {url?, events?, disabled?}, POST /v1/webhook_endpoints/{id}/rotate {grace_period_s?}.
+struct WebhookEndpointChange {
+  std::optional<std::string> url;
+  std::optional<std::vector<std::string>> events;  // known types or "*", no repeats
+  std::optional<bool> disabled;
+  std::optional<u32> grace_period_s;
+};
+inline constexpr u32 kWebhookGraceMaxS = 7 * 86400;
+
 // POST /v1/orders/{id}/checkout, /refunds, /resolve (the fields each takes).
 struct OrderStep {
   std::string signature;
@@ -179,6 +189,10 @@ class RequestDecoder {
   Problem order_checkout(std::string_view body, OrderStep* out);
   // {amount?, reason?}: an empty body refunds the rest.
   Problem order_refund(std::string_view body, OrderStep* out);
+  // `create`: url and events required. `rotate`: only grace_period_s (also the body of
+  // an API key's rotation, POST /v1/merchants/{id}/keys).
+  enum class EndpointBody : u8 { create, update, rotate };
+  Problem webhook_endpoint(std::string_view body, EndpointBody kind, WebhookEndpointChange* out);
   Problem order_resolve(std::string_view body, OrderStep* out);
   Problem account_create(std::string_view body, AccountCreate* out);
   Problem transfer_create(std::string_view body, TransferCreate* out);

@@ -172,14 +172,17 @@ TEST_F(ServerTest, NoStoredReplyKeepsASecret) {
   EXPECT_EQ(again.status, 201u);
   EXPECT_EQ(text_field(again.body, "/id"), id);
   EXPECT_EQ(text_field(again.body, "/secret"), "<missing>");
+  // (Without grace: the old secret is dropped at once.)
+  const std::string rotation = R"({"grace_period_s":0})";
   const HttpResponse rotated =
-      admin_post("/v1/merchants/" + id + "/keys", "{}", {"Idempotency-Key: rotate"});
+      admin_post("/v1/merchants/" + id + "/keys", rotation, {"Idempotency-Key: rotate"});
   ASSERT_EQ(rotated.status, 201u);
   EXPECT_NE(text_field(rotated.body, "/secret"), secret);
-  EXPECT_EQ(text_field(
-                admin_post("/v1/merchants/" + id + "/keys", "{}", {"Idempotency-Key: rotate"}).body,
-                "/secret"),
-            "<missing>");
+  EXPECT_EQ(
+      text_field(
+          admin_post("/v1/merchants/" + id + "/keys", rotation, {"Idempotency-Key: rotate"}).body,
+          "/secret"),
+      "<missing>");
   // The old secret is nowhere on disk; the current one only where it must be.
   const std::string file = [&] {
     std::ifstream in(dir_.path() / "data" / "merchants.json");

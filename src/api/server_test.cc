@@ -317,14 +317,39 @@ TEST_F(ServerTest, SignedRequestsAndTokens) {
                                         bearer(make_jwt(shop.id, "", now + 60, JWT_ALG_NONE)))),
             "invalid_token");
 
-  // Rotation: the old key stops working, the new one works.
+  // Rotation: the new key works, and the old one too during its grace (24 h by
+  // default), signed requests and tokens alike.
   const HttpResponse rotated = admin_post("/v1/merchants/" + shop.id + "/keys", "");
   ASSERT_EQ(rotated.status, 201u) << rotated.body;
   const MerchantKeys fresh{shop.id, text_field(rotated.body, "/key_id"),
                            text_field(rotated.body, "/secret")};
   EXPECT_NE(fresh.secret, shop.secret);
-  EXPECT_EQ(error_code(merchant_request(shop, "GET", target)), "invalid_signature");
+  EXPECT_EQ(text_field(rotated.body, "/previous_key_id"), shop.key_id);
+  EXPECT_NEAR(number_field(rotated.body, "/previous_key_expires_at"),
+              static_cast<int64_t>(now) + 86400, 600);
+  EXPECT_EQ(merchant_request(shop, "GET", target).status, 200u);
   EXPECT_EQ(merchant_request(fresh, "GET", target).status, 200u);
+  EXPECT_EQ(
+      client_->request("GET", target, bearer(make_jwt(shop.id, shop.secret, now + 60))).status,
+      200u);
+  EXPECT_EQ(
+      client_->request("GET", target, bearer(make_jwt(shop.id, fresh.secret, now + 60))).status,
+      200u);
+  // A rotation without grace ends the old key at once (and the one before it).
+  const HttpResponse at_once =
+      admin_post("/v1/merchants/" + shop.id + "/keys", R"({"grace_period_s":0})");
+  ASSERT_EQ(at_once.status, 201u) << at_once.body;
+  const MerchantKeys newest{shop.id, text_field(at_once.body, "/key_id"),
+                            text_field(at_once.body, "/secret")};
+  EXPECT_EQ(error_code(merchant_request(shop, "GET", target)), "invalid_signature");
+  EXPECT_EQ(error_code(merchant_request(fresh, "GET", target)), "invalid_signature");
+  EXPECT_EQ(error_code(
+                client_->request("GET", target, bearer(make_jwt(shop.id, fresh.secret, now + 60)))),
+            "invalid_token");
+  EXPECT_EQ(merchant_request(newest, "GET", target).status, 200u);
+  EXPECT_EQ(
+      error_code(admin_post("/v1/merchants/" + shop.id + "/keys", R"({"grace_period_s":"soon"})")),
+      "invalid_field");
 }
 
 TEST_F(ServerTest, MerchantsSeeOnlyTheirOwnAndTheirChildren) {

@@ -232,6 +232,7 @@ bool Service::dispatch(Exchange& ex) {
   const std::string_view path = target.substr(0, target.find('?'));
   const bool get = method == "GET";
   const bool post = method == "POST";
+  const bool del = method == "DELETE";
 
   if (path == "/healthz" || path == "/readyz" || path == "/metrics") {
     ex.route_ = path == "/healthz"  ? Route::healthz
@@ -313,6 +314,22 @@ bool Service::dispatch(Exchange& ex) {
       ex.route_ = Route::withdrawals_get, method_ok = get;
     } else if (r == "withdrawals" && n == 3 && p.parts[2] == "result") {
       ex.route_ = Route::withdrawals_result, method_ok = post;
+    } else if (r == "webhook_endpoints" && n == 1) {
+      ex.route_ = post ? Route::webhook_endpoints_create : Route::webhook_endpoints_list;
+      method_ok = post || get;
+    } else if (r == "webhook_endpoints" && n == 2) {
+      ex.route_ = post  ? Route::webhook_endpoints_update
+                  : del ? Route::webhook_endpoints_delete
+                        : Route::webhook_endpoints_get;
+      method_ok = post || get || del;
+    } else if (r == "webhook_endpoints" && n == 3 && p.parts[2] == "rotate") {
+      ex.route_ = Route::webhook_endpoints_rotate, method_ok = post;
+    } else if (r == "webhook_deliveries" && n == 1) {
+      ex.route_ = Route::webhook_deliveries_list, method_ok = get;
+    } else if (r == "webhook_deliveries" && n == 2) {
+      ex.route_ = Route::webhook_deliveries_get, method_ok = get;
+    } else if (r == "webhook_deliveries" && n == 3 && p.parts[2] == "resend") {
+      ex.route_ = Route::webhook_deliveries_resend, method_ok = post;
     }
   }
   if (ex.route_ == Route::unknown) return fail(ex, ResultCode::not_found, "no such route");
@@ -391,6 +408,11 @@ bool Service::dispatch(Exchange& ex) {
     if (r == "merchants") {
       id = parse_principal_id(PrincipalKind::merchant, p.parts[1]);
       unknown = ResultCode::merchant_not_found;
+    } else if (r == "webhook_endpoints" || r == "webhook_deliveries") {  // no group's
+      const bool endpoint = r == "webhook_endpoints";
+      id = parse_id(endpoint ? IdKind::webhook_endpoint : IdKind::webhook_delivery, p.parts[1]);
+      unknown = endpoint ? ResultCode::webhook_endpoint_not_found
+                         : ResultCode::webhook_delivery_not_found;
     } else if (r == "users") {
       id = parse_principal_id(PrincipalKind::user, p.parts[1]);
       unknown = ResultCode::user_not_found;
@@ -514,6 +536,17 @@ bool Service::step(Exchange& ex) {
     case Route::orders_cancel:
     case Route::orders_refunds:
       return order_step(ex);
+    case Route::webhook_endpoints_create:
+    case Route::webhook_endpoints_list:
+    case Route::webhook_endpoints_get:
+    case Route::webhook_endpoints_update:
+    case Route::webhook_endpoints_delete:
+    case Route::webhook_endpoints_rotate:
+      return webhook_endpoints(ex);
+    case Route::webhook_deliveries_list:
+    case Route::webhook_deliveries_get:
+    case Route::webhook_deliveries_resend:
+      return webhook_deliveries(ex);
     default:
       return fail(ex, ResultCode::not_found, "no such route");
   }

@@ -23,11 +23,13 @@
 #include "api/metrics.h"
 #include "api/owner_index.h"
 #include "api/page_query.h"
+#include "api/render.h"
 #include "api/request_decoder.h"
 #include "api/risk.h"
 #include "history/worker.h"
 #include "pipeline/carry.h"
 #include "pipeline/engine.h"
+#include "webhooks/deliverer.h"
 
 namespace paygate::api {
 
@@ -124,6 +126,7 @@ class Exchange final : public Completion {
   OrderCreate order_create_;
   OrderStep order_step_;
   OrderListQuery order_list_;
+  WebhookEndpointChange webhook_change_;
   // A read of the history store waits for these sequences (by group) until then.
   std::vector<u64> history_wanted_;
   u64 history_wait_until_ns_ = 0;
@@ -182,6 +185,8 @@ struct ServiceConfig {
   std::size_t auth_failure_addresses_max = 65536;
   // Keys the hash of Idempotency-Key headers (kept in the data dir, never shown).
   std::string idempotency_secret;
+  // A rotated API key keeps working this long unless the rotation says otherwise.
+  u32 key_grace_period_s = 86400;
 };
 
 class Service {
@@ -195,6 +200,14 @@ class Service {
   void attach_history(history::HistoryWorker* history) noexcept {
     history_.store(history, std::memory_order_release);
   }
+  // The webhook worker (docs/WEBHOOKS.md): its store serves the webhook routes.
+  void attach_webhooks(webhooks::Deliverer* webhooks) noexcept {
+    webhooks_.store(webhooks, std::memory_order_release);
+  }
+  // A webhook event's body (webhooks::Deliverer::RenderEvent): the order rendered as
+  // GET /v1/orders/{id} renders it, as the change left it. Any thread.
+  std::string webhook_event_body(const history::OrderEventRow& event,
+                                 const history::OrderRow* texts) const;
   Engine* attached_engine() const noexcept { return engine_.load(std::memory_order_acquire); }
 
   // True: exchange.reply is the answer. False: a group has it; see the header.
@@ -288,6 +301,17 @@ class Service {
   static void advance_order(Order& order, const Command& command, const CommandResult& result);
   bool visible_order(const Exchange& ex, const Order& order) const;
   std::string order_signature(const Order& order) const;
+  // Webhooks (service_webhooks.cc).
+  bool webhook_endpoints(Exchange& ex);                            // every webhook_endpoints route
+  bool webhook_deliveries(Exchange& ex);                           // every webhook_deliveries route
+  bool webhook_url_allowed(Exchange& ex, const std::string& url);  // false: answered
+  std::optional<IpnState> order_ipn(u64 order_id) const;
+  // Whether the caller is told of the order's notifications (its merchant's side and
+  // operators; not its payer or provider).
+  bool sees_ipn(const Exchange& ex, const Order& order) const;
+  // An order's ipn_url, checked where no lookup is needed: an address literal must be
+  // public (unless [webhooks] allow_private); false: answered.
+  bool ipn_url_allowed(Exchange& ex, const std::string& url);
   bool create_withdrawal(Exchange& ex);
   bool get_withdrawal(Exchange& ex);
   // The provider a hold is routed to, when it is a withdrawal (a hold whose credit
@@ -335,6 +359,7 @@ class Service {
 
   std::atomic<Engine*> engine_{nullptr};
   std::atomic<history::HistoryWorker*> history_{nullptr};
+  std::atomic<webhooks::Deliverer*> webhooks_{nullptr};
   MerchantRegistry& merchants_;
   Authenticator& auth_;
   OwnerIndex& owners_;

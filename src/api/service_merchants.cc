@@ -153,11 +153,15 @@ bool Service::get_merchant(Exchange& ex) {
   return finish(ex, 200);
 }
 
+// The old key keeps working for the grace period ({grace_period_s}, default [auth]
+// key_grace_period_s; 0 ends it at once), so that a merchant can deploy the new one
+// without a moment refused; its webhooks carry both signatures meanwhile.
 bool Service::rotate_key(Exchange& ex) {
-  const u64 content = Hasher{}.add(ex.path_id_).add(2).value();
+  const u64 content = Hasher{}.add(ex.path_id_).add(2).add_bytes(ex.view_.body).value();
   if (ex.step_ == 0) {
     if (!ex.principal_.is_operator) return fail(ex, ResultCode::operator_only, "operators only");
-    const Problem problem = decoder().void_pending(ex.view_.body);  // {} or nothing
+    const Problem problem = decoder().webhook_endpoint(
+        ex.view_.body, RequestDecoder::EndpointBody::rotate, &ex.webhook_change_);
     if (!problem.ok()) return fail_problem(ex, problem);
     if (!ex.key_.empty()) return claim_for_registry(ex, content);
   } else if (!ex.results_[0].ok()) {
@@ -165,8 +169,9 @@ bool Service::rotate_key(Exchange& ex) {
   }
   StoredReply reply;
   Status failure;
-  const ResultCode code =
-      merchants_.rotate_key(ex.path_id_, ex.key_, content, created_reply, &reply, &failure);
+  const ResultCode code = merchants_.rotate_key(
+      ex.path_id_, ex.webhook_change_.grace_period_s.value_or(config_.key_grace_period_s), ex.key_,
+      content, created_reply, &reply, &failure);
   if (code == ResultCode::merchant_not_found && ex.route_ != Route::merchants_keys) {
     const ResultCode unknown = ex.route_ == Route::users_keys ? ResultCode::user_not_found
                                                               : ResultCode::provider_not_found;

@@ -158,8 +158,10 @@ std::optional<bool> Service::order_from_history(Exchange& ex) {
                            ? owners_.owner(row.order.provider_account.value).value_or(0)
                            : 0;
   const OrderCreate said = said_of(row);
+  const std::optional<IpnState> ipn =
+      sees_ipn(ex, row.order) ? order_ipn(row.order.id) : std::nullopt;
   render_order(ex.reply.body, row.order, order_signature(row.order), provider, &said,
-               std::max<u64>(as_of, row.updated_sequence));
+               std::max<u64>(as_of, row.updated_sequence), {}, ipn ? &*ipn : nullptr);
   return finish(ex, 200);
 }
 

@@ -262,6 +262,7 @@ bool Service::create_order(Exchange& ex) {
     if (ex.group_ == nullptr || !visible_account(ex, r.account_id)) {
       return fail(ex, ResultCode::account_not_found, "no such account");
     }
+    if (!r.ipn_url.empty() && !ipn_url_allowed(ex, r.ipn_url)) return true;
     const u64 ref = Hasher{}.add_bytes(r.merchant_ref).add(r.merchant_ref.size()).value();
     const u8 flags = r.callback_url.empty() ? 0 : kOrderCallbackUrl;
     ex.commands_.assign(1, Command::make_order_create(AccountId{r.account_id}, r.amount, r.currency,
@@ -305,7 +306,11 @@ bool Service::get_order(Exchange& ex) {
   const std::optional<u64> provider = ex.order_.provider_account.value != 0
                                           ? owners_.owner(ex.order_.provider_account.value)
                                           : std::nullopt;
-  render_order(ex.reply.body, ex.order_, order_signature(ex.order_), provider.value_or(0));
+  const std::optional<IpnState> ipn = is_final(ex.order_.status) && sees_ipn(ex, ex.order_)
+                                          ? order_ipn(ex.order_.id)
+                                          : std::nullopt;
+  render_order(ex.reply.body, ex.order_, order_signature(ex.order_), provider.value_or(0), nullptr,
+               0, {}, ipn ? &*ipn : nullptr);
   return finish(ex, 200);
 }
 

@@ -24,6 +24,7 @@
 #include "base/log.h"
 #include "history/worker.h"
 #include "pipeline/engine.h"
+#include "webhooks/deliverer.h"
 
 namespace paygate {
 namespace {
@@ -34,7 +35,8 @@ struct Settings {
   api::ServiceConfig service;
   api::AuthConfig auth;
   EngineConfig engine = served_engine_defaults();
-  history::HistoryConfig history;  // file: <data dir>/history.sqlite unless set
+  history::HistoryConfig history;    // file: <data dir>/history.sqlite unless set
+  webhooks::WebhookConfig webhooks;  // file: <data dir>/webhooks.sqlite unless set
   u64 drain_timeout_ms = 10'000;
   // Every merchant's default share of its group's tables ([quotas]; by Quota:
   // accounts, holds, idempotency keys, orders). kQuotaShare: a quarter of the table.
@@ -125,6 +127,11 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
   u64 history_poll_ms = s->history.poll_interval_ns / 1'000'000;
   u64 read_wait_ms = s->history.read_wait_ns / 1'000'000;
   u64 redirect_wait_ms = s->history.redirect_wait_ns / 1'000'000;
+  u64 webhook_poll_ms = s->webhooks.poll_interval_ns / 1'000'000;
+  u64 webhook_timeout_ms = s->webhooks.timeout_ns / 1'000'000;
+  u64 webhook_retry_base_ms = s->webhooks.retry_base_ns / 1'000'000;
+  u64 webhook_retry_max_ms = s->webhooks.retry_max_ns / 1'000'000;
+  u64 webhook_retry_period_s = s->webhooks.retry_period_ns / kNanosPerSecond;
   struct Key {
     const char* section;
     const char* name;
@@ -176,6 +183,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       {"limits", "auth_failure_rate_per_s", double_into(&s->service.auth_failure_rate_per_s)},
       {"limits", "auth_failure_burst", double_into(&s->service.auth_failure_burst)},
       {"auth", "window_s", unsigned_into(&s->auth.window_s)},
+      {"auth", "key_grace_period_s", unsigned_into(&s->service.key_grace_period_s)},
       {"auth", "replay_cache_max", unsigned_into(&s->auth.replay_cache_max)},
       {"auth", "jwt_lifetime_max_s", unsigned_into(&s->auth.jwt_lifetime_max_s, 1)},
       {"ledger", "accounts_max", unsigned_into(&ledger.accounts_max)},
@@ -214,6 +222,32 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       {"history", "redirect_wait_ms", unsigned_into(&redirect_wait_ms, 0)},
       {"history", "batch_events", unsigned_into(&s->history.batch_events, 1)},
       {"history", "retention_segments_max", unsigned_into(&s->history.retention_segments_max, 1)},
+      {"webhooks", "enabled", bool_into(&s->webhooks.enabled)},
+      {"webhooks", "file",
+       [s](const toml::node& node) {
+         const auto value = node.value<std::string>();
+         if (!value || value->empty()) return false;
+         s->webhooks.file = *value;
+         return true;
+       }},
+      {"webhooks", "poll_interval_ms", unsigned_into(&webhook_poll_ms, 1)},
+      {"webhooks", "concurrency", unsigned_into(&s->webhooks.concurrency, 1)},
+      {"webhooks", "per_target", unsigned_into(&s->webhooks.per_target, 1)},
+      {"webhooks", "per_merchant", unsigned_into(&s->webhooks.per_merchant, 1)},
+      {"webhooks", "timeout_ms", unsigned_into(&webhook_timeout_ms, 1)},
+      {"webhooks", "retry_base_ms", unsigned_into(&webhook_retry_base_ms, 1)},
+      {"webhooks", "retry_max_ms", unsigned_into(&webhook_retry_max_ms, 1)},
+      {"webhooks", "retry_period_s", unsigned_into(&webhook_retry_period_s, 1)},
+      {"webhooks", "grace_period_s", unsigned_into(&s->webhooks.grace_period_s, 0)},
+      {"webhooks", "allow_private", bool_into(&s->webhooks.allow_private)},
+      {"webhooks", "ca_file",
+       [s](const toml::node& node) {
+         const auto value = node.value<std::string>();
+         if (!value || value->empty()) return false;
+         s->webhooks.ca_file = *value;
+         return true;
+       }},
+      {"webhooks", "response_limit_bytes", unsigned_into(&s->webhooks.response_limit, 1)},
   };
   for (const auto& [section_name, section] : root) {
     const toml::table* table = section.as_table();
@@ -231,18 +265,24 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
                                                   section_name.str(), key_name.str()));
       }
       if (!key->set(value)) {
-        return Status::invalid_config(
-            fmt::format("{}: {}.{} must be {}", file.string(), section_name.str(), key_name.str(),
-                        key_name.str() == "journal_prepare_segments" || key_name.str() == "enabled"
-                            ? "true or false"
-                        : key_name.str() == "file" ? "a file name"
-                                                   : "a positive number"));
+        return Status::invalid_config(fmt::format(
+            "{}: {}.{} must be {}", file.string(), section_name.str(), key_name.str(),
+            key_name.str() == "journal_prepare_segments" || key_name.str() == "enabled" ||
+                    key_name.str() == "allow_private"
+                ? "true or false"
+            : key_name.str() == "file" || key_name.str() == "ca_file" ? "a file name"
+                                                                      : "a positive number"));
       }
     }
   }
   s->history.poll_interval_ns = history_poll_ms * 1'000'000;
   s->history.read_wait_ns = read_wait_ms * 1'000'000;
   s->history.redirect_wait_ns = redirect_wait_ms * 1'000'000;
+  s->webhooks.poll_interval_ns = webhook_poll_ms * 1'000'000;
+  s->webhooks.timeout_ns = webhook_timeout_ms * 1'000'000;
+  s->webhooks.retry_base_ns = webhook_retry_base_ms * 1'000'000;
+  s->webhooks.retry_max_ns = webhook_retry_max_ms * 1'000'000;
+  s->webhooks.retry_period_ns = webhook_retry_period_s * kNanosPerSecond;
   ledger.idempotency_window_ns = window_s * kNanosPerSecond;
   ledger.order_final_retained_ns = final_retained_s * kNanosPerSecond;
   // The ledger keeps signatures for twice the most the timestamp check allows
@@ -506,6 +546,31 @@ int run_serve(const ServeOptions& options) {
       service.attach_history(history.get());
     }
   }
+  // Webhooks read the history store's outbox: on only with it (docs/WEBHOOKS.md).
+  std::unique_ptr<webhooks::Deliverer> deliverer;
+  if (s.webhooks.enabled && history) {
+    if (s.webhooks.file.empty()) s.webhooks.file = options.data_dir / "webhooks.sqlite";
+    Result<std::unique_ptr<webhooks::Deliverer>> opened = webhooks::Deliverer::open(
+        s.webhooks, history->store(),
+        [&service](const history::OrderEventRow& event, const history::OrderRow* texts) {
+          return service.webhook_event_body(event, texts);
+        },
+        [&merchants](u64 merchant, u64 now_s) {
+          const api::MerchantRef m = merchants->find(merchant);
+          return m != nullptr ? m->signing_secrets(now_s) : std::vector<std::string>{};
+        });
+    if (!opened.ok()) {
+      PG_LOG_ERROR("event=webhooks_failed message=\"webhooks are off until this is fixed: {}\"",
+                   opened.status().message());
+    } else {
+      deliverer = std::move(opened).value();
+      service.attach_webhooks(deliverer.get());
+      deliverer->start();
+    }
+  } else if (s.webhooks.enabled) {
+    PG_LOG_WARN(
+        "event=webhooks_off message=\"webhooks need the history store ([history] enabled)\"");
+  }
   engine->start();
   if (const BetweenGroupsReport& report = engine->between_groups_at_start(); report.unsettled > 0) {
     PG_LOG_INFO("event=between_groups_finished unsettled={} posted={} voided={}", report.unsettled,
@@ -543,6 +608,7 @@ int run_serve(const ServeOptions& options) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   engine->stop();  // answers anything still taken, syncs, joins
+  if (deliverer) deliverer->stop();
   if (history) history->stop();
   // Let the answers queued by the final stop reach their connections.
   const auto flush_deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);

@@ -106,7 +106,12 @@ namespace paygate {
   X(invalid_order_signature, 154)                            \
   X(refund_exceeds_order, 155)                               \
   X(orders_full, 156)                                        \
-  X(rejected_risk, 157)
+  X(rejected_risk, 157)                                      \
+  /* webhooks */                                             \
+  X(webhook_endpoint_not_found, 160)                         \
+  X(webhook_delivery_not_found, 161)                         \
+  X(url_not_allowed, 162)                                    \
+  X(webhook_endpoints_full, 163)
 
 enum class ResultCode : u16 {
 #define PAYGATE_RESULT_ENUM(name, number) name = number,

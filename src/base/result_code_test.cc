@@ -108,6 +108,10 @@ TEST(ResultCode, NumbersAndNamesAreStable) {
       {155, "refund_exceeds_order"},
       {156, "orders_full"},
       {157, "rejected_risk"},
+      {160, "webhook_endpoint_not_found"},
+      {161, "webhook_delivery_not_found"},
+      {162, "url_not_allowed"},
+      {163, "webhook_endpoints_full"},
   };
   for (const auto& [number, text] : stable) {
     EXPECT_EQ(name(static_cast<ResultCode>(number)), text) << number;

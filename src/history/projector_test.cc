@@ -351,6 +351,32 @@ TEST_F(ProjectorTest, OrdersEveryChangeWithWhatTheirRequestSaid) {
             (std::vector<std::pair<S, u64>>{{S::created, 0}, {S::cancelled, 0}}));
   EXPECT_EQ(statuses(expired), (std::vector<std::pair<S, u64>>{{S::created, 0}, {S::timeout, 0}}));
   EXPECT_EQ(store->rows("order_changes").value(), 10u);
+  // The outbox: one event per final status or refund, in the order they were made.
+  {
+    const std::vector<OrderEventRow> events = store->order_events(0, 0, 0, 100).value();
+    std::vector<std::pair<u64, std::string>> said;
+    for (const OrderEventRow& e : events)
+      said.emplace_back(e.order.id, e.type);
+    EXPECT_EQ(said, (std::vector<std::pair<u64, std::string>>{{paid, "order.success"},
+                                                              {paid, "order.refunded"},
+                                                              {external, "order.success"},
+                                                              {cancelled, "order.cancelled"},
+                                                              {expired, "order.timeout"}}));
+    for (std::size_t i = 1; i < events.size(); ++i) {
+      EXPECT_GT(events[i].seq, events[i - 1].seq);
+      EXPECT_GT(events[i].sequence, events[i - 1].sequence);
+    }
+    EXPECT_EQ(events[1].order.amount_refunded, 30u);  // each as its change left it
+    EXPECT_EQ(events[0].order.amount_refunded, 0u);
+    // A reader resumes after the last it read; the head is the newest.
+    EXPECT_EQ(store->order_events(0, events[2].sequence, events[2].n, 100).value().size(), 2u);
+    EXPECT_TRUE(store->order_events(1, 0, 0, 100).value().empty());
+    const auto heads = store->order_event_heads().value();
+    ASSERT_EQ(heads.size(), 1u);
+    EXPECT_EQ(heads[0].sequence, events.back().sequence);
+    EXPECT_EQ(order_event_id(events[0].group, events[0].sequence, events[0].n),
+              "evt_0_" + std::to_string(events[0].sequence) + "_0");
+  }
 
   // Each order's row is the book's record as it was left, with its request's texts.
   for (const u64 id : {paid, external, cancelled, expired}) {
@@ -436,6 +462,17 @@ TEST_F(ProjectorTest, OneCommandMayChangeAnOrderTwice) {
   EXPECT_EQ(first[3].status, OrderStatus::exception_checkout);
   EXPECT_EQ(first[2].sequence, first[3].sequence);
   EXPECT_EQ(store->order(orders[1]).value()->order.status, OrderStatus::timeout);
+  // Both changes of one command raise an event each, told apart by their place (n).
+  const std::vector<OrderEventRow> events = store->order_events(0, 0, 0, 100).value();
+  ASSERT_EQ(events.size(), 3u);
+  // The exception comes after both timeouts of its command, by place.
+  EXPECT_EQ(store->order_events(0, events[1].sequence, events[1].n, 100).value().size(), 1u);
+  EXPECT_EQ(events[0].type, "order.timeout");
+  EXPECT_EQ(events[1].type, "order.timeout");
+  EXPECT_EQ(events[2].type, "order.exception_checkout");
+  EXPECT_EQ(events[2].sequence, events[0].sequence);
+  EXPECT_NE(order_event_id(events[2].group, events[2].sequence, events[2].n),
+            order_event_id(events[0].group, events[0].sequence, events[0].n));
 }
 
 // A store whose history of the group begins after orders were made (from a snapshot:

@@ -18,6 +18,7 @@
 
 #include "base/assert.h"
 #include "base/hash.h"
+#include "history/sqlite_db.h"
 
 namespace paygate::history {
 namespace {
@@ -71,71 +72,20 @@ CREATE TABLE order_changes(
   status INTEGER NOT NULL, amount_refunded INTEGER NOT NULL, at_ns INTEGER NOT NULL,
   PRIMARY KEY (id, sequence, n)) WITHOUT ROWID;
 )sql",
+    // 3: the webhook outbox: each order change a merchant is told of, with the order as
+    // it left it; seq is the order of writing, the webhook worker's cursor.
+    R"sql(
+CREATE TABLE order_events(
+  seq INTEGER PRIMARY KEY, grp INTEGER NOT NULL, sequence INTEGER NOT NULL,
+  n INTEGER NOT NULL, order_id INTEGER NOT NULL, merchant INTEGER NOT NULL,
+  type TEXT NOT NULL, at_ns INTEGER NOT NULL, state BLOB NOT NULL,
+  UNIQUE (grp, sequence, n));
+)sql",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion);
 
-i64 signed_of(u64 value) noexcept {
-  return static_cast<i64>(value);  // ids use all 64 bits; SQLite keeps them as they are
-}
-
-// A prepared statement, finalized when it goes.
-class Statement {
- public:
-  Statement(sqlite3* db, const char* sql) {
-    rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
-  }
-  ~Statement() { sqlite3_finalize(stmt_); }
-  Statement(const Statement&) = delete;
-  Statement& operator=(const Statement&) = delete;
-
-  bool ok() const noexcept { return rc_ == SQLITE_OK; }
-  Statement& bind(int at, i64 value) {
-    sqlite3_bind_int64(stmt_, at, value);
-    return *this;
-  }
-  Statement& bind_text(int at, std::string_view text) {
-    sqlite3_bind_text(stmt_, at, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
-    return *this;
-  }
-  Statement& bind_blob(int at, const void* data, std::size_t size) {
-    sqlite3_bind_blob(stmt_, at, data, static_cast<int>(size), SQLITE_TRANSIENT);
-    return *this;
-  }
-  Statement& bind_null(int at) {
-    sqlite3_bind_null(stmt_, at);
-    return *this;
-  }
-  int step() { return sqlite3_step(stmt_); }
-  // Runs it to its end and readies it for the next bindings; false on an error.
-  bool run() {
-    const int rc = sqlite3_step(stmt_);
-    sqlite3_reset(stmt_);
-    sqlite3_clear_bindings(stmt_);
-    return rc == SQLITE_DONE;
-  }
-  i64 integer(int column) const { return sqlite3_column_int64(stmt_, column); }
-  std::string text(int column) const {
-    const unsigned char* p = sqlite3_column_text(stmt_, column);
-    return p == nullptr
-               ? std::string()
-               : std::string(reinterpret_cast<const char*>(p),
-                             static_cast<std::size_t>(sqlite3_column_bytes(stmt_, column)));
-  }
-  std::string_view blob(int column) const {
-    const void* p = sqlite3_column_blob(stmt_, column);
-    return p == nullptr
-               ? std::string_view()
-               : std::string_view(static_cast<const char*>(p),
-                                  static_cast<std::size_t>(sqlite3_column_bytes(stmt_, column)));
-  }
-  int columns() const { return sqlite3_column_count(stmt_); }
-  int type(int column) const { return sqlite3_column_type(stmt_, column); }
-  bool is_null(int column) const { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
-
- private:
-  sqlite3_stmt* stmt_ = nullptr;
-  int rc_ = SQLITE_ERROR;
-};
+using sqlite::signed_of;
+using sqlite::Statement;
 
 // The annotation of `kind` at `sequence` in `annotations` (in sequence order), or nullptr.
 const AnnotationRow* find_annotation(const std::vector<AnnotationRow>& annotations, u64 sequence,
@@ -170,32 +120,10 @@ const char* status_after(LedgerEventKind kind) noexcept {
 Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::filesystem::path& file) {
   std::unique_ptr<SqliteStore> store(new SqliteStore());
   store->file_ = file;
-  // 0600, as every file of the data directory (it holds what callers sent); SQLite
-  // gives its -wal and -shm files the database file's mode.
-  const int fd = ::open(file.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    return Status::io_error(
-        fmt::format("history store {}: cannot open: {}", file.string(), std::strerror(errno)));
-  }
-  ::fchmod(fd, 0600);
-  ::close(fd);
-  const int rc =
-      sqlite3_open_v2(file.c_str(), &store->db_,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
-  if (rc != SQLITE_OK) return store->failed("open");
-  sqlite3_busy_timeout(store->db_, 5000);
-  // WAL: readers do not wait for the writer. FULL: a committed watermark is on disk.
-  for (const char* pragma :
-       {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA foreign_keys=OFF",
-        "PRAGMA cache_size=-262144", "PRAGMA wal_autocheckpoint=16384"}) {
-    if (Status s = store->exec(pragma); !s.ok()) return s;
-  }
+  const std::string label = "history store " + file.string();
+  if (Status s = sqlite::open_for_writing(file, label, &store->db_); !s.ok()) return s;
   if (Status s = store->migrate(); !s.ok()) return s;
-  if (sqlite3_open_v2(file.c_str(), &store->reader_, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
-                      nullptr) != SQLITE_OK) {
-    return store->read_failed("open for reading");
-  }
-  sqlite3_busy_timeout(store->reader_, 5000);
+  if (Status s = sqlite::open_for_reading(file, label, &store->reader_); !s.ok()) return s;
   return store;
 }
 
@@ -216,49 +144,11 @@ Status SqliteStore::failed(const std::string& what) const {
 }
 
 Status SqliteStore::exec(const char* sql) {
-  char* error = nullptr;
-  if (sqlite3_exec(db_, sql, nullptr, nullptr, &error) != SQLITE_OK) {
-    const std::string why = error != nullptr ? error : "unknown error";
-    sqlite3_free(error);
-    return Status::io_error(fmt::format("history store {}: {}", file_.string(), why));
-  }
-  return Status::success();
+  return sqlite::exec(db_, sql, "history store " + file_.string());
 }
 
 Status SqliteStore::migrate() {
-  if (Status s = exec("CREATE TABLE IF NOT EXISTS schema_migrations("
-                      "version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)");
-      !s.ok()) {
-    return s;
-  }
-  {
-    Statement current(db_, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations");
-    if (!current.ok() || current.step() != SQLITE_ROW) return failed("read the schema version");
-    schema_version_ = static_cast<int>(current.integer(0));
-  }
-  if (schema_version_ > kSchemaVersion) {
-    return Status::invalid_config(
-        fmt::format("history store {} has schema version {}, newer than this paygate's {}",
-                    file_.string(), schema_version_, kSchemaVersion));
-  }
-  for (int version = schema_version_ + 1; version <= kSchemaVersion; ++version) {
-    // Each migration and its record in one transaction: a crash leaves it undone.
-    if (Status s = exec("BEGIN IMMEDIATE"); !s.ok()) return s;
-    Status applied = exec(kMigrations[version - 1]);
-    if (applied.ok()) {
-      Statement record(db_,
-                       "INSERT INTO schema_migrations(version, applied_at) "
-                       "VALUES (?, strftime('%s','now'))");
-      if (!record.ok() || !record.bind(1, version).run()) applied = failed("record a migration");
-    }
-    if (!applied.ok()) {
-      (void)exec("ROLLBACK");
-      return applied;
-    }
-    if (Status s = exec("COMMIT"); !s.ok()) return s;
-    schema_version_ = version;
-  }
-  return Status::success();
+  return sqlite::migrate(db_, "history store " + file_.string(), kMigrations, &schema_version_);
 }
 
 Result<u64> SqliteStore::watermark(u32 group) {
@@ -324,6 +214,10 @@ Status SqliteStore::write(const Batch& batch) {
       "updated_sequence, merchant_ref, state_format, state) VALUES (?,?,?,?,?,?,?,?,?,?) "
       "ON CONFLICT(id) DO UPDATE SET status = excluded.status, "
       "updated_sequence = excluded.updated_sequence, state = excluded.state");
+  Statement order_before(db_, "SELECT state FROM orders WHERE id = ?");
+  Statement order_event(db_,
+                        "INSERT INTO order_events(grp, sequence, n, order_id, merchant, type, "
+                        "at_ns, state) VALUES (?,?,?,?,?,?,?,?)");
   Statement order_step(db_,
                        "INSERT INTO order_changes(id, sequence, n, status, amount_refunded, at_ns) "
                        "VALUES (?,?,?,?,?,?)");
@@ -331,7 +225,7 @@ Status SqliteStore::write(const Batch& batch) {
                  "INSERT INTO watermarks(grp, first_sequence, sequence) VALUES (?,?,?) "
                  "ON CONFLICT(grp) DO UPDATE SET sequence = excluded.sequence");
   if (!event.ok() || !made.ok() || !closed.ok() || !entry.ok() || !note.ok() || !mark.ok() ||
-      !order_made.ok() || !order_step.ok()) {
+      !order_made.ok() || !order_step.ok() || !order_before.ok() || !order_event.ok()) {
     return abandon("prepare");
   }
   // Annotations by sequence, for the transfers made at them (both in sequence order).
@@ -451,6 +345,19 @@ Status SqliteStore::write(const Batch& batch) {
     const AnnotationRow* ref = created ? find_annotation(batch.annotations, c.sequence,
                                                          journal::AnnotationKind::merchant_ref)
                                        : nullptr;
+    // The order as the change before left it (this transaction's own writes included),
+    // for the event the change raises.
+    std::optional<Order> before;
+    if (!created) {
+      const int rc = order_before.bind(1, signed_of(o.id)).step();
+      if (rc == SQLITE_ROW && order_before.blob(0).size() == sizeof(Order)) {
+        before.emplace();
+        std::memcpy(&*before, order_before.blob(0).data(), sizeof(Order));
+      } else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        return abandon(fmt::format("read order {:x}", o.id));
+      }
+      order_before.reset();
+    }
     order_made.bind(1, signed_of(o.id))
         .bind(2, batch.group)
         .bind(3, signed_of(o.merchant))
@@ -473,6 +380,19 @@ Status SqliteStore::write(const Batch& batch) {
                         .bind(6, signed_of(c.at_ns))
                         .run();
     if (!ok) return abandon(fmt::format("write order change {:x} {}", o.id, c.sequence));
+    if (const std::optional<std::string_view> type =
+            order_event_type(before ? &*before : nullptr, o)) {
+      const bool written = order_event.bind(1, batch.group)
+                               .bind(2, signed_of(c.sequence))
+                               .bind(3, n)
+                               .bind(4, signed_of(o.id))
+                               .bind(5, signed_of(o.merchant))
+                               .bind_text(6, *type)
+                               .bind(7, signed_of(c.at_ns))
+                               .bind_blob(8, &o, sizeof(Order))
+                               .run();
+      if (!written) return abandon(fmt::format("write order event {:x} {}", o.id, c.sequence));
+    }
   }
   if (!mark.bind(1, batch.group)
            .bind(2, signed_of(batch.after + 1))
@@ -794,6 +714,11 @@ Result<std::vector<SqliteStore::TableDigest>> SqliteStore::digest() {
       {"annotations", "SELECT * FROM annotations ORDER BY grp, sequence, n"},
       {"orders", "SELECT * FROM orders ORDER BY id"},
       {"order_changes", "SELECT * FROM order_changes ORDER BY id, sequence, n"},
+      // seq leaves out: it says how the groups' writes interleaved, which a rebuild
+      // does not repeat.
+      {"order_events",
+       "SELECT grp, sequence, n, order_id, merchant, type, at_ns, state FROM order_events "
+       "ORDER BY grp, sequence, n"},
       {"watermarks", "SELECT grp, first_sequence FROM watermarks ORDER BY grp"},
   };
   // One read transaction: every table as of one commit.
@@ -842,15 +767,90 @@ Result<std::vector<SqliteStore::Watermark>> SqliteStore::watermarks() {
 Result<u64> SqliteStore::rows(const std::string& table) {
   std::lock_guard lock(read_mutex_);
   // Only the store's own tables: the name is not bound, so it is checked.
-  static constexpr const char* kTables[] = {"events",      "transfers",    "entries",
-                                            "annotations", "watermarks",   "schema_migrations",
-                                            "orders",      "order_changes"};
+  static constexpr const char* kTables[] = {"events",      "transfers",     "entries",
+                                            "annotations", "watermarks",    "schema_migrations",
+                                            "orders",      "order_changes", "order_events"};
   if (std::find(std::begin(kTables), std::end(kTables), table) == std::end(kTables)) {
     return Status::invalid_config("no such table: " + table);
   }
   Statement count(reader_, ("SELECT COUNT(*) FROM " + table).c_str());
   if (!count.ok() || count.step() != SQLITE_ROW) return read_failed("count " + table);
   return static_cast<u64>(count.integer(0));
+}
+
+std::optional<std::string_view> order_event_type(const Order* before, const Order& after) {
+  if (!is_final(after.status)) return std::nullopt;  // the merchant waits for the outcome
+  if (before == nullptr || before->status != after.status) {
+    switch (after.status) {
+      case OrderStatus::success:
+        return "order.success";
+      case OrderStatus::failed:
+        return "order.failed";
+      case OrderStatus::timeout:
+        return "order.timeout";
+      case OrderStatus::cancelled:
+        return "order.cancelled";
+      case OrderStatus::rejected_risk:
+        return "order.rejected_risk";
+      case OrderStatus::exception_checkout:
+        return "order.exception_checkout";
+      case OrderStatus::created:
+      case OrderStatus::processing:
+        break;
+    }
+    return std::nullopt;
+  }
+  if (after.amount_refunded > before->amount_refunded) return "order.refunded";
+  // A refund to a wallet of another group that its group refused: the money came back.
+  if (after.amount_refunded < before->amount_refunded) return "order.refund_returned";
+  return std::nullopt;
+}
+
+std::string order_event_id(u32 group, u64 sequence, u32 n) {
+  return fmt::format("evt_{}_{}_{}", group, sequence, n);
+}
+
+Result<std::vector<OrderEventRow>> SqliteStore::order_events(u32 group, u64 after_sequence,
+                                                             u32 after_n, u32 limit) {
+  std::lock_guard lock(read_mutex_);
+  Statement read(reader_,
+                 "SELECT seq, grp, sequence, n, type, at_ns, state FROM order_events "
+                 "WHERE grp = ?1 AND (sequence, n) > (?2, ?3) ORDER BY sequence, n LIMIT ?4");
+  if (!read.ok()) return read_failed("read order events");
+  read.bind(1, group).bind(2, signed_of(after_sequence)).bind(3, after_n).bind(4, limit);
+  std::vector<OrderEventRow> out;
+  for (int rc = read.step(); rc != SQLITE_DONE; rc = read.step()) {
+    if (rc != SQLITE_ROW) return read_failed("read order events");
+    OrderEventRow& e = out.emplace_back();
+    e.seq = static_cast<u64>(read.integer(0));
+    e.group = static_cast<u32>(read.integer(1));
+    e.sequence = static_cast<u64>(read.integer(2));
+    e.n = static_cast<u32>(read.integer(3));
+    e.type = read.text(4);
+    e.at_ns = static_cast<u64>(read.integer(5));
+    const std::string_view state = read.blob(6);
+    if (state.size() != sizeof(Order)) {
+      return Status::corruption(fmt::format("history store: order event {} is malformed", e.seq));
+    }
+    std::memcpy(&e.order, state.data(), sizeof(Order));
+  }
+  return out;
+}
+
+Result<std::vector<SqliteStore::EventHead>> SqliteStore::order_event_heads() {
+  std::lock_guard lock(read_mutex_);
+  Statement read(reader_,
+                 "SELECT w.grp, e.sequence, e.n FROM watermarks w JOIN order_events e "
+                 "ON e.grp = w.grp AND (e.sequence, e.n) = (SELECT sequence, n FROM order_events "
+                 "WHERE grp = w.grp ORDER BY sequence DESC, n DESC LIMIT 1) ORDER BY w.grp");
+  if (!read.ok()) return read_failed("read order event heads");
+  std::vector<EventHead> out;
+  for (int rc = read.step(); rc != SQLITE_DONE; rc = read.step()) {
+    if (rc != SQLITE_ROW) return read_failed("read order event heads");
+    out.push_back({static_cast<u32>(read.integer(0)), static_cast<u64>(read.integer(1)),
+                   static_cast<u32>(read.integer(2))});
+  }
+  return out;
 }
 
 }  // namespace paygate::history

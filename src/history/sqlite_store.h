@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "history/order_events.h"
 #include "journal/annotation.h"
 #include "ledger/event.h"
 #include "ledger/types.h"
@@ -32,7 +33,7 @@ struct sqlite3_stmt;
 namespace paygate::history {
 
 // The schema version this build writes; older stores are migrated at open.
-inline constexpr int kSchemaVersion = 2;
+inline constexpr int kSchemaVersion = 3;
 // The orders table keeps an order as the order book's record (orders/order_book.h,
 // 128 bytes, the machine's byte order: little-endian where paygate runs); this number
 // says which layout, and a build reads only its own (rebuild the store after a change).
@@ -88,6 +89,17 @@ struct OrderQuery {
   u32 limit = 100;
 };
 
+// An order change its merchant is told of (docs/WEBHOOKS.md): the store's outbox of
+// notifications, written with the change, in the same transaction.
+struct OrderEventRow {
+  u64 seq = 0;  // the store's order of writing: a reader's cursor
+  u32 group = 0;
+  u64 sequence = 0;  // the command that made the change
+  u32 n = 0;         // the change's place among its command's order changes
+  std::string type;  // order_event_type()
+  u64 at_ns = 0;     // the command's time
+  Order order;       // as the change left it
+};
 // What one projected stretch of a group's journal adds, up to its watermark.
 struct Batch {
   u32 group = 0;
@@ -160,6 +172,18 @@ class SqliteStore {
     u64 at_ns = 0;
   };
   Result<std::vector<OrderStep>> order_history(u64 id);
+  // The outbox's events of `group` after (sequence, n), in their group's order: a
+  // reader's cursor is (group, sequence, n), the same in a store rebuilt from the
+  // journal (seq is not: it says how the groups' writes interleaved).
+  Result<std::vector<OrderEventRow>> order_events(u32 group, u64 after_sequence, u32 after_n,
+                                                  u32 limit);
+  // Each group's newest event in the outbox: (group, sequence, n).
+  struct EventHead {
+    u32 group = 0;
+    u64 sequence = 0;
+    u32 n = 0;
+  };
+  Result<std::vector<EventHead>> order_event_heads();
   // The group's events after `after` (from its first when absent), in order.
   Result<std::vector<LedgerEvent>> events(u32 group, std::optional<EventKey> after, u32 limit);
   // The events that moved `account` (a statement's lines: not its creation), newest

@@ -52,6 +52,41 @@ TEST(SqliteStore, MigratesOnceAndRefusesANewerSchema) {
   EXPECT_NE(newer.status().message().find("newer"), std::string::npos);
 }
 
+// Which change tells the merchant what (docs/WEBHOOKS.md, "Events").
+TEST(OrderEvents, AFinalStatusOrARefundRaisesOneAndNothingElseDoes) {
+  const auto with = [](OrderStatus status, u64 refunded = 0) {
+    Order o;
+    o.status = status;
+    o.amount = 100;
+    o.amount_refunded = refunded;
+    return o;
+  };
+  using S = OrderStatus;
+  const auto type = [](const std::optional<Order>& before, const Order& after) {
+    const std::optional<std::string_view> t = order_event_type(before ? &*before : nullptr, after);
+    return t ? std::string(*t) : std::string("none");
+  };
+  EXPECT_EQ(type(std::nullopt, with(S::created)), "none");
+  EXPECT_EQ(type(with(S::created), with(S::processing)), "none");
+  EXPECT_EQ(type(with(S::created), with(S::success)), "order.success");
+  EXPECT_EQ(type(with(S::processing), with(S::failed)), "order.failed");
+  EXPECT_EQ(type(with(S::processing), with(S::timeout)), "order.timeout");
+  EXPECT_EQ(type(with(S::created), with(S::cancelled)), "order.cancelled");
+  EXPECT_EQ(type(with(S::created), with(S::rejected_risk)), "order.rejected_risk");
+  EXPECT_EQ(type(with(S::timeout), with(S::exception_checkout)), "order.exception_checkout");
+  // An exception settled: accepted is a success, rejected a failure.
+  EXPECT_EQ(type(with(S::exception_checkout), with(S::success)), "order.success");
+  EXPECT_EQ(type(with(S::exception_checkout), with(S::failed)), "order.failed");
+  EXPECT_EQ(type(with(S::success), with(S::success, 30)), "order.refunded");
+  EXPECT_EQ(type(with(S::success, 30), with(S::success, 100)), "order.refunded");
+  EXPECT_EQ(type(with(S::success, 30), with(S::success, 0)), "order.refund_returned");
+  EXPECT_EQ(type(with(S::success, 30), with(S::success, 30)), "none");
+  // Backfilled (no row before): a final order is told of.
+  EXPECT_EQ(type(std::nullopt, with(S::success)), "order.success");
+  for (const std::string_view t : kOrderEventTypes)
+    EXPECT_TRUE(t.starts_with("order."));
+}
+
 TEST(SqliteStore, ABatchMustContinueItsGroupsWatermark) {
   TempDir dir;
   auto opened = SqliteStore::open(dir.path() / "history.sqlite");
