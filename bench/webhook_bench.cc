@@ -146,7 +146,7 @@ int run(int argc, char** argv) {
     config.per_merchant = concurrency;
     config.poll_interval_ns = 5'000'000;
     auto deliverer = webhooks::Deliverer::open(
-        config, *store.value(),
+        config, *store.value(), {0},
         [](const history::OrderEventRow& e, const history::OrderRow*) {
           return fmt::format(
               R"({{"id":"{}","object":"event","type":"{}","created":{},"group":0,"sequence":{},)"

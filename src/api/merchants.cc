@@ -454,8 +454,13 @@ Status MerchantRegistry::load() {
           entry["previous_until"].get_uint64().get(m->previous_until_s)) {
         return fail("a merchant's previous key is malformed");
       }
-      m->previous_key_id = previous_key;
-      m->previous_secret = previous_secret;
+      // Kept only while it works: one past its grace is dropped.
+      if (m->previous_until_s > static_cast<u64>(std::time(nullptr))) {
+        m->previous_key_id = previous_key;
+        m->previous_secret = previous_secret;
+      } else {
+        m->previous_until_s = 0;
+      }
     }
     m->name = name;
     m->key_id = key_id;

@@ -28,6 +28,7 @@ using detail::wall_seconds;
 namespace {
 
 constexpr u32 kLookupMs = 2000;
+constexpr u32 kLookupsMax = 8;     // endpoint URL checks on their way at once
 constexpr u64 kEndpointsMax = 16;  // per merchant (each event goes to every one)
 
 void write_endpoint(JsonWriter& json, const webhooks::Endpoint& e, bool with_secret) {
@@ -174,7 +175,17 @@ bool Service::webhook_url_allowed(Exchange& ex, const std::string& url) {
   const std::optional<webhooks::TargetUrl> target = webhooks::parse_target_url(url, &why);
   if (!target) return !fail(ex, ResultCode::invalid_field, "url: " + why);
   if (w->config().allow_private) return true;
-  // (Bounded: a merchant's slow name server holds this IO thread at most kLookupMs.)
+  // (Bounded: a merchant's slow name server holds this IO thread at most kLookupMs, and
+  // at most kLookupsMax lookups are on their way at once.)
+  static std::atomic<u32> lookups{0};
+  if (lookups.fetch_add(1, std::memory_order_acq_rel) >= kLookupsMax) {
+    lookups.fetch_sub(1, std::memory_order_acq_rel);
+    ex.reply.retry_after_s = 1;
+    return !fail(ex, ResultCode::overloaded, "too many webhook URLs are being checked; retry");
+  }
+  struct Release {
+    ~Release() { lookups.fetch_sub(1, std::memory_order_acq_rel); }
+  } release;
   std::string unresolved;
   const auto results =
       webhooks::resolve_host_within(target->host, target->port, kLookupMs, &unresolved);
@@ -205,6 +216,21 @@ bool Service::webhook_endpoints(Exchange& ex) {
     return fail(ex, ResultCode::not_durable,
                 "the webhook store could not be written or read; nothing changed, retry with the "
                 "same Idempotency-Key");
+  };
+  // A retry under a key the store kept a reply for: that reply again (or the key's
+  // reuse with another body refused); nullopt: no retry.
+  const auto replay = [&](u64 content) -> std::optional<bool> {
+    if (ex.key_.empty()) return std::nullopt;
+    const Result<std::optional<webhooks::WebhookStore::Reply>> kept =
+        store.reply(ex.key_.lo, ex.key_.hi);
+    if (!kept.ok()) return store_failed(kept.status());
+    if (!kept.value()) return std::nullopt;
+    if (kept.value()->content_hash != content) {
+      return fail(ex, ResultCode::idempotency_key_reused,
+                  describe(ResultCode::idempotency_key_reused));
+    }
+    ex.reply.body = kept.value()->body;
+    return finish(ex, static_cast<unsigned>(kept.value()->status));
   };
   const u64 caller = ex.principal_.merchant != nullptr ? ex.principal_.merchant->id : 0;
   const bool merchant =
@@ -244,46 +270,38 @@ bool Service::webhook_endpoints(Exchange& ex) {
       return fail_claim(ex, ex.results_[0].code);
     }
     // A retry's first answer comes before any check that could now say otherwise.
-    if (!ex.key_.empty()) {
-      const Result<std::optional<webhooks::WebhookStore::Reply>> kept =
-          store.reply(ex.key_.lo, ex.key_.hi);
-      if (!kept.ok()) return store_failed(kept.status());
-      if (kept.value()) {  // a retry: the first answer again
-        if (kept.value()->content_hash != content) {
-          return fail(ex, ResultCode::idempotency_key_reused,
-                      describe(ResultCode::idempotency_key_reused));
-        }
-        ex.reply.body = kept.value()->body;
-        return finish(ex, static_cast<unsigned>(kept.value()->status));
-      }
-    }
-    if (!webhook_url_allowed(ex, *change.url)) return true;
-    const Result<u64> count = store.endpoint_count(caller);
-    if (!count.ok()) return store_failed(count.status());
-    if (count.value() >= kEndpointsMax) {
+    if (const std::optional<bool> answered = replay(content)) return *answered;
+    const auto full = [&] {
       return fail(ex, ResultCode::webhook_endpoints_full,
                   fmt::format("a merchant has at most {} webhook endpoints; delete one first",
                               kEndpointsMax));
-    }
+    };
+    const Result<u64> count = store.endpoint_count(caller);  // (before any lookup)
+    if (!count.ok()) return store_failed(count.status());
+    if (count.value() >= kEndpointsMax) return full();
+    if (!webhook_url_allowed(ex, *change.url)) return true;
     webhooks::Endpoint e;
     e.merchant = caller;
     e.url = *change.url;
     e.events = *change.events;
     e.secret = "whsec_" + random_hex(32);
     e.created_s = wall_seconds();
-    const Result<webhooks::Endpoint> made = store.create_endpoint(
-        std::move(e), webhooks::KeptReply{.key_lo = ex.key_.lo,
-                                          .key_hi = ex.key_.hi,
-                                          .content_hash = content,
-                                          .status = 201,
-                                          .render = [](const webhooks::Endpoint& made_one) {
-                                            return endpoint_json(made_one, false);
-                                          }});
+    const Result<std::optional<webhooks::Endpoint>> made = store.create_endpoint(
+        std::move(e),
+        webhooks::KeptReply{
+            .key_lo = ex.key_.lo,
+            .key_hi = ex.key_.hi,
+            .content_hash = content,
+            .status = 201,
+            .render =
+                [](const webhooks::Endpoint& made_one) { return endpoint_json(made_one, false); }},
+        kEndpointsMax);
     if (!made.ok()) return store_failed(made.status());
+    if (!made.value()) return full();  // (another request took the last place meanwhile)
     w->endpoints_changed();
-    PG_LOG_INFO("event=webhook_endpoint_created endpoint={} merchant={:x}", made.value().id,
+    PG_LOG_INFO("event=webhook_endpoint_created endpoint={} merchant={:x}", made.value()->id,
                 caller);
-    ex.reply.body = endpoint_json(made.value(), true);
+    ex.reply.body = endpoint_json(*made.value(), true);
     return finish(ex, 201);
   }
 
@@ -350,19 +368,7 @@ bool Service::webhook_endpoints(Exchange& ex) {
       } else if (!ex.results_[0].ok()) {
         return fail_claim(ex, ex.results_[0].code);
       }
-      if (!ex.key_.empty()) {
-        const Result<std::optional<webhooks::WebhookStore::Reply>> kept =
-            store.reply(ex.key_.lo, ex.key_.hi);
-        if (!kept.ok()) return store_failed(kept.status());
-        if (kept.value()) {
-          if (kept.value()->content_hash != content) {
-            return fail(ex, ResultCode::idempotency_key_reused,
-                        describe(ResultCode::idempotency_key_reused));
-          }
-          ex.reply.body = kept.value()->body;
-          return finish(ex, static_cast<unsigned>(kept.value()->status));
-        }
-      }
+      if (const std::optional<bool> answered = replay(content)) return *answered;
       const u64 grace = change.grace_period_s.value_or(w->config().grace_period_s);
       const Result<std::optional<webhooks::Endpoint>> rotated = store.rotate_secret(
           endpoint.id, "whsec_" + random_hex(32), wall_seconds() + grace,

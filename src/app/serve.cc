@@ -157,6 +157,14 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       return true;
     };
   };
+  const auto path_into = [](std::filesystem::path* target) {
+    return [target](const toml::node& node) {
+      const auto value = node.value<std::string>();
+      if (!value || value->empty()) return false;
+      *target = *value;
+      return true;
+    };
+  };
   const auto bool_into = [](bool* target) {
     return [target](const toml::node& node) {
       const auto value = node.value<bool>();
@@ -210,26 +218,14 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       {"group", "journal_prepare_segments", bool_into(&group.journal_prepare_segments)},
       {"server", "drain_timeout_ms", unsigned_into(&s->drain_timeout_ms)},
       {"history", "enabled", bool_into(&s->history.enabled)},
-      {"history", "file",
-       [s](const toml::node& node) {
-         const auto value = node.value<std::string>();
-         if (!value || value->empty()) return false;
-         s->history.file = *value;
-         return true;
-       }},
+      {"history", "file", path_into(&s->history.file)},
       {"history", "poll_interval_ms", unsigned_into(&history_poll_ms, 1)},
       {"history", "read_wait_ms", unsigned_into(&read_wait_ms, 0)},
       {"history", "redirect_wait_ms", unsigned_into(&redirect_wait_ms, 0)},
       {"history", "batch_events", unsigned_into(&s->history.batch_events, 1)},
       {"history", "retention_segments_max", unsigned_into(&s->history.retention_segments_max, 1)},
       {"webhooks", "enabled", bool_into(&s->webhooks.enabled)},
-      {"webhooks", "file",
-       [s](const toml::node& node) {
-         const auto value = node.value<std::string>();
-         if (!value || value->empty()) return false;
-         s->webhooks.file = *value;
-         return true;
-       }},
+      {"webhooks", "file", path_into(&s->webhooks.file)},
       {"webhooks", "poll_interval_ms", unsigned_into(&webhook_poll_ms, 1)},
       {"webhooks", "concurrency", unsigned_into(&s->webhooks.concurrency, 1)},
       {"webhooks", "per_target", unsigned_into(&s->webhooks.per_target, 1)},
@@ -240,13 +236,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       {"webhooks", "retry_period_s", unsigned_into(&webhook_retry_period_s, 1)},
       {"webhooks", "grace_period_s", unsigned_into(&s->webhooks.grace_period_s, 0)},
       {"webhooks", "allow_private", bool_into(&s->webhooks.allow_private)},
-      {"webhooks", "ca_file",
-       [s](const toml::node& node) {
-         const auto value = node.value<std::string>();
-         if (!value || value->empty()) return false;
-         s->webhooks.ca_file = *value;
-         return true;
-       }},
+      {"webhooks", "ca_file", path_into(&s->webhooks.ca_file)},
       {"webhooks", "response_limit_bytes", unsigned_into(&s->webhooks.response_limit, 1)},
   };
   for (const auto& [section_name, section] : root) {
@@ -550,8 +540,11 @@ int run_serve(const ServeOptions& options) {
   std::unique_ptr<webhooks::Deliverer> deliverer;
   if (s.webhooks.enabled && history) {
     if (s.webhooks.file.empty()) s.webhooks.file = options.data_dir / "webhooks.sqlite";
+    std::vector<u64> journals_at;
+    for (u32 g = 0; g < engine->groups(); ++g)
+      journals_at.push_back(engine->group(g).durable_sequence());
     Result<std::unique_ptr<webhooks::Deliverer>> opened = webhooks::Deliverer::open(
-        s.webhooks, history->store(),
+        s.webhooks, history->store(), journals_at,
         [&service](const history::OrderEventRow& event, const history::OrderRow* texts) {
           return service.webhook_event_body(event, texts);
         },

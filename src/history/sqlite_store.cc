@@ -837,20 +837,4 @@ Result<std::vector<OrderEventRow>> SqliteStore::order_events(u32 group, u64 afte
   return out;
 }
 
-Result<std::vector<SqliteStore::EventHead>> SqliteStore::order_event_heads() {
-  std::lock_guard lock(read_mutex_);
-  Statement read(reader_,
-                 "SELECT w.grp, e.sequence, e.n FROM watermarks w JOIN order_events e "
-                 "ON e.grp = w.grp AND (e.sequence, e.n) = (SELECT sequence, n FROM order_events "
-                 "WHERE grp = w.grp ORDER BY sequence DESC, n DESC LIMIT 1) ORDER BY w.grp");
-  if (!read.ok()) return read_failed("read order event heads");
-  std::vector<EventHead> out;
-  for (int rc = read.step(); rc != SQLITE_DONE; rc = read.step()) {
-    if (rc != SQLITE_ROW) return read_failed("read order event heads");
-    out.push_back({static_cast<u32>(read.integer(0)), static_cast<u64>(read.integer(1)),
-                   static_cast<u32>(read.integer(2))});
-  }
-  return out;
-}
-
 }  // namespace paygate::history

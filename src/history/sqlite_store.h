@@ -177,13 +177,6 @@ class SqliteStore {
   // journal (seq is not: it says how the groups' writes interleaved).
   Result<std::vector<OrderEventRow>> order_events(u32 group, u64 after_sequence, u32 after_n,
                                                   u32 limit);
-  // Each group's newest event in the outbox: (group, sequence, n).
-  struct EventHead {
-    u32 group = 0;
-    u64 sequence = 0;
-    u32 n = 0;
-  };
-  Result<std::vector<EventHead>> order_event_heads();
   // The group's events after `after` (from its first when absent), in order.
   Result<std::vector<LedgerEvent>> events(u32 group, std::optional<EventKey> after, u32 limit);
   // The events that moved `account` (a statement's lines: not its creation), newest

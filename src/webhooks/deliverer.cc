@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <optional>
 #include <random>
 #include <unordered_map>
@@ -50,7 +52,11 @@ std::string Deliverer::signature(const std::vector<std::string>& secrets, u64 t,
 struct Deliverer::Engine {
   explicit Engine(Deliverer& owner)
       : d(owner), tick(io), resolvers(kResolverThreads), tls(asio::ssl::context::tls_client) {}
-  ~Engine() { resolvers.join(); }
+  // (Lookups queued are dropped; one in getaddrinfo is waited for.)
+  ~Engine() {
+    resolvers.stop();
+    resolvers.join();
+  }
 
   Deliverer& d;
   WebhookCounters& counters() noexcept { return d.counters_; }
@@ -74,6 +80,27 @@ struct Deliverer::Engine {
   std::unordered_set<std::string> in_flight_orders;
   std::unordered_map<std::string, u32> per_target;
   std::unordered_map<u64, u32> per_merchant;
+  // Name lookups on their way, per merchant: at most kLookupsPerMerchant, so that one
+  // merchant's slow name server holds few of the lookup threads; the rest wait their
+  // turn (within their attempts' deadlines).
+  struct Lookups {
+    u32 running = 0;
+    std::deque<std::function<void()>> waiting;
+  };
+  std::unordered_map<u64, Lookups> lookups;
+  // A lookup of `merchant`'s ended: the next one waiting starts.
+  void lookup_done(u64 merchant) {
+    const auto it = lookups.find(merchant);
+    if (it == lookups.end()) return;
+    --it->second.running;
+    if (!it->second.waiting.empty()) {
+      std::function<void()> next = std::move(it->second.waiting.front());
+      it->second.waiting.pop_front();
+      asio::post(io, std::move(next));
+    } else if (it->second.running == 0) {
+      lookups.erase(it);
+    }
+  }
   struct Finished {
     Outcome outcome;
     Delivery delivery;  // its key fields (no body)
@@ -163,9 +190,11 @@ struct Deliverer::Engine {
 
   void round() {
     record();
-    // Events become deliveries only with the endpoints known as they are now: a
-    // failed load would make them to no one.
-    if (reload_endpoints()) read_events();
+    // Events become deliveries only with the endpoints known as they are now (a
+    // failed load would make them to no one), and attempts start only then (one to an
+    // endpoint not known would fail as deleted).
+    if (!reload_endpoints()) return;
+    read_events();
     const u64 now = wall_ns();
     if (now - last_expire_ns > kNanosPerSecond) {
       last_expire_ns = now;
@@ -216,7 +245,8 @@ struct Deliverer::Engine {
         d.counters_.delivered.fetch_add(1, std::memory_order_relaxed);
       } else {
         d.counters_.attempt_failures.fetch_add(1, std::memory_order_relaxed);
-        if (f.outcome.next_attempt_ns == 0) {
+        // (As the store decides, but for a resend meanwhile.)
+        if (f.outcome.next_attempt_ns == 0 || f.outcome.at_ns >= f.delivery.give_up_ns) {
           d.counters_.failed.fetch_add(1, std::memory_order_relaxed);
         }
       }
@@ -319,9 +349,13 @@ struct Deliverer::Engine {
     for (const auto& [target, n] : per_target) {
       if (n >= d.config_.per_target) busy.push_back(target);
     }
+    std::vector<u64> busy_merchants;
+    for (const auto& [merchant, n] : per_merchant) {
+      if (n >= d.config_.per_merchant) busy_merchants.push_back(merchant);
+    }
     // More than the room: some may be in flight already or over a limit.
-    Result<std::vector<Delivery>> due =
-        d.store_->due(now, busy, d.config_.concurrency + static_cast<u32>(in_flight.size()));
+    Result<std::vector<Delivery>> due = d.store_->due(
+        now, busy, busy_merchants, d.config_.concurrency + static_cast<u32>(in_flight.size()));
     if (!due.ok()) return store_failed(due.status());
     for (Delivery& delivery : due.value()) {
       if (in_flight.size() >= d.config_.concurrency) break;
@@ -355,7 +389,7 @@ struct Deliverer::Engine {
   }
 
   // When to try again: full jitter over an exponential bound (base << attempts-1, at
-  // most retry_max); 0 when the retry period is over.
+  // most retry_max). The store fails it past its give-up time.
   u64 next_attempt(const Delivery& delivery, u64 now) {
     const u32 doublings = std::min<u32>(delivery.attempts, 62);
     const u64 base = d.config_.retry_base_ns;
@@ -363,8 +397,7 @@ struct Deliverer::Engine {
         base > (d.config_.retry_max_ns >> doublings) ? d.config_.retry_max_ns : base << doublings;
     const u64 wait = std::uniform_int_distribution<u64>(
         kNanosPerSecond / 1000, std::max<u64>(cap, kNanosPerSecond / 1000))(random);
-    const u64 at = now + wait;
-    return at >= delivery.give_up_ns ? 0 : at;
+    return now + wait;
   }
 
   // An attempt's end. `permanent`: no attempt can do better (no retry).
@@ -389,6 +422,7 @@ struct Deliverer::Engine {
   void start_attempt(Delivery delivery);
 
   static constexpr std::size_t kResolverThreads = 16;
+  static constexpr u32 kLookupsPerMerchant = 4;
   static constexpr std::size_t kIdleMax = 256;
   static constexpr u64 kIdleNs = 30 * kNanosPerSecond;
 };
@@ -424,6 +458,7 @@ class Attempt : public std::enable_shared_from_this<Attempt<kTls>> {
       if (!ec) self->done(0, "timed out");
     });
     stream_ = engine_.template take_idle<Stream>(origin_);
+    if (stream_ != nullptr && unsolicited_bytes()) stream_.reset();  // not to be trusted
     if (stream_ != nullptr) {
       reused_ = true;
       return send();
@@ -434,12 +469,43 @@ class Attempt : public std::enable_shared_from_this<Attempt<kTls>> {
  private:
   beast::tcp_stream& tcp() { return beast::get_lowest_layer(*stream_); }
 
+  // Whether an idle connection holds bytes no request asked for (the receiver answered
+  // twice, or late): read as the next delivery's answer they could mark it delivered.
+  bool unsolicited_bytes() {
+    beast::error_code ec;
+    const std::size_t waiting = tcp().socket().available(ec);
+    if (ec || waiting > 0) return true;
+    if constexpr (kTls) {
+      if (SSL_pending(stream_->native_handle()) > 0) return true;
+    }
+    return false;
+  }
+
   void resolve() {
     reused_ = false;
+    // Few lookups per merchant at once: its slow name server must not hold the threads
+    // every merchant's lookups need. Past that, this attempt waits its turn.
+    Engine::Lookups& lookups = engine_.lookups[delivery_.merchant];
+    if (lookups.running >= Engine::kLookupsPerMerchant) {
+      lookups.waiting.push_back([self = this->shared_from_this()] {
+        if (self->finished_) {  // timed out while it waited: its turn goes on
+          ++self->engine_.lookups[self->delivery_.merchant].running;
+          return self->engine_.lookup_done(self->delivery_.merchant);
+        }
+        self->resolve();
+      });
+      return;
+    }
+    ++lookups.running;
     asio::post(engine_.resolvers, [self = this->shared_from_this()] {
       std::string why;
-      std::vector<tcp::endpoint> found = resolve_host(self->url_.host, self->url_.port, &why);
+      std::vector<tcp::endpoint> found;
+      // An attempt that timed out while its lookup waited for a thread needs none.
+      if (!self->abandoned_.load(std::memory_order_acquire)) {
+        found = resolve_host(self->url_.host, self->url_.port, &why);
+      }
       asio::post(self->engine_.io, [self, found = std::move(found), why = std::move(why)] {
+        self->engine_.lookup_done(self->delivery_.merchant);
         self->resolved(found, why);
       });
     });
@@ -570,6 +636,7 @@ class Attempt : public std::enable_shared_from_this<Attempt<kTls>> {
   void done(u32 status, std::string error) {
     if (finished_) return;
     finished_ = true;
+    abandoned_.store(true, std::memory_order_release);
     timer_.cancel();
     if (stream_) {
       beast::error_code ignored;
@@ -593,6 +660,7 @@ class Attempt : public std::enable_shared_from_this<Attempt<kTls>> {
   std::optional<http::response_parser<http::string_body>> parser_;
   bool reused_ = false;
   bool finished_ = false;
+  std::atomic<bool> abandoned_{false};  // finished: read by a lookup thread
 };
 
 }  // namespace
@@ -629,6 +697,7 @@ Deliverer::Deliverer(const WebhookConfig& config, history::SqliteStore& history,
 
 Result<std::unique_ptr<Deliverer>> Deliverer::open(const WebhookConfig& config,
                                                    history::SqliteStore& history,
+                                                   const std::vector<u64>& start_sequences,
                                                    RenderEvent render, MerchantSecrets secrets) {
   PG_ASSERT(config.concurrency > 0 && config.per_target > 0);
   std::unique_ptr<Deliverer> d(
@@ -636,19 +705,15 @@ Result<std::unique_ptr<Deliverer>> Deliverer::open(const WebhookConfig& config,
   Result<std::unique_ptr<WebhookStore>> store = WebhookStore::open(config.file);
   if (!store.ok()) return store.status();
   d->store_ = std::move(store.value());
-  // A new webhook store starts at the outbox's head: the events before it were the
-  // past's (a store deleted, or webhooks turned on), not news to send now.
-  if (d->store_->created()) {
-    Result<std::vector<history::SqliteStore::EventHead>> heads = history.order_event_heads();
-    if (!heads.ok()) return heads.status();
-    for (const auto& head : heads.value()) {
-      const Cursor at{.group = head.group, .sequence = head.sequence, .n = head.n};
-      if (Status s = d->store_->enqueue({}, at); !s.ok()) return s;
-    }
-    if (!heads.value().empty()) {
-      PG_LOG_INFO("event=webhooks_start_at_head groups={}", heads.value().size());
-    }
+  // A new webhook store starts where the journals stand now: the events before were
+  // the past's (a store deleted, or webhooks turned on), not news to send.
+  std::vector<Cursor> start;
+  for (u32 g = 0; g < start_sequences.size(); ++g) {
+    start.push_back(Cursor{.group = g, .sequence = start_sequences[g], .n = ~u32{0}});
   }
+  Result<bool> begun = d->store_->initialize(start);
+  if (!begun.ok()) return begun.status();
+  if (begun.value()) PG_LOG_INFO("event=webhooks_begun groups={}", start.size());
   d->engine_ = std::make_unique<Engine>(*d);
   asio::ssl::context& tls = d->engine_->tls;
   beast::error_code ec;

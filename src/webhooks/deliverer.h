@@ -76,9 +76,12 @@ class Deliverer {
   // and the one before a rotation while in its grace period (now: unix seconds).
   using MerchantSecrets = std::function<std::vector<std::string>(u64 merchant, u64 now_s)>;
 
+  // `start_sequences` (by group): where each group's journal stands, where a new
+  // webhook store starts reading (an existing one goes on from its cursors).
   static Result<std::unique_ptr<Deliverer>> open(const WebhookConfig& config,
-                                                 history::SqliteStore& history, RenderEvent render,
-                                                 MerchantSecrets secrets);
+                                                 history::SqliteStore& history,
+                                                 const std::vector<u64>& start_sequences,
+                                                 RenderEvent render, MerchantSecrets secrets);
   ~Deliverer();
   Deliverer(const Deliverer&) = delete;
   Deliverer& operator=(const Deliverer&) = delete;

@@ -25,6 +25,7 @@ CREATE INDEX endpoints_by_merchant ON endpoints(merchant, id);
 CREATE TABLE replies(
   key_lo INTEGER NOT NULL, key_hi INTEGER NOT NULL, content_hash INTEGER NOT NULL,
   status INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (key_lo, key_hi)) WITHOUT ROWID;
+CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE cursors(
   grp INTEGER PRIMARY KEY, sequence INTEGER NOT NULL, n INTEGER NOT NULL);
 CREATE TABLE deliveries(
@@ -172,17 +173,9 @@ Result<std::unique_ptr<WebhookStore>> WebhookStore::open(const std::filesystem::
   store->label_ = "webhook store " + file.string();
   if (Status s = sqlite::open_for_writing(file, store->label_, &store->db_); !s.ok()) return s;
   int version = 0;
-  {
-    sqlite::Statement current(
-        store->db_, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'schema_migrations'");
-    version =
-        current.ok() && current.step() == SQLITE_ROW ? static_cast<int>(current.integer(0)) : 0;
-  }
-  const int version_before = version;
   if (Status s = sqlite::migrate(store->db_, store->label_, kMigrations, &version); !s.ok()) {
     return s;
   }
-  store->created_ = version_before == 0;
   if (Status s = sqlite::open_for_reading(file, store->label_, &store->reader_); !s.ok()) return s;
   if (Status s = sqlite::open_for_reading(file, store->label_, &store->worker_reader_); !s.ok()) {
     return s;
@@ -229,10 +222,17 @@ Status WebhookStore::keep(const KeptReply& reply, const Endpoint& endpoint) {
   return Status::success();
 }
 
-Result<Endpoint> WebhookStore::create_endpoint(Endpoint endpoint, const KeptReply& reply) {
+Result<std::optional<Endpoint>> WebhookStore::create_endpoint(Endpoint endpoint,
+                                                              const KeptReply& reply,
+                                                              u64 endpoints_max) {
   std::lock_guard lock(mutex_);
   Transaction txn(db_, label_);
   if (!txn.began().ok()) return txn.began();
+  Statement count(db_, "SELECT COUNT(*) FROM endpoints WHERE merchant = ?");
+  if (!count.ok() || count.bind(1, signed_of(endpoint.merchant)).step() != SQLITE_ROW) {
+    return failed("count endpoints", db_);
+  }
+  if (static_cast<u64>(count.integer(0)) >= endpoints_max) return std::optional<Endpoint>();
   Statement insert(db_,
                    "INSERT INTO endpoints(merchant, url, events, secret, created_s) "
                    "VALUES (?,?,?,?,?)");
@@ -247,7 +247,7 @@ Result<Endpoint> WebhookStore::create_endpoint(Endpoint endpoint, const KeptRepl
   endpoint.id = static_cast<u64>(sqlite3_last_insert_rowid(db_));
   if (Status s = keep(reply, endpoint); !s.ok()) return s;
   if (Status s = txn.commit(); !s.ok()) return s;
-  return endpoint;
+  return std::optional<Endpoint>(std::move(endpoint));
 }
 
 Result<std::optional<Endpoint>> WebhookStore::read_endpoint(sqlite3* db, u64 id) {
@@ -357,6 +357,30 @@ Result<std::vector<Cursor>> WebhookStore::cursors() {
   return out;
 }
 
+Result<bool> WebhookStore::initialize(const std::vector<Cursor>& start) {
+  std::lock_guard lock(mutex_);
+  Transaction txn(db_, label_);
+  if (!txn.began().ok()) return txn.began();
+  Statement done(db_, "SELECT value FROM meta WHERE key = 'initialized'");
+  if (!done.ok()) return failed("read the store's state", db_);
+  const int rc = done.step();
+  if (rc == SQLITE_ROW) return false;
+  if (rc != SQLITE_DONE) return failed("read the store's state", db_);
+  Statement place(db_,
+                  "INSERT INTO cursors(grp, sequence, n) VALUES (?,?,?) ON CONFLICT(grp) DO "
+                  "UPDATE SET sequence = excluded.sequence, n = excluded.n");
+  Statement mark(db_, "INSERT INTO meta(key, value) VALUES ('initialized', 1)");
+  if (!place.ok() || !mark.ok()) return failed("prepare", db_);
+  for (const Cursor& c : start) {
+    if (!place.bind(1, c.group).bind(2, signed_of(c.sequence)).bind(3, c.n).run()) {
+      return failed("place a cursor", db_);
+    }
+  }
+  if (!mark.run()) return failed("mark the store initialized", db_);
+  if (Status s = txn.commit(); !s.ok()) return s;
+  return true;
+}
+
 Status WebhookStore::enqueue(const std::vector<NewDelivery>& deliveries, const Cursor& cursor) {
   std::lock_guard lock(mutex_);
   Transaction txn(db_, label_);
@@ -420,7 +444,7 @@ std::string json_numbers(const std::vector<u64>& numbers) {
 }  // namespace
 
 Result<std::vector<Delivery>> WebhookStore::due(u64 now_ns, const std::vector<std::string>& busy,
-                                                u32 limit) {
+                                                const std::vector<u64>& busy_merchants, u32 limit) {
   std::lock_guard lock(worker_read_mutex_);
   // The oldest pending delivery of each (order, target) only; busy targets and
   // disabled endpoints left out.
@@ -432,11 +456,15 @@ Result<std::vector<Delivery>> WebhookStore::due(u64 now_ns, const std::vector<st
           "AND e.target = d.target AND e.status = 0) "
           "AND (d.endpoint = 0 OR d.endpoint NOT IN (SELECT id FROM endpoints WHERE disabled = 1)) "
           "AND d.target NOT IN (SELECT value FROM json_each(?2)) "
+          "AND d.merchant NOT IN (SELECT value FROM json_each(?4)) "
           "ORDER BY d.next_attempt_ns, d.id LIMIT ?3",
           kDeliveryColumns)
           .c_str());
   if (!read.ok()) return failed("read due deliveries", worker_reader_);
-  read.bind(1, signed_of(now_ns)).bind_text(2, json_texts(busy)).bind(3, limit);
+  read.bind(1, signed_of(now_ns))
+      .bind_text(2, json_texts(busy))
+      .bind(3, limit)
+      .bind_text(4, json_numbers(busy_merchants));
   std::vector<Delivery> out;
   for (int rc = read.step(); rc != SQLITE_DONE; rc = read.step()) {
     if (rc != SQLITE_ROW) return failed("read due deliveries", worker_reader_);
@@ -451,18 +479,20 @@ Status WebhookStore::record(const std::vector<Outcome>& outcomes) {
   if (!txn.began().ok()) return txn.began();
   Statement update(
       db_,
-      "UPDATE deliveries SET attempts = attempts + 1, last_status = ?2, "
-      "last_error = ?3, status = ?4, next_attempt_ns = ?5, "
-      "finished_ns = CASE WHEN ?4 = 0 THEN 0 ELSE ?6 END WHERE id = ?1 AND status = 0");
+      // (The give-up time as stored decides, not the attempt's copy: a resend while it
+      // was in flight gave the delivery a new one. The last retry is due just before it.)
+      "UPDATE deliveries SET attempts = attempts + 1, last_status = ?2, last_error = ?3, "
+      "status = CASE WHEN ?4 THEN 1 WHEN ?5 = 0 OR ?6 >= give_up_ns THEN 2 ELSE 0 END, "
+      "next_attempt_ns = CASE WHEN ?4 OR ?5 = 0 OR ?6 >= give_up_ns THEN 0 "
+      "ELSE MIN(?5, give_up_ns - 1) END, "
+      "finished_ns = CASE WHEN ?4 OR ?5 = 0 OR ?6 >= give_up_ns THEN ?6 ELSE 0 END "
+      "WHERE id = ?1 AND status = 0");
   if (!update.ok()) return failed("prepare", db_);
   for (const Outcome& o : outcomes) {
-    const DeliveryStatus status = o.delivered              ? DeliveryStatus::delivered
-                                  : o.next_attempt_ns == 0 ? DeliveryStatus::failed
-                                                           : DeliveryStatus::pending;
     const bool ok = update.bind(1, signed_of(o.id))
                         .bind(2, o.http_status)
                         .bind_text(3, o.error)
-                        .bind(4, static_cast<i64>(status))
+                        .bind(4, o.delivered ? 1 : 0)
                         .bind(5, signed_of(o.next_attempt_ns))
                         .bind(6, signed_of(o.at_ns))
                         .run();

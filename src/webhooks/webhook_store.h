@@ -97,7 +97,9 @@ struct Outcome {
   u32 http_status = 0;
   std::string error = {};  // empty on a 2xx
   u64 at_ns = 0;
-  u64 next_attempt_ns = 0;  // not delivered: when to try again (0: never; failed)
+  // Not delivered: when to try again (0: never, failed). The store fails it at its
+  // give-up time, and brings the last retry forward to just before it.
+  u64 next_attempt_ns = 0;
 };
 
 struct DeliveryQuery {
@@ -110,7 +112,8 @@ struct DeliveryQuery {
 };
 
 // The reply a change keeps under its request's key (none when the key is zero), so
-// that a retry gets the first answer (the secret it showed) and changes nothing.
+// that a retry gets the first answer (without the secret: shown once) and changes
+// nothing.
 struct KeptReply {
   u64 key_lo = 0, key_hi = 0;
   u64 content_hash = 0;
@@ -133,8 +136,10 @@ class WebhookStore {
   };
   // A creation's stored reply under (key_lo, key_hi), if any.
   Result<std::optional<Reply>> reply(u64 key_lo, u64 key_hi);
-  // Makes the endpoint (its id assigned), and keeps the reply, in one transaction.
-  Result<Endpoint> create_endpoint(Endpoint endpoint, const KeptReply& reply);
+  // Makes the endpoint (its id assigned), and keeps the reply, in one transaction;
+  // nullopt (nothing made) when its merchant has endpoints_max already.
+  Result<std::optional<Endpoint>> create_endpoint(Endpoint endpoint, const KeptReply& reply,
+                                                  u64 endpoints_max = ~u64{0});
   Result<std::optional<Endpoint>> endpoint(u64 id);
   Result<std::vector<Endpoint>> endpoints(u64 merchant);  // 0: every merchant's
   // Sets what is given; nullopt when there is no such endpoint.
@@ -148,9 +153,10 @@ class WebhookStore {
   // Removes it; its pending deliveries fail ("endpoint deleted"). False: no such one.
   Result<bool> delete_endpoint(u64 id, u64 now_ns);
 
-  // Whether this open made the file (a new store: the worker starts at the outbox's
-  // head rather than sending every event of the past).
-  bool created() const noexcept { return created_; }
+  // A new store's cursors, and its mark as begun, in one transaction; false (nothing
+  // changed) when it was begun before. The worker starts a new store where the
+  // journals stood: the events before were the past's, not news to send now.
+  Result<bool> initialize(const std::vector<Cursor>& start);
   Result<u64> endpoint_count(u64 merchant);
 
   // ---- The worker's cursors into the outbox, and the deliveries it makes
@@ -159,9 +165,10 @@ class WebhookStore {
   Status enqueue(const std::vector<NewDelivery>& deliveries, const Cursor& cursor);
   // Deliveries to attempt now: pending, due, each the oldest pending one of its order
   // to its target (an order's events reach a target in order), not to a disabled
-  // endpoint, and not to the targets in `busy` (each at its limit of attempts in
-  // flight); the earliest due first.
-  Result<std::vector<Delivery>> due(u64 now_ns, const std::vector<std::string>& busy, u32 limit);
+  // endpoint, and not to the targets in `busy` nor of the merchants in
+  // `busy_merchants` (each at its limit of attempts in flight); the earliest due first.
+  Result<std::vector<Delivery>> due(u64 now_ns, const std::vector<std::string>& busy,
+                                    const std::vector<u64>& busy_merchants, u32 limit);
   // The attempts' outcomes, in one transaction; a delivery no longer pending (failed
   // meanwhile: its endpoint deleted) stays as it is.
   Status record(const std::vector<Outcome>& outcomes);
@@ -198,7 +205,6 @@ class WebhookStore {
   sqlite3* reader_ = nullptr;  // IO threads' reads
   std::mutex worker_read_mutex_;
   sqlite3* worker_reader_ = nullptr;  // the worker's (its scans never hold up a request)
-  bool created_ = false;
 };
 
 }  // namespace paygate::webhooks

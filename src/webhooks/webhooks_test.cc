@@ -98,7 +98,7 @@ class WebhookStoreTest : public ::testing::Test {
   }
   std::vector<std::string> due_events(u64 now, const std::vector<std::string>& busy = {}) {
     std::vector<std::string> out;
-    const Result<std::vector<Delivery>> due = store_->due(now, busy, 100);
+    const Result<std::vector<Delivery>> due = store_->due(now, busy, {}, 100);
     EXPECT_TRUE(due.ok());
     for (const Delivery& d : due.value())
       out.push_back(d.event);
@@ -110,7 +110,7 @@ class WebhookStoreTest : public ::testing::Test {
     e.url = url;
     e.events = {"*"};
     e.secret = "whsec_x";
-    return store_->create_endpoint(e, KeptReply{}).value();
+    return *store_->create_endpoint(e, KeptReply{}).value();
   }
 
   TempDir dir_;
@@ -135,11 +135,12 @@ TEST_F(WebhookStoreTest, AnOrdersEventsGoToATargetOneAfterAnother) {
   // e2 waits for e1 (same order, same target); other orders and targets do not.
   EXPECT_EQ(due_events(1000), (std::vector<std::string>{"e1", "e3", "e4"}));
   EXPECT_TRUE(due_events(999).empty());  // nothing is due before its time
-  // A busy target is left out.
+  // A busy target is left out, and a busy merchant's every delivery.
   EXPECT_EQ(due_events(1000, {"endpoint:" + std::to_string(a.id)}),
             (std::vector<std::string>{"e4"}));
+  EXPECT_TRUE(store_->due(1000, {}, {7}, 100).value().empty());
   // e1 fails once: it is still the one e2 waits for, and waits for its retry.
-  const std::vector<Delivery> first = store_->due(1000, {}, 100).value();
+  const std::vector<Delivery> first = store_->due(1000, {}, {}, 100).value();
   ASSERT_TRUE(store_
                   ->record({Outcome{.id = first[0].id,
                                     .delivered = false,
@@ -174,7 +175,20 @@ TEST_F(WebhookStoreTest, FailedGivesUpExpiresAndResendStartsAgain) {
                   .ok());
   // Both to one origin: one target, in order.
   EXPECT_EQ(store_->deliveries({}).value()[0].target, "http://ipn:80");
-  const u64 id = store_->due(1000, {}, 1).value()[0].id;
+  const u64 id = store_->due(1000, {}, {}, 1).value()[0].id;
+  // A retry past the give-up time is brought forward to just before it; an attempt at
+  // or after it fails the delivery.
+  const Delivery first = *store_->delivery(id).value();
+  ASSERT_TRUE(store_
+                  ->record({Outcome{.id = id,
+                                    .http_status = 500,
+                                    .error = "x",
+                                    .at_ns = 1050,
+                                    .next_attempt_ns = 9'000'000}})
+                  .ok());
+  EXPECT_EQ(store_->delivery(id).value()->next_attempt_ns, first.give_up_ns - 1);
+  EXPECT_EQ(store_->delivery(id).value()->status, DeliveryStatus::pending);
+  EXPECT_TRUE(due_events(1100).empty());  // e2 waits for it
   // No next attempt: failed; the order's next event goes on.
   ASSERT_TRUE(store_
                   ->record({Outcome{.id = id,
@@ -186,7 +200,7 @@ TEST_F(WebhookStoreTest, FailedGivesUpExpiresAndResendStartsAgain) {
   EXPECT_EQ(store_->delivery(id).value()->status, DeliveryStatus::failed);
   EXPECT_EQ(due_events(1100), (std::vector<std::string>{"e2"}));
   // Pending past its give-up time: expired, unless in flight (its outcome decides).
-  const u64 e2 = store_->due(1100, {}, 1).value()[0].id;
+  const u64 e2 = store_->due(1100, {}, {}, 1).value()[0].id;
   EXPECT_EQ(store_->expire(2'000'000, {e2}).value(), 0u);
   EXPECT_EQ(store_->expire(2'000'000, {}).value(), 1u);
   // An outcome for a delivery no longer pending changes nothing.
@@ -250,12 +264,15 @@ TEST_F(WebhookStoreTest, EndpointsChangeRotateAndGo) {
 }
 
 TEST_F(WebhookStoreTest, TheCursorAndItsDeliveriesSurviveAReopen) {
-  EXPECT_TRUE(store_->created());
+  // A new store begins where it is told, once.
+  EXPECT_TRUE(store_->initialize({Cursor{.group = 0, .sequence = 40, .n = 7}}).value());
+  EXPECT_FALSE(store_->initialize({Cursor{.group = 0, .sequence = 1}}).value());
+  EXPECT_EQ(store_->cursors().value()[0].sequence, 40u);
   ASSERT_TRUE(store_->enqueue({delivery("e1", 1, 0, "http://ipn/")}, Cursor{.sequence = 42}).ok());
   store_.reset();
   auto again = WebhookStore::open(dir_.path() / "webhooks.sqlite");
   ASSERT_TRUE(again.ok());
-  EXPECT_FALSE(again.value()->created());
+  EXPECT_FALSE(again.value()->initialize({Cursor{}}).value());
   EXPECT_EQ(again.value()->cursors().value()[0].sequence, 42u);
   EXPECT_EQ(again.value()->deliveries({}).value().size(), 1u);
   EXPECT_EQ(again.value()->backlog().value().size(), 1u);
