@@ -232,6 +232,20 @@ void render_metrics(const MetricsSources& s, std::string& out) {
       header(out, "paygate_history_failures_total", "counter",
              "projection passes that failed (retried; see the log)");
       line(out, "paygate_history_failures_total {}\n", history->failures());
+      const u64 now = static_cast<u64>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                           std::chrono::system_clock::now().time_since_epoch())
+                                           .count());
+      if (const auto attention =
+              history->store().attention(now - history->config().attention_after_ns);
+          attention.ok()) {
+        header(out, "paygate_orders_attention", "gauge",
+               "orders that need attention (GET /v1/orders?attention=true): processing longer "
+               "than [history] attention_after_s, and unresolved exception_checkout");
+        line(out, "paygate_orders_attention{{reason=\"processing\"}} {}\n",
+             attention.value().processing);
+        line(out, "paygate_orders_attention{{reason=\"exception_checkout\"}} {}\n",
+             attention.value().exception_checkout);
+      }
     }
     if (webhooks::Deliverer* w = s.webhooks) {
       const webhooks::WebhookCounters& c = w->counters();

@@ -450,6 +450,14 @@ TEST_F(OrderServerTest, ALateSuccessIsAnExceptionThatAnOperatorResolves) {
   ASSERT_EQ(late.status, 200u) << late.body;
   EXPECT_EQ(text_field(late.body, "/status"), "exception_checkout");
   EXPECT_EQ(balance(shop_account_), 0);  // nothing moves until it is resolved
+  // Unresolved, it needs an operator's attention: listed for operators, and counted.
+  const HttpResponse attention = admin_get("/v1/orders?attention=true");
+  ASSERT_EQ(attention.status, 200u) << attention.body;
+  EXPECT_EQ(text_field(attention.body, "/data/0/id"), id);
+  EXPECT_EQ(text_field(attention.body, "/data/1/id"), "<missing>");
+  EXPECT_EQ(metric("paygate_orders_attention{reason=\"exception_checkout\"}"), 1u);
+  EXPECT_EQ(error_code(merchant_request(shop_, "GET", "/v1/orders?attention=true")),
+            "operator_only");
   const HttpResponse by_shop =
       merchant_request(shop_, "POST", "/v1/orders/" + id + "/resolve", R"({"action":"accept"})");
   EXPECT_EQ(by_shop.status, 403u);
@@ -462,6 +470,39 @@ TEST_F(OrderServerTest, ALateSuccessIsAnExceptionThatAnOperatorResolves) {
   EXPECT_EQ(balance(clearing_), -60);
   EXPECT_EQ(error_code(admin_post("/v1/orders/" + id + "/resolve", R"({"action":"reject"})")),
             "invalid_order_state");
+  // Resolved, it needs no one (the list reads its group's store as of the request).
+  EXPECT_EQ(text_field(admin_get("/v1/orders?attention=true").body, "/data/0/id"), "<missing>");
+}
+
+// Orders processing longer than [history] attention_after_s (0 here: at once) need
+// attention too; one settled does not.
+class AttentionServerTest : public OrderServerTest {
+ protected:
+  void SetUp() override {
+    config_ = "[history]\nattention_after_s = 0\n";
+    OrderServerTest::SetUp();
+  }
+};
+
+TEST_F(AttentionServerTest, OrdersProcessingTooLongAreListed) {
+  const HttpResponse card = create("stuck", 70);
+  ASSERT_EQ(card.status, 201u) << card.body;
+  const std::string id = text_field(card.body, "/id");
+  ASSERT_EQ(checkout_external(id, text_field(card.body, "/signature")).status, 200u);
+  const HttpResponse waiting = create("waiting", 5);  // created, not processing: not listed
+  ASSERT_EQ(waiting.status, 201u);
+  std::string listed;
+  for (auto deadline = std::chrono::steady_clock::now() + 60s;
+       listed != id && std::chrono::steady_clock::now() < deadline;
+       std::this_thread::sleep_for(20ms)) {
+    listed = text_field(admin_get("/v1/orders?attention=true").body, "/data/0/id");
+  }
+  EXPECT_EQ(listed, id);
+  EXPECT_EQ(text_field(admin_get("/v1/orders?attention=true").body, "/data/1/id"), "<missing>");
+  EXPECT_EQ(metric("paygate_orders_attention{reason=\"processing\"}"), 1u);
+  ASSERT_EQ(result(bank_, id, "success").status, 200u);
+  EXPECT_EQ(text_field(admin_get("/v1/orders?attention=true").body, "/data/0/id"), "<missing>");
+  EXPECT_EQ(metric("paygate_orders_attention{reason=\"processing\"}"), 0u);
 }
 
 // Orders held for a second once final.

@@ -169,6 +169,11 @@ Problem parse_order_list_query(std::string_view target, OrderListQuery* out) {
       if (out->cursor) return refuse(ResultCode::invalid_cursor, "is given twice");
       out->cursor = parse_id(IdKind::order, value);
       if (!out->cursor) return refuse(ResultCode::invalid_cursor, "is not an order's id");
+    } else if (name == "attention") {
+      if (value != "true" && value != "false") {
+        return refuse(ResultCode::invalid_field, "must be true or false");
+      }
+      out->attention = value == "true";
     } else if (name == "min_sequence") {
       if (Problem p = once(out->min_sequence); !p.ok()) return p;
       out->min_sequence = decimal<u64>(value, ~u64{0} >> 1);

@@ -55,6 +55,7 @@ struct OrderListQuery {
   std::optional<u64> merchant;  // a principal's id
   std::optional<u64> cursor;    // an order's id
   std::optional<u64> min_sequence;
+  bool attention = false;  // attention=true: operators' list of orders that need it
 };
 Problem parse_order_list_query(std::string_view target, OrderListQuery* out);
 

@@ -78,13 +78,14 @@ TEST(OrderListQuery, ReadsEveryParameter) {
   ASSERT_TRUE(parse_order_list_query("/v1/orders", &q).ok());
   EXPECT_EQ(q.limit, kPageDefault);
   EXPECT_FALSE(q.status || q.created_from_s || q.created_to_s || q.merchant_ref || q.merchant ||
-               q.cursor || q.min_sequence);
+               q.cursor || q.min_sequence || q.attention);
   ASSERT_TRUE(parse_order_list_query("/v1/orders?status=exception_checkout&created_from=10&"
                                      "created_to=20&merchant_ref=a%2Bb+c%25&limit=5&"
                                      "cursor=ord_0001000000000007&merchant=mer_0000000000000003&"
-                                     "min_sequence=42",
+                                     "min_sequence=42&attention=true",
                                      &q)
                   .ok());
+  EXPECT_TRUE(q.attention);
   EXPECT_EQ(q.status, OrderStatus::exception_checkout);
   EXPECT_EQ(q.created_from_s, 10u);
   EXPECT_EQ(q.created_to_s, 20u);
@@ -98,10 +99,11 @@ TEST(OrderListQuery, ReadsEveryParameter) {
 TEST(OrderListQuery, RefusesWhatItDoesNotUnderstand) {
   for (const char* target :
        {"/v1/orders?status=paid", "/v1/orders?status=success&status=failed",
-        "/v1/orders?created_from=-1", "/v1/orders?created_to=soon", "/v1/orders?merchant_ref=",
-        "/v1/orders?merchant_ref=%zz", "/v1/orders?merchant_ref=%4", "/v1/orders?merchant_ref=a%00",
-        "/v1/orders?merchant=acc_0001000000000005", "/v1/orders?limit=0", "/v1/orders?limit=101",
-        "/v1/orders?min_sequence=x", "/v1/orders?group=1", "/v1/orders?after=0.1.0"}) {
+        "/v1/orders?created_from=-1", "/v1/orders?created_to=soon",
+        "/v1/orders?merchant_ref=", "/v1/orders?merchant_ref=%zz", "/v1/orders?merchant_ref=%4",
+        "/v1/orders?merchant_ref=a%00", "/v1/orders?merchant=acc_0001000000000005",
+        "/v1/orders?limit=0", "/v1/orders?limit=101", "/v1/orders?min_sequence=x",
+        "/v1/orders?group=1", "/v1/orders?after=0.1.0", "/v1/orders?attention=yes"}) {
     OrderListQuery q;
     const Problem p = parse_order_list_query(target, &q);
     EXPECT_EQ(p.code, ResultCode::invalid_field) << target;

@@ -8,6 +8,7 @@
 #include "api/id_text.h"
 #include "api/render.h"
 #include "api/service.h"
+#include "api/service_internal.h"
 #include "base/log.h"
 
 namespace paygate::api {
@@ -38,6 +39,10 @@ bool Service::list_orders(Exchange& ex) {
       return fail(ex, ResultCode::not_implemented,
                   "listing orders reads the history store, which is off here ([history] "
                   "enabled = false); read one order with GET /v1/orders/{id}");
+    }
+    if (q.attention && !ex.principal_.is_operator) {
+      return fail(ex, ResultCode::operator_only,
+                  "the orders that need attention are listed for operators");
     }
     // A merchant lists its own orders (or a sub-merchant's); an operator anyone's.
     if (!ex.principal_.is_operator && !q.merchant) q.merchant = ex.principal_.merchant->id;
@@ -104,6 +109,9 @@ bool Service::list_orders(Exchange& ex) {
       .merchant_ref = q.merchant_ref,
       .after_order = q.cursor,
       .limit = q.limit + 1,  // one more: whether there is a next page
+      .attention_before_ns =
+          q.attention ? std::optional<u64>(detail::wall_ns() - history->config().attention_after_ns)
+                      : std::nullopt,
   };
   Result<std::optional<std::vector<history::OrderRow>>> read = history->store().orders(query);
   if (!read.ok()) {

@@ -127,6 +127,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
   u64 history_poll_ms = s->history.poll_interval_ns / 1'000'000;
   u64 read_wait_ms = s->history.read_wait_ns / 1'000'000;
   u64 redirect_wait_ms = s->history.redirect_wait_ns / 1'000'000;
+  u64 attention_after_s = s->history.attention_after_ns / kNanosPerSecond;
   u64 webhook_poll_ms = s->webhooks.poll_interval_ns / 1'000'000;
   u64 webhook_timeout_ms = s->webhooks.timeout_ns / 1'000'000;
   u64 webhook_retry_base_ms = s->webhooks.retry_base_ns / 1'000'000;
@@ -222,6 +223,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       {"history", "poll_interval_ms", unsigned_into(&history_poll_ms, 1)},
       {"history", "read_wait_ms", unsigned_into(&read_wait_ms, 0)},
       {"history", "redirect_wait_ms", unsigned_into(&redirect_wait_ms, 0)},
+      {"history", "attention_after_s", unsigned_into(&attention_after_s, 0)},
       {"history", "batch_events", unsigned_into(&s->history.batch_events, 1)},
       {"history", "retention_segments_max", unsigned_into(&s->history.retention_segments_max, 1)},
       {"webhooks", "enabled", bool_into(&s->webhooks.enabled)},
@@ -268,6 +270,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
   s->history.poll_interval_ns = history_poll_ms * 1'000'000;
   s->history.read_wait_ns = read_wait_ms * 1'000'000;
   s->history.redirect_wait_ns = redirect_wait_ms * 1'000'000;
+  s->history.attention_after_ns = attention_after_s * kNanosPerSecond;
   s->webhooks.poll_interval_ns = webhook_poll_ms * 1'000'000;
   s->webhooks.timeout_ns = webhook_timeout_ms * 1'000'000;
   s->webhooks.retry_base_ns = webhook_retry_base_ms * 1'000'000;

@@ -81,11 +81,24 @@ CREATE TABLE order_events(
   type TEXT NOT NULL, at_ns INTEGER NOT NULL, state BLOB NOT NULL,
   UNIQUE (grp, sequence, n));
 )sql",
+    // 4: orders by status, for those that need attention (processing too long,
+    // unresolved exception_checkout).
+    R"sql(
+CREATE INDEX orders_by_status ON orders(status, created_ns, id);
+)sql",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion);
 
 using sqlite::signed_of;
 using sqlite::Statement;
+
+// An order that needs attention: an unresolved exception_checkout (a resolved one is
+// success or failed), or processing since before ?8 (its last change's time).
+constexpr const char* kAttention =
+    " AND (status = 8 OR (status = 2 AND (SELECT MAX(c.at_ns) FROM order_changes c "
+    "WHERE c.id = orders.id) < ?8))";
+static_assert(static_cast<int>(OrderStatus::exception_checkout) == 8 &&
+              static_cast<int>(OrderStatus::processing) == 2);
 
 // The annotation of `kind` at `sequence` in `annotations` (in sequence order), or nullptr.
 const AnnotationRow* find_annotation(const std::vector<AnnotationRow>& annotations, u64 sequence,
@@ -663,10 +676,11 @@ Result<std::optional<std::vector<OrderRow>>> SqliteStore::orders(const OrderQuer
   // (Every parameter is numbered up to ?7, the limit, so a condition left out leaves its
   // binding unused.)
   const std::string sql = fmt::format(
-      "SELECT {} FROM orders WHERE (created_ns, id) < (?2, ?3) AND created_ns >= ?4{}{}{} "
+      "SELECT {} FROM orders WHERE (created_ns, id) < (?2, ?3) AND created_ns >= ?4{}{}{}{} "
       "ORDER BY created_ns DESC, id DESC LIMIT ?7",
       kOrderColumns, q.merchant != 0 ? " AND merchant = ?1" : "",
-      q.status ? " AND status = ?5" : "", q.merchant_ref ? " AND merchant_ref = ?6" : "");
+      q.status ? " AND status = ?5" : "", q.merchant_ref ? " AND merchant_ref = ?6" : "",
+      q.attention_before_ns ? kAttention : "");
   Statement read(reader_, sql.c_str());
   if (!read.ok()) return read_failed("read orders");
   read.bind(1, signed_of(q.merchant))
@@ -674,7 +688,8 @@ Result<std::optional<std::vector<OrderRow>>> SqliteStore::orders(const OrderQuer
       .bind(3, before_id)
       .bind(4, signed_of(q.created_from_ns))
       .bind(5, q.status ? static_cast<i64>(*q.status) : 0)
-      .bind(7, q.limit);
+      .bind(7, q.limit)
+      .bind(8, signed_of(q.attention_before_ns.value_or(0)));
   if (q.merchant_ref) read.bind_text(6, *q.merchant_ref);
   std::vector<OrderRow> rows;
   for (int rc = read.step(); rc != SQLITE_DONE; rc = read.step()) {
@@ -776,6 +791,19 @@ Result<u64> SqliteStore::rows(const std::string& table) {
   Statement count(reader_, ("SELECT COUNT(*) FROM " + table).c_str());
   if (!count.ok() || count.step() != SQLITE_ROW) return read_failed("count " + table);
   return static_cast<u64>(count.integer(0));
+}
+
+Result<SqliteStore::Attention> SqliteStore::attention(u64 before_ns) {
+  std::lock_guard lock(read_mutex_);
+  Statement count(reader_,
+                  "SELECT (SELECT COUNT(*) FROM orders WHERE status = 2 AND (SELECT MAX(c.at_ns) "
+                  "FROM order_changes c WHERE c.id = orders.id) < ?1), "
+                  "(SELECT COUNT(*) FROM orders WHERE status = 8)");
+  if (!count.ok() || count.bind(1, signed_of(before_ns)).step() != SQLITE_ROW) {
+    return read_failed("count orders that need attention");
+  }
+  return Attention{.processing = static_cast<u64>(count.integer(0)),
+                   .exception_checkout = static_cast<u64>(count.integer(1))};
 }
 
 std::optional<std::string_view> order_event_type(const Order* before, const Order& after) {

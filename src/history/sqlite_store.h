@@ -33,7 +33,7 @@ struct sqlite3_stmt;
 namespace paygate::history {
 
 // The schema version this build writes; older stores are migrated at open.
-inline constexpr int kSchemaVersion = 3;
+inline constexpr int kSchemaVersion = 4;
 // The orders table keeps an order as the order book's record (orders/order_book.h,
 // 128 bytes, the machine's byte order: little-endian where paygate runs); this number
 // says which layout, and a build reads only its own (rebuild the store after a change).
@@ -87,6 +87,10 @@ struct OrderQuery {
   std::optional<std::string> merchant_ref = std::nullopt;
   std::optional<u64> after_order = std::nullopt;  // the cursor: the page continues after this order
   u32 limit = 100;
+  // Only orders that need someone's attention (docs/WEBHOOKS.md, "Attention"): an
+  // unresolved exception_checkout, or processing since before this time (its last
+  // change's command time).
+  std::optional<u64> attention_before_ns = std::nullopt;
 };
 
 // An order change its merchant is told of (docs/WEBHOOKS.md): the store's outbox of
@@ -172,6 +176,13 @@ class SqliteStore {
     u64 at_ns = 0;
   };
   Result<std::vector<OrderStep>> order_history(u64 id);
+  // How many orders need attention (OrderQuery::attention_before_ns): processing since
+  // before `before_ns`, and unresolved exception_checkout.
+  struct Attention {
+    u64 processing = 0;
+    u64 exception_checkout = 0;
+  };
+  Result<Attention> attention(u64 before_ns);
   // The outbox's events of `group` after (sequence, n), in their group's order: a
   // reader's cursor is (group, sequence, n), the same in a store rebuilt from the
   // journal (seq is not: it says how the groups' writes interleaved).

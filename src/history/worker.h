@@ -32,6 +32,8 @@ struct HistoryConfig {
   // was asked (or its min_sequence), and a wallet checkout for its callback_url.
   u64 read_wait_ns = 5 * kNanosPerSecond;
   u64 redirect_wait_ns = kNanosPerSecond;
+  // An order processing longer than this needs attention (GET /v1/orders?attention=true).
+  u64 attention_after_ns = 3600 * kNanosPerSecond;
 };
 
 class HistoryWorker {
