@@ -201,7 +201,12 @@ Problem parse_delivery_list_query(std::string_view target, DeliveryListQuery* ou
     if (name == "limit") return parse_limit(name, value, kOrderPageMax, &seen_limit, &out->limit);
     if (name == "endpoint")
       return id(out->endpoint, IdKind::webhook_endpoint, ResultCode::invalid_field);
-    if (name == "order") return id(out->order, IdKind::order, ResultCode::invalid_field);
+    if (name == "order" || name == "withdrawal") {
+      if (out->order) return refuse(ResultCode::invalid_field, "order and withdrawal: one at most");
+      out->withdrawal = name == "withdrawal";
+      return id(out->order, out->withdrawal ? IdKind::withdrawal : IdKind::order,
+                ResultCode::invalid_field);
+    }
     if (name == "cursor")
       return id(out->cursor, IdKind::webhook_delivery, ResultCode::invalid_cursor);
     if (name == "status") {

@@ -65,7 +65,8 @@ struct DeliveryListQuery {
   u32 limit = kPageDefault;
   std::optional<u64> endpoint;        // "whe_…"
   std::optional<std::string> status;  // pending, delivered, failed
-  std::optional<u64> order;           // "ord_…"
+  std::optional<u64> order;           // "ord_…", or "wdr_…" (withdrawal=)
+  bool withdrawal = false;            // order names a withdrawal
   std::optional<u64> merchant;        // a principal's id
   std::optional<u64> cursor;          // "whd_…"
 };

@@ -116,5 +116,43 @@ TEST(OrderListQuery, RefusesWhatItDoesNotUnderstand) {
   }
 }
 
+TEST(DeliveryListQuery, ReadsEveryParameter) {
+  DeliveryListQuery q;
+  ASSERT_TRUE(parse_delivery_list_query("/v1/webhook_deliveries?endpoint=whe_0000000000000003&"
+                                        "status=failed&order=ord_0001000000000007&limit=5&"
+                                        "merchant=usr_0000400000000007&cursor=whd_0000000000000009",
+                                        &q)
+                  .ok());
+  EXPECT_EQ(q.endpoint, 3u);
+  EXPECT_EQ(q.status, "failed");
+  EXPECT_EQ(q.order, 0x0001000000000007u);
+  EXPECT_FALSE(q.withdrawal);
+  EXPECT_EQ(q.limit, 5u);
+  EXPECT_EQ(q.merchant, 0x0000400000000007u);
+  EXPECT_EQ(q.cursor, 9u);
+  // A withdrawal's deliveries: the same number, of the other kind.
+  ASSERT_TRUE(
+      parse_delivery_list_query("/v1/webhook_deliveries?withdrawal=wdr_0001000000000007", &q).ok());
+  EXPECT_EQ(q.order, 0x0001000000000007u);
+  EXPECT_TRUE(q.withdrawal);
+}
+
+TEST(DeliveryListQuery, RefusesWhatItDoesNotUnderstand) {
+  for (const char* target :
+       {"/v1/webhook_deliveries?status=sent", "/v1/webhook_deliveries?order=wdr_0001000000000007",
+        "/v1/webhook_deliveries?withdrawal=ord_0001000000000007",
+        "/v1/webhook_deliveries?order=ord_0001000000000007&withdrawal=wdr_0001000000000007",
+        "/v1/webhook_deliveries?withdrawal=wdr_0001000000000007&order=ord_0001000000000007",
+        "/v1/webhook_deliveries?merchant=acc_0001000000000005", "/v1/webhook_deliveries?limit=0",
+        "/v1/webhook_deliveries?endpoint=whd_0000000000000003", "/v1/webhook_deliveries?x=1"}) {
+    DeliveryListQuery q;
+    EXPECT_EQ(parse_delivery_list_query(target, &q).code, ResultCode::invalid_field) << target;
+  }
+  DeliveryListQuery q;
+  EXPECT_EQ(
+      parse_delivery_list_query("/v1/webhook_deliveries?cursor=ord_0001000000000007", &q).code,
+      ResultCode::invalid_cursor);
+}
+
 }  // namespace
 }  // namespace paygate::api

@@ -323,8 +323,7 @@ void render_order(std::string& out, const Order& o, std::string_view signature, 
 }
 
 void render_webhook_event(std::string& out, std::string_view id, std::string_view type,
-                          u64 created_s, u32 group, u64 sequence, const Order& order,
-                          std::string_view signature, u64 provider, const OrderCreate* said) {
+                          u64 created_s, u32 group, u64 sequence, std::string_view object) {
   JsonWriter json(out);
   json.begin_object();
   json.key("id").string(id);
@@ -334,8 +333,7 @@ void render_webhook_event(std::string& out, std::string_view id, std::string_vie
   json.key("group").unsigned_number(group);
   json.key("sequence").unsigned_number(sequence);
   json.key("data").begin_object();
-  json.key("object");
-  write_order(json, order, signature, provider, said, 0);
+  json.key("object").raw(object);
   json.end_object();
   json.end_object();
 }

@@ -59,10 +59,10 @@ void render_order(std::string& out, const Order& order, std::string_view signatu
                   const OrderCreate* created = nullptr, u64 as_of_sequence = 0,
                   std::string_view redirect_url = {}, const IpnState* ipn = nullptr);
 // A webhook event (docs/WEBHOOKS.md): {id, object: "event", type, created, group,
-// sequence, data: {object: the order as the change left it}}.
+// sequence, data: {object}}, `object` rendered already (the order as the change left
+// it, or the withdrawal).
 void render_webhook_event(std::string& out, std::string_view id, std::string_view type,
-                          u64 created_s, u32 group, u64 sequence, const Order& order,
-                          std::string_view signature, u64 provider, const OrderCreate* said);
+                          u64 created_s, u32 group, u64 sequence, std::string_view object);
 // A page of GET /v1/orders: each order as GET /v1/orders/{id} shows it.
 struct ListedOrder {
   Order order;

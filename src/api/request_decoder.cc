@@ -537,16 +537,14 @@ Problem RequestDecoder::webhook_endpoint(std::string_view body, EndpointBody kin
             ResultCode::invalid_field,
             "events must be a non-empty array of event types (\"order.success\", …) or \"*\"");
         if (value.get_array().get(events) != simdjson::SUCCESS || events.size() == 0 ||
-            events.size() > std::size(history::kOrderEventTypes) + 1) {
+            events.size() > history::kEventTypesCount + 1) {
           return bad;
         }
         std::vector<std::string> types;
         for (const element e : events) {
           std::string_view type;
           if (e.get_string().get(type) != simdjson::SUCCESS) return bad;
-          const bool known = type == "*" || std::find(std::begin(history::kOrderEventTypes),
-                                                      std::end(history::kOrderEventTypes),
-                                                      type) != std::end(history::kOrderEventTypes);
+          const bool known = type == "*" || history::known_event_type(type);
           if (!known) {
             return problem(ResultCode::invalid_field,
                            fmt::format("events: no event type \"{}\"; docs/WEBHOOKS.md lists them",

@@ -63,7 +63,20 @@ void write_delivery(JsonWriter& json, const webhooks::Delivery& d, bool with_pay
   json.key("object").string("webhook_delivery");
   json.key("event").string(d.event);
   json.key("type").string(d.type);
-  json.key("order").id(IdKind::order, d.order_id);
+  // (An order's event names the order; a withdrawal's, the withdrawal.)
+  const bool withdrawal = d.type.starts_with("withdrawal.");
+  json.key("order");
+  if (!withdrawal) {
+    json.id(IdKind::order, d.order_id);
+  } else {
+    json.null();
+  }
+  json.key("withdrawal");
+  if (withdrawal) {
+    json.id(IdKind::withdrawal, d.order_id);
+  } else {
+    json.null();
+  }
   json.key("endpoint");
   if (d.endpoint != 0) {
     json.id(IdKind::webhook_endpoint, d.endpoint);
@@ -106,21 +119,40 @@ void write_delivery(JsonWriter& json, const webhooks::Delivery& d, bool with_pay
 
 std::string Service::webhook_event_body(const history::OrderEventRow& e,
                                         const history::OrderRow* texts) const {
-  OrderCreate said;
-  if (texts != nullptr) {
-    said.merchant_ref = texts->merchant_ref;
-    said.description = texts->description;
-    said.metadata = texts->metadata;
-    said.ipn_url = texts->ipn_url;
-    said.callback_url = texts->callback_url;
+  std::string object;
+  if (e.withdrawal) {
+    // The withdrawal as GET /v1/withdrawals/{id} shows it, closed as the event says.
+    const history::TransferRow& row = *e.withdrawal;
+    Transfer hold;
+    hold.id = TransferId{row.id};
+    hold.debit_account_id = AccountId{row.debit};
+    hold.credit_account_id = AccountId{row.credit};
+    hold.amount = row.amount;
+    hold.currency = Currency::from(row.currency);
+    hold.status = e.type == "withdrawal.success"  ? TransferStatus::posted
+                  : e.type == "withdrawal.failed" ? TransferStatus::voided
+                                                  : TransferStatus::expired;
+    hold.created_at_ns = row.created_ns;
+    hold.expires_at_ns = row.expires_ns;
+    render_withdrawal(object, hold, owners_.owner(row.credit).value_or(0), e.destination,
+                      e.provider_ref);
+  } else {
+    OrderCreate said;
+    if (texts != nullptr) {
+      said.merchant_ref = texts->merchant_ref;
+      said.description = texts->description;
+      said.metadata = texts->metadata;
+      said.ipn_url = texts->ipn_url;
+      said.callback_url = texts->callback_url;
+    }
+    const Order& o = e.order;
+    const u64 provider =
+        o.provider_account.value != 0 ? owners_.owner(o.provider_account.value).value_or(0) : 0;
+    render_order(object, o, order_signature(o), provider, &said);
   }
-  const Order& o = e.order;
-  const u64 provider =
-      o.provider_account.value != 0 ? owners_.owner(o.provider_account.value).value_or(0) : 0;
   std::string out;
   render_webhook_event(out, history::order_event_id(e.group, e.sequence, e.n), e.type,
-                       e.at_ns / kNanosPerSecond, e.group, e.sequence, o, order_signature(o),
-                       provider, &said);
+                       e.at_ns / kNanosPerSecond, e.group, e.sequence, object);
   return out;
 }
 
@@ -233,12 +265,14 @@ bool Service::webhook_endpoints(Exchange& ex) {
     return finish(ex, static_cast<unsigned>(kept.value()->status));
   };
   const u64 caller = ex.principal_.merchant != nullptr ? ex.principal_.merchant->id : 0;
-  const bool merchant =
-      ex.principal_.merchant != nullptr && ex.principal_.merchant->kind == PrincipalKind::merchant;
+  // Merchants (their orders' and withdrawals' events) and users (their withdrawals').
+  const bool has_endpoints = ex.principal_.merchant != nullptr &&
+                             (ex.principal_.merchant->kind == PrincipalKind::merchant ||
+                              ex.principal_.merchant->kind == PrincipalKind::user);
 
   if (route == Route::webhook_endpoints_list) {
-    if (!ex.principal_.is_operator && !merchant) {
-      return fail(ex, ResultCode::not_found, "only merchants have webhook endpoints");
+    if (!ex.principal_.is_operator && !has_endpoints) {
+      return fail(ex, ResultCode::not_found, "only merchants and users have webhook endpoints");
     }
     const Result<std::vector<webhooks::Endpoint>> all =
         store.endpoints(ex.principal_.is_operator ? 0 : caller);
@@ -259,8 +293,9 @@ bool Service::webhook_endpoints(Exchange& ex) {
     WebhookEndpointChange& change = ex.webhook_change_;
     const u64 content = Hasher{}.add_bytes(ex.view_.body).add(caller).add(5).value();
     if (ex.step_ == 0) {
-      if (!merchant) {
-        return fail(ex, ResultCode::post_not_allowed, "only merchants register webhook endpoints");
+      if (!has_endpoints) {
+        return fail(ex, ResultCode::post_not_allowed,
+                    "only merchants and users register webhook endpoints");
       }
       const Problem problem =
           decoder().webhook_endpoint(ex.view_.body, RequestDecoder::EndpointBody::create, &change);
@@ -422,6 +457,7 @@ bool Service::webhook_deliveries(Exchange& ex) {
     query.endpoint = q.endpoint.value_or(0);
     if (q.status) query.status = webhooks::delivery_status_named(*q.status);
     query.order = q.order;
+    query.order_is_withdrawal = q.withdrawal;
     query.before_id = q.cursor;
     query.limit = q.limit + 1;  // one more: is there a next page
     Result<std::vector<webhooks::Delivery>> page = store.deliveries(query);

@@ -418,6 +418,102 @@ TEST_F(WebhookServerTest, AnApiKeyRotationSignsWithBothKeysUntilItsGraceEnds) {
     EXPECT_EQ(s.signatures, 1u);
 }
 
+// A withdrawal's outcome (success, failed, timeout) reaches the endpoints of the
+// account's owner, here a user, signed, with the destination and the provider's
+// reference; a merchant's endpoint that takes every event gets none of it.
+TEST_F(WebhookServerTest, WithdrawalOutcomesReachTheirOwnersEndpoints) {
+  const HttpResponse bank = admin_post("/v1/providers", R"({"name":"Bank","currency":"USD"})");
+  ASSERT_EQ(bank.status, 201u) << bank.body;
+  const MerchantKeys provider{text_field(bank.body, "/id"), text_field(bank.body, "/key_id"),
+                              text_field(bank.body, "/secret")};
+  // Registered at a placeholder, then pointed at a receiver that knows the secret.
+  const auto endpoint_of = [&](const MerchantKeys& owner, const std::string& events,
+                               Receiver& receiver, const std::string& log) {
+    const HttpResponse made =
+        merchant_request(owner, "POST", "/v1/webhook_endpoints",
+                         R"({"url":"http://127.0.0.1:9/x","events":)" + events + "}");
+    EXPECT_EQ(made.status, 201u) << made.body;
+    EXPECT_TRUE(receiver.start(dir_.path() / log, {"--secret", text_field(made.body, "/secret")}));
+    const std::string id = text_field(made.body, "/id");
+    EXPECT_EQ(merchant_request(owner, "POST", "/v1/webhook_endpoints/" + id,
+                               R"({"url":")" + receiver.url() + R"("})")
+                  .status,
+              200u);
+    return id;
+  };
+  Receiver user_receiver, shop_receiver;
+  const std::string user_endpoint =
+      endpoint_of(payer_, R"(["withdrawal.success","withdrawal.failed","withdrawal.timeout"])",
+                  user_receiver, "user.log");
+  endpoint_of(shop_, R"(["*"])", shop_receiver, "shop.log");
+  // A user's endpoint cannot ask for what no event is.
+  EXPECT_EQ(error_code(merchant_request(payer_, "POST", "/v1/webhook_endpoints",
+                                        R"({"url":"http://127.0.0.1:9/x","events":["payout.x"]})")),
+            "invalid_field");
+
+  const auto withdraw = [&](const std::string& extra) {
+    const std::string body = R"({"account":")" + wallet_ +
+                             R"(","amount":100,"currency":"USD","destination":"DE89 3704")" +
+                             extra + "}";
+    const HttpResponse made = extra.empty()
+                                  ? merchant_request(payer_, "POST", "/v1/withdrawals", body)
+                                  : admin_post("/v1/withdrawals", body);
+    EXPECT_EQ(made.status, 201u) << made.body;
+    return text_field(made.body, "/id");
+  };
+  const auto result = [&](const std::string& id, const std::string& outcome) {
+    const HttpResponse r =
+        merchant_request(provider, "POST", "/v1/withdrawals/" + id + "/result",
+                         R"({"result":")" + outcome + R"(","provider_ref":"bank-77"})");
+    EXPECT_EQ(r.status, 200u) << r.body;
+  };
+  const std::string paid = withdraw("");
+  const std::string refused = withdraw("");
+  const std::string lapsed = withdraw(R"(,"timeout_s":1)");  // (operators choose a timeout)
+  result(paid, "success");
+  result(refused, "failed");
+  ASSERT_TRUE(wait_for(user_receiver, [&](const auto& d) {
+    return has(d, paid, "withdrawal.success") && has(d, refused, "withdrawal.failed") &&
+           has(d, lapsed, "withdrawal.timeout");
+  }));
+  for (const Receiver::Seen& s : user_receiver.seen()) {
+    EXPECT_TRUE(s.sig_ok);
+    EXPECT_TRUE(s.type.starts_with("withdrawal.")) << s.type;
+  }
+
+  // The delivery, as its owner lists it: the withdrawal's, with what the request and
+  // the provider said. Only the user's endpoint was given it.
+  const HttpResponse listed =
+      merchant_request(payer_, "GET", "/v1/webhook_deliveries?withdrawal=" + paid);
+  ASSERT_EQ(listed.status, 200u) << listed.body;
+  EXPECT_EQ(text_field(listed.body, "/data/0/withdrawal"), paid);
+  EXPECT_EQ(text_field(listed.body, "/data/0/endpoint"), user_endpoint);
+  EXPECT_EQ(text_field(listed.body, "/data/0/status"), "delivered");
+  EXPECT_EQ(text_field(listed.body, "/data/1/id"), "<missing>");
+  const HttpResponse all = admin_get("/v1/webhook_deliveries?withdrawal=" + paid);
+  ASSERT_EQ(all.status, 200u) << all.body;
+  EXPECT_EQ(number_field(all.body, "/data/0/attempts"), 1);
+  EXPECT_EQ(text_field(all.body, "/data/1/id"), "<missing>");
+  const HttpResponse one = merchant_request(
+      payer_, "GET", "/v1/webhook_deliveries/" + text_field(listed.body, "/data/0/id"));
+  ASSERT_EQ(one.status, 200u) << one.body;
+  EXPECT_EQ(text_field(one.body, "/payload/type"), "withdrawal.success");
+  EXPECT_EQ(text_field(one.body, "/payload/data/object/id"), paid);
+  EXPECT_EQ(text_field(one.body, "/payload/data/object/status"), "success");
+  EXPECT_EQ(text_field(one.body, "/payload/data/object/destination"), "DE89 3704");
+  EXPECT_EQ(text_field(one.body, "/payload/data/object/provider_ref"), "bank-77");
+  EXPECT_EQ(text_field(one.body, "/payload/data/object/provider"), provider.id);
+  // An order filter does not match a withdrawal's deliveries (their ids are numbers of
+  // different kinds), and the shop saw no withdrawal.
+  EXPECT_EQ(text_field(merchant_request(payer_, "GET",
+                                        "/v1/webhook_deliveries?order=ord_" + paid.substr(4))
+                           .body,
+                       "/data/0/id"),
+            "<missing>");
+  for (const Receiver::Seen& s : shop_receiver.seen())
+    EXPECT_FALSE(s.type.starts_with("withdrawal.")) << s.type;
+}
+
 // https: the receiver's certificate is checked against the trusted roots ([webhooks]
 // ca_file adds the test's own) and the URL's host.
 class WebhookTlsServerTest : public WebhookServerTest {

@@ -25,7 +25,20 @@ class Projector::Sink final : public LedgerEventSink, public OrderObserver {
         !events.empty() && events.back().sequence == in.sequence ? events.back().index + 1 : 0;
     entries_at_.push_back(p_.batch_.entries.size());
     made_at_.push_back(p_.batch_.made.size());
+    closed_at_.push_back(p_.batch_.holds_closed.size());
     events.push_back(event);
+    if (event.kind == LedgerEventKind::pending_posted ||
+        event.kind == LedgerEventKind::pending_voided ||
+        event.kind == LedgerEventKind::pending_expired) {
+      // (A hold is drawn from an account of its own group.)
+      if (const Account* from = p_.ledger_->find_account(event.debit_account_id)) {
+        p_.batch_.holds_closed.push_back(Batch::HoldClosed{.sequence = event.sequence,
+                                                           .transfer = event.id,
+                                                           .owner = from->owner.value,
+                                                           .kind = event.kind,
+                                                           .at_ns = event.timestamp_ns});
+      }
+    }
     if (event.kind == LedgerEventKind::transfer_posted ||
         event.kind == LedgerEventKind::transfer_pending) {
       if (const std::optional<Transfer> made = p_.ledger_->find_transfer(TransferId{event.id})) {
@@ -66,8 +79,10 @@ class Projector::Sink final : public LedgerEventSink, public OrderObserver {
     if (mark >= p_.batch_.events.size()) return;
     p_.batch_.entries.resize(entries_at_[mark]);
     p_.batch_.made.resize(made_at_[mark]);
+    p_.batch_.holds_closed.resize(closed_at_[mark]);
     entries_at_.resize(mark);
     made_at_.resize(mark);
+    closed_at_.resize(mark);
     p_.batch_.events.resize(mark);
   }
   // An order's change (order commands are never in atomic batches: nothing to rewind).
@@ -78,6 +93,7 @@ class Projector::Sink final : public LedgerEventSink, public OrderObserver {
   void flushed() noexcept {  // the batch was written
     entries_at_.clear();
     made_at_.clear();
+    closed_at_.clear();
   }
 
  private:
@@ -101,6 +117,7 @@ class Projector::Sink final : public LedgerEventSink, public OrderObserver {
   Projector& p_;
   std::vector<std::size_t> entries_at_;  // entries before each event of the batch
   std::vector<std::size_t> made_at_;     // transfers made before each event
+  std::vector<std::size_t> closed_at_;   // holds closed before each event
 };
 
 Projector::Projector(const ProjectorConfig& config, SqliteStore& store)

@@ -474,6 +474,106 @@ TEST_F(ProjectorTest, OneCommandMayChangeAnOrderTwice) {
             order_event_id(events[0].group, events[0].sequence, events[0].n));
 }
 
+// A withdrawal (a hold whose command carried a destination) raises one event when it
+// closes, for the owner of the account it is drawn from; other holds raise none. One
+// command that times out an order and expires a withdrawal raises both, numbered on.
+TEST_F(ProjectorTest, WithdrawalsRaiseAnEventWhenTheyClose) {
+  ManualClock clock(1'700'000'000 * kNanosPerSecond);
+  GroupConfig c = group_config();
+  c.clock = &clock;
+  auto group = open(c);
+  constexpr MerchantId kPayer{0x4000'0000'0042};
+  const AccountId bank = open_account(*group, AccountKind::system);
+  const CommandResult opened_wallet =
+      one(*group, Command::make_create_account(kPayer, kUsdCurrency, AccountKind::user));
+  ASSERT_EQ(opened_wallet.code, ResultCode::ok);
+  const AccountId wallet{opened_wallet.id};
+  ASSERT_EQ(one(*group, Command::make_transfer(bank, wallet, 1'000, kUsdCurrency)).code,
+            ResultCode::ok);
+  const AccountId clearing = open_account(*group);
+  const AccountId merchant = open_account(*group);
+  const auto withdraw = [&](u64 amount, u32 timeout_s, const std::string& destination) {
+    Call call;
+    call.commands = {Command::make_hold(wallet, clearing, amount, kUsdCurrency, timeout_s)};
+    const std::vector<journal::Annotation> said{
+        {0, journal::AnnotationKind::destination, destination}};
+    Request r = call.request();
+    r.annotations = said.data();
+    r.annotation_count = 1;
+    EXPECT_EQ(group->submit(r), ResultCode::ok);
+    EXPECT_EQ(call.completion.wait().status, ResultCode::ok);
+    EXPECT_EQ(call.results[0].code, ResultCode::ok);
+    return call.results[0].id;
+  };
+  const u64 paid = withdraw(100, 600, "IBAN-1");
+  const u64 refused = withdraw(200, 600, "IBAN-2");
+  const u64 lapsed = withdraw(300, 1, "IBAN-3");
+  // A hold that is no withdrawal (no destination), posted: no event.
+  const CommandResult plain =
+      one(*group, Command::make_hold(wallet, clearing, 50, kUsdCurrency, 600));
+  ASSERT_EQ(plain.code, ResultCode::ok);
+  ASSERT_EQ(one(*group, Command::make_post(TransferId{plain.id}, 50)).code, ResultCode::ok);
+  {  // the provider's result, with its reference
+    Call call;
+    call.commands = {Command::make_post(TransferId{paid}, 100)};
+    const std::vector<journal::Annotation> said{
+        {0, journal::AnnotationKind::provider_ref, "bank-7"}};
+    Request r = call.request();
+    r.annotations = said.data();
+    r.annotation_count = 1;
+    ASSERT_EQ(group->submit(r), ResultCode::ok);
+    ASSERT_EQ(call.completion.wait().status, ResultCode::ok);
+    ASSERT_EQ(call.results[0].code, ResultCode::ok);
+  }
+  ASSERT_EQ(one(*group, Command::make_void(TransferId{refused})).code, ResultCode::ok);
+  const CommandResult order =
+      one(*group, Command::make_order_create(merchant, 10, kUsdCurrency, 1, 99));
+  ASSERT_EQ(order.code, ResultCode::ok);
+  clock.advance(2 * kNanosPerSecond);
+  ASSERT_EQ(one(*group, Command::make_tick()).code, ResultCode::ok);  // both lapse
+  const u64 durable = group->durable_sequence();
+  group->stop();
+
+  auto store = open_store();
+  auto opened = Projector::open(projector_config(c), *store);
+  ASSERT_TRUE(opened.ok()) << opened.status().to_string();
+  ASSERT_TRUE(opened.value()->catch_up_all(durable).ok());
+  const std::vector<OrderEventRow> events = store->order_events(0, 0, 0, 100).value();
+  ASSERT_EQ(events.size(), 4u);
+  EXPECT_EQ(events[0].type, "withdrawal.success");
+  EXPECT_EQ(events[0].object_id, paid);
+  EXPECT_EQ(events[0].recipient, kPayer.value);
+  ASSERT_TRUE(events[0].withdrawal);
+  EXPECT_EQ(events[0].withdrawal->debit, wallet.value);
+  EXPECT_EQ(events[0].withdrawal->credit, clearing.value);
+  EXPECT_EQ(events[0].withdrawal->amount, 100u);
+  EXPECT_EQ(events[0].destination, "IBAN-1");
+  EXPECT_EQ(events[0].provider_ref, "bank-7");
+  EXPECT_EQ(events[1].type, "withdrawal.failed");
+  EXPECT_EQ(events[1].object_id, refused);
+  EXPECT_EQ(events[1].destination, "IBAN-2");
+  EXPECT_EQ(events[1].provider_ref, "");
+  // The tick's: the order's timeout first (n 0), the withdrawal's after it (n 1).
+  EXPECT_EQ(events[2].type, "order.timeout");
+  EXPECT_EQ(events[2].object_id, order.id);
+  EXPECT_EQ(events[2].recipient, 1u);
+  EXPECT_EQ(events[3].type, "withdrawal.timeout");
+  EXPECT_EQ(events[3].object_id, lapsed);
+  EXPECT_EQ(events[3].destination, "IBAN-3");
+  EXPECT_EQ(events[3].sequence, events[2].sequence);
+  EXPECT_EQ(events[2].n, 0u);
+  EXPECT_EQ(events[3].n, 1u);
+  EXPECT_EQ(store->order_events(0, events[2].sequence, events[2].n, 100).value().size(), 1u);
+
+  // A store rebuilt from the same journal has the same outbox.
+  auto rebuilt = SqliteStore::open(dir_.path() / "rebuilt.sqlite");
+  ASSERT_TRUE(rebuilt.ok());
+  auto again = Projector::open(projector_config(c), *rebuilt.value());
+  ASSERT_TRUE(again.ok());
+  ASSERT_TRUE(again.value()->catch_up_all(durable).ok());
+  EXPECT_EQ(rebuilt.value()->digest().value(), store->digest().value());
+}
+
 // A store whose history of the group begins after orders were made (from a snapshot:
 // the journal before it is gone) gets a row for each order the group holds, as it is.
 TEST_F(ProjectorTest, OrdersHeldWhenHistoryBeginsGetRows) {

@@ -237,8 +237,13 @@ Status SqliteStore::write(const Batch& batch) {
   Statement mark(db_,
                  "INSERT INTO watermarks(grp, first_sequence, sequence) VALUES (?,?,?) "
                  "ON CONFLICT(grp) DO UPDATE SET sequence = excluded.sequence");
+  Statement is_withdrawal(db_,
+                          "SELECT 1 FROM transfers t JOIN annotations a ON a.grp = t.grp AND "
+                          "a.sequence = t.created_sequence AND a.kind = ?3 "
+                          "WHERE t.grp = ?1 AND t.id = ?2");
   if (!event.ok() || !made.ok() || !closed.ok() || !entry.ok() || !note.ok() || !mark.ok() ||
-      !order_made.ok() || !order_step.ok() || !order_before.ok() || !order_event.ok()) {
+      !order_made.ok() || !order_step.ok() || !order_before.ok() || !order_event.ok() ||
+      !is_withdrawal.ok()) {
     return abandon("prepare");
   }
   // Annotations by sequence, for the transfers made at them (both in sequence order).
@@ -407,6 +412,45 @@ Status SqliteStore::write(const Batch& batch) {
       if (!written) return abandon(fmt::format("write order event {:x} {}", o.id, c.sequence));
     }
   }
+  // A closed hold that is a withdrawal (its command carried a destination: this
+  // transaction's rows included) raises an event; its n counts on after its command's
+  // order changes (a hold made before the store's history began has no row: none).
+  static constexpr char kNoState = 0;
+  u64 last_closed_sequence = 0;
+  u32 closed_n = 0;
+  for (const Batch::HoldClosed& h : batch.holds_closed) {
+    const std::optional<std::string_view> type = withdrawal_event_type(h.kind);
+    if (!type) continue;
+    const int rc = is_withdrawal.bind(1, batch.group)
+                       .bind(2, signed_of(h.transfer))
+                       .bind(3, static_cast<i64>(journal::AnnotationKind::destination))
+                       .step();
+    is_withdrawal.reset();
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+      return abandon(fmt::format("read transfer {:x}", h.transfer));
+    }
+    if (rc != SQLITE_ROW) continue;
+    if (h.sequence != last_closed_sequence) {
+      const auto first =
+          std::lower_bound(batch.orders.begin(), batch.orders.end(), h.sequence,
+                           [](const OrderChange& c, u64 s) { return c.sequence < s; });
+      const auto last =
+          std::upper_bound(first, batch.orders.end(), h.sequence,
+                           [](u64 s, const OrderChange& c) { return s < c.sequence; });
+      closed_n = static_cast<u32>(last - first);
+      last_closed_sequence = h.sequence;
+    }
+    const bool written = order_event.bind(1, batch.group)
+                             .bind(2, signed_of(h.sequence))
+                             .bind(3, closed_n++)
+                             .bind(4, signed_of(h.transfer))
+                             .bind(5, signed_of(h.owner))
+                             .bind_text(6, *type)
+                             .bind(7, signed_of(h.at_ns))
+                             .bind_blob(8, &kNoState, 0)  // (a blob, empty: not NULL)
+                             .run();
+    if (!written) return abandon(fmt::format("write withdrawal event {:x}", h.transfer));
+  }
   if (!mark.bind(1, batch.group)
            .bind(2, signed_of(batch.after + 1))
            .bind(3, signed_of(batch.watermark))
@@ -454,6 +498,10 @@ Status SqliteStore::backfill_orders(u32 group, u64 sequence, const std::vector<O
 
 Result<std::optional<TransferRow>> SqliteStore::transfer(u32 group, u64 id) {
   std::lock_guard lock(read_mutex_);
+  return transfer_row(group, id);
+}
+
+Result<std::optional<TransferRow>> SqliteStore::transfer_row(u32 group, u64 id) {
   Statement read(reader_,
                  "SELECT created_sequence, debit, credit, amount, posted_amount, currency, status, "
                  "created_ns, updated_sequence, updated_ns, reference, metadata, flags, "
@@ -834,6 +882,26 @@ std::optional<std::string_view> order_event_type(const Order* before, const Orde
   return std::nullopt;
 }
 
+std::optional<std::string_view> withdrawal_event_type(LedgerEventKind closed) {
+  switch (closed) {
+    case LedgerEventKind::pending_posted:
+      return "withdrawal.success";
+    case LedgerEventKind::pending_voided:
+      return "withdrawal.failed";
+    case LedgerEventKind::pending_expired:
+      return "withdrawal.timeout";
+    default:
+      return std::nullopt;
+  }
+}
+
+bool known_event_type(std::string_view type) {
+  const auto in = [&](const auto& types) {
+    return std::find(std::begin(types), std::end(types), type) != std::end(types);
+  };
+  return in(kOrderEventTypes) || in(kWithdrawalEventTypes);
+}
+
 std::string order_event_id(u32 group, u64 sequence, u32 n) {
   return fmt::format("evt_{}_{}_{}", group, sequence, n);
 }
@@ -842,9 +910,21 @@ Result<std::vector<OrderEventRow>> SqliteStore::order_events(u32 group, u64 afte
                                                              u32 after_n, u32 limit) {
   std::lock_guard lock(read_mutex_);
   Statement read(reader_,
-                 "SELECT seq, grp, sequence, n, type, at_ns, state FROM order_events "
+                 "SELECT seq, grp, sequence, n, type, at_ns, state, order_id, merchant "
+                 "FROM order_events "
                  "WHERE grp = ?1 AND (sequence, n) > (?2, ?3) ORDER BY sequence, n LIMIT ?4");
-  if (!read.ok()) return read_failed("read order events");
+  // A withdrawal's texts: its destination (at the hold's command), the provider's
+  // reference (at the result's).
+  Statement text(reader_,
+                 "SELECT text FROM annotations WHERE grp = ? AND sequence = ? AND kind = ?");
+  if (!read.ok() || !text.ok()) return read_failed("read order events");
+  const auto annotation = [&](u64 sequence, journal::AnnotationKind kind, std::string* out) {
+    const int rc =
+        text.bind(1, group).bind(2, signed_of(sequence)).bind(3, static_cast<i64>(kind)).step();
+    if (rc == SQLITE_ROW) *out = text.text(0);
+    text.reset();
+    return rc == SQLITE_ROW || rc == SQLITE_DONE;
+  };
   read.bind(1, group).bind(2, signed_of(after_sequence)).bind(3, after_n).bind(4, limit);
   std::vector<OrderEventRow> out;
   for (int rc = read.step(); rc != SQLITE_DONE; rc = read.step()) {
@@ -856,6 +936,23 @@ Result<std::vector<OrderEventRow>> SqliteStore::order_events(u32 group, u64 afte
     e.n = static_cast<u32>(read.integer(3));
     e.type = read.text(4);
     e.at_ns = static_cast<u64>(read.integer(5));
+    e.object_id = static_cast<u64>(read.integer(7));
+    e.recipient = static_cast<u64>(read.integer(8));
+    if (e.type.starts_with("withdrawal.")) {
+      Result<std::optional<TransferRow>> hold = transfer_row(group, e.object_id);
+      if (!hold.ok()) return hold.status();
+      if (!hold.value()) {
+        return Status::corruption(
+            fmt::format("history store: withdrawal event {} names no transfer", e.seq));
+      }
+      e.withdrawal = std::move(hold.value());
+      if (!annotation(e.withdrawal->created_sequence, journal::AnnotationKind::destination,
+                      &e.destination) ||
+          !annotation(e.sequence, journal::AnnotationKind::provider_ref, &e.provider_ref)) {
+        return read_failed("read a withdrawal's annotations");
+      }
+      continue;
+    }
     const std::string_view state = read.blob(6);
     if (state.size() != sizeof(Order)) {
       return Status::corruption(fmt::format("history store: order event {} is malformed", e.seq));

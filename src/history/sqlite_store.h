@@ -93,38 +93,6 @@ struct OrderQuery {
   std::optional<u64> attention_before_ns = std::nullopt;
 };
 
-// An order change its merchant is told of (docs/WEBHOOKS.md): the store's outbox of
-// notifications, written with the change, in the same transaction.
-struct OrderEventRow {
-  u64 seq = 0;  // the store's order of writing: a reader's cursor
-  u32 group = 0;
-  u64 sequence = 0;  // the command that made the change
-  u32 n = 0;         // the change's place among its command's order changes
-  std::string type;  // order_event_type()
-  u64 at_ns = 0;     // the command's time
-  Order order;       // as the change left it
-};
-// What one projected stretch of a group's journal adds, up to its watermark.
-struct Batch {
-  u32 group = 0;
-  u64 after = 0;      // the group's watermark it continues (0: the group's first batch)
-  u64 watermark = 0;  // every command of the group up to here is in the store
-  std::vector<LedgerEvent> events;
-  std::vector<EntryRow> entries;
-  std::vector<AnnotationRow> annotations;
-  // Each transfer made in the batch as the ledger made it, in the order of their
-  // events (transfer_posted, transfer_pending): flags and expiry are not in events.
-  std::vector<Transfer> made;
-  std::vector<OrderChange> orders;  // in sequence order
-  void clear() {
-    orders.clear();
-    events.clear();
-    entries.clear();
-    annotations.clear();
-    made.clear();
-  }
-};
-
 struct TransferRow {
   u64 id = 0;
   u32 group = 0;
@@ -138,6 +106,56 @@ struct TransferRow {
   u64 expires_ns = 0;  // a hold's expiry (0: none)
   u64 created_ns = 0, updated_sequence = 0, updated_ns = 0;
   std::string reference, metadata;
+};
+
+// An order change its merchant is told of, or a withdrawal's outcome (docs/WEBHOOKS.md):
+// the store's outbox of notifications, written with the change, in the same
+// transaction.
+struct OrderEventRow {
+  u64 seq = 0;  // the store's order of writing: a reader's cursor
+  u32 group = 0;
+  u64 sequence = 0;   // the command that made the change
+  u32 n = 0;          // the event's place among its command's events
+  std::string type;   // order_event_type() or withdrawal_event_type()
+  u64 at_ns = 0;      // the command's time
+  u64 object_id = 0;  // the order's id, or the withdrawal's (its hold's)
+  u64 recipient = 0;  // the order's merchant, or the withdrawn account's owner
+  Order order;        // an order's event: the order as the change left it
+  // A withdrawal's event: its hold as it closed, the request's destination, and the
+  // provider's reference sent with the result (if any).
+  std::optional<TransferRow> withdrawal = std::nullopt;
+  std::string destination = {}, provider_ref = {};
+};
+// What one projected stretch of a group's journal adds, up to its watermark.
+struct Batch {
+  u32 group = 0;
+  u64 after = 0;      // the group's watermark it continues (0: the group's first batch)
+  u64 watermark = 0;  // every command of the group up to here is in the store
+  std::vector<LedgerEvent> events;
+  std::vector<EntryRow> entries;
+  std::vector<AnnotationRow> annotations;
+  // Each transfer made in the batch as the ledger made it, in the order of their
+  // events (transfer_posted, transfer_pending): flags and expiry are not in events.
+  std::vector<Transfer> made;
+  std::vector<OrderChange> orders;  // in sequence order
+  // Each hold closed (posted, voided, expired) by the batch, with its account's owner:
+  // a withdrawal's raises an event (the store knows which holds are withdrawals).
+  struct HoldClosed {
+    u64 sequence = 0;
+    u64 transfer = 0;
+    u64 owner = 0;  // of the account the hold is drawn from
+    LedgerEventKind kind = LedgerEventKind::pending_posted;
+    u64 at_ns = 0;
+  };
+  std::vector<HoldClosed> holds_closed;  // in sequence order
+  void clear() {
+    holds_closed.clear();
+    orders.clear();
+    events.clear();
+    entries.clear();
+    annotations.clear();
+    made.clear();
+  }
 };
 
 class SqliteStore {
@@ -220,7 +238,8 @@ class SqliteStore {
   Status exec(const char* sql);
   Status failed(const std::string& what) const;
   Status read_failed(const std::string& what) const;
-  Status order_texts(OrderRow& row);  // REQUIRES: read_mutex_ held
+  Status order_texts(OrderRow& row);                                   // REQUIRES: read_mutex_ held
+  Result<std::optional<TransferRow>> transfer_row(u32 group, u64 id);  // REQUIRES: same
   Result<u64> watermark_column(u32 group, const char* sql);
 
   std::mutex mutex_;  // the writer's

@@ -307,18 +307,22 @@ struct Deliverer::Engine {
   }
 
   // Each event's deliveries: to its order's ipn_url, else to each endpoint of its
-  // merchant that wants its type.
+  // recipient (the order's merchant, the withdrawn account's owner) that wants its type.
   Status deliveries_of(const std::vector<history::OrderEventRow>& events,
                        std::vector<NewDelivery>* made) {
     const u64 now = wall_ns();
     for (const history::OrderEventRow& e : events) {
-      Result<std::optional<history::OrderRow>> row = d.history_.order(e.order.id);
-      if (!row.ok()) return row.status();
-      const history::OrderRow* texts = row.value() ? &*row.value() : nullptr;
+      std::optional<history::OrderRow> order_texts;
+      if (!e.withdrawal) {
+        Result<std::optional<history::OrderRow>> row = d.history_.order(e.object_id);
+        if (!row.ok()) return row.status();
+        order_texts = std::move(row.value());
+      }
+      const history::OrderRow* texts = order_texts ? &*order_texts : nullptr;
       std::vector<std::pair<u64, std::string>> targets;  // (endpoint, url)
       if (texts != nullptr && !texts->ipn_url.empty()) {
         targets.emplace_back(0, texts->ipn_url);
-      } else if (const auto it = endpoints_by_merchant.find(e.order.merchant);
+      } else if (const auto it = endpoints_by_merchant.find(e.recipient);
                  it != endpoints_by_merchant.end()) {
         for (const Endpoint& endpoint : it->second) {
           if (!endpoint.disabled && endpoint.wants(e.type)) {
@@ -331,8 +335,8 @@ struct Deliverer::Engine {
       for (auto& [endpoint, url] : targets) {
         made->push_back(NewDelivery{.event = history::order_event_id(e.group, e.sequence, e.n),
                                     .type = e.type,
-                                    .order_id = e.order.id,
-                                    .merchant = e.order.merchant,
+                                    .order_id = e.object_id,
+                                    .merchant = e.recipient,
                                     .endpoint = endpoint,
                                     .url = std::move(url),
                                     .body = body,

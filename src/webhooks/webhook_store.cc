@@ -453,7 +453,8 @@ Result<std::vector<Delivery>> WebhookStore::due(u64 now_ns, const std::vector<st
       fmt::format(
           "SELECT {}, body FROM deliveries d WHERE d.status = 0 AND d.next_attempt_ns <= ?1 "
           "AND d.id = (SELECT MIN(e.id) FROM deliveries e WHERE e.order_id = d.order_id "
-          "AND e.target = d.target AND e.status = 0) "
+          "AND e.target = d.target AND e.status = 0 "
+          "AND (e.type LIKE 'order.%') = (d.type LIKE 'order.%')) "
           "AND (d.endpoint = 0 OR d.endpoint NOT IN (SELECT id FROM endpoints WHERE disabled = 1)) "
           "AND d.target NOT IN (SELECT value FROM json_each(?2)) "
           "AND d.merchant NOT IN (SELECT value FROM json_each(?4)) "
@@ -530,10 +531,13 @@ Result<std::optional<Delivery>> WebhookStore::delivery(u64 id) {
 Result<std::vector<Delivery>> WebhookStore::deliveries(const DeliveryQuery& q) {
   std::lock_guard lock(read_mutex_);
   // Every parameter numbered, so that a condition left out leaves its binding unused.
-  const std::string sql = fmt::format(
-      "SELECT {} FROM deliveries WHERE id < ?1{}{}{}{} ORDER BY id DESC LIMIT ?6", kDeliveryColumns,
-      q.merchant != 0 ? " AND merchant = ?2" : "", q.endpoint != 0 ? " AND endpoint = ?3" : "",
-      q.status ? " AND status = ?4" : "", q.order ? " AND order_id = ?5" : "");
+  const std::string sql =
+      fmt::format("SELECT {} FROM deliveries WHERE id < ?1{}{}{}{} ORDER BY id DESC LIMIT ?6",
+                  kDeliveryColumns, q.merchant != 0 ? " AND merchant = ?2" : "",
+                  q.endpoint != 0 ? " AND endpoint = ?3" : "", q.status ? " AND status = ?4" : "",
+                  !q.order                ? ""
+                  : q.order_is_withdrawal ? " AND order_id = ?5 AND type LIKE 'withdrawal.%'"
+                                          : " AND order_id = ?5 AND type LIKE 'order.%'");
   Statement read(reader_, sql.c_str());
   if (!read.ok()) return failed("read deliveries", reader_);
   read.bind(1, q.before_id ? signed_of(*q.before_id) : std::numeric_limits<i64>::max())
@@ -553,7 +557,7 @@ Result<std::vector<Delivery>> WebhookStore::deliveries(const DeliveryQuery& q) {
 Result<std::optional<Delivery>> WebhookStore::latest_for_order(u64 order_id) {
   std::lock_guard lock(read_mutex_);
   Statement read(reader_, fmt::format("SELECT {} FROM deliveries WHERE order_id = ? "
-                                      "ORDER BY id DESC LIMIT 1",
+                                      "AND type LIKE 'order.%' ORDER BY id DESC LIMIT 1",
                                       kDeliveryColumns)
                               .c_str());
   if (!read.ok()) return failed("read a delivery", reader_);

@@ -106,7 +106,8 @@ struct DeliveryQuery {
   u64 merchant = 0;  // 0: every merchant's
   u64 endpoint = 0;  // 0: any
   std::optional<DeliveryStatus> status = std::nullopt;
-  std::optional<u64> order = std::nullopt;
+  std::optional<u64> order = std::nullopt;      // an order's events, or a withdrawal's:
+  bool order_is_withdrawal = false;             // (their ids can be the same number)
   std::optional<u64> before_id = std::nullopt;  // the cursor: newest first, before this one
   u32 limit = 100;
 };
