@@ -202,7 +202,11 @@ Problem parse_delivery_list_query(std::string_view target, DeliveryListQuery* ou
     if (name == "endpoint")
       return id(out->endpoint, IdKind::webhook_endpoint, ResultCode::invalid_field);
     if (name == "order" || name == "withdrawal") {
-      if (out->order) return refuse(ResultCode::invalid_field, "order and withdrawal: one at most");
+      if (out->order) {
+        return refuse(ResultCode::invalid_field, out->withdrawal == (name == "withdrawal")
+                                                     ? "is given twice"
+                                                     : "order and withdrawal: one at most");
+      }
       out->withdrawal = name == "withdrawal";
       return id(out->order, out->withdrawal ? IdKind::withdrawal : IdKind::order,
                 ResultCode::invalid_field);

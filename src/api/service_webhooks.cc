@@ -308,7 +308,7 @@ bool Service::webhook_endpoints(Exchange& ex) {
     if (const std::optional<bool> answered = replay(content)) return *answered;
     const auto full = [&] {
       return fail(ex, ResultCode::webhook_endpoints_full,
-                  fmt::format("a merchant has at most {} webhook endpoints; delete one first",
+                  fmt::format("an owner has at most {} webhook endpoints; delete one first",
                               kEndpointsMax));
     };
     const Result<u64> count = store.endpoint_count(caller);  // (before any lookup)

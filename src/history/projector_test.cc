@@ -513,7 +513,13 @@ TEST_F(ProjectorTest, WithdrawalsRaiseAnEventWhenTheyClose) {
       one(*group, Command::make_hold(wallet, clearing, 50, kUsdCurrency, 600));
   ASSERT_EQ(plain.code, ResultCode::ok);
   ASSERT_EQ(one(*group, Command::make_post(TransferId{plain.id}, 50)).code, ResultCode::ok);
-  {  // the provider's result, with its reference
+  ASSERT_EQ(one(*group, Command::make_void(TransferId{refused})).code, ResultCode::ok);
+  const CommandResult order =
+      one(*group, Command::make_order_create(merchant, 10, kUsdCurrency, 1, 99));
+  ASSERT_EQ(order.code, ResultCode::ok);
+  clock.advance(2 * kNanosPerSecond);
+  {  // the provider's result, with its reference: its command also times out the order
+     // and the short withdrawal, whose event must not take this reference
     Call call;
     call.commands = {Command::make_post(TransferId{paid}, 100)};
     const std::vector<journal::Annotation> said{
@@ -525,12 +531,6 @@ TEST_F(ProjectorTest, WithdrawalsRaiseAnEventWhenTheyClose) {
     ASSERT_EQ(call.completion.wait().status, ResultCode::ok);
     ASSERT_EQ(call.results[0].code, ResultCode::ok);
   }
-  ASSERT_EQ(one(*group, Command::make_void(TransferId{refused})).code, ResultCode::ok);
-  const CommandResult order =
-      one(*group, Command::make_order_create(merchant, 10, kUsdCurrency, 1, 99));
-  ASSERT_EQ(order.code, ResultCode::ok);
-  clock.advance(2 * kNanosPerSecond);
-  ASSERT_EQ(one(*group, Command::make_tick()).code, ResultCode::ok);  // both lapse
   const u64 durable = group->durable_sequence();
   group->stop();
 
@@ -540,30 +540,34 @@ TEST_F(ProjectorTest, WithdrawalsRaiseAnEventWhenTheyClose) {
   ASSERT_TRUE(opened.value()->catch_up_all(durable).ok());
   const std::vector<OrderEventRow> events = store->order_events(0, 0, 0, 100).value();
   ASSERT_EQ(events.size(), 4u);
-  EXPECT_EQ(events[0].type, "withdrawal.success");
-  EXPECT_EQ(events[0].object_id, paid);
+  EXPECT_EQ(events[0].type, "withdrawal.failed");
+  EXPECT_EQ(events[0].object_id, refused);
   EXPECT_EQ(events[0].recipient, kPayer.value);
   ASSERT_TRUE(events[0].withdrawal);
   EXPECT_EQ(events[0].withdrawal->debit, wallet.value);
   EXPECT_EQ(events[0].withdrawal->credit, clearing.value);
-  EXPECT_EQ(events[0].withdrawal->amount, 100u);
-  EXPECT_EQ(events[0].destination, "IBAN-1");
-  EXPECT_EQ(events[0].provider_ref, "bank-7");
-  EXPECT_EQ(events[1].type, "withdrawal.failed");
-  EXPECT_EQ(events[1].object_id, refused);
-  EXPECT_EQ(events[1].destination, "IBAN-2");
-  EXPECT_EQ(events[1].provider_ref, "");
-  // The tick's: the order's timeout first (n 0), the withdrawal's after it (n 1).
-  EXPECT_EQ(events[2].type, "order.timeout");
-  EXPECT_EQ(events[2].object_id, order.id);
-  EXPECT_EQ(events[2].recipient, 1u);
-  EXPECT_EQ(events[3].type, "withdrawal.timeout");
-  EXPECT_EQ(events[3].object_id, lapsed);
-  EXPECT_EQ(events[3].destination, "IBAN-3");
-  EXPECT_EQ(events[3].sequence, events[2].sequence);
-  EXPECT_EQ(events[2].n, 0u);
-  EXPECT_EQ(events[3].n, 1u);
-  EXPECT_EQ(store->order_events(0, events[2].sequence, events[2].n, 100).value().size(), 1u);
+  EXPECT_EQ(events[0].withdrawal->amount, 200u);
+  EXPECT_EQ(events[0].destination, "IBAN-2");
+  EXPECT_EQ(events[0].provider_ref, "");
+  // The result's command: the order's timeout first (n 0), then the withdrawals' in
+  // the order they closed: the expiry (without the result's reference), the success.
+  EXPECT_EQ(events[1].type, "order.timeout");
+  EXPECT_EQ(events[1].object_id, order.id);
+  EXPECT_EQ(events[1].recipient, 1u);
+  EXPECT_EQ(events[2].type, "withdrawal.timeout");
+  EXPECT_EQ(events[2].object_id, lapsed);
+  EXPECT_EQ(events[2].destination, "IBAN-3");
+  EXPECT_EQ(events[2].provider_ref, "");
+  EXPECT_EQ(events[3].type, "withdrawal.success");
+  EXPECT_EQ(events[3].object_id, paid);
+  EXPECT_EQ(events[3].destination, "IBAN-1");
+  EXPECT_EQ(events[3].provider_ref, "bank-7");
+  EXPECT_EQ(events[3].withdrawal->amount, 100u);
+  for (u32 i = 1; i < 4; ++i) {
+    EXPECT_EQ(events[i].sequence, events[1].sequence);
+    EXPECT_EQ(events[i].n, i - 1);
+  }
+  EXPECT_EQ(store->order_events(0, events[1].sequence, events[1].n, 100).value().size(), 2u);
 
   // A store rebuilt from the same journal has the same outbox.
   auto rebuilt = SqliteStore::open(dir_.path() / "rebuilt.sqlite");

@@ -637,6 +637,8 @@ namespace {
 
 constexpr const char* kOrderColumns =
     "id, grp, created_sequence, updated_sequence, merchant_ref, state, state_format";
+constexpr const char* kOrderTexts =
+    "SELECT kind, text FROM annotations WHERE grp = ? AND sequence = ? ORDER BY n";
 
 // An order row of `read` (kOrderColumns), without its texts; nullopt if its state is
 // not an order's record (written by another build).
@@ -654,15 +656,17 @@ std::optional<OrderRow> order_row(const Statement& read) {
 
 }  // namespace
 
-// What the order's creating request said (annotated at its sequence).
-Status SqliteStore::order_texts(OrderRow& row) {
+// What the order's creating request said (annotated at its sequence), read with
+// `read` (kOrderTexts, prepared once for many rows).
+Status SqliteStore::order_texts(OrderRow& row, Statement& read) {
   if (row.created_sequence == 0) return Status::success();
-  Statement read(reader_,
-                 "SELECT kind, text FROM annotations WHERE grp = ? AND sequence = ? ORDER BY n");
   if (!read.ok()) return read_failed("read an order's annotations");
   read.bind(1, row.group).bind(2, signed_of(row.created_sequence));
   for (int rc = read.step(); rc != SQLITE_DONE; rc = read.step()) {
-    if (rc != SQLITE_ROW) return read_failed("read an order's annotations");
+    if (rc != SQLITE_ROW) {
+      read.reset();
+      return read_failed("read an order's annotations");
+    }
     std::string* text = nullptr;
     switch (static_cast<journal::AnnotationKind>(read.integer(0))) {
       case journal::AnnotationKind::merchant_ref:
@@ -685,6 +689,7 @@ Status SqliteStore::order_texts(OrderRow& row) {
     }
     if (text != nullptr) *text = read.text(1);
   }
+  read.reset();
   return Status::success();
 }
 
@@ -697,7 +702,8 @@ Result<std::optional<OrderRow>> SqliteStore::order(u64 id) {
   if (rc != SQLITE_ROW) return read_failed("read an order");
   std::optional<OrderRow> row = order_row(read);
   if (!row) return Status::corruption(fmt::format("history store: order {:x} is malformed", id));
-  if (Status s = order_texts(*row); !s.ok()) return s;
+  Statement texts(reader_, kOrderTexts);
+  if (Status s = order_texts(*row, texts); !s.ok()) return s;
   return row;
 }
 
@@ -746,8 +752,9 @@ Result<std::optional<std::vector<OrderRow>>> SqliteStore::orders(const OrderQuer
     if (!row) return Status::corruption("history store: an order row is malformed");
     rows.push_back(std::move(*row));
   }
+  Statement texts(reader_, kOrderTexts);
   for (OrderRow& row : rows) {
-    if (Status s = order_texts(row); !s.ok()) return s;
+    if (Status s = order_texts(row, texts); !s.ok()) return s;
   }
   return std::optional<std::vector<OrderRow>>(std::move(rows));
 }
@@ -917,7 +924,11 @@ Result<std::vector<OrderEventRow>> SqliteStore::order_events(u32 group, u64 afte
   // reference (at the result's).
   Statement text(reader_,
                  "SELECT text FROM annotations WHERE grp = ? AND sequence = ? AND kind = ?");
-  if (!read.ok() || !text.ok()) return read_failed("read order events");
+  // An order's event: its row's texts (the same statements for every row).
+  Statement order_read(reader_,
+                       fmt::format("SELECT {} FROM orders WHERE id = ?", kOrderColumns).c_str());
+  Statement order_said(reader_, kOrderTexts);
+  if (!read.ok() || !text.ok() || !order_read.ok()) return read_failed("read order events");
   const auto annotation = [&](u64 sequence, journal::AnnotationKind kind, std::string* out) {
     const int rc =
         text.bind(1, group).bind(2, signed_of(sequence)).bind(3, static_cast<i64>(kind)).step();
@@ -946,9 +957,13 @@ Result<std::vector<OrderEventRow>> SqliteStore::order_events(u32 group, u64 afte
             fmt::format("history store: withdrawal event {} names no transfer", e.seq));
       }
       e.withdrawal = std::move(hold.value());
+      // The provider's reference is its result's, the command that closed the hold (an
+      // expiry has none: what closes it then is any command of the group).
+      const bool decided = e.type != "withdrawal.timeout";
       if (!annotation(e.withdrawal->created_sequence, journal::AnnotationKind::destination,
                       &e.destination) ||
-          !annotation(e.sequence, journal::AnnotationKind::provider_ref, &e.provider_ref)) {
+          (decided &&
+           !annotation(e.sequence, journal::AnnotationKind::provider_ref, &e.provider_ref))) {
         return read_failed("read a withdrawal's annotations");
       }
       continue;
@@ -958,6 +973,13 @@ Result<std::vector<OrderEventRow>> SqliteStore::order_events(u32 group, u64 afte
       return Status::corruption(fmt::format("history store: order event {} is malformed", e.seq));
     }
     std::memcpy(&e.order, state.data(), sizeof(Order));
+    const int found = order_read.bind(1, signed_of(e.object_id)).step();
+    if (found == SQLITE_ROW) e.order_row = order_row(order_read);
+    order_read.reset();
+    if (found != SQLITE_ROW && found != SQLITE_DONE) return read_failed("read an event's order");
+    if (e.order_row) {
+      if (Status s = order_texts(*e.order_row, order_said); !s.ok()) return s;
+    }
   }
   return out;
 }

@@ -30,6 +30,10 @@
 struct sqlite3;
 struct sqlite3_stmt;
 
+namespace paygate::sqlite {
+class Statement;
+}  // namespace paygate::sqlite
+
 namespace paygate::history {
 
 // The schema version this build writes; older stores are migrated at open.
@@ -120,7 +124,8 @@ struct OrderEventRow {
   u64 at_ns = 0;      // the command's time
   u64 object_id = 0;  // the order's id, or the withdrawal's (its hold's)
   u64 recipient = 0;  // the order's merchant, or the withdrawn account's owner
-  Order order;        // an order's event: the order as the change left it
+  Order order;        // an order's event: the order as the change left it,
+  std::optional<OrderRow> order_row = std::nullopt;  // and its row now, with its texts
   // A withdrawal's event: its hold as it closed, the request's destination, and the
   // provider's reference sent with the result (if any).
   std::optional<TransferRow> withdrawal = std::nullopt;
@@ -238,7 +243,7 @@ class SqliteStore {
   Status exec(const char* sql);
   Status failed(const std::string& what) const;
   Status read_failed(const std::string& what) const;
-  Status order_texts(OrderRow& row);                                   // REQUIRES: read_mutex_ held
+  Status order_texts(OrderRow& row, sqlite::Statement& read);          // REQUIRES: read_mutex_ held
   Result<std::optional<TransferRow>> transfer_row(u32 group, u64 id);  // REQUIRES: same
   Result<u64> watermark_column(u32 group, const char* sql);
 

@@ -221,7 +221,9 @@ struct Deliverer::Engine {
   }
 
   static std::string order_target(const Delivery& delivery) {
-    return fmt::format("{}|{}", delivery.order_id, delivery.target);
+    // (An order's id and a withdrawal's can be the same number.)
+    return fmt::format("{}|{}|{}", delivery.type.starts_with("withdrawal.") ? 'w' : 'o',
+                       delivery.order_id, delivery.target);
   }
 
   void record() {
@@ -312,13 +314,7 @@ struct Deliverer::Engine {
                        std::vector<NewDelivery>* made) {
     const u64 now = wall_ns();
     for (const history::OrderEventRow& e : events) {
-      std::optional<history::OrderRow> order_texts;
-      if (!e.withdrawal) {
-        Result<std::optional<history::OrderRow>> row = d.history_.order(e.object_id);
-        if (!row.ok()) return row.status();
-        order_texts = std::move(row.value());
-      }
-      const history::OrderRow* texts = order_texts ? &*order_texts : nullptr;
+      const history::OrderRow* texts = e.order_row ? &*e.order_row : nullptr;
       std::vector<std::pair<u64, std::string>> targets;  // (endpoint, url)
       if (texts != nullptr && !texts->ipn_url.empty()) {
         targets.emplace_back(0, texts->ipn_url);
