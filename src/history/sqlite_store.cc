@@ -642,15 +642,18 @@ constexpr const char* kOrderTexts =
 
 // An order row of `read` (kOrderColumns), without its texts; nullopt if its state is
 // not an order's record (written by another build).
-std::optional<OrderRow> order_row(const Statement& read) {
-  const std::string_view state = read.blob(5);
-  if (read.integer(6) != kOrderStateFormat || state.size() != sizeof(Order)) return std::nullopt;
+// (`first`: the column kOrderColumns start at.)
+std::optional<OrderRow> order_row(const Statement& read, int first = 0) {
+  const std::string_view state = read.blob(first + 5);
+  if (read.integer(first + 6) != kOrderStateFormat || state.size() != sizeof(Order)) {
+    return std::nullopt;
+  }
   OrderRow row;
   std::memcpy(&row.order, state.data(), sizeof(Order));
-  row.group = static_cast<u32>(read.integer(1));
-  row.created_sequence = static_cast<u64>(read.integer(2));
-  row.updated_sequence = static_cast<u64>(read.integer(3));
-  row.merchant_ref = read.text(4);
+  row.group = static_cast<u32>(read.integer(first + 1));
+  row.created_sequence = static_cast<u64>(read.integer(first + 2));
+  row.updated_sequence = static_cast<u64>(read.integer(first + 3));
+  row.merchant_ref = read.text(first + 4);
   return row;
 }
 
@@ -916,19 +919,21 @@ std::string order_event_id(u32 group, u64 sequence, u32 n) {
 Result<std::vector<OrderEventRow>> SqliteStore::order_events(u32 group, u64 after_sequence,
                                                              u32 after_n, u32 limit) {
   std::lock_guard lock(read_mutex_);
+  // An order's event comes with its order's row (kOrderColumns, from column 9), for the
+  // texts its request carried.
   Statement read(reader_,
-                 "SELECT seq, grp, sequence, n, type, at_ns, state, order_id, merchant "
-                 "FROM order_events "
-                 "WHERE grp = ?1 AND (sequence, n) > (?2, ?3) ORDER BY sequence, n LIMIT ?4");
+                 "SELECT e.seq, e.grp, e.sequence, e.n, e.type, e.at_ns, e.state, e.order_id, "
+                 "e.merchant, o.id, o.grp, o.created_sequence, o.updated_sequence, "
+                 "o.merchant_ref, o.state, o.state_format FROM order_events e "
+                 "LEFT JOIN orders o ON o.id = e.order_id AND e.type LIKE 'order.%' "
+                 "WHERE e.grp = ?1 AND (e.sequence, e.n) > (?2, ?3) "
+                 "ORDER BY e.sequence, e.n LIMIT ?4");
   // A withdrawal's texts: its destination (at the hold's command), the provider's
   // reference (at the result's).
   Statement text(reader_,
                  "SELECT text FROM annotations WHERE grp = ? AND sequence = ? AND kind = ?");
-  // An order's event: its row's texts (the same statements for every row).
-  Statement order_read(reader_,
-                       fmt::format("SELECT {} FROM orders WHERE id = ?", kOrderColumns).c_str());
   Statement order_said(reader_, kOrderTexts);
-  if (!read.ok() || !text.ok() || !order_read.ok()) return read_failed("read order events");
+  if (!read.ok() || !text.ok()) return read_failed("read order events");
   const auto annotation = [&](u64 sequence, journal::AnnotationKind kind, std::string* out) {
     const int rc =
         text.bind(1, group).bind(2, signed_of(sequence)).bind(3, static_cast<i64>(kind)).step();
@@ -973,10 +978,7 @@ Result<std::vector<OrderEventRow>> SqliteStore::order_events(u32 group, u64 afte
       return Status::corruption(fmt::format("history store: order event {} is malformed", e.seq));
     }
     std::memcpy(&e.order, state.data(), sizeof(Order));
-    const int found = order_read.bind(1, signed_of(e.object_id)).step();
-    if (found == SQLITE_ROW) e.order_row = order_row(order_read);
-    order_read.reset();
-    if (found != SQLITE_ROW && found != SQLITE_DONE) return read_failed("read an event's order");
+    if (!read.is_null(9)) e.order_row = order_row(read, 9);
     if (e.order_row) {
       if (Status s = order_texts(*e.order_row, order_said); !s.ok()) return s;
     }

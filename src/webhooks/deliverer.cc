@@ -353,9 +353,10 @@ struct Deliverer::Engine {
     for (const auto& [merchant, n] : per_merchant) {
       if (n >= d.config_.per_merchant) busy_merchants.push_back(merchant);
     }
-    // More than the room: some may be in flight already or over a limit.
-    Result<std::vector<Delivery>> due = d.store_->due(
-        now, busy, busy_merchants, d.config_.concurrency + static_cast<u32>(in_flight.size()));
+    // (Those in flight, and the events after them of their orders, are not due.)
+    Result<std::vector<Delivery>> due =
+        d.store_->due(now, std::vector<u64>(in_flight.begin(), in_flight.end()), busy,
+                      busy_merchants, d.config_.concurrency - static_cast<u32>(in_flight.size()));
     if (!due.ok()) return store_failed(due.status());
     for (Delivery& delivery : due.value()) {
       if (in_flight.size() >= d.config_.concurrency) break;

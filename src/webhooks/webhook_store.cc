@@ -106,14 +106,27 @@ Delivery delivery_of(const Statement& s, bool with_body) {
   return d;
 }
 
+// How a transaction's commit reaches the disk. `synced` (synchronous=FULL, the
+// connection's setting): before the commit returns — what a request is answered with.
+// `derived` (synchronous=NORMAL in WAL: the commit survives a crash of the process; a
+// power loss can take back the last ones, never part of one): the worker's own
+// writes, each of which is made again if lost — deliveries from the outbox after their
+// cursor, which goes back with them; an outcome, by sending again (a duplicate that the
+// receiver drops by event id, as around any crash). A later synced commit carries the
+// earlier ones to the disk with it.
+enum class Commit { synced, derived };
+
 // A transaction on `db` that rolls back unless committed.
 class Transaction {
  public:
-  Transaction(sqlite3* db, std::string_view label) : db_(db), label_(label) {
+  Transaction(sqlite3* db, std::string_view label, Commit commit = Commit::synced)
+      : db_(db), label_(label), derived_(commit == Commit::derived) {
+    if (derived_) (void)sqlite::exec(db_, "PRAGMA synchronous=NORMAL", label_);
     began_ = sqlite::exec(db_, "BEGIN IMMEDIATE", label_);
   }
   ~Transaction() {
     if (began_.ok() && !done_) (void)sqlite::exec(db_, "ROLLBACK", label_);
+    if (derived_) (void)sqlite::exec(db_, "PRAGMA synchronous=FULL", label_);
   }
   const Status& began() const noexcept { return began_; }
   Status commit() {
@@ -124,6 +137,7 @@ class Transaction {
  private:
   sqlite3* db_;
   std::string_view label_;
+  bool derived_ = false;
   Status began_;
   bool done_ = false;
 };
@@ -383,7 +397,7 @@ Result<bool> WebhookStore::initialize(const std::vector<Cursor>& start) {
 
 Status WebhookStore::enqueue(const std::vector<NewDelivery>& deliveries, const Cursor& cursor) {
   std::lock_guard lock(mutex_);
-  Transaction txn(db_, label_);
+  Transaction txn(db_, label_, Commit::derived);
   if (!txn.began().ok()) return txn.began();
   // (An event already made into deliveries — a cursor behind them, restored — is not
   // made twice.)
@@ -443,7 +457,8 @@ std::string json_numbers(const std::vector<u64>& numbers) {
 }
 }  // namespace
 
-Result<std::vector<Delivery>> WebhookStore::due(u64 now_ns, const std::vector<std::string>& busy,
+Result<std::vector<Delivery>> WebhookStore::due(u64 now_ns, const std::vector<u64>& in_flight,
+                                                const std::vector<std::string>& busy,
                                                 const std::vector<u64>& busy_merchants, u32 limit) {
   std::lock_guard lock(worker_read_mutex_);
   // The oldest pending delivery of each (order, target) only; busy targets and
@@ -458,6 +473,7 @@ Result<std::vector<Delivery>> WebhookStore::due(u64 now_ns, const std::vector<st
           "AND (d.endpoint = 0 OR d.endpoint NOT IN (SELECT id FROM endpoints WHERE disabled = 1)) "
           "AND d.target NOT IN (SELECT value FROM json_each(?2)) "
           "AND d.merchant NOT IN (SELECT value FROM json_each(?4)) "
+          "AND d.id NOT IN (SELECT value FROM json_each(?5)) "
           "ORDER BY d.next_attempt_ns, d.id LIMIT ?3",
           kDeliveryColumns)
           .c_str());
@@ -465,7 +481,8 @@ Result<std::vector<Delivery>> WebhookStore::due(u64 now_ns, const std::vector<st
   read.bind(1, signed_of(now_ns))
       .bind_text(2, json_texts(busy))
       .bind(3, limit)
-      .bind_text(4, json_numbers(busy_merchants));
+      .bind_text(4, json_numbers(busy_merchants))
+      .bind_text(5, json_numbers(in_flight));
   std::vector<Delivery> out;
   for (int rc = read.step(); rc != SQLITE_DONE; rc = read.step()) {
     if (rc != SQLITE_ROW) return failed("read due deliveries", worker_reader_);
@@ -476,7 +493,7 @@ Result<std::vector<Delivery>> WebhookStore::due(u64 now_ns, const std::vector<st
 
 Status WebhookStore::record(const std::vector<Outcome>& outcomes) {
   std::lock_guard lock(mutex_);
-  Transaction txn(db_, label_);
+  Transaction txn(db_, label_, Commit::derived);
   if (!txn.began().ok()) return txn.began();
   Statement update(
       db_,

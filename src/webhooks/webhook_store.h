@@ -167,8 +167,10 @@ class WebhookStore {
   // Deliveries to attempt now: pending, due, each the oldest pending one of its order
   // to its target (an order's events reach a target in order), not to a disabled
   // endpoint, and not to the targets in `busy` nor of the merchants in
-  // `busy_merchants` (each at its limit of attempts in flight); the earliest due first.
-  Result<std::vector<Delivery>> due(u64 now_ns, const std::vector<std::string>& busy,
+  // `busy_merchants` (each at its limit of attempts in flight), nor in `in_flight` (nor
+  // after one of its order that is); the earliest due first.
+  Result<std::vector<Delivery>> due(u64 now_ns, const std::vector<u64>& in_flight,
+                                    const std::vector<std::string>& busy,
                                     const std::vector<u64>& busy_merchants, u32 limit);
   // The attempts' outcomes, in one transaction; a delivery no longer pending (failed
   // meanwhile: its endpoint deleted) stays as it is.
