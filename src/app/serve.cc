@@ -240,6 +240,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       {"webhooks", "allow_private", bool_into(&s->webhooks.allow_private)},
       {"webhooks", "ca_file", path_into(&s->webhooks.ca_file)},
       {"webhooks", "response_limit_bytes", unsigned_into(&s->webhooks.response_limit, 1)},
+      {"webhooks", "nice", unsigned_into(&s->webhooks.nice, 0)},
   };
   for (const auto& [section_name, section] : root) {
     const toml::table* table = section.as_table();

@@ -598,6 +598,18 @@ Result<bool> WebhookStore::resend(u64 id, u64 now_ns, u64 give_up_ns) {
   return sqlite3_changes(db_) > 0;
 }
 
+Result<u64> WebhookStore::due_count(u64 now_ns, u64 at_most) {
+  std::lock_guard lock(worker_read_mutex_);
+  Statement read(worker_reader_,
+                 "SELECT COUNT(*) FROM (SELECT 1 FROM deliveries WHERE status = 0 "
+                 "AND next_attempt_ns <= ?1 LIMIT ?2)");
+  if (!read.ok() ||
+      read.bind(1, signed_of(now_ns)).bind(2, signed_of(at_most)).step() != SQLITE_ROW) {
+    return failed("count due deliveries", worker_reader_);
+  }
+  return static_cast<u64>(read.integer(0));
+}
+
 Result<std::vector<WebhookStore::Backlog>> WebhookStore::backlog() {
   std::lock_guard lock(read_mutex_);
   Statement read(reader_,
