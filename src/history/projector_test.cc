@@ -50,6 +50,19 @@ class ProjectorTest : public paygate::testing::GroupTest {
     EXPECT_EQ(call.completion.wait().status, ResultCode::ok);
     return call.results[0];
   }
+  // One command with one annotation.
+  CommandResult with_annotation(Group& group, const Command& command, journal::AnnotationKind kind,
+                                const std::string& text) {
+    Call call;
+    call.commands = {command};
+    const std::vector<journal::Annotation> said{{0, kind, text}};
+    Request r = call.request();
+    r.annotations = said.data();
+    r.annotation_count = 1;
+    EXPECT_EQ(group.submit(r), ResultCode::ok);
+    EXPECT_EQ(call.completion.wait().status, ResultCode::ok);
+    return call.results[0];
+  }
   // Every event the group holds (its event log: the truth the store must match).
   std::vector<LedgerEvent> group_events(Group& group) {
     std::vector<LedgerEvent> all;
@@ -493,17 +506,11 @@ TEST_F(ProjectorTest, WithdrawalsRaiseAnEventWhenTheyClose) {
   const AccountId clearing = open_account(*group);
   const AccountId merchant = open_account(*group);
   const auto withdraw = [&](u64 amount, u32 timeout_s, const std::string& destination) {
-    Call call;
-    call.commands = {Command::make_hold(wallet, clearing, amount, kUsdCurrency, timeout_s)};
-    const std::vector<journal::Annotation> said{
-        {0, journal::AnnotationKind::destination, destination}};
-    Request r = call.request();
-    r.annotations = said.data();
-    r.annotation_count = 1;
-    EXPECT_EQ(group->submit(r), ResultCode::ok);
-    EXPECT_EQ(call.completion.wait().status, ResultCode::ok);
-    EXPECT_EQ(call.results[0].code, ResultCode::ok);
-    return call.results[0].id;
+    const CommandResult made = with_annotation(
+        *group, Command::make_hold(wallet, clearing, amount, kUsdCurrency, timeout_s),
+        journal::AnnotationKind::destination, destination);
+    EXPECT_EQ(made.code, ResultCode::ok);
+    return made.id;
   };
   const u64 paid = withdraw(100, 600, "IBAN-1");
   const u64 refused = withdraw(200, 600, "IBAN-2");
@@ -518,19 +525,12 @@ TEST_F(ProjectorTest, WithdrawalsRaiseAnEventWhenTheyClose) {
       one(*group, Command::make_order_create(merchant, 10, kUsdCurrency, 1, 99));
   ASSERT_EQ(order.code, ResultCode::ok);
   clock.advance(2 * kNanosPerSecond);
-  {  // the provider's result, with its reference: its command also times out the order
-     // and the short withdrawal, whose event must not take this reference
-    Call call;
-    call.commands = {Command::make_post(TransferId{paid}, 100)};
-    const std::vector<journal::Annotation> said{
-        {0, journal::AnnotationKind::provider_ref, "bank-7"}};
-    Request r = call.request();
-    r.annotations = said.data();
-    r.annotation_count = 1;
-    ASSERT_EQ(group->submit(r), ResultCode::ok);
-    ASSERT_EQ(call.completion.wait().status, ResultCode::ok);
-    ASSERT_EQ(call.results[0].code, ResultCode::ok);
-  }
+  // The provider's result, with its reference: its command also times out the order
+  // and the short withdrawal, whose event must not take this reference.
+  ASSERT_EQ(with_annotation(*group, Command::make_post(TransferId{paid}, 100),
+                            journal::AnnotationKind::provider_ref, "bank-7")
+                .code,
+            ResultCode::ok);
   const u64 durable = group->durable_sequence();
   group->stop();
 
