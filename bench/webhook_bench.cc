@@ -127,7 +127,7 @@ bool fill(history::SqliteStore& store, u64 orders, const std::string& ipn_url) {
 Result<std::unique_ptr<webhooks::Deliverer>> open_deliverer(const std::filesystem::path& dir,
                                                             history::SqliteStore& store,
                                                             u32 concurrency, u32 per_target,
-                                                            u32 niceness = 10) {
+                                                            u32 niceness = 0) {
   webhooks::WebhookConfig config;
   config.file = dir / "webhooks.sqlite";
   config.allow_private = true;
@@ -302,9 +302,10 @@ int ledger_beside_deliveries(const std::string& receiver, double seconds, int ru
       deliverer.value()->stop();
       (dead ? refused : delivering).push_back(ops);
       fmt::print(
-          "run={} cell={} ledger_ops_per_sec={:.0f} ratio={:.3f} deliveries={} attempts={}\n",
+          "run={} cell={} ledger_ops_per_sec={:.0f} ratio={:.3f} deliveries_per_sec={:.0f} "
+          "failed_attempts={}\n",
           r + 1, dead ? "refused_endpoint" : "delivering", ops, ops / alone.back(),
-          c.delivered.load(), c.attempts.load());
+          static_cast<double>(c.delivered.load()) / seconds, c.attempt_failures.load());
       if (!dead && c.delivered.load() == 0) {
         fmt::print(stderr, "webhook_bench: nothing was delivered beside the ledger\n");
         return 1;
@@ -338,7 +339,7 @@ int run(int argc, char** argv) {
   app.add_option("--receiver", receiver, "the webhook_receiver binary");
   app.add_flag("--quick", quick, "a short run that must deliver everything (ctest)");
   double ledger_seconds = 0;
-  u32 niceness = 10;
+  u32 niceness = 0;
   app.add_option("--nice", niceness, "[webhooks] nice: the worker thread's niceness");
   app.add_option("--ledger-seconds", ledger_seconds,
                  "instead: the ledger's throughput for this long, alone and beside deliveries");

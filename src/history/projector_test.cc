@@ -34,34 +34,27 @@ class ProjectorTest : public paygate::testing::GroupTest {
     EXPECT_TRUE(store.ok()) << store.status().to_string();
     return store.ok() ? std::move(store).value() : nullptr;
   }
-  // A transfer with a reference (and metadata), journaled as annotations.
-  CommandResult annotated_transfer(Group& group, AccountId from, AccountId to, u64 amount,
-                                   const std::string& reference, bool hold = false) {
+  // One command with its annotations.
+  CommandResult annotated(Group& group, const Command& command,
+                          const std::vector<journal::Annotation>& said) {
     Call call;
-    call.commands = {hold ? Command::make_hold(from, to, amount, kUsdCurrency, 0)
-                          : Command::make_transfer(from, to, amount, kUsdCurrency)};
-    const std::string metadata = R"({"ref":")" + reference + R"("})";
-    const std::vector<journal::Annotation> said{{0, journal::AnnotationKind::reference, reference},
-                                                {0, journal::AnnotationKind::metadata, metadata}};
+    call.commands = {command};
     Request r = call.request();
     r.annotations = said.data();
-    r.annotation_count = 2;
+    r.annotation_count = static_cast<u32>(said.size());
     EXPECT_EQ(group.submit(r), ResultCode::ok);
     EXPECT_EQ(call.completion.wait().status, ResultCode::ok);
     return call.results[0];
   }
-  // One command with one annotation.
-  CommandResult with_annotation(Group& group, const Command& command, journal::AnnotationKind kind,
-                                const std::string& text) {
-    Call call;
-    call.commands = {command};
-    const std::vector<journal::Annotation> said{{0, kind, text}};
-    Request r = call.request();
-    r.annotations = said.data();
-    r.annotation_count = 1;
-    EXPECT_EQ(group.submit(r), ResultCode::ok);
-    EXPECT_EQ(call.completion.wait().status, ResultCode::ok);
-    return call.results[0];
+  // A transfer with a reference (and metadata), journaled as annotations.
+  CommandResult annotated_transfer(Group& group, AccountId from, AccountId to, u64 amount,
+                                   const std::string& reference, bool hold = false) {
+    const std::string metadata = R"({"ref":")" + reference + R"("})";
+    return annotated(group,
+                     hold ? Command::make_hold(from, to, amount, kUsdCurrency, 0)
+                          : Command::make_transfer(from, to, amount, kUsdCurrency),
+                     {{0, journal::AnnotationKind::reference, reference},
+                      {0, journal::AnnotationKind::metadata, metadata}});
   }
   // Every event the group holds (its event log: the truth the store must match).
   std::vector<LedgerEvent> group_events(Group& group) {
@@ -506,9 +499,9 @@ TEST_F(ProjectorTest, WithdrawalsRaiseAnEventWhenTheyClose) {
   const AccountId clearing = open_account(*group);
   const AccountId merchant = open_account(*group);
   const auto withdraw = [&](u64 amount, u32 timeout_s, const std::string& destination) {
-    const CommandResult made = with_annotation(
-        *group, Command::make_hold(wallet, clearing, amount, kUsdCurrency, timeout_s),
-        journal::AnnotationKind::destination, destination);
+    const CommandResult made =
+        annotated(*group, Command::make_hold(wallet, clearing, amount, kUsdCurrency, timeout_s),
+                  {{0, journal::AnnotationKind::destination, destination}});
     EXPECT_EQ(made.code, ResultCode::ok);
     return made.id;
   };
@@ -527,8 +520,8 @@ TEST_F(ProjectorTest, WithdrawalsRaiseAnEventWhenTheyClose) {
   clock.advance(2 * kNanosPerSecond);
   // The provider's result, with its reference: its command also times out the order
   // and the short withdrawal, whose event must not take this reference.
-  ASSERT_EQ(with_annotation(*group, Command::make_post(TransferId{paid}, 100),
-                            journal::AnnotationKind::provider_ref, "bank-7")
+  ASSERT_EQ(annotated(*group, Command::make_post(TransferId{paid}, 100),
+                      {{0, journal::AnnotationKind::provider_ref, "bank-7"}})
                 .code,
             ResultCode::ok);
   const u64 durable = group->durable_sequence();

@@ -978,7 +978,13 @@ Result<std::vector<OrderEventRow>> SqliteStore::order_events(u32 group, u64 afte
       return Status::corruption(fmt::format("history store: order event {} is malformed", e.seq));
     }
     std::memcpy(&e.order, state.data(), sizeof(Order));
-    if (!read.is_null(9)) e.order_row = order_row(read, 9);
+    if (!read.is_null(9)) {
+      e.order_row = order_row(read, 9);
+      if (!e.order_row) {  // (not to be sent without its ipn_url: stop, as order() would)
+        return Status::corruption(
+            fmt::format("history store: order {:x} is malformed", e.object_id));
+      }
+    }
     if (e.order_row) {
       if (Status s = order_texts(*e.order_row, order_said); !s.ok()) return s;
     }

@@ -1,8 +1,5 @@
 #include "webhooks/deliverer.h"
 
-#include <sys/resource.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -21,6 +18,7 @@
 
 #include "api/crypto.h"
 #include "base/log.h"
+#include "base/thread.h"
 #include "webhooks/target_url.h"
 
 namespace paygate::webhooks {
@@ -38,7 +36,6 @@ u64 wall_ns() {
 }
 constexpr u32 kEventsPerRead = 500;
 constexpr u32 kEventReadsPerRound = 4;
-constexpr u64 kDueAheadMax = 2 * kEventsPerRead * kEventReadsPerRound;
 }  // namespace
 
 std::string Deliverer::signature(const std::vector<std::string>& secrets, u64 t,
@@ -166,6 +163,7 @@ struct Deliverer::Engine {
   u64 last_expire_ns = 0;
   u64 last_failure_log_ns = 0;
   bool round_posted = false;
+  bool sendable_backlog = false;  // the last launch had more to send than slots
   bool stopping = false;
 
   static u64 steady_ns() {
@@ -281,15 +279,14 @@ struct Deliverer::Engine {
   }
 
   // Turns each group's new outbox events into deliveries, written with the group's
-  // cursor after them: while fewer than kDueAheadMax are due, so that a backlog is
-  // made into deliveries as fast as they are sent, not all at once (the outbox is the
-  // queue; a burst of writes here is a burst on the journals' disk).
+  // cursor after them — unless the last launch found more deliveries it could send
+  // than it had slots for: a backlog is made into deliveries as they are sent, not all
+  // at once (the outbox is the queue; a burst of writes here is a burst on the disk the
+  // journals sync on). Deliveries no slot could take now — to a busy target or
+  // merchant, a disabled endpoint, behind an earlier event of their order — do not
+  // count, so they hold no one else's events back.
   void read_events() {
-    {
-      const Result<u64> due_now = d.store_->due_count(wall_ns(), kDueAheadMax);
-      if (!due_now.ok()) return store_failed(due_now.status());
-      if (due_now.value() >= kDueAheadMax) return;
-    }
+    if (sendable_backlog) return;
     if (!cursors_loaded) {
       Result<std::vector<Cursor>> stored = d.store_->cursors();
       if (!stored.ok()) return store_failed(stored.status());
@@ -355,7 +352,10 @@ struct Deliverer::Engine {
   }
 
   void launch(u64 now) {
-    if (in_flight.size() >= d.config_.concurrency) return;
+    if (in_flight.size() >= d.config_.concurrency) {
+      sendable_backlog = true;
+      return;
+    }
     std::vector<std::string> busy;
     for (const auto& [target, n] : per_target) {
       if (n >= d.config_.per_target) busy.push_back(target);
@@ -365,10 +365,11 @@ struct Deliverer::Engine {
       if (n >= d.config_.per_merchant) busy_merchants.push_back(merchant);
     }
     // (Those in flight, and the events after them of their orders, are not due.)
-    Result<std::vector<Delivery>> due =
-        d.store_->due(now, std::vector<u64>(in_flight.begin(), in_flight.end()), busy,
-                      busy_merchants, d.config_.concurrency - static_cast<u32>(in_flight.size()));
+    const u32 room = d.config_.concurrency - static_cast<u32>(in_flight.size());
+    Result<std::vector<Delivery>> due = d.store_->due(
+        now, std::vector<u64>(in_flight.begin(), in_flight.end()), busy, busy_merchants, room);
     if (!due.ok()) return store_failed(due.status());
+    sendable_backlog = due.value().size() >= room;
     for (Delivery& delivery : due.value()) {
       if (in_flight.size() >= d.config_.concurrency) break;
       if (in_flight.contains(delivery.id) || in_flight_orders.contains(order_target(delivery))) {
@@ -752,11 +753,10 @@ Deliverer::~Deliverer() {
 void Deliverer::start() {
   if (thread_.joinable()) return;
   thread_ = std::thread([this] {
-    // Below the groups' threads: where CPU is short, a backlog of deliveries takes what
-    // the ledger leaves, never the other way round (docs/BENCHMARKS.md, "Webhooks").
-    if (config_.nice > 0) {
-      (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()),
-                          static_cast<int>(std::min<u32>(config_.nice, 19)));
+    // Optionally below the groups' threads: where CPU is short, deliveries take what
+    // the ledger leaves (docs/WEBHOOKS.md, "The ledger first").
+    if (config_.nice > 0 && !set_thread_nice(static_cast<int>(std::min<u32>(config_.nice, 19)))) {
+      PG_LOG_WARN("event=webhooks_nice_refused nice={}", config_.nice);
     }
     engine_->round();
     engine_->schedule_tick();

@@ -49,7 +49,7 @@ struct WebhookConfig {
   u64 grace_period_s = 86400;      // a rotated secret keeps signing this long (default)
   bool allow_private = false;      // loopback and private addresses (tests, local setups)
   u32 response_limit = 64 * 1024;  // bytes of an answer read (then discarded)
-  u32 nice = 10;  // the worker thread's niceness (0 … 19): below the groups' threads
+  u32 nice = 0;                    // the worker thread's niceness (0 … 19; 0: the groups' own)
   // https: certificates trusted besides the system's (PEM; tests, private CAs).
   std::filesystem::path ca_file;
 };

@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "base/assert.h"
 #include "history/sqlite_db.h"
 #include "webhooks/target_url.h"
 
@@ -125,8 +126,16 @@ class Transaction {
     began_ = sqlite::exec(db_, "BEGIN IMMEDIATE", label_);
   }
   ~Transaction() {
-    if (began_.ok() && !done_) (void)sqlite::exec(db_, "ROLLBACK", label_);
-    if (derived_) (void)sqlite::exec(db_, "PRAGMA synchronous=FULL", label_);
+    // (A COMMIT that failed can leave the transaction open: SQLITE_BUSY.)
+    if (began_.ok() && (!done_ || sqlite3_get_autocommit(db_) == 0)) {
+      (void)sqlite::exec(db_, "ROLLBACK", label_);
+    }
+    if (derived_) {
+      const Status restored = sqlite::exec(db_, "PRAGMA synchronous=FULL", label_);
+      // (Outside a transaction, it cannot fail; were it to, every write after would be
+      // as weakly kept, an answered one too.)
+      PG_ASSERT(restored.ok());
+    }
   }
   const Status& began() const noexcept { return began_; }
   Status commit() {
@@ -596,18 +605,6 @@ Result<bool> WebhookStore::resend(u64 id, u64 now_ns, u64 give_up_ns) {
     return failed("resend a delivery", db_);
   }
   return sqlite3_changes(db_) > 0;
-}
-
-Result<u64> WebhookStore::due_count(u64 now_ns, u64 at_most) {
-  std::lock_guard lock(worker_read_mutex_);
-  Statement read(worker_reader_,
-                 "SELECT COUNT(*) FROM (SELECT 1 FROM deliveries WHERE status = 0 "
-                 "AND next_attempt_ns <= ?1 LIMIT ?2)");
-  if (!read.ok() ||
-      read.bind(1, signed_of(now_ns)).bind(2, signed_of(at_most)).step() != SQLITE_ROW) {
-    return failed("count due deliveries", worker_reader_);
-  }
-  return static_cast<u64>(read.integer(0));
 }
 
 Result<std::vector<WebhookStore::Backlog>> WebhookStore::backlog() {

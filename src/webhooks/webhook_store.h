@@ -169,9 +169,6 @@ class WebhookStore {
   // endpoint, and not to the targets in `busy` nor of the merchants in
   // `busy_merchants` (each at its limit of attempts in flight), nor in `in_flight` (nor
   // after one of its order that is); the earliest due first.
-  // How many deliveries are due at `now_ns`, counted up to `at_most` (the worker's
-  // reader: a bounded walk of the due index).
-  Result<u64> due_count(u64 now_ns, u64 at_most);
   Result<std::vector<Delivery>> due(u64 now_ns, const std::vector<u64>& in_flight,
                                     const std::vector<std::string>& busy,
                                     const std::vector<u64>& busy_merchants, u32 limit);
