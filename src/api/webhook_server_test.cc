@@ -375,6 +375,53 @@ TEST_F(WebhookServerTest, ResetsAndSlowAnswersAreRetriedUntilDelivered) {
   EXPECT_GT(resets, 0u);
 }
 
+// A slow endpoint holds only its own slots: another merchant's event goes out while
+// the slow one's backlog waits (docs/WEBHOOKS.md, "The ledger first").
+class WebhookSlowTargetServerTest : public WebhookServerTest {
+ protected:
+  std::string config() override {
+    return WebhookServerTest::config() + "concurrency = 4\nper_target = 2\nper_merchant = 2\n";
+  }
+};
+
+TEST_F(WebhookSlowTargetServerTest, ASlowEndpointHoldsNoOtherMerchantBack) {
+  Receiver slow, fast;
+  ASSERT_TRUE(
+      slow.start(dir_.path() / "slow.log", {"--delay-ms", "4000", "--secret", shop_.secret}));
+  const MerchantKeys other = merchant("Other");
+  account(other);
+  ASSERT_TRUE(fast.start(dir_.path() / "fast.log", {"--secret", other.secret}));
+  // 24 answers of 4 s (inside timeout_ms), two at a time: 48 s for the whole backlog.
+  constexpr std::size_t kSlowOrders = 24;
+  std::string last;
+  for (std::size_t i = 0; i < kSlowOrders; ++i)
+    last = paid_order("s" + std::to_string(i), R"(,"ipn_url":")" + slow.url() + R"(")");
+  // The worker has read them all (made into deliveries) before the other's comes.
+  bool made_all = false;
+  for (auto deadline = std::chrono::steady_clock::now() + 60s;
+       !made_all && std::chrono::steady_clock::now() < deadline;
+       std::this_thread::sleep_for(20ms)) {
+    made_all =
+        text_field(merchant_request(shop_, "GET", "/v1/webhook_deliveries?order=" + last).body,
+                   "/data/0/status") == "pending";
+  }
+  ASSERT_TRUE(made_all);
+  const HttpResponse made = merchant_request(
+      other, "POST", "/v1/orders",
+      R"({"merchant_ref":"o1","amount":300,"currency":"USD","ipn_url":")" + fast.url() + R"("})");
+  ASSERT_EQ(made.status, 201u) << made.body;
+  const std::string id = text_field(made.body, "/id");
+  ASSERT_EQ(merchant_request(payer_, "POST", "/v1/orders/" + id + "/checkout",
+                             R"({"signature":")" + text_field(made.body, "/signature") +
+                                 R"(","method":"wallet","payer_account":")" + wallet_ + R"("})")
+                .status,
+            200u);
+  ASSERT_TRUE(wait_for(fast, [&](const auto& d) { return has(d, id, "order.success"); }));
+  // It did not wait for the slow endpoint's backlog (it takes well under a second; half
+  // the backlog is 24 s).
+  EXPECT_LT(slow.delivered().size(), kSlowOrders / 2);
+}
+
 // Rotating the merchant's API key: its ipn_url deliveries carry both signatures, and
 // both keys authenticate, while the grace lasts; then only the new one.
 TEST_F(WebhookServerTest, AnApiKeyRotationSignsWithBothKeysUntilItsGraceEnds) {
