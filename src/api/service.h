@@ -302,8 +302,9 @@ class Service {
   bool visible_order(const Exchange& ex, const Order& order) const;
   std::string order_signature(const Order& order) const;
   // Webhooks (service_webhooks.cc).
-  bool webhook_endpoints(Exchange& ex);                            // every webhook_endpoints route
-  bool webhook_deliveries(Exchange& ex);                           // every webhook_deliveries route
+  bool webhook_endpoints(Exchange& ex);   // every webhook_endpoints route
+  bool webhook_deliveries(Exchange& ex);  // every webhook_deliveries route
+  std::optional<bool> webhook_replay(Exchange& ex, webhooks::WebhookStore& store, u64 content);
   bool webhook_url_allowed(Exchange& ex, const std::string& url);  // false: answered
   std::optional<IpnState> order_ipn(u64 order_id) const;
   // Whether the caller is told of the order's notifications (its merchant's side and

@@ -156,6 +156,26 @@ std::string Service::webhook_event_body(const history::OrderEventRow& e,
   return out;
 }
 
+// A retry under a key the webhook store kept a reply for: that reply again (or the
+// key's reuse with another body refused); nullopt: no retry, go on.
+std::optional<bool> Service::webhook_replay(Exchange& ex, webhooks::WebhookStore& store,
+                                            u64 content) {
+  if (ex.key_.empty()) return std::nullopt;
+  const Result<std::optional<webhooks::WebhookStore::Reply>> kept =
+      store.reply(ex.key_.lo, ex.key_.hi);
+  if (!kept.ok()) {
+    PG_LOG_ERROR("event=webhook_store_failed message=\"{}\"", kept.status().message());
+    return fail(ex, ResultCode::not_durable, "the webhook store cannot be read now; retry");
+  }
+  if (!kept.value()) return std::nullopt;
+  if (kept.value()->content_hash != content) {
+    return fail(ex, ResultCode::idempotency_key_reused,
+                describe(ResultCode::idempotency_key_reused));
+  }
+  ex.reply.body = kept.value()->body;
+  return finish(ex, static_cast<unsigned>(kept.value()->status));
+}
+
 std::optional<IpnState> Service::order_ipn(u64 order_id) const {
   webhooks::Deliverer* w = webhooks_.load(std::memory_order_acquire);
   if (w == nullptr) return std::nullopt;
@@ -249,21 +269,7 @@ bool Service::webhook_endpoints(Exchange& ex) {
                 "the webhook store could not be written or read; nothing changed, retry with the "
                 "same Idempotency-Key");
   };
-  // A retry under a key the store kept a reply for: that reply again (or the key's
-  // reuse with another body refused); nullopt: no retry.
-  const auto replay = [&](u64 content) -> std::optional<bool> {
-    if (ex.key_.empty()) return std::nullopt;
-    const Result<std::optional<webhooks::WebhookStore::Reply>> kept =
-        store.reply(ex.key_.lo, ex.key_.hi);
-    if (!kept.ok()) return store_failed(kept.status());
-    if (!kept.value()) return std::nullopt;
-    if (kept.value()->content_hash != content) {
-      return fail(ex, ResultCode::idempotency_key_reused,
-                  describe(ResultCode::idempotency_key_reused));
-    }
-    ex.reply.body = kept.value()->body;
-    return finish(ex, static_cast<unsigned>(kept.value()->status));
-  };
+  const auto replay = [&](u64 content) { return webhook_replay(ex, store, content); };
   const u64 caller = ex.principal_.merchant != nullptr ? ex.principal_.merchant->id : 0;
   // Merchants (their orders' and withdrawals' events) and users (their withdrawals').
   const bool has_endpoints = ex.principal_.merchant != nullptr &&
@@ -489,10 +495,13 @@ bool Service::webhook_deliveries(Exchange& ex) {
     return fail(ex, ResultCode::webhook_delivery_not_found, "no such webhook delivery");
   }
   if (ex.route_ == Route::webhook_deliveries_resend) {
-    if (ex.step_ == 0 && !ex.key_.empty()) {
-      return claim_for_registry(ex, Hasher{}.add(ex.path_id_).add(8).value());
-    }
+    const u64 content = Hasher{}.add(ex.path_id_).add(8).value();
+    if (ex.step_ == 0 && !ex.key_.empty()) return claim_for_registry(ex, content);
     if (ex.step_ > 0 && !ex.results_[0].ok()) return fail_claim(ex, ex.results_[0].code);
+    // A retry answers as the first did and sends nothing more.
+    if (const std::optional<bool> answered = webhook_replay(ex, store, content)) {
+      return *answered;
+    }
     if (found.value()->endpoint != 0) {
       const Result<std::optional<webhooks::Endpoint>> endpoint =
           store.endpoint(found.value()->endpoint);
@@ -503,15 +512,22 @@ bool Service::webhook_deliveries(Exchange& ex) {
       }
     }
     const u64 now = wall_ns();
-    const Result<bool> resent = store.resend(ex.path_id_, now, now + w->config().retry_period_ns);
-    if (!resent.ok()) return store_failed(resent.status());
-    const Result<std::optional<webhooks::Delivery>> again = store.delivery(ex.path_id_);
+    const auto render = [](const webhooks::Delivery& d) {
+      std::string out;
+      JsonWriter json(out);
+      write_delivery(json, d, false);
+      return out;
+    };
+    const Result<std::optional<webhooks::Delivery>> again = store.resend(
+        ex.path_id_, now, now + w->config().retry_period_ns,
+        webhooks::KeptReply{
+            .key_lo = ex.key_.lo, .key_hi = ex.key_.hi, .content_hash = content, .status = 200},
+        render);
     if (!again.ok()) return store_failed(again.status());
     if (!again.value())
       return fail(ex, ResultCode::webhook_delivery_not_found, "no such webhook delivery");
     PG_LOG_INFO("event=webhook_resend delivery={}", ex.path_id_);
-    JsonWriter json(ex.reply.body);
-    write_delivery(json, *again.value(), false);
+    ex.reply.body = render(*again.value());
     return finish(ex, 200);
   }
   JsonWriter json(ex.reply.body);

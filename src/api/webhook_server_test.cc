@@ -227,14 +227,34 @@ TEST_F(WebhookServerTest, EveryFinalStatusReachesTheIpnUrlSignedInOrderAcrossAKi
       merchant_request(other, "POST", "/v1/webhook_deliveries/" + delivery + "/resend", "").status,
       404u);
   const HttpResponse resent =
-      merchant_request(shop_, "POST", "/v1/webhook_deliveries/" + delivery + "/resend", "");
+      merchant_request(shop_, "POST", "/v1/webhook_deliveries/" + delivery + "/resend", "",
+                       {"Idempotency-Key: rs-1"});
   ASSERT_EQ(resent.status, 200u) << resent.body;
+  EXPECT_EQ(text_field(resent.body, "/status"), "pending");
   ASSERT_TRUE(wait_for(receiver, [&](const auto&) {
     u32 n = 0;
     for (const Receiver::Seen& s : receiver.seen())
       n += s.id == event && s.answered == 200;
     return n == 2;
   }));
+  // Once that is recorded, the same request again (a retry) answers as the first did and
+  // sends nothing more: the delivery stays delivered, its attempts as they were.
+  HttpResponse seen;
+  for (auto deadline = std::chrono::steady_clock::now() + 60s;
+       std::chrono::steady_clock::now() < deadline; std::this_thread::sleep_for(20ms)) {
+    seen = merchant_request(shop_, "GET", "/v1/webhook_deliveries/" + delivery);
+    if (text_field(seen.body, "/status") == "delivered") break;
+  }
+  ASSERT_EQ(text_field(seen.body, "/status"), "delivered") << seen.body;
+  EXPECT_EQ(number_field(seen.body, "/attempts"), 4);
+  const HttpResponse retried =
+      merchant_request(shop_, "POST", "/v1/webhook_deliveries/" + delivery + "/resend", "",
+                       {"Idempotency-Key: rs-1"});
+  EXPECT_EQ(retried.status, 200u);
+  EXPECT_EQ(retried.body, resent.body);
+  const HttpResponse after = merchant_request(shop_, "GET", "/v1/webhook_deliveries/" + delivery);
+  EXPECT_EQ(text_field(after.body, "/status"), "delivered");
+  EXPECT_EQ(number_field(after.body, "/attempts"), 4);
 
   // kill -9 right after an order is paid: its event is delivered after the restart.
   const std::string c = paid_order("c", ipn);

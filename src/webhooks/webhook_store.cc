@@ -229,7 +229,7 @@ Result<std::optional<WebhookStore::Reply>> WebhookStore::reply(u64 key_lo, u64 k
                                     .body = read.text(2)});
 }
 
-Status WebhookStore::keep(const KeptReply& reply, const Endpoint& endpoint) {
+Status WebhookStore::keep(const KeptReply& reply, const std::function<std::string()>& body) {
   if (reply.key_lo == 0 && reply.key_hi == 0) return Status::success();
   Statement keep(db_,
                  "INSERT INTO replies(key_lo, key_hi, content_hash, status, body) "
@@ -238,7 +238,7 @@ Status WebhookStore::keep(const KeptReply& reply, const Endpoint& endpoint) {
                          .bind(2, signed_of(reply.key_hi))
                          .bind(3, signed_of(reply.content_hash))
                          .bind(4, reply.status)
-                         .bind_text(5, reply.render(endpoint))
+                         .bind_text(5, body())
                          .run()) {
     return failed("keep a reply", db_);
   }
@@ -268,7 +268,7 @@ Result<std::optional<Endpoint>> WebhookStore::create_endpoint(Endpoint endpoint,
     return failed("create an endpoint", db_);
   }
   endpoint.id = static_cast<u64>(sqlite3_last_insert_rowid(db_));
-  if (Status s = keep(reply, endpoint); !s.ok()) return s;
+  if (Status s = keep(reply, [&] { return reply.render(endpoint); }); !s.ok()) return s;
   if (Status s = txn.commit(); !s.ok()) return s;
   return std::optional<Endpoint>(std::move(endpoint));
 }
@@ -343,7 +343,7 @@ Result<std::optional<Endpoint>> WebhookStore::rotate_secret(u64 id, std::string 
   }
   Result<std::optional<Endpoint>> rotated = read_endpoint(db_, id);
   if (!rotated.ok() || !rotated.value()) return rotated;
-  if (Status s = keep(reply, *rotated.value()); !s.ok()) return s;
+  if (Status s = keep(reply, [&] { return reply.render(*rotated.value()); }); !s.ok()) return s;
   if (Status s = txn.commit(); !s.ok()) return s;
   return rotated;
 }
@@ -593,8 +593,12 @@ Result<std::optional<Delivery>> WebhookStore::latest_for_order(u64 order_id) {
   return std::optional<Delivery>(delivery_of(read, /*with_body=*/false));
 }
 
-Result<bool> WebhookStore::resend(u64 id, u64 now_ns, u64 give_up_ns) {
+Result<std::optional<Delivery>> WebhookStore::resend(
+    u64 id, u64 now_ns, u64 give_up_ns, const KeptReply& reply,
+    const std::function<std::string(const Delivery&)>& render) {
   std::lock_guard lock(mutex_);
+  Transaction txn(db_, label_);
+  if (!txn.began().ok()) return txn.began();
   Statement update(db_,
                    "UPDATE deliveries SET status = 0, next_attempt_ns = ?2, give_up_ns = ?3, "
                    "finished_ns = 0 WHERE id = ?1");
@@ -604,7 +608,16 @@ Result<bool> WebhookStore::resend(u64 id, u64 now_ns, u64 give_up_ns) {
                            .run()) {
     return failed("resend a delivery", db_);
   }
-  return sqlite3_changes(db_) > 0;
+  if (sqlite3_changes(db_) == 0) return std::optional<Delivery>();
+  Statement read(db_,
+                 fmt::format("SELECT {} FROM deliveries WHERE id = ?", kDeliveryColumns).c_str());
+  if (!read.ok() || read.bind(1, signed_of(id)).step() != SQLITE_ROW) {
+    return failed("read a delivery", db_);
+  }
+  Delivery resent = delivery_of(read, /*with_body=*/false);
+  if (Status s = keep(reply, [&] { return render(resent); }); !s.ok()) return s;
+  if (Status s = txn.commit(); !s.ok()) return s;
+  return std::optional<Delivery>(std::move(resent));
 }
 
 Result<std::vector<WebhookStore::Backlog>> WebhookStore::backlog() {

@@ -119,7 +119,7 @@ struct KeptReply {
   u64 key_lo = 0, key_hi = 0;
   u64 content_hash = 0;
   int status = 0;
-  std::function<std::string(const Endpoint&)> render;
+  std::function<std::string(const Endpoint&)> render = {};  // (endpoint replies)
 };
 
 class WebhookStore {
@@ -184,8 +184,11 @@ class WebhookStore {
   Result<std::vector<Delivery>> deliveries(const DeliveryQuery& query);
   // The newest delivery of the order (to any target), for GET /v1/orders/{id}.
   Result<std::optional<Delivery>> latest_for_order(u64 order_id);
-  // Sends it again: pending, due now, until give_up_ns. False: no such delivery.
-  Result<bool> resend(u64 id, u64 now_ns, u64 give_up_ns);
+  // Sends it again: pending, due now, until give_up_ns; with the reply `render` makes
+  // of it kept under the request's key (reply.render unused), in one transaction, so
+  // that a retry replays the answer and sends nothing more. nullopt: no such delivery.
+  Result<std::optional<Delivery>> resend(u64 id, u64 now_ns, u64 give_up_ns, const KeptReply& reply,
+                                         const std::function<std::string(const Delivery&)>& render);
   // Pending deliveries by target: how many, and the oldest's creation time.
   struct Backlog {
     u64 endpoint = 0;  // 0: ipn_urls, together
@@ -198,7 +201,8 @@ class WebhookStore {
   WebhookStore() = default;
   Status failed(std::string_view what, sqlite3* db) const;
   Result<std::optional<Endpoint>> read_endpoint(sqlite3* db, u64 id);  // REQUIRES: its mutex
-  Status keep(const KeptReply& reply, const Endpoint& endpoint);       // REQUIRES: mutex_
+  // (Nothing without a key; `body` is made only with one.)  REQUIRES: mutex_
+  Status keep(const KeptReply& reply, const std::function<std::string()>& body);
 
   std::filesystem::path file_;
   std::string label_;

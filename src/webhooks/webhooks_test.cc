@@ -217,10 +217,19 @@ TEST_F(WebhookStoreTest, FailedGivesUpExpiresAndResendStartsAgain) {
   ASSERT_TRUE(store_->record({Outcome{.id = e2, .delivered = true, .http_status = 200}}).ok());
   EXPECT_EQ(store_->delivery(e2).value()->status, DeliveryStatus::failed);
   EXPECT_TRUE(due_events(3'000'000).empty());
-  // A resend makes it pending and due again.
-  ASSERT_TRUE(store_->resend(id, 4'000'000, 5'000'000).value());
+  // A resend makes it pending and due again, its answer kept under its key.
+  const auto render = [](const Delivery& d) { return "resent " + d.event; };
+  ASSERT_TRUE(store_
+                  ->resend(id, 4'000'000, 5'000'000,
+                           KeptReply{.key_lo = 5, .key_hi = 6, .content_hash = 9, .status = 200},
+                           render)
+                  .value());
   EXPECT_EQ(due_events(4'000'000), (std::vector<std::string>{"e1"}));
-  EXPECT_FALSE(store_->resend(id + 100, 0, 0).value());
+  const auto kept = store_->reply(5, 6).value();
+  ASSERT_TRUE(kept);
+  EXPECT_EQ(kept->body, "resent e1");
+  EXPECT_EQ(kept->content_hash, 9u);
+  EXPECT_FALSE(store_->resend(id + 100, 0, 0, KeptReply{}, render).value());
   // Listing: newest first, by status, with a cursor.
   const auto listed = store_->deliveries({.merchant = 7}).value();
   ASSERT_EQ(listed.size(), 2u);
