@@ -8,6 +8,7 @@
 #include "api/id_text.h"
 #include "history/worker.h"
 #include "pipeline/engine.h"
+#include "publish/kafka_publisher.h"
 #include "webhooks/deliverer.h"
 
 namespace paygate::api {
@@ -246,6 +247,41 @@ void render_metrics(const MetricsSources& s, std::string& out) {
         line(out, "paygate_orders_attention{{reason=\"exception_checkout\"}} {}\n",
              attention.value().exception_checkout);
       }
+    }
+    if (const publish::KafkaPublisher* k = s.kafka) {
+      header(out, "paygate_kafka_watermark", "gauge",
+             "the last sequence of the group every message up to which Kafka acknowledged");
+      for (u32 g = 0; g < k->groups(); ++g)
+        line(out, "paygate_kafka_watermark{{group=\"{}\"}} {}\n", g, k->watermark(g));
+      if (history::HistoryWorker* history = s.history) {
+        header(out, "paygate_kafka_lag_commands", "gauge",
+               "commands in the history store not yet all acknowledged by Kafka");
+        for (u32 g = 0; g < k->groups() && g < history->groups(); ++g) {
+          const u64 stored = history->watermark(g);
+          line(out, "paygate_kafka_lag_commands{{group=\"{}\"}} {}\n", g,
+               stored > k->watermark(g) ? stored - k->watermark(g) : 0);
+        }
+      }
+      const auto single = [&](const char* metric, const char* type, const char* help, u64 value) {
+        header(out, metric, type, help);
+        line(out, "{} {}\n", metric, value);
+      };
+      single("paygate_kafka_messages_total", "counter", "messages Kafka acknowledged",
+             k->messages());
+      single("paygate_kafka_delivery_errors_total", "counter",
+             "messages not delivered (published again from the watermark)", k->delivery_errors());
+      single("paygate_kafka_rewinds_total", "counter",
+             "times the publisher went back to its watermarks after a failed delivery",
+             k->rewinds());
+      single("paygate_kafka_local_errors_total", "counter",
+             "failed reads of the history store or writes of the watermark file (retried)",
+             k->local_errors());
+      single("paygate_kafka_gap_groups", "gauge",
+             "groups not published: the history store starts after their Kafka watermark "
+             "(docs/KAFKA.md)",
+             k->gaps());
+      single("paygate_kafka_connected", "gauge",
+             "1 once the publisher has found both topics' partitions", k->connected() ? 1 : 0);
     }
     if (webhooks::Deliverer* w = s.webhooks) {
       const webhooks::WebhookCounters& c = w->counters();

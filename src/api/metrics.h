@@ -17,6 +17,9 @@ class Engine;
 namespace paygate::history {
 class HistoryWorker;
 }
+namespace paygate::publish {
+class KafkaPublisher;
+}  // namespace paygate::publish
 namespace paygate::webhooks {
 class Deliverer;
 }
@@ -128,8 +131,9 @@ class HttpMetrics {
 
 struct MetricsSources {
   Engine* engine = nullptr;
-  history::HistoryWorker* history = nullptr;  // null: no history store
-  webhooks::Deliverer* webhooks = nullptr;    // null: webhooks off
+  history::HistoryWorker* history = nullptr;       // null: no history store
+  webhooks::Deliverer* webhooks = nullptr;         // null: webhooks off
+  const publish::KafkaPublisher* kafka = nullptr;  // null: no publishing
   const HttpMetrics* http = nullptr;
   u64 replay_refusals = 0;
   u64 replay_entries = 0;

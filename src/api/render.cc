@@ -44,29 +44,67 @@ void released_field(JsonWriter& json, const LedgerEvent& e) {
   }
 }
 
+// An event as GET /v1/events shows it.
+void event_object(JsonWriter& json, u32 group, const LedgerEvent& e) {
+  json.begin_object();
+  event_head(json, group, e);
+  json.key("currency").string(e.currency.letters());
+  if (e.kind == LedgerEventKind::account_created) {
+    json.key("account_id").id(IdKind::account, e.id);
+    owner_field(json, e.owner.value);
+    json.key("kind").string(name(static_cast<AccountKind>(e.detail)));
+  } else {
+    json.key("transfer_id").id(IdKind::transfer, e.id);
+    json.key("debit_account").id(IdKind::account, e.debit_account_id.value);
+    json.key("credit_account").id(IdKind::account, e.credit_account_id.value);
+    json.key("amount").unsigned_number(e.amount);
+    released_field(json, e);
+  }
+  json.end_object();
+}
+
 }  // namespace
+
+void render_event_message(std::string& key, std::string& value, u32 group, const LedgerEvent& e) {
+  // Keyed by the account the event is about: the one made, or the one debited.
+  key = id_text(IdKind::account,
+                e.kind == LedgerEventKind::account_created ? e.id : e.debit_account_id.value);
+  JsonWriter json(value);
+  event_object(json, group, e);
+}
+
+void render_order_change_message(std::string& key, std::string& value, u32 group,
+                                 const history::OrderChangeRow& change) {
+  const Order& order = change.order.order;
+  key = id_text(IdKind::order, order.id);
+  JsonWriter json(value);
+  json.begin_object();
+  json.key("object").string("order_change");
+  json.key("order_id").id(IdKind::order, order.id);
+  json.key("group").unsigned_number(group);
+  json.key("sequence").unsigned_number(change.sequence);
+  json.key("n").unsigned_number(change.n);
+  json.key("status").string(name(change.status));
+  json.key("at").unsigned_number(change.at_ns / kNanosPerSecond);
+  json.key("merchant").id(IdKind::merchant, order.merchant);
+  json.key("merchant_ref");
+  if (change.order.merchant_ref.empty()) {
+    json.null();  // (an order the store's history began with: its texts are not there)
+  } else {
+    json.string(change.order.merchant_ref);
+  }
+  json.key("amount").unsigned_number(order.amount);
+  json.key("amount_refunded").unsigned_number(change.amount_refunded);
+  json.key("currency").string(order.currency.letters());
+  json.end_object();
+}
 
 void render_events(std::string& out, u32 group, std::span<const LedgerEvent> events,
                    std::optional<EventKey> next, bool more) {
   JsonWriter json(out);
   json.begin_object().key("events").begin_array();
-  for (const LedgerEvent& e : events) {
-    json.begin_object();
-    event_head(json, group, e);
-    json.key("currency").string(e.currency.letters());
-    if (e.kind == LedgerEventKind::account_created) {
-      json.key("account_id").id(IdKind::account, e.id);
-      owner_field(json, e.owner.value);
-      json.key("kind").string(name(static_cast<AccountKind>(e.detail)));
-    } else {
-      json.key("transfer_id").id(IdKind::transfer, e.id);
-      json.key("debit_account").id(IdKind::account, e.debit_account_id.value);
-      json.key("credit_account").id(IdKind::account, e.credit_account_id.value);
-      json.key("amount").unsigned_number(e.amount);
-      released_field(json, e);
-    }
-    json.end_object();
-  }
+  for (const LedgerEvent& e : events)
+    event_object(json, group, e);
   json.end_array();
   cursor_field(json, "next_cursor", group, next);
   json.key("has_more").boolean(more);

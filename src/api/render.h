@@ -9,6 +9,7 @@
 #include "api/merchants.h"
 #include "api/request_decoder.h"
 #include "base/result_code.h"
+#include "history/sqlite_store.h"
 #include "ledger/event.h"
 #include "ledger/types.h"
 #include "orders/order_book.h"
@@ -84,6 +85,12 @@ void render_merchant(std::string& out, const Merchant& merchant, bool with_secre
 void render_quotas(std::string& out, const OwnerQuota& quota, const QuotaLimits& defaults);
 void render_risk(std::string& out, u64 merchant, const RiskRules& rules);
 
+// The Kafka publisher's messages (docs/KAFKA.md), key and value: a ledger event as
+// GET /v1/events shows it, keyed by the account it is about (made, or debited); an
+// order's change, keyed by the order.
+void render_event_message(std::string& key, std::string& value, u32 group, const LedgerEvent& e);
+void render_order_change_message(std::string& key, std::string& value, u32 group,
+                                 const history::OrderChangeRow& change);
 // A page of GET /v1/events. `next`: where the next page starts (none: nothing read yet).
 void render_events(std::string& out, u32 group, std::span<const LedgerEvent> events,
                    std::optional<EventKey> next, bool more);

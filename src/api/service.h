@@ -204,6 +204,10 @@ class Service {
   void attach_webhooks(webhooks::Deliverer* webhooks) noexcept {
     webhooks_.store(webhooks, std::memory_order_release);
   }
+  // The Kafka publisher (docs/KAFKA.md): its counters in /metrics.
+  void attach_kafka(const publish::KafkaPublisher* kafka) noexcept {
+    kafka_.store(kafka, std::memory_order_release);
+  }
   // A webhook event's body (webhooks::Deliverer::RenderEvent): the order rendered as
   // GET /v1/orders/{id} renders it, as the change left it. Any thread.
   std::string webhook_event_body(const history::OrderEventRow& event,
@@ -361,6 +365,7 @@ class Service {
   std::atomic<Engine*> engine_{nullptr};
   std::atomic<history::HistoryWorker*> history_{nullptr};
   std::atomic<webhooks::Deliverer*> webhooks_{nullptr};
+  std::atomic<const publish::KafkaPublisher*> kafka_{nullptr};
   MerchantRegistry& merchants_;
   Authenticator& auth_;
   OwnerIndex& owners_;

@@ -21,6 +21,7 @@ void Service::render_metrics_page(std::string& out) const {
   render_metrics(MetricsSources{.engine = engine_.load(std::memory_order_acquire),
                                 .history = history_.load(std::memory_order_acquire),
                                 .webhooks = webhooks_.load(std::memory_order_acquire),
+                                .kafka = kafka_.load(std::memory_order_acquire),
                                 .http = metrics_.get(),
                                 .replay_refusals = auth_.replay_cache_refusals(),
                                 .replay_entries = auth_.replay_cache_size(),

@@ -24,6 +24,7 @@
 #include "base/log.h"
 #include "history/worker.h"
 #include "pipeline/engine.h"
+#include "publish/kafka_publisher.h"
 #include "webhooks/deliverer.h"
 
 namespace paygate {
@@ -37,6 +38,7 @@ struct Settings {
   EngineConfig engine = served_engine_defaults();
   history::HistoryConfig history;    // file: <data dir>/history.sqlite unless set
   webhooks::WebhookConfig webhooks;  // file: <data dir>/webhooks.sqlite unless set
+  publish::KafkaConfig kafka;        // watermark_file: <data dir>/kafka.watermarks unless set
   u64 drain_timeout_ms = 10'000;
   // Every merchant's default share of its group's tables ([quotas]; by Quota:
   // accounts, holds, idempotency keys, orders). kQuotaShare: a quarter of the table.
@@ -133,6 +135,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
   u64 webhook_retry_base_ms = s->webhooks.retry_base_ns / 1'000'000;
   u64 webhook_retry_max_ms = s->webhooks.retry_max_ns / 1'000'000;
   u64 webhook_retry_period_s = s->webhooks.retry_period_ns / kNanosPerSecond;
+  u64 kafka_poll_ms = s->kafka.poll_interval_ns / 1'000'000;
   struct Key {
     const char* section;
     const char* name;
@@ -158,10 +161,12 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       return true;
     };
   };
-  const auto path_into = [](std::filesystem::path* target) {
+  // A path or a text. Empty: a file is its default, no brokers is no publishing, and
+  // an empty topic_prefix names the topics "ledger" and "orders".
+  const auto text_into = [](auto* target) {
     return [target](const toml::node& node) {
       const auto value = node.value<std::string>();
-      if (!value || value->empty()) return false;
+      if (!value) return false;
       *target = *value;
       return true;
     };
@@ -219,7 +224,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       {"group", "journal_prepare_segments", bool_into(&group.journal_prepare_segments)},
       {"server", "drain_timeout_ms", unsigned_into(&s->drain_timeout_ms)},
       {"history", "enabled", bool_into(&s->history.enabled)},
-      {"history", "file", path_into(&s->history.file)},
+      {"history", "file", text_into(&s->history.file)},
       {"history", "poll_interval_ms", unsigned_into(&history_poll_ms, 1)},
       {"history", "read_wait_ms", unsigned_into(&read_wait_ms, 0)},
       {"history", "redirect_wait_ms", unsigned_into(&redirect_wait_ms, 0)},
@@ -227,7 +232,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       {"history", "batch_events", unsigned_into(&s->history.batch_events, 1)},
       {"history", "retention_segments_max", unsigned_into(&s->history.retention_segments_max, 1)},
       {"webhooks", "enabled", bool_into(&s->webhooks.enabled)},
-      {"webhooks", "file", path_into(&s->webhooks.file)},
+      {"webhooks", "file", text_into(&s->webhooks.file)},
       {"webhooks", "poll_interval_ms", unsigned_into(&webhook_poll_ms, 1)},
       {"webhooks", "concurrency", unsigned_into(&s->webhooks.concurrency, 1)},
       {"webhooks", "per_target", unsigned_into(&s->webhooks.per_target, 1)},
@@ -238,9 +243,16 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       {"webhooks", "retry_period_s", unsigned_into(&webhook_retry_period_s, 1)},
       {"webhooks", "grace_period_s", unsigned_into(&s->webhooks.grace_period_s, 0)},
       {"webhooks", "allow_private", bool_into(&s->webhooks.allow_private)},
-      {"webhooks", "ca_file", path_into(&s->webhooks.ca_file)},
+      {"webhooks", "ca_file", text_into(&s->webhooks.ca_file)},
       {"webhooks", "response_limit_bytes", unsigned_into(&s->webhooks.response_limit, 1)},
       {"webhooks", "nice", unsigned_into(&s->webhooks.nice, 0)},
+      {"kafka", "brokers", text_into(&s->kafka.brokers)},
+      {"kafka", "topic_prefix", text_into(&s->kafka.topic_prefix)},
+      {"kafka", "watermark_file", text_into(&s->kafka.watermark_file)},
+      {"kafka", "batch_rows", unsigned_into(&s->kafka.batch_rows, 1)},
+      {"kafka", "poll_interval_ms", unsigned_into(&kafka_poll_ms, 1)},
+      {"kafka", "message_timeout_ms", unsigned_into(&s->kafka.message_timeout_ms, 0)},
+      {"kafka", "linger_ms", unsigned_into(&s->kafka.linger_ms, 0)},
   };
   for (const auto& [section_name, section] : root) {
     const toml::table* table = section.as_table();
@@ -258,13 +270,17 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
                                                   section_name.str(), key_name.str()));
       }
       if (!key->set(value)) {
-        return Status::invalid_config(fmt::format(
-            "{}: {}.{} must be {}", file.string(), section_name.str(), key_name.str(),
-            key_name.str() == "journal_prepare_segments" || key_name.str() == "enabled" ||
-                    key_name.str() == "allow_private"
-                ? "true or false"
-            : key_name.str() == "file" || key_name.str() == "ca_file" ? "a file name"
-                                                                      : "a positive number"));
+        return Status::invalid_config(
+            fmt::format("{}: {}.{} must be {}", file.string(), section_name.str(), key_name.str(),
+                        key_name.str() == "journal_prepare_segments" ||
+                                key_name.str() == "enabled" || key_name.str() == "allow_private"
+                            ? "true or false"
+                        : key_name.str() == "file" || key_name.str() == "ca_file" ||
+                                key_name.str() == "watermark_file"
+                            ? "a file name"
+                        : key_name.str() == "brokers" || key_name.str() == "topic_prefix"
+                            ? "a text"
+                            : "a positive number"));
       }
     }
   }
@@ -273,6 +289,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
   s->history.redirect_wait_ns = redirect_wait_ms * 1'000'000;
   s->history.attention_after_ns = attention_after_s * kNanosPerSecond;
   s->webhooks.poll_interval_ns = webhook_poll_ms * 1'000'000;
+  s->kafka.poll_interval_ns = kafka_poll_ms * 1'000'000;
   s->webhooks.timeout_ns = webhook_timeout_ms * 1'000'000;
   s->webhooks.retry_base_ns = webhook_retry_base_ms * 1'000'000;
   s->webhooks.retry_max_ns = webhook_retry_max_ms * 1'000'000;
@@ -568,6 +585,33 @@ int run_serve(const ServeOptions& options) {
     PG_LOG_WARN(
         "event=webhooks_off message=\"webhooks need the history store ([history] enabled)\"");
   }
+  // Kafka is fed from the history store (docs/KAFKA.md): on only with it.
+  std::unique_ptr<publish::KafkaPublisher> kafka;
+  if (!s.kafka.brokers.empty() && history) {
+    if (s.kafka.watermark_file.empty())
+      s.kafka.watermark_file = options.data_dir / "kafka.watermarks";
+    Result<std::unique_ptr<publish::KafkaPublisher>> opened = publish::KafkaPublisher::open(
+        s.kafka, s.history.file, engine->groups(),
+        publish::KafkaRenderers{
+            .event = [](u32 group, const LedgerEvent& e, std::string& key,
+                        std::string& value) { api::render_event_message(key, value, group, e); },
+            .order_change =
+                [](u32 group, const history::OrderChangeRow& change, std::string& key,
+                   std::string& value) {
+                  api::render_order_change_message(key, value, group, change);
+                }});
+    if (!opened.ok()) {
+      PG_LOG_ERROR("event=kafka_failed message=\"Kafka publishing is off until this is fixed: {}\"",
+                   opened.status().message());
+    } else {
+      kafka = std::move(opened).value();
+      service.attach_kafka(kafka.get());
+      kafka->start();
+    }
+  } else if (!s.kafka.brokers.empty()) {
+    PG_LOG_WARN(
+        "event=kafka_off message=\"Kafka publishing needs the history store ([history] enabled)\"");
+  }
   engine->start();
   if (const BetweenGroupsReport& report = engine->between_groups_at_start(); report.unsettled > 0) {
     PG_LOG_INFO("event=between_groups_finished unsettled={} posted={} voided={}", report.unsettled,
@@ -606,6 +650,7 @@ int run_serve(const ServeOptions& options) {
   }
   engine->stop();  // answers anything still taken, syncs, joins
   if (deliverer) deliverer->stop();
+  if (kafka) kafka->stop();
   if (history) history->stop();
   // Let the answers queued by the final stop reach their connections.
   const auto flush_deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);

@@ -86,11 +86,33 @@ CREATE TABLE order_events(
     R"sql(
 CREATE INDEX orders_by_status ON orders(status, created_ns, id);
 )sql",
+    // 5: each order change's group, so that a group's changes can be read in the order
+    // the group made them (the Kafka publisher, docs/KAFKA.md).
+    R"sql(
+ALTER TABLE order_changes ADD COLUMN grp INTEGER NOT NULL DEFAULT 0;
+UPDATE order_changes SET grp = (SELECT o.grp FROM orders o WHERE o.id = order_changes.id);
+CREATE INDEX order_changes_by_group ON order_changes(grp, sequence, n);
+)sql",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion);
 
 using sqlite::signed_of;
 using sqlite::Statement;
+
+// A bound on sequences as SQLite keeps them (its integers are signed).
+i64 capped(u64 through) noexcept {
+  return through > static_cast<u64>(std::numeric_limits<i64>::max())
+             ? std::numeric_limits<i64>::max()
+             : static_cast<i64>(through);
+}
+
+// A page of a group's rows in key order: ?1 the group, ?2 ?3 the key after which it
+// starts (none: before every key), ?4 its size, ?5 the last sequence it may reach.
+void bind_page(Statement& read, u32 group, std::optional<EventKey> after, u32 limit, u64 through) {
+  const i64 sequence = after ? signed_of(after->sequence) : 0;
+  const i64 index = after ? i64{after->index} : -1;
+  read.bind(1, group).bind(2, sequence).bind(3, index).bind(4, limit).bind(5, capped(through));
+}
 
 // An order that needs attention: an unresolved exception_checkout (a resolved one is
 // success or failed), or processing since before ?8 (its last change's time).
@@ -140,6 +162,21 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::filesystem::pa
   return store;
 }
 
+Result<std::unique_ptr<SqliteStore>> SqliteStore::open_reader(const std::filesystem::path& file) {
+  std::unique_ptr<SqliteStore> store(new SqliteStore());
+  store->file_ = file;
+  const std::string label = "history store " + file.string();
+  if (Status s = sqlite::open_for_reading(file, label, &store->reader_); !s.ok()) return s;
+  Statement current(store->reader_, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations");
+  if (!current.ok() || current.step() != SQLITE_ROW) return store->read_failed("read the schema");
+  store->schema_version_ = static_cast<int>(current.integer(0));
+  if (store->schema_version_ != kSchemaVersion) {
+    return Status::invalid_config(fmt::format("{}: schema {}, this paygate reads {}", label,
+                                              store->schema_version_, kSchemaVersion));
+  }
+  return store;
+}
+
 SqliteStore::~SqliteStore() {
   if (reader_ != nullptr) sqlite3_close(reader_);
   if (db_ != nullptr) sqlite3_close(db_);
@@ -183,6 +220,7 @@ Result<u64> SqliteStore::watermark_column(u32 group, const char* sql) {
 }
 
 Status SqliteStore::write(const Batch& batch) {
+  PG_ASSERT(db_ != nullptr);  // not a reader's (open_reader)
   std::lock_guard lock(mutex_);
   PG_ASSERT(batch.watermark >= batch.after);
   if (Status s = exec("BEGIN IMMEDIATE"); !s.ok()) return s;
@@ -232,8 +270,8 @@ Status SqliteStore::write(const Batch& batch) {
                         "INSERT INTO order_events(grp, sequence, n, order_id, merchant, type, "
                         "at_ns, state) VALUES (?,?,?,?,?,?,?,?)");
   Statement order_step(db_,
-                       "INSERT INTO order_changes(id, sequence, n, status, amount_refunded, at_ns) "
-                       "VALUES (?,?,?,?,?,?)");
+                       "INSERT INTO order_changes(id, sequence, n, status, amount_refunded, at_ns, "
+                       "grp) VALUES (?,?,?,?,?,?,?)");
   Statement mark(db_,
                  "INSERT INTO watermarks(grp, first_sequence, sequence) VALUES (?,?,?) "
                  "ON CONFLICT(grp) DO UPDATE SET sequence = excluded.sequence");
@@ -396,6 +434,7 @@ Status SqliteStore::write(const Batch& batch) {
                         .bind(4, static_cast<i64>(o.status))
                         .bind(5, signed_of(o.amount_refunded))
                         .bind(6, signed_of(c.at_ns))
+                        .bind(7, batch.group)
                         .run();
     if (!ok) return abandon(fmt::format("write order change {:x} {}", o.id, c.sequence));
     if (const std::optional<std::string_view> type =
@@ -469,6 +508,7 @@ Status SqliteStore::write(const Batch& batch) {
 
 Status SqliteStore::backfill_orders(u32 group, u64 sequence, const std::vector<Order>& orders) {
   if (orders.empty()) return Status::success();
+  PG_ASSERT(db_ != nullptr);  // not a reader's (open_reader)
   std::lock_guard lock(mutex_);
   if (Status s = exec("BEGIN IMMEDIATE"); !s.ok()) return s;
   Statement insert(db_,
@@ -587,17 +627,14 @@ Result<std::vector<LedgerEvent>> read_events(Statement& read,
 }  // namespace
 
 Result<std::vector<LedgerEvent>> SqliteStore::events(u32 group, std::optional<EventKey> after,
-                                                     u32 limit) {
+                                                     u32 limit, u64 through) {
   std::lock_guard lock(read_mutex_);
   Statement read(reader_,
                  "SELECT sequence, idx, kind, id, debit, credit, amount, released, currency, "
                  "owner, detail, at_ns FROM events WHERE grp = ?1 AND (sequence, idx) > (?2, ?3) "
-                 "ORDER BY sequence, idx LIMIT ?4");
+                 "AND sequence <= ?5 ORDER BY sequence, idx LIMIT ?4");
   if (!read.ok()) return read_failed("read events");
-  // No cursor: from the first (a key before every event's).
-  const i64 sequence = after ? signed_of(after->sequence) : 0;
-  const i64 index = after ? i64{after->index} : -1;
-  read.bind(1, group).bind(2, sequence).bind(3, index).bind(4, limit);
+  bind_page(read, group, after, limit, through);
   return read_events(read, [&] { return read_failed("read events"); });
 }
 
@@ -914,6 +951,52 @@ bool known_event_type(std::string_view type) {
 
 std::string order_event_id(u32 group, u64 sequence, u32 n) {
   return fmt::format("evt_{}_{}_{}", group, sequence, n);
+}
+
+Result<std::vector<OrderChangeRow>> SqliteStore::order_changes(u32 group,
+                                                               std::optional<EventKey> after,
+                                                               u32 limit, u64 through) {
+  std::lock_guard lock(read_mutex_);
+  Statement read(reader_,
+                 "SELECT c.sequence, c.n, c.status, c.amount_refunded, c.at_ns, o.id, o.grp, "
+                 "o.created_sequence, o.updated_sequence, o.merchant_ref, o.state, "
+                 "o.state_format FROM order_changes c JOIN orders o ON o.id = c.id "
+                 "WHERE c.grp = ?1 AND (c.sequence, c.n) > (?2, ?3) "
+                 "AND c.sequence <= ?5 ORDER BY c.sequence, c.n LIMIT ?4");
+  if (!read.ok()) return read_failed("read order changes");
+  bind_page(read, group, after, limit, through);
+  std::vector<OrderChangeRow> rows;
+  for (int rc = read.step(); rc != SQLITE_DONE; rc = read.step()) {
+    if (rc != SQLITE_ROW) return read_failed("read order changes");
+    std::optional<OrderRow> order = order_row(read, 5);
+    // (An order written by another build's layout: the store must be rebuilt.)
+    if (!order) return read_failed("read an order change's order (another state_format)");
+    rows.push_back(OrderChangeRow{.sequence = static_cast<u64>(read.integer(0)),
+                                  .n = static_cast<u32>(read.integer(1)),
+                                  .status = static_cast<OrderStatus>(read.integer(2)),
+                                  .amount_refunded = static_cast<u64>(read.integer(3)),
+                                  .at_ns = static_cast<u64>(read.integer(4)),
+                                  .order = std::move(*order)});
+  }
+  return rows;
+}
+
+Result<SqliteStore::LastKeys> SqliteStore::last_keys(u32 group, u64 through) {
+  std::lock_guard lock(read_mutex_);
+  LastKeys keys;
+  for (const bool events : {true, false}) {
+    Statement read(reader_, events ? "SELECT sequence, idx FROM events WHERE grp = ?1 AND "
+                                     "sequence <= ?2 ORDER BY sequence DESC, idx DESC LIMIT 1"
+                                   : "SELECT sequence, n FROM order_changes WHERE grp = ?1 AND "
+                                     "sequence <= ?2 ORDER BY sequence DESC, n DESC LIMIT 1");
+    if (!read.ok()) return read_failed("read the last keys");
+    const int rc = read.bind(1, group).bind(2, capped(through)).step();
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return read_failed("read the last keys");
+    if (rc == SQLITE_DONE) continue;
+    const EventKey key{static_cast<u64>(read.integer(0)), static_cast<u32>(read.integer(1))};
+    (events ? keys.event : keys.order_change) = key;
+  }
+  return keys;
 }
 
 Result<std::vector<OrderEventRow>> SqliteStore::order_events(u32 group, u64 after_sequence,

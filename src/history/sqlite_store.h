@@ -37,7 +37,7 @@ class Statement;
 namespace paygate::history {
 
 // The schema version this build writes; older stores are migrated at open.
-inline constexpr int kSchemaVersion = 4;
+inline constexpr int kSchemaVersion = 5;
 // The orders table keeps an order as the order book's record (orders/order_book.h,
 // 128 bytes, the machine's byte order: little-endian where paygate runs); this number
 // says which layout, and a build reads only its own (rebuild the store after a change).
@@ -112,6 +112,18 @@ struct TransferRow {
   std::string reference, metadata;
 };
 
+// An order's change as the store keeps it, with the order's row as it is now (of which
+// only what an order is made with is the same at every change: merchant, amount,
+// currency, merchant_ref).
+struct OrderChangeRow {
+  u64 sequence = 0;
+  u32 n = 0;  // its place among its command's order changes
+  OrderStatus status = OrderStatus::created;
+  u64 amount_refunded = 0;  // after the change
+  u64 at_ns = 0;            // the command's time
+  OrderRow order = {};
+};
+
 // An order change its merchant is told of, or a withdrawal's outcome (docs/WEBHOOKS.md):
 // the store's outbox of notifications, written with the change, in the same
 // transaction.
@@ -167,6 +179,11 @@ class SqliteStore {
  public:
   // Opens (creating) the store in `file` and migrates it to kSchemaVersion.
   static Result<std::unique_ptr<SqliteStore>> open(const std::filesystem::path& file);
+  // The same store for reading only, on a connection of its own (a thread that reads
+  // much, the Kafka publisher, then never waits for the readers of the shared one, nor
+  // they for it). The store must exist at kSchemaVersion (open() made it so); writes
+  // on it are a bug.
+  static Result<std::unique_ptr<SqliteStore>> open_reader(const std::filesystem::path& file);
   ~SqliteStore();
   SqliteStore(const SqliteStore&) = delete;
   SqliteStore& operator=(const SqliteStore&) = delete;
@@ -211,8 +228,20 @@ class SqliteStore {
   // journal (seq is not: it says how the groups' writes interleaved).
   Result<std::vector<OrderEventRow>> order_events(u32 group, u64 after_sequence, u32 after_n,
                                                   u32 limit);
-  // The group's events after `after` (from its first when absent), in order.
-  Result<std::vector<LedgerEvent>> events(u32 group, std::optional<EventKey> after, u32 limit);
+  // The group's events after `after` (from its first when absent), in order, up to
+  // sequence `through`.
+  Result<std::vector<LedgerEvent>> events(u32 group, std::optional<EventKey> after, u32 limit,
+                                          u64 through = ~u64{0});
+  // The keys of the group's last event and last order change at or before sequence
+  // `through` (none: no such row): where a reader that has every row up to there goes on.
+  struct LastKeys {
+    std::optional<EventKey> event, order_change;
+  };
+  Result<LastKeys> last_keys(u32 group, u64 through);
+  // The group's order changes after `after` ((sequence, n); from its first when
+  // absent), in the order the group made them, up to sequence `through`.
+  Result<std::vector<OrderChangeRow>> order_changes(u32 group, std::optional<EventKey> after,
+                                                    u32 limit, u64 through = ~u64{0});
   // The events that moved `account` (a statement's lines: not its creation), newest
   // first, before `before` (from the newest when absent).
   Result<std::vector<LedgerEvent>> account_events(u32 group, u64 account,

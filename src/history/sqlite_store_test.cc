@@ -131,5 +131,67 @@ TEST(SqliteStore, ABatchMustContinueItsGroupsWatermark) {
   EXPECT_EQ(store.annotations(2, 41).value().size(), 2u);
 }
 
+// Schema 5 gives each order change its group: a store migrated from 4 reads each
+// group's changes in order and has the digest of a store made at 5 from the same rows.
+TEST(SqliteStore, MigrationFiveGivesOrderChangesTheirGroup) {
+  TempDir dir;
+  const std::filesystem::path file = dir.path() / "history.sqlite";
+  std::vector<SqliteStore::TableDigest> made_at_five;
+  {
+    auto store = SqliteStore::open(file);
+    ASSERT_TRUE(store.ok());
+    for (u32 g = 0; g < 2; ++g) {
+      Batch batch;
+      batch.group = g;
+      batch.watermark = 3;
+      for (u64 s = 1; s <= 3; ++s) {
+        Order o;
+        o.id = (u64{g} << 32) | s;
+        o.merchant = 9;
+        o.amount = 50;
+        o.currency = Currency::from("USD");
+        o.status = s == 3 ? OrderStatus::cancelled : OrderStatus::created;
+        if (s == 3) o.id = (u64{g} << 32) | 1;  // the first order, cancelled
+        batch.orders.push_back(
+            OrderChange{.sequence = s, .at_ns = 100 + s, .created = s != 3, .order = o});
+      }
+      ASSERT_TRUE(store.value()->write(batch).ok());
+    }
+    made_at_five = store.value()->digest().value();
+  }
+  // Back to schema 4, as an older paygate left it.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(file.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "DROP INDEX order_changes_by_group; "
+                         "ALTER TABLE order_changes DROP COLUMN grp; "
+                         "DELETE FROM schema_migrations WHERE version = 5",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK)
+      << sqlite3_errmsg(db);
+  sqlite3_close(db);
+  auto migrated = SqliteStore::open(file);
+  ASSERT_TRUE(migrated.ok()) << migrated.status().to_string();
+  EXPECT_EQ(migrated.value()->schema_version(), 5);
+  EXPECT_EQ(migrated.value()->digest().value(), made_at_five);
+  const std::vector<OrderChangeRow> changes =
+      migrated.value()->order_changes(1, std::nullopt, 100).value();
+  ASSERT_EQ(changes.size(), 3u);
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(changes[i].sequence, i + 1);
+    EXPECT_EQ(changes[i].order.group, 1u);
+  }
+  EXPECT_EQ(changes[2].status, OrderStatus::cancelled);
+  EXPECT_EQ(changes[2].order.order.id, (u64{1} << 32) | 1);
+  // A reader of its own sees the same; it will not read a store of another schema.
+  auto reader = SqliteStore::open_reader(file);
+  ASSERT_TRUE(reader.ok());
+  EXPECT_EQ(reader.value()->order_changes(0, std::nullopt, 100).value().size(), 3u);
+  const SqliteStore::LastKeys last = reader.value()->last_keys(0, 2).value();
+  ASSERT_TRUE(last.order_change.has_value());
+  EXPECT_EQ(last.order_change->sequence, 2u);
+  EXPECT_FALSE(last.event.has_value());
+}
+
 }  // namespace
 }  // namespace paygate::history

@@ -1,0 +1,311 @@
+// The Kafka publisher against librdkafka's mock cluster (several brokers in this
+// process, on 127.0.0.1): every row of the store reaches its topic in its group's
+// order with no gap, through a broker down, failed deliveries and restarts.
+#include "publish/kafka_publisher.h"
+
+#include <chrono>
+#include <map>
+#include <set>
+#include <thread>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "base/durable_file.h"
+#include "base/temp_dir.h"
+#include "publish/kafka_test_support.h"
+
+namespace paygate::publish {
+namespace {
+
+using std::chrono::steady_clock;
+using testing::CheckingConsumer;
+using testing::ExpectedRows;
+using testing::MockCluster;
+
+constexpr u32 kGroups = 3;
+constexpr std::int32_t kPartitions = 2;  // fewer than the groups: a partition carries two
+
+// Commands from..to of `group`: sequence s has s % 3 ledger events (none for some) and
+// every fifth an order change, so that some commands leave no row at all.
+void fill(history::SqliteStore& store, u32 group, u64 from, u64 to, ExpectedRows& events,
+          ExpectedRows& changes) {
+  history::Batch batch;
+  batch.group = group;
+  batch.after = from - 1;
+  batch.watermark = to;
+  for (u64 s = from; s <= to; ++s) {
+    for (u32 i = 0; i < s % 3; ++i) {
+      LedgerEvent e;
+      e.sequence = s;
+      e.index = i;
+      e.kind = LedgerEventKind::transfer_posted;
+      e.id = s * 10 + i;
+      e.debit_account_id = AccountId{11};
+      e.credit_account_id = AccountId{12};
+      e.amount = 5;
+      e.currency = Currency::from("USD");
+      e.timestamp_ns = 1000 + s;
+      batch.events.push_back(e);
+      events[group].push_back({s, i});
+    }
+    if (s % 5 == 0) {
+      Order o;
+      o.id = (u64{group} << 40) | s;
+      o.merchant = 7;
+      o.amount = 100;
+      o.currency = Currency::from("USD");
+      o.status = OrderStatus::created;
+      batch.orders.push_back(
+          history::OrderChange{.sequence = s, .at_ns = 1000 + s, .created = true, .order = o});
+      changes[group].push_back({s, 0});
+    }
+  }
+  ASSERT_TRUE(store.write(batch).ok());
+}
+
+KafkaRenderers test_renderers() {
+  return KafkaRenderers{
+      .event =
+          [](u32 group, const LedgerEvent& e, std::string& key, std::string& value) {
+            key = fmt::format("acc_{}", e.debit_account_id.value);
+            value = fmt::format(R"({{"group":{},"sequence":{},"index":{},"amount":{}}})", group,
+                                e.sequence, e.index, e.amount);
+          },
+      .order_change =
+          [](u32 group, const history::OrderChangeRow& c, std::string& key, std::string& value) {
+            key = fmt::format("ord_{}", c.order.order.id);
+            value = fmt::format(R"({{"group":{},"sequence":{},"n":{},"status":"{}"}})", group,
+                                c.sequence, c.n, name(c.status));
+          }};
+}
+
+// Waits (bounded: 60 s) for `condition`.
+template <typename Condition>
+bool eventually(Condition condition) {
+  const auto deadline = steady_clock::now() + std::chrono::seconds(60);
+  while (!condition()) {
+    if (steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+class KafkaPublisherTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto opened = history::SqliteStore::open(dir_.path() / "history.sqlite");
+    ASSERT_TRUE(opened.ok()) << opened.status().to_string();
+    store_ = std::move(opened).value();
+    config_.brokers = cluster_.brokers();
+    config_.topic_prefix = "t.";
+    config_.watermark_file = dir_.path() / "kafka.watermarks";
+    config_.batch_rows = 500;  // several rounds per fill, reads cut inside a sequence
+    config_.poll_interval_ns = 5'000'000;
+    config_.watermark_interval_ns = 20'000'000;
+    config_.thread_nice = 0;
+  }
+  std::unique_ptr<KafkaPublisher> open_publisher() {
+    auto opened =
+        KafkaPublisher::open(config_, dir_.path() / "history.sqlite", kGroups, test_renderers());
+    EXPECT_TRUE(opened.ok()) << opened.status().to_string();
+    return opened.ok() ? std::move(opened).value() : nullptr;
+  }
+  void fill_all(u64 from, u64 to) {
+    for (u32 g = 0; g < kGroups; ++g)
+      fill(*store_, g, from, to, events_, changes_);
+  }
+  // Waits (bounded) for the durable watermarks to reach `to` in every group.
+  static bool durable_at(const KafkaPublisher& p, u64 to) {
+    return eventually([&] {
+      for (u32 g = 0; g < kGroups; ++g) {
+        if (p.durable_watermark(g) < to) return false;
+      }
+      return true;
+    });
+  }
+
+  TempDir dir_;
+  MockCluster cluster_{{"t.ledger", "t.orders"}, kPartitions};
+  std::unique_ptr<history::SqliteStore> store_;
+  KafkaConfig config_;
+  ExpectedRows events_, changes_;
+};
+
+TEST_F(KafkaPublisherTest, EveryRowOnceInItsGroupsOrder) {
+  fill_all(1, 1500);
+  auto publisher = open_publisher();
+  ASSERT_NE(publisher, nullptr);
+  publisher->start();
+  fill_all(1501, 3000);  // while it publishes
+  CheckingConsumer consumer(cluster_, {{"t.ledger", events_}, {"t.orders", changes_}});
+  ASSERT_TRUE(consumer.read_all()) << consumer.received << " received";
+  EXPECT_TRUE(consumer.problems.empty()) << consumer.first_problem();
+  // One producer, nothing failed: the idempotent producer sends each once.
+  EXPECT_EQ(consumer.duplicates, 0u);
+  ASSERT_TRUE(durable_at(*publisher, 3000));
+  EXPECT_EQ(publisher->rewinds(), 0u);
+  publisher->stop();
+  // The file says where it stands.
+  const Result<std::string> file = read_file(config_.watermark_file);
+  ASSERT_TRUE(file.ok());
+  EXPECT_EQ(file.value(), "paygate-kafka-watermarks 1\n0 3000\n1 3000\n2 3000\n");
+}
+
+TEST_F(KafkaPublisherTest, ABrokerDownAndBackLosesNothing) {
+  fill_all(1, 1000);
+  auto publisher = open_publisher();
+  ASSERT_NE(publisher, nullptr);
+  publisher->start();
+  ASSERT_TRUE(durable_at(*publisher, 1000));
+  // The leader of every partition goes down while more is written, and comes back.
+  cluster_.set_down(1);
+  fill_all(1001, 2000);
+  // Every row is handed to librdkafka (each once: nothing failed) while no leader can
+  // take it.
+  u64 rows = 0;
+  for (u32 g = 0; g < kGroups; ++g)
+    rows += events_[g].size() + changes_[g].size();
+  ASSERT_TRUE(eventually([&] { return publisher->produced() >= rows; }));
+  EXPECT_LT(publisher->watermark(0), 2000u);
+  cluster_.set_up(1);
+  CheckingConsumer consumer(cluster_, {{"t.ledger", events_}, {"t.orders", changes_}});
+  ASSERT_TRUE(consumer.read_all()) << consumer.received << " received";
+  EXPECT_TRUE(consumer.problems.empty()) << consumer.first_problem();
+  ASSERT_TRUE(durable_at(*publisher, 2000));
+}
+
+// With a local timeout (not the default), messages that time out may leave a hole that
+// later ones pass: the publisher goes back to its watermark, and the prev headers let
+// the consumer keep every row once, in order.
+TEST_F(KafkaPublisherTest, TimedOutDeliveriesArePublishedAgainAndThePrevHeadersKeepTheOrder) {
+  config_.message_timeout_ms = 1000;  // deliveries fail while the leader is down
+  fill_all(1, 500);
+  auto publisher = open_publisher();
+  ASSERT_NE(publisher, nullptr);
+  publisher->start();
+  ASSERT_TRUE(durable_at(*publisher, 500));
+  cluster_.set_down(1);
+  fill_all(501, 1500);
+  ASSERT_TRUE(eventually([&] { return publisher->delivery_errors() > 0; }));
+  EXPECT_LT(publisher->watermark(0), 1500u);  // a failed round holds it
+  cluster_.set_up(1);
+  CheckingConsumer consumer(cluster_, {{"t.ledger", events_}, {"t.orders", changes_}});
+  ASSERT_TRUE(consumer.read_all()) << consumer.received << " received";
+  EXPECT_TRUE(consumer.problems.empty()) << consumer.first_problem();
+  ASSERT_TRUE(durable_at(*publisher, 1500));
+  EXPECT_GE(publisher->rewinds(), 1u);
+}
+
+// A batch the cluster refuses for good: with the gap-less guarantee librdkafka stops
+// the producer (a fatal error) rather than let later batches pass it; the publisher
+// makes a new one and publishes again from its watermark.
+TEST_F(KafkaPublisherTest, ARefusedBatchStopsTheProducerAndANewOneGoesOn) {
+  fill_all(1, 500);
+  auto publisher = open_publisher();
+  ASSERT_NE(publisher, nullptr);
+  publisher->start();
+  ASSERT_TRUE(durable_at(*publisher, 500));
+  cluster_.fail_produce(1, RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
+  fill_all(501, 1500);
+  CheckingConsumer consumer(cluster_, {{"t.ledger", events_}, {"t.orders", changes_}});
+  ASSERT_TRUE(consumer.read_all()) << consumer.received << " received";
+  EXPECT_TRUE(consumer.problems.empty()) << consumer.first_problem();
+  ASSERT_TRUE(durable_at(*publisher, 1500));
+  EXPECT_GE(publisher->rewinds(), 1u);
+  EXPECT_GE(publisher->delivery_errors(), 1u);
+}
+
+TEST_F(KafkaPublisherTest, ARestartResumesFromTheDurableWatermark) {
+  fill_all(1, 1000);
+  {
+    auto first = open_publisher();
+    ASSERT_NE(first, nullptr);
+    first->start();
+    ASSERT_TRUE(durable_at(*first, 1000));
+    fill_all(1001, 3000);
+    // Gone as in a crash: what it had in flight is dropped, the file is as last written.
+    first->stop_abruptly();
+  }
+  fill_all(3001, 4000);  // while it is down: the store keeps it
+  const Result<std::string> file = read_file(config_.watermark_file);
+  ASSERT_TRUE(file.ok());
+  auto second = open_publisher();
+  ASSERT_NE(second, nullptr);
+  for (u32 g = 0; g < kGroups; ++g)
+    EXPECT_GE(second->watermark(g), 1000u);
+  second->start();
+  CheckingConsumer consumer(cluster_, {{"t.ledger", events_}, {"t.orders", changes_}});
+  ASSERT_TRUE(consumer.read_all()) << consumer.received << " received";
+  EXPECT_TRUE(consumer.problems.empty()) << consumer.first_problem();
+  ASSERT_TRUE(durable_at(*second, 4000));
+  // Duplicates are only what the first had sent past its durable watermark.
+  std::printf("duplicates after the restart: %llu of %llu messages\n",
+              static_cast<unsigned long long>(consumer.duplicates),
+              static_cast<unsigned long long>(consumer.received));
+}
+
+TEST_F(KafkaPublisherTest, AClusterThatCannotBeReachedHoldsNothingUp) {
+  config_.brokers = "127.0.0.1:1";  // nothing listens there
+  fill_all(1, 100);
+  auto publisher = open_publisher();
+  ASSERT_NE(publisher, nullptr);
+  publisher->start();
+  ASSERT_TRUE(eventually([&] { return publisher->connect_attempts() >= 2; }));
+  EXPECT_FALSE(publisher->connected());
+  EXPECT_EQ(publisher->watermark(0), 0u);
+  fill_all(101, 200);  // the store goes on
+  publisher->stop();   // and stopping does not wait for the cluster
+  EXPECT_EQ(store_->watermark(0).value(), 200u);
+}
+
+// A store whose history of a group starts after the group's watermark (rebuilt from a
+// journal whose start was removed) lacks rows Kafka never had: that group stops, said
+// in the log and the metrics; the others go on.
+TEST_F(KafkaPublisherTest, AStoreThatStartsAfterTheWatermarkStopsThatGroup) {
+  ASSERT_TRUE(write_file_durably(config_.watermark_file,
+                                 "paygate-kafka-watermarks 1\n0 100\n1 0\n2 0\n", 0600)
+                  .ok());
+  history::Batch late;
+  late.group = 0;
+  late.after = 499;  // its history in this store starts at 500
+  late.watermark = 600;
+  LedgerEvent e;
+  e.sequence = 500;
+  e.kind = LedgerEventKind::transfer_posted;
+  e.currency = Currency::from("USD");
+  late.events.push_back(e);
+  ASSERT_TRUE(store_->write(late).ok());
+  for (u32 g = 1; g < kGroups; ++g)
+    fill(*store_, g, 1, 600, events_, changes_);
+  auto publisher = open_publisher();
+  ASSERT_NE(publisher, nullptr);
+  publisher->start();
+  ASSERT_TRUE(eventually([&] {
+    return publisher->gaps() == 1 && publisher->durable_watermark(1) == 600 &&
+           publisher->durable_watermark(2) == 600;
+  }));
+  EXPECT_EQ(publisher->watermark(0), 100u);
+}
+
+TEST_F(KafkaPublisherTest, AWatermarkFileItDidNotWriteIsRefused) {
+  ASSERT_TRUE(write_file_durably(config_.watermark_file, "0 12\n", 0644).ok());
+  EXPECT_FALSE(
+      KafkaPublisher::open(config_, dir_.path() / "history.sqlite", kGroups, test_renderers())
+          .ok());
+  ASSERT_TRUE(
+      write_file_durably(config_.watermark_file, "paygate-kafka-watermarks 1\n0 x\n", 0644).ok());
+  EXPECT_FALSE(
+      KafkaPublisher::open(config_, dir_.path() / "history.sqlite", kGroups, test_renderers())
+          .ok());
+  ASSERT_TRUE(
+      write_file_durably(config_.watermark_file, "paygate-kafka-watermarks 1\n1 12\n", 0644).ok());
+  auto opened =
+      KafkaPublisher::open(config_, dir_.path() / "history.sqlite", kGroups, test_renderers());
+  ASSERT_TRUE(opened.ok());
+  EXPECT_EQ(opened.value()->watermark(0), 0u);
+  EXPECT_EQ(opened.value()->watermark(1), 12u);
+}
+
+}  // namespace
+}  // namespace paygate::publish
