@@ -136,6 +136,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
   u64 webhook_retry_max_ms = s->webhooks.retry_max_ns / 1'000'000;
   u64 webhook_retry_period_s = s->webhooks.retry_period_ns / kNanosPerSecond;
   u64 kafka_poll_ms = s->kafka.poll_interval_ns / 1'000'000;
+  u64 kafka_watermark_ms = s->kafka.watermark_interval_ns / 1'000'000;
   struct Key {
     const char* section;
     const char* name;
@@ -251,6 +252,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       {"kafka", "watermark_file", text_into(&s->kafka.watermark_file)},
       {"kafka", "batch_rows", unsigned_into(&s->kafka.batch_rows, 1)},
       {"kafka", "poll_interval_ms", unsigned_into(&kafka_poll_ms, 1)},
+      {"kafka", "watermark_interval_ms", unsigned_into(&kafka_watermark_ms, 1)},
       {"kafka", "message_timeout_ms", unsigned_into(&s->kafka.message_timeout_ms, 0)},
       {"kafka", "linger_ms", unsigned_into(&s->kafka.linger_ms, 0)},
   };
@@ -290,6 +292,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
   s->history.attention_after_ns = attention_after_s * kNanosPerSecond;
   s->webhooks.poll_interval_ns = webhook_poll_ms * 1'000'000;
   s->kafka.poll_interval_ns = kafka_poll_ms * 1'000'000;
+  s->kafka.watermark_interval_ns = kafka_watermark_ms * 1'000'000;
   s->webhooks.timeout_ns = webhook_timeout_ms * 1'000'000;
   s->webhooks.retry_base_ns = webhook_retry_base_ms * 1'000'000;
   s->webhooks.retry_max_ns = webhook_retry_max_ms * 1'000'000;

@@ -22,9 +22,34 @@ namespace {
 
 constexpr std::string_view kWatermarkHeader = "paygate-kafka-watermarks 1";
 
-// "<group> <sequence>" lines after the header; a group not named is at 0.
-Result<std::vector<u64>> parse_watermarks(std::string_view text, u32 groups) {
-  std::vector<u64> marks(groups, 0);
+// The numbers of a line, separated by single spaces; nullopt if it is anything else.
+std::optional<std::vector<u64>> numbers_of(std::string_view line) {
+  std::vector<u64> numbers;
+  while (!line.empty()) {
+    const std::size_t space = std::min(line.find(' '), line.size());
+    u64 n = 0;
+    const auto parsed = std::from_chars(line.data(), line.data() + space, n);
+    if (parsed.ec != std::errc{} || parsed.ptr != line.data() + space) return std::nullopt;
+    numbers.push_back(n);
+    line.remove_prefix(std::min(space + 1, line.size()));
+  }
+  return numbers;
+}
+
+std::optional<EventKey> key_or_none(u64 sequence, u64 index) {
+  if (sequence == 0) return std::nullopt;
+  return EventKey{sequence, static_cast<u32>(index)};
+}
+
+}  // namespace
+
+// The file (docs/KAFKA.md): the header; "partitions <ledger> <orders>" once they are
+// known; a line per group, "<group> <sequence> <ledger sequence> <ledger index>
+// <orders sequence> <orders n>": its watermark and the keys of its last row of each
+// topic at or before it (0 0: none). A group not named is at 0.
+Result<KafkaPublisher::Marks> KafkaPublisher::parse_marks(std::string_view text, u32 groups) {
+  Marks marks;
+  marks.groups.assign(groups, Mark{});
   const auto bad = [] {
     return Status::corruption("the Kafka watermark file is not one paygate writes");
   };
@@ -36,23 +61,32 @@ Result<std::vector<u64>> parse_watermarks(std::string_view text, u32 groups) {
   while (!text.empty()) {
     line_end = text.find('\n');
     if (line_end == std::string_view::npos) return bad();
-    const std::string_view line = text.substr(0, line_end);
+    std::string_view line = text.substr(0, line_end);
     text.remove_prefix(line_end + 1);
-    const std::size_t space = line.find(' ');
-    if (space == std::string_view::npos) return bad();
-    u32 group = 0;
-    u64 sequence = 0;
-    const auto g = std::from_chars(line.data(), line.data() + space, group);
-    const auto s = std::from_chars(line.data() + space + 1, line.data() + line.size(), sequence);
-    if (g.ec != std::errc{} || g.ptr != line.data() + space || s.ec != std::errc{} ||
-        s.ptr != line.data() + line.size()) {
-      return bad();
+    const bool partitions = line.starts_with("partitions ");
+    if (partitions) line.remove_prefix(std::string_view("partitions ").size());
+    const std::optional<std::vector<u64>> n = numbers_of(line);
+    if (!n) return bad();
+    if (partitions) {
+      if (n->size() != 2 || (*n)[0] == 0 || (*n)[1] == 0 || (*n)[0] > 1u << 20 ||
+          (*n)[1] > 1u << 20) {
+        return bad();
+      }
+      marks.ledger_partitions = static_cast<std::int32_t>((*n)[0]);
+      marks.orders_partitions = static_cast<std::int32_t>((*n)[1]);
+      continue;
     }
+    if (n->size() != 6 || (*n)[2] > (*n)[1] || (*n)[4] > (*n)[1]) return bad();
     // (A group beyond those configured now is kept out: fewer groups is refused at start.)
-    if (group < groups) marks[group] = sequence;
+    if ((*n)[0] >= groups) continue;
+    marks.groups[(*n)[0]] = Mark{.sequence = (*n)[1],
+                                 .event = key_or_none((*n)[2], (*n)[3]),
+                                 .change = key_or_none((*n)[4], (*n)[5])};
   }
   return marks;
 }
+
+namespace {
 
 // Kafka's legal topic names: letters, digits, '.', '_', '-'; at most 249 characters.
 bool valid_topic_prefix(std::string_view prefix) noexcept {
@@ -77,6 +111,11 @@ Result<std::unique_ptr<KafkaPublisher>> KafkaPublisher::open(
     const KafkaConfig& config, const std::filesystem::path& store_file, u32 groups,
     KafkaRenderers renderers) {
   PG_ASSERT(!config.brokers.empty() && !config.watermark_file.empty() && config.batch_rows > 0);
+  if (config.message_timeout_ms != 0 && config.message_timeout_ms <= config.linger_ms) {
+    return Status::invalid_config(
+        "[kafka] message_timeout_ms must be 0 (none) or more than "
+        "linger_ms");
+  }
   if (!valid_topic_prefix(config.topic_prefix)) {
     return Status::invalid_config(
         fmt::format("[kafka] topic_prefix \"{}\": at most 200 letters, digits, '.', '_' or '-'",
@@ -87,22 +126,26 @@ Result<std::unique_ptr<KafkaPublisher>> KafkaPublisher::open(
       history::SqliteStore::open_reader(store_file);
   if (!reader.ok()) return reader.status();
   p->store_ = std::move(reader).value();
-  std::vector<u64> marks(groups, 0);
+  Marks marks;
+  marks.groups.assign(groups, Mark{});
   if (Result<std::string> text = read_file(config.watermark_file); text.ok()) {
-    Result<std::vector<u64>> parsed = parse_watermarks(text.value(), groups);
+    Result<Marks> parsed = parse_marks(text.value(), groups);
     if (!parsed.ok()) return parsed.status();
     marks = std::move(parsed).value();
   } else if (text.status().code() != StatusCode::not_found) {
     return text.status();
   }
+  // The file's partition counts, if any, are kept: a group stays in its partition.
+  p->ledger_partitions_ = marks.ledger_partitions;
+  p->orders_partitions_ = marks.orders_partitions;
   for (u32 g = 0; g < groups; ++g) {
     auto group = std::make_unique<Group>();
-    group->acknowledged.store(marks[g], std::memory_order_relaxed);
-    group->durable.store(marks[g], std::memory_order_relaxed);
+    group->acknowledged.store(marks.groups[g].sequence, std::memory_order_relaxed);
+    group->durable.store(marks.groups[g].sequence, std::memory_order_relaxed);
     p->groups_.push_back(std::move(group));
-    if (Status resumed = p->resume(g, marks[g]); !resumed.ok()) return resumed;
+    p->resume(g, marks.groups[g]);
   }
-  p->written_ = marks;
+  p->written_ = std::move(marks);
   if (Status made = p->make_producer(); !made.ok()) return made;
   PG_LOG_INFO("event=kafka_opened brokers=\"{}\" topic_prefix={} groups={} watermark_file={}",
               config.brokers, config.topic_prefix, groups, config.watermark_file.string());
@@ -151,9 +194,9 @@ Status KafkaPublisher::make_producer() {
     destroy_producer(/*purge=*/true);
     return Status::invalid_config(fmt::format("Kafka topics: {}", why_topic));
   }
-  // The partitions are counted once per process: a new producer (after a fatal error)
-  // keeps each group in its partition.
-  connected_.store(ledger_partitions_ > 0 && orders_partitions_ > 0, std::memory_order_relaxed);
+  // The partitions are counted once per process (and kept in the file): a new producer
+  // after a fatal error keeps each group in its partition, and needs no new count.
+  connected_.store(counted_, std::memory_order_relaxed);
   return Status{};
 }
 
@@ -172,22 +215,25 @@ void KafkaPublisher::destroy_producer(bool purge) {
   // Whatever was in flight is gone with it: published again from the watermarks.
   for (const std::unique_ptr<Group>& g : groups_) {
     for (Round& round : g->rounds) {
-      if (round.outstanding != 0) round.failed = failed_ = true;
+      if (round.outstanding != 0) fail(round);
       round.outstanding = 0;
     }
   }
 }
 
-Status KafkaPublisher::resume(u32 g, u64 from) {
-  Group& group = *groups_[g];
-  // The exact last rows (a prev header names them), not just their sequence.
-  const Result<history::SqliteStore::LastKeys> last = store_->last_keys(g, from);
+Result<KafkaPublisher::Mark> KafkaPublisher::mark_at(u32 g, u64 sequence) {
+  const Result<history::SqliteStore::LastKeys> last = store_->last_keys(g, sequence);
   if (!last.ok()) return last.status();
-  group.events_after = last.value().event;
-  group.changes_after = last.value().order_change;
-  group.events_through = group.changes_through = from;
+  return Mark{
+      .sequence = sequence, .event = last.value().event, .change = last.value().order_change};
+}
+
+void KafkaPublisher::resume(u32 g, const Mark& mark) {
+  Group& group = *groups_[g];
+  group.events_after = mark.event;
+  group.changes_after = mark.change;
+  group.events_through = group.changes_through = mark.sequence;
   group.rounds.clear();
-  return Status{};
 }
 
 bool KafkaPublisher::find_partitions() {
@@ -204,15 +250,31 @@ bool KafkaPublisher::find_partitions() {
     return partitions;
   };
   connect_attempts_.fetch_add(1, std::memory_order_relaxed);
-  ledger_partitions_ = count(ledger_topic_);
-  orders_partitions_ = ledger_partitions_ > 0 ? count(orders_topic_) : 0;
-  const bool found = ledger_partitions_ > 0 && orders_partitions_ > 0;
-  if (found) {
-    PG_LOG_INFO("event=kafka_connected ledger_partitions={} orders_partitions={}",
-                ledger_partitions_, orders_partitions_);
+  const std::int32_t ledger = count(ledger_topic_);
+  const std::int32_t orders = ledger > 0 ? count(orders_topic_) : 0;
+  if (ledger <= 0 || orders <= 0) return false;
+  if (ledger_partitions_ == 0) {  // first counted: kept from now on (the file says them)
+    ledger_partitions_ = ledger;
+    orders_partitions_ = orders;
+  } else if (ledger != ledger_partitions_ || orders != orders_partitions_) {
+    // A group's messages stay in their partition, so that a consumer of one partition
+    // keeps following it (docs/KAFKA.md, "Partitions").
+    PG_LOG_WARN(
+        "event=kafka_partitions_changed ledger_partitions={} orders_partitions={} "
+        "kept_ledger={} kept_orders={} message=\"the topics' partition counts differ from the "
+        "watermark file's; the file's are kept (docs/KAFKA.md)\"",
+        ledger, orders, ledger_partitions_, orders_partitions_);
+    if (ledger < ledger_partitions_ || orders < orders_partitions_) {
+      PG_LOG_ERROR(
+          "event=kafka_partitions_missing message=\"a topic has fewer partitions than "
+          "the watermark file's count: messages to the missing ones fail\"");
+    }
   }
-  connected_.store(found, std::memory_order_relaxed);
-  return found;
+  PG_LOG_INFO("event=kafka_connected ledger_partitions={} orders_partitions={}", ledger_partitions_,
+              orders_partitions_);
+  counted_ = true;
+  connected_.store(true, std::memory_order_relaxed);
+  return true;
 }
 
 void KafkaPublisher::start() {
@@ -318,13 +380,14 @@ bool KafkaPublisher::publish(u32 g) {
     }
   }
   Round& round = group.rounds.emplace_back();
+  round.group = g;
   bool produced = false;
   // The group's partition keeps its messages in order; each stream is read up to the
   // store's watermark, whole sequences being known only where a read came up short.
   const auto close = [&](bool ok) {
     round.through = std::min(group.events_through, group.changes_through);
     round.open = false;
-    if (!ok) round.failed = failed_ = true;
+    if (!ok) fail(round);
     return produced;
   };
   if (group.events_through < top) {
@@ -428,7 +491,11 @@ void KafkaPublisher::acknowledge() {
            !rounds.front().failed) {
       if (rounds.front().through > group->acknowledged.load(std::memory_order_relaxed)) {
         group->acknowledged.store(rounds.front().through, std::memory_order_release);
-        rewind_backoff_ns_ = 0;  // delivering again
+        // Delivering again past what failed: a later failure starts its back-off anew.
+        if (group.get() == groups_[failing_group_].get() &&
+            rounds.front().through > failing_watermark_) {
+          rewind_backoff_ns_ = 0;
+        }
       }
       rounds.pop_front();
     }
@@ -454,41 +521,76 @@ void KafkaPublisher::rewind() {
   }
   if (in_flight()) return;  // stopping, or a fatal error: tried again after
   acknowledge();
+  // The last rows at or before each watermark: the file's, where it has them (the store
+  // might not: a store that starts later), else the store's.
+  std::vector<Mark> marks(groups());
   for (u32 g = 0; g < groups(); ++g) {
-    if (Status resumed = resume(g, groups_[g]->acknowledged.load(std::memory_order_relaxed));
-        !resumed.ok()) {
+    const u64 from = groups_[g]->acknowledged.load(std::memory_order_relaxed);
+    if (written_.groups[g].sequence == from) {
+      marks[g] = written_.groups[g];
+      continue;
+    }
+    Result<Mark> mark = mark_at(g, from);
+    if (!mark.ok()) {
       local_errors_.fetch_add(1, std::memory_order_relaxed);
       return;  // (failed_ stays: tried again next round)
     }
+    marks[g] = mark.value();
   }
+  for (u32 g = 0; g < groups(); ++g)
+    resume(g, marks[g]);
   failed_ = false;
   rewinds_.fetch_add(1, std::memory_order_relaxed);
   // A failure that repeats (a message the cluster refuses for good) is retried less
   // and less often, up to every 30 s; a watermark that moves resets it.
   rewind_backoff_ns_ = std::clamp<u64>(2 * rewind_backoff_ns_, 100'000'000, 30 * kNanosPerSecond);
   resume_at_ns_ = steady_ns() + rewind_backoff_ns_;
-  PG_LOG_WARN(
-      "event=kafka_rewound backoff_ms={} message=\"a delivery failed: publishing again "
-      "from the watermarks (consumers keep a message when its prev headers name the last "
-      "row they kept)\"",
-      rewind_backoff_ns_ / 1'000'000);
+  if (const u64 now = steady_ns(); now - last_rewind_log_ns_ >= kNanosPerSecond) {
+    last_rewind_log_ns_ = now;  // (once a second at most: a failure that repeats)
+    PG_LOG_WARN(
+        "event=kafka_rewound group={} watermark={} backoff_ms={} rewinds={} message=\"a delivery "
+        "failed: publishing again from the watermarks (consumers keep a message when its prev "
+        "headers name the last row they kept)\"",
+        failing_group_, failing_watermark_, rewind_backoff_ns_ / 1'000'000, rewinds());
+  }
 }
 
 void KafkaPublisher::write_watermarks(bool force) {
   const u64 now = steady_ns();
   if (!force && now - watermarks_written_ns_ < config_.watermark_interval_ns) return;
+  const bool counted = ledger_partitions_ != written_.ledger_partitions ||
+                       orders_partitions_ != written_.orders_partitions;
   bool moved = false;
   for (u32 g = 0; g < groups(); ++g) {
-    moved = moved || groups_[g]->acknowledged.load(std::memory_order_relaxed) != written_[g];
+    moved = moved ||
+            groups_[g]->acknowledged.load(std::memory_order_relaxed) != written_.groups[g].sequence;
   }
-  if (!moved) return;
+  if (!moved && !counted) return;
   watermarks_written_ns_ = now;
+  Marks marks = written_;
+  marks.ledger_partitions = ledger_partitions_;
+  marks.orders_partitions = orders_partitions_;
   std::string text(kWatermarkHeader);
   text += '\n';
-  std::vector<u64> marks(groups());
+  if (marks.ledger_partitions > 0 && marks.orders_partitions > 0) {
+    fmt::format_to(std::back_inserter(text), "partitions {} {}\n", marks.ledger_partitions,
+                   marks.orders_partitions);
+  }
   for (u32 g = 0; g < groups(); ++g) {
-    marks[g] = groups_[g]->acknowledged.load(std::memory_order_relaxed);
-    fmt::format_to(std::back_inserter(text), "{} {}\n", g, marks[g]);
+    const u64 acknowledged = groups_[g]->acknowledged.load(std::memory_order_relaxed);
+    if (acknowledged != marks.groups[g].sequence) {
+      // Its last rows up to there are in the store: it published them from it.
+      Result<Mark> mark = mark_at(g, acknowledged);
+      if (!mark.ok()) {
+        local_errors_.fetch_add(1, std::memory_order_relaxed);
+        return;  // tried again at the next interval
+      }
+      marks.groups[g] = mark.value();
+    }
+    const Mark& m = marks.groups[g];
+    fmt::format_to(std::back_inserter(text), "{} {} {} {} {} {}\n", g, m.sequence,
+                   m.event ? m.event->sequence : 0, m.event ? m.event->index : 0,
+                   m.change ? m.change->sequence : 0, m.change ? m.change->index : 0);
   }
   if (Status written = write_file_durably(config_.watermark_file, text, 0600); !written.ok()) {
     local_errors_.fetch_add(1, std::memory_order_relaxed);
@@ -497,8 +599,16 @@ void KafkaPublisher::write_watermarks(bool force) {
   }
   written_ = std::move(marks);
   for (u32 g = 0; g < groups(); ++g) {
-    groups_[g]->durable.store(written_[g], std::memory_order_release);
+    groups_[g]->durable.store(written_.groups[g].sequence, std::memory_order_release);
   }
+}
+
+void KafkaPublisher::fail(Round& round) {
+  if (!failed_) {  // the first failure of this rewind: whose, and where it stood
+    failing_group_ = round.group;
+    failing_watermark_ = groups_[round.group]->acknowledged.load(std::memory_order_relaxed);
+  }
+  round.failed = failed_ = true;
 }
 
 void KafkaPublisher::delivered(const rd_kafka_message_t* message) {
@@ -509,8 +619,7 @@ void KafkaPublisher::delivered(const rd_kafka_message_t* message) {
     messages_.fetch_add(1, std::memory_order_relaxed);
     return;
   }
-  round->failed = true;
-  failed_ = true;
+  fail(*round);
   delivery_errors_.fetch_add(1, std::memory_order_relaxed);
   const u64 now = steady_ns();
   if (now - last_complaint_ns_ >= kNanosPerSecond) {

@@ -120,6 +120,7 @@ class KafkaPublisher {
   // The messages produced in one round of a group: they acknowledge `through` once
   // every one of them is (and every earlier round's).
   struct Round {
+    u32 group = 0;
     u64 through = 0;
     u64 outstanding = 0;
     bool open = true;     // still producing: not done even at outstanding 0
@@ -142,15 +143,29 @@ class KafkaPublisher {
   Status make_producer();
   void destroy_producer(bool purge);
   bool find_partitions();
-  // Sets group g's cursors after every row up to `from` (its acknowledged watermark).
-  Status resume(u32 g, u64 from);
+  // A group's acknowledged watermark and the keys of its last row of each topic at or
+  // before it (the prev of the next message), as the watermark file keeps them.
+  struct Mark {
+    u64 sequence = 0;
+    std::optional<EventKey> event = std::nullopt, change = std::nullopt;
+  };
+  struct Marks {
+    std::int32_t ledger_partitions = 0, orders_partitions = 0;  // 0: not counted yet
+    std::vector<Mark> groups;
+  };
+  static Result<Marks> parse_marks(std::string_view text, u32 groups);
+  // Group g's mark at `sequence`, from the store.
+  Result<Mark> mark_at(u32 g, u64 sequence);
+  // Sets group g's cursors after every row up to the mark.
+  void resume(u32 g, const Mark& mark);
   void run();
   // Reads and produces one round of group g; true when it produced anything.
   bool publish(u32 g);
   bool produce(rd_kafka_topic_s* topic, std::int32_t partition, u32 group, EventKey key,
                const std::optional<EventKey>& prev, std::string_view type, Round* round);
-  void acknowledge();  // moves each group's watermark past its finished rounds
-  void rewind();       // after a failed delivery: from each watermark again
+  void acknowledge();       // moves each group's watermark past its finished rounds
+  void fail(Round& round);  // a message of it was not delivered: rewind
+  void rewind();            // after a failed delivery: from each watermark again
   void write_watermarks(bool force);
   void delivered(const rd_kafka_message_s* message);
   static void on_delivery(rd_kafka_s* rk, const rd_kafka_message_s* message, void* opaque);
@@ -172,10 +187,14 @@ class KafkaPublisher {
   bool fatal_ = false;         // the producer cannot go on: make a new one
   u64 rewind_backoff_ns_ = 0;  // after a rewind, the wait before producing again
   u64 resume_at_ns_ = 0;       // (steady clock) doubling while rewinds repeat
+  u32 failing_group_ = 0;      // the first failure since the last rewind: its group,
+  u64 failing_watermark_ = 0;  // and the group's watermark then (past it, no back-off)
+  u64 last_rewind_log_ns_ = 0;
   u64 watermarks_written_ns_ = 0;
   u64 last_complaint_ns_ = 0;
-  std::string key_, value_;   // reused for each message
-  std::vector<u64> written_;  // the watermarks in the file
+  std::string key_, value_;  // reused for each message
+  Marks written_;            // what the file says
+  bool counted_ = false;     // the partitions were counted (or checked) by this process
   std::atomic<bool> connected_{false};
   std::atomic<u64> messages_{0};
   std::atomic<u64> produced_{0};

@@ -149,7 +149,11 @@ TEST_F(KafkaPublisherTest, EveryRowOnceInItsGroupsOrder) {
   // The file says where it stands.
   const Result<std::string> file = read_file(config_.watermark_file);
   ASSERT_TRUE(file.ok());
-  EXPECT_EQ(file.value(), "paygate-kafka-watermarks 1\n0 3000\n1 3000\n2 3000\n");
+  // Each group's last rows at 3000: the events of 2999 (3000 has none), the order change of
+  // 3000.
+  EXPECT_EQ(file.value(),
+            "paygate-kafka-watermarks 1\npartitions 2 2\n0 3000 2999 1 3000 0\n"
+            "1 3000 2999 1 3000 0\n2 3000 2999 1 3000 0\n");
 }
 
 TEST_F(KafkaPublisherTest, ABrokerDownAndBackLosesNothing) {
@@ -264,7 +268,8 @@ TEST_F(KafkaPublisherTest, AClusterThatCannotBeReachedHoldsNothingUp) {
 // in the log and the metrics; the others go on.
 TEST_F(KafkaPublisherTest, AStoreThatStartsAfterTheWatermarkStopsThatGroup) {
   ASSERT_TRUE(write_file_durably(config_.watermark_file,
-                                 "paygate-kafka-watermarks 1\n0 100\n1 0\n2 0\n", 0600)
+                                 "paygate-kafka-watermarks 1\n0 100 98 1 100 0\n1 0 0 0 0 0\n",
+                                 0600)
                   .ok());
   history::Batch late;
   late.group = 0;
@@ -289,22 +294,51 @@ TEST_F(KafkaPublisherTest, AStoreThatStartsAfterTheWatermarkStopsThatGroup) {
 }
 
 TEST_F(KafkaPublisherTest, AWatermarkFileItDidNotWriteIsRefused) {
-  ASSERT_TRUE(write_file_durably(config_.watermark_file, "0 12\n", 0644).ok());
-  EXPECT_FALSE(
-      KafkaPublisher::open(config_, dir_.path() / "history.sqlite", kGroups, test_renderers())
-          .ok());
-  ASSERT_TRUE(
-      write_file_durably(config_.watermark_file, "paygate-kafka-watermarks 1\n0 x\n", 0644).ok());
-  EXPECT_FALSE(
-      KafkaPublisher::open(config_, dir_.path() / "history.sqlite", kGroups, test_renderers())
-          .ok());
-  ASSERT_TRUE(
-      write_file_durably(config_.watermark_file, "paygate-kafka-watermarks 1\n1 12\n", 0644).ok());
-  auto opened =
-      KafkaPublisher::open(config_, dir_.path() / "history.sqlite", kGroups, test_renderers());
-  ASSERT_TRUE(opened.ok());
+  const auto opens = [&](const std::string& text) {
+    EXPECT_TRUE(write_file_durably(config_.watermark_file, text, 0600).ok());
+    return KafkaPublisher::open(config_, dir_.path() / "history.sqlite", kGroups, test_renderers());
+  };
+  EXPECT_FALSE(opens("0 12 0 0 0 0\n").ok());                                // no header
+  EXPECT_FALSE(opens("paygate-kafka-watermarks 1\n0 x 0 0 0 0\n").ok());     // not a number
+  EXPECT_FALSE(opens("paygate-kafka-watermarks 1\n1 12\n").ok());            // no last rows
+  EXPECT_FALSE(opens("paygate-kafka-watermarks 1\n1 12 13 0 0 0\n").ok());   // a row past it
+  EXPECT_FALSE(opens("paygate-kafka-watermarks 1\npartitions 0 2\n").ok());  // no partition
+  EXPECT_FALSE(opens("paygate-kafka-watermarks 1\n1 12 11 0 0 0").ok());     // cut short
+  auto opened = opens("paygate-kafka-watermarks 1\npartitions 2 2\n1 12 11 1 10 0\n");
+  ASSERT_TRUE(opened.ok()) << opened.status().to_string();
   EXPECT_EQ(opened.value()->watermark(0), 0u);
   EXPECT_EQ(opened.value()->watermark(1), 12u);
+  // A timeout the producer cannot have (librdkafka wants it above linger.ms).
+  config_.message_timeout_ms = config_.linger_ms;
+  EXPECT_FALSE(
+      KafkaPublisher::open(config_, dir_.path() / "history.sqlite", kGroups, test_renderers())
+          .ok());
+}
+
+// A store rebuilt to start right after the watermark (no hole) has none of the rows
+// before: the file names them, so that the first messages continue what consumers kept.
+TEST_F(KafkaPublisherTest, TheFileNamesThePrevRowsWhereTheStoreHasThemNot) {
+  for (u32 g = 0; g < kGroups; ++g) {
+    // Rows 1..100 went to Kafka from an older store; this one starts at 101.
+    fill(*store_, g, 101, 400, events_, changes_);
+  }
+  ASSERT_TRUE(write_file_durably(config_.watermark_file,
+                                 "paygate-kafka-watermarks 1\npartitions 2 2\n"
+                                 "0 100 98 1 100 0\n1 100 98 1 100 0\n2 100 98 1 100 0\n",
+                                 0600)
+                  .ok());
+  auto publisher = open_publisher();
+  ASSERT_NE(publisher, nullptr);
+  publisher->start();
+  CheckingConsumer consumer(cluster_, {{"t.ledger", events_}, {"t.orders", changes_}});
+  for (u32 g = 0; g < kGroups; ++g) {
+    consumer.start_after("t.ledger", g, {98, 1});
+    consumer.start_after("t.orders", g, {100, 0});
+  }
+  ASSERT_TRUE(consumer.read_all()) << consumer.received << " received";
+  EXPECT_TRUE(consumer.problems.empty()) << consumer.first_problem();
+  EXPECT_EQ(consumer.duplicates, 0u);
+  EXPECT_EQ(publisher->gaps(), 0u);
 }
 
 }  // namespace

@@ -124,6 +124,9 @@ class CheckingConsumer {
   std::map<std::string, std::vector<std::string>> values;
 
   std::string first_problem() const { return problems.empty() ? "" : problems.front(); }
+  // A consumer that kept, before the expected rows, a row with this key (the default:
+  // none, 0 0).
+  void start_after(const std::string& topic, u32 group, RowKey key) { start_[topic][group] = key; }
 
  private:
   bool done() const {
@@ -162,7 +165,7 @@ class CheckingConsumer {
     const std::vector<RowKey>& rows = rows_of->second;
     std::size_t& next = next_[topic][g];
     const RowKey prev{header(m, "prev_sequence"), static_cast<u32>(header(m, "prev_index"))};
-    const RowKey last_kept = next == 0 ? RowKey{0, 0} : rows[next - 1];
+    const RowKey last_kept = next != 0 ? rows[next - 1] : start_[topic][g];
     if (prev != last_kept) {
       ++duplicates;
       return;
@@ -182,6 +185,7 @@ class CheckingConsumer {
   std::int32_t partitions_;
   rd_kafka_t* consumer_ = nullptr;
   std::map<std::string, std::map<u32, std::size_t>> next_;
+  std::map<std::string, std::map<u32, RowKey>> start_;
 };
 
 }  // namespace paygate::publish::testing
