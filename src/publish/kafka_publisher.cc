@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <set>
 #include <thread>
 
 #include <fmt/format.h>
@@ -25,20 +26,31 @@ constexpr std::string_view kWatermarkHeader = "paygate-kafka-watermarks 1";
 // The numbers of a line, separated by single spaces; nullopt if it is anything else.
 std::optional<std::vector<u64>> numbers_of(std::string_view line) {
   std::vector<u64> numbers;
-  while (!line.empty()) {
+  for (;;) {
     const std::size_t space = std::min(line.find(' '), line.size());
     u64 n = 0;
     const auto parsed = std::from_chars(line.data(), line.data() + space, n);
-    if (parsed.ec != std::errc{} || parsed.ptr != line.data() + space) return std::nullopt;
+    if (space == 0 || parsed.ec != std::errc{} || parsed.ptr != line.data() + space) {
+      return std::nullopt;  // (an empty number: a space too many, or none at all)
+    }
     numbers.push_back(n);
-    line.remove_prefix(std::min(space + 1, line.size()));
+    if (space == line.size()) return numbers;
+    line.remove_prefix(space + 1);
   }
-  return numbers;
 }
 
-std::optional<EventKey> key_or_none(u64 sequence, u64 index) {
-  if (sequence == 0) return std::nullopt;
-  return EventKey{sequence, static_cast<u32>(index)};
+// A key as the file writes it: "0 0" is none; an index is a u32.
+std::optional<std::optional<EventKey>> key_of_file(u64 sequence, u64 index) {
+  if (index > ~u32{0} || (sequence == 0 && index != 0)) return std::nullopt;
+  if (sequence == 0) return std::optional<EventKey>{};
+  return std::optional<EventKey>{EventKey{sequence, static_cast<u32>(index)}};
+}
+
+// The later of two keys (none is before every key).
+std::optional<EventKey> later(std::optional<EventKey> a, std::optional<EventKey> b) {
+  if (!a) return b;
+  if (!b) return a;
+  return std::max(*a, *b);
 }
 
 }  // namespace
@@ -50,6 +62,7 @@ std::optional<EventKey> key_or_none(u64 sequence, u64 index) {
 Result<KafkaPublisher::Marks> KafkaPublisher::parse_marks(std::string_view text, u32 groups) {
   Marks marks;
   marks.groups.assign(groups, Mark{});
+  std::set<u64> named;
   const auto bad = [] {
     return Status::corruption("the Kafka watermark file is not one paygate writes");
   };
@@ -68,8 +81,8 @@ Result<KafkaPublisher::Marks> KafkaPublisher::parse_marks(std::string_view text,
     const std::optional<std::vector<u64>> n = numbers_of(line);
     if (!n) return bad();
     if (partitions) {
-      if (n->size() != 2 || (*n)[0] == 0 || (*n)[1] == 0 || (*n)[0] > 1u << 20 ||
-          (*n)[1] > 1u << 20) {
+      if (n->size() != 2 || marks.ledger_partitions != 0 || (*n)[0] == 0 || (*n)[1] == 0 ||
+          (*n)[0] > 1u << 20 || (*n)[1] > 1u << 20) {
         return bad();
       }
       marks.ledger_partitions = static_cast<std::int32_t>((*n)[0]);
@@ -77,11 +90,12 @@ Result<KafkaPublisher::Marks> KafkaPublisher::parse_marks(std::string_view text,
       continue;
     }
     if (n->size() != 6 || (*n)[2] > (*n)[1] || (*n)[4] > (*n)[1]) return bad();
+    const auto event = key_of_file((*n)[2], (*n)[3]);
+    const auto change = key_of_file((*n)[4], (*n)[5]);
+    if (!event || !change || !named.insert((*n)[0]).second) return bad();  // (each group once)
     // (A group beyond those configured now is kept out: fewer groups is refused at start.)
     if ((*n)[0] >= groups) continue;
-    marks.groups[(*n)[0]] = Mark{.sequence = (*n)[1],
-                                 .event = key_or_none((*n)[2], (*n)[3]),
-                                 .change = key_or_none((*n)[4], (*n)[5])};
+    marks.groups[(*n)[0]] = Mark{.sequence = (*n)[1], .event = *event, .change = *change};
   }
   return marks;
 }
@@ -139,6 +153,7 @@ Result<std::unique_ptr<KafkaPublisher>> KafkaPublisher::open(
   p->ledger_partitions_ = marks.ledger_partitions;
   p->orders_partitions_ = marks.orders_partitions;
   for (u32 g = 0; g < groups; ++g) {
+    if (Status matches = p->check_mark(g, marks.groups[g]); !matches.ok()) return matches;
     auto group = std::make_unique<Group>();
     group->acknowledged.store(marks.groups[g].sequence, std::memory_order_relaxed);
     group->durable.store(marks.groups[g].sequence, std::memory_order_relaxed);
@@ -146,6 +161,7 @@ Result<std::unique_ptr<KafkaPublisher>> KafkaPublisher::open(
     p->resume(g, marks.groups[g]);
   }
   p->written_ = std::move(marks);
+  p->watermarks_written_ns_ = steady_ns();  // (the interval counts from the start)
   if (Status made = p->make_producer(); !made.ok()) return made;
   PG_LOG_INFO("event=kafka_opened brokers=\"{}\" topic_prefix={} groups={} watermark_file={}",
               config.brokers, config.topic_prefix, groups, config.watermark_file.string());
@@ -221,11 +237,41 @@ void KafkaPublisher::destroy_producer(bool purge) {
   }
 }
 
-Result<KafkaPublisher::Mark> KafkaPublisher::mark_at(u32 g, u64 sequence) {
+Result<KafkaPublisher::Mark> KafkaPublisher::mark_at(u32 g, u64 sequence, const Mark& before) {
+  PG_ASSERT(before.sequence <= sequence);
   const Result<history::SqliteStore::LastKeys> last = store_->last_keys(g, sequence);
   if (!last.ok()) return last.status();
-  return Mark{
-      .sequence = sequence, .event = last.value().event, .change = last.value().order_change};
+  // The store holds every row after `before` up to `sequence` (it published them from
+  // it; a store that starts later stops the group), but maybe none before: a topic
+  // with no row since keeps the earlier mark's key.
+  return Mark{.sequence = sequence,
+              .event = later(last.value().event, before.event),
+              .change = later(last.value().order_change, before.change)};
+}
+
+Status KafkaPublisher::check_mark(u32 g, const Mark& mark) {
+  if (mark.sequence == 0) return Status{};
+  const Result<u64> stored = store_->watermark(g);
+  const Result<u64> first = store_->first_sequence(g);
+  if (!stored.ok()) return stored.status();
+  if (!first.ok()) return first.status();
+  // A store behind the mark cannot tell yet; one that starts after it is a gap (found
+  // and said when the group is published).
+  if (stored.value() < mark.sequence || first.value() > mark.sequence + 1) return Status{};
+  const Result<history::SqliteStore::LastKeys> last = store_->last_keys(g, mark.sequence);
+  if (!last.ok()) return last.status();
+  // The store's last rows up to the mark are the file's, where the store holds them.
+  const auto expected = [&](const std::optional<EventKey>& key) {
+    return key && key->sequence >= first.value() ? key : std::nullopt;
+  };
+  if (last.value().event != expected(mark.event) ||
+      last.value().order_change != expected(mark.change)) {
+    return Status::invalid_config(fmt::format(
+        "the Kafka watermark file {} does not match the history store at group {} sequence {} "
+        "(a file of another data directory?): docs/KAFKA.md",
+        config_.watermark_file.string(), g, mark.sequence));
+  }
+  return Status{};
 }
 
 void KafkaPublisher::resume(u32 g, const Mark& mark) {
@@ -310,6 +356,7 @@ void KafkaPublisher::run() {
     if (fatal_) {
       // An idempotent producer that hit a fatal error cannot go on: a new one
       // publishes again from the watermarks.
+      if (!failed_) failing_group_ = groups();  // (whose is not known)
       destroy_producer(/*purge=*/true);
       failed_ = true;
       fatal_ = false;
@@ -492,8 +539,8 @@ void KafkaPublisher::acknowledge() {
       if (rounds.front().through > group->acknowledged.load(std::memory_order_relaxed)) {
         group->acknowledged.store(rounds.front().through, std::memory_order_release);
         // Delivering again past what failed: a later failure starts its back-off anew.
-        if (group.get() == groups_[failing_group_].get() &&
-            rounds.front().through > failing_watermark_) {
+        if (failing_group_ >= groups() || (group.get() == groups_[failing_group_].get() &&
+                                           rounds.front().through > failing_watermark_)) {
           rewind_backoff_ns_ = 0;
         }
       }
@@ -530,7 +577,7 @@ void KafkaPublisher::rewind() {
       marks[g] = written_.groups[g];
       continue;
     }
-    Result<Mark> mark = mark_at(g, from);
+    Result<Mark> mark = mark_at(g, from, written_.groups[g]);
     if (!mark.ok()) {
       local_errors_.fetch_add(1, std::memory_order_relaxed);
       return;  // (failed_ stays: tried again next round)
@@ -580,7 +627,7 @@ void KafkaPublisher::write_watermarks(bool force) {
     const u64 acknowledged = groups_[g]->acknowledged.load(std::memory_order_relaxed);
     if (acknowledged != marks.groups[g].sequence) {
       // Its last rows up to there are in the store: it published them from it.
-      Result<Mark> mark = mark_at(g, acknowledged);
+      Result<Mark> mark = mark_at(g, acknowledged, marks.groups[g]);
       if (!mark.ok()) {
         local_errors_.fetch_add(1, std::memory_order_relaxed);
         return;  // tried again at the next interval

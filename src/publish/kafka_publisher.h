@@ -154,8 +154,12 @@ class KafkaPublisher {
     std::vector<Mark> groups;
   };
   static Result<Marks> parse_marks(std::string_view text, u32 groups);
-  // Group g's mark at `sequence`, from the store.
-  Result<Mark> mark_at(u32 g, u64 sequence);
+  // Group g's mark at `sequence`, from the store and its mark `before` (at or before
+  // `sequence`).
+  Result<Mark> mark_at(u32 g, u64 sequence, const Mark& before);
+  // Fails when the store holds rows up to the mark and its last ones are not the mark's
+  // (a watermark file of another store).
+  Status check_mark(u32 g, const Mark& mark);
   // Sets group g's cursors after every row up to the mark.
   void resume(u32 g, const Mark& mark);
   void run();
@@ -187,7 +191,8 @@ class KafkaPublisher {
   bool fatal_ = false;         // the producer cannot go on: make a new one
   u64 rewind_backoff_ns_ = 0;  // after a rewind, the wait before producing again
   u64 resume_at_ns_ = 0;       // (steady clock) doubling while rewinds repeat
-  u32 failing_group_ = 0;      // the first failure since the last rewind: its group,
+  u32 failing_group_ = 0;      // the first failure since the last rewind: its group
+                               // (groups(): not known),
   u64 failing_watermark_ = 0;  // and the group's watermark then (past it, no back-off)
   u64 last_rewind_log_ns_ = 0;
   u64 watermarks_written_ns_ = 0;

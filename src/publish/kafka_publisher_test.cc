@@ -29,7 +29,7 @@ constexpr std::int32_t kPartitions = 2;  // fewer than the groups: a partition c
 // Commands from..to of `group`: sequence s has s % 3 ledger events (none for some) and
 // every fifth an order change, so that some commands leave no row at all.
 void fill(history::SqliteStore& store, u32 group, u64 from, u64 to, ExpectedRows& events,
-          ExpectedRows& changes) {
+          ExpectedRows& changes, bool orders = true) {
   history::Batch batch;
   batch.group = group;
   batch.after = from - 1;
@@ -49,7 +49,7 @@ void fill(history::SqliteStore& store, u32 group, u64 from, u64 to, ExpectedRows
       batch.events.push_back(e);
       events[group].push_back({s, i});
     }
-    if (s % 5 == 0) {
+    if (orders && s % 5 == 0) {
       Order o;
       o.id = (u64{group} << 40) | s;
       o.merchant = 7;
@@ -339,6 +339,60 @@ TEST_F(KafkaPublisherTest, TheFileNamesThePrevRowsWhereTheStoreHasThemNot) {
   EXPECT_TRUE(consumer.problems.empty()) << consumer.first_problem();
   EXPECT_EQ(consumer.duplicates, 0u);
   EXPECT_EQ(publisher->gaps(), 0u);
+}
+
+// A topic with no row since the file's mark keeps the mark's key (the store, which
+// starts after it, has none): after a restart its next message still names it.
+TEST_F(KafkaPublisherTest, ATopicWithNoNewRowKeepsItsPrevAcrossARestart) {
+  for (u32 g = 0; g < kGroups; ++g)
+    fill(*store_, g, 101, 300, events_, changes_, false);
+  ASSERT_TRUE(write_file_durably(config_.watermark_file,
+                                 "paygate-kafka-watermarks 1\npartitions 2 2\n"
+                                 "0 100 98 1 100 0\n1 100 98 1 100 0\n2 100 98 1 100 0\n",
+                                 0600)
+                  .ok());
+  {
+    auto first = open_publisher();
+    ASSERT_NE(first, nullptr);
+    first->start();
+    ASSERT_TRUE(durable_at(*first, 300));
+    first->stop();
+  }
+  const Result<std::string> file = read_file(config_.watermark_file);
+  ASSERT_TRUE(file.ok());
+  EXPECT_NE(file.value().find("\n0 300 299 1 100 0\n"), std::string::npos) << file.value();
+  for (u32 g = 0; g < kGroups; ++g)
+    fill(*store_, g, 301, 400, events_, changes_);
+  auto second = open_publisher();
+  ASSERT_NE(second, nullptr);
+  second->start();
+  CheckingConsumer consumer(cluster_, {{"t.ledger", events_}, {"t.orders", changes_}});
+  for (u32 g = 0; g < kGroups; ++g) {
+    consumer.start_after("t.ledger", g, {98, 1});
+    consumer.start_after("t.orders", g, {100, 0});
+  }
+  ASSERT_TRUE(consumer.read_all()) << consumer.received << " received";
+  EXPECT_TRUE(consumer.problems.empty()) << consumer.first_problem();
+}
+
+// A watermark file whose last rows are not the store's (another data directory's) is
+// refused, rather than name a prev no consumer kept.
+TEST_F(KafkaPublisherTest, AWatermarkFileOfAnotherStoreIsRefused) {
+  fill_all(1, 100);
+  ASSERT_TRUE(write_file_durably(config_.watermark_file,
+                                 "paygate-kafka-watermarks 1\n0 100 50 0 100 0\n", 0600)
+                  .ok());
+  const auto refused =
+      KafkaPublisher::open(config_, dir_.path() / "history.sqlite", kGroups, test_renderers());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("does not match"), std::string::npos);
+  // The store's own last rows at 100: the event of 100 (100 % 3 = 1), its order change.
+  ASSERT_TRUE(write_file_durably(config_.watermark_file,
+                                 "paygate-kafka-watermarks 1\n0 100 100 0 100 0\n", 0600)
+                  .ok());
+  EXPECT_TRUE(
+      KafkaPublisher::open(config_, dir_.path() / "history.sqlite", kGroups, test_renderers())
+          .ok());
 }
 
 }  // namespace
