@@ -126,9 +126,7 @@ Result<std::unique_ptr<KafkaPublisher>> KafkaPublisher::open(
     KafkaRenderers renderers) {
   PG_ASSERT(!config.brokers.empty() && !config.watermark_file.empty() && config.batch_rows > 0);
   if (config.message_timeout_ms != 0 && config.message_timeout_ms <= config.linger_ms) {
-    return Status::invalid_config(
-        "[kafka] message_timeout_ms must be 0 (none) or more than "
-        "linger_ms");
+    return Status::invalid_config("[kafka] message_timeout_ms must be 0 (none) or above linger_ms");
   }
   if (!valid_topic_prefix(config.topic_prefix)) {
     return Status::invalid_config(
