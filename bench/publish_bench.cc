@@ -10,7 +10,8 @@
 // same run, the same rows are read from the store and rendered without Kafka.
 // Prints the median of --rounds rounds.
 //
-//   ./build/bench/publish_bench [--events 1000000] [--groups 2] [--rounds 3] [--quick]
+//   ./build/bench/publish_bench [--events 1000000] [--groups 2] [--rounds 3] [--linger-ms 5]
+//        [--batch-rows 20000] [--quick]
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -35,6 +36,8 @@ struct Options {
   u32 groups = 2;
   u32 order_every = 10;
   u32 rounds = 3;
+  u32 linger_ms = publish::KafkaConfig{}.linger_ms;
+  u32 batch_rows = publish::KafkaConfig{}.batch_rows;
 };
 
 publish::KafkaRenderers server_renderers() {
@@ -149,6 +152,8 @@ int run(const Options& o) {
     config.topic_prefix = "bench.";
     config.watermark_file = dir.path() / "kafka.watermarks";
     config.poll_interval_ns = 1'000'000;
+    config.linger_ms = o.linger_ms;
+    config.batch_rows = o.batch_rows;
     config.thread_nice = 0;
     std::filesystem::remove(config.watermark_file);
     auto publisher = publish::KafkaPublisher::open(config, dir.path() / "history.sqlite", o.groups,
@@ -216,6 +221,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1u, 1'000'000u));
   app.add_option("--rounds", o.rounds, "rounds (the median is printed)")
       ->check(CLI::Range(1u, 99u));
+  app.add_option("--linger-ms", o.linger_ms, "[kafka] linger_ms");
+  app.add_option("--batch-rows", o.batch_rows, "[kafka] batch_rows")
+      ->check(CLI::Range(1u, 1'000'000u));
   app.add_flag("--quick", quick, "a small run (the test suite's)");
   CLI11_PARSE(app, argc, argv);
   if (quick) {
