@@ -22,6 +22,7 @@ using std::chrono::steady_clock;
 using testing::CheckingConsumer;
 using testing::ExpectedRows;
 using testing::MockCluster;
+using testing::RowKey;
 
 constexpr u32 kGroups = 3;
 constexpr std::int32_t kPartitions = 2;  // fewer than the groups: a partition carries two
@@ -111,6 +112,32 @@ class KafkaPublisherTest : public ::testing::Test {
     EXPECT_TRUE(opened.ok()) << opened.status().to_string();
     return opened.ok() ? std::move(opened).value() : nullptr;
   }
+  // A publisher opened and started (null, and a failure, when it cannot open).
+  std::unique_ptr<KafkaPublisher> start_publisher() {
+    std::unique_ptr<KafkaPublisher> publisher = open_publisher();
+    if (publisher != nullptr) publisher->start();
+    return publisher;
+  }
+  // Reads both topics until every row filled so far has come, kept by the consumer's
+  // rule in order (from `start`, the keys of the last ledger and orders rows a consumer
+  // kept before, for every group); the duplicates dropped, or nullopt (a failure) when
+  // a row never came or one came out of order.
+  std::optional<u64> every_row_arrives(std::optional<std::pair<RowKey, RowKey>> start = {}) {
+    CheckingConsumer consumer(cluster_, {{"t.ledger", events_}, {"t.orders", changes_}});
+    for (u32 g = 0; start && g < kGroups; ++g) {
+      consumer.start_after("t.ledger", g, start->first);
+      consumer.start_after("t.orders", g, start->second);
+    }
+    if (!consumer.read_all()) {
+      ADD_FAILURE() << "not every row came: " << consumer.received << " received";
+      return std::nullopt;
+    }
+    if (!consumer.problems.empty()) {
+      ADD_FAILURE() << consumer.first_problem();
+      return std::nullopt;
+    }
+    return consumer.duplicates;
+  }
   void fill_all(u64 from, u64 to) {
     for (u32 g = 0; g < kGroups; ++g)
       fill(*store_, g, from, to, events_, changes_);
@@ -134,15 +161,13 @@ class KafkaPublisherTest : public ::testing::Test {
 
 TEST_F(KafkaPublisherTest, EveryRowOnceInItsGroupsOrder) {
   fill_all(1, 1500);
-  auto publisher = open_publisher();
+  auto publisher = start_publisher();
   ASSERT_NE(publisher, nullptr);
-  publisher->start();
   fill_all(1501, 3000);  // while it publishes
-  CheckingConsumer consumer(cluster_, {{"t.ledger", events_}, {"t.orders", changes_}});
-  ASSERT_TRUE(consumer.read_all()) << consumer.received << " received";
-  EXPECT_TRUE(consumer.problems.empty()) << consumer.first_problem();
+  const std::optional<u64> duplicates = every_row_arrives();
+  ASSERT_TRUE(duplicates);
   // One producer, nothing failed: the idempotent producer sends each once.
-  EXPECT_EQ(consumer.duplicates, 0u);
+  EXPECT_EQ(*duplicates, 0u);
   ASSERT_TRUE(durable_at(*publisher, 3000));
   EXPECT_EQ(publisher->rewinds(), 0u);
   publisher->stop();
@@ -158,9 +183,8 @@ TEST_F(KafkaPublisherTest, EveryRowOnceInItsGroupsOrder) {
 
 TEST_F(KafkaPublisherTest, ABrokerDownAndBackLosesNothing) {
   fill_all(1, 1000);
-  auto publisher = open_publisher();
+  auto publisher = start_publisher();
   ASSERT_NE(publisher, nullptr);
-  publisher->start();
   ASSERT_TRUE(durable_at(*publisher, 1000));
   // The leader of every partition goes down while more is written, and comes back.
   cluster_.set_down(1);
@@ -173,9 +197,7 @@ TEST_F(KafkaPublisherTest, ABrokerDownAndBackLosesNothing) {
   ASSERT_TRUE(eventually([&] { return publisher->produced() >= rows; }));
   EXPECT_LT(publisher->watermark(0), 2000u);
   cluster_.set_up(1);
-  CheckingConsumer consumer(cluster_, {{"t.ledger", events_}, {"t.orders", changes_}});
-  ASSERT_TRUE(consumer.read_all()) << consumer.received << " received";
-  EXPECT_TRUE(consumer.problems.empty()) << consumer.first_problem();
+  ASSERT_TRUE(every_row_arrives());
   ASSERT_TRUE(durable_at(*publisher, 2000));
 }
 
@@ -185,18 +207,15 @@ TEST_F(KafkaPublisherTest, ABrokerDownAndBackLosesNothing) {
 TEST_F(KafkaPublisherTest, TimedOutDeliveriesArePublishedAgainAndThePrevHeadersKeepTheOrder) {
   config_.message_timeout_ms = 1000;  // deliveries fail while the leader is down
   fill_all(1, 500);
-  auto publisher = open_publisher();
+  auto publisher = start_publisher();
   ASSERT_NE(publisher, nullptr);
-  publisher->start();
   ASSERT_TRUE(durable_at(*publisher, 500));
   cluster_.set_down(1);
   fill_all(501, 1500);
   ASSERT_TRUE(eventually([&] { return publisher->delivery_errors() > 0; }));
   EXPECT_LT(publisher->watermark(0), 1500u);  // a failed round holds it
   cluster_.set_up(1);
-  CheckingConsumer consumer(cluster_, {{"t.ledger", events_}, {"t.orders", changes_}});
-  ASSERT_TRUE(consumer.read_all()) << consumer.received << " received";
-  EXPECT_TRUE(consumer.problems.empty()) << consumer.first_problem();
+  ASSERT_TRUE(every_row_arrives());
   ASSERT_TRUE(durable_at(*publisher, 1500));
   EXPECT_GE(publisher->rewinds(), 1u);
 }
@@ -206,15 +225,12 @@ TEST_F(KafkaPublisherTest, TimedOutDeliveriesArePublishedAgainAndThePrevHeadersK
 // makes a new one and publishes again from its watermark.
 TEST_F(KafkaPublisherTest, ARefusedBatchStopsTheProducerAndANewOneGoesOn) {
   fill_all(1, 500);
-  auto publisher = open_publisher();
+  auto publisher = start_publisher();
   ASSERT_NE(publisher, nullptr);
-  publisher->start();
   ASSERT_TRUE(durable_at(*publisher, 500));
   cluster_.fail_produce(1, RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
   fill_all(501, 1500);
-  CheckingConsumer consumer(cluster_, {{"t.ledger", events_}, {"t.orders", changes_}});
-  ASSERT_TRUE(consumer.read_all()) << consumer.received << " received";
-  EXPECT_TRUE(consumer.problems.empty()) << consumer.first_problem();
+  ASSERT_TRUE(every_row_arrives());
   ASSERT_TRUE(durable_at(*publisher, 1500));
   EXPECT_GE(publisher->rewinds(), 1u);
   EXPECT_GE(publisher->delivery_errors(), 1u);
@@ -223,9 +239,8 @@ TEST_F(KafkaPublisherTest, ARefusedBatchStopsTheProducerAndANewOneGoesOn) {
 TEST_F(KafkaPublisherTest, ARestartResumesFromTheDurableWatermark) {
   fill_all(1, 1000);
   {
-    auto first = open_publisher();
+    auto first = start_publisher();
     ASSERT_NE(first, nullptr);
-    first->start();
     ASSERT_TRUE(durable_at(*first, 1000));
     fill_all(1001, 3000);
     // Gone as in a crash: what it had in flight is dropped, the file is as last written.
@@ -239,22 +254,19 @@ TEST_F(KafkaPublisherTest, ARestartResumesFromTheDurableWatermark) {
   for (u32 g = 0; g < kGroups; ++g)
     EXPECT_GE(second->watermark(g), 1000u);
   second->start();
-  CheckingConsumer consumer(cluster_, {{"t.ledger", events_}, {"t.orders", changes_}});
-  ASSERT_TRUE(consumer.read_all()) << consumer.received << " received";
-  EXPECT_TRUE(consumer.problems.empty()) << consumer.first_problem();
+  const std::optional<u64> duplicates = every_row_arrives();
+  ASSERT_TRUE(duplicates);
   ASSERT_TRUE(durable_at(*second, 4000));
   // Duplicates are only what the first had sent past its durable watermark.
-  std::printf("duplicates after the restart: %llu of %llu messages\n",
-              static_cast<unsigned long long>(consumer.duplicates),
-              static_cast<unsigned long long>(consumer.received));
+  std::printf("duplicates dropped after the restart: %llu\n",
+              static_cast<unsigned long long>(*duplicates));
 }
 
 TEST_F(KafkaPublisherTest, AClusterThatCannotBeReachedHoldsNothingUp) {
   config_.brokers = "127.0.0.1:1";  // nothing listens there
   fill_all(1, 100);
-  auto publisher = open_publisher();
+  auto publisher = start_publisher();
   ASSERT_NE(publisher, nullptr);
-  publisher->start();
   ASSERT_TRUE(eventually([&] { return publisher->connect_attempts() >= 2; }));
   EXPECT_FALSE(publisher->connected());
   EXPECT_EQ(publisher->watermark(0), 0u);
@@ -283,9 +295,8 @@ TEST_F(KafkaPublisherTest, AStoreThatStartsAfterTheWatermarkStopsThatGroup) {
   ASSERT_TRUE(store_->write(late).ok());
   for (u32 g = 1; g < kGroups; ++g)
     fill(*store_, g, 1, 600, events_, changes_);
-  auto publisher = open_publisher();
+  auto publisher = start_publisher();
   ASSERT_NE(publisher, nullptr);
-  publisher->start();
   ASSERT_TRUE(eventually([&] {
     return publisher->gaps() == 1 && publisher->durable_watermark(1) == 600 &&
            publisher->durable_watermark(2) == 600;
@@ -327,17 +338,11 @@ TEST_F(KafkaPublisherTest, TheFileNamesThePrevRowsWhereTheStoreHasThemNot) {
                                  "0 100 98 1 100 0\n1 100 98 1 100 0\n2 100 98 1 100 0\n",
                                  0600)
                   .ok());
-  auto publisher = open_publisher();
+  auto publisher = start_publisher();
   ASSERT_NE(publisher, nullptr);
-  publisher->start();
-  CheckingConsumer consumer(cluster_, {{"t.ledger", events_}, {"t.orders", changes_}});
-  for (u32 g = 0; g < kGroups; ++g) {
-    consumer.start_after("t.ledger", g, {98, 1});
-    consumer.start_after("t.orders", g, {100, 0});
-  }
-  ASSERT_TRUE(consumer.read_all()) << consumer.received << " received";
-  EXPECT_TRUE(consumer.problems.empty()) << consumer.first_problem();
-  EXPECT_EQ(consumer.duplicates, 0u);
+  const std::optional<u64> duplicates = every_row_arrives(std::pair{RowKey{98, 1}, RowKey{100, 0}});
+  ASSERT_TRUE(duplicates);
+  EXPECT_EQ(*duplicates, 0u);
   EXPECT_EQ(publisher->gaps(), 0u);
 }
 
@@ -352,9 +357,8 @@ TEST_F(KafkaPublisherTest, ATopicWithNoNewRowKeepsItsPrevAcrossARestart) {
                                  0600)
                   .ok());
   {
-    auto first = open_publisher();
+    auto first = start_publisher();
     ASSERT_NE(first, nullptr);
-    first->start();
     ASSERT_TRUE(durable_at(*first, 300));
     first->stop();
   }
@@ -363,16 +367,9 @@ TEST_F(KafkaPublisherTest, ATopicWithNoNewRowKeepsItsPrevAcrossARestart) {
   EXPECT_NE(file.value().find("\n0 300 299 1 100 0\n"), std::string::npos) << file.value();
   for (u32 g = 0; g < kGroups; ++g)
     fill(*store_, g, 301, 400, events_, changes_);
-  auto second = open_publisher();
+  auto second = start_publisher();
   ASSERT_NE(second, nullptr);
-  second->start();
-  CheckingConsumer consumer(cluster_, {{"t.ledger", events_}, {"t.orders", changes_}});
-  for (u32 g = 0; g < kGroups; ++g) {
-    consumer.start_after("t.ledger", g, {98, 1});
-    consumer.start_after("t.orders", g, {100, 0});
-  }
-  ASSERT_TRUE(consumer.read_all()) << consumer.received << " received";
-  EXPECT_TRUE(consumer.problems.empty()) << consumer.first_problem();
+  ASSERT_TRUE(every_row_arrives(std::pair{RowKey{98, 1}, RowKey{100, 0}}));
 }
 
 // A watermark file whose last rows are not the store's (another data directory's) is
