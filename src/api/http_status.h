@@ -104,6 +104,7 @@ constexpr unsigned http_status(ResultCode code) noexcept {
     case ResultCode::overloaded:
     case ResultCode::not_durable:
     case ResultCode::history_behind:
+    case ResultCode::order_loading:
     case ResultCode::shutting_down:
     case ResultCode::not_ready:
       return 503;
@@ -198,6 +199,8 @@ constexpr std::string_view describe(ResultCode code) noexcept {
     case ResultCode::rejected_risk:
       return "the merchant's risk rules refused this checkout; the order is final (status "
              "rejected_risk) and nothing moved";
+    case ResultCode::order_loading:
+      return "another request is loading the order into Redis; retry";
     case ResultCode::withdrawal_not_found:
       return "no such withdrawal";
     case ResultCode::user_not_found:

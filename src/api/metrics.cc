@@ -6,6 +6,8 @@
 #include <chrono>
 
 #include "api/id_text.h"
+#include "cache/order_cache.h"
+#include "cache/order_feed.h"
 #include "history/worker.h"
 #include "pipeline/engine.h"
 #include "publish/kafka_publisher.h"
@@ -282,6 +284,47 @@ void render_metrics(const MetricsSources& s, std::string& out) {
              k->gaps());
       single("paygate_kafka_connected", "gauge",
              "1 once the publisher has found both topics' partitions", k->connected() ? 1 : 0);
+    }
+    if (const cache::OrderCache* cache = s.order_cache) {
+      const cache::OrderCache::Counters& c = cache->counters();
+      header(out, "paygate_redis_order_reads_total", "counter",
+             "reads of orders that left memory, through Redis, by outcome (docs/REDIS.md)");
+      const std::pair<const char*, const std::atomic<u64>*> outcomes[] = {
+          {"hit", &c.hits},
+          {"loaded", &c.loaded},
+          {"waited", &c.waits},
+          {"not_found", &c.not_found},
+          {"pending", &c.pending}};
+      for (const auto& [outcome, value] : outcomes) {
+        line(out, "paygate_redis_order_reads_total{{outcome=\"{}\"}} {}\n", outcome,
+             value->load(std::memory_order_relaxed));
+      }
+      const auto count = [&](const char* metric, const char* type, const char* help, u64 value) {
+        header(out, metric, type, help);
+        line(out, "{} {}\n", metric, value);
+      };
+      count("paygate_redis_store_loads_total", "counter",
+            "history store reads made by a Redis miss's loader (one per key at a time)",
+            c.store_reads.load(std::memory_order_relaxed));
+      count("paygate_redis_errors_total", "counter", "Redis commands that failed",
+            c.errors.load(std::memory_order_relaxed));
+      count("paygate_redis_fallbacks_total", "counter",
+            "order reads answered from the store directly because Redis failed",
+            c.fallbacks.load(std::memory_order_relaxed));
+      count("paygate_redis_entry_writes_total", "counter",
+            "order entries written (a newer sequence than the entry had)",
+            c.writes.load(std::memory_order_relaxed));
+      if (const cache::OrderFeed* feed = s.order_feed) {
+        header(out, "paygate_redis_feed_sequence", "gauge",
+               "the sequence of the group's last order change the feed wrote to Redis");
+        for (u32 g = 0; g < feed->groups(); ++g)
+          line(out, "paygate_redis_feed_sequence{{group=\"{}\"}} {}\n", g, feed->position(g));
+        count("paygate_redis_feed_changes_total", "counter",
+              "order changes the feed wrote to Redis", feed->changes());
+        count("paygate_redis_feed_failures_total", "counter",
+              "feed rounds that failed (Redis or the store; retried with back-off)",
+              feed->failures());
+      }
     }
     if (webhooks::Deliverer* w = s.webhooks) {
       const webhooks::WebhookCounters& c = w->counters();

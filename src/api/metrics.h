@@ -20,6 +20,10 @@ class HistoryWorker;
 namespace paygate::publish {
 class KafkaPublisher;
 }  // namespace paygate::publish
+namespace paygate::cache {
+class OrderCache;
+class OrderFeed;
+}  // namespace paygate::cache
 namespace paygate::webhooks {
 class Deliverer;
 }
@@ -134,6 +138,8 @@ struct MetricsSources {
   history::HistoryWorker* history = nullptr;       // null: no history store
   webhooks::Deliverer* webhooks = nullptr;         // null: webhooks off
   const publish::KafkaPublisher* kafka = nullptr;  // null: no publishing
+  const cache::OrderCache* order_cache = nullptr;  // null: no Redis
+  const cache::OrderFeed* order_feed = nullptr;    // null: no feed
   const HttpMetrics* http = nullptr;
   u64 replay_refusals = 0;
   u64 replay_entries = 0;

@@ -10,6 +10,7 @@
 
 #include "api/crypto.h"
 #include "api/server_fixture.h"
+#include "cache/redis_test_support.h"
 
 namespace paygate::api {
 namespace {
@@ -869,6 +870,121 @@ TEST_F(ArchivingServerTest, AnOrderThatLeftMemoryIsReadFromTheStore) {
   const HttpResponse again = merchant_request(shop_, "GET", "/v1/orders/" + id);
   EXPECT_EQ(again.status, 200u) << again.body;
   EXPECT_EQ(text_field(again.body, "/merchant_ref"), "gone-1");
+}
+
+// Orders read through Redis (docs/REDIS.md), against a real redis-server.
+class RedisOrderServerTest : public ArchivingServerTest {
+ protected:
+  void SetUp() override {
+    if (!cache::testing::RedisServer::installed()) {
+      GTEST_SKIP() << "redis-server is not installed (scripts/install-deps.sh installs it)";
+    }
+    ASSERT_TRUE(redis_.start());
+    // Waiting readers and loaders' locks far past anything a busy machine takes: the
+    // outcome below is certain, not a race.
+    config_ = "[orders]\nfinal_retained_s = 1\n[redis]\naddress = \"" + redis_.address() +
+              "\"\nwait_ms = 60000\nlock_ms = 120000\ncommand_timeout_ms = 30000\n"
+              "feed_poll_interval_ms = 5\n";
+    OrderServerTest::SetUp();
+  }
+  // Reads the order (as an operator) until it is served from the store.
+  HttpResponse read_archived(const std::string& id) {
+    HttpResponse read;
+    for (auto deadline = std::chrono::steady_clock::now() + 60s;
+         std::chrono::steady_clock::now() < deadline; std::this_thread::sleep_for(100ms)) {
+      read = admin_get("/v1/orders/" + id);
+      if (read.status == 200 && number_field(read.body, "/as_of_sequence") > 0) break;
+    }
+    return read;
+  }
+  std::string entry(const std::string& id, const std::string& field) {
+    return redis_.cli("HGET paygate:order:" + id + " " + field);
+  }
+
+  TempDir redis_dir_;
+  cache::testing::RedisServer redis_{redis_dir_.path()};
+};
+
+// The feed writes each order's status entry as it changes; a read of an order that
+// left memory comes from Redis, and hundreds of readers missing it at once make one
+// store read between them; with Redis gone, the store answers.
+TEST_F(RedisOrderServerTest, OrdersThatLeftMemoryAreReadThroughRedisWithOneLoaderPerKey) {
+  const HttpResponse made = create("redis-1", 40, R"(,"description":"a lamp")");
+  ASSERT_EQ(made.status, 201u) << made.body;
+  const std::string id = text_field(made.body, "/id");
+  ASSERT_EQ(checkout_wallet(payer_, id, text_field(made.body, "/signature"), wallet_).status, 200u);
+  // Another order, left processing: its entry says so.
+  const HttpResponse other = create("redis-2", 25);
+  ASSERT_EQ(other.status, 201u) << other.body;
+  const std::string other_id = text_field(other.body, "/id");
+  ASSERT_EQ(checkout_external(other_id, text_field(other.body, "/signature")).status, 200u);
+
+  const HttpResponse read = read_archived(id);
+  ASSERT_EQ(read.status, 200u) << read.body;
+  EXPECT_EQ(text_field(read.body, "/status"), "success");
+  EXPECT_EQ(text_field(read.body, "/description"), "a lamp");
+  // The feed's entries (bounded wait: it follows the store).
+  for (auto deadline = std::chrono::steady_clock::now() + 60s;
+       entry(other_id, "status") != "processing" && std::chrono::steady_clock::now() < deadline;) {
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(entry(other_id, "status"), "processing");
+  EXPECT_EQ(entry(id, "status"), "success");
+  EXPECT_EQ(entry(id, "merchant"), shop_.id);
+  EXPECT_GT(std::stoull(entry(id, "sequence")), 0u);
+  EXPECT_GE(metric("paygate_redis_feed_changes_total"), 4u);
+  // Read again: from the entry, with everything its request said.
+  const u64 hits = metric("paygate_redis_order_reads_total{outcome=\"hit\"}");
+  const HttpResponse hit = admin_get("/v1/orders/" + id);
+  ASSERT_EQ(hit.status, 200u) << hit.body;
+  EXPECT_EQ(text_field(hit.body, "/description"), "a lamp");
+  EXPECT_EQ(text_field(hit.body, "/signature"), text_field(made.body, "/signature"));
+  EXPECT_EQ(metric("paygate_redis_order_reads_total{outcome=\"hit\"}"), hits + 1);
+
+  // The entry gone (evicted, expired): hundreds of readers at once, one store read.
+  ASSERT_EQ(redis_.cli("DEL paygate:order:" + id), "1");
+  const u64 store_reads = metric("paygate_redis_store_loads_total");
+  constexpr int kReaders = 200;
+  std::atomic<int> ok{0};
+  std::vector<std::unique_ptr<HttpClient>> clients;
+  for (int i = 0; i < kReaders; ++i) {
+    clients.push_back(std::make_unique<HttpClient>("127.0.0.1", server_.port()));
+  }
+  std::vector<std::thread> readers;
+  std::atomic<bool> go{false};
+  for (int i = 0; i < kReaders; ++i) {
+    readers.emplace_back([&, i] {
+      while (!go.load())
+        std::this_thread::yield();
+      const HttpResponse r = clients[i]->request("GET", "/v1/orders/" + id, admin());
+      if (r.status == 200 && text_field(r.body, "/merchant_ref") == "redis-1") ok.fetch_add(1);
+    });
+  }
+  go.store(true);
+  for (std::thread& t : readers)
+    t.join();
+  EXPECT_EQ(ok.load(), kReaders);
+  EXPECT_EQ(metric("paygate_redis_store_loads_total"), store_reads + 1);
+  EXPECT_EQ(metric("paygate_redis_order_reads_total{outcome=\"pending\"}"), 0u);
+  EXPECT_EQ(entry(id, "status"), "success");
+
+  // Redis gone: the store answers, and says so in the metrics.
+  redis_.stop();
+  const HttpResponse without = admin_get("/v1/orders/" + id);
+  ASSERT_EQ(without.status, 200u) << without.body;
+  EXPECT_EQ(text_field(without.body, "/merchant_ref"), "redis-1");
+  EXPECT_GE(metric("paygate_redis_fallbacks_total"), 1u);
+  EXPECT_GE(metric("paygate_redis_errors_total"), 1u);
+  // An order still in memory never needed Redis.
+  EXPECT_EQ(status_of(other_id), "processing");
+}
+
+TEST(RedisSettings, ABadRedisAddressStopsTheServerAtStart) {
+  TempDir dir;
+  testing::ServerProcess server;
+  EXPECT_FALSE(
+      server.start(dir.path() / "data", test_config("[redis]\naddress = \"localhost\"\n")));
+  EXPECT_NE(server.log().find("[redis]"), std::string::npos) << server.log();
 }
 
 }  // namespace

@@ -26,6 +26,8 @@
 #include "api/render.h"
 #include "api/request_decoder.h"
 #include "api/risk.h"
+#include "cache/order_cache.h"
+#include "cache/order_feed.h"
 #include "history/worker.h"
 #include "pipeline/carry.h"
 #include "pipeline/engine.h"
@@ -208,6 +210,12 @@ class Service {
   void attach_kafka(const publish::KafkaPublisher* kafka) noexcept {
     kafka_.store(kafka, std::memory_order_release);
   }
+  // Redis (docs/REDIS.md): reads of orders that left memory go through it; its
+  // counters and the feed's in /metrics.
+  void attach_order_cache(cache::OrderCache* cache, const cache::OrderFeed* feed) noexcept {
+    order_feed_.store(feed, std::memory_order_release);
+    order_cache_.store(cache, std::memory_order_release);
+  }
   // A webhook event's body (webhooks::Deliverer::RenderEvent): the order rendered as
   // GET /v1/orders/{id} renders it, as the change left it. Any thread.
   std::string webhook_event_body(const history::OrderEventRow& event,
@@ -289,6 +297,10 @@ class Service {
   bool list_orders(Exchange& ex);
   // An order that has left memory, as the store keeps it; nullopt: the store has none.
   std::optional<bool> order_from_history(Exchange& ex);
+  // The store's row of an order that left memory, through Redis when it is attached
+  // (one loader per key); `pending`: another reader is loading it past [redis] wait_ms.
+  Result<std::optional<history::OrderRow>> archived_order_row(history::HistoryWorker& history,
+                                                              u64 id, bool& pending);
   // Answers a step with ex.order_ as it is after it; a checkout that made it final with
   // its redirect_url (false: waiting for the store to have the callback_url).
   bool answer_order(Exchange& ex);
@@ -366,6 +378,8 @@ class Service {
   std::atomic<history::HistoryWorker*> history_{nullptr};
   std::atomic<webhooks::Deliverer*> webhooks_{nullptr};
   std::atomic<const publish::KafkaPublisher*> kafka_{nullptr};
+  std::atomic<cache::OrderCache*> order_cache_{nullptr};
+  std::atomic<const cache::OrderFeed*> order_feed_{nullptr};
   MerchantRegistry& merchants_;
   Authenticator& auth_;
   OwnerIndex& owners_;

@@ -146,7 +146,14 @@ std::optional<bool> Service::order_from_history(Exchange& ex) {
   const u32 group = id_prefix(ex.path_id_).group;
   if (group >= history->groups()) return std::nullopt;
   const u64 as_of = history->watermark(group);
-  Result<std::optional<history::OrderRow>> read = history->store().order(ex.path_id_);
+  bool pending = false;
+  Result<std::optional<history::OrderRow>> read =
+      archived_order_row(*history, ex.path_id_, pending);
+  if (pending) {
+    ex.reply.retry_after_s = 1;
+    return fail(ex, ResultCode::order_loading,
+                "another request is loading the order from the history store into Redis; retry");
+  }
   if (!read.ok()) {
     PG_LOG_ERROR("event=history_read_failed message=\"{}\"", read.status().message());
     return fail(ex, ResultCode::not_durable, "the history store cannot be read now; retry");
@@ -171,6 +178,32 @@ std::optional<bool> Service::order_from_history(Exchange& ex) {
   render_order(ex.reply.body, row.order, order_signature(row.order), provider, &said,
                std::max<u64>(as_of, row.updated_sequence), {}, ipn ? &*ipn : nullptr);
   return finish(ex, 200);
+}
+
+Result<std::optional<history::OrderRow>> Service::archived_order_row(
+    history::HistoryWorker& history, u64 id, bool& pending) {
+  cache::OrderCache* cache = order_cache_.load(std::memory_order_acquire);
+  const auto from_store = [&] { return history.store().order(id); };
+  if (cache == nullptr) return from_store();
+  Result<cache::OrderCache::Read> cached = cache->order(id, from_store);
+  if (!cached.ok()) {
+    // Redis cannot be used (or the load failed): the store answers (Redis is a cache).
+    cache->count_fallback();
+    return from_store();
+  }
+  cache::OrderCache::Read& read = cached.value();
+  pending = read.outcome == cache::OrderCache::Outcome::pending;
+  if (!read.row) return std::optional<history::OrderRow>();
+  if (!is_final(read.row->order.status)) {
+    // Loaded while the store was behind the order's last change, which the feed (off,
+    // or behind) has not written since: the store may have it now.
+    Result<std::optional<history::OrderRow>> now = from_store();
+    if (now.ok() && now.value() && is_final(now.value()->order.status)) {
+      (void)cache->put(*now.value());
+    }
+    return now;
+  }
+  return std::move(read.row);
 }
 
 // The payer's way back to the merchant after a final checkout: the callback_url with

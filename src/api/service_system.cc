@@ -22,6 +22,8 @@ void Service::render_metrics_page(std::string& out) const {
                                 .history = history_.load(std::memory_order_acquire),
                                 .webhooks = webhooks_.load(std::memory_order_acquire),
                                 .kafka = kafka_.load(std::memory_order_acquire),
+                                .order_cache = order_cache_.load(std::memory_order_acquire),
+                                .order_feed = order_feed_.load(std::memory_order_acquire),
                                 .http = metrics_.get(),
                                 .replay_refusals = auth_.replay_cache_refusals(),
                                 .replay_entries = auth_.replay_cache_size(),

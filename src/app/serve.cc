@@ -22,6 +22,8 @@
 #include "api/service.h"
 #include "base/durable_file.h"
 #include "base/log.h"
+#include "cache/order_cache.h"
+#include "cache/order_feed.h"
 #include "history/worker.h"
 #include "pipeline/engine.h"
 #include "publish/kafka_publisher.h"
@@ -36,9 +38,15 @@ struct Settings {
   api::ServiceConfig service;
   api::AuthConfig auth;
   EngineConfig engine = served_engine_defaults();
-  history::HistoryConfig history;    // file: <data dir>/history.sqlite unless set
-  webhooks::WebhookConfig webhooks;  // file: <data dir>/webhooks.sqlite unless set
-  publish::KafkaConfig kafka;        // watermark_file: <data dir>/kafka.watermarks unless set
+  history::HistoryConfig history;       // file: <data dir>/history.sqlite unless set
+  webhooks::WebhookConfig webhooks;     // file: <data dir>/webhooks.sqlite unless set
+  publish::KafkaConfig kafka;           // watermark_file: <data dir>/kafka.watermarks unless set
+  cache::OrderCacheConfig redis = [] {  // [redis] address empty or absent: no cache
+    cache::OrderCacheConfig c;
+    c.redis.address.clear();
+    return c;
+  }();
+  cache::OrderFeedConfig feed;
   u64 drain_timeout_ms = 10'000;
   // Every merchant's default share of its group's tables ([quotas]; by Quota:
   // accounts, holds, idempotency keys, orders). kQuotaShare: a quarter of the table.
@@ -137,6 +145,12 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
   u64 webhook_retry_period_s = s->webhooks.retry_period_ns / kNanosPerSecond;
   u64 kafka_poll_ms = s->kafka.poll_interval_ns / 1'000'000;
   u64 kafka_watermark_ms = s->kafka.watermark_interval_ns / 1'000'000;
+  u64 redis_connect_timeout_ms = s->redis.redis.connect_timeout_ns / 1'000'000;
+  u64 redis_command_timeout_ms = s->redis.redis.command_timeout_ns / 1'000'000;
+  u64 redis_lock_ms = s->redis.lock_ns / 1'000'000;
+  u64 redis_wait_ms = s->redis.wait_ns / 1'000'000;
+  u64 redis_poll_ms = s->redis.poll_ns / 1'000'000;
+  u64 feed_poll_ms = s->feed.poll_interval_ns / 1'000'000;
   struct Key {
     const char* section;
     const char* name;
@@ -255,6 +269,18 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       {"kafka", "watermark_interval_ms", unsigned_into(&kafka_watermark_ms, 1)},
       {"kafka", "message_timeout_ms", unsigned_into(&s->kafka.message_timeout_ms, 0)},
       {"kafka", "linger_ms", unsigned_into(&s->kafka.linger_ms, 0)},
+      {"redis", "address", text_into(&s->redis.redis.address)},
+      {"redis", "key_prefix", text_into(&s->redis.key_prefix)},
+      {"redis", "entry_ttl_s", unsigned_into(&s->redis.entry_ttl_s, 0)},
+      {"redis", "connect_timeout_ms", unsigned_into(&redis_connect_timeout_ms, 1)},
+      {"redis", "command_timeout_ms", unsigned_into(&redis_command_timeout_ms, 1)},
+      {"redis", "lock_ms", unsigned_into(&redis_lock_ms, 1)},
+      {"redis", "wait_ms", unsigned_into(&redis_wait_ms, 0)},
+      {"redis", "poll_ms", unsigned_into(&redis_poll_ms, 1)},
+      {"redis", "connections_idle_max", unsigned_into(&s->redis.connections_idle_max, 1)},
+      {"redis", "feed", bool_into(&s->feed.enabled)},
+      {"redis", "feed_batch_rows", unsigned_into(&s->feed.batch_rows, 1)},
+      {"redis", "feed_poll_interval_ms", unsigned_into(&feed_poll_ms, 1)},
   };
   for (const auto& [section_name, section] : root) {
     const toml::table* table = section.as_table();
@@ -272,17 +298,18 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
                                                   section_name.str(), key_name.str()));
       }
       if (!key->set(value)) {
-        return Status::invalid_config(
-            fmt::format("{}: {}.{} must be {}", file.string(), section_name.str(), key_name.str(),
-                        key_name.str() == "journal_prepare_segments" ||
-                                key_name.str() == "enabled" || key_name.str() == "allow_private"
-                            ? "true or false"
-                        : key_name.str() == "file" || key_name.str() == "ca_file" ||
-                                key_name.str() == "watermark_file"
-                            ? "a file name"
-                        : key_name.str() == "brokers" || key_name.str() == "topic_prefix"
-                            ? "a text"
-                            : "a positive number"));
+        return Status::invalid_config(fmt::format(
+            "{}: {}.{} must be {}", file.string(), section_name.str(), key_name.str(),
+            key_name.str() == "journal_prepare_segments" || key_name.str() == "enabled" ||
+                    key_name.str() == "allow_private" || key_name.str() == "feed"
+                ? "true or false"
+            : key_name.str() == "file" || key_name.str() == "ca_file" ||
+                    key_name.str() == "watermark_file"
+                ? "a file name"
+            : key_name.str() == "brokers" || key_name.str() == "topic_prefix" ||
+                    key_name.str() == "address" || key_name.str() == "key_prefix"
+                ? "a text"
+                : "a positive number"));
       }
     }
   }
@@ -293,6 +320,17 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
   s->webhooks.poll_interval_ns = webhook_poll_ms * 1'000'000;
   s->kafka.poll_interval_ns = kafka_poll_ms * 1'000'000;
   s->kafka.watermark_interval_ns = kafka_watermark_ms * 1'000'000;
+  s->redis.redis.connect_timeout_ns = redis_connect_timeout_ms * 1'000'000;
+  s->redis.redis.command_timeout_ns = redis_command_timeout_ms * 1'000'000;
+  s->redis.lock_ns = redis_lock_ms * 1'000'000;
+  s->redis.wait_ns = redis_wait_ms * 1'000'000;
+  s->redis.poll_ns = redis_poll_ms * 1'000'000;
+  s->feed.poll_interval_ns = feed_poll_ms * 1'000'000;
+  if (!s->redis.redis.address.empty()) {
+    if (const Status bad = cache::OrderCache::open(s->redis).status(); !bad.ok()) {
+      return Status::invalid_config(fmt::format("{}: [redis] {}", file.string(), bad.message()));
+    }
+  }
   s->webhooks.timeout_ns = webhook_timeout_ms * 1'000'000;
   s->webhooks.retry_base_ns = webhook_retry_base_ms * 1'000'000;
   s->webhooks.retry_max_ns = webhook_retry_max_ms * 1'000'000;
@@ -615,6 +653,35 @@ int run_serve(const ServeOptions& options) {
     PG_LOG_WARN(
         "event=kafka_off message=\"Kafka publishing needs the history store ([history] enabled)\"");
   }
+  // Orders read through Redis, fed from the history store (docs/REDIS.md): on only
+  // with it. A Redis that cannot be reached now is not a failure: reads go to the store
+  // until it can.
+  std::unique_ptr<cache::OrderCache> order_cache;
+  std::unique_ptr<cache::OrderFeed> order_feed;
+  if (!s.redis.redis.address.empty() && history) {
+    Result<std::unique_ptr<cache::OrderCache>> opened = cache::OrderCache::open(s.redis);
+    PG_ASSERT(opened.ok());  // (its settings were checked with the configuration's)
+    order_cache = std::move(opened).value();
+    if (s.feed.enabled) {
+      Result<std::unique_ptr<cache::OrderFeed>> feed =
+          cache::OrderFeed::open(s.feed, *order_cache, s.history.file, engine->groups());
+      if (!feed.ok()) {
+        PG_LOG_ERROR(
+            "event=order_feed_failed message=\"the order feed is off until this is "
+            "fixed: {}\"",
+            feed.status().message());
+      } else {
+        order_feed = std::move(feed).value();
+        order_feed->start();
+      }
+    }
+    service.attach_order_cache(order_cache.get(), order_feed.get());
+    PG_LOG_INFO("event=redis_on address={} feed={}", s.redis.redis.address, order_feed != nullptr);
+  } else if (!s.redis.redis.address.empty()) {
+    PG_LOG_WARN(
+        "event=redis_off message=\"Redis order reads need the history store ([history] "
+        "enabled)\"");
+  }
   engine->start();
   if (const BetweenGroupsReport& report = engine->between_groups_at_start(); report.unsettled > 0) {
     PG_LOG_INFO("event=between_groups_finished unsettled={} posted={} voided={}", report.unsettled,
@@ -654,6 +721,7 @@ int run_serve(const ServeOptions& options) {
   engine->stop();  // answers anything still taken, syncs, joins
   if (deliverer) deliverer->stop();
   if (kafka) kafka->stop();
+  if (order_feed) order_feed->stop();
   if (history) history->stop();
   // Let the answers queued by the final stop reach their connections.
   const auto flush_deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);

@@ -107,6 +107,7 @@ namespace paygate {
   X(refund_exceeds_order, 155)                               \
   X(orders_full, 156)                                        \
   X(rejected_risk, 157)                                      \
+  X(order_loading, 158)                                      \
   /* webhooks */                                             \
   X(webhook_endpoint_not_found, 160)                         \
   X(webhook_delivery_not_found, 161)                         \

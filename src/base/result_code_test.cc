@@ -108,6 +108,7 @@ TEST(ResultCode, NumbersAndNamesAreStable) {
       {155, "refund_exceeds_order"},
       {156, "orders_full"},
       {157, "rejected_risk"},
+      {158, "order_loading"},
       {160, "webhook_endpoint_not_found"},
       {161, "webhook_delivery_not_found"},
       {162, "url_not_allowed"},
