@@ -944,6 +944,7 @@ TEST_F(RedisOrderServerTest, OrdersThatLeftMemoryAreReadThroughRedisWithOneLoade
   // The entry gone (evicted, expired): hundreds of readers at once, one store read.
   ASSERT_EQ(redis_.cli("DEL paygate:order:" + id), "1");
   const u64 store_reads = metric("paygate_redis_store_loads_total");
+  ASSERT_EQ(metric("paygate_redis_fallbacks_total"), 0u);
   constexpr int kReaders = 200;
   std::atomic<int> ok{0};
   std::vector<std::unique_ptr<HttpClient>> clients;
@@ -964,7 +965,9 @@ TEST_F(RedisOrderServerTest, OrdersThatLeftMemoryAreReadThroughRedisWithOneLoade
   for (std::thread& t : readers)
     t.join();
   EXPECT_EQ(ok.load(), kReaders);
+  // One store read between them: the loader's (no reader read the store itself).
   EXPECT_EQ(metric("paygate_redis_store_loads_total"), store_reads + 1);
+  EXPECT_EQ(metric("paygate_redis_fallbacks_total"), 0u);
   EXPECT_EQ(metric("paygate_redis_order_reads_total{outcome=\"pending\"}"), 0u);
   EXPECT_EQ(entry(id, "status"), "success");
 

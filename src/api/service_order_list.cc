@@ -185,7 +185,18 @@ Result<std::optional<history::OrderRow>> Service::archived_order_row(
   cache::OrderCache* cache = order_cache_.load(std::memory_order_acquire);
   const auto from_store = [&] { return history.store().order(id); };
   if (cache == nullptr) return from_store();
-  Result<cache::OrderCache::Read> cached = cache->order(id, from_store);
+  // A loaded row becomes the entry when nothing can change it later unseen: the feed
+  // writes every later change (a newer sequence replaces it), or else the store had
+  // reached what the group had made durable, which holds the order's last change (an
+  // order leaves memory final, and changes no more).
+  const u32 group = id_prefix(id).group;
+  const bool fed = order_feed_.load(std::memory_order_acquire) != nullptr;
+  const u64 durable = engine().group(group).durable_sequence();
+  Result<cache::OrderCache::Read> cached =
+      cache->order(id, [&](bool& keep) -> Result<std::optional<history::OrderRow>> {
+        keep = fed || history.watermark(group) >= durable;
+        return from_store();
+      });
   if (!cached.ok()) {
     // Redis cannot be used (or the load failed): the store answers (Redis is a cache).
     cache->count_fallback();

@@ -32,20 +32,18 @@
 namespace paygate {
 namespace {
 
+constexpr u64 kMillisMax = 86'400'000ull * 366 * 100;  // a century: far below a wrap in ns
+
 struct Settings {
   api::HttpConfig http;
   api::BinaryConfig binary;
   api::ServiceConfig service;
   api::AuthConfig auth;
   EngineConfig engine = served_engine_defaults();
-  history::HistoryConfig history;       // file: <data dir>/history.sqlite unless set
-  webhooks::WebhookConfig webhooks;     // file: <data dir>/webhooks.sqlite unless set
-  publish::KafkaConfig kafka;           // watermark_file: <data dir>/kafka.watermarks unless set
-  cache::OrderCacheConfig redis = [] {  // [redis] address empty or absent: no cache
-    cache::OrderCacheConfig c;
-    c.redis.address.clear();
-    return c;
-  }();
+  history::HistoryConfig history;    // file: <data dir>/history.sqlite unless set
+  webhooks::WebhookConfig webhooks;  // file: <data dir>/webhooks.sqlite unless set
+  publish::KafkaConfig kafka;        // watermark_file: <data dir>/kafka.watermarks unless set
+  cache::OrderCacheConfig redis;     // [redis] address empty or absent: no cache
   cache::OrderFeedConfig feed;
   u64 drain_timeout_ms = 10'000;
   // Every merchant's default share of its group's tables ([quotas]; by Quota:
@@ -150,6 +148,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
   u64 redis_lock_ms = s->redis.lock_ns / 1'000'000;
   u64 redis_wait_ms = s->redis.wait_ns / 1'000'000;
   u64 redis_poll_ms = s->redis.poll_ns / 1'000'000;
+  u64 redis_failure_pause_ms = s->redis.failure_pause_ns / 1'000'000;
   u64 feed_poll_ms = s->feed.poll_interval_ns / 1'000'000;
   struct Key {
     const char* section;
@@ -277,6 +276,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       {"redis", "lock_ms", unsigned_into(&redis_lock_ms, 1)},
       {"redis", "wait_ms", unsigned_into(&redis_wait_ms, 0)},
       {"redis", "poll_ms", unsigned_into(&redis_poll_ms, 1)},
+      {"redis", "failure_pause_ms", unsigned_into(&redis_failure_pause_ms, 0)},
       {"redis", "connections_idle_max", unsigned_into(&s->redis.connections_idle_max, 1)},
       {"redis", "feed", bool_into(&s->feed.enabled)},
       {"redis", "feed_batch_rows", unsigned_into(&s->feed.batch_rows, 1)},
@@ -320,11 +320,20 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
   s->webhooks.poll_interval_ns = webhook_poll_ms * 1'000'000;
   s->kafka.poll_interval_ns = kafka_poll_ms * 1'000'000;
   s->kafka.watermark_interval_ns = kafka_watermark_ms * 1'000'000;
+  for (const u64 ms : {redis_connect_timeout_ms, redis_command_timeout_ms, redis_lock_ms,
+                       redis_wait_ms, redis_poll_ms, redis_failure_pause_ms}) {
+    // (Past this the nanoseconds would wrap; OrderCache::open bounds each far lower.)
+    if (ms > kMillisMax) {
+      return Status::invalid_config(
+          fmt::format("{}: a [redis] time in ms must be at most {}", file.string(), kMillisMax));
+    }
+  }
   s->redis.redis.connect_timeout_ns = redis_connect_timeout_ms * 1'000'000;
   s->redis.redis.command_timeout_ns = redis_command_timeout_ms * 1'000'000;
   s->redis.lock_ns = redis_lock_ms * 1'000'000;
   s->redis.wait_ns = redis_wait_ms * 1'000'000;
   s->redis.poll_ns = redis_poll_ms * 1'000'000;
+  s->redis.failure_pause_ns = redis_failure_pause_ms * 1'000'000;
   s->feed.poll_interval_ns = feed_poll_ms * 1'000'000;
   if (!s->redis.redis.address.empty()) {
     if (const Status bad = cache::OrderCache::open(s->redis).status(); !bad.ok()) {

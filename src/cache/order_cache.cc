@@ -1,7 +1,8 @@
 #include "cache/order_cache.h"
 
 #include <fmt/format.h>
-#include <unistd.h>
+#include <signal.h>
+#include <sys/random.h>
 
 #include <chrono>
 #include <cstring>
@@ -79,9 +80,12 @@ return 0
   return script;
 }
 
-// The entry's row: a version byte, the order book's record, the store's group and
-// sequences, then each text as a 4-byte length and its bytes.
+// The entry's row: a version byte and the order book record's (the store's
+// kOrderStateFormat), the record, the store's group and sequences, then each text as a
+// 4-byte length and its bytes.
 constexpr u8 kRowFormat = 1;
+static_assert(history::kOrderStateFormat < 256);
+constexpr u8 kRecordFormat = history::kOrderStateFormat;
 
 template <typename T>
 void append_raw(std::string& out, const T& value) {
@@ -108,9 +112,10 @@ bool take_text(std::string_view& in, std::string& text) {
 
 std::string encode_order_row(const history::OrderRow& row) {
   std::string out;
-  out.reserve(1 + sizeof(Order) + 20 + 20 + row.merchant_ref.size() + row.description.size() +
+  out.reserve(2 + sizeof(Order) + 20 + 20 + row.merchant_ref.size() + row.description.size() +
               row.metadata.size() + row.ipn_url.size() + row.callback_url.size());
   append_raw(out, kRowFormat);
+  append_raw(out, kRecordFormat);
   append_raw(out, row.order);
   append_raw(out, row.group);
   append_raw(out, row.created_sequence);
@@ -125,10 +130,10 @@ std::string encode_order_row(const history::OrderRow& row) {
 
 std::optional<history::OrderRow> decode_order_row(std::string_view in) {
   history::OrderRow row;
-  u8 format = 0;
-  if (!take_raw(in, format) || format != kRowFormat || !take_raw(in, row.order) ||
-      !take_raw(in, row.group) || !take_raw(in, row.created_sequence) ||
-      !take_raw(in, row.updated_sequence)) {
+  u8 format = 0, record_format = 0;
+  if (!take_raw(in, format) || format != kRowFormat || !take_raw(in, record_format) ||
+      record_format != kRecordFormat || !take_raw(in, row.order) || !take_raw(in, row.group) ||
+      !take_raw(in, row.created_sequence) || !take_raw(in, row.updated_sequence)) {
     return std::nullopt;
   }
   for (std::string* text :
@@ -175,9 +180,33 @@ Result<std::unique_ptr<OrderCache>> OrderCache::open(const OrderCacheConfig& con
   if (config.key_prefix.empty()) {
     return Status::invalid_config("[redis] key_prefix must not be empty");
   }
-  if (config.poll_ns == 0 || config.lock_ns < 1'000'000) {
-    return Status::invalid_config("[redis] poll_ms must be at least 1 and lock_ms at least 1");
+  // Bounds that keep every product of them in range (Redis takes milliseconds up to
+  // 2^63, and the waits are added to a steady clock).
+  constexpr u64 kMinute = 60'000'000'000, kHour = 60 * kMinute;
+  const struct {
+    const char* name;
+    u64 value, least, most;
+  } bounds[] = {
+      {"entry_ttl_s", config.entry_ttl_s, 0, 10 * 366 * 86'400},
+      {"lock_ms", config.lock_ns, 1'000'000, kHour},
+      {"wait_ms", config.wait_ns, 0, 10 * kMinute},
+      {"poll_ms", config.poll_ns, 1'000'000, kMinute},
+      {"connect_timeout_ms", config.redis.connect_timeout_ns, 1'000'000, kMinute},
+      {"command_timeout_ms", config.redis.command_timeout_ns, 1'000'000, kMinute},
+      {"failure_pause_ms", config.failure_pause_ns, 0, kHour},
+  };
+  for (const auto& b : bounds) {
+    if (b.value < b.least || b.value > b.most) {
+      const bool seconds = std::string_view(b.name).ends_with("_s");
+      return Status::invalid_config(fmt::format("[redis] {} must be from {} to {}", b.name,
+                                                seconds ? b.least : b.least / 1'000'000,
+                                                seconds ? b.most : b.most / 1'000'000));
+    }
   }
+  // hiredis writes to its sockets with write(): a connection Redis closed must be an
+  // error, not a SIGPIPE that ends the process (every other socket of paygate's sends
+  // with MSG_NOSIGNAL or through Asio, so ignoring it changes nothing else).
+  ::signal(SIGPIPE, SIG_IGN);
   return std::unique_ptr<OrderCache>(new OrderCache(config));
 }
 
@@ -210,6 +239,31 @@ std::string OrderCache::cursor_key(u32 group) const {
   return fmt::format("{}feed:{}", config_.key_prefix, group);
 }
 
+Status OrderCache::failed(const Result<RedisReply>& reply) {
+  if (reply.ok() && !reply.value().is_error()) return Status::success();
+  count_error();
+  if (reply.ok()) return Status::io_error("Redis: " + std::string(reply.value().text()));
+  // Unreachable or not answering: skipped for a moment, so that readers do not each
+  // spend a timeout on it (they read the store meanwhile).
+  down_until_ns_.store(steady_ns() + config_.failure_pause_ns, std::memory_order_relaxed);
+  return reply.status();
+}
+
+Status OrderCache::paused() const {
+  if (steady_ns() >= down_until_ns_.load(std::memory_order_relaxed)) return Status::success();
+  return Status::io_error("Redis failed a moment ago: skipped for [redis] failure_pause_ms");
+}
+
+std::string OrderCache::new_token() {
+  // Random: another gateway's (same pid in its container) never matches it.
+  u64 bits[2] = {};
+  if (::getrandom(bits, sizeof bits, 0) != static_cast<ssize_t>(sizeof bits)) {
+    bits[0] = steady_ns();
+    bits[1] = tokens_.fetch_add(1, std::memory_order_relaxed) + 1;
+  }
+  return fmt::format("{:016x}{:016x}", bits[0], bits[1]);
+}
+
 std::vector<std::string> OrderCache::entry_args(const history::OrderRow& row) const {
   return {std::to_string(row.updated_sequence), std::string(name(row.order.status)),
           api::id_text(api::IdKind::merchant, row.order.merchant),
@@ -217,29 +271,31 @@ std::vector<std::string> OrderCache::entry_args(const history::OrderRow& row) co
 }
 
 Result<OrderCache::Read> OrderCache::order(u64 id, const Loader& loader) {
+  if (Status skip = paused(); !skip.ok()) return skip;
   Lease redis(*this);
   const std::string entry = entry_key(id), lock = lock_key(id);
-  const std::string token = fmt::format("{}-{}", ::getpid(), tokens_.fetch_add(1) + 1);
+  const std::string token = new_token();
   const std::string lock_ms = std::to_string(config_.lock_ns / 1'000'000);
   const u64 deadline = steady_ns() + config_.wait_ns;
-  bool waited = false;
+  bool waited = false, forgot = false;
   for (;;) {
     Result<RedisReply> reply = redis->run(get_or_lock_script(), {entry, lock}, {token, lock_ms});
-    if (!reply.ok() || reply.value().is_error()) {
-      count_error();
-      return reply.ok() ? Status::io_error(std::string(reply.value().text())) : reply.status();
-    }
+    if (Status bad = failed(reply); !bad.ok()) return bad;
     const std::string_view tag = reply.value().element(0).value_or("");
     if (tag == "hit") {
       std::optional<history::OrderRow> row =
           decode_order_row(reply.value().element(1).value_or(""));
-      if (row) {
+      if (row && row->order.id == id) {
         (waited ? counters_.waits : counters_.hits).fetch_add(1, std::memory_order_relaxed);
         return Read{.outcome = waited ? Outcome::waited : Outcome::hit, .row = std::move(row)};
       }
-      // Not a row this build reads (another version wrote it): replaced by a load.
+      // Not a row this build reads (another version wrote it), or not this order's:
+      // removed, and loaded again (once; a second is an error, and the store answers).
       count_error();
-      if (Status forgot = forget(id); !forgot.ok()) return forgot;
+      if (forgot) return Status::corruption("the Redis entry " + entry + " is not an order row");
+      forgot = true;
+      Result<RedisReply> removed = redis->command({"DEL", entry});
+      if (Status bad = failed(removed); !bad.ok()) return bad;
       continue;
     }
     if (tag == "lock") return load(*redis, id, lock, token, loader);
@@ -247,6 +303,7 @@ Result<OrderCache::Read> OrderCache::order(u64 id, const Loader& loader) {
       count_error();
       return Status::io_error("unexpected answer from Redis to the order read script");
     }
+    if (!waited) counters_.lock_seen.fetch_add(1, std::memory_order_relaxed);
     waited = true;
     if (steady_ns() >= deadline) {
       counters_.pending.fetch_add(1, std::memory_order_relaxed);
@@ -259,45 +316,42 @@ Result<OrderCache::Read> OrderCache::order(u64 id, const Loader& loader) {
 Result<OrderCache::Read> OrderCache::load(RedisConnection& redis, u64 id, const std::string& lock,
                                           const std::string& token, const Loader& loader) {
   counters_.store_reads.fetch_add(1, std::memory_order_relaxed);
-  Result<std::optional<history::OrderRow>> loaded = loader();
+  bool keep = true;
+  Result<std::optional<history::OrderRow>> loaded = loader(keep);
   Read read{.outcome = Outcome::not_found};
   if (loaded.ok() && loaded.value()) {
     PG_ASSERT(loaded.value()->order.id == id);
     read = Read{.outcome = Outcome::loaded, .row = std::move(loaded.value())};
     counters_.loaded.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (read.row && keep) {
     const std::vector<std::string> fields = entry_args(*read.row);
     const std::string ttl_ms = std::to_string(config_.entry_ttl_s * 1000);
     Result<RedisReply> put =
         redis.run(put_script(), {entry_key(id)},
                   {ttl_ms, fields[0], fields[1], fields[2], fields[3], fields[4]});
-    if (!put.ok() || put.value().is_error()) {
-      count_error();  // the reader has its row; the next one loads again
+    if (!failed(put).ok()) {
+      // The reader has its row; the next one loads again.
     } else if (put.value().integer() == 1) {
       counters_.writes.fetch_add(1, std::memory_order_relaxed);
     }
-  } else if (loaded.ok()) {
-    counters_.not_found.fetch_add(1, std::memory_order_relaxed);
   }
+  if (loaded.ok() && !read.row) counters_.not_found.fetch_add(1, std::memory_order_relaxed);
   // Freed whatever happened, so that a waiter loads at once rather than at its lapse.
-  if (Result<RedisReply> unlocked = redis.run(unlock_script(), {lock}, {token});
-      !unlocked.ok() || unlocked.value().is_error()) {
-    count_error();
-  }
+  (void)failed(redis.run(unlock_script(), {lock}, {token}));
   if (!loaded.ok()) return loaded.status();
   return read;
 }
 
 Result<bool> OrderCache::put(const history::OrderRow& row) {
+  if (Status skip = paused(); !skip.ok()) return skip;
   Lease redis(*this);
   const std::vector<std::string> fields = entry_args(row);
   const std::string ttl_ms = std::to_string(config_.entry_ttl_s * 1000);
   Result<RedisReply> reply =
       redis->run(put_script(), {entry_key(row.order.id)},
                  {ttl_ms, fields[0], fields[1], fields[2], fields[3], fields[4]});
-  if (!reply.ok() || reply.value().is_error()) {
-    count_error();
-    return reply.ok() ? Status::io_error(std::string(reply.value().text())) : reply.status();
-  }
+  if (Status bad = failed(reply); !bad.ok()) return bad;
   const bool written = reply.value().integer() == 1;
   if (written) counters_.writes.fetch_add(1, std::memory_order_relaxed);
   return written;
@@ -323,10 +377,7 @@ Status OrderCache::put_changes(u32 group, const std::vector<history::OrderRow>& 
   const std::vector<std::string_view> arg_views(args.begin(), args.end());
   Lease redis(*this);
   Result<RedisReply> reply = redis->run(put_changes_script(), key_views, arg_views);
-  if (!reply.ok() || reply.value().is_error()) {
-    count_error();
-    return reply.ok() ? Status::io_error(std::string(reply.value().text())) : reply.status();
-  }
+  if (Status bad = failed(reply); !bad.ok()) return bad;
   if (reply.value().integer() < 0) {
     return Status::busy(
         fmt::format("the feed's cursor of group {} in Redis is not where the feed "
@@ -340,10 +391,7 @@ Status OrderCache::put_changes(u32 group, const std::vector<history::OrderRow>& 
 Result<std::optional<EventKey>> OrderCache::cursor(u32 group) {
   Lease redis(*this);
   Result<RedisReply> reply = redis->command({"GET", cursor_key(group)});
-  if (!reply.ok() || reply.value().is_error()) {
-    count_error();
-    return reply.ok() ? Status::io_error(std::string(reply.value().text())) : reply.status();
-  }
+  if (Status bad = failed(reply); !bad.ok()) return bad;
   if (reply.value().is_nil()) return std::optional<EventKey>();
   unsigned long long sequence = 0;
   unsigned index = 0;
@@ -359,10 +407,7 @@ Result<std::optional<EventKey>> OrderCache::cursor(u32 group) {
 Status OrderCache::forget(u64 id) {
   Lease redis(*this);
   Result<RedisReply> reply = redis->command({"DEL", entry_key(id)});
-  if (!reply.ok() || reply.value().is_error()) {
-    count_error();
-    return reply.ok() ? Status::io_error(std::string(reply.value().text())) : reply.status();
-  }
+  if (Status bad = failed(reply); !bad.ok()) return bad;
   return Status::success();
 }
 

@@ -36,9 +36,12 @@ struct OrderCacheConfig {
   // Entries expire this long after they were last written (0: never): with Redis's
   // maxmemory-policy volatile-lru, old orders leave first and the feed's cursors never.
   u64 entry_ttl_s = 7 * 86'400;
-  u64 lock_ns = 5'000'000'000;  // a loader's lock lapses after this (a loader that died)
+  u64 lock_ns = 2'000'000'000;  // a loader's lock lapses after this (a loader that died)
   u64 wait_ns = 500'000'000;    // how long a reader waits for another's load: then pending
   u64 poll_ns = 2'000'000;      // how often a waiting reader looks again
+  // After Redis could not be reached (or did not answer), it is skipped this long:
+  // readers go to the store without spending a timeout each.
+  u64 failure_pause_ns = 1'000'000'000;
   u32 connections_idle_max = 16;
 };
 
@@ -63,8 +66,10 @@ class OrderCache {
     std::optional<history::OrderRow> row = std::nullopt;  // hit, loaded, waited
   };
   // Reads the store's row of an order: it is called by at most one reader per key at a
-  // time (across every process that shares the Redis), and its row becomes the entry.
-  using Loader = std::function<Result<std::optional<history::OrderRow>>()>;
+  // time (across every process that shares the Redis), and its row becomes the entry
+  // unless it sets `keep` false (a row that may not be the order's last: served, not
+  // kept).
+  using Loader = std::function<Result<std::optional<history::OrderRow>>(bool& keep)>;
   // The order `id`'s row, from its entry or loaded. A failed Status: Redis could not be
   // used (the caller reads the store itself), or the loader failed.
   Result<Read> order(u64 id, const Loader& load);
@@ -92,6 +97,7 @@ class OrderCache {
     // Reads by outcome.
     std::atomic<u64> hits{0}, loaded{0}, waits{0}, not_found{0}, pending{0};
     std::atomic<u64> store_reads{0};  // loader calls
+    std::atomic<u64> lock_seen{0};    // reads that found another's load under way
     std::atomic<u64> errors{0}, writes{0}, fallbacks{0};
   };
   const Counters& counters() const noexcept { return counters_; }
@@ -103,6 +109,10 @@ class OrderCache {
   explicit OrderCache(const OrderCacheConfig& config);
   class Lease;
   std::unique_ptr<RedisConnection> take();
+  // Ok for a reply; else counts the failure (and pauses Redis if it was unreachable).
+  Status failed(const Result<RedisReply>& reply);
+  Status paused() const;  // failed while Redis is skipped after a failure
+  std::string new_token();
   void give_back(std::unique_ptr<RedisConnection> connection);
   std::vector<std::string> entry_args(const history::OrderRow& row) const;
   Result<Read> load(RedisConnection& redis, u64 id, const std::string& lock,
@@ -112,6 +122,7 @@ class OrderCache {
   std::mutex pool_mutex_;
   std::vector<std::unique_ptr<RedisConnection>> idle_;
   std::atomic<u64> tokens_{0};
+  std::atomic<u64> down_until_ns_{0};  // steady clock
   Counters counters_;
 };
 

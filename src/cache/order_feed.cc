@@ -1,5 +1,6 @@
 #include "cache/order_feed.h"
 
+#include <fmt/format.h>
 #include <pthread.h>
 
 #include <algorithm>
@@ -118,14 +119,30 @@ Result<u64> OrderFeed::round() {
     const history::OrderChangeRow& last = changes.value().back();
     const EventKey cursor{last.sequence, last.n};
     if (Status put = cache_.put_changes(g, rows, state.cursor, cursor); !put.ok()) {
-      // Read the cursor again: the script may have run, or the cursor moved.
+      // Read the cursor again before going on: the script may have run.
       state.cursor_read = false;
-      if (put.code() == StatusCode::busy) {
-        PG_LOG_WARN("event=order_feed_cursor_moved group={} message=\"{}\"", g, put.message());
-        ++written;  // (not a change written, but a round to run again)
-        continue;
+      if (put.code() != StatusCode::busy) return put;
+      // The cursor is not where this feed left it. Behind it (or gone): Redis was
+      // emptied or restored from an older snapshot, and its entries are as the cursor
+      // says: go on from there. Ahead of it: another gateway writes these keys (each
+      // needs its own key_prefix): that is not followed, and says so.
+      Result<std::optional<EventKey>> now = cache_.cursor(g);
+      if (!now.ok()) return now.status();
+      if (now.value() && (!state.cursor || *now.value() > *state.cursor)) {
+        return Status::invalid_config(fmt::format(
+            "the order feed's cursor of group {} in Redis ({}) is ahead of this gateway's: "
+            "another gateway writes with the same [redis] key_prefix",
+            g, cache_.cursor_key(g)));
       }
-      return put;
+      PG_LOG_WARN(
+          "event=order_feed_cursor_moved group={} message=\"Redis was emptied or "
+          "restored: the feed goes on from its cursor there\"",
+          g);
+      state.cursor = now.value();
+      state.cursor_read = true;
+      positions_[g].store(state.cursor ? state.cursor->sequence : 0, std::memory_order_relaxed);
+      ++written;  // (not a change written, but a round to run again)
+      continue;
     }
     state.cursor = cursor;
     positions_[g].store(cursor.sequence, std::memory_order_relaxed);

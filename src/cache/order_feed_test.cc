@@ -117,6 +117,32 @@ TEST_F(OrderFeedTest, EveryChangeReachesItsEntryAndTheFeedResumesFromItsCursor) 
   expect_entries_as_known();
 }
 
+// A cursor behind the feed's (Redis restored from an older snapshot) is gone on from;
+// one ahead of it (another gateway writing the same keys) stops the feed.
+TEST_F(OrderFeedTest, ACursorMovedBehindIsFollowedAndOneMovedAheadStopsTheFeed) {
+  std::mt19937_64 random(5);
+  write_changes(random, 20);
+  std::unique_ptr<OrderFeed> f = feed(1000);
+  ASSERT_TRUE(f->catch_up());
+  // Restored: the cursor back at the first change, entries as they were then (here:
+  // none).
+  ASSERT_EQ(redis_.cli("FLUSHALL"), "OK");
+  ASSERT_EQ(redis_.cli("SET " + cache_->cursor_key(0) + " \"1 0\""), "OK");
+  write_changes(random, 5);
+  ASSERT_TRUE(f->catch_up());
+  EXPECT_EQ(cache_->cursor(0).value()->sequence, watermark_[0]);
+  // Every order of group 0 whose last change came after the cursor is there again.
+  for (const auto& [id, last] : known_) {
+    if ((id >> 48) != 0 || last.first <= 1) continue;
+    EXPECT_EQ(redis_.cli("HGET " + cache_->entry_key(id) + " status"), name(last.second));
+  }
+  // Ahead: not followed.
+  ASSERT_EQ(redis_.cli("SET " + cache_->cursor_key(1) + " \"999999 0\""), "OK");
+  write_changes(random, 5);
+  EXPECT_FALSE(f->catch_up());
+  EXPECT_EQ(cache_->cursor(1).value()->sequence, 999'999u);
+}
+
 TEST_F(OrderFeedTest, TheThreadFollowsTheStoreAndRidesOutARedisThatIsDown) {
   std::mt19937_64 random(11);
   write_changes(random, 10);

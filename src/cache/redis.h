@@ -23,7 +23,7 @@ namespace paygate::cache {
 
 struct RedisAddress {
   // "host:port" (TCP) or a path starting with '/' (a Unix socket).
-  std::string address = "127.0.0.1:6379";
+  std::string address;
   u64 connect_timeout_ns = 1'000'000'000;
   u64 command_timeout_ns = 1'000'000'000;
 };
