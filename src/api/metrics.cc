@@ -351,6 +351,8 @@ void render_metrics(const MetricsSources& s, std::string& out) {
       count("paygate_webhook_refused_addresses_total",
             "attempts refused because the host resolved to a forbidden address",
             c.refused_addresses);
+      count("paygate_webhook_pruned_total",
+            "delivered and failed deliveries removed past [webhooks] retain_s", c.pruned);
       count("paygate_webhook_store_failures_total", "webhook store reads or writes that failed",
             c.store_failures);
       count("paygate_webhook_in_flight", "attempts in flight", c.in_flight, "gauge");

@@ -404,6 +404,47 @@ class WebhookSlowTargetServerTest : public WebhookServerTest {
   }
 };
 
+class WebhookPruningServerTest : public WebhookServerTest {
+ protected:
+  std::string config() override { return WebhookServerTest::config() + "retain_s = 1\n"; }
+};
+
+// Delivered (and failed) deliveries leave the store retain_s after they ended; one still
+// being retried stays, however old.
+TEST_F(WebhookPruningServerTest, FinalDeliveriesArePrunedAndPendingOnesKept) {
+  // Nothing listens on port 1 here: retried, pending for the whole retry period.
+  const std::string stuck = paid_order("stuck", R"(,"ipn_url":"http://127.0.0.1:1/ipn")");
+  Receiver receiver;
+  ASSERT_TRUE(receiver.start(dir_.path() / "ipn.log", {"--secret", shop_.secret}));
+  const std::string done = paid_order("done", R"(,"ipn_url":")" + receiver.url("/ipn") + R"(")");
+  ASSERT_TRUE(wait_for(receiver, [&](const auto& d) { return has(d, done, "order.success"); }));
+  const auto listed = [&](const std::string& order) {
+    return merchant_request(shop_, "GET", "/v1/webhook_deliveries?order=" + order);
+  };
+  const std::string stuck_delivery = text_field(listed(stuck).body, "/data/0/id");
+  ASSERT_EQ(text_field(listed(stuck).body, "/data/0/status"), "pending");
+  // The delivered one goes (bounded wait: it is pruned within a second or so of its
+  // end); the pending one, older, stays.
+  HttpResponse list;
+  for (auto deadline = std::chrono::steady_clock::now() + 120s;
+       std::chrono::steady_clock::now() < deadline; std::this_thread::sleep_for(50ms)) {
+    list = listed(done);
+    if (list.status == 200 && list.body.find("whd_") == std::string::npos) break;
+  }
+  EXPECT_EQ(list.status, 200u);
+  EXPECT_EQ(list.body.find("whd_"), std::string::npos) << list.body;
+  EXPECT_GE(metric("paygate_webhook_pruned_total"), 1u);
+  const HttpResponse kept =
+      merchant_request(shop_, "GET", "/v1/webhook_deliveries/" + stuck_delivery);
+  ASSERT_EQ(kept.status, 200u) << kept.body;
+  EXPECT_EQ(text_field(kept.body, "/status"), "pending");
+  EXPECT_GE(number_field(kept.body, "/attempts"), 1);
+  // The order itself is as it was; only its delivery record is gone.
+  const HttpResponse order = merchant_request(shop_, "GET", "/v1/orders/" + done);
+  ASSERT_EQ(order.status, 200u);
+  EXPECT_EQ(text_field(order.body, "/status"), "success");
+}
+
 TEST_F(WebhookSlowTargetServerTest, ASlowEndpointHoldsNoOtherMerchantBack) {
   Receiver slow, fast;
   ASSERT_TRUE(

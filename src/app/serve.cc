@@ -141,6 +141,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
   u64 webhook_retry_base_ms = s->webhooks.retry_base_ns / 1'000'000;
   u64 webhook_retry_max_ms = s->webhooks.retry_max_ns / 1'000'000;
   u64 webhook_retry_period_s = s->webhooks.retry_period_ns / kNanosPerSecond;
+  u64 webhook_retain_s = s->webhooks.retain_ns / kNanosPerSecond;
   u64 kafka_poll_ms = s->kafka.poll_interval_ns / 1'000'000;
   u64 kafka_watermark_ms = s->kafka.watermark_interval_ns / 1'000'000;
   u64 redis_connect_timeout_ms = s->redis.redis.connect_timeout_ns / 1'000'000;
@@ -260,6 +261,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       {"webhooks", "ca_file", text_into(&s->webhooks.ca_file)},
       {"webhooks", "response_limit_bytes", unsigned_into(&s->webhooks.response_limit, 1)},
       {"webhooks", "nice", unsigned_into(&s->webhooks.nice, 0)},
+      {"webhooks", "retain_s", unsigned_into(&webhook_retain_s, 0)},
       {"kafka", "brokers", text_into(&s->kafka.brokers)},
       {"kafka", "topic_prefix", text_into(&s->kafka.topic_prefix)},
       {"kafka", "watermark_file", text_into(&s->kafka.watermark_file)},
@@ -344,6 +346,11 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
   s->webhooks.retry_base_ns = webhook_retry_base_ms * 1'000'000;
   s->webhooks.retry_max_ns = webhook_retry_max_ms * 1'000'000;
   s->webhooks.retry_period_ns = webhook_retry_period_s * kNanosPerSecond;
+  if (webhook_retain_s > kMillisMax / 1000) {
+    return Status::invalid_config(
+        fmt::format("{}: webhooks.retain_s must be at most {}", file.string(), kMillisMax / 1000));
+  }
+  s->webhooks.retain_ns = webhook_retain_s * kNanosPerSecond;
   ledger.idempotency_window_ns = window_s * kNanosPerSecond;
   ledger.order_final_retained_ns = final_retained_s * kNanosPerSecond;
   // The ledger keeps signatures for twice the most the timestamp check allows

@@ -161,6 +161,8 @@ struct Deliverer::Engine {
   }
 
   u64 last_expire_ns = 0;
+  u64 last_prune_ns = 0;
+  bool prune_more = false;  // the last prune removed a whole batch
   u64 last_failure_log_ns = 0;
   bool round_posted = false;
   bool sendable_backlog = false;  // the last launch had more to send than slots
@@ -210,8 +212,29 @@ struct Deliverer::Engine {
       prune(idle_plain, steady_ns());
       prune(idle_tls, steady_ns());
     }
+    prune_deliveries(now);
     launch(now);
   }
+
+  // Final deliveries older than [webhooks] retain_s leave the store: a batch a second
+  // while there are more, else a look every minute (or half retain_s, when shorter);
+  // each batch is one short transaction on this thread, so attempts go on between.
+  void prune_deliveries(u64 now) {
+    if (d.config_.retain_ns == 0 || now < d.config_.retain_ns) return;
+    const u64 idle_every = std::min<u64>(60 * kNanosPerSecond, d.config_.retain_ns / 2);
+    if (now - last_prune_ns < (prune_more ? std::min(kNanosPerSecond, idle_every) : idle_every)) {
+      return;
+    }
+    last_prune_ns = now;
+    const Result<u64> pruned = d.store_->prune(now - d.config_.retain_ns, kPruneBatch);
+    if (!pruned.ok()) {
+      prune_more = false;
+      return store_failed(pruned.status());
+    }
+    prune_more = pruned.value() == kPruneBatch;
+    d.counters_.pruned.fetch_add(pruned.value(), std::memory_order_relaxed);
+  }
+  static constexpr u32 kPruneBatch = 2'000;
 
   void store_failed(const Status& s) {
     d.counters_.store_failures.fetch_add(1, std::memory_order_relaxed);

@@ -52,6 +52,9 @@ struct WebhookConfig {
   u32 nice = 0;                    // the worker thread's niceness (0 … 19; 0: the groups' own)
   // https: certificates trusted besides the system's (PEM; tests, private CAs).
   std::filesystem::path ca_file;
+  // Delivered and failed deliveries are removed this long after they ended (0: kept for
+  // ever); pending ones never are.
+  u64 retain_ns = 30 * 86400 * kNanosPerSecond;
 };
 
 // What the worker has done, for /metrics.
@@ -65,6 +68,7 @@ struct WebhookCounters {
   std::atomic<u64> refused_addresses{0};  // a host that resolved to a forbidden address
   std::atomic<u64> store_failures{0};
   std::atomic<u64> in_flight{0};
+  std::atomic<u64> pruned{0};  // final deliveries removed past retain_s
 };
 
 class Deliverer {

@@ -42,6 +42,10 @@ CREATE INDEX deliveries_by_order ON deliveries(order_id, target, status, id);
 CREATE INDEX deliveries_by_merchant ON deliveries(merchant, id);
 CREATE INDEX deliveries_by_endpoint ON deliveries(endpoint, id);
 )sql",
+    // 2: final deliveries by when they ended, for pruning.
+    R"sql(
+CREATE INDEX deliveries_finished ON deliveries(finished_ns) WHERE status != 0;
+)sql",
 };
 
 constexpr const char* kEndpointColumns =
@@ -538,6 +542,17 @@ Result<u64> WebhookStore::expire(u64 now_ns, const std::vector<u64>& in_flight) 
   if (!update.ok() ||
       !update.bind(1, signed_of(now_ns)).bind_text(2, json_numbers(in_flight)).run()) {
     return failed("expire deliveries", db_);
+  }
+  return static_cast<u64>(sqlite3_changes(db_));
+}
+
+Result<u64> WebhookStore::prune(u64 finished_before_ns, u32 limit) {
+  std::lock_guard lock(mutex_);
+  Statement remove(db_,
+                   "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries "
+                   "WHERE status != 0 AND finished_ns < ?1 ORDER BY finished_ns LIMIT ?2)");
+  if (!remove.ok() || !remove.bind(1, signed_of(finished_before_ns)).bind(2, limit).run()) {
+    return failed("prune deliveries", db_);
   }
   return static_cast<u64>(sqlite3_changes(db_));
 }

@@ -178,6 +178,9 @@ class WebhookStore {
   // Pending deliveries past their give-up time fail ("expired"), but for those in
   // flight (their attempt's outcome decides); how many.
   Result<u64> expire(u64 now_ns, const std::vector<u64>& in_flight);
+  // Removes up to `limit` final deliveries (delivered or failed) that ended before
+  // `finished_before_ns`, the oldest first; how many. Pending ones are never removed.
+  Result<u64> prune(u64 finished_before_ns, u32 limit);
 
   // ---- Reads and control
   Result<std::optional<Delivery>> delivery(u64 id);

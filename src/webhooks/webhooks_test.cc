@@ -1,6 +1,8 @@
 // The webhook store's rules (which delivery goes next, to whom, and what an attempt
 // leaves), the URL and address policy, and the signature format. Deliveries against
 // the real server and receiver: src/api/webhook_server_test.cc.
+#include <algorithm>
+
 #include <gtest/gtest.h>
 
 #include "api/crypto.h"
@@ -175,6 +177,59 @@ TEST_F(WebhookStoreTest, AnOrdersEventsGoToATargetOneAfterAnother) {
   EXPECT_EQ(e1.finished_ns, 5001u);
   // The order's newest delivery is what GET /v1/orders/{id} shows.
   EXPECT_EQ(store_->latest_for_order(1).value()->event, "e4");
+}
+
+// Final deliveries leave the store once old ([webhooks] retain_days), oldest first, a
+// batch at a time; pending ones stay whatever their age.
+TEST_F(WebhookStoreTest, PruningRemovesOnlyOldFinalDeliveries) {
+  std::vector<NewDelivery> made;
+  for (u64 order = 1; order <= 6; ++order) {
+    made.push_back(delivery("e" + std::to_string(order), order, 0,
+                            "http://ipn" + std::to_string(order) + "/"));
+  }
+  ASSERT_TRUE(store_->enqueue(made, Cursor{}).ok());
+  // e1, e2 delivered at 2000 and 3000; e3 failed at 4000; e4 delivered at 9000; e5 and
+  // e6 pending (e6 retried: its attempt ended at 1500, but it is not final).
+  const auto id_of = [&](const std::string& event) {
+    const std::vector<Delivery> all = store_->deliveries({}).value();
+    for (const Delivery& d : all) {
+      if (d.event == event) return d.id;
+    }
+    return u64{0};
+  };
+  const auto end = [&](const std::string& event, bool delivered, u64 at, u64 next = 0) {
+    ASSERT_TRUE(store_
+                    ->record({Outcome{.id = id_of(event),
+                                      .delivered = delivered,
+                                      .http_status = delivered ? 200u : 500u,
+                                      .at_ns = at,
+                                      .next_attempt_ns = next}})
+                    .ok());
+  };
+  end("e1", true, 2000);
+  end("e2", true, 3000);
+  end("e3", false, 4000);
+  end("e4", true, 9000);
+  end("e6", false, 1500, /*next=*/500'000);
+  const auto left = [&] {
+    std::vector<std::string> events;
+    const std::vector<Delivery> all = store_->deliveries({}).value();
+    for (const Delivery& d : all)
+      events.push_back(d.event);
+    std::sort(events.begin(), events.end());
+    return events;
+  };
+  // Before 5000, at most two: the oldest two finals.
+  EXPECT_EQ(store_->prune(5000, 2).value(), 2u);
+  EXPECT_EQ(left(), (std::vector<std::string>{"e3", "e4", "e5", "e6"}));
+  EXPECT_FALSE(store_->delivery(id_of("e3")).value()->event.empty());
+  EXPECT_EQ(store_->prune(5000, 2).value(), 1u);  // e3; e4 ended after
+  EXPECT_EQ(store_->prune(5000, 2).value(), 0u);
+  EXPECT_EQ(left(), (std::vector<std::string>{"e4", "e5", "e6"}));
+  // However late, pending deliveries stay.
+  EXPECT_EQ(store_->prune(~u64{0} >> 1, 100).value(), 1u);
+  EXPECT_EQ(left(), (std::vector<std::string>{"e5", "e6"}));
+  EXPECT_EQ(due_events(600'000), (std::vector<std::string>{"e5", "e6"}));
 }
 
 TEST_F(WebhookStoreTest, FailedGivesUpExpiresAndResendStartsAgain) {
