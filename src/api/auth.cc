@@ -71,6 +71,13 @@ Problem Authenticator::signed_request(const Credentials& c, u64 now_s, Principal
     return refuse(ResultCode::timestamp_out_of_window,
                   "X-Paygate-Timestamp must be unix seconds (a fraction is allowed)");
   }
+  // The timestamp in ns, its fraction too (for the comparison with the start).
+  u64 fraction_ns = 0;
+  if (end != finish) {
+    const std::string_view digits(end + 1, static_cast<std::size_t>(finish - end - 1));
+    for (std::size_t i = 0; i < 9; ++i)
+      fraction_ns = fraction_ns * 10 + (i < digits.size() ? static_cast<u64>(digits[i] - '0') : 0);
+  }
   const u64 skew = timestamp > now_s ? timestamp - now_s : now_s - timestamp;
   if (skew > config_.window_s) {
     return refuse(ResultCode::timestamp_out_of_window,
@@ -89,6 +96,14 @@ Problem Authenticator::signed_request(const Credentials& c, u64 now_s, Principal
                                       {c.timestamp, "\n", c.method, "\n", c.target, "\n", c.body});
   if (merchant == nullptr || !hex_ok || !equal_constant_time(sent, expected)) {
     return refuse(ResultCode::invalid_signature, "the signature does not match");
+  }
+  // (The timestamp is within the window of now: no overflow.)
+  if (c.check_replay && config_.started_ns != 0 &&
+      timestamp * kNanosPerSecond + fraction_ns < config_.started_ns) {
+    return refuse(ResultCode::signature_replayed,
+                  "this POST was signed before the server's last start, so whether it was "
+                  "used before cannot be checked: sign it again (to send a request twice on "
+                  "purpose, sign it again and send the same Idempotency-Key)");
   }
   if (c.check_replay) {
     switch (remember_signature(sent, now_s)) {

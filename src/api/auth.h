@@ -62,6 +62,11 @@ struct AuthConfig {
   // token is a bearer's key until it expires, so it must expire soon.
   u64 jwt_lifetime_max_s = 4 * 3600;
   u64 jwt_leeway_s = 60;  // clock skew allowed on nbf and iat
+  // When this process started (Unix ns; 0: not checked). The replay cache holds every
+  // signature accepted since then and none before: a POST signed earlier may have been
+  // used before a restart (a keyed one's signature is kept nowhere else, and a replay
+  // can drop or change its key), so it is refused as a possible replay.
+  u64 started_ns = 0;
 };
 
 class Authenticator {

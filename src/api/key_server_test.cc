@@ -278,6 +278,45 @@ TEST_F(KeyTest, SignedRequestReplayedAfterRestartMovesNothing) {
   EXPECT_EQ(balance(s.a), 960);
 }
 
+// Issue (an attacker's probe): a captured request WITH an Idempotency-Key, replayed after
+// a restart without its key, or with another, moved the money again (its signature
+// was in the replay cache only, which the restart emptied). A POST signed before the
+// server's start is now refused; signed anew under the same key it answers its first
+// result, and nothing moves twice.
+TEST_F(KeyTest, AKeyedRequestReplayedAfterRestartWithoutOrWithAnotherKeyMovesNothing) {
+  const Shop s = shop();
+  const std::string pay = transfer_body(s.a, s.b, 10);
+  const std::vector<std::string> captured =
+      signed_headers(s.keys.key_id, s.keys.secret, "POST", "/v1/transfers", pay);
+  const auto with = [&](const std::string& key) {
+    std::vector<std::string> headers = captured;
+    if (!key.empty()) headers.push_back("Idempotency-Key: " + key);
+    return headers;
+  };
+  const HttpResponse first = send(with("pay-1"), "/v1/transfers", pay);
+  ASSERT_EQ(first.status, 201u) << first.body;
+  EXPECT_EQ(balance(s.a), 990);
+  for (const int signal : {0, SIGTERM, SIGKILL}) {
+    if (signal != 0) restart(signal);
+    for (const std::string& key : {std::string(), std::string("pay-1"), std::string("other")}) {
+      const HttpResponse replay = send(with(key), "/v1/transfers", pay);
+      EXPECT_EQ(replay.status, 401u)
+          << "key '" << key << "' after signal " << signal << ": " << replay.body;
+      EXPECT_EQ(error_code(replay), "signature_replayed");
+    }
+    EXPECT_EQ(balance(s.a), 990) << "after signal " << signal;
+  }
+  // Signed anew with its key: its first result, and nothing more moved.
+  const HttpResponse retry =
+      merchant_request(s.keys, "POST", "/v1/transfers", pay, {"Idempotency-Key: pay-1"});
+  EXPECT_EQ(retry.status, 201u) << retry.body;
+  EXPECT_EQ(text_field(retry.body, "/id"), text_field(first.body, "/id"));
+  EXPECT_EQ(balance(s.a), 990);
+  // A request signed after the start is taken as ever.
+  EXPECT_EQ(merchant_request(s.keys, "POST", "/v1/transfers", pay).status, 201u);
+  EXPECT_EQ(balance(s.a), 980);
+}
+
 TEST_F(KeyTest, SignedReadsMayRepeatInOneSecond) {
   const Shop s = shop();
   // Whole-second timestamps, as the contract's example signs: two polls in one second

@@ -188,7 +188,8 @@ Result<std::optional<history::OrderRow>> Service::archived_order_row(
   // A loaded row becomes the entry when nothing can change it later unseen: the feed
   // writes every later change (a newer sequence replaces it), or else the store had
   // reached what the group had made durable, which holds the order's last change (an
-  // order leaves memory final, and changes no more).
+  // order leaves memory final, and changes no more). Otherwise (feed off, store
+  // behind) the entry lives a second, for the readers waiting on this load.
   const u32 group = id_prefix(id).group;
   const bool fed = order_feed_.load(std::memory_order_acquire) != nullptr;
   const u64 durable = engine().group(group).durable_sequence();

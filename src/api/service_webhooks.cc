@@ -491,7 +491,11 @@ bool Service::webhook_deliveries(Exchange& ex) {
 
   const Result<std::optional<webhooks::Delivery>> found = store.delivery(ex.path_id_);
   if (!found.ok()) return store_failed(found.status());
-  if (!found.value() || !visible(found.value()->merchant)) {
+  const bool missing = !found.value() || !visible(found.value()->merchant);
+  // (A keyed resend's retry is answered from its kept reply even when the delivery has
+  // been pruned since: the key is the caller's own.)
+  const bool keyed_resend = ex.route_ == Route::webhook_deliveries_resend && !ex.key_.empty();
+  if (missing && !keyed_resend) {
     return fail(ex, ResultCode::webhook_delivery_not_found, "no such webhook delivery");
   }
   if (ex.route_ == Route::webhook_deliveries_resend) {
@@ -502,6 +506,8 @@ bool Service::webhook_deliveries(Exchange& ex) {
     if (const std::optional<bool> answered = webhook_replay(ex, store, content)) {
       return *answered;
     }
+    if (missing)
+      return fail(ex, ResultCode::webhook_delivery_not_found, "no such webhook delivery");
     if (found.value()->endpoint != 0) {
       const Result<std::optional<webhooks::Endpoint>> endpoint =
           store.endpoint(found.value()->endpoint);

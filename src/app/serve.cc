@@ -548,6 +548,10 @@ int run_serve(const ServeOptions& options) {
     return 2;
   }
   const std::unique_ptr<api::MerchantRegistry> merchants = std::move(registry).value();
+  // Signed POSTs from before this start are refused (AuthConfig::started_ns).
+  s.auth.started_ns = static_cast<u64>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                           std::chrono::system_clock::now().time_since_epoch())
+                                           .count());
   api::Authenticator auth(*merchants, s.auth);
   api::OwnerIndex owners(IdPrefix{s.engine.region, 0}, s.engine.groups,
                          s.engine.group.ledger.accounts_max);

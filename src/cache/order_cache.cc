@@ -83,7 +83,7 @@ return 0
 // The entry's row: a version byte and the order book record's (the store's
 // kOrderStateFormat), the record, the store's group and sequences, then each text as a
 // 4-byte length and its bytes.
-constexpr u8 kRowFormat = 1;
+constexpr u8 kRowFormat = 2;  // 1: without the record's format
 static_assert(history::kOrderStateFormat < 256);
 constexpr u8 kRecordFormat = history::kOrderStateFormat;
 
@@ -239,13 +239,17 @@ std::string OrderCache::cursor_key(u32 group) const {
   return fmt::format("{}feed:{}", config_.key_prefix, group);
 }
 
-Status OrderCache::failed(const Result<RedisReply>& reply) {
+Status OrderCache::failed(const Result<RedisReply>& reply, const RedisConnection& redis,
+                          bool readers) {
   if (reply.ok() && !reply.value().is_error()) return Status::success();
   count_error();
   if (reply.ok()) return Status::io_error("Redis: " + std::string(reply.value().text()));
-  // Unreachable or not answering: skipped for a moment, so that readers do not each
-  // spend a timeout on it (they read the store meanwhile).
-  down_until_ns_.store(steady_ns() + config_.failure_pause_ns, std::memory_order_relaxed);
+  // Unreachable (not one slow command, nor the feed's big scripts): skipped for a
+  // moment, so that readers do not each spend a connect timeout on it (they read the
+  // store meanwhile).
+  if (readers && redis.unreachable()) {
+    down_until_ns_.store(steady_ns() + config_.failure_pause_ns, std::memory_order_relaxed);
+  }
   return reply.status();
 }
 
@@ -280,7 +284,7 @@ Result<OrderCache::Read> OrderCache::order(u64 id, const Loader& loader) {
   bool waited = false, forgot = false;
   for (;;) {
     Result<RedisReply> reply = redis->run(get_or_lock_script(), {entry, lock}, {token, lock_ms});
-    if (Status bad = failed(reply); !bad.ok()) return bad;
+    if (Status bad = failed(reply, *redis); !bad.ok()) return bad;
     const std::string_view tag = reply.value().element(0).value_or("");
     if (tag == "hit") {
       std::optional<history::OrderRow> row =
@@ -295,7 +299,7 @@ Result<OrderCache::Read> OrderCache::order(u64 id, const Loader& loader) {
       if (forgot) return Status::corruption("the Redis entry " + entry + " is not an order row");
       forgot = true;
       Result<RedisReply> removed = redis->command({"DEL", entry});
-      if (Status bad = failed(removed); !bad.ok()) return bad;
+      if (Status bad = failed(removed, *redis); !bad.ok()) return bad;
       continue;
     }
     if (tag == "lock") return load(*redis, id, lock, token, loader);
@@ -324,13 +328,15 @@ Result<OrderCache::Read> OrderCache::load(RedisConnection& redis, u64 id, const 
     read = Read{.outcome = Outcome::loaded, .row = std::move(loaded.value())};
     counters_.loaded.fetch_add(1, std::memory_order_relaxed);
   }
-  if (read.row && keep) {
+  if (read.row) {
     const std::vector<std::string> fields = entry_args(*read.row);
-    const std::string ttl_ms = std::to_string(config_.entry_ttl_s * 1000);
+    // A row the loader is not sure of is kept a moment only: for the readers waiting
+    // on this load, no longer than the store could have been behind without Redis.
+    const std::string ttl_ms = std::to_string(keep ? config_.entry_ttl_s * 1000 : kUnsureTtlMs);
     Result<RedisReply> put =
         redis.run(put_script(), {entry_key(id)},
                   {ttl_ms, fields[0], fields[1], fields[2], fields[3], fields[4]});
-    if (!failed(put).ok()) {
+    if (!failed(put, redis).ok()) {
       // The reader has its row; the next one loads again.
     } else if (put.value().integer() == 1) {
       counters_.writes.fetch_add(1, std::memory_order_relaxed);
@@ -338,7 +344,7 @@ Result<OrderCache::Read> OrderCache::load(RedisConnection& redis, u64 id, const 
   }
   if (loaded.ok() && !read.row) counters_.not_found.fetch_add(1, std::memory_order_relaxed);
   // Freed whatever happened, so that a waiter loads at once rather than at its lapse.
-  (void)failed(redis.run(unlock_script(), {lock}, {token}));
+  (void)failed(redis.run(unlock_script(), {lock}, {token}), redis);
   if (!loaded.ok()) return loaded.status();
   return read;
 }
@@ -351,7 +357,7 @@ Result<bool> OrderCache::put(const history::OrderRow& row) {
   Result<RedisReply> reply =
       redis->run(put_script(), {entry_key(row.order.id)},
                  {ttl_ms, fields[0], fields[1], fields[2], fields[3], fields[4]});
-  if (Status bad = failed(reply); !bad.ok()) return bad;
+  if (Status bad = failed(reply, *redis); !bad.ok()) return bad;
   const bool written = reply.value().integer() == 1;
   if (written) counters_.writes.fetch_add(1, std::memory_order_relaxed);
   return written;
@@ -377,7 +383,7 @@ Status OrderCache::put_changes(u32 group, const std::vector<history::OrderRow>& 
   const std::vector<std::string_view> arg_views(args.begin(), args.end());
   Lease redis(*this);
   Result<RedisReply> reply = redis->run(put_changes_script(), key_views, arg_views);
-  if (Status bad = failed(reply); !bad.ok()) return bad;
+  if (Status bad = failed(reply, *redis, /*readers=*/false); !bad.ok()) return bad;
   if (reply.value().integer() < 0) {
     return Status::busy(
         fmt::format("the feed's cursor of group {} in Redis is not where the feed "
@@ -391,7 +397,7 @@ Status OrderCache::put_changes(u32 group, const std::vector<history::OrderRow>& 
 Result<std::optional<EventKey>> OrderCache::cursor(u32 group) {
   Lease redis(*this);
   Result<RedisReply> reply = redis->command({"GET", cursor_key(group)});
-  if (Status bad = failed(reply); !bad.ok()) return bad;
+  if (Status bad = failed(reply, *redis, /*readers=*/false); !bad.ok()) return bad;
   if (reply.value().is_nil()) return std::optional<EventKey>();
   unsigned long long sequence = 0;
   unsigned index = 0;
@@ -407,7 +413,7 @@ Result<std::optional<EventKey>> OrderCache::cursor(u32 group) {
 Status OrderCache::forget(u64 id) {
   Lease redis(*this);
   Result<RedisReply> reply = redis->command({"DEL", entry_key(id)});
-  if (Status bad = failed(reply); !bad.ok()) return bad;
+  if (Status bad = failed(reply, *redis); !bad.ok()) return bad;
   return Status::success();
 }
 

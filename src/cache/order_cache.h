@@ -66,9 +66,9 @@ class OrderCache {
     std::optional<history::OrderRow> row = std::nullopt;  // hit, loaded, waited
   };
   // Reads the store's row of an order: it is called by at most one reader per key at a
-  // time (across every process that shares the Redis), and its row becomes the entry
-  // unless it sets `keep` false (a row that may not be the order's last: served, not
-  // kept).
+  // time (across every process that shares the Redis), and its row becomes the entry;
+  // one it sets `keep` false for (a row that may not be the order's last) for
+  // kUnsureTtlMs only, for the readers waiting on the load.
   using Loader = std::function<Result<std::optional<history::OrderRow>>(bool& keep)>;
   // The order `id`'s row, from its entry or loaded. A failed Status: Redis could not be
   // used (the caller reads the store itself), or the loader failed.
@@ -86,6 +86,8 @@ class OrderCache {
   Result<std::optional<EventKey>> cursor(u32 group);
   // Removes the order's entry (tests, and an entry that cannot be read).
   Status forget(u64 id);
+
+  static constexpr u64 kUnsureTtlMs = 1'000;
 
   std::string entry_key(u64 id) const;
   std::string lock_key(u64 id) const;
@@ -110,7 +112,8 @@ class OrderCache {
   class Lease;
   std::unique_ptr<RedisConnection> take();
   // Ok for a reply; else counts the failure (and pauses Redis if it was unreachable).
-  Status failed(const Result<RedisReply>& reply);
+  // `readers`: a failure to reach Redis pauses it for readers (not for the feed's).
+  Status failed(const Result<RedisReply>& reply, const RedisConnection& redis, bool readers = true);
   Status paused() const;  // failed while Redis is skipped after a failure
   std::string new_token();
   void give_back(std::unique_ptr<RedisConnection> connection);

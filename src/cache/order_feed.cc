@@ -129,6 +129,8 @@ Result<u64> OrderFeed::round() {
       Result<std::optional<EventKey>> now = cache_.cursor(g);
       if (!now.ok()) return now.status();
       if (now.value() && (!state.cursor || *now.value() > *state.cursor)) {
+        // Kept where it was: every round fails the same way until the prefixes differ.
+        state.cursor_read = true;
         return Status::invalid_config(fmt::format(
             "the order feed's cursor of group {} in Redis ({}) is ahead of this gateway's: "
             "another gateway writes with the same [redis] key_prefix",

@@ -139,7 +139,10 @@ TEST_F(OrderFeedTest, ACursorMovedBehindIsFollowedAndOneMovedAheadStopsTheFeed) 
   // Ahead: not followed.
   ASSERT_EQ(redis_.cli("SET " + cache_->cursor_key(1) + " \"999999 0\""), "OK");
   write_changes(random, 5);
+  const u64 position = f->position(1);
   EXPECT_FALSE(f->catch_up());
+  EXPECT_FALSE(f->catch_up());  // every time, not only the first
+  EXPECT_EQ(f->position(1), position);
   EXPECT_EQ(cache_->cursor(1).value()->sequence, 999'999u);
 }
 

@@ -139,8 +139,12 @@ Status RedisConnection::connect() {
 }
 
 Result<RedisReply> RedisConnection::command(const std::vector<std::string_view>& argv) {
+  unreachable_ = false;
   if (context_ == nullptr) {
-    if (Status connected = connect(); !connected.ok()) return connected;
+    if (Status connected = connect(); !connected.ok()) {
+      unreachable_ = true;
+      return connected;
+    }
   }
   std::vector<const char*> parts;
   std::vector<std::size_t> sizes;

@@ -78,6 +78,9 @@ class RedisConnection {
   // EVALSHA, loading the script first when the server does not have it.
   Result<RedisReply> run(const RedisScript& script, const std::vector<std::string_view>& keys,
                          const std::vector<std::string_view>& args);
+  // Whether the last command failed because no connection could be made (not a
+  // command that timed out or was cut on a connection made).
+  bool unreachable() const noexcept { return unreachable_; }
 
  private:
   Status connect();
@@ -85,6 +88,7 @@ class RedisConnection {
 
   RedisAddress address_;
   redisContext* context_ = nullptr;
+  bool unreachable_ = false;
 };
 
 }  // namespace paygate::cache
