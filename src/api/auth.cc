@@ -71,12 +71,16 @@ Problem Authenticator::signed_request(const Credentials& c, u64 now_s, Principal
     return refuse(ResultCode::timestamp_out_of_window,
                   "X-Paygate-Timestamp must be unix seconds (a fraction is allowed)");
   }
-  // The timestamp in ns, its fraction too (for the comparison with the start).
+  // The timestamp in ns, its fraction too, and the span it stands for at the precision
+  // sent (a whole second: 1 s; ".25": 10 ms), for the comparison with the start.
   u64 fraction_ns = 0;
+  u64 precision_ns = kNanosPerSecond;
   if (end != finish) {
     const std::string_view digits(end + 1, static_cast<std::size_t>(finish - end - 1));
-    for (std::size_t i = 0; i < 9; ++i)
+    for (std::size_t i = 0; i < 9; ++i) {
       fraction_ns = fraction_ns * 10 + (i < digits.size() ? static_cast<u64>(digits[i] - '0') : 0);
+      if (i < digits.size()) precision_ns /= 10;
+    }
   }
   const u64 skew = timestamp > now_s ? timestamp - now_s : now_s - timestamp;
   if (skew > config_.window_s) {
@@ -97,13 +101,16 @@ Problem Authenticator::signed_request(const Credentials& c, u64 now_s, Principal
   if (merchant == nullptr || !hex_ok || !equal_constant_time(sent, expected)) {
     return refuse(ResultCode::invalid_signature, "the signature does not match");
   }
-  // (The timestamp is within the window of now: no overflow.)
+  // Signed wholly before this process started (at the precision sent: a whole-second
+  // timestamp of the start's own second passes): it may have been used before a
+  // restart, and the replay cache cannot tell. (Within the window of now: no overflow.)
   if (c.check_replay && config_.started_ns != 0 &&
-      timestamp * kNanosPerSecond + fraction_ns < config_.started_ns) {
+      timestamp * kNanosPerSecond + fraction_ns + precision_ns <= config_.started_ns) {
     return refuse(ResultCode::signature_replayed,
-                  "this POST was signed before the server's last start, so whether it was "
+                  "this request was signed before the server's last start, so whether it was "
                   "used before cannot be checked: sign it again (to send a request twice on "
-                  "purpose, sign it again and send the same Idempotency-Key)");
+                  "purpose, sign it again and send the same Idempotency-Key; a client clock "
+                  "running behind the server's is refused so for as long as it is behind)");
   }
   if (c.check_replay) {
     switch (remember_signature(sent, now_s)) {

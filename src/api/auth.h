@@ -12,7 +12,10 @@
 // signatures that could still be replayed, new signed requests are refused
 // (replay_cache_full) rather than an old signature forgotten. It lives in memory; the
 // ledger keeps the signature of a request without an Idempotency-Key durably
-// (KeyLane::signature), so a replay after a restart moves nothing either.
+// (KeyLane::signature), so a replay after a restart moves nothing either; a request
+// with one (whose replay could drop or change the key) is covered across a restart by
+// refusing every state-changing request signed before this process started
+// (AuthConfig::started_ns).
 // Reads (GET, HEAD) are not replay-checked: a client polling twice in a second with
 // whole-second timestamps sends the same signature twice, and reading again is safe.
 //

@@ -317,6 +317,25 @@ TEST_F(KeyTest, AKeyedRequestReplayedAfterRestartWithoutOrWithAnotherKeyMovesNot
   EXPECT_EQ(balance(s.a), 980);
 }
 
+// The ledger's own record of unkeyed signatures still answers across a restart: a
+// request stamped after the start (here: signed 200 s ahead, inside the window) passes
+// the start rule, and the ledger's signature lane refuses its replay.
+TEST_F(KeyTest, AnUnkeyedReplayStampedAfterTheRestartIsRefusedByTheLedger) {
+  const Shop s = shop();
+  const std::string pay = transfer_body(s.a, s.b, 10);
+  const std::string ahead = std::to_string(std::time(nullptr) + 200) + ".5";
+  const auto headers =
+      signed_headers(s.keys.key_id, s.keys.secret, "POST", "/v1/transfers", pay, ahead);
+  ASSERT_EQ(send(headers, "/v1/transfers", pay).status, 201u);
+  restart(SIGKILL);
+  const HttpResponse replay = send(headers, "/v1/transfers", pay);
+  EXPECT_EQ(replay.status, 401u) << replay.body;
+  EXPECT_EQ(error_code(replay), "signature_replayed");
+  EXPECT_EQ(text_field(replay.body, "/error/message").find("last start"), std::string::npos)
+      << "refused by the start rule, not by the ledger: " << replay.body;
+  EXPECT_EQ(balance(s.a), 990);
+}
+
 TEST_F(KeyTest, SignedReadsMayRepeatInOneSecond) {
   const Shop s = shop();
   // Whole-second timestamps, as the contract's example signs: two polls in one second

@@ -445,6 +445,49 @@ TEST_F(WebhookPruningServerTest, FinalDeliveriesArePrunedAndPendingOnesKept) {
   EXPECT_EQ(text_field(order.body, "/status"), "success");
 }
 
+// A resend retried under its Idempotency-Key answers its first answer even after its
+// delivery was pruned; another resend of it is 404.
+TEST_F(WebhookPruningServerTest, AKeyedResendIsAnsweredAfterItsDeliveryWasPruned) {
+  // An endpoint nothing listens at: its delivery stays pending until the endpoint is
+  // deleted, which fails it (and then it is pruned).
+  const HttpResponse endpoint =
+      merchant_request(shop_, "POST", "/v1/webhook_endpoints",
+                       R"({"url":"http://127.0.0.1:1/hook","events":["order.success"]})");
+  ASSERT_EQ(endpoint.status, 201u) << endpoint.body;
+  const std::string order = paid_order("resend", "");
+  HttpResponse list;
+  for (auto deadline = std::chrono::steady_clock::now() + 60s;
+       std::chrono::steady_clock::now() < deadline; std::this_thread::sleep_for(20ms)) {
+    list = merchant_request(shop_, "GET", "/v1/webhook_deliveries?order=" + order);
+    if (list.body.find("whd_") != std::string::npos) break;
+  }
+  const std::string delivery = text_field(list.body, "/data/0/id");
+  ASSERT_EQ(delivery.substr(0, 4), "whd_") << list.body;
+  const std::string resend = "/v1/webhook_deliveries/" + delivery + "/resend";
+  const HttpResponse first = merchant_request(shop_, "POST", resend, "", {"Idempotency-Key: rs-p"});
+  ASSERT_EQ(first.status, 200u) << first.body;
+  ASSERT_EQ(
+      merchant_request(shop_, "DELETE", "/v1/webhook_endpoints/" + text_field(endpoint.body, "/id"))
+          .status,
+      200u);
+  HttpResponse gone;
+  for (auto deadline = std::chrono::steady_clock::now() + 120s;
+       std::chrono::steady_clock::now() < deadline; std::this_thread::sleep_for(50ms)) {
+    gone = merchant_request(shop_, "GET", "/v1/webhook_deliveries/" + delivery);
+    if (gone.status == 404) break;
+  }
+  ASSERT_EQ(gone.status, 404u) << gone.body;
+  const HttpResponse again = merchant_request(shop_, "POST", resend, "", {"Idempotency-Key: rs-p"});
+  EXPECT_EQ(again.status, 200u) << again.body;
+  EXPECT_EQ(again.body, first.body);
+  const HttpResponse other = merchant_request(shop_, "POST", resend, "", {"Idempotency-Key: rs-q"});
+  EXPECT_EQ(other.status, 404u) << other.body;
+  EXPECT_EQ(error_code(other), "webhook_delivery_not_found");
+  // Another merchant's retry under the same key text is its own key: 404.
+  const MerchantKeys stranger = merchant("Stranger");
+  EXPECT_EQ(merchant_request(stranger, "POST", resend, "", {"Idempotency-Key: rs-p"}).status, 404u);
+}
+
 TEST_F(WebhookSlowTargetServerTest, ASlowEndpointHoldsNoOtherMerchantBack) {
   Receiver slow, fast;
   ASSERT_TRUE(
