@@ -104,7 +104,10 @@ class Session final : public std::enable_shared_from_this<Session> {
     if (!ec) client_ = peer.address().to_string();
     service_.metrics().connections_open.fetch_add(1, std::memory_order_relaxed);
   }
-  ~Session() { service_.metrics().connections_open.fetch_sub(1, std::memory_order_relaxed); }
+  ~Session() {
+    service_.metrics().connections_open.fetch_sub(1, std::memory_order_relaxed);
+    service_.metrics().answers_unread_bytes.fetch_sub(accounted_, std::memory_order_relaxed);
+  }
 
   void start() {
     asio::dispatch(socket_.get_executor(), [self = shared_from_this()] {
@@ -180,9 +183,11 @@ class Session final : public std::enable_shared_from_this<Session> {
   }
 
   // No request starts while an earlier one of this connection still has to submit
-  // another step, nor while the client leaves a megabyte of answers unread.
+  // another step, nor while the client leaves a megabyte of answers unread: what waits
+  // to be rendered into the socket and what is being written, together (counting only
+  // the first let a client that never reads hold two megabytes and more).
   bool may_begin() {
-    if (used_ == config_.pipeline_max || pending_out_.size() >= kPendingOutMax) return false;
+    if (used_ == config_.pipeline_max || unread() >= kPendingOutMax) return false;
     for (u32 i = 0; i < used_; ++i) {
       const Slot& slot = slot_at(head_ + i);
       if (slot.state == Slot::State::waiting && !slot.exchange.in_last_step()) return false;
@@ -323,6 +328,23 @@ class Session final : public std::enable_shared_from_this<Session> {
       --used_;
     }
     write();
+    account();
+  }
+
+  // Answers rendered and not yet taken by the socket: waiting to be written, and being
+  // written.
+  std::size_t unread() const noexcept { return pending_out_.size() + (writing_ ? out_.size() : 0); }
+  // Keeps paygate_http_answers_unread_bytes, the sum of every connection's unread().
+  void account() noexcept {
+    const std::size_t now = unread();
+    if (now == accounted_) return;
+    std::atomic<u64>& total = service_.metrics().answers_unread_bytes;
+    if (now > accounted_) {
+      total.fetch_add(now - accounted_, std::memory_order_relaxed);
+    } else {
+      total.fetch_sub(accounted_ - now, std::memory_order_relaxed);
+    }
+    accounted_ = now;
   }
 
   void render(const Slot& slot) {
@@ -373,9 +395,13 @@ class Session final : public std::enable_shared_from_this<Session> {
                         // the connection (it becomes pending_out_ at the next write).
                         if (self->out_.capacity() > kKeptBufferBytes)
                           std::string().swap(self->out_);
-                        if (ec) return self->close();
+                        if (ec) {
+                          self->account();
+                          return self->close();
+                        }
                         self->progress();
                         self->write();
+                        self->account();
                         self->parse();  // it may have waited for answers to be read
                       });
   }
@@ -424,9 +450,10 @@ class Session final : public std::enable_shared_from_this<Session> {
   u32 used_ = 0;                              // requests taken and not yet answered, from head_
   u32 waiting_ = 0;                           // of those, the ones a group has
   std::atomic<bool> wake_posted_{false};
-  std::string client_;       // the peer's address
-  std::string out_;          // being written
-  std::string pending_out_;  // answers rendered while a write was under way
+  std::string client_;         // the peer's address
+  std::string out_;            // being written
+  std::string pending_out_;    // answers rendered while a write was under way
+  std::size_t accounted_ = 0;  // this connection's part of answers_unread_bytes
   bool reading_ = false;
   bool writing_ = false;
   bool read_closed_ = false;  // the client sent end of stream

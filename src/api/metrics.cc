@@ -549,6 +549,11 @@ void render_metrics(const MetricsSources& s, std::string& out) {
            "(HTTP and binary listeners)");
     line(out, "paygate_accept_failures_total {}\n",
          s.http->accept_failures.load(std::memory_order_relaxed));
+    header(out, "paygate_http_answers_unread_bytes", "gauge",
+           "answers rendered and not yet taken by their sockets, over every connection (each "
+           "stops taking requests past 1 MiB of its own)");
+    line(out, "paygate_http_answers_unread_bytes {}\n",
+         s.http->answers_unread_bytes.load(std::memory_order_relaxed));
     header(out, "paygate_http_connections_timed_out_total", "counter",
            "connections closed for being idle or too slow to send a request");
     line(out, "paygate_http_connections_timed_out_total {}\n",

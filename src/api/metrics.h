@@ -121,6 +121,9 @@ class HttpMetrics {
   std::atomic<u64> connections_refused{0};
   std::atomic<u64> accept_failures{0};  // both listeners: out of files or memory
   std::atomic<u64> connections_timed_out{0};
+  // Answers rendered and not yet taken by their sockets, over every connection (each
+  // stops taking requests past 1 MiB of its own).
+  std::atomic<u64> answers_unread_bytes{0};
 
  private:
   static std::size_t slot(unsigned status) noexcept {

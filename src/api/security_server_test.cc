@@ -301,15 +301,22 @@ TEST_F(EightGroupServerTest, ConnectionsThatNeverReadHoldBoundedMemory) {
               static_cast<unsigned long long>(page), static_cast<double>(grown) / 1e6);
   // The server still serves others.
   EXPECT_EQ(client_->request("GET", "/healthz").status, 200u);
+  // What it keeps for them unread, by its own count (whatever the machine's load): at
+  // most a megabyte and one answer per connection, as each stops taking requests
+  // there. (Here loopback's socket buffers usually take every answer, and it is 0.)
+  const u64 unread = metric("paygate_http_answers_unread_bytes");
+  EXPECT_LE(unread, 40u * ((1u << 20) + 2 * page)) << unread;
   // Sanitizers keep their own allocators: ASan holds freed blocks in a quarantine, TSan
   // delays reuse and shadows every byte. Resident size then measures the sanitizer.
   if constexpr (kSanitized) {
     GTEST_SKIP() << "memory bound not checked under a sanitizer (its allocator keeps freed "
                     "memory resident); the g++ stage checks it";
   }
-  // At most what waits to be written (1 MiB taken, then one answer more) and the
-  // socket's own buffers, per connection (3.3 MB each before the fix).
-  EXPECT_LT(grown, 40u * (2u << 20)) << "grew " << grown << " bytes";
+  // Resident size: on a quiet machine 28-41 MB (133 MB before large buffers were freed
+  // once used); with both cores busy, 60-120 MB was seen (the test command runs tests
+  // two at a time, and this once failed a 2 MiB-a-connection bound there). Loose, then:
+  // it catches growth past 4 MiB a connection, not the allocator's moods.
+  EXPECT_LT(grown, 40u * (4u << 20)) << "grew " << grown << " bytes";
 }
 
 mode_t mode_of(const std::filesystem::path& path) {
