@@ -3,12 +3,15 @@
 // A group journals --transfers transfers between random pairs of --accounts accounts
 // (requests of --batch, keep_journal), one in --reference-every carrying a reference
 // and metadata; then a projector (history/projector.h) reads the whole journal into a
-// fresh SQLite store, timed. Prints events_per_sec (ledger events: the /v1/events
-// stream) and rows_per_sec (events, statement lines and annotations), the median of
-// --rounds projections of the same journal, each into a new store.
+// fresh store, timed: SQLite (a file in --dir), or MariaDB (--store mariadb: a database
+// `history_bench` of the server at --mariadb-port on 127.0.0.1, dropped before each
+// round; scripts/mariadb-for-tests.sh starts one). Prints events_per_sec (ledger events:
+// the /v1/events stream) and rows_per_sec (events, statement lines and annotations), the
+// median of --rounds projections of the same journal, each into a new store.
 //
 //   ./build/bench/history_bench [--dir /var/tmp/paygate-history-bench] [--transfers 1000000]
 //        [--accounts 10000] [--batch 8190] [--rounds 3] [--quick]
+//        [--store sqlite|mariadb] [--mariadb-port 3306] [--mariadb-user paygate]
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -36,6 +39,8 @@ struct Options {
   u32 batch = 8190;
   u32 reference_every = 10;
   u32 rounds = 3;
+  std::string store = "sqlite";
+  sql::MariaDbConfig mariadb = {.database = "history_bench"};
 };
 
 GroupConfig group_config(const Options& o) {
@@ -131,11 +136,26 @@ struct Round {
 };
 
 bool project(const Options& o, Round* round) {
-  const std::filesystem::path file = std::filesystem::path(o.dir) / "history.sqlite";
-  for (const char* suffix : {"", "-wal", "-shm"})
-    std::filesystem::remove(file.string() + suffix);
-  auto store = history::SqliteStore::open(file);
-  if (!store.ok()) return false;
+  history::StoreConfig config{.file = std::filesystem::path(o.dir) / "history.sqlite",
+                              .mariadb = o.mariadb};
+  if (o.store == "mariadb") {
+    config.kind = sql::Dialect::mariadb;
+    auto admin = sql::open_mariadb(o.mariadb, /*writing=*/true);
+    if (!admin.ok() || !admin.value()->exec("DROP DATABASE IF EXISTS " + o.mariadb.database)) {
+      std::fprintf(stderr, "history_bench: %s\n",
+                   admin.ok() ? admin.value()->error().c_str()
+                              : admin.status().to_string().c_str());
+      return false;
+    }
+  } else {
+    for (const char* suffix : {"", "-wal", "-shm"})
+      std::filesystem::remove(config.file.string() + suffix);
+  }
+  auto store = history::Store::open(config);
+  if (!store.ok()) {
+    std::fprintf(stderr, "history_bench: %s\n", store.status().to_string().c_str());
+    return false;
+  }
   const GroupConfig c = group_config(o);
   auto projector = history::Projector::open(
       history::ProjectorConfig{.dir = c.dir, .ledger = c.ledger, .group = 0}, *store.value());
@@ -176,6 +196,10 @@ int main(int argc, char** argv) {
   app.add_option("--reference-every", o.reference_every)->check(CLI::PositiveNumber);
   app.add_option("--rounds", o.rounds)->check(CLI::PositiveNumber);
   app.add_flag("--quick", quick, "a small run that checks the program works");
+  app.add_option("--store", o.store, "sqlite or mariadb")->check(CLI::IsMember({"sqlite", "mariadb"}));
+  app.add_option("--mariadb-port", o.mariadb.port);
+  app.add_option("--mariadb-user", o.mariadb.user);
+  app.add_option("--mariadb-password", o.mariadb.password);
   CLI11_PARSE(app, argc, argv);
   if (quick) {
     o.transfers = 20'000;
@@ -196,8 +220,8 @@ int main(int argc, char** argv) {
   std::sort(rounds.begin(), rounds.end(),
             [](const Round& a, const Round& b) { return a.seconds < b.seconds; });
   const Round& median = rounds[rounds.size() / 2];
-  std::printf("history_bench transfers=%llu events_per_sec=%.0f rows_per_sec=%.0f\n",
-              static_cast<unsigned long long>(o.transfers), median.events / median.seconds,
+  std::printf("history_bench store=%s transfers=%llu events_per_sec=%.0f rows_per_sec=%.0f\n",
+              o.store.c_str(), static_cast<unsigned long long>(o.transfers), median.events / median.seconds,
               median.rows / median.seconds);
   std::filesystem::remove_all(o.dir);
   std::printf("history_bench ok\n");

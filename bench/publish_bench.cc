@@ -52,7 +52,7 @@ publish::KafkaRenderers server_renderers() {
 
 // Rows per group: `commands` commands of one transfer each, an order made every
 // order_every commands. Returns the rows written.
-u64 fill(history::SqliteStore& store, const Options& o, u64 commands) {
+u64 fill(history::Store& store, const Options& o, u64 commands) {
   u64 rows = 0;
   constexpr u64 kPerBatch = 50'000;
   for (u32 g = 0; g < o.groups; ++g) {
@@ -94,7 +94,7 @@ u64 fill(history::SqliteStore& store, const Options& o, u64 commands) {
 }
 
 // Reads and renders every row as the publisher does, without Kafka: the baseline.
-double read_only_seconds(history::SqliteStore& store, const Options& o, u64 commands) {
+double read_only_seconds(history::Store& store, const Options& o, u64 commands) {
   const auto started = std::chrono::steady_clock::now();
   const publish::KafkaRenderers render = server_renderers();
   std::string key, value;
@@ -131,12 +131,12 @@ double read_only_seconds(history::SqliteStore& store, const Options& o, u64 comm
 
 int run(const Options& o) {
   TempDir dir("paygate-publish-bench");
-  auto opened = history::SqliteStore::open(dir.path() / "history.sqlite");
+  auto opened = history::Store::open(dir.path() / "history.sqlite");
   if (!opened.ok()) {
     std::fprintf(stderr, "publish_bench: %s\n", opened.status().to_string().c_str());
     return 1;
   }
-  history::SqliteStore& store = *opened.value();
+  history::Store& store = *opened.value();
   const u64 commands = o.events / o.groups;
   const u64 rows = fill(store, o, commands);
   std::printf("publish_bench: %llu rows (%llu events, the rest order changes) in %u groups\n",
@@ -156,7 +156,7 @@ int run(const Options& o) {
     config.batch_rows = o.batch_rows;
     config.thread_nice = 0;
     std::filesystem::remove(config.watermark_file);
-    auto publisher = publish::KafkaPublisher::open(config, dir.path() / "history.sqlite", o.groups,
+    auto publisher = publish::KafkaPublisher::open(config, {.file = dir.path() / "history.sqlite"}, o.groups,
                                                    server_renderers());
     if (!publisher.ok()) {
       std::fprintf(stderr, "publish_bench: %s\n", publisher.status().to_string().c_str());

@@ -36,7 +36,7 @@
 #include <boost/asio/ip/tcp.hpp>
 
 #include "base/temp_dir.h"
-#include "history/sqlite_store.h"
+#include "history/store.h"
 #include "pipeline/group.h"
 #include "progress.h"
 #include "webhooks/deliverer.h"
@@ -81,7 +81,7 @@ struct Receiver {
 };
 
 // N orders that reached success, each created with `ipn_url`, in the outbox.
-bool fill(history::SqliteStore& store, u64 orders, const std::string& ipn_url) {
+bool fill(history::Store& store, u64 orders, const std::string& ipn_url) {
   constexpr u64 kPerBatch = 5000;
   u64 sequence = 0;
   for (u64 first = 0; first < orders; first += kPerBatch) {
@@ -125,7 +125,7 @@ bool fill(history::SqliteStore& store, u64 orders, const std::string& ipn_url) {
 // A delivery worker over `store`, signing with the receiver's secret, rendering a
 // small order event; as the server would run it, but for its limits.
 Result<std::unique_ptr<webhooks::Deliverer>> open_deliverer(const std::filesystem::path& dir,
-                                                            history::SqliteStore& store,
+                                                            history::Store& store,
                                                             u32 concurrency, u32 per_target,
                                                             u32 niceness = 0) {
   webhooks::WebhookConfig config;
@@ -288,7 +288,7 @@ int ledger_beside_deliveries(const std::string& receiver, double seconds, int ru
       // CPU the ledger and the worker leave.)
       Receiver sink(receiver, side.path() / "receiver.log", 1, 19);
       if (sink.port == 0) return 1;
-      auto store = history::SqliteStore::open(side.path() / "history.sqlite");
+      auto store = history::Store::open(side.path() / "history.sqlite");
       if (!store.ok()) return 1;
       auto deliverer =
           open_deliverer(side.path(), *store.value(), concurrency, per_target, niceness);
@@ -360,7 +360,7 @@ int run(int argc, char** argv) {
       fmt::print(stderr, "webhook_bench: the receiver did not start ({})\n", receiver);
       return 1;
     }
-    auto store = history::SqliteStore::open(dir.path() / "history.sqlite");
+    auto store = history::Store::open(dir.path() / "history.sqlite");
     if (!store.ok()) return 1;
     // The webhook store first, so that it starts at the (empty) outbox's head.
     auto deliverer = open_deliverer(dir.path(), *store.value(), concurrency, per_target, niceness);

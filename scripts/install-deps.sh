@@ -16,7 +16,8 @@ packages=(
   libmariadb-dev libhiredis-dev
   # tools the tests call
   curl procps python3 python3-yaml openssl ca-certificates
-  # bench/compare: the systems paygate is compared with (its quick run is a test)
+  # bench/compare: the systems paygate is compared with (its quick run is a test);
+  # MariaDB also holds the history store in its tests (scripts/mariadb-for-tests.sh)
   postgresql-15 libpq-dev mariadb-server mariadb-client redis-server gnuplot-nox
   # bench/many_connections: HTTP load at many connections (its quick run is a test)
   wrk

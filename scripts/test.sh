@@ -66,6 +66,14 @@ if [ "${PAYGATE_CCACHE:-1}" != 0 ] && command -v ccache >/dev/null 2>&1; then
   ccache --zero-stats >/dev/null
 fi
 
+# One MariaDB server for every test of the history store in MariaDB (each test makes a
+# database of its own), rather than one per test process: ctest runs each test alone,
+# and a server takes seconds to start. Stopped when this script ends, however it ends.
+mariadb_dir=$(mktemp -d /tmp/paygate-test-mariadb.XXXXXX)
+trap 'bash scripts/mariadb-for-tests.sh stop "$mariadb_dir"; rm -rf "$mariadb_dir"' EXIT
+PAYGATE_TEST_MARIADB_PORT=$(bash scripts/mariadb-for-tests.sh start "$mariadb_dir")
+export PAYGATE_TEST_MARIADB_PORT
+
 stage "g++ build"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=g++ \
   -DPAYGATE_WERROR=ON "${launcher[@]}" >/dev/null

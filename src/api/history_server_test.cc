@@ -1,6 +1,7 @@
 // The history store against the real server (docs/HISTORY.md): a transfer the group
 // no longer holds is answered from the store, with what its request said, across a
-// kill -9, each row once.
+// kill -9, each row once. Each test with the store in SQLite, and again in MariaDB (a
+// real server, scripts/mariadb-for-tests.sh).
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
@@ -13,16 +14,17 @@
 #include <utility>
 
 #include "api/server_fixture.h"
-#include "history/sqlite_store.h"
+#include "history/store.h"
 
 namespace paygate::api {
 namespace {
 
-class HistoryServerTest : public ServerTest {
+class HistoryServerTest : public ServerTest, public StoreParam {
  protected:
   void SetUp() override {
     // A small ring of recent transfers, so that the first ones leave the group's memory.
     config_ = "[ledger]\nrecent_transfers_max = 64\n[group]\nevents_max = 8192\n";
+    PAYGATE_USE_STORE_PARAM(dir_.path() / "data");
     ServerTest::SetUp();
   }
   // Waits (bounded) until the store holds everything each group has made durable.
@@ -43,7 +45,7 @@ class HistoryServerTest : public ServerTest {
   }
 };
 
-TEST_F(HistoryServerTest, ATransferTheGroupNoLongerHoldsIsAnsweredFromTheStore) {
+TEST_P(HistoryServerTest, ATransferTheGroupNoLongerHoldsIsAnsweredFromTheStore) {
   const MerchantKeys shop = merchant("Shop");
   const MerchantKeys other = merchant("Other");
   const std::string bank = system_account();
@@ -91,7 +93,7 @@ TEST_F(HistoryServerTest, ATransferTheGroupNoLongerHoldsIsAnsweredFromTheStore) 
       text_field(merchant_request(shop, "GET", "/v1/transfers/" + ids[10]).body, "/reference"),
       "old-10");
   server_.stop(SIGTERM);
-  auto store = history::SqliteStore::open(dir_.path() / "data" / "history.sqlite");
+  auto store = history::Store::open(store_);
   ASSERT_TRUE(store.ok()) << store.status().to_string();
   // The funding transfer, 150, and one after the restart.
   EXPECT_EQ(store.value()->rows("transfers").value(), 152u);
@@ -101,7 +103,7 @@ TEST_F(HistoryServerTest, ATransferTheGroupNoLongerHoldsIsAnsweredFromTheStore) 
 
 // Statements and the event feed reach back past what the group holds in memory
 // (events_max), from the store: every line once, in order, to the account's first.
-TEST_F(HistoryServerTest, StatementsAndEventsReachBackPastMemory) {
+TEST_P(HistoryServerTest, StatementsAndEventsReachBackPastMemory) {
   const MerchantKeys shop = merchant("Shop");
   const std::string bank = system_account();
   const std::string a = account(shop), b = account(shop);
@@ -178,7 +180,7 @@ class HistoryTwoGroupServerTest : public HistoryServerTest {
   }
 };
 
-TEST_F(HistoryTwoGroupServerTest, ATransferBetweenGroupsKeepsItsCreditAccountInTheStore) {
+TEST_P(HistoryTwoGroupServerTest, ATransferBetweenGroupsKeepsItsCreditAccountInTheStore) {
   const MerchantKeys first = merchant("First"), second = merchant("Second");
   ASSERT_EQ(number_field(admin_get("/v1/merchants/" + second.id).body, "/group"), 1);
   const std::string bank = system_account();
@@ -217,7 +219,7 @@ std::pair<int, std::string> run_command(const std::string& command) {
 // `paygate projection rebuild` replays the journals into a new store with the very
 // same rows as the store the server kept (transfers with their texts, holds, a
 // transfer between groups, orders and their changes), as their digests show.
-TEST_F(HistoryTwoGroupServerTest, ARebuildFromTheJournalsMakesTheSameRows) {
+TEST_P(HistoryTwoGroupServerTest, ARebuildFromTheJournalsMakesTheSameRows) {
   const MerchantKeys first = merchant("First"), second = merchant("Second");
   const std::string bank = system_account();
   const std::string payer = account(first), payee = account(second), till = account(first);
@@ -266,8 +268,9 @@ TEST_F(HistoryTwoGroupServerTest, ARebuildFromTheJournalsMakesTheSameRows) {
   EXPECT_NE(printed.find("group=1 watermark="), std::string::npos) << printed;
   EXPECT_NE(printed.find(" done"), std::string::npos) << printed;
 
-  auto kept = history::SqliteStore::open(data / "history.sqlite");
-  auto made = history::SqliteStore::open(rebuilt);
+  // (MariaDB's kept store against SQLite's rebuilt one: the same rows.)
+  auto kept = history::Store::open(store_);
+  auto made = history::Store::open(rebuilt);
   ASSERT_TRUE(kept.ok() && made.ok());
   const auto kept_digest = kept.value()->digest().value();
   const auto made_digest = made.value()->digest().value();
@@ -303,6 +306,9 @@ TEST_F(HistoryTwoGroupServerTest, ARebuildFromTheJournalsMakesTheSameRows) {
             1);
   start();
 }
+
+PAYGATE_INSTANTIATE_STORE_PARAM(HistoryServerTest);
+PAYGATE_INSTANTIATE_STORE_PARAM(HistoryTwoGroupServerTest);
 
 }  // namespace
 }  // namespace paygate::api

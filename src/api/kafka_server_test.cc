@@ -13,7 +13,7 @@
 #include <fmt/format.h>
 
 #include "api/server_fixture.h"
-#include "history/sqlite_store.h"
+#include "history/store.h"
 #include "publish/kafka_test_support.h"
 
 namespace paygate::api {
@@ -115,7 +115,7 @@ TEST_F(KafkaServerTest, EveryEventAndOrderChangeReachesKafkaAcrossAKill9) {
   server_.stop(SIGTERM);
 
   // What the store holds is what Kafka must carry, every row in its group's order.
-  auto store = history::SqliteStore::open(dir_.path() / "data" / "history.sqlite");
+  auto store = history::Store::open(dir_.path() / "data" / "history.sqlite");
   ASSERT_TRUE(store.ok()) << store.status().to_string();
   ExpectedRows events, changes;
   for (u32 g = 0; g < 2; ++g) {

@@ -477,15 +477,17 @@ TEST_F(OrderServerTest, ALateSuccessIsAnExceptionThatAnOperatorResolves) {
 
 // Orders processing longer than [history] attention_after_s (0 here: at once) need
 // attention too; one settled does not.
-class AttentionServerTest : public OrderServerTest {
+class AttentionServerTest : public OrderServerTest, public StoreParam {
  protected:
   void SetUp() override {
     config_ = "[history]\nattention_after_s = 0\n";
+    PAYGATE_USE_STORE_PARAM(dir_.path() / "data");
     OrderServerTest::SetUp();
   }
 };
+PAYGATE_INSTANTIATE_STORE_PARAM(AttentionServerTest);
 
-TEST_F(AttentionServerTest, OrdersProcessingTooLongAreListed) {
+TEST_P(AttentionServerTest, OrdersProcessingTooLongAreListed) {
   const HttpResponse card = create("stuck", 70);
   ASSERT_EQ(card.status, 201u) << card.body;
   const std::string id = text_field(card.body, "/id");
@@ -692,9 +694,18 @@ std::vector<std::string> listed_ids(const HttpResponse& r) {
   }
 }
 
+class OrderListServerTest : public OrderServerTest, public StoreParam {
+ protected:
+  void SetUp() override {
+    PAYGATE_USE_STORE_PARAM(dir_.path() / "data");
+    OrderServerTest::SetUp();
+  }
+};
+PAYGATE_INSTANTIATE_STORE_PARAM(OrderListServerTest);
+
 // GET /v1/orders from the history store: newest first, filtered, paged, each merchant
 // its own, waiting (bounded) for a sequence the caller saw; across a kill -9.
-TEST_F(OrderServerTest, OrdersAreListedFromTheHistoryStore) {
+TEST_P(OrderListServerTest, OrdersAreListedFromTheHistoryStore) {
   std::vector<std::string> ids, signatures;
   for (int i = 0; i < 5; ++i) {
     const HttpResponse made = create("list-" + std::to_string(i), 10 + i,
@@ -828,17 +839,19 @@ TEST_F(ShortReadWaitServerTest, ASequenceTheStoreDoesNotReachIsHistoryBehind) {
   EXPECT_EQ(merchant_request(shop_, "GET", "/v1/orders").status, 200u);
 }
 
-class ArchivingServerTest : public OrderServerTest {
+class ArchivingServerTest : public OrderServerTest, public StoreParam {
  protected:
   void SetUp() override {
     config_ = "[orders]\nfinal_retained_s = 1\n";
+    PAYGATE_USE_STORE_PARAM(dir_.path() / "data");
     OrderServerTest::SetUp();
   }
 };
+PAYGATE_INSTANTIATE_STORE_PARAM(ArchivingServerTest);
 
 // A final order that has left the engine's memory is read from the history store (not
 // 410), with what its request said and every step it took; steps on it stay refused.
-TEST_F(ArchivingServerTest, AnOrderThatLeftMemoryIsReadFromTheStore) {
+TEST_P(ArchivingServerTest, AnOrderThatLeftMemoryIsReadFromTheStore) {
   const HttpResponse made =
       create("gone-1", 40, R"(,"description":"a lamp","metadata":{"sku":"l1"})");
   ASSERT_EQ(made.status, 201u) << made.body;
@@ -872,7 +885,8 @@ TEST_F(ArchivingServerTest, AnOrderThatLeftMemoryIsReadFromTheStore) {
   EXPECT_EQ(text_field(again.body, "/merchant_ref"), "gone-1");
 }
 
-// Orders read through Redis (docs/REDIS.md), against a real redis-server.
+// Orders read through Redis (docs/REDIS.md), against a real redis-server (and the
+// store in SQLite, then MariaDB).
 class RedisOrderServerTest : public ArchivingServerTest {
  protected:
   void SetUp() override {
@@ -885,6 +899,7 @@ class RedisOrderServerTest : public ArchivingServerTest {
     config_ = "[orders]\nfinal_retained_s = 1\n[redis]\naddress = \"" + redis_.address() +
               "\"\nwait_ms = 60000\nlock_ms = 120000\ncommand_timeout_ms = 30000\n"
               "feed_poll_interval_ms = 5\n";
+    PAYGATE_USE_STORE_PARAM(dir_.path() / "data");
     OrderServerTest::SetUp();
   }
   // Reads the order (as an operator) until it is served from the store.
@@ -904,11 +919,12 @@ class RedisOrderServerTest : public ArchivingServerTest {
   TempDir redis_dir_;
   cache::testing::RedisServer redis_{redis_dir_.path()};
 };
+PAYGATE_INSTANTIATE_STORE_PARAM(RedisOrderServerTest);
 
 // The feed writes each order's status entry as it changes; a read of an order that
 // left memory comes from Redis, and hundreds of readers missing it at once make one
 // store read between them; with Redis gone, the store answers.
-TEST_F(RedisOrderServerTest, OrdersThatLeftMemoryAreReadThroughRedisWithOneLoaderPerKey) {
+TEST_P(RedisOrderServerTest, OrdersThatLeftMemoryAreReadThroughRedisWithOneLoaderPerKey) {
   const HttpResponse made = create("redis-1", 40, R"(,"description":"a lamp")");
   ASSERT_EQ(made.status, 201u) << made.body;
   const std::string id = text_field(made.body, "/id");

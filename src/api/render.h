@@ -9,7 +9,7 @@
 #include "api/merchants.h"
 #include "api/request_decoder.h"
 #include "base/result_code.h"
-#include "history/sqlite_store.h"
+#include "history/store.h"
 #include "ledger/event.h"
 #include "ledger/types.h"
 #include "orders/order_book.h"

@@ -15,6 +15,7 @@
 #include "api/http_client.h"
 #include "api/server_test_support.h"
 #include "base/temp_dir.h"
+#include "history/mariadb_test_support.h"
 #include "journal/reader.h"
 
 // Built with a sanitizer (ASan, with UBSan in this project's build, or TSan): so is the
@@ -228,5 +229,54 @@ class TwoGroupServerTest : public ServerTest {
     start();
   }
 };
+
+// A test run with the history store in SQLite (the default) and again in MariaDB.
+class StoreParam : public ::testing::WithParamInterface<sql::Dialect> {
+ public:
+  static std::string name(const ::testing::TestParamInfo<sql::Dialect>& param) {
+    return param.param == sql::Dialect::sqlite ? "Sqlite" : "MariaDb";
+  }
+
+ protected:
+  // The TOML settings that put a server's history store where the test's parameter
+  // says (none for SQLite, whose file is in `data_dir`), and that store in *store; for
+  // MariaDB, a database of the test's own on the test process's server. Empty with
+  // *why set when that cannot run.
+  std::string history_settings(const std::filesystem::path& data_dir, std::string* why) {
+    if (GetParam() == sql::Dialect::sqlite) {
+      store_ = history::StoreConfig{.file = data_dir / "history.sqlite"};
+      return {};
+    }
+    if (!history::testing::MariaDbServer::installed()) {
+      *why = "mariadbd is not installed (scripts/install-deps.sh installs it)";
+      return {};
+    }
+    history::testing::MariaDbServer* server = history::testing::MariaDbServer::shared();
+    if (server == nullptr) {
+      *why = "MariaDB did not start";
+      return {};
+    }
+    store_ = server->store(::testing::UnitTest::GetInstance()->current_test_info()->name());
+    return "[history]\nstore = \"mariadb\"\nmariadb_port = " +
+           std::to_string(store_.mariadb.port) + "\nmariadb_database = \"" +
+           store_.mariadb.database + "\"\n";
+  }
+  history::StoreConfig store_;  // the server's
+};
+// Skips the test when its store cannot run (MariaDB not installed: CI installs it);
+// fails it when MariaDB is installed and does not start.
+#define PAYGATE_USE_STORE_PARAM(data_dir)                         \
+  do {                                                            \
+    std::string why;                                              \
+    config_ += history_settings((data_dir), &why);                \
+    if (why.find("not installed") != std::string::npos) {         \
+      GTEST_SKIP() << why;                                        \
+    }                                                             \
+    ASSERT_TRUE(why.empty()) << why;                              \
+  } while (false)
+#define PAYGATE_INSTANTIATE_STORE_PARAM(fixture)                                              \
+  INSTANTIATE_TEST_SUITE_P(Stores, fixture,                                                  \
+                           ::testing::Values(sql::Dialect::sqlite, sql::Dialect::mariadb), \
+                           StoreParam::name)
 
 }  // namespace paygate::api

@@ -6,28 +6,28 @@
 #include <fmt/format.h>
 
 #include "history/projector.h"
-#include "history/sqlite_store.h"
+#include "history/store.h"
 #include "journal/reader.h"
 
 namespace paygate {
 namespace {
 
-int print_digest(history::SqliteStore& store) {
-  Result<std::vector<history::SqliteStore::TableDigest>> digest = store.digest();
+int print_digest(history::Store& store) {
+  Result<std::vector<history::Store::TableDigest>> digest = store.digest();
   if (!digest.ok()) {
     std::fprintf(stderr, "paygate: %s\n", digest.status().message().c_str());
     return 1;
   }
-  for (const history::SqliteStore::TableDigest& d : digest.value()) {
+  for (const history::Store::TableDigest& d : digest.value()) {
     std::printf("table=%s rows=%llu hash=%016llx\n", d.table.c_str(),
                 static_cast<unsigned long long>(d.rows), static_cast<unsigned long long>(d.hash));
   }
-  Result<std::vector<history::SqliteStore::Watermark>> marks = store.watermarks();
+  Result<std::vector<history::Store::Watermark>> marks = store.watermarks();
   if (!marks.ok()) {
     std::fprintf(stderr, "paygate: %s\n", marks.status().message().c_str());
     return 1;
   }
-  for (const history::SqliteStore::Watermark& w : marks.value()) {
+  for (const history::Store::Watermark& w : marks.value()) {
     std::printf("group=%u first_sequence=%llu watermark=%llu\n", w.group,
                 static_cast<unsigned long long>(w.first_sequence),
                 static_cast<unsigned long long>(w.sequence));
@@ -63,12 +63,12 @@ int projection_rebuild(const ServeOptions& options, const std::filesystem::path&
                  store_file.c_str());
     return 1;
   }
-  Result<std::unique_ptr<history::SqliteStore>> opened = history::SqliteStore::open(store_file);
+  Result<std::unique_ptr<history::Store>> opened = history::Store::open(store_file);
   if (!opened.ok()) {
     std::fprintf(stderr, "paygate: %s\n", opened.status().message().c_str());
     return 1;
   }
-  history::SqliteStore& store = *opened.value();
+  history::Store& store = *opened.value();
   for (u32 g = 0; g < engine.groups; ++g) {
     const GroupConfig group = Engine::group_config(engine, g);
     const LedgerConfig& ledger = group.ledger;
@@ -130,7 +130,7 @@ int projection_digest(const std::filesystem::path& store_file) {
     std::fprintf(stderr, "paygate: no store at %s\n", store_file.c_str());
     return 1;
   }
-  Result<std::unique_ptr<history::SqliteStore>> opened = history::SqliteStore::open(store_file);
+  Result<std::unique_ptr<history::Store>> opened = history::Store::open(store_file);
   if (!opened.ok()) {
     std::fprintf(stderr, "paygate: %s\n", opened.status().message().c_str());
     return 1;

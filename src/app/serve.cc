@@ -7,6 +7,7 @@
 
 #include <toml++/toml.h>
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -136,6 +137,8 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
   u64 read_wait_ms = s->history.read_wait_ns / 1'000'000;
   u64 redirect_wait_ms = s->history.redirect_wait_ns / 1'000'000;
   u64 attention_after_s = s->history.attention_after_ns / kNanosPerSecond;
+  std::string history_store =
+      s->history.store.kind == sql::Dialect::sqlite ? "sqlite" : "mariadb";
   u64 webhook_poll_ms = s->webhooks.poll_interval_ns / 1'000'000;
   u64 webhook_timeout_ms = s->webhooks.timeout_ns / 1'000'000;
   u64 webhook_retry_base_ms = s->webhooks.retry_base_ns / 1'000'000;
@@ -239,7 +242,17 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       {"group", "journal_prepare_segments", bool_into(&group.journal_prepare_segments)},
       {"server", "drain_timeout_ms", unsigned_into(&s->drain_timeout_ms)},
       {"history", "enabled", bool_into(&s->history.enabled)},
-      {"history", "file", text_into(&s->history.file)},
+      {"history", "file", text_into(&s->history.store.file)},
+      {"history", "store", text_into(&history_store)},
+      {"history", "mariadb_host", text_into(&s->history.store.mariadb.host)},
+      {"history", "mariadb_port", unsigned_into(&s->history.store.mariadb.port, 1)},
+      {"history", "mariadb_socket", text_into(&s->history.store.mariadb.socket)},
+      {"history", "mariadb_user", text_into(&s->history.store.mariadb.user)},
+      {"history", "mariadb_password", text_into(&s->history.store.mariadb.password)},
+      {"history", "mariadb_database", text_into(&s->history.store.mariadb.database)},
+      {"history", "mariadb_connect_timeout_s",
+       unsigned_into(&s->history.store.mariadb.connect_timeout_s, 1)},
+      {"history", "mariadb_io_timeout_s", unsigned_into(&s->history.store.mariadb.io_timeout_s, 1)},
       {"history", "poll_interval_ms", unsigned_into(&history_poll_ms, 1)},
       {"history", "read_wait_ms", unsigned_into(&read_wait_ms, 0)},
       {"history", "redirect_wait_ms", unsigned_into(&redirect_wait_ms, 0)},
@@ -309,7 +322,8 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
                     key_name.str() == "watermark_file"
                 ? "a file name"
             : key_name.str() == "brokers" || key_name.str() == "topic_prefix" ||
-                    key_name.str() == "address" || key_name.str() == "key_prefix"
+                    key_name.str() == "address" || key_name.str() == "key_prefix" ||
+                    key_name.str() == "store" || key_name.str().starts_with("mariadb_")
                 ? "a text"
                 : "a positive number"));
       }
@@ -319,6 +333,19 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
   s->history.read_wait_ns = read_wait_ms * 1'000'000;
   s->history.redirect_wait_ns = redirect_wait_ms * 1'000'000;
   s->history.attention_after_ns = attention_after_s * kNanosPerSecond;
+  if (history_store != "sqlite" && history_store != "mariadb") {
+    return Status::invalid_config(
+        fmt::format("{}: history.store must be \"sqlite\" or \"mariadb\"", file.string()));
+  }
+  s->history.store.kind = history_store == "sqlite" ? sql::Dialect::sqlite : sql::Dialect::mariadb;
+  // (A name put into SQL as it is: only what needs no quoting.)
+  const std::string& database = s->history.store.mariadb.database;
+  if (database.empty() || database.size() > 64 ||
+      !std::all_of(database.begin(), database.end(),
+                   [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; })) {
+    return Status::invalid_config(fmt::format(
+        "{}: history.mariadb_database must be 1 to 64 letters, digits and _", file.string()));
+  }
   s->webhooks.poll_interval_ns = webhook_poll_ms * 1'000'000;
   s->kafka.poll_interval_ns = kafka_poll_ms * 1'000'000;
   s->kafka.watermark_interval_ns = kafka_watermark_ms * 1'000'000;
@@ -469,7 +496,7 @@ Status served_settings(const ServeOptions& options, EngineConfig* engine,
   if (!options.config_file.empty()) {
     if (Status s_ok = apply_config_file(options.config_file, &s); !s_ok.ok()) return s_ok;
   }
-  if (s.history.file.empty()) s.history.file = options.data_dir / "history.sqlite";
+  if (s.history.store.file.empty()) s.history.store.file = options.data_dir / "history.sqlite";
   *engine = s.engine;
   *history = s.history;
   return Status::success();
@@ -603,7 +630,7 @@ int run_serve(const ServeOptions& options) {
   // that retention never removes what it has not read (docs/HISTORY.md).
   std::unique_ptr<history::HistoryWorker> history;
   if (s.history.enabled) {
-    if (s.history.file.empty()) s.history.file = options.data_dir / "history.sqlite";
+    if (s.history.store.file.empty()) s.history.store.file = options.data_dir / "history.sqlite";
     Result<std::unique_ptr<history::HistoryWorker>> opened =
         history::HistoryWorker::open(s.history, *engine);
     // The ledger serves without it: history is a projection, rebuilt from the journal.
@@ -652,7 +679,7 @@ int run_serve(const ServeOptions& options) {
     if (s.kafka.watermark_file.empty())
       s.kafka.watermark_file = options.data_dir / "kafka.watermarks";
     Result<std::unique_ptr<publish::KafkaPublisher>> opened = publish::KafkaPublisher::open(
-        s.kafka, s.history.file, engine->groups(),
+        s.kafka, s.history.store, engine->groups(),
         publish::KafkaRenderers{
             .event = [](u32 group, const LedgerEvent& e, std::string& key,
                         std::string& value) { api::render_event_message(key, value, group, e); },
@@ -684,7 +711,7 @@ int run_serve(const ServeOptions& options) {
     order_cache = std::move(opened).value();
     if (s.feed.enabled) {
       Result<std::unique_ptr<cache::OrderFeed>> feed =
-          cache::OrderFeed::open(s.feed, *order_cache, s.history.file, engine->groups());
+          cache::OrderFeed::open(s.feed, *order_cache, s.history.store, engine->groups());
       if (!feed.ok()) {
         PG_LOG_ERROR(
             "event=order_feed_failed message=\"the order feed is off until this is "

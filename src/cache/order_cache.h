@@ -26,7 +26,7 @@
 
 #include "base/status.h"
 #include "cache/redis.h"
-#include "history/sqlite_store.h"
+#include "history/store.h"
 
 namespace paygate::cache {
 

@@ -13,11 +13,11 @@
 namespace paygate::cache {
 
 Result<std::unique_ptr<OrderFeed>> OrderFeed::open(const OrderFeedConfig& config, OrderCache& cache,
-                                                   const std::filesystem::path& store_file,
+                                                   const history::StoreConfig& store_config,
                                                    u32 groups) {
   if (config.batch_rows == 0) return Status::invalid_config("[redis] feed_batch_rows must be > 0");
-  Result<std::unique_ptr<history::SqliteStore>> store =
-      history::SqliteStore::open_reader(store_file);
+  Result<std::unique_ptr<history::Store>> store =
+      history::Store::open_reader(store_config);
   if (!store.ok()) return store.status();
   std::unique_ptr<OrderFeed> feed(new OrderFeed(config, cache, groups));
   feed->store_ = std::move(store).value();

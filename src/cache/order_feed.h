@@ -24,7 +24,7 @@
 
 #include "base/status.h"
 #include "cache/order_cache.h"
-#include "history/sqlite_store.h"
+#include "history/store.h"
 
 namespace paygate::cache {
 
@@ -38,9 +38,9 @@ struct OrderFeedConfig {
 
 class OrderFeed {
  public:
-  // Opens a reading connection of its own to the store in `store_file` (it must exist).
+  // Opens a reading connection of its own to the history store `store_config` (it must exist).
   static Result<std::unique_ptr<OrderFeed>> open(const OrderFeedConfig& config, OrderCache& cache,
-                                                 const std::filesystem::path& store_file,
+                                                 const history::StoreConfig& store_config,
                                                  u32 groups);
   ~OrderFeed();
   OrderFeed(const OrderFeed&) = delete;
@@ -72,7 +72,7 @@ class OrderFeed {
 
   OrderFeedConfig config_;
   OrderCache& cache_;
-  std::unique_ptr<history::SqliteStore> store_;
+  std::unique_ptr<history::Store> store_;
   std::vector<GroupState> state_;
   std::vector<std::atomic<u64>> positions_;
   std::atomic<u64> changes_{0}, failures_{0};

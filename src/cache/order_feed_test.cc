@@ -22,12 +22,12 @@ class OrderFeedTest : public ::testing::Test {
     config.redis.address = redis_.address();
     config.redis.command_timeout_ns = 30'000'000'000;  // a busy machine
     cache_ = std::move(OrderCache::open(config)).value();
-    store_ = std::move(history::SqliteStore::open(file_)).value();
+    store_ = std::move(history::Store::open(file_)).value();
   }
   std::unique_ptr<OrderFeed> feed(u32 batch_rows = 7) {
     OrderFeedConfig config;
     config.batch_rows = batch_rows;
-    Result<std::unique_ptr<OrderFeed>> opened = OrderFeed::open(config, *cache_, file_, kGroups);
+    Result<std::unique_ptr<OrderFeed>> opened = OrderFeed::open(config, *cache_, {.file = file_}, kGroups);
     EXPECT_TRUE(opened.ok()) << opened.status().to_string();
     return std::move(opened).value();
   }
@@ -73,7 +73,7 @@ class OrderFeedTest : public ::testing::Test {
   testing::RedisServer redis_{dir_.path() / "redis"};
   std::filesystem::path file_ = dir_.path() / "history.sqlite";
   std::unique_ptr<OrderCache> cache_;
-  std::unique_ptr<history::SqliteStore> store_;
+  std::unique_ptr<history::Store> store_;
   u64 watermark_[kGroups] = {0, 0};
   std::map<u64, std::pair<u64, OrderStatus>> known_;
 };
@@ -153,7 +153,7 @@ TEST_F(OrderFeedTest, TheThreadFollowsTheStoreAndRidesOutARedisThatIsDown) {
   config.poll_interval_ns = 1'000'000;
   config.retry_max_ns = 50'000'000;
   std::unique_ptr<OrderFeed> f =
-      std::move(OrderFeed::open(config, *cache_, file_, kGroups)).value();
+      std::move(OrderFeed::open(config, *cache_, {.file = file_}, kGroups)).value();
   f->start();
   const auto reached = [&] {
     for (u32 g = 0; g < kGroups; ++g) {

@@ -1,6 +1,6 @@
 // The events an order's changes raise for its merchant (docs/WEBHOOKS.md): which
 // change raises which, and their ids. The history store keeps them as its outbox
-// (history/sqlite_store.h, order_events); the webhook worker delivers them.
+// (history/store.h, order_events); the webhook worker delivers them.
 #pragma once
 
 #include <optional>

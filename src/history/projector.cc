@@ -120,13 +120,13 @@ class Projector::Sink final : public LedgerEventSink, public OrderObserver {
   std::vector<std::size_t> closed_at_;   // holds closed before each event
 };
 
-Projector::Projector(const ProjectorConfig& config, SqliteStore& store)
+Projector::Projector(const ProjectorConfig& config, Store& store)
     : config_(config), store_(store) {}
 
 Projector::~Projector() = default;
 
 Result<std::unique_ptr<Projector>> Projector::open(const ProjectorConfig& config,
-                                                   SqliteStore& store) {
+                                                   Store& store) {
   std::unique_ptr<Projector> p(new Projector(config, store));
   Result<u64> watermark = store.watermark(config.group);
   if (!watermark.ok()) return watermark.status();

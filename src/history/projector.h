@@ -22,7 +22,7 @@
 #include <optional>
 
 #include "base/status.h"
-#include "history/sqlite_store.h"
+#include "history/store.h"
 #include "journal/reader.h"
 #include "ledger/ledger.h"
 
@@ -37,7 +37,7 @@ struct ProjectorConfig {
 
 class Projector {
  public:
-  static Result<std::unique_ptr<Projector>> open(const ProjectorConfig& config, SqliteStore& store);
+  static Result<std::unique_ptr<Projector>> open(const ProjectorConfig& config, Store& store);
   ~Projector();
   Projector(const Projector&) = delete;
   Projector& operator=(const Projector&) = delete;
@@ -64,11 +64,11 @@ class Projector {
 
  private:
   class Sink;
-  Projector(const ProjectorConfig& config, SqliteStore& store);
+  Projector(const ProjectorConfig& config, Store& store);
   Status flush();
 
   ProjectorConfig config_;
-  SqliteStore& store_;
+  Store& store_;
   std::unique_ptr<Ledger> ledger_;
   std::unique_ptr<Sink> sink_;
   Batch batch_;

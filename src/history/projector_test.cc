@@ -11,6 +11,7 @@
 #include <map>
 #include <thread>
 
+#include "history/mariadb_test_support.h"
 #include "pipeline/group_test_support.h"
 
 namespace paygate::history {
@@ -19,8 +20,18 @@ namespace {
 using paygate::testing::Call;
 using paygate::testing::kUsdCurrency;
 
-class ProjectorTest : public paygate::testing::GroupTest {
+// Each test with the store in SQLite, and again in MariaDB (a real server).
+class ProjectorTest : public paygate::testing::GroupTest,
+                      public ::testing::WithParamInterface<sql::Dialect> {
  protected:
+  void SetUp() override {
+    if (GetParam() == sql::Dialect::mariadb) {
+      if (!testing::MariaDbServer::installed()) {
+        GTEST_SKIP() << "mariadbd is not installed (scripts/install-deps.sh installs it)";
+      }
+      ASSERT_NE(testing::MariaDbServer::shared(), nullptr) << "MariaDB did not start";
+    }
+  }
   GroupConfig group_config() {
     GroupConfig c = config();
     c.keep_journal = true;
@@ -29,8 +40,16 @@ class ProjectorTest : public paygate::testing::GroupTest {
   ProjectorConfig projector_config(const GroupConfig& c) {
     return ProjectorConfig{.dir = c.dir, .ledger = c.ledger, .group = 0, .batch_events = 7};
   }
-  std::unique_ptr<SqliteStore> open_store() {
-    auto store = SqliteStore::open(dir_.path() / "history.sqlite");
+  // The test's store: a file of its directory, or a database of its own.
+  std::unique_ptr<Store> open_store() {
+    if (!store_config_) {
+      store_config_ =
+          GetParam() == sql::Dialect::sqlite
+              ? StoreConfig{.file = dir_.path() / "history.sqlite"}
+              : testing::MariaDbServer::shared()->store(
+                    ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    }
+    auto store = Store::open(*store_config_);
     EXPECT_TRUE(store.ok()) << store.status().to_string();
     return store.ok() ? std::move(store).value() : nullptr;
   }
@@ -89,11 +108,13 @@ class ProjectorTest : public paygate::testing::GroupTest {
     }
   }
   // The store's events of group 0, in order.
-  static std::vector<LedgerEvent> stored_events(SqliteStore& store) {
+  static std::vector<LedgerEvent> stored_events(Store& store) {
     const Result<std::vector<LedgerEvent>> all = store.events(0, std::nullopt, 1'000'000);
     EXPECT_TRUE(all.ok());
     return all.ok() ? all.value() : std::vector<LedgerEvent>{};
   }
+
+  std::optional<StoreConfig> store_config_;
 };
 
 std::vector<std::tuple<u64, u32, int, u64, u64>> keys_of(const std::vector<LedgerEvent>& events) {
@@ -103,7 +124,7 @@ std::vector<std::tuple<u64, u32, int, u64, u64>> keys_of(const std::vector<Ledge
   return out;
 }
 
-TEST_F(ProjectorTest, EveryEventOnceWithAnnotationsAndRunningBalances) {
+TEST_P(ProjectorTest, EveryEventOnceWithAnnotationsAndRunningBalances) {
   const GroupConfig c = group_config();
   auto group = open(c);
   const AccountId bank = open_account(*group, AccountKind::system);
@@ -173,7 +194,7 @@ TEST_F(ProjectorTest, EveryEventOnceWithAnnotationsAndRunningBalances) {
 
 // Reopened after every step (a crash between transactions, or before a batch's write
 // was known), the projector writes each event exactly once.
-TEST_F(ProjectorTest, ExactlyOnceWhereverItStops) {
+TEST_P(ProjectorTest, ExactlyOnceWhereverItStops) {
   const GroupConfig c = group_config();
   auto group = open(c);
   const AccountId bank = open_account(*group, AccountKind::system);
@@ -203,7 +224,7 @@ TEST_F(ProjectorTest, ExactlyOnceWhereverItStops) {
 // A write refused because the store already holds that very stretch (a COMMIT that
 // was reported failed but happened; here, a second projector that wrote it first) is
 // taken as written: history goes on, each row once.
-TEST_F(ProjectorTest, AStretchTheStoreAlreadyHoldsIsTakenAsWritten) {
+TEST_P(ProjectorTest, AStretchTheStoreAlreadyHoldsIsTakenAsWritten) {
   const GroupConfig c = group_config();
   auto group = open(c);
   const AccountId bank = open_account(*group, AccountKind::system);
@@ -232,7 +253,7 @@ TEST_F(ProjectorTest, AStretchTheStoreAlreadyHoldsIsTakenAsWritten) {
 
 // The projector follows a group that keeps writing, reading only what is durable, and
 // from a snapshot when the journal before its watermark is gone.
-TEST_F(ProjectorTest, FollowsALiveGroupAndResumesFromASnapshot) {
+TEST_P(ProjectorTest, FollowsALiveGroupAndResumesFromASnapshot) {
   GroupConfig c = group_config();
   c.keep_journal = false;
   c.snapshot_every_commands = 40;
@@ -284,7 +305,7 @@ TEST_F(ProjectorTest, FollowsALiveGroupAndResumesFromASnapshot) {
 
 // Every change of every order is a row of its history, and the order's row is as the
 // last left it, with what its creating request said; pages of orders newest first.
-TEST_F(ProjectorTest, OrdersEveryChangeWithWhatTheirRequestSaid) {
+TEST_P(ProjectorTest, OrdersEveryChangeWithWhatTheirRequestSaid) {
   ManualClock clock(1'700'000'000 * kNanosPerSecond);
   GroupConfig c = group_config();
   c.clock = &clock;
@@ -342,10 +363,10 @@ TEST_F(ProjectorTest, OrdersEveryChangeWithWhatTheirRequestSaid) {
   group->stop();
   const auto statuses = [&](u64 id) {
     std::vector<std::pair<OrderStatus, u64>> out;
-    const Result<std::vector<SqliteStore::OrderStep>> steps = store->order_history(id);
+    const Result<std::vector<Store::OrderStep>> steps = store->order_history(id);
     EXPECT_TRUE(steps.ok());
     if (steps.ok()) {
-      for (const SqliteStore::OrderStep& change : steps.value())
+      for (const Store::OrderStep& change : steps.value())
         out.emplace_back(change.status, change.amount_refunded);
     }
     return out;
@@ -432,7 +453,7 @@ TEST_F(ProjectorTest, OrdersEveryChangeWithWhatTheirRequestSaid) {
 
 // One command may change an order twice: orders due time out before it runs (at its
 // sequence), then it changes one of them again (a late result). Each change is a row.
-TEST_F(ProjectorTest, OneCommandMayChangeAnOrderTwice) {
+TEST_P(ProjectorTest, OneCommandMayChangeAnOrderTwice) {
   ManualClock clock(1'700'000'000 * kNanosPerSecond);
   GroupConfig c = group_config();
   c.clock = &clock;
@@ -461,7 +482,7 @@ TEST_F(ProjectorTest, OneCommandMayChangeAnOrderTwice) {
   const Result<u64> projected = opened.value()->catch_up_all(durable);
   ASSERT_TRUE(projected.ok()) << projected.status().to_string();
   EXPECT_EQ(store->watermark(0).value(), durable);
-  const std::vector<SqliteStore::OrderStep> first = store->order_history(orders[0]).value();
+  const std::vector<Store::OrderStep> first = store->order_history(orders[0]).value();
   ASSERT_EQ(first.size(), 4u);
   EXPECT_EQ(first[2].status, OrderStatus::timeout);
   EXPECT_EQ(first[3].status, OrderStatus::exception_checkout);
@@ -483,7 +504,7 @@ TEST_F(ProjectorTest, OneCommandMayChangeAnOrderTwice) {
 // A withdrawal (a hold whose command carried a destination) raises one event when it
 // closes, for the owner of the account it is drawn from; other holds raise none. One
 // command that times out an order and expires a withdrawal raises both, numbered on.
-TEST_F(ProjectorTest, WithdrawalsRaiseAnEventWhenTheyClose) {
+TEST_P(ProjectorTest, WithdrawalsRaiseAnEventWhenTheyClose) {
   ManualClock clock(1'700'000'000 * kNanosPerSecond);
   GroupConfig c = group_config();
   c.clock = &clock;
@@ -562,8 +583,9 @@ TEST_F(ProjectorTest, WithdrawalsRaiseAnEventWhenTheyClose) {
   }
   EXPECT_EQ(store->order_events(0, events[1].sequence, events[1].n, 100).value().size(), 2u);
 
-  // A store rebuilt from the same journal has the same outbox.
-  auto rebuilt = SqliteStore::open(dir_.path() / "rebuilt.sqlite");
+  // A store rebuilt from the same journal has the same outbox (in SQLite: the same as
+  // MariaDB's, when the test's is there).
+  auto rebuilt = Store::open(dir_.path() / "rebuilt.sqlite");
   ASSERT_TRUE(rebuilt.ok());
   auto again = Projector::open(projector_config(c), *rebuilt.value());
   ASSERT_TRUE(again.ok());
@@ -573,7 +595,7 @@ TEST_F(ProjectorTest, WithdrawalsRaiseAnEventWhenTheyClose) {
 
 // A store whose history of the group begins after orders were made (from a snapshot:
 // the journal before it is gone) gets a row for each order the group holds, as it is.
-TEST_F(ProjectorTest, OrdersHeldWhenHistoryBeginsGetRows) {
+TEST_P(ProjectorTest, OrdersHeldWhenHistoryBeginsGetRows) {
   GroupConfig c = group_config();
   c.keep_journal = false;
   c.snapshot_every_commands = 40;
@@ -620,6 +642,12 @@ TEST_F(ProjectorTest, OrdersHeldWhenHistoryBeginsGetRows) {
   ASSERT_TRUE(again.ok()) << again.status().to_string();
   EXPECT_EQ(store->rows("orders").value(), 2u);
 }
+
+INSTANTIATE_TEST_SUITE_P(Stores, ProjectorTest,
+                         ::testing::Values(sql::Dialect::sqlite, sql::Dialect::mariadb),
+                         [](const ::testing::TestParamInfo<sql::Dialect>& param) {
+                           return param.param == sql::Dialect::sqlite ? "Sqlite" : "MariaDb";
+                         });
 
 }  // namespace
 }  // namespace paygate::history

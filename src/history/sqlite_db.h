@@ -1,4 +1,4 @@
-// What the SQLite stores share (the history store, history/sqlite_store.h; the
+// What the SQLite stores share (the history store, history/store.h; the
 // webhook store, webhooks/webhook_store.h): prepared statements, opening a database
 // file as every file of the data directory is (0600, WAL, synchronous=FULL), and
 // versioned migrations applied at open.

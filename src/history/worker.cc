@@ -19,7 +19,7 @@ HistoryWorker::~HistoryWorker() {
 Result<std::unique_ptr<HistoryWorker>> HistoryWorker::open(const HistoryConfig& config,
                                                            Engine& engine) {
   std::unique_ptr<HistoryWorker> worker(new HistoryWorker(config, engine));
-  Result<std::unique_ptr<SqliteStore>> store = SqliteStore::open(config.file);
+  Result<std::unique_ptr<Store>> store = Store::open(config.store);
   if (!store.ok()) return store.status();
   worker->store_ = std::move(store).value();
   worker->floors_ = std::make_unique<Floor[]>(engine.groups());
@@ -43,9 +43,9 @@ Result<std::unique_ptr<HistoryWorker>> HistoryWorker::open(const HistoryConfig& 
     worker->floors_[g].caught_up_ns.store(steady_ns(), std::memory_order_relaxed);
     worker->projectors_.push_back(std::move(projector).value());
     engine.group(g).set_retention_floor(&worker->floors_[g].value, config.retention_segments_max);
-    PG_LOG_INFO("event=history_opened group={} watermark={} first_sequence={} file={}", g,
+    PG_LOG_INFO("event=history_opened group={} watermark={} first_sequence={} store=\"{}\"", g,
                 worker->projectors_.back()->watermark(),
-                worker->projectors_.back()->first_sequence(), config.file.string());
+                worker->projectors_.back()->first_sequence(), config.store.describe());
   }
   return worker;
 }

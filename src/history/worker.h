@@ -15,14 +15,16 @@
 
 #include "base/histogram.h"
 #include "history/projector.h"
-#include "history/sqlite_store.h"
+#include "history/store.h"
 #include "pipeline/engine.h"
 
 namespace paygate::history {
 
 struct HistoryConfig {
   bool enabled = true;
-  std::filesystem::path file;         // default: <data dir>/history.sqlite
+  // Where (docs/HISTORY.md): SQLite's file (default <data dir>/history.sqlite), or a
+  // MariaDB server's database.
+  StoreConfig store;
   u64 poll_interval_ns = 20'000'000;  // how often it looks for more when idle
   u64 batch_events = 50'000;          // rows per transaction, about
   // Retention waits for the store up to this many journal segments per group.
@@ -51,7 +53,7 @@ class HistoryWorker {
   void start();
   void stop();  // finishes the round it is in
 
-  SqliteStore& store() noexcept { return *store_; }
+  Store& store() noexcept { return *store_; }
   const HistoryConfig& config() const noexcept { return config_; }
   u32 groups() const noexcept { return static_cast<u32>(projectors_.size()); }
   // How far group g's rows reach (every command up to it), for retention and readers.
@@ -101,7 +103,7 @@ class HistoryWorker {
 
   HistoryConfig config_;
   Engine& engine_;
-  std::unique_ptr<SqliteStore> store_;
+  std::unique_ptr<Store> store_;
   std::vector<std::unique_ptr<Projector>> projectors_;
   std::unique_ptr<Floor[]> floors_;
   std::vector<u64> failing_since_ns_;  // per group: 0 while it projects

@@ -122,7 +122,7 @@ KafkaPublisher::~KafkaPublisher() {
 }
 
 Result<std::unique_ptr<KafkaPublisher>> KafkaPublisher::open(
-    const KafkaConfig& config, const std::filesystem::path& store_file, u32 groups,
+    const KafkaConfig& config, const history::StoreConfig& store_config, u32 groups,
     KafkaRenderers renderers) {
   PG_ASSERT(!config.brokers.empty() && !config.watermark_file.empty() && config.batch_rows > 0);
   if (config.message_timeout_ms != 0 && config.message_timeout_ms <= config.linger_ms) {
@@ -134,8 +134,8 @@ Result<std::unique_ptr<KafkaPublisher>> KafkaPublisher::open(
                     config.topic_prefix));
   }
   std::unique_ptr<KafkaPublisher> p(new KafkaPublisher(config, std::move(renderers)));
-  Result<std::unique_ptr<history::SqliteStore>> reader =
-      history::SqliteStore::open_reader(store_file);
+  Result<std::unique_ptr<history::Store>> reader =
+      history::Store::open_reader(store_config);
   if (!reader.ok()) return reader.status();
   p->store_ = std::move(reader).value();
   Marks marks;
@@ -237,7 +237,7 @@ void KafkaPublisher::destroy_producer(bool purge) {
 
 Result<KafkaPublisher::Mark> KafkaPublisher::mark_at(u32 g, u64 sequence, const Mark& before) {
   PG_ASSERT(before.sequence <= sequence);
-  const Result<history::SqliteStore::LastKeys> last = store_->last_keys(g, sequence);
+  const Result<history::Store::LastKeys> last = store_->last_keys(g, sequence);
   if (!last.ok()) return last.status();
   // The store holds every row after `before` up to `sequence` (it published them from
   // it; a store that starts later stops the group), but maybe none before: a topic
@@ -256,7 +256,7 @@ Status KafkaPublisher::check_mark(u32 g, const Mark& mark) {
   // A store behind the mark cannot tell yet; one that starts after it is a gap (found
   // and said when the group is published).
   if (stored.value() < mark.sequence || first.value() > mark.sequence + 1) return Status{};
-  const Result<history::SqliteStore::LastKeys> last = store_->last_keys(g, mark.sequence);
+  const Result<history::Store::LastKeys> last = store_->last_keys(g, mark.sequence);
   if (!last.ok()) return last.status();
   // The store's last rows up to the mark are the file's, where the store holds them.
   const auto expected = [&](const std::optional<EventKey>& key) {

@@ -36,7 +36,7 @@
 #include <vector>
 
 #include "base/status.h"
-#include "history/sqlite_store.h"
+#include "history/store.h"
 
 struct rd_kafka_s;
 struct rd_kafka_topic_s;
@@ -72,13 +72,13 @@ struct KafkaRenderers {
 
 class KafkaPublisher {
  public:
-  // Opens a reading connection of its own to the history store in `store_file`
-  // (SqliteStore::open_reader: the store must exist), reads the watermark file (none:
+  // Opens a reading connection of its own to the history store `store_config`
+  // (Store::open_reader: the store must exist), reads the watermark file (none:
   // every group from its first row) and makes the producer. Fails on a configuration
   // librdkafka refuses or an unreadable watermark file; a cluster that cannot be
   // reached is not a failure (it is retried).
   static Result<std::unique_ptr<KafkaPublisher>> open(const KafkaConfig& config,
-                                                      const std::filesystem::path& store_file,
+                                                      const history::StoreConfig& store_config,
                                                       u32 groups, KafkaRenderers renderers);
   ~KafkaPublisher();
   KafkaPublisher(const KafkaPublisher&) = delete;
@@ -177,7 +177,7 @@ class KafkaPublisher {
   static void on_log(const rd_kafka_s* rk, int level, const char* facility, const char* text);
 
   KafkaConfig config_;
-  std::unique_ptr<history::SqliteStore> store_;  // a reader of its own
+  std::unique_ptr<history::Store> store_;  // a reader of its own
   KafkaRenderers renderers_;
   std::vector<std::unique_ptr<Group>> groups_;
   rd_kafka_s* producer_ = nullptr;

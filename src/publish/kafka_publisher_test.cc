@@ -29,7 +29,7 @@ constexpr std::int32_t kPartitions = 2;  // fewer than the groups: a partition c
 
 // Commands from..to of `group`: sequence s has s % 3 ledger events (none for some) and
 // every fifth an order change, so that some commands leave no row at all.
-void fill(history::SqliteStore& store, u32 group, u64 from, u64 to, ExpectedRows& events,
+void fill(history::Store& store, u32 group, u64 from, u64 to, ExpectedRows& events,
           ExpectedRows& changes, bool orders = true) {
   history::Batch batch;
   batch.group = group;
@@ -95,7 +95,7 @@ bool eventually(Condition condition) {
 class KafkaPublisherTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto opened = history::SqliteStore::open(dir_.path() / "history.sqlite");
+    auto opened = history::Store::open(dir_.path() / "history.sqlite");
     ASSERT_TRUE(opened.ok()) << opened.status().to_string();
     store_ = std::move(opened).value();
     config_.brokers = cluster_.brokers();
@@ -108,7 +108,7 @@ class KafkaPublisherTest : public ::testing::Test {
   }
   std::unique_ptr<KafkaPublisher> open_publisher() {
     auto opened =
-        KafkaPublisher::open(config_, dir_.path() / "history.sqlite", kGroups, test_renderers());
+        KafkaPublisher::open(config_, {.file = dir_.path() / "history.sqlite"}, kGroups, test_renderers());
     EXPECT_TRUE(opened.ok()) << opened.status().to_string();
     return opened.ok() ? std::move(opened).value() : nullptr;
   }
@@ -154,7 +154,7 @@ class KafkaPublisherTest : public ::testing::Test {
 
   TempDir dir_;
   MockCluster cluster_{{"t.ledger", "t.orders"}, kPartitions};
-  std::unique_ptr<history::SqliteStore> store_;
+  std::unique_ptr<history::Store> store_;
   KafkaConfig config_;
   ExpectedRows events_, changes_;
 };
@@ -307,7 +307,7 @@ TEST_F(KafkaPublisherTest, AStoreThatStartsAfterTheWatermarkStopsThatGroup) {
 TEST_F(KafkaPublisherTest, AWatermarkFileItDidNotWriteIsRefused) {
   const auto opens = [&](const std::string& text) {
     EXPECT_TRUE(write_file_durably(config_.watermark_file, text, 0600).ok());
-    return KafkaPublisher::open(config_, dir_.path() / "history.sqlite", kGroups, test_renderers());
+    return KafkaPublisher::open(config_, {.file = dir_.path() / "history.sqlite"}, kGroups, test_renderers());
   };
   EXPECT_FALSE(opens("0 12 0 0 0 0\n").ok());                                // no header
   EXPECT_FALSE(opens("paygate-kafka-watermarks 1\n0 x 0 0 0 0\n").ok());     // not a number
@@ -322,7 +322,7 @@ TEST_F(KafkaPublisherTest, AWatermarkFileItDidNotWriteIsRefused) {
   // A timeout the producer cannot have (librdkafka wants it above linger.ms).
   config_.message_timeout_ms = config_.linger_ms;
   EXPECT_FALSE(
-      KafkaPublisher::open(config_, dir_.path() / "history.sqlite", kGroups, test_renderers())
+      KafkaPublisher::open(config_, {.file = dir_.path() / "history.sqlite"}, kGroups, test_renderers())
           .ok());
 }
 
@@ -380,7 +380,7 @@ TEST_F(KafkaPublisherTest, AWatermarkFileOfAnotherStoreIsRefused) {
                                  "paygate-kafka-watermarks 1\n0 100 50 0 100 0\n", 0600)
                   .ok());
   const auto refused =
-      KafkaPublisher::open(config_, dir_.path() / "history.sqlite", kGroups, test_renderers());
+      KafkaPublisher::open(config_, {.file = dir_.path() / "history.sqlite"}, kGroups, test_renderers());
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("does not match"), std::string::npos);
   // The store's own last rows at 100: the event of 100 (100 % 3 = 1), its order change.
@@ -388,7 +388,7 @@ TEST_F(KafkaPublisherTest, AWatermarkFileOfAnotherStoreIsRefused) {
                                  "paygate-kafka-watermarks 1\n0 100 100 0 100 0\n", 0600)
                   .ok());
   EXPECT_TRUE(
-      KafkaPublisher::open(config_, dir_.path() / "history.sqlite", kGroups, test_renderers())
+      KafkaPublisher::open(config_, {.file = dir_.path() / "history.sqlite"}, kGroups, test_renderers())
           .ok());
 }
 

@@ -317,9 +317,9 @@ struct Deliverer::Engine {
         cursors[c.group] = c;
       cursors_loaded = true;
     }
-    Result<std::vector<history::SqliteStore::Watermark>> groups = d.history_.watermarks();
+    Result<std::vector<history::Store::Watermark>> groups = d.history_.watermarks();
     if (!groups.ok()) return store_failed(groups.status());
-    for (const history::SqliteStore::Watermark& w : groups.value()) {
+    for (const history::Store::Watermark& w : groups.value()) {
       Cursor& at = cursors.try_emplace(w.group, Cursor{.group = w.group}).first->second;
       for (u32 reads = 0; reads < kEventReadsPerRound; ++reads) {
         Result<std::vector<history::OrderEventRow>> events =
@@ -724,7 +724,7 @@ void Deliverer::Engine::start_attempt(Delivery delivery) {
   }
 }
 
-Deliverer::Deliverer(const WebhookConfig& config, history::SqliteStore& history, RenderEvent render,
+Deliverer::Deliverer(const WebhookConfig& config, history::Store& history, RenderEvent render,
                      MerchantSecrets secrets)
     : config_(config),
       history_(history),
@@ -732,7 +732,7 @@ Deliverer::Deliverer(const WebhookConfig& config, history::SqliteStore& history,
       secrets_(std::move(secrets)) {}
 
 Result<std::unique_ptr<Deliverer>> Deliverer::open(const WebhookConfig& config,
-                                                   history::SqliteStore& history,
+                                                   history::Store& history,
                                                    const std::vector<u64>& start_sequences,
                                                    RenderEvent render, MerchantSecrets secrets) {
   PG_ASSERT(config.concurrency > 0 && config.per_target > 0);

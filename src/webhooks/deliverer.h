@@ -1,5 +1,5 @@
 // The webhook delivery worker (docs/WEBHOOKS.md): one thread, not a group's, that
-//  1. reads the history store's outbox of order events (history/sqlite_store.h) from
+//  1. reads the history store's outbox of order events (history/store.h) from
 //     its durable cursors — one per group, at (sequence, n), the same in a store
 //     rebuilt from the journal — and turns each event into deliveries — to the order's
 //     ipn_url, else to each of its merchant's endpoints that wants the event's type —
@@ -30,7 +30,7 @@
 
 #include "base/status.h"
 #include "base/types.h"
-#include "history/sqlite_store.h"
+#include "history/store.h"
 #include "webhooks/webhook_store.h"
 
 namespace paygate::webhooks {
@@ -84,7 +84,7 @@ class Deliverer {
   // `start_sequences` (by group): where each group's journal stands, where a new
   // webhook store starts reading (an existing one goes on from its cursors).
   static Result<std::unique_ptr<Deliverer>> open(const WebhookConfig& config,
-                                                 history::SqliteStore& history,
+                                                 history::Store& history,
                                                  const std::vector<u64>& start_sequences,
                                                  RenderEvent render, MerchantSecrets secrets);
   ~Deliverer();
@@ -108,11 +108,11 @@ class Deliverer {
   struct Engine;  // the worker thread's state (deliverer.cc)
 
  private:
-  Deliverer(const WebhookConfig& config, history::SqliteStore& history, RenderEvent render,
+  Deliverer(const WebhookConfig& config, history::Store& history, RenderEvent render,
             MerchantSecrets secrets);
 
   WebhookConfig config_;
-  history::SqliteStore& history_;
+  history::Store& history_;
   RenderEvent render_;
   MerchantSecrets secrets_;
   std::unique_ptr<WebhookStore> store_;

@@ -1,7 +1,7 @@
 // The webhook store (docs/WEBHOOKS.md): merchants' webhook endpoints, and every
 // delivery of an event to an endpoint or an order's ipn_url with its attempts, in
 // SQLite (DATA_DIR/webhooks.sqlite, WAL, synchronous=FULL). The deliveries are made
-// from the history store's outbox of order events (history/sqlite_store.h,
+// from the history store's outbox of order events (history/store.h,
 // order_events) by the delivery worker (webhooks/deliverer.h), whose cursor into the
 // outbox is written in the same transaction as the deliveries it made: each event
 // becomes its deliveries exactly once, whatever crash comes between.

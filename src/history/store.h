@@ -1,5 +1,5 @@
-// The history store in SQLite (docs/HISTORY.md): every event of every group kept for
-// good as rows — the events themselves, transfers with their reference and metadata
+// The history store (docs/HISTORY.md), in SQLite (embedded, the default) or MariaDB
+// (a server, for scale): every event of every group kept for good as rows — the events themselves, transfers with their reference and metadata
 // and status, statement lines with running balances, and every annotation — with
 // each group's watermark written in the same transaction as its rows, so that a
 // projector applies each (group, sequence) exactly once, whatever crash comes
@@ -7,8 +7,13 @@
 //
 // Threads: two connections, each guarded by a mutex: one the projectors write with
 // (each its own group's rows), one readers read with, never waiting for a write in
-// progress (WAL). synchronous=FULL: a written watermark is durable, so the journal's
-// retention may count on it.
+// progress (SQLite's WAL; MariaDB's InnoDB). A commit is durable (SQLite: synchronous=
+// FULL; MariaDB: innodb_flush_log_at_trx_commit=1, checked at open), so the journal's
+// retention may count on a written watermark.
+//
+// The two keep the same rows in the same tables and columns (history/sql.h writes
+// one code for both; store_test.cc holds them to the same digest()): SQLite's text and
+// integer columns are MariaDB's VARBINARY/BLOB (bytes compared as bytes) and BIGINT.
 #pragma once
 
 #include <atomic>
@@ -21,18 +26,13 @@
 
 #include "base/status.h"
 #include "history/order_events.h"
+#include "history/sql.h"
 #include "journal/annotation.h"
 #include "ledger/event.h"
 #include "ledger/types.h"
 #include "orders/order_book.h"
 #include "pipeline/event_log.h"
 
-struct sqlite3;
-struct sqlite3_stmt;
-
-namespace paygate::sqlite {
-class Statement;
-}  // namespace paygate::sqlite
 
 namespace paygate::history {
 
@@ -175,18 +175,32 @@ struct Batch {
   }
 };
 
-class SqliteStore {
+// Where the store is ([history] in the configuration).
+struct StoreConfig {
+  sql::Dialect kind = sql::Dialect::sqlite;
+  std::filesystem::path file;  // SQLite's
+  sql::MariaDbConfig mariadb = {};  // MariaDB's
+  std::string describe() const;  // for logs and errors: the file, or the server and database
+};
+
+class Store {
  public:
-  // Opens (creating) the store in `file` and migrates it to kSchemaVersion.
-  static Result<std::unique_ptr<SqliteStore>> open(const std::filesystem::path& file);
+  // Opens (creating) the store and migrates it to kSchemaVersion.
+  static Result<std::unique_ptr<Store>> open(const StoreConfig& config);
+  static Result<std::unique_ptr<Store>> open(const std::filesystem::path& file) {
+    return open(StoreConfig{.file = file});
+  }
   // The same store for reading only, on a connection of its own (a thread that reads
   // much, the Kafka publisher, then never waits for the readers of the shared one, nor
   // they for it). The store must exist at kSchemaVersion (open() made it so); writes
   // on it are a bug.
-  static Result<std::unique_ptr<SqliteStore>> open_reader(const std::filesystem::path& file);
-  ~SqliteStore();
-  SqliteStore(const SqliteStore&) = delete;
-  SqliteStore& operator=(const SqliteStore&) = delete;
+  static Result<std::unique_ptr<Store>> open_reader(const StoreConfig& config);
+  static Result<std::unique_ptr<Store>> open_reader(const std::filesystem::path& file) {
+    return open_reader(StoreConfig{.file = file});
+  }
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
 
   // The last sequence of `group` in the store (0: none), and the first (0: none).
   Result<u64> watermark(u32 group);
@@ -267,22 +281,21 @@ class SqliteStore {
   u64 rows_written() const noexcept { return rows_written_.load(std::memory_order_relaxed); }
 
  private:
-  SqliteStore() = default;
-  Status migrate();
+  Store() = default;
   Status exec(const char* sql);
   Status failed(const std::string& what) const;
   Status read_failed(const std::string& what) const;
-  Status order_texts(OrderRow& row, sqlite::Statement& read);          // REQUIRES: read_mutex_ held
+  Status order_texts(OrderRow& row, sql::Statement& read);          // REQUIRES: read_mutex_ held
   Result<std::optional<TransferRow>> transfer_row(u32 group, u64 id);  // REQUIRES: same
   Result<u64> watermark_column(u32 group, const char* sql);
 
   std::mutex mutex_;  // the writer's
-  sqlite3* db_ = nullptr;
+  std::unique_ptr<sql::Connection> db_;
   std::mutex read_mutex_;
-  sqlite3* reader_ = nullptr;
+  std::unique_ptr<sql::Connection> reader_;
   std::atomic<u64> rows_written_{0};
   int schema_version_ = 0;
-  std::filesystem::path file_;
+  std::string label_;  // "history store <where>"
 };
 
 }  // namespace paygate::history

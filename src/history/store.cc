@@ -1,14 +1,9 @@
-#include "history/sqlite_store.h"
+#include "history/store.h"
 
-#include <fcntl.h>
-#include <sqlite3.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstring>
 
 #include <algorithm>
+#include <chrono>
 #include <functional>
 #include <limits>
 #include <tuple>
@@ -18,13 +13,13 @@
 
 #include "base/assert.h"
 #include "base/hash.h"
-#include "history/sqlite_db.h"
 
 namespace paygate::history {
 namespace {
 
-// Each migration takes the store from the version before it to its own.
-constexpr const char* kMigrations[] = {
+// Each migration takes the store from the version before it to its own (SQLite's: the
+// statements of one, ";" between them).
+constexpr const char* kSqliteMigrations[] = {
     // 1: the first schema.
     R"sql(
 CREATE TABLE watermarks(
@@ -94,10 +89,104 @@ UPDATE order_changes SET grp = (SELECT o.grp FROM orders o WHERE o.id = order_ch
 CREATE INDEX order_changes_by_group ON order_changes(grp, sequence, n);
 )sql",
 };
-static_assert(std::size(kMigrations) == kSchemaVersion);
+static_assert(std::size(kSqliteMigrations) == kSchemaVersion);
 
-using sqlite::signed_of;
-using sqlite::Statement;
+// MariaDB's: stores there began at schema 5, made at once in its shape (each column
+// where SQLite's migrations left it, for digest() to compare the two); each statement
+// its own (MariaDB commits DDL as it goes: a crash in the middle of the first leaves
+// tables that the next start's CREATE TABLE IF NOT EXISTS passes over).
+constexpr const char* kMariaDbSchema5[] = {
+    "CREATE TABLE IF NOT EXISTS watermarks(grp BIGINT PRIMARY KEY, "
+    "first_sequence BIGINT NOT NULL, sequence BIGINT NOT NULL) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS events(grp BIGINT NOT NULL, sequence BIGINT NOT NULL, "
+    "idx BIGINT NOT NULL, kind BIGINT NOT NULL, id BIGINT NOT NULL, debit BIGINT NOT NULL, "
+    "credit BIGINT NOT NULL, amount BIGINT NOT NULL, released BIGINT NOT NULL, "
+    "currency VARBINARY(16) NOT NULL, owner BIGINT NOT NULL, detail BIGINT NOT NULL, "
+    "at_ns BIGINT NOT NULL, PRIMARY KEY (grp, sequence, idx)) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS transfers(grp BIGINT NOT NULL, id BIGINT NOT NULL, "
+    "created_sequence BIGINT NOT NULL, debit BIGINT NOT NULL, credit BIGINT NOT NULL, "
+    "amount BIGINT NOT NULL, posted_amount BIGINT NOT NULL, currency VARBINARY(16) NOT NULL, "
+    "status VARBINARY(16) NOT NULL, flags BIGINT NOT NULL, expires_ns BIGINT NOT NULL, "
+    "created_ns BIGINT NOT NULL, updated_sequence BIGINT NOT NULL, updated_ns BIGINT NOT NULL, "
+    "reference BLOB, metadata BLOB, PRIMARY KEY (grp, id)) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS entries(account BIGINT NOT NULL, sequence BIGINT NOT NULL, "
+    "idx BIGINT NOT NULL, side BIGINT NOT NULL, transfer BIGINT NOT NULL, kind BIGINT NOT NULL, "
+    "amount BIGINT NOT NULL, held BIGINT NOT NULL, balance BIGINT NOT NULL, "
+    "available BIGINT NOT NULL, at_ns BIGINT NOT NULL, "
+    "PRIMARY KEY (account, sequence, idx, side)) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS annotations(grp BIGINT NOT NULL, sequence BIGINT NOT NULL, "
+    "n BIGINT NOT NULL, kind BIGINT NOT NULL, text BLOB NOT NULL, "
+    "PRIMARY KEY (grp, sequence, n)) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS orders(id BIGINT PRIMARY KEY, grp BIGINT NOT NULL, "
+    "merchant BIGINT NOT NULL, status BIGINT NOT NULL, created_ns BIGINT NOT NULL, "
+    "created_sequence BIGINT NOT NULL, updated_sequence BIGINT NOT NULL, "
+    "merchant_ref VARBINARY(256), state_format BIGINT NOT NULL, state BLOB NOT NULL, "
+    "KEY orders_by_merchant (merchant, created_ns, id), "
+    "KEY orders_by_merchant_status (merchant, status, created_ns, id), "
+    "KEY orders_by_created (created_ns, id), KEY orders_by_ref (merchant_ref), "
+    "KEY orders_by_status (status, created_ns, id)) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS order_changes(id BIGINT NOT NULL, sequence BIGINT NOT NULL, "
+    "n BIGINT NOT NULL, status BIGINT NOT NULL, amount_refunded BIGINT NOT NULL, "
+    "at_ns BIGINT NOT NULL, grp BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (id, sequence, n), "
+    "KEY order_changes_by_group (grp, sequence, n)) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS order_events(seq BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, "
+    "grp BIGINT NOT NULL, sequence BIGINT NOT NULL, n BIGINT NOT NULL, "
+    "order_id BIGINT NOT NULL, merchant BIGINT NOT NULL, type VARBINARY(64) NOT NULL, "
+    "at_ns BIGINT NOT NULL, state BLOB NOT NULL, UNIQUE KEY (grp, sequence, n)) ENGINE=InnoDB",
+};
+
+// Applies the migrations from the store's version up to kSchemaVersion, each with its
+// record (SQLite: in one transaction; MariaDB: its DDL commits as it goes, and only
+// the record says it is done). Refuses a store newer than this build.
+Status migrate(sql::Connection& db, const std::string& label, int* version) {
+  const auto failed = [&](std::string_view what) {
+    return Status::io_error(fmt::format("{}: {}: {}", label, what, db.error()));
+  };
+  const bool sqlite = db.dialect() == sql::Dialect::sqlite;
+  if (!db.exec(sqlite ? "CREATE TABLE IF NOT EXISTS schema_migrations(version INTEGER PRIMARY "
+                        "KEY, applied_at INTEGER NOT NULL)"
+                      : "CREATE TABLE IF NOT EXISTS schema_migrations(version BIGINT PRIMARY "
+                        "KEY, applied_at BIGINT NOT NULL) ENGINE=InnoDB")) {
+    return failed("make schema_migrations");
+  }
+  {
+    sql::Statement current(db, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations");
+    if (!current.ok() || current.step() != sql::kRow) return failed("read the schema version");
+    *version = static_cast<int>(current.integer(0));
+  }
+  if (*version > kSchemaVersion) {
+    return Status::invalid_config(fmt::format("{} has schema version {}, newer than this paygate's {}",
+                                              label, *version, kSchemaVersion));
+  }
+  const i64 now_s = std::chrono::duration_cast<std::chrono::seconds>(
+                        std::chrono::system_clock::now().time_since_epoch())
+                        .count();
+  for (int next = *version + 1; next <= kSchemaVersion; ++next) {
+    if (!db.begin_writing()) return failed("begin a migration");
+    bool applied = true;
+    if (sqlite) {
+      applied = db.exec(kSqliteMigrations[next - 1]);
+    } else if (next == kSchemaVersion) {
+      for (const char* statement : kMariaDbSchema5) applied = applied && db.exec(statement);
+    }  // (MariaDB: versions before 5 are no store's)
+    if (applied) {
+      sql::Statement record(db, "INSERT INTO schema_migrations(version, applied_at) VALUES (?, ?)");
+      applied = record.ok() && record.bind(1, next).bind(2, now_s).run() && db.exec("COMMIT");
+    }
+    if (!applied) {
+      Status why = failed(fmt::format("apply migration {}", next));
+      (void)db.exec("ROLLBACK");
+      return why;
+    }
+    *version = next;
+  }
+  return Status::success();
+}
+
+// Ids use all 64 bits; the stores keep them as signed integers, bit for bit.
+i64 signed_of(u64 value) noexcept { return static_cast<i64>(value); }
+
+using sql::Statement;
 
 // A bound on sequences as SQLite keeps them (its integers are signed).
 i64 capped(u64 through) noexcept {
@@ -152,78 +241,91 @@ const char* status_after(LedgerEventKind kind) noexcept {
 
 }  // namespace
 
-Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::filesystem::path& file) {
-  std::unique_ptr<SqliteStore> store(new SqliteStore());
-  store->file_ = file;
-  const std::string label = "history store " + file.string();
-  if (Status s = sqlite::open_for_writing(file, label, &store->db_); !s.ok()) return s;
-  if (Status s = store->migrate(); !s.ok()) return s;
-  if (Status s = sqlite::open_for_reading(file, label, &store->reader_); !s.ok()) return s;
+std::string StoreConfig::describe() const {
+  if (kind == sql::Dialect::sqlite) return file.string();
+  const std::string at = mariadb.socket.empty()
+                             ? fmt::format("{}:{}", mariadb.host, mariadb.port)
+                             : mariadb.socket;
+  return fmt::format("mariadb {}@{}/{}", mariadb.user, at, mariadb.database);
+}
+
+namespace {
+Result<std::unique_ptr<sql::Connection>> connect(const StoreConfig& config, bool writing) {
+  return config.kind == sql::Dialect::sqlite ? sql::open_sqlite(config.file.string(), writing)
+                                             : sql::open_mariadb(config.mariadb, writing);
+}
+}  // namespace
+
+Result<std::unique_ptr<Store>> Store::open(const StoreConfig& config) {
+  std::unique_ptr<Store> store(new Store());
+  store->label_ = "history store " + config.describe();
+  Result<std::unique_ptr<sql::Connection>> writer = connect(config, true);
+  if (!writer.ok()) return writer.status();
+  store->db_ = std::move(writer).value();
+  if (Status s = migrate(*store->db_, store->label_, &store->schema_version_); !s.ok()) return s;
+  Result<std::unique_ptr<sql::Connection>> reader = connect(config, false);
+  if (!reader.ok()) return reader.status();
+  store->reader_ = std::move(reader).value();
   return store;
 }
 
-Result<std::unique_ptr<SqliteStore>> SqliteStore::open_reader(const std::filesystem::path& file) {
-  std::unique_ptr<SqliteStore> store(new SqliteStore());
-  store->file_ = file;
-  const std::string label = "history store " + file.string();
-  if (Status s = sqlite::open_for_reading(file, label, &store->reader_); !s.ok()) return s;
+Result<std::unique_ptr<Store>> Store::open_reader(const StoreConfig& config) {
+  std::unique_ptr<Store> store(new Store());
+  store->label_ = "history store " + config.describe();
+  Result<std::unique_ptr<sql::Connection>> reader = connect(config, false);
+  if (!reader.ok()) return reader.status();
+  store->reader_ = std::move(reader).value();
   Statement current(store->reader_, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations");
-  if (!current.ok() || current.step() != SQLITE_ROW) return store->read_failed("read the schema");
+  if (!current.ok() || current.step() != sql::kRow) return store->read_failed("read the schema");
   store->schema_version_ = static_cast<int>(current.integer(0));
   if (store->schema_version_ != kSchemaVersion) {
-    return Status::invalid_config(fmt::format("{}: schema {}, this paygate reads {}", label,
+    return Status::invalid_config(fmt::format("{}: schema {}, this paygate reads {}", store->label_,
                                               store->schema_version_, kSchemaVersion));
   }
   return store;
 }
 
-SqliteStore::~SqliteStore() {
-  if (reader_ != nullptr) sqlite3_close(reader_);
-  if (db_ != nullptr) sqlite3_close(db_);
+Store::~Store() = default;
+
+Status Store::read_failed(const std::string& what) const {
+  return Status::io_error(fmt::format("{}: {}: {}", label_, what,
+                                      reader_ != nullptr ? reader_->error() : "no connection"));
 }
 
-Status SqliteStore::read_failed(const std::string& what) const {
+Status Store::failed(const std::string& what) const {
   return Status::io_error(
-      fmt::format("history store {}: {}: {}", file_.string(), what,
-                  reader_ != nullptr ? sqlite3_errmsg(reader_) : "no connection"));
+      fmt::format("{}: {}: {}", label_, what, db_ != nullptr ? db_->error() : "no connection"));
 }
 
-Status SqliteStore::failed(const std::string& what) const {
-  return Status::io_error(fmt::format("history store {}: {}: {}", file_.string(), what,
-                                      db_ != nullptr ? sqlite3_errmsg(db_) : "no connection"));
+Status Store::exec(const char* sql) {
+  if (db_->exec(sql)) return Status::success();
+  return failed(sql);
 }
 
-Status SqliteStore::exec(const char* sql) {
-  return sqlite::exec(db_, sql, "history store " + file_.string());
-}
-
-Status SqliteStore::migrate() {
-  return sqlite::migrate(db_, "history store " + file_.string(), kMigrations, &schema_version_);
-}
-
-Result<u64> SqliteStore::watermark(u32 group) {
+Result<u64> Store::watermark(u32 group) {
   return watermark_column(group, "SELECT sequence FROM watermarks WHERE grp = ?");
 }
 
-Result<u64> SqliteStore::first_sequence(u32 group) {
+Result<u64> Store::first_sequence(u32 group) {
   return watermark_column(group, "SELECT first_sequence FROM watermarks WHERE grp = ?");
 }
 
-Result<u64> SqliteStore::watermark_column(u32 group, const char* sql) {
+Result<u64> Store::watermark_column(u32 group, const char* sql) {
   std::lock_guard lock(read_mutex_);
   Statement read(reader_, sql);
   if (!read.ok()) return read_failed("read a watermark");
   const int rc = read.bind(1, group).step();
-  if (rc == SQLITE_ROW) return static_cast<u64>(read.integer(0));
-  if (rc == SQLITE_DONE) return u64{0};  // nothing of the group yet
+  if (rc == sql::kRow) return static_cast<u64>(read.integer(0));
+  if (rc == sql::kDone) return u64{0};  // nothing of the group yet
   return read_failed("read a watermark");
 }
 
-Status SqliteStore::write(const Batch& batch) {
+Status Store::write(const Batch& batch) {
   PG_ASSERT(db_ != nullptr);  // not a reader's (open_reader)
   std::lock_guard lock(mutex_);
   PG_ASSERT(batch.watermark >= batch.after);
-  if (Status s = exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  if (!db_->begin_writing()) return failed("begin");
+  const bool sqlite = db_->dialect() == sql::Dialect::sqlite;
   const auto abandon = [&](const std::string& what) {
     Status why = failed(what);
     (void)exec("ROLLBACK");
@@ -233,10 +335,10 @@ Status SqliteStore::write(const Batch& batch) {
     Statement current(db_, "SELECT sequence FROM watermarks WHERE grp = ?");
     if (!current.ok()) return abandon("read a watermark");
     const int rc = current.bind(1, batch.group).step();
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return abandon("read a watermark");
+    if (rc != sql::kRow && rc != sql::kDone) return abandon("read a watermark");
     // The group's first batch may start anywhere (its history starts there); every
     // later one continues the last.
-    const u64 stored = rc == SQLITE_ROW ? static_cast<u64>(current.integer(0)) : batch.after;
+    const u64 stored = rc == sql::kRow ? static_cast<u64>(current.integer(0)) : batch.after;
     if (stored != batch.after) {
       (void)exec("ROLLBACK");
       return Status::busy(fmt::format(
@@ -261,10 +363,13 @@ Status SqliteStore::write(const Batch& batch) {
   Statement note(db_, "INSERT INTO annotations(grp, sequence, n, kind, text) VALUES (?,?,?,?,?)");
   Statement order_made(
       db_,
-      "INSERT INTO orders(id, grp, merchant, status, created_ns, created_sequence, "
-      "updated_sequence, merchant_ref, state_format, state) VALUES (?,?,?,?,?,?,?,?,?,?) "
-      "ON CONFLICT(id) DO UPDATE SET status = excluded.status, "
-      "updated_sequence = excluded.updated_sequence, state = excluded.state");
+      std::string("INSERT INTO orders(id, grp, merchant, status, created_ns, created_sequence, "
+                  "updated_sequence, merchant_ref, state_format, state) VALUES "
+                  "(?,?,?,?,?,?,?,?,?,?) ") +
+          (sqlite ? "ON CONFLICT(id) DO UPDATE SET status = excluded.status, "
+               "updated_sequence = excluded.updated_sequence, state = excluded.state"
+             : "ON DUPLICATE KEY UPDATE status = VALUES(status), "
+               "updated_sequence = VALUES(updated_sequence), state = VALUES(state)"));
   Statement order_before(db_, "SELECT state FROM orders WHERE id = ?");
   Statement order_event(db_,
                         "INSERT INTO order_events(grp, sequence, n, order_id, merchant, type, "
@@ -273,8 +378,10 @@ Status SqliteStore::write(const Batch& batch) {
                        "INSERT INTO order_changes(id, sequence, n, status, amount_refunded, at_ns, "
                        "grp) VALUES (?,?,?,?,?,?,?)");
   Statement mark(db_,
-                 "INSERT INTO watermarks(grp, first_sequence, sequence) VALUES (?,?,?) "
-                 "ON CONFLICT(grp) DO UPDATE SET sequence = excluded.sequence");
+                 sqlite ? "INSERT INTO watermarks(grp, first_sequence, sequence) VALUES (?,?,?) "
+                          "ON CONFLICT(grp) DO UPDATE SET sequence = excluded.sequence"
+                        : "INSERT INTO watermarks(grp, first_sequence, sequence) VALUES (?,?,?) "
+                          "ON DUPLICATE KEY UPDATE sequence = VALUES(sequence)");
   Statement is_withdrawal(db_,
                           "SELECT 1 FROM transfers t JOIN annotations a ON a.grp = t.grp AND "
                           "a.sequence = t.created_sequence AND a.kind = ?3 "
@@ -406,10 +513,10 @@ Status SqliteStore::write(const Batch& batch) {
     std::optional<Order> before;
     if (!created) {
       const int rc = order_before.bind(1, signed_of(o.id)).step();
-      if (rc == SQLITE_ROW && order_before.blob(0).size() == sizeof(Order)) {
+      if (rc == sql::kRow && order_before.blob(0).size() == sizeof(Order)) {
         before.emplace();
         std::memcpy(&*before, order_before.blob(0).data(), sizeof(Order));
-      } else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+      } else if (rc != sql::kRow && rc != sql::kDone) {
         return abandon(fmt::format("read order {:x}", o.id));
       }
       order_before.reset();
@@ -465,10 +572,10 @@ Status SqliteStore::write(const Batch& batch) {
                        .bind(3, static_cast<i64>(journal::AnnotationKind::destination))
                        .step();
     is_withdrawal.reset();
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    if (rc != sql::kRow && rc != sql::kDone) {
       return abandon(fmt::format("read transfer {:x}", h.transfer));
     }
-    if (rc != SQLITE_ROW) continue;
+    if (rc != sql::kRow) continue;
     if (h.sequence != last_closed_sequence) {
       const auto first =
           std::lower_bound(batch.orders.begin(), batch.orders.end(), h.sequence,
@@ -506,15 +613,17 @@ Status SqliteStore::write(const Batch& batch) {
   return Status::success();
 }
 
-Status SqliteStore::backfill_orders(u32 group, u64 sequence, const std::vector<Order>& orders) {
+Status Store::backfill_orders(u32 group, u64 sequence, const std::vector<Order>& orders) {
   if (orders.empty()) return Status::success();
   PG_ASSERT(db_ != nullptr);  // not a reader's (open_reader)
   std::lock_guard lock(mutex_);
-  if (Status s = exec("BEGIN IMMEDIATE"); !s.ok()) return s;
-  Statement insert(db_,
-                   "INSERT INTO orders(id, grp, merchant, status, created_ns, created_sequence, "
-                   "updated_sequence, merchant_ref, state_format, state) "
-                   "VALUES (?,?,?,?,?,0,?,NULL,?,?) ON CONFLICT(id) DO NOTHING");
+  if (!db_->begin_writing()) return failed("begin");
+  Statement insert(db_, std::string("INSERT INTO orders(id, grp, merchant, status, created_ns, "
+                                    "created_sequence, updated_sequence, merchant_ref, "
+                                    "state_format, state) VALUES (?,?,?,?,?,0,?,NULL,?,?) ") +
+                            (db_->dialect() == sql::Dialect::sqlite
+                                 ? "ON CONFLICT(id) DO NOTHING"
+                                 : "ON DUPLICATE KEY UPDATE id = id"));
   bool ok = insert.ok();
   for (std::size_t i = 0; ok && i < orders.size(); ++i) {
     const Order& o = orders[i];
@@ -536,20 +645,20 @@ Status SqliteStore::backfill_orders(u32 group, u64 sequence, const std::vector<O
   return exec("COMMIT");
 }
 
-Result<std::optional<TransferRow>> SqliteStore::transfer(u32 group, u64 id) {
+Result<std::optional<TransferRow>> Store::transfer(u32 group, u64 id) {
   std::lock_guard lock(read_mutex_);
   return transfer_row(group, id);
 }
 
-Result<std::optional<TransferRow>> SqliteStore::transfer_row(u32 group, u64 id) {
+Result<std::optional<TransferRow>> Store::transfer_row(u32 group, u64 id) {
   Statement read(reader_,
                  "SELECT created_sequence, debit, credit, amount, posted_amount, currency, status, "
                  "created_ns, updated_sequence, updated_ns, reference, metadata, flags, "
                  "expires_ns FROM transfers WHERE grp = ? AND id = ?");
   if (!read.ok()) return read_failed("read a transfer");
   const int rc = read.bind(1, group).bind(2, signed_of(id)).step();
-  if (rc == SQLITE_DONE) return std::optional<TransferRow>();
-  if (rc != SQLITE_ROW) return read_failed("read a transfer");
+  if (rc == sql::kDone) return std::optional<TransferRow>();
+  if (rc != sql::kRow) return read_failed("read a transfer");
   TransferRow row;
   row.id = id;
   row.group = group;
@@ -570,7 +679,7 @@ Result<std::optional<TransferRow>> SqliteStore::transfer_row(u32 group, u64 id) 
   return std::optional<TransferRow>(std::move(row));
 }
 
-Result<std::vector<EntryRow>> SqliteStore::entries(u64 account,
+Result<std::vector<EntryRow>> Store::entries(u64 account,
                                                    std::optional<std::pair<u64, u32>> before,
                                                    u32 limit) {
   std::lock_guard lock(read_mutex_);
@@ -582,8 +691,8 @@ Result<std::vector<EntryRow>> SqliteStore::entries(u64 account,
   const auto [sequence, index] = before.value_or(std::pair<u64, u32>{~u64{0} >> 1, 0});
   read.bind(1, signed_of(account)).bind(2, signed_of(sequence)).bind(3, index).bind(4, limit);
   std::vector<EntryRow> rows;
-  for (int rc = read.step(); rc != SQLITE_DONE; rc = read.step()) {
-    if (rc != SQLITE_ROW) return read_failed("read entries");
+  for (int rc = read.step(); rc != sql::kDone; rc = read.step()) {
+    if (rc != sql::kRow) return read_failed("read entries");
     EntryRow& row = rows.emplace_back();
     row.account = account;
     row.sequence = static_cast<u64>(read.integer(0));
@@ -605,8 +714,8 @@ namespace {
 Result<std::vector<LedgerEvent>> read_events(Statement& read,
                                              const std::function<Status()>& failed) {
   std::vector<LedgerEvent> out;
-  for (int rc = read.step(); rc != SQLITE_DONE; rc = read.step()) {
-    if (rc != SQLITE_ROW) return failed();
+  for (int rc = read.step(); rc != sql::kDone; rc = read.step()) {
+    if (rc != sql::kRow) return failed();
     LedgerEvent& e = out.emplace_back();
     e.sequence = static_cast<u64>(read.integer(0));
     e.index = static_cast<u32>(read.integer(1));
@@ -626,7 +735,7 @@ Result<std::vector<LedgerEvent>> read_events(Statement& read,
 
 }  // namespace
 
-Result<std::vector<LedgerEvent>> SqliteStore::events(u32 group, std::optional<EventKey> after,
+Result<std::vector<LedgerEvent>> Store::events(u32 group, std::optional<EventKey> after,
                                                      u32 limit, u64 through) {
   std::lock_guard lock(read_mutex_);
   Statement read(reader_,
@@ -638,7 +747,7 @@ Result<std::vector<LedgerEvent>> SqliteStore::events(u32 group, std::optional<Ev
   return read_events(read, [&] { return read_failed("read events"); });
 }
 
-Result<std::vector<LedgerEvent>> SqliteStore::account_events(u32 group, u64 account,
+Result<std::vector<LedgerEvent>> Store::account_events(u32 group, u64 account,
                                                              std::optional<EventKey> before,
                                                              u32 limit) {
   std::lock_guard lock(read_mutex_);
@@ -656,15 +765,15 @@ Result<std::vector<LedgerEvent>> SqliteStore::account_events(u32 group, u64 acco
   return read_events(read, [&] { return read_failed("read a statement"); });
 }
 
-Result<std::vector<AnnotationRow>> SqliteStore::annotations(u32 group, u64 sequence) {
+Result<std::vector<AnnotationRow>> Store::annotations(u32 group, u64 sequence) {
   std::lock_guard lock(read_mutex_);
   Statement read(reader_,
                  "SELECT kind, text FROM annotations WHERE grp = ? AND sequence = ? ORDER BY n");
   if (!read.ok()) return read_failed("read annotations");
   read.bind(1, group).bind(2, signed_of(sequence));
   std::vector<AnnotationRow> rows;
-  for (int rc = read.step(); rc != SQLITE_DONE; rc = read.step()) {
-    if (rc != SQLITE_ROW) return read_failed("read annotations");
+  for (int rc = read.step(); rc != sql::kDone; rc = read.step()) {
+    if (rc != sql::kRow) return read_failed("read annotations");
     rows.push_back({sequence, static_cast<journal::AnnotationKind>(read.integer(0)), read.text(1)});
   }
   return rows;
@@ -698,12 +807,12 @@ std::optional<OrderRow> order_row(const Statement& read, int first = 0) {
 
 // What the order's creating request said (annotated at its sequence), read with
 // `read` (kOrderTexts, prepared once for many rows).
-Status SqliteStore::order_texts(OrderRow& row, Statement& read) {
+Status Store::order_texts(OrderRow& row, Statement& read) {
   if (row.created_sequence == 0) return Status::success();
   if (!read.ok()) return read_failed("read an order's annotations");
   read.bind(1, row.group).bind(2, signed_of(row.created_sequence));
-  for (int rc = read.step(); rc != SQLITE_DONE; rc = read.step()) {
-    if (rc != SQLITE_ROW) {
+  for (int rc = read.step(); rc != sql::kDone; rc = read.step()) {
+    if (rc != sql::kRow) {
       read.reset();
       return read_failed("read an order's annotations");
     }
@@ -733,13 +842,13 @@ Status SqliteStore::order_texts(OrderRow& row, Statement& read) {
   return Status::success();
 }
 
-Result<std::optional<OrderRow>> SqliteStore::order(u64 id) {
+Result<std::optional<OrderRow>> Store::order(u64 id) {
   std::lock_guard lock(read_mutex_);
   Statement read(reader_, fmt::format("SELECT {} FROM orders WHERE id = ?", kOrderColumns).c_str());
   if (!read.ok()) return read_failed("read an order");
   const int rc = read.bind(1, signed_of(id)).step();
-  if (rc == SQLITE_DONE) return std::optional<OrderRow>();
-  if (rc != SQLITE_ROW) return read_failed("read an order");
+  if (rc == sql::kDone) return std::optional<OrderRow>();
+  if (rc != sql::kRow) return read_failed("read an order");
   std::optional<OrderRow> row = order_row(read);
   if (!row) return Status::corruption(fmt::format("history store: order {:x} is malformed", id));
   Statement texts(reader_, kOrderTexts);
@@ -747,7 +856,7 @@ Result<std::optional<OrderRow>> SqliteStore::order(u64 id) {
   return row;
 }
 
-Result<std::optional<std::vector<OrderRow>>> SqliteStore::orders(const OrderQuery& q) {
+Result<std::optional<std::vector<OrderRow>>> Store::orders(const OrderQuery& q) {
   std::lock_guard lock(read_mutex_);
   // Rows before (before_ns, before_id), newest first: created_to (exclusive, so before
   // every id at it), or the cursor's order when that comes first.
@@ -757,8 +866,8 @@ Result<std::optional<std::vector<OrderRow>>> SqliteStore::orders(const OrderQuer
     Statement at(reader_, "SELECT created_ns, merchant FROM orders WHERE id = ?");
     if (!at.ok()) return read_failed("read orders");
     const int rc = at.bind(1, signed_of(*q.after_order)).step();
-    if (rc == SQLITE_DONE) return std::optional<std::vector<OrderRow>>();
-    if (rc != SQLITE_ROW) return read_failed("read orders");
+    if (rc == sql::kDone) return std::optional<std::vector<OrderRow>>();
+    if (rc != sql::kRow) return read_failed("read orders");
     if (q.merchant != 0 && static_cast<u64>(at.integer(1)) != q.merchant) {
       return std::optional<std::vector<OrderRow>>();  // not the caller's: not a cursor
     }
@@ -786,8 +895,8 @@ Result<std::optional<std::vector<OrderRow>>> SqliteStore::orders(const OrderQuer
       .bind(8, signed_of(q.attention_before_ns.value_or(0)));
   if (q.merchant_ref) read.bind_text(6, *q.merchant_ref);
   std::vector<OrderRow> rows;
-  for (int rc = read.step(); rc != SQLITE_DONE; rc = read.step()) {
-    if (rc != SQLITE_ROW) return read_failed("read orders");
+  for (int rc = read.step(); rc != sql::kDone; rc = read.step()) {
+    if (rc != sql::kRow) return read_failed("read orders");
     std::optional<OrderRow> row = order_row(read);
     if (!row) return Status::corruption("history store: an order row is malformed");
     rows.push_back(std::move(*row));
@@ -799,7 +908,7 @@ Result<std::optional<std::vector<OrderRow>>> SqliteStore::orders(const OrderQuer
   return std::optional<std::vector<OrderRow>>(std::move(rows));
 }
 
-Result<std::vector<SqliteStore::OrderStep>> SqliteStore::order_history(u64 id) {
+Result<std::vector<Store::OrderStep>> Store::order_history(u64 id) {
   std::lock_guard lock(read_mutex_);
   Statement read(reader_,
                  "SELECT sequence, status, amount_refunded, at_ns FROM order_changes WHERE id = ? "
@@ -807,15 +916,15 @@ Result<std::vector<SqliteStore::OrderStep>> SqliteStore::order_history(u64 id) {
   if (!read.ok()) return read_failed("read an order's history");
   read.bind(1, signed_of(id));
   std::vector<OrderStep> steps;
-  for (int rc = read.step(); rc != SQLITE_DONE; rc = read.step()) {
-    if (rc != SQLITE_ROW) return read_failed("read an order's history");
+  for (int rc = read.step(); rc != sql::kDone; rc = read.step()) {
+    if (rc != sql::kRow) return read_failed("read an order's history");
     steps.push_back({static_cast<u64>(read.integer(0)), static_cast<OrderStatus>(read.integer(1)),
                      static_cast<u64>(read.integer(2)), static_cast<u64>(read.integer(3))});
   }
   return steps;
 }
 
-Result<std::vector<SqliteStore::TableDigest>> SqliteStore::digest() {
+Result<std::vector<Store::TableDigest>> Store::digest() {
   std::lock_guard lock(read_mutex_);
   static constexpr std::pair<const char*, const char*> kTables[] = {
       {"events", "SELECT * FROM events ORDER BY grp, sequence, idx"},
@@ -832,28 +941,27 @@ Result<std::vector<SqliteStore::TableDigest>> SqliteStore::digest() {
       {"watermarks", "SELECT grp, first_sequence FROM watermarks ORDER BY grp"},
   };
   // One read transaction: every table as of one commit.
-  if (sqlite3_exec(reader_, "BEGIN", nullptr, nullptr, nullptr) != SQLITE_OK) {
-    return read_failed("begin a digest");
-  }
+  if (!reader_->begin_reading()) return read_failed("begin a digest");
   struct End {
-    sqlite3* db;
-    ~End() { sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr); }
-  } end{reader_};
+    sql::Connection& db;
+    ~End() { db.exec("COMMIT"); }
+  } end{*reader_};
   std::vector<TableDigest> out;
-  for (const auto& [table, sql] : kTables) {
-    Statement read(reader_, sql);
+  for (const auto& [table, query] : kTables) {
+    Statement read(reader_, query);
     if (!read.ok()) return read_failed(std::string("digest ") + table);
     TableDigest& d = out.emplace_back();
     d.table = table;
     Hasher hasher;
-    for (int rc = read.step(); rc != SQLITE_DONE; rc = read.step()) {
-      if (rc != SQLITE_ROW) return read_failed(std::string("digest ") + table);
+    for (int rc = read.step(); rc != sql::kDone; rc = read.step()) {
+      if (rc != sql::kRow) return read_failed(std::string("digest ") + table);
       ++d.rows;
       for (int c = 0; c < read.columns(); ++c) {
-        const int type = read.type(c);
+        // (A text and a blob alike: MariaDB's columns of both are bytes.)
+        const sql::Type type = read.type(c);
         hasher.add(static_cast<u64>(type));
-        if (type == SQLITE_INTEGER) hasher.add(static_cast<u64>(read.integer(c)));
-        if (type == SQLITE_TEXT || type == SQLITE_BLOB) hasher.add_bytes(read.blob(c));
+        if (type == sql::Type::integer) hasher.add(static_cast<u64>(read.integer(c)));
+        if (type == sql::Type::bytes) hasher.add_bytes(read.blob(c));
       }
     }
     d.hash = hasher.value();
@@ -861,20 +969,20 @@ Result<std::vector<SqliteStore::TableDigest>> SqliteStore::digest() {
   return out;
 }
 
-Result<std::vector<SqliteStore::Watermark>> SqliteStore::watermarks() {
+Result<std::vector<Store::Watermark>> Store::watermarks() {
   std::lock_guard lock(read_mutex_);
   Statement read(reader_, "SELECT grp, first_sequence, sequence FROM watermarks ORDER BY grp");
   if (!read.ok()) return read_failed("read the watermarks");
   std::vector<Watermark> out;
-  for (int rc = read.step(); rc != SQLITE_DONE; rc = read.step()) {
-    if (rc != SQLITE_ROW) return read_failed("read the watermarks");
+  for (int rc = read.step(); rc != sql::kDone; rc = read.step()) {
+    if (rc != sql::kRow) return read_failed("read the watermarks");
     out.push_back({static_cast<u32>(read.integer(0)), static_cast<u64>(read.integer(1)),
                    static_cast<u64>(read.integer(2))});
   }
   return out;
 }
 
-Result<u64> SqliteStore::rows(const std::string& table) {
+Result<u64> Store::rows(const std::string& table) {
   std::lock_guard lock(read_mutex_);
   // Only the store's own tables: the name is not bound, so it is checked.
   static constexpr const char* kTables[] = {"events",      "transfers",     "entries",
@@ -884,17 +992,17 @@ Result<u64> SqliteStore::rows(const std::string& table) {
     return Status::invalid_config("no such table: " + table);
   }
   Statement count(reader_, ("SELECT COUNT(*) FROM " + table).c_str());
-  if (!count.ok() || count.step() != SQLITE_ROW) return read_failed("count " + table);
+  if (!count.ok() || count.step() != sql::kRow) return read_failed("count " + table);
   return static_cast<u64>(count.integer(0));
 }
 
-Result<SqliteStore::Attention> SqliteStore::attention(u64 before_ns) {
+Result<Store::Attention> Store::attention(u64 before_ns) {
   std::lock_guard lock(read_mutex_);
   Statement count(reader_,
                   "SELECT (SELECT COUNT(*) FROM orders WHERE status = 2 AND (SELECT MAX(c.at_ns) "
                   "FROM order_changes c WHERE c.id = orders.id) < ?1), "
                   "(SELECT COUNT(*) FROM orders WHERE status = 8)");
-  if (!count.ok() || count.bind(1, signed_of(before_ns)).step() != SQLITE_ROW) {
+  if (!count.ok() || count.bind(1, signed_of(before_ns)).step() != sql::kRow) {
     return read_failed("count orders that need attention");
   }
   return Attention{.processing = static_cast<u64>(count.integer(0)),
@@ -953,7 +1061,7 @@ std::string order_event_id(u32 group, u64 sequence, u32 n) {
   return fmt::format("evt_{}_{}_{}", group, sequence, n);
 }
 
-Result<std::vector<OrderChangeRow>> SqliteStore::order_changes(u32 group,
+Result<std::vector<OrderChangeRow>> Store::order_changes(u32 group,
                                                                std::optional<EventKey> after,
                                                                u32 limit, u64 through) {
   std::lock_guard lock(read_mutex_);
@@ -966,8 +1074,8 @@ Result<std::vector<OrderChangeRow>> SqliteStore::order_changes(u32 group,
   if (!read.ok()) return read_failed("read order changes");
   bind_page(read, group, after, limit, through);
   std::vector<OrderChangeRow> rows;
-  for (int rc = read.step(); rc != SQLITE_DONE; rc = read.step()) {
-    if (rc != SQLITE_ROW) return read_failed("read order changes");
+  for (int rc = read.step(); rc != sql::kDone; rc = read.step()) {
+    if (rc != sql::kRow) return read_failed("read order changes");
     std::optional<OrderRow> order = order_row(read, 5);
     // (An order written by another build's layout: the store must be rebuilt.)
     if (!order) return read_failed("read an order change's order (another state_format)");
@@ -981,7 +1089,7 @@ Result<std::vector<OrderChangeRow>> SqliteStore::order_changes(u32 group,
   return rows;
 }
 
-Result<SqliteStore::LastKeys> SqliteStore::last_keys(u32 group, u64 through) {
+Result<Store::LastKeys> Store::last_keys(u32 group, u64 through) {
   std::lock_guard lock(read_mutex_);
   LastKeys keys;
   for (const bool events : {true, false}) {
@@ -991,15 +1099,15 @@ Result<SqliteStore::LastKeys> SqliteStore::last_keys(u32 group, u64 through) {
                                      "sequence <= ?2 ORDER BY sequence DESC, n DESC LIMIT 1");
     if (!read.ok()) return read_failed("read the last keys");
     const int rc = read.bind(1, group).bind(2, capped(through)).step();
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return read_failed("read the last keys");
-    if (rc == SQLITE_DONE) continue;
+    if (rc != sql::kRow && rc != sql::kDone) return read_failed("read the last keys");
+    if (rc == sql::kDone) continue;
     const EventKey key{static_cast<u64>(read.integer(0)), static_cast<u32>(read.integer(1))};
     (events ? keys.event : keys.order_change) = key;
   }
   return keys;
 }
 
-Result<std::vector<OrderEventRow>> SqliteStore::order_events(u32 group, u64 after_sequence,
+Result<std::vector<OrderEventRow>> Store::order_events(u32 group, u64 after_sequence,
                                                              u32 after_n, u32 limit) {
   std::lock_guard lock(read_mutex_);
   // An order's event comes with its order's row (kOrderColumns, from column 9), for the
@@ -1020,14 +1128,14 @@ Result<std::vector<OrderEventRow>> SqliteStore::order_events(u32 group, u64 afte
   const auto annotation = [&](u64 sequence, journal::AnnotationKind kind, std::string* out) {
     const int rc =
         text.bind(1, group).bind(2, signed_of(sequence)).bind(3, static_cast<i64>(kind)).step();
-    if (rc == SQLITE_ROW) *out = text.text(0);
+    if (rc == sql::kRow) *out = text.text(0);
     text.reset();
-    return rc == SQLITE_ROW || rc == SQLITE_DONE;
+    return rc == sql::kRow || rc == sql::kDone;
   };
   read.bind(1, group).bind(2, signed_of(after_sequence)).bind(3, after_n).bind(4, limit);
   std::vector<OrderEventRow> out;
-  for (int rc = read.step(); rc != SQLITE_DONE; rc = read.step()) {
-    if (rc != SQLITE_ROW) return read_failed("read order events");
+  for (int rc = read.step(); rc != sql::kDone; rc = read.step()) {
+    if (rc != sql::kRow) return read_failed("read order events");
     OrderEventRow& e = out.emplace_back();
     e.seq = static_cast<u64>(read.integer(0));
     e.group = static_cast<u32>(read.integer(1));

@@ -1,0 +1,86 @@
+// A real MariaDB server for the tests of the history store, started on 127.0.0.1 by
+// scripts/mariadb-for-tests.sh, one per test process (it takes seconds to start) unless
+// PAYGATE_TEST_MARIADB_PORT names one already running there (scripts/test.sh starts
+// one for all its tests), and a fresh database of it for each test.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "history/store.h"
+
+namespace paygate::history::testing {
+
+class MariaDbServer {
+ public:
+  static bool installed() {
+    return std::system("command -v mariadbd >/dev/null 2>&1 || test -x /usr/sbin/mariadbd") == 0;
+  }
+  // The process's server, started on first use (nullptr, with the script's words on
+  // stderr, when it cannot start); stopped when the process ends.
+  static MariaDbServer* shared() {
+    static MariaDbServer server;
+    return server.running_ ? &server : nullptr;
+  }
+  ~MariaDbServer() {
+    if (!started_here_) return;
+    const std::string command = script() + " stop '" + dir_.string() + "'";
+    (void)std::system(command.c_str());
+    std::filesystem::remove_all(dir_);
+  }
+  MariaDbServer(const MariaDbServer&) = delete;
+  MariaDbServer& operator=(const MariaDbServer&) = delete;
+
+  // A store's configuration in a database of its own (made by the store when it opens).
+  StoreConfig store(const std::string& tag) {
+    static std::atomic<int> made{0};
+    std::string database = "t" + std::to_string(++made) + "_";
+    for (const char c : tag) database += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+    database.resize(std::min<std::size_t>(database.size(), 64));
+    return StoreConfig{.kind = sql::Dialect::mariadb,
+                       .file = {},
+                       .mariadb = {.host = "127.0.0.1",
+                                   .port = static_cast<u16>(port_),
+                                   .socket = {},
+                                   .user = "paygate",
+                                   .password = {},
+                                   .database = database,
+                                   .connect_timeout_s = 10,
+                                   .io_timeout_s = 60}};
+  }
+  int port() const noexcept { return port_; }
+
+ private:
+  MariaDbServer() {
+    if (const char* given = std::getenv("PAYGATE_TEST_MARIADB_PORT"); given != nullptr) {
+      port_ = std::atoi(given);
+      running_ = port_ > 0;
+      return;
+    }
+    started_here_ = true;
+    dir_ = std::filesystem::temp_directory_path() /
+           ("paygate-mariadb-test." + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir_);
+    const std::string command = script() + " start '" + dir_.string() + "' >/dev/null";
+    if (std::system(command.c_str()) != 0) return;
+    std::ifstream port_file(dir_ / "port");
+    port_file >> port_;
+    running_ = port_ > 0;
+  }
+  static std::string script() {
+    return std::string("bash ") + PAYGATE_SOURCE_DIR + "/scripts/mariadb-for-tests.sh";
+  }
+
+  std::filesystem::path dir_;
+  int port_ = 0;
+  bool running_ = false;
+  bool started_here_ = false;
+};
+
+}  // namespace paygate::history::testing

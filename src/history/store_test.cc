@@ -1,0 +1,379 @@
+#include "history/store.h"
+
+#include <sqlite3.h>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "base/temp_dir.h"
+#include "history/mariadb_test_support.h"
+
+namespace paygate::history {
+namespace {
+
+LedgerEvent event(u64 sequence, u32 index, LedgerEventKind kind, u64 id, u64 amount) {
+  LedgerEvent e;
+  e.sequence = sequence;
+  e.index = index;
+  e.kind = kind;
+  e.id = id;
+  e.debit_account_id = AccountId{11};
+  e.credit_account_id = AccountId{12};
+  e.amount = amount;
+  e.currency = Currency::from("USD");
+  e.timestamp_ns = 1000 + sequence;
+  return e;
+}
+
+TEST(Store, MigratesOnceAndRefusesANewerSchema) {
+  TempDir dir;
+  const std::filesystem::path file = dir.path() / "history.sqlite";
+  {
+    auto store = Store::open(file);
+    ASSERT_TRUE(store.ok()) << store.status().to_string();
+    EXPECT_EQ(store.value()->schema_version(), kSchemaVersion);
+    EXPECT_EQ(store.value()->rows("schema_migrations").value(), u64{kSchemaVersion});
+    // Its files are the server's alone, as every file of the data directory.
+    EXPECT_EQ(std::filesystem::status(file).permissions() & std::filesystem::perms::all,
+              std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  }
+  {
+    auto again = Store::open(file);
+    ASSERT_TRUE(again.ok());
+    EXPECT_EQ(again.value()->rows("schema_migrations").value(), u64{kSchemaVersion});
+  }
+  // A store a later paygate migrated further is not this one's to write.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(file.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(
+      sqlite3_exec(db, "INSERT INTO schema_migrations VALUES (99, 0)", nullptr, nullptr, nullptr),
+      SQLITE_OK);
+  sqlite3_close(db);
+  const auto newer = Store::open(file);
+  ASSERT_FALSE(newer.ok());
+  EXPECT_NE(newer.status().message().find("newer"), std::string::npos);
+}
+
+// Which change tells the merchant what (docs/WEBHOOKS.md, "Events").
+TEST(OrderEvents, AFinalStatusOrARefundRaisesOneAndNothingElseDoes) {
+  const auto with = [](OrderStatus status, u64 refunded = 0) {
+    Order o;
+    o.status = status;
+    o.amount = 100;
+    o.amount_refunded = refunded;
+    return o;
+  };
+  using S = OrderStatus;
+  const auto type = [](const std::optional<Order>& before, const Order& after) {
+    const std::optional<std::string_view> t = order_event_type(before ? &*before : nullptr, after);
+    return t ? std::string(*t) : std::string("none");
+  };
+  EXPECT_EQ(type(std::nullopt, with(S::created)), "none");
+  EXPECT_EQ(type(with(S::created), with(S::processing)), "none");
+  EXPECT_EQ(type(with(S::created), with(S::success)), "order.success");
+  EXPECT_EQ(type(with(S::processing), with(S::failed)), "order.failed");
+  EXPECT_EQ(type(with(S::processing), with(S::timeout)), "order.timeout");
+  EXPECT_EQ(type(with(S::created), with(S::cancelled)), "order.cancelled");
+  EXPECT_EQ(type(with(S::created), with(S::rejected_risk)), "order.rejected_risk");
+  EXPECT_EQ(type(with(S::timeout), with(S::exception_checkout)), "order.exception_checkout");
+  // An exception settled: accepted is a success, rejected a failure.
+  EXPECT_EQ(type(with(S::exception_checkout), with(S::success)), "order.success");
+  EXPECT_EQ(type(with(S::exception_checkout), with(S::failed)), "order.failed");
+  EXPECT_EQ(type(with(S::success), with(S::success, 30)), "order.refunded");
+  EXPECT_EQ(type(with(S::success, 30), with(S::success, 100)), "order.refunded");
+  EXPECT_EQ(type(with(S::success, 30), with(S::success, 0)), "order.refund_returned");
+  EXPECT_EQ(type(with(S::success, 30), with(S::success, 30)), "none");
+  // Backfilled (no row before): a final order is told of.
+  EXPECT_EQ(type(std::nullopt, with(S::success)), "order.success");
+  for (const std::string_view t : kOrderEventTypes)
+    EXPECT_TRUE(t.starts_with("order."));
+}
+
+// Each test with the store in SQLite, and again in MariaDB (a real server).
+class StoreTest : public ::testing::TestWithParam<sql::Dialect> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == sql::Dialect::mariadb) {
+      if (!testing::MariaDbServer::installed()) {
+        GTEST_SKIP() << "mariadbd is not installed (scripts/install-deps.sh installs it)";
+      }
+      ASSERT_NE(testing::MariaDbServer::shared(), nullptr) << "MariaDB did not start";
+    }
+    config_ = GetParam() == sql::Dialect::sqlite
+                  ? StoreConfig{.file = dir_.path() / "history.sqlite"}
+                  : testing::MariaDbServer::shared()->store(
+                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  }
+  TempDir dir_;
+  StoreConfig config_;
+};
+
+TEST_P(StoreTest, ABatchMustContinueItsGroupsWatermark) {
+  auto opened = Store::open(config_);
+  ASSERT_TRUE(opened.ok()) << opened.status().to_string();
+  Store& store = *opened.value();
+  Batch first;
+  first.group = 2;
+  first.after = 40;  // history of the group starts at 41
+  first.watermark = 42;
+  first.events = {event(41, 0, LedgerEventKind::transfer_pending, 7, 100)};
+  first.annotations = {{41, journal::AnnotationKind::reference, "r-41"},
+                       {41, journal::AnnotationKind::metadata, R"({"a":1})"}};
+  ASSERT_TRUE(store.write(first).ok());
+  EXPECT_EQ(store.watermark(2).value(), 42u);
+  EXPECT_EQ(store.first_sequence(2).value(), 41u);
+  EXPECT_EQ(store.watermark(3).value(), 0u);
+
+  // Again (a projector that crashed before it knew the first was written): refused
+  // whole, nothing doubled.
+  const Status twice = store.write(first);
+  EXPECT_EQ(twice.code(), StatusCode::busy) << twice.to_string();
+  EXPECT_EQ(store.rows("events").value(), 1u);
+  EXPECT_EQ(store.rows("annotations").value(), 2u);
+
+  Batch next;
+  next.group = 2;
+  next.after = 42;
+  next.watermark = 43;
+  next.events = {event(43, 0, LedgerEventKind::pending_posted, 7, 60)};
+  next.events[0].released = 40;
+  ASSERT_TRUE(store.write(next).ok());
+  const std::optional<TransferRow> row = store.transfer(2, 7).value();
+  ASSERT_TRUE(row.has_value());
+  EXPECT_EQ(row->status, "posted");
+  EXPECT_EQ(row->amount, 100u);
+  EXPECT_EQ(row->posted_amount, 60u);
+  EXPECT_EQ(row->created_sequence, 41u);
+  EXPECT_EQ(row->updated_sequence, 43u);
+  EXPECT_EQ(row->reference, "r-41");
+  EXPECT_EQ(row->metadata, R"({"a":1})");
+  EXPECT_FALSE(store.transfer(3, 7).value().has_value());  // another group's id space
+  EXPECT_EQ(store.annotations(2, 41).value().size(), 2u);
+}
+
+// A batch that fails part way (MariaDB: in rows it had queued, sent at the commit)
+// leaves nothing behind, and the same batch written again goes in whole.
+TEST_P(StoreTest, ABatchThatFailsLeavesNothing) {
+  auto opened = Store::open(config_);
+  ASSERT_TRUE(opened.ok()) << opened.status().to_string();
+  Store& store = *opened.value();
+  Batch batch;
+  batch.group = 1;
+  batch.watermark = 2;
+  batch.events = {event(1, 0, LedgerEventKind::transfer_posted, 5, 10),
+                  event(2, 0, LedgerEventKind::transfer_posted, 6, 20)};
+  batch.annotations = {{1, journal::AnnotationKind::reference, "a"},
+                       {2, journal::AnnotationKind::reference, "b"}};
+  // An event twice: the second row breaks the events table's key.
+  Batch broken = batch;
+  broken.events.push_back(event(2, 0, LedgerEventKind::transfer_posted, 6, 20));
+  EXPECT_FALSE(store.write(broken).ok());
+  EXPECT_EQ(store.watermark(1).value(), 0u);
+  EXPECT_EQ(store.rows("events").value(), 0u);
+  EXPECT_EQ(store.rows("transfers").value(), 0u);
+  EXPECT_EQ(store.rows("annotations").value(), 0u);
+  ASSERT_TRUE(store.write(batch).ok());
+  EXPECT_EQ(store.watermark(1).value(), 2u);
+  EXPECT_EQ(store.rows("events").value(), 2u);
+  EXPECT_EQ(store.transfer(1, 6).value()->reference, "b");
+}
+
+// Many rows in one batch (MariaDB: more than one INSERT's worth of queued rows), and
+// texts of every byte, read back as they were written.
+TEST_P(StoreTest, ManyRowsAndEveryByteOfATextComeBackAsWritten) {
+  auto opened = Store::open(config_);
+  ASSERT_TRUE(opened.ok()) << opened.status().to_string();
+  Store& store = *opened.value();
+  Batch batch;
+  batch.group = 0;
+  batch.watermark = 20'000;
+  std::string every_byte;
+  for (int c = 1; c < 256; ++c) every_byte += static_cast<char>(c);
+  every_byte += "'; DROP TABLE events; --";
+  for (u64 s = 1; s <= batch.watermark; ++s) {
+    batch.events.push_back(event(s, 0, LedgerEventKind::transfer_posted, s, s));
+    batch.entries.push_back(EntryRow{.account = 11, .sequence = s, .transfer = s,
+                                     .amount = -static_cast<i64>(s), .balance = -1});
+    if (s % 1000 == 0) {
+      batch.annotations.push_back({s, journal::AnnotationKind::metadata, every_byte});
+    }
+  }
+  ASSERT_TRUE(store.write(batch).ok());
+  EXPECT_EQ(store.rows("events").value(), 20'000u);
+  EXPECT_EQ(store.rows("entries").value(), 20'000u);
+  EXPECT_EQ(store.transfer(0, 5000).value()->metadata, every_byte);
+  EXPECT_EQ(store.transfer(0, 5001).value()->metadata, "");
+  const std::vector<EntryRow> newest = store.entries(11, std::nullopt, 3).value();
+  ASSERT_EQ(newest.size(), 3u);
+  EXPECT_EQ(newest[0].sequence, 20'000u);
+  EXPECT_EQ(newest[0].amount, -20'000);
+  const std::vector<LedgerEvent> page = store.events(0, EventKey{19'998, 0}, 10).value();
+  ASSERT_EQ(page.size(), 2u);
+  EXPECT_EQ(page[1].id, 20'000u);
+  EXPECT_EQ(page[1].currency, Currency::from("USD"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Stores, StoreTest,
+                         ::testing::Values(sql::Dialect::sqlite, sql::Dialect::mariadb),
+                         [](const ::testing::TestParamInfo<sql::Dialect>& param) {
+                           return param.param == sql::Dialect::sqlite ? "Sqlite" : "MariaDb";
+                         });
+
+class MariaDbStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!testing::MariaDbServer::installed()) {
+      GTEST_SKIP() << "mariadbd is not installed (scripts/install-deps.sh installs it)";
+    }
+    server_ = testing::MariaDbServer::shared();
+    ASSERT_NE(server_, nullptr) << "MariaDB did not start";
+    config_ = server_->store(::testing::UnitTest::GetInstance()->current_test_info()->name());
+  }
+  // A connection of the test's own to the server, for what paygate never does.
+  std::unique_ptr<sql::Connection> admin() {
+    auto connection = sql::open_mariadb(config_.mariadb, /*writing=*/true);
+    EXPECT_TRUE(connection.ok()) << connection.status().to_string();
+    return connection.ok() ? std::move(connection).value() : nullptr;
+  }
+  testing::MariaDbServer* server_ = nullptr;
+  StoreConfig config_;
+};
+
+TEST_F(MariaDbStoreTest, MigratesOnceAndRefusesANewerSchemaOrAServerThatDoesNotFlush) {
+  {
+    auto store = Store::open(config_);
+    ASSERT_TRUE(store.ok()) << store.status().to_string();
+    EXPECT_EQ(store.value()->schema_version(), kSchemaVersion);
+    EXPECT_EQ(store.value()->rows("schema_migrations").value(), u64{kSchemaVersion});
+  }
+  {
+    auto again = Store::open(config_);
+    ASSERT_TRUE(again.ok());
+    EXPECT_EQ(again.value()->rows("schema_migrations").value(), u64{kSchemaVersion});
+    auto reader = Store::open_reader(config_);
+    ASSERT_TRUE(reader.ok()) << reader.status().to_string();
+  }
+  const std::unique_ptr<sql::Connection> db = admin();
+  ASSERT_NE(db, nullptr);
+  // A commit that may be lost in a crash would let the journal go before the store has
+  // what it held: refused, whatever else is right.
+  ASSERT_TRUE(db->exec("SET GLOBAL innodb_flush_log_at_trx_commit = 2")) << db->error();
+  const auto unflushed = Store::open(config_);
+  ASSERT_TRUE(db->exec("SET GLOBAL innodb_flush_log_at_trx_commit = 1")) << db->error();
+  ASSERT_FALSE(unflushed.ok());
+  EXPECT_EQ(unflushed.status().code(), StatusCode::invalid_config);
+  EXPECT_NE(unflushed.status().message().find("innodb_flush_log_at_trx_commit"),
+            std::string::npos);
+  ASSERT_TRUE(db->exec("INSERT INTO schema_migrations VALUES (99, 0)")) << db->error();
+  const auto newer = Store::open(config_);
+  ASSERT_FALSE(newer.ok());
+  EXPECT_NE(newer.status().message().find("newer"), std::string::npos);
+  EXPECT_FALSE(Store::open_reader(config_).ok());
+}
+
+// The server drops the store's connections (a restart, a network cut, an operator's
+// KILL): what was running fails, and the next write and read connect again.
+TEST_F(MariaDbStoreTest, ConnectsAgainAfterTheServerDropsItsConnections) {
+  auto opened = Store::open(config_);
+  ASSERT_TRUE(opened.ok()) << opened.status().to_string();
+  Store& store = *opened.value();
+  Batch batch;
+  batch.group = 0;
+  batch.watermark = 1;
+  batch.events = {event(1, 0, LedgerEventKind::transfer_posted, 1, 10)};
+  ASSERT_TRUE(store.write(batch).ok());
+  ASSERT_EQ(store.watermark(0).value(), 1u);
+
+  const std::unique_ptr<sql::Connection> db = admin();
+  ASSERT_NE(db, nullptr);
+  std::vector<i64> ids;
+  {
+    sql::Statement list(*db,
+                        "SELECT id FROM information_schema.processlist WHERE db = ? AND "
+                        "id <> CONNECTION_ID()");
+    list.bind_text(1, config_.mariadb.database);
+    for (int rc = list.step(); rc == sql::kRow; rc = list.step()) ids.push_back(list.integer(0));
+  }
+  ASSERT_EQ(ids.size(), 2u);  // the store's writer and reader
+  for (const i64 id : ids) ASSERT_TRUE(db->exec(fmt::format("KILL {}", id))) << db->error();
+
+  Batch next;
+  next.group = 0;
+  next.after = 1;
+  next.watermark = 2;
+  next.events = {event(2, 0, LedgerEventKind::transfer_posted, 2, 20)};
+  // The first try may meet the dropped connection; one more goes through.
+  if (!store.write(next).ok()) {
+    ASSERT_TRUE(store.write(next).ok());
+  }
+  Result<u64> mark = store.watermark(0);
+  if (!mark.ok()) mark = store.watermark(0);
+  ASSERT_TRUE(mark.ok()) << mark.status().to_string();
+  EXPECT_EQ(mark.value(), 2u);
+  EXPECT_EQ(store.rows("events").value(), 2u);
+}
+
+// Schema 5 gives each order change its group: a store migrated from 4 reads each
+// group's changes in order and has the digest of a store made at 5 from the same rows.
+TEST(Store, MigrationFiveGivesOrderChangesTheirGroup) {
+  TempDir dir;
+  const std::filesystem::path file = dir.path() / "history.sqlite";
+  std::vector<Store::TableDigest> made_at_five;
+  {
+    auto store = Store::open(file);
+    ASSERT_TRUE(store.ok());
+    for (u32 g = 0; g < 2; ++g) {
+      Batch batch;
+      batch.group = g;
+      batch.watermark = 3;
+      for (u64 s = 1; s <= 3; ++s) {
+        Order o;
+        o.id = (u64{g} << 32) | s;
+        o.merchant = 9;
+        o.amount = 50;
+        o.currency = Currency::from("USD");
+        o.status = s == 3 ? OrderStatus::cancelled : OrderStatus::created;
+        if (s == 3) o.id = (u64{g} << 32) | 1;  // the first order, cancelled
+        batch.orders.push_back(
+            OrderChange{.sequence = s, .at_ns = 100 + s, .created = s != 3, .order = o});
+      }
+      ASSERT_TRUE(store.value()->write(batch).ok());
+    }
+    made_at_five = store.value()->digest().value();
+  }
+  // Back to schema 4, as an older paygate left it.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(file.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "DROP INDEX order_changes_by_group; "
+                         "ALTER TABLE order_changes DROP COLUMN grp; "
+                         "DELETE FROM schema_migrations WHERE version = 5",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK)
+      << sqlite3_errmsg(db);
+  sqlite3_close(db);
+  auto migrated = Store::open(file);
+  ASSERT_TRUE(migrated.ok()) << migrated.status().to_string();
+  EXPECT_EQ(migrated.value()->schema_version(), 5);
+  EXPECT_EQ(migrated.value()->digest().value(), made_at_five);
+  const std::vector<OrderChangeRow> changes =
+      migrated.value()->order_changes(1, std::nullopt, 100).value();
+  ASSERT_EQ(changes.size(), 3u);
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(changes[i].sequence, i + 1);
+    EXPECT_EQ(changes[i].order.group, 1u);
+  }
+  EXPECT_EQ(changes[2].status, OrderStatus::cancelled);
+  EXPECT_EQ(changes[2].order.order.id, (u64{1} << 32) | 1);
+  // A reader of its own sees the same; it will not read a store of another schema.
+  auto reader = Store::open_reader(file);
+  ASSERT_TRUE(reader.ok());
+  EXPECT_EQ(reader.value()->order_changes(0, std::nullopt, 100).value().size(), 3u);
+  const Store::LastKeys last = reader.value()->last_keys(0, 2).value();
+  ASSERT_TRUE(last.order_change.has_value());
+  EXPECT_EQ(last.order_change->sequence, 2u);
+  EXPECT_FALSE(last.event.has_value());
+}
+
+}  // namespace
+}  // namespace paygate::history
