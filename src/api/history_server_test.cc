@@ -304,6 +304,30 @@ TEST_P(HistoryTwoGroupServerTest, ARebuildFromTheJournalsMakesTheSameRows) {
                         data.string() + " --groups 2 --store " + rebuilt.string())
                 .first,
             1);
+  if (GetParam() == sql::Dialect::mariadb) {
+    // Into a new database of the server the configuration names, and its digest read
+    // back by `projection digest`: the same rows again. Not into one that holds rows.
+    const std::string into = " --data-dir " + data.string() + " --groups 2 --config " +
+                             data.string() + ".toml --mariadb-database ";
+    const std::string database = store_.mariadb.database.substr(0, 50) + "_re";
+    const auto [made_code, made_printed] =
+        run_command(std::string(PAYGATE_PATH) + " projection rebuild" + into + database);
+    ASSERT_EQ(made_code, 0) << made_printed;
+    const auto [read_code, read_printed] =
+        run_command(std::string(PAYGATE_PATH) + " projection digest --config " + data.string() +
+                    ".toml --mariadb-database " + database);
+    ASSERT_EQ(read_code, 0) << read_printed;
+    const std::string tables = digest_printed.substr(0, digest_printed.find("group="));
+    EXPECT_EQ(read_printed.substr(0, read_printed.find("group=")), tables);
+    EXPECT_NE(made_printed.find(tables), std::string::npos) << made_printed;
+    const auto [again_code, again_printed] =
+        run_command(std::string(PAYGATE_PATH) + " projection rebuild" + into + database);
+    EXPECT_EQ(again_code, 1) << again_printed;
+    EXPECT_NE(again_printed.find("holds rows"), std::string::npos) << again_printed;
+    EXPECT_EQ(run_command(std::string(PAYGATE_PATH) + " projection rebuild" + into + "bad-name")
+                  .first,
+              1);
+  }
   start();
 }
 

@@ -114,14 +114,41 @@ int main(int argc, char** argv) {
   rebuild->add_option("--config", rebuild_options.config_file, "the server's TOML file")
       ->envname("PAYGATE_CONFIG")
       ->check(CLI::ExistingFile);
-  rebuild->add_option("--store", store_file, "the new store's file (must not exist)")->required();
+  std::string mariadb_database;
+  CLI::Option* rebuild_file =
+      rebuild->add_option("--store", store_file, "the new store's file (must not exist)");
+  CLI::Option* rebuild_database = rebuild->add_option(
+      "--mariadb-database", mariadb_database,
+      "or a new database on the MariaDB server of --config's [history] (must hold no rows)");
+  rebuild_file->excludes(rebuild_database);
+  rebuild->callback([&] {
+    if (rebuild_file->count() + rebuild_database->count() != 1) {
+      throw CLI::ValidationError("rebuild", "give --store or --mariadb-database");
+    }
+  });
+  paygate::ServeOptions digest_options;
   CLI::App* digest =
       projection->add_subcommand("digest", "each table's rows and hash, to compare stores");
-  digest->add_option("--store", store_file, "the store's file")->required();
+  CLI::Option* digest_file = digest->add_option("--store", store_file, "the store's file");
+  CLI::Option* digest_database = digest->add_option(
+      "--mariadb-database", mariadb_database,
+      "or a database on the MariaDB server of --config's [history]");
+  digest->add_option("--config", digest_options.config_file, "the server's TOML file")
+      ->check(CLI::ExistingFile);
+  digest_file->excludes(digest_database);
+  digest->callback([&] {
+    if (digest_file->count() + digest_database->count() != 1) {
+      throw CLI::ValidationError("digest", "give --store or --mariadb-database");
+    }
+  });
 
   CLI11_PARSE(app, argc, argv);
-  if (rebuild->parsed()) return paygate::projection_rebuild(rebuild_options, store_file);
-  if (digest->parsed()) return paygate::projection_digest(store_file);
+  if (rebuild->parsed()) {
+    return paygate::projection_rebuild(rebuild_options, store_file, mariadb_database);
+  }
+  if (digest->parsed()) {
+    return paygate::projection_digest(digest_options, store_file, mariadb_database);
+  }
   if (demo->parsed()) return paygate::run_demo();
   if (serve->parsed()) return paygate::run_serve(serve_options);
   if (verify->parsed()) return paygate::journal_verify(journal_dir);

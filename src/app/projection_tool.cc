@@ -35,9 +35,25 @@ int print_digest(history::Store& store) {
   return 0;
 }
 
+
+// The store a tool names: a file, or a database on the MariaDB server of the settings'
+// [history] (kind mariadb whatever [history] store says).
+history::StoreConfig named_store(const history::HistoryConfig& history,
+                                 const std::filesystem::path& store_file,
+                                 const std::string& mariadb_database) {
+  history::StoreConfig store{.file = store_file};
+  if (!mariadb_database.empty()) {
+    store.kind = sql::Dialect::mariadb;
+    store.mariadb = history.store.mariadb;
+    store.mariadb.database = mariadb_database;
+  }
+  return store;
+}
+
 }  // namespace
 
-int projection_rebuild(const ServeOptions& options, const std::filesystem::path& store_file) {
+int projection_rebuild(const ServeOptions& options, const std::filesystem::path& store_file,
+                       const std::string& mariadb_database) {
   EngineConfig engine;
   history::HistoryConfig history;
   if (Status s = served_settings(options, &engine, &history); !s.ok()) {
@@ -58,17 +74,24 @@ int projection_rebuild(const ServeOptions& options, const std::filesystem::path&
                  engine.data_dir.c_str());
     return 1;
   }
-  if (std::filesystem::exists(store_file, ec)) {
+  if (mariadb_database.empty() && std::filesystem::exists(store_file, ec)) {
     std::fprintf(stderr, "paygate: %s exists: a rebuild makes a new store (move it away)\n",
                  store_file.c_str());
     return 1;
   }
-  Result<std::unique_ptr<history::Store>> opened = history::Store::open(store_file);
+  const history::StoreConfig target = named_store(history, store_file, mariadb_database);
+  Result<std::unique_ptr<history::Store>> opened = history::Store::open(target);
   if (!opened.ok()) {
     std::fprintf(stderr, "paygate: %s\n", opened.status().message().c_str());
     return 1;
   }
   history::Store& store = *opened.value();
+  const Result<std::vector<history::Store::Watermark>> held = store.watermarks();
+  if (!held.ok() || !held.value().empty()) {
+    std::fprintf(stderr, "paygate: %s %s: a rebuild makes a new store (drop it, or name another)\n",
+                 target.describe().c_str(), held.ok() ? "holds rows" : "cannot be read");
+    return 1;
+  }
   for (u32 g = 0; g < engine.groups; ++g) {
     const GroupConfig group = Engine::group_config(engine, g);
     const LedgerConfig& ledger = group.ledger;
@@ -125,12 +148,20 @@ int projection_rebuild(const ServeOptions& options, const std::filesystem::path&
   return print_digest(store);
 }
 
-int projection_digest(const std::filesystem::path& store_file) {
-  if (!std::filesystem::exists(store_file)) {
+int projection_digest(const ServeOptions& options, const std::filesystem::path& store_file,
+                      const std::string& mariadb_database) {
+  EngineConfig engine;
+  history::HistoryConfig history;
+  if (Status s = served_settings(options, &engine, &history); !s.ok()) {
+    std::fprintf(stderr, "paygate: %s\n", s.message().c_str());
+    return 1;
+  }
+  if (mariadb_database.empty() && !std::filesystem::exists(store_file)) {
     std::fprintf(stderr, "paygate: no store at %s\n", store_file.c_str());
     return 1;
   }
-  Result<std::unique_ptr<history::Store>> opened = history::Store::open(store_file);
+  Result<std::unique_ptr<history::Store>> opened =
+      history::Store::open_reader(named_store(history, store_file, mariadb_database));
   if (!opened.ok()) {
     std::fprintf(stderr, "paygate: %s\n", opened.status().message().c_str());
     return 1;

@@ -7,7 +7,6 @@
 
 #include <toml++/toml.h>
 #include <algorithm>
-#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -21,6 +20,7 @@
 #include "api/merchants.h"
 #include "api/owner_index.h"
 #include "api/service.h"
+#include "base/clock.h"
 #include "base/durable_file.h"
 #include "base/log.h"
 #include "cache/order_cache.h"
@@ -137,6 +137,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
   u64 read_wait_ms = s->history.read_wait_ns / 1'000'000;
   u64 redirect_wait_ms = s->history.redirect_wait_ns / 1'000'000;
   u64 attention_after_s = s->history.attention_after_ns / kNanosPerSecond;
+  u64 history_open_retry_s = s->history.open_retry_ns / kNanosPerSecond;
   std::string history_store =
       s->history.store.kind == sql::Dialect::sqlite ? "sqlite" : "mariadb";
   u64 webhook_poll_ms = s->webhooks.poll_interval_ns / 1'000'000;
@@ -259,6 +260,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       {"history", "attention_after_s", unsigned_into(&attention_after_s, 0)},
       {"history", "batch_events", unsigned_into(&s->history.batch_events, 1)},
       {"history", "retention_segments_max", unsigned_into(&s->history.retention_segments_max, 1)},
+      {"history", "open_retry_s", unsigned_into(&history_open_retry_s, 0)},
       {"webhooks", "enabled", bool_into(&s->webhooks.enabled)},
       {"webhooks", "file", text_into(&s->webhooks.file)},
       {"webhooks", "poll_interval_ms", unsigned_into(&webhook_poll_ms, 1)},
@@ -333,16 +335,17 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
   s->history.read_wait_ns = read_wait_ms * 1'000'000;
   s->history.redirect_wait_ns = redirect_wait_ms * 1'000'000;
   s->history.attention_after_ns = attention_after_s * kNanosPerSecond;
+  if (history_open_retry_s > 3600) {
+    return Status::invalid_config(
+        fmt::format("{}: history.open_retry_s must be at most 3600", file.string()));
+  }
+  s->history.open_retry_ns = history_open_retry_s * kNanosPerSecond;
   if (history_store != "sqlite" && history_store != "mariadb") {
     return Status::invalid_config(
         fmt::format("{}: history.store must be \"sqlite\" or \"mariadb\"", file.string()));
   }
   s->history.store.kind = history_store == "sqlite" ? sql::Dialect::sqlite : sql::Dialect::mariadb;
-  // (A name put into SQL as it is: only what needs no quoting.)
-  const std::string& database = s->history.store.mariadb.database;
-  if (database.empty() || database.size() > 64 ||
-      !std::all_of(database.begin(), database.end(),
-                   [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; })) {
+  if (!sql::valid_database_name(s->history.store.mariadb.database)) {
     return Status::invalid_config(fmt::format(
         "{}: history.mariadb_database must be 1 to 64 letters, digits and _", file.string()));
   }
@@ -633,11 +636,28 @@ int run_serve(const ServeOptions& options) {
     if (s.history.store.file.empty()) s.history.store.file = options.data_dir / "history.sqlite";
     Result<std::unique_ptr<history::HistoryWorker>> opened =
         history::HistoryWorker::open(s.history, *engine);
+    // A store that cannot be reached yet (MariaDB starting after paygate) is tried
+    // again, a second apart, for open_retry_s; a refusal (settings, schema) is not.
+    for (const u64 until = steady_ns() + s.history.open_retry_ns;
+         !opened.ok() && opened.status().code() == StatusCode::io_error && steady_ns() < until;) {
+      PG_LOG_WARN("event=history_open_retry message=\"{}\"", opened.status().message());
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      opened = history::HistoryWorker::open(s.history, *engine);
+    }
     // The ledger serves without it: history is a projection, rebuilt from the journal.
+    // Retention keeps each group's journal for it meanwhile (within
+    // retention_segments_max), so that the next start's store can catch up.
     if (!opened.ok()) {
+      static std::unique_ptr<std::atomic<u64>[]> held;  // (for the process's life)
+      held = std::make_unique<std::atomic<u64>[]>(engine->groups());
+      for (u32 g = 0; g < engine->groups(); ++g) {
+        held[g].store(0, std::memory_order_relaxed);
+        engine->group(g).set_retention_floor(&held[g], s.history.retention_segments_max);
+      }
       PG_LOG_ERROR(
-          "event=history_failed message=\"the history store is off until this is "
-          "fixed: {}\"",
+          "event=history_failed message=\"the history store is off until this is fixed and "
+          "paygate restarted (journal retention holds each group's segments for it, up to "
+          "retention_segments_max): {}\"",
           opened.status().message());
     } else {
       history = std::move(opened).value();

@@ -7,7 +7,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
+#include <memory>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -25,8 +28,14 @@ class MariaDbServer {
   // The process's server, started on first use (nullptr, with the script's words on
   // stderr, when it cannot start); stopped when the process ends.
   static MariaDbServer* shared() {
-    static MariaDbServer server;
+    static MariaDbServer server(/*may_share=*/true);
     return server.running_ ? &server : nullptr;
+  }
+  // A server of the caller's alone (for a test that changes the server's settings),
+  // stopped when it goes; nullptr when it cannot start.
+  static std::unique_ptr<MariaDbServer> own() {
+    std::unique_ptr<MariaDbServer> server(new MariaDbServer(/*may_share=*/false));
+    return server->running_ ? std::move(server) : nullptr;
   }
   ~MariaDbServer() {
     if (!started_here_) return;
@@ -37,12 +46,14 @@ class MariaDbServer {
   MariaDbServer(const MariaDbServer&) = delete;
   MariaDbServer& operator=(const MariaDbServer&) = delete;
 
-  // A store's configuration in a database of its own (made by the store when it opens).
+  // A store's configuration in a database of its own, new (dropped if a test of
+  // another run or stage left one of that name; made by the store when it opens).
   StoreConfig store(const std::string& tag) {
     static std::atomic<int> made{0};
-    std::string database = "t" + std::to_string(++made) + "_";
+    std::string database = "t" + std::to_string(::getpid()) + "_" + std::to_string(++made) + "_";
     for (const char c : tag) database += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
-    database.resize(std::min<std::size_t>(database.size(), 64));
+    database.resize(std::min<std::size_t>(database.size(), 60));
+    run_sql("DROP DATABASE IF EXISTS " + database);
     return StoreConfig{.kind = sql::Dialect::mariadb,
                        .file = {},
                        .mariadb = {.host = "127.0.0.1",
@@ -55,17 +66,26 @@ class MariaDbServer {
                                    .io_timeout_s = 60}};
   }
   int port() const noexcept { return port_; }
+  // Runs `sql` as the tests' user (no database chosen); false when it failed.
+  bool run_sql(const std::string& sql) const {
+    auto admin = sql::open_mariadb(
+        sql::MariaDbConfig{.host = "127.0.0.1", .port = static_cast<u16>(port_), .database = "paygate"},
+        /*writing=*/false);
+    return admin.ok() && admin.value()->exec(sql);
+  }
 
  private:
-  MariaDbServer() {
-    if (const char* given = std::getenv("PAYGATE_TEST_MARIADB_PORT"); given != nullptr) {
+  explicit MariaDbServer(bool may_share) {
+    const char* given = may_share ? std::getenv("PAYGATE_TEST_MARIADB_PORT") : nullptr;
+    if (given != nullptr) {
       port_ = std::atoi(given);
       running_ = port_ > 0;
       return;
     }
     started_here_ = true;
+    static std::atomic<int> started{0};
     dir_ = std::filesystem::temp_directory_path() /
-           ("paygate-mariadb-test." + std::to_string(::getpid()));
+           ("paygate-mariadb-test." + std::to_string(::getpid()) + "." + std::to_string(++started));
     std::filesystem::create_directories(dir_);
     const std::string command = script() + " start '" + dir_.string() + "' >/dev/null";
     if (std::system(command.c_str()) != 0) return;

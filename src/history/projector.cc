@@ -189,6 +189,14 @@ Result<std::unique_ptr<Projector>> Projector::open(const ProjectorConfig& config
 }
 
 Result<u64> Projector::catch_up(u64 durable) {
+  // A batch whose write failed is written again as it was before any more is read:
+  // its COMMIT may have been done all the same (the answer lost with the connection),
+  // and only the very same batch's end tells that apart (flush()).
+  if (unwritten_ && applied_ > watermark_) {
+    const u64 at = watermark_;
+    if (Status s = flush(); !s.ok()) return s;
+    return watermark_ - at;
+  }
   // Retention may have removed the segment the last scan ended in, once every command
   // in it was projected: the next is found from the sequence.
   if (next_ && !std::filesystem::exists(next_->file)) next_.reset();
@@ -249,12 +257,17 @@ Status Projector::flush() {
   batch_.watermark = applied_;
   if (Status s = store_.write(batch_); !s.ok()) {
     // A write reported failed may have committed all the same (SQLite can report a
-    // COMMIT failed after it happened), or another writer wrote this very stretch: a
-    // store already at this batch's end holds it, and history goes on from there
-    // rather than being refused for good.
+    // COMMIT failed after it happened; MariaDB's answer can be lost with the
+    // connection), or another writer wrote this very stretch: a store already at this
+    // batch's end holds it, and history goes on from there rather than being refused
+    // for good.
     const Result<u64> stored = store_.watermark(config_.group);
-    if (!stored.ok() || stored.value() != applied_) return s;
+    if (!stored.ok() || stored.value() != applied_) {
+      unwritten_ = true;
+      return s;
+    }
   }
+  unwritten_ = false;
   if (first_sequence_ == 0) first_sequence_ = watermark_ + 1;
   watermark_ = applied_;
   sink_->flushed();

@@ -75,6 +75,7 @@ class Projector {
   u64 watermark_ = 0;                       // in the store
   u64 first_sequence_ = 0;                  // of the store's history of the group
   u64 applied_ = 0;                         // the ledger's last sequence (>= watermark_)
+  bool unwritten_ = false;                  // batch_'s write failed: write it again first
   std::optional<journal::ScanStart> next_;  // where the journal continues after applied_
   std::vector<CommandResult> results_;
 };

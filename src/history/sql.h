@@ -117,6 +117,10 @@ struct MariaDbConfig {
   u32 io_timeout_s = 30;  // a read or write of the connection
 };
 
+// A database name put into SQL as it is (CREATE DATABASE, USE): 1 to 64 letters, digits
+// and _, nothing that needs quoting.
+bool valid_database_name(std::string_view name);
+
 // SQLite: opens (creating, mode 0600; WAL, synchronous=FULL) the file for writing, or an
 // existing one for reading only.
 Result<std::unique_ptr<Connection>> open_sqlite(const std::string& file, bool writing);

@@ -16,7 +16,9 @@ class SqliteStatement final : public StatementImpl {
   bool ok() const override { return rc_ == SQLITE_OK; }
   void bind(int at, i64 value) override { sqlite3_bind_int64(stmt_, at, value); }
   void bind_text(int at, std::string_view text) override {
-    sqlite3_bind_text(stmt_, at, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
+    // (A view of nothing is an empty text, as MariaDB's X'' is, not NULL.)
+    sqlite3_bind_text(stmt_, at, text.data() != nullptr ? text.data() : "",
+                      static_cast<int>(text.size()), SQLITE_TRANSIENT);
   }
   void bind_blob(int at, std::string_view bytes) override {
     sqlite3_bind_blob(stmt_, at, bytes.data(), static_cast<int>(bytes.size()), SQLITE_TRANSIENT);

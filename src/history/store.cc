@@ -162,7 +162,8 @@ Status migrate(sql::Connection& db, const std::string& label, int* version) {
                         std::chrono::system_clock::now().time_since_epoch())
                         .count();
   for (int next = *version + 1; next <= kSchemaVersion; ++next) {
-    if (!db.begin_writing()) return failed("begin a migration");
+    // (MariaDB: no transaction; its DDL would end one, and the record then goes alone.)
+    if (sqlite && !db.begin_writing()) return failed("begin a migration");
     bool applied = true;
     if (sqlite) {
       applied = db.exec(kSqliteMigrations[next - 1]);
@@ -171,11 +172,12 @@ Status migrate(sql::Connection& db, const std::string& label, int* version) {
     }  // (MariaDB: versions before 5 are no store's)
     if (applied) {
       sql::Statement record(db, "INSERT INTO schema_migrations(version, applied_at) VALUES (?, ?)");
-      applied = record.ok() && record.bind(1, next).bind(2, now_s).run() && db.exec("COMMIT");
+      applied = record.ok() && record.bind(1, next).bind(2, now_s).run() &&
+                (!sqlite || db.exec("COMMIT"));
     }
     if (!applied) {
       Status why = failed(fmt::format("apply migration {}", next));
-      (void)db.exec("ROLLBACK");
+      if (sqlite) (void)db.exec("ROLLBACK");
       return why;
     }
     *version = next;
@@ -197,6 +199,8 @@ i64 capped(u64 through) noexcept {
 
 // A page of a group's rows in key order: ?1 the group, ?2 ?3 the key after which it
 // starts (none: before every key), ?4 its size, ?5 the last sequence it may reach.
+// (Pages say "after (a, b)" as `x >= a AND (x > a OR y > b)`, not `(x, y) > (a, b)`:
+// MariaDB reads a comparison of row values from the index's start, every page.)
 void bind_page(Statement& read, u32 group, std::optional<EventKey> after, u32 limit, u64 through) {
   const i64 sequence = after ? signed_of(after->sequence) : 0;
   const i64 index = after ? i64{after->index} : -1;
@@ -332,7 +336,11 @@ Status Store::write(const Batch& batch) {
     return why;
   };
   {
-    Statement current(db_, "SELECT sequence FROM watermarks WHERE grp = ?");
+    // (MariaDB: a locking read, so that a second writer of the same store waits here
+    // rather than both taking the watermark to be where it was; SQLite's BEGIN
+    // IMMEDIATE already takes the one write lock.)
+    Statement current(db_, sqlite ? "SELECT sequence FROM watermarks WHERE grp = ?"
+                                  : "SELECT sequence FROM watermarks WHERE grp = ? FOR UPDATE");
     if (!current.ok()) return abandon("read a watermark");
     const int rc = current.bind(1, batch.group).step();
     if (rc != sql::kRow && rc != sql::kDone) return abandon("read a watermark");
@@ -642,7 +650,11 @@ Status Store::backfill_orders(u32 group, u64 sequence, const std::vector<Order>&
     (void)exec("ROLLBACK");
     return why;
   }
-  return exec("COMMIT");
+  if (Status s = exec("COMMIT"); !s.ok()) {
+    (void)exec("ROLLBACK");
+    return s;
+  }
+  return Status::success();
 }
 
 Result<std::optional<TransferRow>> Store::transfer(u32 group, u64 id) {
@@ -685,7 +697,7 @@ Result<std::vector<EntryRow>> Store::entries(u64 account,
   std::lock_guard lock(read_mutex_);
   Statement read(reader_,
                  "SELECT sequence, idx, transfer, kind, amount, held, balance, available, at_ns "
-                 "FROM entries WHERE account = ?1 AND (sequence, idx) < (?2, ?3) "
+                 "FROM entries WHERE account = ?1 AND sequence <= ?2 AND (sequence < ?2 OR idx < ?3) "
                  "ORDER BY sequence DESC, idx DESC, side DESC LIMIT ?4");
   if (!read.ok()) return read_failed("read entries");
   const auto [sequence, index] = before.value_or(std::pair<u64, u32>{~u64{0} >> 1, 0});
@@ -740,7 +752,8 @@ Result<std::vector<LedgerEvent>> Store::events(u32 group, std::optional<EventKey
   std::lock_guard lock(read_mutex_);
   Statement read(reader_,
                  "SELECT sequence, idx, kind, id, debit, credit, amount, released, currency, "
-                 "owner, detail, at_ns FROM events WHERE grp = ?1 AND (sequence, idx) > (?2, ?3) "
+                 "owner, detail, at_ns FROM events WHERE grp = ?1 AND sequence >= ?2 AND "
+                 "(sequence > ?2 OR idx > ?3) "
                  "AND sequence <= ?5 ORDER BY sequence, idx LIMIT ?4");
   if (!read.ok()) return read_failed("read events");
   bind_page(read, group, after, limit, through);
@@ -755,7 +768,7 @@ Result<std::vector<LedgerEvent>> Store::account_events(u32 group, u64 account,
                  "SELECT e.sequence, e.idx, e.kind, e.id, e.debit, e.credit, e.amount, "
                  "e.released, e.currency, e.owner, e.detail, e.at_ns FROM entries n JOIN events e "
                  "ON e.grp = ?1 AND e.sequence = n.sequence AND e.idx = n.idx "
-                 "WHERE n.account = ?2 AND (n.sequence, n.idx) < (?3, ?4) "
+                 "WHERE n.account = ?2 AND n.sequence <= ?3 AND (n.sequence < ?3 OR n.idx < ?4) "
                  "ORDER BY n.sequence DESC, n.idx DESC LIMIT ?5");
   if (!read.ok()) return read_failed("read a statement");
   // No cursor: from the newest (a key after every event's).
@@ -874,12 +887,15 @@ Result<std::optional<std::vector<OrderRow>>> Store::orders(const OrderQuery& q) 
     const std::pair<i64, i64> cursor{at.integer(0), signed_of(*q.after_order)};
     if (cursor < std::pair<i64, i64>{before_ns, before_id}) std::tie(before_ns, before_id) = cursor;
   }
-  // (created_ns, id) < (before_ns, before_id) walks the index newest first; the
+  // (created_ns, id) < (before_ns, before_id) walks the index newest first (written
+  // as a range on created_ns and a test of id at its edge: MariaDB scans from the
+  // index's start for a comparison of row values, SQLite does not); the
   // merchant, when given, leads it.
   // (Every parameter is numbered up to ?7, the limit, so a condition left out leaves its
   // binding unused.)
   const std::string sql = fmt::format(
-      "SELECT {} FROM orders WHERE (created_ns, id) < (?2, ?3) AND created_ns >= ?4{}{}{}{} "
+      "SELECT {} FROM orders WHERE created_ns <= ?2 AND (created_ns < ?2 OR id < ?3) AND "
+      "created_ns >= ?4{}{}{}{} "
       "ORDER BY created_ns DESC, id DESC LIMIT ?7",
       kOrderColumns, q.merchant != 0 ? " AND merchant = ?1" : "",
       q.status ? " AND status = ?5" : "", q.merchant_ref ? " AND merchant_ref = ?6" : "",
@@ -1069,7 +1085,7 @@ Result<std::vector<OrderChangeRow>> Store::order_changes(u32 group,
                  "SELECT c.sequence, c.n, c.status, c.amount_refunded, c.at_ns, o.id, o.grp, "
                  "o.created_sequence, o.updated_sequence, o.merchant_ref, o.state, "
                  "o.state_format FROM order_changes c JOIN orders o ON o.id = c.id "
-                 "WHERE c.grp = ?1 AND (c.sequence, c.n) > (?2, ?3) "
+                 "WHERE c.grp = ?1 AND c.sequence >= ?2 AND (c.sequence > ?2 OR c.n > ?3) "
                  "AND c.sequence <= ?5 ORDER BY c.sequence, c.n LIMIT ?4");
   if (!read.ok()) return read_failed("read order changes");
   bind_page(read, group, after, limit, through);
@@ -1117,7 +1133,7 @@ Result<std::vector<OrderEventRow>> Store::order_events(u32 group, u64 after_sequ
                  "e.merchant, o.id, o.grp, o.created_sequence, o.updated_sequence, "
                  "o.merchant_ref, o.state, o.state_format FROM order_events e "
                  "LEFT JOIN orders o ON o.id = e.order_id AND e.type LIKE 'order.%' "
-                 "WHERE e.grp = ?1 AND (e.sequence, e.n) > (?2, ?3) "
+                 "WHERE e.grp = ?1 AND e.sequence >= ?2 AND (e.sequence > ?2 OR e.n > ?3) "
                  "ORDER BY e.sequence, e.n LIMIT ?4");
   // A withdrawal's texts: its destination (at the hold's command), the provider's
   // reference (at the result's).

@@ -29,6 +29,9 @@ struct HistoryConfig {
   u64 batch_events = 50'000;          // rows per transaction, about
   // Retention waits for the store up to this many journal segments per group.
   u32 retention_segments_max = 64;
+  // How long a start tries again to open a store it cannot (a MariaDB server not up
+  // yet), a second apart, before it goes on without history.
+  u64 open_retry_ns = 30 * kNanosPerSecond;
   int thread_nice = 19;  // the worker's nice value (best effort): the lowest
   // How long a list of orders waits for the store to reflect what was durable when it
   // was asked (or its min_sequence), and a wallet checkout for its callback_url.
