@@ -142,9 +142,9 @@ bool project(const Options& o, Round* round) {
     config.kind = sql::Dialect::mariadb;
     auto admin = sql::open_mariadb(o.mariadb, /*writing=*/true);
     if (!admin.ok() || !admin.value()->exec("DROP DATABASE IF EXISTS " + o.mariadb.database)) {
-      std::fprintf(stderr, "history_bench: %s\n",
-                   admin.ok() ? admin.value()->error().c_str()
-                              : admin.status().to_string().c_str());
+      std::fprintf(
+          stderr, "history_bench: %s\n",
+          admin.ok() ? admin.value()->error().c_str() : admin.status().to_string().c_str());
       return false;
     }
   } else {
@@ -196,7 +196,8 @@ int main(int argc, char** argv) {
   app.add_option("--reference-every", o.reference_every)->check(CLI::PositiveNumber);
   app.add_option("--rounds", o.rounds)->check(CLI::PositiveNumber);
   app.add_flag("--quick", quick, "a small run that checks the program works");
-  app.add_option("--store", o.store, "sqlite or mariadb")->check(CLI::IsMember({"sqlite", "mariadb"}));
+  app.add_option("--store", o.store, "sqlite or mariadb")
+      ->check(CLI::IsMember({"sqlite", "mariadb"}));
   app.add_option("--mariadb-port", o.mariadb.port);
   app.add_option("--mariadb-user", o.mariadb.user);
   app.add_option("--mariadb-password", o.mariadb.password);
@@ -221,8 +222,8 @@ int main(int argc, char** argv) {
             [](const Round& a, const Round& b) { return a.seconds < b.seconds; });
   const Round& median = rounds[rounds.size() / 2];
   std::printf("history_bench store=%s transfers=%llu events_per_sec=%.0f rows_per_sec=%.0f\n",
-              o.store.c_str(), static_cast<unsigned long long>(o.transfers), median.events / median.seconds,
-              median.rows / median.seconds);
+              o.store.c_str(), static_cast<unsigned long long>(o.transfers),
+              median.events / median.seconds, median.rows / median.seconds);
   std::filesystem::remove_all(o.dir);
   std::printf("history_bench ok\n");
   return 0;

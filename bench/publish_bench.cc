@@ -156,8 +156,8 @@ int run(const Options& o) {
     config.batch_rows = o.batch_rows;
     config.thread_nice = 0;
     std::filesystem::remove(config.watermark_file);
-    auto publisher = publish::KafkaPublisher::open(config, {.file = dir.path() / "history.sqlite"}, o.groups,
-                                                   server_renderers());
+    auto publisher = publish::KafkaPublisher::open(config, {.file = dir.path() / "history.sqlite"},
+                                                   o.groups, server_renderers());
     if (!publisher.ok()) {
       std::fprintf(stderr, "publish_bench: %s\n", publisher.status().to_string().c_str());
       return 1;

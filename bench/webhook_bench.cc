@@ -125,9 +125,8 @@ bool fill(history::Store& store, u64 orders, const std::string& ipn_url) {
 // A delivery worker over `store`, signing with the receiver's secret, rendering a
 // small order event; as the server would run it, but for its limits.
 Result<std::unique_ptr<webhooks::Deliverer>> open_deliverer(const std::filesystem::path& dir,
-                                                            history::Store& store,
-                                                            u32 concurrency, u32 per_target,
-                                                            u32 niceness = 0) {
+                                                            history::Store& store, u32 concurrency,
+                                                            u32 per_target, u32 niceness = 0) {
   webhooks::WebhookConfig config;
   config.file = dir / "webhooks.sqlite";
   config.allow_private = true;

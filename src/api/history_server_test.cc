@@ -324,11 +324,39 @@ TEST_P(HistoryTwoGroupServerTest, ARebuildFromTheJournalsMakesTheSameRows) {
         run_command(std::string(PAYGATE_PATH) + " projection rebuild" + into + database);
     EXPECT_EQ(again_code, 1) << again_printed;
     EXPECT_NE(again_printed.find("holds rows"), std::string::npos) << again_printed;
-    EXPECT_EQ(run_command(std::string(PAYGATE_PATH) + " projection rebuild" + into + "bad-name")
-                  .first,
-              1);
+    EXPECT_EQ(
+        run_command(std::string(PAYGATE_PATH) + " projection rebuild" + into + "bad-name").first,
+        1);
   }
   start();
+}
+
+// The store's settings are checked at start: an unknown kind or a database name that
+// would need quoting stops the server with words that say which.
+TEST(HistorySettings, ABadStoreOrDatabaseNameStopsTheServerAtStart) {
+  for (const char* settings : {"[history]\nstore = \"postgres\"\n",
+                               "[history]\nstore = \"mariadb\"\nmariadb_database = \"pay`gate\"\n",
+                               "[history]\nmariadb_database = \"\"\n"}) {
+    TempDir dir;
+    testing::ServerProcess server;
+    EXPECT_FALSE(server.start(dir.path() / "data", test_config(settings))) << settings;
+    EXPECT_NE(server.log().find("history."), std::string::npos) << server.log();
+  }
+}
+
+// A MariaDB server that cannot be reached at start: the start tries again for
+// open_retry_s, then serves without history (the ledger never waits for it), and says
+// so in its log.
+TEST(HistorySettings, AMariaDbStoreThatCannotBeReachedLeavesTheLedgerServing) {
+  TempDir dir;
+  testing::ServerProcess server;
+  // Port 9 of the loopback: nothing listens there (a refused connect, at once).
+  ASSERT_TRUE(server.start(dir.path() / "data",
+                           test_config("[history]\nstore = \"mariadb\"\nmariadb_port = 9\n"
+                                       "open_retry_s = 1\n")))
+      << server.log();
+  EXPECT_NE(server.log().find("event=history_failed"), std::string::npos) << server.log();
+  EXPECT_NE(server.log().find("event=history_open_retry"), std::string::npos) << server.log();
 }
 
 PAYGATE_INSTANTIATE_STORE_PARAM(HistoryServerTest);

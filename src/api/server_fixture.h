@@ -239,43 +239,30 @@ class StoreParam : public ::testing::WithParamInterface<sql::Dialect> {
 
  protected:
   // The TOML settings that put a server's history store where the test's parameter
-  // says (none for SQLite, whose file is in `data_dir`), and that store in *store; for
-  // MariaDB, a database of the test's own on the test process's server. Empty with
-  // *why set when that cannot run.
-  std::string history_settings(const std::filesystem::path& data_dir, std::string* why) {
+  // says (none for SQLite, whose file is in `data_dir`), and that store in store_; for
+  // MariaDB, a database of the test's own on the test process's server (running:
+  // PAYGATE_REQUIRE_MARIADB).
+  std::string history_settings(const std::filesystem::path& data_dir) {
     if (GetParam() == sql::Dialect::sqlite) {
       store_ = history::StoreConfig{.file = data_dir / "history.sqlite"};
       return {};
     }
-    if (!history::testing::MariaDbServer::installed()) {
-      *why = "mariadbd is not installed (scripts/install-deps.sh installs it)";
-      return {};
-    }
-    history::testing::MariaDbServer* server = history::testing::MariaDbServer::shared();
-    if (server == nullptr) {
-      *why = "MariaDB did not start";
-      return {};
-    }
-    store_ = server->store(::testing::UnitTest::GetInstance()->current_test_info()->name());
-    return "[history]\nstore = \"mariadb\"\nmariadb_port = " +
-           std::to_string(store_.mariadb.port) + "\nmariadb_database = \"" +
-           store_.mariadb.database + "\"\n";
+    store_ = history::testing::MariaDbServer::shared()->store(
+        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    return "[history]\nstore = \"mariadb\"\nmariadb_port = " + std::to_string(store_.mariadb.port) +
+           "\nmariadb_database = \"" + store_.mariadb.database + "\"\n";
   }
+
   history::StoreConfig store_;  // the server's
 };
-// Skips the test when its store cannot run (MariaDB not installed: CI installs it);
-// fails it when MariaDB is installed and does not start.
-#define PAYGATE_USE_STORE_PARAM(data_dir)                         \
-  do {                                                            \
-    std::string why;                                              \
-    config_ += history_settings((data_dir), &why);                \
-    if (why.find("not installed") != std::string::npos) {         \
-      GTEST_SKIP() << why;                                        \
-    }                                                             \
-    ASSERT_TRUE(why.empty()) << why;                              \
+// In a StoreParam fixture's SetUp, before the server starts.
+#define PAYGATE_USE_STORE_PARAM(data_dir)                               \
+  do {                                                                  \
+    if (GetParam() == sql::Dialect::mariadb) PAYGATE_REQUIRE_MARIADB(); \
+    config_ += history_settings(data_dir);                              \
   } while (false)
-#define PAYGATE_INSTANTIATE_STORE_PARAM(fixture)                                              \
-  INSTANTIATE_TEST_SUITE_P(Stores, fixture,                                                  \
+#define PAYGATE_INSTANTIATE_STORE_PARAM(fixture)                                           \
+  INSTANTIATE_TEST_SUITE_P(Stores, fixture,                                                \
                            ::testing::Values(sql::Dialect::sqlite, sql::Dialect::mariadb), \
                            StoreParam::name)
 

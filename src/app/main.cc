@@ -130,9 +130,9 @@ int main(int argc, char** argv) {
   CLI::App* digest =
       projection->add_subcommand("digest", "each table's rows and hash, to compare stores");
   CLI::Option* digest_file = digest->add_option("--store", store_file, "the store's file");
-  CLI::Option* digest_database = digest->add_option(
-      "--mariadb-database", mariadb_database,
-      "or a database on the MariaDB server of --config's [history]");
+  CLI::Option* digest_database =
+      digest->add_option("--mariadb-database", mariadb_database,
+                         "or a database on the MariaDB server of --config's [history]");
   digest->add_option("--config", digest_options.config_file, "the server's TOML file")
       ->check(CLI::ExistingFile);
   digest_file->excludes(digest_database);

@@ -35,7 +35,6 @@ int print_digest(history::Store& store) {
   return 0;
 }
 
-
 // The store a tool names: a file, or a database on the MariaDB server of the settings'
 // [history] (kind mariadb whatever [history] store says).
 history::StoreConfig named_store(const history::HistoryConfig& history,

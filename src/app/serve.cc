@@ -138,8 +138,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
   u64 redirect_wait_ms = s->history.redirect_wait_ns / 1'000'000;
   u64 attention_after_s = s->history.attention_after_ns / kNanosPerSecond;
   u64 history_open_retry_s = s->history.open_retry_ns / kNanosPerSecond;
-  std::string history_store =
-      s->history.store.kind == sql::Dialect::sqlite ? "sqlite" : "mariadb";
+  std::string history_store = s->history.store.kind == sql::Dialect::sqlite ? "sqlite" : "mariadb";
   u64 webhook_poll_ms = s->webhooks.poll_interval_ns / 1'000'000;
   u64 webhook_timeout_ms = s->webhooks.timeout_ns / 1'000'000;
   u64 webhook_retry_base_ms = s->webhooks.retry_base_ns / 1'000'000;

@@ -16,8 +16,7 @@ Result<std::unique_ptr<OrderFeed>> OrderFeed::open(const OrderFeedConfig& config
                                                    const history::StoreConfig& store_config,
                                                    u32 groups) {
   if (config.batch_rows == 0) return Status::invalid_config("[redis] feed_batch_rows must be > 0");
-  Result<std::unique_ptr<history::Store>> store =
-      history::Store::open_reader(store_config);
+  Result<std::unique_ptr<history::Store>> store = history::Store::open_reader(store_config);
   if (!store.ok()) return store.status();
   std::unique_ptr<OrderFeed> feed(new OrderFeed(config, cache, groups));
   feed->store_ = std::move(store).value();

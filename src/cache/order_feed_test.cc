@@ -27,7 +27,8 @@ class OrderFeedTest : public ::testing::Test {
   std::unique_ptr<OrderFeed> feed(u32 batch_rows = 7) {
     OrderFeedConfig config;
     config.batch_rows = batch_rows;
-    Result<std::unique_ptr<OrderFeed>> opened = OrderFeed::open(config, *cache_, {.file = file_}, kGroups);
+    Result<std::unique_ptr<OrderFeed>> opened =
+        OrderFeed::open(config, *cache_, {.file = file_}, kGroups);
     EXPECT_TRUE(opened.ok()) << opened.status().to_string();
     return std::move(opened).value();
   }

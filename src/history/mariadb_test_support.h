@@ -10,11 +10,12 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
-#include <memory>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "history/store.h"
 
@@ -51,7 +52,8 @@ class MariaDbServer {
   StoreConfig store(const std::string& tag) {
     static std::atomic<int> made{0};
     std::string database = "t" + std::to_string(::getpid()) + "_" + std::to_string(++made) + "_";
-    for (const char c : tag) database += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+    for (const char c : tag)
+      database += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
     database.resize(std::min<std::size_t>(database.size(), 60));
     run_sql("DROP DATABASE IF EXISTS " + database);
     return StoreConfig{.kind = sql::Dialect::mariadb,
@@ -66,12 +68,29 @@ class MariaDbServer {
                                    .io_timeout_s = 60}};
   }
   int port() const noexcept { return port_; }
-  // Runs `sql` as the tests' user (no database chosen); false when it failed.
+  // Runs `sql` as the tests' user; false when it failed.
   bool run_sql(const std::string& sql) const {
-    auto admin = sql::open_mariadb(
-        sql::MariaDbConfig{.host = "127.0.0.1", .port = static_cast<u16>(port_), .database = "paygate"},
-        /*writing=*/false);
-    return admin.ok() && admin.value()->exec(sql);
+    auto admin = connect();
+    return admin != nullptr && admin->exec(sql);
+  }
+  // Has the server drop every connection to `database` (as a restart or an operator's
+  // KILL would); how many it dropped, or -1 on a failure.
+  int kill_connections(const std::string& database) const {
+    auto admin = connect();
+    if (admin == nullptr) return -1;
+    std::vector<i64> ids;
+    {
+      sql::Statement list(*admin,
+                          "SELECT id FROM information_schema.processlist WHERE db = ? AND "
+                          "id <> CONNECTION_ID()");
+      list.bind_text(1, database);
+      for (int rc = list.step(); rc == sql::kRow; rc = list.step())
+        ids.push_back(list.integer(0));
+    }
+    for (const i64 id : ids) {
+      if (!admin->exec("KILL " + std::to_string(id))) return -1;
+    }
+    return static_cast<int>(ids.size());
   }
 
  private:
@@ -93,6 +112,13 @@ class MariaDbServer {
     port_file >> port_;
     running_ = port_ > 0;
   }
+  std::unique_ptr<sql::Connection> connect() const {
+    auto admin = sql::open_mariadb(
+        sql::MariaDbConfig{
+            .host = "127.0.0.1", .port = static_cast<u16>(port_), .database = "paygate"},
+        /*writing=*/false);
+    return admin.ok() ? std::move(admin).value() : nullptr;
+  }
   static std::string script() {
     return std::string("bash ") + PAYGATE_SOURCE_DIR + "/scripts/mariadb-for-tests.sh";
   }
@@ -104,3 +130,14 @@ class MariaDbServer {
 };
 
 }  // namespace paygate::history::testing
+
+// Skips the test when mariadbd is not installed (scripts/install-deps.sh installs it,
+// CI runs it), fails it when it is and does not start.
+#define PAYGATE_REQUIRE_MARIADB()                                                        \
+  do {                                                                                   \
+    if (!::paygate::history::testing::MariaDbServer::installed()) {                      \
+      GTEST_SKIP() << "mariadbd is not installed (scripts/install-deps.sh installs it)"; \
+    }                                                                                    \
+    ASSERT_NE(::paygate::history::testing::MariaDbServer::shared(), nullptr)             \
+        << "MariaDB did not start";                                                      \
+  } while (false)

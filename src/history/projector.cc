@@ -125,8 +125,7 @@ Projector::Projector(const ProjectorConfig& config, Store& store)
 
 Projector::~Projector() = default;
 
-Result<std::unique_ptr<Projector>> Projector::open(const ProjectorConfig& config,
-                                                   Store& store) {
+Result<std::unique_ptr<Projector>> Projector::open(const ProjectorConfig& config, Store& store) {
   std::unique_ptr<Projector> p(new Projector(config, store));
   Result<u64> watermark = store.watermark(config.group);
   if (!watermark.ok()) return watermark.status();

@@ -17,8 +17,8 @@
 // (that would commit the rest of a transaction on its own), autocommit is on outside
 // transactions, and a COMMIT goes only to a connection the server says is still in
 // the transaction; a COMMIT that fails rolls back.
-#include <mysql.h>
 #include <errmsg.h>
+#include <mysql.h>
 
 #include <algorithm>
 #include <charconv>
@@ -37,7 +37,7 @@ namespace {
 
 // A statement's text, cut at its parameters.
 struct Piece {
-  std::string text;  // before the parameter
+  std::string text;   // before the parameter
   int parameter = 0;  // 1-based; 0: none (the last piece)
 };
 
@@ -158,7 +158,8 @@ class MariaDbStatement final : public StatementImpl {
 
 class MariaDbConnection final : public Connection {
  public:
-  MariaDbConnection(const MariaDbConfig& config, bool writing) : config_(config), writing_(writing) {}
+  MariaDbConnection(const MariaDbConfig& config, bool writing)
+      : config_(config), writing_(writing) {}
   ~MariaDbConnection() override {
     pending_.clear();
     close_prepared();
@@ -303,9 +304,9 @@ class MariaDbConnection final : public Connection {
     auto it = std::find_if(pending_.begin(), pending_.end(),
                            [&](const Pending& p) { return p.statement == statement; });
     if (it == pending_.end()) {
-      it = pending_.insert(pending_.end(),
-                           Pending{statement, statement->prepared_,
-                                   statement->row_parameters_.size(), {}});
+      it = pending_.insert(
+          pending_.end(),
+          Pending{statement, statement->prepared_, statement->row_parameters_.size(), {}});
     }
     it->values.insert(it->values.end(), std::make_move_iterator(row.begin()),
                       std::make_move_iterator(row.end()));
@@ -338,8 +339,8 @@ class MariaDbConnection final : public Connection {
   static constexpr std::size_t kQueueBytes = 4 << 20;
   struct Pending {
     const MariaDbStatement* statement;
-    std::string sql;      // prepared
-    std::size_t columns;  // its `?`s
+    std::string sql;            // prepared
+    std::size_t columns;        // its `?`s
     std::vector<Value> values;  // row by row
   };
 
@@ -509,11 +510,9 @@ void MariaDbStatement::reset() {
 }  // namespace
 
 bool valid_database_name(std::string_view name) {
-  return !name.empty() && name.size() <= 64 &&
-         std::all_of(name.begin(), name.end(), [](char c) {
-           return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '_';
-         });
+  return !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+  });
 }
 
 Result<std::unique_ptr<Connection>> open_mariadb(const MariaDbConfig& config, bool writing) {
@@ -521,6 +520,10 @@ Result<std::unique_ptr<Connection>> open_mariadb(const MariaDbConfig& config, bo
     return Status::invalid_config(fmt::format(
         "MariaDB database name \"{}\": 1 to 64 letters, digits and _", config.database));
   }
+  // The client library's global state, made once before any connection (mysql_init
+  // would make it on first use, which is not safe from two threads at once).
+  static const bool library = mysql_library_init(0, nullptr, nullptr) == 0;
+  if (!library) return Status::io_error("MariaDB: the client library did not initialise");
   auto connection = std::make_unique<MariaDbConnection>(config, writing);
   if (Status s = connection->connect(); !s.ok()) return s;
   return std::unique_ptr<Connection>(std::move(connection));

@@ -155,8 +155,8 @@ Status migrate(sql::Connection& db, const std::string& label, int* version) {
     *version = static_cast<int>(current.integer(0));
   }
   if (*version > kSchemaVersion) {
-    return Status::invalid_config(fmt::format("{} has schema version {}, newer than this paygate's {}",
-                                              label, *version, kSchemaVersion));
+    return Status::invalid_config(fmt::format(
+        "{} has schema version {}, newer than this paygate's {}", label, *version, kSchemaVersion));
   }
   const i64 now_s = std::chrono::duration_cast<std::chrono::seconds>(
                         std::chrono::system_clock::now().time_since_epoch())
@@ -168,7 +168,8 @@ Status migrate(sql::Connection& db, const std::string& label, int* version) {
     if (sqlite) {
       applied = db.exec(kSqliteMigrations[next - 1]);
     } else if (next == kSchemaVersion) {
-      for (const char* statement : kMariaDbSchema5) applied = applied && db.exec(statement);
+      for (const char* statement : kMariaDbSchema5)
+        applied = applied && db.exec(statement);
     }  // (MariaDB: versions before 5 are no store's)
     if (applied) {
       sql::Statement record(db, "INSERT INTO schema_migrations(version, applied_at) VALUES (?, ?)");
@@ -186,7 +187,9 @@ Status migrate(sql::Connection& db, const std::string& label, int* version) {
 }
 
 // Ids use all 64 bits; the stores keep them as signed integers, bit for bit.
-i64 signed_of(u64 value) noexcept { return static_cast<i64>(value); }
+i64 signed_of(u64 value) noexcept {
+  return static_cast<i64>(value);
+}
 
 using sql::Statement;
 
@@ -247,9 +250,8 @@ const char* status_after(LedgerEventKind kind) noexcept {
 
 std::string StoreConfig::describe() const {
   if (kind == sql::Dialect::sqlite) return file.string();
-  const std::string at = mariadb.socket.empty()
-                             ? fmt::format("{}:{}", mariadb.host, mariadb.port)
-                             : mariadb.socket;
+  const std::string at =
+      mariadb.socket.empty() ? fmt::format("{}:{}", mariadb.host, mariadb.port) : mariadb.socket;
   return fmt::format("mariadb {}@{}/{}", mariadb.user, at, mariadb.database);
 }
 
@@ -375,9 +377,9 @@ Status Store::write(const Batch& batch) {
                   "updated_sequence, merchant_ref, state_format, state) VALUES "
                   "(?,?,?,?,?,?,?,?,?,?) ") +
           (sqlite ? "ON CONFLICT(id) DO UPDATE SET status = excluded.status, "
-               "updated_sequence = excluded.updated_sequence, state = excluded.state"
-             : "ON DUPLICATE KEY UPDATE status = VALUES(status), "
-               "updated_sequence = VALUES(updated_sequence), state = VALUES(state)"));
+                    "updated_sequence = excluded.updated_sequence, state = excluded.state"
+                  : "ON DUPLICATE KEY UPDATE status = VALUES(status), "
+                    "updated_sequence = VALUES(updated_sequence), state = VALUES(state)"));
   Statement order_before(db_, "SELECT state FROM orders WHERE id = ?");
   Statement order_event(db_,
                         "INSERT INTO order_events(grp, sequence, n, order_id, merchant, type, "
@@ -385,11 +387,11 @@ Status Store::write(const Batch& batch) {
   Statement order_step(db_,
                        "INSERT INTO order_changes(id, sequence, n, status, amount_refunded, at_ns, "
                        "grp) VALUES (?,?,?,?,?,?,?)");
-  Statement mark(db_,
-                 sqlite ? "INSERT INTO watermarks(grp, first_sequence, sequence) VALUES (?,?,?) "
-                          "ON CONFLICT(grp) DO UPDATE SET sequence = excluded.sequence"
-                        : "INSERT INTO watermarks(grp, first_sequence, sequence) VALUES (?,?,?) "
-                          "ON DUPLICATE KEY UPDATE sequence = VALUES(sequence)");
+  Statement mark(db_, sqlite
+                          ? "INSERT INTO watermarks(grp, first_sequence, sequence) VALUES (?,?,?) "
+                            "ON CONFLICT(grp) DO UPDATE SET sequence = excluded.sequence"
+                          : "INSERT INTO watermarks(grp, first_sequence, sequence) VALUES (?,?,?) "
+                            "ON DUPLICATE KEY UPDATE sequence = VALUES(sequence)");
   Statement is_withdrawal(db_,
                           "SELECT 1 FROM transfers t JOIN annotations a ON a.grp = t.grp AND "
                           "a.sequence = t.created_sequence AND a.kind = ?3 "
@@ -626,12 +628,12 @@ Status Store::backfill_orders(u32 group, u64 sequence, const std::vector<Order>&
   PG_ASSERT(db_ != nullptr);  // not a reader's (open_reader)
   std::lock_guard lock(mutex_);
   if (!db_->begin_writing()) return failed("begin");
-  Statement insert(db_, std::string("INSERT INTO orders(id, grp, merchant, status, created_ns, "
-                                    "created_sequence, updated_sequence, merchant_ref, "
-                                    "state_format, state) VALUES (?,?,?,?,?,0,?,NULL,?,?) ") +
-                            (db_->dialect() == sql::Dialect::sqlite
-                                 ? "ON CONFLICT(id) DO NOTHING"
-                                 : "ON DUPLICATE KEY UPDATE id = id"));
+  Statement insert(
+      db_, std::string("INSERT INTO orders(id, grp, merchant, status, created_ns, "
+                       "created_sequence, updated_sequence, merchant_ref, "
+                       "state_format, state) VALUES (?,?,?,?,?,0,?,NULL,?,?) ") +
+               (db_->dialect() == sql::Dialect::sqlite ? "ON CONFLICT(id) DO NOTHING"
+                                                       : "ON DUPLICATE KEY UPDATE id = id"));
   bool ok = insert.ok();
   for (std::size_t i = 0; ok && i < orders.size(); ++i) {
     const Order& o = orders[i];
@@ -691,14 +693,14 @@ Result<std::optional<TransferRow>> Store::transfer_row(u32 group, u64 id) {
   return std::optional<TransferRow>(std::move(row));
 }
 
-Result<std::vector<EntryRow>> Store::entries(u64 account,
-                                                   std::optional<std::pair<u64, u32>> before,
-                                                   u32 limit) {
+Result<std::vector<EntryRow>> Store::entries(u64 account, std::optional<std::pair<u64, u32>> before,
+                                             u32 limit) {
   std::lock_guard lock(read_mutex_);
-  Statement read(reader_,
-                 "SELECT sequence, idx, transfer, kind, amount, held, balance, available, at_ns "
-                 "FROM entries WHERE account = ?1 AND sequence <= ?2 AND (sequence < ?2 OR idx < ?3) "
-                 "ORDER BY sequence DESC, idx DESC, side DESC LIMIT ?4");
+  Statement read(
+      reader_,
+      "SELECT sequence, idx, transfer, kind, amount, held, balance, available, at_ns "
+      "FROM entries WHERE account = ?1 AND sequence <= ?2 AND (sequence < ?2 OR idx < ?3) "
+      "ORDER BY sequence DESC, idx DESC, side DESC LIMIT ?4");
   if (!read.ok()) return read_failed("read entries");
   const auto [sequence, index] = before.value_or(std::pair<u64, u32>{~u64{0} >> 1, 0});
   read.bind(1, signed_of(account)).bind(2, signed_of(sequence)).bind(3, index).bind(4, limit);
@@ -747,8 +749,8 @@ Result<std::vector<LedgerEvent>> read_events(Statement& read,
 
 }  // namespace
 
-Result<std::vector<LedgerEvent>> Store::events(u32 group, std::optional<EventKey> after,
-                                                     u32 limit, u64 through) {
+Result<std::vector<LedgerEvent>> Store::events(u32 group, std::optional<EventKey> after, u32 limit,
+                                               u64 through) {
   std::lock_guard lock(read_mutex_);
   Statement read(reader_,
                  "SELECT sequence, idx, kind, id, debit, credit, amount, released, currency, "
@@ -761,8 +763,7 @@ Result<std::vector<LedgerEvent>> Store::events(u32 group, std::optional<EventKey
 }
 
 Result<std::vector<LedgerEvent>> Store::account_events(u32 group, u64 account,
-                                                             std::optional<EventKey> before,
-                                                             u32 limit) {
+                                                       std::optional<EventKey> before, u32 limit) {
   std::lock_guard lock(read_mutex_);
   Statement read(reader_,
                  "SELECT e.sequence, e.idx, e.kind, e.id, e.debit, e.credit, e.amount, "
@@ -1077,9 +1078,8 @@ std::string order_event_id(u32 group, u64 sequence, u32 n) {
   return fmt::format("evt_{}_{}_{}", group, sequence, n);
 }
 
-Result<std::vector<OrderChangeRow>> Store::order_changes(u32 group,
-                                                               std::optional<EventKey> after,
-                                                               u32 limit, u64 through) {
+Result<std::vector<OrderChangeRow>> Store::order_changes(u32 group, std::optional<EventKey> after,
+                                                         u32 limit, u64 through) {
   std::lock_guard lock(read_mutex_);
   Statement read(reader_,
                  "SELECT c.sequence, c.n, c.status, c.amount_refunded, c.at_ns, o.id, o.grp, "
@@ -1123,8 +1123,8 @@ Result<Store::LastKeys> Store::last_keys(u32 group, u64 through) {
   return keys;
 }
 
-Result<std::vector<OrderEventRow>> Store::order_events(u32 group, u64 after_sequence,
-                                                             u32 after_n, u32 limit) {
+Result<std::vector<OrderEventRow>> Store::order_events(u32 group, u64 after_sequence, u32 after_n,
+                                                       u32 limit) {
   std::lock_guard lock(read_mutex_);
   // An order's event comes with its order's row (kOrderColumns, from column 9), for the
   // texts its request carried.

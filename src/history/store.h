@@ -1,9 +1,8 @@
 // The history store (docs/HISTORY.md), in SQLite (embedded, the default) or MariaDB
-// (a server, for scale): every event of every group kept for good as rows — the events themselves, transfers with their reference and metadata
-// and status, statement lines with running balances, and every annotation — with
-// each group's watermark written in the same transaction as its rows, so that a
-// projector applies each (group, sequence) exactly once, whatever crash comes
-// between.
+// (a server, for scale): every event of every group kept for good as rows — the events themselves,
+// transfers with their reference and metadata and status, statement lines with running balances,
+// and every annotation — with each group's watermark written in the same transaction as its rows,
+// so that a projector applies each (group, sequence) exactly once, whatever crash comes between.
 //
 // Threads: two connections, each guarded by a mutex: one the projectors write with
 // (each its own group's rows), one readers read with, never waiting for a write in
@@ -32,7 +31,6 @@
 #include "ledger/types.h"
 #include "orders/order_book.h"
 #include "pipeline/event_log.h"
-
 
 namespace paygate::history {
 
@@ -178,9 +176,9 @@ struct Batch {
 // Where the store is ([history] in the configuration).
 struct StoreConfig {
   sql::Dialect kind = sql::Dialect::sqlite;
-  std::filesystem::path file;  // SQLite's
+  std::filesystem::path file;       // SQLite's
   sql::MariaDbConfig mariadb = {};  // MariaDB's
-  std::string describe() const;  // for logs and errors: the file, or the server and database
+  std::string describe() const;     // for logs and errors: the file, or the server and database
 };
 
 class Store {
@@ -285,7 +283,7 @@ class Store {
   Status exec(const char* sql);
   Status failed(const std::string& what) const;
   Status read_failed(const std::string& what) const;
-  Status order_texts(OrderRow& row, sql::Statement& read);          // REQUIRES: read_mutex_ held
+  Status order_texts(OrderRow& row, sql::Statement& read);             // REQUIRES: read_mutex_ held
   Result<std::optional<TransferRow>> transfer_row(u32 group, u64 id);  // REQUIRES: same
   Result<u64> watermark_column(u32 group, const char* sql);
 

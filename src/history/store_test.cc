@@ -93,12 +93,7 @@ TEST(OrderEvents, AFinalStatusOrARefundRaisesOneAndNothingElseDoes) {
 class StoreTest : public ::testing::TestWithParam<sql::Dialect> {
  protected:
   void SetUp() override {
-    if (GetParam() == sql::Dialect::mariadb) {
-      if (!testing::MariaDbServer::installed()) {
-        GTEST_SKIP() << "mariadbd is not installed (scripts/install-deps.sh installs it)";
-      }
-      ASSERT_NE(testing::MariaDbServer::shared(), nullptr) << "MariaDB did not start";
-    }
+    if (GetParam() == sql::Dialect::mariadb) PAYGATE_REQUIRE_MARIADB();
     config_ = GetParam() == sql::Dialect::sqlite
                   ? StoreConfig{.file = dir_.path() / "history.sqlite"}
                   : testing::MariaDbServer::shared()->store(
@@ -190,12 +185,16 @@ TEST_P(StoreTest, ManyRowsAndEveryByteOfATextComeBackAsWritten) {
   batch.group = 0;
   batch.watermark = 20'000;
   std::string every_byte;
-  for (int c = 0; c < 256; ++c) every_byte += static_cast<char>(c);
+  for (int c = 0; c < 256; ++c)
+    every_byte += static_cast<char>(c);
   every_byte += "'; DROP TABLE events; --";
   for (u64 s = 1; s <= batch.watermark; ++s) {
     batch.events.push_back(event(s, 0, LedgerEventKind::transfer_posted, s, s));
-    batch.entries.push_back(EntryRow{.account = 11, .sequence = s, .transfer = s,
-                                     .amount = -static_cast<i64>(s), .balance = -1});
+    batch.entries.push_back(EntryRow{.account = 11,
+                                     .sequence = s,
+                                     .transfer = s,
+                                     .amount = -static_cast<i64>(s),
+                                     .balance = -1});
     if (s % 1000 == 0) {
       batch.annotations.push_back({s, journal::AnnotationKind::metadata, every_byte});
     }
@@ -224,11 +223,8 @@ INSTANTIATE_TEST_SUITE_P(Stores, StoreTest,
 class MariaDbStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!testing::MariaDbServer::installed()) {
-      GTEST_SKIP() << "mariadbd is not installed (scripts/install-deps.sh installs it)";
-    }
+    PAYGATE_REQUIRE_MARIADB();
     server_ = testing::MariaDbServer::shared();
-    ASSERT_NE(server_, nullptr) << "MariaDB did not start";
     config_ = server_->store(::testing::UnitTest::GetInstance()->current_test_info()->name());
   }
   // A connection of the test's own to the server, for what paygate never does.
@@ -268,8 +264,7 @@ TEST_F(MariaDbStoreTest, MigratesOnceAndRefusesANewerSchemaOrAServerThatDoesNotF
   ASSERT_TRUE(db->exec("SET GLOBAL innodb_flush_log_at_trx_commit = 1")) << db->error();
   ASSERT_FALSE(unflushed.ok());
   EXPECT_EQ(unflushed.status().code(), StatusCode::invalid_config);
-  EXPECT_NE(unflushed.status().message().find("innodb_flush_log_at_trx_commit"),
-            std::string::npos);
+  EXPECT_NE(unflushed.status().message().find("innodb_flush_log_at_trx_commit"), std::string::npos);
   ASSERT_TRUE(db->exec("INSERT INTO schema_migrations VALUES (99, 0)")) << db->error();
   const auto newer = Store::open(config_);
   ASSERT_FALSE(newer.ok());
@@ -290,18 +285,7 @@ TEST_F(MariaDbStoreTest, ConnectsAgainAfterTheServerDropsItsConnections) {
   ASSERT_TRUE(store.write(batch).ok());
   ASSERT_EQ(store.watermark(0).value(), 1u);
 
-  const std::unique_ptr<sql::Connection> db = admin();
-  ASSERT_NE(db, nullptr);
-  std::vector<i64> ids;
-  {
-    sql::Statement list(*db,
-                        "SELECT id FROM information_schema.processlist WHERE db = ? AND "
-                        "id <> CONNECTION_ID()");
-    list.bind_text(1, config_.mariadb.database);
-    for (int rc = list.step(); rc == sql::kRow; rc = list.step()) ids.push_back(list.integer(0));
-  }
-  ASSERT_EQ(ids.size(), 2u);  // the store's writer and reader
-  for (const i64 id : ids) ASSERT_TRUE(db->exec(fmt::format("KILL {}", id))) << db->error();
+  ASSERT_EQ(server_->kill_connections(config_.mariadb.database), 2);  // writer and reader
 
   Batch next;
   next.group = 0;

@@ -37,8 +37,7 @@ Result<std::unique_ptr<HistoryWorker>> HistoryWorker::open(const HistoryConfig& 
       // all the same, within retention_segments_max: the cause may pass (the store's
       // server unreachable for a moment), and the next start then catches up.
       worker->floors_[g].value.store(0, std::memory_order_release);
-      engine.group(g).set_retention_floor(&worker->floors_[g].value,
-                                          config.retention_segments_max);
+      engine.group(g).set_retention_floor(&worker->floors_[g].value, config.retention_segments_max);
       worker->failures_.fetch_add(1, std::memory_order_relaxed);
       PG_LOG_ERROR("event=history_failed group={} message=\"{}\"", g, projector.status().message());
       worker->projectors_.push_back(nullptr);

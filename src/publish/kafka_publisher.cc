@@ -134,8 +134,7 @@ Result<std::unique_ptr<KafkaPublisher>> KafkaPublisher::open(
                     config.topic_prefix));
   }
   std::unique_ptr<KafkaPublisher> p(new KafkaPublisher(config, std::move(renderers)));
-  Result<std::unique_ptr<history::Store>> reader =
-      history::Store::open_reader(store_config);
+  Result<std::unique_ptr<history::Store>> reader = history::Store::open_reader(store_config);
   if (!reader.ok()) return reader.status();
   p->store_ = std::move(reader).value();
   Marks marks;

@@ -107,8 +107,8 @@ class KafkaPublisherTest : public ::testing::Test {
     config_.thread_nice = 0;
   }
   std::unique_ptr<KafkaPublisher> open_publisher() {
-    auto opened =
-        KafkaPublisher::open(config_, {.file = dir_.path() / "history.sqlite"}, kGroups, test_renderers());
+    auto opened = KafkaPublisher::open(config_, {.file = dir_.path() / "history.sqlite"}, kGroups,
+                                       test_renderers());
     EXPECT_TRUE(opened.ok()) << opened.status().to_string();
     return opened.ok() ? std::move(opened).value() : nullptr;
   }
@@ -307,7 +307,8 @@ TEST_F(KafkaPublisherTest, AStoreThatStartsAfterTheWatermarkStopsThatGroup) {
 TEST_F(KafkaPublisherTest, AWatermarkFileItDidNotWriteIsRefused) {
   const auto opens = [&](const std::string& text) {
     EXPECT_TRUE(write_file_durably(config_.watermark_file, text, 0600).ok());
-    return KafkaPublisher::open(config_, {.file = dir_.path() / "history.sqlite"}, kGroups, test_renderers());
+    return KafkaPublisher::open(config_, {.file = dir_.path() / "history.sqlite"}, kGroups,
+                                test_renderers());
   };
   EXPECT_FALSE(opens("0 12 0 0 0 0\n").ok());                                // no header
   EXPECT_FALSE(opens("paygate-kafka-watermarks 1\n0 x 0 0 0 0\n").ok());     // not a number
@@ -321,9 +322,9 @@ TEST_F(KafkaPublisherTest, AWatermarkFileItDidNotWriteIsRefused) {
   EXPECT_EQ(opened.value()->watermark(1), 12u);
   // A timeout the producer cannot have (librdkafka wants it above linger.ms).
   config_.message_timeout_ms = config_.linger_ms;
-  EXPECT_FALSE(
-      KafkaPublisher::open(config_, {.file = dir_.path() / "history.sqlite"}, kGroups, test_renderers())
-          .ok());
+  EXPECT_FALSE(KafkaPublisher::open(config_, {.file = dir_.path() / "history.sqlite"}, kGroups,
+                                    test_renderers())
+                   .ok());
 }
 
 // A store rebuilt to start right after the watermark (no hole) has none of the rows
@@ -379,17 +380,17 @@ TEST_F(KafkaPublisherTest, AWatermarkFileOfAnotherStoreIsRefused) {
   ASSERT_TRUE(write_file_durably(config_.watermark_file,
                                  "paygate-kafka-watermarks 1\n0 100 50 0 100 0\n", 0600)
                   .ok());
-  const auto refused =
-      KafkaPublisher::open(config_, {.file = dir_.path() / "history.sqlite"}, kGroups, test_renderers());
+  const auto refused = KafkaPublisher::open(config_, {.file = dir_.path() / "history.sqlite"},
+                                            kGroups, test_renderers());
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("does not match"), std::string::npos);
   // The store's own last rows at 100: the event of 100 (100 % 3 = 1), its order change.
   ASSERT_TRUE(write_file_durably(config_.watermark_file,
                                  "paygate-kafka-watermarks 1\n0 100 100 0 100 0\n", 0600)
                   .ok());
-  EXPECT_TRUE(
-      KafkaPublisher::open(config_, {.file = dir_.path() / "history.sqlite"}, kGroups, test_renderers())
-          .ok());
+  EXPECT_TRUE(KafkaPublisher::open(config_, {.file = dir_.path() / "history.sqlite"}, kGroups,
+                                   test_renderers())
+                  .ok());
 }
 
 }  // namespace
