@@ -650,7 +650,8 @@ int run_serve(const ServeOptions& options) {
       static std::unique_ptr<std::atomic<u64>[]> held;  // (for the process's life)
       held = std::make_unique<std::atomic<u64>[]>(engine->groups());
       for (u32 g = 0; g < engine->groups(); ++g) {
-        held[g].store(0, std::memory_order_relaxed);
+        held[g].store(history::unknown_reader_floor(engine->group(g).config().dir),
+                      std::memory_order_relaxed);
         engine->group(g).set_retention_floor(&held[g], s.history.retention_segments_max);
       }
       PG_LOG_ERROR(

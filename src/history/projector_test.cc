@@ -12,7 +12,9 @@
 #include <thread>
 
 #include "history/mariadb_test_support.h"
+#include "history/worker.h"
 #include "pipeline/group_test_support.h"
+#include "snapshot/snapshot.h"
 
 namespace paygate::history {
 namespace {
@@ -625,6 +627,70 @@ TEST_P(ProjectorTest, WithdrawalsRaiseAnEventWhenTheyClose) {
 
   // A store rebuilt from the same journal has the same outbox.
   expect_rows_of_a_rebuild(c, durable, *store);
+}
+
+// A store that could not open at a start (its place in the journal then unknown to the
+// group): the floor unknown_reader_floor() sets keeps what its projector needs at the
+// next start, however many snapshots come and go meanwhile.
+TEST_P(ProjectorTest, AStoreThatCouldNotOpenCatchesUpAtTheNextStart) {
+  GroupConfig c = group_config();
+  c.keep_journal = false;
+  c.snapshot_every_commands = 40;
+  c.request_commands_max = 16;
+  c.journal_segment_bytes = 4u << 10;
+  c.group_commit_bytes_max = 4u << 10;
+  AccountId bank{};
+  std::vector<AccountId> accounts;
+  u64 watermark = 0, first = 0;
+  {
+    auto group = open(c);
+    bank = open_account(*group, AccountKind::system);
+    accounts = {open_account(*group), open_account(*group)};
+    workload(*group, bank, accounts, 30);
+    watermark = group->durable_sequence();
+    group->stop();
+  }
+  {
+    auto store = open_store();
+    auto projector = Projector::open(projector_config(c), *store);
+    ASSERT_TRUE(projector.ok()) << projector.status().to_string();
+    ASSERT_TRUE(projector.value()->catch_up_all(watermark).ok());
+    first = store->first_sequence(0).value();
+  }
+  ASSERT_FALSE(snapshot::list(c.dir).empty());
+  // The next start: the store cannot open, the group holds its journal from here.
+  std::atomic<u64> floor{unknown_reader_floor(c.dir)};
+  EXPECT_GT(floor.load(), 0u);
+  EXPECT_LE(floor.load(), watermark);
+  Result<std::unique_ptr<Group>> opened = Group::open(c);
+  ASSERT_TRUE(opened.ok()) << opened.status().to_string();
+  std::unique_ptr<Group> group = std::move(opened).value();
+  group->set_retention_floor(&floor, 1000);
+  group->start();
+  // As many new snapshots as the group keeps for itself, so that without the floor every
+  // snapshot of before the start would be gone (written in the background: more work
+  // until they are there, bounded).
+  const u64 newest_at_start = snapshot::list(c.dir).front().first;
+  const auto new_ones = [&] {
+    u32 n = 0;
+    for (const auto& [sequence, file] : snapshot::list(c.dir))
+      n += sequence > newest_at_start;
+    return n;
+  };
+  for (int round = 0; round < 600 && new_ones() < c.snapshots_kept; ++round) {
+    workload(*group, bank, accounts, 2);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_GE(new_ones(), c.snapshots_kept);
+  const u64 durable = group->durable_sequence();
+  group->stop();
+  // The start after: the store opens where it stood and catches up.
+  auto store = open_store();
+  auto projector = Projector::open(projector_config(c), *store);
+  ASSERT_TRUE(projector.ok()) << projector.status().to_string();
+  ASSERT_TRUE(projector.value()->catch_up_all(durable).ok());
+  EXPECT_EQ(store->watermark(0).value(), durable);
+  EXPECT_EQ(store->first_sequence(0).value(), first);  // no gap: one history
 }
 
 // A store whose history of the group begins after orders were made (from a snapshot:

@@ -17,11 +17,11 @@
 // (that would commit the rest of a transaction on its own), autocommit is on outside
 // transactions, and a COMMIT goes only to a connection the server says is still in
 // the transaction; a COMMIT that fails rolls back.
-#include <errmsg.h>
 #include <mysql.h>
 
 #include <algorithm>
 #include <charconv>
+#include <cstdlib>
 #include <cstring>
 #include <iterator>
 #include <map>
@@ -191,7 +191,12 @@ class MariaDbConnection final : public Connection {
       ok = query(sql);
     }
     if (ok && beginning) in_transaction_ = true;
-    if (ending) in_transaction_ = false;
+    if (ending) {
+      // (What a failed COMMIT left queued is no transaction's any more.)
+      in_transaction_ = false;
+      pending_.clear();
+      queued_bytes_ = 0;
+    }
     if (ok) discard_results();
     return ok;
   }
@@ -226,7 +231,25 @@ class MariaDbConnection final : public Connection {
       return failed("set up the session");
     }
     if (writing_) {
-      if (Status s = check_durable(); !s.ok()) return s;
+      if (Status s = check_durable(); !s.ok()) {
+        error_ = s.message();
+        return s;
+      }
+    }
+    // A lock waited for (a second writer's watermark) fails before the connection's
+    // own read timeout would take it for a broken one.
+    if (!raw(fmt::format("SET SESSION innodb_lock_wait_timeout = {}",
+                         std::max<u32>(1, config_.io_timeout_s / 2))) ||
+        !raw("SELECT @@max_allowed_packet")) {
+      return failed("set up the session");
+    }
+    if (MYSQL_RES* result = mysql_store_result(mysql_)) {
+      MYSQL_ROW row = mysql_fetch_row(result);
+      if (row != nullptr && row[0] != nullptr) {
+        queue_bytes_max_ =
+            std::min<std::size_t>(std::size_t{4} << 20, std::strtoull(row[0], nullptr, 10) / 2);
+      }
+      mysql_free_result(result);
     }
     broken_ = false;
     return Status::success();
@@ -299,8 +322,12 @@ class MariaDbConnection final : public Connection {
   }
 
   // Queues a row of `statement`'s insert: its values in the order of its `?`s (sending
-  // the queue when it passes kQueueBytes).
+  // the queue when it passes queue_bytes_max_).
   bool queue(const MariaDbStatement* statement, std::vector<Value> row, std::size_t bytes) {
+    if (broken_) {
+      error_ = "the connection broke in a transaction";
+      return false;
+    }
     auto it = std::find_if(pending_.begin(), pending_.end(),
                            [&](const Pending& p) { return p.statement == statement; });
     if (it == pending_.end()) {
@@ -311,7 +338,7 @@ class MariaDbConnection final : public Connection {
     it->values.insert(it->values.end(), std::make_move_iterator(row.begin()),
                       std::make_move_iterator(row.end()));
     queued_bytes_ += bytes;
-    if (queued_bytes_ < kQueueBytes) return true;
+    if (queued_bytes_ < queue_bytes_max_) return true;
     return flush();
   }
   // Sends every queued insert, in the order their statements first queued.
@@ -336,7 +363,9 @@ class MariaDbConnection final : public Connection {
   MYSQL* mysql() { return mysql_; }
 
  private:
-  static constexpr std::size_t kQueueBytes = 4 << 20;
+  // Queued rows are sent at this many bytes: 4 MiB, or half the server's largest
+  // packet where that is less (a bulk execution is one packet).
+  std::size_t queue_bytes_max_ = std::size_t{4} << 20;
   struct Pending {
     const MariaDbStatement* statement;
     std::string sql;            // prepared
@@ -352,6 +381,7 @@ class MariaDbConnection final : public Connection {
       if (stmt == nullptr ||
           mysql_stmt_prepare(stmt, p.sql.data(), static_cast<unsigned long>(p.sql.size())) != 0) {
         error_ = stmt != nullptr ? mysql_stmt_error(stmt) : "out of memory";
+        if (stmt != nullptr && breaks_connection(mysql_stmt_errno(stmt))) broken_ = true;
         if (stmt != nullptr) mysql_stmt_close(stmt);
         stmt = nullptr;
         return false;

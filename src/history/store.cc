@@ -95,6 +95,9 @@ static_assert(std::size(kSqliteMigrations) == kSchemaVersion);
 // where SQLite's migrations left it, for digest() to compare the two); each statement
 // its own (MariaDB commits DDL as it goes: a crash in the middle of the first leaves
 // tables that the next start's CREATE TABLE IF NOT EXISTS passes over).
+// (A version 6 needs its MariaDB migration written beside SQLite's, rerunnable as
+// this one is: no transaction holds MariaDB's DDL.)
+static_assert(kSchemaVersion == 5, "write MariaDB's migration to the new version");
 constexpr const char* kMariaDbSchema5[] = {
     "CREATE TABLE IF NOT EXISTS watermarks(grp BIGINT PRIMARY KEY, "
     "first_sequence BIGINT NOT NULL, sequence BIGINT NOT NULL) ENGINE=InnoDB",
@@ -167,7 +170,7 @@ Status migrate(sql::Connection& db, const std::string& label, int* version) {
     bool applied = true;
     if (sqlite) {
       applied = db.exec(kSqliteMigrations[next - 1]);
-    } else if (next == kSchemaVersion) {
+    } else if (next == 5) {
       for (const char* statement : kMariaDbSchema5)
         applied = applied && db.exec(statement);
     }  // (MariaDB: versions before 5 are no store's)

@@ -6,8 +6,14 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/thread.h"
+#include "snapshot/snapshot.h"
 
 namespace paygate::history {
+
+u64 unknown_reader_floor(const std::filesystem::path& group_dir) {
+  const std::vector<std::pair<u64, std::filesystem::path>> snapshots = snapshot::list(group_dir);
+  return snapshots.empty() ? 0 : snapshots.back().first;  // (newest first)
+}
 
 HistoryWorker::HistoryWorker(const HistoryConfig& config, Engine& engine)
     : config_(config), engine_(engine) {}
@@ -36,7 +42,7 @@ Result<std::unique_ptr<HistoryWorker>> HistoryWorker::open(const HistoryConfig& 
       // This group's history stops here (the others go on). Retention keeps its journal
       // all the same, within retention_segments_max: the cause may pass (the store's
       // server unreachable for a moment), and the next start then catches up.
-      worker->floors_[g].value.store(0, std::memory_order_release);
+      worker->floors_[g].value.store(unknown_reader_floor(group.dir), std::memory_order_release);
       engine.group(g).set_retention_floor(&worker->floors_[g].value, config.retention_segments_max);
       worker->failures_.fetch_add(1, std::memory_order_relaxed);
       PG_LOG_ERROR("event=history_failed group={} message=\"{}\"", g, projector.status().message());

@@ -41,6 +41,13 @@ struct HistoryConfig {
   u64 attention_after_ns = 3600 * kNanosPerSecond;
 };
 
+// The retention floor that holds a group's journal for a store whose place in it is not
+// known (it could not open): the oldest snapshot on disk in `group_dir` (0: none). The
+// last run kept the newest snapshot at or before the store's watermark, so the oldest
+// is at or before it; a floor there keeps that snapshot and every segment after it, all
+// the next start's projector needs to catch up (within retention_segments_max).
+u64 unknown_reader_floor(const std::filesystem::path& group_dir);
+
 class HistoryWorker {
  public:
   // Opens the store and a projector per group, each at the store's watermark (its
