@@ -49,16 +49,22 @@ history::StoreConfig named_store(const history::HistoryConfig& history,
   return store;
 }
 
+// The settings `paygate serve` would run with; false, said on stderr, when they are bad.
+bool settings(const ServeOptions& options, EngineConfig* engine, history::HistoryConfig* history) {
+  if (Status s = served_settings(options, engine, history); !s.ok()) {
+    std::fprintf(stderr, "paygate: %s\n", s.message().c_str());
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 int projection_rebuild(const ServeOptions& options, const std::filesystem::path& store_file,
                        const std::string& mariadb_database) {
   EngineConfig engine;
   history::HistoryConfig history;
-  if (Status s = served_settings(options, &engine, &history); !s.ok()) {
-    std::fprintf(stderr, "paygate: %s\n", s.message().c_str());
-    return 1;
-  }
+  if (!settings(options, &engine, &history)) return 1;
   std::error_code ec;
   // The group count is not in the journals: a directory of a group past --groups says
   // the server runs more (their transfers between groups would replay as refused).
@@ -151,10 +157,7 @@ int projection_digest(const ServeOptions& options, const std::filesystem::path& 
                       const std::string& mariadb_database) {
   EngineConfig engine;
   history::HistoryConfig history;
-  if (Status s = served_settings(options, &engine, &history); !s.ok()) {
-    std::fprintf(stderr, "paygate: %s\n", s.message().c_str());
-    return 1;
-  }
+  if (!settings(options, &engine, &history)) return 1;
   if (mariadb_database.empty() && !std::filesystem::exists(store_file)) {
     std::fprintf(stderr, "paygate: no store at %s\n", store_file.c_str());
     return 1;

@@ -259,9 +259,11 @@ Status OrderCache::paused() const {
 }
 
 std::string OrderCache::new_token() {
-  // Random: another gateway's (same pid in its container) never matches it.
+  // Random: another gateway's (same pid in its container) never matches it. Never
+  // waits for the kernel's pool (early at boot): this process's clock and count then,
+  // unique within it.
   u64 bits[2] = {};
-  if (::getrandom(bits, sizeof bits, 0) != static_cast<ssize_t>(sizeof bits)) {
+  if (::getrandom(bits, sizeof bits, GRND_NONBLOCK) != static_cast<ssize_t>(sizeof bits)) {
     bits[0] = steady_ns();
     bits[1] = tokens_.fetch_add(1, std::memory_order_relaxed) + 1;
   }
