@@ -345,7 +345,8 @@ TEST(HistorySettings, ABadStoreOrDatabaseNameStopsTheServerAtStart) {
 }
 
 // A MariaDB server that cannot be reached at start: the start tries again for
-// open_retry_s, then serves without history (the ledger never waits for it), and says
+// open_retry_s (3 s: far longer than a refused connect takes, so a retry is certain),
+// then serves without history (the ledger never waits for it), and says
 // so in its log.
 TEST(HistorySettings, AMariaDbStoreThatCannotBeReachedLeavesTheLedgerServing) {
   TempDir dir;
@@ -353,7 +354,7 @@ TEST(HistorySettings, AMariaDbStoreThatCannotBeReachedLeavesTheLedgerServing) {
   // Port 9 of the loopback: nothing listens there (a refused connect, at once).
   ASSERT_TRUE(server.start(dir.path() / "data",
                            test_config("[history]\nstore = \"mariadb\"\nmariadb_port = 9\n"
-                                       "open_retry_s = 1\n")))
+                                       "open_retry_s = 3\n")))
       << server.log();
   EXPECT_NE(server.log().find("event=history_failed"), std::string::npos) << server.log();
   EXPECT_NE(server.log().find("event=history_open_retry"), std::string::npos) << server.log();

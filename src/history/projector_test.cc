@@ -110,6 +110,17 @@ class ProjectorTest : public paygate::testing::GroupTest,
     return all.ok() ? all.value() : std::vector<LedgerEvent>{};
   }
 
+  // A group's journal of workload() over two accounts, the group stopped: its events,
+  // and its last durable sequence.
+  std::pair<std::vector<LedgerEvent>, u64> journal_of_a_workload(const GroupConfig& c) {
+    auto group = open(c);
+    const AccountId bank = open_account(*group, AccountKind::system);
+    std::vector<AccountId> accounts{open_account(*group), open_account(*group)};
+    workload(*group, bank, accounts, 10);
+    std::pair<std::vector<LedgerEvent>, u64> out{group_events(*group), group->durable_sequence()};
+    group->stop();
+    return out;
+  }
   // `store` has the very rows of a store rebuilt from the journal up to `durable` in
   // one go (in SQLite: so MariaDB's are held to SQLite's, when the test's is there).
   void expect_rows_of_a_rebuild(const GroupConfig& c, u64 durable, Store& store) {
@@ -207,13 +218,7 @@ TEST_P(ProjectorTest, EveryEventOnceWithAnnotationsAndRunningBalances) {
 TEST_P(ProjectorTest, ConnectionsDroppedWhileItProjectsLoseAndDoubleNothing) {
   if (GetParam() != sql::Dialect::mariadb) GTEST_SKIP() << "a server's connections: MariaDB's";
   const GroupConfig c = group_config();
-  auto group = open(c);
-  const AccountId bank = open_account(*group, AccountKind::system);
-  std::vector<AccountId> accounts{open_account(*group), open_account(*group)};
-  workload(*group, bank, accounts, 10);
-  const std::vector<LedgerEvent> events = group_events(*group);
-  const u64 durable = group->durable_sequence();
-  group->stop();
+  const auto [events, durable] = journal_of_a_workload(c);
 
   auto store = open_store();
   auto opened = Projector::open(projector_config(c), *store);
@@ -238,13 +243,7 @@ TEST_P(ProjectorTest, ConnectionsDroppedWhileItProjectsLoseAndDoubleNothing) {
 // was known), the projector writes each event exactly once.
 TEST_P(ProjectorTest, ExactlyOnceWhereverItStops) {
   const GroupConfig c = group_config();
-  auto group = open(c);
-  const AccountId bank = open_account(*group, AccountKind::system);
-  std::vector<AccountId> accounts{open_account(*group), open_account(*group)};
-  workload(*group, bank, accounts, 10);
-  const std::vector<LedgerEvent> events = group_events(*group);
-  const u64 durable = group->durable_sequence();
-  group->stop();
+  const auto [events, durable] = journal_of_a_workload(c);
 
   for (u64 limit = 1; limit <= durable + 3; limit += 4) {
     auto store = open_store();

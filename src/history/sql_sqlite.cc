@@ -1,4 +1,5 @@
-// sql::Connection over SQLite (history/sql.h).
+// sql::Connection over SQLite (history/sql.h): the statements are sqlite::Statement's
+// (history/sqlite_db.h, which the webhook store uses as they are).
 #include <sqlite3.h>
 
 #include "history/sql.h"
@@ -9,46 +10,28 @@ namespace {
 
 class SqliteStatement final : public StatementImpl {
  public:
-  SqliteStatement(sqlite3* db, std::string_view sql) {
-    rc_ = sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &stmt_, nullptr);
-  }
-  ~SqliteStatement() override { sqlite3_finalize(stmt_); }
-  bool ok() const override { return rc_ == SQLITE_OK; }
-  void bind(int at, i64 value) override { sqlite3_bind_int64(stmt_, at, value); }
+  SqliteStatement(sqlite3* db, std::string_view sql) : statement_(db, std::string(sql).c_str()) {}
+  bool ok() const override { return statement_.ok(); }
+  void bind(int at, i64 value) override { statement_.bind(at, value); }
   void bind_text(int at, std::string_view text) override {
     // (A view of nothing is an empty text, as MariaDB's X'' is, not NULL.)
-    sqlite3_bind_text(stmt_, at, text.data() != nullptr ? text.data() : "",
-                      static_cast<int>(text.size()), SQLITE_TRANSIENT);
+    statement_.bind_text(at, text.data() != nullptr ? text : std::string_view(""));
   }
   void bind_blob(int at, std::string_view bytes) override {
-    sqlite3_bind_blob(stmt_, at, bytes.data(), static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
+    statement_.bind_blob(at, bytes.data() != nullptr ? bytes.data() : "", bytes.size());
   }
-  void bind_null(int at) override { sqlite3_bind_null(stmt_, at); }
+  void bind_null(int at) override { statement_.bind_null(at); }
   int step() override {
-    const int rc = sqlite3_step(stmt_);
+    const int rc = statement_.step();
     return rc == SQLITE_ROW ? kRow : rc == SQLITE_DONE ? kDone : kError;
   }
-  bool run() override {
-    const int rc = sqlite3_step(stmt_);
-    reset();
-    return rc == SQLITE_DONE;
-  }
-  void reset() override {
-    sqlite3_reset(stmt_);
-    sqlite3_clear_bindings(stmt_);
-  }
-  i64 integer(int column) const override { return sqlite3_column_int64(stmt_, column); }
-  std::string_view bytes(int column) const override {
-    const void* p = sqlite3_column_type(stmt_, column) == SQLITE_TEXT
-                        ? static_cast<const void*>(sqlite3_column_text(stmt_, column))
-                        : sqlite3_column_blob(stmt_, column);
-    return p == nullptr
-               ? std::string_view()
-               : std::string_view(static_cast<const char*>(p),
-                                  static_cast<std::size_t>(sqlite3_column_bytes(stmt_, column)));
-  }
+  bool run() override { return statement_.run(); }
+  void reset() override { statement_.reset(); }
+  i64 integer(int column) const override { return statement_.integer(column); }
+  // (SQLite hands a text's bytes as a blob's, unconverted.)
+  std::string_view bytes(int column) const override { return statement_.blob(column); }
   Type type(int column) const override {
-    switch (sqlite3_column_type(stmt_, column)) {
+    switch (statement_.type(column)) {
       case SQLITE_NULL:
         return Type::null;
       case SQLITE_INTEGER:
@@ -57,11 +40,10 @@ class SqliteStatement final : public StatementImpl {
         return Type::bytes;
     }
   }
-  int columns() const override { return sqlite3_column_count(stmt_); }
+  int columns() const override { return statement_.columns(); }
 
  private:
-  sqlite3_stmt* stmt_ = nullptr;
-  int rc_ = SQLITE_ERROR;
+  sqlite::Statement statement_;
 };
 
 class SqliteConnection final : public Connection {
