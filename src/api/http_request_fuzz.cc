@@ -46,6 +46,10 @@ void check_page_query(std::string_view target) {
     require(!q.group || (route == PageRoute::events && *q.group <= kGroupMax));
     if (q.cursor) require(parse_cursor(cursor_text(*q.cursor)) == q.cursor);
   }
+  std::optional<u64> min_sequence;
+  if (parse_read_query(target, &min_sequence).ok()) {
+    require(!min_sequence || *min_sequence <= (~u64{0} >> 1));
+  }
 }
 
 void decode(std::string_view target, std::string_view body) {

@@ -786,6 +786,64 @@ TEST_P(OrderListServerTest, OrdersAreListedFromTheHistoryStore) {
             (std::vector<std::string>{ids[4], ids[3], ids[2], ids[1], ids[0]}));
 }
 
+// An order and a transfer the group holds are read with what their requests said, at
+// once (the read waits, bounded, for the store to have the texts: read your writes),
+// and ?min_sequence= makes any read wait for a sequence the client saw.
+TEST_P(OrderListServerTest, ReadsShowWhatTheRequestSaidAtOnce) {
+  const HttpResponse made =
+      create("said-1", 40,
+             R"(,"description":"A lamp","metadata":{"sku":"LAMP"},)"
+             R"("ipn_url":"https://shop.example/ipn","callback_url":"https://shop.example/back")");
+  ASSERT_EQ(made.status, 201u) << made.body;
+  const std::string id = text_field(made.body, "/id");
+  const HttpResponse read = merchant_request(shop_, "GET", "/v1/orders/" + id);
+  ASSERT_EQ(read.status, 200u) << read.body;
+  EXPECT_EQ(text_field(read.body, "/merchant_ref"), "said-1");
+  EXPECT_EQ(text_field(read.body, "/description"), "A lamp");
+  EXPECT_EQ(text_field(read.body, "/metadata/sku"), "LAMP");
+  EXPECT_EQ(text_field(read.body, "/ipn_url"), "https://shop.example/ipn");
+  EXPECT_EQ(text_field(read.body, "/callback_url"), "https://shop.example/back");
+  EXPECT_EQ(text_field(read.body, "/signature"), text_field(made.body, "/signature"));
+  const HttpResponse funded =
+      admin_post("/v1/transfers", R"({"debit_account":")" + system_account() +
+                                      R"(","credit_account":")" + wallet_ +
+                                      R"(","amount":3,"currency":"USD","reference":"r-9",)"
+                                      R"("metadata":{"k":"v"}})");
+  ASSERT_EQ(funded.status, 201u) << funded.body;
+  const std::string transfer = text_field(funded.body, "/id");
+  const HttpResponse seen = admin_get("/v1/transfers/" + transfer);
+  ASSERT_EQ(seen.status, 200u) << seen.body;
+  EXPECT_EQ(text_field(seen.body, "/reference"), "r-9");
+  EXPECT_EQ(text_field(seen.body, "/metadata/k"), "v");
+
+  // ?min_sequence=: a sequence seen before is reached; the read answers as without it.
+  const std::string group =
+      std::to_string(number_field(admin_get("/v1/merchants/" + shop_.id).body, "/group"));
+  const std::string durable = std::to_string(
+      static_cast<u64>(metric(R"(paygate_group_durable_sequence{group=")" + group + R"("})")));
+  for (const std::string& target :
+       {"/v1/orders/" + id, "/v1/accounts/" + shop_account_ + "/entries",
+        std::string("/v1/events")}) {
+    const HttpResponse r = merchant_request(shop_, "GET", target + "?min_sequence=" + durable);
+    EXPECT_EQ(r.status, 200u) << target << ": " << r.body;
+  }
+  EXPECT_EQ(admin_get("/v1/transfers/" + transfer + "?min_sequence=" + durable).status, 200u);
+  // Malformed, repeated or unknown parameters are refused.
+  for (const char* query :
+       {"min_sequence=x", "min_sequence=1&min_sequence=2", "other=1", "min_sequence=-1"}) {
+    EXPECT_EQ(error_code(merchant_request(shop_, "GET", "/v1/orders/" + id + "?" + query)),
+              "invalid_field")
+        << query;
+    EXPECT_EQ(error_code(admin_get("/v1/transfers/" + transfer + "?" + query)), "invalid_field")
+        << query;
+  }
+  // After a kill -9, the texts are the store's as before.
+  restart(SIGKILL);
+  EXPECT_EQ(text_field(merchant_request(shop_, "GET", "/v1/orders/" + id).body, "/merchant_ref"),
+            "said-1");
+  EXPECT_EQ(text_field(admin_get("/v1/transfers/" + transfer).body, "/reference"), "r-9");
+}
+
 // A checkout that makes the order final answers where the merchant asked the payer be
 // sent: its callback_url with order_id, status and t, signed with the merchant's secret.
 TEST_F(OrderServerTest, AFinalCheckoutAnswersTheRedirectToTheMerchant) {
@@ -837,6 +895,45 @@ TEST_F(ShortReadWaitServerTest, ASequenceTheStoreDoesNotReachIsHistoryBehind) {
   EXPECT_EQ(error_code(behind), "history_behind");
   // Without it, the list answers.
   EXPECT_EQ(merchant_request(shop_, "GET", "/v1/orders").status, 200u);
+  // So does every other read that asks for one.
+  const std::string id = text_field(create("late-2", 5).body, "/id");
+  const std::string funding =
+      text_field(admin_post("/v1/transfers", R"({"debit_account":")" + system_account() +
+                                                 R"(","credit_account":")" + wallet_ +
+                                                 R"(","amount":3,"currency":"USD"})")
+                     .body,
+                 "/id");
+  for (const std::string& target :
+       {"/v1/orders/" + id, "/v1/transfers/" + funding, "/v1/accounts/" + wallet_ + "/entries",
+        std::string("/v1/events")}) {
+    const HttpResponse r = admin_get(target + "?min_sequence=1000000000");
+    EXPECT_EQ(r.status, 503u) << target << ": " << r.body;
+    EXPECT_EQ(error_code(r), "history_behind") << target;
+    EXPECT_EQ(admin_get(target).status, 200u) << target;
+  }
+}
+
+class NoHistoryServerTest : public OrderServerTest {
+ protected:
+  void SetUp() override {
+    config_ = "[history]\nenabled = false\n";
+    OrderServerTest::SetUp();
+  }
+};
+
+// Without the store, a read is the group's memory: a sequence it made durable is
+// reached at once, one it has not is 503; an order is answered without its texts.
+TEST_F(NoHistoryServerTest, MinSequenceIsTheGroupsOwn) {
+  const HttpResponse made = create("memory-1", 5, R"(,"description":"kept nowhere")");
+  ASSERT_EQ(made.status, 201u) << made.body;
+  const std::string id = text_field(made.body, "/id");
+  const HttpResponse read = merchant_request(shop_, "GET", "/v1/orders/" + id + "?min_sequence=1");
+  ASSERT_EQ(read.status, 200u) << read.body;
+  EXPECT_EQ(text_field(read.body, "/merchant_ref"), "<missing>");
+  const HttpResponse ahead =
+      merchant_request(shop_, "GET", "/v1/orders/" + id + "?min_sequence=1000000000");
+  EXPECT_EQ(ahead.status, 503u) << ahead.body;
+  EXPECT_EQ(error_code(ahead), "history_behind");
 }
 
 class ArchivingServerTest : public OrderServerTest, public StoreParam {

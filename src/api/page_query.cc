@@ -98,6 +98,18 @@ std::string cursor_text(const Cursor& cursor) {
   return fmt::format("{}.{}.{}", cursor.group, cursor.key.sequence, cursor.key.index);
 }
 
+namespace {
+
+// min_sequence=: once, a sequence number (docs/API.md, "Freshness").
+Problem parse_min_sequence(std::string_view name, std::string_view value, std::optional<u64>* out) {
+  if (out->has_value()) return refusal(name, ResultCode::invalid_field, "is given twice");
+  *out = decimal<u64>(value, ~u64{0} >> 1);
+  if (!*out) return refusal(name, ResultCode::invalid_field, "must be a sequence number");
+  return {};
+}
+
+}  // namespace
+
 Problem parse_page_query(std::string_view target, PageRoute route, PageQuery* out) {
   *out = PageQuery{};
   const std::string_view cursor_name = route == PageRoute::events ? "after" : "cursor";
@@ -118,10 +130,20 @@ Problem parse_page_query(std::string_view target, PageRoute route, PageQuery* ou
       if (out->group) return refuse(ResultCode::invalid_field, "is given twice");
       out->group = decimal<u32>(value, kGroupMax);
       if (!out->group) return refuse(ResultCode::invalid_field, "must be a group number");
+    } else if (name == "min_sequence") {
+      return parse_min_sequence(name, value, &out->min_sequence);
     } else {
       return refuse(ResultCode::invalid_field, "is not known here");
     }
     return Problem{};
+  });
+}
+
+Problem parse_read_query(std::string_view target, std::optional<u64>* min_sequence) {
+  *min_sequence = std::nullopt;
+  return for_each_parameter(target, [&](std::string_view name, std::string_view value) {
+    if (name == "min_sequence") return parse_min_sequence(name, value, min_sequence);
+    return refusal(name, ResultCode::invalid_field, "is not known here");
   });
 }
 
@@ -175,9 +197,7 @@ Problem parse_order_list_query(std::string_view target, OrderListQuery* out) {
       }
       out->attention = value == "true";
     } else if (name == "min_sequence") {
-      if (Problem p = once(out->min_sequence); !p.ok()) return p;
-      out->min_sequence = decimal<u64>(value, ~u64{0} >> 1);
-      if (!out->min_sequence) return refuse(ResultCode::invalid_field, "must be a sequence number");
+      return parse_min_sequence(name, value, &out->min_sequence);
     } else {
       return refuse(ResultCode::invalid_field, "is not known here");
     }

@@ -1,6 +1,6 @@
 // The query strings of the paged reads (docs/API.md, events and statements):
-//   GET /v1/events?group=<n>&after=<cursor>&limit=<n>
-//   GET /v1/accounts/{id}/entries?cursor=<cursor>&limit=<n>
+//   GET /v1/events?group=<n>&after=<cursor>&limit=<n>&min_sequence=<n>
+//   GET /v1/accounts/{id}/entries?cursor=<cursor>&limit=<n>&min_sequence=<n>
 // A cursor is "<group>.<sequence>.<index>" in decimal: where an event sits in its
 // group's stream (pipeline/event_log.h). Clients treat it as opaque.
 //
@@ -33,6 +33,7 @@ struct PageQuery {
   u32 limit = kPageDefault;
   std::optional<u32> group;  // events only
   std::optional<Cursor> cursor;
+  std::optional<u64> min_sequence;  // wait for the history store to reach it (bounded)
 };
 
 enum class PageRoute : u8 {
@@ -42,6 +43,10 @@ enum class PageRoute : u8 {
 
 // Parses the query part of `target` (everything after '?'; none is fine).
 Problem parse_page_query(std::string_view target, PageRoute route, PageQuery* out);
+
+// GET /v1/transfers/{id}?min_sequence=<n> and GET /v1/orders/{id}?min_sequence=<n>:
+// the one parameter a read of one object takes (any other is refused).
+Problem parse_read_query(std::string_view target, std::optional<u64>* min_sequence);
 
 // GET /v1/orders?status=&created_from=&created_to=&merchant_ref=&merchant=&limit=&cursor=
 //               &min_sequence= (docs/API.md, "Orders"). Times are Unix seconds;

@@ -27,6 +27,30 @@ TEST(PageQuery, ReadsEveryParameterOfEachRoute) {
                   .ok());
   EXPECT_EQ(q.limit, 1u);
   EXPECT_EQ(q.cursor, (Cursor{0, EventKey{~u64{0}, 7}}));
+  EXPECT_EQ(q.min_sequence, std::nullopt);
+  for (const PageRoute route : {PageRoute::events, PageRoute::entries}) {
+    ASSERT_TRUE(parse_page_query("/v1/x?min_sequence=42", route, &q).ok());
+    EXPECT_EQ(q.min_sequence, 42u);
+  }
+}
+
+// GET of one object: min_sequence and nothing else.
+TEST(ReadQuery, TakesMinSequenceOnly) {
+  std::optional<u64> min_sequence = 7;
+  ASSERT_TRUE(parse_read_query("/v1/orders/ord_1", &min_sequence).ok());
+  EXPECT_EQ(min_sequence, std::nullopt);
+  ASSERT_TRUE(parse_read_query("/v1/orders/ord_1?min_sequence=9223372036854775807", &min_sequence)
+                  .ok());
+  EXPECT_EQ(min_sequence, 9223372036854775807u);
+  for (const char* target :
+       {"/v1/transfers/t?min_sequence=", "/v1/transfers/t?min_sequence=x",
+        "/v1/transfers/t?min_sequence=-1", "/v1/transfers/t?min_sequence=9223372036854775808",
+        "/v1/transfers/t?min_sequence=1&min_sequence=1", "/v1/transfers/t?limit=1",
+        "/v1/transfers/t?min_sequence"}) {
+    const Problem problem = parse_read_query(target, &min_sequence);
+    EXPECT_EQ(problem.code, ResultCode::invalid_field) << target;
+    EXPECT_FALSE(problem.message.empty()) << target;
+  }
 }
 
 TEST(PageQuery, CursorsRoundTrip) {
@@ -64,6 +88,8 @@ TEST(PageQuery, RefusesWhatItDoesNotUnderstand) {
       {"/v1/events?Limit=5", PageRoute::events, ResultCode::invalid_field},
       {"/v1/accounts/x/entries?after=1.2.3", PageRoute::entries, ResultCode::invalid_field},
       {"/v1/accounts/x/entries?group=1", PageRoute::entries, ResultCode::invalid_field},
+      {"/v1/events?min_sequence=1&min_sequence=2", PageRoute::events, ResultCode::invalid_field},
+      {"/v1/accounts/x/entries?min_sequence=a", PageRoute::entries, ResultCode::invalid_field},
   };
   for (const Case& c : cases) {
     PageQuery q;

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <utility>
 
 #include "api/crypto.h"
 #include "api/http_status.h"
@@ -221,6 +222,8 @@ bool Service::begin(const HttpRequestView& request, Exchange& ex) {
   ex.carrying_ = false;
   ex.between_groups_ = false;  // (the exchange is reused, request after request)
   ex.redirect_waited_ = false;
+  ex.rerun_step_ = false;
+  ex.history_wait_until_ns_ = 0;
   ex.group_ = nullptr;
   ex.batch_running_ = false;
   return dispatch(ex);
@@ -472,7 +475,7 @@ bool Service::resume(Exchange& ex) {
     ex.carry_.on_done(ex.outcome_);
     if (const std::optional<bool> answered = carry_step(ex)) return *answered;
   }
-  ++ex.step_;
+  if (!std::exchange(ex.rerun_step_, false)) ++ex.step_;
   return step(ex);
 }
 

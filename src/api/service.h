@@ -132,6 +132,11 @@ class Exchange final : public Completion {
   // A read of the history store waits for these sequences (by group) until then.
   std::vector<u64> history_wanted_;
   u64 history_wait_until_ns_ = 0;
+  // ?min_sequence= of a read of one object (GET /v1/transfers/{id}, /v1/orders/{id}).
+  std::optional<u64> min_sequence_;
+  // The next resumption runs the same step again (it waited for the history store
+  // before the step's work; Service::await_min_sequence).
+  bool rerun_step_ = false;
   Order order_;
   Order order_seen_;              // as it was before the step in flight
   bool order_stale_ = false;      // the answer's order is order_seen_ moved on by the step
@@ -259,6 +264,16 @@ class Service {
   static Transfer transfer_of(const history::TransferRow& row);
   std::optional<bool> from_history(Exchange& ex, u32 group, std::optional<EventKey> before,
                                    u32 held, EventPage* page);
+  // ?min_sequence= of a read (docs/API.md, "Freshness"): nothing when the read goes on
+  // (none asked, or group g's history store reflects it); false when the exchange waits
+  // for the store (the same step runs again when it has it or the bound passes); true
+  // when it was answered (503: the store did not reach it within the bound).
+  std::optional<bool> await_min_sequence(Exchange& ex, u32 group, std::optional<u64> min_sequence);
+  // For a read of an object the group holds whose request's texts (reference,
+  // merchant_ref, …) the store does not have yet: waits, once and bounded, for the store
+  // to reach what group g has made durable, which holds the object's creation. True
+  // when the exchange waits (it resumes at the next step); false: read on.
+  bool wait_for_texts(Exchange& ex, u32 group);
   Group& key_home(const Exchange& ex) const;
   static bool carries_key(const Exchange& ex, const Request& request);
   u64 request_fingerprint(const Exchange& ex) const;
@@ -297,6 +312,8 @@ class Service {
   bool list_orders(Exchange& ex);
   // An order that has left memory, as the store keeps it; nullopt: the store has none.
   std::optional<bool> order_from_history(Exchange& ex);
+  // An order the group holds (ex.order_), with its request's texts from the store.
+  bool answer_held_order(Exchange& ex);
   // The store's row of an order that left memory, through Redis when it is attached
   // (one loader per key); `pending`: another reader is loading it past [redis] wait_ms.
   Result<std::optional<history::OrderRow>> archived_order_row(history::HistoryWorker& history,

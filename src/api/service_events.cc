@@ -2,6 +2,8 @@
 // (docs/API.md, "Events and statements").
 #include "api/service.h"
 
+#include <fmt/format.h>
+
 #include "api/render.h"
 #include "api/service_internal.h"
 #include "base/log.h"
@@ -47,6 +49,9 @@ bool Service::read_events(Exchange& ex) {
     }
     if (group >= engine().groups()) {
       return fail(ex, ResultCode::invalid_field, "group is beyond the configured groups");
+    }
+    if (const std::optional<bool> waited = await_min_sequence(ex, group, q.min_sequence)) {
+      return *waited;
     }
     ex.group_ = &engine().group(group);
     const u32 scan =
@@ -122,6 +127,9 @@ bool Service::read_entries(Exchange& ex) {
     if (q.cursor && q.cursor->group != group) {
       return fail(ex, ResultCode::invalid_cursor, "the cursor is not from this account's group");
     }
+    if (const std::optional<bool> waited = await_min_sequence(ex, group, q.min_sequence)) {
+      return *waited;
+    }
     ex.events_.resize(q.limit);
     return submit(ex, read_request(ex, RequestKind::read_entries, q.limit, ex.events_.data(),
                                    cursor_key(q.cursor), ex.path_id_));
@@ -188,6 +196,54 @@ std::optional<bool> Service::from_history(Exchange& ex, u32 group, std::optional
   // The whole history: nothing more, and the store's history of the group is whole.
   page->complete = !more && history->first_sequence(group) == 1;
   return true;
+}
+
+std::optional<bool> Service::await_min_sequence(Exchange& ex, u32 group,
+                                                std::optional<u64> min_sequence) {
+  if (!min_sequence || group >= engine().groups()) return std::nullopt;
+  const auto behind = [&](u64 reached) {
+    ex.reply.retry_after_s = 1;
+    return fail(ex, ResultCode::history_behind,
+                fmt::format("group {} is read at sequence {}, not yet {}; retry", group, reached,
+                            *min_sequence));
+  };
+  history::HistoryWorker* history = history_.load(std::memory_order_acquire);
+  if (history == nullptr || group >= history->groups()) {
+    // No store: what is read is the group's memory, which holds all it made durable.
+    const u64 durable = engine().group(group).durable_sequence();
+    if (durable >= *min_sequence) return std::nullopt;
+    return behind(durable);
+  }
+  if (!history->projecting(group)) {
+    return fail(
+        ex, ResultCode::not_durable,
+        fmt::format("the history store does not follow group {} now (logged); retry later", group));
+  }
+  if (history->watermark(group) >= *min_sequence) return std::nullopt;
+  const u64 now = now_ns();
+  if (ex.history_wait_until_ns_ == 0)
+    ex.history_wait_until_ns_ = now + history->config().read_wait_ns;
+  if (now < ex.history_wait_until_ns_) {
+    ex.rerun_step_ = true;  // (before the wait: the worker may resume it at once)
+    ex.last_step_ = true;
+    if (history->wait_async(group, *min_sequence, ex.history_wait_until_ns_ - now, &ex)) {
+      return false;
+    }
+    ex.rerun_step_ = false;
+    if (history->watermark(group) >= *min_sequence) return std::nullopt;  // reached meanwhile
+  }
+  return behind(history->watermark(group));
+}
+
+bool Service::wait_for_texts(Exchange& ex, u32 group) {
+  history::HistoryWorker* history = history_.load(std::memory_order_acquire);
+  if (history == nullptr || group >= history->groups() || !history->projecting(group)) {
+    return false;
+  }
+  const u64 durable = engine().group(group).durable_sequence();
+  if (history->watermark(group) >= durable) return false;  // it has them, or they are none
+  ex.last_step_ = true;  // (before the wait: the worker may resume it at once)
+  return history->wait_async(group, durable, history->config().texts_wait_ns, &ex);
 }
 
 }  // namespace paygate::api

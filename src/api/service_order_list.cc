@@ -140,6 +140,33 @@ bool Service::list_orders(Exchange& ex) {
   return finish(ex, 200);
 }
 
+bool Service::answer_held_order(Exchange& ex) {
+  const Order& o = ex.order_;
+  // What its request said (merchant_ref, description, …) is in the history store.
+  std::optional<history::OrderRow> row;
+  history::HistoryWorker* history = history_.load(std::memory_order_acquire);
+  const u32 group = id_prefix(o.id).group;
+  if (history != nullptr && group < history->groups()) {
+    Result<std::optional<history::OrderRow>> read = history->store().order(o.id);
+    if (!read.ok()) {
+      // The order is the group's: answered, without the texts.
+      PG_LOG_ERROR("event=history_read_failed message=\"{}\"", read.status().message());
+    } else if (read.value()) {
+      row = std::move(read).value();
+    } else if (ex.step_ == 1 && wait_for_texts(ex, group)) {
+      return false;  // not there yet: resumed at step 2
+    }
+  }
+  const OrderCreate said = row ? said_of(*row) : OrderCreate{};
+  const std::optional<u64> provider =
+      o.provider_account.value != 0 ? owners_.owner(o.provider_account.value) : std::nullopt;
+  const std::optional<IpnState> ipn =
+      is_final(o.status) && sees_ipn(ex, o) ? order_ipn(o.id) : std::nullopt;
+  render_order(ex.reply.body, o, order_signature(o), provider.value_or(0), row ? &said : nullptr, 0,
+               {}, ipn ? &*ipn : nullptr);
+  return finish(ex, 200);
+}
+
 std::optional<bool> Service::order_from_history(Exchange& ex) {
   history::HistoryWorker* history = history_.load(std::memory_order_acquire);
   if (history == nullptr) return std::nullopt;

@@ -297,21 +297,27 @@ bool Service::create_order(Exchange& ex) {
 }
 
 bool Service::get_order(Exchange& ex) {
-  if (ex.step_ == 0) return lookup_order(ex, /*last_step=*/true);
-  if (!ex.outcome_.found && ex.outcome_.archived) {
-    if (const std::optional<bool> answered = order_from_history(ex)) return *answered;
+  if (ex.step_ == 0) {
+    if (const Problem problem = parse_read_query(ex.view_.target, &ex.min_sequence_);
+        !problem.ok()) {
+      return fail_problem(ex, problem);
+    }
+    const u32 group = id_prefix(ex.path_id_).group;
+    if (const std::optional<bool> waited = await_min_sequence(ex, group, ex.min_sequence_)) {
+      return *waited;
+    }
+    return lookup_order(ex, /*last_step=*/true);
   }
-  if (!ex.outcome_.found) return fail_order_lookup(ex);
-  if (!visible_order(ex, ex.order_)) return fail(ex, ResultCode::order_not_found, "no such order");
-  const std::optional<u64> provider = ex.order_.provider_account.value != 0
-                                          ? owners_.owner(ex.order_.provider_account.value)
-                                          : std::nullopt;
-  const std::optional<IpnState> ipn = is_final(ex.order_.status) && sees_ipn(ex, ex.order_)
-                                          ? order_ipn(ex.order_.id)
-                                          : std::nullopt;
-  render_order(ex.reply.body, ex.order_, order_signature(ex.order_), provider.value_or(0), nullptr,
-               0, {}, ipn ? &*ipn : nullptr);
-  return finish(ex, 200);
+  if (ex.step_ == 1) {  // the group's answer (step 2: after a wait for the store)
+    if (!ex.outcome_.found && ex.outcome_.archived) {
+      if (const std::optional<bool> answered = order_from_history(ex)) return *answered;
+    }
+    if (!ex.outcome_.found) return fail_order_lookup(ex);
+    if (!visible_order(ex, ex.order_)) {
+      return fail(ex, ResultCode::order_not_found, "no such order");
+    }
+  }
+  return answer_held_order(ex);
 }
 
 bool Service::order_step(Exchange& ex) {

@@ -231,32 +231,47 @@ std::optional<bool> Service::fail_carried(Exchange& ex) {
 }
 
 bool Service::get_transfer(Exchange& ex) {
+  const u32 group = id_prefix(ex.path_id_).group;
   if (ex.step_ == 0) {
+    if (const Problem problem = parse_read_query(ex.view_.target, &ex.min_sequence_);
+        !problem.ok()) {
+      return fail_problem(ex, problem);
+    }
+    if (const std::optional<bool> waited = await_min_sequence(ex, group, ex.min_sequence_)) {
+      return *waited;
+    }
     ex.transfers_.resize(1);
     Request request{.kind = RequestKind::lookup_transfer, .lookup_id = ex.path_id_};
     request.transfer_out = ex.transfers_.data();
     request.completion = &ex;
     return submit(ex, request);
   }
+  // Step 1: the group's answer; step 2: the same transfer, held, after a wait for the
+  // store to have it.
+  const bool held = ex.step_ > 1 || ex.outcome_.found;
   // What its request said is in the history store; so is every transfer the group no
   // longer holds (docs/HISTORY.md).
   std::optional<history::TransferRow> row;
   u64 as_of = 0;
   if (history::HistoryWorker* history = history_.load(std::memory_order_acquire)) {
-    const u32 group = id_prefix(ex.path_id_).group;
     if (group < history->groups()) {
       Result<std::optional<history::TransferRow>> stored =
           history->store().transfer(group, ex.path_id_);
-      if (!stored.ok() && !ex.outcome_.found) {
+      if (!stored.ok() && !held) {
         // Not held, and the store cannot say: unknown, not absent.
         PG_LOG_ERROR("event=history_read_failed message=\"{}\"", stored.status().message());
         return fail(ex, ResultCode::not_durable, "the history store cannot be read now; retry");
       }
       if (stored.ok()) row = std::move(stored).value();
       as_of = history->watermark(group);
+      // Held but not in the store yet: its reference and metadata are on their way
+      // (read your writes). Only a transfer the caller may see is waited for.
+      if (held && stored.ok() && !row && ex.step_ == 1 && visible_transfer(ex, ex.transfers_[0]) &&
+          wait_for_texts(ex, group)) {
+        return false;
+      }
     }
   }
-  const bool held = ex.outcome_.found;
   if (!held && row) ex.transfers_[0] = transfer_of(*row);
   if ((!held && !row) || !visible_transfer(ex, ex.transfers_[0])) {
     return fail(ex, ResultCode::transfer_not_found, "no such transfer");

@@ -136,6 +136,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
   u64 history_poll_ms = s->history.poll_interval_ns / 1'000'000;
   u64 read_wait_ms = s->history.read_wait_ns / 1'000'000;
   u64 redirect_wait_ms = s->history.redirect_wait_ns / 1'000'000;
+  u64 texts_wait_ms = s->history.texts_wait_ns / 1'000'000;
   u64 attention_after_s = s->history.attention_after_ns / kNanosPerSecond;
   u64 history_open_retry_s = s->history.open_retry_ns / kNanosPerSecond;
   std::string history_store = s->history.store.kind == sql::Dialect::sqlite ? "sqlite" : "mariadb";
@@ -256,6 +257,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       {"history", "poll_interval_ms", unsigned_into(&history_poll_ms, 1)},
       {"history", "read_wait_ms", unsigned_into(&read_wait_ms, 0)},
       {"history", "redirect_wait_ms", unsigned_into(&redirect_wait_ms, 0)},
+      {"history", "texts_wait_ms", unsigned_into(&texts_wait_ms, 0)},
       {"history", "attention_after_s", unsigned_into(&attention_after_s, 0)},
       {"history", "batch_events", unsigned_into(&s->history.batch_events, 1)},
       {"history", "retention_segments_max", unsigned_into(&s->history.retention_segments_max, 1)},
@@ -333,6 +335,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
   s->history.poll_interval_ns = history_poll_ms * 1'000'000;
   s->history.read_wait_ns = read_wait_ms * 1'000'000;
   s->history.redirect_wait_ns = redirect_wait_ms * 1'000'000;
+  s->history.texts_wait_ns = texts_wait_ms * 1'000'000;
   s->history.attention_after_ns = attention_after_s * kNanosPerSecond;
   if (history_open_retry_s > 3600) {
     return Status::invalid_config(

@@ -37,6 +37,9 @@ struct HistoryConfig {
   // was asked (or its min_sequence), and a wallet checkout for its callback_url.
   u64 read_wait_ns = 5 * kNanosPerSecond;
   u64 redirect_wait_ns = kNanosPerSecond;
+  // How long a read of an order or transfer the group holds waits for the store to have
+  // its request's texts (merchant_ref, reference, metadata, …).
+  u64 texts_wait_ns = kNanosPerSecond;
   // An order processing longer than this needs attention (GET /v1/orders?attention=true).
   u64 attention_after_ns = 3600 * kNanosPerSecond;
 };
