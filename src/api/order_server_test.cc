@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "api/crypto.h"
+#include "api/id_text.h"
 #include "api/server_fixture.h"
 #include "cache/redis_test_support.h"
 
@@ -976,10 +977,27 @@ TEST_P(ArchivingServerTest, AnOrderThatLeftMemoryIsReadFromTheStore) {
   EXPECT_EQ(error_code(merchant_request(shop_, "POST", "/v1/orders/" + id + "/refunds", "{}")),
             "order_archived");
   EXPECT_EQ(balance(wallet_), 960);
+  // The list has it too (held orders and archived ones, newest first).
+  const HttpResponse listed = merchant_request(shop_, "GET", "/v1/orders?merchant_ref=gone-1");
+  ASSERT_EQ(listed.status, 200u) << listed.body;
+  EXPECT_EQ(text_field(listed.body, "/data/0/id"), id);
+  EXPECT_EQ(text_field(listed.body, "/data/0/status"), "success");
   restart(SIGKILL);
   const HttpResponse again = merchant_request(shop_, "GET", "/v1/orders/" + id);
   EXPECT_EQ(again.status, 200u) << again.body;
   EXPECT_EQ(text_field(again.body, "/merchant_ref"), "gone-1");
+  // In the store, its row moved to the archive (docs/HISTORY.md), once.
+  server_.stop(SIGTERM);
+  {
+    auto store = history::Store::open(store_);
+    ASSERT_TRUE(store.ok()) << store.status().to_string();
+    EXPECT_EQ(store.value()->rows("order_archive").value(), 1u);
+    const std::optional<history::OrderRow> row =
+        store.value()->order(parse_id(IdKind::order, id).value_or(0)).value();
+    ASSERT_TRUE(row.has_value());
+    EXPECT_EQ(row->merchant_ref, "gone-1");
+  }
+  start();
 }
 
 // Orders read through Redis (docs/REDIS.md), against a real redis-server (and the

@@ -90,6 +90,11 @@ class Projector::Sink final : public LedgerEventSink, public OrderObserver {
     p_.batch_.orders.push_back(OrderChange{
         .sequence = at.sequence, .at_ns = at.timestamp_ns, .created = made, .order = order});
   }
+  // A final order leaves memory (as the group's ledger lets it go, at the same command).
+  void order_left(const Order& order, Stamp at) noexcept override {
+    p_.batch_.orders_left.push_back(
+        Batch::OrderLeft{.sequence = at.sequence, .id = order.id, .created_ns = order.created_at_ns});
+  }
   void flushed() noexcept {  // the batch was written
     entries_at_.clear();
     made_at_.clear();
@@ -225,7 +230,8 @@ Result<u64> Projector::catch_up(u64 durable) {
         applied_ = record.next_sequence() - 1;
         next_ = journal::ScanStart{*record.file, record.offset + record.header->length,
                                    record.next_sequence()};
-        if (writing && batch_.events.size() + batch_.annotations.size() + batch_.orders.size() >=
+        if (writing && batch_.events.size() + batch_.annotations.size() + batch_.orders.size() +
+                               batch_.orders_left.size() >=
                            config_.batch_events) {
           if (Status s = flush(); !s.ok()) error = s.message();
           // One transaction per call: the worker publishes the watermark and answers

@@ -492,6 +492,65 @@ TEST_P(ProjectorTest, OrdersEveryChangeWithWhatTheirRequestSaid) {
   EXPECT_FALSE(store->orders({.merchant = 2, .after_order = paid}).value().has_value());
 }
 
+// A final order leaves the group's memory when its retention passes; the projector
+// moves its row to the archive at that very command, and every read finds it there.
+// The same rows in either database, and in a rebuild (expect_rows_of_a_rebuild).
+TEST_P(ProjectorTest, FinalOrdersLeaveForTheArchiveAsTheGroupLetsThemGo) {
+  ManualClock clock(1'700'000'000 * kNanosPerSecond);
+  GroupConfig c = group_config();
+  c.clock = &clock;
+  c.ledger.order_final_retained_ns = 10 * kNanosPerSecond;
+  auto group = open(c);
+  const AccountId merchant = open_account(*group);
+  std::vector<u64> orders;
+  std::vector<Order> final_records;
+  for (u64 ref = 1; ref <= 12; ++ref) {
+    clock.advance(kNanosPerSecond);
+    const CommandResult made =
+        one(*group, Command::make_order_create(merchant, 10 * ref, kUsdCurrency, 600, ref));
+    ASSERT_EQ(made.code, ResultCode::ok);
+    orders.push_back(made.id);
+    if (ref <= 8) {  // eight final (cancelled), four still open
+      ASSERT_EQ(one(*group, Command::make_order(CommandKind::order_cancel, made.id, {}, 0, 0)).code,
+                ResultCode::ok);
+      final_records.push_back(*group->ledger().find_order(made.id));
+    }
+  }
+  // Past the first three's retention (each order a second apart; the first two left as
+  // the last orders were made): they leave.
+  clock.advance(kNanosPerSecond);
+  ASSERT_EQ(one(*group, Command::make_tick()).code, ResultCode::ok);
+  u32 gone = 0;
+  for (u64 i = 0; i < 8; ++i)
+    gone += group->ledger().find_order(orders[i]) == nullptr ? 1 : 0;
+  ASSERT_GT(gone, 0u);
+  ASSERT_LT(gone, 8u);
+  const u64 durable = group->durable_sequence();
+  auto store = open_store();
+  {
+    auto opened = Projector::open(projector_config(c), *store);  // batches of 7: several
+    ASSERT_TRUE(opened.ok()) << opened.status().to_string();
+    ASSERT_TRUE(opened.value()->catch_up_all(durable).ok());
+  }
+  EXPECT_EQ(store->rows("order_archive").value(), gone);
+  EXPECT_EQ(store->rows("orders").value(), 12u - gone);
+  for (u64 i = 0; i < orders.size(); ++i) {
+    const std::optional<OrderRow> row = store->order(orders[i]).value();
+    ASSERT_TRUE(row.has_value()) << i;
+    const Order* held = group->ledger().find_order(orders[i]);
+    const Order& expected = held != nullptr ? *held : final_records[i];
+    EXPECT_EQ(std::memcmp(&row->order, &expected, sizeof(Order)), 0) << i;
+  }
+  std::vector<u64> listed;
+  const std::optional<std::vector<OrderRow>> page = store->orders({.limit = 100}).value();
+  ASSERT_TRUE(page.has_value());
+  for (const OrderRow& row : *page)
+    listed.push_back(row.order.id);
+  EXPECT_EQ(listed, std::vector<u64>(orders.rbegin(), orders.rend()));
+  group->stop();
+  expect_rows_of_a_rebuild(c, durable, *store);
+}
+
 // One command may change an order twice: orders due time out before it runs (at its
 // sequence), then it changes one of them again (a late result). Each change is a row.
 TEST_P(ProjectorTest, OneCommandMayChangeAnOrderTwice) {

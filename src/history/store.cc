@@ -88,6 +88,23 @@ ALTER TABLE order_changes ADD COLUMN grp INTEGER NOT NULL DEFAULT 0;
 UPDATE order_changes SET grp = (SELECT o.grp FROM orders o WHERE o.id = order_changes.id);
 CREATE INDEX order_changes_by_group ON order_changes(grp, sequence, n);
 )sql",
+    // 6: the archive of final orders that left the group's memory (the seeds' cold
+    // store): their rows move there from `orders`, by the month they were created in
+    // (MariaDB partitions it by that month). Orders that left memory before this
+    // version stay in `orders`.
+    R"sql(
+CREATE TABLE order_archive(
+  month INTEGER NOT NULL, id INTEGER NOT NULL, grp INTEGER NOT NULL,
+  merchant INTEGER NOT NULL, status INTEGER NOT NULL, created_ns INTEGER NOT NULL,
+  created_sequence INTEGER NOT NULL, updated_sequence INTEGER NOT NULL,
+  merchant_ref TEXT, state_format INTEGER NOT NULL, state BLOB NOT NULL,
+  archived_sequence INTEGER NOT NULL,
+  PRIMARY KEY (id, month)) WITHOUT ROWID;
+CREATE INDEX order_archive_by_merchant ON order_archive(merchant, created_ns, id);
+CREATE INDEX order_archive_by_merchant_status ON order_archive(merchant, status, created_ns, id);
+CREATE INDEX order_archive_by_created ON order_archive(created_ns, id);
+CREATE INDEX order_archive_by_ref ON order_archive(merchant_ref);
+)sql",
 };
 static_assert(std::size(kSqliteMigrations) == kSchemaVersion);
 
@@ -95,9 +112,9 @@ static_assert(std::size(kSqliteMigrations) == kSchemaVersion);
 // where SQLite's migrations left it, for digest() to compare the two); each statement
 // its own (MariaDB commits DDL as it goes: a crash in the middle of the first leaves
 // tables that the next start's CREATE TABLE IF NOT EXISTS passes over).
-// (A version 6 needs its MariaDB migration written beside SQLite's, rerunnable as
-// this one is: no transaction holds MariaDB's DDL.)
-static_assert(kSchemaVersion == 5, "write MariaDB's migration to the new version");
+// (Each later version has its MariaDB migration beside SQLite's, rerunnable as this
+// one is: no transaction holds MariaDB's DDL.)
+static_assert(kSchemaVersion == 6, "write MariaDB's migration to the new version");
 constexpr const char* kMariaDbSchema5[] = {
     "CREATE TABLE IF NOT EXISTS watermarks(grp BIGINT PRIMARY KEY, "
     "first_sequence BIGINT NOT NULL, sequence BIGINT NOT NULL) ENGINE=InnoDB",
@@ -137,6 +154,21 @@ constexpr const char* kMariaDbSchema5[] = {
     "order_id BIGINT NOT NULL, merchant BIGINT NOT NULL, type VARBINARY(64) NOT NULL, "
     "at_ns BIGINT NOT NULL, state BLOB NOT NULL, UNIQUE KEY (grp, sequence, n)) ENGINE=InnoDB",
 };
+// 6: SQLite's, partitioned by month (yyyymm) by range: each month's partition is
+// made when the first order of that month is archived (Store::partition_archive);
+// p_future holds whatever comes before it is made, so that no write waits on one.
+constexpr const char* kMariaDbSchema6[] = {
+    "CREATE TABLE IF NOT EXISTS order_archive(month BIGINT NOT NULL, id BIGINT NOT NULL, "
+    "grp BIGINT NOT NULL, merchant BIGINT NOT NULL, status BIGINT NOT NULL, "
+    "created_ns BIGINT NOT NULL, created_sequence BIGINT NOT NULL, "
+    "updated_sequence BIGINT NOT NULL, merchant_ref VARBINARY(256), "
+    "state_format BIGINT NOT NULL, state BLOB NOT NULL, archived_sequence BIGINT NOT NULL, "
+    "PRIMARY KEY (id, month), "
+    "KEY order_archive_by_merchant (merchant, created_ns, id), "
+    "KEY order_archive_by_merchant_status (merchant, status, created_ns, id), "
+    "KEY order_archive_by_created (created_ns, id), KEY order_archive_by_ref (merchant_ref)) "
+    "ENGINE=InnoDB PARTITION BY RANGE (month) (PARTITION p_future VALUES LESS THAN MAXVALUE)",
+};
 
 // Applies the migrations from the store's version up to kSchemaVersion, each with its
 // record (SQLite: in one transaction; MariaDB: its DDL commits as it goes, and only
@@ -172,6 +204,9 @@ Status migrate(sql::Connection& db, const std::string& label, int* version) {
       applied = db.exec(kSqliteMigrations[next - 1]);
     } else if (next == 5) {
       for (const char* statement : kMariaDbSchema5)
+        applied = applied && db.exec(statement);
+    } else if (next == 6) {
+      for (const char* statement : kMariaDbSchema6)
         applied = applied && db.exec(statement);
     }  // (MariaDB: versions before 5 are no store's)
     if (applied) {
@@ -250,6 +285,54 @@ const char* status_after(LedgerEventKind kind) noexcept {
 }
 
 }  // namespace
+
+u32 archive_month(u64 created_ns) noexcept {
+  using namespace std::chrono;
+  const year_month_day day{floor<days>(sys_time<nanoseconds>(nanoseconds(created_ns)))};
+  return static_cast<u32>(static_cast<int>(day.year()) * 100 +
+                          static_cast<int>(static_cast<unsigned>(day.month())));
+}
+
+u32 next_month(u32 month) noexcept {
+  return month % 100 == 12 ? (month / 100 + 1) * 100 + 1 : month + 1;
+}
+
+Status Store::partition_archive(const Batch& batch) {
+  if (db_->dialect() != sql::Dialect::mariadb || batch.orders_left.empty()) {
+    return Status::success();
+  }
+  u32 oldest = ~u32{0}, newest = 0;
+  for (const Batch::OrderLeft& left : batch.orders_left) {
+    oldest = std::min(oldest, archive_month(left.created_ns));
+    newest = std::max(newest, archive_month(left.created_ns));
+  }
+  if (archive_bound_ == 0) {
+    // The partitions made so far (by this writer or one before it).
+    Statement bound(db_,
+                    "SELECT COALESCE(MAX(CAST(PARTITION_DESCRIPTION AS UNSIGNED)), 0) FROM "
+                    "information_schema.PARTITIONS WHERE TABLE_SCHEMA = DATABASE() AND "
+                    "TABLE_NAME = 'order_archive' AND PARTITION_DESCRIPTION <> 'MAXVALUE'");
+    if (!bound.ok() || bound.step() != sql::kRow) return failed("read order_archive's partitions");
+    archive_bound_ = static_cast<u32>(bound.integer(0));
+  }
+  if (newest < archive_bound_) return Status::success();
+  // The months from the last partition (or the batch's oldest: a first partition holds
+  // every month up to its own) to the newest, at most ten years at once (older ones
+  // then share the first).
+  u32 month = archive_bound_ != 0 ? archive_bound_ : oldest;
+  month = std::max(month, newest - 1000);  // (yyyymm: ten years back)
+  std::string sql = "ALTER TABLE order_archive REORGANIZE PARTITION p_future INTO (";
+  for (; month <= newest; month = next_month(month)) {
+    sql += fmt::format("PARTITION p{} VALUES LESS THAN ({}), ", month, next_month(month));
+  }
+  sql += "PARTITION p_future VALUES LESS THAN MAXVALUE)";
+  if (!db_->exec(sql)) {
+    archive_bound_ = 0;  // read again next time (another writer may have made some)
+    return failed("make order_archive's partitions");
+  }
+  archive_bound_ = next_month(newest);
+  return Status::success();
+}
 
 std::string StoreConfig::describe() const {
   if (kind == sql::Dialect::sqlite) return file.string();
@@ -333,6 +416,7 @@ Status Store::write(const Batch& batch) {
   PG_ASSERT(db_ != nullptr);  // not a reader's (open_reader)
   std::lock_guard lock(mutex_);
   PG_ASSERT(batch.watermark >= batch.after);
+  if (Status s = partition_archive(batch); !s.ok()) return s;
   if (!db_->begin_writing()) return failed("begin");
   const bool sqlite = db_->dialect() == sql::Dialect::sqlite;
   const auto abandon = [&](const std::string& what) {
@@ -610,6 +694,26 @@ Status Store::write(const Batch& batch) {
                              .run();
     if (!written) return abandon(fmt::format("write withdrawal event {:x}", h.transfer));
   }
+  // Orders that left memory: their rows (which this transaction's changes left as they
+  // are for good) move to the archive.
+  if (!batch.orders_left.empty()) {
+    Statement archive(
+        db_,
+        "INSERT INTO order_archive(month, id, grp, merchant, status, created_ns, "
+        "created_sequence, updated_sequence, merchant_ref, state_format, state, "
+        "archived_sequence) SELECT ?1, id, grp, merchant, status, created_ns, created_sequence, "
+        "updated_sequence, merchant_ref, state_format, state, ?2 FROM orders WHERE id = ?3");
+    Statement unheld(db_, "DELETE FROM orders WHERE id = ?");
+    if (!archive.ok() || !unheld.ok()) return abandon("prepare the archive");
+    for (const Batch::OrderLeft& left : batch.orders_left) {
+      const bool moved = archive.bind(1, archive_month(left.created_ns))
+                             .bind(2, signed_of(left.sequence))
+                             .bind(3, signed_of(left.id))
+                             .run() &&
+                         unheld.bind(1, signed_of(left.id)).run();
+      if (!moved) return abandon(fmt::format("archive order {:x}", left.id));
+    }
+  }
   if (!mark.bind(1, batch.group)
            .bind(2, signed_of(batch.after + 1))
            .bind(3, signed_of(batch.watermark))
@@ -800,6 +904,15 @@ namespace {
 
 constexpr const char* kOrderColumns =
     "id, grp, created_sequence, updated_sequence, merchant_ref, state, state_format";
+// The same of an order joined as `o` (orders) and `a` (order_archive), from the one
+// that has its row (never both: the row moves to the archive when the order leaves
+// the group's memory, and changes no more).
+constexpr const char* kEitherOrderColumns =
+    "COALESCE(o.id, a.id), COALESCE(o.grp, a.grp), "
+    "COALESCE(o.created_sequence, a.created_sequence), "
+    "COALESCE(o.updated_sequence, a.updated_sequence), "
+    "COALESCE(o.merchant_ref, a.merchant_ref), COALESCE(o.state, a.state), "
+    "COALESCE(o.state_format, a.state_format)";
 constexpr const char* kOrderTexts =
     "SELECT kind, text FROM annotations WHERE grp = ? AND sequence = ? ORDER BY n";
 
@@ -861,7 +974,10 @@ Status Store::order_texts(OrderRow& row, Statement& read) {
 
 Result<std::optional<OrderRow>> Store::order(u64 id) {
   std::lock_guard lock(read_mutex_);
-  Statement read(reader_, fmt::format("SELECT {} FROM orders WHERE id = ?", kOrderColumns).c_str());
+  Statement read(reader_, fmt::format("SELECT {0} FROM orders WHERE id = ?1 UNION ALL "
+                                     "SELECT {0} FROM order_archive WHERE id = ?1",
+                                     kOrderColumns)
+                             .c_str());
   if (!read.ok()) return read_failed("read an order");
   const int rc = read.bind(1, signed_of(id)).step();
   if (rc == sql::kDone) return std::optional<OrderRow>();
@@ -880,7 +996,9 @@ Result<std::optional<std::vector<OrderRow>>> Store::orders(const OrderQuery& q) 
   i64 before_ns = signed_of(q.created_to_ns);
   i64 before_id = std::numeric_limits<i64>::min();
   if (q.after_order) {
-    Statement at(reader_, "SELECT created_ns, merchant FROM orders WHERE id = ?");
+    Statement at(reader_,
+                 "SELECT created_ns, merchant FROM orders WHERE id = ?1 UNION ALL "
+                 "SELECT created_ns, merchant FROM order_archive WHERE id = ?1");
     if (!at.ok()) return read_failed("read orders");
     const int rc = at.bind(1, signed_of(*q.after_order)).step();
     if (rc == sql::kDone) return std::optional<std::vector<OrderRow>>();
@@ -896,14 +1014,23 @@ Result<std::optional<std::vector<OrderRow>>> Store::orders(const OrderQuery& q) 
   // index's start for a comparison of row values, SQLite does not); the
   // merchant, when given, leads it.
   // (Every parameter is numbered up to ?7, the limit, so a condition left out leaves its
-  // binding unused.)
-  const std::string sql = fmt::format(
-      "SELECT {} FROM orders WHERE created_ns <= ?2 AND (created_ns < ?2 OR id < ?3) AND "
-      "created_ns >= ?4{}{}{}{} "
-      "ORDER BY created_ns DESC, id DESC LIMIT ?7",
-      kOrderColumns, q.merchant != 0 ? " AND merchant = ?1" : "",
-      q.status ? " AND status = ?5" : "", q.merchant_ref ? " AND merchant_ref = ?6" : "",
-      q.attention_before_ns ? kAttention : "");
+  // binding unused.) The page of each table, then of both: held orders in `orders`,
+  // those that left memory in `order_archive` (final ones: none needs attention).
+  const auto page_of = [&](const char* table) {
+    return fmt::format(
+        "SELECT {}, created_ns AS at_ns FROM {} WHERE created_ns <= ?2 AND "
+        "(created_ns < ?2 OR id < ?3) AND created_ns >= ?4{}{}{}{} "
+        "ORDER BY created_ns DESC, id DESC LIMIT ?7",
+        kOrderColumns, table, q.merchant != 0 ? " AND merchant = ?1" : "",
+        q.status ? " AND status = ?5" : "", q.merchant_ref ? " AND merchant_ref = ?6" : "",
+        q.attention_before_ns ? kAttention : "");
+  };
+  const std::string sql =
+      q.attention_before_ns
+          ? page_of("orders")
+          : fmt::format("SELECT {} FROM (SELECT * FROM ({}) h UNION ALL SELECT * FROM ({}) c) u "
+                        "ORDER BY at_ns DESC, id DESC LIMIT ?7",
+                        kOrderColumns, page_of("orders"), page_of("order_archive"));
   Statement read(reader_, sql.c_str());
   if (!read.ok()) return read_failed("read orders");
   read.bind(1, signed_of(q.merchant))
@@ -953,6 +1080,7 @@ Result<std::vector<Store::TableDigest>> Store::digest() {
       {"annotations", "SELECT * FROM annotations ORDER BY grp, sequence, n"},
       {"orders", "SELECT * FROM orders ORDER BY id"},
       {"order_changes", "SELECT * FROM order_changes ORDER BY id, sequence, n"},
+      {"order_archive", "SELECT * FROM order_archive ORDER BY id"},
       // seq leaves out: it says how the groups' writes interleaved, which a rebuild
       // does not repeat.
       {"order_events",
@@ -1007,7 +1135,8 @@ Result<u64> Store::rows(const std::string& table) {
   // Only the store's own tables: the name is not bound, so it is checked.
   static constexpr const char* kTables[] = {"events",      "transfers",     "entries",
                                             "annotations", "watermarks",    "schema_migrations",
-                                            "orders",      "order_changes", "order_events"};
+                                            "orders",      "order_changes", "order_events",
+                                            "order_archive"};
   if (std::find(std::begin(kTables), std::end(kTables), table) == std::end(kTables)) {
     return Status::invalid_config("no such table: " + table);
   }
@@ -1085,11 +1214,14 @@ Result<std::vector<OrderChangeRow>> Store::order_changes(u32 group, std::optiona
                                                          u32 limit, u64 through) {
   std::lock_guard lock(read_mutex_);
   Statement read(reader_,
-                 "SELECT c.sequence, c.n, c.status, c.amount_refunded, c.at_ns, o.id, o.grp, "
-                 "o.created_sequence, o.updated_sequence, o.merchant_ref, o.state, "
-                 "o.state_format FROM order_changes c JOIN orders o ON o.id = c.id "
-                 "WHERE c.grp = ?1 AND c.sequence >= ?2 AND (c.sequence > ?2 OR c.n > ?3) "
-                 "AND c.sequence <= ?5 ORDER BY c.sequence, c.n LIMIT ?4");
+                 fmt::format("SELECT c.sequence, c.n, c.status, c.amount_refunded, c.at_ns, {} "
+                             "FROM order_changes c LEFT JOIN orders o ON o.id = c.id "
+                             "LEFT JOIN order_archive a ON a.id = c.id "
+                             "WHERE c.grp = ?1 AND c.sequence >= ?2 AND (c.sequence > ?2 OR "
+                             "c.n > ?3) AND c.sequence <= ?5 AND (o.id IS NOT NULL OR a.id IS "
+                             "NOT NULL) ORDER BY c.sequence, c.n LIMIT ?4",
+                             kEitherOrderColumns)
+                     .c_str());
   if (!read.ok()) return read_failed("read order changes");
   bind_page(read, group, after, limit, through);
   std::vector<OrderChangeRow> rows;
@@ -1132,12 +1264,15 @@ Result<std::vector<OrderEventRow>> Store::order_events(u32 group, u64 after_sequ
   // An order's event comes with its order's row (kOrderColumns, from column 9), for the
   // texts its request carried.
   Statement read(reader_,
-                 "SELECT e.seq, e.grp, e.sequence, e.n, e.type, e.at_ns, e.state, e.order_id, "
-                 "e.merchant, o.id, o.grp, o.created_sequence, o.updated_sequence, "
-                 "o.merchant_ref, o.state, o.state_format FROM order_events e "
-                 "LEFT JOIN orders o ON o.id = e.order_id AND e.type LIKE 'order.%' "
-                 "WHERE e.grp = ?1 AND e.sequence >= ?2 AND (e.sequence > ?2 OR e.n > ?3) "
-                 "ORDER BY e.sequence, e.n LIMIT ?4");
+                 fmt::format("SELECT e.seq, e.grp, e.sequence, e.n, e.type, e.at_ns, e.state, "
+                             "e.order_id, e.merchant, {} FROM order_events e "
+                             "LEFT JOIN orders o ON o.id = e.order_id AND e.type LIKE 'order.%' "
+                             "LEFT JOIN order_archive a ON a.id = e.order_id AND "
+                             "e.type LIKE 'order.%' "
+                             "WHERE e.grp = ?1 AND e.sequence >= ?2 AND (e.sequence > ?2 OR "
+                             "e.n > ?3) ORDER BY e.sequence, e.n LIMIT ?4",
+                             kEitherOrderColumns)
+                     .c_str());
   // A withdrawal's texts: its destination (at the hold's command), the provider's
   // reference (at the result's).
   Statement text(reader_,

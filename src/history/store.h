@@ -35,7 +35,7 @@
 namespace paygate::history {
 
 // The schema version this build writes; older stores are migrated at open.
-inline constexpr int kSchemaVersion = 5;
+inline constexpr int kSchemaVersion = 6;
 // The orders table keeps an order as the order book's record (orders/order_book.h,
 // 128 bytes, the machine's byte order: little-endian where paygate runs); this number
 // says which layout, and a build reads only its own (rebuild the store after a change).
@@ -163,7 +163,16 @@ struct Batch {
     u64 at_ns = 0;
   };
   std::vector<HoldClosed> holds_closed;  // in sequence order
+  // Each final order that left the group's memory (its retention passed): its row
+  // moves from `orders` to `order_archive`, after the batch's changes.
+  struct OrderLeft {
+    u64 sequence = 0;
+    u64 id = 0;
+    u64 created_ns = 0;
+  };
+  std::vector<OrderLeft> orders_left;  // in sequence order
   void clear() {
+    orders_left.clear();
     holds_closed.clear();
     orders.clear();
     events.clear();
@@ -172,6 +181,12 @@ struct Batch {
     made.clear();
   }
 };
+
+// The month an archived order is kept under (order_archive's partitions in MariaDB):
+// its creation's, UTC, as yyyymm.
+u32 archive_month(u64 created_ns) noexcept;
+// The month after `month` (yyyymm).
+u32 next_month(u32 month) noexcept;
 
 // Where the store is ([history] in the configuration).
 struct StoreConfig {
@@ -284,6 +299,9 @@ class Store {
   Status failed(const std::string& what) const;
   Status read_failed(const std::string& what) const;
   Status order_texts(OrderRow& row, sql::Statement& read);             // REQUIRES: read_mutex_ held
+  // MariaDB: makes order_archive's partitions for the months of the batch's orders
+  // that left memory (DDL: before the batch's transaction). REQUIRES: mutex_ held.
+  Status partition_archive(const Batch& batch);
   Result<std::optional<TransferRow>> transfer_row(u32 group, u64 id);  // REQUIRES: same
   Result<u64> watermark_column(u32 group, const char* sql);
 
@@ -293,6 +311,8 @@ class Store {
   std::unique_ptr<sql::Connection> reader_;
   std::atomic<u64> rows_written_{0};
   int schema_version_ = 0;
+  // MariaDB: order_archive's partitions cover the months before this (0: not read yet).
+  u32 archive_bound_ = 0;
   std::string label_;  // "history store <where>"
 };
 

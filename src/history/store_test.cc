@@ -214,6 +214,105 @@ TEST_P(StoreTest, ManyRowsAndEveryByteOfATextComeBackAsWritten) {
   EXPECT_EQ(page[1].currency, Currency::from("USD"));
 }
 
+// A final order that leaves the group's memory moves from `orders` to `order_archive`,
+// after the batch's changes of it; every read of orders finds it there: one order, a
+// list (newest first across both tables, a cursor in either), its changes and events.
+TEST_P(StoreTest, OrdersThatLeftMemoryAreReadFromTheArchive) {
+  auto opened = Store::open(config_);
+  ASSERT_TRUE(opened.ok()) << opened.status().to_string();
+  Store& store = *opened.value();
+  constexpr u64 kNovember = 1'793'491'200ull * kNanosPerSecond;  // 2026-11-01T00:00:00Z
+  constexpr u64 kJanuary = 1'798'761'600ull * kNanosPerSecond;   // 2027-01-01T00:00:00Z
+  ASSERT_EQ(archive_month(kNovember), 202611u);
+  ASSERT_EQ(archive_month(kNovember - 1), 202610u);
+  ASSERT_EQ(archive_month(kJanuary), 202701u);
+  ASSERT_EQ(next_month(202612), 202701u);
+  const auto order = [](u64 id, u64 created_ns, OrderStatus status) {
+    Order o;
+    o.id = id;
+    o.merchant = 9;
+    o.amount = 50;
+    o.currency = Currency::from("USD");
+    o.created_at_ns = created_ns;
+    o.status = status;
+    return o;
+  };
+  // Three orders (November, December, January), made then finished; the first two
+  // leave memory in the next batch, the January one in the same batch it finished in.
+  Batch made;
+  made.group = 0;
+  made.watermark = 6;
+  const u64 created[] = {kNovember + 5, kNovember + 40 * 86'400 * kNanosPerSecond, kJanuary + 7};
+  for (u64 i = 0; i < 3; ++i) {
+    made.orders.push_back(OrderChange{.sequence = i + 1,
+                                      .at_ns = created[i],
+                                      .created = true,
+                                      .order = order(100 + i, created[i], OrderStatus::created)});
+    made.annotations.push_back({i + 1, journal::AnnotationKind::merchant_ref,
+                                "ref-" + std::to_string(i)});
+  }
+  for (u64 i = 0; i < 3; ++i) {
+    made.orders.push_back(OrderChange{.sequence = 4 + i,
+                                      .at_ns = kJanuary + 100 + i,
+                                      .order = order(100 + i, created[i], OrderStatus::success)});
+  }
+  made.orders_left = {{.sequence = 6, .id = 102, .created_ns = created[2]}};
+  ASSERT_TRUE(store.write(made).ok());
+  Batch left;
+  left.group = 0;
+  left.after = 6;
+  left.watermark = 7;
+  left.orders_left = {{.sequence = 7, .id = 100, .created_ns = created[0]},
+                      {.sequence = 7, .id = 101, .created_ns = created[1]}};
+  // And a fourth, held, made after them all.
+  left.orders.push_back(OrderChange{.sequence = 7,
+                                    .at_ns = kJanuary + 500,
+                                    .created = true,
+                                    .order = order(103, kJanuary + 500, OrderStatus::created)});
+  ASSERT_TRUE(store.write(left).ok());
+  EXPECT_EQ(store.rows("orders").value(), 1u);
+  EXPECT_EQ(store.rows("order_archive").value(), 3u);
+
+  for (u64 id = 100; id <= 103; ++id) {
+    const std::optional<OrderRow> row = store.order(id).value();
+    ASSERT_TRUE(row.has_value()) << id;
+    EXPECT_EQ(row->order.id, id);
+    EXPECT_EQ(row->order.status, id == 103 ? OrderStatus::created : OrderStatus::success);
+    if (id < 103) {
+      EXPECT_EQ(row->merchant_ref, "ref-" + std::to_string(id - 100));
+    }
+  }
+  EXPECT_FALSE(store.order(104).value().has_value());
+  const auto list = [&](OrderQuery q) {
+    std::vector<u64> ids;
+    const auto page = store.orders(q).value();
+    EXPECT_TRUE(page.has_value());
+    if (page) {
+      for (const OrderRow& row : *page)
+        ids.push_back(row.order.id);
+    }
+    return ids;
+  };
+  EXPECT_EQ(list({.merchant = 9, .limit = 10}), (std::vector<u64>{103, 102, 101, 100}));
+  EXPECT_EQ(list({.merchant = 9, .after_order = 103, .limit = 2}), (std::vector<u64>{102, 101}));
+  EXPECT_EQ(list({.merchant = 9, .after_order = 101, .limit = 2}), (std::vector<u64>{100}));
+  EXPECT_EQ(list({.merchant = 9, .status = OrderStatus::success, .limit = 10}),
+            (std::vector<u64>{102, 101, 100}));
+  EXPECT_EQ(list({.merchant_ref = "ref-1", .limit = 10}), (std::vector<u64>{101}));
+  EXPECT_EQ(list({.created_from_ns = kJanuary, .limit = 10}), (std::vector<u64>{103, 102}));
+  // The changes of archived orders still come with their order.
+  const std::vector<OrderChangeRow> changes = store.order_changes(0, std::nullopt, 100).value();
+  ASSERT_EQ(changes.size(), 7u);
+  EXPECT_EQ(changes[0].order.order.id, 100u);
+  EXPECT_EQ(changes[0].order.merchant_ref, "ref-0");
+  const std::vector<OrderEventRow> events = store.order_events(0, 0, 0, 100).value();
+  ASSERT_EQ(events.size(), 3u);  // the three successes
+  for (const OrderEventRow& e : events) {
+    ASSERT_TRUE(e.order_row.has_value()) << e.type;
+    EXPECT_EQ(e.order_row->merchant_ref, "ref-" + std::to_string(e.object_id - 100));
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Stores, StoreTest,
                          ::testing::Values(sql::Dialect::sqlite, sql::Dialect::mariadb),
                          [](const ::testing::TestParamInfo<sql::Dialect>& param) {
@@ -270,6 +369,73 @@ TEST_F(MariaDbStoreTest, MigratesOnceAndRefusesANewerSchemaOrAServerThatDoesNotF
   ASSERT_FALSE(newer.ok());
   EXPECT_NE(newer.status().message().find("newer"), std::string::npos);
   EXPECT_FALSE(Store::open_reader(config_).ok());
+}
+
+// MariaDB keeps the archive of orders in a partition per month of their creation,
+// made as the first order of the month is archived; one of a month older than the
+// first partition shares it.
+TEST_F(MariaDbStoreTest, TheOrderArchiveHasAPartitionPerMonth) {
+  auto opened = Store::open(config_);
+  ASSERT_TRUE(opened.ok()) << opened.status().to_string();
+  Store& store = *opened.value();
+  constexpr u64 kNovember = 1'793'491'200ull * kNanosPerSecond;  // 2026-11-01T00:00:00Z
+  constexpr u64 kDay = 86'400 * kNanosPerSecond;
+  u64 sequence = 0;
+  const auto archive = [&](u64 id, u64 created_ns) {
+    Order o;
+    o.id = id;
+    o.merchant = 9;
+    o.created_at_ns = created_ns;
+    o.status = OrderStatus::success;
+    Batch b;
+    b.after = sequence;
+    b.watermark = ++sequence;
+    b.orders.push_back(
+        OrderChange{.sequence = sequence, .at_ns = created_ns, .created = true, .order = o});
+    b.orders_left = {{.sequence = sequence, .id = id, .created_ns = created_ns}};
+    return store.write(b);
+  };
+  ASSERT_TRUE(archive(1, kNovember + kDay).ok());
+  ASSERT_TRUE(archive(2, kNovember + 75 * kDay).ok());  // mid-January: December made too
+  ASSERT_TRUE(archive(3, kNovember - 40 * kDay).ok());  // September: into November's
+  ASSERT_TRUE(archive(4, kNovember + 80 * kDay).ok());
+  const std::unique_ptr<sql::Connection> db = admin();
+  ASSERT_NE(db, nullptr);
+  std::vector<std::pair<std::string, i64>> partitions;
+  {
+    sql::Statement read(*db,
+                        "SELECT PARTITION_NAME, PARTITION_ORDINAL_POSITION FROM "
+                        "information_schema.PARTITIONS WHERE TABLE_SCHEMA = DATABASE() AND "
+                        "TABLE_NAME = 'order_archive' ORDER BY PARTITION_ORDINAL_POSITION");
+    for (int rc = read.step(); rc == sql::kRow; rc = read.step())
+      partitions.emplace_back(read.text(0), read.integer(1));
+  }
+  const std::vector<std::pair<std::string, i64>> expected{
+      {"p202611", 1}, {"p202612", 2}, {"p202701", 3}, {"p_future", 4}};
+  EXPECT_EQ(partitions, expected);
+  const auto rows_in = [&](const std::string& partition) {
+    sql::Statement count(*db, "SELECT COUNT(*) FROM order_archive PARTITION (" + partition + ")");
+    return count.step() == sql::kRow ? count.integer(0) : -1;
+  };
+  EXPECT_EQ(rows_in("p202611"), 2);
+  EXPECT_EQ(rows_in("p202612"), 0);
+  EXPECT_EQ(rows_in("p202701"), 2);
+  EXPECT_EQ(rows_in("p_future"), 0);
+  // A store opened again finds the partitions made and goes on from them.
+  opened = Store::open(config_);
+  ASSERT_TRUE(opened.ok());
+  Store& again = *opened.value();
+  Order o;
+  o.id = 5;
+  o.created_at_ns = kNovember + 100 * kDay;  // February
+  Batch b;
+  b.after = sequence;
+  b.watermark = sequence + 1;
+  b.orders.push_back(OrderChange{.sequence = sequence + 1, .created = true, .order = o});
+  b.orders_left = {{.sequence = sequence + 1, .id = 5, .created_ns = o.created_at_ns}};
+  ASSERT_TRUE(again.write(b).ok());
+  EXPECT_EQ(rows_in("p202702"), 1);
+  EXPECT_EQ(again.order(5).value()->order.id, 5u);
 }
 
 // The server drops the store's connections (a restart, a network cut, an operator's
@@ -335,16 +501,17 @@ TEST(Store, MigrationFiveGivesOrderChangesTheirGroup) {
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(file.c_str(), &db), SQLITE_OK);
   ASSERT_EQ(sqlite3_exec(db,
+                         "DROP TABLE order_archive; "
                          "DROP INDEX order_changes_by_group; "
                          "ALTER TABLE order_changes DROP COLUMN grp; "
-                         "DELETE FROM schema_migrations WHERE version = 5",
+                         "DELETE FROM schema_migrations WHERE version >= 5",
                          nullptr, nullptr, nullptr),
             SQLITE_OK)
       << sqlite3_errmsg(db);
   sqlite3_close(db);
   auto migrated = Store::open(file);
   ASSERT_TRUE(migrated.ok()) << migrated.status().to_string();
-  EXPECT_EQ(migrated.value()->schema_version(), 5);
+  EXPECT_EQ(migrated.value()->schema_version(), kSchemaVersion);
   EXPECT_EQ(migrated.value()->digest().value(), made_at_five);
   const std::vector<OrderChangeRow> changes =
       migrated.value()->order_changes(1, std::nullopt, 100).value();

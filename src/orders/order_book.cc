@@ -83,7 +83,7 @@ void OrderBook::advance(Stamp stamp, OrderMoney& money) noexcept {
     changed(orders_[slot], stamp);
   }
   while (!retention_.empty() && retention_.top().expires_at_ns <= stamp.timestamp_ns) {
-    release(retention_.top().slot, money);
+    release(retention_.top().slot, stamp, money);
   }
 }
 
@@ -109,9 +109,10 @@ void OrderBook::retain(u32 slot, Stamp stamp) noexcept {
   retention_.push(slot, order.finished_at_ns + config_.final_retained_ns, order.retain_serial, 1);
 }
 
-void OrderBook::release(u32 slot, OrderMoney& money) noexcept {
+void OrderBook::release(u32 slot, Stamp stamp, OrderMoney& money) noexcept {
   retention_.remove(slot);
   Order& order = orders_[slot];
+  if (observer_ != nullptr) observer_->order_left(order, stamp);
   money.order_left(order.merchant);
   if (order.ref_hash != 0) refs_.erase(ref_key(order.merchant, order.ref_hash));
   index_.erase(order.id);

@@ -143,6 +143,9 @@ class OrderObserver {
  public:
   // At the command `at`; `made`: the order was just created by it.
   virtual void order_changed(const Order& order, Stamp at, bool made) noexcept = 0;
+  // A final order leaves memory (its retention passed) before the command `at`: it
+  // changes no more (the history store archives it).
+  virtual void order_left(const Order& order, Stamp at) noexcept = 0;
 
  protected:
   ~OrderObserver() = default;
@@ -275,7 +278,7 @@ class OrderBook {
   // Final from now; a balance order's hold is posted (success) or voided (else).
   void finish(u32 slot, OrderStatus status, Stamp stamp, OrderMoney& money) noexcept;
   void retain(u32 slot, Stamp stamp) noexcept;         // final from now: held for the retention
-  void release(u32 slot, OrderMoney& money) noexcept;  // leaves memory (archived)
+  void release(u32 slot, Stamp stamp, OrderMoney& money) noexcept;  // leaves memory (archived)
   static u64 ref_key(u64 merchant, u64 ref_hash) noexcept {
     return Hasher{}.add(merchant).add(ref_hash).value() | 1;  // never 0 (the empty key)
   }
