@@ -23,10 +23,11 @@ class HistoryServerTest : public ServerTest, public StoreParam {
  protected:
   void SetUp() override {
     // A small ring of recent transfers, so that the first ones leave the group's memory.
-    config_ = "[ledger]\nrecent_transfers_max = 64\n[group]\nevents_max = 8192\n";
+    config_ = "[ledger]\nrecent_transfers_max = 64\n[group]\nevents_max = 8192\n" + more_config_;
     PAYGATE_USE_STORE_PARAM(dir_.path() / "data");
     ServerTest::SetUp();
   }
+  std::string more_config_;  // a subclass's settings
   // Waits (bounded) until the store holds everything each group has made durable.
   bool caught_up(u32 groups = 1) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
@@ -176,6 +177,8 @@ class HistoryTwoGroupServerTest : public HistoryServerTest {
  protected:
   void SetUp() override {
     extra_args_ = {"--groups", "2"};
+    // Final orders leave memory (into the store's archive) a second after they end.
+    more_config_ = "[orders]\nfinal_retained_s = 1\n";
     HistoryServerTest::SetUp();
   }
 };
@@ -243,6 +246,7 @@ TEST_P(HistoryTwoGroupServerTest, ARebuildFromTheJournalsMakesTheSameRows) {
                        R"({"amount":20})")
           .status,
       200u);
+  std::string cancelled;
   for (int i = 0; i < 3; ++i) {
     const HttpResponse order = merchant_request(
         first, "POST", "/v1/orders",
@@ -250,11 +254,18 @@ TEST_P(HistoryTwoGroupServerTest, ARebuildFromTheJournalsMakesTheSameRows) {
             R"(","amount":7,"currency":"USD","description":"d","callback_url":"https://s.test/c"})");
     ASSERT_EQ(order.status, 201u) << order.body;
     if (i == 1) {
-      ASSERT_EQ(merchant_request(first, "POST",
-                                 "/v1/orders/" + text_field(order.body, "/id") + "/cancel", "{}")
-                    .status,
+      cancelled = text_field(order.body, "/id");
+      ASSERT_EQ(merchant_request(first, "POST", "/v1/orders/" + cancelled + "/cancel", "{}").status,
                 200u);
     }
+  }
+  // The cancelled order leaves memory (the group's ticks move time on): the store
+  // archives it, and answers it from there (as_of_sequence).
+  for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+       std::chrono::steady_clock::now() < deadline &&
+       number_field(merchant_request(first, "GET", "/v1/orders/" + cancelled).body,
+                    "/as_of_sequence") <= 0;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   ASSERT_TRUE(caught_up(2));
   ASSERT_EQ(server_.stop(SIGTERM), 0);

@@ -39,8 +39,8 @@ TEST(ReadQuery, TakesMinSequenceOnly) {
   std::optional<u64> min_sequence = 7;
   ASSERT_TRUE(parse_read_query("/v1/orders/ord_1", &min_sequence).ok());
   EXPECT_EQ(min_sequence, std::nullopt);
-  ASSERT_TRUE(parse_read_query("/v1/orders/ord_1?min_sequence=9223372036854775807", &min_sequence)
-                  .ok());
+  ASSERT_TRUE(
+      parse_read_query("/v1/orders/ord_1?min_sequence=9223372036854775807", &min_sequence).ok());
   EXPECT_EQ(min_sequence, 9223372036854775807u);
   for (const char* target :
        {"/v1/transfers/t?min_sequence=", "/v1/transfers/t?min_sequence=x",

@@ -92,8 +92,8 @@ class Projector::Sink final : public LedgerEventSink, public OrderObserver {
   }
   // A final order leaves memory (as the group's ledger lets it go, at the same command).
   void order_left(const Order& order, Stamp at) noexcept override {
-    p_.batch_.orders_left.push_back(
-        Batch::OrderLeft{.sequence = at.sequence, .id = order.id, .created_ns = order.created_at_ns});
+    p_.batch_.orders_left.push_back(Batch::OrderLeft{
+        .sequence = at.sequence, .id = order.id, .created_ns = order.created_at_ns});
   }
   void flushed() noexcept {  // the batch was written
     entries_at_.clear();

@@ -975,9 +975,9 @@ Status Store::order_texts(OrderRow& row, Statement& read) {
 Result<std::optional<OrderRow>> Store::order(u64 id) {
   std::lock_guard lock(read_mutex_);
   Statement read(reader_, fmt::format("SELECT {0} FROM orders WHERE id = ?1 UNION ALL "
-                                     "SELECT {0} FROM order_archive WHERE id = ?1",
-                                     kOrderColumns)
-                             .c_str());
+                                      "SELECT {0} FROM order_archive WHERE id = ?1",
+                                      kOrderColumns)
+                              .c_str());
   if (!read.ok()) return read_failed("read an order");
   const int rc = read.bind(1, signed_of(id)).step();
   if (rc == sql::kDone) return std::optional<OrderRow>();
@@ -1028,9 +1028,10 @@ Result<std::optional<std::vector<OrderRow>>> Store::orders(const OrderQuery& q) 
   const std::string sql =
       q.attention_before_ns
           ? page_of("orders")
-          : fmt::format("SELECT {} FROM (SELECT * FROM ({}) h UNION ALL SELECT * FROM ({}) c) u "
-                        "ORDER BY at_ns DESC, id DESC LIMIT ?7",
-                        kOrderColumns, page_of("orders"), page_of("order_archive"));
+          : fmt::format(
+                "SELECT {} FROM (SELECT * FROM ({}) h UNION ALL SELECT * FROM ({}) c) u "
+                "ORDER BY at_ns DESC, id DESC LIMIT ?7",
+                kOrderColumns, page_of("orders"), page_of("order_archive"));
   Statement read(reader_, sql.c_str());
   if (!read.ok()) return read_failed("read orders");
   read.bind(1, signed_of(q.merchant))
@@ -1133,10 +1134,9 @@ Result<std::vector<Store::Watermark>> Store::watermarks() {
 Result<u64> Store::rows(const std::string& table) {
   std::lock_guard lock(read_mutex_);
   // Only the store's own tables: the name is not bound, so it is checked.
-  static constexpr const char* kTables[] = {"events",      "transfers",     "entries",
-                                            "annotations", "watermarks",    "schema_migrations",
-                                            "orders",      "order_changes", "order_events",
-                                            "order_archive"};
+  static constexpr const char* kTables[] = {
+      "events", "transfers",     "entries",      "annotations",  "watermarks", "schema_migrations",
+      "orders", "order_changes", "order_events", "order_archive"};
   if (std::find(std::begin(kTables), std::end(kTables), table) == std::end(kTables)) {
     return Status::invalid_config("no such table: " + table);
   }

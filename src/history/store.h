@@ -298,7 +298,7 @@ class Store {
   Status exec(const char* sql);
   Status failed(const std::string& what) const;
   Status read_failed(const std::string& what) const;
-  Status order_texts(OrderRow& row, sql::Statement& read);             // REQUIRES: read_mutex_ held
+  Status order_texts(OrderRow& row, sql::Statement& read);  // REQUIRES: read_mutex_ held
   // MariaDB: makes order_archive's partitions for the months of the batch's orders
   // that left memory (DDL: before the batch's transaction). REQUIRES: mutex_ held.
   Status partition_archive(const Batch& batch);

@@ -248,8 +248,8 @@ TEST_P(StoreTest, OrdersThatLeftMemoryAreReadFromTheArchive) {
                                       .at_ns = created[i],
                                       .created = true,
                                       .order = order(100 + i, created[i], OrderStatus::created)});
-    made.annotations.push_back({i + 1, journal::AnnotationKind::merchant_ref,
-                                "ref-" + std::to_string(i)});
+    made.annotations.push_back(
+        {i + 1, journal::AnnotationKind::merchant_ref, "ref-" + std::to_string(i)});
   }
   for (u64 i = 0; i < 3; ++i) {
     made.orders.push_back(OrderChange{.sequence = 4 + i,

@@ -277,7 +277,7 @@ class OrderBook {
   u32 take_slot(Stamp stamp) noexcept;  // kNoSlot when full
   // Final from now; a balance order's hold is posted (success) or voided (else).
   void finish(u32 slot, OrderStatus status, Stamp stamp, OrderMoney& money) noexcept;
-  void retain(u32 slot, Stamp stamp) noexcept;         // final from now: held for the retention
+  void retain(u32 slot, Stamp stamp) noexcept;  // final from now: held for the retention
   void release(u32 slot, Stamp stamp, OrderMoney& money) noexcept;  // leaves memory (archived)
   static u64 ref_key(u64 merchant, u64 ref_hash) noexcept {
     return Hasher{}.add(merchant).add(ref_hash).value() | 1;  // never 0 (the empty key)
