@@ -235,6 +235,11 @@ void render_metrics(const MetricsSources& s, std::string& out) {
       header(out, "paygate_history_failures_total", "counter",
              "projection passes that failed (retried; see the log)");
       line(out, "paygate_history_failures_total {}\n", history->failures());
+      header(out, "paygate_history_partition_failures_total", "counter",
+             "MariaDB: times order_archive's monthly partitions could not be made (logged; "
+             "retried a minute later; the rows wait in p_future)");
+      line(out, "paygate_history_partition_failures_total {}\n",
+           history->store().partition_failures());
       const u64 now = static_cast<u64>(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                            std::chrono::system_clock::now().time_since_epoch())
                                            .count());

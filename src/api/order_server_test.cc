@@ -805,6 +805,16 @@ TEST_P(OrderListServerTest, ReadsShowWhatTheRequestSaidAtOnce) {
   EXPECT_EQ(text_field(read.body, "/ipn_url"), "https://shop.example/ipn");
   EXPECT_EQ(text_field(read.body, "/callback_url"), "https://shop.example/back");
   EXPECT_EQ(text_field(read.body, "/signature"), text_field(made.body, "/signature"));
+  // The payer who pays it sees what the order is, not the merchant's metadata nor its
+  // URLs.
+  ASSERT_EQ(checkout_wallet(payer_, id, text_field(made.body, "/signature"), wallet_).status, 200u);
+  const HttpResponse by_payer = merchant_request(payer_, "GET", "/v1/orders/" + id);
+  ASSERT_EQ(by_payer.status, 200u) << by_payer.body;
+  EXPECT_EQ(text_field(by_payer.body, "/merchant_ref"), "said-1");
+  EXPECT_EQ(text_field(by_payer.body, "/description"), "A lamp");
+  EXPECT_EQ(text_field(by_payer.body, "/metadata"), "<missing>");
+  EXPECT_EQ(text_field(by_payer.body, "/ipn_url"), "<missing>");
+  EXPECT_EQ(text_field(by_payer.body, "/callback_url"), "<missing>");
   const HttpResponse funded =
       admin_post("/v1/transfers", R"({"debit_account":")" + system_account() +
                                       R"(","credit_account":")" + wallet_ +

@@ -201,43 +201,46 @@ std::optional<bool> Service::from_history(Exchange& ex, u32 group, std::optional
 std::optional<bool> Service::await_min_sequence(Exchange& ex, u32 group,
                                                 std::optional<u64> min_sequence) {
   if (!min_sequence || group >= engine().groups()) return std::nullopt;
-  const auto behind = [&](u64 reached) {
+  // (The message names only what the caller sent: how far another merchant's group
+  // has gone is not the caller's to learn.)
+  const auto behind = [&] {
     ex.reply.retry_after_s = 1;
-    return fail(ex, ResultCode::history_behind,
-                fmt::format("group {} is read at sequence {}, not yet {}; retry", group, reached,
-                            *min_sequence));
+    return fail(
+        ex, ResultCode::history_behind,
+        fmt::format("sequence {} of group {} is not reached yet; retry", *min_sequence, group));
   };
   history::HistoryWorker* history = history_.load(std::memory_order_acquire);
   if (history == nullptr || group >= history->groups()) {
     // No store: what is read is the group's memory, which holds all it made durable.
-    const u64 durable = engine().group(group).durable_sequence();
-    if (durable >= *min_sequence) return std::nullopt;
-    return behind(durable);
+    if (engine().group(group).durable_sequence() >= *min_sequence) return std::nullopt;
+    return behind();
   }
   if (!history->projecting(group)) {
-    return fail(
-        ex, ResultCode::not_durable,
-        fmt::format("the history store does not follow group {} now (logged); retry later", group));
+    return fail(ex, ResultCode::not_durable,
+                "the history store cannot answer for this group now (logged); retry later");
   }
   if (history->watermark(group) >= *min_sequence) return std::nullopt;
   const u64 now = now_ns();
   if (ex.history_wait_until_ns_ == 0)
     ex.history_wait_until_ns_ = now + history->config().read_wait_ns;
   if (now < ex.history_wait_until_ns_) {
-    ex.rerun_step_ = true;  // (before the wait: the worker may resume it at once)
-    ex.last_step_ = true;
+    // (Both before the wait: the worker may resume it at once. A step of the group
+    // follows, so the connection's next request waits for it: none overtakes.)
+    ex.rerun_step_ = true;
+    ex.last_step_ = false;
     if (history->wait_async(group, *min_sequence, ex.history_wait_until_ns_ - now, &ex)) {
       return false;
     }
     ex.rerun_step_ = false;
     if (history->watermark(group) >= *min_sequence) return std::nullopt;  // reached meanwhile
   }
-  return behind(history->watermark(group));
+  return behind();
 }
 
 bool Service::wait_for_texts(Exchange& ex, u32 group) {
   history::HistoryWorker* history = history_.load(std::memory_order_acquire);
-  if (history == nullptr || group >= history->groups() || !history->projecting(group)) {
+  if (history == nullptr || group >= history->groups() || !history->projecting(group) ||
+      history->config().texts_wait_ns == 0) {
     return false;
   }
   const u64 durable = engine().group(group).durable_sequence();

@@ -15,13 +15,18 @@ namespace paygate::api {
 
 namespace {
 
-OrderCreate said_of(history::OrderRow& row) {
+// What the order's request said, as the caller may see it: the merchant side (and
+// operators) all of it; the payer and the provider what the order is (merchant_ref,
+// description), not the merchant's metadata nor where it is told and sends the payer.
+OrderCreate said_of(history::OrderRow& row, bool merchant_side = true) {
   OrderCreate said;
   said.merchant_ref = std::move(row.merchant_ref);
   said.description = std::move(row.description);
-  said.metadata = std::move(row.metadata);
-  said.ipn_url = std::move(row.ipn_url);
-  said.callback_url = std::move(row.callback_url);
+  if (merchant_side) {
+    said.metadata = std::move(row.metadata);
+    said.ipn_url = std::move(row.ipn_url);
+    said.callback_url = std::move(row.callback_url);
+  }
   return said;
 }
 
@@ -157,7 +162,7 @@ bool Service::answer_held_order(Exchange& ex) {
       return false;  // not there yet: resumed at step 2
     }
   }
-  const OrderCreate said = row ? said_of(*row) : OrderCreate{};
+  const OrderCreate said = row ? said_of(*row, sees_ipn(ex, o)) : OrderCreate{};
   const std::optional<u64> provider =
       o.provider_account.value != 0 ? owners_.owner(o.provider_account.value) : std::nullopt;
   const std::optional<IpnState> ipn =
@@ -199,7 +204,7 @@ std::optional<bool> Service::order_from_history(Exchange& ex) {
   const u64 provider = row.order.provider_account.value != 0
                            ? owners_.owner(row.order.provider_account.value).value_or(0)
                            : 0;
-  const OrderCreate said = said_of(row);
+  const OrderCreate said = said_of(row, sees_ipn(ex, row.order));
   const std::optional<IpnState> ipn =
       sees_ipn(ex, row.order) ? order_ipn(row.order.id) : std::nullopt;
   render_order(ex.reply.body, row.order, order_signature(row.order), provider, &said,

@@ -13,6 +13,7 @@
 
 #include "base/assert.h"
 #include "base/hash.h"
+#include "base/log.h"
 
 namespace paygate::history {
 namespace {
@@ -297,10 +298,22 @@ u32 next_month(u32 month) noexcept {
   return month % 100 == 12 ? (month / 100 + 1) * 100 + 1 : month + 1;
 }
 
-Status Store::partition_archive(const Batch& batch) {
-  if (db_->dialect() != sql::Dialect::mariadb || batch.orders_left.empty()) {
-    return Status::success();
-  }
+void Store::partition_archive(const Batch& batch) {
+  if (db_->dialect() != sql::Dialect::mariadb || batch.orders_left.empty()) return;
+  // After a failure, not again for a minute (the rows wait in p_future meanwhile).
+  const u64 now = static_cast<u64>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                       std::chrono::steady_clock::now().time_since_epoch())
+                                       .count());
+  if (now < partition_retry_ns_) return;
+  const auto failed_now = [&](std::string_view what) {
+    archive_bound_ = 0;  // read again next time (another writer may have made some)
+    partition_retry_ns_ = now + 60 * kNanosPerSecond;
+    partition_failures_.fetch_add(1, std::memory_order_relaxed);
+    PG_LOG_WARN(
+        "event=history_partition_failed message=\"{}: {}: {} (the archived orders go to "
+        "p_future until a later try makes their month's partition)\"",
+        label_, what, db_->error());
+  };
   u32 oldest = ~u32{0}, newest = 0;
   for (const Batch::OrderLeft& left : batch.orders_left) {
     oldest = std::min(oldest, archive_month(left.created_ns));
@@ -312,26 +325,27 @@ Status Store::partition_archive(const Batch& batch) {
                     "SELECT COALESCE(MAX(CAST(PARTITION_DESCRIPTION AS UNSIGNED)), 0) FROM "
                     "information_schema.PARTITIONS WHERE TABLE_SCHEMA = DATABASE() AND "
                     "TABLE_NAME = 'order_archive' AND PARTITION_DESCRIPTION <> 'MAXVALUE'");
-    if (!bound.ok() || bound.step() != sql::kRow) return failed("read order_archive's partitions");
+    if (!bound.ok() || bound.step() != sql::kRow) {
+      return failed_now("read order_archive's partitions");
+    }
     archive_bound_ = static_cast<u32>(bound.integer(0));
   }
-  if (newest < archive_bound_) return Status::success();
+  if (newest < archive_bound_) return;
   // The months from the last partition (or the batch's oldest: a first partition holds
-  // every month up to its own) to the newest, at most ten years at once (older ones
-  // then share the first).
+  // every month up to its own) to the month after the newest (so that the next month's
+  // first archived order finds its partition made), at most ten years at once (older
+  // ones then share the first). The DDL waits at most 2 s for the tables' readers
+  // (their open transactions hold it off; while it waits, new readers wait behind it).
+  const u32 last = next_month(newest);
   u32 month = archive_bound_ != 0 ? archive_bound_ : oldest;
   month = std::max(month, newest - 1000);  // (yyyymm: ten years back)
-  std::string sql = "ALTER TABLE order_archive REORGANIZE PARTITION p_future INTO (";
-  for (; month <= newest; month = next_month(month)) {
+  std::string sql = "ALTER TABLE order_archive WAIT 2 REORGANIZE PARTITION p_future INTO (";
+  for (; month <= last; month = next_month(month)) {
     sql += fmt::format("PARTITION p{} VALUES LESS THAN ({}), ", month, next_month(month));
   }
   sql += "PARTITION p_future VALUES LESS THAN MAXVALUE)";
-  if (!db_->exec(sql)) {
-    archive_bound_ = 0;  // read again next time (another writer may have made some)
-    return failed("make order_archive's partitions");
-  }
-  archive_bound_ = next_month(newest);
-  return Status::success();
+  if (!db_->exec(sql)) return failed_now("make order_archive's partitions");
+  archive_bound_ = next_month(last);
 }
 
 std::string StoreConfig::describe() const {
@@ -416,7 +430,7 @@ Status Store::write(const Batch& batch) {
   PG_ASSERT(db_ != nullptr);  // not a reader's (open_reader)
   std::lock_guard lock(mutex_);
   PG_ASSERT(batch.watermark >= batch.after);
-  if (Status s = partition_archive(batch); !s.ok()) return s;
+  partition_archive(batch);  // (best effort: p_future takes what finds no partition)
   if (!db_->begin_writing()) return failed("begin");
   const bool sqlite = db_->dialect() == sql::Dialect::sqlite;
   const auto abandon = [&](const std::string& what) {
@@ -1216,7 +1230,7 @@ Result<std::vector<OrderChangeRow>> Store::order_changes(u32 group, std::optiona
   Statement read(reader_,
                  fmt::format("SELECT c.sequence, c.n, c.status, c.amount_refunded, c.at_ns, {} "
                              "FROM order_changes c LEFT JOIN orders o ON o.id = c.id "
-                             "LEFT JOIN order_archive a ON a.id = c.id "
+                             "LEFT JOIN order_archive a ON o.id IS NULL AND a.id = c.id "
                              "WHERE c.grp = ?1 AND c.sequence >= ?2 AND (c.sequence > ?2 OR "
                              "c.n > ?3) AND c.sequence <= ?5 AND (o.id IS NOT NULL OR a.id IS "
                              "NOT NULL) ORDER BY c.sequence, c.n LIMIT ?4",
@@ -1267,7 +1281,7 @@ Result<std::vector<OrderEventRow>> Store::order_events(u32 group, u64 after_sequ
                  fmt::format("SELECT e.seq, e.grp, e.sequence, e.n, e.type, e.at_ns, e.state, "
                              "e.order_id, e.merchant, {} FROM order_events e "
                              "LEFT JOIN orders o ON o.id = e.order_id AND e.type LIKE 'order.%' "
-                             "LEFT JOIN order_archive a ON a.id = e.order_id AND "
+                             "LEFT JOIN order_archive a ON o.id IS NULL AND a.id = e.order_id AND "
                              "e.type LIKE 'order.%' "
                              "WHERE e.grp = ?1 AND e.sequence >= ?2 AND (e.sequence > ?2 OR "
                              "e.n > ?3) ORDER BY e.sequence, e.n LIMIT ?4",

@@ -292,6 +292,10 @@ class Store {
   int schema_version() const noexcept { return schema_version_; }
   // Rows written (events, statement lines, annotations), for /metrics.
   u64 rows_written() const noexcept { return rows_written_.load(std::memory_order_relaxed); }
+  // MariaDB: times order_archive's partitions could not be made (logged), for /metrics.
+  u64 partition_failures() const noexcept {
+    return partition_failures_.load(std::memory_order_relaxed);
+  }
 
  private:
   Store() = default;
@@ -300,8 +304,10 @@ class Store {
   Status read_failed(const std::string& what) const;
   Status order_texts(OrderRow& row, sql::Statement& read);  // REQUIRES: read_mutex_ held
   // MariaDB: makes order_archive's partitions for the months of the batch's orders
-  // that left memory (DDL: before the batch's transaction). REQUIRES: mutex_ held.
-  Status partition_archive(const Batch& batch);
+  // that left memory (DDL: before the batch's transaction). Best effort: a failure is
+  // logged and counted, tried again a minute later, and never holds the batch back
+  // (p_future takes its rows). REQUIRES: mutex_ held.
+  void partition_archive(const Batch& batch);
   Result<std::optional<TransferRow>> transfer_row(u32 group, u64 id);  // REQUIRES: same
   Result<u64> watermark_column(u32 group, const char* sql);
 
@@ -313,6 +319,8 @@ class Store {
   int schema_version_ = 0;
   // MariaDB: order_archive's partitions cover the months before this (0: not read yet).
   u32 archive_bound_ = 0;
+  u64 partition_retry_ns_ = 0;  // steady clock: no partition DDL before it
+  std::atomic<u64> partition_failures_{0};
   std::string label_;  // "history store <where>"
 };
 

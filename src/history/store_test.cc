@@ -410,8 +410,9 @@ TEST_F(MariaDbStoreTest, TheOrderArchiveHasAPartitionPerMonth) {
     for (int rc = read.step(); rc == sql::kRow; rc = read.step())
       partitions.emplace_back(read.text(0), read.integer(1));
   }
+  // (Each made with the month after it, ready for its first order.)
   const std::vector<std::pair<std::string, i64>> expected{
-      {"p202611", 1}, {"p202612", 2}, {"p202701", 3}, {"p_future", 4}};
+      {"p202611", 1}, {"p202612", 2}, {"p202701", 3}, {"p202702", 4}, {"p_future", 5}};
   EXPECT_EQ(partitions, expected);
   const auto rows_in = [&](const std::string& partition) {
     sql::Statement count(*db, "SELECT COUNT(*) FROM order_archive PARTITION (" + partition + ")");
@@ -436,6 +437,26 @@ TEST_F(MariaDbStoreTest, TheOrderArchiveHasAPartitionPerMonth) {
   ASSERT_TRUE(again.write(b).ok());
   EXPECT_EQ(rows_in("p202702"), 1);
   EXPECT_EQ(again.order(5).value()->order.id, 5u);
+  EXPECT_EQ(again.partition_failures(), 0u);
+
+  // A partition that cannot be made (here: an operator reorganized p_future away)
+  // holds nothing back: the failure is counted, the row goes where the table takes it.
+  ASSERT_TRUE(
+      db->exec("ALTER TABLE order_archive REORGANIZE PARTITION p_future INTO "
+               "(PARTITION p_rest VALUES LESS THAN MAXVALUE)"))
+      << db->error();
+  o.id = 6;
+  o.created_at_ns = kNovember + 200 * kDay;  // May
+  Batch later;
+  later.after = sequence + 1;
+  later.watermark = sequence + 2;
+  later.orders.push_back(OrderChange{.sequence = sequence + 2, .created = true, .order = o});
+  later.orders_left = {{.sequence = sequence + 2, .id = 6, .created_ns = o.created_at_ns}};
+  const Status written = again.write(later);
+  ASSERT_TRUE(written.ok()) << written.to_string();
+  EXPECT_EQ(again.partition_failures(), 1u);
+  EXPECT_EQ(rows_in("p_rest"), 1);
+  EXPECT_EQ(again.order(6).value()->order.id, 6u);
 }
 
 // The server drops the store's connections (a restart, a network cut, an operator's
