@@ -155,9 +155,10 @@ constexpr const char* kMariaDbSchema5[] = {
     "order_id BIGINT NOT NULL, merchant BIGINT NOT NULL, type VARBINARY(64) NOT NULL, "
     "at_ns BIGINT NOT NULL, state BLOB NOT NULL, UNIQUE KEY (grp, sequence, n)) ENGINE=InnoDB",
 };
-// 6: SQLite's, partitioned by month (yyyymm) by range: each month's partition is
-// made when the first order of that month is archived (Store::partition_archive);
-// p_future holds whatever comes before it is made, so that no write waits on one.
+// 6: SQLite's, partitioned by month (yyyymm) by range: a month's partition is made
+// (with the next month's) before the first order of that month is archived, best
+// effort (Store::partition_archive); p_future takes whatever finds no partition, so
+// that no write fails for want of one.
 constexpr const char* kMariaDbSchema6[] = {
     "CREATE TABLE IF NOT EXISTS order_archive(month BIGINT NOT NULL, id BIGINT NOT NULL, "
     "grp BIGINT NOT NULL, merchant BIGINT NOT NULL, status BIGINT NOT NULL, "
