@@ -77,7 +77,8 @@ inline std::string test_config(const std::string& overrides) {
       {"orders", {{"orders_max", "4096"}}},
       // Reads that wait for the history store wait long: under a sanitizer on a busy
       // machine its worker (nice 19) can be seconds behind.
-      {"history", {{"read_wait_ms", "60000"}, {"redirect_wait_ms", "60000"}}},
+      {"history",
+       {{"read_wait_ms", "60000"}, {"redirect_wait_ms", "60000"}, {"texts_wait_ms", "60000"}}},
       // A test's client can be slow between requests under a sanitizer (it parses large
       // answers): its keep-alive connection is not closed as idle under it.
       {"http", {{"request_timeout_ms", "600000"}}},

@@ -269,11 +269,12 @@ class Service {
   // for the store (the same step runs again when it has it or the bound passes); true
   // when it was answered (503: the store did not reach it within the bound).
   std::optional<bool> await_min_sequence(Exchange& ex, u32 group, std::optional<u64> min_sequence);
-  // For a read of an object the group holds whose request's texts (reference,
-  // merchant_ref, …) the store does not have yet: waits, once and bounded, for the store
-  // to reach what group g has made durable, which holds the object's creation. True
-  // when the exchange waits (it resumes at the next step); false: read on.
-  bool wait_for_texts(Exchange& ex, u32 group);
+  // For a read of an object the group holds whose rows (a request's texts: reference,
+  // merchant_ref, callback_url, …) the store does not have yet: waits, up to
+  // `timeout_ns`, for the store to reach what group g has made durable, which holds the
+  // object's creation. True when the exchange waits (it resumes at the next step, no
+  // group step after it); false: read on (nothing to wait for, or no store).
+  bool wait_for_store(Exchange& ex, u32 group, u64 timeout_ns);
   Group& key_home(const Exchange& ex) const;
   static bool carries_key(const Exchange& ex, const Request& request);
   u64 request_fingerprint(const Exchange& ex) const;

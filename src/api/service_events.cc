@@ -237,16 +237,16 @@ std::optional<bool> Service::await_min_sequence(Exchange& ex, u32 group,
   return behind();
 }
 
-bool Service::wait_for_texts(Exchange& ex, u32 group) {
+bool Service::wait_for_store(Exchange& ex, u32 group, u64 timeout_ns) {
   history::HistoryWorker* history = history_.load(std::memory_order_acquire);
   if (history == nullptr || group >= history->groups() || !history->projecting(group) ||
-      history->config().texts_wait_ns == 0) {
+      timeout_ns == 0) {
     return false;
   }
   const u64 durable = engine().group(group).durable_sequence();
-  if (history->watermark(group) >= durable) return false;  // it has them, or they are none
+  if (history->watermark(group) >= durable) return false;  // it has the rows, or they are none
   ex.last_step_ = true;  // (before the wait: the worker may resume it at once)
-  return history->wait_async(group, durable, history->config().texts_wait_ns, &ex);
+  return history->wait_async(group, durable, timeout_ns, &ex);
 }
 
 }  // namespace paygate::api

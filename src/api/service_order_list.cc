@@ -158,7 +158,7 @@ bool Service::answer_held_order(Exchange& ex) {
       PG_LOG_ERROR("event=history_read_failed message=\"{}\"", read.status().message());
     } else if (read.value()) {
       row = std::move(read).value();
-    } else if (ex.step_ == 1 && wait_for_texts(ex, group)) {
+    } else if (ex.step_ == 1 && wait_for_store(ex, group, history->config().texts_wait_ns)) {
       return false;  // not there yet: resumed at step 2
     }
   }
@@ -290,12 +290,8 @@ bool Service::answer_order(Exchange& ex) {
       redirect = redirect_url(o, row.value()->callback_url);
     } else if (!ex.redirect_waited_) {
       ex.redirect_waited_ = true;
-      ex.last_step_ = true;  // (before the wait: the worker may resume it at once)
-      if (history->wait_async(group, engine().group(group).durable_sequence(),
-                              history->config().redirect_wait_ns, &ex)) {
-        return false;
-      }
-      return answer_order(ex);  // reached already: read again
+      if (wait_for_store(ex, group, history->config().redirect_wait_ns)) return false;
+      return answer_order(ex);  // nothing to wait for: read again, once
     }
     if (redirect.empty()) {
       // The checkout happened: it is answered, without the URL.

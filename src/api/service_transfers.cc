@@ -267,7 +267,7 @@ bool Service::get_transfer(Exchange& ex) {
       // Held but not in the store yet: its reference and metadata are on their way
       // (read your writes). Only a transfer the caller may see is waited for.
       if (held && stored.ok() && !row && ex.step_ == 1 && visible_transfer(ex, ex.transfers_[0]) &&
-          wait_for_texts(ex, group)) {
+          wait_for_store(ex, group, history->config().texts_wait_ns)) {
         return false;
       }
     }
