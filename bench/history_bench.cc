@@ -39,6 +39,7 @@ struct Options {
   u32 batch = 8190;
   u32 reference_every = 10;
   u32 rounds = 3;
+  u64 batch_events = history::ProjectorConfig{}.batch_events;
   std::string store = "sqlite";
   sql::MariaDbConfig mariadb = {.database = "history_bench"};
 };
@@ -158,7 +159,9 @@ bool project(const Options& o, Round* round) {
   }
   const GroupConfig c = group_config(o);
   auto projector = history::Projector::open(
-      history::ProjectorConfig{.dir = c.dir, .ledger = c.ledger, .group = 0}, *store.value());
+      history::ProjectorConfig{
+          .dir = c.dir, .ledger = c.ledger, .group = 0, .batch_events = o.batch_events},
+      *store.value());
   if (!projector.ok()) {
     std::fprintf(stderr, "history_bench: %s\n", projector.status().to_string().c_str());
     return false;
@@ -194,6 +197,8 @@ int main(int argc, char** argv) {
   app.add_option("--accounts", o.accounts);
   app.add_option("--batch", o.batch);
   app.add_option("--reference-every", o.reference_every)->check(CLI::PositiveNumber);
+  app.add_option("--batch-events", o.batch_events, "rows per store transaction, about")
+      ->check(CLI::PositiveNumber);
   app.add_option("--rounds", o.rounds)->check(CLI::PositiveNumber);
   app.add_flag("--quick", quick, "a small run that checks the program works");
   app.add_option("--store", o.store, "sqlite or mariadb")

@@ -216,6 +216,7 @@ bool Service::begin(const HttpRequestView& request, Exchange& ex) {
   ex.principal_ = Principal{};
   ex.key_ = IdempotencyKey{};
   ex.key_lane_ = KeyLane::client;
+  ex.signature_key_ = IdempotencyKey{};
   ex.key_taken_ = false;
   ex.annotations_.clear();
   ex.claim_step_ = Exchange::ClaimStep::none;
@@ -393,6 +394,9 @@ bool Service::dispatch(Exchange& ex) {
                     "Idempotency-Key must be 1 to 255 visible ASCII characters");
       }
       ex.key_ = derive_key(ex);
+      // Kept by the ledger with the key, so that a replay with the key dropped or
+      // changed moves nothing after a restart either.
+      if (ex.principal_.signed_request) ex.signature_key_ = derive_signature_key(ex);
     } else if (ex.principal_.signed_request) {
       // No key: the signature itself is kept by the ledger, so that a captured request
       // replayed after a restart (when the replay cache is empty) moves nothing.

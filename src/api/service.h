@@ -105,6 +105,9 @@ class Exchange final : public Completion {
   // without one, its signature (KeyLane::signature). Empty for neither.
   IdempotencyKey key_;
   KeyLane key_lane_ = KeyLane::client;
+  // A signed request with an Idempotency-Key: its signature too (as KeyLane::signature
+  // keys it), which the request's claim takes before the key (Service::submit).
+  IdempotencyKey signature_key_;
   // The key is taken: the request's first command carried it, or a claim took it
   // (Service::submit). A key names one request, whatever endpoint or group it reaches.
   bool key_taken_ = false;

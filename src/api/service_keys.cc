@@ -19,6 +19,11 @@ namespace paygate::api {
 // takes it with a claim (Command::make_claim) over the whole request's fingerprint —
 // opening the request when it runs in the home group, or as a step of its own before
 // it otherwise, after which the commands carry a key derived from it (move_key).
+//
+// A signed request with a key has its signature taken too, in the same claim as the
+// key, or, where the request carries its key itself, by a claim of the signature alone
+// before it (the request keeps its key: a retry from before this claim existed is
+// still answered).
 bool Service::submit(Exchange& ex, const Request& request, bool last_step) {
   const bool runs_commands =
       request.kind == RequestKind::commands || request.kind == RequestKind::atomic;
@@ -27,11 +32,16 @@ bool Service::submit(Exchange& ex, const Request& request, bool last_step) {
   }
   ex.key_taken_ = true;
   Group& home = key_home(ex);
-  if (&home == ex.group_ && carries_key(ex, request))
-    return submit_to_group(ex, request, last_step);
   // A merchant's key counts against its idempotency_keys quota; an operator's does not.
   const MerchantId owner{ex.principal_.merchant != nullptr ? ex.principal_.merchant->id : 0};
-  ex.claim_ = Command::make_claim(ex.key_, request_fingerprint(ex), 0, ex.key_lane_, owner);
+  if (&home == ex.group_ && carries_key(ex, request)) {
+    if (ex.signature_key_.empty()) return submit_to_group(ex, request, last_step);
+    ex.claim_ = Command::make_claim(ex.signature_key_, request_fingerprint(ex), 0,
+                                    KeyLane::signature, owner);
+  } else {
+    ex.claim_ = Command::make_claim(ex.key_, request_fingerprint(ex), 0, ex.key_lane_, owner,
+                                    ex.signature_key_);
+  }
   if (&home == ex.group_ && request.kind == RequestKind::commands && request.count < kBatchMax) {
     ex.claim_.claim.covers = request.count;
     Request claimed = request;
@@ -94,6 +104,7 @@ u64 Service::request_fingerprint(const Exchange& ex) const {
 // derived from it (a client's retry then finds them answered), or none for a
 // signature (the claim refuses any replay whole).
 void Service::move_key(Exchange& ex) {
+  if (ex.claim_.key != ex.key_) return;  // a claim of the signature alone: the key stays
   IdempotencyKey moved{};
   if (ex.key_lane_ == KeyLane::client) {
     moved = IdempotencyKey{mix64(ex.key_.lo ^ 0x4D4F564544ull), mix64(ex.key_.hi + 1)};

@@ -125,7 +125,7 @@ bool Service::claim_for_registry(Exchange& ex, u64 content) {
   ex.commands_.assign(
       1,
       Command::make_claim(ex.key_, Hasher{}.add(static_cast<u64>(ex.route_)).add(content).value(),
-                          0, ex.key_lane_));
+                          0, ex.key_lane_, {}, ex.signature_key_));
   ex.results_.assign(1, CommandResult{});
   return submit_one(ex);
 }

@@ -506,5 +506,42 @@ TEST_F(WalletTwoGroupServerTest, AWithdrawalBetweenGroupsReachesTheClearingAccou
   EXPECT_EQ(balance(wallet, "/available"), 500);
 }
 
+// A provider's deposit into a wallet of another group, signed by a clock 200 s ahead (so
+// stamped after the restart below) and keyed: its replay after a crash, with the key
+// kept, dropped or changed, is refused by the ledger (which took the signature with the
+// key), and a retry signed again under the key answers the deposit it made.
+TEST_F(WalletTwoGroupServerTest, AKeyedDepositBetweenGroupsReplayedAfterACrashMovesNothing) {
+  const MerchantKeys payer = user();
+  const ProviderKeys bank = provider();
+  ASSERT_NE(payer.id.substr(4, 4), bank.keys.id.substr(4, 4)) << payer.id << " " << bank.keys.id;
+  const std::string wallet = account(payer);
+  const std::string body = transfer_body(bank.clearing_account, wallet, 250);
+  const std::vector<std::string> captured =
+      testing::signed_headers(bank.keys.key_id, bank.keys.secret, "POST", "/v1/transfers", body,
+                              std::to_string(std::time(nullptr) + 200) + ".5");
+  const auto send = [&](const std::string& key) {
+    std::vector<std::string> headers = captured;
+    if (!key.empty()) headers.push_back("Idempotency-Key: " + key);
+    return client_->request("POST", "/v1/transfers", headers, body);
+  };
+  const HttpResponse first = send("deposit-1");
+  ASSERT_EQ(first.status, 201u) << first.body;
+  EXPECT_NE(first.body.find(R"("between_groups":true)"), std::string::npos) << first.body;
+  EXPECT_EQ(balance(wallet), 250);
+  restart(SIGKILL);
+  for (const char* key : {"", "deposit-1", "deposit-2"}) {
+    const HttpResponse replay = send(key);
+    EXPECT_EQ(replay.status, 401u) << "key '" << key << "': " << replay.body;
+    EXPECT_EQ(error_code(replay), "signature_replayed");
+  }
+  EXPECT_EQ(balance(wallet), 250);
+  EXPECT_EQ(balance(bank.clearing_account), -250);
+  const HttpResponse retry =
+      merchant_request(bank.keys, "POST", "/v1/transfers", body, {"Idempotency-Key: deposit-1"});
+  EXPECT_EQ(retry.status, 201u) << retry.body;
+  EXPECT_EQ(text_field(retry.body, "/id"), text_field(first.body, "/id"));
+  EXPECT_EQ(balance(wallet), 250);
+}
+
 }  // namespace
 }  // namespace paygate::api

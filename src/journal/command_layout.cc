@@ -77,8 +77,8 @@ CommandLayout encode(const Command& c) noexcept {
       put(body, 0, c.claim.covers);
       put(body, 4, c.claim.reserved0);
       put(body, 8, c.claim.owner.value);
-      put(body, 16, c.claim.reserved1[0]);
-      put(body, 24, c.claim.reserved1[1]);
+      put(body, 16, c.claim.signature.lo);
+      put(body, 24, c.claim.signature.hi);
       break;
     case CommandKind::set_quota:
       put(body, 0, c.set_quota.owner.value);
@@ -175,8 +175,8 @@ Command decode(const CommandLayout& layout) noexcept {
       c.claim.covers = get<u32>(body, 0);
       c.claim.reserved0 = get<u32>(body, 4);
       c.claim.owner = MerchantId{get<u64>(body, 8)};
-      c.claim.reserved1[0] = get<u64>(body, 16);
-      c.claim.reserved1[1] = get<u64>(body, 24);
+      c.claim.signature.lo = get<u64>(body, 16);
+      c.claim.signature.hi = get<u64>(body, 24);
       break;
     case CommandKind::set_quota:
       c.set_quota = SetQuotaBody{};

@@ -16,7 +16,8 @@
 //     deliver         source transfer u64, credit u64, amount u64, currency u32,
 //                     channel number u32
 //     settle          transfer u64, channel number u32, delivery u16, 2 + 16 reserved
-//     claim           covers u32, 4 reserved, owner u64 (0 before quotas), 16 reserved
+//     claim           covers u32, 4 reserved, owner u64 (0 before quotas), signature
+//                     16 (lo, hi; with flag kClaimSignature, else 0)
 //     set_quota       owner u64, accounts u32, holds u32, idempotency keys u32,
 //                     4 + 8 reserved
 //     tick, unknown   32 bytes carried as they came

@@ -51,6 +51,7 @@ std::string describe(const Command& command) {
     case CommandKind::claim:
       text = fmt::format("claim covers={} fingerprint={:016x}", command.claim.covers,
                          command.extra_hash);
+      if (command.flags == kClaimSignature) text += " with_signature";
       if (command.claim.owner.value != 0)
         text += fmt::format(" owner={}", command.claim.owner.value);
       break;
@@ -106,9 +107,15 @@ u64 content_hash(const Command& command) noexcept {
   // An order's kOrderCallbackUrl only says its request had a callback_url, which
   // extra_hash covers already: left out, a create remembered before the flag existed
   // and its retry now hash the same.
-  const u8 flags = command.kind == CommandKind::order_create
-                       ? static_cast<u8>(command.flags & ~kOrderCallbackUrl)
-                       : command.flags;
+  // Likewise a claim's kClaimSignature: the request's signature is not its content
+  // (a retry is signed again, or not signed at all), so a retry of a claim taken before
+  // the flag existed, or with another signature, hashes the same.
+  u8 flags = command.flags;
+  if (command.kind == CommandKind::order_create) flags &= static_cast<u8>(~kOrderCallbackUrl);
+  if (command.kind == CommandKind::claim && command.flags == kClaimSignature &&
+      !command.claim.signature.empty()) {
+    flags = 0;
+  }
   hasher.add(static_cast<u64>(command.kind)).add(flags).add(command.extra_hash);
   switch (command.kind) {
     case CommandKind::create_account:

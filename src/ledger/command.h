@@ -122,8 +122,15 @@ struct ClaimBody {
   // The merchant the key is counted against (its idempotency_keys quota); 0: none
   // (operators' keys, and journals written before quotas).
   MerchantId owner;
-  u64 reserved1[2] = {};
+  // With kClaimSignature (a client's key's claim, KeyLane::client, for a signed
+  // request): the request's signature, taken in KeyLane::signature by the same command
+  // before the key, so that a replay of the request with its key dropped or changed is
+  // refused after a restart too. Else empty.
+  IdempotencyKey signature;
 };
+// A claim's flags. (A claim with flags was refused before kClaimSignature, and one
+// with the flag but no signature still is: an older journal replays the same.)
+enum ClaimFlags : u8 { kClaimSignature = 1 << 0 };
 
 struct SetQuotaBody {
   MerchantId owner;  // 0: the group's defaults
@@ -261,14 +268,17 @@ struct Command {
 
   // `fingerprint` is the content of the whole request the key names.
   // `owner`: the merchant whose key it is (counted against its quota), or 0.
+  // `signature`: see ClaimBody (only with KeyLane::client).
   static Command make_claim(IdempotencyKey key, u64 fingerprint, u32 covers,
-                            KeyLane lane = KeyLane::client, MerchantId owner = {}) noexcept {
+                            KeyLane lane = KeyLane::client, MerchantId owner = {},
+                            IdempotencyKey signature = {}) noexcept {
     Command c;
     c.kind = CommandKind::claim;
     c.key = key;
     c.key_lane = lane;
     c.extra_hash = fingerprint;
-    c.claim = ClaimBody{.covers = covers, .owner = owner};
+    c.claim = ClaimBody{.covers = covers, .owner = owner, .signature = signature};
+    if (!signature.empty()) c.flags = kClaimSignature;
     return c;
   }
   // `orders` defaults to kQuotaUnchanged (ledger/owner_quotas.h): then the command is

@@ -219,6 +219,18 @@ CommandResult Ledger::execute_keyed(Stamp stamp, const Command& command) noexcep
   if (command.key.empty()) return execute<false>(stamp, command);
   if (command.key_lane == KeyLane::signature) return execute_signed(stamp, command);
   if (command.key_lane != KeyLane::client) return CommandResult{ResultCode::invalid_command};
+  if (command.kind == CommandKind::claim && command.flags == kClaimSignature &&
+      !command.claim.signature.empty()) {
+    // The request's signature first: a replay is refused before its key is looked at
+    // (its key may be dropped or changed), and a retry (signed again) passes on to it.
+    if (const ResultCode refused = check_signature(command.claim.signature, stamp.timestamp_ns);
+        refused != ResultCode::ok) {
+      return CommandResult{refused};
+    }
+    signatures_.insert(IdempotencyRecord{.key = command.claim.signature,
+                                         .created_at_ns = stamp.timestamp_ns,
+                                         .code = ResultCode::ok});
+  }
 
   const u64 content = content_hash(command);
   if (const IdempotencyRecord* record = idempotency_.find(command.key, stamp.timestamp_ns)) {
@@ -307,17 +319,23 @@ OwnerQuota* Ledger::quota_entry(u64 owner, u64 now_ns) noexcept {
 // whatever the content (the same signature is the same bytes).
 CommandResult Ledger::execute_signed(Stamp stamp, const Command& command) noexcept {
   PG_ASSERT(!command.key.empty() && command.key_lane == KeyLane::signature);
-  if (signatures_.find(command.key, stamp.timestamp_ns) != nullptr) {
-    return CommandResult{ResultCode::signature_replayed};
-  }
-  if (!signatures_.has_room(stamp.timestamp_ns)) {
-    ++key_capacity_refusals_;
-    return CommandResult{ResultCode::idempotency_capacity};
+  if (const ResultCode refused = check_signature(command.key, stamp.timestamp_ns);
+      refused != ResultCode::ok) {
+    return CommandResult{refused};
   }
   const CommandResult result = execute<false>(stamp, command);
   signatures_.insert(IdempotencyRecord{
       .key = command.key, .created_at_ns = stamp.timestamp_ns, .code = result.code});
   return result;
+}
+
+ResultCode Ledger::check_signature(IdempotencyKey signature, u64 now_ns) noexcept {
+  if (signatures_.find(signature, now_ns) != nullptr) return ResultCode::signature_replayed;
+  if (!signatures_.has_room(now_ns)) {
+    ++key_capacity_refusals_;
+    return ResultCode::idempotency_capacity;
+  }
+  return ResultCode::ok;
 }
 
 template <bool kUndo>
@@ -361,7 +379,12 @@ CommandResult Ledger::execute(Stamp stamp, const Command& command) noexcept {
       // The key was taken in execute_keyed(); a claim does nothing else. Without a
       // key, or inside an atomic batch (which has its own key), it is malformed.
       if constexpr (kUndo) return CommandResult{ResultCode::invalid_command};
-      if (command.key.empty() || command.flags != 0 || command.claim.reserved0 != 0) {
+      // A signature only with a client's key (execute_keyed took it): elsewhere the
+      // flag is malformed too.
+      if (command.key.empty() || command.claim.reserved0 != 0 ||
+          (command.flags != 0 &&
+           (command.flags != kClaimSignature || command.key_lane != KeyLane::client ||
+            command.claim.signature.empty()))) {
         return CommandResult{ResultCode::invalid_command};
       }
       return CommandResult{ResultCode::ok};

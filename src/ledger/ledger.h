@@ -227,6 +227,9 @@ class Ledger {
   CommandResult execute(Stamp stamp, const Command& command) noexcept;
   CommandResult execute_keyed(Stamp stamp, const Command& command) noexcept;
   CommandResult execute_signed(Stamp stamp, const Command& command) noexcept;
+  // A signature seen again inside its window (signature_replayed), or no room for it
+  // (idempotency_capacity); ok: it may be taken.
+  ResultCode check_signature(IdempotencyKey signature, u64 now_ns) noexcept;
   IdempotencyWindow& keys(KeyLane lane) noexcept {
     return lane == KeyLane::signature ? signatures_ : idempotency_;
   }

@@ -247,6 +247,77 @@ TEST_F(Ledger_, SignatureTableFullRefusesRatherThanForgets) {
   expect_invariants();
 }
 
+// A signed request with an Idempotency-Key: its claim takes the signature too, so a
+// replay is refused by the ledger (after a restart, when the gateway's replay cache is
+// empty) whether its key is kept, dropped or changed; a retry signed again is answered.
+TEST_F(Ledger_, ClaimOfAKeyTakesTheRequestsSignatureToo) {
+  const AccountId user = funded(100);
+  const AccountId merchant = open();
+  const auto claimed_pay = [&](IdempotencyKey k, IdempotencyKey signature) {
+    return std::vector<Command>{
+        Command::make_claim(k, /*fingerprint=*/77, 1, KeyLane::client, {}, signature),
+        Command::make_transfer(user, merchant, 5, kUsd).with_key(key(k.lo + 100)),
+    };
+  };
+  const auto apply = [&](const std::vector<Command>& batch) {
+    std::vector<CommandResult> results(batch.size());
+    ledger_->apply_batch(batch_stamp(batch.size()), batch, results);
+    return results;
+  };
+  const std::vector<CommandResult> first = apply(claimed_pay(key(1), key(50)));
+  ASSERT_EQ(first[0].code, ResultCode::ok);
+  ASSERT_EQ(first[1].code, ResultCode::ok);
+  EXPECT_EQ(ledger_->signature_records(), 1u);
+  // Replayed as sent, with another key, or without one (the signature lane): refused,
+  // and nothing runs.
+  EXPECT_EQ(apply(claimed_pay(key(1), key(50)))[1].code, ResultCode::signature_replayed);
+  EXPECT_EQ(apply(claimed_pay(key(2), key(50)))[1].code, ResultCode::signature_replayed);
+  EXPECT_EQ(
+      code(Command::make_transfer(user, merchant, 5, kUsd).with_key(key(50), KeyLane::signature)),
+      ResultCode::signature_replayed);
+  EXPECT_EQ(account(user).balance(), 95);
+  EXPECT_EQ(ledger_->idempotency_records(), 2u);  // key(1) and its transfer's: key(2) untaken
+  // A retry signed again (or not signed: a bearer token) is the same request: answered
+  // as before, nothing moves again.
+  EXPECT_EQ(apply(claimed_pay(key(1), key(51))), first);
+  EXPECT_EQ(apply(claimed_pay(key(1), IdempotencyKey{})), first);
+  EXPECT_EQ(account(user).balance(), 95);
+  // A signature an unkeyed request used cannot open a keyed one either.
+  ASSERT_EQ(
+      code(Command::make_transfer(user, merchant, 1, kUsd).with_key(key(60), KeyLane::signature)),
+      ResultCode::ok);
+  EXPECT_EQ(apply(claimed_pay(key(3), key(60)))[0].code, ResultCode::signature_replayed);
+  EXPECT_EQ(account(user).balance(), 94);
+  // The content of a claim is not its signature.
+  EXPECT_EQ(content_hash(Command::make_claim(key(1), 77, 1, KeyLane::client, {}, key(50))),
+            content_hash(Command::make_claim(key(1), 77, 1)));
+  // Malformed: the flag without a signature, or on a claim of the signature lane.
+  Command bare = Command::make_claim(key(4), 77, 0);
+  bare.flags = kClaimSignature;
+  EXPECT_EQ(code(bare), ResultCode::invalid_command);
+  Command lane = Command::make_claim(key(5), 77, 0, KeyLane::signature);
+  lane.flags = kClaimSignature;
+  lane.claim.signature = key(52);
+  EXPECT_EQ(code(lane), ResultCode::invalid_command);
+  // Past the signature window (600 s) it could no longer pass the API's timestamp
+  // check, and is let go.
+  EXPECT_EQ(code(Command::make_claim(key(6), 77, 0, KeyLane::client, {}, key(50)), 601),
+            ResultCode::ok);
+  expect_invariants();
+}
+
+TEST_F(Ledger_, ClaimWithASignatureIsRefusedWhenTheSignatureTableIsFull) {
+  LedgerConfig config = config_;
+  config.signature_keys_max = 1;
+  reconfigure(config);
+  ASSERT_EQ(code(Command::make_claim(key(1), 77, 0, KeyLane::client, {}, key(50))), ResultCode::ok);
+  EXPECT_EQ(code(Command::make_claim(key(2), 77, 0, KeyLane::client, {}, key(51))),
+            ResultCode::idempotency_capacity);
+  EXPECT_EQ(ledger_->idempotency_records(), 1u);  // key(2) was not taken
+  EXPECT_EQ(code(Command::make_claim(key(2), 77, 0, KeyLane::client, {}, key(51)), 600),
+            ResultCode::ok);
+}
+
 TEST_F(Ledger_, TickDropsExpiredKeys) {
   const AccountId user = funded(100);
   ASSERT_EQ(code(Command::make_transfer(user, open(), 1, kUsd).with_key(key(1))), ResultCode::ok);

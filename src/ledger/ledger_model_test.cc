@@ -262,12 +262,34 @@ class ModelRun {
     return command;
   }
 
+  // A client's key's claim that takes a signature too (a signed request's): a new one, or
+  // one seen before (a replay, whatever key it carries now).
+  Command signed_by(Command claim) {
+    IdempotencyKey signature;
+    if (!signed_.empty() && chance(30)) {
+      signature = signed_[below(signed_.size())];
+    } else {
+      signature = fresh_key();
+      keep(signed_, signature);
+    }
+    claim.flags = kClaimSignature;
+    claim.claim.signature = signature;
+    return claim;
+  }
+
   // The claim that opens a request of `covers` more commands: a new key, an exact retry of an
-  // earlier claim, its key for another request, a key a single command took, or a signature.
+  // earlier claim (signed again or not), its key for another request, a key a single command
+  // took, or a signature; a client's key with the request's signature too.
   Command claim(u32 covers) {
     const u32 roll = static_cast<u32>(below(100));
     if (roll < 30 && !claims_.empty()) {
       const Command earlier = claims_[below(claims_.size())];
+      if (chance(30)) {
+        Command again = earlier;
+        again.flags = 0;
+        again.claim.signature = IdempotencyKey{};
+        return chance(70) ? signed_by(again) : again;
+      }
       return chance(80) ? earlier : Command::make_claim(earlier.key, random_(), covers);
     }
     if (roll < 40 && !keyed_.empty()) {
@@ -287,8 +309,16 @@ class ModelRun {
       keyless.key = IdempotencyKey{};  // malformed
       return keyless;
     }
-    const Command made =
+    if (roll < 59) {  // malformed: the flag without a signature, or in the signature lane
+      Command odd = Command::make_claim(fresh_key(), random_(), covers,
+                                        chance(50) ? KeyLane::client : KeyLane::signature);
+      odd.flags = kClaimSignature;
+      if (odd.key_lane == KeyLane::signature) odd.claim.signature = fresh_key();
+      return odd;
+    }
+    Command made =
         Command::make_claim(fresh_key(), random_(), covers, KeyLane::client, claim_owner());
+    if (chance(40)) made = signed_by(made);
     keep(claims_, made);
     return made;
   }

@@ -278,6 +278,23 @@ class ReferenceLedger {
     if (command.key_lane != KeyLane::client) return {ResultCode::invalid_command};
     Command content = command;
     content.key = IdempotencyKey{};
+    if (signed_claim(command)) {
+      // The request's signature, before its key: a replay is refused whatever key it
+      // carries; the signature is not the request's content.
+      const auto signature = std::make_pair(command.claim.signature.lo, command.claim.signature.hi);
+      const auto it = signatures_.find(signature);
+      if (it != signatures_.end() &&
+          stamp.timestamp_ns - it->second.created_at_ns < config_.signature_window_ns) {
+        return {ResultCode::signature_replayed};
+      }
+      if (live_keys(signatures_, config_.signature_window_ns, stamp) >=
+          config_.signature_capacity()) {
+        return {ResultCode::idempotency_capacity};
+      }
+      signatures_.put(signature, Remembered{{}, {}, ResultCode::ok, stamp.timestamp_ns});
+      content.flags = 0;
+      content.claim.signature = IdempotencyKey{};
+    }
     if (const Remembered* earlier = remembered(command.key, stamp)) {
       if (earlier->content != std::vector<Command>{content})
         return {ResultCode::idempotency_key_reused};
@@ -299,7 +316,12 @@ class ReferenceLedger {
   // A keyed claim holds once its key is taken; anything else runs.
   CommandResult execute_claim_or(Stamp stamp, const Command& command) {
     if (command.kind != CommandKind::claim) return execute(stamp, command);
-    return {command.flags == 0 ? ResultCode::ok : ResultCode::invalid_command};
+    return {command.flags == 0 || signed_claim(command) ? ResultCode::ok
+                                                        : ResultCode::invalid_command};
+  }
+  static bool signed_claim(const Command& c) {
+    return c.kind == CommandKind::claim && c.key_lane == KeyLane::client &&
+           c.flags == kClaimSignature && !c.claim.signature.empty();
   }
 
   const Remembered* remembered(IdempotencyKey key, Stamp stamp) const {

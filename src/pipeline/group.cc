@@ -211,9 +211,10 @@ ResultCode Group::submit(const Request& request) noexcept {
     }
     if (!claims_within(request)) return ResultCode::invalid_command;
     if (const ResultCode code = check_annotations(request); code != ResultCode::ok) return code;
-    // An order copied out after its step: one order command, on its own.
+    // An order copied out after its step: one order command, on its own (a claim of the
+    // request's signature may open it: the order is copied out whether it held or not).
     if (request.order_out != nullptr &&
-        (request.kind != RequestKind::commands || request.count != 1 || request.claim != nullptr ||
+        (request.kind != RequestKind::commands || request.count != 1 ||
          !OrderBook::is_order_command(request.commands[0].kind))) {
       return ResultCode::invalid_command;
     }
