@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <memory>
@@ -86,6 +87,22 @@ Problem Authenticator::signed_request(const Credentials& c, u64 now_s, Principal
   if (skew > config_.window_s) {
     return refuse(ResultCode::timestamp_out_of_window,
                   "X-Paygate-Timestamp is more than 300 s from the server's clock");
+  }
+  // A request that changes state must also be younger than the window by a margin: one
+  // signature passes from window_s before its timestamp (a client clock running
+  // ahead) to this age after it, and its replay must still find it in the ledger,
+  // which keeps it signatures_kept_s from when the first was stamped (1 s for whole-
+  // second clocks, and 10 s for the replay's wait before the ledger stamps it).
+  constexpr u64 kStampMarginS = 12;
+  const u64 age_max_s =
+      config_.signatures_kept_s > config_.window_s + kStampMarginS
+          ? std::min(config_.window_s, config_.signatures_kept_s - config_.window_s - kStampMarginS)
+          : 0;
+  if (c.check_replay && now_s > timestamp + age_max_s) {
+    return refuse(ResultCode::timestamp_out_of_window,
+                  fmt::format("X-Paygate-Timestamp is more than {} s old: a request that changes "
+                              "state must be sent within {} s of its timestamp (sign it again)",
+                              age_max_s, age_max_s));
   }
   MerchantRef merchant = merchants_.find_by_key(c.key_id);
   Digest sent{};

@@ -60,6 +60,10 @@ struct Principal {
 struct AuthConfig {
   std::string admin_token;
   u64 window_s = 300;
+  // How long the ledger keeps a signed POST's signature (LedgerConfig::
+  // signature_window_ns; at least twice window_s). A POST is refused a little before
+  // its timestamp leaves the window on the past side (Authenticator::signed_request).
+  u64 signatures_kept_s = 600;
   std::size_t replay_cache_max = 1u << 20;
   // A JWT lives at most this long (exp minus iat, or minus now without iat): a leaked
   // token is a bearer's key until it expires, so it must expire soon.

@@ -293,6 +293,23 @@ TEST_F(ServerTest, SignedRequestsAndTokens) {
   const auto future = signed_headers(shop.key_id, shop.secret, "GET", target, "",
                                      std::to_string(std::time(nullptr) + 360));
   EXPECT_EQ(error_code(client_->request("GET", target, future)), "timestamp_out_of_window");
+  // A request that changes state must be younger than 288 s (300 less a margin, so that
+  // its signature cannot outlive the ledger's record of it: docs/API.md, "Replays"); a
+  // read may be as old as the window (8 s of slack for a busy machine's clock reads).
+  const std::string aged = std::to_string(std::time(nullptr) - 292);
+  EXPECT_EQ(client_
+                ->request("GET", target,
+                          signed_headers(shop.key_id, shop.secret, "GET", target, "", aged))
+                .status,
+            200u);
+  const std::string open_body = R"({"currency":"USD"})";
+  const HttpResponse aged_post = client_->request(
+      "POST", "/v1/accounts",
+      signed_headers(shop.key_id, shop.secret, "POST", "/v1/accounts", open_body, aged), open_body);
+  EXPECT_EQ(aged_post.status, 401u) << aged_post.body;
+  EXPECT_EQ(error_code(aged_post), "timestamp_out_of_window");
+  EXPECT_NE(text_field(aged_post.body, "/error/message").find("288 s"), std::string::npos)
+      << aged_post.body;
   // The body is signed: the same headers with another body fail.
   const auto for_body =
       signed_headers(shop.key_id, shop.secret, "POST", "/v1/accounts", R"({"currency":"USD"})");

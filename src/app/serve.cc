@@ -387,6 +387,7 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
   ledger.order_final_retained_ns = final_retained_s * kNanosPerSecond;
   // The ledger keeps signatures for twice the most the timestamp check allows
   // (LedgerConfig::signature_window_ns, fixed so that journals stay comparable).
+  s->auth.signatures_kept_s = ledger.signature_window_ns / kNanosPerSecond;
   if (s->auth.window_s == 0 ||
       2 * s->auth.window_s * kNanosPerSecond > ledger.signature_window_ns) {
     return Status::invalid_config(fmt::format("{}: auth.window_s must be 1 to {}", file.string(),

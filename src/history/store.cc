@@ -578,7 +578,17 @@ Status Store::write(const Batch& batch) {
       if (!ok_closed) return abandon(fmt::format("update transfer {:x}", e.id));
     }
   }
-  for (const EntryRow& r : batch.entries) {
+  std::vector<const EntryRow*> sorted;
+  sorted.reserve(batch.entries.size());
+  for (const EntryRow& r : batch.entries)
+    sorted.push_back(&r);
+  if (getenv("SORT_ENTRIES"))
+    std::sort(sorted.begin(), sorted.end(), [](const EntryRow* a, const EntryRow* b) {
+      return std::tie(a->account, a->sequence, a->index, a->side) <
+             std::tie(b->account, b->sequence, b->index, b->side);
+    });
+  for (const EntryRow* rp : sorted) {
+    const EntryRow& r = *rp;
     const bool ok = entry.bind(1, signed_of(r.account))
                         .bind(2, signed_of(r.sequence))
                         .bind(3, r.index)
