@@ -8,9 +8,10 @@
 // round; scripts/mariadb-for-tests.sh starts one). Prints events_per_sec (ledger events:
 // the /v1/events stream) and rows_per_sec (events, statement lines and annotations), the
 // median of --rounds projections of the same journal, each into a new store.
+// --batch-events: the projector's transaction size ([history] batch_events).
 //
 //   ./build/bench/history_bench [--dir /var/tmp/paygate-history-bench] [--transfers 1000000]
-//        [--accounts 10000] [--batch 8190] [--rounds 3] [--quick]
+//        [--accounts 10000] [--batch 8190] [--batch-events 200000] [--rounds 3] [--quick]
 //        [--store sqlite|mariadb] [--mariadb-port 3306] [--mariadb-user paygate]
 #include <CLI/CLI.hpp>
 

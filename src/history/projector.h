@@ -32,7 +32,9 @@ struct ProjectorConfig {
   std::filesystem::path dir;  // the group's directory
   LedgerConfig ledger;        // the group's
   u32 group = 0;
-  u64 batch_events = 50'000;  // rows per transaction, about (whole records)
+  // Events, annotations and order rows per transaction, about (whole records; each
+  // transfer's two statement lines come on top).
+  u64 batch_events = 200'000;
 };
 
 class Projector {

@@ -578,17 +578,20 @@ Status Store::write(const Batch& batch) {
       if (!ok_closed) return abandon(fmt::format("update transfer {:x}", e.id));
     }
   }
-  std::vector<const EntryRow*> sorted;
-  sorted.reserve(batch.entries.size());
+  // In the table's key order (account first), not the batch's (sequence first): then the
+  // transaction's inserts walk the B-tree once, each page in turn, instead of jumping
+  // between the accounts' pages; with the larger transactions that cuts the time of a
+  // projection by about a quarter (docs/BENCHMARKS.md, 2026-12-07).
+  std::vector<const EntryRow*> in_key_order;
+  in_key_order.reserve(batch.entries.size());
   for (const EntryRow& r : batch.entries)
-    sorted.push_back(&r);
-  if (getenv("SORT_ENTRIES"))
-    std::sort(sorted.begin(), sorted.end(), [](const EntryRow* a, const EntryRow* b) {
-      return std::tie(a->account, a->sequence, a->index, a->side) <
-             std::tie(b->account, b->sequence, b->index, b->side);
-    });
-  for (const EntryRow* rp : sorted) {
-    const EntryRow& r = *rp;
+    in_key_order.push_back(&r);
+  std::sort(in_key_order.begin(), in_key_order.end(), [](const EntryRow* a, const EntryRow* b) {
+    return std::tie(a->account, a->sequence, a->index, a->side) <
+           std::tie(b->account, b->sequence, b->index, b->side);
+  });
+  for (const EntryRow* row : in_key_order) {
+    const EntryRow& r = *row;
     const bool ok = entry.bind(1, signed_of(r.account))
                         .bind(2, signed_of(r.sequence))
                         .bind(3, r.index)

@@ -26,7 +26,7 @@ struct HistoryConfig {
   // MariaDB server's database.
   StoreConfig store;
   u64 poll_interval_ns = 20'000'000;  // how often it looks for more when idle
-  u64 batch_events = 50'000;          // rows per transaction, about
+  u64 batch_events = 200'000;         // events (and other rows but statement lines) per transaction
   // Retention waits for the store up to this many journal segments per group.
   u32 retention_segments_max = 64;
   // How long a start tries again to open a store it cannot (a MariaDB server not up
