@@ -261,15 +261,8 @@ class ReferenceLedger {
     }
     const auto id = std::make_pair(command.key.lo, command.key.hi);
     if (command.key_lane == KeyLane::signature) {
-      // A signature seen again inside its window is a replay, whatever it carries.
-      const auto it = signatures_.find(id);
-      if (it != signatures_.end() &&
-          stamp.timestamp_ns - it->second.created_at_ns < config_.signature_window_ns) {
-        return {ResultCode::signature_replayed};
-      }
-      if (live_keys(signatures_, config_.signature_window_ns, stamp) >=
-          config_.signature_capacity()) {
-        return {ResultCode::idempotency_capacity};
+      if (const ResultCode refused = signature_refusal(id, stamp); refused != ResultCode::ok) {
+        return {refused};
       }
       const CommandResult result = execute_claim_or(stamp, command);
       signatures_.put(id, Remembered{{}, {}, result.code, stamp.timestamp_ns});
@@ -282,14 +275,9 @@ class ReferenceLedger {
       // The request's signature, before its key: a replay is refused whatever key it
       // carries; the signature is not the request's content.
       const auto signature = std::make_pair(command.claim.signature.lo, command.claim.signature.hi);
-      const auto it = signatures_.find(signature);
-      if (it != signatures_.end() &&
-          stamp.timestamp_ns - it->second.created_at_ns < config_.signature_window_ns) {
-        return {ResultCode::signature_replayed};
-      }
-      if (live_keys(signatures_, config_.signature_window_ns, stamp) >=
-          config_.signature_capacity()) {
-        return {ResultCode::idempotency_capacity};
+      if (const ResultCode refused = signature_refusal(signature, stamp);
+          refused != ResultCode::ok) {
+        return {refused};
       }
       signatures_.put(signature, Remembered{{}, {}, ResultCode::ok, stamp.timestamp_ns});
       content.flags = 0;
@@ -312,6 +300,20 @@ class ReferenceLedger {
     const CommandResult result = execute_claim_or(stamp, command);
     remember(command.key, stamp, {content}, {result}, result.code, owner);
     return result;
+  }
+  // A signature seen again inside its window is a replay, whatever it carries; a new
+  // one needs room.
+  ResultCode signature_refusal(std::pair<u64, u64> signature, Stamp stamp) {
+    const auto it = signatures_.find(signature);
+    if (it != signatures_.end() &&
+        stamp.timestamp_ns - it->second.created_at_ns < config_.signature_window_ns) {
+      return ResultCode::signature_replayed;
+    }
+    if (live_keys(signatures_, config_.signature_window_ns, stamp) >=
+        config_.signature_capacity()) {
+      return ResultCode::idempotency_capacity;
+    }
+    return ResultCode::ok;
   }
   // A keyed claim holds once its key is taken; anything else runs.
   CommandResult execute_claim_or(Stamp stamp, const Command& command) {
