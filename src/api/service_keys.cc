@@ -36,8 +36,8 @@ bool Service::submit(Exchange& ex, const Request& request, bool last_step) {
   const MerchantId owner{ex.principal_.merchant != nullptr ? ex.principal_.merchant->id : 0};
   if (&home == ex.group_ && carries_key(ex, request)) {
     if (ex.signature_key_.empty()) return submit_to_group(ex, request, last_step);
-    ex.claim_ = Command::make_claim(ex.signature_key_, request_fingerprint(ex), 0,
-                                    KeyLane::signature, owner);
+    // (A signature's claim compares no content: no fingerprint to compute.)
+    ex.claim_ = Command::make_claim(ex.signature_key_, 0, 0, KeyLane::signature, owner);
   } else {
     ex.claim_ = Command::make_claim(ex.key_, request_fingerprint(ex), 0, ex.key_lane_, owner,
                                     ex.signature_key_);
