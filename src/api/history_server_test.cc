@@ -125,6 +125,10 @@ TEST_P(HistoryServerTest, StatementsAndEventsReachBackPastMemory) {
   // a's statement, newest first, page by page: 10,000 debits, then the funding credit.
   // Pages of 512 end exactly where memory does (it holds 8,192 of a's lines): the
   // next page starts from the store.
+  // Each line's running balance is the newer line's less what that one moved, from
+  // the account's balance now down to the funding's: across the seam between memory
+  // and the store too.
+  const i64 now = number_field(admin_get("/v1/accounts/" + a).body, "/balance");
   i64 last_sequence = 0;
   std::string oldest;  // the cursor of the oldest line (the funding)
   for (const int limit : {1000, 512}) {
@@ -132,6 +136,7 @@ TEST_P(HistoryServerTest, StatementsAndEventsReachBackPastMemory) {
     u64 lines = 0;
     bool complete = false;
     last_sequence = std::numeric_limits<i64>::max();
+    i64 balance = now;
     for (int page = 0; page < 100 && !complete; ++page) {
       const HttpResponse r =
           merchant_request(shop, "GET",
@@ -144,10 +149,15 @@ TEST_P(HistoryServerTest, StatementsAndEventsReachBackPastMemory) {
       simdjson::dom::array entries;
       ASSERT_FALSE(parser.parse(r.body)["entries"].get(entries));
       for (simdjson::dom::element line : entries) {
-        i64 sequence = 0;
-        std::string_view at;
+        i64 sequence = 0, amount = 0, balance_after = 0;
+        std::string_view at, direction;
         ASSERT_FALSE(line["sequence"].get(sequence));
         ASSERT_FALSE(line["cursor"].get(at));
+        ASSERT_FALSE(line["amount"].get(amount));
+        ASSERT_FALSE(line["direction"].get(direction));
+        ASSERT_FALSE(line["balance_after"].get(balance_after));
+        ASSERT_EQ(balance_after, balance) << "the line at " << at;
+        balance -= direction == "debit" ? -amount : amount;
         EXPECT_LT(sequence, last_sequence) << "lines newest first, each once";
         last_sequence = sequence;
         oldest = std::string(at);
@@ -158,6 +168,7 @@ TEST_P(HistoryServerTest, StatementsAndEventsReachBackPastMemory) {
       cursor = text_field(r.body, "/next_cursor");
     }
     EXPECT_EQ(lines, 10'001u) << "limit " << limit;
+    EXPECT_EQ(balance, 0) << "before the funding, limit " << limit;
     EXPECT_TRUE(complete) << "the statement reached the account's first line, limit " << limit;
   }
 

@@ -125,6 +125,7 @@ void render_entries(std::string& out, u32 group, u64 account, std::span<const Le
         .id(IdKind::account, debit ? e.credit_account_id.value : e.debit_account_id.value);
     json.key("amount").unsigned_number(e.amount);
     released_field(json, e);
+    json.key("balance_after").number(debit ? e.debit_balance : e.credit_balance);
     json.key("currency").string(e.currency.letters());
     json.end_object();
   }

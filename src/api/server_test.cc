@@ -482,16 +482,29 @@ TEST_F(ServerTest, EventsAndStatements) {
   EXPECT_EQ(number_field(lines.body, "/entries/1/released"), 30);
   EXPECT_EQ(text_field(lines.body, "/entries/1/counterparty"), shop);
   EXPECT_EQ(text_field(lines.body, "/entries/2/type"), "transfer_pending");
+  // The running balance after each line: 100 in, 30 out, 50 held (no change), 20 of
+  // it taken, 5 in.
+  EXPECT_EQ(number_field(lines.body, "/entries/0/balance_after"), 55);
+  EXPECT_EQ(number_field(lines.body, "/entries/1/balance_after"), 50);
+  EXPECT_EQ(number_field(lines.body, "/entries/2/balance_after"), 70);
   EXPECT_NE(lines.body.find("\"has_more\":true"), std::string::npos) << lines.body;
   const std::string cursor = text_field(lines.body, "/next_cursor");
   lines = merchant_request(parent, "GET", "/v1/accounts/" + wallet + "/entries?cursor=" + cursor);
   ASSERT_EQ(lines.status, 200u) << lines.body;
   EXPECT_EQ(text_field(lines.body, "/entries/0/direction"), "debit");
   EXPECT_EQ(number_field(lines.body, "/entries/0/amount"), 30);
+  EXPECT_EQ(number_field(lines.body, "/entries/0/balance_after"), 70);
   EXPECT_EQ(number_field(lines.body, "/entries/1/amount"), 100);
+  EXPECT_EQ(number_field(lines.body, "/entries/1/balance_after"), 100);
   EXPECT_EQ(text_field(lines.body, "/entries/2/type"), "<missing>");
   EXPECT_NE(lines.body.find("\"history_complete\":true"), std::string::npos) << lines.body;
   EXPECT_NE(lines.body.find("\"next_cursor\":null"), std::string::npos) << lines.body;
+  // The credit side's: 30 in, 50 held toward it (no change), 20 of it taken.
+  const HttpResponse received =
+      merchant_request(parent, "GET", "/v1/accounts/" + shop + "/entries");
+  EXPECT_EQ(number_field(received.body, "/entries/0/balance_after"), 50) << received.body;
+  EXPECT_EQ(number_field(received.body, "/entries/1/balance_after"), 30);
+  EXPECT_EQ(number_field(received.body, "/entries/2/balance_after"), 30);
 
   // Not yours, unknown, or malformed.
   const HttpResponse peek =
@@ -514,8 +527,10 @@ TEST_F(ServerTest, EventsAndStatements) {
 
   // After a restart the stream is made again by replay: the same bytes.
   const HttpResponse everything = admin_get("/v1/events?limit=1000");
+  const HttpResponse statement = admin_get("/v1/accounts/" + wallet + "/entries");
   restart();
   EXPECT_EQ(admin_get("/v1/events?limit=1000").body, everything.body);
+  EXPECT_EQ(admin_get("/v1/accounts/" + wallet + "/entries").body, statement.body);
 }
 
 TEST_F(ServerTest, Batches) {

@@ -860,8 +860,10 @@ Result<std::vector<EntryRow>> Store::entries(u64 account, std::optional<std::pai
 namespace {
 
 // Rows of `read` whose first twelve columns are an event's, in the events table's order.
-Result<std::vector<LedgerEvent>> read_events(Statement& read,
-                                             const std::function<Status()>& failed) {
+// (`statement_of`: a statement's read, whose column 12 is the running balance of that
+// account's line, set on the event's side of it.)
+Result<std::vector<LedgerEvent>> read_events(Statement& read, const std::function<Status()>& failed,
+                                             u64 statement_of = 0) {
   std::vector<LedgerEvent> out;
   for (int rc = read.step(); rc != sql::kDone; rc = read.step()) {
     if (rc != sql::kRow) return failed();
@@ -878,6 +880,10 @@ Result<std::vector<LedgerEvent>> read_events(Statement& read,
     e.owner = MerchantId{static_cast<u64>(read.integer(9))};
     e.detail = static_cast<u8>(read.integer(10));
     e.timestamp_ns = static_cast<u64>(read.integer(11));
+    if (statement_of != 0) {
+      (e.debit_account_id.value == statement_of ? e.debit_balance : e.credit_balance) =
+          read.integer(12);
+    }
   }
   return out;
 }
@@ -902,7 +908,8 @@ Result<std::vector<LedgerEvent>> Store::account_events(u32 group, u64 account,
   std::lock_guard lock(read_mutex_);
   Statement read(reader_,
                  "SELECT e.sequence, e.idx, e.kind, e.id, e.debit, e.credit, e.amount, "
-                 "e.released, e.currency, e.owner, e.detail, e.at_ns FROM entries n JOIN events e "
+                 "e.released, e.currency, e.owner, e.detail, e.at_ns, n.balance "
+                 "FROM entries n JOIN events e "
                  "ON e.grp = ?1 AND e.sequence = n.sequence AND e.idx = n.idx "
                  "WHERE n.account = ?2 AND n.sequence <= ?3 AND (n.sequence < ?3 OR n.idx < ?4) "
                  "ORDER BY n.sequence DESC, n.idx DESC LIMIT ?5");
@@ -911,7 +918,8 @@ Result<std::vector<LedgerEvent>> Store::account_events(u32 group, u64 account,
   const i64 sequence = before ? signed_of(before->sequence) : std::numeric_limits<i64>::max();
   const i64 index = before ? i64{before->index} : 0;
   read.bind(1, group).bind(2, signed_of(account)).bind(3, sequence).bind(4, index).bind(5, limit);
-  return read_events(read, [&] { return read_failed("read a statement"); });
+  return read_events(
+      read, [&] { return read_failed("read a statement"); }, account);
 }
 
 Result<std::vector<AnnotationRow>> Store::annotations(u32 group, u64 sequence) {

@@ -29,6 +29,11 @@ struct LedgerEvent {
   AccountId credit_account_id;
   u64 amount = 0;    // moved (posted, captured) or held (pending)
   u64 released = 0;  // holds closed: the part given back to the debit account
+  // Each side's balance (credits posted − debits posted) just after this event: the
+  // running balance of the statement lines it makes (a hold changes none). 0 for
+  // account_created.
+  i64 debit_balance = 0;
+  i64 credit_balance = 0;
   MerchantId owner;  // account_created: the account's owner
   Currency currency;
   // The sink's: this event's place among its sequence's events (a tick after a long
@@ -40,7 +45,7 @@ struct LedgerEvent {
 
   constexpr bool operator==(const LedgerEvent&) const noexcept = default;
 };
-static_assert(sizeof(LedgerEvent) == 80);
+static_assert(sizeof(LedgerEvent) == 96);
 static_assert(std::is_trivially_copyable_v<LedgerEvent>);
 
 // Where the ledger hands its events, on the ledger's own thread. An implementation

@@ -650,6 +650,8 @@ inline TransferId Ledger::move(Stamp stamp, Account& debit, Account& credit,
     event.debit_account_id = debit.id;
     event.credit_account_id = credit.id;
     event.amount = amount;
+    event.debit_balance = debit.balance();
+    event.credit_balance = credit.balance();
     events_->append(event);
   }
   return id;
@@ -963,6 +965,8 @@ void Ledger::close_pending(u32 slot, TransferStatus status, u64 posted_amount, S
     event.credit_account_id = credit->id;
     event.amount = posted_amount;
     event.released = hold.amount - posted_amount;
+    event.debit_balance = debit->balance();
+    event.credit_balance = credit->balance();
     events_->append(event);
   }
 

@@ -497,7 +497,8 @@ class ModelRun {
   // ---- events ----
 
   // Folding the event stream from the start gives every account's four counters: the
-  // stream misses no change and invents none.
+  // stream misses no change and invents none; and each event's balances are its
+  // sides' balances as folded up to it (a statement's running balance).
   void check_events_add_up() {
     struct Sums {
       u64 debits_posted = 0, debits_pending = 0, credits_posted = 0, credits_pending = 0;
@@ -532,6 +533,11 @@ class ModelRun {
         case LedgerEventKind::account_created:
           break;
       }
+      const auto balance = [](const Sums& s) {
+        return static_cast<i64>(s.credits_posted) - static_cast<i64>(s.debits_posted);
+      };
+      ASSERT_EQ(e.debit_balance, balance(debit)) << e.sequence << "." << e.index;
+      ASSERT_EQ(e.credit_balance, balance(credit)) << e.sequence << "." << e.index;
     }
     ASSERT_EQ(sums.size(), real_.account_count());
     for (const auto& [id, sum] : sums) {

@@ -49,7 +49,7 @@ struct GroupConfig {
   u32 request_commands_max = kBatchMax;
   u32 release_queue_max = 1u << 18;  // requests applied, waiting to be durable
   // Recent events held for /v1/events and statements (EventLog), rounded up to a power
-  // of two of at least kBatchMax. 96 bytes each, plus 8 bytes per account of the ledger.
+  // of two of at least kBatchMax. 112 bytes each, plus 8 bytes per account of the ledger.
   u32 events_max = 1u << 18;
   u64 journal_segment_bytes = 64u << 20;
   u64 group_commit_bytes_max = 8u << 20;             // bytes staged while a write + sync runs
