@@ -353,12 +353,15 @@ TEST_P(HistoryTwoGroupServerTest, ARebuildFromTheJournalsMakesTheSameRows) {
   start();
 }
 
-// The store's settings are checked at start: an unknown kind or a database name that
-// would need quoting stops the server with words that say which.
+// The store's settings are checked at start: an unknown kind, a database name that
+// would need quoting or TLS settings that do not hang together stop the server with
+// words that say which.
 TEST(HistorySettings, ABadStoreOrDatabaseNameStopsTheServerAtStart) {
   for (const char* settings : {"[history]\nstore = \"postgres\"\n",
                                "[history]\nstore = \"mariadb\"\nmariadb_database = \"pay`gate\"\n",
-                               "[history]\nmariadb_database = \"\"\n"}) {
+                               "[history]\nmariadb_database = \"\"\n",
+                               // TLS without a CA to verify the server with.
+                               "[history]\nstore = \"mariadb\"\nmariadb_ssl = true\n"}) {
     TempDir dir;
     testing::ServerProcess server;
     EXPECT_FALSE(server.start(dir.path() / "data", test_config(settings))) << settings;
@@ -380,6 +383,54 @@ TEST(HistorySettings, AMariaDbStoreThatCannotBeReachedLeavesTheLedgerServing) {
       << server.log();
   EXPECT_NE(server.log().find("event=history_failed"), std::string::npos) << server.log();
   EXPECT_NE(server.log().find("event=history_open_retry"), std::string::npos) << server.log();
+}
+
+// A store that cannot be opened at start (here: its directory is not there yet) is
+// opened in the background once it can be, with the webhooks that read it, and
+// catches up with what was done meanwhile: no restart (docs/HISTORY.md).
+class HistoryReopenServerTest : public ServerTest {
+ protected:
+  void SetUp() override {
+    config_ = "[ledger]\nrecent_transfers_max = 64\n[history]\nfile = \"" +
+              (dir_.path() / "later" / "history.sqlite").string() +
+              "\"\nopen_retry_s = 0\nreopen_interval_s = 1\n";
+    ServerTest::SetUp();
+  }
+};
+
+TEST_F(HistoryReopenServerTest, AStoreThatCouldNotOpenIsOpenedInTheBackground) {
+  EXPECT_EQ(metric("paygate_history_store_open"), 0u);
+  const MerchantKeys shop = merchant("Shop");
+  const std::string bank = system_account();
+  const std::string a = account(shop), b = account(shop);
+  fund(bank, a, 100'000);
+  std::string first;
+  for (int i = 0; i < 100; ++i) {  // more than the group holds (64): the first leaves memory
+    const HttpResponse sent = merchant_request(
+        shop, "POST", "/v1/transfers",
+        transfer_body(a, b, 10, R"(,"reference":"while-closed-)" + std::to_string(i) + "\""));
+    ASSERT_EQ(sent.status, 201u) << sent.body;
+    if (i == 0) first = text_field(sent.body, "/id");
+  }
+  EXPECT_EQ(merchant_request(shop, "GET", "/v1/webhook_endpoints").status, 501u);
+  // Tries, 1 s, then 2 s, 4 s … apart, fail until the directory is there.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  EXPECT_EQ(metric("paygate_history_store_open"), 0u);
+  std::filesystem::create_directories(dir_.path() / "later");
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (metric("paygate_history_store_open") != 1 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_EQ(metric("paygate_history_store_open"), 1u) << server_.log();
+  // It caught up from where the group's journal was held for it: the first transfer,
+  // which the group no longer holds, is answered from the store with its reference.
+  const u64 durable = metric("paygate_group_durable_sequence{group=\"0\"}");
+  const HttpResponse old = merchant_request(
+      shop, "GET", "/v1/transfers/" + first + "?min_sequence=" + std::to_string(durable));
+  ASSERT_EQ(old.status, 200u) << old.body;
+  EXPECT_EQ(text_field(old.body, "/reference"), "while-closed-0");
+  EXPECT_GT(number_field(old.body, "/as_of_sequence"), 0);  // from the store
+  EXPECT_EQ(merchant_request(shop, "GET", "/v1/webhook_endpoints").status, 200u);
+  EXPECT_NE(server_.log().find("event=history_reopened"), std::string::npos);
 }
 
 PAYGATE_INSTANTIATE_STORE_PARAM(HistoryServerTest);

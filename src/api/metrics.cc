@@ -210,6 +210,10 @@ void render_metrics(const MetricsSources& s, std::string& out) {
       line(out, "paygate_journal_retention_overrides_total{{group=\"{}\"}} {}\n", g,
            engine.group(g).stats().retention_overrides.load(std::memory_order_relaxed));
     }
+    header(out, "paygate_history_store_open", "gauge",
+           "1 while the history store is open; 0 when it is off or could not be opened yet "
+           "(tried again in the background: docs/HISTORY.md)");
+    line(out, "paygate_history_store_open {}\n", s.history != nullptr ? 1 : 0);
     if (history::HistoryWorker* history = s.history) {
       header(out, "paygate_history_watermark", "gauge",
              "the last sequence of the group the history store holds every row of");

@@ -259,7 +259,8 @@ bool Service::webhook_endpoints(Exchange& ex) {
   webhooks::Deliverer* w = webhooks_.load(std::memory_order_acquire);
   if (w == nullptr) {
     return fail(ex, ResultCode::not_implemented,
-                "webhooks are off on this server ([webhooks] enabled, docs/WEBHOOKS.md)");
+                "webhooks are off on this server ([webhooks] enabled), or the history store they "
+                "read is not open yet (docs/WEBHOOKS.md)");
   }
   webhooks::WebhookStore& store = w->store();
   const Route route = ex.route_;
@@ -436,7 +437,8 @@ bool Service::webhook_deliveries(Exchange& ex) {
   webhooks::Deliverer* w = webhooks_.load(std::memory_order_acquire);
   if (w == nullptr) {
     return fail(ex, ResultCode::not_implemented,
-                "webhooks are off on this server ([webhooks] enabled, docs/WEBHOOKS.md)");
+                "webhooks are off on this server ([webhooks] enabled), or the history store they "
+                "read is not open yet (docs/WEBHOOKS.md)");
   }
   webhooks::WebhookStore& store = w->store();
   const auto store_failed = [&](const Status& s) {

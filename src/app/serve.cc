@@ -20,6 +20,7 @@
 #include "api/merchants.h"
 #include "api/owner_index.h"
 #include "api/service.h"
+#include "app/read_side.h"
 #include "base/clock.h"
 #include "base/durable_file.h"
 #include "base/log.h"
@@ -41,11 +42,7 @@ struct Settings {
   api::ServiceConfig service;
   api::AuthConfig auth;
   EngineConfig engine = served_engine_defaults();
-  history::HistoryConfig history;    // file: <data dir>/history.sqlite unless set
-  webhooks::WebhookConfig webhooks;  // file: <data dir>/webhooks.sqlite unless set
-  publish::KafkaConfig kafka;        // watermark_file: <data dir>/kafka.watermarks unless set
-  cache::OrderCacheConfig redis;     // [redis] address empty or absent: no cache
-  cache::OrderFeedConfig feed;
+  ReadSideConfig read;  // history, webhooks, Kafka, Redis
   u64 drain_timeout_ms = 10'000;
   // Every merchant's default share of its group's tables ([quotas]; by Quota:
   // accounts, holds, idempotency keys, orders). kQuotaShare: a quarter of the table.
@@ -133,28 +130,30 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
   u64 tick_ms = group.tick_interval_ns / 1'000'000;
   u64 sync_gap_us = group.journal_sync_gap_ns / 1'000;
   u64 sync_gap_quiet_us = group.journal_sync_gap_quiet_ns / 1'000;
-  u64 history_poll_ms = s->history.poll_interval_ns / 1'000'000;
-  u64 read_wait_ms = s->history.read_wait_ns / 1'000'000;
-  u64 redirect_wait_ms = s->history.redirect_wait_ns / 1'000'000;
-  u64 texts_wait_ms = s->history.texts_wait_ns / 1'000'000;
-  u64 attention_after_s = s->history.attention_after_ns / kNanosPerSecond;
-  u64 history_open_retry_s = s->history.open_retry_ns / kNanosPerSecond;
-  std::string history_store = s->history.store.kind == sql::Dialect::sqlite ? "sqlite" : "mariadb";
-  u64 webhook_poll_ms = s->webhooks.poll_interval_ns / 1'000'000;
-  u64 webhook_timeout_ms = s->webhooks.timeout_ns / 1'000'000;
-  u64 webhook_retry_base_ms = s->webhooks.retry_base_ns / 1'000'000;
-  u64 webhook_retry_max_ms = s->webhooks.retry_max_ns / 1'000'000;
-  u64 webhook_retry_period_s = s->webhooks.retry_period_ns / kNanosPerSecond;
-  u64 webhook_retain_s = s->webhooks.retain_ns / kNanosPerSecond;
-  u64 kafka_poll_ms = s->kafka.poll_interval_ns / 1'000'000;
-  u64 kafka_watermark_ms = s->kafka.watermark_interval_ns / 1'000'000;
-  u64 redis_connect_timeout_ms = s->redis.redis.connect_timeout_ns / 1'000'000;
-  u64 redis_command_timeout_ms = s->redis.redis.command_timeout_ns / 1'000'000;
-  u64 redis_lock_ms = s->redis.lock_ns / 1'000'000;
-  u64 redis_wait_ms = s->redis.wait_ns / 1'000'000;
-  u64 redis_poll_ms = s->redis.poll_ns / 1'000'000;
-  u64 redis_failure_pause_ms = s->redis.failure_pause_ns / 1'000'000;
-  u64 feed_poll_ms = s->feed.poll_interval_ns / 1'000'000;
+  u64 history_poll_ms = s->read.history.poll_interval_ns / 1'000'000;
+  u64 read_wait_ms = s->read.history.read_wait_ns / 1'000'000;
+  u64 redirect_wait_ms = s->read.history.redirect_wait_ns / 1'000'000;
+  u64 texts_wait_ms = s->read.history.texts_wait_ns / 1'000'000;
+  u64 attention_after_s = s->read.history.attention_after_ns / kNanosPerSecond;
+  u64 history_open_retry_s = s->read.history.open_retry_ns / kNanosPerSecond;
+  u64 history_reopen_interval_s = s->read.history.reopen_interval_ns / kNanosPerSecond;
+  std::string history_store =
+      s->read.history.store.kind == sql::Dialect::sqlite ? "sqlite" : "mariadb";
+  u64 webhook_poll_ms = s->read.webhooks.poll_interval_ns / 1'000'000;
+  u64 webhook_timeout_ms = s->read.webhooks.timeout_ns / 1'000'000;
+  u64 webhook_retry_base_ms = s->read.webhooks.retry_base_ns / 1'000'000;
+  u64 webhook_retry_max_ms = s->read.webhooks.retry_max_ns / 1'000'000;
+  u64 webhook_retry_period_s = s->read.webhooks.retry_period_ns / kNanosPerSecond;
+  u64 webhook_retain_s = s->read.webhooks.retain_ns / kNanosPerSecond;
+  u64 kafka_poll_ms = s->read.kafka.poll_interval_ns / 1'000'000;
+  u64 kafka_watermark_ms = s->read.kafka.watermark_interval_ns / 1'000'000;
+  u64 redis_connect_timeout_ms = s->read.redis.redis.connect_timeout_ns / 1'000'000;
+  u64 redis_command_timeout_ms = s->read.redis.redis.command_timeout_ns / 1'000'000;
+  u64 redis_lock_ms = s->read.redis.lock_ns / 1'000'000;
+  u64 redis_wait_ms = s->read.redis.wait_ns / 1'000'000;
+  u64 redis_poll_ms = s->read.redis.poll_ns / 1'000'000;
+  u64 redis_failure_pause_ms = s->read.redis.failure_pause_ns / 1'000'000;
+  u64 feed_poll_ms = s->read.feed.poll_interval_ns / 1'000'000;
   struct Key {
     const char* section;
     const char* name;
@@ -242,62 +241,70 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       {"group", "journal_sync_gap_quiet_us", unsigned_into(&sync_gap_quiet_us)},
       {"group", "journal_prepare_segments", bool_into(&group.journal_prepare_segments)},
       {"server", "drain_timeout_ms", unsigned_into(&s->drain_timeout_ms)},
-      {"history", "enabled", bool_into(&s->history.enabled)},
-      {"history", "file", text_into(&s->history.store.file)},
+      {"history", "enabled", bool_into(&s->read.history.enabled)},
+      {"history", "file", text_into(&s->read.history.store.file)},
       {"history", "store", text_into(&history_store)},
-      {"history", "mariadb_host", text_into(&s->history.store.mariadb.host)},
-      {"history", "mariadb_port", unsigned_into(&s->history.store.mariadb.port, 1)},
-      {"history", "mariadb_socket", text_into(&s->history.store.mariadb.socket)},
-      {"history", "mariadb_user", text_into(&s->history.store.mariadb.user)},
-      {"history", "mariadb_password", text_into(&s->history.store.mariadb.password)},
-      {"history", "mariadb_database", text_into(&s->history.store.mariadb.database)},
+      {"history", "mariadb_host", text_into(&s->read.history.store.mariadb.host)},
+      {"history", "mariadb_port", unsigned_into(&s->read.history.store.mariadb.port, 1)},
+      {"history", "mariadb_socket", text_into(&s->read.history.store.mariadb.socket)},
+      {"history", "mariadb_user", text_into(&s->read.history.store.mariadb.user)},
+      {"history", "mariadb_password", text_into(&s->read.history.store.mariadb.password)},
+      {"history", "mariadb_database", text_into(&s->read.history.store.mariadb.database)},
       {"history", "mariadb_connect_timeout_s",
-       unsigned_into(&s->history.store.mariadb.connect_timeout_s, 1)},
-      {"history", "mariadb_io_timeout_s", unsigned_into(&s->history.store.mariadb.io_timeout_s, 1)},
+       unsigned_into(&s->read.history.store.mariadb.connect_timeout_s, 1)},
+      {"history", "mariadb_io_timeout_s",
+       unsigned_into(&s->read.history.store.mariadb.io_timeout_s, 1)},
+      {"history", "mariadb_ssl", bool_into(&s->read.history.store.mariadb.ssl)},
+      {"history", "mariadb_ssl_ca", text_into(&s->read.history.store.mariadb.ssl_ca)},
+      {"history", "mariadb_ssl_cert", text_into(&s->read.history.store.mariadb.ssl_cert)},
+      {"history", "mariadb_ssl_key", text_into(&s->read.history.store.mariadb.ssl_key)},
+      {"history", "mariadb_ssl_verify", bool_into(&s->read.history.store.mariadb.ssl_verify)},
       {"history", "poll_interval_ms", unsigned_into(&history_poll_ms, 1)},
       {"history", "read_wait_ms", unsigned_into(&read_wait_ms, 0)},
       {"history", "redirect_wait_ms", unsigned_into(&redirect_wait_ms, 0)},
       {"history", "texts_wait_ms", unsigned_into(&texts_wait_ms, 0)},
       {"history", "attention_after_s", unsigned_into(&attention_after_s, 0)},
-      {"history", "batch_events", unsigned_into(&s->history.batch_events, 1)},
-      {"history", "retention_segments_max", unsigned_into(&s->history.retention_segments_max, 1)},
+      {"history", "batch_events", unsigned_into(&s->read.history.batch_events, 1)},
+      {"history", "retention_segments_max",
+       unsigned_into(&s->read.history.retention_segments_max, 1)},
       {"history", "open_retry_s", unsigned_into(&history_open_retry_s, 0)},
-      {"webhooks", "enabled", bool_into(&s->webhooks.enabled)},
-      {"webhooks", "file", text_into(&s->webhooks.file)},
+      {"history", "reopen_interval_s", unsigned_into(&history_reopen_interval_s, 0)},
+      {"webhooks", "enabled", bool_into(&s->read.webhooks.enabled)},
+      {"webhooks", "file", text_into(&s->read.webhooks.file)},
       {"webhooks", "poll_interval_ms", unsigned_into(&webhook_poll_ms, 1)},
-      {"webhooks", "concurrency", unsigned_into(&s->webhooks.concurrency, 1)},
-      {"webhooks", "per_target", unsigned_into(&s->webhooks.per_target, 1)},
-      {"webhooks", "per_merchant", unsigned_into(&s->webhooks.per_merchant, 1)},
+      {"webhooks", "concurrency", unsigned_into(&s->read.webhooks.concurrency, 1)},
+      {"webhooks", "per_target", unsigned_into(&s->read.webhooks.per_target, 1)},
+      {"webhooks", "per_merchant", unsigned_into(&s->read.webhooks.per_merchant, 1)},
       {"webhooks", "timeout_ms", unsigned_into(&webhook_timeout_ms, 1)},
       {"webhooks", "retry_base_ms", unsigned_into(&webhook_retry_base_ms, 1)},
       {"webhooks", "retry_max_ms", unsigned_into(&webhook_retry_max_ms, 1)},
       {"webhooks", "retry_period_s", unsigned_into(&webhook_retry_period_s, 1)},
-      {"webhooks", "grace_period_s", unsigned_into(&s->webhooks.grace_period_s, 0)},
-      {"webhooks", "allow_private", bool_into(&s->webhooks.allow_private)},
-      {"webhooks", "ca_file", text_into(&s->webhooks.ca_file)},
-      {"webhooks", "response_limit_bytes", unsigned_into(&s->webhooks.response_limit, 1)},
-      {"webhooks", "nice", unsigned_into(&s->webhooks.nice, 0)},
+      {"webhooks", "grace_period_s", unsigned_into(&s->read.webhooks.grace_period_s, 0)},
+      {"webhooks", "allow_private", bool_into(&s->read.webhooks.allow_private)},
+      {"webhooks", "ca_file", text_into(&s->read.webhooks.ca_file)},
+      {"webhooks", "response_limit_bytes", unsigned_into(&s->read.webhooks.response_limit, 1)},
+      {"webhooks", "nice", unsigned_into(&s->read.webhooks.nice, 0)},
       {"webhooks", "retain_s", unsigned_into(&webhook_retain_s, 0)},
-      {"kafka", "brokers", text_into(&s->kafka.brokers)},
-      {"kafka", "topic_prefix", text_into(&s->kafka.topic_prefix)},
-      {"kafka", "watermark_file", text_into(&s->kafka.watermark_file)},
-      {"kafka", "batch_rows", unsigned_into(&s->kafka.batch_rows, 1)},
+      {"kafka", "brokers", text_into(&s->read.kafka.brokers)},
+      {"kafka", "topic_prefix", text_into(&s->read.kafka.topic_prefix)},
+      {"kafka", "watermark_file", text_into(&s->read.kafka.watermark_file)},
+      {"kafka", "batch_rows", unsigned_into(&s->read.kafka.batch_rows, 1)},
       {"kafka", "poll_interval_ms", unsigned_into(&kafka_poll_ms, 1)},
       {"kafka", "watermark_interval_ms", unsigned_into(&kafka_watermark_ms, 1)},
-      {"kafka", "message_timeout_ms", unsigned_into(&s->kafka.message_timeout_ms, 0)},
-      {"kafka", "linger_ms", unsigned_into(&s->kafka.linger_ms, 0)},
-      {"redis", "address", text_into(&s->redis.redis.address)},
-      {"redis", "key_prefix", text_into(&s->redis.key_prefix)},
-      {"redis", "entry_ttl_s", unsigned_into(&s->redis.entry_ttl_s, 0)},
+      {"kafka", "message_timeout_ms", unsigned_into(&s->read.kafka.message_timeout_ms, 0)},
+      {"kafka", "linger_ms", unsigned_into(&s->read.kafka.linger_ms, 0)},
+      {"redis", "address", text_into(&s->read.redis.redis.address)},
+      {"redis", "key_prefix", text_into(&s->read.redis.key_prefix)},
+      {"redis", "entry_ttl_s", unsigned_into(&s->read.redis.entry_ttl_s, 0)},
       {"redis", "connect_timeout_ms", unsigned_into(&redis_connect_timeout_ms, 1)},
       {"redis", "command_timeout_ms", unsigned_into(&redis_command_timeout_ms, 1)},
       {"redis", "lock_ms", unsigned_into(&redis_lock_ms, 1)},
       {"redis", "wait_ms", unsigned_into(&redis_wait_ms, 0)},
       {"redis", "poll_ms", unsigned_into(&redis_poll_ms, 1)},
       {"redis", "failure_pause_ms", unsigned_into(&redis_failure_pause_ms, 0)},
-      {"redis", "connections_idle_max", unsigned_into(&s->redis.connections_idle_max, 1)},
-      {"redis", "feed", bool_into(&s->feed.enabled)},
-      {"redis", "feed_batch_rows", unsigned_into(&s->feed.batch_rows, 1)},
+      {"redis", "connections_idle_max", unsigned_into(&s->read.redis.connections_idle_max, 1)},
+      {"redis", "feed", bool_into(&s->read.feed.enabled)},
+      {"redis", "feed_batch_rows", unsigned_into(&s->read.feed.batch_rows, 1)},
       {"redis", "feed_poll_interval_ms", unsigned_into(&feed_poll_ms, 1)},
   };
   for (const auto& [section_name, section] : root) {
@@ -332,28 +339,37 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
       }
     }
   }
-  s->history.poll_interval_ns = history_poll_ms * 1'000'000;
-  s->history.read_wait_ns = read_wait_ms * 1'000'000;
-  s->history.redirect_wait_ns = redirect_wait_ms * 1'000'000;
-  s->history.texts_wait_ns = texts_wait_ms * 1'000'000;
-  s->history.attention_after_ns = attention_after_s * kNanosPerSecond;
+  s->read.history.poll_interval_ns = history_poll_ms * 1'000'000;
+  s->read.history.read_wait_ns = read_wait_ms * 1'000'000;
+  s->read.history.redirect_wait_ns = redirect_wait_ms * 1'000'000;
+  s->read.history.texts_wait_ns = texts_wait_ms * 1'000'000;
+  s->read.history.attention_after_ns = attention_after_s * kNanosPerSecond;
   if (history_open_retry_s > 3600) {
     return Status::invalid_config(
         fmt::format("{}: history.open_retry_s must be at most 3600", file.string()));
   }
-  s->history.open_retry_ns = history_open_retry_s * kNanosPerSecond;
+  s->read.history.open_retry_ns = history_open_retry_s * kNanosPerSecond;
+  if (history_reopen_interval_s > 300) {
+    return Status::invalid_config(
+        fmt::format("{}: history.reopen_interval_s must be at most 300", file.string()));
+  }
+  s->read.history.reopen_interval_ns = history_reopen_interval_s * kNanosPerSecond;
   if (history_store != "sqlite" && history_store != "mariadb") {
     return Status::invalid_config(
         fmt::format("{}: history.store must be \"sqlite\" or \"mariadb\"", file.string()));
   }
-  s->history.store.kind = history_store == "sqlite" ? sql::Dialect::sqlite : sql::Dialect::mariadb;
-  if (!sql::valid_database_name(s->history.store.mariadb.database)) {
+  s->read.history.store.kind =
+      history_store == "sqlite" ? sql::Dialect::sqlite : sql::Dialect::mariadb;
+  if (!sql::valid_database_name(s->read.history.store.mariadb.database)) {
     return Status::invalid_config(fmt::format(
         "{}: history.mariadb_database must be 1 to 64 letters, digits and _", file.string()));
   }
-  s->webhooks.poll_interval_ns = webhook_poll_ms * 1'000'000;
-  s->kafka.poll_interval_ns = kafka_poll_ms * 1'000'000;
-  s->kafka.watermark_interval_ns = kafka_watermark_ms * 1'000'000;
+  if (const Status tls = sql::check_tls(s->read.history.store.mariadb); !tls.ok()) {
+    return Status::invalid_config(fmt::format("{}: history.{}", file.string(), tls.message()));
+  }
+  s->read.webhooks.poll_interval_ns = webhook_poll_ms * 1'000'000;
+  s->read.kafka.poll_interval_ns = kafka_poll_ms * 1'000'000;
+  s->read.kafka.watermark_interval_ns = kafka_watermark_ms * 1'000'000;
   for (const u64 ms : {redis_connect_timeout_ms, redis_command_timeout_ms, redis_lock_ms,
                        redis_wait_ms, redis_poll_ms, redis_failure_pause_ms}) {
     // (Past this the nanoseconds would wrap; OrderCache::open bounds each far lower.)
@@ -362,27 +378,27 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
           fmt::format("{}: a [redis] time in ms must be at most {}", file.string(), kMillisMax));
     }
   }
-  s->redis.redis.connect_timeout_ns = redis_connect_timeout_ms * 1'000'000;
-  s->redis.redis.command_timeout_ns = redis_command_timeout_ms * 1'000'000;
-  s->redis.lock_ns = redis_lock_ms * 1'000'000;
-  s->redis.wait_ns = redis_wait_ms * 1'000'000;
-  s->redis.poll_ns = redis_poll_ms * 1'000'000;
-  s->redis.failure_pause_ns = redis_failure_pause_ms * 1'000'000;
-  s->feed.poll_interval_ns = feed_poll_ms * 1'000'000;
-  if (!s->redis.redis.address.empty()) {
-    if (const Status bad = cache::OrderCache::open(s->redis).status(); !bad.ok()) {
+  s->read.redis.redis.connect_timeout_ns = redis_connect_timeout_ms * 1'000'000;
+  s->read.redis.redis.command_timeout_ns = redis_command_timeout_ms * 1'000'000;
+  s->read.redis.lock_ns = redis_lock_ms * 1'000'000;
+  s->read.redis.wait_ns = redis_wait_ms * 1'000'000;
+  s->read.redis.poll_ns = redis_poll_ms * 1'000'000;
+  s->read.redis.failure_pause_ns = redis_failure_pause_ms * 1'000'000;
+  s->read.feed.poll_interval_ns = feed_poll_ms * 1'000'000;
+  if (!s->read.redis.redis.address.empty()) {
+    if (const Status bad = cache::OrderCache::open(s->read.redis).status(); !bad.ok()) {
       return Status::invalid_config(fmt::format("{}: [redis] {}", file.string(), bad.message()));
     }
   }
-  s->webhooks.timeout_ns = webhook_timeout_ms * 1'000'000;
-  s->webhooks.retry_base_ns = webhook_retry_base_ms * 1'000'000;
-  s->webhooks.retry_max_ns = webhook_retry_max_ms * 1'000'000;
-  s->webhooks.retry_period_ns = webhook_retry_period_s * kNanosPerSecond;
+  s->read.webhooks.timeout_ns = webhook_timeout_ms * 1'000'000;
+  s->read.webhooks.retry_base_ns = webhook_retry_base_ms * 1'000'000;
+  s->read.webhooks.retry_max_ns = webhook_retry_max_ms * 1'000'000;
+  s->read.webhooks.retry_period_ns = webhook_retry_period_s * kNanosPerSecond;
   if (webhook_retain_s > kMillisMax / 1000) {
     return Status::invalid_config(
         fmt::format("{}: webhooks.retain_s must be at most {}", file.string(), kMillisMax / 1000));
   }
-  s->webhooks.retain_ns = webhook_retain_s * kNanosPerSecond;
+  s->read.webhooks.retain_ns = webhook_retain_s * kNanosPerSecond;
   ledger.idempotency_window_ns = window_s * kNanosPerSecond;
   ledger.order_final_retained_ns = final_retained_s * kNanosPerSecond;
   // The ledger keeps signatures for twice the most the timestamp check allows
@@ -502,9 +518,10 @@ Status served_settings(const ServeOptions& options, EngineConfig* engine,
   if (!options.config_file.empty()) {
     if (Status s_ok = apply_config_file(options.config_file, &s); !s_ok.ok()) return s_ok;
   }
-  if (s.history.store.file.empty()) s.history.store.file = options.data_dir / "history.sqlite";
+  if (s.read.history.store.file.empty())
+    s.read.history.store.file = options.data_dir / "history.sqlite";
   *engine = s.engine;
-  *history = s.history;
+  *history = s.read.history;
   return Status::success();
 }
 
@@ -634,125 +651,8 @@ int run_serve(const ServeOptions& options) {
   api::Service::index_owners(*engine, owners);
   // The history store catches up from where it stands before the groups take work, so
   // that retention never removes what it has not read (docs/HISTORY.md).
-  std::unique_ptr<history::HistoryWorker> history;
-  if (s.history.enabled) {
-    if (s.history.store.file.empty()) s.history.store.file = options.data_dir / "history.sqlite";
-    Result<std::unique_ptr<history::HistoryWorker>> opened =
-        history::HistoryWorker::open(s.history, *engine);
-    // A store that cannot be reached yet (MariaDB starting after paygate) is tried
-    // again, a second apart, for open_retry_s; a refusal (settings, schema) is not.
-    for (const u64 until = steady_ns() + s.history.open_retry_ns;
-         !opened.ok() && opened.status().code() == StatusCode::io_error && steady_ns() < until;) {
-      PG_LOG_WARN("event=history_open_retry message=\"{}\"", opened.status().message());
-      std::this_thread::sleep_for(std::chrono::seconds(1));
-      opened = history::HistoryWorker::open(s.history, *engine);
-    }
-    // The ledger serves without it: history is a projection, rebuilt from the journal.
-    // Retention keeps each group's journal for it meanwhile (within
-    // retention_segments_max), so that the next start's store can catch up.
-    if (!opened.ok()) {
-      static std::unique_ptr<std::atomic<u64>[]> held;  // (for the process's life)
-      held = std::make_unique<std::atomic<u64>[]>(engine->groups());
-      for (u32 g = 0; g < engine->groups(); ++g) {
-        held[g].store(history::unknown_reader_floor(engine->group(g).config().dir),
-                      std::memory_order_relaxed);
-        engine->group(g).set_retention_floor(&held[g], s.history.retention_segments_max);
-      }
-      PG_LOG_ERROR(
-          "event=history_failed message=\"the history store is off until this is fixed and "
-          "paygate restarted (journal retention holds each group's segments for it, up to "
-          "retention_segments_max): {}\"",
-          opened.status().message());
-    } else {
-      history = std::move(opened).value();
-      history->start();
-      service.attach_history(history.get());
-    }
-  }
-  // Webhooks read the history store's outbox: on only with it (docs/WEBHOOKS.md).
-  std::unique_ptr<webhooks::Deliverer> deliverer;
-  if (s.webhooks.enabled && history) {
-    if (s.webhooks.file.empty()) s.webhooks.file = options.data_dir / "webhooks.sqlite";
-    std::vector<u64> journals_at;
-    for (u32 g = 0; g < engine->groups(); ++g)
-      journals_at.push_back(engine->group(g).durable_sequence());
-    Result<std::unique_ptr<webhooks::Deliverer>> opened = webhooks::Deliverer::open(
-        s.webhooks, history->store(), journals_at,
-        [&service](const history::OrderEventRow& event, const history::OrderRow* texts) {
-          return service.webhook_event_body(event, texts);
-        },
-        [&merchants](u64 merchant, u64 now_s) {
-          const api::MerchantRef m = merchants->find(merchant);
-          return m != nullptr ? m->signing_secrets(now_s) : std::vector<std::string>{};
-        });
-    if (!opened.ok()) {
-      PG_LOG_ERROR("event=webhooks_failed message=\"webhooks are off until this is fixed: {}\"",
-                   opened.status().message());
-    } else {
-      deliverer = std::move(opened).value();
-      service.attach_webhooks(deliverer.get());
-      deliverer->start();
-    }
-  } else if (s.webhooks.enabled) {
-    PG_LOG_WARN(
-        "event=webhooks_off message=\"webhooks need the history store ([history] enabled)\"");
-  }
-  // Kafka is fed from the history store (docs/KAFKA.md): on only with it.
-  std::unique_ptr<publish::KafkaPublisher> kafka;
-  if (!s.kafka.brokers.empty() && history) {
-    if (s.kafka.watermark_file.empty())
-      s.kafka.watermark_file = options.data_dir / "kafka.watermarks";
-    Result<std::unique_ptr<publish::KafkaPublisher>> opened = publish::KafkaPublisher::open(
-        s.kafka, s.history.store, engine->groups(),
-        publish::KafkaRenderers{
-            .event = [](u32 group, const LedgerEvent& e, std::string& key,
-                        std::string& value) { api::render_event_message(key, value, group, e); },
-            .order_change =
-                [](u32 group, const history::OrderChangeRow& change, std::string& key,
-                   std::string& value) {
-                  api::render_order_change_message(key, value, group, change);
-                }});
-    if (!opened.ok()) {
-      PG_LOG_ERROR("event=kafka_failed message=\"Kafka publishing is off until this is fixed: {}\"",
-                   opened.status().message());
-    } else {
-      kafka = std::move(opened).value();
-      service.attach_kafka(kafka.get());
-      kafka->start();
-    }
-  } else if (!s.kafka.brokers.empty()) {
-    PG_LOG_WARN(
-        "event=kafka_off message=\"Kafka publishing needs the history store ([history] enabled)\"");
-  }
-  // Orders read through Redis, fed from the history store (docs/REDIS.md): on only
-  // with it. A Redis that cannot be reached now is not a failure: reads go to the store
-  // until it can.
-  std::unique_ptr<cache::OrderCache> order_cache;
-  std::unique_ptr<cache::OrderFeed> order_feed;
-  if (!s.redis.redis.address.empty() && history) {
-    Result<std::unique_ptr<cache::OrderCache>> opened = cache::OrderCache::open(s.redis);
-    PG_ASSERT(opened.ok());  // (its settings were checked with the configuration's)
-    order_cache = std::move(opened).value();
-    if (s.feed.enabled) {
-      Result<std::unique_ptr<cache::OrderFeed>> feed =
-          cache::OrderFeed::open(s.feed, *order_cache, s.history.store, engine->groups());
-      if (!feed.ok()) {
-        PG_LOG_ERROR(
-            "event=order_feed_failed message=\"the order feed is off until this is "
-            "fixed: {}\"",
-            feed.status().message());
-      } else {
-        order_feed = std::move(feed).value();
-        order_feed->start();
-      }
-    }
-    service.attach_order_cache(order_cache.get(), order_feed.get());
-    PG_LOG_INFO("event=redis_on address={} feed={}", s.redis.redis.address, order_feed != nullptr);
-  } else if (!s.redis.redis.address.empty()) {
-    PG_LOG_WARN(
-        "event=redis_off message=\"Redis order reads need the history store ([history] "
-        "enabled)\"");
-  }
+  ReadSide read_side(s.read, options.data_dir, *engine, service, *merchants);
+  read_side.open();
   engine->start();
   if (const BetweenGroupsReport& report = engine->between_groups_at_start(); report.unsettled > 0) {
     PG_LOG_INFO("event=between_groups_finished unsettled={} posted={} voided={}", report.unsettled,
@@ -789,11 +689,9 @@ int run_serve(const ServeOptions& options) {
   while (in_flight() != 0 && std::chrono::steady_clock::now() < drain_deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
+  read_side.stop_opening();
   engine->stop();  // answers anything still taken, syncs, joins
-  if (deliverer) deliverer->stop();
-  if (kafka) kafka->stop();
-  if (order_feed) order_feed->stop();
-  if (history) history->stop();
+  read_side.stop();
   // Let the answers queued by the final stop reach their connections.
   const auto flush_deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
   while (in_flight() != 0 && std::chrono::steady_clock::now() < flush_deadline) {

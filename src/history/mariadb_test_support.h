@@ -33,9 +33,10 @@ class MariaDbServer {
     return server.running_ ? &server : nullptr;
   }
   // A server of the caller's alone (for a test that changes the server's settings),
-  // stopped when it goes; nullptr when it cannot start.
-  static std::unique_ptr<MariaDbServer> own() {
-    std::unique_ptr<MariaDbServer> server(new MariaDbServer(/*may_share=*/false));
+  // stopped when it goes; nullptr when it cannot start. `options`: mariadbd's, more
+  // (MARIADB_OPTIONS of the script: no quotes, words split at spaces).
+  static std::unique_ptr<MariaDbServer> own(const std::string& options = {}) {
+    std::unique_ptr<MariaDbServer> server(new MariaDbServer(/*may_share=*/false, options));
     return server->running_ ? std::move(server) : nullptr;
   }
   ~MariaDbServer() {
@@ -94,7 +95,7 @@ class MariaDbServer {
   }
 
  private:
-  explicit MariaDbServer(bool may_share) {
+  explicit MariaDbServer(bool may_share, const std::string& options = {}) {
     const char* given = may_share ? std::getenv("PAYGATE_TEST_MARIADB_PORT") : nullptr;
     if (given != nullptr) {
       port_ = std::atoi(given);
@@ -106,7 +107,8 @@ class MariaDbServer {
     dir_ = std::filesystem::temp_directory_path() /
            ("paygate-mariadb-test." + std::to_string(::getpid()) + "." + std::to_string(++started));
     std::filesystem::create_directories(dir_);
-    const std::string command = script() + " start '" + dir_.string() + "' >/dev/null";
+    const std::string command = "MARIADB_OPTIONS='" + options + "' " + script() + " start '" +
+                                dir_.string() + "' >/dev/null";
     if (std::system(command.c_str()) != 0) return;
     std::ifstream port_file(dir_ / "port");
     port_file >> port_;

@@ -115,11 +115,24 @@ struct MariaDbConfig {
   std::string database = "paygate";
   u32 connect_timeout_s = 5;
   u32 io_timeout_s = 30;  // a read or write of the connection
+  // TLS: when `ssl`, a connection that is not encrypted is refused. The server's
+  // certificate is checked against the CA certificates in `ssl_ca`, and its name
+  // against `host`, unless `ssl_verify` is false. A client certificate when `ssl_cert`
+  // and `ssl_key` are set.
+  bool ssl = false;
+  std::string ssl_ca = {};
+  std::string ssl_cert = {};
+  std::string ssl_key = {};
+  bool ssl_verify = true;
 };
 
 // A database name put into SQL as it is (CREATE DATABASE, USE): 1 to 64 letters, digits
 // and _, nothing that needs quoting.
 bool valid_database_name(std::string_view name);
+// Whether the TLS settings hang together (the message names the setting to change):
+// a verified server needs the CA to verify it with, a client certificate its key, and
+// TLS settings without `ssl` would silently not be used.
+Status check_tls(const MariaDbConfig& config);
 
 // SQLite: opens (creating, mode 0600; WAL, synchronous=FULL) the file for writing, or an
 // existing one for reading only.

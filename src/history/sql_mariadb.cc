@@ -215,11 +215,28 @@ class MariaDbConnection final : public Connection {
     mysql_options(mysql_, MYSQL_OPT_WRITE_TIMEOUT, &io_timeout);
     const my_bool no_reconnect = 0;
     mysql_options(mysql_, MYSQL_OPT_RECONNECT, &no_reconnect);
+    if (config_.ssl) {
+      const my_bool enforce = 1;
+      const my_bool verify = config_.ssl_verify ? 1 : 0;
+      mysql_options(mysql_, MYSQL_OPT_SSL_ENFORCE, &enforce);
+      mysql_options(mysql_, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &verify);
+      const auto file = [&](mysql_option option, const std::string& path) {
+        if (!path.empty()) mysql_options(mysql_, option, path.c_str());
+      };
+      file(MYSQL_OPT_SSL_CA, config_.ssl_ca);
+      file(MYSQL_OPT_SSL_CERT, config_.ssl_cert);
+      file(MYSQL_OPT_SSL_KEY, config_.ssl_key);
+    }
     const bool socket = !config_.socket.empty();
     if (mysql_real_connect(mysql_, socket ? nullptr : config_.host.c_str(), config_.user.c_str(),
                            config_.password.c_str(), nullptr, socket ? 0 : config_.port,
                            socket ? config_.socket.c_str() : nullptr, 0) == nullptr) {
       return failed(fmt::format("connect to {}", where()));
+    }
+    // (Belt and braces: the library enforces it, and nothing is sent before this.)
+    if (config_.ssl && mysql_get_ssl_cipher(mysql_) == nullptr) {
+      error_ = "the connection is not encrypted, and TLS is required (mariadb_ssl)";
+      return Status::io_error(fmt::format("MariaDB {}: connect: {}", where(), error_));
     }
     const std::string database = fmt::format("`{}`", config_.database);
     if (writing_ && !raw("CREATE DATABASE IF NOT EXISTS " + database)) {
@@ -545,11 +562,32 @@ bool valid_database_name(std::string_view name) {
   });
 }
 
+Status check_tls(const MariaDbConfig& config) {
+  if (!config.ssl) {
+    if (!config.ssl_ca.empty() || !config.ssl_cert.empty() || !config.ssl_key.empty()) {
+      return Status::invalid_config(
+          "mariadb_ssl_ca, mariadb_ssl_cert and mariadb_ssl_key are used only with mariadb_ssl "
+          "= true");
+    }
+    return Status::success();
+  }
+  if (config.ssl_verify && config.ssl_ca.empty()) {
+    return Status::invalid_config(
+        "mariadb_ssl_ca must name the CA certificates that verify the server (or "
+        "mariadb_ssl_verify = false, which lets anyone between pose as the server)");
+  }
+  if (config.ssl_cert.empty() != config.ssl_key.empty()) {
+    return Status::invalid_config("mariadb_ssl_cert and mariadb_ssl_key go together");
+  }
+  return Status::success();
+}
+
 Result<std::unique_ptr<Connection>> open_mariadb(const MariaDbConfig& config, bool writing) {
   if (!valid_database_name(config.database)) {
     return Status::invalid_config(fmt::format(
         "MariaDB database name \"{}\": 1 to 64 letters, digits and _", config.database));
   }
+  if (Status tls = check_tls(config); !tls.ok()) return tls;
   // The client library's global state, made once before any connection (mysql_init
   // would make it on first use, which is not safe from two threads at once).
   static const bool library = mysql_library_init(0, nullptr, nullptr) == 0;

@@ -553,5 +553,79 @@ TEST(Store, MigrationFiveGivesOrderChangesTheirGroup) {
   EXPECT_FALSE(last.event.has_value());
 }
 
+// TLS to the server (docs/HISTORY.md): with mariadb_ssl the session is encrypted and
+// the server's certificate verified against the CA given; a server another CA vouches
+// for is refused, and so is a server without TLS.
+TEST_F(MariaDbStoreTest, TlsIsRequiredAndTheServerVerified) {
+  // Certificates for 127.0.0.1 from a CA of the test's, and a CA that signed nothing.
+  // (Where the server may read them: as root the script runs it as the user mysql.)
+  char made[] = "/var/tmp/paygate-tls.XXXXXX";
+  ASSERT_NE(::mkdtemp(made), nullptr);
+  const std::filesystem::path certs(made);
+  const std::string quiet = " >/dev/null 2>&1";
+  const std::string script = fmt::format(
+      "cd '{0}' && chmod 755 . && "
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=paygate-test-ca "
+      "-keyout ca.key -out ca.pem{1} && "
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=someone-else "
+      "-keyout other.key -out other.pem{1} && "
+      "openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key "
+      "-out server.csr{1} && printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext && "
+      "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+      "-extfile san.ext -out server.pem{1} && chmod 644 *",
+      certs.string(), quiet);
+  ASSERT_EQ(std::system(script.c_str()), 0) << script;
+  const std::unique_ptr<testing::MariaDbServer> own = testing::MariaDbServer::own(fmt::format(
+      "--ssl-ca={0}/ca.pem --ssl-cert={0}/server.pem --ssl-key={0}/server.key", certs.string()));
+  ASSERT_NE(own, nullptr) << "MariaDB did not start with TLS";
+  StoreConfig tls = own->store("tls");
+  tls.mariadb.ssl = true;
+  tls.mariadb.ssl_ca = (certs / "ca.pem").string();
+  {
+    auto store = Store::open(tls);
+    ASSERT_TRUE(store.ok()) << store.status().to_string();
+    auto session = sql::open_mariadb(tls.mariadb, /*writing=*/false);
+    ASSERT_TRUE(session.ok()) << session.status().to_string();
+    sql::Statement cipher(*session.value(), "SHOW SESSION STATUS LIKE 'Ssl_cipher'");
+    ASSERT_EQ(cipher.step(), sql::kRow) << session.value()->error();
+    EXPECT_NE(cipher.text(1), "") << "the session is not encrypted";
+  }
+  // Another CA's word is not the server's.
+  StoreConfig wrong = tls;
+  wrong.mariadb.ssl_ca = (certs / "other.pem").string();
+  EXPECT_FALSE(Store::open(wrong).ok());
+  // A server without TLS (the shared one) is refused, not used in the clear.
+  StoreConfig plain = config_;
+  plain.mariadb.ssl = true;
+  plain.mariadb.ssl_ca = tls.mariadb.ssl_ca;
+  const Result<std::unique_ptr<Store>> cleartext = Store::open(plain);
+  EXPECT_FALSE(cleartext.ok());
+  // Settings that do not hang together are refused before any connection.
+  StoreConfig unverified = tls;
+  unverified.mariadb.ssl_ca.clear();
+  EXPECT_EQ(Store::open(unverified).status().code(), StatusCode::invalid_config);
+  unverified.mariadb.ssl_verify = false;  // said plainly: encrypted, not verified
+  EXPECT_TRUE(Store::open(unverified).ok());
+  StoreConfig unused = config_;
+  unused.mariadb.ssl_ca = tls.mariadb.ssl_ca;  // without ssl = true
+  EXPECT_EQ(Store::open(unused).status().code(), StatusCode::invalid_config);
+  // The server's certificate made out to another name (the CA's own, reloaded by the
+  // server): refused, unless verification was turned off.
+  const std::string renamed = fmt::format(
+      "cd '{0}' && openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.9 -keyout server.key "
+      "-out server.csr{1} && printf 'subjectAltName=IP:127.0.0.9\\n' > san.ext && "
+      "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+      "-extfile san.ext -out server.pem{1} && chmod 644 *",
+      certs.string(), quiet);
+  ASSERT_EQ(std::system(renamed.c_str()), 0) << renamed;
+  ASSERT_TRUE(own->run_sql("FLUSH SSL"));
+  const Result<std::unique_ptr<Store>> misnamed = Store::open(tls);
+  EXPECT_FALSE(misnamed.ok());
+  EXPECT_NE(misnamed.status().message().find("TLS"), std::string::npos)
+      << misnamed.status().to_string();
+  EXPECT_TRUE(Store::open(unverified).ok());
+  std::filesystem::remove_all(certs);
+}
+
 }  // namespace
 }  // namespace paygate::history

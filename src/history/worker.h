@@ -32,6 +32,9 @@ struct HistoryConfig {
   // How long a start tries again to open a store it cannot (a MariaDB server not up
   // yet), a second apart, before it goes on without history.
   u64 open_retry_ns = 30 * kNanosPerSecond;
+  // After that, a store still closed is tried again in the background, first after
+  // this long, then twice as long each time up to 5 min (0: only at the next start).
+  u64 reopen_interval_ns = 10 * kNanosPerSecond;
   int thread_nice = 19;  // the worker's nice value (best effort): the lowest
   // How long a list of orders waits for the store to reflect what was durable when it
   // was asked (or its min_sequence), and a wallet checkout for its callback_url.

@@ -796,18 +796,17 @@ void Group::poll_snapshot() {
       stats_.snapshots.fetch_add(1, std::memory_order_relaxed);
       stats_.last_snapshot_sequence.store(snapshotter_.last_published(), std::memory_order_relaxed);
       // A reader of the journal behind the snapshots keeps what it still needs.
-      const u64 floor =
-          retention_floor_ != nullptr ? retention_floor_->load(std::memory_order_acquire) : 0;
+      const std::atomic<u64>* reader = retention_floor_.load(std::memory_order_acquire);
+      const u32 segments_max = retention_segments_max_.load(std::memory_order_relaxed);
+      const u64 floor = reader != nullptr ? reader->load(std::memory_order_acquire) : 0;
       const u64 oldest_kept =
           snapshot::prune(config_.dir, std::max<u32>(config_.snapshots_kept, 1), storage(),
-                          retention_floor_ != nullptr ? std::max<u64>(floor, 1) : 0);
+                          reader != nullptr ? std::max<u64>(floor, 1) : 0);
       u32 removed = 0;
       if (!config_.keep_journal) {
-        const u64 covered =
-            retention_floor_ != nullptr ? std::min(oldest_kept, floor) : oldest_kept;
+        const u64 covered = reader != nullptr ? std::min(oldest_kept, floor) : oldest_kept;
         removed = journal::remove_covered_segments(config_.dir, covered, storage());
-        if (retention_floor_ != nullptr &&
-            journal::list_segments(config_.dir).size() > retention_segments_max_) {
+        if (reader != nullptr && journal::list_segments(config_.dir).size() > segments_max) {
           // Past the bound the reader is not waited for: neither its snapshot nor its
           // segments are kept (what the group itself needs always is).
           const u64 own =
@@ -818,7 +817,7 @@ void Group::poll_snapshot() {
               "event=retention_override group={} reader_at={} removed_through={} "
               "message=\"a reader of the journal (the history store) is more than {} segments "
               "behind: segments it has not read were removed; rebuild it\"",
-              config_.ledger.prefix.group, floor, own, retention_segments_max_);
+              config_.ledger.prefix.group, floor, own, segments_max);
         }
       }
       PG_LOG_INFO("event=snapshot_published group={} message=\"{}\" segments_removed={}",

@@ -110,10 +110,12 @@ class Group {
   // store's projector, docs/HISTORY.md): retention keeps the segments after `floor`
   // (its watermark) and the newest snapshot at or before it, unless that would keep
   // more than `segments_max` segments, which is logged and counted
-  // (Stats::retention_overrides): the reader then has to be rebuilt. Before start().
+  // (Stats::retention_overrides): the reader then has to be rebuilt. Any time, from
+  // any thread: a reader opened later (the history store, opened in the background)
+  // takes over from the floor that held the journal for it.
   void set_retention_floor(const std::atomic<u64>* floor, u32 segments_max) noexcept {
-    retention_floor_ = floor;
-    retention_segments_max_ = segments_max;
+    retention_segments_max_.store(segments_max, std::memory_order_relaxed);
+    retention_floor_.store(floor, std::memory_order_release);
   }
 
   // drive_inline only, from the owner's thread. step(): one turn of the group thread's
@@ -242,8 +244,8 @@ class Group {
   std::atomic<u32> submitting_{0};  // producers between the accepting check and publish
   std::atomic<bool> failed_{false};
   u64 last_snapshot_sequence_ = 0;
-  const std::atomic<u64>* retention_floor_ = nullptr;
-  u32 retention_segments_max_ = 0;
+  std::atomic<const std::atomic<u64>*> retention_floor_{nullptr};
+  std::atomic<u32> retention_segments_max_{0};
   u64 snapshot_retry_at_ns_ = 0;   // steady clock: no new try before
   u64 snapshot_backoff_ns_ = 0;    // 0 while snapshots succeed
   u64 opened_at_ns_ = 0;           // idle time for ticks is counted from here at the latest
