@@ -367,6 +367,12 @@ TEST(HistorySettings, ABadStoreOrDatabaseNameStopsTheServerAtStart) {
     EXPECT_FALSE(server.start(dir.path() / "data", test_config(settings))) << settings;
     EXPECT_NE(server.log().find("history."), std::string::npos) << server.log();
   }
+  TempDir dir;
+  testing::ServerProcess server;
+  EXPECT_FALSE(
+      server.start(dir.path() / "data", test_config("[history]\nmariadb_ssl = \"yes\"\n")));
+  EXPECT_NE(server.log().find("history.mariadb_ssl must be true or false"), std::string::npos)
+      << server.log();
 }
 
 // A MariaDB server that cannot be reached at start: the start tries again for

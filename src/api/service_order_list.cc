@@ -43,7 +43,8 @@ bool Service::list_orders(Exchange& ex) {
     if (history == nullptr) {
       return fail(ex, ResultCode::not_implemented,
                   "listing orders reads the history store, which is off here ([history] "
-                  "enabled = false); read one order with GET /v1/orders/{id}");
+                  "enabled = false) or not open yet (tried again in the background: "
+                  "docs/HISTORY.md); read one order with GET /v1/orders/{id}");
     }
     if (q.attention && !ex.principal_.is_operator) {
       return fail(ex, ResultCode::operator_only,

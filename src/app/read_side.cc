@@ -69,8 +69,8 @@ void ReadSide::open() {
   for (u32 g = 0; g < engine_.groups(); ++g) {
     held_[g].store(history::unknown_reader_floor(engine_.group(g).config().dir),
                    std::memory_order_relaxed);
-    engine_.group(g).set_retention_floor(&held_[g], config_.history.retention_segments_max);
   }
+  hold_journals();
   const bool again = config_.history.reopen_interval_ns != 0;
   PG_LOG_ERROR(
       "event=history_failed message=\"the history store is off until it can be opened ({}; "
@@ -78,6 +78,11 @@ void ReadSide::open() {
       "{}\"",
       again ? "tried again in the background" : "at the next start", opened.status().message());
   if (again) opener_ = std::thread([this] { keep_opening(); });
+}
+
+void ReadSide::hold_journals() {
+  for (u32 g = 0; g < engine_.groups(); ++g)
+    engine_.group(g).set_retention_floor(&held_[g], config_.history.retention_segments_max);
 }
 
 void ReadSide::keep_opening() {
@@ -92,9 +97,14 @@ void ReadSide::keep_opening() {
     Result<std::unique_ptr<history::HistoryWorker>> opened =
         history::HistoryWorker::open(config_.history, engine_);
     if (opened.ok()) {
-      PG_LOG_INFO("event=history_reopened tries={}", tries);
       std::lock_guard lock(mutex_);
-      if (stopping_) return;  // (the worker, never started, closes with `opened`)
+      if (stopping_) {
+        // Stopping meanwhile: the worker, never started, closes with `opened`, and the
+        // groups' retention, which it pointed at its own floors, goes back to ours.
+        hold_journals();
+        return;
+      }
+      PG_LOG_INFO("event=history_reopened tries={}", tries);
       start(std::move(opened).value());
       return;
     }

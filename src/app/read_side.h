@@ -49,6 +49,8 @@ class ReadSide {
   // and goes on trying in the background.
   void open();
   // Stops trying to open the store (call before the engine stops: nothing starts after).
+  // An opening under way is waited for: as long as a start's would take (a MariaDB
+  // connect timeout, each group's projector reading up to where its store stood).
   void stop_opening();
   // After the engine stopped: stops every worker.
   void stop();
@@ -60,13 +62,15 @@ class ReadSide {
   void start_kafka();
   void start_redis();
   void keep_opening();  // the background thread
+  // Points each group's retention at held_ (which must be filled).
+  void hold_journals();
 
   ReadSideConfig config_;
   Engine& engine_;
   api::Service& service_;
   const api::MerchantRegistry& merchants_;
-  // Retention's floors while the store is not open (the journal from the newest
-  // snapshot at start on, for the store's next opening).
+  // Retention's floors while the store is not open (the journal from the oldest
+  // snapshot on disk at start on, for the store's next opening).
   std::unique_ptr<std::atomic<u64>[]> held_;
 
   std::mutex mutex_;

@@ -323,17 +323,18 @@ Status apply_config_file(const std::filesystem::path& file, Settings* s) {
                                                   section_name.str(), key_name.str()));
       }
       if (!key->set(value)) {
+        const std::string_view k = key_name.str();
         return Status::invalid_config(fmt::format(
-            "{}: {}.{} must be {}", file.string(), section_name.str(), key_name.str(),
-            key_name.str() == "journal_prepare_segments" || key_name.str() == "enabled" ||
-                    key_name.str() == "allow_private" || key_name.str() == "feed"
+            "{}: {}.{} must be {}", file.string(), section_name.str(), k,
+            k == "journal_prepare_segments" || k == "enabled" || k == "allow_private" ||
+                    k == "feed" || k == "mariadb_ssl" || k == "mariadb_ssl_verify"
                 ? "true or false"
-            : key_name.str() == "file" || key_name.str() == "ca_file" ||
-                    key_name.str() == "watermark_file"
+            : k == "file" || k == "ca_file" || k == "watermark_file" || k == "mariadb_ssl_ca" ||
+                    k == "mariadb_ssl_cert" || k == "mariadb_ssl_key"
                 ? "a file name"
-            : key_name.str() == "brokers" || key_name.str() == "topic_prefix" ||
-                    key_name.str() == "address" || key_name.str() == "key_prefix" ||
-                    key_name.str() == "store" || key_name.str().starts_with("mariadb_")
+            : k == "brokers" || k == "topic_prefix" || k == "address" || k == "key_prefix" ||
+                    k == "store" ||
+                    (k.starts_with("mariadb_") && k != "mariadb_port" && !k.ends_with("_s"))
                 ? "a text"
                 : "a positive number"));
       }

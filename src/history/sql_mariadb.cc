@@ -233,7 +233,8 @@ class MariaDbConnection final : public Connection {
                            socket ? config_.socket.c_str() : nullptr, 0) == nullptr) {
       return failed(fmt::format("connect to {}", where()));
     }
-    // (Belt and braces: the library enforces it, and nothing is sent before this.)
+    // (Belt and braces: MYSQL_OPT_SSL_ENFORCE already refused a connection without TLS
+    // before authenticating; no statement is sent before this.)
     if (config_.ssl && mysql_get_ssl_cipher(mysql_) == nullptr) {
       error_ = "the connection is not encrypted, and TLS is required (mariadb_ssl)";
       return Status::io_error(fmt::format("MariaDB {}: connect: {}", where(), error_));
