@@ -319,10 +319,9 @@ class Service {
   // An order the group holds (ex.order_), with its request's texts from the store.
   bool answer_held_order(Exchange& ex);
   // The store's row of an order that left memory, through Redis when it is attached
-  // (one loader per key; from the store itself when another reader's load outlasts
-  // [redis] wait_ms, or Redis fails).
+  // (one loader per key); `pending`: another reader is loading it past [redis] wait_ms.
   Result<std::optional<history::OrderRow>> archived_order_row(history::HistoryWorker& history,
-                                                              u64 id);
+                                                              u64 id, bool& pending);
   // Answers a step with ex.order_ as it is after it; a checkout that made it final with
   // its redirect_url (false: waiting for the store to have the callback_url).
   bool answer_order(Exchange& ex);
@@ -333,10 +332,6 @@ class Service {
   bool lookup_order(Exchange& ex, bool last_step);
   // The order as looked up, or the answer when it is not (404, or 410 archived).
   bool fail_order_lookup(Exchange& ex);
-  // Whether the order ex.path_id_, which left memory, is one the caller may not see,
-  // by the history store's row: answered 404, as an order that never was. Without
-  // the row (no store, or one that has not reached the order) it cannot be told.
-  bool archived_order_hidden(Exchange& ex);
   bool fail_order_command(Exchange& ex, const CommandResult& result);
   bool carry_order_step(Exchange& ex, const Command& command);
   bool order_step_between_groups(Exchange& ex);

@@ -179,7 +179,14 @@ std::optional<bool> Service::order_from_history(Exchange& ex) {
   const u32 group = id_prefix(ex.path_id_).group;
   if (group >= history->groups()) return std::nullopt;
   const u64 as_of = history->watermark(group);
-  Result<std::optional<history::OrderRow>> read = archived_order_row(*history, ex.path_id_);
+  bool pending = false;
+  Result<std::optional<history::OrderRow>> read =
+      archived_order_row(*history, ex.path_id_, pending);
+  if (pending) {
+    ex.reply.retry_after_s = 1;
+    return fail(ex, ResultCode::order_loading,
+                "another request is loading the order from the history store into Redis; retry");
+  }
   if (!read.ok()) {
     PG_LOG_ERROR("event=history_read_failed message=\"{}\"", read.status().message());
     return fail(ex, ResultCode::not_durable, "the history store cannot be read now; retry");
@@ -207,7 +214,7 @@ std::optional<bool> Service::order_from_history(Exchange& ex) {
 }
 
 Result<std::optional<history::OrderRow>> Service::archived_order_row(
-    history::HistoryWorker& history, u64 id) {
+    history::HistoryWorker& history, u64 id, bool& pending) {
   cache::OrderCache* cache = order_cache_.load(std::memory_order_acquire);
   const auto from_store = [&] { return history.store().order(id); };
   if (cache == nullptr) return from_store();
@@ -230,14 +237,7 @@ Result<std::optional<history::OrderRow>> Service::archived_order_row(
     return from_store();
   }
   cache::OrderCache::Read& read = cached.value();
-  if (read.outcome == cache::OrderCache::Outcome::pending) {
-    // Another reader's load took longer than [redis] wait_ms (or its loader died, and
-    // its lock has not lapsed): the store answers, as when Redis fails. (Never "wait
-    // and retry" before the caller's right to see the order is checked against a row:
-    // that would tell anyone the order exists.)
-    cache->count_fallback();
-    return from_store();
-  }
+  pending = read.outcome == cache::OrderCache::Outcome::pending;
   if (!read.row) return std::optional<history::OrderRow>();
   if (!is_final(read.row->order.status)) {
     // Loaded while the store was behind the order's last change, which the feed (off,

@@ -141,18 +141,6 @@ void Service::advance_order(Order& o, const Command& command, const CommandResul
   }
 }
 
-bool Service::archived_order_hidden(Exchange& ex) {
-  if (ex.principal_.is_operator) return false;
-  history::HistoryWorker* history = history_.load(std::memory_order_acquire);
-  if (history == nullptr || id_prefix(ex.path_id_).group >= history->groups()) return false;
-  Result<std::optional<history::OrderRow>> read = archived_order_row(*history, ex.path_id_);
-  if (!read.ok()) {
-    PG_LOG_ERROR("event=history_read_failed message=\"{}\"", read.status().message());
-    return false;
-  }
-  return read.value() && !visible_order(ex, read.value()->order);
-}
-
 bool Service::fail_order_lookup(Exchange& ex) {
   if (ex.route_ == Route::orders_result && ex.outcome_.archived) {
     // A provider's result for an order that has left memory moves nothing and is
@@ -161,7 +149,7 @@ bool Service::fail_order_lookup(Exchange& ex) {
                 id_text(IdKind::order, ex.path_id_),
                 ex.withdrawal_result_.success ? "success" : "failed");
   }
-  if (ex.outcome_.archived && !archived_order_hidden(ex)) {
+  if (ex.outcome_.archived) {
     return fail(ex, ResultCode::order_archived,
                 "the order is final and has left the engine's memory ([orders] "
                 "final_retained_s); its history is the read side's (docs/ORDERS.md)");
