@@ -117,10 +117,12 @@ void ReadSide::keep_opening() {
 void ReadSide::start(std::unique_ptr<history::HistoryWorker> history) {
   history_ = std::move(history);
   history_->start();
-  service_.attach_history(history_.get());
   start_webhooks();
   start_kafka();
   start_redis();
+  // Last: once the service sees the store (paygate_history_store_open 1), what reads
+  // it is attached too.
+  service_.attach_history(history_.get());
 }
 
 void ReadSide::start_webhooks() {
