@@ -26,7 +26,8 @@
 //
 // Every connection is one thread keeping --depth requests pipelined. A run stops
 // after --seconds or --requests, whichever comes first; progress once a second on
-// stderr; its line: requests_per_sec=… ops_per_sec=… p50_us=… p99_us=…, and a line of
+// stderr; its line: requests_per_sec=… ops_per_sec=… p50_us=… p99_us=… max_us=…
+// over_2s=… (requests answered after more than 2 s, wrk's timeouts), and a line of
 // fairness: the slowest and fastest connection's requests against the mean. --runs N
 // repeats on a fresh server and ends with a line of the medians.
 //
@@ -50,7 +51,7 @@
 #include "api/http_client.h"
 #include "api/id_text.h"
 #include "api/server_test_support.h"
-#include "base/histogram.h"
+#include "latency.h"
 #include "progress.h"
 
 namespace paygate {
@@ -87,26 +88,15 @@ struct Options {
 };
 
 struct Totals {
-  std::atomic<u64> requests{0};
+  explicit Totals(u32 connections) : answers(connections) {}
+
   std::atomic<u64> ops{0};
   std::atomic<u64> failures{0};
   std::atomic<u64> ops_unclaimed{0};  // --ops: operations no frame has taken yet
-  Histogram latency_ns;
-  std::atomic<u64> latency_max_ns{0};
-  // Requests answered per connection (index: the worker's seed - 1), for fairness.
-  std::unique_ptr<std::atomic<u64>[]> per_connection;
+  LatencyRecord answers;
 
-  void count_request(u32 seed) {
-    requests.fetch_add(1, std::memory_order_relaxed);
-    per_connection[seed - 1].fetch_add(1, std::memory_order_relaxed);
-  }
-
-  void record(u64 ns) {
-    latency_ns.record(ns);
-    u64 max = latency_max_ns.load(std::memory_order_relaxed);
-    while (ns > max && !latency_max_ns.compare_exchange_weak(max, ns)) {
-    }
-  }
+  // A request answered on the worker `seed` (1-based) after `ns`.
+  void answered(u32 seed, u64 ns) { answers.answered(seed - 1, ns); }
 };
 
 std::string text_field(const std::string& body, std::string_view field) {
@@ -333,13 +323,12 @@ void http_worker(const Options& o, const Setup& s, u16 port, u64 deadline_ns, u6
     while (const auto r = api::split_response(in.substr(used))) {
       used += r->size;
       const u64 now = now_ns();
-      totals->record(now - sent_at[answered++ % o.depth]);
+      totals->answered(seed, now - sent_at[answered++ % o.depth]);
       // Only the status here: every operation's own answer is checked at the end, in
       // one read of the sink's balance (sink_credited).
       const bool ok = r->status == (batch || health ? 200u : 201u);
       if (!ok) totals->failures.fetch_add(1);
       totals->ops.fetch_add(ops, std::memory_order_relaxed);
-      totals->count_request(seed);
       if (now < deadline_ns && (request_cap == 0 || sent < request_cap)) queue_one();
     }
     client.consume(used);
@@ -409,8 +398,7 @@ void http_order_worker(const Options& o, const Setup& s, u16 port, u64 deadline_
       const u32 c = in_flight[answered++];
       Cycle& cycle = cycles[c];
       const u64 now = now_ns();
-      totals->record(now - cycle.sent_ns);
-      totals->count_request(seed);
+      totals->answered(seed, now - cycle.sent_ns);
       const std::string body(r->body);
       used += r->size;
       if (r->status != (cycle.phase == 0 ? 201u : 200u)) {
@@ -482,13 +470,12 @@ void binary_worker(const Options& o, const Setup& s, u16 port, const std::string
       return;
     }
     --outstanding;
-    totals->record(now_ns() - sent_at[answer.header.request_id % o.depth]);
+    totals->answered(seed, now_ns() - sent_at[answer.header.request_id % o.depth]);
     bool ok = answer.header.status == 0;
     for (const CommandResult& r : answer.results)
       ok = ok && r.ok();
     if (!ok) totals->failures.fetch_add(1);
     totals->ops.fetch_add(answer.results.size(), std::memory_order_relaxed);
-    totals->count_request(seed);
     if (now_ns() < deadline_ns && (request_cap == 0 || next_id < request_cap)) {
       if (!send_one()) return;
     }
@@ -497,7 +484,8 @@ void binary_worker(const Options& o, const Setup& s, u16 port, const std::string
 
 struct RunResult {
   bool ok = false;
-  double requests_per_sec = 0, ops_per_sec = 0, p50_us = 0, p99_us = 0;
+  double requests_per_sec = 0, ops_per_sec = 0, p50_us = 0, p99_us = 0, max_us = 0;
+  u64 over_2s = 0;  // requests answered after more than 2 s
   double server_us_per_request = 0;
 };
 
@@ -539,9 +527,8 @@ RunResult run_once(const Options& o) {
   std::fprintf(stderr, "loadgen: %u funded accounts; running %s for %.1f s\n", o.accounts,
                o.mode.c_str(), o.seconds);
 
-  Totals totals;
+  Totals totals(o.connections);
   totals.ops_unclaimed = o.ops;
-  totals.per_connection = std::make_unique<std::atomic<u64>[]>(o.connections);
   const double cpu_before = cpu_seconds(server.pid());
   const u64 started = now_ns();
   const u64 deadline = started + static_cast<u64>(o.seconds * 1e9);
@@ -563,7 +550,7 @@ RunResult run_once(const Options& o) {
   Progress progress([&](int second) {
     const u64 ops = totals.ops.load();
     std::fprintf(stderr, "progress t=%ds requests=%llu ops=%llu ops_last_s=%llu\n", second,
-                 static_cast<unsigned long long>(totals.requests.load()),
+                 static_cast<unsigned long long>(totals.answers.requests()),
                  static_cast<unsigned long long>(ops), static_cast<unsigned long long>(ops - last));
     last = ops;
   });
@@ -590,17 +577,20 @@ RunResult run_once(const Options& o) {
   }
   const int stopped = server.stop();
 
-  result.requests_per_sec = static_cast<double>(totals.requests.load()) / elapsed;
+  const u64 requests = totals.answers.requests();
+  result.requests_per_sec = static_cast<double>(requests) / elapsed;
   result.ops_per_sec = static_cast<double>(totals.ops.load()) / elapsed;
-  result.p50_us = static_cast<double>(totals.latency_ns.percentile(0.50)) / 1e3;
-  result.p99_us = static_cast<double>(totals.latency_ns.percentile(0.99)) / 1e3;
+  result.p50_us = totals.answers.percentile_us(0.50);
+  result.p99_us = totals.answers.percentile_us(0.99);
+  result.max_us = totals.answers.max_us();
+  result.over_2s = totals.answers.over_timeout();
   // The server's own CPU per request: less noisy than a rate on a shared machine.
   result.server_us_per_request =
-      totals.requests.load() == 0 ? 0 : server_cpu * 1e6 / static_cast<double>(totals.requests);
+      requests == 0 ? 0 : server_cpu * 1e6 / static_cast<double>(requests);
   std::printf(
       "loadgen mode=%s%s connections=%u depth=%u ops_per_request=%u seconds=%.2f failures=%llu "
       "server_exit=%d ops=%llu requests_per_sec=%.0f ops_per_sec=%.0f p50_us=%.0f p99_us=%.0f "
-      "server_cpu_us_per_request=%.2f server_cores=%.2f\n",
+      "server_cpu_us_per_request=%.2f server_cores=%.2f max_us=%.0f over_2s=%llu\n",
       o.mode.c_str(), o.minimal ? " minimal=1" : "", o.connections, o.depth,
       o.mode == "http-transfer" || o.mode == "http-order" ? 1
       : o.mode == "http-health"                           ? 0
@@ -608,30 +598,18 @@ RunResult run_once(const Options& o) {
       elapsed, static_cast<unsigned long long>(totals.failures.load()), stopped,
       static_cast<unsigned long long>(totals.ops.load()), result.requests_per_sec,
       result.ops_per_sec, result.p50_us, result.p99_us, result.server_us_per_request,
-      server_cpu / elapsed);
+      server_cpu / elapsed, result.max_us, static_cast<unsigned long long>(result.over_2s));
   if (o.mode == "http-order") {
     std::printf("requests_per_cycle=3 order_cycles_per_sec=%.0f\n", result.ops_per_sec);
   }
-  {
-    // Fairness: the slowest connection's answered requests against the mean (1.00: every
-    // connection was served alike; 0.10: one got a tenth of its share).
-    u64 slowest = ~u64{0}, fastest = 0;
-    for (u32 c = 0; c < o.connections; ++c) {
-      const u64 n = totals.per_connection[c].load();
-      slowest = std::min(slowest, n);
-      fastest = std::max(fastest, n);
-    }
-    const double mean = static_cast<double>(totals.requests.load()) / o.connections;
-    std::printf("fairness slowest_connection_share=%.2f fastest_connection_share=%.2f\n",
-                mean == 0 ? 0.0 : static_cast<double>(slowest) / mean,
-                mean == 0 ? 0.0 : static_cast<double>(fastest) / mean);
-  }
+  std::printf("fairness slowest_connection_share=%.2f fastest_connection_share=%.2f\n",
+              totals.answers.slowest_share(), totals.answers.fastest_share());
   if (o.mode == "binary") {
     // The line of TigerBeetle's built-in benchmark, for comparing with it directly:
     // accepted transfers a second and each frame's (batch's) latency.
     std::printf("transfers_per_sec=%.0f batch_p50_ms=%.3f batch_p99_ms=%.3f batch_max_ms=%.3f\n",
                 result.ops_per_sec, result.p50_us / 1e3, result.p99_us / 1e3,
-                static_cast<double>(totals.latency_max_ns.load()) / 1e6);
+                totals.answers.max_us() / 1e3);
   }
   std::fflush(stdout);
   std::filesystem::remove_all(o.data_dir);

@@ -60,6 +60,7 @@ inline void read_headers(const RequestParser::value_type& request, HttpRequestVi
     if (which == kNone || (seen & (1u << which))) continue;
     seen |= 1u << which;
     *wanted[which] = view_of(f.value());
+    if (which == 3) view->idempotency_key_sent = true;
   }
 }
 

@@ -261,6 +261,27 @@ TEST_F(OrderServerTest, AnExternalCheckoutIsSettledByItsProviderOnly) {
   EXPECT_EQ(balance(shop_account_), 250);
 }
 
+// An order pays a merchant: an operator naming a user's wallet or a provider's clearing
+// account (found by an attacker's probe: the owner became the order's "merchant", able
+// to cancel it, or to route its money between providers) is refused and nothing is made.
+TEST_F(OrderServerTest, AnOrderPaysOnlyAMerchantsAccount) {
+  for (const std::string& account : {wallet_, clearing_}) {
+    const HttpResponse r = admin_post("/v1/orders", R"({"merchant_ref":"not-a-shop","amount":5,)"
+                                                    R"("currency":"USD","account":")" +
+                                                        account + R"("})");
+    EXPECT_EQ(r.status, 400u) << account << " → " << r.body;
+    EXPECT_EQ(error_code(r), "invalid_account_kind") << account;
+  }
+  // Nothing was made: the merchant_ref is free, and the shop's own account still works.
+  const HttpResponse made = admin_post(
+      "/v1/orders", R"({"merchant_ref":"not-a-shop","amount":5,"currency":"USD","account":")" +
+                        shop_account_ + R"("})");
+  ASSERT_EQ(made.status, 201u) << made.body;
+  EXPECT_EQ(text_field(made.body, "/merchant"), shop_.id);
+  EXPECT_EQ(balance(wallet_), 1000);
+  EXPECT_EQ(balance(clearing_), 0);
+}
+
 TEST_F(OrderServerTest, ABalanceCheckoutHoldsThePrefundedAccountUntilTheProviderReports) {
   fund(system_account(), shop_account_, 500);
   const auto checkout_balance = [&](const MerchantKeys& who, const std::string& order,

@@ -274,8 +274,9 @@ Problem RequestDecoder::parse(std::string_view body, object* root) {
   const auto error = parser_.parse(padded_.data(), padded_.size(), false).get(document);
   if (error == simdjson::NUMBER_ERROR) {
     // Amounts are the only numbers without a small bound, so a number too large to
-    // parse is an amount above 2^63-1.
-    return problem(ResultCode::invalid_amount, "a number is out of range (amounts: 1 to 2^63-1)");
+    // parse is an amount above 2^63-1 (or a malformed one: 01, 1_000, 0x10).
+    return problem(ResultCode::invalid_amount,
+                   "a number is out of range or malformed (amounts: JSON integers 1 to 2^63-1)");
   }
   if (error != simdjson::SUCCESS) {
     return problem(ResultCode::invalid_json,

@@ -259,6 +259,16 @@ TEST_F(ServerTest, BadInputIsRefusedWithStableCodes) {
   const HttpResponse bad_key =
       admin_post("/v1/accounts", R"({"currency":"USD","kind":"system"})", {"Idempotency-Key: a b"});
   EXPECT_EQ(error_code(bad_key), "invalid_idempotency_key");
+  // An empty key is no key a retry could match: refused, not taken for none, and the
+  // transfer it came with is not made.
+  const HttpResponse empty_key =
+      merchant_request(shop, "POST", "/v1/transfers",
+                       R"({"debit_account":")" + a + R"(","credit_account":")" + b +
+                           R"(","amount":1,"currency":"USD"})",
+                       {"Idempotency-Key:"});
+  EXPECT_EQ(empty_key.status, 400u) << empty_key.body;
+  EXPECT_EQ(error_code(empty_key), "invalid_idempotency_key");
+  EXPECT_EQ(balance(a), 0);
   const HttpResponse huge = admin_post("/v1/batch", std::string(5u << 20, ' '));
   EXPECT_EQ(huge.status, 413u);
   EXPECT_EQ(error_code(huge), "body_too_large");
@@ -550,6 +560,32 @@ TEST_F(ServerTest, Batches) {
   EXPECT_EQ(error_code(atomic), "atomic_batch_failed");
   EXPECT_EQ(text_field(atomic.body, "/results/1/body/error/code"), "insufficient_funds");
   EXPECT_EQ(balance(a), 100);
+  // Refused at the edge (an account of another merchant's): the same shape, every
+  // operation answered, nothing applied.
+  const MerchantKeys stranger = merchant("Stranger");
+  const std::string theirs = account(stranger);
+  // (Just before it on this connection: an atomic batch whose key names another request,
+  // a verdict that must not stick to the next batch.)
+  // (Each there and back: nothing moves.)
+  const std::string one =
+      R"({"atomic":true,"operations":[)" + op(a, b, 1) + "," + op(b, a, 1) + "]}";
+  const std::string two =
+      R"({"atomic":true,"operations":[)" + op(a, b, 2) + "," + op(b, a, 2) + "]}";
+  ASSERT_EQ(merchant_request(shop, "POST", "/v1/batch", one, {"Idempotency-Key: at-1"}).status,
+            200u);
+  EXPECT_EQ(error_code(merchant_request(shop, "POST", "/v1/batch", two, {"Idempotency-Key: at-1"})),
+            "idempotency_key_reused");
+  const HttpResponse foreign = merchant_request(
+      shop, "POST", "/v1/batch",
+      R"({"atomic":true,"operations":[)" + op(a, b, 10) + "," + op(a, theirs, 10) + "]}");
+  EXPECT_EQ(foreign.status, 422u) << foreign.body;
+  EXPECT_EQ(error_code(foreign), "atomic_batch_failed");
+  EXPECT_EQ(number_field(foreign.body, "/results/0/status"), 422);
+  EXPECT_EQ(text_field(foreign.body, "/results/0/body/error/code"), "atomic_batch_failed");
+  EXPECT_EQ(number_field(foreign.body, "/results/1/status"), 404);
+  EXPECT_EQ(text_field(foreign.body, "/results/1/body/error/code"), "credit_account_not_found");
+  EXPECT_EQ(balance(a), 100);
+  EXPECT_EQ(balance(theirs), 0);
   // Not atomic: each on its own.
   const HttpResponse each = merchant_request(
       shop, "POST", "/v1/batch", R"({"operations":[)" + op(a, b, 60) + "," + op(a, b, 60) + "]}");

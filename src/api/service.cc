@@ -388,7 +388,9 @@ bool Service::dispatch(Exchange& ex) {
     if (!ex.view_.body.empty() && !is_json_media_type(ex.view_.content_type)) {
       return fail(ex, ResultCode::unsupported_media_type, "send Content-Type: application/json");
     }
-    if (!ex.view_.idempotency_key.empty()) {
+    if (!ex.view_.idempotency_key.empty() || ex.view_.idempotency_key_sent) {
+      // An empty header is refused rather than taken for none: a client that meant to
+      // send a key must not get a request that a retry could repeat.
       if (!valid_idempotency_key(ex.view_.idempotency_key)) {
         return fail(ex, ResultCode::invalid_idempotency_key,
                     "Idempotency-Key must be 1 to 255 visible ASCII characters");

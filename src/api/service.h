@@ -41,6 +41,7 @@ struct HttpRequestView {
   std::string_view body;
   std::string_view content_type;
   std::string_view idempotency_key;
+  bool idempotency_key_sent = false;  // the header was there (empty, it is refused)
   std::string_view authorization;
   std::string_view key_id;
   std::string_view timestamp;

@@ -307,16 +307,24 @@ bool Service::next_segment(Exchange& ex) {
   return submit(ex, request, /*last_step=*/false);
 }
 
-// An atomic batch with an operation refused at the edge fails whole, before the ledger.
+// An atomic batch with an operation refused at the edge fails whole, before the ledger:
+// answered as one the ledger refused ({results, error}), the others not applied.
 std::optional<bool> Service::fail_atomic_refused(Exchange& ex) {
-  if (!ex.batch_.atomic) return std::nullopt;
-  for (u32 i = 0; i < ex.batch_.count; ++i) {
-    if (ex.op_refused_[i] != ResultCode::ok) {
-      return fail(ex, ResultCode::atomic_batch_failed,
-                  fmt::format("operations[{}]: {}", i, name(ex.op_refused_[i])));
+  const BatchRequest& b = ex.batch_;
+  if (!b.atomic) return std::nullopt;
+  bool refused = false;
+  for (u32 i = 0; i < b.count && !refused; ++i)
+    refused = ex.op_refused_[i] != ResultCode::ok;
+  if (!refused) return std::nullopt;
+  for (u32 i = 0; i < b.count; ++i) {
+    if (ex.op_refused_[i] == ResultCode::ok) {
+      ex.op_results_[i] = CommandResult{.code = ResultCode::atomic_batch_failed};
     }
   }
-  return std::nullopt;
+  // No group ran this batch: what outcome_ holds is a lookup's, or the last request's
+  // of this slot (an exchange is reused), never a verdict on this batch's key.
+  ex.outcome_.atomic = ResultCode::ok;
+  return batch_reply(ex);
 }
 
 bool Service::submit_segment(Exchange& ex) {

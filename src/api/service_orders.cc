@@ -262,6 +262,15 @@ bool Service::create_order(Exchange& ex) {
     if (ex.group_ == nullptr || !visible_account(ex, r.account_id)) {
       return fail(ex, ResultCode::account_not_found, "no such account");
     }
+    // An order pays a merchant: an account a user or a provider owns (a wallet, a
+    // clearing account), which only an operator can name here, would make the owner
+    // the order's merchant, able to steer its money where transfers may not go.
+    const std::optional<u64> owner = owners_.owner(r.account_id);
+    if (!owner) return fail(ex, ResultCode::account_not_found, "no such account");
+    if (*owner != 0 && principal_kind(*owner) != PrincipalKind::merchant) {
+      return fail(ex, ResultCode::invalid_account_kind,
+                  "an order pays into a merchant's account; this one is a user's or a provider's");
+    }
     if (!r.ipn_url.empty() && !ipn_url_allowed(ex, r.ipn_url)) return true;
     const u64 ref = Hasher{}.add_bytes(r.merchant_ref).add(r.merchant_ref.size()).value();
     const u8 flags = r.callback_url.empty() ? 0 : kOrderCallbackUrl;
