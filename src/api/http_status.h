@@ -207,6 +207,25 @@ constexpr std::string_view describe(ResultCode code) noexcept {
       return "no such user";
     case ResultCode::provider_not_found:
       return "no such provider";
+    case ResultCode::merchant_not_found:
+      return "no such merchant";
+    case ResultCode::order_not_found:
+      return "no such order";
+    case ResultCode::webhook_endpoint_not_found:
+      return "no such webhook endpoint";
+    case ResultCode::webhook_delivery_not_found:
+      return "no such webhook delivery";
+    case ResultCode::refund_exceeds_order:
+      return "the refund is more than what the order has left to refund (its amount less "
+             "amount_refunded)";
+    case ResultCode::invalid_order_state:
+      return "the order's status does not allow this step (docs/ORDERS.md, the transitions)";
+    case ResultCode::invalid_withdrawal_state:
+      return "the withdrawal's status does not allow this step";
+    case ResultCode::orders_full:
+      return "the group has no room for more orders; retry later";
+    case ResultCode::webhook_endpoints_full:
+      return "the merchant has as many webhook endpoints as it may have: delete one first";
     default:
       return name(code);
   }

@@ -207,9 +207,8 @@ bool Service::ipn_url_allowed(Exchange& ex, const std::string& url) {
   std::string why;
   const std::optional<webhooks::TargetUrl> target = webhooks::parse_target_url(url, &why);
   if (!target) return !fail(ex, ResultCode::invalid_field, "ipn_url: " + why);
-  boost::system::error_code not_literal;
-  const boost::asio::ip::address literal = boost::asio::ip::make_address(target->host, not_literal);
-  if (!not_literal && !webhooks::address_allowed(literal, false)) {
+  const std::optional<boost::asio::ip::address> literal = webhooks::literal_address(target->host);
+  if (literal && !webhooks::address_allowed(*literal, false)) {
     return !fail(ex, ResultCode::url_not_allowed,
                  "ipn_url: a loopback, private, link-local or reserved address; webhooks go to "
                  "public addresses only");
@@ -272,6 +271,18 @@ bool Service::webhook_endpoints(Exchange& ex) {
   };
   const auto replay = [&](u64 content) { return webhook_replay(ex, store, content); };
   const u64 caller = ex.principal_.merchant != nullptr ? ex.principal_.merchant->id : 0;
+  // When an endpoint change happens, in the time its owner's events are stamped with:
+  // the group's command time (the wall clock, steered to gradually after a step of it),
+  // so that Endpoint::receives compares like with like.
+  const auto command_time_ns = [&](u64 owner) {
+    const u64 wall = wall_ns();
+    const MerchantRef m = merchants_.find(owner);
+    if (m == nullptr || m->group >= engine().groups()) return wall;
+    const i64 offset =
+        engine().group(m->group).stats().clock_offset_ns.load(std::memory_order_relaxed);
+    return static_cast<u64>(static_cast<i64>(wall) + offset);
+  };
+  std::optional<webhooks::Deliverer::EndpointChange> change_under_way;
   // Merchants (their orders' and withdrawals' events) and users (their withdrawals').
   const bool has_endpoints = ex.principal_.merchant != nullptr &&
                              (ex.principal_.merchant->kind == PrincipalKind::merchant ||
@@ -328,6 +339,8 @@ bool Service::webhook_endpoints(Exchange& ex) {
     e.events = *change.events;
     e.secret = "whsec_" + random_hex(32);
     e.created_s = wall_seconds();
+    change_under_way.emplace(*w);
+    e.created_ns = command_time_ns(caller);
     const Result<std::optional<webhooks::Endpoint>> made = store.create_endpoint(
         std::move(e),
         webhooks::KeptReply{
@@ -338,9 +351,9 @@ bool Service::webhook_endpoints(Exchange& ex) {
             .render =
                 [](const webhooks::Endpoint& made_one) { return endpoint_json(made_one, false); }},
         kEndpointsMax);
+    change_under_way.reset();
     if (!made.ok()) return store_failed(made.status());
     if (!made.value()) return full();  // (another request took the last place meanwhile)
-    w->endpoints_changed();
     PG_LOG_INFO("event=webhook_endpoint_created endpoint={} merchant={:x}", made.value()->id,
                 caller);
     ex.reply.body = endpoint_json(*made.value(), true);
@@ -375,22 +388,25 @@ bool Service::webhook_endpoints(Exchange& ex) {
         return fail_claim(ex, ex.results_[0].code);
       }
       if (change.url && !webhook_url_allowed(ex, *change.url)) return true;
+      change_under_way.emplace(*w);
       const Result<std::optional<webhooks::Endpoint>> changed =
-          store.update_endpoint(endpoint.id, change.url, change.events, change.disabled);
+          store.update_endpoint(endpoint.id, change.url, change.events, change.disabled,
+                                command_time_ns(endpoint.merchant));
+      change_under_way.reset();
       if (!changed.ok()) return store_failed(changed.status());
       if (!changed.value())
         return fail(ex, ResultCode::webhook_endpoint_not_found, "no such webhook endpoint");
-      w->endpoints_changed();
       ex.reply.body = endpoint_json(*changed.value(), false);
       return finish(ex, 200);
     }
     case Route::webhook_endpoints_delete: {
+      change_under_way.emplace(*w);
       const Result<bool> removed = store.delete_endpoint(endpoint.id, wall_ns());
+      change_under_way.reset();
       if (!removed.ok()) return store_failed(removed.status());
       if (!removed.value()) {
         return fail(ex, ResultCode::webhook_endpoint_not_found, "no such webhook endpoint");
       }
-      w->endpoints_changed();
       JsonWriter json(ex.reply.body);
       json.begin_object();
       json.key("id").id(IdKind::webhook_endpoint, endpoint.id);
@@ -412,6 +428,7 @@ bool Service::webhook_endpoints(Exchange& ex) {
       }
       if (const std::optional<bool> answered = replay(content)) return *answered;
       const u64 grace = change.grace_period_s.value_or(w->config().grace_period_s);
+      change_under_way.emplace(*w);  // (the worker signs with the endpoints it has loaded)
       const Result<std::optional<webhooks::Endpoint>> rotated = store.rotate_secret(
           endpoint.id, "whsec_" + random_hex(32), wall_seconds() + grace,
           webhooks::KeptReply{
@@ -420,10 +437,10 @@ bool Service::webhook_endpoints(Exchange& ex) {
               .content_hash = content,
               .status = 200,
               .render = [](const webhooks::Endpoint& e) { return endpoint_json(e, false); }});
+      change_under_way.reset();
       if (!rotated.ok()) return store_failed(rotated.status());
       if (!rotated.value())
         return fail(ex, ResultCode::webhook_endpoint_not_found, "no such webhook endpoint");
-      w->endpoints_changed();
       PG_LOG_INFO("event=webhook_secret_rotated endpoint={} grace_s={}", endpoint.id, grace);
       ex.reply.body = endpoint_json(*rotated.value(), true);
       return finish(ex, 200);
@@ -462,6 +479,11 @@ bool Service::webhook_deliveries(Exchange& ex) {
         (!ex.principal_.is_operator && query.merchant == 0)) {
       return fail(ex, ResultCode::merchant_not_found, "no such merchant");
     }
+    // An order's, a withdrawal's or an endpoint's deliveries are all of one merchant:
+    // asked for without merchant=, they are shown if the caller sees that merchant (a
+    // sub-merchant's too), else none, as for an id that does not exist.
+    const bool of_one_object = !ex.principal_.is_operator && !q.merchant && (q.order || q.endpoint);
+    if (of_one_object) query.merchant = 0;
     query.endpoint = q.endpoint.value_or(0);
     if (q.status) query.status = webhooks::delivery_status_named(*q.status);
     query.order = q.order;
@@ -471,8 +493,12 @@ bool Service::webhook_deliveries(Exchange& ex) {
     Result<std::vector<webhooks::Delivery>> page = store.deliveries(query);
     if (!page.ok()) return store_failed(page.status());
     std::vector<webhooks::Delivery>& rows = page.value();
-    const bool more = rows.size() > q.limit;
+    bool more = rows.size() > q.limit;
     if (more) rows.resize(q.limit);
+    if (of_one_object) {
+      std::erase_if(rows, [&](const webhooks::Delivery& d) { return !visible(d.merchant); });
+      more = more && !rows.empty();
+    }
     JsonWriter json(ex.reply.body);
     json.begin_object();
     json.key("object").string("list");

@@ -126,10 +126,14 @@ class WebhookServerTest : public ServerTest {
     wallet_ = account(payer_);
     fund(system_account(), wallet_, 100000);
   }
-  // An order with `extra` fields, paid from the wallet: its id.
+  // An order of the shop (or `merchant`) with `extra` fields, paid from the wallet: its id.
   std::string paid_order(const std::string& ref, const std::string& extra) {
+    return paid_order_of(shop_, ref, extra);
+  }
+  std::string paid_order_of(const MerchantKeys& merchant, const std::string& ref,
+                            const std::string& extra) {
     const HttpResponse made = merchant_request(
-        shop_, "POST", "/v1/orders",
+        merchant, "POST", "/v1/orders",
         R"({"merchant_ref":")" + ref + R"(","amount":300,"currency":"USD")" + extra + "}");
     EXPECT_EQ(made.status, 201u) << made.body;
     const std::string id = text_field(made.body, "/id");
@@ -510,20 +514,54 @@ TEST_F(WebhookSlowTargetServerTest, ASlowEndpointHoldsNoOtherMerchantBack) {
                    "/data/0/status") == "pending";
   }
   ASSERT_TRUE(made_all);
-  const HttpResponse made = merchant_request(
-      other, "POST", "/v1/orders",
-      R"({"merchant_ref":"o1","amount":300,"currency":"USD","ipn_url":")" + fast.url() + R"("})");
-  ASSERT_EQ(made.status, 201u) << made.body;
-  const std::string id = text_field(made.body, "/id");
-  ASSERT_EQ(merchant_request(payer_, "POST", "/v1/orders/" + id + "/checkout",
-                             R"({"signature":")" + text_field(made.body, "/signature") +
-                                 R"(","method":"wallet","payer_account":")" + wallet_ + R"("})")
-                .status,
-            200u);
+  const std::string id = paid_order_of(other, "o1", R"(,"ipn_url":")" + fast.url() + R"(")");
   ASSERT_TRUE(wait_for(fast, [&](const auto& d) { return has(d, id, "order.success"); }));
   // It did not wait for the slow endpoint's backlog (it takes well under a second; half
   // the backlog is 48 s, a margin no busy machine eats).
   EXPECT_LT(slow.delivered().size(), kSlowOrders / 2);
+}
+
+// A parent merchant sees its sub-merchants' deliveries by order too, not only with
+// merchant= (found by an attacker's probe); a stranger sees none.
+TEST_F(WebhookServerTest, AParentListsItsSubMerchantsDeliveriesByOrder) {
+  const MerchantKeys sub = merchant("Sub", shop_.id);
+  account(sub);
+  const std::string order = paid_order_of(sub, "sub-1", R"(,"ipn_url":"http://127.0.0.1:1/ipn")");
+  // An order's first delivery as its own merchant lists it (made as the worker reads
+  // the event: a bounded wait).
+  const auto first_delivery = [&](const MerchantKeys& owner, const std::string& of) {
+    std::string id;
+    for (auto deadline = std::chrono::steady_clock::now() + 120s;
+         id.rfind("whd_", 0) != 0 && std::chrono::steady_clock::now() < deadline;
+         std::this_thread::sleep_for(50ms)) {
+      id = text_field(merchant_request(owner, "GET", "/v1/webhook_deliveries?order=" + of).body,
+                      "/data/0/id");
+    }
+    return id;
+  };
+  const std::string by_order = "/v1/webhook_deliveries?order=" + order;
+  const std::string delivery = first_delivery(sub, order);
+  ASSERT_EQ(delivery.substr(0, 4), "whd_");
+  const HttpResponse parent = merchant_request(shop_, "GET", by_order);
+  ASSERT_EQ(parent.status, 200u) << parent.body;
+  EXPECT_EQ(text_field(parent.body, "/data/0/id"), delivery);
+  const MerchantKeys stranger = merchant("Stranger");
+  const HttpResponse theirs = merchant_request(stranger, "GET", by_order);
+  ASSERT_EQ(theirs.status, 200u) << theirs.body;
+  EXPECT_NE(theirs.body.find(R"("data":[])"), std::string::npos) << theirs.body;
+  // Nor upwards: the sub-merchant does not see its parent's.
+  const std::string own = paid_order("parent-1", R"(,"ipn_url":"http://127.0.0.1:1/ipn")");
+  std::string parents;
+  for (auto deadline = std::chrono::steady_clock::now() + 120s;
+       parents.empty() && std::chrono::steady_clock::now() < deadline;
+       std::this_thread::sleep_for(50ms)) {
+    parents = text_field(merchant_request(shop_, "GET", "/v1/webhook_deliveries?order=" + own).body,
+                         "/data/0/id");
+  }
+  ASSERT_FALSE(parents.empty());
+  EXPECT_NE(
+      merchant_request(sub, "GET", "/v1/webhook_deliveries?order=" + own).body.find(R"("data":[])"),
+      std::string::npos);
 }
 
 // Rotating the merchant's API key: its ipn_url deliveries carry both signatures, and
@@ -750,6 +788,16 @@ TEST_F(WebhookSsrfServerTest, PrivateAndLoopbackAddressesAreRefused) {
       R"({"merchant_ref":"x","amount":5,"currency":"USD","ipn_url":"http://169.254.169.254/"})");
   EXPECT_EQ(order.status, 400u) << order.body;
   EXPECT_EQ(error_code(order), "url_not_allowed");
+  // Also in the other spellings of an IPv4 address that a lookup reads without a name
+  // server (found by an attacker's probe: only the send refused them).
+  for (const char* host : {"2130706433", "0x7f000001", "127.1", "0177.0.0.1", "[2002:7f00:1::]"}) {
+    const HttpResponse spelled = merchant_request(
+        shop, "POST", "/v1/orders",
+        std::string(R"({"merchant_ref":"y","amount":5,"currency":"USD","ipn_url":"http://)") +
+            host + R"(:8080/"})");
+    EXPECT_EQ(spelled.status, 400u) << host << " " << spelled.body;
+    EXPECT_EQ(error_code(spelled), "url_not_allowed") << host;
+  }
 }
 
 }  // namespace

@@ -322,12 +322,21 @@ struct Deliverer::Engine {
     for (const history::Store::Watermark& w : groups.value()) {
       Cursor& at = cursors.try_emplace(w.group, Cursor{.group = w.group}).first->second;
       for (u32 reads = 0; reads < kEventReadsPerRound; ++reads) {
+        // The endpoints as they are, with no change under way (Deliverer::EndpointChange),
+        // before the events are read, and still so after they are judged: else this
+        // stretch waits for the next round.
+        if (d.endpoint_changes_.load(std::memory_order_acquire) != 0) return;
+        if (!reload_endpoints()) return;
         Result<std::vector<history::OrderEventRow>> events =
             d.history_.order_events(w.group, at.sequence, at.n, kEventsPerRead);
         if (!events.ok()) return store_failed(events.status());
         if (events.value().empty()) break;
         std::vector<NewDelivery> made;
         if (Status s = deliveries_of(events.value(), &made); !s.ok()) return store_failed(s);
+        if (d.endpoint_changes_.load(std::memory_order_acquire) != 0 ||
+            d.endpoints_version_.load(std::memory_order_acquire) != endpoints_version) {
+          return;
+        }
         const history::OrderEventRow& last = events.value().back();
         const Cursor next{.group = w.group, .sequence = last.sequence, .n = last.n};
         if (Status s = d.store_->enqueue(made, next); !s.ok()) return store_failed(s);
@@ -352,9 +361,9 @@ struct Deliverer::Engine {
       } else if (const auto it = endpoints_by_merchant.find(e.recipient);
                  it != endpoints_by_merchant.end()) {
         for (const Endpoint& endpoint : it->second) {
-          if (!endpoint.disabled && endpoint.wants(e.type)) {
-            targets.emplace_back(endpoint.id, endpoint.url);
-          }
+          // As the endpoint was when the event happened: one disabled since gets a
+          // delivery that waits until it is enabled again.
+          if (endpoint.receives(e.type, e.at_ns)) targets.emplace_back(endpoint.id, endpoint.url);
         }
       }
       if (targets.empty()) continue;
@@ -449,7 +458,8 @@ struct Deliverer::Engine {
                                     .http_status = status,
                                     .error = delivered ? std::string() : std::move(error),
                                     .at_ns = now,
-                                    .next_attempt_ns = next},
+                                    .next_attempt_ns = next,
+                                    .url = delivery.url},
                  .delivery = std::move(delivery)});
     if (stopping) return;
     if (finished.size() >= 32 || finished.size() * 2 >= in_flight.size()) round_soon();

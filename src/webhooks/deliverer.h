@@ -97,8 +97,27 @@ class Deliverer {
   WebhookStore& store() noexcept { return *store_; }
   const WebhookConfig& config() const noexcept { return config_; }
   const WebhookCounters& counters() const noexcept { return counters_; }
-  // Tells the worker endpoints changed (it reloads them before its next events).
-  void endpoints_changed() noexcept { endpoints_version_.fetch_add(1, std::memory_order_release); }
+  // An endpoint being made, changed or deleted, from before its time is taken until
+  // it is written: while one is, the worker turns no events into deliveries, and a
+  // stretch of events read while one began or ended is read again after it (with the
+  // endpoints reloaded). So an event is judged against every endpoint as it was when
+  // the event happened (Endpoint::receives), never against a list that lacks one made
+  // before it.
+  class EndpointChange {
+   public:
+    explicit EndpointChange(Deliverer& deliverer) noexcept : deliverer_(deliverer) {
+      deliverer_.endpoint_changes_.fetch_add(1, std::memory_order_acq_rel);
+    }
+    ~EndpointChange() {
+      deliverer_.endpoints_version_.fetch_add(1, std::memory_order_acq_rel);
+      deliverer_.endpoint_changes_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+    EndpointChange(const EndpointChange&) = delete;
+    EndpointChange& operator=(const EndpointChange&) = delete;
+
+   private:
+    Deliverer& deliverer_;
+  };
 
   // The X-Paygate-Signature value for `body` at `t`: "t=<t>,v1=<hex>" with one v1 per
   // secret (docs/WEBHOOKS.md).
@@ -118,6 +137,7 @@ class Deliverer {
   std::unique_ptr<WebhookStore> store_;
   WebhookCounters counters_;
   std::atomic<u64> endpoints_version_{1};
+  std::atomic<u32> endpoint_changes_{0};  // under way (EndpointChange)
   std::unique_ptr<Engine> engine_;
   std::thread thread_;
 };

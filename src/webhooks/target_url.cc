@@ -1,5 +1,6 @@
 #include "webhooks/target_url.h"
 
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -81,8 +82,11 @@ bool v4_allowed(const boost::asio::ip::address_v4& a) noexcept {
            in(0xA9FE0000, 16) ||  // 169.254/16, link-local: metadata services
            in(0xAC100000, 12) ||  // 172.16/12
            in(0xC0000000, 24) ||  // 192.0.0/24, protocol assignments
+           in(0xC0000200, 24) ||  // 192.0.2/24, documentation
            in(0xC0A80000, 16) ||  // 192.168/16
            in(0xC6120000, 15) ||  // 198.18/15, benchmarking
+           in(0xC6336400, 24) ||  // 198.51.100/24, documentation
+           in(0xCB007100, 24) ||  // 203.0.113/24, documentation
            in(0xE0000000, 4) ||   // multicast
            in(0xF0000000, 4));    // reserved, broadcast
 }
@@ -96,10 +100,26 @@ bool address_allowed(const boost::asio::ip::address& address, bool allow_private
     return v4_allowed(boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, a));
   }
   const auto bytes = a.to_bytes();
+  if (bytes[0] == 0x20 && bytes[1] == 0x02) {
+    // 2002::/16 (6to4) carries an IPv4 address in its next four bytes: judged by it.
+    return v4_allowed(boost::asio::ip::address_v4(
+        boost::asio::ip::address_v4::bytes_type{bytes[2], bytes[3], bytes[4], bytes[5]}));
+  }
   const bool unique_local = (bytes[0] & 0xfe) == 0xfc;  // fc00::/7
   const bool nat64 = bytes[0] == 0x00 && bytes[1] == 0x64 && bytes[2] == 0xff && bytes[3] == 0x9b;
   return !(a.is_loopback() || a.is_unspecified() || a.is_link_local() || a.is_site_local() ||
            a.is_multicast() || a.is_v4_compatible() || unique_local || nat64);
+}
+
+std::optional<boost::asio::ip::address> literal_address(const std::string& host) {
+  boost::system::error_code not_literal;
+  const boost::asio::ip::address address = boost::asio::ip::make_address(host, not_literal);
+  if (!not_literal) return address;
+  // The IPv4 spellings that getaddrinfo (inet_aton) reads without asking a name server:
+  // 2130706433, 0x7f000001, 127.1, 0177.0.0.1 are all 127.0.0.1.
+  in_addr v4{};
+  if (::inet_aton(host.c_str(), &v4) != 0) return boost::asio::ip::address_v4(ntohl(v4.s_addr));
+  return std::nullopt;
 }
 
 std::vector<boost::asio::ip::tcp::endpoint> resolve_host(const std::string& host, u16 port,

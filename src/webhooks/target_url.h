@@ -34,6 +34,11 @@ std::optional<TargetUrl> parse_target_url(std::string_view url, std::string* why
 // IPv4-mapped IPv6 too. `allow_private` (tests, local setups) lets all through.
 bool address_allowed(const boost::asio::ip::address& address, bool allow_private) noexcept;
 
+// The address `host` names without a name server: an IP literal, or one of the other
+// IPv4 spellings that getaddrinfo reads as one (2130706433, 0x7f000001, 127.1); else
+// nullopt (a name).
+std::optional<boost::asio::ip::address> literal_address(const std::string& host);
+
 // The addresses of host:port (getaddrinfo: blocks), or none and *why.
 std::vector<boost::asio::ip::tcp::endpoint> resolve_host(const std::string& host, u16 port,
                                                          std::string* why);

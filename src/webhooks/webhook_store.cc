@@ -46,10 +46,21 @@ CREATE INDEX deliveries_by_endpoint ON deliveries(endpoint, id);
     R"sql(
 CREATE INDEX deliveries_finished ON deliveries(finished_ns) WHERE status != 0;
 )sql",
+    // 3: when an endpoint was made and last enabled or disabled, and its events before
+    // their last change, so that an event goes to the endpoints as they were when it
+    // happened, not as they are when the worker reads it (Endpoint::receives).
+    R"sql(
+ALTER TABLE endpoints ADD COLUMN created_ns INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE endpoints ADD COLUMN disabled_changed_ns INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE endpoints ADD COLUMN previous_events TEXT NOT NULL DEFAULT '';
+ALTER TABLE endpoints ADD COLUMN events_changed_ns INTEGER NOT NULL DEFAULT 0;
+UPDATE endpoints SET created_ns = created_s * 1000000000;
+)sql",
 };
 
 constexpr const char* kEndpointColumns =
-    "id, merchant, url, events, secret, previous_secret, previous_until_s, disabled, created_s";
+    "id, merchant, url, events, secret, previous_secret, previous_until_s, disabled, created_s, "
+    "created_ns, disabled_changed_ns, previous_events, events_changed_ns";
 constexpr const char* kDeliveryColumns =
     "id, event, type, order_id, merchant, endpoint, url, status, attempts, last_status, "
     "last_error, created_ns, next_attempt_ns, finished_ns, give_up_ns, target";
@@ -85,6 +96,10 @@ Endpoint endpoint_of(const Statement& s) {
   e.previous_until_s = static_cast<u64>(s.integer(6));
   e.disabled = s.integer(7) != 0;
   e.created_s = static_cast<u64>(s.integer(8));
+  e.created_ns = static_cast<u64>(s.integer(9));
+  e.disabled_changed_ns = static_cast<u64>(s.integer(10));
+  e.previous_events = split_events(s.text(11));
+  e.events_changed_ns = static_cast<u64>(s.integer(12));
   return e;
 }
 
@@ -177,11 +192,25 @@ std::optional<DeliveryStatus> delivery_status_named(std::string_view text) noexc
   return std::nullopt;
 }
 
-bool Endpoint::wants(std::string_view type) const noexcept {
+namespace {
+bool listed(const std::vector<std::string>& events, std::string_view type) noexcept {
   for (const std::string& e : events) {
     if (e == "*" || e == type) return true;
   }
   return false;
+}
+}  // namespace
+
+bool Endpoint::wants(std::string_view type) const noexcept {
+  return listed(events, type);
+}
+
+bool Endpoint::receives(std::string_view type, u64 event_ns) const noexcept {
+  if (event_ns < created_ns) return false;  // registered after it
+  // Before the last change of each, the endpoint was as that change found it.
+  const bool disabled_then = event_ns < disabled_changed_ns ? !disabled : disabled;
+  if (disabled_then) return false;
+  return listed(event_ns < events_changed_ns ? previous_events : events, type);
 }
 
 std::string delivery_target(u64 endpoint, std::string_view url) {
@@ -261,13 +290,14 @@ Result<std::optional<Endpoint>> WebhookStore::create_endpoint(Endpoint endpoint,
   }
   if (static_cast<u64>(count.integer(0)) >= endpoints_max) return std::optional<Endpoint>();
   Statement insert(db_,
-                   "INSERT INTO endpoints(merchant, url, events, secret, created_s) "
-                   "VALUES (?,?,?,?,?)");
+                   "INSERT INTO endpoints(merchant, url, events, secret, created_s, created_ns) "
+                   "VALUES (?,?,?,?,?,?)");
   if (!insert.ok() || !insert.bind(1, signed_of(endpoint.merchant))
                            .bind_text(2, endpoint.url)
                            .bind_text(3, join_events(endpoint.events))
                            .bind_text(4, endpoint.secret)
                            .bind(5, signed_of(endpoint.created_s))
+                           .bind(6, signed_of(endpoint.created_ns))
                            .run()) {
     return failed("create an endpoint", db_);
   }
@@ -318,13 +348,21 @@ Result<std::vector<Endpoint>> WebhookStore::endpoints(u64 merchant) {
 
 Result<std::optional<Endpoint>> WebhookStore::update_endpoint(
     u64 id, std::optional<std::string> url, std::optional<std::vector<std::string>> events,
-    std::optional<bool> disabled) {
+    std::optional<bool> disabled, u64 now_ns) {
   std::lock_guard lock(mutex_);
+  // (Every expression reads the row as it was before the update.) A change that
+  // changes nothing keeps the time of the last one.
   Statement update(db_,
                    "UPDATE endpoints SET url = COALESCE(?2, url), events = COALESCE(?3, events), "
-                   "disabled = COALESCE(?4, disabled) WHERE id = ?1");
+                   "disabled = COALESCE(?4, disabled), "
+                   "previous_events = CASE WHEN ?3 IS NOT NULL AND ?3 != events THEN events "
+                   "ELSE previous_events END, "
+                   "events_changed_ns = CASE WHEN ?3 IS NOT NULL AND ?3 != events THEN ?5 "
+                   "ELSE events_changed_ns END, "
+                   "disabled_changed_ns = CASE WHEN ?4 IS NOT NULL AND ?4 != disabled THEN ?5 "
+                   "ELSE disabled_changed_ns END WHERE id = ?1");
   if (!update.ok()) return failed("update an endpoint", db_);
-  update.bind(1, signed_of(id));
+  update.bind(1, signed_of(id)).bind(5, signed_of(now_ns));
   if (url) update.bind_text(2, *url);
   if (events) update.bind_text(3, join_events(*events));
   if (disabled) update.bind(4, *disabled ? 1 : 0);
@@ -516,8 +554,8 @@ Status WebhookStore::record(const std::vector<Outcome>& outcomes) {
       "status = CASE WHEN ?4 THEN 1 WHEN ?5 = 0 OR ?6 >= give_up_ns THEN 2 ELSE 0 END, "
       "next_attempt_ns = CASE WHEN ?4 OR ?5 = 0 OR ?6 >= give_up_ns THEN 0 "
       "ELSE MIN(?5, give_up_ns - 1) END, "
-      "finished_ns = CASE WHEN ?4 OR ?5 = 0 OR ?6 >= give_up_ns THEN ?6 ELSE 0 END "
-      "WHERE id = ?1 AND status = 0");
+      "finished_ns = CASE WHEN ?4 OR ?5 = 0 OR ?6 >= give_up_ns THEN ?6 ELSE 0 END, "
+      "url = COALESCE(NULLIF(?7, ''), url) WHERE id = ?1 AND status = 0");
   if (!update.ok()) return failed("prepare", db_);
   for (const Outcome& o : outcomes) {
     const bool ok = update.bind(1, signed_of(o.id))
@@ -526,6 +564,7 @@ Status WebhookStore::record(const std::vector<Outcome>& outcomes) {
                         .bind(4, o.delivered ? 1 : 0)
                         .bind(5, signed_of(o.next_attempt_ns))
                         .bind(6, signed_of(o.at_ns))
+                        .bind_text(7, o.url)
                         .run();
     if (!ok) return failed("record an attempt", db_);
   }

@@ -42,7 +42,23 @@ struct Endpoint {
   u64 previous_until_s = 0;
   bool disabled = false;
   u64 created_s = 0;
+  // Times of the owner's group's commands (the wall clock, steered to gradually after a
+  // step of it: pipeline/clock.h), as the events' are.
+  u64 created_ns = 0;
+  // When `disabled` last changed (0: never), and `events` (what it was before then).
+  u64 disabled_changed_ns = 0;
+  std::vector<std::string> previous_events;
+  u64 events_changed_ns = 0;
+
+  // Whether it lists `type` now.
   bool wants(std::string_view type) const noexcept;
+  // Whether an event of `type` that happened at `event_ns` (its command's time) is the
+  // endpoint's: it existed then, was enabled then and listed the type then. The worker
+  // may read an event well after it happened (a backlog), and an endpoint made,
+  // disabled or changed meanwhile is judged as it was. Only the last change of each is
+  // remembered: toggled twice since the event, it is judged by the state before the
+  // last toggle.
+  bool receives(std::string_view type, u64 event_ns) const noexcept;
 };
 
 // A delivery as the worker makes it.
@@ -100,6 +116,7 @@ struct Outcome {
   // Not delivered: when to try again (0: never, failed). The store fails it at its
   // give-up time, and brings the last retry forward to just before it.
   u64 next_attempt_ns = 0;
+  std::string url = {};  // where the attempt went (an endpoint's URL as it is); empty: as kept
 };
 
 struct DeliveryQuery {
@@ -146,7 +163,7 @@ class WebhookStore {
   // Sets what is given; nullopt when there is no such endpoint.
   Result<std::optional<Endpoint>> update_endpoint(u64 id, std::optional<std::string> url,
                                                   std::optional<std::vector<std::string>> events,
-                                                  std::optional<bool> disabled);
+                                                  std::optional<bool> disabled, u64 now_ns);
   // A new secret, the old one signing too until grace_until_s, and the reply kept, in one
   // transaction.
   Result<std::optional<Endpoint>> rotate_secret(u64 id, std::string secret, u64 grace_until_s,

@@ -60,14 +60,29 @@ TEST(TargetUrl, PrivateLoopbackAndMetadataAddressesAreRefused) {
                               "::ffff:10.0.0.1",
                               "::ffff:169.254.169.254",
                               "ff02::1",
-                              "64:ff9b::7f00:1"}) {
+                              "64:ff9b::7f00:1",
+                              "192.0.2.1",
+                              "198.51.100.7",
+                              "203.0.113.9",
+                              "2002:7f00:1::",
+                              "2002:a00:1::1"}) {
     EXPECT_FALSE(address_allowed(ip::make_address(refused), false)) << refused;
     EXPECT_TRUE(address_allowed(ip::make_address(refused), true)) << refused;
   }
-  for (const char* allowed :
-       {"93.184.216.34", "8.8.8.8", "172.32.0.1", "2606:4700::1111", "::ffff:93.184.216.34"}) {
+  for (const char* allowed : {"93.184.216.34", "8.8.8.8", "172.32.0.1", "2606:4700::1111",
+                              "::ffff:93.184.216.34", "2002:5db8:d822::1"}) {
     EXPECT_TRUE(address_allowed(ip::make_address(allowed), false)) << allowed;
   }
+  // The host an order's ipn_url names is judged without a name server, in every
+  // spelling getaddrinfo would read as an address.
+  for (const char* loopback : {"127.0.0.1", "2130706433", "0x7f000001", "127.1", "0177.0.0.1"}) {
+    const std::optional<ip::address> literal = literal_address(loopback);
+    ASSERT_TRUE(literal.has_value()) << loopback;
+    EXPECT_EQ(literal->to_string(), "127.0.0.1") << loopback;
+  }
+  EXPECT_EQ(literal_address("::1")->to_string(), "::1");
+  EXPECT_FALSE(literal_address("example.com").has_value());
+  EXPECT_FALSE(literal_address("localhost").has_value());
 }
 
 TEST(Signature, OneV1PerSecretOverTheStampAndTheBody) {
@@ -300,16 +315,30 @@ TEST_F(WebhookStoreTest, EndpointsChangeRotateAndGo) {
   EXPECT_EQ(store_->endpoint_count(7).value(), 1u);
   EXPECT_EQ(store_->endpoint_count(8).value(), 0u);
   // Disabled: its deliveries wait.
-  ASSERT_TRUE(store_->update_endpoint(a.id, std::nullopt, std::nullopt, true).value().has_value());
+  ASSERT_TRUE(
+      store_->update_endpoint(a.id, std::nullopt, std::nullopt, true, 1).value().has_value());
   EXPECT_TRUE(due_events(1000).empty());
-  const Endpoint enabled = *store_
-                                ->update_endpoint(a.id, "http://b.example/",
-                                                  std::vector<std::string>{"order.failed"}, false)
-                                .value();
+  const Endpoint enabled =
+      *store_
+           ->update_endpoint(a.id, "http://b.example/", std::vector<std::string>{"order.failed"},
+                             false, 2)
+           .value();
   EXPECT_EQ(enabled.url, "http://b.example/");
   EXPECT_TRUE(enabled.wants("order.failed"));
   EXPECT_FALSE(enabled.wants("order.success"));
   EXPECT_EQ(due_events(1000), (std::vector<std::string>{"e1"}));
+  // An attempt goes to the endpoint's URL as it is now, and the delivery says so.
+  const u64 e1 = store_->deliveries({}).value()[0].id;
+  ASSERT_TRUE(store_
+                  ->record({Outcome{.id = e1,
+                                    .http_status = 500,
+                                    .error = "answered 500",
+                                    .at_ns = 1100,
+                                    .next_attempt_ns = 1200,
+                                    .url = enabled.url}})
+                  .ok());
+  EXPECT_EQ(store_->delivery(e1).value()->url, "http://b.example/");
+  EXPECT_EQ(store_->delivery(e1).value()->attempts, 1u);
   // Rotation keeps the old secret, with its end, and the reply under the key.
   const Endpoint rotated =
       *store_
@@ -335,6 +364,48 @@ TEST_F(WebhookStoreTest, EndpointsChangeRotateAndGo) {
   EXPECT_TRUE(due_events(1000).empty());
   EXPECT_EQ(store_->deliveries({}).value()[0].last_error, "endpoint deleted");
   EXPECT_EQ(store_->endpoints(7).value().size(), 0u);
+}
+
+// An event goes to the endpoints as they were when it happened, however late the
+// worker reads it (found by an attacker's probe: an endpoint registered, disabled or
+// re-filtered just after an event was judged as it was when the worker got to it — a
+// new one got the event, a disabled one lost it for good).
+TEST_F(WebhookStoreTest, AnEventGoesToTheEndpointsAsTheyWereWhenItHappened) {
+  Endpoint e;
+  e.merchant = 7;
+  e.url = "http://a.example/";
+  e.events = {"order.success"};
+  e.secret = "whsec_x";
+  e.created_ns = 1000;
+  const u64 id = store_->create_endpoint(e, KeptReply{}).value()->id;
+  const auto now = [&] { return *store_->endpoint(id).value(); };
+  EXPECT_FALSE(now().receives("order.success", 999));  // before it was made
+  EXPECT_TRUE(now().receives("order.success", 1000));
+  EXPECT_FALSE(now().receives("order.failed", 1000));
+  // Disabled at 2000: what happened before still goes to it (and waits while it is).
+  ASSERT_TRUE(store_->update_endpoint(id, std::nullopt, std::nullopt, true, 2000).ok());
+  EXPECT_TRUE(now().receives("order.success", 1500));
+  EXPECT_FALSE(now().receives("order.success", 2500));
+  // Disabled again (no change): the time of the change stays.
+  ASSERT_TRUE(store_->update_endpoint(id, std::nullopt, std::nullopt, true, 2600).ok());
+  EXPECT_FALSE(now().receives("order.success", 2500));
+  // Enabled at 3000: what happened while it was disabled does not.
+  ASSERT_TRUE(store_->update_endpoint(id, std::nullopt, std::nullopt, false, 3000).ok());
+  EXPECT_FALSE(now().receives("order.success", 2500));
+  EXPECT_TRUE(now().receives("order.success", 3500));
+  // Its events changed at 4000: before, the old list counts; after, the new.
+  ASSERT_TRUE(
+      store_->update_endpoint(id, std::nullopt, std::vector<std::string>{"*"}, std::nullopt, 4000)
+          .ok());
+  EXPECT_FALSE(now().receives("order.refunded", 3500));
+  EXPECT_TRUE(now().receives("order.success", 3500));
+  EXPECT_TRUE(now().receives("order.refunded", 4500));
+  // Kept across a reopen.
+  store_.reset();
+  store_ = std::move(WebhookStore::open(dir_.path() / "webhooks.sqlite").value());
+  EXPECT_FALSE(now().receives("order.refunded", 3500));
+  EXPECT_TRUE(now().receives("order.refunded", 4500));
+  EXPECT_FALSE(now().receives("order.success", 999));
 }
 
 TEST_F(WebhookStoreTest, TheCursorAndItsDeliveriesSurviveAReopen) {
